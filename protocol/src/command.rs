@@ -1,0 +1,476 @@
+//! The editor vocabulary: every intent a client can submit, with typed payloads, and the value
+//! guards that refuse payloads no honest client produces (non-finite numbers, absurd
+//! coordinates, oversized strings).
+//!
+//! Variants are append-only within a protocol version: their index is their wire tag.
+
+use glam::{Quat, Vec3, Vec4};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AuthorId, EntityId, ToolId};
+
+/// Largest coordinate magnitude accepted anywhere in a payload, in metres. Beyond this, f32
+/// precision is coarser than a millimetre and the value is a bug or an attack.
+pub const MAX_COORDINATE_M: f32 = 1.0e5;
+/// Longest entity or session name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Most entities one selection command may name.
+pub const MAX_SELECTION: usize = 1024;
+/// Most cuts one face subdivision may ask for.
+pub const MAX_SUBDIVISION_CUTS: u8 = 8;
+/// Scale factors must lie within `[1/MAX_SCALE_FACTOR, MAX_SCALE_FACTOR]` per axis.
+pub const MAX_SCALE_FACTOR: f32 = 1.0e3;
+
+/// A primitive mesh a spawn starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Primitive {
+    /// Unit cube centred on the origin.
+    Cube,
+    /// Square-based pyramid.
+    Pyramid,
+    /// Unit plane in XZ.
+    Plane,
+    /// Cylinder along Y.
+    Cylinder,
+    /// UV sphere.
+    Sphere,
+}
+
+/// Translation, rotation and scale of an entity relative to the scene root
+/// (`scene_from_entity`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transform {
+    /// Translation in metres.
+    pub translation: Vec3,
+    /// Rotation, unit quaternion.
+    pub rotation: Quat,
+    /// Per-axis scale.
+    pub scale: Vec3,
+}
+
+impl Transform {
+    /// No translation, no rotation, unit scale.
+    pub const IDENTITY: Self = Self {
+        translation: Vec3::ZERO,
+        rotation: Quat::IDENTITY,
+        scale: Vec3::ONE,
+    };
+}
+
+/// Surface parameters beyond the base color (PBR metallic-roughness, as glTF).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Material {
+    /// 0 = dielectric, 1 = metal.
+    pub metallic: f32,
+    /// 0 = mirror, 1 = fully rough.
+    pub roughness: f32,
+}
+
+/// A half-edge of an entity's mesh, by index (meaning arrives with the mesh model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HalfEdgeIndex(pub u32);
+
+/// A face of an entity's mesh, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FaceIndex(pub u32);
+
+/// One intent submitted by a client. Continuous manipulations are previews on the presence lane;
+/// only their commit becomes a `Command`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Replace the author's selection highlight with these entities (empty clears it).
+    Select {
+        /// Selected entities, in the order the user picked them.
+        entities: Vec<EntityId>,
+    },
+    /// Create an entity from a primitive. `entity` must be in the author's namespace.
+    Spawn {
+        /// New entity id.
+        entity: EntityId,
+        /// Starting mesh.
+        primitive: Primitive,
+        /// Starting transform.
+        transform: Transform,
+    },
+    /// Delete an entity.
+    Despawn {
+        /// Entity to delete.
+        entity: EntityId,
+    },
+    /// Move an entity by a delta, in scene space (metres).
+    Translate {
+        /// Target entity.
+        entity: EntityId,
+        /// Translation to add.
+        delta: Vec3,
+    },
+    /// Rotate an entity by a delta rotation (applied after the current one).
+    Rotate {
+        /// Target entity.
+        entity: EntityId,
+        /// Unit quaternion to compose.
+        delta: Quat,
+    },
+    /// Multiply an entity's scale per axis.
+    Scale {
+        /// Target entity.
+        entity: EntityId,
+        /// Per-axis factor, each positive.
+        factor: Vec3,
+    },
+    /// Rename an entity.
+    SetName {
+        /// Target entity.
+        entity: EntityId,
+        /// New name, at most [`MAX_NAME_BYTES`].
+        name: String,
+    },
+    /// Set an entity's base color (linear RGBA, each in `[0, 1]`).
+    SetColor {
+        /// Target entity.
+        entity: EntityId,
+        /// Linear RGBA.
+        rgba: Vec4,
+    },
+    /// Set an entity's material parameters.
+    SetMaterial {
+        /// Target entity.
+        entity: EntityId,
+        /// New parameters.
+        material: Material,
+    },
+    /// The author picks up a tool, optionally aimed at an entity.
+    ToolActivate {
+        /// Tool.
+        tool: ToolId,
+        /// Entity the tool acts on, if any.
+        target: Option<EntityId>,
+    },
+    /// The author puts a tool down.
+    ToolDeactivate {
+        /// Tool.
+        tool: ToolId,
+    },
+    /// Add a free vertex to an entity's mesh, in entity space.
+    VertexCreate {
+        /// Target entity.
+        entity: EntityId,
+        /// Position in entity space (metres).
+        position: Vec3,
+    },
+    /// Extrude a boundary edge by an offset, creating a new face.
+    EdgeExtrude {
+        /// Target entity.
+        entity: EntityId,
+        /// The half-edge to extrude.
+        edge: HalfEdgeIndex,
+        /// Offset of the new edge, in entity space (metres).
+        offset: Vec3,
+    },
+    /// Subdivide a face with `cuts` cuts per edge.
+    FaceSubdivide {
+        /// Target entity.
+        entity: EntityId,
+        /// The face.
+        face: FaceIndex,
+        /// Cuts per edge, 1..=[`MAX_SUBDIVISION_CUTS`].
+        cuts: u8,
+    },
+    /// Rename the session (admins only).
+    SetSessionName {
+        /// New name, at most [`MAX_NAME_BYTES`].
+        name: String,
+    },
+}
+
+/// Why a payload was refused by the value guards.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// A float is NaN or infinite.
+    #[error("{field} is not a finite number")]
+    NonFinite {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A coordinate is beyond [`MAX_COORDINATE_M`].
+    #[error("{field} is beyond the {MAX_COORDINATE_M} m limit")]
+    OutOfRange {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A rotation is not a unit quaternion.
+    #[error("{field} is not a unit quaternion")]
+    NotNormalized {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A string or list is longer than allowed.
+    #[error("{field} is longer than {max}")]
+    TooLong {
+        /// The offending field.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is outside its documented domain.
+    #[error("{field} is outside its allowed range")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// The entity id of a spawn is in another author's namespace.
+    #[error("entity id is not in the author's namespace")]
+    ForeignEntityId,
+}
+
+fn finite_vec(field: &'static str, v: &[f32]) -> Result<(), PayloadError> {
+    if v.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(PayloadError::NonFinite { field })
+    }
+}
+
+fn coordinate(field: &'static str, v: Vec3) -> Result<(), PayloadError> {
+    finite_vec(field, &v.to_array())?;
+    if v.abs().max_element() > MAX_COORDINATE_M {
+        return Err(PayloadError::OutOfRange { field });
+    }
+    Ok(())
+}
+
+fn unit_quat(field: &'static str, q: Quat) -> Result<(), PayloadError> {
+    finite_vec(field, &q.to_array())?;
+    // Clients quantize and renormalize; allow float noise but not garbage.
+    if (q.length_squared() - 1.0).abs() > 1.0e-3 {
+        return Err(PayloadError::NotNormalized { field });
+    }
+    Ok(())
+}
+
+fn scale_factor(field: &'static str, v: Vec3) -> Result<(), PayloadError> {
+    finite_vec(field, &v.to_array())?;
+    let ok = v
+        .to_array()
+        .iter()
+        .all(|x| (1.0 / MAX_SCALE_FACTOR..=MAX_SCALE_FACTOR).contains(x));
+    if ok {
+        Ok(())
+    } else {
+        Err(PayloadError::Invalid { field })
+    }
+}
+
+fn name(field: &'static str, s: &str) -> Result<(), PayloadError> {
+    if s.len() > MAX_NAME_BYTES {
+        return Err(PayloadError::TooLong {
+            field,
+            max: MAX_NAME_BYTES,
+        });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(PayloadError::Invalid { field });
+    }
+    Ok(())
+}
+
+fn unit_interval(field: &'static str, v: &[f32]) -> Result<(), PayloadError> {
+    finite_vec(field, v)?;
+    if v.iter().all(|x| (0.0..=1.0).contains(x)) {
+        Ok(())
+    } else {
+        Err(PayloadError::Invalid { field })
+    }
+}
+
+impl Command {
+    /// Checks every value against its documented domain. `author` is the signer, needed for the
+    /// spawn namespace rule.
+    ///
+    /// # Errors
+    /// The first guard that fails.
+    pub fn validate(&self, author: AuthorId) -> Result<(), PayloadError> {
+        match self {
+            Self::Select { entities } => {
+                if entities.len() > MAX_SELECTION {
+                    return Err(PayloadError::TooLong {
+                        field: "entities",
+                        max: MAX_SELECTION,
+                    });
+                }
+                Ok(())
+            }
+            Self::Spawn {
+                entity,
+                primitive: _,
+                transform,
+            } => {
+                if entity.namespace() != author {
+                    return Err(PayloadError::ForeignEntityId);
+                }
+                coordinate("transform.translation", transform.translation)?;
+                unit_quat("transform.rotation", transform.rotation)?;
+                finite_vec("transform.scale", &transform.scale.to_array())?;
+                if transform.scale.abs().max_element() > MAX_COORDINATE_M
+                    || transform.scale.min_element() <= 0.0
+                {
+                    return Err(PayloadError::Invalid {
+                        field: "transform.scale",
+                    });
+                }
+                Ok(())
+            }
+            Self::Despawn { entity: _ }
+            | Self::ToolActivate { tool: _, target: _ }
+            | Self::ToolDeactivate { tool: _ } => Ok(()),
+            Self::Translate { entity: _, delta } => coordinate("delta", *delta),
+            Self::Rotate { entity: _, delta } => unit_quat("delta", *delta),
+            Self::Scale { entity: _, factor } => scale_factor("factor", *factor),
+            Self::SetName { entity: _, name: n } | Self::SetSessionName { name: n } => {
+                name("name", n)
+            }
+            Self::SetColor { entity: _, rgba } => unit_interval("rgba", &rgba.to_array()),
+            Self::SetMaterial {
+                entity: _,
+                material,
+            } => unit_interval("material", &[material.metallic, material.roughness]),
+            Self::VertexCreate {
+                entity: _,
+                position,
+            } => coordinate("position", *position),
+            Self::EdgeExtrude {
+                entity: _,
+                edge: _,
+                offset,
+            } => coordinate("offset", *offset),
+            Self::FaceSubdivide {
+                entity: _,
+                face: _,
+                cuts,
+            } => {
+                if (1..=MAX_SUBDIVISION_CUTS).contains(cuts) {
+                    Ok(())
+                } else {
+                    Err(PayloadError::Invalid { field: "cuts" })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: AuthorId = AuthorId(3);
+
+    #[test]
+    fn non_finite_and_absurd_values_are_refused() {
+        let e = EntityId::new(ME, 1);
+        let nan = Command::Translate {
+            entity: e,
+            delta: Vec3::new(f32::NAN, 0.0, 0.0),
+        };
+        assert_eq!(
+            nan.validate(ME),
+            Err(PayloadError::NonFinite { field: "delta" })
+        );
+        let far = Command::Translate {
+            entity: e,
+            delta: Vec3::new(0.0, 2.0e5, 0.0),
+        };
+        assert_eq!(
+            far.validate(ME),
+            Err(PayloadError::OutOfRange { field: "delta" })
+        );
+        let bad_rot = Command::Rotate {
+            entity: e,
+            delta: Quat::from_xyzw(1.0, 1.0, 0.0, 0.0),
+        };
+        assert_eq!(
+            bad_rot.validate(ME),
+            Err(PayloadError::NotNormalized { field: "delta" })
+        );
+        let zero_scale = Command::Scale {
+            entity: e,
+            factor: Vec3::new(1.0, 0.0, 1.0),
+        };
+        assert_eq!(
+            zero_scale.validate(ME),
+            Err(PayloadError::Invalid { field: "factor" })
+        );
+        let inf_color = Command::SetColor {
+            entity: e,
+            rgba: Vec4::new(1.0, f32::INFINITY, 0.0, 1.0),
+        };
+        assert_eq!(
+            inf_color.validate(ME),
+            Err(PayloadError::NonFinite { field: "rgba" })
+        );
+        let long = Command::SetName {
+            entity: e,
+            name: "x".repeat(MAX_NAME_BYTES + 1),
+        };
+        assert!(matches!(
+            long.validate(ME),
+            Err(PayloadError::TooLong { .. })
+        ));
+        let cuts = Command::FaceSubdivide {
+            entity: e,
+            face: FaceIndex(0),
+            cuts: 0,
+        };
+        assert_eq!(
+            cuts.validate(ME),
+            Err(PayloadError::Invalid { field: "cuts" })
+        );
+    }
+
+    #[test]
+    fn spawn_must_use_the_authors_namespace() {
+        let spawn = |entity| Command::Spawn {
+            entity,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        };
+        assert_eq!(spawn(EntityId::new(ME, 1)).validate(ME), Ok(()));
+        assert_eq!(
+            spawn(EntityId::new(AuthorId(4), 1)).validate(ME),
+            Err(PayloadError::ForeignEntityId)
+        );
+    }
+
+    #[test]
+    fn ordinary_edits_pass() {
+        let e = EntityId::new(ME, 1);
+        for c in [
+            Command::Translate {
+                entity: e,
+                delta: Vec3::new(1.0, -2.0, 0.5),
+            },
+            Command::Rotate {
+                entity: e,
+                delta: Quat::from_rotation_y(0.3),
+            },
+            Command::Scale {
+                entity: e,
+                factor: Vec3::splat(2.0),
+            },
+            Command::SetName {
+                entity: e,
+                name: "Chair".into(),
+            },
+            Command::SetColor {
+                entity: e,
+                rgba: Vec4::new(0.2, 0.4, 0.6, 1.0),
+            },
+            Command::FaceSubdivide {
+                entity: e,
+                face: FaceIndex(2),
+                cuts: 2,
+            },
+        ] {
+            assert_eq!(c.validate(ME), Ok(()), "{c:?}");
+        }
+    }
+}

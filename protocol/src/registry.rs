@@ -1,0 +1,375 @@
+//! The command registry: for every command kind, who may issue it (role), what part of the
+//! state it touches (scope) and how it resolves against a concurrent command on the same scope
+//! (conflict strategy).
+//!
+//! This table is the rulebook of the session. It is one exhaustive `match` so that adding a
+//! command without deciding its rule does not compile.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, FaceIndex, HalfEdgeIndex};
+use crate::ids::{AuthorId, EntityId, ToolId};
+
+/// What a participant may do. Ordered: `Viewer < Editor < Admin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Sees the scene, points at things (selection highlight), edits nothing.
+    Viewer,
+    /// Edits the scene.
+    Editor,
+    /// Edits the scene and the session itself.
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name, as used in invites, the CLI and messages.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Editor => "editor",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl core::fmt::Display for Role {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How two concurrent commands on the same scope resolve. The strategy of the later command
+/// (in total order) decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Both apply, in total order (commutative or order-insensitive edits: deltas, new vertices).
+    Merge,
+    /// The later in total order wins; the earlier is kept in the log, marked superseded.
+    LastWriteWins,
+    /// The later in total order is refused with a conflict reason the client shows.
+    Reject,
+}
+
+/// A part of an entity that commands touch independently, so that renaming and moving the same
+/// entity at once are not a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Facet {
+    /// Whether the entity exists (spawn, despawn).
+    Existence,
+    /// Translation, rotation, scale.
+    Transform,
+    /// Display name.
+    Name,
+    /// Base color.
+    Color,
+    /// Material parameters.
+    Material,
+    /// The mesh as a whole (element-level edits use [`Scope::MeshElement`]).
+    Topology,
+}
+
+/// One element of an entity's mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MeshElement {
+    /// A half-edge.
+    Edge(HalfEdgeIndex),
+    /// A face.
+    Face(FaceIndex),
+}
+
+/// The part of the state a command touches. Two commands can only conflict when their scopes
+/// are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Session-wide state (its name, settings).
+    Global,
+    /// One facet of one entity.
+    Entity {
+        /// The entity.
+        entity: EntityId,
+        /// The facet.
+        facet: Facet,
+    },
+    /// One author's state of one tool.
+    Tool {
+        /// Whose tool.
+        author: AuthorId,
+        /// Which tool.
+        tool: ToolId,
+    },
+    /// One author's selection highlight.
+    Selection {
+        /// Whose selection.
+        author: AuthorId,
+    },
+    /// One element of one entity's mesh.
+    MeshElement {
+        /// The entity.
+        entity: EntityId,
+        /// The element.
+        element: MeshElement,
+    },
+}
+
+/// Payload-free name of a command variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)] // reason: each names the `Command` variant of the same name
+pub enum CommandKind {
+    Select,
+    Spawn,
+    Despawn,
+    Translate,
+    Rotate,
+    Scale,
+    SetName,
+    SetColor,
+    SetMaterial,
+    ToolActivate,
+    ToolDeactivate,
+    VertexCreate,
+    EdgeExtrude,
+    FaceSubdivide,
+    SetSessionName,
+}
+
+impl CommandKind {
+    /// Every kind, in wire-tag order.
+    pub const ALL: [Self; 15] = [
+        Self::Select,
+        Self::Spawn,
+        Self::Despawn,
+        Self::Translate,
+        Self::Rotate,
+        Self::Scale,
+        Self::SetName,
+        Self::SetColor,
+        Self::SetMaterial,
+        Self::ToolActivate,
+        Self::ToolDeactivate,
+        Self::VertexCreate,
+        Self::EdgeExtrude,
+        Self::FaceSubdivide,
+        Self::SetSessionName,
+    ];
+
+    /// The rule for this kind.
+    #[must_use]
+    pub const fn rule(self) -> Rule {
+        use Role::{Admin, Editor, Viewer};
+        use Strategy::{LastWriteWins as Lww, Merge, Reject};
+        let (role, strategy) = match self {
+            // Pointing at things is how viewers take part in a review.
+            Self::Select => (Viewer, Lww),
+            // Two spawns of one id, or a second delete, are refused: nothing sensible merges.
+            Self::Spawn | Self::Despawn => (Editor, Reject),
+            // Deltas compose: two people nudging the same object both move it.
+            Self::Translate | Self::Rotate | Self::Scale => (Editor, Merge),
+            // Absolute values: the later wins, the earlier author is told it was overwritten.
+            Self::SetName | Self::SetColor | Self::SetMaterial => (Editor, Lww),
+            Self::ToolActivate | Self::ToolDeactivate => (Editor, Lww),
+            // New vertices do not touch existing elements.
+            Self::VertexCreate => (Editor, Merge),
+            // Two topology edits of one element cannot both be meant: the later is refused.
+            Self::EdgeExtrude | Self::FaceSubdivide => (Editor, Reject),
+            Self::SetSessionName => (Admin, Lww),
+        };
+        Rule { role, strategy }
+    }
+
+    /// Lower-case name for messages and metrics labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Select => "select",
+            Self::Spawn => "spawn",
+            Self::Despawn => "despawn",
+            Self::Translate => "translate",
+            Self::Rotate => "rotate",
+            Self::Scale => "scale",
+            Self::SetName => "set_name",
+            Self::SetColor => "set_color",
+            Self::SetMaterial => "set_material",
+            Self::ToolActivate => "tool_activate",
+            Self::ToolDeactivate => "tool_deactivate",
+            Self::VertexCreate => "vertex_create",
+            Self::EdgeExtrude => "edge_extrude",
+            Self::FaceSubdivide => "face_subdivide",
+            Self::SetSessionName => "set_session_name",
+        }
+    }
+}
+
+/// What the registry says about one command kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Least role allowed to issue it.
+    pub role: Role,
+    /// Resolution against a concurrent command on the same scope.
+    pub strategy: Strategy,
+}
+
+impl Command {
+    /// The payload-free kind.
+    #[must_use]
+    pub const fn kind(&self) -> CommandKind {
+        match self {
+            Self::Select { .. } => CommandKind::Select,
+            Self::Spawn { .. } => CommandKind::Spawn,
+            Self::Despawn { .. } => CommandKind::Despawn,
+            Self::Translate { .. } => CommandKind::Translate,
+            Self::Rotate { .. } => CommandKind::Rotate,
+            Self::Scale { .. } => CommandKind::Scale,
+            Self::SetName { .. } => CommandKind::SetName,
+            Self::SetColor { .. } => CommandKind::SetColor,
+            Self::SetMaterial { .. } => CommandKind::SetMaterial,
+            Self::ToolActivate { .. } => CommandKind::ToolActivate,
+            Self::ToolDeactivate { .. } => CommandKind::ToolDeactivate,
+            Self::VertexCreate { .. } => CommandKind::VertexCreate,
+            Self::EdgeExtrude { .. } => CommandKind::EdgeExtrude,
+            Self::FaceSubdivide { .. } => CommandKind::FaceSubdivide,
+            Self::SetSessionName { .. } => CommandKind::SetSessionName,
+        }
+    }
+
+    /// The registry rule of this command's kind.
+    #[must_use]
+    pub const fn rule(&self) -> Rule {
+        self.kind().rule()
+    }
+
+    /// The scope this command touches when issued by `author`.
+    #[must_use]
+    pub const fn scope(&self, author: AuthorId) -> Scope {
+        const fn entity(entity: EntityId, facet: Facet) -> Scope {
+            Scope::Entity { entity, facet }
+        }
+        match self {
+            Self::Select { .. } => Scope::Selection { author },
+            Self::Spawn { entity: e, .. } | Self::Despawn { entity: e } => {
+                entity(*e, Facet::Existence)
+            }
+            Self::Translate { entity: e, .. }
+            | Self::Rotate { entity: e, .. }
+            | Self::Scale { entity: e, .. } => entity(*e, Facet::Transform),
+            Self::SetName { entity: e, .. } => entity(*e, Facet::Name),
+            Self::SetColor { entity: e, .. } => entity(*e, Facet::Color),
+            Self::SetMaterial { entity: e, .. } => entity(*e, Facet::Material),
+            Self::ToolActivate { tool, .. } | Self::ToolDeactivate { tool } => Scope::Tool {
+                author,
+                tool: *tool,
+            },
+            Self::VertexCreate { entity: e, .. } => entity(*e, Facet::Topology),
+            Self::EdgeExtrude {
+                entity: e, edge, ..
+            } => Scope::MeshElement {
+                entity: *e,
+                element: MeshElement::Edge(*edge),
+            },
+            Self::FaceSubdivide {
+                entity: e, face, ..
+            } => Scope::MeshElement {
+                entity: *e,
+                element: MeshElement::Face(*face),
+            },
+            Self::SetSessionName { .. } => Scope::Global,
+        }
+    }
+}
+
+/// A role too low for a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} needs the {required} role, the author is {actual}")]
+pub struct PermissionDenied {
+    /// The command kind.
+    pub kind: CommandKind,
+    /// The least role it needs.
+    pub required: Role,
+    /// The author's role.
+    pub actual: Role,
+}
+
+/// The permission check: may `role` issue `kind`?
+///
+/// # Errors
+/// [`PermissionDenied`] when the role is below the kind's required role.
+pub const fn check_permission(role: Role, kind: CommandKind) -> Result<(), PermissionDenied> {
+    let required = kind.rule().role;
+    if (role as u8) >= (required as u8) {
+        Ok(())
+    } else {
+        Err(PermissionDenied {
+            kind,
+            required,
+            actual: role,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Viewer < Role::Editor && Role::Editor < Role::Admin);
+    }
+
+    /// The full permission matrix: every kind against every role.
+    #[test]
+    fn permissions_per_command_and_role() {
+        for kind in CommandKind::ALL {
+            let expected_min = match kind {
+                CommandKind::Select => Role::Viewer,
+                CommandKind::SetSessionName => Role::Admin,
+                _ => Role::Editor,
+            };
+            for role in [Role::Viewer, Role::Editor, Role::Admin] {
+                let res = check_permission(role, kind);
+                if role >= expected_min {
+                    assert_eq!(res, Ok(()), "{role} may issue {kind:?}");
+                } else {
+                    assert_eq!(
+                        res,
+                        Err(PermissionDenied {
+                            kind,
+                            required: expected_min,
+                            actual: role
+                        }),
+                        "{role} may not issue {kind:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_separate_facets_and_authors() {
+        let e = EntityId::new(AuthorId(1), 1);
+        let name = Command::SetName {
+            entity: e,
+            name: "a".into(),
+        };
+        let mv = Command::Translate {
+            entity: e,
+            delta: glam::Vec3::X,
+        };
+        assert_ne!(name.scope(AuthorId(1)), mv.scope(AuthorId(1)));
+        let sel = Command::Select { entities: vec![e] };
+        assert_ne!(sel.scope(AuthorId(1)), sel.scope(AuthorId(2)));
+        let ext = |edge| Command::EdgeExtrude {
+            entity: e,
+            edge: HalfEdgeIndex(edge),
+            offset: glam::Vec3::Y,
+        };
+        assert_eq!(ext(4).scope(AuthorId(1)), ext(4).scope(AuthorId(2)));
+        assert_ne!(ext(4).scope(AuthorId(1)), ext(5).scope(AuthorId(1)));
+    }
+
+    #[test]
+    fn kinds_list_is_complete_and_in_tag_order() {
+        for (i, k) in CommandKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+}

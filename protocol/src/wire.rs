@@ -1,0 +1,506 @@
+//! Wire messages: the join handshake and everything exchanged after it, one enum per direction.
+//!
+//! Compatibility rules (see `docs/protocol.md`):
+//! - Variants and fields are append-only within a protocol version; the variant index is the
+//!   wire tag.
+//! - The first bytes of a [`ClientMsg::Hello`] (tag 0, then the version as a varint) are frozen
+//!   for every version, so a server can always read the version of a client it cannot speak to
+//!   and refuse it with a clear message ([`peek_hello_version`]).
+//! - A message is valid only in some connection phases ([`ClientMsg::allowed_in`]).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AuthorId, CommandId, SessionId};
+use crate::registry::Role;
+use crate::sign::{
+    BodyError, Domain, PublicKey, Signature, SignatureError, Signer, decode_exact, verify_one,
+    verifying_key,
+};
+
+/// Protocol versions this build speaks.
+pub const SUPPORTED_VERSIONS: &[u16] = &[crate::PROTOCOL_VERSION];
+
+/// The signed part of an invite: who may join which session, as what, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteBody {
+    /// Always [`Domain::Invite`].
+    pub domain: Domain,
+    /// The session the invite opens.
+    pub session: SessionId,
+    /// The role the joiner gets.
+    pub role: Role,
+    /// Expiry, milliseconds since the Unix epoch (the server's clock is an input).
+    pub expires_at_ms: u64,
+    /// Random id, so an invite can be revoked and audited.
+    pub invite_id: [u8; 16],
+}
+
+/// An invite token: an [`InviteBody`] signed by the server's key. Minted offline from the key
+/// file or through the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// Encoded [`InviteBody`].
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Server signature over `body`.
+    pub signature: Signature,
+}
+
+/// Why an invite was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InviteError {
+    /// Not a valid invite encoding.
+    #[error("the invite is malformed")]
+    Malformed,
+    /// Not signed by this server.
+    #[error("the invite was not issued by this server")]
+    BadSignature,
+    /// For another session.
+    #[error("the invite is for another session")]
+    WrongSession,
+    /// Past its expiry.
+    #[error("the invite has expired")]
+    Expired,
+}
+
+impl Invite {
+    /// Mints an invite signed by `server`.
+    ///
+    /// # Errors
+    /// [`BodyError`] if the body's domain is not [`Domain::Invite`].
+    pub fn mint(body: &InviteBody, server: &dyn Signer) -> Result<Self, BodyError> {
+        if body.domain != Domain::Invite {
+            return Err(BodyError::WrongDomain);
+        }
+        let bytes = postcard::to_allocvec(body).map_err(|_| BodyError::Malformed("encode"))?;
+        Ok(Self {
+            signature: server.sign(&bytes),
+            body: bytes,
+        })
+    }
+
+    /// Checks the invite against the server key, the session and the current time.
+    ///
+    /// # Errors
+    /// [`InviteError`] naming the first failed check.
+    pub fn verify(
+        &self,
+        server_key: &PublicKey,
+        session: SessionId,
+        now_ms: u64,
+    ) -> Result<InviteBody, InviteError> {
+        let key = verifying_key(server_key).map_err(|_| InviteError::BadSignature)?;
+        if !verify_one(&key, &self.body, &self.signature) {
+            return Err(InviteError::BadSignature);
+        }
+        let body: InviteBody = decode_exact(&self.body).map_err(|_| InviteError::Malformed)?;
+        if body.domain != Domain::Invite {
+            return Err(InviteError::Malformed);
+        }
+        if body.session != session {
+            return Err(InviteError::WrongSession);
+        }
+        if now_ms >= body.expires_at_ms {
+            return Err(InviteError::Expired);
+        }
+        Ok(body)
+    }
+}
+
+/// What a joining client signs to prove it holds the key it announced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProofBody {
+    /// Always [`Domain::JoinProof`].
+    pub domain: Domain,
+    /// Protocol version of the connection.
+    pub version: u16,
+    /// Session being joined.
+    pub session: SessionId,
+    /// The server's challenge nonce.
+    pub nonce: [u8; 32],
+    /// The key being proven.
+    pub public_key: PublicKey,
+}
+
+impl JoinProofBody {
+    /// The exact bytes signed for this proof.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self)
+            .expect("postcard into a Vec fails only on serde features this struct does not use")
+    }
+
+    /// Signs the proof.
+    #[must_use]
+    pub fn sign(&self, signer: &dyn Signer) -> Signature {
+        signer.sign(&self.to_bytes())
+    }
+
+    /// Checks `signature` over this proof with the announced key.
+    ///
+    /// # Errors
+    /// [`SignatureError::Invalid`] (the author is not known yet, so it is reported as 0).
+    pub fn verify(&self, signature: &Signature) -> Result<(), SignatureError> {
+        let key =
+            verifying_key(&self.public_key).map_err(|_| SignatureError::Invalid(AuthorId(0)))?;
+        if verify_one(&key, &self.to_bytes(), signature) {
+            Ok(())
+        } else {
+            Err(SignatureError::Invalid(AuthorId(0)))
+        }
+    }
+}
+
+/// First message of a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The hard protocol version; must be the first field forever.
+    pub protocol_version: u16,
+    /// Soft build id (git describe); a mismatch only warns.
+    pub build_id: String,
+    /// The key the client will sign with.
+    pub public_key: PublicKey,
+    /// The invite being redeemed.
+    pub invite: Invite,
+}
+
+/// The server's challenge after a `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Random nonce to sign (randomness is an input of the session).
+    pub nonce: [u8; 32],
+    /// The server's build id.
+    pub server_build_id: String,
+}
+
+/// The client's answer to the challenge: a signature over [`JoinProofBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProof {
+    /// Signature.
+    pub signature: Signature,
+}
+
+/// Join accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The session joined.
+    pub session: SessionId,
+    /// The author id assigned to this client.
+    pub author: AuthorId,
+    /// The role granted by the invite.
+    pub role: Role,
+    /// The next sequence number the server expects from this author.
+    pub next_seq: u64,
+    /// The server's Lamport clock: the log position the snapshot that follows is at.
+    pub log_position: u64,
+}
+
+/// Why a join was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinRefusal {
+    /// The client speaks a protocol version the server does not.
+    UnsupportedVersion {
+        /// What the server speaks.
+        supported: Vec<u16>,
+    },
+    /// The invite failed a check.
+    InvalidInvite,
+    /// The invite has expired.
+    InviteExpired,
+    /// The proof of key possession does not verify.
+    BadProof,
+    /// The key is malformed or weak.
+    BadKey,
+    /// The session does not exist or is closed.
+    NoSuchSession,
+    /// The session is at its participant limit.
+    SessionFull,
+}
+
+/// Join refused, with a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRefused {
+    /// Machine-readable reason.
+    pub reason: JoinRefusal,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Entries submitted by an author, in its own sequence order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    /// Signed entries.
+    pub entries: Vec<crate::sign::SignedEntry>,
+}
+
+/// Accepted log entries, in the server's order, as signed by their authors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entries {
+    /// Signed entries.
+    pub entries: Vec<crate::sign::SignedEntry>,
+}
+
+/// An entry of the receiving author was accepted and is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The author's sequence number.
+    pub seq: u64,
+    /// Its position in the total order.
+    pub id: CommandId,
+}
+
+/// Machine-readable reason for refusing a submitted entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// Undecodable body or a value outside its domain.
+    Malformed,
+    /// Protocol version in the body is not the connection's.
+    WrongVersion,
+    /// Signed for another session.
+    WrongSession,
+    /// The author is not registered.
+    UnknownAuthor,
+    /// Signed with a key other than the registered one.
+    KeyMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// The author's role is too low.
+    Permission,
+    /// Sequence number reused or not increasing.
+    Replay,
+    /// Lost against a concurrent entry on the same scope.
+    Conflict,
+    /// The author is over its rate limit.
+    RateLimited,
+}
+
+/// A submitted entry was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRefused {
+    /// The author's sequence number (0 when the body could not be read).
+    pub seq: u64,
+    /// Machine-readable reason.
+    pub code: RefusalCode,
+    /// Human-readable explanation, shown to the user.
+    pub message: String,
+}
+
+/// Round-trip probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed back.
+    pub nonce: u64,
+}
+
+/// Answer to a [`Ping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+}
+
+/// Why a connection is being closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The client is leaving.
+    Leaving,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The peer broke the protocol (bad frame, message out of phase).
+    ProtocolViolation,
+    /// The client fell too far behind; it should reconnect and resync.
+    TooSlow,
+    /// An admin removed the client.
+    Kicked,
+    /// Nothing was heard for too long.
+    IdleTimeout,
+}
+
+/// Orderly close, with a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {
+    /// Machine-readable reason.
+    pub reason: CloseReason,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Client → server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Opens the handshake. Must stay variant 0.
+    Hello(Hello),
+    /// Answers the challenge.
+    JoinProof(JoinProof),
+    /// Submits signed entries.
+    Submit(Submit),
+    /// RTT probe.
+    Ping(Ping),
+    /// Leaving.
+    Close(Close),
+}
+
+/// Server → client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Asks the client to prove its key.
+    Challenge(Challenge),
+    /// Join accepted.
+    Welcome(Welcome),
+    /// Join refused.
+    JoinRefused(JoinRefused),
+    /// Log entries in the server's order.
+    Entries(Entries),
+    /// One of the client's entries is durable.
+    Ack(Ack),
+    /// One of the client's entries was refused.
+    CommandRefused(CommandRefused),
+    /// Answer to a ping.
+    Pong(Pong),
+    /// Closing the connection.
+    Close(Close),
+}
+
+/// Phases of a connection, as seen by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing received yet: only `Hello`.
+    AwaitingHello,
+    /// Challenge sent: only the proof.
+    AwaitingProof,
+    /// Joined.
+    Joined,
+    /// Closing: nothing more is processed.
+    Closing,
+}
+
+impl ClientMsg {
+    /// Is this message valid in `phase`? Checked before dispatch; a `false` closes the
+    /// connection with [`CloseReason::ProtocolViolation`].
+    #[must_use]
+    pub const fn allowed_in(&self, phase: Phase) -> bool {
+        match (self, phase) {
+            (Self::Hello(_), Phase::AwaitingHello)
+            | (Self::JoinProof(_), Phase::AwaitingProof)
+            | (Self::Submit(_) | Self::Ping(_), Phase::Joined)
+            | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
+            (Self::Hello(_), _)
+            | (Self::JoinProof(_), _)
+            | (Self::Submit(_) | Self::Ping(_), _)
+            | (Self::Close(_), Phase::Closing) => false,
+        }
+    }
+}
+
+/// Reads the protocol version from an encoded `ClientMsg::Hello` of any version, without
+/// decoding the rest. `None` if the bytes do not start like a `Hello`.
+#[must_use]
+pub fn peek_hello_version(payload: &[u8]) -> Option<u16> {
+    let (tag, rest) = postcard::take_from_bytes::<u32>(payload).ok()?;
+    if tag != 0 {
+        return None;
+    }
+    postcard::take_from_bytes::<u16>(rest).ok().map(|(v, _)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::Ed25519Signer;
+
+    fn server() -> Ed25519Signer {
+        Ed25519Signer::from_seed([9; 32])
+    }
+
+    fn invite_body(expires_at_ms: u64) -> InviteBody {
+        InviteBody {
+            domain: Domain::Invite,
+            session: SessionId([1; 16]),
+            role: Role::Editor,
+            expires_at_ms,
+            invite_id: [2; 16],
+        }
+    }
+
+    #[test]
+    fn invites_verify_and_each_check_has_its_error() {
+        let s = server();
+        let inv = Invite::mint(&invite_body(1_000), &s).unwrap();
+        assert_eq!(
+            inv.verify(&s.public_key(), SessionId([1; 16]), 999),
+            Ok(invite_body(1_000))
+        );
+        assert_eq!(
+            inv.verify(&s.public_key(), SessionId([1; 16]), 1_000),
+            Err(InviteError::Expired)
+        );
+        assert_eq!(
+            inv.verify(&s.public_key(), SessionId([3; 16]), 0),
+            Err(InviteError::WrongSession)
+        );
+        let other = Ed25519Signer::from_seed([8; 32]);
+        assert_eq!(
+            inv.verify(&other.public_key(), SessionId([1; 16]), 0),
+            Err(InviteError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_join_proof_is_not_an_invite() {
+        // Cross-domain confusion: a client's proof signature over bytes that decode as an
+        // invite must not verify as one, because the domain tag differs.
+        let client = Ed25519Signer::from_seed([4; 32]);
+        let proof = JoinProofBody {
+            domain: Domain::JoinProof,
+            version: 1,
+            session: SessionId([1; 16]),
+            nonce: [0; 32],
+            public_key: client.public_key(),
+        };
+        let sig = proof.sign(&client);
+        let forged = Invite {
+            body: proof.to_bytes(),
+            signature: sig,
+        };
+        assert_eq!(
+            forged.verify(&client.public_key(), SessionId([1; 16]), 0),
+            Err(InviteError::Malformed)
+        );
+        assert_eq!(proof.verify(&sig), Ok(()));
+    }
+
+    #[test]
+    fn message_validity_per_phase() {
+        let ping = ClientMsg::Ping(Ping { nonce: 1 });
+        assert!(!ping.allowed_in(Phase::AwaitingHello));
+        assert!(ping.allowed_in(Phase::Joined));
+        let proof = ClientMsg::JoinProof(JoinProof {
+            signature: Signature([0; 64]),
+        });
+        assert!(proof.allowed_in(Phase::AwaitingProof));
+        assert!(!proof.allowed_in(Phase::Joined));
+        let close = ClientMsg::Close(Close {
+            reason: CloseReason::Leaving,
+            message: String::new(),
+        });
+        assert!(close.allowed_in(Phase::AwaitingHello) && !close.allowed_in(Phase::Closing));
+    }
+
+    #[test]
+    fn hello_version_can_be_read_from_any_version() {
+        let s = server();
+        let hello = ClientMsg::Hello(Hello {
+            protocol_version: 7,
+            build_id: "x".into(),
+            public_key: s.public_key(),
+            invite: Invite::mint(&invite_body(5), &s).unwrap(),
+        });
+        let bytes = postcard::to_allocvec(&hello).unwrap();
+        assert_eq!(peek_hello_version(&bytes), Some(7));
+        let ping = postcard::to_allocvec(&ClientMsg::Ping(Ping { nonce: 1 })).unwrap();
+        assert_eq!(peek_hello_version(&ping), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! Meshwork's authoritative session core, sans-IO: no sockets, no clocks, no threads, no
+//! randomness. Deterministic: the same inputs in the same order give the same state and bytes.
+//!
+//! Owns the command log ([`log`]): signature, permission, payload and replay checks, conflict
+//! resolution and the Lamport order. Grows the scene, snapshots and the `handle_input` /
+//! `poll_output` driver in later work. Must never: touch the network, the disk or the clock —
+//! `meshwork-server` does that and feeds the results in.
+
+pub mod log;
+
+pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};

@@ -1,0 +1,660 @@
+//! The command log: signed entries in Lamport order, each with its resolution status.
+//!
+//! Every entry passes, in this order: decode → version → session → signature (author known, key
+//! named, signature valid) → role → payload guards → Lamport sanity → replay / duplicate →
+//! conflict resolution. Nothing is stored before the permission check; every refusal is a typed
+//! [`Refusal`].
+//!
+//! Conflicts: two entries conflict when their scopes are equal and the later one (in total
+//! order) was issued without having seen the earlier (`later.seen_lamport < earlier.lamport`).
+//! The later entry's strategy decides: merge keeps both, last-write-wins marks the earlier
+//! `Superseded`, reject marks the later `Rejected`.
+//!
+//! Two modes:
+//! - [`Mode::Replica`]: the statuses are a pure function of the *set* of entries integrated, so
+//!   replicas that receive the same entries in any order and any batch split hold identical logs
+//!   (byte for byte, [`CommandLog::encode`]). To stay order-independent a replica keeps rejected
+//!   entries (a later arrival can reinstate them) and may retract an entry when an earlier
+//!   conflicting one arrives late.
+//! - [`Mode::Authority`]: the server. Once an entry is accepted it is never retracted (it may
+//!   have been acknowledged): an arrival that would retract an accepted entry is refused
+//!   instead. Refused entries are not stored, but their sequence numbers count as used.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshwork_protocol::registry::{PermissionDenied, check_permission};
+use meshwork_protocol::sign::SignedItem;
+use meshwork_protocol::wire::RefusalCode;
+use meshwork_protocol::{
+    AuthorId, Command, CommandId, Domain, EntryBody, KeyRing, LamportClock, PROTOCOL_VERSION,
+    PayloadError, Scope, SessionId, SignatureError, SignedEntry, Signer, Strategy, Verifier,
+};
+use serde::{Deserialize, Serialize};
+
+/// How far ahead of the authority's clock an author's timestamp may be. An honest author is at
+/// most one tick ahead per entry of its own still in flight; the bound keeps a hostile
+/// timestamp from exhausting the clock.
+pub const MAX_LAMPORT_LEAD: u64 = 1 << 20;
+
+/// Which rules the log follows (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The session server: accepted entries are final.
+    Authority,
+    /// A replica: the state is a function of the set of entries integrated.
+    Replica,
+}
+
+/// The resolution of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// In effect.
+    Applied,
+    /// Overwritten by a concurrent last-write-wins entry later in total order.
+    Superseded {
+        /// The winner.
+        by: CommandId,
+    },
+    /// Refused: a concurrent entry earlier in total order holds the scope (replicas only keep
+    /// these; see the module docs).
+    Rejected {
+        /// The entry it lost to.
+        by: CommandId,
+    },
+}
+
+impl Status {
+    const fn is_rejected(self) -> bool {
+        matches!(self, Self::Rejected { .. })
+    }
+}
+
+/// One entry of the log.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// Position in the total order.
+    pub id: CommandId,
+    /// The decoded signed body.
+    pub body: EntryBody,
+    /// The entry exactly as signed and sent.
+    pub signed: SignedEntry,
+    /// Its resolution.
+    pub status: Status,
+}
+
+/// Which replay rule an entry broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayKind {
+    /// The sequence number is not above the author's last one (authority).
+    SeqNotIncreasing {
+        /// The last sequence number seen from the author.
+        last: u64,
+    },
+    /// The sequence number is already used by another entry (replica).
+    SeqReused,
+    /// Another entry already has this `CommandId` (the author equivocated).
+    IdReused,
+}
+
+/// Why an entry was refused. Each variant is one kind of fault a client can be told about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The body is not a valid entry, or a value is outside its domain.
+    #[error("malformed entry: {0}")]
+    Malformed(String),
+    /// The body names a protocol version this log does not speak.
+    #[error("entry is for protocol version {got}, this session speaks {PROTOCOL_VERSION}")]
+    WrongVersion {
+        /// The version in the body.
+        got: u16,
+    },
+    /// The body is signed for another session.
+    #[error("entry is signed for session {got}, not this one")]
+    WrongSession {
+        /// The session in the body.
+        got: SessionId,
+    },
+    /// The author is not registered in this session.
+    #[error("{0} is not a participant of this session")]
+    UnknownAuthor(AuthorId),
+    /// The entry names a key other than the author's registered key.
+    #[error("{0} signed with a key that is not its registered key")]
+    KeyMismatch(AuthorId),
+    /// The signature does not verify: forged or corrupted.
+    #[error("the signature of {0} does not verify")]
+    BadSignature(AuthorId),
+    /// The author's role does not allow the command.
+    #[error("permission denied: {0}")]
+    Permission(#[from] PermissionDenied),
+    /// The sequence number or id was already used.
+    #[error("replayed entry from {author} (seq {seq}): {kind:?}")]
+    Replay {
+        /// The author.
+        author: AuthorId,
+        /// The sequence number in the body.
+        seq: u64,
+        /// Which rule.
+        kind: ReplayKind,
+    },
+    /// A concurrent entry earlier in total order holds the scope.
+    #[error("conflicts with {with} on {scope:?}, which was not seen when this was issued")]
+    Conflict {
+        /// The entry that holds the scope.
+        with: CommandId,
+        /// The contested scope.
+        scope: Scope,
+    },
+}
+
+impl From<SignatureError> for Refusal {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::UnknownAuthor(a) => Self::UnknownAuthor(a),
+            SignatureError::KeyMismatch(a) => Self::KeyMismatch(a),
+            SignatureError::Invalid(a) => Self::BadSignature(a),
+        }
+    }
+}
+
+impl From<PayloadError> for Refusal {
+    fn from(e: PayloadError) -> Self {
+        Self::Malformed(e.to_string())
+    }
+}
+
+impl Refusal {
+    /// The wire code sent to the author.
+    #[must_use]
+    pub const fn code(&self) -> RefusalCode {
+        match self {
+            Self::Malformed(_) => RefusalCode::Malformed,
+            Self::WrongVersion { .. } => RefusalCode::WrongVersion,
+            Self::WrongSession { .. } => RefusalCode::WrongSession,
+            Self::UnknownAuthor(_) => RefusalCode::UnknownAuthor,
+            Self::KeyMismatch(_) => RefusalCode::KeyMismatch,
+            Self::BadSignature(_) => RefusalCode::BadSignature,
+            Self::Permission(_) => RefusalCode::Permission,
+            Self::Replay { .. } => RefusalCode::Replay,
+            Self::Conflict { .. } => RefusalCode::Conflict,
+        }
+    }
+}
+
+/// What integrating an entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Integrated {
+    /// Stored.
+    Appended {
+        /// Its position.
+        id: CommandId,
+        /// Its status (`Applied` or `Superseded`).
+        status: Status,
+        /// Other entries whose status changed because of it, with their new status.
+        changed: Vec<(CommandId, Status)>,
+    },
+    /// The very same entry was already in the log; nothing changed.
+    Duplicate {
+        /// Its position.
+        id: CommandId,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+struct AuthorState {
+    /// Highest sequence number of any signature-valid entry (stored or refused).
+    high_seq: Option<u64>,
+    /// Highest Lamport timestamp of the author's stored entries.
+    high_lamport: u64,
+    /// Sequence number → entry, for replicas' reuse detection.
+    seqs: BTreeMap<u64, CommandId>,
+}
+
+/// The ordered, signed, conflict-resolved command log of one session.
+#[derive(Debug)]
+pub struct CommandLog {
+    mode: Mode,
+    session: SessionId,
+    keys: KeyRing,
+    clock: LamportClock,
+    /// Largest Lamport timestamp of any stored entry.
+    seen_lamport: u64,
+    entries: BTreeMap<CommandId, LogEntry>,
+    scopes: BTreeMap<Scope, BTreeSet<CommandId>>,
+    authors: BTreeMap<AuthorId, AuthorState>,
+}
+
+/// What conflict resolution needs of an entry.
+#[derive(Clone, Copy)]
+struct ScopeItem {
+    id: CommandId,
+    seen_lamport: u64,
+    strategy: Strategy,
+}
+
+impl CommandLog {
+    /// An empty log for `session`, verifying against `keys`.
+    #[must_use]
+    pub fn new(mode: Mode, session: SessionId, keys: KeyRing) -> Self {
+        Self {
+            mode,
+            session,
+            keys,
+            clock: LamportClock::new(),
+            seen_lamport: 0,
+            entries: BTreeMap::new(),
+            scopes: BTreeMap::new(),
+            authors: BTreeMap::new(),
+        }
+    }
+
+    /// The session this log belongs to.
+    #[must_use]
+    pub const fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// The registered authors.
+    #[must_use]
+    pub const fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The registered authors, for joins and role changes.
+    pub const fn keys_mut(&mut self) -> &mut KeyRing {
+        &mut self.keys
+    }
+
+    /// The Lamport clock's current time.
+    #[must_use]
+    pub const fn clock(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The largest Lamport timestamp of any stored entry.
+    #[must_use]
+    pub const fn seen_lamport(&self) -> u64 {
+        self.seen_lamport
+    }
+
+    /// Number of stored entries (replicas include rejected ones).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is stored.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// One entry by id.
+    #[must_use]
+    pub fn get(&self, id: &CommandId) -> Option<&LogEntry> {
+        self.entries.get(id)
+    }
+
+    /// Every stored entry in total order.
+    pub fn iter(&self) -> impl Iterator<Item = &LogEntry> {
+        self.entries.values()
+    }
+
+    /// Entries in effect or superseded (not rejected) with a Lamport timestamp above `lamport`,
+    /// in total order: what a client that has seen up to `lamport` is missing.
+    pub fn entries_since(&self, lamport: u64) -> impl Iterator<Item = &LogEntry> {
+        let start = CommandId::first_at(lamport.saturating_add(1));
+        self.entries
+            .range(start..)
+            .map(|(_, e)| e)
+            .filter(move |e| e.id.lamport > lamport && !e.status.is_rejected())
+    }
+
+    /// The next sequence number `author` should use.
+    #[must_use]
+    pub fn next_seq(&self, author: AuthorId) -> u64 {
+        self.authors
+            .get(&author)
+            .and_then(|a| a.high_seq)
+            .map_or(1, |s| s.saturating_add(1))
+    }
+
+    /// Canonical encoding of the whole log (entries as signed, in order, with statuses).
+    /// Replicas holding the same log produce the same bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let items: Vec<(&SignedEntry, Status)> = self
+            .entries
+            .values()
+            .map(|e| (&e.signed, e.status))
+            .collect();
+        postcard::to_allocvec(&items)
+            .expect("postcard into a Vec fails only on serde features these types do not use")
+    }
+
+    /// Issues a command as the local `author`: stamps the next sequence number, a Lamport
+    /// timestamp and what this log has seen, signs it, and integrates it like any other entry.
+    /// Returns the signed entry to send.
+    ///
+    /// # Errors
+    /// The [`Refusal`] integrating it produced (e.g. the author's role is too low).
+    pub fn append_local(
+        &mut self,
+        author: AuthorId,
+        signer: &dyn Signer,
+        command: Command,
+    ) -> Result<(SignedEntry, Integrated), Refusal> {
+        let body = EntryBody {
+            domain: Domain::Entry,
+            version: PROTOCOL_VERSION,
+            session: self.session,
+            author,
+            key_id: signer.public_key().key_id(),
+            seq: self.next_seq(author),
+            lamport: self.clock.now().max(self.seen_lamport).saturating_add(1),
+            seen_lamport: self.seen_lamport,
+            command,
+        };
+        let signed =
+            SignedEntry::sign(&body, signer).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let outcome = self.integrate(signed.clone())?;
+        Ok((signed, outcome))
+    }
+
+    /// Integrates one signed entry.
+    ///
+    /// # Errors
+    /// The [`Refusal`] for the first check it fails.
+    pub fn integrate(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
+        let body = self.precheck(&signed)?;
+        self.keys.verify(&signed.signed_item(&body))?;
+        self.admit(signed, body)
+    }
+
+    /// Integrates a batch with one batch signature verification. The result for each entry is
+    /// exactly what [`CommandLog::integrate`] would give integrating them one by one in order.
+    pub fn integrate_batch(&mut self, batch: Vec<SignedEntry>) -> Vec<Result<Integrated, Refusal>> {
+        let prechecked: Vec<Result<EntryBody, Refusal>> =
+            batch.iter().map(|s| self.precheck(s)).collect();
+        let items: Vec<SignedItem<'_>> = batch
+            .iter()
+            .zip(&prechecked)
+            .filter_map(|(s, b)| b.as_ref().ok().map(|b| s.signed_item(b)))
+            .collect();
+        let mut verdicts = self.keys.verify_batch(&items).into_iter();
+        let mut out = Vec::with_capacity(batch.len());
+        for (signed, body) in batch.into_iter().zip(prechecked) {
+            let result = body.and_then(|body| {
+                verdicts
+                    .next()
+                    .expect("one verdict per prechecked entry")
+                    .map_err(Refusal::from)?;
+                self.admit(signed, body)
+            });
+            out.push(result);
+        }
+        out
+    }
+
+    /// Checks that need no state and no curve arithmetic.
+    fn precheck(&self, signed: &SignedEntry) -> Result<EntryBody, Refusal> {
+        let body = signed
+            .decode_body()
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if body.version != PROTOCOL_VERSION {
+            return Err(Refusal::WrongVersion { got: body.version });
+        }
+        if body.session != self.session {
+            return Err(Refusal::WrongSession { got: body.session });
+        }
+        Ok(body)
+    }
+
+    /// Checks after a valid signature, then stores.
+    fn admit(&mut self, signed: SignedEntry, body: EntryBody) -> Result<Integrated, Refusal> {
+        let author = body.author;
+        let id = body.id();
+        let role = self
+            .keys
+            .role(author)
+            .ok_or(Refusal::UnknownAuthor(author))?;
+        check_permission(role, body.command.kind())?;
+        body.command.validate(author)?;
+        self.check_lamport(&body)?;
+
+        if let Some(existing) = self.entries.get(&id) {
+            if existing.signed == signed {
+                return Ok(Integrated::Duplicate { id });
+            }
+            return Err(Refusal::Replay {
+                author,
+                seq: body.seq,
+                kind: ReplayKind::IdReused,
+            });
+        }
+        let state = self.authors.entry(author).or_default();
+        match self.mode {
+            Mode::Authority => {
+                if let Some(last) = state.high_seq.filter(|last| body.seq <= *last) {
+                    return Err(Refusal::Replay {
+                        author,
+                        seq: body.seq,
+                        kind: ReplayKind::SeqNotIncreasing { last },
+                    });
+                }
+                if body.lamport <= state.high_lamport {
+                    return Err(Refusal::Malformed(format!(
+                        "lamport {} does not advance past the author's {}",
+                        body.lamport, state.high_lamport
+                    )));
+                }
+            }
+            Mode::Replica => {
+                if state.seqs.contains_key(&body.seq) {
+                    return Err(Refusal::Replay {
+                        author,
+                        seq: body.seq,
+                        kind: ReplayKind::SeqReused,
+                    });
+                }
+            }
+        }
+        // From here the sequence number counts as used, whatever the conflict check says.
+        state.high_seq = Some(state.high_seq.map_or(body.seq, |s| s.max(body.seq)));
+
+        let scope = body.command.scope(author);
+        let candidate = ScopeItem {
+            id,
+            seen_lamport: body.seen_lamport,
+            strategy: body.command.rule().strategy,
+        };
+        let (status, changed) = self.resolve_with(scope, candidate);
+
+        if self.mode == Mode::Authority {
+            if let Status::Rejected { by } = status {
+                return Err(Refusal::Conflict { with: by, scope });
+            }
+            // An accepted entry may have been acknowledged: never retract it.
+            if let Some((victim, _)) = changed.iter().find(|(_, s)| s.is_rejected()) {
+                return Err(Refusal::Conflict {
+                    with: *victim,
+                    scope,
+                });
+            }
+        }
+        self.store(scope, signed, body, status, &changed);
+        match status {
+            Status::Rejected { by } => Err(Refusal::Conflict { with: by, scope }),
+            Status::Applied | Status::Superseded { .. } => Ok(Integrated::Appended {
+                id,
+                status,
+                changed,
+            }),
+        }
+    }
+
+    /// Lamport sanity: an entry comes after what its author had seen, and (on the authority)
+    /// neither claims to have seen the future nor leaps far ahead.
+    fn check_lamport(&self, body: &EntryBody) -> Result<(), Refusal> {
+        if body.seen_lamport >= body.lamport {
+            return Err(Refusal::Malformed(format!(
+                "lamport {} is not after the seen lamport {}",
+                body.lamport, body.seen_lamport
+            )));
+        }
+        if self.mode == Mode::Authority {
+            if body.seen_lamport > self.clock.now() {
+                return Err(Refusal::Malformed(format!(
+                    "seen lamport {} is ahead of the log ({})",
+                    body.seen_lamport,
+                    self.clock.now()
+                )));
+            }
+            if body.lamport > self.clock.now().saturating_add(MAX_LAMPORT_LEAD) {
+                return Err(Refusal::Malformed(format!(
+                    "lamport {} is too far ahead of the log ({})",
+                    body.lamport,
+                    self.clock.now()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn item(&self, id: CommandId) -> Option<ScopeItem> {
+        self.entries.get(&id).map(|e| ScopeItem {
+            id,
+            seen_lamport: e.body.seen_lamport,
+            strategy: e.body.command.rule().strategy,
+        })
+    }
+
+    /// The candidate's status and the status changes of other entries of its scope if it were
+    /// added. Pure: nothing is modified.
+    fn resolve_with(
+        &self,
+        scope: Scope,
+        candidate: ScopeItem,
+    ) -> (Status, Vec<(CommandId, Status)>) {
+        let empty = BTreeSet::new();
+        let members = self.scopes.get(&scope).unwrap_or(&empty);
+        let is_tail = members.last().is_none_or(|last| *last < candidate.id);
+        if is_tail {
+            return self.resolve_tail(members, candidate);
+        }
+        // Out of order: resolve the whole scope again and report the differences.
+        let mut items: Vec<ScopeItem> = members.iter().filter_map(|id| self.item(*id)).collect();
+        let at = items.partition_point(|i| i.id < candidate.id);
+        items.insert(at, candidate);
+        let statuses = resolve_scope(&items);
+        let mut status = Status::Applied;
+        let mut changed = Vec::new();
+        for (item, new) in items.iter().zip(statuses) {
+            if item.id == candidate.id {
+                status = new;
+            } else if self.entries.get(&item.id).is_some_and(|e| e.status != new) {
+                changed.push((item.id, new));
+            }
+        }
+        (status, changed)
+    }
+
+    /// Fast path for an entry that is last in its scope: only entries it had not seen matter.
+    /// Gives the same answer as [`resolve_scope`] over the whole scope.
+    fn resolve_tail(
+        &self,
+        members: &BTreeSet<CommandId>,
+        candidate: ScopeItem,
+    ) -> (Status, Vec<(CommandId, Status)>) {
+        let unseen = CommandId::first_at(candidate.seen_lamport.saturating_add(1));
+        let concurrent = members
+            .range(unseen..)
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| !e.status.is_rejected());
+        match candidate.strategy {
+            Strategy::Merge => (Status::Applied, Vec::new()),
+            Strategy::Reject => match concurrent.map(|e| e.id).next() {
+                Some(by) => (Status::Rejected { by }, Vec::new()),
+                None => (Status::Applied, Vec::new()),
+            },
+            Strategy::LastWriteWins => {
+                let changed = concurrent
+                    .filter(|e| e.status == Status::Applied)
+                    .map(|e| (e.id, Status::Superseded { by: candidate.id }))
+                    .collect();
+                (Status::Applied, changed)
+            }
+        }
+    }
+
+    fn store(
+        &mut self,
+        scope: Scope,
+        signed: SignedEntry,
+        body: EntryBody,
+        status: Status,
+        changed: &[(CommandId, Status)],
+    ) {
+        let id = body.id();
+        for (other, new) in changed {
+            if let Some(e) = self.entries.get_mut(other) {
+                e.status = *new;
+            }
+        }
+        self.scopes.entry(scope).or_default().insert(id);
+        let state = self.authors.entry(id.author).or_default();
+        state.seqs.insert(body.seq, id);
+        state.high_lamport = state.high_lamport.max(id.lamport);
+        self.clock.observe(id.lamport);
+        self.seen_lamport = self.seen_lamport.max(id.lamport);
+        self.entries.insert(
+            id,
+            LogEntry {
+                id,
+                body,
+                signed,
+                status,
+            },
+        );
+    }
+}
+
+/// Resolves one scope from scratch. `items` are sorted by id. The status of each entry depends
+/// only on the entries before it (for reject) and after it (for supersession), never on arrival
+/// order.
+fn resolve_scope(items: &[ScopeItem]) -> Vec<Status> {
+    let mut statuses = vec![Status::Applied; items.len()];
+    // Indices of entries not rejected so far, in order.
+    let mut live: Vec<usize> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        // Live entries the item had not seen: a suffix of `live`, since ids sort by lamport.
+        let first_unseen = live.partition_point(|&j| {
+            items
+                .get(j)
+                .is_some_and(|e| e.id.lamport <= item.seen_lamport)
+        });
+        let unseen = live.get(first_unseen..).unwrap_or_default();
+        match item.strategy {
+            Strategy::Merge => {}
+            Strategy::Reject => {
+                if let Some(by) = unseen.first().and_then(|&j| items.get(j)).map(|e| e.id) {
+                    if let Some(s) = statuses.get_mut(i) {
+                        *s = Status::Rejected { by };
+                    }
+                    continue;
+                }
+            }
+            Strategy::LastWriteWins => {
+                for &j in unseen {
+                    if let Some(s) = statuses.get_mut(j).filter(|s| **s == Status::Applied) {
+                        *s = Status::Superseded { by: item.id };
+                    }
+                }
+            }
+        }
+        live.push(i);
+    }
+    statuses
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,504 @@
+use glam::Vec3;
+use meshwork_protocol::command::{FaceIndex, HalfEdgeIndex, Material, Primitive, Transform};
+use meshwork_protocol::registry::CommandKind;
+use meshwork_protocol::{Ed25519Signer, EntityId, PublicKey, ToolId};
+
+use super::*;
+use meshwork_protocol::Role;
+
+const SESSION: SessionId = SessionId([0x5e; 16]);
+const A: AuthorId = AuthorId(1);
+const B: AuthorId = AuthorId(2);
+const C: AuthorId = AuthorId(3);
+
+fn signer(author: AuthorId) -> Ed25519Signer {
+    let mut seed = [0u8; 32];
+    seed[0] = u8::try_from(author.0).unwrap();
+    Ed25519Signer::from_seed(seed)
+}
+
+fn ring(roles: &[(AuthorId, Role)]) -> KeyRing {
+    let mut keys = KeyRing::new();
+    for (a, r) in roles {
+        keys.register(*a, signer(*a).public_key(), *r).unwrap();
+    }
+    keys
+}
+
+fn editors() -> KeyRing {
+    ring(&[(A, Role::Editor), (B, Role::Editor), (C, Role::Editor)])
+}
+
+/// A signed entry with every field chosen by the test.
+fn entry(author: AuthorId, seq: u64, lamport: u64, seen: u64, command: Command) -> SignedEntry {
+    let s = signer(author);
+    entry_with(&s, SESSION, author, seq, lamport, seen, command)
+}
+
+fn entry_with(
+    s: &Ed25519Signer,
+    session: SessionId,
+    author: AuthorId,
+    seq: u64,
+    lamport: u64,
+    seen: u64,
+    command: Command,
+) -> SignedEntry {
+    let body = EntryBody {
+        domain: Domain::Entry,
+        version: PROTOCOL_VERSION,
+        session,
+        author,
+        key_id: s.public_key().key_id(),
+        seq,
+        lamport,
+        seen_lamport: seen,
+        command,
+    };
+    SignedEntry::sign(&body, s).unwrap()
+}
+
+fn ent() -> EntityId {
+    EntityId::new(A, 1)
+}
+
+fn rename(name: &str) -> Command {
+    Command::SetName {
+        entity: ent(),
+        name: name.into(),
+    }
+}
+
+fn id(lamport: u64, author: AuthorId) -> CommandId {
+    CommandId { lamport, author }
+}
+
+/// One command of every kind, valid for `author`.
+fn sample(kind: CommandKind, author: AuthorId) -> Command {
+    let e = ent();
+    match kind {
+        CommandKind::Select => Command::Select { entities: vec![e] },
+        CommandKind::Spawn => Command::Spawn {
+            entity: EntityId::new(author, 9),
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        },
+        CommandKind::Despawn => Command::Despawn { entity: e },
+        CommandKind::Translate => Command::Translate {
+            entity: e,
+            delta: Vec3::X,
+        },
+        CommandKind::Rotate => Command::Rotate {
+            entity: e,
+            delta: glam::Quat::from_rotation_z(1.0),
+        },
+        CommandKind::Scale => Command::Scale {
+            entity: e,
+            factor: Vec3::splat(2.0),
+        },
+        CommandKind::SetName => rename("n"),
+        CommandKind::SetColor => Command::SetColor {
+            entity: e,
+            rgba: glam::Vec4::ONE,
+        },
+        CommandKind::SetMaterial => Command::SetMaterial {
+            entity: e,
+            material: Material {
+                metallic: 0.5,
+                roughness: 0.5,
+            },
+        },
+        CommandKind::ToolActivate => Command::ToolActivate {
+            tool: ToolId(1),
+            target: Some(e),
+        },
+        CommandKind::ToolDeactivate => Command::ToolDeactivate { tool: ToolId(1) },
+        CommandKind::VertexCreate => Command::VertexCreate {
+            entity: e,
+            position: Vec3::ONE,
+        },
+        CommandKind::EdgeExtrude => Command::EdgeExtrude {
+            entity: e,
+            edge: HalfEdgeIndex(0),
+            offset: Vec3::Y,
+        },
+        CommandKind::FaceSubdivide => Command::FaceSubdivide {
+            entity: e,
+            face: FaceIndex(0),
+            cuts: 1,
+        },
+        CommandKind::SetSessionName => Command::SetSessionName {
+            name: "Review".into(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- permissions
+
+#[test]
+fn permissions_per_command_and_role_are_enforced_before_append() {
+    for (role, author) in [(Role::Viewer, A), (Role::Editor, B), (Role::Admin, C)] {
+        for kind in CommandKind::ALL {
+            let mut log = CommandLog::new(Mode::Authority, SESSION, ring(&[(author, role)]));
+            let res = log.integrate(entry(author, 1, 1, 0, sample(kind, author)));
+            let required = kind.rule().role;
+            if role >= required {
+                assert!(res.is_ok(), "{role} may {kind:?}: {res:?}");
+                assert_eq!(log.len(), 1);
+            } else {
+                assert_eq!(
+                    res,
+                    Err(Refusal::Permission(PermissionDenied {
+                        kind,
+                        required,
+                        actual: role
+                    })),
+                    "{role} may not {kind:?}"
+                );
+                assert!(log.is_empty(), "nothing appended on a permission refusal");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- signatures and replay
+
+#[test]
+fn forged_signature_is_refused_as_bad_signature() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    let mut e = entry(A, 1, 1, 0, rename("x"));
+    e.signature.0[0] ^= 0x01;
+    assert_eq!(log.integrate(e), Err(Refusal::BadSignature(A)));
+    // Tampering with the body instead of the signature is the same fault.
+    let mut e = entry(A, 1, 1, 0, rename("x"));
+    let last = e.body.len() - 1;
+    e.body[last] = b'y';
+    assert_eq!(log.integrate(e), Err(Refusal::BadSignature(A)));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn wrong_key_is_refused_as_key_mismatch() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    // B's key, claiming to be A.
+    let e = entry_with(&signer(B), SESSION, A, 1, 1, 0, rename("x"));
+    assert_eq!(log.integrate(e), Err(Refusal::KeyMismatch(A)));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn wrong_session_is_refused() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    let other = SessionId([1; 16]);
+    let e = entry_with(&signer(A), other, A, 1, 1, 0, rename("x"));
+    assert_eq!(log.integrate(e), Err(Refusal::WrongSession { got: other }));
+}
+
+#[test]
+fn unknown_author_is_refused() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, ring(&[(A, Role::Editor)]));
+    assert_eq!(
+        log.integrate(entry(B, 1, 1, 0, rename("x"))),
+        Err(Refusal::UnknownAuthor(B))
+    );
+}
+
+#[test]
+fn replayed_sequence_numbers_are_refused() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    log.integrate(entry(A, 1, 1, 0, rename("a"))).unwrap();
+    log.integrate(entry(A, 2, 2, 1, rename("b"))).unwrap();
+    // A new entry reusing seq 2 (different content, later lamport).
+    assert_eq!(
+        log.integrate(entry(A, 2, 3, 2, rename("c"))),
+        Err(Refusal::Replay {
+            author: A,
+            seq: 2,
+            kind: ReplayKind::SeqNotIncreasing { last: 2 }
+        })
+    );
+    // The very same entry again is a duplicate, acknowledged idempotently.
+    assert_eq!(
+        log.integrate(entry(A, 2, 2, 1, rename("b"))),
+        Ok(Integrated::Duplicate { id: id(2, A) })
+    );
+    assert_eq!(log.len(), 2);
+    assert_eq!(log.next_seq(A), 3);
+}
+
+#[test]
+fn replica_detects_sequence_reuse_and_equivocation() {
+    let mut log = CommandLog::new(Mode::Replica, SESSION, editors());
+    log.integrate(entry(A, 5, 5, 0, rename("a"))).unwrap();
+    // Lower sequence numbers are fine out of order on a replica...
+    log.integrate(entry(A, 4, 4, 0, rename("b"))).unwrap();
+    // ...but not reuse.
+    assert_eq!(
+        log.integrate(entry(A, 4, 6, 0, rename("c"))),
+        Err(Refusal::Replay {
+            author: A,
+            seq: 4,
+            kind: ReplayKind::SeqReused
+        })
+    );
+    // Same id, different content: the author equivocated.
+    assert_eq!(
+        log.integrate(entry(A, 7, 5, 0, rename("d"))),
+        Err(Refusal::Replay {
+            author: A,
+            seq: 7,
+            kind: ReplayKind::IdReused
+        })
+    );
+}
+
+#[test]
+fn a_refused_entry_still_burns_its_sequence_number() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    let despawn = Command::Despawn { entity: ent() };
+    log.integrate(entry(B, 1, 1, 0, despawn.clone())).unwrap();
+    let loser = entry(C, 1, 1, 0, despawn);
+    assert!(matches!(
+        log.integrate(loser.clone()),
+        Err(Refusal::Conflict { .. })
+    ));
+    // Replaying the refused envelope later cannot sneak it in.
+    assert!(matches!(log.integrate(loser), Err(Refusal::Replay { .. })));
+}
+
+#[test]
+fn malformed_payloads_and_timestamps_are_refused() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    let nan = Command::Translate {
+        entity: ent(),
+        delta: Vec3::new(0.0, f32::NAN, 0.0),
+    };
+    assert!(matches!(
+        log.integrate(entry(A, 1, 1, 0, nan)),
+        Err(Refusal::Malformed(_))
+    ));
+    assert!(matches!(
+        log.integrate(entry(A, 2, 3, 3, rename("x"))),
+        Err(Refusal::Malformed(_))
+    ));
+    assert!(matches!(
+        log.integrate(entry(A, 3, MAX_LAMPORT_LEAD + 10, 0, rename("x"))),
+        Err(Refusal::Malformed(_))
+    ));
+    assert!(matches!(
+        log.integrate(entry(A, 4, 9, 5, rename("x"))),
+        Err(Refusal::Malformed(_))
+    ));
+    let garbage = SignedEntry {
+        body: vec![0xff; 10],
+        signature: meshwork_protocol::sign::Signature([0; 64]),
+    };
+    assert!(matches!(log.integrate(garbage), Err(Refusal::Malformed(_))));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn weak_or_invalid_keys_cannot_be_registered() {
+    let mut keys = KeyRing::new();
+    assert!(keys.register(A, PublicKey([0; 32]), Role::Editor).is_err());
+}
+
+// ---------------------------------------------------------------- Lamport
+
+#[test]
+fn lamport_clock_advances_on_append_and_integrate() {
+    let mut log = CommandLog::new(Mode::Replica, SESSION, editors());
+    let (e1, _) = log.append_local(A, &signer(A), rename("a")).unwrap();
+    assert_eq!(e1.decode_body().unwrap().lamport, 1);
+    assert_eq!(
+        log.clock(),
+        2,
+        "observe(1) on a clock at 0 gives max(0,1)+1"
+    );
+    // A remote entry far ahead pulls the clock past it.
+    log.integrate(entry(B, 1, 10, 0, rename("b"))).unwrap();
+    assert_eq!(log.clock(), 11);
+    assert_eq!(log.seen_lamport(), 10);
+    let (e2, _) = log.append_local(A, &signer(A), rename("c")).unwrap();
+    let b2 = e2.decode_body().unwrap();
+    assert_eq!(b2.seen_lamport, 10, "the local author saw B's entry");
+    assert!(b2.lamport > 10, "and orders after it");
+    assert_eq!(b2.seq, 2);
+}
+
+// ---------------------------------------------------------------- conflict strategies
+
+#[test]
+fn last_write_wins_keeps_the_later_in_total_order() {
+    // A and B rename concurrently (neither saw the other), both at lamport 5.
+    let ea = entry(A, 1, 5, 0, rename("from A"));
+    let eb = entry(B, 1, 5, 0, rename("from B"));
+    for order in [[ea.clone(), eb.clone()], [eb.clone(), ea.clone()]] {
+        for mode in [Mode::Authority, Mode::Replica] {
+            let mut log = CommandLog::new(mode, SESSION, editors());
+            for e in order.clone() {
+                log.integrate(e).unwrap();
+            }
+            assert_eq!(
+                log.get(&id(5, B)).unwrap().status,
+                Status::Applied,
+                "{mode:?}"
+            );
+            assert_eq!(
+                log.get(&id(5, A)).unwrap().status,
+                Status::Superseded { by: id(5, B) },
+                "{mode:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn last_write_wins_does_not_touch_entries_the_writer_had_seen() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    log.integrate(entry(A, 1, 1, 0, rename("a"))).unwrap();
+    log.integrate(entry(B, 1, 2, 1, rename("b"))).unwrap();
+    assert_eq!(
+        log.get(&id(1, A)).unwrap().status,
+        Status::Applied,
+        "sequential, not a conflict"
+    );
+}
+
+#[test]
+fn merge_keeps_both_concurrent_entries() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    let mv = |d| Command::Translate {
+        entity: ent(),
+        delta: Vec3::splat(d),
+    };
+    let r1 = log.integrate(entry(A, 1, 3, 0, mv(1.0))).unwrap();
+    let r2 = log.integrate(entry(B, 1, 3, 0, mv(2.0))).unwrap();
+    for r in [r1, r2] {
+        assert!(
+            matches!(
+                r,
+                Integrated::Appended {
+                    status: Status::Applied,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn reject_refuses_the_later_concurrent_entry() {
+    let despawn = Command::Despawn { entity: ent() };
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    log.integrate(entry(A, 1, 4, 0, despawn.clone())).unwrap();
+    let scope = despawn.scope(B);
+    assert_eq!(
+        log.integrate(entry(B, 1, 4, 0, despawn.clone())),
+        Err(Refusal::Conflict {
+            with: id(4, A),
+            scope
+        })
+    );
+    // An author who had seen the first despawn is not in conflict with it.
+    assert!(log.integrate(entry(C, 1, 5, 4, despawn)).is_ok());
+}
+
+#[test]
+fn authority_never_retracts_an_accepted_entry() {
+    // B's extrude arrives first and is accepted; A's concurrent one sorts earlier in total order
+    // (lamport 3 < 4) but arrives later: the authority refuses it rather than retract B's.
+    let ext = Command::EdgeExtrude {
+        entity: ent(),
+        edge: HalfEdgeIndex(2),
+        offset: Vec3::Y,
+    };
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    log.integrate(entry(B, 1, 4, 0, ext.clone())).unwrap();
+    assert_eq!(
+        log.integrate(entry(A, 1, 3, 0, ext.clone())),
+        Err(Refusal::Conflict {
+            with: id(4, B),
+            scope: ext.scope(A)
+        })
+    );
+    assert_eq!(log.get(&id(4, B)).unwrap().status, Status::Applied);
+}
+
+#[test]
+fn replica_retracts_and_reinstates_to_stay_order_independent() {
+    // d < e < f on one reject scope. e conflicts with d; f saw d but not e.
+    // Set semantics: d applied, e rejected (by d), f applied (e is out of the way).
+    let ext = Command::EdgeExtrude {
+        entity: ent(),
+        edge: HalfEdgeIndex(2),
+        offset: Vec3::Y,
+    };
+    let d = entry(A, 1, 2, 0, ext.clone());
+    let e = entry(B, 1, 3, 0, ext.clone());
+    let f = entry(C, 1, 4, 2, ext);
+    let mut log = CommandLog::new(Mode::Replica, SESSION, editors());
+    log.integrate(e).unwrap();
+    assert!(matches!(log.integrate(f), Err(Refusal::Conflict { with, .. }) if with == id(3, B)));
+    let r = log.integrate(d).unwrap();
+    assert_eq!(
+        r,
+        Integrated::Appended {
+            id: id(2, A),
+            status: Status::Applied,
+            changed: vec![
+                (id(3, B), Status::Rejected { by: id(2, A) }),
+                (id(4, C), Status::Applied)
+            ],
+        }
+    );
+    let entries_since: Vec<CommandId> = log.entries_since(0).map(|e| e.id).collect();
+    assert_eq!(
+        entries_since,
+        vec![id(2, A), id(4, C)],
+        "rejected entries are not handed out"
+    );
+}
+
+// ---------------------------------------------------------------- batches
+
+#[test]
+fn batch_integration_equals_one_by_one() {
+    let despawn = Command::Despawn { entity: ent() };
+    let mut forged = entry(C, 1, 2, 0, rename("forged"));
+    forged.signature.0[5] ^= 0xff;
+    let batch = vec![
+        entry(A, 1, 1, 0, rename("a")),
+        entry(B, 1, 1, 0, rename("b")),
+        forged,
+        entry(A, 2, 2, 1, despawn.clone()),
+        entry(B, 2, 2, 1, despawn),
+        entry(A, 1, 1, 0, rename("a")), // duplicate
+        entry(A, 2, 3, 1, rename("replay")),
+        entry_with(&signer(B), SESSION, C, 2, 3, 0, rename("wrong key")),
+        entry(
+            C,
+            3,
+            4,
+            2,
+            Command::Translate {
+                entity: ent(),
+                delta: Vec3::X,
+            },
+        ),
+    ];
+    for mode in [Mode::Authority, Mode::Replica] {
+        let mut one = CommandLog::new(mode, SESSION, editors());
+        let singles: Vec<_> = batch.iter().cloned().map(|e| one.integrate(e)).collect();
+        let mut many = CommandLog::new(mode, SESSION, editors());
+        let batched = many.integrate_batch(batch.clone());
+        assert_eq!(singles, batched, "{mode:?}");
+        assert_eq!(one.encode(), many.encode(), "{mode:?}");
+        let refused = batched.iter().filter(|r| r.is_err()).count();
+        assert!(
+            refused >= 4,
+            "the test batch exercises refusals: {batched:?}"
+        );
+    }
+}
