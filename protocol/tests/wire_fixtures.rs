@@ -1,0 +1,317 @@
+//! Golden wire fixtures: one encoded frame per message kind and per command kind, checked in
+//! under `tests/fixtures/wire/v1/`. CI decodes every file and requires today's encoder to
+//! produce the same bytes, so an accidental wire change fails here.
+//!
+//! After an intended change (a new message or command appended), regenerate the missing files:
+//! `MESHWORK_BLESS=1 cargo test -p meshwork-protocol --test wire_fixtures`. Existing files of a
+//! released version must never change; a change that alters them needs a new protocol version
+//! and a new fixture folder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use glam::{Quat, Vec3, Vec4};
+use meshwork_protocol::command::{FaceIndex, HalfEdgeIndex, Material, Primitive, Transform};
+use meshwork_protocol::registry::CommandKind;
+use meshwork_protocol::wire::{
+    Ack, Challenge, Close, CloseReason, CommandRefused, Entries, Hello, Invite, InviteBody,
+    JoinProof, JoinProofBody, JoinRefusal, JoinRefused, Ping, Pong, RefusalCode, Submit, Welcome,
+};
+use meshwork_protocol::{
+    AuthorId, ClientMsg, Command, CommandId, Domain, Ed25519Signer, EntityId, EntryBody,
+    PROTOCOL_VERSION, Role, ServerMsg, SessionId, SignedEntry, Signer, ToolId, decode_frame,
+    to_frame,
+};
+
+const SESSION: SessionId = SessionId([0x42; 16]);
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wire/v1")
+}
+
+fn client() -> Ed25519Signer {
+    Ed25519Signer::from_seed([0xc1; 32])
+}
+
+fn server() -> Ed25519Signer {
+    Ed25519Signer::from_seed([0x5e; 32])
+}
+
+fn sample_command(kind: CommandKind) -> Command {
+    let e = EntityId::new(AuthorId(7), 3);
+    match kind {
+        CommandKind::Select => Command::Select {
+            entities: vec![e, EntityId::new(AuthorId(2), 1)],
+        },
+        CommandKind::Spawn => Command::Spawn {
+            entity: e,
+            primitive: Primitive::Cylinder,
+            transform: Transform {
+                translation: Vec3::new(1.0, 0.5, -2.0),
+                rotation: Quat::from_rotation_y(0.5),
+                scale: Vec3::new(1.0, 2.0, 1.0),
+            },
+        },
+        CommandKind::Despawn => Command::Despawn { entity: e },
+        CommandKind::Translate => Command::Translate {
+            entity: e,
+            delta: Vec3::new(0.25, 0.0, -1.5),
+        },
+        CommandKind::Rotate => Command::Rotate {
+            entity: e,
+            delta: Quat::from_rotation_x(-0.75),
+        },
+        CommandKind::Scale => Command::Scale {
+            entity: e,
+            factor: Vec3::new(1.5, 1.5, 0.5),
+        },
+        CommandKind::SetName => Command::SetName {
+            entity: e,
+            name: "Chair leg".into(),
+        },
+        CommandKind::SetColor => Command::SetColor {
+            entity: e,
+            rgba: Vec4::new(0.9, 0.2, 0.1, 1.0),
+        },
+        CommandKind::SetMaterial => Command::SetMaterial {
+            entity: e,
+            material: Material {
+                metallic: 0.1,
+                roughness: 0.8,
+            },
+        },
+        CommandKind::ToolActivate => Command::ToolActivate {
+            tool: ToolId(4),
+            target: Some(e),
+        },
+        CommandKind::ToolDeactivate => Command::ToolDeactivate { tool: ToolId(4) },
+        CommandKind::VertexCreate => Command::VertexCreate {
+            entity: e,
+            position: Vec3::new(0.0, 1.0, 0.0),
+        },
+        CommandKind::EdgeExtrude => Command::EdgeExtrude {
+            entity: e,
+            edge: HalfEdgeIndex(11),
+            offset: Vec3::new(0.0, 0.0, 0.3),
+        },
+        CommandKind::FaceSubdivide => Command::FaceSubdivide {
+            entity: e,
+            face: FaceIndex(5),
+            cuts: 2,
+        },
+        CommandKind::SetSessionName => Command::SetSessionName {
+            name: "Design review".into(),
+        },
+    }
+}
+
+fn signed(kind: CommandKind) -> SignedEntry {
+    let s = client();
+    let body = EntryBody {
+        domain: Domain::Entry,
+        version: PROTOCOL_VERSION,
+        session: SESSION,
+        author: AuthorId(7),
+        key_id: s.public_key().key_id(),
+        seq: 12,
+        lamport: 345,
+        seen_lamport: 340,
+        command: sample_command(kind),
+    };
+    SignedEntry::sign(&body, &s).unwrap()
+}
+
+fn invite() -> Invite {
+    let body = InviteBody {
+        domain: Domain::Invite,
+        session: SESSION,
+        role: Role::Editor,
+        expires_at_ms: 1_800_000_000_000,
+        invite_id: [0x1d; 16],
+    };
+    Invite::mint(&body, &server()).unwrap()
+}
+
+/// The fixture name of every client message; exhaustive so a new variant needs a fixture name.
+fn client_name(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Hello(_) => "client-hello",
+        ClientMsg::JoinProof(_) => "client-join-proof",
+        ClientMsg::Submit(_) => "client-submit",
+        ClientMsg::Ping(_) => "client-ping",
+        ClientMsg::Close(_) => "client-close",
+    }
+}
+
+/// The fixture name of every server message; exhaustive for the same reason.
+fn server_name(m: &ServerMsg) -> &'static str {
+    match m {
+        ServerMsg::Challenge(_) => "server-challenge",
+        ServerMsg::Welcome(_) => "server-welcome",
+        ServerMsg::JoinRefused(_) => "server-join-refused",
+        ServerMsg::Entries(_) => "server-entries",
+        ServerMsg::Ack(_) => "server-ack",
+        ServerMsg::CommandRefused(_) => "server-command-refused",
+        ServerMsg::Pong(_) => "server-pong",
+        ServerMsg::Close(_) => "server-close",
+    }
+}
+
+fn client_samples() -> Vec<ClientMsg> {
+    let proof = JoinProofBody {
+        domain: Domain::JoinProof,
+        version: PROTOCOL_VERSION,
+        session: SESSION,
+        nonce: [0x0b; 32],
+        public_key: client().public_key(),
+    };
+    vec![
+        ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            build_id: "meshwork 0.1.0 (fixture)".into(),
+            public_key: client().public_key(),
+            invite: invite(),
+        }),
+        ClientMsg::JoinProof(JoinProof {
+            signature: proof.sign(&client()),
+        }),
+        ClientMsg::Submit(Submit {
+            entries: vec![signed(CommandKind::Translate)],
+        }),
+        ClientMsg::Ping(Ping {
+            nonce: 0x0123_4567_89ab,
+        }),
+        ClientMsg::Close(Close {
+            reason: CloseReason::Leaving,
+            message: "bye".into(),
+        }),
+    ]
+}
+
+fn server_samples() -> Vec<ServerMsg> {
+    vec![
+        ServerMsg::Challenge(Challenge {
+            nonce: [0x0b; 32],
+            server_build_id: "meshwork-server 0.1.0 (fixture)".into(),
+        }),
+        ServerMsg::Welcome(Welcome {
+            session: SESSION,
+            author: AuthorId(7),
+            role: Role::Editor,
+            next_seq: 12,
+            log_position: 340,
+        }),
+        ServerMsg::JoinRefused(JoinRefused {
+            reason: JoinRefusal::UnsupportedVersion { supported: vec![1] },
+            message: "this server speaks protocol version 1; you sent 2".into(),
+        }),
+        ServerMsg::Entries(Entries {
+            entries: vec![signed(CommandKind::Spawn), signed(CommandKind::SetName)],
+        }),
+        ServerMsg::Ack(Ack {
+            seq: 12,
+            id: CommandId {
+                lamport: 345,
+                author: AuthorId(7),
+            },
+        }),
+        ServerMsg::CommandRefused(CommandRefused {
+            seq: 13,
+            code: RefusalCode::Conflict,
+            message: "someone else extruded this edge first".into(),
+        }),
+        ServerMsg::Pong(Pong {
+            nonce: 0x0123_4567_89ab,
+        }),
+        ServerMsg::Close(Close {
+            reason: CloseReason::ServerShutdown,
+            message: "server is restarting".into(),
+        }),
+    ]
+}
+
+/// Every fixture: name → frame bytes.
+fn fixtures() -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for m in client_samples() {
+        out.insert(client_name(&m).to_owned(), to_frame(&m).unwrap());
+    }
+    for m in server_samples() {
+        out.insert(server_name(&m).to_owned(), to_frame(&m).unwrap());
+    }
+    for kind in CommandKind::ALL {
+        let frame = to_frame(&ClientMsg::Submit(Submit {
+            entries: vec![signed(kind)],
+        }))
+        .unwrap();
+        out.insert(
+            format!("command-{}", kind.as_str().replace('_', "-")),
+            frame,
+        );
+    }
+    out
+}
+
+#[test]
+fn every_message_and_command_kind_matches_its_golden_fixture() {
+    let bless = std::env::var_os("MESHWORK_BLESS").is_some();
+    let dir = dir();
+    let mut missing = Vec::new();
+    for (name, bytes) in fixtures() {
+        let path = dir.join(format!("{name}.bin"));
+        if !path.exists() {
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+                continue;
+            }
+            missing.push(name);
+            continue;
+        }
+        let golden = std::fs::read(&path).unwrap();
+        assert_eq!(
+            golden, bytes,
+            "{name}: the encoding changed; v1 fixtures are frozen"
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "no fixture for {missing:?}; run with MESHWORK_BLESS=1"
+    );
+}
+
+#[test]
+fn every_fixture_file_decodes_to_its_sample() {
+    let samples = fixtures();
+    let mut decoded = 0;
+    for entry in std::fs::read_dir(dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        if name.starts_with("server-") {
+            let (msg, used) = decode_frame::<ServerMsg>(&bytes).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            assert_eq!(server_name(&msg), name);
+            assert!(
+                server_samples().contains(&msg),
+                "{name} decodes to a known sample"
+            );
+        } else {
+            let (msg, used) = decode_frame::<ClientMsg>(&bytes).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            if let ClientMsg::Submit(s) = &msg {
+                for e in &s.entries {
+                    e.decode_body().unwrap();
+                }
+            }
+            assert_eq!(
+                to_frame(&msg).unwrap(),
+                bytes,
+                "{name} re-encodes identically"
+            );
+        }
+        assert!(samples.contains_key(&name), "stray fixture {name}");
+        decoded += 1;
+    }
+    assert_eq!(decoded, samples.len(), "one file per fixture");
+}
