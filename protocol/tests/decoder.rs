@@ -1,5 +1,12 @@
 //! Hostile bytes into the decoders: never a panic, incomplete is `Ok(None)`, oversized frames
 //! are refused from the header alone.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, FrameReader, decode_frame, to_frame};
 use meshwork_protocol::wire::{Ping, Submit};

@@ -1,5 +1,12 @@
 //! An oversized frame is refused before anything is allocated for it: a counting global
 //! allocator watches the decoder and the stream reader.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 // A `GlobalAlloc` impl is unsafe by definition; it only forwards to the system allocator.
 #![allow(unsafe_code)]
 

@@ -6,6 +6,13 @@
 //! `MESHWORK_BLESS=1 cargo test -p meshwork-protocol --test wire_fixtures`. Existing files of a
 //! released version must never change; a change that alters them needs a new protocol version
 //! and a new fixture folder.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,13 @@
 //! Convergence of replica logs: several authors issue random commands while seeing only part of
 //! each other's work; every replica then receives all entries in its own random order, random
 //! batch splits and with duplicates, and all must end with the identical log, byte for byte.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 
 use glam::{Quat, Vec3};
 use meshwork_protocol::command::{HalfEdgeIndex, Primitive, Transform};

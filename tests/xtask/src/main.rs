@@ -1,1 +1,233 @@
-fn main() {}
+//! `cargo xtask`: the one entry point developers and CI share.
+//!
+//! - `cargo xtask ci`: everything CI checks, in order, installing what is missing (the wasm
+//!   target). Exits non-zero on the first failure.
+//! - `cargo xtask bench`: the criterion benchmarks whose numbers go in `docs/benchmarks.md`.
+//!
+//! Build output goes to `$CARGO_TARGET_DIR`, or, when that is unset, to a cache directory
+//! outside the checkout (`$XDG_CACHE_HOME/meshwork/target`, else `~/.cache/meshwork/target`), so
+//! fresh clones reuse earlier builds.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Crates that must never appear in the normal dependency tree of the sans-IO core.
+const IO_CRATES: &[&str] = &[
+    "tokio",
+    "mio",
+    "quinn",
+    "axum",
+    "hyper",
+    "webrtc",
+    "sled",
+    "redb",
+    "socket2",
+    "tracing-subscriber",
+];
+/// The sans-IO crates.
+const CORE_CRATES: &[&str] = &["meshwork-protocol", "meshwork-session"];
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | bench [criterion args]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // tests/xtask → repo root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    cache.map_or_else(
+        || workspace_root().join("target"),
+        |c| c.join("meshwork").join("target"),
+    )
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir());
+    c
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {step}");
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: cannot start: {e}"))?;
+    eprintln!(
+        "<== {step}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn has_program(name: &str, arg: &str) -> bool {
+    Command::new(name)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ensure_wasm_target() -> Result<(), String> {
+    let installed = output(Command::new("rustup").current_dir(workspace_root()).args([
+        "target",
+        "list",
+        "--installed",
+    ]))?;
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    run(
+        "install the wasm target",
+        Command::new("rustup")
+            .current_dir(workspace_root())
+            .args(["target", "add", WASM_TARGET]),
+    )
+}
+
+/// The sans-IO rule, checked on the dependency graph rather than by review.
+fn check_sans_io() -> Result<(), String> {
+    eprintln!("\n==> sans-IO dependency check");
+    for krate in CORE_CRATES {
+        let tree = output(cargo().args([
+            "tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}",
+        ]))?;
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if IO_CRATES.contains(&name) {
+                return Err(format!(
+                    "{krate} depends on the I/O crate {name}; the core is sans-IO"
+                ));
+            }
+        }
+        eprintln!(
+            "    {krate}: {} crates, none of {IO_CRATES:?}",
+            tree.lines().count()
+        );
+    }
+    Ok(())
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    eprintln!("target dir: {}", target_dir().display());
+    ensure_wasm_target()?;
+    run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run(
+        "protocol builds for wasm32",
+        cargo().args([
+            "check",
+            "--locked",
+            "-p",
+            "meshwork-protocol",
+            "--target",
+            WASM_TARGET,
+        ]),
+    )?;
+    check_sans_io()?;
+    if has_program("cargo-nextest", "--version") {
+        run(
+            "tests (nextest)",
+            cargo().args([
+                "nextest",
+                "run",
+                "--locked",
+                "--workspace",
+                "--no-fail-fast",
+            ]),
+        )?;
+        run(
+            "doc tests",
+            cargo().args(["test", "--locked", "--workspace", "--doc"]),
+        )?;
+    } else {
+        run(
+            "tests",
+            cargo().args(["test", "--locked", "--workspace", "--no-fail-fast"]),
+        )?;
+    }
+    // Each benchmark once, in test mode: benches that no longer run fail CI, not the next
+    // person who measures.
+    run(
+        "benchmarks run once",
+        cargo().args(["test", "--locked", "--workspace", "--benches"]),
+    )?;
+    eprintln!(
+        "\nci: all checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    for (krate, name) in [
+        ("meshwork-protocol", "protocol"),
+        ("meshwork-session", "log"),
+    ] {
+        run(
+            &format!("bench {krate}/{name}"),
+            cargo()
+                .args(["bench", "--locked", "-p", krate, "--bench", name, "--"])
+                .args(extra),
+        )?;
+    }
+    Ok(())
+}
