@@ -183,33 +183,37 @@ fn ci() -> Result<(), String> {
         ]),
     )?;
     check_sans_io()?;
-    if has_program("cargo-nextest", "--version") {
-        run(
-            "tests (nextest)",
-            cargo().args([
-                "nextest",
-                "run",
-                "--locked",
-                "--workspace",
-                "--no-fail-fast",
-            ]),
-        )?;
-        run(
-            "doc tests",
-            cargo().args(["test", "--locked", "--workspace", "--doc"]),
-        )?;
-    } else {
-        run(
-            "tests",
-            cargo().args(["test", "--locked", "--workspace", "--no-fail-fast"]),
-        )?;
-    }
+    run(
+        "doc tests",
+        cargo().args(["test", "--locked", "--workspace", "--doc"]),
+    )?;
     // Each benchmark once, in test mode: benches that no longer run fail CI, not the next
     // person who measures.
     run(
         "benchmarks run once",
         cargo().args(["test", "--locked", "--workspace", "--benches"]),
     )?;
+    // The test run goes last so that its summary is the last thing CI prints.
+    if has_program("cargo-nextest", "--version") {
+        let args = [
+            "nextest",
+            "run",
+            "--locked",
+            "--workspace",
+            "--no-fail-fast",
+        ];
+        run("tests (nextest)", cargo().args(args))?;
+    } else {
+        let args = [
+            "test",
+            "--locked",
+            "--workspace",
+            "--lib",
+            "--tests",
+            "--no-fail-fast",
+        ];
+        run("tests", cargo().args(args))?;
+    }
     eprintln!(
         "\nci: all checks passed in {:.0}s",
         started.elapsed().as_secs_f64()
