@@ -2,10 +2,13 @@
 //! randomness. Deterministic: the same inputs in the same order give the same state and bytes.
 //!
 //! Owns the command log ([`log`]): signature, permission, payload and replay checks, conflict
-//! resolution and the Lamport order. Grows the scene, snapshots and the `handle_input` /
-//! `poll_output` driver in later work. Must never: touch the network, the disk or the clock —
+//! resolution and the Lamport order; and the session state machine ([`session`]): join handshake, phases, rate limits,
+//! durability-gated acknowledgement and fan-out, driven by `handle_input` / `poll_output` /
+//! `poll_timeout`. Must never: touch the network, the disk or the clock —
 //! `meshwork-server` does that and feeds the results in.
 
 pub mod log;
+pub mod session;
 
 pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};
+pub use session::{BatchId, ClientId, Config, Event, Input, Lane, Output, Session};

@@ -136,6 +136,14 @@ pub enum Refusal {
         /// Which rule.
         kind: ReplayKind,
     },
+    /// The entry names an author other than the connection that submitted it.
+    #[error("entry names {author} but was submitted by {sender}")]
+    NotSender {
+        /// The author in the body.
+        author: AuthorId,
+        /// The submitting connection's author.
+        sender: AuthorId,
+    },
     /// A concurrent entry earlier in total order holds the scope.
     #[error("conflicts with {with} on {scope:?}, which was not seen when this was issued")]
     Conflict {
@@ -167,7 +175,7 @@ impl Refusal {
     #[must_use]
     pub const fn code(&self) -> RefusalCode {
         match self {
-            Self::Malformed(_) => RefusalCode::Malformed,
+            Self::Malformed(_) | Self::NotSender { .. } => RefusalCode::Malformed,
             Self::WrongVersion { .. } => RefusalCode::WrongVersion,
             Self::WrongSession { .. } => RefusalCode::WrongSession,
             Self::UnknownAuthor(_) => RefusalCode::UnknownAuthor,
@@ -373,8 +381,38 @@ impl CommandLog {
     /// Integrates a batch with one batch signature verification. The result for each entry is
     /// exactly what [`CommandLog::integrate`] would give integrating them one by one in order.
     pub fn integrate_batch(&mut self, batch: Vec<SignedEntry>) -> Vec<Result<Integrated, Refusal>> {
-        let prechecked: Vec<Result<EntryBody, Refusal>> =
-            batch.iter().map(|s| self.precheck(s)).collect();
+        self.integrate_batch_inner(None, batch)
+    }
+
+    /// As [`CommandLog::integrate_batch`], for entries submitted by `sender` over its own
+    /// connection: an entry naming another author is refused as
+    /// [`Refusal::NotSender`] (authors submit only their own entries).
+    pub fn integrate_batch_from(
+        &mut self,
+        sender: AuthorId,
+        batch: Vec<SignedEntry>,
+    ) -> Vec<Result<Integrated, Refusal>> {
+        self.integrate_batch_inner(Some(sender), batch)
+    }
+
+    fn integrate_batch_inner(
+        &mut self,
+        sender: Option<AuthorId>,
+        batch: Vec<SignedEntry>,
+    ) -> Vec<Result<Integrated, Refusal>> {
+        let prechecked: Vec<Result<EntryBody, Refusal>> = batch
+            .iter()
+            .map(|s| {
+                let body = self.precheck(s)?;
+                match sender {
+                    Some(sender) if sender != body.author => Err(Refusal::NotSender {
+                        author: body.author,
+                        sender,
+                    }),
+                    _ => Ok(body),
+                }
+            })
+            .collect();
         let items: Vec<SignedItem<'_>> = batch
             .iter()
             .zip(&prechecked)

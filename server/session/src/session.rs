@@ -1,0 +1,886 @@
+//! One collaborative session as a deterministic state machine: the join handshake, per-phase
+//! message validity, rate limits, the command log, durability gating and fan-out.
+//!
+//! Drive it like quinn-proto or str0m: feed [`Input`]s with [`Session::handle_input`], then drain
+//! [`Session::poll_output`] until it returns `None`, then sleep until [`Session::poll_timeout`]
+//! (or the next input) and feed [`Input::Tick`]. Time (`now_ms`, Unix milliseconds) arrives with
+//! every input; randomness arrives once, as the seed given to [`Session::new`].
+//!
+//! A submitted entry goes through, in order (numbers are tagged in the code):
+//! 1. phase check (`ClientMsg::allowed_in`), 2. rate limit, 3. the log's checks and ordering
+//!    (`CommandLog::integrate_batch_from`), 4. [`Output::Persist`] of the accepted batch,
+//! 5. on [`Input::PersistAck`]: [`wire::Ack`] to the author and one shared [`wire::Entries`] frame
+//!    to every joined client. Nothing is acknowledged or shown to anyone before it is durable.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use meshwork_protocol::codec::{FrameError, decode_payload, to_frame};
+use meshwork_protocol::registry::Strategy;
+use meshwork_protocol::wire::{
+    self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello,
+    InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, RefusalCode, ServerMsg,
+    Welcome, peek_hello_version,
+};
+use meshwork_protocol::{
+    AuthorId, CommandKind, Domain, KeyRing, PROTOCOL_VERSION, PublicKey, Role, SessionId,
+    SignedEntry,
+};
+use sha2::{Digest, Sha256};
+
+use crate::log::{CommandLog, Integrated, Mode, Refusal, Status};
+
+/// A connection, numbered by the glue. Never reused within a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u64);
+
+/// Which delivery a frame needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Ordered and reliable (the QUIC stream, the `log` data channel, the WebSocket).
+    Reliable,
+    /// Latest-wins, may be dropped (QUIC datagrams, the `presence` data channel).
+    Unreliable,
+}
+
+/// A persistence batch, numbered in emission order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchId(pub u64);
+
+/// Session settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The session's id.
+    pub session: SessionId,
+    /// The server key invites must be signed with.
+    pub server_key: PublicKey,
+    /// This server's build id (sent in the challenge).
+    pub build_id: String,
+    /// Sustained commands per second per author.
+    pub rate_per_s: u32,
+    /// Burst size of the per-author token bucket.
+    pub burst: u32,
+    /// Most connections (joined or joining).
+    pub max_clients: usize,
+    /// A client that has not joined within this time is closed.
+    pub handshake_timeout_ms: u64,
+    /// Entries per catch-up frame after a join.
+    pub catch_up_chunk: usize,
+}
+
+impl Config {
+    /// Defaults for `session`, verifying invites against `server_key`.
+    #[must_use]
+    pub fn new(session: SessionId, server_key: PublicKey) -> Self {
+        Self {
+            session,
+            server_key,
+            build_id: String::from("meshwork"),
+            rate_per_s: 200,
+            burst: 400,
+            max_clients: 256,
+            handshake_timeout_ms: 10_000,
+            catch_up_chunk: 512,
+        }
+    }
+}
+
+/// Something that happened to the session, for the glue's metrics and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A client joined.
+    Joined {
+        /// The connection.
+        client: ClientId,
+        /// Its author id.
+        author: AuthorId,
+        /// Its role.
+        role: Role,
+    },
+    /// A join was refused.
+    JoinRefused {
+        /// The connection.
+        client: ClientId,
+        /// Why.
+        reason: JoinRefusal,
+    },
+    /// An entry was accepted into the log (not yet durable).
+    Accepted {
+        /// Its kind.
+        kind: CommandKind,
+    },
+    /// An entry was refused.
+    Refused {
+        /// Why.
+        code: RefusalCode,
+    },
+    /// Two concurrent entries met on one scope and a strategy decided.
+    Conflict {
+        /// The strategy that decided.
+        strategy: Strategy,
+    },
+    /// Durable entries were fanned out.
+    FannedOut {
+        /// How many entries.
+        entries: usize,
+        /// To how many clients.
+        clients: usize,
+    },
+    /// A client broke the protocol and is being closed.
+    ProtocolViolation {
+        /// The connection.
+        client: ClientId,
+    },
+}
+
+/// What the glue must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send one frame (header included) to a client.
+    Send {
+        /// The connection.
+        client: ClientId,
+        /// Delivery.
+        lane: Lane,
+        /// The frame, shared between all recipients of a fan-out.
+        frame: Arc<[u8]>,
+    },
+    /// Close a connection after flushing what was sent to it (the close frame included).
+    Close {
+        /// The connection.
+        client: ClientId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Make these entries durable, then answer [`Input::PersistAck`] with the same batch id.
+    /// Batches must be acknowledged in order.
+    Persist {
+        /// The batch.
+        batch: BatchId,
+        /// Entries, in acceptance order.
+        entries: Vec<SignedEntry>,
+    },
+    /// For metrics and logs.
+    Event(Event),
+}
+
+/// What happened outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A connection was opened.
+    Connected {
+        /// The new connection.
+        client: ClientId,
+    },
+    /// One whole frame payload (without its length header) arrived on the reliable lane.
+    Payload {
+        /// From.
+        client: ClientId,
+        /// Payload bytes.
+        bytes: Vec<u8>,
+    },
+    /// The glue's frame reader refused a frame (e.g. oversized); the connection is done.
+    BadFrame {
+        /// From.
+        client: ClientId,
+        /// Why.
+        error: FrameError,
+    },
+    /// The connection is gone.
+    Disconnected {
+        /// Which.
+        client: ClientId,
+    },
+    /// The client's outgoing queue is full: it is not keeping up.
+    Backpressure {
+        /// Which.
+        client: ClientId,
+    },
+    /// A persistence batch is durable.
+    PersistAck {
+        /// Which.
+        batch: BatchId,
+    },
+    /// Time passed (see [`Session::poll_timeout`]).
+    Tick,
+    /// Stop: close every client with a reason.
+    Shutdown,
+}
+
+/// Milli-token bucket on the input clock.
+#[derive(Clone, Copy, Debug)]
+struct TokenBucket {
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    fn full(burst: u32, now_ms: u64) -> Self {
+        Self {
+            milli_tokens: u64::from(burst).saturating_mul(1000),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time passed, then takes one token if there is one.
+    fn take(&mut self, now_ms: u64, rate_per_s: u32, burst: u32) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        let cap = u64::from(burst).saturating_mul(1000);
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(elapsed.saturating_mul(u64::from(rate_per_s)))
+            .min(cap);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens = self.milli_tokens.saturating_sub(1000);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    phase: Phase,
+    connected_ms: u64,
+    /// Between `Hello` and the proof: the key to prove, the invited role and the nonce.
+    pending: Option<(PublicKey, Role, [u8; 32])>,
+    author: Option<AuthorId>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    entries: Vec<(AuthorId, u64, meshwork_protocol::CommandId)>,
+}
+
+/// The authoritative state of one session.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    log: CommandLog,
+    now_ms: u64,
+    seed: [u8; 32],
+    nonces_drawn: u64,
+    clients: BTreeMap<ClientId, Client>,
+    /// Public key → author id: a key that rejoins keeps its id and its sequence numbers.
+    authors_by_key: BTreeMap<PublicKey, AuthorId>,
+    connection_of: BTreeMap<AuthorId, ClientId>,
+    buckets: BTreeMap<AuthorId, TokenBucket>,
+    next_author: u32,
+    next_batch: u64,
+    /// Accepted, not yet durable: not acknowledged, not fanned out, not in catch-ups.
+    in_flight: BTreeMap<BatchId, Pending>,
+    in_flight_ids: BTreeSet<meshwork_protocol::CommandId>,
+    outputs: VecDeque<Output>,
+    shut_down: bool,
+}
+
+impl Session {
+    /// A new, empty session. `seed` is secret randomness for challenge nonces; `now_ms` the
+    /// current Unix time in milliseconds.
+    #[must_use]
+    pub fn new(config: Config, seed: [u8; 32], now_ms: u64) -> Self {
+        let log = CommandLog::new(Mode::Authority, config.session, KeyRing::new());
+        Self {
+            config,
+            log,
+            now_ms,
+            seed,
+            nonces_drawn: 0,
+            clients: BTreeMap::new(),
+            authors_by_key: BTreeMap::new(),
+            connection_of: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            next_author: 1,
+            next_batch: 0,
+            in_flight: BTreeMap::new(),
+            in_flight_ids: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            shut_down: false,
+        }
+    }
+
+    /// The session's id.
+    #[must_use]
+    pub const fn id(&self) -> SessionId {
+        self.config.session
+    }
+
+    /// The command log.
+    #[must_use]
+    pub const fn log(&self) -> &CommandLog {
+        &self.log
+    }
+
+    /// Connections, joined or joining.
+    #[must_use]
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Joined connections.
+    #[must_use]
+    pub fn joined_count(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|c| c.phase == Phase::Joined)
+            .count()
+    }
+
+    /// Batches emitted and not yet acknowledged.
+    #[must_use]
+    pub fn batches_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The next output, in the order they must be carried out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed the next [`Input::Tick`], in Unix milliseconds, if anything is waiting on
+    /// time (a handshake deadline).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.clients
+            .values()
+            .filter(|c| matches!(c.phase, Phase::AwaitingHello | Phase::AwaitingProof))
+            .map(|c| {
+                c.connected_ms
+                    .saturating_add(self.config.handshake_timeout_ms)
+            })
+            .min()
+    }
+
+    /// Feeds one input at time `now_ms` (Unix milliseconds; a clock going backwards is
+    /// treated as standing still).
+    pub fn handle_input(&mut self, now_ms: u64, input: Input) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::Connected { client } => self.on_connected(client),
+            Input::Payload { client, bytes } => self.on_payload(client, &bytes),
+            Input::BadFrame { client, error } => {
+                self.violation(client, &format!("bad frame: {error}"));
+            }
+            Input::Disconnected { client } => self.forget(client),
+            Input::Backpressure { client } => self.close(
+                client,
+                CloseReason::TooSlow,
+                "you fell too far behind the session; reconnect to resync",
+            ),
+            Input::PersistAck { batch } => self.on_persisted(batch),
+            Input::Tick => self.on_tick(),
+            Input::Shutdown => self.on_shutdown(),
+        }
+    }
+
+    fn emit(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
+    fn send(&mut self, client: ClientId, msg: &ServerMsg) {
+        match to_frame(msg) {
+            Ok(frame) => self.emit(Output::Send {
+                client,
+                lane: Lane::Reliable,
+                frame: frame.into(),
+            }),
+            // Only an oversized message fails; the senders below keep messages small
+            // (catch-up is chunked), so this is a bug worth seeing in the logs, not a panic.
+            Err(e) => self.close(
+                client,
+                CloseReason::ProtocolViolation,
+                &format!("server bug: {e}"),
+            ),
+        }
+    }
+
+    fn close(&mut self, client: ClientId, reason: CloseReason, message: &str) {
+        if self
+            .clients
+            .get(&client)
+            .is_none_or(|c| c.phase == Phase::Closing)
+        {
+            return;
+        }
+        self.send(
+            client,
+            &ServerMsg::Close(Close {
+                reason,
+                message: message.into(),
+            }),
+        );
+        self.emit(Output::Close { client, reason });
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.phase = Phase::Closing;
+        }
+        self.unbind(client);
+    }
+
+    fn violation(&mut self, client: ClientId, message: &str) {
+        if self
+            .clients
+            .get(&client)
+            .is_none_or(|c| c.phase == Phase::Closing)
+        {
+            return;
+        }
+        self.emit(Output::Event(Event::ProtocolViolation { client }));
+        self.close(client, CloseReason::ProtocolViolation, message);
+    }
+
+    /// Detaches the author from a connection that is closing or gone.
+    fn unbind(&mut self, client: ClientId) {
+        let author = self.clients.get_mut(&client).and_then(|c| c.author.take());
+        if let Some(author) = author
+            && self.connection_of.get(&author) == Some(&client)
+        {
+            self.connection_of.remove(&author);
+        }
+    }
+
+    fn forget(&mut self, client: ClientId) {
+        self.unbind(client);
+        self.clients.remove(&client);
+    }
+
+    fn on_connected(&mut self, client: ClientId) {
+        let full = self.clients.len() >= self.config.max_clients;
+        self.clients.insert(
+            client,
+            Client {
+                phase: Phase::AwaitingHello,
+                connected_ms: self.now_ms,
+                pending: None,
+                author: None,
+            },
+        );
+        if self.shut_down {
+            self.close(
+                client,
+                CloseReason::ServerShutdown,
+                "the server is shutting down",
+            );
+        } else if full {
+            self.refuse_join(
+                client,
+                JoinRefusal::SessionFull,
+                "the session is full".into(),
+            );
+        }
+    }
+
+    fn on_payload(&mut self, client: ClientId, bytes: &[u8]) {
+        let Some(phase) = self.clients.get(&client).map(|c| c.phase) else {
+            return;
+        };
+        if phase == Phase::Closing {
+            return;
+        }
+        let msg = match decode_payload::<ClientMsg>(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                // A Hello from another protocol version cannot be decoded; say which versions
+                // we speak instead of a bare violation.
+                if phase == Phase::AwaitingHello
+                    && let Some(v) = peek_hello_version(bytes)
+                    && v != PROTOCOL_VERSION
+                {
+                    self.refuse_version(client, v);
+                    return;
+                }
+                self.violation(client, &format!("undecodable message: {e}"));
+                return;
+            }
+        };
+        // 1. Phase check: one exhaustive table in the protocol crate.
+        if !msg.allowed_in(phase) {
+            self.violation(client, &format!("message not allowed while {phase:?}"));
+            return;
+        }
+        match msg {
+            ClientMsg::Hello(hello) => self.on_hello(client, hello),
+            ClientMsg::JoinProof(proof) => self.on_proof(client, &proof.signature),
+            ClientMsg::Submit(submit) => self.on_submit(client, submit.entries),
+            ClientMsg::Ping(ping) => {
+                self.send(client, &ServerMsg::Pong(Pong { nonce: ping.nonce }))
+            }
+            ClientMsg::Close(_) => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.phase = Phase::Closing;
+                }
+                self.unbind(client);
+                self.emit(Output::Close {
+                    client,
+                    reason: CloseReason::Leaving,
+                });
+            }
+        }
+    }
+
+    fn refuse_version(&mut self, client: ClientId, got: u16) {
+        let message = format!(
+            "this server speaks Meshwork protocol version {}; your client speaks version {got}. \
+             Update the client (or the server) so that they match.",
+            wire::SUPPORTED_VERSIONS
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.refuse_join(
+            client,
+            JoinRefusal::UnsupportedVersion {
+                supported: wire::SUPPORTED_VERSIONS.to_vec(),
+            },
+            message,
+        );
+    }
+
+    fn refuse_join(&mut self, client: ClientId, reason: JoinRefusal, message: String) {
+        self.emit(Output::Event(Event::JoinRefused {
+            client,
+            reason: reason.clone(),
+        }));
+        self.send(
+            client,
+            &ServerMsg::JoinRefused(JoinRefused {
+                reason,
+                message: message.clone(),
+            }),
+        );
+        self.close(client, CloseReason::ProtocolViolation, &message);
+    }
+
+    fn next_nonce(&mut self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"meshwork challenge nonce");
+        h.update(self.seed);
+        h.update(self.nonces_drawn.to_le_bytes());
+        self.nonces_drawn = self.nonces_drawn.saturating_add(1);
+        h.finalize().into()
+    }
+
+    fn on_hello(&mut self, client: ClientId, hello: Hello) {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            self.refuse_version(client, hello.protocol_version);
+            return;
+        }
+        if meshwork_protocol::sign::verifying_key(&hello.public_key).is_err() {
+            self.refuse_join(
+                client,
+                JoinRefusal::BadKey,
+                "your public key is invalid".into(),
+            );
+            return;
+        }
+        let invite =
+            match hello
+                .invite
+                .verify(&self.config.server_key, self.config.session, self.now_ms)
+            {
+                Ok(body) => body,
+                Err(e) => {
+                    let reason = match e {
+                        InviteError::Expired => JoinRefusal::InviteExpired,
+                        InviteError::Malformed
+                        | InviteError::BadSignature
+                        | InviteError::WrongSession => JoinRefusal::InvalidInvite,
+                    };
+                    let message = format!("{e}; ask an admin of the session for a new invite");
+                    self.refuse_join(client, reason, message);
+                    return;
+                }
+            };
+        let nonce = self.next_nonce();
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.phase = Phase::AwaitingProof;
+            c.pending = Some((hello.public_key, invite.role, nonce));
+        }
+        let server_build_id = self.config.build_id.clone();
+        self.send(
+            client,
+            &ServerMsg::Challenge(Challenge {
+                nonce,
+                server_build_id,
+            }),
+        );
+    }
+
+    fn on_proof(&mut self, client: ClientId, signature: &meshwork_protocol::sign::Signature) {
+        let Some((public_key, role, nonce)) =
+            self.clients.get_mut(&client).and_then(|c| c.pending.take())
+        else {
+            return;
+        };
+        let body = JoinProofBody {
+            domain: Domain::JoinProof,
+            version: PROTOCOL_VERSION,
+            session: self.config.session,
+            nonce,
+            public_key,
+        };
+        if body.verify(signature).is_err() {
+            self.refuse_join(
+                client,
+                JoinRefusal::BadProof,
+                "the proof of key possession does not verify".into(),
+            );
+            return;
+        }
+        let author = match self.authors_by_key.get(&public_key) {
+            Some(a) => *a,
+            None => {
+                let a = AuthorId(self.next_author);
+                self.next_author = self.next_author.saturating_add(1);
+                self.authors_by_key.insert(public_key, a);
+                a
+            }
+        };
+        if self
+            .log
+            .keys_mut()
+            .register(author, public_key, role)
+            .is_err()
+        {
+            self.refuse_join(
+                client,
+                JoinRefusal::BadKey,
+                "your public key is invalid".into(),
+            );
+            return;
+        }
+        // One live connection per author: a rejoin replaces the old connection.
+        if let Some(old) = self.connection_of.insert(author, client)
+            && old != client
+        {
+            self.close(
+                old,
+                CloseReason::Kicked,
+                "you joined from another connection",
+            );
+            self.connection_of.insert(author, client);
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.phase = Phase::Joined;
+            c.author = Some(author);
+        }
+        self.buckets
+            .entry(author)
+            .or_insert_with(|| TokenBucket::full(self.config.burst, self.now_ms));
+        let welcome = Welcome {
+            session: self.config.session,
+            author,
+            role,
+            next_seq: self.log.next_seq(author),
+            log_position: self.log.clock(),
+        };
+        self.send(client, &ServerMsg::Welcome(welcome));
+        self.emit(Output::Event(Event::Joined {
+            client,
+            author,
+            role,
+        }));
+        self.catch_up(client);
+    }
+
+    /// Sends every durable entry to a client that just joined, in chunks.
+    fn catch_up(&mut self, client: ClientId) {
+        let chunk = self.config.catch_up_chunk.max(1);
+        let durable: Vec<SignedEntry> = self
+            .log
+            .entries_since(0)
+            .filter(|e| !self.in_flight_ids.contains(&e.id))
+            .map(|e| e.signed.clone())
+            .collect();
+        for part in durable.chunks(chunk) {
+            self.send(
+                client,
+                &ServerMsg::Entries(Entries {
+                    entries: part.to_vec(),
+                }),
+            );
+        }
+    }
+
+    fn on_submit(&mut self, client: ClientId, entries: Vec<SignedEntry>) {
+        let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
+            return;
+        };
+        // 2. Rate limit, per author, on the input clock.
+        let mut admitted = Vec::with_capacity(entries.len());
+        let (rate, burst, now) = (self.config.rate_per_s, self.config.burst, self.now_ms);
+        for entry in entries {
+            let allowed = self
+                .buckets
+                .entry(author)
+                .or_insert_with(|| TokenBucket::full(burst, now))
+                .take(now, rate, burst);
+            if allowed {
+                admitted.push(entry);
+            } else {
+                let seq = entry.decode_body().map_or(0, |b| b.seq);
+                self.refuse(
+                    client,
+                    seq,
+                    RefusalCode::RateLimited,
+                    format!("rate limit: at most {rate} commands per second (bursts of {burst})"),
+                );
+            }
+        }
+        if admitted.is_empty() {
+            return;
+        }
+        // 3. The log's checks, ordering and conflict resolution, with one batch verification.
+        let seqs: Vec<u64> = admitted
+            .iter()
+            .map(|e| e.decode_body().map_or(0, |b| b.seq))
+            .collect();
+        let kinds: Vec<Option<CommandKind>> = admitted
+            .iter()
+            .map(|e| e.decode_body().ok().map(|b| b.command.kind()))
+            .collect();
+        let results = self.log.integrate_batch_from(author, admitted.clone());
+        let mut batch_entries = Vec::new();
+        let mut batch_ids = Vec::new();
+        for (((entry, result), seq), kind) in admitted.into_iter().zip(results).zip(seqs).zip(kinds)
+        {
+            match result {
+                Ok(Integrated::Appended {
+                    id,
+                    status,
+                    changed,
+                }) => {
+                    if let Some(kind) = kind {
+                        self.emit(Output::Event(Event::Accepted { kind }));
+                    }
+                    let superseded = matches!(status, Status::Superseded { .. })
+                        || changed
+                            .iter()
+                            .any(|(_, s)| matches!(s, Status::Superseded { .. }));
+                    if superseded {
+                        self.emit(Output::Event(Event::Conflict {
+                            strategy: Strategy::LastWriteWins,
+                        }));
+                    }
+                    batch_ids.push((author, seq, id));
+                    batch_entries.push(entry);
+                }
+                Ok(Integrated::Duplicate { id }) => {
+                    // Already durable (or about to be): acknowledge again once it is.
+                    if self.in_flight_ids.contains(&id) {
+                        continue;
+                    }
+                    self.send(client, &ServerMsg::Ack(Ack { seq, id }));
+                }
+                Err(refusal) => {
+                    if matches!(refusal, Refusal::Conflict { .. }) {
+                        self.emit(Output::Event(Event::Conflict {
+                            strategy: Strategy::Reject,
+                        }));
+                    }
+                    self.refuse(client, seq, refusal.code(), refusal.to_string());
+                }
+            }
+        }
+        if batch_entries.is_empty() {
+            return;
+        }
+        // 4. Persist; acks and fan-out wait for the store.
+        let batch = BatchId(self.next_batch);
+        self.next_batch = self.next_batch.saturating_add(1);
+        self.in_flight_ids
+            .extend(batch_ids.iter().map(|(_, _, id)| *id));
+        self.in_flight.insert(batch, Pending { entries: batch_ids });
+        self.emit(Output::Persist {
+            batch,
+            entries: batch_entries,
+        });
+    }
+
+    fn refuse(&mut self, client: ClientId, seq: u64, code: RefusalCode, message: String) {
+        self.emit(Output::Event(Event::Refused { code }));
+        self.send(
+            client,
+            &ServerMsg::CommandRefused(CommandRefused { seq, code, message }),
+        );
+    }
+
+    /// 5. Durable: acknowledge to authors, fan out to everyone joined.
+    fn on_persisted(&mut self, batch: BatchId) {
+        let Some(pending) = self.in_flight.remove(&batch) else {
+            return;
+        };
+        let mut signed = Vec::with_capacity(pending.entries.len());
+        for (author, seq, id) in &pending.entries {
+            self.in_flight_ids.remove(id);
+            if let Some(client) = self.connection_of.get(author).copied() {
+                self.send(client, &ServerMsg::Ack(Ack { seq: *seq, id: *id }));
+            }
+            if let Some(e) = self.log.get(id) {
+                signed.push(e.signed.clone());
+            }
+        }
+        let recipients: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Joined)
+            .map(|(id, _)| *id)
+            .collect();
+        for part in signed.chunks(self.config.catch_up_chunk.max(1)) {
+            // Encoded once, shared by every recipient.
+            let msg = ServerMsg::Entries(Entries {
+                entries: part.to_vec(),
+            });
+            let Ok(frame) = to_frame(&msg) else { continue };
+            let frame: Arc<[u8]> = frame.into();
+            for client in &recipients {
+                self.emit(Output::Send {
+                    client: *client,
+                    lane: Lane::Reliable,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        self.emit(Output::Event(Event::FannedOut {
+            entries: signed.len(),
+            clients: recipients.len(),
+        }));
+    }
+
+    fn on_tick(&mut self) {
+        let deadline = self.config.handshake_timeout_ms;
+        let late: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.phase, Phase::AwaitingHello | Phase::AwaitingProof)
+                    && self.now_ms >= c.connected_ms.saturating_add(deadline)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for client in late {
+            self.close(
+                client,
+                CloseReason::IdleTimeout,
+                "the join handshake took too long",
+            );
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.shut_down = true;
+        let all: Vec<ClientId> = self.clients.keys().copied().collect();
+        for client in all {
+            self.close(
+                client,
+                CloseReason::ServerShutdown,
+                "the server is shutting down",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

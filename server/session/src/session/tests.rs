@@ -1,0 +1,456 @@
+use glam::Vec3;
+use meshwork_protocol::codec::decode_frame;
+use meshwork_protocol::wire::{Invite, InviteBody, JoinProof, Ping, Submit};
+use meshwork_protocol::{Command, Ed25519Signer, EntityId, EntryBody, Signer};
+
+use super::*;
+
+const SESSION: SessionId = SessionId([0xab; 16]);
+const NOW: u64 = 1_700_000_000_000;
+
+struct Harness {
+    server: Ed25519Signer,
+    session: Session,
+    now: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let server = Ed25519Signer::from_seed([0x5e; 32]);
+        let mut config = Config::new(SESSION, server.public_key());
+        config.rate_per_s = 10;
+        config.burst = 5;
+        let session = Session::new(config, [7; 32], NOW);
+        Self {
+            server,
+            session,
+            now: NOW,
+        }
+    }
+
+    fn invite(&self, role: Role, expires_at_ms: u64) -> Invite {
+        let body = InviteBody {
+            domain: Domain::Invite,
+            session: SESSION,
+            role,
+            expires_at_ms,
+            invite_id: [1; 16],
+        };
+        Invite::mint(&body, &self.server).unwrap()
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Output> {
+        self.session.handle_input(self.now, input);
+        std::iter::from_fn(|| self.session.poll_output()).collect()
+    }
+
+    fn send(&mut self, client: ClientId, msg: &ClientMsg) -> Vec<Output> {
+        let bytes = postcard::to_allocvec(msg).unwrap();
+        self.input(Input::Payload { client, bytes })
+    }
+
+    /// Connects and joins; returns the author id.
+    fn join(&mut self, client: ClientId, signer: &Ed25519Signer, role: Role) -> AuthorId {
+        self.input(Input::Connected { client });
+        let hello = ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            build_id: "test".into(),
+            public_key: signer.public_key(),
+            invite: self.invite(role, NOW + 60_000),
+        });
+        let out = self.send(client, &hello);
+        let Some(ServerMsg::Challenge(ch)) = sent_to(&out, client).first().cloned() else {
+            panic!("expected a challenge, got {out:?}");
+        };
+        let proof = JoinProofBody {
+            domain: Domain::JoinProof,
+            version: PROTOCOL_VERSION,
+            session: SESSION,
+            nonce: ch.nonce,
+            public_key: signer.public_key(),
+        };
+        let out = self.send(
+            client,
+            &ClientMsg::JoinProof(JoinProof {
+                signature: proof.sign(signer),
+            }),
+        );
+        match sent_to(&out, client).first() {
+            Some(ServerMsg::Welcome(w)) => w.author,
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+}
+
+fn sent_to(out: &[Output], to: ClientId) -> Vec<ServerMsg> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { client, frame, .. } if *client == to => {
+                Some(decode_frame::<ServerMsg>(frame).unwrap().unwrap().0)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(out: &[Output], who: ClientId) -> Option<CloseReason> {
+    out.iter().find_map(|o| match o {
+        Output::Close { client, reason } if *client == who => Some(*reason),
+        _ => None,
+    })
+}
+
+fn entry(
+    signer: &Ed25519Signer,
+    author: AuthorId,
+    seq: u64,
+    lamport: u64,
+    command: Command,
+) -> SignedEntry {
+    let body = EntryBody {
+        domain: Domain::Entry,
+        version: PROTOCOL_VERSION,
+        session: SESSION,
+        author,
+        key_id: signer.public_key().key_id(),
+        seq,
+        lamport,
+        seen_lamport: lamport.saturating_sub(1),
+        command,
+    };
+    SignedEntry::sign(&body, signer).unwrap()
+}
+
+fn mv(author: AuthorId) -> Command {
+    Command::Translate {
+        entity: EntityId::new(author, 1),
+        delta: Vec3::X,
+    }
+}
+
+const C1: ClientId = ClientId(1);
+const C2: ClientId = ClientId(2);
+
+#[test]
+fn join_then_submit_acks_and_fans_out_only_after_persistence() {
+    let mut h = Harness::new();
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let a2 = h.join(C2, &s2, Role::Editor);
+    assert_ne!(a1, a2);
+
+    let submit = ClientMsg::Submit(Submit {
+        entries: vec![entry(&s1, a1, 1, 1, mv(a1))],
+    });
+    let out = h.send(C1, &submit);
+    let batch = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { batch, entries } if entries.len() == 1 => Some(*batch),
+            _ => None,
+        })
+        .expect("accepted entries are persisted");
+    assert!(
+        sent_to(&out, C1).is_empty() && sent_to(&out, C2).is_empty(),
+        "nothing before durable"
+    );
+
+    let out = h.input(Input::PersistAck { batch });
+    let to1 = sent_to(&out, C1);
+    assert!(
+        matches!(to1[0], ServerMsg::Ack(Ack { seq: 1, .. })),
+        "{to1:?}"
+    );
+    assert!(matches!(&to1[1], ServerMsg::Entries(e) if e.entries.len() == 1));
+    assert!(matches!(&sent_to(&out, C2)[0], ServerMsg::Entries(e) if e.entries.len() == 1));
+}
+
+#[test]
+fn a_late_joiner_catches_up_with_durable_entries_only() {
+    let mut h = Harness::new();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, a1, 1, 1, mv(a1))],
+        }),
+    );
+    let Some(Output::Persist { batch, .. }) = out
+        .iter()
+        .find(|o| matches!(o, Output::Persist { .. }))
+        .cloned()
+    else {
+        panic!("no persist");
+    };
+    let s2 = Ed25519Signer::from_seed([2; 32]);
+    h.input(Input::Connected { client: C2 });
+    // Joining before the batch is durable: the catch-up must not contain it...
+    let a2 = h.join(ClientId(3), &s2, Role::Viewer);
+    assert_ne!(a2, a1);
+    let out = h.input(Input::PersistAck { batch });
+    // ...it arrives with the fan-out instead.
+    assert!(
+        matches!(&sent_to(&out, ClientId(3))[0], ServerMsg::Entries(e) if e.entries.len() == 1)
+    );
+    let s3 = Ed25519Signer::from_seed([3; 32]);
+    h.join(ClientId(4), &s3, Role::Viewer);
+    let log: usize = h.session.log().len();
+    assert_eq!(log, 1);
+}
+
+#[test]
+fn wrong_protocol_version_is_refused_with_the_supported_versions() {
+    let mut h = Harness::new();
+    h.input(Input::Connected { client: C1 });
+    let s = Ed25519Signer::from_seed([1; 32]);
+    let hello = ClientMsg::Hello(Hello {
+        protocol_version: 99,
+        build_id: "future".into(),
+        public_key: s.public_key(),
+        invite: h.invite(Role::Editor, NOW + 1),
+    });
+    let out = h.send(C1, &hello);
+    match &sent_to(&out, C1)[0] {
+        ServerMsg::JoinRefused(r) => {
+            assert_eq!(
+                r.reason,
+                JoinRefusal::UnsupportedVersion { supported: vec![1] }
+            );
+            assert!(
+                r.message.contains("version 1") && r.message.contains("99"),
+                "{}",
+                r.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(closed(&out, C1), Some(CloseReason::ProtocolViolation));
+}
+
+#[test]
+fn an_undecodable_hello_of_another_version_is_still_told_the_version() {
+    let mut h = Harness::new();
+    h.input(Input::Connected { client: C1 });
+    // Tag 0 (Hello), version 2, then bytes this version cannot read.
+    let out = h.input(Input::Payload {
+        client: C1,
+        bytes: vec![0, 2, 0xff, 0xff, 0xff],
+    });
+    assert!(matches!(
+        &sent_to(&out, C1)[0],
+        ServerMsg::JoinRefused(r) if matches!(r.reason, JoinRefusal::UnsupportedVersion { .. })
+    ));
+}
+
+#[test]
+fn expired_and_foreign_invites_are_refused() {
+    let mut h = Harness::new();
+    let s = Ed25519Signer::from_seed([1; 32]);
+    h.input(Input::Connected { client: C1 });
+    let expired = ClientMsg::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        build_id: "t".into(),
+        public_key: s.public_key(),
+        invite: h.invite(Role::Editor, NOW - 1),
+    });
+    let out = h.send(C1, &expired);
+    assert!(matches!(
+        &sent_to(&out, C1)[0],
+        ServerMsg::JoinRefused(r) if r.reason == JoinRefusal::InviteExpired
+    ));
+    // Minted by a key that is not the server's.
+    h.input(Input::Connected { client: C2 });
+    let rogue = Ed25519Signer::from_seed([0x66; 32]);
+    let body = InviteBody {
+        domain: Domain::Invite,
+        session: SESSION,
+        role: Role::Admin,
+        expires_at_ms: NOW + 1000,
+        invite_id: [0; 16],
+    };
+    let forged = ClientMsg::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        build_id: "t".into(),
+        public_key: s.public_key(),
+        invite: Invite::mint(&body, &rogue).unwrap(),
+    });
+    let out = h.send(C2, &forged);
+    assert!(matches!(
+        &sent_to(&out, C2)[0],
+        ServerMsg::JoinRefused(r) if r.reason == JoinRefusal::InvalidInvite
+    ));
+}
+
+#[test]
+fn a_wrong_proof_is_refused() {
+    let mut h = Harness::new();
+    let s = Ed25519Signer::from_seed([1; 32]);
+    h.input(Input::Connected { client: C1 });
+    let hello = ClientMsg::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        build_id: "t".into(),
+        public_key: s.public_key(),
+        invite: h.invite(Role::Editor, NOW + 1000),
+    });
+    h.send(C1, &hello);
+    let wrong = meshwork_protocol::sign::Signature([3; 64]);
+    let out = h.send(C1, &ClientMsg::JoinProof(JoinProof { signature: wrong }));
+    assert!(matches!(
+        &sent_to(&out, C1)[0],
+        ServerMsg::JoinRefused(r) if r.reason == JoinRefusal::BadProof
+    ));
+}
+
+#[test]
+fn refusals_are_typed_and_the_session_keeps_serving() {
+    let mut h = Harness::new();
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    let viewer = h.join(C1, &s1, Role::Viewer);
+    let editor = h.join(C2, &s2, Role::Editor);
+    let mut forged = entry(&s2, editor, 1, 1, mv(editor));
+    forged.signature.0[0] ^= 1;
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, viewer, 1, 1, mv(viewer))],
+        }),
+    );
+    assert!(
+        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Permission)
+    );
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![forged],
+        }),
+    );
+    assert!(
+        matches!(&sent_to(&out, C2)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature)
+    );
+    // Someone else's entry relayed by this connection.
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s2, editor, 1, 1, mv(editor))],
+        }),
+    );
+    assert!(
+        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Malformed)
+    );
+    // The editor still works.
+    let ok = entry(&s2, editor, 2, 1, mv(editor));
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![ok.clone()],
+        }),
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Persist { .. })));
+    // Replaying it is refused (still in flight → no double ack; once durable → ack again).
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s2, editor, 2, 2, mv(editor))],
+        }),
+    );
+    assert!(
+        matches!(&sent_to(&out, C2)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Replay)
+    );
+    let refused = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Event(Event::Refused { .. })))
+            .count()
+    };
+    assert_eq!(refused(&out), 1);
+}
+
+#[test]
+fn the_rate_limit_refuses_bursts_and_refills_with_time() {
+    let mut h = Harness::new();
+    let s = Ed25519Signer::from_seed([1; 32]);
+    let a = h.join(C1, &s, Role::Editor);
+    let burst: Vec<SignedEntry> = (1..=8).map(|i| entry(&s, a, i, i, mv(a))).collect();
+    let out = h.send(C1, &ClientMsg::Submit(Submit { entries: burst }));
+    let limited = sent_to(&out, C1)
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::CommandRefused(r) if r.code == RefusalCode::RateLimited))
+        .count();
+    assert_eq!(limited, 3, "burst of 5 admitted, 3 refused");
+    // 10/s: after 300 ms three more tokens.
+    h.now += 300;
+    let more: Vec<SignedEntry> = (9..=12).map(|i| entry(&s, a, i, i, mv(a))).collect();
+    let out = h.send(C1, &ClientMsg::Submit(Submit { entries: more }));
+    let limited = sent_to(&out, C1)
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::CommandRefused(r) if r.code == RefusalCode::RateLimited))
+        .count();
+    assert_eq!(limited, 1);
+}
+
+#[test]
+fn messages_out_of_phase_close_the_connection() {
+    let mut h = Harness::new();
+    h.input(Input::Connected { client: C1 });
+    let out = h.send(C1, &ClientMsg::Ping(Ping { nonce: 1 }));
+    assert_eq!(closed(&out, C1), Some(CloseReason::ProtocolViolation));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::ProtocolViolation { .. })))
+    );
+    h.input(Input::Connected { client: C2 });
+    let out = h.input(Input::Payload {
+        client: C2,
+        bytes: vec![9, 9, 9],
+    });
+    assert_eq!(closed(&out, C2), Some(CloseReason::ProtocolViolation));
+}
+
+#[test]
+fn slow_handshakes_time_out() {
+    let mut h = Harness::new();
+    h.input(Input::Connected { client: C1 });
+    assert_eq!(h.session.poll_timeout(), Some(NOW + 10_000));
+    h.now += 9_999;
+    assert_eq!(closed(&h.input(Input::Tick), C1), None);
+    h.now += 1;
+    assert_eq!(
+        closed(&h.input(Input::Tick), C1),
+        Some(CloseReason::IdleTimeout)
+    );
+}
+
+#[test]
+fn shutdown_closes_everyone_with_a_reason() {
+    let mut h = Harness::new();
+    h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.input(Input::Connected { client: C2 });
+    let out = h.input(Input::Shutdown);
+    for c in [C1, C2] {
+        assert_eq!(closed(&out, c), Some(CloseReason::ServerShutdown));
+        assert!(matches!(
+            sent_to(&out, c).last(),
+            Some(ServerMsg::Close(Close {
+                reason: CloseReason::ServerShutdown,
+                ..
+            }))
+        ));
+    }
+}
+
+#[test]
+fn a_slow_client_is_cut_without_affecting_others() {
+    let mut h = Harness::new();
+    h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let out = h.input(Input::Backpressure { client: C1 });
+    assert_eq!(closed(&out, C1), Some(CloseReason::TooSlow));
+    assert_eq!(closed(&out, C2), None);
+    assert_eq!(h.session.joined_count(), 1);
+}
