@@ -189,6 +189,28 @@ impl FrameReader {
         }
     }
 
+    /// The next complete frame's payload (header stripped), if any, without decoding it.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] for a header over the limit.
+    pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let pending = self.buf.get(self.start..).unwrap_or_default();
+        let Some(len) = frame_len(pending)? else {
+            return Ok(None);
+        };
+        let end = FRAME_HEADER_BYTES.saturating_add(len);
+        let Some(payload) = pending.get(FRAME_HEADER_BYTES..end) else {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            return Ok(None);
+        };
+        let payload = payload.to_vec();
+        self.start = self.start.saturating_add(end);
+        Ok(Some(payload))
+    }
+
     /// Bytes held that are not yet a whole message.
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {

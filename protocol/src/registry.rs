@@ -11,7 +11,10 @@ use crate::command::{Command, FaceIndex, HalfEdgeIndex};
 use crate::ids::{AuthorId, EntityId, ToolId};
 
 /// What a participant may do. Ordered: `Viewer < Editor < Admin`.
+///
+/// Encoded by variant index on the wire; by lower-case name in JSON and TOML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sees the scene, points at things (selection highlight), edits nothing.
     Viewer,
@@ -32,6 +35,24 @@ impl Role {
         }
     }
 }
+
+impl core::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "viewer" => Ok(Self::Viewer),
+            "editor" => Ok(Self::Editor),
+            "admin" => Ok(Self::Admin),
+            _ => Err(UnknownRole),
+        }
+    }
+}
+
+/// A role name that is not `viewer`, `editor` or `admin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role: use viewer, editor or admin")]
+pub struct UnknownRole;
 
 impl core::fmt::Display for Role {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -110,6 +110,67 @@ impl Invite {
     }
 }
 
+/// Why a ticket string could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a Meshwork join ticket (expected the text printed by `meshwork-server invite`)")]
+pub struct TicketError;
+
+/// Everything a native client needs to join, as one copyable string: where the server listens,
+/// the SHA-256 fingerprint of its certificate (clients pin it; the default certificate is
+/// self-signed) and the signed invite. Not a wire message: it travels by chat or QR code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTicket {
+    /// The server's QUIC address, `host:port`.
+    pub quic_addr: String,
+    /// SHA-256 of the server certificate (DER).
+    pub cert_sha256: [u8; 32],
+    /// The invite to redeem.
+    pub invite: Invite,
+}
+
+impl JoinTicket {
+    /// Text prefix of every ticket, so a pasted string is recognisable.
+    pub const PREFIX: &'static str = "mwj1_";
+
+    /// The ticket as text: the prefix, then base64url of its postcard encoding.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        use base64::Engine as _;
+        let bytes = postcard::to_allocvec(self)
+            .expect("postcard into a Vec fails only on serde features this type does not use");
+        let mut out = String::from(Self::PREFIX);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
+        out
+    }
+
+    /// Parses [`JoinTicket::to_text`]'s output (surrounding white space is ignored).
+    ///
+    /// # Errors
+    /// [`TicketError`] for anything else.
+    pub fn from_text(text: &str) -> Result<Self, TicketError> {
+        use base64::Engine as _;
+        let b64 = text.trim().strip_prefix(Self::PREFIX).ok_or(TicketError)?;
+        if b64.len() > 16 * 1024 {
+            return Err(TicketError);
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| TicketError)?;
+        decode_exact(&bytes).map_err(|_| TicketError)
+    }
+}
+
+impl Invite {
+    /// The session the invite claims to open, unverified: for routing a connection to the right
+    /// session, which then verifies the invite.
+    #[must_use]
+    pub fn claimed_session(&self) -> Option<SessionId> {
+        decode_exact::<InviteBody>(&self.body)
+            .ok()
+            .map(|b| b.session)
+    }
+}
+
 /// What a joining client signs to prove it holds the key it announced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinProofBody {
@@ -275,6 +336,41 @@ pub enum RefusalCode {
     Conflict,
     /// The author is over its rate limit.
     RateLimited,
+}
+
+impl RefusalCode {
+    /// snake_case name, for metrics labels and logs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::WrongVersion => "wrong_version",
+            Self::WrongSession => "wrong_session",
+            Self::UnknownAuthor => "unknown_author",
+            Self::KeyMismatch => "key_mismatch",
+            Self::BadSignature => "bad_signature",
+            Self::Permission => "permission",
+            Self::Replay => "replay",
+            Self::Conflict => "conflict",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl JoinRefusal {
+    /// snake_case name, for metrics labels and logs.
+    #[must_use]
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::InvalidInvite => "invalid_invite",
+            Self::InviteExpired => "invite_expired",
+            Self::BadProof => "bad_proof",
+            Self::BadKey => "bad_key",
+            Self::NoSuchSession => "no_such_session",
+            Self::SessionFull => "session_full",
+        }
+    }
 }
 
 /// A submitted entry was refused.
@@ -470,6 +566,25 @@ mod tests {
             Err(InviteError::Malformed)
         );
         assert_eq!(proof.verify(&sig), Ok(()));
+    }
+
+    #[test]
+    fn tickets_round_trip_as_text() {
+        let s = server();
+        let ticket = JoinTicket {
+            quic_addr: "127.0.0.1:4433".into(),
+            cert_sha256: [5; 32],
+            invite: Invite::mint(&invite_body(9), &s).unwrap(),
+        };
+        let text = ticket.to_text();
+        assert!(text.starts_with(JoinTicket::PREFIX));
+        assert_eq!(
+            JoinTicket::from_text(&format!("  {text}\n")),
+            Ok(ticket.clone())
+        );
+        assert_eq!(JoinTicket::from_text("mwj1_!!"), Err(TicketError));
+        assert_eq!(JoinTicket::from_text(&text[1..]), Err(TicketError));
+        assert_eq!(ticket.invite.claimed_session(), Some(SessionId([1; 16])));
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub enum Event {
     ProtocolViolation {
         /// The connection.
         client: ClientId,
+        /// snake_case kind: `frame_too_large`, `bad_frame`, `undecodable`, `out_of_phase`.
+        reason: &'static str,
     },
 }
 
@@ -361,7 +363,11 @@ impl Session {
             Input::Connected { client } => self.on_connected(client),
             Input::Payload { client, bytes } => self.on_payload(client, &bytes),
             Input::BadFrame { client, error } => {
-                self.violation(client, &format!("bad frame: {error}"));
+                let reason = match error {
+                    FrameError::TooLarge { .. } => "frame_too_large",
+                    _ => "bad_frame",
+                };
+                self.violation(client, reason, &format!("bad frame: {error}"));
             }
             Input::Disconnected { client } => self.forget(client),
             Input::Backpressure { client } => self.close(
@@ -418,7 +424,7 @@ impl Session {
         self.unbind(client);
     }
 
-    fn violation(&mut self, client: ClientId, message: &str) {
+    fn violation(&mut self, client: ClientId, reason: &'static str, message: &str) {
         if self
             .clients
             .get(&client)
@@ -426,7 +432,7 @@ impl Session {
         {
             return;
         }
-        self.emit(Output::Event(Event::ProtocolViolation { client }));
+        self.emit(Output::Event(Event::ProtocolViolation { client, reason }));
         self.close(client, CloseReason::ProtocolViolation, message);
     }
 
@@ -490,13 +496,17 @@ impl Session {
                     self.refuse_version(client, v);
                     return;
                 }
-                self.violation(client, &format!("undecodable message: {e}"));
+                self.violation(client, "undecodable", &format!("undecodable message: {e}"));
                 return;
             }
         };
         // 1. Phase check: one exhaustive table in the protocol crate.
         if !msg.allowed_in(phase) {
-            self.violation(client, &format!("message not allowed while {phase:?}"));
+            self.violation(
+                client,
+                "out_of_phase",
+                &format!("message not allowed while {phase:?}"),
+            );
             return;
         }
         match msg {

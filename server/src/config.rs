@@ -1,0 +1,252 @@
+//! Settings: command-line flags, then `MESHWORK_*` environment variables, then an optional TOML
+//! file, then built-in defaults — in that precedence. `serve` needs none of them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// `meshwork-server`: the Meshwork session server.
+#[derive(Debug, Parser)]
+#[command(name = "meshwork-server", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (zero configuration: data in ./data, HTTP on 127.0.0.1:8080, QUIC on
+    /// 127.0.0.1:4433/udp).
+    Serve(ServeArgs),
+    /// Create the data directory's server key and certificate if missing, and print the key's
+    /// public half and the certificate fingerprint.
+    Keygen(DataArgs),
+    /// Mint an invite offline from the key in the data directory and print its join ticket.
+    Invite(InviteArgs),
+}
+
+/// Flags of `serve`; each also reads its `MESHWORK_*` variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and variables win over it).
+    #[arg(long, env = "MESHWORK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where keys, the certificate and session metadata live [default: ./data].
+    #[arg(long, env = "MESHWORK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API, metrics and health [default: 127.0.0.1:8080].
+    #[arg(long, env = "MESHWORK_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// QUIC (UDP) for native clients [default: 127.0.0.1:4433].
+    #[arg(long, env = "MESHWORK_QUIC_ADDR")]
+    pub quic_addr: Option<SocketAddr>,
+    /// Host name clients use to reach this server; goes in the certificate and in join tickets
+    /// [default: the QUIC address's IP].
+    #[arg(long, env = "MESHWORK_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// Sustained commands per second per author [default: 200].
+    #[arg(long, env = "MESHWORK_RATE_PER_S")]
+    pub rate_per_s: Option<u32>,
+    /// Burst of commands per author [default: 400].
+    #[arg(long, env = "MESHWORK_BURST")]
+    pub burst: Option<u32>,
+    /// Most connections per session [default: 256].
+    #[arg(long, env = "MESHWORK_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Frames queued per client before it counts as too slow and is resynced [default: 1024].
+    #[arg(long, env = "MESHWORK_OUTBOX_FRAMES")]
+    pub outbox_frames: Option<usize>,
+}
+
+/// The data directory argument of offline commands.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The data directory [default: ./data].
+    #[arg(long, env = "MESHWORK_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Session id (hex) [default: the default session].
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Role granted: viewer, editor or admin.
+    #[arg(long, default_value = "editor")]
+    pub role: String,
+    /// Validity, e.g. `30m`, `24h`, `7d`.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// QUIC address clients dial (`host:port`) [default: 127.0.0.1:4433].
+    #[arg(long, env = "MESHWORK_QUIC_ADDR", default_value = "127.0.0.1:4433")]
+    pub quic_addr: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
+    public_host: Option<String>,
+    rate_per_s: Option<u32>,
+    burst: Option<u32>,
+    max_clients: Option<usize>,
+    outbox_frames: Option<usize>,
+}
+
+/// Resolved settings of a running server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// QUIC listen address.
+    pub quic_addr: SocketAddr,
+    /// Host name in the certificate and tickets.
+    pub public_host: Option<String>,
+    /// Per-author sustained rate.
+    pub rate_per_s: u32,
+    /// Per-author burst.
+    pub burst: u32,
+    /// Connections per session.
+    pub max_clients: usize,
+    /// Outgoing frames queued per client.
+    pub outbox_frames: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            public_host: None,
+            rate_per_s: 200,
+            burst: 400,
+            max_clients: 256,
+            outbox_frames: 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Flags/variables over the file over the defaults.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the file cannot be read or parsed.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, Error> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Self::default();
+        Ok(Self {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or(d.http_addr),
+            quic_addr: args.quic_addr.or(file.quic_addr).unwrap_or(d.quic_addr),
+            public_host: args.public_host.clone().or(file.public_host),
+            rate_per_s: args.rate_per_s.or(file.rate_per_s).unwrap_or(d.rate_per_s),
+            burst: args.burst.or(file.burst).unwrap_or(d.burst),
+            max_clients: args
+                .max_clients
+                .or(file.max_clients)
+                .unwrap_or(d.max_clients),
+            outbox_frames: args
+                .outbox_frames
+                .or(file.outbox_frames)
+                .unwrap_or(d.outbox_frames)
+                .max(8),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Parses `30s`, `15m`, `24h`, `7d` into milliseconds.
+///
+/// # Errors
+/// [`Error::Config`] for anything else.
+pub fn parse_ttl_ms(text: &str) -> Result<u64, Error> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| Error::Config(format!("bad duration {text:?}")))?;
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(Error::Config(format!(
+                "bad duration {text:?}: use s, m, h or d"
+            )));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| Error::Config(format!("duration {text:?} is too long")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_flag_then_file_then_default() {
+        let dir = std::env::temp_dir().join(format!("mw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "rate_per_s = 7\nburst = 9\nhttp_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            burst: Some(11),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.burst, 11, "flag wins over file");
+        assert_eq!(s.rate_per_s, 7, "file wins over default");
+        assert_eq!(s.http_addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.max_clients, 256, "default");
+        std::fs::write(dir.join("bad.toml"), "nonsense = 1\n").unwrap();
+        let bad = ServeArgs {
+            config: Some(dir.join("bad.toml")),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(Settings::resolve(&bad), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_ttl_ms("30m").unwrap(), 1_800_000);
+        assert_eq!(parse_ttl_ms("7d").unwrap(), 604_800_000);
+        assert!(parse_ttl_ms("5 weeks").is_err());
+        assert!(parse_ttl_ms("h").is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! Session drivers: one tokio task owns each [`Session`] (`&mut`, no locks) and is the only
+//! place its inputs are fed and its outputs carried out. Connection tasks talk to it over a
+//! bounded inbox; it talks to each connection over that connection's bounded outbox.
+//!
+//! Tick of a driver (tags in the code):
+//! 1. wait for an inbox message or the session's timeout;
+//! 2. feed it, plus whatever else is already queued (up to [`DRAIN_BATCH`]), to the session;
+//! 3. carry out every output: sends go to outboxes with `try_send` (a full outbox is reported
+//!    back as `Backpressure`, so one slow client never stalls the others), persistence batches
+//!    go to the store, events go to metrics;
+//! 4. feed back store acknowledgements and backpressure, and repeat 3 until nothing is left.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshwork_protocol::SessionId;
+use meshwork_protocol::wire::CloseReason;
+use meshwork_session::{BatchId, ClientId, Event, Input, Output, Session};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::{Metrics, Transport};
+
+/// Messages fed to the session per wake-up at most, so timers are never starved.
+pub const DRAIN_BATCH: usize = 256;
+
+/// Unix time in milliseconds: the session's notion of now.
+#[must_use]
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a connection's writer receives.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A frame to write.
+    Frame(Arc<[u8]>),
+    /// Flush and close.
+    Close(CloseReason),
+}
+
+/// A snapshot of a session for the HTTP API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionInfo {
+    /// Hex id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Joined clients.
+    pub clients: usize,
+    /// Entries in the log.
+    pub log_entries: usize,
+}
+
+/// Messages to a driver.
+#[derive(Debug)]
+pub enum DriverMsg {
+    /// A new connection and its outbox.
+    Connect {
+        /// The connection.
+        client: ClientId,
+        /// Its transport, for metrics.
+        transport: Transport,
+        /// Where its frames go.
+        outbox: mpsc::Sender<Outgoing>,
+    },
+    /// An input from a connection.
+    Input {
+        /// Received when (for latency metrics).
+        received: Instant,
+        /// The input.
+        input: Input,
+    },
+    /// Asks for a [`SessionInfo`].
+    Info(oneshot::Sender<SessionInfo>),
+    /// Close every client and stop.
+    Shutdown,
+}
+
+/// The handle connection tasks and the API hold.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    /// The session.
+    pub id: SessionId,
+    /// Its display name.
+    pub name: String,
+    tx: mpsc::Sender<DriverMsg>,
+    metrics: Metrics,
+}
+
+impl SessionHandle {
+    /// Sends a message to the driver, waiting while its inbox is full.
+    ///
+    /// Returns false when the driver has stopped.
+    pub async fn send(&self, msg: DriverMsg) -> bool {
+        self.metrics.command_queue_depth.inc();
+        let ok = self.tx.send(msg).await.is_ok();
+        if !ok {
+            self.metrics.command_queue_depth.dec();
+        }
+        ok
+    }
+
+    /// The session's current info, if its driver is running.
+    pub async fn info(&self) -> Option<SessionInfo> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DriverMsg::Info(tx)).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
+/// Starts the driver task of `session`.
+pub fn spawn(
+    session: Session,
+    name: String,
+    metrics: Metrics,
+    inbox: usize,
+) -> (SessionHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(inbox);
+    let handle = SessionHandle {
+        id: session.id(),
+        name: name.clone(),
+        tx,
+        metrics: metrics.clone(),
+    };
+    let driver = Driver {
+        session,
+        name,
+        metrics,
+        outboxes: HashMap::new(),
+        batch_received: HashMap::new(),
+        feedback: VecDeque::new(),
+        awaiting_fanout: VecDeque::new(),
+    };
+    let task = tokio::spawn(driver.run(rx));
+    (handle, task)
+}
+
+struct Driver {
+    session: Session,
+    name: String,
+    metrics: Metrics,
+    outboxes: HashMap<ClientId, (mpsc::Sender<Outgoing>, Transport)>,
+    /// When the commands of each in-flight persistence batch were received.
+    batch_received: HashMap<BatchId, Instant>,
+    /// Inputs produced while carrying out outputs (acks, backpressure), fed next.
+    feedback: VecDeque<Input>,
+    /// Acknowledged batches whose fan-out event is still to come (acks are in order).
+    awaiting_fanout: VecDeque<BatchId>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
+        self.metrics.sessions_active.inc();
+        let mut shutting_down = false;
+        loop {
+            // 1. Wait for a message or the session's deadline.
+            let deadline = self.session.poll_timeout().map(|at_ms| {
+                let wait = at_ms.saturating_sub(now_ms());
+                let now = tokio::time::Instant::now();
+                now.checked_add(Duration::from_millis(wait)).unwrap_or(now)
+            });
+            let first = tokio::select! {
+                msg = rx.recv() => msg,
+                () = sleep_until(deadline) => {
+                    self.session.handle_input(now_ms(), Input::Tick);
+                    self.carry_out(None);
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            // 2. Feed it and whatever else is already waiting.
+            let mut msg = Some(first);
+            let mut fed: usize = 0;
+            while let Some(m) = msg.take() {
+                self.metrics.command_queue_depth.dec();
+                if matches!(m, DriverMsg::Shutdown) {
+                    shutting_down = true;
+                }
+                self.feed(m);
+                fed = fed.saturating_add(1);
+                if fed < DRAIN_BATCH {
+                    msg = rx.try_recv().ok();
+                }
+            }
+            if shutting_down {
+                break;
+            }
+        }
+        // Dropping the outboxes lets every writer flush and close.
+        self.outboxes.clear();
+        self.metrics.sessions_active.dec();
+        tracing::info!(session = %self.name, "session driver stopped");
+    }
+
+    fn feed(&mut self, msg: DriverMsg) {
+        match msg {
+            DriverMsg::Connect {
+                client,
+                transport,
+                outbox,
+            } => {
+                self.outboxes.insert(client, (outbox, transport));
+                self.session
+                    .handle_input(now_ms(), Input::Connected { client });
+                self.carry_out(None);
+            }
+            DriverMsg::Input { received, input } => {
+                let is_payload = matches!(input, Input::Payload { .. });
+                if let Input::Disconnected { client } = &input {
+                    self.outboxes.remove(client);
+                }
+                let started = Instant::now();
+                self.session.handle_input(now_ms(), input);
+                if is_payload && self.session.batches_in_flight() > 0 {
+                    self.metrics
+                        .signature_verify_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                self.carry_out(Some(received));
+            }
+            DriverMsg::Info(reply) => {
+                let info = SessionInfo {
+                    id: self.session.id().to_string(),
+                    name: self.name.clone(),
+                    clients: self.session.joined_count(),
+                    log_entries: self.session.log().len(),
+                };
+                let _ = reply.send(info);
+            }
+            DriverMsg::Shutdown => {
+                self.session.handle_input(now_ms(), Input::Shutdown);
+                self.carry_out(None);
+            }
+        }
+    }
+
+    /// 3–4. Carries out outputs until the session is quiet.
+    fn carry_out(&mut self, received: Option<Instant>) {
+        loop {
+            while let Some(output) = self.session.poll_output() {
+                self.output(output, received);
+            }
+            let Some(input) = self.feedback.pop_front() else {
+                break;
+            };
+            self.session.handle_input(now_ms(), input);
+        }
+    }
+
+    fn output(&mut self, output: Output, received: Option<Instant>) {
+        match output {
+            Output::Send { client, frame, .. } => {
+                let Some((outbox, transport)) = self.outboxes.get(&client) else {
+                    return;
+                };
+                let (bytes, transport) = (frame.len(), *transport);
+                match outbox.try_send(Outgoing::Frame(frame)) {
+                    Ok(()) => self.metrics.sent(transport, bytes),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.feedback.push_back(Input::Backpressure { client });
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.outboxes.remove(&client);
+                        self.feedback.push_back(Input::Disconnected { client });
+                    }
+                }
+            }
+            Output::Close { client, reason } => {
+                if let Some((outbox, _)) = self.outboxes.remove(&client) {
+                    // If the outbox is full the close frame may not fit; dropping the sender
+                    // still closes the connection once queued frames are written.
+                    let _ = outbox.try_send(Outgoing::Close(reason));
+                }
+            }
+            Output::Persist { batch, entries: _ } => {
+                // Sessions live in memory for now: durable as soon as accepted. The store
+                // thread (persistence issue) will answer this asynchronously instead.
+                if let Some(at) = received {
+                    self.batch_received.insert(batch, at);
+                }
+                self.feedback.push_back(Input::PersistAck { batch });
+                self.awaiting_fanout.push_back(batch);
+            }
+            Output::Event(event) => self.event(&event),
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Accepted { kind } => {
+                self.metrics
+                    .commands_appended_total
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+            }
+            Event::Refused { code } => self.metrics.rejected(code.as_str()),
+            Event::JoinRefused { reason, .. } => self.metrics.rejected(reason.as_str()),
+            Event::ProtocolViolation { reason, .. } => self.metrics.rejected(reason),
+            Event::Conflict { strategy } => {
+                let label = match strategy {
+                    meshwork_protocol::Strategy::Merge => "merge",
+                    meshwork_protocol::Strategy::LastWriteWins => "last_write_wins",
+                    meshwork_protocol::Strategy::Reject => "reject",
+                };
+                self.metrics
+                    .conflicts_total
+                    .with_label_values(&[label])
+                    .inc();
+            }
+            Event::Joined { .. } => self.metrics.joins_total.inc(),
+            Event::FannedOut { .. } => {
+                if let Some(batch) = self.awaiting_fanout.pop_front()
+                    && let Some(at) = self.batch_received.remove(&batch)
+                {
+                    self.metrics
+                        .command_apply_seconds
+                        .observe(at.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

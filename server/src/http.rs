@@ -1,0 +1,240 @@
+//! The HTTP API (axum): health, readiness, metrics, server info, sessions and invites.
+//! Errors are JSON `{"error": "..."}` with a fitting status code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meshwork_protocol::{Role, Signer as _};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataDir, SessionMeta, parse_session_id, random_bytes, token_sha256};
+use crate::driver::{self, SessionInfo};
+use crate::metrics::Metrics;
+use crate::{ServerContext, mint_ticket};
+
+/// Longest invite validity the API grants.
+const MAX_INVITE_TTL_S: u64 = 30 * 86_400;
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Sessions, keys, addresses.
+    pub ctx: Arc<ServerContext>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Set once every listener is up.
+    pub ready: Arc<AtomicBool>,
+    /// The data directory (for recording new sessions).
+    pub data: Arc<Mutex<DataDir>>,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/server", get(server_info))
+        .route("/api/v1/sessions", get(list_sessions).post(create_session))
+        .route("/api/v1/sessions/{id}/invites", post(create_invite))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// An error answered as JSON.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::SeqCst) && !s.ctx.router.is_shutting_down() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct ServerInfo {
+    name: &'static str,
+    version: &'static str,
+    protocol_version: u16,
+    quic_addr: String,
+    cert_sha256: String,
+    server_public_key: String,
+    default_session: String,
+}
+
+async fn server_info(State(s): State<AppState>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        name: "meshwork",
+        version: env!("CARGO_PKG_VERSION"),
+        protocol_version: meshwork_protocol::PROTOCOL_VERSION,
+        quic_addr: s.ctx.public_quic_addr.clone(),
+        cert_sha256: hex::encode(s.ctx.cert_sha256),
+        server_public_key: hex::encode(s.ctx.server_key.public_key().0),
+        default_session: s.ctx.default_session.to_string(),
+    })
+}
+
+fn require_admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "send the admin token as `Authorization: Bearer <token>`".into(),
+            )
+        })?;
+    // Compare digests, not the token: no early exit on the secret's bytes.
+    if token_sha256(token.trim()) == s.ctx.admin_token_sha256 {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin token is not valid".into(),
+        ))
+    }
+}
+
+async fn list_sessions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SessionInfo>>, ApiError> {
+    require_admin(&s, &headers)?;
+    let mut out = Vec::new();
+    for handle in s.ctx.router.all() {
+        if let Some(info) = handle.info().await {
+            out.push(info);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct NewSession {
+    name: String,
+}
+
+async fn create_session(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<NewSession>>,
+) -> Result<(StatusCode, Json<SessionMeta>), ApiError> {
+    require_admin(&s, &headers)?;
+    let Some(Json(body)) = body else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"name\": \"...\"}".into(),
+        ));
+    };
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.len() > meshwork_protocol::command::MAX_NAME_BYTES {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "name must be 1 to 256 bytes".into(),
+        ));
+    }
+    let id_bytes: [u8; 16] =
+        random_bytes().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let meta = SessionMeta {
+        id: hex::encode(id_bytes),
+        name,
+    };
+    {
+        let mut data = s
+            .data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        data.add_session(meta.clone())
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    let session = meshwork_protocol::SessionId(id_bytes);
+    let seed =
+        random_bytes().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let handle = s
+        .ctx
+        .start_session(session, meta.name.clone(), seed, &s.metrics);
+    s.ctx.router.add(handle);
+    Ok((StatusCode::CREATED, Json(meta)))
+}
+
+#[derive(Deserialize)]
+struct NewInvite {
+    role: Role,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct InviteOut {
+    session: String,
+    role: Role,
+    expires_at_ms: u64,
+    /// Paste into a native client (carries the address and the certificate fingerprint).
+    ticket: String,
+}
+
+async fn create_invite(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<NewInvite>>,
+) -> Result<(StatusCode, Json<InviteOut>), ApiError> {
+    require_admin(&s, &headers)?;
+    let session =
+        parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if s.ctx.router.get(session).is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}")));
+    }
+    let Some(Json(body)) = body else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"role\": \"viewer|editor|admin\", \"ttl_s\": 86400}".into(),
+        ));
+    };
+    let ttl_s = body.ttl_s.unwrap_or(86_400).clamp(1, MAX_INVITE_TTL_S);
+    let expires_at_ms = driver::now_ms().saturating_add(ttl_s.saturating_mul(1000));
+    let ticket = mint_ticket(
+        &s.ctx.server_key,
+        &s.ctx.public_quic_addr,
+        s.ctx.cert_sha256,
+        session,
+        body.role,
+        expires_at_ms,
+    )
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteOut {
+            session: id,
+            role: body.role,
+            expires_at_ms,
+            ticket: ticket.to_text(),
+        }),
+    ))
+}

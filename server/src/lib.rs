@@ -1,0 +1,308 @@
+//! `meshwork-server`: the daemon around the sans-IO session core. The only crate that does
+//! server I/O: sockets (QUIC, HTTP), the data directory, the clock, randomness, tasks.
+//!
+//! [`start`] takes bound listeners (tests bind `127.0.0.1:0`) and returns a [`ServerHandle`]
+//! with the real addresses and `shutdown_and_wait`.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshwork_protocol::wire::{Invite, InviteBody, JoinTicket};
+use meshwork_protocol::{Domain, Ed25519Signer, PublicKey, Role, SessionId, Signer as _};
+use meshwork_session::{Config, Session};
+use tokio::task::JoinHandle;
+
+pub mod config;
+pub mod data;
+pub mod driver;
+pub mod http;
+pub mod metrics;
+pub mod quic;
+pub mod router;
+
+use crate::config::Settings;
+use crate::data::{DataDir, random_bytes};
+use crate::driver::{DriverMsg, SessionHandle};
+use crate::metrics::Metrics;
+use crate::router::Router;
+
+/// Capacity of each session driver's inbox.
+const DRIVER_INBOX: usize = 4096;
+/// Graceful shutdown budget: after this, remaining connections are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Server errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or socket operation failed.
+    #[error("I/O: {0}")]
+    Io(String),
+    /// Settings or stored data are invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What the HTTP handlers and connection tasks share.
+#[derive(Debug)]
+pub struct ServerContext {
+    /// The running sessions.
+    pub router: Arc<Router>,
+    /// Signs invites.
+    pub server_key: Ed25519Signer,
+    /// SHA-256 of the TLS certificate.
+    pub cert_sha256: [u8; 32],
+    /// The admin token's digest.
+    pub admin_token_sha256: [u8; 32],
+    /// The default session.
+    pub default_session: SessionId,
+    /// `host:port` clients dial for QUIC.
+    pub public_quic_addr: String,
+    /// Settings in force.
+    pub settings: Settings,
+    /// Driver tasks, for shutdown.
+    drivers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ServerContext {
+    /// Creates a session and starts its driver.
+    pub fn start_session(
+        &self,
+        id: SessionId,
+        name: String,
+        seed: [u8; 32],
+        metrics: &Metrics,
+    ) -> SessionHandle {
+        let mut config = Config::new(id, self.server_key.public_key());
+        config.build_id = build_id();
+        config.rate_per_s = self.settings.rate_per_s;
+        config.burst = self.settings.burst;
+        config.max_clients = self.settings.max_clients;
+        let session = Session::new(config, seed, driver::now_ms());
+        let (handle, task) = driver::spawn(session, name, metrics.clone(), DRIVER_INBOX);
+        self.drivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+        handle
+    }
+}
+
+/// This build, as sent in handshakes.
+#[must_use]
+pub fn build_id() -> String {
+    format!("meshwork-server {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Mints an invite for `session` and wraps it with the connection details in a ticket.
+///
+/// # Errors
+/// [`Error::Config`] if the invite cannot be encoded.
+pub fn mint_ticket(
+    server_key: &Ed25519Signer,
+    quic_addr: &str,
+    cert_sha256: [u8; 32],
+    session: SessionId,
+    role: Role,
+    expires_at_ms: u64,
+) -> Result<JoinTicket, Error> {
+    let body = InviteBody {
+        domain: Domain::Invite,
+        session,
+        role,
+        expires_at_ms,
+        invite_id: random_bytes()?,
+    };
+    let invite = Invite::mint(&body, server_key).map_err(|e| Error::Config(e.to_string()))?;
+    Ok(JoinTicket {
+        quic_addr: quic_addr.to_owned(),
+        cert_sha256,
+        invite,
+    })
+}
+
+/// The bound sockets a server runs on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP.
+    pub http: TcpListener,
+    /// QUIC.
+    pub quic: UdpSocket,
+}
+
+impl Listeners {
+    /// Binds both addresses.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the address that could not be bound.
+    pub fn bind(http: SocketAddr, quic: SocketAddr) -> Result<Self, Error> {
+        let http_l = TcpListener::bind(http).map_err(|e| Error::Io(format!("HTTP {http}: {e}")))?;
+        let quic_s =
+            UdpSocket::bind(quic).map_err(|e| Error::Io(format!("QUIC {quic}/udp: {e}")))?;
+        Ok(Self {
+            http: http_l,
+            quic: quic_s,
+        })
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where QUIC listens.
+    pub quic_addr: SocketAddr,
+    /// Shared state (sessions, keys).
+    pub ctx: Arc<ServerContext>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    endpoint: quinn::Endpoint,
+    http_shutdown: tokio::sync::oneshot::Sender<()>,
+    http_task: JoinHandle<()>,
+    accept_task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// A join ticket for the default session.
+    ///
+    /// # Errors
+    /// As [`mint_ticket`].
+    pub fn ticket(&self, role: Role, expires_at_ms: u64) -> Result<JoinTicket, Error> {
+        mint_ticket(
+            &self.ctx.server_key,
+            &self.ctx.public_quic_addr,
+            self.ctx.cert_sha256,
+            self.ctx.default_session,
+            role,
+            expires_at_ms,
+        )
+    }
+
+    /// The server's invite-signing public key.
+    #[must_use]
+    pub fn server_public_key(&self) -> PublicKey {
+        self.ctx.server_key.public_key()
+    }
+
+    /// Stops accepting, closes every client with `ServerShutdown`, lets connections flush, and
+    /// returns when everything has stopped (or after [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown_and_wait(self) {
+        self.ctx.router.begin_shutdown();
+        for session in self.ctx.router.all() {
+            let _ = session.send(DriverMsg::Shutdown).await;
+        }
+        let drivers: Vec<JoinHandle<()>> = std::mem::take(
+            &mut *self
+                .ctx
+                .drivers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let endpoint = self.endpoint.clone();
+        let drain = async move {
+            for d in drivers {
+                let _ = d.await;
+            }
+            // Writers flush their close frames; wait for connections to finish closing.
+            endpoint.wait_idle().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("shutdown grace period over; dropping remaining connections");
+        }
+        self.endpoint.close(
+            quic::close_code(meshwork_protocol::wire::CloseReason::ServerShutdown).into(),
+            b"server shutdown",
+        );
+        self.accept_task.abort();
+        let _ = self.http_shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.http_task).await;
+    }
+}
+
+/// Starts the server on `listeners` with the data directory already opened.
+///
+/// # Errors
+/// [`Error`] when TLS or a listener cannot be set up.
+pub async fn start(
+    settings: Settings,
+    listeners: Listeners,
+    data: DataDir,
+) -> Result<ServerHandle, Error> {
+    let metrics = Metrics::new();
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let quic_addr = listeners
+        .quic
+        .local_addr()
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let public_quic_addr = match &settings.public_host {
+        Some(host) => format!("{host}:{}", quic_addr.port()),
+        None => quic_addr.to_string(),
+    };
+    let default_session = data.default_session()?;
+    let endpoint = quic::endpoint(listeners.quic, &data.cert_der, &data.cert_key_der)?;
+    let router = Arc::new(Router::new(default_session));
+    let ctx = Arc::new(ServerContext {
+        router: router.clone(),
+        server_key: Ed25519Signer::from_seed(data.server_key.seed()),
+        cert_sha256: data.cert_sha256,
+        admin_token_sha256: data.admin_token_sha256,
+        default_session,
+        public_quic_addr,
+        settings: settings.clone(),
+        drivers: Mutex::new(Vec::new()),
+    });
+    for meta in &data.sessions {
+        let id = data::parse_session_id(&meta.id)?;
+        let handle = ctx.start_session(id, meta.name.clone(), random_bytes()?, &metrics);
+        router.add(handle);
+    }
+    let accept_task = tokio::spawn(quic::accept_loop(
+        endpoint.clone(),
+        router.clone(),
+        metrics.clone(),
+        settings.outbox_frames,
+    ));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = http::AppState {
+        ctx: ctx.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        data: Arc::new(Mutex::new(data)),
+    };
+    listeners
+        .http
+        .set_nonblocking(true)
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let tcp =
+        tokio::net::TcpListener::from_std(listeners.http).map_err(|e| Error::Io(e.to_string()))?;
+    let (http_shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(state);
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(tcp, app).with_graceful_shutdown(async {
+            let _ = stop.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    });
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(ServerHandle {
+        http_addr,
+        quic_addr,
+        ctx,
+        metrics,
+        endpoint,
+        http_shutdown,
+        http_task,
+        accept_task,
+    })
+}

@@ -1,0 +1,152 @@
+//! The `meshwork-server` command: `serve`, `keygen`, `invite`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use meshwork_protocol::{Role, Signer as _};
+use meshwork_server::config::{Cli, Command, InviteArgs, Settings, parse_ttl_ms};
+use meshwork_server::data::{DataDir, parse_session_id};
+use meshwork_server::{Error, Listeners, driver, mint_ticket};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => Settings::resolve(&args).and_then(serve),
+        Command::Keygen(args) => keygen(&args.data_dir),
+        Command::Invite(args) => invite(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshwork-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fingerprint(bytes: &[u8; 32]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn serve(settings: Settings) -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHWORK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meshwork")
+        .build()
+        .map_err(|e| Error::Io(e.to_string()))?;
+    runtime.block_on(async move {
+        let hosts: Vec<String> = settings.public_host.iter().cloned().collect();
+        let data = DataDir::open_or_init(&settings.data_dir, &hosts)?;
+        let new_token = data.new_admin_token.clone();
+        let default_session = data.default_session()?;
+        let cert = data.cert_sha256;
+        let listeners = Listeners::bind(settings.http_addr, settings.quic_addr)?;
+        let server = meshwork_server::start(settings.clone(), listeners, data).await?;
+        let http = server.http_addr;
+        println!("Meshwork server {} (protocol {})", env!("CARGO_PKG_VERSION"), meshwork_protocol::PROTOCOL_VERSION);
+        println!("  data dir:         {}", settings.data_dir.display());
+        println!("  HTTP API:         http://{http}  (metrics: /metrics, health: /healthz)");
+        println!("  QUIC:             {}/udp", server.quic_addr);
+        println!("  certificate:      SHA-256 {}", fingerprint(&cert));
+        println!("  server key:       {}", hex::encode(server.server_public_key().0));
+        println!("  default session:  {default_session}");
+        match &new_token {
+            Some(token) => {
+                println!("  admin token:      {token}");
+                println!("                    (shown once: it creates sessions and invites; keep it safe)");
+            }
+            None => println!("  admin token:      created on first start (stored only as a hash)"),
+        }
+        println!();
+        println!("Next: invite someone to the default session, then join with the ticket:");
+        println!("  meshwork-server invite --data-dir {} --role editor --quic-addr {}", settings.data_dir.display(), server.ctx.public_quic_addr);
+        println!("  or: curl -X POST -H 'Authorization: Bearer <admin token>' -d '{{\"role\":\"editor\"}}' \\");
+        println!("        -H 'Content-Type: application/json' http://{http}/api/v1/sessions/{default_session}/invites");
+        println!("listening: http={http} quic={}", server.quic_addr);
+        wait_for_signal().await;
+        println!("shutting down: closing clients");
+        server.shutdown_and_wait().await;
+        println!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn keygen(data_dir: &std::path::Path) -> Result<(), Error> {
+    let data = DataDir::open_or_init(data_dir, &[])?;
+    println!("data dir:        {}", data_dir.display());
+    println!(
+        "server key:      {}",
+        hex::encode(data.server_key.public_key().0)
+    );
+    println!(
+        "certificate:     SHA-256 {}",
+        fingerprint(&data.cert_sha256)
+    );
+    println!("default session: {}", data.default_session()?);
+    if let Some(token) = data.new_admin_token {
+        println!("admin token:     {token}   (shown once)");
+    }
+    Ok(())
+}
+
+fn invite(args: &InviteArgs) -> Result<(), Error> {
+    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+    let session = match &args.session {
+        Some(id) => parse_session_id(id)?,
+        None => data.default_session()?,
+    };
+    let role: Role = args
+        .role
+        .parse()
+        .map_err(|e| Error::Config(format!("{e}")))?;
+    let ttl_ms = parse_ttl_ms(&args.ttl)?;
+    let expires_at_ms = driver::now_ms().saturating_add(ttl_ms);
+    let ticket = mint_ticket(
+        &data.server_key,
+        &args.quic_addr,
+        data.cert_sha256,
+        session,
+        role,
+        expires_at_ms,
+    )?;
+    println!("{}", ticket.to_text());
+    eprintln!(
+        "invite: {role} in session {session}, valid for {}, server {}",
+        args.ttl, args.quic_addr
+    );
+    Ok(())
+}

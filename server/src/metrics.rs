@@ -1,0 +1,229 @@
+//! Prometheus metrics, prefix `meshwork_`. Labels never carry session or client ids (unbounded
+//! cardinality); per-session detail belongs in logs and traces.
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Which transport a connection uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Native clients.
+    Quic,
+}
+
+impl Transport {
+    /// Every transport, for initialising labelled metrics.
+    pub const ALL: &'static [Self] = &[Self::Quic];
+
+    /// The label value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+        }
+    }
+}
+
+/// Every metric the server exports.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)] // reason: each field is documented by its help text below
+pub struct Metrics {
+    registry: Registry,
+    pub commands_appended_total: IntCounterVec,
+    pub commands_rejected_total: IntCounterVec,
+    pub conflicts_total: IntCounterVec,
+    pub command_queue_depth: IntGauge,
+    pub signature_verify_seconds: Histogram,
+    pub command_apply_seconds: Histogram,
+    pub packets_sent_total: IntCounterVec,
+    pub packets_received_total: IntCounterVec,
+    pub bytes_sent_total: IntCounterVec,
+    pub bytes_received_total: IntCounterVec,
+    pub clients_connected: IntGaugeVec,
+    pub sessions_active: IntGauge,
+    pub joins_total: IntCounter,
+}
+
+const PREFIX: &str = "meshwork";
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace(PREFIX), labels)
+        .expect("metric names and labels are static and valid");
+    r.register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .namespace(PREFIX)
+            .buckets(buckets),
+    )
+    .expect("metric names and buckets are static and valid");
+    r.register(Box::new(h.clone()))
+        .expect("each metric is registered once");
+    h
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    #[must_use]
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency = vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05,
+            0.1, 0.25, 1.0,
+        ];
+        let commands_appended_total = counter_vec(
+            &r,
+            "commands_appended_total",
+            "Commands accepted into a session log, by command kind.",
+            &["kind"],
+        );
+        let commands_rejected_total = counter_vec(
+            &r,
+            "commands_rejected_total",
+            "Commands, joins and frames refused, by reason.",
+            &["reason"],
+        );
+        let conflicts_total = counter_vec(
+            &r,
+            "conflicts_total",
+            "Concurrent commands on one scope resolved by a conflict strategy.",
+            &["strategy"],
+        );
+        let command_queue_depth = IntGauge::with_opts(
+            Opts::new(
+                "command_queue_depth",
+                "Messages waiting in session driver inboxes.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(command_queue_depth.clone()))
+            .expect("registered once");
+        let signature_verify_seconds = histogram(
+            &r,
+            "signature_verify_seconds",
+            "Time to verify (batch signature check) and order one submitted batch of commands.",
+            latency.clone(),
+        );
+        let command_apply_seconds = histogram(
+            &r,
+            "command_apply_seconds",
+            "From a batch of commands being received to its entries being durable and fanned out.",
+            latency,
+        );
+        let t = &["transport"];
+        let packets_sent_total =
+            counter_vec(&r, "packets_sent_total", "Frames and datagrams sent.", t);
+        let packets_received_total = counter_vec(
+            &r,
+            "packets_received_total",
+            "Frames and datagrams received.",
+            t,
+        );
+        let bytes_sent_total = counter_vec(&r, "bytes_sent_total", "Payload bytes sent.", t);
+        let bytes_received_total =
+            counter_vec(&r, "bytes_received_total", "Payload bytes received.", t);
+        let clients_connected = IntGaugeVec::new(
+            Opts::new("clients_connected", "Open client connections.").namespace(PREFIX),
+            t,
+        )
+        .expect("static metric");
+        r.register(Box::new(clients_connected.clone()))
+            .expect("registered once");
+        let sessions_active = IntGauge::with_opts(
+            Opts::new("sessions_active", "Sessions hosted by this process.").namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(sessions_active.clone()))
+            .expect("registered once");
+        let joins_total = IntCounter::with_opts(
+            Opts::new("joins_total", "Clients that completed the join handshake.")
+                .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(joins_total.clone()))
+            .expect("registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Build of this server: always 1.").namespace(PREFIX),
+            &["version", "protocol"],
+        )
+        .expect("static metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("registered once");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &meshwork_protocol::PROTOCOL_VERSION.to_string(),
+            ])
+            .set(1);
+        for transport in Transport::ALL {
+            clients_connected
+                .with_label_values(&[transport.as_str()])
+                .set(0);
+        }
+        Self {
+            registry: r,
+            commands_appended_total,
+            commands_rejected_total,
+            conflicts_total,
+            command_queue_depth,
+            signature_verify_seconds,
+            command_apply_seconds,
+            packets_sent_total,
+            packets_received_total,
+            bytes_sent_total,
+            bytes_received_total,
+            clients_connected,
+            sessions_active,
+            joins_total,
+        }
+    }
+
+    /// The text exposition format of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Counts a frame sent.
+    pub fn sent(&self, transport: Transport, bytes: usize) {
+        self.packets_sent_total
+            .with_label_values(&[transport.as_str()])
+            .inc();
+        self.bytes_sent_total
+            .with_label_values(&[transport.as_str()])
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts a frame received.
+    pub fn received(&self, transport: Transport, bytes: usize) {
+        self.packets_received_total
+            .with_label_values(&[transport.as_str()])
+            .inc();
+        self.bytes_received_total
+            .with_label_values(&[transport.as_str()])
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts a refusal.
+    pub fn rejected(&self, reason: &str) {
+        self.commands_rejected_total
+            .with_label_values(&[reason])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

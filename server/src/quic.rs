@@ -1,0 +1,257 @@
+//! QUIC for native clients (quinn + rustls, TLS 1.3, ALPN `meshwork/1`).
+//!
+//! Per connection: the client opens one bidirectional stream that carries frames both ways
+//! (the reliable lane); datagrams are the unreliable lane. A reader task turns stream bytes into
+//! whole payloads for the session driver; a writer task drains the connection's bounded outbox.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshwork_protocol::FrameReader;
+use meshwork_protocol::wire::{ClientMsg, CloseReason};
+use meshwork_session::Input;
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::driver::{DriverMsg, Outgoing};
+use crate::metrics::{Metrics, Transport};
+use crate::router::Router;
+
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"meshwork/1";
+/// Keep-alive interval: well under common NAT binding timeouts.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A connection silent for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to open its stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client to read the last frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The QUIC application error code sent with a close, per reason.
+#[must_use]
+pub const fn close_code(reason: CloseReason) -> u32 {
+    match reason {
+        CloseReason::Leaving => 0,
+        CloseReason::ServerShutdown => 1,
+        CloseReason::ProtocolViolation => 2,
+        CloseReason::TooSlow => 3,
+        CloseReason::Kicked => 4,
+        CloseReason::IdleTimeout => 5,
+    }
+}
+
+/// Builds the server endpoint on an already bound socket.
+///
+/// # Errors
+/// [`Error::Tls`] for an unusable certificate, [`Error::Io`] for socket errors.
+pub fn endpoint(
+    socket: UdpSocket,
+    cert_der: &[u8],
+    key_der: &[u8],
+) -> Result<quinn::Endpoint, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rustls::pki_types::CertificateDer::from(cert_der.to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.to_vec().into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .map_err(|_| Error::Config("idle".into()))?,
+        ))
+        .max_concurrent_bidi_streams(1u8.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .datagram_receive_buffer_size(Some(64 * 1024));
+    config.transport_config(Arc::new(transport));
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::Io(e.to_string()))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| Error::Io(format!("QUIC endpoint: {e}")))
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    router: Arc<Router>,
+    metrics: Metrics,
+    outbox: usize,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        if router.is_shutting_down() {
+            incoming.refuse();
+            continue;
+        }
+        let (router, metrics) = (router.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve(incoming, router, metrics, outbox).await {
+                tracing::debug!("QUIC connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve(
+    incoming: quinn::Incoming,
+    router: Arc<Router>,
+    metrics: Metrics,
+    outbox: usize,
+) -> Result<(), String> {
+    let conn = incoming.await.map_err(|e| e.to_string())?;
+    let (send, mut recv) = tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| "no stream opened".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let transport = Transport::Quic;
+    metrics
+        .clients_connected
+        .with_label_values(&[transport.as_str()])
+        .inc();
+    let _gauge = Gauge(metrics.clone(), transport);
+
+    // Read until the first whole frame: it names the session (through the invite).
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let first = loop {
+        match reader.next_payload() {
+            Ok(Some(p)) => break Ok(p),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
+            break Err(e);
+        }
+    };
+    let claimed = match &first {
+        Ok(payload) => match postcard::from_bytes::<ClientMsg>(payload) {
+            Ok(ClientMsg::Hello(h)) => h.invite.claimed_session(),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let session = router.route(claimed);
+    let client = router.next_client();
+    let (out_tx, out_rx) = mpsc::channel(outbox);
+    if !session
+        .send(DriverMsg::Connect {
+            client,
+            transport,
+            outbox: out_tx,
+        })
+        .await
+    {
+        return Err("session stopped".into());
+    }
+    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
+    let datagrams = tokio::spawn(datagram_loop(conn.clone(), metrics.clone()));
+
+    let input = |input| DriverMsg::Input {
+        received: Instant::now(),
+        input,
+    };
+    let mut next = first;
+    loop {
+        match next {
+            Ok(bytes) => {
+                metrics.received(transport, bytes.len());
+                if !session.send(input(Input::Payload { client, bytes })).await {
+                    break;
+                }
+            }
+            Err(error) => {
+                let _ = session.send(input(Input::BadFrame { client, error })).await;
+                break;
+            }
+        }
+        next = loop {
+            match reader.next_payload() {
+                Ok(Some(p)) => break Ok(p),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => {
+                    if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
+                        break Err(e);
+                    }
+                }
+                // End of stream or connection lost: the client is gone.
+                Ok(None) | Err(_) => {
+                    let _ = session.send(input(Input::Disconnected { client })).await;
+                    datagrams.abort();
+                    let _ = writer.await;
+                    return Ok(());
+                }
+            }
+        };
+    }
+    datagrams.abort();
+    let _ = writer.await;
+    let _ = session.send(input(Input::Disconnected { client })).await;
+    Ok(())
+}
+
+/// Decrements the connection gauge when the connection task ends, however it ends.
+struct Gauge(Metrics, Transport);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0
+            .clients_connected
+            .with_label_values(&[self.1.as_str()])
+            .dec();
+    }
+}
+
+async fn write_loop(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    let mut reason = CloseReason::ServerShutdown;
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outgoing::Frame(frame) => {
+                if send.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            Outgoing::Close(r) => {
+                reason = r;
+                break;
+            }
+        }
+    }
+    // Let the client read everything (the close frame included) before the connection goes.
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
+    conn.close(close_code(reason).into(), format!("{reason:?}").as_bytes());
+}
+
+/// Presence arrives on datagrams with the scene work; until then they are counted and dropped.
+async fn datagram_loop(conn: quinn::Connection, metrics: Metrics) {
+    while let Ok(d) = conn.read_datagram().await {
+        metrics.received(Transport::Quic, d.len());
+    }
+}

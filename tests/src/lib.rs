@@ -1,0 +1,618 @@
+//! Meshwork test kit. [`Client`] is a native headless client over QUIC: it pins the server
+//! certificate from a join ticket, runs the join handshake, signs and submits commands, and
+//! keeps every log entry the server sends, in total order.
+//!
+//! It holds no scene yet (that arrives with the replica work); it is what the integration tests
+//! and `meshwork-loadgen` drive.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshwork_protocol::codec::{FrameReader, encode_frame, to_frame};
+use meshwork_protocol::wire::{
+    ClientMsg, Close, CloseReason, Hello, JoinProof, JoinProofBody, JoinRefused, JoinTicket,
+    ServerMsg, Submit, Welcome,
+};
+use meshwork_protocol::{
+    AuthorId, Command, CommandId, Domain, Ed25519Signer, EntryBody, PROTOCOL_VERSION, Role,
+    SignedEntry, Signer,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The ticket's address is not `host:port`.
+    #[error("bad server address {0:?}")]
+    Address(String),
+    /// QUIC or TLS failed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The server refused the join.
+    #[error("join refused: {0:?}")]
+    Refused(JoinRefused),
+    /// The server closed the connection.
+    #[error("closed by the server: {0:?}")]
+    Closed(Option<Close>),
+    /// Nothing arrived in time.
+    #[error("timed out waiting for the server")]
+    Timeout,
+    /// The server sent something the protocol does not allow here.
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+}
+
+/// Accepts exactly the certificate whose SHA-256 the ticket names (self-signed by default).
+#[derive(Debug)]
+struct PinnedCert {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.sha256 {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the ticket's fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A QUIC client endpoint that pins `cert_sha256`.
+///
+/// # Errors
+/// [`ClientError::Connection`] when the socket or TLS cannot be set up.
+pub fn client_endpoint(
+    server: SocketAddr,
+    cert_sha256: [u8; 32],
+) -> Result<quinn::Endpoint, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Connection(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert {
+            sha256: cert_sha256,
+            provider,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"meshwork/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Connection(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()
+    .map_err(|_| ClientError::Address(server.to_string()))?;
+    let bind = if server.ip().is_loopback() {
+        bind
+    } else {
+        SocketAddr::new(unspecified(server), 0)
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|e| ClientError::Connection(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+fn unspecified(addr: SocketAddr) -> std::net::IpAddr {
+    if addr.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    }
+}
+
+/// What the client has seen of the session.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Every log entry received, by position in the total order.
+    pub entries: BTreeMap<CommandId, SignedEntry>,
+    /// Acks of own entries: seq → id.
+    pub acks: BTreeMap<u64, CommandId>,
+    /// Refusals of own entries, in arrival order.
+    pub refusals: Vec<meshwork_protocol::wire::CommandRefused>,
+    /// The close message, if the server closed us.
+    pub closed: Option<Close>,
+}
+
+/// A joined headless client.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    inbox: mpsc::Receiver<ServerMsg>,
+    signer: Ed25519Signer,
+    /// The welcome the server sent.
+    pub welcome: Welcome,
+    /// What arrived so far.
+    pub seen: Seen,
+    next_seq: u64,
+    lamport: u64,
+    /// Bytes written to the server.
+    pub bytes_sent: u64,
+    /// Bytes read from the server.
+    pub bytes_received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Connects to `addr` (pinning `cert_sha256`) and opens the stream, without joining.
+///
+/// # Errors
+/// [`ClientError::Connection`] on QUIC/TLS failure.
+pub async fn open(
+    addr: SocketAddr,
+    cert_sha256: [u8; 32],
+) -> Result<
+    (
+        quinn::Endpoint,
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ),
+    ClientError,
+> {
+    let endpoint = client_endpoint(addr, cert_sha256)?;
+    let conn = endpoint
+        .connect(addr, "localhost")
+        .map_err(|e| ClientError::Connection(e.to_string()))?
+        .await
+        .map_err(|e| ClientError::Connection(e.to_string()))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ClientError::Connection(e.to_string()))?;
+    Ok((endpoint, conn, send, recv))
+}
+
+/// Reads frames from `recv` into a channel of messages until the stream ends.
+fn spawn_reader(
+    mut recv: quinn::RecvStream,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+) -> mpsc::Receiver<ServerMsg> {
+    let (tx, rx) = mpsc::channel(65_536);
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(Some(n)) = recv.read(&mut buf).await else {
+                return;
+            };
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if reader.push(buf.get(..n).unwrap_or_default()).is_err() {
+                return;
+            }
+            loop {
+                match reader.next_msg::<ServerMsg>() {
+                    Ok(Some(msg)) => {
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Resolves a ticket's `host:port`.
+///
+/// # Errors
+/// [`ClientError::Address`] when it does not resolve.
+pub fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
+    use std::net::ToSocketAddrs as _;
+    addr.to_socket_addrs()
+        .map_err(|_| ClientError::Address(addr.to_owned()))?
+        .next()
+        .ok_or_else(|| ClientError::Address(addr.to_owned()))
+}
+
+impl Client {
+    /// Joins the session the ticket opens, signing as `signer`.
+    ///
+    /// # Errors
+    /// [`ClientError`] naming the failed step; a refusal carries the server's reason.
+    pub async fn join(ticket: &JoinTicket, signer: Ed25519Signer) -> Result<Self, ClientError> {
+        Self::join_as(ticket, signer, PROTOCOL_VERSION).await
+    }
+
+    /// As [`Client::join`], announcing `protocol_version` (tests of version refusal).
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_as(
+        ticket: &JoinTicket,
+        signer: Ed25519Signer,
+        protocol_version: u16,
+    ) -> Result<Self, ClientError> {
+        let addr = resolve(&ticket.quic_addr)?;
+        let (endpoint, conn, mut send, recv) = open(addr, ticket.cert_sha256).await?;
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut inbox = spawn_reader(recv, counter.clone());
+        let hello = ClientMsg::Hello(Hello {
+            protocol_version,
+            build_id: format!("meshwork-testkit {}", env!("CARGO_PKG_VERSION")),
+            public_key: signer.public_key(),
+            invite: ticket.invite.clone(),
+        });
+        write(&mut send, &hello).await?;
+        let challenge = match recv_msg(&mut inbox, Duration::from_secs(10)).await? {
+            ServerMsg::Challenge(c) => c,
+            ServerMsg::JoinRefused(r) => return Err(ClientError::Refused(r)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let session = ticket
+            .invite
+            .claimed_session()
+            .ok_or_else(|| ClientError::Unexpected("invite".into()))?;
+        let proof = JoinProofBody {
+            domain: Domain::JoinProof,
+            version: PROTOCOL_VERSION,
+            session,
+            nonce: challenge.nonce,
+            public_key: signer.public_key(),
+        };
+        write(
+            &mut send,
+            &ClientMsg::JoinProof(JoinProof {
+                signature: proof.sign(&signer),
+            }),
+        )
+        .await?;
+        let welcome = match recv_msg(&mut inbox, Duration::from_secs(10)).await? {
+            ServerMsg::Welcome(w) => w,
+            ServerMsg::JoinRefused(r) => return Err(ClientError::Refused(r)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let next_seq = welcome.next_seq;
+        let lamport = welcome.log_position;
+        Ok(Self {
+            endpoint,
+            conn,
+            send,
+            inbox,
+            signer,
+            welcome,
+            seen: Seen::default(),
+            next_seq,
+            lamport,
+            bytes_sent: 0,
+            bytes_received: counter,
+        })
+    }
+
+    /// This client's author id.
+    #[must_use]
+    pub const fn author(&self) -> AuthorId {
+        self.welcome.author
+    }
+
+    /// The role the server granted.
+    #[must_use]
+    pub const fn role(&self) -> Role {
+        self.welcome.role
+    }
+
+    /// Signs `command` as the next entry (sequence number, Lamport time after everything seen).
+    ///
+    /// # Panics
+    /// Never: encoding an entry body into memory cannot fail.
+    pub fn sign(&mut self, command: Command) -> SignedEntry {
+        let seen = self
+            .seen
+            .entries
+            .keys()
+            .next_back()
+            .map_or(self.welcome.log_position, |id| {
+                id.lamport.max(self.welcome.log_position)
+            });
+        self.lamport = self.lamport.max(seen).saturating_add(1);
+        let body = EntryBody {
+            domain: Domain::Entry,
+            version: PROTOCOL_VERSION,
+            session: self.welcome.session,
+            author: self.welcome.author,
+            key_id: self.signer.public_key().key_id(),
+            seq: self.next_seq,
+            lamport: self.lamport,
+            seen_lamport: seen,
+            command,
+        };
+        self.next_seq = self.next_seq.saturating_add(1);
+        SignedEntry::sign(&body, &self.signer).expect("entry domain is set above")
+    }
+
+    /// Signs an arbitrary body with this client's key (tests of replayed and malformed entries).
+    ///
+    /// # Panics
+    /// If `body.domain` is not `Domain::Entry`.
+    #[must_use]
+    pub fn sign_body(&self, body: &EntryBody) -> SignedEntry {
+        SignedEntry::sign(body, &self.signer).expect("an entry body")
+    }
+
+    /// Signs and submits commands as one `Submit` frame. Returns the entries sent.
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn submit(
+        &mut self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<SignedEntry>, ClientError> {
+        let entries: Vec<SignedEntry> = commands.into_iter().map(|c| self.sign(c)).collect();
+        self.submit_signed(entries.clone()).await?;
+        Ok(entries)
+    }
+
+    /// Submits already signed entries (tests of forged and replayed entries).
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn submit_signed(&mut self, entries: Vec<SignedEntry>) -> Result<(), ClientError> {
+        let frame = to_frame(&ClientMsg::Submit(Submit { entries }))
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        self.send_raw(&frame).await
+    }
+
+    /// Writes raw bytes to the stream (tests of malformed input).
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.bytes_sent = self.bytes_sent.saturating_add(bytes.len() as u64);
+        self.send
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))
+    }
+
+    /// Sends a ping.
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        let frame = to_frame(&ClientMsg::Ping(meshwork_protocol::wire::Ping { nonce }))
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        self.send_raw(&frame).await
+    }
+
+    /// Takes the next message (recording it in [`Client::seen`]), waiting at most `wait`.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], or [`ClientError::Closed`] when the stream has ended.
+    pub async fn next(&mut self, wait: Duration) -> Result<ServerMsg, ClientError> {
+        let msg = match recv_msg(&mut self.inbox, wait).await {
+            Ok(m) => m,
+            Err(ClientError::Closed(_)) => {
+                return Err(ClientError::Closed(self.seen.closed.clone()));
+            }
+            Err(e) => return Err(e),
+        };
+        match &msg {
+            ServerMsg::Entries(e) => {
+                for entry in &e.entries {
+                    if let Ok(body) = entry.decode_body() {
+                        self.seen.entries.insert(body.id(), entry.clone());
+                    }
+                }
+            }
+            ServerMsg::Ack(a) => {
+                self.seen.acks.insert(a.seq, a.id);
+            }
+            ServerMsg::CommandRefused(r) => self.seen.refusals.push(r.clone()),
+            ServerMsg::Close(c) => self.seen.closed = Some(c.clone()),
+            _ => {}
+        }
+        Ok(msg)
+    }
+
+    /// Takes messages until `done` holds for what has been seen, or `deadline` passes.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when the deadline passes first; [`ClientError::Closed`] if the
+    /// server closes the connection before.
+    pub async fn until(
+        &mut self,
+        deadline: Instant,
+        done: impl Fn(&Seen) -> bool,
+    ) -> Result<(), ClientError> {
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            self.next(left).await?;
+        }
+        Ok(())
+    }
+
+    /// The QUIC connection (close reasons, stats).
+    #[must_use]
+    pub const fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Leaves politely.
+    pub async fn leave(mut self) {
+        let bye = ClientMsg::Close(Close {
+            reason: CloseReason::Leaving,
+            message: "bye".into(),
+        });
+        let _ = write(&mut self.send, &bye).await;
+        let _ = self.send.finish();
+        self.conn.close(0u8.into(), b"bye");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn write(send: &mut quinn::SendStream, msg: &ClientMsg) -> Result<(), ClientError> {
+    let mut frame = Vec::new();
+    encode_frame(msg, &mut frame).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| ClientError::Connection(e.to_string()))
+}
+
+async fn recv_msg(
+    inbox: &mut mpsc::Receiver<ServerMsg>,
+    wait: Duration,
+) -> Result<ServerMsg, ClientError> {
+    match tokio::time::timeout(wait, inbox.recv()).await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(ClientError::Closed(None)),
+        Err(_) => Err(ClientError::Timeout),
+    }
+}
+
+/// A fresh random signing key.
+///
+/// # Panics
+/// If the OS has no randomness (a broken machine).
+#[must_use]
+pub fn random_signer() -> Ed25519Signer {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("the OS provides randomness");
+    Ed25519Signer::from_seed(seed)
+}
+
+/// A minimal HTTP/1.1 client for tests of the server's API (one request per connection).
+pub mod http {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Status code and body of a response.
+    #[derive(Debug)]
+    pub struct Response {
+        /// HTTP status.
+        pub status: u16,
+        /// Body as text.
+        pub body: String,
+    }
+
+    /// Sends one request and reads the whole response.
+    ///
+    /// # Errors
+    /// The I/O error as text.
+    pub async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Response, String> {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").ok_or("no header end")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("no status")?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_owned()
+        };
+        Ok(Response { status, body })
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(rest.get(..n).unwrap_or_default());
+            s = rest.get(n..).unwrap_or_default().trim_start_matches("\r\n");
+        }
+        out
+    }
+
+    /// `GET path`.
+    ///
+    /// # Errors
+    /// As [`request`].
+    pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+        request(addr, "GET", path, &[], "").await
+    }
+}
