@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask ci`: everything CI checks, in order, installing what is missing (the wasm
 //!   target). Exits non-zero on the first failure.
+//! - `cargo xtask run`: the server with zero configuration (`meshwork-server serve`, release).
 //! - `cargo xtask bench`: the criterion benchmarks whose numbers go in `docs/benchmarks.md`.
 //!
 //! Build output goes to `$CARGO_TARGET_DIR`, or, when that is unset, to a cache directory
@@ -35,8 +36,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("run") => serve(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [criterion args]>");
+            eprintln!("usage: cargo xtask <ci | run [serve flags] | bench [criterion args]>");
             return ExitCode::from(2);
         }
     };
@@ -154,10 +156,37 @@ fn check_sans_io() -> Result<(), String> {
     Ok(())
 }
 
+/// Debian packages the tests drive for real.
+fn ensure_debian_packages() -> Result<(), String> {
+    let missing: Vec<&str> = [
+        ("prometheus", "/usr/bin/prometheus"),
+        ("prometheus", "/usr/bin/promtool"),
+    ]
+    .iter()
+    .filter(|(_, path)| !Path::new(path).exists())
+    .map(|(pkg, _)| *pkg)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        "install Debian packages for the tests",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 fn ci() -> Result<(), String> {
     let started = Instant::now();
     eprintln!("target dir: {}", target_dir().display());
     ensure_wasm_target()?;
+    ensure_debian_packages()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -219,6 +248,24 @@ fn ci() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `cargo xtask run`: the server with its zero-configuration defaults (extra flags pass through).
+fn serve(extra: &[String]) -> Result<(), String> {
+    run(
+        "meshwork-server serve",
+        cargo()
+            .args([
+                "run",
+                "--locked",
+                "--release",
+                "-p",
+                "meshwork-server",
+                "--",
+                "serve",
+            ])
+            .args(extra),
+    )
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
