@@ -134,7 +134,7 @@ pub fn spawn(
         outboxes: HashMap::new(),
         batch_received: HashMap::new(),
         feedback: VecDeque::new(),
-        awaiting_fanout: VecDeque::new(),
+        pass_received: None,
     };
     let task = tokio::spawn(driver.run(rx));
     (handle, task)
@@ -149,8 +149,8 @@ struct Driver {
     batch_received: HashMap<BatchId, Instant>,
     /// Inputs produced while carrying out outputs (acks, backpressure), fed next.
     feedback: VecDeque<Input>,
-    /// Acknowledged batches whose fan-out event is still to come (acks are in order).
-    awaiting_fanout: VecDeque<BatchId>,
+    /// Earliest receive time of the inputs fed in the current pass.
+    pass_received: Option<Instant>,
 }
 
 impl Driver {
@@ -168,14 +168,16 @@ impl Driver {
                 msg = rx.recv() => msg,
                 () = sleep_until(deadline) => {
                     self.session.handle_input(now_ms(), Input::Tick);
-                    self.carry_out(None);
+                    self.carry_out();
                     continue;
                 }
             };
             let Some(first) = first else { break };
-            // 2. Feed it and whatever else is already waiting.
+            // 2. Feed it and whatever else is already waiting, then 3–4. carry out the outputs
+            //    of all of them together (fan-out coalesces across the pass).
             let mut msg = Some(first);
             let mut fed: usize = 0;
+            self.pass_received = None;
             while let Some(m) = msg.take() {
                 self.metrics.command_queue_depth.dec();
                 if matches!(m, DriverMsg::Shutdown) {
@@ -187,6 +189,7 @@ impl Driver {
                     msg = rx.try_recv().ok();
                 }
             }
+            self.carry_out();
             if shutting_down {
                 break;
             }
@@ -207,21 +210,22 @@ impl Driver {
                 self.outboxes.insert(client, (outbox, transport));
                 self.session
                     .handle_input(now_ms(), Input::Connected { client });
-                self.carry_out(None);
             }
             DriverMsg::Input { received, input } => {
-                let is_payload = matches!(input, Input::Payload { .. });
+                // Tag 2 is `ClientMsg::Submit`: the verify-and-order step.
+                let is_submit =
+                    matches!(&input, Input::Payload { bytes, .. } if bytes.first() == Some(&2));
                 if let Input::Disconnected { client } = &input {
                     self.outboxes.remove(client);
                 }
+                self.pass_received = Some(self.pass_received.map_or(received, |r| r.min(received)));
                 let started = Instant::now();
                 self.session.handle_input(now_ms(), input);
-                if is_payload && self.session.batches_in_flight() > 0 {
+                if is_submit {
                     self.metrics
                         .signature_verify_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
-                self.carry_out(Some(received));
             }
             DriverMsg::Info(reply) => {
                 let info = SessionInfo {
@@ -232,27 +236,26 @@ impl Driver {
                 };
                 let _ = reply.send(info);
             }
-            DriverMsg::Shutdown => {
-                self.session.handle_input(now_ms(), Input::Shutdown);
-                self.carry_out(None);
-            }
+            DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),
         }
     }
 
     /// 3–4. Carries out outputs until the session is quiet.
-    fn carry_out(&mut self, received: Option<Instant>) {
+    fn carry_out(&mut self) {
         loop {
             while let Some(output) = self.session.poll_output() {
-                self.output(output, received);
+                self.output(output);
             }
-            let Some(input) = self.feedback.pop_front() else {
+            if self.feedback.is_empty() {
                 break;
-            };
-            self.session.handle_input(now_ms(), input);
+            }
+            while let Some(input) = self.feedback.pop_front() {
+                self.session.handle_input(now_ms(), input);
+            }
         }
     }
 
-    fn output(&mut self, output: Output, received: Option<Instant>) {
+    fn output(&mut self, output: Output) {
         match output {
             Output::Send { client, frame, .. } => {
                 let Some((outbox, transport)) = self.outboxes.get(&client) else {
@@ -280,11 +283,10 @@ impl Driver {
             Output::Persist { batch, entries: _ } => {
                 // Sessions live in memory for now: durable as soon as accepted. The store
                 // thread (persistence issue) will answer this asynchronously instead.
-                if let Some(at) = received {
+                if let Some(at) = self.pass_received {
                     self.batch_received.insert(batch, at);
                 }
                 self.feedback.push_back(Input::PersistAck { batch });
-                self.awaiting_fanout.push_back(batch);
             }
             Output::Event(event) => self.event(&event),
         }
@@ -313,13 +315,12 @@ impl Driver {
                     .inc();
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
-            Event::FannedOut { .. } => {
-                if let Some(batch) = self.awaiting_fanout.pop_front()
-                    && let Some(at) = self.batch_received.remove(&batch)
-                {
-                    self.metrics
-                        .command_apply_seconds
-                        .observe(at.elapsed().as_secs_f64());
+            Event::FannedOut { batches, .. } => {
+                for batch in batches {
+                    if let Some(at) = self.batch_received.remove(batch) {
+                        let secs = at.elapsed().as_secs_f64();
+                        self.metrics.command_apply_seconds.observe(secs);
+                    }
                 }
             }
         }

@@ -188,6 +188,10 @@ pub struct Client {
     pub bytes_sent: u64,
     /// Bytes read from the server.
     pub bytes_received: Arc<std::sync::atomic::AtomicU64>,
+    /// Keep every received entry in [`Seen::entries`] (off for long load runs).
+    pub retain_entries: bool,
+    /// Largest Lamport timestamp received.
+    max_seen_lamport: u64,
 }
 
 /// Connects to `addr` (pinning `cert_sha256`) and opens the stream, without joining.
@@ -335,6 +339,8 @@ impl Client {
             lamport,
             bytes_sent: 0,
             bytes_received: counter,
+            retain_entries: true,
+            max_seen_lamport: lamport,
         })
     }
 
@@ -355,14 +361,7 @@ impl Client {
     /// # Panics
     /// Never: encoding an entry body into memory cannot fail.
     pub fn sign(&mut self, command: Command) -> SignedEntry {
-        let seen = self
-            .seen
-            .entries
-            .keys()
-            .next_back()
-            .map_or(self.welcome.log_position, |id| {
-                id.lamport.max(self.welcome.log_position)
-            });
+        let seen = self.max_seen_lamport;
         self.lamport = self.lamport.max(seen).saturating_add(1);
         let body = EntryBody {
             domain: Domain::Entry,
@@ -449,7 +448,10 @@ impl Client {
             ServerMsg::Entries(e) => {
                 for entry in &e.entries {
                     if let Ok(body) = entry.decode_body() {
-                        self.seen.entries.insert(body.id(), entry.clone());
+                        self.max_seen_lamport = self.max_seen_lamport.max(body.lamport);
+                        if self.retain_entries {
+                            self.seen.entries.insert(body.id(), entry.clone());
+                        }
                     }
                 }
             }

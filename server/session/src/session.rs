@@ -121,6 +121,8 @@ pub enum Event {
     },
     /// Durable entries were fanned out.
     FannedOut {
+        /// The persistence batches whose entries went out.
+        batches: Vec<BatchId>,
         /// How many entries.
         entries: usize,
         /// To how many clients.
@@ -275,6 +277,9 @@ pub struct Session {
     in_flight: BTreeMap<BatchId, Pending>,
     in_flight_ids: BTreeSet<meshwork_protocol::CommandId>,
     outputs: VecDeque<Output>,
+    /// Durable entries not yet fanned out, and their batches.
+    fanout: Vec<SignedEntry>,
+    fanout_batches: Vec<BatchId>,
     shut_down: bool,
 }
 
@@ -299,6 +304,8 @@ impl Session {
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeSet::new(),
             outputs: VecDeque::new(),
+            fanout: Vec::new(),
+            fanout_batches: Vec::new(),
             shut_down: false,
         }
     }
@@ -337,7 +344,13 @@ impl Session {
     }
 
     /// The next output, in the order they must be carried out.
+    ///
+    /// Fan-out of durable entries comes last: it is emitted once everything else queued has
+    /// been taken (see `flush_fanout`).
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            self.flush_fanout();
+        }
         self.outputs.pop_front()
     }
 
@@ -822,23 +835,34 @@ impl Session {
         let Some(pending) = self.in_flight.remove(&batch) else {
             return;
         };
-        let mut signed = Vec::with_capacity(pending.entries.len());
         for (author, seq, id) in &pending.entries {
             self.in_flight_ids.remove(id);
             if let Some(client) = self.connection_of.get(author).copied() {
                 self.send(client, &ServerMsg::Ack(Ack { seq: *seq, id: *id }));
             }
             if let Some(e) = self.log.get(id) {
-                signed.push(e.signed.clone());
+                self.fanout.push(e.signed.clone());
             }
         }
+        self.fanout_batches.push(batch);
+    }
+
+    /// Sends every entry made durable since the last flush as one shared frame (per chunk) to
+    /// every joined client. Runs when all other outputs have been taken, so the batches acked
+    /// in one driver pass go out together: fewer, larger frames under load, no added delay.
+    fn flush_fanout(&mut self) {
+        if self.fanout.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.fanout);
+        let batches = std::mem::take(&mut self.fanout_batches);
         let recipients: Vec<ClientId> = self
             .clients
             .iter()
             .filter(|(_, c)| c.phase == Phase::Joined)
             .map(|(id, _)| *id)
             .collect();
-        for part in signed.chunks(self.config.catch_up_chunk.max(1)) {
+        for part in entries.chunks(self.config.catch_up_chunk.max(1)) {
             // Encoded once, shared by every recipient.
             let msg = ServerMsg::Entries(Entries {
                 entries: part.to_vec(),
@@ -854,7 +878,8 @@ impl Session {
             }
         }
         self.emit(Output::Event(Event::FannedOut {
-            entries: signed.len(),
+            batches,
+            entries: entries.len(),
             clients: recipients.len(),
         }));
     }

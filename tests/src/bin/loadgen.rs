@@ -1,1 +1,277 @@
-fn main() {}
+//! `meshwork-loadgen`: many real clients over QUIC submitting signed commands at a fixed rate;
+//! reports throughput and the latency from submit to the author seeing its own entry come back
+//! in the server's fan-out (accepted, durable, ordered, broadcast).
+//!
+//! Example: `meshwork-loadgen --invite "$(meshwork-server invite)" --clients 32 --rate 90
+//! --seconds 30 --json report.json`. Sends only to the address in the ticket (or `--server`).
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::arithmetic_side_effects,
+    reason = "report arithmetic on counts far below 2^52"
+)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use glam::Vec3;
+use meshwork_protocol::wire::{JoinTicket, ServerMsg};
+use meshwork_protocol::{Command, CommandId, EntityId};
+use meshwork_testkit::{Client, random_signer};
+use serde::Serialize;
+
+/// Load generator for a Meshwork session server.
+#[derive(Debug, Parser)]
+#[command(name = "meshwork-loadgen", version, about)]
+struct Args {
+    /// Join ticket (as printed by `meshwork-server invite`); must grant editor or admin.
+    #[arg(long)]
+    invite: String,
+    /// Override the QUIC address in the ticket (`host:port`).
+    #[arg(long)]
+    server: Option<String>,
+    /// Concurrent clients, each its own QUIC connection and key.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Commands per second per client.
+    #[arg(long, default_value_t = 90)]
+    rate: u32,
+    /// Commands per submitted frame (1 = one frame per command).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct ClientResult {
+    sent: u64,
+    acked: u64,
+    refused: u64,
+    latencies_us: Vec<u64>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    clients: usize,
+    rate_per_client: u32,
+    batch: u32,
+    seconds: u64,
+    sent: u64,
+    acknowledged: u64,
+    echoed: u64,
+    refused: u64,
+    throughput_per_s: f64,
+    latency_ms: Latency,
+    bytes_sent_per_command: f64,
+    bytes_received_per_command: f64,
+}
+
+async fn run_client(
+    ticket: JoinTicket,
+    args: &Args,
+    start_at: Instant,
+) -> Result<ClientResult, String> {
+    let mut c = Client::join(&ticket, random_signer())
+        .await
+        .map_err(|e| e.to_string())?;
+    c.retain_entries = false;
+    let me = c.author();
+    let mut r = ClientResult::default();
+    let mut in_flight: HashMap<CommandId, Instant> = HashMap::new();
+    let period = Duration::from_secs_f64(f64::from(args.batch) / f64::from(args.rate.max(1)));
+    tokio::time::sleep_until(start_at.into()).await;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let send_until = start_at + Duration::from_secs(args.seconds);
+    let mut counter = 0u32;
+    loop {
+        let sending = Instant::now() < send_until;
+        if !sending && in_flight.is_empty() {
+            break;
+        }
+        if !sending && Instant::now() > send_until + Duration::from_secs(10) {
+            break; // Give up on what never came back; it counts as not echoed.
+        }
+        tokio::select! {
+            _ = ticker.tick(), if sending => {
+                let commands: Vec<Command> = (0..args.batch)
+                    .map(|_| {
+                        counter = counter.wrapping_add(1);
+                        Command::Translate {
+                            entity: EntityId::new(me, counter % 64),
+                            delta: Vec3::new(0.001, 0.0, 0.0),
+                        }
+                    })
+                    .collect();
+                let entries = c.submit(commands).await.map_err(|e| e.to_string())?;
+                let now = Instant::now();
+                for e in entries {
+                    if let Ok(b) = e.decode_body() {
+                        in_flight.insert(b.id(), now);
+                    }
+                }
+                r.sent += u64::from(args.batch);
+            }
+            msg = c.next(Duration::from_millis(200)) => match msg {
+                Ok(ServerMsg::Entries(e)) => {
+                    let now = Instant::now();
+                    for entry in &e.entries {
+                        if let Ok(b) = entry.decode_body()
+                            && b.author == me
+                            && let Some(at) = in_flight.remove(&b.id())
+                        {
+                            r.latencies_us.push(u64::try_from(now.duration_since(at).as_micros()).unwrap_or(u64::MAX));
+                        }
+                    }
+                }
+                Ok(ServerMsg::Ack(_)) => r.acked += 1,
+                Ok(ServerMsg::CommandRefused(_)) => r.refused += 1,
+                Ok(ServerMsg::Close(close)) => return Err(format!("closed by the server: {close:?}")),
+                Ok(_) | Err(meshwork_testkit::ClientError::Timeout) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    r.bytes_sent = c.bytes_sent;
+    r.bytes_received = c.bytes_received.load(Ordering::Relaxed);
+    c.leave().await;
+    Ok(r)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted.get(rank.min(sorted.len() - 1)).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let mut ticket = match JoinTicket::from_text(&args.invite) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("meshwork-loadgen: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(server) = &args.server {
+        ticket.quic_addr.clone_from(server);
+    }
+    let args = std::sync::Arc::new(args);
+    // Everyone joins first; sending starts together.
+    let start_at =
+        Instant::now() + Duration::from_secs(2) + Duration::from_millis(20 * args.clients as u64);
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (ticket, args) = (ticket.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            run_client(ticket, &args, start_at).await
+        }));
+    }
+    let mut total = ClientResult::default();
+    let mut failures = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => {
+                total.sent += r.sent;
+                total.acked += r.acked;
+                total.refused += r.refused;
+                total.bytes_sent += r.bytes_sent;
+                total.bytes_received += r.bytes_received;
+                total.latencies_us.extend(r.latencies_us);
+            }
+            Ok(Err(e)) => {
+                eprintln!("client failed: {e}");
+                failures += 1;
+            }
+            Err(e) => {
+                eprintln!("client panicked: {e}");
+                failures += 1;
+            }
+        }
+    }
+    total.latencies_us.sort_unstable();
+    let echoed = total.latencies_us.len() as u64;
+    let per_cmd = |b: u64| {
+        if total.sent == 0 {
+            0.0
+        } else {
+            b as f64 / total.sent as f64
+        }
+    };
+    let report = Report {
+        clients: args.clients,
+        rate_per_client: args.rate,
+        batch: args.batch,
+        seconds: args.seconds,
+        sent: total.sent,
+        acknowledged: total.acked,
+        echoed,
+        refused: total.refused,
+        throughput_per_s: echoed as f64 / args.seconds.max(1) as f64,
+        latency_ms: Latency {
+            p50: percentile(&total.latencies_us, 50.0),
+            p90: percentile(&total.latencies_us, 90.0),
+            p99: percentile(&total.latencies_us, 99.0),
+            max: percentile(&total.latencies_us, 100.0),
+        },
+        bytes_sent_per_command: per_cmd(total.bytes_sent),
+        bytes_received_per_command: per_cmd(total.bytes_received),
+    };
+    println!(
+        "clients {} × {}/s (batch {}) for {} s: sent {}, acked {}, echoed {}, refused {}",
+        report.clients,
+        report.rate_per_client,
+        report.batch,
+        report.seconds,
+        report.sent,
+        report.acknowledged,
+        report.echoed,
+        report.refused
+    );
+    println!(
+        "throughput {:.0} commands/s; submit→echo latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+        report.throughput_per_s,
+        report.latency_ms.p50,
+        report.latency_ms.p90,
+        report.latency_ms.p99,
+        report.latency_ms.max
+    );
+    println!(
+        "bytes per command: {:.1} sent, {:.1} received (the received side includes every other client's entries)",
+        report.bytes_sent_per_command, report.bytes_received_per_command
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if failures > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
