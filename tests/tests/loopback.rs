@@ -217,3 +217,114 @@ async fn bad_input_is_refused_with_its_reason_and_the_others_keep_working() {
     let health = http::get(t.server.http_addr, "/healthz").await.unwrap();
     assert_eq!(health.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_creates_sessions_and_invites_that_clients_can_use() {
+    let t = TestServer::start().await;
+    let addr = t.server.http_addr;
+    let info = http::get(addr, "/api/v1/server").await.unwrap();
+    assert_eq!(info.status, 200);
+    let info: serde_json::Value = serde_json::from_str(&info.body).unwrap();
+    assert_eq!(info["protocol_version"], 1);
+    assert_eq!(info["quic_addr"], t.server.quic_addr.to_string());
+    assert_eq!(info["cert_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(http::get(addr, "/readyz").await.unwrap().status, 200);
+
+    // Admin endpoints need the token.
+    let anonymous = http::request(addr, "POST", "/api/v1/sessions", &[], "{\"name\":\"x\"}")
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.body.contains("Bearer"), "{}", anonymous.body);
+    let wrong = [
+        ("Authorization", "Bearer nope"),
+        ("Content-Type", "application/json"),
+    ];
+    assert_eq!(
+        http::request(addr, "POST", "/api/v1/sessions", &wrong, "{\"name\":\"x\"}")
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+
+    let bearer = format!("Bearer {}", t.admin_token);
+    let auth = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let created = http::request(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        &auth,
+        "{\"name\":\"Review\"}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let bad_role = http::request(
+        addr,
+        "POST",
+        &format!("/api/v1/sessions/{id}/invites"),
+        &auth,
+        "{\"role\":\"king\"}",
+    )
+    .await
+    .unwrap();
+    assert!(
+        bad_role.status >= 400 && bad_role.status < 500,
+        "{bad_role:?}"
+    );
+    let invite = http::request(
+        addr,
+        "POST",
+        &format!("/api/v1/sessions/{id}/invites"),
+        &auth,
+        "{\"role\":\"viewer\",\"ttl_s\":60}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(invite.status, 201, "{}", invite.body);
+    let text = serde_json::from_str::<serde_json::Value>(&invite.body).unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ticket = meshwork_protocol::wire::JoinTicket::from_text(&text).unwrap();
+    let c = Client::join(&ticket, random_signer()).await.unwrap();
+    assert_eq!(c.role(), Role::Viewer);
+    assert_eq!(
+        c.welcome.session.to_string(),
+        id,
+        "joined the new session, not the default one"
+    );
+
+    let list = http::request(addr, "GET", "/api/v1/sessions", &auth, "")
+        .await
+        .unwrap();
+    assert_eq!(list.status, 200);
+    let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    let review = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(review["clients"], 1);
+    let missing = http::request(
+        addr,
+        "POST",
+        "/api/v1/sessions/00000000000000000000000000000000/invites",
+        &auth,
+        "{\"role\":\"viewer\"}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("error"));
+}

@@ -88,6 +88,7 @@ struct Report {
 async fn run_client(
     ticket: JoinTicket,
     args: &Args,
+    index: usize,
     start_at: Instant,
 ) -> Result<ClientResult, String> {
     let mut c = Client::join(&ticket, random_signer())
@@ -98,7 +99,10 @@ async fn run_client(
     let mut r = ClientResult::default();
     let mut in_flight: HashMap<CommandId, Instant> = HashMap::new();
     let period = Duration::from_secs_f64(f64::from(args.batch) / f64::from(args.rate.max(1)));
-    tokio::time::sleep_until(start_at.into()).await;
+    // Spread the clients' phases over one period: real clients are not in lockstep, and a
+    // synchronized burst of every client at once would measure the generator, not the server.
+    let phase = period.mul_f64(index as f64 / args.clients.max(1) as f64);
+    tokio::time::sleep_until((start_at + phase).into()).await;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let send_until = start_at + Duration::from_secs(args.seconds);
@@ -183,10 +187,10 @@ async fn main() -> std::process::ExitCode {
     let start_at =
         Instant::now() + Duration::from_secs(2) + Duration::from_millis(20 * args.clients as u64);
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
+    for index in 0..args.clients {
         let (ticket, args) = (ticket.clone(), args.clone());
         tasks.push(tokio::spawn(async move {
-            run_client(ticket, &args, start_at).await
+            run_client(ticket, &args, index, start_at).await
         }));
     }
     let mut total = ClientResult::default();
