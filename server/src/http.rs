@@ -36,6 +36,7 @@ pub struct AppState {
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -54,6 +55,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
+}
+
+/// Until the browser editor is bundled, `/` says what this server is and where to go.
+async fn index(State(s): State<AppState>) -> Response {
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>Meshwork</title>\
+         <h1>Meshwork session server {}</h1>\
+         <p>The server is running. The browser editor is not part of this build yet; native \
+         clients join over QUIC at <code>{}</code> with a ticket from \
+         <code>meshwork-server invite</code>.</p>\
+         <ul><li><a href=/api/v1/server>/api/v1/server</a> (version, certificate fingerprint)</li>\
+         <li><a href=/metrics>/metrics</a> (Prometheus)</li><li><a href=/healthz>/healthz</a></li></ul>",
+        env!("CARGO_PKG_VERSION"),
+        s.ctx.public_quic_addr
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
