@@ -62,6 +62,18 @@ pub struct ServeArgs {
     /// Frames queued per client before it counts as too slow and is resynced [default: 1024].
     #[arg(long, env = "MESHWORK_OUTBOX_FRAMES")]
     pub outbox_frames: Option<usize>,
+    /// Embedded store: redb (durable on every acknowledgement) or sled [default: redb].
+    #[arg(long, env = "MESHWORK_STORE")]
+    pub store: Option<crate::store::Backend>,
+    /// Snapshot a session every this many entries (and at shutdown) [default: 10000].
+    #[arg(long, env = "MESHWORK_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Sign a checkpoint of the log every this many entries [default: 1000].
+    #[arg(long, env = "MESHWORK_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
+    /// ... or after this many seconds with unchecked entries [default: 10].
+    #[arg(long, env = "MESHWORK_CHECKPOINT_INTERVAL_S")]
+    pub checkpoint_interval_s: Option<u64>,
 }
 
 /// The data directory argument of offline commands.
@@ -103,6 +115,10 @@ struct FileConfig {
     burst: Option<u32>,
     max_clients: Option<usize>,
     outbox_frames: Option<usize>,
+    store: Option<crate::store::Backend>,
+    snapshot_every: Option<u64>,
+    checkpoint_every: Option<u64>,
+    checkpoint_interval_s: Option<u64>,
 }
 
 /// Resolved settings of a running server.
@@ -124,6 +140,14 @@ pub struct Settings {
     pub max_clients: usize,
     /// Outgoing frames queued per client.
     pub outbox_frames: usize,
+    /// Store backend.
+    pub store: crate::store::Backend,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+    /// Entries between checkpoints.
+    pub checkpoint_every: u64,
+    /// Seconds between time-based checkpoints.
+    pub checkpoint_interval_s: u64,
 }
 
 impl Default for Settings {
@@ -137,6 +161,10 @@ impl Default for Settings {
             burst: 400,
             max_clients: 256,
             outbox_frames: 1024,
+            store: crate::store::Backend::Redb,
+            snapshot_every: 10_000,
+            checkpoint_every: 1_000,
+            checkpoint_interval_s: 10,
         }
     }
 }
@@ -172,6 +200,22 @@ impl Settings {
                 .or(file.outbox_frames)
                 .unwrap_or(d.outbox_frames)
                 .max(8),
+            store: args.store.or(file.store).unwrap_or(d.store),
+            snapshot_every: args
+                .snapshot_every
+                .or(file.snapshot_every)
+                .unwrap_or(d.snapshot_every)
+                .max(1),
+            checkpoint_every: args
+                .checkpoint_every
+                .or(file.checkpoint_every)
+                .unwrap_or(d.checkpoint_every)
+                .max(1),
+            checkpoint_interval_s: args
+                .checkpoint_interval_s
+                .or(file.checkpoint_interval_s)
+                .unwrap_or(d.checkpoint_interval_s)
+                .max(1),
         })
     }
 }

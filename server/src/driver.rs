@@ -20,6 +20,7 @@ use meshwork_session::{BatchId, ClientId, Event, Input, Output, Session};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Metrics, Transport};
+use crate::store::writer::{StoreAck, StoreCmd, StoreHandle};
 
 /// Messages fed to the session per wake-up at most, so timers are never starved.
 pub const DRAIN_BATCH: usize = 256;
@@ -119,7 +120,11 @@ pub fn spawn(
     name: String,
     metrics: Metrics,
     inbox: usize,
+    store: StoreHandle,
+    snapshot_every: u64,
 ) -> (SessionHandle, tokio::task::JoinHandle<()>) {
+    let (acks_tx, acks_rx) = mpsc::channel(4096);
+    let last_snapshot = session.durable_entries();
     let (tx, rx) = mpsc::channel(inbox);
     let handle = SessionHandle {
         id: session.id(),
@@ -135,6 +140,13 @@ pub fn spawn(
         batch_received: HashMap::new(),
         feedback: VecDeque::new(),
         pass_received: None,
+        store,
+        backlog: VecDeque::new(),
+        acks_tx,
+        acks_rx,
+        snapshot_every,
+        last_snapshot,
+        store_failed: false,
     };
     let task = tokio::spawn(driver.run(rx));
     (handle, task)
@@ -147,25 +159,55 @@ struct Driver {
     outboxes: HashMap<ClientId, (mpsc::Sender<Outgoing>, Transport)>,
     /// When the commands of each in-flight persistence batch were received.
     batch_received: HashMap<BatchId, Instant>,
-    /// Inputs produced while carrying out outputs (acks, backpressure), fed next.
+    /// Inputs produced while carrying out outputs (backpressure), fed next.
     feedback: VecDeque<Input>,
     /// Earliest receive time of the inputs fed in the current pass.
     pass_received: Option<Instant>,
+    /// The store writer.
+    store: StoreHandle,
+    /// Commands for the writer that did not fit its queue yet (bounded by [`STORE_BACKLOG`]:
+    /// past it the driver stops reading its inbox, which pushes back on the connections).
+    backlog: VecDeque<StoreCmd>,
+    acks_tx: mpsc::Sender<StoreAck>,
+    acks_rx: mpsc::Receiver<StoreAck>,
+    snapshot_every: u64,
+    last_snapshot: u64,
+    store_failed: bool,
 }
+
+/// Store commands a driver holds back at most before it stops reading its inbox.
+const STORE_BACKLOG: usize = 256;
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
         self.metrics.sessions_active.inc();
         let mut shutting_down = false;
         loop {
-            // 1. Wait for a message or the session's deadline.
+            // 1. Wait for a message, a store acknowledgement, room in the store queue, or the
+            //    session's deadline.
             let deadline = self.session.poll_timeout().map(|at_ms| {
                 let wait = at_ms.saturating_sub(now_ms());
                 let now = tokio::time::Instant::now();
                 now.checked_add(Duration::from_millis(wait)).unwrap_or(now)
             });
+            let accepting = self.backlog.len() < STORE_BACKLOG && !shutting_down;
+            let store_tx = self.store.tx.clone();
             let first = tokio::select! {
-                msg = rx.recv() => msg,
+                msg = rx.recv(), if accepting => msg,
+                Some(ack) = self.acks_rx.recv() => {
+                    self.on_ack(ack);
+                    self.carry_out();
+                    if shutting_down && self.drained() {
+                        break;
+                    }
+                    continue;
+                }
+                permit = store_tx.reserve(), if !self.backlog.is_empty() => {
+                    if let (Ok(permit), Some(cmd)) = (permit, self.backlog.pop_front()) {
+                        permit.send(cmd);
+                    }
+                    continue;
+                }
                 () = sleep_until(deadline) => {
                     self.session.handle_input(now_ms(), Input::Tick);
                     self.carry_out();
@@ -185,19 +227,60 @@ impl Driver {
                 }
                 self.feed(m);
                 fed = fed.saturating_add(1);
-                if fed < DRAIN_BATCH {
+                if fed < DRAIN_BATCH && !shutting_down {
                     msg = rx.try_recv().ok();
                 }
             }
             self.carry_out();
-            if shutting_down {
+            if shutting_down && self.drained() {
                 break;
             }
+        }
+        // Final snapshot once everything accepted is durable.
+        if !self.store_failed
+            && let Some(snapshot) = self.session.snapshot()
+        {
+            let cmd = StoreCmd::Snapshot {
+                session: self.session.id(),
+                snapshot,
+            };
+            let _ = self.store.tx.send(cmd).await;
         }
         // Dropping the outboxes lets every writer flush and close.
         self.outboxes.clear();
         self.metrics.sessions_active.dec();
         tracing::info!(session = %self.name, "session driver stopped");
+    }
+
+    /// Nothing left for the store to acknowledge or to be sent to it.
+    fn drained(&self) -> bool {
+        self.store_failed || (self.backlog.is_empty() && self.session.batches_in_flight() == 0)
+    }
+
+    fn on_ack(&mut self, ack: StoreAck) {
+        match ack.result {
+            Ok(()) => {
+                self.session
+                    .handle_input(now_ms(), Input::PersistAck { batch: ack.batch });
+                let durable = self.session.durable_entries();
+                if durable.saturating_sub(self.last_snapshot) >= self.snapshot_every
+                    && let Some(snapshot) = self.session.snapshot()
+                {
+                    self.last_snapshot = snapshot.position;
+                    self.backlog.push_back(StoreCmd::Snapshot {
+                        session: self.session.id(),
+                        snapshot,
+                    });
+                }
+            }
+            Err(e) => {
+                // Nothing more can be made durable: stop acknowledging and let clients know.
+                tracing::error!(session = %self.name, "store failed, closing the session: {e}");
+                self.store_failed = true;
+                self.backlog.clear();
+                self.session.handle_input(now_ms(), Input::Shutdown);
+            }
+        }
     }
 
     fn feed(&mut self, msg: DriverMsg) {
@@ -280,13 +363,34 @@ impl Driver {
                     let _ = outbox.try_send(Outgoing::Close(reason));
                 }
             }
-            Output::Persist { batch, entries: _ } => {
-                // Sessions live in memory for now: durable as soon as accepted. The store
-                // thread (persistence issue) will answer this asynchronously instead.
+            Output::Persist {
+                batch,
+                authors,
+                entries,
+            } => {
                 if let Some(at) = self.pass_received {
                     self.batch_received.insert(batch, at);
                 }
-                self.feedback.push_back(Input::PersistAck { batch });
+                let cmd = StoreCmd::Persist {
+                    session: self.session.id(),
+                    batch,
+                    authors,
+                    entries,
+                    ack: self.acks_tx.clone(),
+                };
+                // Straight to the writer when it has room, so a lone command is not delayed.
+                if self.backlog.is_empty() {
+                    match self.store.tx.try_send(cmd) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.store_failed = true;
+                            self.session.handle_input(now_ms(), Input::Shutdown);
+                        }
+                    }
+                } else {
+                    self.backlog.push_back(cmd);
+                }
             }
             Output::Event(event) => self.event(&event),
         }

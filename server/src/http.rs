@@ -193,9 +193,17 @@ async fn create_session(
     let session = meshwork_protocol::SessionId(id_bytes);
     let seed =
         random_bytes().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let new = meshwork_session::Session::new(s.ctx.session_config(session), seed, driver::now_ms());
+    let chain = crate::store::writer::Chain {
+        name: meta.name.clone(),
+        position: 0,
+        head: [0; 32],
+        since_checkpoint: 0,
+    };
     let handle = s
         .ctx
-        .start_session(session, meta.name.clone(), seed, &s.metrics);
+        .run_session(new, meta.name.clone(), chain, &s.metrics)
+        .await;
     s.ctx.router.add(handle);
     Ok((StatusCode::CREATED, Json(meta)))
 }

@@ -21,12 +21,14 @@ pub mod http;
 pub mod metrics;
 pub mod quic;
 pub mod router;
+pub mod store;
 
 use crate::config::Settings;
 use crate::data::{DataDir, random_bytes};
 use crate::driver::{DriverMsg, SessionHandle};
 use crate::metrics::Metrics;
 use crate::router::Router;
+use crate::store::writer::{Chain, StoreCmd, StoreHandle, WriterConfig};
 
 /// Capacity of each session driver's inbox.
 const DRIVER_INBOX: usize = 4096;
@@ -64,32 +66,58 @@ pub struct ServerContext {
     pub public_quic_addr: String,
     /// Settings in force.
     pub settings: Settings,
+    /// The store writer.
+    pub store: StoreHandle,
     /// Driver tasks, for shutdown.
     drivers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ServerContext {
-    /// Creates a session and starts its driver.
-    pub fn start_session(
+    /// The session settings for `id`.
+    #[must_use]
+    pub fn session_config(&self, id: SessionId) -> Config {
+        session_config(&self.server_key, &self.settings, id)
+    }
+
+    /// Registers a session's chain with the store writer and starts its driver.
+    pub async fn run_session(
         &self,
-        id: SessionId,
+        session: Session,
         name: String,
-        seed: [u8; 32],
+        chain: Chain,
         metrics: &Metrics,
     ) -> SessionHandle {
-        let mut config = Config::new(id, self.server_key.public_key());
-        config.build_id = build_id();
-        config.rate_per_s = self.settings.rate_per_s;
-        config.burst = self.settings.burst;
-        config.max_clients = self.settings.max_clients;
-        let session = Session::new(config, seed, driver::now_ms());
-        let (handle, task) = driver::spawn(session, name, metrics.clone(), DRIVER_INBOX);
+        let _ = self
+            .store
+            .tx
+            .send(StoreCmd::Open {
+                session: session.id(),
+                chain,
+            })
+            .await;
+        let (handle, task) = driver::spawn(
+            session,
+            name,
+            metrics.clone(),
+            DRIVER_INBOX,
+            self.store.clone(),
+            self.settings.snapshot_every,
+        );
         self.drivers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(task);
         handle
     }
+}
+
+fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId) -> Config {
+    let mut config = Config::new(id, server_key.public_key());
+    config.build_id = build_id();
+    config.rate_per_s = settings.rate_per_s;
+    config.burst = settings.burst;
+    config.max_clients = settings.max_clients;
+    config
 }
 
 /// This build, as sent in handshakes.
@@ -165,6 +193,8 @@ pub struct ServerHandle {
     http_shutdown: tokio::sync::oneshot::Sender<()>,
     http_task: JoinHandle<()>,
     accept_task: JoinHandle<()>,
+    ticker_task: JoinHandle<()>,
+    writer_thread: std::thread::JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -218,6 +248,21 @@ impl ServerHandle {
             quic::close_code(meshwork_protocol::wire::CloseReason::ServerShutdown).into(),
             b"server shutdown",
         );
+        // Drivers have sent their final snapshots; the writer adds final checkpoints and stops.
+        self.ticker_task.abort();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .ctx
+            .store
+            .tx
+            .send(StoreCmd::Shutdown { reply: tx })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        let writer = self.writer_thread;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         self.accept_task.abort();
         let _ = self.http_shutdown.send(());
         let _ = tokio::time::timeout(Duration::from_secs(1), self.http_task).await;
@@ -248,22 +293,82 @@ pub async fn start(
     };
     let default_session = data.default_session()?;
     let endpoint = quic::endpoint(listeners.quic, &data.cert_der, &data.cert_key_der)?;
+    let server_key = Ed25519Signer::from_seed(data.server_key.seed());
+
+    // Recovery: every session from its store (newest valid snapshot + replay), before any
+    // connection is accepted.
+    let store = store::open(settings.store, &data.root).map_err(|e| Error::Io(e.to_string()))?;
+    let mut restored = Vec::new();
+    for meta in &data.sessions {
+        let id = data::parse_session_id(&meta.id)?;
+        let started = std::time::Instant::now();
+        let loaded = store::log::load_session(store.as_ref(), id)
+            .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
+        let chain = Chain {
+            name: meta.name.clone(),
+            position: loaded.entries.len() as u64,
+            head: loaded.head,
+            since_checkpoint: 0,
+        };
+        let config = session_config(&server_key, &settings, id);
+        let (session, report) = Session::restore(
+            config,
+            random_bytes()?,
+            driver::now_ms(),
+            &loaded.authors,
+            loaded.snapshot.as_ref(),
+            loaded.entries,
+        )
+        .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
+        if chain.position > 0 {
+            tracing::info!(
+                session = %id,
+                entries = chain.position,
+                from_snapshot = report.from_snapshot,
+                replayed = report.replayed,
+                snapshot_rejected = report.snapshot_rejected,
+                ms = started.elapsed().as_millis(),
+                "session restored"
+            );
+        }
+        restored.push((session, meta.name.clone(), chain));
+    }
+    let writer_config = WriterConfig {
+        checkpoint_every: settings.checkpoint_every,
+        checkpoint_interval: Duration::from_secs(settings.checkpoint_interval_s),
+    };
+    let (store_handle, writer_thread) = store::writer::spawn(
+        store,
+        Ed25519Signer::from_seed(server_key.seed()),
+        writer_config,
+        metrics.clone(),
+    )
+    .map_err(|e| Error::Io(format!("store writer thread: {e}")))?;
     let router = Arc::new(Router::new(default_session));
     let ctx = Arc::new(ServerContext {
         router: router.clone(),
-        server_key: Ed25519Signer::from_seed(data.server_key.seed()),
+        server_key,
         cert_sha256: data.cert_sha256,
         admin_token_sha256: data.admin_token_sha256,
         default_session,
         public_quic_addr,
         settings: settings.clone(),
+        store: store_handle.clone(),
         drivers: Mutex::new(Vec::new()),
     });
-    for meta in &data.sessions {
-        let id = data::parse_session_id(&meta.id)?;
-        let handle = ctx.start_session(id, meta.name.clone(), random_bytes()?, &metrics);
+    for (session, name, chain) in restored {
+        let handle = ctx.run_session(session, name, chain, &metrics).await;
         router.add(handle);
     }
+    let ticker_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if store_handle.tx.send(StoreCmd::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
     let accept_task = tokio::spawn(quic::accept_loop(
         endpoint.clone(),
         router.clone(),
@@ -304,5 +409,7 @@ pub async fn start(
         http_shutdown,
         http_task,
         accept_task,
+        ticker_task,
+        writer_thread,
     })
 }

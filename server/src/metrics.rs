@@ -44,6 +44,10 @@ pub struct Metrics {
     pub clients_connected: IntGaugeVec,
     pub sessions_active: IntGauge,
     pub joins_total: IntCounter,
+    pub persist_batch_seconds: Histogram,
+    pub persist_batch_entries: Histogram,
+    pub log_entries: IntGauge,
+    pub store_bytes: IntGauge,
 }
 
 const PREFIX: &str = "meshwork";
@@ -149,6 +153,38 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(joins_total.clone()))
             .expect("registered once");
+        let persist_batch_seconds = histogram(
+            &r,
+            "persist_batch_seconds",
+            "Time to write and flush one group commit of the store.",
+            vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+            ],
+        );
+        let persist_batch_entries = histogram(
+            &r,
+            "persist_batch_entries",
+            "Log entries written per group commit.",
+            vec![
+                0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+            ],
+        );
+        let log_entries = IntGauge::with_opts(
+            Opts::new(
+                "log_entries",
+                "Entries in the durable logs of all sessions.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(log_entries.clone()))
+            .expect("registered once");
+        let store_bytes = IntGauge::with_opts(
+            Opts::new("store_bytes", "Size of the embedded store on disk.").namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(store_bytes.clone()))
+            .expect("registered once");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this server: always 1.").namespace(PREFIX),
             &["version", "protocol"],
@@ -182,6 +218,10 @@ impl Metrics {
             clients_connected,
             sessions_active,
             joins_total,
+            persist_batch_seconds,
+            persist_batch_entries,
+            log_entries,
+            store_bytes,
         }
     }
 

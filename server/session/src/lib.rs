@@ -11,4 +11,7 @@ pub mod log;
 pub mod session;
 
 pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};
-pub use session::{BatchId, ClientId, Config, Event, Input, Lane, Output, Session};
+pub use session::{
+    AuthorRecord, BatchId, ClientId, Config, Event, Input, Lane, Output, RestoreError,
+    RestoreReport, Session, SessionSnapshot,
+};

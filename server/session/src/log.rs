@@ -339,6 +339,27 @@ impl CommandLog {
             .expect("postcard into a Vec fails only on serde features these types do not use")
     }
 
+    /// SHA-256 over [`CommandLog::encode`]'s content, computed entry by entry (no full copy):
+    /// equal logs have equal hashes, on every replica and after every restart.
+    #[must_use]
+    pub fn state_hash(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"meshwork log state v1");
+        h.update((self.entries.len() as u64).to_le_bytes());
+        let mut buf = Vec::new();
+        for e in self.entries.values() {
+            buf.clear();
+            if let Ok(bytes) = postcard::to_extend(&(&e.signed, e.status), std::mem::take(&mut buf))
+            {
+                buf = bytes;
+            }
+            h.update((buf.len() as u64).to_le_bytes());
+            h.update(&buf);
+        }
+        h.finalize().into()
+    }
+
     /// Issues a command as the local `author`: stamps the next sequence number, a Lamport
     /// timestamp and what this log has seen, signs it, and integrates it like any other entry.
     /// Returns the signed entry to send.
@@ -376,6 +397,45 @@ impl CommandLog {
         let body = self.precheck(&signed)?;
         self.keys.verify(&signed.signed_item(&body))?;
         self.admit(signed, body)
+    }
+
+    /// Re-integrates an entry read back from this server's own store, skipping signature
+    /// verification: it was verified when first integrated, the store's hash chain protects it
+    /// since, and `meshwork-server verify-log` re-checks every signature offline. Every other
+    /// check runs, so replaying the stored order rebuilds exactly the state that was lost.
+    ///
+    /// # Errors
+    /// The [`Refusal`] the entry meets (a sign the store does not match this log).
+    pub fn replay_trusted(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
+        let body = self.precheck(&signed)?;
+        self.admit(signed, body)
+    }
+
+    /// Restores an entry with the status a snapshot recorded for it, without resolving it again
+    /// (entries must come in their original acceptance order; the caller checks the snapshot's
+    /// state hash afterwards). Same trust argument as [`CommandLog::replay_trusted`].
+    ///
+    /// # Errors
+    /// [`Refusal::Malformed`] for an undecodable body.
+    pub fn restore_resolved(&mut self, signed: SignedEntry, status: Status) -> Result<(), Refusal> {
+        let body = self.precheck(&signed)?;
+        let author = body.author;
+        let scope = body.command.scope(author);
+        let state = self.authors.entry(author).or_default();
+        state.high_seq = Some(state.high_seq.map_or(body.seq, |s| s.max(body.seq)));
+        self.store(scope, signed, body, status, &[]);
+        Ok(())
+    }
+
+    /// Entries whose status is not `Applied`: with the acceptance order, all a snapshot needs
+    /// to restore the resolution without recomputing it.
+    #[must_use]
+    pub fn non_applied(&self) -> Vec<(CommandId, Status)> {
+        self.entries
+            .values()
+            .filter(|e| e.status != Status::Applied)
+            .map(|e| (e.id, e.status))
+            .collect()
     }
 
     /// Integrates a batch with one batch signature verification. The result for each entry is

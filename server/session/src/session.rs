@@ -161,6 +161,9 @@ pub enum Output {
     Persist {
         /// The batch.
         batch: BatchId,
+        /// Authors registered or re-registered since the last batch: written no later than
+        /// their first entry, so every stored entry's key is in the store.
+        authors: Vec<AuthorRecord>,
         /// Entries, in acceptance order.
         entries: Vec<SignedEntry>,
     },
@@ -209,6 +212,52 @@ pub enum Input {
     Tick,
     /// Stop: close every client with a reason.
     Shutdown,
+}
+
+/// A participant as the store keeps it: who signs with which key, in which role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuthorRecord {
+    /// The author id.
+    pub author: AuthorId,
+    /// Its public key.
+    pub public_key: PublicKey,
+    /// Its role.
+    pub role: Role,
+}
+
+/// What a snapshot keeps of a session: enough, with the stored log, to rebuild it without
+/// resolving conflicts again, and a hash to prove the rebuild right.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionSnapshot {
+    /// Entries covered: the first `position` entries in acceptance order.
+    pub position: u64,
+    /// [`CommandLog::state_hash`] after those entries.
+    pub state_hash: [u8; 32],
+    /// Every author known then.
+    pub authors: Vec<AuthorRecord>,
+    /// Entries whose status is not `Applied`.
+    pub non_applied: Vec<(meshwork_protocol::CommandId, Status)>,
+}
+
+/// A store that does not rebuild into a consistent session.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stored entry {position} does not replay: {refusal}")]
+pub struct RestoreError {
+    /// 1-based position in acceptance order.
+    pub position: u64,
+    /// Why the log refused it.
+    pub refusal: Refusal,
+}
+
+/// How a restore went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Entries restored from the snapshot without resolving them again.
+    pub from_snapshot: u64,
+    /// Entries replayed through conflict resolution.
+    pub replayed: u64,
+    /// A snapshot was offered but did not match the log (ignored, everything replayed).
+    pub snapshot_rejected: bool,
 }
 
 /// Milli-token bucket on the input clock.
@@ -277,6 +326,10 @@ pub struct Session {
     in_flight: BTreeMap<BatchId, Pending>,
     in_flight_ids: BTreeSet<meshwork_protocol::CommandId>,
     outputs: VecDeque<Output>,
+    /// Authors to write with the next persistence batch.
+    pending_authors: Vec<AuthorRecord>,
+    /// Entries in acknowledged batches: the durable prefix of the acceptance order.
+    durable_entries: u64,
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,
@@ -304,6 +357,8 @@ impl Session {
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeSet::new(),
             outputs: VecDeque::new(),
+            pending_authors: Vec::new(),
+            durable_entries: 0,
             fanout: Vec::new(),
             fanout_batches: Vec::new(),
             shut_down: false,
@@ -341,6 +396,120 @@ impl Session {
     #[must_use]
     pub fn batches_in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Entries made durable so far (the store's count for this session).
+    #[must_use]
+    pub const fn durable_entries(&self) -> u64 {
+        self.durable_entries
+    }
+
+    /// Every known author.
+    #[must_use]
+    pub fn authors(&self) -> Vec<AuthorRecord> {
+        self.authors_by_key
+            .iter()
+            .filter_map(|(key, author)| {
+                self.log.keys().role(*author).map(|role| AuthorRecord {
+                    author: *author,
+                    public_key: *key,
+                    role,
+                })
+            })
+            .collect()
+    }
+
+    /// A snapshot of the durable state, or `None` while batches are in flight (the state then
+    /// includes entries that are not durable yet; ask again after the acks).
+    #[must_use]
+    pub fn snapshot(&self) -> Option<SessionSnapshot> {
+        if !self.in_flight.is_empty() {
+            return None;
+        }
+        Some(SessionSnapshot {
+            position: self.durable_entries,
+            state_hash: self.log.state_hash(),
+            authors: self.authors(),
+            non_applied: self.log.non_applied(),
+        })
+    }
+
+    /// Rebuilds a session from its store: `authors` (in write order), the newest `snapshot` if
+    /// any, and every stored entry in acceptance order. Entries covered by a snapshot whose hash
+    /// checks out are restored as resolved; the rest are replayed through the log's checks.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when a stored entry does not replay (a corrupt or foreign store).
+    pub fn restore(
+        config: Config,
+        seed: [u8; 32],
+        now_ms: u64,
+        authors: &[AuthorRecord],
+        snapshot: Option<&SessionSnapshot>,
+        entries: Vec<SignedEntry>,
+    ) -> Result<(Self, RestoreReport), RestoreError> {
+        let mut report = RestoreReport {
+            from_snapshot: 0,
+            replayed: 0,
+            snapshot_rejected: false,
+        };
+        let fresh = |authors: &[AuthorRecord]| {
+            let mut s = Self::new(config.clone(), seed, now_ms);
+            for a in authors {
+                // Keys were valid when stored; a record that no longer parses is skipped and its
+                // entries will fail to replay, which reports the corruption.
+                if s.log
+                    .keys_mut()
+                    .register(a.author, a.public_key, a.role)
+                    .is_ok()
+                {
+                    s.authors_by_key.insert(a.public_key, a.author);
+                    s.next_author = s.next_author.max(a.author.0.saturating_add(1));
+                }
+            }
+            s
+        };
+        let mut session = fresh(authors);
+        let mut rest = entries.as_slice();
+        if let Some(snap) = snapshot {
+            let covered = usize::try_from(snap.position).unwrap_or(usize::MAX);
+            if covered <= entries.len() {
+                let statuses: BTreeMap<_, _> = snap.non_applied.iter().copied().collect();
+                let mut ok = true;
+                for e in entries.iter().take(covered) {
+                    let status = e
+                        .decode_body()
+                        .ok()
+                        .and_then(|b| statuses.get(&b.id()).copied())
+                        .unwrap_or(Status::Applied);
+                    if session.log.restore_resolved(e.clone(), status).is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok && session.log.state_hash() == snap.state_hash {
+                    report.from_snapshot = snap.position;
+                    session.durable_entries = snap.position;
+                    rest = entries.get(covered..).unwrap_or_default();
+                } else {
+                    report.snapshot_rejected = true;
+                    session = fresh(authors);
+                }
+            } else {
+                report.snapshot_rejected = true;
+            }
+        }
+        let base = session.durable_entries;
+        for (i, e) in rest.iter().enumerate() {
+            let position = base.saturating_add(i as u64).saturating_add(1);
+            session
+                .log
+                .replay_trusted(e.clone())
+                .map_err(|refusal| RestoreError { position, refusal })?;
+            session.durable_entries = position;
+            report.replayed = report.replayed.saturating_add(1);
+        }
+        Ok((session, report))
     }
 
     /// The next output, in the order they must be carried out.
@@ -700,6 +869,14 @@ impl Session {
             log_position: self.log.clock(),
         };
         self.send(client, &ServerMsg::Welcome(welcome));
+        // The author's key is made durable right away (an empty batch), so that it is stored
+        // before any entry of theirs can be.
+        self.pending_authors.push(AuthorRecord {
+            author,
+            public_key,
+            role,
+        });
+        self.emit_persist(Vec::new(), Vec::new());
         self.emit(Output::Event(Event::Joined {
             client,
             author,
@@ -811,14 +988,23 @@ impl Session {
             return;
         }
         // 4. Persist; acks and fan-out wait for the store.
+        self.emit_persist(batch_ids, batch_entries);
+    }
+
+    fn emit_persist(
+        &mut self,
+        ids: Vec<(AuthorId, u64, meshwork_protocol::CommandId)>,
+        entries: Vec<SignedEntry>,
+    ) {
         let batch = BatchId(self.next_batch);
         self.next_batch = self.next_batch.saturating_add(1);
-        self.in_flight_ids
-            .extend(batch_ids.iter().map(|(_, _, id)| *id));
-        self.in_flight.insert(batch, Pending { entries: batch_ids });
+        self.in_flight_ids.extend(ids.iter().map(|(_, _, id)| *id));
+        self.in_flight.insert(batch, Pending { entries: ids });
+        let authors = std::mem::take(&mut self.pending_authors);
         self.emit(Output::Persist {
             batch,
-            entries: batch_entries,
+            authors,
+            entries,
         });
     }
 
@@ -835,6 +1021,9 @@ impl Session {
         let Some(pending) = self.in_flight.remove(&batch) else {
             return;
         };
+        self.durable_entries = self
+            .durable_entries
+            .saturating_add(pending.entries.len() as u64);
         for (author, seq, id) in &pending.entries {
             self.in_flight_ids.remove(id);
             if let Some(client) = self.connection_of.get(author).copied() {

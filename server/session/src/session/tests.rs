@@ -149,7 +149,7 @@ fn join_then_submit_acks_and_fans_out_only_after_persistence() {
     let batch = out
         .iter()
         .find_map(|o| match o {
-            Output::Persist { batch, entries } if entries.len() == 1 => Some(*batch),
+            Output::Persist { batch, entries, .. } if entries.len() == 1 => Some(*batch),
             _ => None,
         })
         .expect("accepted entries are persisted");
@@ -453,4 +453,149 @@ fn a_slow_client_is_cut_without_affecting_others() {
     assert_eq!(closed(&out, C1), Some(CloseReason::TooSlow));
     assert_eq!(closed(&out, C2), None);
     assert_eq!(h.session.joined_count(), 1);
+}
+
+/// Persist outputs acknowledged at once, recording what a store would hold.
+#[derive(Default)]
+struct FakeStore {
+    authors: Vec<AuthorRecord>,
+    entries: Vec<SignedEntry>,
+}
+
+impl FakeStore {
+    fn absorb(&mut self, h: &mut Harness, mut out: Vec<Output>) {
+        while let Some(batch) = out.iter().find_map(|o| match o {
+            Output::Persist {
+                batch,
+                authors,
+                entries,
+            } => {
+                self.authors.extend(authors.iter().copied());
+                self.entries.extend(entries.iter().cloned());
+                Some(*batch)
+            }
+            _ => None,
+        }) {
+            out.retain(|o| !matches!(o, Output::Persist { batch: b, .. } if *b == batch));
+            out.extend(h.input(Input::PersistAck { batch }));
+        }
+    }
+}
+
+#[test]
+fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
+    let mut h = Harness::new();
+    let mut store = FakeStore::default();
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    h.input(Input::Connected { client: C1 });
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let a2 = h.join(C2, &s2, Role::Editor);
+    // Flush the author batches emitted by the joins.
+    for b in 0..2 {
+        let out = h.input(Input::PersistAck { batch: BatchId(b) });
+        store.absorb(&mut h, out);
+    }
+    store.authors = h.session.authors();
+    let name = |n: &str| Command::SetName {
+        entity: EntityId::new(a1, 1),
+        name: n.into(),
+    };
+    // Two concurrent renames: one ends up superseded.
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, a1, 1, 1, name("a"))],
+        }),
+    );
+    store.absorb(&mut h, out);
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s2, a2, 1, 1, name("b"))],
+        }),
+    );
+    store.absorb(&mut h, out);
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, a1, 2, 3, mv(a1))],
+        }),
+    );
+    store.absorb(&mut h, out);
+    assert_eq!(store.entries.len(), 3);
+    assert_eq!(h.session.durable_entries(), 3);
+    let snap = h.session.snapshot().expect("nothing in flight");
+    assert_eq!(snap.position, 3);
+    assert_eq!(snap.non_applied.len(), 1, "one rename was superseded");
+    let want = h.session.log().state_hash();
+    let config = || {
+        let mut c = Config::new(SESSION, h.server.public_key());
+        c.rate_per_s = 10;
+        c
+    };
+
+    let (full, report) = Session::restore(
+        config(),
+        [0; 32],
+        NOW,
+        &store.authors,
+        None,
+        store.entries.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        full.log().state_hash(),
+        want,
+        "replaying everything rebuilds the state"
+    );
+    assert_eq!(report.replayed, 3);
+
+    let (fast, report) = Session::restore(
+        config(),
+        [0; 32],
+        NOW,
+        &store.authors,
+        Some(&snap),
+        store.entries.clone(),
+    )
+    .unwrap();
+    assert_eq!(fast.log().state_hash(), want);
+    assert_eq!(
+        (
+            report.from_snapshot,
+            report.replayed,
+            report.snapshot_rejected
+        ),
+        (3, 0, false)
+    );
+    assert_eq!(
+        fast.log().next_seq(a1),
+        3,
+        "sequence numbers continue after a restart"
+    );
+
+    let mut bad = snap.clone();
+    bad.state_hash[0] ^= 1;
+    let (safe, report) = Session::restore(
+        config(),
+        [0; 32],
+        NOW,
+        &store.authors,
+        Some(&bad),
+        store.entries.clone(),
+    )
+    .unwrap();
+    assert!(report.snapshot_rejected);
+    assert_eq!(
+        safe.log().state_hash(),
+        want,
+        "a bad snapshot is ignored, not trusted"
+    );
+
+    let mut corrupt = store.entries.clone();
+    corrupt[1].body[3] ^= 0xff;
+    assert!(Session::restore(config(), [0; 32], NOW, &store.authors, None, corrupt).is_err());
 }

@@ -1,0 +1,282 @@
+//! The conformance suite every backend passes: the same tests, run once per backend.
+
+use meshwork_protocol::{
+    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, PROTOCOL_VERSION, Role,
+    SessionId, SignedEntry, Signer as _,
+};
+use meshwork_session::AuthorRecord;
+
+use super::log::{
+    CheckpointBody, CheckpointRecord, LogRecord, author_key, chain_hash, load_session,
+    position_key, verify_session,
+};
+use super::{Backend, Put, SessionRecord, Store, StoreError, Tree, backup, encode, open};
+
+const SESSION: SessionId = SessionId([0x33; 16]);
+
+fn author() -> Ed25519Signer {
+    Ed25519Signer::from_seed([0x44; 32])
+}
+
+fn server() -> Ed25519Signer {
+    Ed25519Signer::from_seed([0x55; 32])
+}
+
+fn entry(seq: u64) -> SignedEntry {
+    let s = author();
+    let body = EntryBody {
+        domain: Domain::Entry,
+        version: PROTOCOL_VERSION,
+        session: SESSION,
+        author: AuthorId(1),
+        key_id: s.public_key().key_id(),
+        seq,
+        lamport: seq,
+        seen_lamport: seq - 1,
+        command: Command::Translate {
+            entity: EntityId::new(AuthorId(1), 1),
+            delta: glam::Vec3::X,
+        },
+    };
+    SignedEntry::sign(&body, &s).unwrap()
+}
+
+/// Writes `n` chained entries (and the author and session records) in one commit.
+fn write_log(store: &mut dyn Store, n: u64) {
+    let mut puts = vec![Put {
+        tree: Tree::Authors,
+        key: author_key(SESSION, AuthorId(1)),
+        value: encode(&AuthorRecord {
+            author: AuthorId(1),
+            public_key: author().public_key(),
+            role: Role::Editor,
+        }),
+    }];
+    let mut head = [0u8; 32];
+    for p in 1..=n {
+        let e = entry(p);
+        let next = chain_hash(&head, p, &e);
+        puts.push(Put {
+            tree: Tree::Log,
+            key: position_key(SESSION, p),
+            value: encode(&LogRecord {
+                prev_hash: head,
+                entry: e,
+            }),
+        });
+        head = next;
+    }
+    let cp = CheckpointRecord::sign(
+        &CheckpointBody {
+            domain: Domain::Checkpoint,
+            session: SESSION,
+            position: n,
+            head_hash: head,
+            at_ms: 1,
+        },
+        &server(),
+    );
+    puts.push(Put {
+        tree: Tree::Checkpoints,
+        key: position_key(SESSION, n),
+        value: encode(&cp),
+    });
+    puts.push(Put {
+        tree: Tree::Sessions,
+        key: SESSION.0.to_vec(),
+        value: encode(&SessionRecord {
+            name: "t".into(),
+            head_position: n,
+            head_hash: head,
+        }),
+    });
+    store.commit(&puts).unwrap();
+}
+
+fn backends() -> [Backend; 2] {
+    [Backend::Redb, Backend::Sled]
+}
+
+#[test]
+fn commits_are_visible_in_key_order_and_survive_reopening() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(backend, dir.path()).unwrap();
+            let puts: Vec<Put> = [3u64, 1, 2]
+                .iter()
+                .map(|n| Put {
+                    tree: Tree::Log,
+                    key: position_key(SESSION, *n),
+                    value: vec![u8::try_from(*n).unwrap()],
+                })
+                .collect();
+            store.commit(&puts).unwrap();
+            store
+                .commit(&[Put {
+                    tree: Tree::Meta,
+                    key: b"x".to_vec(),
+                    value: b"y".to_vec(),
+                }])
+                .unwrap();
+        }
+        let store = open(backend, dir.path()).unwrap();
+        let mut seen = Vec::new();
+        store
+            .scan(Tree::Log, &SESSION.0, &mut |_, v| {
+                seen.push(v[0]);
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, vec![1, 2, 3], "{backend:?}");
+        assert_eq!(
+            store.get(Tree::Meta, b"x").unwrap(),
+            Some(b"y".to_vec()),
+            "{backend:?}"
+        );
+        assert_eq!(
+            store.get(Tree::Log, b"x").unwrap(),
+            None,
+            "trees are separate ({backend:?})"
+        );
+        let (k, v) = store.last(Tree::Log, &SESSION.0).unwrap().unwrap();
+        assert_eq!(
+            (super::key_number(&k), v),
+            (Some(3), vec![3]),
+            "{backend:?}"
+        );
+        assert!(store.last(Tree::Log, &[9; 16]).unwrap().is_none());
+        assert!(store.size_bytes() > 0);
+    }
+}
+
+#[test]
+fn a_fresh_store_is_at_the_current_schema_and_a_newer_one_is_refused() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(backend, dir.path()).unwrap();
+        assert_eq!(
+            super::schema_version(store.as_ref()).unwrap(),
+            super::SCHEMA_VERSION
+        );
+        store
+            .commit(&[Put {
+                tree: Tree::Meta,
+                key: b"schema_version".to_vec(),
+                value: 99u32.to_le_bytes().to_vec(),
+            }])
+            .unwrap();
+        drop(store);
+        assert!(
+            matches!(
+                open(backend, dir.path()),
+                Err(StoreError::TooNew { found: 99 })
+            ),
+            "{backend:?}"
+        );
+    }
+}
+
+#[test]
+fn a_written_log_loads_and_verifies_clean() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(backend, dir.path()).unwrap();
+        write_log(store.as_mut(), 20);
+        let loaded = load_session(store.as_ref(), SESSION).unwrap();
+        assert_eq!(loaded.entries.len(), 20);
+        let report = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap();
+        assert_eq!((report.entries, report.checkpoints), (20, 1), "{backend:?}");
+    }
+}
+
+#[test]
+fn one_flipped_byte_is_found_and_named() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(backend, dir.path()).unwrap();
+        write_log(store.as_mut(), 10);
+        // Flip a byte inside entry 6's signed body (the tail of the record is the signature).
+        let mut raw = store
+            .get(Tree::Log, &position_key(SESSION, 6))
+            .unwrap()
+            .unwrap();
+        let at = raw.len() - 70;
+        raw[at] ^= 0x01;
+        store
+            .commit(&[Put {
+                tree: Tree::Log,
+                key: position_key(SESSION, 6),
+                value: raw,
+            }])
+            .unwrap();
+        let err = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap_err();
+        assert_eq!(err.position, 6, "{backend:?}: {err}");
+        assert!(
+            load_session(store.as_ref(), SESSION).is_err(),
+            "recovery refuses a broken chain"
+        );
+    }
+}
+
+#[test]
+fn a_forged_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(Backend::Redb, dir.path()).unwrap();
+    write_log(store.as_mut(), 4);
+    let rogue = Ed25519Signer::from_seed([0x66; 32]);
+    let cp = CheckpointRecord::sign(
+        &CheckpointBody {
+            domain: Domain::Checkpoint,
+            session: SESSION,
+            position: 2,
+            head_hash: [0; 32],
+            at_ms: 1,
+        },
+        &rogue,
+    );
+    store
+        .commit(&[Put {
+            tree: Tree::Checkpoints,
+            key: position_key(SESSION, 2),
+            value: encode(&cp),
+        }])
+        .unwrap();
+    let err = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap_err();
+    assert_eq!(err.position, 2);
+    assert!(err.reason.contains("checkpoint"), "{err}");
+}
+
+#[test]
+fn backups_restore_into_either_backend() {
+    for (from, to) in [
+        (Backend::Redb, Backend::Sled),
+        (Backend::Sled, Backend::Redb),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(from, &dir.path().join("a")).unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        write_log(store.as_mut(), 30);
+        let file = dir.path().join("backup.mwb");
+        let records = backup::write(store.as_ref(), &file, None).unwrap();
+        assert!(records >= 33);
+        let mut target = open(to, &dir.path().join("b")).unwrap();
+        assert_eq!(
+            backup::restore(&file, target.as_mut(), None).unwrap(),
+            records
+        );
+        let report = verify_session(target.as_ref(), SESSION, &server().public_key()).unwrap();
+        assert_eq!(report.entries, 30, "{from:?} → {to:?}");
+        // A damaged backup is refused whole.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        let mut empty = open(to, &dir.path().join("c")).unwrap();
+        assert!(
+            backup::restore(&file, empty.as_mut(), None)
+                .unwrap_err()
+                .contains("damaged")
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! Record formats of the durable log, the hash chain, signed checkpoints, loading a session
+//! back (recovery) and offline verification (`verify-log`).
+//!
+//! Chain: `hash(n) = SHA-256("meshwork chain v1" ‖ hash(n-1) ‖ n ‖ len(body) ‖ body ‖
+//! signature)` over each entry exactly as its author signed it, with `hash(0)` all zeros. Every
+//! record stores the previous hash; a checkpoint is the server's signature over
+//! `(session, n, hash(n), time)`. Changing, removing or reordering any stored entry breaks the
+//! chain at that entry; rewriting the chain from there on needs the server's key to re-sign the
+//! checkpoints after it.
+
+use meshwork_protocol::sign::{verify_one, verifying_key};
+use meshwork_protocol::{
+    Domain, KeyRing, PublicKey, SessionId, SignedEntry, Signer, Verifier as _,
+};
+use meshwork_session::{AuthorRecord, Config, Session, SessionSnapshot};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{SessionRecord, Store, StoreError, Tree, decode, key, key_number};
+
+/// One stored log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Chain hash of the previous entry (zeros for the first).
+    pub prev_hash: [u8; 32],
+    /// The entry exactly as signed and sent.
+    pub entry: SignedEntry,
+}
+
+/// The chain hash after `entry` at `position`.
+#[must_use]
+pub fn chain_hash(prev: &[u8; 32], position: u64, entry: &SignedEntry) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"meshwork chain v1");
+    h.update(prev);
+    h.update(position.to_le_bytes());
+    h.update((entry.body.len() as u64).to_le_bytes());
+    h.update(&entry.body);
+    h.update(entry.signature.0);
+    h.finalize().into()
+}
+
+/// What a checkpoint signs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBody {
+    /// Always [`Domain::Checkpoint`].
+    pub domain: Domain,
+    /// The session.
+    pub session: SessionId,
+    /// Entries covered.
+    pub position: u64,
+    /// Chain hash at `position`.
+    pub head_hash: [u8; 32],
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// A stored checkpoint: the encoded body and the server's signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// Encoded [`CheckpointBody`].
+    #[serde(with = "serde_bytes_vec")]
+    pub body: Vec<u8>,
+    /// Server signature over `body`.
+    pub signature: meshwork_protocol::sign::Signature,
+}
+
+mod serde_bytes_vec {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+impl CheckpointRecord {
+    /// Signs a checkpoint.
+    #[must_use]
+    pub fn sign(body: &CheckpointBody, server: &dyn Signer) -> Self {
+        let bytes = super::encode(body);
+        Self {
+            signature: server.sign(&bytes),
+            body: bytes,
+        }
+    }
+
+    /// Checks the server's signature and decodes.
+    ///
+    /// # Errors
+    /// A sentence naming the fault.
+    pub fn verify(&self, server_key: &PublicKey) -> Result<CheckpointBody, String> {
+        let key = verifying_key(server_key).map_err(|e| format!("server key: {e}"))?;
+        if !verify_one(&key, &self.body, &self.signature) {
+            return Err("checkpoint signature does not verify under the server key".into());
+        }
+        let body: CheckpointBody =
+            postcard::from_bytes(&self.body).map_err(|e| format!("checkpoint body: {e}"))?;
+        if body.domain != Domain::Checkpoint {
+            return Err("checkpoint signed for another purpose".into());
+        }
+        Ok(body)
+    }
+}
+
+/// Everything stored for one session, chain-checked.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Metadata, if written.
+    pub record: Option<SessionRecord>,
+    /// Authors in key order.
+    pub authors: Vec<AuthorRecord>,
+    /// The newest snapshot.
+    pub snapshot: Option<SessionSnapshot>,
+    /// Entries in acceptance order.
+    pub entries: Vec<SignedEntry>,
+    /// Chain hash after the last entry.
+    pub head: [u8; 32],
+}
+
+/// Every session id with stored metadata.
+///
+/// # Errors
+/// [`StoreError`] for unreadable records.
+pub fn list_sessions(store: &dyn Store) -> Result<Vec<(SessionId, SessionRecord)>, StoreError> {
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan(Tree::Sessions, &[], &mut |k, v| {
+        let Ok(id) = <[u8; 16]>::try_from(k) else {
+            err = Some(StoreError::Corrupt("session key is not 16 bytes".into()));
+            return false;
+        };
+        match decode::<SessionRecord>("session record", v) {
+            Ok(r) => {
+                out.push((SessionId(id), r));
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        }
+    })?;
+    err.map_or(Ok(out), Err)
+}
+
+/// Reads a session back, checking every link of the hash chain.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the first entry whose link does not hold.
+pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded {
+        record: store
+            .get(Tree::Sessions, &session.0)?
+            .map(|v| decode::<SessionRecord>("session record", &v))
+            .transpose()?,
+        ..Loaded::default()
+    };
+    let mut err = None;
+    store.scan(
+        Tree::Authors,
+        &session.0,
+        &mut |_, v| match decode::<AuthorRecord>("author", v) {
+            Ok(a) => {
+                loaded.authors.push(a);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    if let Some(e) = err.take() {
+        return Err(e);
+    }
+    if let Some((_, v)) = store.last(Tree::Snapshots, &session.0)? {
+        // A snapshot that does not decode is ignored: the log alone rebuilds the session.
+        loaded.snapshot = postcard::from_bytes(&v).ok();
+    }
+    let mut head = [0u8; 32];
+    let mut expected: u64 = 1;
+    store.scan(Tree::Log, &session.0, &mut |k, v| {
+        let position = key_number(k).unwrap_or(0);
+        let record = match decode::<LogRecord>("log record", v) {
+            Ok(r) => r,
+            Err(e) => {
+                err = Some(StoreError::Corrupt(format!("entry {position}: {e}")));
+                return false;
+            }
+        };
+        if position != expected {
+            err = Some(StoreError::Corrupt(format!(
+                "entry {expected} is missing (found {position})"
+            )));
+            return false;
+        }
+        if record.prev_hash != head {
+            err = Some(StoreError::Corrupt(format!(
+                "entry {position}: hash chain broken"
+            )));
+            return false;
+        }
+        head = chain_hash(&head, position, &record.entry);
+        loaded.entries.push(record.entry);
+        expected = expected.saturating_add(1);
+        true
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(r) = &loaded.record
+        && r.head_position == loaded.entries.len() as u64
+        && r.head_hash != head
+    {
+        return Err(StoreError::Corrupt(format!(
+            "entry {}: the chain head does not match the session record",
+            r.head_position
+        )));
+    }
+    loaded.head = head;
+    Ok(loaded)
+}
+
+/// Result of verifying one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionVerified {
+    /// The session.
+    pub session: SessionId,
+    /// Entries checked.
+    pub entries: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// State hash of a fresh replay.
+    pub state_hash: [u8; 32],
+}
+
+/// The first fault `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("session {session}: entry {position}: {reason}")]
+pub struct VerifyFailure {
+    /// The session.
+    pub session: SessionId,
+    /// 1-based position of the first bad entry (or checkpoint position).
+    pub position: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Checks a session offline: every link of the chain, every author signature, every
+/// checkpoint's server signature and hash, and that the log replays.
+///
+/// # Errors
+/// [`VerifyFailure`] naming the first bad entry.
+pub fn verify_session(
+    store: &dyn Store,
+    session: SessionId,
+    server_key: &PublicKey,
+) -> Result<SessionVerified, VerifyFailure> {
+    let fail = |position, reason: String| VerifyFailure {
+        session,
+        position,
+        reason,
+    };
+    // Read every record; note the first broken link but keep going, because a changed entry
+    // shows up as a broken link at the *next* record and as a bad signature at its own.
+    let mut heads: Vec<[u8; 32]> = vec![[0u8; 32]];
+    let mut entries: Vec<SignedEntry> = Vec::new();
+    let mut first_bad: Option<VerifyFailure> = None;
+    let note = |f: VerifyFailure, first_bad: &mut Option<VerifyFailure>| {
+        if first_bad.as_ref().is_none_or(|b| f.position < b.position) {
+            *first_bad = Some(f);
+        }
+    };
+    let mut stop: Option<VerifyFailure> = None;
+    store
+        .scan(Tree::Log, &session.0, &mut |k, v| {
+            let position = (entries.len() as u64).saturating_add(1);
+            if key_number(k) != Some(position) {
+                stop = Some(fail(position, "missing entry (gap in positions)".into()));
+                return false;
+            }
+            let Ok(record) = postcard::from_bytes::<LogRecord>(v) else {
+                stop = Some(fail(position, "record does not decode".into()));
+                return false;
+            };
+            let prev = heads.last().copied().unwrap_or_default();
+            if record.prev_hash != prev {
+                note(
+                    fail(position, "hash chain broken (previous hash differs)".into()),
+                    &mut first_bad,
+                );
+            }
+            heads.push(chain_hash(&prev, position, &record.entry));
+            entries.push(record.entry);
+            true
+        })
+        .map_err(|e| fail(0, e.to_string()))?;
+    if let Some(s) = stop {
+        note(s, &mut first_bad);
+    }
+    if let Some(record) = store
+        .get(Tree::Sessions, &session.0)
+        .map_err(|e| fail(0, e.to_string()))?
+        .and_then(|v| postcard::from_bytes::<SessionRecord>(&v).ok())
+        && record.head_position == entries.len() as u64
+        && heads.last() != Some(&record.head_hash)
+    {
+        note(
+            fail(
+                record.head_position,
+                "hash chain broken (head differs)".into(),
+            ),
+            &mut first_bad,
+        );
+    }
+    // Author signatures, in batches.
+    let loaded_authors = load_authors(store, session).map_err(|e| fail(0, e.to_string()))?;
+    let mut keys = KeyRing::new();
+    for a in &loaded_authors {
+        keys.register(a.author, a.public_key, a.role)
+            .map_err(|e| fail(0, format!("author key: {e}")))?;
+    }
+    'sig: for (chunk_index, chunk) in entries.chunks(256).enumerate() {
+        let base = (chunk_index as u64).saturating_mul(256);
+        let mut items = Vec::with_capacity(chunk.len());
+        let mut bodies = Vec::with_capacity(chunk.len());
+        for (i, e) in chunk.iter().enumerate() {
+            let position = base.saturating_add(i as u64).saturating_add(1);
+            match e.decode_body() {
+                Ok(b) => bodies.push((position, b)),
+                Err(err) => {
+                    note(fail(position, format!("body: {err}")), &mut first_bad);
+                    break 'sig;
+                }
+            }
+        }
+        for ((_, b), e) in bodies.iter().zip(chunk) {
+            items.push(e.signed_item(b));
+        }
+        for ((position, _), r) in bodies.iter().zip(keys.verify_batch(&items)) {
+            if let Err(e) = r {
+                note(
+                    fail(*position, format!("author signature: {e}")),
+                    &mut first_bad,
+                );
+                break 'sig;
+            }
+        }
+    }
+    if let Some(f) = first_bad {
+        return Err(f);
+    }
+    // Checkpoints.
+    let mut checkpoints = 0u64;
+    let mut cp_fail = None;
+    store
+        .scan(Tree::Checkpoints, &session.0, &mut |k, v| {
+            let at = key_number(k).unwrap_or(0);
+            let checked = postcard::from_bytes::<CheckpointRecord>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.verify(server_key))
+                .and_then(|body| {
+                    let idx = usize::try_from(body.position).map_err(|e| e.to_string())?;
+                    match heads.get(idx) {
+                        Some(h)
+                            if *h == body.head_hash
+                                && body.session == session
+                                && body.position == at =>
+                        {
+                            Ok(())
+                        }
+                        Some(_) => Err("checkpoint hash differs from the chain".into()),
+                        None => Err("checkpoint is beyond the end of the log".into()),
+                    }
+                });
+            match checked {
+                Ok(()) => {
+                    checkpoints = checkpoints.saturating_add(1);
+                    true
+                }
+                Err(reason) => {
+                    cp_fail = Some(fail(at, format!("checkpoint: {reason}")));
+                    false
+                }
+            }
+        })
+        .map_err(|e| fail(0, e.to_string()))?;
+    if let Some(f) = cp_fail {
+        return Err(f);
+    }
+    // Replay.
+    let config = Config::new(session, *server_key);
+    let n = entries.len() as u64;
+    let (replayed, _) = Session::restore(config, [0; 32], 0, &loaded_authors, None, entries)
+        .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?;
+    Ok(SessionVerified {
+        session,
+        entries: n,
+        checkpoints,
+        state_hash: replayed.log().state_hash(),
+    })
+}
+
+fn load_authors(store: &dyn Store, session: SessionId) -> Result<Vec<AuthorRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan(
+        Tree::Authors,
+        &session.0,
+        &mut |_, v| match decode::<AuthorRecord>("author", v) {
+            Ok(a) => {
+                out.push(a);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    err.map_or(Ok(out), Err)
+}
+
+/// Key of an author record.
+#[must_use]
+pub fn author_key(session: SessionId, author: meshwork_protocol::AuthorId) -> Vec<u8> {
+    let mut k = session.0.to_vec();
+    k.extend_from_slice(&author.0.to_be_bytes());
+    k
+}
+
+/// Key of a log entry, checkpoint or snapshot at `position`.
+#[must_use]
+pub fn position_key(session: SessionId, position: u64) -> Vec<u8> {
+    key(session, position)
+}

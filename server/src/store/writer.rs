@@ -1,0 +1,325 @@
+//! The store writer: one named OS thread owns the [`Store`] and is the only writer. Session
+//! drivers send it [`StoreCmd`]s over a bounded channel; it drains everything queued, writes it
+//! as **one** atomic, durable commit (group commit: one flush for many batches and sessions),
+//! then acknowledges each batch to its driver. Every `checkpoint_every` entries or
+//! `checkpoint_interval` (and at shutdown) it appends a checkpoint signed by the server key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use meshwork_protocol::{Domain, Ed25519Signer, SessionId, SignedEntry};
+use meshwork_session::{AuthorRecord, BatchId, SessionSnapshot};
+use tokio::sync::{mpsc, oneshot};
+
+use super::log::{
+    CheckpointBody, CheckpointRecord, LogRecord, author_key, chain_hash, position_key,
+};
+use super::{Put, SessionRecord, Store, Tree, encode};
+use crate::metrics::Metrics;
+
+/// Commands queued for the writer at most.
+pub const QUEUE: usize = 1024;
+
+/// Where a session's chain stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// Display name.
+    pub name: String,
+    /// Entries written.
+    pub position: u64,
+    /// Chain hash at `position`.
+    pub head: [u8; 32],
+    /// Entries since the last checkpoint.
+    pub since_checkpoint: u64,
+}
+
+/// A batch is durable (or the store failed).
+#[derive(Debug)]
+pub struct StoreAck {
+    /// The batch.
+    pub batch: BatchId,
+    /// `Err` with the store's message when the commit failed: nothing of it is durable.
+    pub result: Result<(), String>,
+}
+
+/// Work for the writer.
+#[derive(Debug)]
+pub enum StoreCmd {
+    /// Start tracking a session (new, or loaded at start-up).
+    Open {
+        /// The session.
+        session: SessionId,
+        /// Its chain position.
+        chain: Chain,
+    },
+    /// Make a batch durable.
+    Persist {
+        /// The session.
+        session: SessionId,
+        /// The batch.
+        batch: BatchId,
+        /// Authors to write first.
+        authors: Vec<AuthorRecord>,
+        /// Entries, in acceptance order.
+        entries: Vec<SignedEntry>,
+        /// Where the ack goes.
+        ack: mpsc::Sender<StoreAck>,
+    },
+    /// Store a snapshot.
+    Snapshot {
+        /// The session.
+        session: SessionId,
+        /// The snapshot.
+        snapshot: SessionSnapshot,
+    },
+    /// Time passed (time-based checkpoints).
+    Tick,
+    /// Copy the whole store, consistently, to a backup file.
+    Backup {
+        /// Destination.
+        path: PathBuf,
+        /// Records written, or the error.
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Final checkpoints, then stop.
+    Shutdown {
+        /// Answered when done.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Writer settings.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterConfig {
+    /// Checkpoint after this many entries.
+    pub checkpoint_every: u64,
+    /// Checkpoint after this long with unchecked entries.
+    pub checkpoint_interval: Duration,
+}
+
+/// The writer's inbox.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    /// Commands.
+    pub tx: mpsc::Sender<StoreCmd>,
+}
+
+/// Starts the writer thread.
+///
+/// # Errors
+/// The OS error when the thread cannot be spawned.
+pub fn spawn(
+    store: Box<dyn Store>,
+    server_key: Ed25519Signer,
+    config: WriterConfig,
+    metrics: Metrics,
+) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let writer = Writer {
+        store,
+        server_key,
+        config,
+        metrics,
+        chains: HashMap::new(),
+        last_checkpoint: Instant::now(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("meshwork-store".into())
+        .spawn(move || writer.run(rx))?;
+    Ok((StoreHandle { tx }, thread))
+}
+
+struct Writer {
+    store: Box<dyn Store>,
+    server_key: Ed25519Signer,
+    config: WriterConfig,
+    metrics: Metrics,
+    chains: HashMap<SessionId, Chain>,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<StoreCmd>) {
+        self.publish_gauges();
+        while let Some(first) = rx.blocking_recv() {
+            let mut cmds = vec![first];
+            while cmds.len() < QUEUE {
+                match rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            if !self.apply(cmds) {
+                break;
+            }
+        }
+        tracing::info!("store writer stopped");
+    }
+
+    /// One group commit for everything queued. Returns false on shutdown.
+    fn apply(&mut self, cmds: Vec<StoreCmd>) -> bool {
+        let mut puts = Vec::new();
+        let mut acks: Vec<(mpsc::Sender<StoreAck>, BatchId)> = Vec::new();
+        let mut after: Vec<StoreCmd> = Vec::new();
+        let mut shutdown = None;
+        let mut entries_written = 0u64;
+        let mut touched: Vec<SessionId> = Vec::new();
+        for cmd in cmds {
+            match cmd {
+                StoreCmd::Open { session, chain } => {
+                    puts.push(self.session_put(session, &chain));
+                    self.chains.insert(session, chain);
+                }
+                StoreCmd::Persist {
+                    session,
+                    batch,
+                    authors,
+                    entries,
+                    ack,
+                } => {
+                    let chain = self.chains.entry(session).or_insert_with(|| Chain {
+                        name: String::new(),
+                        position: 0,
+                        head: [0; 32],
+                        since_checkpoint: 0,
+                    });
+                    for a in &authors {
+                        puts.push(Put {
+                            tree: Tree::Authors,
+                            key: author_key(session, a.author),
+                            value: encode(a),
+                        });
+                    }
+                    for entry in entries {
+                        chain.position = chain.position.saturating_add(1);
+                        let next = chain_hash(&chain.head, chain.position, &entry);
+                        let record = LogRecord {
+                            prev_hash: chain.head,
+                            entry,
+                        };
+                        puts.push(Put {
+                            tree: Tree::Log,
+                            key: position_key(session, chain.position),
+                            value: encode(&record),
+                        });
+                        chain.head = next;
+                        chain.since_checkpoint = chain.since_checkpoint.saturating_add(1);
+                        entries_written = entries_written.saturating_add(1);
+                    }
+                    if !touched.contains(&session) {
+                        touched.push(session);
+                    }
+                    acks.push((ack, batch));
+                }
+                StoreCmd::Snapshot { session, snapshot } => {
+                    puts.push(Put {
+                        tree: Tree::Snapshots,
+                        key: position_key(session, snapshot.position),
+                        value: encode(&snapshot),
+                    });
+                }
+                StoreCmd::Tick => {}
+                StoreCmd::Backup { .. } => after.push(cmd),
+                StoreCmd::Shutdown { reply } => shutdown = Some(reply),
+            }
+        }
+        let interval_over = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
+        let mut checkpointed = false;
+        let sessions: Vec<SessionId> = self.chains.keys().copied().collect();
+        for session in sessions {
+            let Some(chain) = self.chains.get(&session).cloned() else {
+                continue;
+            };
+            let due = chain.since_checkpoint >= self.config.checkpoint_every
+                || (chain.since_checkpoint > 0 && (interval_over || shutdown.is_some()));
+            if due {
+                let body = CheckpointBody {
+                    domain: Domain::Checkpoint,
+                    session,
+                    position: chain.position,
+                    head_hash: chain.head,
+                    at_ms: crate::driver::now_ms(),
+                };
+                let record = CheckpointRecord::sign(&body, &self.server_key);
+                puts.push(Put {
+                    tree: Tree::Checkpoints,
+                    key: position_key(session, chain.position),
+                    value: encode(&record),
+                });
+                if let Some(c) = self.chains.get_mut(&session) {
+                    c.since_checkpoint = 0;
+                }
+                checkpointed = true;
+                if !touched.contains(&session) {
+                    touched.push(session);
+                }
+            }
+        }
+        if checkpointed || interval_over {
+            self.last_checkpoint = Instant::now();
+        }
+        for session in touched {
+            if let Some(chain) = self.chains.get(&session) {
+                puts.push(self.session_put(session, chain));
+            }
+        }
+        let result = if puts.is_empty() {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let r = self.store.commit(&puts).map_err(|e| e.to_string());
+            self.metrics
+                .persist_batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .persist_batch_entries
+                .observe(entries_written as f64);
+            r
+        };
+        if let Err(e) = &result {
+            // Nothing of this commit is durable; the drivers are told and stop acknowledging.
+            tracing::error!("store commit failed: {e}");
+        }
+        for (ack, batch) in acks {
+            let _ = ack.blocking_send(StoreAck {
+                batch,
+                result: result.clone(),
+            });
+        }
+        self.publish_gauges();
+        for cmd in after {
+            if let StoreCmd::Backup { path, reply } = cmd {
+                let _ = reply.send(super::backup::write(self.store.as_ref(), &path, None));
+            }
+        }
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+            return false;
+        }
+        true
+    }
+
+    fn session_put(&self, session: SessionId, chain: &Chain) -> Put {
+        let record = SessionRecord {
+            name: chain.name.clone(),
+            head_position: chain.position,
+            head_hash: chain.head,
+        };
+        Put {
+            tree: Tree::Sessions,
+            key: session.0.to_vec(),
+            value: encode(&record),
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let total: u64 = self.chains.values().map(|c| c.position).sum();
+        self.metrics
+            .log_entries
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+        self.metrics
+            .store_bytes
+            .set(i64::try_from(self.store.size_bytes()).unwrap_or(i64::MAX));
+    }
+}
