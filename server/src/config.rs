@@ -29,6 +29,56 @@ pub enum Command {
     Keygen(DataArgs),
     /// Mint an invite offline from the key in the data directory and print its join ticket.
     Invite(InviteArgs),
+    /// Check a stopped server's log offline: every author signature, the hash chain and the
+    /// signed checkpoints. Names the first bad entry and exits non-zero if anything is wrong.
+    VerifyLog(VerifyArgs),
+    /// Write a consistent backup of a stopped server's store (a running server backs up online
+    /// with `POST /api/v1/backup`).
+    Backup(BackupArgs),
+    /// Load a backup into an empty data dir (the server must be stopped).
+    Restore(RestoreArgs),
+}
+
+/// Flags of `verify-log`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Only this session (hex id).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// The store backend [default: redb].
+    #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
+    pub store: crate::store::Backend,
+}
+
+/// Flags of `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The data directory (offline backup of a stopped server).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where to write the backup file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The store backend [default: redb].
+    #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
+    pub store: crate::store::Backend,
+}
+
+/// Flags of `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The data directory to restore into (its store must not exist yet).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The store backend to restore into [default: redb].
+    #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
+    pub store: crate::store::Backend,
 }
 
 /// Flags of `serve`; each also reads its `MESHWORK_*` variable.

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/server", get(server_info))
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route("/api/v1/sessions/{id}/invites", post(create_invite))
+        .route("/api/v1/backup", post(create_backup))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }
@@ -260,6 +261,58 @@ async fn create_invite(
             role: body.role,
             expires_at_ms,
             ticket: ticket.to_text(),
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct BackupOut {
+    path: String,
+    records: u64,
+}
+
+/// Online backup: the store writer dumps every tree between two commits (so the copy is
+/// consistent) into `<data dir>/backups/`.
+async fn create_backup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<BackupOut>), ApiError> {
+    require_admin(&s, &headers)?;
+    let root = s
+        .data
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .root
+        .clone();
+    let dir = root.join("backups");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let path = dir.join(format!("backup-{}.mwb", driver::now_ms()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cmd = crate::store::writer::StoreCmd::Backup {
+        path: path.clone(),
+        reply: tx,
+    };
+    s.ctx.store.tx.send(cmd).await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is stopped".into(),
+        )
+    })?;
+    let records = rx
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is stopped".into(),
+            )
+        })?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BackupOut {
+            path: path.display().to_string(),
+            records,
         }),
     ))
 }

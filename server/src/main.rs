@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use meshwork_protocol::{Role, Signer as _};
-use meshwork_server::config::{Cli, Command, InviteArgs, Settings, parse_ttl_ms};
+use meshwork_server::config::{
+    BackupArgs, Cli, Command, InviteArgs, RestoreArgs, Settings, VerifyArgs, parse_ttl_ms,
+};
 use meshwork_server::data::{DataDir, parse_session_id};
+use meshwork_server::store;
 use meshwork_server::{Error, Listeners, driver, mint_ticket};
 
 fn main() -> ExitCode {
@@ -14,6 +17,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => Settings::resolve(&args).and_then(serve),
         Command::Keygen(args) => keygen(&args.data_dir),
         Command::Invite(args) => invite(&args),
+        Command::VerifyLog(args) => verify_log(&args),
+        Command::Backup(args) => backup(&args),
+        Command::Restore(args) => restore(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +153,114 @@ fn invite(args: &InviteArgs) -> Result<(), Error> {
     eprintln!(
         "invite: {role} in session {session}, valid for {}, server {}",
         args.ttl, args.quic_addr
+    );
+    Ok(())
+}
+
+fn open_existing(
+    data_dir: &std::path::Path,
+    backend: store::Backend,
+) -> Result<Box<dyn store::Store>, Error> {
+    let file = match backend {
+        store::Backend::Redb => data_dir.join("store.redb"),
+        store::Backend::Sled => data_dir.join("store.sled"),
+    };
+    if !file.exists() {
+        return Err(Error::Config(format!(
+            "no {backend:?} store at {} (wrong --data-dir or --store?)",
+            file.display()
+        )));
+    }
+    store::open(backend, data_dir)
+        .map_err(|e| Error::Io(format!("{e} (is the server still running?)")))
+}
+
+fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
+    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+    let store = open_existing(&args.data.data_dir, args.store)?;
+    let sessions: Vec<meshwork_protocol::SessionId> = match &args.session {
+        Some(id) => vec![parse_session_id(id)?],
+        None => store::log::list_sessions(store.as_ref())
+            .map_err(|e| Error::Io(e.to_string()))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+    };
+    let server_key = data.server_key.public_key();
+    let mut failed = false;
+    for session in sessions {
+        match store::log::verify_session(store.as_ref(), session, &server_key) {
+            Ok(r) => println!(
+                "ok    session {session}: {} entries, {} checkpoints, state {}",
+                r.entries,
+                r.checkpoints,
+                hex::encode(r.state_hash)
+            ),
+            Err(f) => {
+                failed = true;
+                println!(
+                    "BAD   session {session}: first bad entry {}: {}",
+                    f.position, f.reason
+                );
+            }
+        }
+    }
+    if failed {
+        Err(Error::Config("the log does not verify".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    let bar = len.map_or_else(
+        indicatif::ProgressBar::new_spinner,
+        indicatif::ProgressBar::new,
+    );
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} records ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn backup(args: &BackupArgs) -> Result<(), Error> {
+    let store = open_existing(&args.data.data_dir, args.store)?;
+    let mut total = 0u64;
+    for tree in store::Tree::ALL {
+        store
+            .scan(tree, &[], &mut |_, _| {
+                total = total.saturating_add(1);
+                true
+            })
+            .map_err(|e| Error::Io(e.to_string()))?;
+    }
+    let bar = progress(Some(total), "backing up");
+    let records = store::backup::write(store.as_ref(), &args.out, Some(&bar)).map_err(Error::Io)?;
+    bar.finish_and_clear();
+    println!("backup written: {} ({records} records)", args.out.display());
+    Ok(())
+}
+
+fn restore(args: &RestoreArgs) -> Result<(), Error> {
+    let dir = &args.data.data_dir;
+    for existing in ["store.redb", "store.sled"] {
+        if dir.join(existing).exists() {
+            return Err(Error::Config(format!(
+                "{} already has a store ({existing}); restore into an empty data dir",
+                dir.display()
+            )));
+        }
+    }
+    let mut store = store::open(args.store, dir).map_err(|e| Error::Io(e.to_string()))?;
+    let bar = progress(None, "restoring");
+    let records =
+        store::backup::restore(&args.from, store.as_mut(), Some(&bar)).map_err(Error::Io)?;
+    bar.finish_and_clear();
+    println!("restored {records} records into {}", dir.display());
+    println!(
+        "copy server.key, cert.der, cert.key.der, admin-token.sha256 and sessions.json from the old data dir too"
     );
     Ok(())
 }

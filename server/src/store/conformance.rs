@@ -32,7 +32,7 @@ fn entry(seq: u64) -> SignedEntry {
         key_id: s.public_key().key_id(),
         seq,
         lamport: seq,
-        seen_lamport: seq - 1,
+        seen_lamport: seq.saturating_sub(1),
         command: Command::Translate {
             entity: EntityId::new(AuthorId(1), 1),
             delta: glam::Vec3::X,
@@ -201,7 +201,7 @@ fn one_flipped_byte_is_found_and_named() {
             .get(Tree::Log, &position_key(SESSION, 6))
             .unwrap()
             .unwrap();
-        let at = raw.len() - 70;
+        let at = raw.len().saturating_sub(70);
         raw[at] ^= 0x01;
         store
             .commit(&[Put {
@@ -269,7 +269,7 @@ fn backups_restore_into_either_backend() {
         assert_eq!(report.entries, 30, "{from:?} → {to:?}");
         // A damaged backup is refused whole.
         let mut bytes = std::fs::read(&file).unwrap();
-        let mid = bytes.len() / 2;
+        let mid = bytes.len().div_euclid(2);
         bytes[mid] ^= 1;
         std::fs::write(&file, bytes).unwrap();
         let mut empty = open(to, &dir.path().join("c")).unwrap();

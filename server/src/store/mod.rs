@@ -107,6 +107,9 @@ pub enum StoreError {
     },
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An embedded key-value store with atomic, durable group commits.
 pub trait Store: Send + 'static {
     /// Backend name, for logs and metrics.
@@ -139,7 +142,7 @@ pub trait Store: Send + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
-    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError>;
 
     /// Bytes the store occupies on disk.
     fn size_bytes(&self) -> u64;

@@ -91,7 +91,7 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<super::KeyValue>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| backend_err(NAME, e))?;
         let t = txn
             .open_table(table(tree))

@@ -94,7 +94,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<super::KeyValue>, StoreError> {
         match self.db.scan_prefix(full_key(tree, prefix)).next_back() {
             Some(item) => {
                 let (k, v) = item.map_err(|e| backend_err(NAME, e))?;
