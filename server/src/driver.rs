@@ -53,6 +53,8 @@ pub struct SessionInfo {
     pub clients: usize,
     /// Entries in the log.
     pub log_entries: usize,
+    /// Hex SHA-256 of the log's canonical state (equal on every replica and after a restart).
+    pub state_hash: String,
 }
 
 /// Messages to a driver.
@@ -316,6 +318,7 @@ impl Driver {
                     name: self.name.clone(),
                     clients: self.session.joined_count(),
                     log_entries: self.session.log().len(),
+                    state_hash: hex::encode(self.session.log().state_hash()),
                 };
                 let _ = reply.send(info);
             }

@@ -1,0 +1,293 @@
+//! Crash recovery of the real binary: clients submit signed commands while the test kills the
+//! server with SIGKILL at seeded random moments. After each kill, `verify-log` checks the store
+//! offline (signatures, chain, checkpoints) and replays it; the restarted server must hold every
+//! command any client saw acknowledged, and its state hash must equal the offline replay's.
+//!
+//! `MESHWORK_CRASH_CYCLES` (default 5) and `MESHWORK_CRASH_SEED` (default 7) choose the run;
+//! the stress run reported in `docs/benchmarks.md` used 20 cycles.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use glam::Vec3;
+use meshwork_protocol::wire::JoinTicket;
+use meshwork_protocol::{AuthorId, Command, CommandId, EntityId};
+use meshwork_testkit::{Client, http, random_signer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
+const CLIENTS: usize = 3;
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    quic: String,
+    banner: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> Server {
+    let mut child = Process::new(BIN)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--quic-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--snapshot-every",
+            "200",
+            "--checkpoint-every",
+            "50",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("MESHWORK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.strip_prefix("listening: ") {
+            let mut http = None;
+            let mut quic = None;
+            for kv in rest.split_whitespace() {
+                if let Some(v) = kv.strip_prefix("http=") {
+                    http = Some(v.parse().unwrap());
+                }
+                if let Some(v) = kv.strip_prefix("quic=") {
+                    quic = Some(v.to_owned());
+                }
+            }
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return Server {
+                child,
+                http: http.unwrap(),
+                quic: quic.unwrap(),
+                banner,
+            };
+        }
+    }
+}
+
+fn ticket(data: &Path, quic: &str) -> JoinTicket {
+    let out = Process::new(BIN)
+        .args([
+            "invite",
+            "--role",
+            "editor",
+            "--quic-addr",
+            quic,
+            "--data-dir",
+        ])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    JoinTicket::from_text(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// `verify-log` on the stopped server's store: passes, and returns the replayed state hash.
+fn verify_offline(data: &Path) -> String {
+    let out = Process::new(BIN)
+        .args(["verify-log", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "verify-log failed after a crash:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .unwrap_or_else(|| panic!("no session verified:\n{text}"));
+    line.rsplit("state ").next().unwrap().trim().to_owned()
+}
+
+async fn session_info(http_addr: SocketAddr, token: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {token}");
+    let r = http::request(
+        http_addr,
+        "GET",
+        "/api/v1/sessions",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    list[0].clone()
+}
+
+/// SplitMix64, so a failing seed replays.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One client submitting as fast as acks allow until the server dies; returns its acks.
+async fn edit_until_killed(
+    ticket: JoinTicket,
+    killed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (AuthorId, BTreeMap<u64, CommandId>) {
+    let mut c = match Client::join(&ticket, random_signer()).await {
+        Ok(c) => c,
+        Err(_) => return (AuthorId(0), BTreeMap::new()),
+    };
+    c.retain_entries = false;
+    let author = c.author();
+    for i in 0u32.. {
+        // A killed server sends nothing more; QUIC would only notice at the idle timeout.
+        if killed.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let cmd = Command::Translate {
+            entity: EntityId::new(author, i % 8),
+            delta: Vec3::X,
+        };
+        if c.submit(vec![cmd]).await.is_err() {
+            break;
+        }
+        // Read whatever came back; a dead connection ends the loop.
+        match c.next(Duration::from_millis(2)).await {
+            Ok(_) | Err(meshwork_testkit::ClientError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    // Take every ack that arrived before the server died (they are already queued locally).
+    while c.next(Duration::from_millis(20)).await.is_ok() {}
+    (author, c.seen.acks.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commands_survive_sigkill() {
+    let cycles: u64 = std::env::var("MESHWORK_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut rng: u64 = std::env::var("MESHWORK_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut acked_total: BTreeMap<CommandId, ()> = BTreeMap::new();
+    let mut token = String::new();
+    for cycle in 0..cycles {
+        let mut server = start(&data);
+        if cycle == 0 {
+            token = server
+                .banner
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("admin token:")
+                        .map(|t| t.trim().to_owned())
+                })
+                .unwrap();
+        }
+        // Everything acknowledged in earlier lives is here, and the state is the replay's.
+        let info = session_info(server.http, &token).await;
+        if cycle > 0 {
+            assert!(
+                info["log_entries"].as_u64().unwrap() >= acked_total.len() as u64,
+                "cycle {cycle}: {} entries after restart, {} were acknowledged",
+                info["log_entries"],
+                acked_total.len()
+            );
+        }
+        let ticket = ticket(&data, &server.quic);
+        let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(edit_until_killed(ticket.clone(), killed.clone())))
+            .collect();
+        let wait_ms = 150 + next(&mut rng) % 600;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut acked_now = 0;
+        for t in tasks {
+            let (_, acks) = t.await.unwrap();
+            acked_now += acks.len();
+            for id in acks.values() {
+                acked_total.insert(*id, ());
+            }
+        }
+        assert!(
+            acked_now > 0,
+            "cycle {cycle}: nothing was acknowledged in {wait_ms} ms"
+        );
+
+        // Offline: the store verifies and replays; then the restarted server must agree.
+        let offline = verify_offline(&data);
+        let server = start(&data);
+        let info = session_info(server.http, &token).await;
+        assert_eq!(
+            info["state_hash"].as_str().unwrap(),
+            offline,
+            "cycle {cycle}: state differs from the replay"
+        );
+
+        // A fresh client catches up with the durable log: every acknowledged command is in it.
+        let mut probe = Client::join(&ticket_for(&data, &server), random_signer())
+            .await
+            .unwrap();
+        let want = info["log_entries"].as_u64().unwrap() as usize;
+        probe
+            .until(Instant::now() + Duration::from_secs(30), |s| {
+                s.entries.len() >= want
+            })
+            .await
+            .unwrap();
+        let missing: Vec<_> = acked_total
+            .keys()
+            .filter(|id| !probe.seen.entries.contains_key(id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "cycle {cycle}: acknowledged but lost: {missing:?}"
+        );
+        drop(probe);
+        drop(server);
+    }
+}
+
+fn ticket_for(data: &Path, server: &Server) -> JoinTicket {
+    ticket(data, &server.quic)
+}
