@@ -42,7 +42,10 @@ impl Drop for Server {
     }
 }
 
-#[allow(clippy::zombie_processes, reason = "the returned Server kills and reaps it on drop; a panic before that fails the test anyway")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the returned Server kills and reaps it on drop; a panic before that fails the test anyway"
+)]
 fn start(data: &Path) -> Server {
     let mut child = Process::new(BIN)
         .args([
