@@ -360,6 +360,32 @@ impl CommandLog {
         h.finalize().into()
     }
 
+    /// A cheap fingerprint of the resolution state: entry count, clock, horizon and every
+    /// non-`Applied` status. With a chain-verified store it proves a snapshot restore right
+    /// without hashing every entry (which [`CommandLog::state_hash`] does).
+    #[must_use]
+    pub fn resolution_digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"meshwork resolution v1");
+        h.update((self.entries.len() as u64).to_le_bytes());
+        h.update(self.clock.now().to_le_bytes());
+        h.update(self.seen_lamport.to_le_bytes());
+        for e in self.entries.values() {
+            let (tag, by) = match e.status {
+                Status::Applied => continue,
+                Status::Superseded { by } => (1u8, by),
+                Status::Rejected { by } => (2u8, by),
+            };
+            h.update([tag]);
+            h.update(e.id.lamport.to_le_bytes());
+            h.update(e.id.author.0.to_le_bytes());
+            h.update(by.lamport.to_le_bytes());
+            h.update(by.author.0.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
     /// Issues a command as the local `author`: stamps the next sequence number, a Lamport
     /// timestamp and what this log has seen, signs it, and integrates it like any other entry.
     /// Returns the signed entry to send.

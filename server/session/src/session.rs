@@ -231,8 +231,8 @@ pub struct AuthorRecord {
 pub struct SessionSnapshot {
     /// Entries covered: the first `position` entries in acceptance order.
     pub position: u64,
-    /// [`CommandLog::state_hash`] after those entries.
-    pub state_hash: [u8; 32],
+    /// [`CommandLog::resolution_digest`] after those entries.
+    pub digest: [u8; 32],
     /// Every author known then.
     pub authors: Vec<AuthorRecord>,
     /// Entries whose status is not `Applied`.
@@ -428,7 +428,7 @@ impl Session {
         }
         Some(SessionSnapshot {
             position: self.durable_entries,
-            state_hash: self.log.state_hash(),
+            digest: self.log.resolution_digest(),
             authors: self.authors(),
             non_applied: self.log.non_applied(),
         })
@@ -487,7 +487,7 @@ impl Session {
                         break;
                     }
                 }
-                if ok && session.log.state_hash() == snap.state_hash {
+                if ok && session.log.resolution_digest() == snap.digest {
                     report.from_snapshot = snap.position;
                     session.durable_entries = snap.position;
                     rest = entries.get(covered..).unwrap_or_default();

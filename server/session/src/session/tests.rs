@@ -578,7 +578,7 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
     );
 
     let mut bad = snap.clone();
-    bad.state_hash[0] ^= 1;
+    bad.digest[0] ^= 1;
     let (safe, report) = Session::restore(
         config(),
         [0; 32],
