@@ -51,8 +51,13 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|");
     // `MESHWORK_STORE=redb|sled` measures one backend (e.g. under strace).
-    let only: Option<Backend> = std::env::var("MESHWORK_STORE").ok().and_then(|v| v.parse().ok());
-    for backend in [Backend::Redb, Backend::Sled].into_iter().filter(|b| only.is_none_or(|o| o == *b)) {
+    let only: Option<Backend> = std::env::var("MESHWORK_STORE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for backend in [Backend::Redb, Backend::Sled]
+        .into_iter()
+        .filter(|b| only.is_none_or(|o| o == *b))
+    {
         let dir = tempfile::tempdir().unwrap();
         let mut st = store::open(backend, dir.path()).unwrap();
         let mut head = [0u8; 32];
