@@ -46,7 +46,7 @@ impl Drop for Server {
     clippy::zombie_processes,
     reason = "the returned Server kills and reaps it on drop; a panic before that fails the test anyway"
 )]
-fn start(data: &Path) -> Server {
+fn start(data: &Path, store: &str) -> Server {
     let mut child = Process::new(BIN)
         .args([
             "serve",
@@ -55,6 +55,7 @@ fn start(data: &Path) -> Server {
             "--quic-addr",
             "127.0.0.1:0",
         ])
+        .args(["--store", store])
         .args([
             "--snapshot-every",
             "200",
@@ -120,9 +121,9 @@ fn ticket(data: &Path, quic: &str) -> JoinTicket {
 }
 
 /// `verify-log` on the stopped server's store: passes, and returns the replayed state hash.
-fn verify_offline(data: &Path) -> String {
+fn verify_offline(data: &Path, store: &str) -> String {
     let out = Process::new(BIN)
-        .args(["verify-log", "--data-dir"])
+        .args(["verify-log", "--store", store, "--data-dir"])
         .arg(data)
         .output()
         .unwrap();
@@ -199,7 +200,16 @@ async fn edit_until_killed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_commands_survive_sigkill() {
+async fn acknowledged_commands_survive_sigkill_redb() {
+    crash_cycles("redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commands_survive_sigkill_sled() {
+    crash_cycles("sled").await;
+}
+
+async fn crash_cycles(store: &str) {
     let cycles: u64 = std::env::var("MESHWORK_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -213,7 +223,7 @@ async fn acknowledged_commands_survive_sigkill() {
     let mut acked_total: BTreeMap<CommandId, ()> = BTreeMap::new();
     let mut token = String::new();
     for cycle in 0..cycles {
-        let mut server = start(&data);
+        let mut server = start(&data, store);
         if cycle == 0 {
             token = server
                 .banner
@@ -249,6 +259,14 @@ async fn acknowledged_commands_survive_sigkill() {
         for t in tasks {
             let (_, acks) = t.await.unwrap();
             acked_now += acks.len();
+            // In sequence order an author's acknowledged entries are in increasing total order,
+            // so finding them all in the restarted log (kept in total order) means finding them
+            // in the order they were acknowledged.
+            let ids: Vec<CommandId> = acks.values().copied().collect();
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "cycle {cycle}: acks out of order"
+            );
             for id in acks.values() {
                 acked_total.insert(*id, ());
             }
@@ -259,8 +277,8 @@ async fn acknowledged_commands_survive_sigkill() {
         );
 
         // Offline: the store verifies and replays; then the restarted server must agree.
-        let offline = verify_offline(&data);
-        let server = start(&data);
+        let offline = verify_offline(&data, store);
+        let server = start(&data, store);
         let info = session_info(server.http, &token).await;
         assert_eq!(
             info["state_hash"].as_str().unwrap(),

@@ -207,7 +207,9 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
         }
         if record.prev_hash != head {
             err = Some(StoreError::Corrupt(format!(
-                "entry {position}: hash chain broken"
+                "hash chain broken between entry {} and entry {position}; `meshwork-server \
+                 verify-log` names the altered one",
+                position.saturating_sub(1)
             )));
             return false;
         }
