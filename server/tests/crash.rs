@@ -14,110 +14,29 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use glam::Vec3;
 use meshwork_protocol::wire::JoinTicket;
 use meshwork_protocol::{AuthorId, Command, CommandId, EntityId};
+use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 const CLIENTS: usize = 3;
 
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    quic: String,
-    banner: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(
-    clippy::zombie_processes,
-    reason = "the returned Server kills and reaps it on drop; a panic before that fails the test anyway"
-)]
-fn start(data: &Path, store: &str) -> Server {
-    let mut child = Process::new(BIN)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--quic-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", store])
-        .args([
-            "--snapshot-every",
-            "200",
-            "--checkpoint-every",
-            "50",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("MESHWORK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if let Some(rest) = line.strip_prefix("listening: ") {
-            let mut http = None;
-            let mut quic = None;
-            for kv in rest.split_whitespace() {
-                if let Some(v) = kv.strip_prefix("http=") {
-                    http = Some(v.parse().unwrap());
-                }
-                if let Some(v) = kv.strip_prefix("quic=") {
-                    quic = Some(v.to_owned());
-                }
-            }
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Server {
-                child,
-                http: http.unwrap(),
-                quic: quic.unwrap(),
-                banner,
-            };
-        }
-    }
-}
-
-fn ticket(data: &Path, quic: &str) -> JoinTicket {
-    let out = Process::new(BIN)
-        .args([
-            "invite",
-            "--role",
-            "editor",
-            "--quic-addr",
-            quic,
-            "--data-dir",
-        ])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    JoinTicket::from_text(&String::from_utf8(out.stdout).unwrap()).unwrap()
+fn settings(store: &str) -> [&str; 6] {
+    [
+        "--store",
+        store,
+        "--snapshot-every",
+        "200",
+        "--checkpoint-every",
+        "50",
+    ]
 }
 
 /// `verify-log` on the stopped server's store: passes, and returns the replayed state hash.
@@ -223,17 +142,9 @@ async fn crash_cycles(store: &str) {
     let mut acked_total: BTreeMap<CommandId, ()> = BTreeMap::new();
     let mut token = String::new();
     for cycle in 0..cycles {
-        let mut server = start(&data, store);
+        let mut server = ServerProcess::start(BIN, &data, &settings(store));
         if cycle == 0 {
-            token = server
-                .banner
-                .lines()
-                .find_map(|l| {
-                    l.trim()
-                        .strip_prefix("admin token:")
-                        .map(|t| t.trim().to_owned())
-                })
-                .unwrap();
+            token = server.admin_token().unwrap();
         }
         // Everything acknowledged in earlier lives is here, and the state is the replay's.
         let info = session_info(server.http, &token).await;
@@ -245,7 +156,7 @@ async fn crash_cycles(store: &str) {
                 acked_total.len()
             );
         }
-        let ticket = ticket(&data, &server.quic);
+        let ticket = server.ticket(BIN, &data, "editor");
         let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(edit_until_killed(ticket.clone(), killed.clone())))
@@ -278,7 +189,7 @@ async fn crash_cycles(store: &str) {
 
         // Offline: the store verifies and replays; then the restarted server must agree.
         let offline = verify_offline(&data, store);
-        let server = start(&data, store);
+        let server = ServerProcess::start(BIN, &data, &settings(store));
         let info = session_info(server.http, &token).await;
         assert_eq!(
             info["state_hash"].as_str().unwrap(),
@@ -287,7 +198,7 @@ async fn crash_cycles(store: &str) {
         );
 
         // A fresh client catches up with the durable log: every acknowledged command is in it.
-        let mut probe = Client::join(&ticket_for(&data, &server), random_signer())
+        let mut probe = Client::join(&server.ticket(BIN, &data, "editor"), random_signer())
             .await
             .unwrap();
         let want = info["log_entries"].as_u64().unwrap() as usize;
@@ -312,8 +223,4 @@ async fn crash_cycles(store: &str) {
         "{cycles} SIGKILL cycles: {} acknowledged commands, none lost",
         acked_total.len()
     );
-}
-
-fn ticket_for(data: &Path, server: &Server) -> JoinTicket {
-    ticket(data, &server.quic)
 }

@@ -9,16 +9,15 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command as Process, Output, Stdio};
+use std::process::{Command as Process, Output};
 use std::time::{Duration, Instant};
 
 use glam::Vec3;
-use meshwork_protocol::wire::JoinTicket;
 use meshwork_protocol::{Command, EntityId};
 use meshwork_server::store::log::{list_sessions, position_key};
 use meshwork_server::store::{self, Backend, Put, Tree};
+use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
@@ -44,48 +43,11 @@ fn text(o: &Output) -> String {
 async fn verify_log_names_a_flipped_byte_and_backups_restore_clean() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Process::new(BIN)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--quic-addr",
-            "127.0.0.1:0",
-            "--checkpoint-every",
-            "8",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("MESHWORK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http_addr, mut quic, mut token) = (None, None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_addr.is_none() {
-        assert!(Instant::now() < deadline);
-        let line = lines.next().unwrap().unwrap();
-        if let Some(t) = line.trim().strip_prefix("admin token:") {
-            token = Some(t.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("listening: ") {
-            for kv in rest.split_whitespace() {
-                if let Some(v) = kv.strip_prefix("http=") {
-                    http_addr = Some(v.parse::<std::net::SocketAddr>().unwrap());
-                }
-                if let Some(v) = kv.strip_prefix("quic=") {
-                    quic = Some(v.to_owned());
-                }
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    let (http_addr, quic, token) = (http_addr.unwrap(), quic.unwrap(), token.unwrap());
+    let mut server = ServerProcess::start(BIN, &data, &["--checkpoint-every", "8"]);
+    let (http_addr, token) = (server.http, server.admin_token().unwrap());
 
     // Some history: 30 acknowledged commands.
-    let out = cli(&["invite", "--quic-addr", &quic], &data);
-    let ticket = JoinTicket::from_text(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let ticket = server.ticket(BIN, &data, "editor");
     let mut c = Client::join(&ticket, random_signer()).await.unwrap();
     let cmds = (0..30)
         .map(|i| Command::Translate {
@@ -117,11 +79,7 @@ async fn verify_log_names_a_flipped_byte_and_backups_restore_clean() {
     let backup_path = backup["path"].as_str().unwrap().to_owned();
     assert!(Path::new(&backup_path).exists());
 
-    Process::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(server.terminate(Duration::from_secs(10)).success());
 
     // Untouched: verifies clean.
     let clean = cli(&["verify-log"], &data);

@@ -618,3 +618,184 @@ pub mod http {
         request(addr, "GET", path, &[], "").await
     }
 }
+
+/// The real `meshwork-server` binary as a child process, for tests that start, signal and kill
+/// it (the binary's path comes from the caller: `env!("CARGO_BIN_EXE_meshwork-server")`).
+#[allow(
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    reason = "test support: a server that does not start fails the test; deadlines are seconds"
+)]
+pub mod server_process {
+    use std::io::{BufRead as _, BufReader};
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::time::{Duration, Instant};
+
+    use meshwork_protocol::wire::JoinTicket;
+
+    /// A running server process; killed and reaped on drop.
+    #[derive(Debug)]
+    pub struct ServerProcess {
+        /// The process.
+        pub child: Child,
+        /// HTTP address it printed.
+        pub http: SocketAddr,
+        /// QUIC address it printed (`host:port`).
+        pub quic: String,
+        /// Everything it printed up to the `listening:` line.
+        pub banner: String,
+    }
+
+    impl ServerProcess {
+        /// `serve` on loopback `:0` ports with `data` and `extra` flags; waits (≤ 60 s) for the
+        /// `listening:` line.
+        ///
+        /// # Panics
+        /// If the server does not start: the calling test fails with the reason.
+        #[must_use]
+        pub fn start(bin: &str, data: &Path, extra: &[&str]) -> Self {
+            let mut child = Command::new(bin)
+                .args([
+                    "serve",
+                    "--http-addr",
+                    "127.0.0.1:0",
+                    "--quic-addr",
+                    "127.0.0.1:0",
+                ])
+                .args(extra)
+                .arg("--data-dir")
+                .arg(data)
+                .env("MESHWORK_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("the server binary starts");
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let mut lines = BufReader::new(stdout).lines();
+            let mut banner = String::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "the server did not start within 60 s"
+                );
+                let Some(Ok(line)) = lines.next() else {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!("the server exited before listening ({status:?}):\n{banner}");
+                };
+                banner.push_str(&line);
+                banner.push('\n');
+                if let Some(rest) = line.strip_prefix("listening: ") {
+                    let field = |name: &str| {
+                        rest.split_whitespace()
+                            .find_map(|kv| kv.strip_prefix(name))
+                            .map(str::to_owned)
+                    };
+                    let http = field("http=")
+                        .and_then(|v| v.parse().ok())
+                        .expect("http= address");
+                    let quic = field("quic=").expect("quic= address");
+                    // Keep reading so the server never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines.by_ref() {});
+                    return Self {
+                        child,
+                        http,
+                        quic,
+                        banner,
+                    };
+                }
+            }
+        }
+
+        /// The admin token from a first start's banner.
+        #[must_use]
+        pub fn admin_token(&self) -> Option<String> {
+            self.banner
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("admin token:")
+                        .map(|t| t.trim().to_owned())
+                })
+                .filter(|t| t.starts_with("mwa_"))
+        }
+
+        /// A ticket minted offline with the `invite` command from the same data dir.
+        ///
+        /// # Panics
+        /// If `invite` fails.
+        #[must_use]
+        pub fn ticket(&self, bin: &str, data: &Path, role: &str) -> JoinTicket {
+            let out = Command::new(bin)
+                .args([
+                    "invite",
+                    "--role",
+                    role,
+                    "--ttl",
+                    "1h",
+                    "--quic-addr",
+                    &self.quic,
+                    "--data-dir",
+                ])
+                .arg(data)
+                .output()
+                .expect("invite runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            JoinTicket::from_text(&String::from_utf8_lossy(&out.stdout)).expect("a ticket")
+        }
+
+        /// Sends SIGTERM.
+        ///
+        /// # Panics
+        /// If `kill` cannot be run.
+        pub fn signal_term(&self) {
+            let pid = self.child.id().to_string();
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success());
+        }
+
+        /// SIGTERM, then the exit status (waiting at most `within`).
+        ///
+        /// # Panics
+        /// If it does not exit in time.
+        pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+            self.signal_term();
+            self.wait_exit(within)
+        }
+
+        /// Polls for the exit status until `within` has passed.
+        ///
+        /// # Panics
+        /// If it does not exit in time.
+        pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+            let deadline = Instant::now() + within;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait works") {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the server did not exit within {within:?} of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for ServerProcess {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
