@@ -14,6 +14,7 @@ extern crate alloc;
 pub mod codec;
 pub mod command;
 pub mod ids;
+pub mod mesh;
 pub mod registry;
 pub mod sign;
 pub mod wire;
