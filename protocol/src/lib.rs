@@ -16,6 +16,8 @@ pub mod command;
 pub mod ids;
 pub mod mesh;
 pub mod registry;
+pub mod replica;
+pub mod scene;
 pub mod sign;
 pub mod wire;
 

@@ -424,6 +424,97 @@ pub struct Close {
     pub message: String,
 }
 
+/// Largest snapshot chunk payload.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Announces a snapshot of the scene: what it covers and how to check every chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    /// Entries the snapshot covers (the replication position).
+    pub position: u64,
+    /// Largest Lamport time in it.
+    pub lamport: u64,
+    /// Bytes of the encoded scene.
+    pub total_bytes: u64,
+    /// SHA-256 of the encoded scene (= its state hash).
+    pub state_hash: [u8; 32],
+    /// SHA-256 of each chunk, in order.
+    pub chunk_hashes: Vec<[u8; 32]>,
+}
+
+/// One piece of a snapshot, at most [`SNAPSHOT_CHUNK_BYTES`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Index in the manifest.
+    pub index: u32,
+    /// Bytes of the encoded scene.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// The server's state hash at a position, sent periodically so replicas can check themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHash {
+    /// Entries applied.
+    pub position: u64,
+    /// SHA-256 of the canonical scene encoding.
+    pub state_hash: [u8; 32],
+}
+
+/// The client's replica diverged or missed entries: send a fresh snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {
+    /// The client's position when it noticed.
+    pub position: u64,
+}
+
+/// Ask for log history (audit, replay): entries with a Lamport time above `since_lamport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchLog {
+    /// Exclusive lower bound.
+    pub since_lamport: u64,
+}
+
+/// Log history, in total order; `done` on the last frame. Not applied to the replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Signed entries.
+    pub entries: Vec<crate::sign::SignedEntry>,
+    /// No more frames follow for this request.
+    pub done: bool,
+}
+
+/// Quantized pose: millimetres and a unit quaternion in 1/32767 steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pose {
+    /// Position, millimetres.
+    pub position_mm: [i32; 3],
+    /// Rotation x, y, z, w scaled by 32767.
+    pub rotation: [i16; 4],
+}
+
+/// Transient presence (head, hands, cursor), latest-wins, on the unreliable lane. Not logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Sender's sequence number; older updates than the last seen are dropped.
+    pub seq: u32,
+    /// Head pose, if tracked.
+    pub head: Option<Pose>,
+    /// Hand / controller poses.
+    pub hands: [Option<Pose>; 2],
+    /// A pointer ray hit or 2D cursor in scene space.
+    pub cursor: Option<Pose>,
+}
+
+/// A presence update relayed to the other clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceOf {
+    /// Whose.
+    pub author: AuthorId,
+    /// The update.
+    pub presence: Presence,
+}
+
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -437,6 +528,12 @@ pub enum ClientMsg {
     Ping(Ping),
     /// Leaving.
     Close(Close),
+    /// Send a fresh snapshot.
+    Resync(Resync),
+    /// Send log history.
+    FetchLog(FetchLog),
+    /// A presence update (unreliable lane).
+    Presence(Presence),
 }
 
 /// Server → client.
@@ -458,6 +555,16 @@ pub enum ServerMsg {
     Pong(Pong),
     /// Closing the connection.
     Close(Close),
+    /// A snapshot follows in chunks.
+    Snapshot(SnapshotManifest),
+    /// One snapshot chunk.
+    SnapshotChunk(SnapshotChunk),
+    /// The server's state hash.
+    StateHash(StateHash),
+    /// Log history.
+    History(History),
+    /// Another client's presence (unreliable lane).
+    Presence(PresenceOf),
 }
 
 /// Phases of a connection, as seen by the server.
@@ -481,11 +588,25 @@ impl ClientMsg {
         match (self, phase) {
             (Self::Hello(_), Phase::AwaitingHello)
             | (Self::JoinProof(_), Phase::AwaitingProof)
-            | (Self::Submit(_) | Self::Ping(_), Phase::Joined)
+            | (
+                Self::Submit(_)
+                | Self::Ping(_)
+                | Self::Resync(_)
+                | Self::FetchLog(_)
+                | Self::Presence(_),
+                Phase::Joined,
+            )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
             (Self::Hello(_), _)
             | (Self::JoinProof(_), _)
-            | (Self::Submit(_) | Self::Ping(_), _)
+            | (
+                Self::Submit(_)
+                | Self::Ping(_)
+                | Self::Resync(_)
+                | Self::FetchLog(_)
+                | Self::Presence(_),
+                _,
+            )
             | (Self::Close(_), Phase::Closing) => false,
         }
     }

@@ -21,8 +21,9 @@ use glam::{Quat, Vec3, Vec4};
 use meshwork_protocol::command::{FaceIndex, HalfEdgeIndex, Material, Primitive, Transform};
 use meshwork_protocol::registry::CommandKind;
 use meshwork_protocol::wire::{
-    Ack, Challenge, Close, CloseReason, CommandRefused, Entries, Hello, Invite, InviteBody,
-    JoinProof, JoinProofBody, JoinRefusal, JoinRefused, Ping, Pong, RefusalCode, Submit, Welcome,
+    Ack, Challenge, Close, CloseReason, CommandRefused, Entries, FetchLog, Hello, History, Invite,
+    InviteBody, JoinProof, JoinProofBody, JoinRefusal, JoinRefused, Ping, Pong, Pose, Presence,
+    PresenceOf, RefusalCode, Resync, SnapshotChunk, SnapshotManifest, StateHash, Submit, Welcome,
 };
 use meshwork_protocol::{
     AuthorId, ClientMsg, Command, CommandId, Domain, Ed25519Signer, EntityId, EntryBody,
@@ -139,6 +140,19 @@ fn invite() -> Invite {
     Invite::mint(&body, &server()).unwrap()
 }
 
+fn presence() -> Presence {
+    let pose = Pose {
+        position_mm: [100, 1650, -250],
+        rotation: [0, 0, 0, 32767],
+    };
+    Presence {
+        seq: 9,
+        head: Some(pose),
+        hands: [Some(pose), None],
+        cursor: None,
+    }
+}
+
 /// The fixture name of every client message; exhaustive so a new variant needs a fixture name.
 fn client_name(m: &ClientMsg) -> &'static str {
     match m {
@@ -147,6 +161,9 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Submit(_) => "client-submit",
         ClientMsg::Ping(_) => "client-ping",
         ClientMsg::Close(_) => "client-close",
+        ClientMsg::Resync(_) => "client-resync",
+        ClientMsg::FetchLog(_) => "client-fetch-log",
+        ClientMsg::Presence(_) => "client-presence",
     }
 }
 
@@ -161,6 +178,11 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::CommandRefused(_) => "server-command-refused",
         ServerMsg::Pong(_) => "server-pong",
         ServerMsg::Close(_) => "server-close",
+        ServerMsg::Snapshot(_) => "server-snapshot",
+        ServerMsg::SnapshotChunk(_) => "server-snapshot-chunk",
+        ServerMsg::StateHash(_) => "server-state-hash",
+        ServerMsg::History(_) => "server-history",
+        ServerMsg::Presence(_) => "server-presence",
     }
 }
 
@@ -192,6 +214,9 @@ fn client_samples() -> Vec<ClientMsg> {
             reason: CloseReason::Leaving,
             message: "bye".into(),
         }),
+        ClientMsg::Resync(Resync { position: 77 }),
+        ClientMsg::FetchLog(FetchLog { since_lamport: 300 }),
+        ClientMsg::Presence(presence()),
     ]
 }
 
@@ -233,6 +258,29 @@ fn server_samples() -> Vec<ServerMsg> {
         ServerMsg::Close(Close {
             reason: CloseReason::ServerShutdown,
             message: "server is restarting".into(),
+        }),
+        ServerMsg::Snapshot(SnapshotManifest {
+            position: 340,
+            lamport: 345,
+            total_bytes: 70_000,
+            state_hash: [0xaa; 32],
+            chunk_hashes: vec![[0xbb; 32], [0xcc; 32]],
+        }),
+        ServerMsg::SnapshotChunk(SnapshotChunk {
+            index: 1,
+            bytes: vec![1, 2, 3, 4, 5],
+        }),
+        ServerMsg::StateHash(StateHash {
+            position: 340,
+            state_hash: [0xdd; 32],
+        }),
+        ServerMsg::History(History {
+            entries: vec![signed(CommandKind::Despawn)],
+            done: true,
+        }),
+        ServerMsg::Presence(PresenceOf {
+            author: AuthorId(7),
+            presence: presence(),
         }),
     ]
 }

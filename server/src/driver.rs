@@ -36,8 +36,10 @@ pub fn now_ms() -> u64 {
 /// What a connection's writer receives.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A frame to write.
+    /// A frame to write on the reliable stream.
     Frame(Arc<[u8]>),
+    /// A frame to send as one datagram (unreliable lane).
+    Datagram(Arc<[u8]>),
     /// Flush and close.
     Close(CloseReason),
 }
@@ -55,6 +57,10 @@ pub struct SessionInfo {
     pub log_entries: usize,
     /// Hex SHA-256 of the log's canonical state (equal on every replica and after a restart).
     pub state_hash: String,
+    /// Hex SHA-256 of the scene (what client replicas compare against).
+    pub scene_hash: String,
+    /// Entries applied to the scene.
+    pub scene_position: u64,
 }
 
 /// Messages to a driver.
@@ -102,6 +108,15 @@ impl SessionHandle {
         let ok = self.tx.send(msg).await.is_ok();
         if !ok {
             self.metrics.command_queue_depth.dec();
+        }
+        ok
+    }
+
+    /// Sends without waiting; false when the inbox is full or the driver stopped.
+    pub fn try_send(&self, msg: DriverMsg) -> bool {
+        let ok = self.tx.try_send(msg).is_ok();
+        if ok {
+            self.metrics.command_queue_depth.inc();
         }
         ok
     }
@@ -319,6 +334,8 @@ impl Driver {
                     clients: self.session.joined_count(),
                     log_entries: self.session.log().len(),
                     state_hash: hex::encode(self.session.log().state_hash()),
+                    scene_hash: hex::encode(self.session.scene().state_hash()),
+                    scene_position: self.session.scene().position,
                 };
                 let _ = reply.send(info);
             }
@@ -422,6 +439,7 @@ impl Driver {
                     .inc();
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
+            Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
             Event::FannedOut { batches, .. } => {
                 for batch in batches {
                     if let Some(at) = self.batch_received.remove(batch) {

@@ -164,7 +164,12 @@ async fn serve(
         return Err("session stopped".into());
     }
     let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
-    let datagrams = tokio::spawn(datagram_loop(conn.clone(), metrics.clone()));
+    let datagrams = tokio::spawn(datagram_loop(
+        conn.clone(),
+        metrics.clone(),
+        session.clone(),
+        client,
+    ));
 
     let input = |input| DriverMsg::Input {
         received: Instant::now(),
@@ -237,6 +242,10 @@ async fn write_loop(
                     return;
                 }
             }
+            Outgoing::Datagram(frame) => {
+                // Too large or datagrams unsupported by the peer: presence is best-effort.
+                let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&frame));
+            }
             Outgoing::Close(r) => {
                 reason = r;
                 break;
@@ -249,9 +258,28 @@ async fn write_loop(
     conn.close(close_code(reason).into(), format!("{reason:?}").as_bytes());
 }
 
-/// Presence arrives on datagrams with the scene work; until then they are counted and dropped.
-async fn datagram_loop(conn: quinn::Connection, metrics: Metrics) {
+/// Datagrams carry one frame each (presence); they go to the session as unreliable input.
+async fn datagram_loop(
+    conn: quinn::Connection,
+    metrics: Metrics,
+    session: crate::driver::SessionHandle,
+    client: meshwork_session::ClientId,
+) {
     while let Ok(d) = conn.read_datagram().await {
         metrics.received(Transport::Quic, d.len());
+        if let Ok(Some((_, _))) = meshwork_protocol::decode_frame::<ClientMsg>(&d) {
+            let bytes = d
+                .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
+                .unwrap_or_default()
+                .to_vec();
+            let input = DriverMsg::Input {
+                received: Instant::now(),
+                input: Input::Datagram { client, bytes },
+            };
+            // Never wait for room: presence that cannot be queued is dropped (latest wins).
+            if !session.try_send(input) {
+                continue;
+            }
+        }
     }
 }

@@ -202,12 +202,25 @@ async fn crash_cycles(store: &str) {
             .await
             .unwrap();
         let want = info["log_entries"].as_u64().unwrap() as usize;
+        probe.fetch_log(0).await.unwrap();
         probe
-            .until(Instant::now() + Duration::from_secs(30), |s| {
-                s.entries.len() >= want
-            })
+            .until(Instant::now() + Duration::from_secs(30), |s| s.history_done)
             .await
             .unwrap();
+        assert_eq!(
+            probe.seen.entries.len(),
+            want,
+            "cycle {cycle}: history is the whole log"
+        );
+        assert!(
+            probe.replica.is_synced(),
+            "cycle {cycle}: the probe's replica loaded the snapshot"
+        );
+        assert_eq!(
+            meshwork_server_hex(probe.replica.scene().state_hash()),
+            info["scene_hash"].as_str().unwrap(),
+            "cycle {cycle}: the restarted scene is the one clients replicate"
+        );
         let missing: Vec<_> = acked_total
             .keys()
             .filter(|id| !probe.seen.entries.contains_key(id))
@@ -223,4 +236,8 @@ async fn crash_cycles(store: &str) {
         "{cycles} SIGKILL cycles: {} acknowledged commands, none lost",
         acked_total.len()
     );
+}
+
+fn meshwork_server_hex(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

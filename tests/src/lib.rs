@@ -168,6 +168,12 @@ pub struct Seen {
     pub refusals: Vec<meshwork_protocol::wire::CommandRefused>,
     /// The close message, if the server closed us.
     pub closed: Option<Close>,
+    /// `History` frames received; the last one said `done`.
+    pub history_done: bool,
+    /// State hashes the replica checked and found equal.
+    pub verified_hashes: u64,
+    /// Resyncs this client asked for.
+    pub resyncs: u64,
 }
 
 /// A joined headless client.
@@ -190,6 +196,8 @@ pub struct Client {
     pub bytes_received: Arc<std::sync::atomic::AtomicU64>,
     /// Keep every received entry in [`Seen::entries`] (off for long load runs).
     pub retain_entries: bool,
+    /// The replicated scene.
+    pub replica: meshwork_protocol::replica::Replica,
     /// Largest Lamport timestamp received.
     max_seen_lamport: u64,
 }
@@ -226,9 +234,19 @@ pub async fn open(
 /// Reads frames from `recv` into a channel of messages until the stream ends.
 fn spawn_reader(
     mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
     counter: Arc<std::sync::atomic::AtomicU64>,
 ) -> mpsc::Receiver<ServerMsg> {
     let (tx, rx) = mpsc::channel(65_536);
+    // Datagrams (presence) join the same inbox; dropped when it is full (latest wins).
+    let dtx = tx.clone();
+    tokio::spawn(async move {
+        while let Ok(d) = conn.read_datagram().await {
+            if let Ok(Some((msg, _))) = meshwork_protocol::decode_frame::<ServerMsg>(&d) {
+                let _ = dtx.try_send(msg);
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut reader = FrameReader::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -289,7 +307,7 @@ impl Client {
         let addr = resolve(&ticket.quic_addr)?;
         let (endpoint, conn, mut send, recv) = open(addr, ticket.cert_sha256).await?;
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut inbox = spawn_reader(recv, counter.clone());
+        let mut inbox = spawn_reader(recv, conn.clone(), counter.clone());
         let hello = ClientMsg::Hello(Hello {
             protocol_version,
             build_id: format!("meshwork-testkit {}", env!("CARGO_PKG_VERSION")),
@@ -340,6 +358,7 @@ impl Client {
             bytes_sent: 0,
             bytes_received: counter,
             retain_entries: true,
+            replica: meshwork_protocol::replica::Replica::new(),
             max_seen_lamport: lamport,
         })
     }
@@ -422,6 +441,35 @@ impl Client {
             .map_err(|e| ClientError::Connection(e.to_string()))
     }
 
+    /// Asks for the log history since `since_lamport` (arrives as `History`, recorded in
+    /// [`Seen::entries`]; [`Seen::history_done`] when complete).
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn fetch_log(&mut self, since_lamport: u64) -> Result<(), ClientError> {
+        self.seen.history_done = false;
+        let frame = to_frame(&ClientMsg::FetchLog(meshwork_protocol::wire::FetchLog {
+            since_lamport,
+        }))
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        self.send_raw(&frame).await
+    }
+
+    /// Sends a presence update as a datagram.
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when datagrams cannot be sent.
+    pub fn send_presence(
+        &self,
+        presence: meshwork_protocol::wire::Presence,
+    ) -> Result<(), ClientError> {
+        let frame = to_frame(&ClientMsg::Presence(presence))
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        self.conn
+            .send_datagram(frame.into())
+            .map_err(|e| ClientError::Connection(e.to_string()))
+    }
+
     /// Sends a ping.
     ///
     /// # Errors
@@ -444,7 +492,33 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
+        match self.replica.on_message(&msg) {
+            meshwork_protocol::replica::ReplicaEvent::NeedsResync => {
+                self.seen.resyncs = self.seen.resyncs.saturating_add(1);
+                let position = self.replica.scene().position;
+                let frame = to_frame(&ClientMsg::Resync(meshwork_protocol::wire::Resync {
+                    position,
+                }))
+                .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+                self.send_raw(&frame).await?;
+            }
+            meshwork_protocol::replica::ReplicaEvent::Verified => {
+                self.seen.verified_hashes = self.seen.verified_hashes.saturating_add(1);
+            }
+            meshwork_protocol::replica::ReplicaEvent::Synced => {
+                self.max_seen_lamport = self.max_seen_lamport.max(self.replica.scene().lamport);
+            }
+            meshwork_protocol::replica::ReplicaEvent::None => {}
+        }
         match &msg {
+            ServerMsg::History(h) => {
+                for entry in &h.entries {
+                    if let Ok(body) = entry.decode_body() {
+                        self.seen.entries.insert(body.id(), entry.clone());
+                    }
+                }
+                self.seen.history_done = h.done;
+            }
             ServerMsg::Entries(e) => {
                 for entry in &e.entries {
                     if let Ok(body) = entry.decode_body() {

@@ -46,7 +46,16 @@ async fn three_clients_edit_concurrently_and_end_with_identical_logs() {
     let mut tasks = Vec::new();
     for mut c in clients {
         tasks.push(tokio::spawn(async move {
-            let (mut sent, mut i) = (0u64, 0u32);
+            // Each client first spawns the 4 entities it then moves.
+            let spawns: Vec<Command> = (0..4)
+                .map(|k| Command::Spawn {
+                    entity: EntityId::new(c.author(), k),
+                    primitive: meshwork_protocol::Primitive::Cube,
+                    transform: meshwork_protocol::Transform::IDENTITY,
+                })
+                .collect();
+            c.submit(spawns).await.unwrap();
+            let (mut sent, mut i) = (4u64, 0u32);
             while sent < PER_CLIENT {
                 // Mix single submits and small batches, and read while writing.
                 let n = u64::from(1 + i % 3).min(PER_CLIENT - sent);
@@ -79,16 +88,33 @@ async fn three_clients_edit_concurrently_and_end_with_identical_logs() {
         total,
         "every command is in every client's log"
     );
-    let logged = t
-        .server
-        .ctx
-        .router
-        .route(None)
-        .info()
-        .await
-        .unwrap()
-        .log_entries;
-    assert_eq!(logged, total, "and in the server's");
+    let info = t.server.ctx.router.route(None).info().await.unwrap();
+    assert_eq!(info.log_entries, total, "and in the server's");
+    // Every replica's scene is the server's, byte for byte (same canonical hash).
+    for c in &mut clients {
+        let end = deadline(20);
+        while c.replica.scene().position < total as u64 {
+            assert!(
+                std::time::Instant::now() < end,
+                "replica stuck at {}",
+                c.replica.scene().position
+            );
+            let _ = c.next(Duration::from_millis(100)).await;
+        }
+        let hash: String = c
+            .replica
+            .scene()
+            .state_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hash, info.scene_hash, "replica of {} differs", c.author());
+        assert_eq!(
+            c.replica.scene().entities.len(),
+            3 * 4,
+            "every client spawned 4 entities"
+        );
+    }
     // Every own entry was acknowledged; none refused (they only touch their own entities).
     for c in &clients {
         assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals);

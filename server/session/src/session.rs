@@ -18,15 +18,17 @@ use std::sync::Arc;
 use meshwork_protocol::codec::{FrameError, decode_payload, to_frame};
 use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
-    self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello,
-    InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, RefusalCode, ServerMsg,
-    Welcome, peek_hello_version,
+    self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello, History,
+    InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, Presence, PresenceOf,
+    RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
     AuthorId, CommandKind, Domain, KeyRing, PROTOCOL_VERSION, PublicKey, Role, SessionId,
     SignedEntry,
 };
 use sha2::{Digest, Sha256};
+
+use meshwork_protocol::scene::Scene;
 
 use crate::log::{CommandLog, Integrated, Mode, Refusal, Status};
 
@@ -64,8 +66,12 @@ pub struct Config {
     pub max_clients: usize,
     /// A client that has not joined within this time is closed.
     pub handshake_timeout_ms: u64,
-    /// Entries per catch-up frame after a join.
+    /// Entries per `History` / fan-out frame.
     pub catch_up_chunk: usize,
+    /// How often the state hash goes out (when the scene changed).
+    pub state_hash_interval_ms: u64,
+    /// Presence updates relayed per author per second (90 Hz headsets).
+    pub presence_per_s: u32,
 }
 
 impl Config {
@@ -81,6 +87,8 @@ impl Config {
             max_clients: 256,
             handshake_timeout_ms: 10_000,
             catch_up_chunk: 512,
+            state_hash_interval_ms: 1000,
+            presence_per_s: 90,
         }
     }
 }
@@ -128,6 +136,8 @@ pub enum Event {
         /// To how many clients.
         clients: usize,
     },
+    /// A presence update over the rate limit was dropped.
+    PresenceDropped,
     /// A client broke the protocol and is being closed.
     ProtocolViolation {
         /// The connection.
@@ -181,6 +191,14 @@ pub enum Input {
     },
     /// One whole frame payload (without its length header) arrived on the reliable lane.
     Payload {
+        /// From.
+        client: ClientId,
+        /// Payload bytes.
+        bytes: Vec<u8>,
+    },
+    /// One payload that arrived on the unreliable lane (a datagram). Only presence is valid
+    /// there; anything else is dropped.
+    Datagram {
         /// From.
         client: ClientId,
         /// Payload bytes.
@@ -326,6 +344,13 @@ pub struct Session {
     in_flight: BTreeMap<BatchId, Pending>,
     in_flight_ids: BTreeSet<meshwork_protocol::CommandId>,
     outputs: VecDeque<Output>,
+    /// The durable scene, in acceptance order.
+    scene: Scene,
+    /// Position of the last broadcast state hash, and when.
+    hashed_position: u64,
+    last_hash_ms: u64,
+    /// Per author: last relayed presence sequence and its rate limiter.
+    presence: BTreeMap<AuthorId, (u32, TokenBucket)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
     /// Entries in acknowledged batches: the durable prefix of the acceptance order.
@@ -357,6 +382,10 @@ impl Session {
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeSet::new(),
             outputs: VecDeque::new(),
+            scene: Scene::new(),
+            hashed_position: 0,
+            last_hash_ms: now_ms,
+            presence: BTreeMap::new(),
             pending_authors: Vec::new(),
             durable_entries: 0,
             fanout: Vec::new(),
@@ -486,6 +515,7 @@ impl Session {
                         ok = false;
                         break;
                     }
+                    session.apply_to_scene(e);
                 }
                 if ok && session.log.resolution_digest() == snap.digest {
                     report.from_snapshot = snap.position;
@@ -506,6 +536,7 @@ impl Session {
                 .log
                 .replay_trusted(e.clone())
                 .map_err(|refusal| RestoreError { position, refusal })?;
+            session.apply_to_scene(e);
             session.durable_entries = position;
             report.replayed = report.replayed.saturating_add(1);
         }
@@ -527,14 +558,30 @@ impl Session {
     /// time (a handshake deadline).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.clients
+        let handshakes = self
+            .clients
             .values()
             .filter(|c| matches!(c.phase, Phase::AwaitingHello | Phase::AwaitingProof))
             .map(|c| {
                 c.connected_ms
                     .saturating_add(self.config.handshake_timeout_ms)
             })
-            .min()
+            .min();
+        // The periodic state hash, when the scene moved since the last one.
+        let hash = (self.scene.position != self.hashed_position).then(|| {
+            self.last_hash_ms
+                .saturating_add(self.config.state_hash_interval_ms)
+        });
+        match (handshakes, hash) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The authoritative scene (durable entries only).
+    #[must_use]
+    pub const fn scene(&self) -> &Scene {
+        &self.scene
     }
 
     /// Feeds one input at time `now_ms` (Unix milliseconds; a clock going backwards is
@@ -550,6 +597,19 @@ impl Session {
                     _ => "bad_frame",
                 };
                 self.violation(client, reason, &format!("bad frame: {error}"));
+            }
+            Input::Datagram { client, bytes } => {
+                let joined = self
+                    .clients
+                    .get(&client)
+                    .is_some_and(|c| c.phase == Phase::Joined);
+                if let (true, Ok(ClientMsg::Presence(p))) =
+                    (joined, decode_payload::<ClientMsg>(&bytes))
+                {
+                    self.on_presence(client, p);
+                } else {
+                    self.emit(Output::Event(Event::PresenceDropped));
+                }
             }
             Input::Disconnected { client } => self.forget(client),
             Input::Backpressure { client } => self.close(
@@ -698,6 +758,12 @@ impl Session {
             ClientMsg::Ping(ping) => {
                 self.send(client, &ServerMsg::Pong(Pong { nonce: ping.nonce }))
             }
+            ClientMsg::Resync(_) => {
+                self.flush_fanout();
+                self.send_snapshot(client);
+            }
+            ClientMsg::FetchLog(f) => self.send_history(client, f.since_lamport),
+            ClientMsg::Presence(p) => self.on_presence(client, p),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -854,6 +920,9 @@ impl Session {
             );
             self.connection_of.insert(author, client);
         }
+        // Entries already durable (so in the scene) but not yet fanned out go to the others
+        // now, before this client counts as joined: it gets them inside its snapshot instead.
+        self.flush_fanout();
         if let Some(c) = self.clients.get_mut(&client) {
             c.phase = Phase::Joined;
             c.author = Some(author);
@@ -882,25 +951,85 @@ impl Session {
             author,
             role,
         }));
-        self.catch_up(client);
+        self.send_snapshot(client);
     }
 
     /// Sends every durable entry to a client that just joined, in chunks.
-    fn catch_up(&mut self, client: ClientId) {
+    /// Sends the durable scene as a chunked snapshot. Callers flush pending fan-out first, so
+    /// that no entry reaches this client both inside the snapshot and after it.
+    fn send_snapshot(&mut self, client: ClientId) {
+        let (manifest, chunks) = meshwork_protocol::replica::snapshot(&self.scene);
+        self.send(client, &ServerMsg::Snapshot(manifest));
+        for chunk in chunks {
+            self.send(client, &ServerMsg::SnapshotChunk(chunk));
+        }
+    }
+
+    /// Log history in total order (audit, tooling); not applied to replicas.
+    fn send_history(&mut self, client: ClientId, since_lamport: u64) {
         let chunk = self.config.catch_up_chunk.max(1);
         let durable: Vec<SignedEntry> = self
             .log
-            .entries_since(0)
+            .entries_since(since_lamport)
             .filter(|e| !self.in_flight_ids.contains(&e.id))
             .map(|e| e.signed.clone())
             .collect();
-        for part in durable.chunks(chunk) {
+        let parts: Vec<&[SignedEntry]> = durable.chunks(chunk).collect();
+        if parts.is_empty() {
             self.send(
                 client,
-                &ServerMsg::Entries(Entries {
-                    entries: part.to_vec(),
+                &ServerMsg::History(History {
+                    entries: Vec::new(),
+                    done: true,
                 }),
             );
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let done = i.saturating_add(1) == parts.len();
+            self.send(
+                client,
+                &ServerMsg::History(History {
+                    entries: part.to_vec(),
+                    done,
+                }),
+            );
+        }
+    }
+
+    /// Relays a presence update to every other joined client, latest-wins and rate-limited.
+    fn on_presence(&mut self, client: ClientId, presence: Presence) {
+        let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
+            return;
+        };
+        let now = self.now_ms;
+        let limit = self.config.presence_per_s;
+        let state = self
+            .presence
+            .entry(author)
+            .or_insert_with(|| (0, TokenBucket::full(limit, now)));
+        if presence.seq <= state.0 && state.0 != 0 {
+            return; // older than what was relayed: latest wins
+        }
+        if !state.1.take(now, limit, limit) {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        }
+        state.0 = presence.seq;
+        let msg = ServerMsg::Presence(PresenceOf { author, presence });
+        let Ok(frame) = to_frame(&msg) else { return };
+        let frame: Arc<[u8]> = frame.into();
+        let others: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(id, c)| **id != client && c.phase == Phase::Joined)
+            .map(|(id, _)| *id)
+            .collect();
+        for other in others {
+            self.emit(Output::Send {
+                client: other,
+                lane: Lane::Unreliable,
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -1030,6 +1159,8 @@ impl Session {
                 self.send(client, &ServerMsg::Ack(Ack { seq: *seq, id: *id }));
             }
             if let Some(e) = self.log.get(id) {
+                // Durable order is acceptance order: the order every replica applies.
+                self.scene.apply(e.id, e.body.author, &e.body.command);
                 self.fanout.push(e.signed.clone());
             }
         }
@@ -1074,6 +1205,14 @@ impl Session {
     }
 
     fn on_tick(&mut self) {
+        if self.scene.position != self.hashed_position
+            && self.now_ms
+                >= self
+                    .last_hash_ms
+                    .saturating_add(self.config.state_hash_interval_ms)
+        {
+            self.broadcast_state_hash();
+        }
         let deadline = self.config.handshake_timeout_ms;
         let late: Vec<ClientId> = self
             .clients
@@ -1090,6 +1229,38 @@ impl Session {
                 CloseReason::IdleTimeout,
                 "the join handshake took too long",
             );
+        }
+    }
+
+    fn apply_to_scene(&mut self, e: &SignedEntry) {
+        if let Ok(body) = e.decode_body() {
+            self.scene.apply(body.id(), body.author, &body.command);
+        }
+    }
+
+    /// Sends the state hash to every joined client, after the entries that lead to it.
+    fn broadcast_state_hash(&mut self) {
+        self.flush_fanout();
+        self.hashed_position = self.scene.position;
+        self.last_hash_ms = self.now_ms;
+        let msg = ServerMsg::StateHash(StateHash {
+            position: self.scene.position,
+            state_hash: self.scene.state_hash(),
+        });
+        let Ok(frame) = to_frame(&msg) else { return };
+        let frame: Arc<[u8]> = frame.into();
+        let joined: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Joined)
+            .map(|(id, _)| *id)
+            .collect();
+        for client in joined {
+            self.emit(Output::Send {
+                client,
+                lane: Lane::Reliable,
+                frame: frame.clone(),
+            });
         }
     }
 
