@@ -104,21 +104,27 @@ impl Replica {
             ServerMsg::SnapshotChunk(c) => self.on_chunk(c),
             ServerMsg::Entries(e) => self.on_entries(&e.entries),
             ServerMsg::StateHash(h) => {
-                if !self.synced || self.assembling.is_some() {
-                    return ReplicaEvent::None;
-                }
-                if h.position == self.scene.position {
-                    if h.state_hash == self.scene.state_hash() {
-                        ReplicaEvent::Verified
-                    } else {
+                if let Some(a) = &self.assembling {
+                    // The server sends every chunk right after the manifest, before any later
+                    // hash: a hash at or past the snapshot while it is incomplete means chunks
+                    // were lost (at worst a hash already on its way causes one extra resync).
+                    return if h.position >= a.manifest.position {
                         self.fail()
-                    }
-                } else if h.position > self.scene.position {
-                    // The server sends the hash after the entries that reach its position, on the
-                    // same ordered lane: being behind means entries were lost.
-                    self.fail()
+                    } else {
+                        ReplicaEvent::None
+                    };
+                }
+                if !self.synced {
+                    // Waiting for a snapshot that a later hash overtook: it was lost. Ask again.
+                    return ReplicaEvent::NeedsResync;
+                }
+                // The hash follows, on the same ordered lane, exactly the entries that reach its
+                // position: being behind means entries were lost, being ahead that some were
+                // applied twice, a different hash at the same position that one was damaged.
+                if h.position == self.scene.position && h.state_hash == self.scene.state_hash() {
+                    ReplicaEvent::Verified
                 } else {
-                    ReplicaEvent::None
+                    self.fail()
                 }
             }
             _ => ReplicaEvent::None,

@@ -5,6 +5,8 @@
 //! It holds no scene yet (that arrives with the replica work); it is what the integration tests
 //! and `meshwork-loadgen` drive.
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

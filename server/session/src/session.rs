@@ -567,11 +567,16 @@ impl Session {
                     .saturating_add(self.config.handshake_timeout_ms)
             })
             .min();
-        // The periodic state hash, when the scene moved since the last one.
-        let hash = (self.scene.position != self.hashed_position).then(|| {
-            self.last_hash_ms
-                .saturating_add(self.config.state_hash_interval_ms)
-        });
+        // The periodic state hash, while anyone is joined: it is how a replica that missed
+        // entries notices (even when nothing changes any more).
+        let hash = self
+            .clients
+            .values()
+            .any(|c| c.phase == Phase::Joined)
+            .then(|| {
+                self.last_hash_ms
+                    .saturating_add(self.config.state_hash_interval_ms)
+            });
         match (handshakes, hash) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1205,11 +1210,10 @@ impl Session {
     }
 
     fn on_tick(&mut self) {
-        if self.scene.position != self.hashed_position
-            && self.now_ms
-                >= self
-                    .last_hash_ms
-                    .saturating_add(self.config.state_hash_interval_ms)
+        if self.now_ms
+            >= self
+                .last_hash_ms
+                .saturating_add(self.config.state_hash_interval_ms)
         {
             self.broadcast_state_hash();
         }
