@@ -51,11 +51,17 @@ pub enum ReplicaEvent {
 }
 
 #[derive(Debug)]
+enum Update {
+    Entries(Vec<SignedEntry>),
+    Delta(crate::scene::SceneDelta),
+}
+
+#[derive(Debug)]
 struct Assembly {
     manifest: SnapshotManifest,
     chunks: Vec<Option<Vec<u8>>>,
-    /// Live entries that arrived after the manifest, applied once the snapshot is in.
-    buffered: Vec<SignedEntry>,
+    /// Live updates that arrived after the manifest, applied once the snapshot is in.
+    buffered: Vec<Update>,
 }
 
 /// A client's copy of the scene.
@@ -102,7 +108,12 @@ impl Replica {
                 }
             }
             ServerMsg::SnapshotChunk(c) => self.on_chunk(c),
-            ServerMsg::Entries(e) => self.on_entries(&e.entries),
+            ServerMsg::Entries(e) => self.on_update(Update::Entries(e.entries.clone())),
+            ServerMsg::Delta(d) => match postcard::from_bytes::<crate::scene::SceneDelta>(&d.bytes)
+            {
+                Ok(delta) => self.on_update(Update::Delta(delta)),
+                Err(_) => self.fail(),
+            },
             ServerMsg::StateHash(h) => {
                 if let Some(a) = &self.assembling {
                     // The server sends every chunk right after the manifest, before any later
@@ -180,33 +191,45 @@ impl Replica {
         }
         self.scene = scene;
         self.synced = true;
-        match self.apply(&a.buffered) {
-            ReplicaEvent::NeedsResync => ReplicaEvent::NeedsResync,
-            _ => ReplicaEvent::Synced,
+        for update in a.buffered {
+            if self.apply(update) == ReplicaEvent::NeedsResync {
+                return ReplicaEvent::NeedsResync;
+            }
         }
+        ReplicaEvent::Synced
     }
 
-    fn on_entries(&mut self, entries: &[SignedEntry]) -> ReplicaEvent {
+    fn on_update(&mut self, update: Update) -> ReplicaEvent {
         if let Some(a) = &mut self.assembling {
-            a.buffered.extend_from_slice(entries);
+            a.buffered.push(update);
             return ReplicaEvent::None;
         }
         if !self.synced {
             return ReplicaEvent::None;
         }
-        self.apply(entries)
+        self.apply(update)
     }
 
-    fn apply(&mut self, entries: &[SignedEntry]) -> ReplicaEvent {
-        for e in entries {
-            // The server checked every entry it sends; one that does not decode means the
-            // stream was damaged, so the replica cannot continue from it.
-            let Ok(body) = e.decode_body() else {
-                return self.fail();
-            };
-            self.scene.apply(body.id(), body.author, &body.command);
+    fn apply(&mut self, update: Update) -> ReplicaEvent {
+        match update {
+            Update::Entries(entries) => {
+                for e in &entries {
+                    // The server checked every entry it sends; one that does not decode means
+                    // the stream was damaged, so the replica cannot continue from it.
+                    let Ok(body) = e.decode_body() else {
+                        return self.fail();
+                    };
+                    self.scene.apply(body.id(), body.author, &body.command);
+                }
+                ReplicaEvent::None
+            }
+            Update::Delta(d) => {
+                if self.scene.apply_delta(&d).is_err() {
+                    return self.fail();
+                }
+                ReplicaEvent::None
+            }
         }
-        ReplicaEvent::None
     }
 }
 

@@ -142,6 +142,36 @@ pub struct Scene {
     pub lamport: u64,
 }
 
+/// The net change of a scene over some entries: the full new state of every entity and
+/// author they touched. Sent instead of the entries when it is much smaller (many edits of the
+/// same entities in one tick); applying it gives the same bytes as applying the entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SceneDelta {
+    /// Position it applies to.
+    pub from_position: u64,
+    /// Position after it.
+    pub to_position: u64,
+    /// Lamport time after it.
+    pub lamport: u64,
+    /// Touched entities: new state, or `None` when removed.
+    pub entities: Vec<(EntityId, Option<Entity>)>,
+    /// Touched authors: new state.
+    pub authors: Vec<(AuthorId, AuthorState)>,
+    /// The session name after it.
+    pub session_name: Option<Lww<String>>,
+}
+
+/// What a command touches, for delta tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    /// An entity.
+    Entity(EntityId),
+    /// An author's selection or tools.
+    Author(AuthorId),
+    /// The session itself.
+    Session,
+}
+
 /// Render-ready data of one entity.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderEntity {
@@ -251,6 +281,91 @@ impl Scene {
                 None => self.session_name = Some(Lww::new(name.clone(), id)),
             },
         }
+    }
+
+    /// What `command` by `author` touches.
+    #[must_use]
+    pub const fn touched(author: AuthorId, command: &Command) -> Touched {
+        match command {
+            Command::Select { .. }
+            | Command::ToolActivate { .. }
+            | Command::ToolDeactivate { .. } => Touched::Author(author),
+            Command::SetSessionName { .. } => Touched::Session,
+            Command::Spawn { entity, .. }
+            | Command::Despawn { entity }
+            | Command::Translate { entity, .. }
+            | Command::Rotate { entity, .. }
+            | Command::Scale { entity, .. }
+            | Command::SetName { entity, .. }
+            | Command::SetColor { entity, .. }
+            | Command::SetMaterial { entity, .. }
+            | Command::VertexCreate { entity, .. }
+            | Command::EdgeExtrude { entity, .. }
+            | Command::FaceSubdivide { entity, .. } => Touched::Entity(*entity),
+        }
+    }
+
+    /// The delta from `from_position` to now, given everything touched since.
+    #[must_use]
+    pub fn delta(
+        &self,
+        from_position: u64,
+        touched: &alloc::collections::BTreeSet<Touched>,
+    ) -> SceneDelta {
+        let mut entities = Vec::new();
+        let mut authors = Vec::new();
+        for t in touched {
+            match t {
+                Touched::Entity(e) => entities.push((*e, self.entities.get(e).cloned())),
+                Touched::Author(a) => {
+                    authors.push((*a, self.authors.get(a).cloned().unwrap_or_default()))
+                }
+                Touched::Session => {}
+            }
+        }
+        SceneDelta {
+            from_position,
+            to_position: self.position,
+            lamport: self.lamport,
+            entities,
+            authors,
+            session_name: self.session_name.clone(),
+        }
+    }
+
+    /// Applies a delta made from this exact position.
+    ///
+    /// # Errors
+    /// When the delta starts elsewhere (the replica missed or repeated something).
+    pub fn apply_delta(&mut self, delta: &SceneDelta) -> Result<(), String> {
+        if delta.from_position != self.position || delta.to_position < delta.from_position {
+            return Err(alloc::format!(
+                "delta {}→{} does not start at {}",
+                delta.from_position,
+                delta.to_position,
+                self.position
+            ));
+        }
+        for (id, state) in &delta.entities {
+            match state {
+                Some(e) => {
+                    if let Geometry::Mesh(m) = &e.geometry {
+                        m.check().map_err(|err| alloc::format!("{id}: {err}"))?;
+                    }
+                    self.entities.insert(*id, e.clone());
+                }
+                None => {
+                    self.entities.remove(id);
+                }
+            }
+        }
+        for (id, state) in &delta.authors {
+            self.authors.insert(*id, state.clone());
+        }
+        self.session_name.clone_from(&delta.session_name);
+        self.position = delta.to_position;
+        self.lamport = delta.lamport;
+        Ok(())
     }
 
     fn set_tool(&mut self, author: AuthorId, tool: ToolId, state: ToolState, id: CommandId) {

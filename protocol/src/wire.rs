@@ -515,6 +515,14 @@ pub struct PresenceOf {
     pub presence: Presence,
 }
 
+/// A postcard-encoded [`crate::scene::SceneDelta`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedDelta {
+    /// The encoded delta.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -565,6 +573,9 @@ pub enum ServerMsg {
     History(History),
     /// Another client's presence (unreliable lane).
     Presence(PresenceOf),
+    /// The net scene change of the entries made durable in one pass, instead of those entries
+    /// (sent when much smaller).
+    Delta(EncodedDelta),
 }
 
 /// Phases of a connection, as seen by the server.

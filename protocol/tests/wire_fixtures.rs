@@ -21,9 +21,10 @@ use glam::{Quat, Vec3, Vec4};
 use meshwork_protocol::command::{FaceIndex, HalfEdgeIndex, Material, Primitive, Transform};
 use meshwork_protocol::registry::CommandKind;
 use meshwork_protocol::wire::{
-    Ack, Challenge, Close, CloseReason, CommandRefused, Entries, FetchLog, Hello, History, Invite,
-    InviteBody, JoinProof, JoinProofBody, JoinRefusal, JoinRefused, Ping, Pong, Pose, Presence,
-    PresenceOf, RefusalCode, Resync, SnapshotChunk, SnapshotManifest, StateHash, Submit, Welcome,
+    Ack, Challenge, Close, CloseReason, CommandRefused, EncodedDelta, Entries, FetchLog, Hello,
+    History, Invite, InviteBody, JoinProof, JoinProofBody, JoinRefusal, JoinRefused, Ping, Pong,
+    Pose, Presence, PresenceOf, RefusalCode, Resync, SnapshotChunk, SnapshotManifest, StateHash,
+    Submit, Welcome,
 };
 use meshwork_protocol::{
     AuthorId, ClientMsg, Command, CommandId, Domain, Ed25519Signer, EntityId, EntryBody,
@@ -183,6 +184,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::StateHash(_) => "server-state-hash",
         ServerMsg::History(_) => "server-history",
         ServerMsg::Presence(_) => "server-presence",
+        ServerMsg::Delta(_) => "server-delta",
     }
 }
 
@@ -281,6 +283,9 @@ fn server_samples() -> Vec<ServerMsg> {
         ServerMsg::Presence(PresenceOf {
             author: AuthorId(7),
             presence: presence(),
+        }),
+        ServerMsg::Delta(EncodedDelta {
+            bytes: vec![9, 8, 7, 6],
         }),
     ]
 }

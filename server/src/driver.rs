@@ -440,6 +440,7 @@ impl Driver {
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
+            Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::FannedOut { batches, .. } => {
                 for batch in batches {
                     if let Some(at) = self.batch_received.remove(batch) {

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub clients_connected: IntGaugeVec,
     pub sessions_active: IntGauge,
     pub joins_total: IntCounter,
+    pub deltas_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
@@ -153,6 +154,16 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(joins_total.clone()))
             .expect("registered once");
+        let deltas_total = IntCounter::with_opts(
+            Opts::new(
+                "deltas_total",
+                "Fan-outs sent as a scene delta instead of entries.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(deltas_total.clone()))
+            .expect("registered once");
         let persist_batch_seconds = histogram(
             &r,
             "persist_batch_seconds",
@@ -218,6 +229,7 @@ impl Metrics {
             clients_connected,
             sessions_active,
             joins_total,
+            deltas_total,
             persist_batch_seconds,
             persist_batch_entries,
             log_entries,

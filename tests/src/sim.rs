@@ -129,6 +129,8 @@ pub struct Sim {
     trace: Sha256,
     /// Frames the network dropped.
     pub dropped: u64,
+    /// Fan-outs the host sent as scene deltas.
+    pub deltas: u64,
     /// Connections the host closed, with the reason (a healthy run has none).
     pub closed: Vec<(u64, String)>,
 }
@@ -158,6 +160,7 @@ impl Sim {
             trace: Sha256::new(),
             dropped: 0,
             closed: Vec::new(),
+            deltas: 0,
         };
         for i in 0..clients {
             let body = InviteBody {
@@ -310,6 +313,7 @@ impl Sim {
                     }) => {
                         self.closed.push((client.0, reason.to_owned()));
                     }
+                    Output::Event(meshwork_session::Event::DeltaSent) => self.deltas += 1,
                     Output::Event(_) => {}
                 }
             }

@@ -29,6 +29,7 @@ use meshwork_protocol::{
 use sha2::{Digest, Sha256};
 
 use meshwork_protocol::scene::Scene;
+use meshwork_protocol::wire::EncodedDelta;
 
 use crate::log::{CommandLog, Integrated, Mode, Refusal, Status};
 
@@ -138,6 +139,8 @@ pub enum Event {
     },
     /// A presence update over the rate limit was dropped.
     PresenceDropped,
+    /// A fan-out went out as a scene delta instead of entries.
+    DeltaSent,
     /// A client broke the protocol and is being closed.
     ProtocolViolation {
         /// The connection.
@@ -355,6 +358,9 @@ pub struct Session {
     pending_authors: Vec<AuthorRecord>,
     /// Entries in acknowledged batches: the durable prefix of the acceptance order.
     durable_entries: u64,
+    /// What the pending fan-out touched, and the scene position before it (for deltas).
+    fanout_touched: BTreeSet<meshwork_protocol::scene::Touched>,
+    fanout_from: u64,
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,
@@ -388,6 +394,8 @@ impl Session {
             presence: BTreeMap::new(),
             pending_authors: Vec::new(),
             durable_entries: 0,
+            fanout_touched: BTreeSet::new(),
+            fanout_from: 0,
             fanout: Vec::new(),
             fanout_batches: Vec::new(),
             shut_down: false,
@@ -540,6 +548,7 @@ impl Session {
             session.durable_entries = position;
             report.replayed = report.replayed.saturating_add(1);
         }
+        session.fanout_from = session.scene.position;
         Ok((session, report))
     }
 
@@ -1166,6 +1175,8 @@ impl Session {
             if let Some(e) = self.log.get(id) {
                 // Durable order is acceptance order: the order every replica applies.
                 self.scene.apply(e.id, e.body.author, &e.body.command);
+                self.fanout_touched
+                    .insert(Scene::touched(e.body.author, &e.body.command));
                 self.fanout.push(e.signed.clone());
             }
         }
@@ -1187,13 +1198,33 @@ impl Session {
             .filter(|(_, c)| c.phase == Phase::Joined)
             .map(|(id, _)| *id)
             .collect();
+        let touched = std::mem::take(&mut self.fanout_touched);
+        let from = std::mem::replace(&mut self.fanout_from, self.scene.position);
+        let mut frames: Vec<Arc<[u8]>> = Vec::new();
         for part in entries.chunks(self.config.catch_up_chunk.max(1)) {
-            // Encoded once, shared by every recipient.
             let msg = ServerMsg::Entries(Entries {
                 entries: part.to_vec(),
             });
-            let Ok(frame) = to_frame(&msg) else { continue };
-            let frame: Arc<[u8]> = frame.into();
+            if let Ok(frame) = to_frame(&msg) {
+                frames.push(frame.into());
+            }
+        }
+        // Many edits of the same few entities (a drag, a burst of nudges): their net state is
+        // far smaller than the entries. Replicas get the same bytes either way.
+        let entry_bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let delta = self.scene.delta(from, &touched);
+        // Only where edits pile up on the same things (at least two entries per touched item):
+        // entries carry their authors' signatures, which replicas may want to check.
+        if entries.len() >= touched.len().saturating_mul(2)
+            && let Ok(bytes) = postcard::to_allocvec(&delta)
+            && bytes.len().saturating_mul(2) < entry_bytes
+            && let Ok(frame) = to_frame(&ServerMsg::Delta(EncodedDelta { bytes }))
+        {
+            frames = vec![frame.into()];
+            self.emit(Output::Event(Event::DeltaSent));
+        }
+        for frame in frames {
+            // Encoded once, shared by every recipient.
             for client in &recipients {
                 self.emit(Output::Send {
                     client: *client,
