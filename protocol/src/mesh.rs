@@ -194,6 +194,11 @@ impl Mesh {
             mesh.half_edges[at(b)].next = HalfEdgeId(next);
             mesh.half_edges[at(next)].prev = HalfEdgeId(b);
         }
+        debug_assert!(
+            mesh.check().is_ok(),
+            "from_polygons built an invalid mesh: {:?}",
+            mesh.check()
+        );
         Ok(mesh)
     }
 

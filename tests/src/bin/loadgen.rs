@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use glam::Vec3;
+use meshwork_protocol::command::{Primitive, Transform};
 use meshwork_protocol::wire::{JoinTicket, ServerMsg};
 use meshwork_protocol::{Command, CommandId, EntityId};
 use meshwork_testkit::{Client, random_signer};
@@ -49,6 +50,94 @@ struct Args {
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of load: fill the session with `--populate` entities (if it has fewer), then time
+    /// how long new clients take to join and hold the whole scene.
+    #[arg(long)]
+    join_only: bool,
+    /// Entities to spawn first in `--join-only` mode.
+    #[arg(long, default_value_t = 10_000)]
+    populate: u32,
+}
+
+/// `--join-only`: populate, then time joins (connect + handshake + snapshot + apply).
+async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
+    let mut filler = Client::join(ticket, random_signer())
+        .await
+        .map_err(|e| e.to_string())?;
+    filler.retain_entries = false;
+    let me = filler.author();
+    let have = filler_scene_len(&mut filler).await;
+    let mut sent = 0u32;
+    let want = args.populate.saturating_sub(have);
+    while sent < want {
+        let n = (want - sent).min(256);
+        let cmds = (sent..sent + n)
+            .map(|i| Command::Spawn {
+                entity: EntityId::new(me, i),
+                primitive: [
+                    Primitive::Cube,
+                    Primitive::Sphere,
+                    Primitive::Cylinder,
+                    Primitive::Pyramid,
+                ][i as usize % 4],
+                transform: Transform {
+                    translation: Vec3::new(i as f32 * 0.1, 0.0, 0.0),
+                    ..Transform::IDENTITY
+                },
+            })
+            .collect();
+        filler.submit(cmds).await.map_err(|e| e.to_string())?;
+        sent += n;
+        let target = u64::from(sent);
+        filler
+            .until(Instant::now() + Duration::from_secs(60), |s| {
+                s.acks.len() as u64 + s.refusals.len() as u64 >= target
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::new();
+    let mut entities = 0;
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut c = Client::join(ticket, random_signer())
+            .await
+            .map_err(|e| e.to_string())?;
+        c.retain_entries = false;
+        while !c.replica.is_synced() {
+            c.next(Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        entities = c.replica.scene().entities.len();
+        bytes = c.bytes_received.load(Ordering::Relaxed);
+        c.leave().await;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "join of a {entities}-entity session ({bytes} bytes received): min {:.1} ms, median {:.1} ms, max {:.1} ms over {} joins",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "entities": entities, "bytes": bytes, "join_ms": times });
+        std::fs::write(path, json.to_string()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Entities already in the session, from the filler's own snapshot.
+async fn filler_scene_len(c: &mut Client) -> u32 {
+    while !c.replica.is_synced() {
+        if c.next(Duration::from_secs(10)).await.is_err() {
+            break;
+        }
+    }
+    u32::try_from(c.replica.scene().entities.len()).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +270,15 @@ async fn main() -> std::process::ExitCode {
     };
     if let Some(server) = &args.server {
         ticket.quic_addr.clone_from(server);
+    }
+    if args.join_only {
+        return match join_only(&ticket, &args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meshwork-loadgen: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     let args = std::sync::Arc::new(args);
     // Everyone joins first; sending starts together.

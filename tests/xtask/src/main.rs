@@ -271,6 +271,7 @@ fn serve(extra: &[String]) -> Result<(), String> {
 fn bench(extra: &[String]) -> Result<(), String> {
     for (krate, name) in [
         ("meshwork-protocol", "protocol"),
+        ("meshwork-protocol", "scene"),
         ("meshwork-session", "log"),
     ] {
         run(
