@@ -37,6 +37,20 @@ pub enum Command {
     Backup(BackupArgs),
     /// Load a backup into an empty data dir (the server must be stopped).
     Restore(RestoreArgs),
+    /// Exit 0 when the server at `--http-addr` answers `/healthz`, 1 otherwise (for container
+    /// health checks: needs no shell or curl in the image).
+    Healthcheck(HealthArgs),
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server's HTTP address.
+    #[arg(long, env = "MESHWORK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 /// Flags of `verify-log`.

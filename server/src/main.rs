@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use meshwork_protocol::{Role, Signer as _};
 use meshwork_server::config::{
-    BackupArgs, Cli, Command, InviteArgs, RestoreArgs, Settings, VerifyArgs, parse_ttl_ms,
+    BackupArgs, Cli, Command, HealthArgs, InviteArgs, RestoreArgs, Settings, VerifyArgs,
+    parse_ttl_ms,
 };
 use meshwork_server::data::{DataDir, parse_session_id};
 use meshwork_server::store;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Command::VerifyLog(args) => verify_log(&args),
         Command::Backup(args) => backup(&args),
         Command::Restore(args) => restore(&args),
+        Command::Healthcheck(args) => healthcheck(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,4 +265,37 @@ fn restore(args: &RestoreArgs) -> Result<(), Error> {
         "copy server.key, cert.der, cert.key.der, admin-token.sha256 and sessions.json from the old data dir too"
     );
     Ok(())
+}
+
+/// A bare HTTP/1.1 `GET /healthz`: the image has no shell and no curl.
+fn healthcheck(args: &HealthArgs) -> Result<(), Error> {
+    use std::io::{Read as _, Write as _};
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let mut stream = std::net::TcpStream::connect_timeout(&args.http_addr, timeout)
+        .map_err(|e| Error::Io(format!("{}: {e}", args.http_addr)))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Error::Io(e.to_string()))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.http_addr
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let mut response = Vec::new();
+    let _ = stream.take(4096).read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    if text.starts_with("HTTP/1.1 200") {
+        println!("healthy");
+        Ok(())
+    } else {
+        Err(Error::Io(format!(
+            "unhealthy: {}",
+            text.lines().next().unwrap_or("no answer")
+        )))
+    }
 }

@@ -53,6 +53,32 @@ pub struct Metrics {
 
 const PREFIX: &str = "meshwork";
 
+/// Every `reason` label `commands_rejected_total` can carry.
+pub const REJECT_REASONS: [&str; 22] = [
+    "malformed",
+    "wrong_version",
+    "wrong_session",
+    "unknown_author",
+    "key_mismatch",
+    "bad_signature",
+    "permission",
+    "replay",
+    "conflict",
+    "rate_limited",
+    "unsupported_version",
+    "invalid_invite",
+    "invite_expired",
+    "bad_proof",
+    "bad_key",
+    "no_such_session",
+    "session_full",
+    "frame_too_large",
+    "bad_frame",
+    "undecodable",
+    "out_of_phase",
+    "presence_dropped",
+];
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help).namespace(PREFIX), labels)
         .expect("metric names and labels are static and valid");
@@ -209,6 +235,27 @@ impl Metrics {
                 &meshwork_protocol::PROTOCOL_VERSION.to_string(),
             ])
             .set(1);
+        // Every known label value exists from the start at 0, so rate() and dashboards work
+        // before the first event (Prometheus practice for bounded label sets).
+        for kind in meshwork_protocol::CommandKind::ALL {
+            commands_appended_total.with_label_values(&[kind.as_str()]);
+        }
+        for strategy in ["merge", "last_write_wins", "reject"] {
+            conflicts_total.with_label_values(&[strategy]);
+        }
+        for reason in REJECT_REASONS {
+            commands_rejected_total.with_label_values(&[reason]);
+        }
+        for transport in Transport::ALL {
+            for vec in [
+                &packets_sent_total,
+                &packets_received_total,
+                &bytes_sent_total,
+                &bytes_received_total,
+            ] {
+                vec.with_label_values(&[transport.as_str()]);
+            }
+        }
         for transport in Transport::ALL {
             clients_connected
                 .with_label_values(&[transport.as_str()])

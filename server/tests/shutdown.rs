@@ -33,6 +33,17 @@ async fn sigterm_closes_clients_with_a_reason_and_exits_zero() {
     );
     assert!(banner.contains("certificate:      SHA-256 "), "{banner}");
 
+    // The shell-less health check the container image uses.
+    let health = std::process::Command::new(BIN)
+        .args(["healthcheck", "--http-addr", &server.http.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+
     // An invite minted offline from the same data dir, as an operator would.
     let ticket = server.ticket(BIN, &data, "editor");
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
@@ -61,4 +72,15 @@ async fn sigterm_closes_clients_with_a_reason_and_exits_zero() {
     assert!(close.message.contains("shutting down"), "{}", close.message);
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
+    let health = std::process::Command::new(BIN)
+        .args([
+            "healthcheck",
+            "--timeout-ms",
+            "500",
+            "--http-addr",
+            &server.http.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!health.status.success(), "a stopped server is not healthy");
 }
