@@ -212,6 +212,7 @@ fn ci() -> Result<(), String> {
         ]),
     )?;
     check_sans_io()?;
+    container_test()?;
     run(
         "doc tests",
         cargo().args(["test", "--locked", "--workspace", "--doc"]),
@@ -248,6 +249,131 @@ fn ci() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A private Docker engine for the container test; stopped when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now()
+            .checked_add(std::time::Duration::from_secs(20))
+            .unwrap_or_else(Instant::now);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.join("root"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The image test: docker.io if missing, a static server binary, a private `dockerd` in a temp
+/// dir (no bridge, no iptables), then `tests/tests/container.rs` against it.
+fn container_test() -> Result<(), String> {
+    if !Path::new("/usr/sbin/dockerd").exists() {
+        run(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
+        run(
+            "install docker.io",
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "docker.io",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let triple = "x86_64-unknown-linux-gnu";
+    run(
+        "static server binary for the image",
+        cargo()
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "-p",
+                "meshwork-server",
+                "--target",
+                triple,
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let binary = target_dir()
+        .join(triple)
+        .join("release")
+        .join("meshwork-server");
+    let dir = env::temp_dir().join(format!("meshwork-dockerd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sock = dir.join("docker.sock");
+    let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+    eprintln!("\n==> private dockerd in {}", dir.display());
+    let child = Command::new("/usr/sbin/dockerd")
+        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .arg(format!("--data-root={}", dir.join("root").display()))
+        .arg(format!("--exec-root={}", dir.join("exec").display()))
+        .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
+        .arg(format!("-H=unix://{}", sock.display()))
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("dockerd: {e}"))?;
+    let daemon = Dockerd {
+        child,
+        dir: dir.clone(),
+    };
+    let host = format!("unix://{}", sock.display());
+    let deadline = Instant::now()
+        .checked_add(std::time::Duration::from_secs(60))
+        .unwrap_or_else(Instant::now);
+    while !Command::new("docker")
+        .env("DOCKER_HOST", &host)
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
+            return Err(format!("dockerd did not come up:\n{log}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let result = run(
+        "container test (real Docker engine)",
+        cargo()
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "meshwork-testkit",
+                "--test",
+                "container",
+                "--",
+                "--ignored",
+            ])
+            .env("MESHWORK_DOCKER_HOST", &host)
+            .env("MESHWORK_STATIC_BINARY", &binary),
+    );
+    drop(daemon);
+    result
 }
 
 /// `cargo xtask run`: the server with its zero-configuration defaults (extra flags pass through).
