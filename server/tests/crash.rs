@@ -161,7 +161,7 @@ async fn crash_cycles(store: &str) {
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(edit_until_killed(ticket.clone(), killed.clone())))
             .collect();
-        let wait_ms = 150 + next(&mut rng) % 600;
+        let wait_ms = 300 + next(&mut rng) % 600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
