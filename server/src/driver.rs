@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Metrics, Transport};
 use crate::store::writer::{StoreAck, StoreCmd, StoreHandle};
+use crate::telemetry::TARGET;
 
 /// Messages fed to the session per wake-up at most, so timers are never starved.
 pub const DRAIN_BATCH: usize = 256;
@@ -157,6 +158,7 @@ pub fn spawn(
         batch_received: HashMap::new(),
         feedback: VecDeque::new(),
         pass_received: None,
+        batch_spans: VecDeque::new(),
         store,
         backlog: VecDeque::new(),
         acks_tx,
@@ -180,6 +182,8 @@ struct Driver {
     feedback: VecDeque<Input>,
     /// Earliest receive time of the inputs fed in the current pass.
     pass_received: Option<Instant>,
+    /// Root spans of the batches about to be persisted, in batch order.
+    batch_spans: VecDeque<tracing::Span>,
     /// The store writer.
     store: StoreHandle,
     /// Commands for the writer that did not fit its queue yet (bounded by [`STORE_BACKLOG`]:
@@ -275,10 +279,14 @@ impl Driver {
     }
 
     fn on_ack(&mut self, ack: StoreAck) {
+        let _fanout =
+            tracing::trace_span!(target: TARGET, parent: &ack.span, "meshwork.fanout").entered();
         match ack.result {
             Ok(()) => {
                 self.session
                     .handle_input(now_ms(), Input::PersistAck { batch: ack.batch });
+                // Fan-out is flushed when the outputs are drained: do it inside the span.
+                self.carry_out();
                 let durable = self.session.durable_entries();
                 if durable.saturating_sub(self.last_snapshot) >= self.snapshot_every
                     && let Some(snapshot) = self.session.snapshot()
@@ -319,12 +327,28 @@ impl Driver {
                     self.outboxes.remove(client);
                 }
                 self.pass_received = Some(self.pass_received.map_or(received, |r| r.min(received)));
+                // The command path's root span: receive → verify/order → persist → fan-out.
+                let root = if is_submit {
+                    let waited_us =
+                        u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    tracing::trace_span!(target: TARGET, "meshwork.command", session = %self.name, inbox_wait_us = waited_us)
+                } else {
+                    tracing::Span::none()
+                };
+                let before = self.session.batches_in_flight();
                 let started = Instant::now();
-                self.session.handle_input(now_ms(), input);
+                {
+                    let _verify = tracing::trace_span!(target: TARGET, parent: &root, "meshwork.verify_order").entered();
+                    self.session.handle_input(now_ms(), input);
+                }
                 if is_submit {
                     self.metrics
                         .signature_verify_seconds
                         .observe(started.elapsed().as_secs_f64());
+                }
+                // Persist outputs come out in the order their batches were made.
+                for _ in before..self.session.batches_in_flight() {
+                    self.batch_spans.push_back(root.clone());
                 }
             }
             DriverMsg::Info(reply) => {
@@ -391,12 +415,17 @@ impl Driver {
                 if let Some(at) = self.pass_received {
                     self.batch_received.insert(batch, at);
                 }
+                let span = self
+                    .batch_spans
+                    .pop_front()
+                    .unwrap_or_else(tracing::Span::none);
                 let cmd = StoreCmd::Persist {
                     session: self.session.id(),
                     batch,
                     authors,
                     entries,
                     ack: self.acks_tx.clone(),
+                    span,
                 };
                 // Straight to the writer when it has room, so a lone command is not delayed.
                 if self.backlog.is_empty() {

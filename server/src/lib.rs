@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod quic;
 pub mod router;
 pub mod store;
+pub mod telemetry;
 
 use crate::config::Settings;
 use crate::data::{DataDir, random_bytes};

@@ -41,21 +41,13 @@ fn fingerprint(bytes: &[u8; 32]) -> String {
 }
 
 fn serve(settings: Settings) -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHWORK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: journald and `docker logs` get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meshwork")
         .build()
         .map_err(|e| Error::Io(e.to_string()))?;
     runtime.block_on(async move {
+        let telemetry = meshwork_server::telemetry::Telemetry::init().map_err(Error::Config)?;
         let hosts: Vec<String> = settings.public_host.iter().cloned().collect();
         let data = DataDir::open_or_init(&settings.data_dir, &hosts)?;
         let new_token = data.new_admin_token.clone();
@@ -87,6 +79,7 @@ fn serve(settings: Settings) -> Result<(), Error> {
         wait_for_signal().await;
         println!("shutting down: closing clients");
         server.shutdown_and_wait().await;
+        telemetry.shutdown();
         println!("stopped");
         Ok(())
     })

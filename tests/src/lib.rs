@@ -732,6 +732,20 @@ pub mod server_process {
         /// If the server does not start: the calling test fails with the reason.
         #[must_use]
         pub fn start(bin: &str, data: &Path, extra: &[&str]) -> Self {
+            Self::start_with_env(bin, data, extra, &[])
+        }
+
+        /// As [`ServerProcess::start`], with extra environment variables.
+        ///
+        /// # Panics
+        /// If the server does not start.
+        #[must_use]
+        pub fn start_with_env(
+            bin: &str,
+            data: &Path,
+            extra: &[&str],
+            env: &[(&str, &str)],
+        ) -> Self {
             let mut child = Command::new(bin)
                 .args([
                     "serve",
@@ -744,6 +758,7 @@ pub mod server_process {
                 .arg("--data-dir")
                 .arg(data)
                 .env("MESHWORK_LOG", "warn")
+                .envs(env.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()

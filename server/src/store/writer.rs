@@ -41,6 +41,8 @@ pub struct StoreAck {
     pub batch: BatchId,
     /// `Err` with the store's message when the commit failed: nothing of it is durable.
     pub result: Result<(), String>,
+    /// The command's root span (tracing), handed back for the fan-out.
+    pub span: tracing::Span,
 }
 
 /// Work for the writer.
@@ -65,6 +67,8 @@ pub enum StoreCmd {
         entries: Vec<SignedEntry>,
         /// Where the ack goes.
         ack: mpsc::Sender<StoreAck>,
+        /// The command's root span.
+        span: tracing::Span,
     },
     /// Store a snapshot.
     Snapshot {
@@ -160,7 +164,9 @@ impl Writer {
     /// One group commit for everything queued. Returns false on shutdown.
     fn apply(&mut self, cmds: Vec<StoreCmd>) -> bool {
         let mut puts = Vec::new();
-        let mut acks: Vec<(mpsc::Sender<StoreAck>, BatchId)> = Vec::new();
+        let mut acks: Vec<(mpsc::Sender<StoreAck>, BatchId, tracing::Span)> = Vec::new();
+        // One `meshwork.persist` span per batch, open until the shared commit returns.
+        let mut persist_spans: Vec<tracing::Span> = Vec::new();
         let mut after: Vec<StoreCmd> = Vec::new();
         let mut shutdown = None;
         let mut entries_written = 0u64;
@@ -177,7 +183,14 @@ impl Writer {
                     authors,
                     entries,
                     ack,
+                    span,
                 } => {
+                    persist_spans.push(tracing::trace_span!(
+                        target: crate::telemetry::TARGET,
+                        parent: &span,
+                        "meshwork.persist",
+                        entries = entries.len()
+                    ));
                     let chain = self.chains.entry(session).or_insert_with(|| Chain {
                         name: String::new(),
                         position: 0,
@@ -210,7 +223,7 @@ impl Writer {
                     if !touched.contains(&session) {
                         touched.push(session);
                     }
-                    acks.push((ack, batch));
+                    acks.push((ack, batch, span));
                 }
                 StoreCmd::Snapshot { session, snapshot } => {
                     puts.push(Put {
@@ -281,10 +294,12 @@ impl Writer {
             // Nothing of this commit is durable; the drivers are told and stop acknowledging.
             tracing::error!("store commit failed: {e}");
         }
-        for (ack, batch) in acks {
+        drop(persist_spans);
+        for (ack, batch, span) in acks {
             let _ = ack.blocking_send(StoreAck {
                 batch,
                 result: result.clone(),
+                span,
             });
         }
         self.publish_gauges();
