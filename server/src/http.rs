@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route("/api/v1/sessions/{id}/invites", post(create_invite))
         .route("/api/v1/backup", post(create_backup))
+        .route("/api/v1/sessions/{id}/ws", get(crate::ws::upgrade))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }

@@ -23,6 +23,7 @@ pub mod quic;
 pub mod router;
 pub mod store;
 pub mod telemetry;
+pub mod ws;
 
 use crate::config::Settings;
 use crate::data::{DataDir, random_bytes};

@@ -11,17 +11,20 @@ use prometheus::{
 pub enum Transport {
     /// Native clients.
     Quic,
+    /// The WebSocket fallback (browsers on networks that block UDP).
+    WebSocket,
 }
 
 impl Transport {
     /// Every transport, for initialising labelled metrics.
-    pub const ALL: &'static [Self] = &[Self::Quic];
+    pub const ALL: &'static [Self] = &[Self::Quic, Self::WebSocket];
 
     /// The label value.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Quic => "quic",
+            Self::WebSocket => "ws",
         }
     }
 }

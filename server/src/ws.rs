@@ -1,0 +1,160 @@
+//! The WebSocket fallback for networks that block UDP: `GET /api/v1/sessions/{id}/ws` upgrades
+//! to a WebSocket whose binary messages carry the same frames as the QUIC stream (one or more
+//! whole frames per message, or frames split across messages: the reader reassembles). The
+//! unreliable lane has no separate channel here; presence rides the same ordered stream.
+//! Connections reach the session driver through the same inbox and outbox types as QUIC.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt as _, StreamExt as _};
+use meshwork_protocol::FrameReader;
+use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
+use meshwork_session::Input;
+use tokio::sync::mpsc;
+
+use crate::data::parse_session_id;
+use crate::driver::{DriverMsg, Outgoing, SessionHandle};
+use crate::http::AppState;
+use crate::metrics::{Metrics, Transport};
+use crate::quic::close_code;
+
+/// How long a closing socket waits for the client's close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The upgrade handler.
+pub async fn upgrade(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(session) = parse_session_id(&id)
+        .ok()
+        .and_then(|sid| s.ctx.router.get(sid))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": format!("no session {id}") })),
+        )
+            .into_response();
+    };
+    if s.ctx.router.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let (router, metrics, outbox) = (
+        s.ctx.router.clone(),
+        s.metrics.clone(),
+        s.ctx.settings.outbox_frames,
+    );
+    ws.max_message_size(MAX_FRAME_BYTES.saturating_add(FRAME_HEADER_BYTES))
+        .on_upgrade(move |socket| async move {
+            let client = router.next_client();
+            serve(socket, session, client, metrics, outbox).await;
+        })
+}
+
+async fn serve(
+    socket: WebSocket,
+    session: SessionHandle,
+    client: meshwork_session::ClientId,
+    metrics: Metrics,
+    outbox: usize,
+) {
+    let transport = Transport::WebSocket;
+    metrics
+        .clients_connected
+        .with_label_values(&[transport.as_str()])
+        .inc();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(outbox);
+    if !session
+        .send(DriverMsg::Connect {
+            client,
+            transport,
+            outbox: tx,
+        })
+        .await
+    {
+        metrics
+            .clients_connected
+            .with_label_values(&[transport.as_str()])
+            .dec();
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        let mut reason = meshwork_protocol::wire::CloseReason::ServerShutdown;
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Frame(f) | Outgoing::Datagram(f) => {
+                    if sink.send(Message::Binary(f.to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Outgoing::Close(r) => {
+                    reason = r;
+                    break;
+                }
+            }
+        }
+        let code = u16::try_from(close_code(reason))
+            .unwrap_or(0)
+            .saturating_add(4000);
+        let frame = CloseFrame {
+            code,
+            reason: format!("{reason:?}").into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    });
+    let mut reader = FrameReader::new();
+    let input = |input| DriverMsg::Input {
+        received: Instant::now(),
+        input,
+    };
+    'read: while let Some(Ok(msg)) = stream.next().await {
+        let bytes = match msg {
+            Message::Binary(b) => b,
+            Message::Close(_) => break,
+            // Text is not part of the protocol; ping/pong are answered by the library.
+            Message::Text(_) => {
+                let error = meshwork_protocol::FrameError::Malformed;
+                let _ = session.send(input(Input::BadFrame { client, error })).await;
+                break;
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if let Err(error) = reader.push(&bytes) {
+            let _ = session.send(input(Input::BadFrame { client, error })).await;
+            break;
+        }
+        loop {
+            match reader.next_payload() {
+                Ok(Some(payload)) => {
+                    metrics.received(transport, payload.len());
+                    if !session
+                        .send(input(Input::Payload {
+                            client,
+                            bytes: payload,
+                        }))
+                        .await
+                    {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = session.send(input(Input::BadFrame { client, error })).await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+    let _ = session.send(input(Input::Disconnected { client })).await;
+    metrics
+        .clients_connected
+        .with_label_values(&[transport.as_str()])
+        .dec();
+}
