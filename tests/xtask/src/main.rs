@@ -212,6 +212,7 @@ fn ci() -> Result<(), String> {
         ]),
     )?;
     check_sans_io()?;
+    wasm_package_test()?;
     container_test()?;
     run(
         "doc tests",
@@ -249,6 +250,81 @@ fn ci() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The wasm-bindgen CLI version; must equal the `wasm-bindgen` crate in Cargo.lock.
+const WASM_BINDGEN: &str = "0.2.130";
+
+/// Builds the browser package of the protocol (`client-web/wasm` through wasm-bindgen: a
+/// `web` build into `client-web/pkg` for the editor, a `nodejs` build for tests) and runs the
+/// Node end-to-end test against the real server.
+fn wasm_package_test() -> Result<(), String> {
+    run(
+        "wasm package (cargo)",
+        cargo().args([
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "meshwork-wasm",
+            "--target",
+            WASM_TARGET,
+        ]),
+    )?;
+    let tools = target_dir().with_file_name("tools");
+    let cli = tools.join("bin").join("wasm-bindgen");
+    let current = Command::new(&cli)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if !current.as_deref().is_some_and(|v| v.contains(WASM_BINDGEN)) {
+        // Not --locked: the CLI's own lockfile pins a crate version the registry here lacks.
+        run(
+            "install wasm-bindgen-cli",
+            Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args([
+                    "install",
+                    "wasm-bindgen-cli",
+                    "--version",
+                    &format!("={WASM_BINDGEN}"),
+                ])
+                .arg("--root")
+                .arg(&tools),
+        )?;
+    }
+    let wasm = target_dir()
+        .join(WASM_TARGET)
+        .join("release")
+        .join("meshwork_wasm.wasm");
+    let node_pkg = target_dir().join("wasm-pkg").join("node");
+    for (target, out) in [
+        ("web", workspace_root().join("client-web").join("pkg")),
+        ("nodejs", node_pkg.clone()),
+    ] {
+        run(
+            &format!("wasm-bindgen --target {target}"),
+            Command::new(&cli)
+                .args(["--target", target, "--out-dir"])
+                .arg(&out)
+                .arg(&wasm),
+        )?;
+    }
+    run(
+        "wasm package end to end (Node over WebSocket)",
+        cargo()
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "meshwork-server",
+                "--test",
+                "wasm_node",
+                "--",
+                "--ignored",
+            ])
+            .env("MESHWORK_WASM_PKG", &node_pkg),
+    )
 }
 
 /// A private Docker engine for the container test; stopped when dropped.
