@@ -72,7 +72,13 @@ fn serve(settings: Settings) -> Result<(), Error> {
         }
         println!();
         println!("Next: invite someone to the default session, then join with the ticket:");
-        println!("  meshwork-server invite --data-dir {} --role editor --quic-addr {}", settings.data_dir.display(), server.ctx.public_quic_addr);
+        // The binary's own path: under `cargo xtask run` it is not on PATH.
+        let exe = std::env::current_exe().map_or_else(|_| "meshwork-server".to_owned(), |p| p.display().to_string());
+        println!(
+            "  {exe} invite --data-dir {} --role editor --quic-addr {}",
+            settings.data_dir.display(),
+            server.ctx.public_quic_addr
+        );
         println!("  or: curl -X POST -H 'Authorization: Bearer <admin token>' -d '{{\"role\":\"editor\"}}' \\");
         println!("        -H 'Content-Type: application/json' http://{http}/api/v1/sessions/{default_session}/invites");
         println!("listening: http={http} quic={}", server.quic_addr);

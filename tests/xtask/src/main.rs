@@ -36,7 +36,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
-        Some("run") => serve(&args[1..]),
+        // `cargo xtask run -- --flag` and `cargo xtask run --flag` both work.
+        Some("run") => serve(args.get(1..).map_or(&[][..], |a| {
+            a.strip_prefix(&["--".to_owned()][..]).unwrap_or(a)
+        })),
         _ => {
             eprintln!("usage: cargo xtask <ci | run [serve flags] | bench [criterion args]>");
             return ExitCode::from(2);
