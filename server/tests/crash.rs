@@ -60,19 +60,11 @@ fn verify_offline(data: &Path, store: &str) -> String {
 }
 
 async fn session_info(http_addr: SocketAddr, token: &str) -> serde_json::Value {
-    let bearer = format!("Bearer {token}");
-    let r = http::request(
-        http_addr,
-        "GET",
-        "/api/v1/sessions",
-        &[("Authorization", &bearer)],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    list[0].clone()
+    let admin = http::Admin {
+        addr: http_addr,
+        token: token.to_owned(),
+    };
+    admin.sessions().await.unwrap()[0].clone()
 }
 
 /// SplitMix64, so a failing seed replays.

@@ -62,19 +62,13 @@ async fn one_command_exports_linked_spans_over_otlp() {
     );
     let ticket = server.ticket(BIN, &data, "editor");
     let mut c = Client::join(&ticket, random_signer()).await.unwrap();
-    let sent = c
-        .submit(vec![Command::Translate {
-            entity: EntityId::new(c.author(), 1),
-            delta: Vec3::X,
-        }])
+    let cmd = Command::Translate {
+        entity: EntityId::new(c.author(), 1),
+        delta: Vec3::X,
+    };
+    c.submit_acked(vec![cmd], Duration::from_secs(10))
         .await
         .unwrap();
-    let seq = sent[0].decode_body().unwrap().seq;
-    c.until(Instant::now() + Duration::from_secs(10), |s| {
-        s.acks.contains_key(&seq)
-    })
-    .await
-    .unwrap();
     // Shutdown flushes the batch exporter.
     assert!(server.terminate(Duration::from_secs(10)).success());
 

@@ -25,17 +25,11 @@ fn hex(b: [u8; 32]) -> String {
 }
 
 async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
-    let bearer = format!("Bearer {token}");
-    let r = http::request(
-        server.http,
-        "GET",
-        "/api/v1/sessions",
-        &[("Authorization", &bearer)],
-        "",
-    )
-    .await
-    .unwrap();
-    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let admin = http::Admin {
+        addr: server.http,
+        token: token.to_owned(),
+    };
+    let list = admin.sessions().await.unwrap();
     (
         list[0]["scene_position"].as_u64().unwrap(),
         list[0]["scene_hash"].as_str().unwrap().to_owned(),

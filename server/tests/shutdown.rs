@@ -7,7 +7,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glam::Vec3;
 use meshwork_protocol::wire::{CloseReason, ServerMsg};
@@ -51,12 +51,8 @@ async fn sigterm_closes_clients_with_a_reason_and_exits_zero() {
         entity: EntityId::new(client.author(), 1),
         delta: Vec3::Y,
     };
-    let sent = client.submit(vec![cmd]).await.unwrap();
-    let seq = sent[0].decode_body().unwrap().seq;
     client
-        .until(Instant::now() + Duration::from_secs(10), |s| {
-            s.acks.contains_key(&seq)
-        })
+        .submit_acked(vec![cmd], Duration::from_secs(10))
         .await
         .unwrap();
 

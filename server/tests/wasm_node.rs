@@ -45,17 +45,13 @@ async fn node_joins_through_the_wasm_package() {
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["entities"], 1);
     assert_eq!(report["triangles"], 12, "a cube is 6 quads = 12 triangles");
-    let bearer = format!("Bearer {token}");
-    let r = http::request(
-        server.http,
-        "GET",
-        "/api/v1/sessions",
-        &[("Authorization", &bearer)],
-        "",
-    )
+    let v = http::Admin {
+        addr: server.http,
+        token,
+    }
+    .sessions()
     .await
     .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
         report["hash"], v[0]["scene_hash"],
         "the browser-side replica equals the server's scene"

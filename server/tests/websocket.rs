@@ -144,19 +144,13 @@ async fn websocket_and_quic_clients_share_a_session() {
     })
     .await
     .unwrap();
-    let bearer = format!("Bearer {token}");
+    let admin = http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    };
     let end = Instant::now() + Duration::from_secs(20);
     let (position, hash) = loop {
-        let r = http::request(
-            server.http,
-            "GET",
-            "/api/v1/sessions",
-            &[("Authorization", &bearer)],
-            "",
-        )
-        .await
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let v = admin.sessions().await.unwrap();
         let (p, h) = (
             v[0]["scene_position"].as_u64().unwrap(),
             v[0]["scene_hash"].as_str().unwrap().to_owned(),

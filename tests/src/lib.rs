@@ -399,6 +399,30 @@ impl Client {
         SignedEntry::sign(&body, &self.signer).expect("entry domain is set above")
     }
 
+    /// Submits `commands` and waits (until `wait` has passed) for every one to be acknowledged.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] if an acknowledgement does not come in time (a refusal shows in
+    /// [`Seen::refusals`]), or the connection errors.
+    pub async fn submit_acked(
+        &mut self,
+        commands: Vec<Command>,
+        wait: Duration,
+    ) -> Result<Vec<SignedEntry>, ClientError> {
+        let entries = self.submit(commands).await?;
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| e.decode_body().ok())
+            .map(|b| b.seq)
+            .collect();
+        let deadline = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(Instant::now);
+        self.until(deadline, |s| seqs.iter().all(|q| s.acks.contains_key(q)))
+            .await?;
+        Ok(entries)
+    }
+
     /// Signs an arbitrary body with this client's key (tests of replayed and malformed entries).
     ///
     /// # Panics
@@ -692,6 +716,77 @@ pub mod http {
     /// As [`request`].
     pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
         request(addr, "GET", path, &[], "").await
+    }
+
+    /// The admin API as a test uses it: a bearer token and JSON both ways.
+    #[derive(Clone, Debug)]
+    pub struct Admin {
+        /// The server's HTTP address.
+        pub addr: SocketAddr,
+        /// The admin token.
+        pub token: String,
+    }
+
+    impl Admin {
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            body: &str,
+            expect: u16,
+        ) -> Result<serde_json::Value, String> {
+            let bearer = format!("Bearer {}", self.token);
+            let headers = [
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ];
+            let r = request(self.addr, method, path, &headers, body).await?;
+            if r.status != expect {
+                return Err(format!("{method} {path}: {} {}", r.status, r.body));
+            }
+            serde_json::from_str(&r.body).map_err(|e| format!("{method} {path}: {e}: {}", r.body))
+        }
+
+        /// `GET /api/v1/sessions`.
+        ///
+        /// # Errors
+        /// A status other than 200 or a body that is not JSON.
+        pub async fn sessions(&self) -> Result<serde_json::Value, String> {
+            self.call("GET", "/api/v1/sessions", "", 200).await
+        }
+
+        /// `POST /api/v1/sessions`; returns the new session's id.
+        ///
+        /// # Errors
+        /// A status other than 201.
+        pub async fn create_session(&self, name: &str) -> Result<String, String> {
+            let body = serde_json::json!({ "name": name }).to_string();
+            let v = self.call("POST", "/api/v1/sessions", &body, 201).await?;
+            v["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no id in {v}"))
+        }
+
+        /// `POST /api/v1/sessions/{id}/invites`; returns the ticket text.
+        ///
+        /// # Errors
+        /// A status other than 201.
+        pub async fn invite(&self, session: &str, role: &str) -> Result<String, String> {
+            let body = serde_json::json!({ "role": role }).to_string();
+            let v = self
+                .call(
+                    "POST",
+                    &format!("/api/v1/sessions/{session}/invites"),
+                    &body,
+                    201,
+                )
+                .await?;
+            v["ticket"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no ticket in {v}"))
+        }
     }
 }
 

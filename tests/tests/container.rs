@@ -140,54 +140,20 @@ async fn the_image_runs_serves_and_keeps_its_data() {
         .unwrap()
         .trim()
         .to_owned();
-    let bearer = format!("Bearer {token}");
-    let auth = [
-        ("Authorization", bearer.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    let created = http::request(
-        http_addr,
-        "POST",
-        "/api/v1/sessions",
-        &auth,
-        r#"{"name":"container"}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(created.status, 201, "{}", created.body);
-    let id = serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let invite = http::request(
-        http_addr,
-        "POST",
-        &format!("/api/v1/sessions/{id}/invites"),
-        &auth,
-        r#"{"role":"editor"}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(invite.status, 201, "{}", invite.body);
-    let text = serde_json::from_str::<serde_json::Value>(&invite.body).unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let ticket = JoinTicket::from_text(&text).unwrap();
+    let admin = http::Admin {
+        addr: http_addr,
+        token: token.clone(),
+    };
+    let id = admin.create_session("container").await.unwrap();
+    let ticket = JoinTicket::from_text(&admin.invite(&id, "editor").await.unwrap()).unwrap();
     let mut c = Client::join(&ticket, random_signer()).await.unwrap();
-    let sent = c
-        .submit(vec![Edit::Translate {
-            entity: EntityId::new(c.author(), 1),
-            delta: Vec3::X,
-        }])
+    let cmd = Edit::Translate {
+        entity: EntityId::new(c.author(), 1),
+        delta: Vec3::X,
+    };
+    c.submit_acked(vec![cmd], Duration::from_secs(10))
         .await
         .unwrap();
-    let seq = sent[0].decode_body().unwrap().seq;
-    c.until(Instant::now() + Duration::from_secs(10), |s| {
-        s.acks.contains_key(&seq)
-    })
-    .await
-    .unwrap();
     drop(c);
 
     // A real Prometheus scrapes the container.
@@ -254,19 +220,16 @@ async fn the_image_runs_serves_and_keeps_its_data() {
         logs2.contains("created on first start"),
         "the data dir survived:\n{logs2}"
     );
-    let r = http::request(
-        http_addr,
-        "GET",
-        "/api/v1/sessions",
-        &[("Authorization", bearer.as_str())],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(
-        r.body.contains(&id) && r.body.contains("\"log_entries\":1"),
-        "{}",
-        r.body
+    let sessions = admin.sessions().await.unwrap();
+    let session = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(
+        session["log_entries"], 1,
+        "the session and its entry survived: {sessions}"
     );
     ok(&docker(&["stop", "mw-ci-2"]), "docker stop");
     let _ = docker(&["rm", "-f", "mw-ci-1", "mw-ci-2"]);
