@@ -187,17 +187,15 @@ impl<S: Signer> ClientConnection<S> {
         for command in commands {
             let seen = self.seen;
             self.lamport = self.lamport.max(seen).saturating_add(1);
-            let body = EntryBody {
-                domain: Domain::Entry,
-                version: PROTOCOL_VERSION,
+            let body = EntryBody::new(
                 session,
                 author,
-                key_id: self.signer.public_key().key_id(),
-                seq: self.next_seq,
-                lamport: self.lamport,
-                seen_lamport: seen,
+                self.signer.public_key().key_id(),
+                self.next_seq,
+                self.lamport,
+                seen,
                 command,
-            };
+            );
             self.next_seq = self.next_seq.saturating_add(1);
             entries.push(SignedEntry::sign(&body, &self.signer).ok()?);
         }

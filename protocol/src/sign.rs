@@ -343,6 +343,30 @@ pub struct EntryBody {
 }
 
 impl EntryBody {
+    /// A body for this protocol version (domain and version filled in).
+    #[must_use]
+    pub const fn new(
+        session: SessionId,
+        author: AuthorId,
+        key_id: KeyId,
+        seq: u64,
+        lamport: u64,
+        seen_lamport: u64,
+        command: Command,
+    ) -> Self {
+        Self {
+            domain: Domain::Entry,
+            version: crate::PROTOCOL_VERSION,
+            session,
+            author,
+            key_id,
+            seq,
+            lamport,
+            seen_lamport,
+            command,
+        }
+    }
+
     /// The entry's position in the total order.
     #[must_use]
     pub const fn id(&self) -> CommandId {

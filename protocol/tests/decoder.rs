@@ -11,27 +11,25 @@
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, FrameReader, decode_frame, to_frame};
 use meshwork_protocol::wire::{Ping, Submit};
 use meshwork_protocol::{
-    AuthorId, ClientMsg, Command, Domain, Ed25519Signer, EntityId, EntryBody, FrameError,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMsg, SessionId, SignedEntry, Signer,
+    AuthorId, ClientMsg, Command, Ed25519Signer, EntityId, EntryBody, FrameError, MAX_FRAME_BYTES,
+    ServerMsg, SessionId, SignedEntry, Signer,
 };
 use proptest::prelude::*;
 
 fn valid_frame() -> Vec<u8> {
     let s = Ed25519Signer::from_seed([3; 32]);
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
-        session: SessionId([1; 16]),
-        author: AuthorId(1),
-        key_id: s.public_key().key_id(),
-        seq: 1,
-        lamport: 2,
-        seen_lamport: 1,
-        command: Command::SetName {
+    let body = EntryBody::new(
+        SessionId([1; 16]),
+        AuthorId(1),
+        s.public_key().key_id(),
+        1,
+        2,
+        1,
+        Command::SetName {
             entity: EntityId::new(AuthorId(1), 1),
             name: "chair".into(),
         },
-    };
+    );
     let entry = SignedEntry::sign(&body, &s).unwrap();
     to_frame(&ClientMsg::Submit(Submit {
         entries: vec![entry],

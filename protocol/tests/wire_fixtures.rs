@@ -116,17 +116,15 @@ fn sample_command(kind: CommandKind) -> Command {
 
 fn signed(kind: CommandKind) -> SignedEntry {
     let s = client();
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
-        session: SESSION,
-        author: AuthorId(7),
-        key_id: s.public_key().key_id(),
-        seq: 12,
-        lamport: 345,
-        seen_lamport: 340,
-        command: sample_command(kind),
-    };
+    let body = EntryBody::new(
+        SESSION,
+        AuthorId(7),
+        s.public_key().key_id(),
+        12,
+        345,
+        340,
+        sample_command(kind),
+    );
     SignedEntry::sign(&body, &s).unwrap()
 }
 

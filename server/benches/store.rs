@@ -14,8 +14,7 @@
 use std::time::Instant;
 
 use meshwork_protocol::{
-    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, PROTOCOL_VERSION, SessionId,
-    SignedEntry, Signer as _,
+    AuthorId, Command, Ed25519Signer, EntityId, EntryBody, SessionId, SignedEntry, Signer as _,
 };
 use meshwork_server::store::log::{LogRecord, chain_hash, position_key};
 use meshwork_server::store::{self, Backend, Put, Tree};
@@ -30,20 +29,18 @@ fn main() {
     let session = SessionId([9; 16]);
     let s = Ed25519Signer::from_seed([3; 32]);
     // One signed entry reused (signing is not what is measured here).
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
+    let body = EntryBody::new(
         session,
-        author: AuthorId(1),
-        key_id: s.public_key().key_id(),
-        seq: 1,
-        lamport: 1,
-        seen_lamport: 0,
-        command: Command::Translate {
+        AuthorId(1),
+        s.public_key().key_id(),
+        1,
+        1,
+        0,
+        Command::Translate {
             entity: EntityId::new(AuthorId(1), 1),
             delta: glam::Vec3::X,
         },
-    };
+    );
     let entry = SignedEntry::sign(&body, &s).unwrap();
     println!("{entries} entries, {batch} per durable commit");
     println!(

@@ -384,17 +384,15 @@ impl Client {
     pub fn sign(&mut self, command: Command) -> SignedEntry {
         let seen = self.max_seen_lamport;
         self.lamport = self.lamport.max(seen).saturating_add(1);
-        let body = EntryBody {
-            domain: Domain::Entry,
-            version: PROTOCOL_VERSION,
-            session: self.welcome.session,
-            author: self.welcome.author,
-            key_id: self.signer.public_key().key_id(),
-            seq: self.next_seq,
-            lamport: self.lamport,
-            seen_lamport: seen,
+        let body = EntryBody::new(
+            self.welcome.session,
+            self.welcome.author,
+            self.signer.public_key().key_id(),
+            self.next_seq,
+            self.lamport,
+            seen,
             command,
-        };
+        );
         self.next_seq = self.next_seq.saturating_add(1);
         SignedEntry::sign(&body, &self.signer).expect("entry domain is set above")
     }

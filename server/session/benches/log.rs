@@ -11,8 +11,8 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use glam::Vec3;
 use meshwork_protocol::{
-    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, KeyRing, PROTOCOL_VERSION, Role,
-    SessionId, SignedEntry, Signer,
+    AuthorId, Command, Ed25519Signer, EntityId, EntryBody, KeyRing, Role, SessionId, SignedEntry,
+    Signer,
 };
 use meshwork_session::{CommandLog, Mode};
 
@@ -55,17 +55,15 @@ fn workload() -> Vec<SignedEntry> {
                     delta: Vec3::new(0.01, 0.0, 0.0),
                 }
             };
-            let body = EntryBody {
-                domain: Domain::Entry,
-                version: PROTOCOL_VERSION,
-                session: SESSION,
-                author: AuthorId(a),
-                key_id: s.public_key().key_id(),
-                seq: i / u64::from(AUTHORS) + 1,
-                lamport: i + 1,
-                seen_lamport: i,
+            let body = EntryBody::new(
+                SESSION,
+                AuthorId(a),
+                s.public_key().key_id(),
+                i / u64::from(AUTHORS) + 1,
+                i + 1,
+                i,
                 command,
-            };
+            );
             SignedEntry::sign(&body, s).unwrap()
         })
         .collect()

@@ -26,8 +26,8 @@ use meshwork_protocol::registry::{PermissionDenied, check_permission};
 use meshwork_protocol::sign::SignedItem;
 use meshwork_protocol::wire::RefusalCode;
 use meshwork_protocol::{
-    AuthorId, Command, CommandId, Domain, EntryBody, KeyRing, LamportClock, PROTOCOL_VERSION,
-    PayloadError, Scope, SessionId, SignatureError, SignedEntry, Signer, Strategy, Verifier,
+    AuthorId, Command, CommandId, EntryBody, KeyRing, LamportClock, PROTOCOL_VERSION, PayloadError,
+    Scope, SessionId, SignatureError, SignedEntry, Signer, Strategy, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -398,17 +398,15 @@ impl CommandLog {
         signer: &dyn Signer,
         command: Command,
     ) -> Result<(SignedEntry, Integrated), Refusal> {
-        let body = EntryBody {
-            domain: Domain::Entry,
-            version: PROTOCOL_VERSION,
-            session: self.session,
+        let body = EntryBody::new(
+            self.session,
             author,
-            key_id: signer.public_key().key_id(),
-            seq: self.next_seq(author),
-            lamport: self.clock.now().max(self.seen_lamport).saturating_add(1),
-            seen_lamport: self.seen_lamport,
+            signer.public_key().key_id(),
+            self.next_seq(author),
+            self.clock.now().max(self.seen_lamport).saturating_add(1),
+            self.seen_lamport,
             command,
-        };
+        );
         let signed =
             SignedEntry::sign(&body, signer).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let outcome = self.integrate(signed.clone())?;

@@ -2,8 +2,8 @@
 #![allow(clippy::arithmetic_side_effects, reason = "test deadlines in seconds")]
 
 use meshwork_protocol::{
-    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, PROTOCOL_VERSION, Role,
-    SessionId, SignedEntry, Signer as _,
+    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, Role, SessionId, SignedEntry,
+    Signer as _,
 };
 use meshwork_session::AuthorRecord;
 
@@ -25,20 +25,18 @@ fn server() -> Ed25519Signer {
 
 fn entry(seq: u64) -> SignedEntry {
     let s = author();
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
-        session: SESSION,
-        author: AuthorId(1),
-        key_id: s.public_key().key_id(),
+    let body = EntryBody::new(
+        SESSION,
+        AuthorId(1),
+        s.public_key().key_id(),
         seq,
-        lamport: seq,
-        seen_lamport: seq.saturating_sub(1),
-        command: Command::Translate {
+        seq,
+        seq.saturating_sub(1),
+        Command::Translate {
             entity: EntityId::new(AuthorId(1), 1),
             delta: glam::Vec3::X,
         },
-    };
+    );
     SignedEntry::sign(&body, &s).unwrap()
 }
 

@@ -44,17 +44,15 @@ fn entry_with(
     seen: u64,
     command: Command,
 ) -> SignedEntry {
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
+    let body = EntryBody::new(
         session,
         author,
-        key_id: s.public_key().key_id(),
+        s.public_key().key_id(),
         seq,
         lamport,
-        seen_lamport: seen,
+        seen,
         command,
-    };
+    );
     SignedEntry::sign(&body, s).unwrap()
 }
 

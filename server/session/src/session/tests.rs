@@ -107,17 +107,15 @@ fn entry(
     lamport: u64,
     command: Command,
 ) -> SignedEntry {
-    let body = EntryBody {
-        domain: Domain::Entry,
-        version: PROTOCOL_VERSION,
-        session: SESSION,
+    let body = EntryBody::new(
+        SESSION,
         author,
-        key_id: signer.public_key().key_id(),
+        signer.public_key().key_id(),
         seq,
         lamport,
-        seen_lamport: lamport.saturating_sub(1),
+        lamport.saturating_sub(1),
         command,
-    };
+    );
     SignedEntry::sign(&body, signer).unwrap()
 }
 
