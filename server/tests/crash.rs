@@ -67,15 +67,6 @@ async fn session_info(http_addr: SocketAddr, token: &str) -> serde_json::Value {
     admin.sessions().await.unwrap()[0].clone()
 }
 
-/// SplitMix64, so a failing seed replays.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// One client submitting as fast as acks allow until the server dies; returns its acks.
 async fn edit_until_killed(
     ticket: JoinTicket,
@@ -125,10 +116,11 @@ async fn crash_cycles(store: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let mut rng: u64 = std::env::var("MESHWORK_CRASH_SEED")
+    let seed = std::env::var("MESHWORK_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
+    let mut rng = meshwork_testkit::sim::Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut acked_total: BTreeMap<CommandId, ()> = BTreeMap::new();
@@ -153,7 +145,7 @@ async fn crash_cycles(store: &str) {
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(edit_until_killed(ticket.clone(), killed.clone())))
             .collect();
-        let wait_ms = 300 + next(&mut rng) % 600;
+        let wait_ms = 300 + rng.below(600);
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
@@ -209,7 +201,7 @@ async fn crash_cycles(store: &str) {
             "cycle {cycle}: the probe's replica loaded the snapshot"
         );
         assert_eq!(
-            meshwork_server_hex(probe.replica.scene().state_hash()),
+            hex::encode(probe.replica.scene().state_hash()),
             info["scene_hash"].as_str().unwrap(),
             "cycle {cycle}: the restarted scene is the one clients replicate"
         );
@@ -228,8 +220,4 @@ async fn crash_cycles(store: &str) {
         "{cycles} SIGKILL cycles: {} acknowledged commands, none lost",
         acked_total.len()
     );
-}
-
-fn meshwork_server_hex(bytes: [u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -20,10 +20,6 @@ use meshwork_testkit::{Client, http, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
     let admin = http::Admin {
         addr: server.http,
@@ -118,7 +114,7 @@ async fn replicas_over_quic_converge_and_presence_flows() {
     for c in &mut clients {
         catch_up(c, position).await;
         assert_eq!(
-            hex(c.replica.scene().state_hash()),
+            hex::encode(c.replica.scene().state_hash()),
             hash,
             "replica of {} differs",
             c.author()

@@ -83,10 +83,6 @@ impl WsClient {
     }
 }
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_quic_clients_share_a_session() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,12 +163,12 @@ async fn websocket_and_quic_clients_share_a_session() {
     };
     assert_eq!(position, 40, "all 40 commands made it");
     assert_eq!(
-        hex(ws.conn.replica().scene().state_hash()),
+        hex::encode(ws.conn.replica().scene().state_hash()),
         hash,
         "WebSocket replica = server"
     );
     assert_eq!(
-        hex(quic.replica.scene().state_hash()),
+        hex::encode(quic.replica.scene().state_hash()),
         hash,
         "QUIC replica = server"
     );

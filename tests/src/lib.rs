@@ -621,6 +621,21 @@ async fn recv_msg(
     }
 }
 
+/// A loopback TCP port that was free a moment ago, for what must be told its port up front:
+/// prometheus, and the container whose HEALTHCHECK dials its configured address. Everything
+/// else binds `127.0.0.1:0` and reports the port it got. The port could be taken in
+/// between; the window is microseconds and the test then fails loudly, it never passes wrongly.
+///
+/// # Panics
+/// If loopback cannot be bound at all.
+#[must_use]
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback is available")
+}
+
 /// A fresh random signing key.
 ///
 /// # Panics

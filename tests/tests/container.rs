@@ -45,14 +45,6 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_healthy(name: &str) {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
@@ -127,7 +119,10 @@ async fn the_image_runs_serves_and_keeps_its_data() {
     );
 
     let volume = format!("meshwork-ci-{}", std::process::id());
-    let (http_port, quic_port) = (free_port(), free_port());
+    let (http_port, quic_port) = (
+        meshwork_testkit::free_loopback_port(),
+        meshwork_testkit::free_loopback_port(),
+    );
     let _ = docker(&["rm", "-f", "mw-ci-1", "mw-ci-2"]);
     run("mw-ci-1", &volume, http_port, quic_port);
     let http_addr = format!("127.0.0.1:{http_port}").parse().unwrap();
@@ -158,7 +153,7 @@ async fn the_image_runs_serves_and_keeps_its_data() {
 
     // A real Prometheus scrapes the container.
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
+    let prom_port = meshwork_testkit::free_loopback_port();
     std::fs::write(
         dir.path().join("p.yml"),
         format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: meshwork\n    static_configs:\n      - targets: ['{http_addr}']\n"),

@@ -90,10 +90,7 @@ async fn prometheus_scrapes_the_command_metrics() {
 
     // A real Prometheus scraping it.
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = meshwork_testkit::free_loopback_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
