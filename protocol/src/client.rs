@@ -67,6 +67,17 @@ pub struct ClientConnection<S> {
 impl<S: Signer> ClientConnection<S> {
     /// Starts a connection that redeems `invite`, signing as `signer`; the `Hello` is queued.
     pub fn new(signer: S, invite: Invite, build_id: &str) -> Self {
+        Self::with_protocol_version(signer, invite, build_id, PROTOCOL_VERSION)
+    }
+
+    /// As [`ClientConnection::new`], announcing `protocol_version` in the `Hello` (to exercise
+    /// the server's version refusal; a real client speaks [`PROTOCOL_VERSION`]).
+    pub fn with_protocol_version(
+        signer: S,
+        invite: Invite,
+        build_id: &str,
+        protocol_version: u16,
+    ) -> Self {
         let mut c = Self {
             signer,
             invite,
@@ -79,12 +90,26 @@ impl<S: Signer> ClientConnection<S> {
             build_id: build_id.into(),
         };
         c.outbox.push_back(ClientMsg::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version,
             build_id: c.build_id.clone(),
             public_key: c.signer.public_key(),
             invite: c.invite.clone(),
         }));
         c
+    }
+
+    /// The signer.
+    pub const fn signer(&self) -> &S {
+        &self.signer
+    }
+
+    /// The server's welcome, once joined.
+    #[must_use]
+    pub const fn welcome(&self) -> Option<&Welcome> {
+        match &self.phase {
+            ClientPhase::Joined(w) => Some(w),
+            _ => None,
+        }
     }
 
     /// The handshake phase.
@@ -176,9 +201,9 @@ impl<S: Signer> ClientConnection<S> {
         }
     }
 
-    /// Signs `commands` as this author's next entries and queues them as one `Submit`.
-    /// Returns the entries, or `None` before the join completed.
-    pub fn submit(&mut self, commands: Vec<Command>) -> Option<Vec<SignedEntry>> {
+    /// Signs `commands` as this author's next entries without sending them (for a transport
+    /// that sends them itself, or a test that alters them). `None` before the join completed.
+    pub fn sign(&mut self, commands: Vec<Command>) -> Option<Vec<SignedEntry>> {
         let ClientPhase::Joined(w) = &self.phase else {
             return None;
         };
@@ -187,10 +212,11 @@ impl<S: Signer> ClientConnection<S> {
         for command in commands {
             let seen = self.seen;
             self.lamport = self.lamport.max(seen).saturating_add(1);
+            let key_id = self.signer.public_key().key_id();
             let body = EntryBody::new(
                 session,
                 author,
-                self.signer.public_key().key_id(),
+                key_id,
                 self.next_seq,
                 self.lamport,
                 seen,
@@ -199,6 +225,13 @@ impl<S: Signer> ClientConnection<S> {
             self.next_seq = self.next_seq.saturating_add(1);
             entries.push(SignedEntry::sign(&body, &self.signer).ok()?);
         }
+        Some(entries)
+    }
+
+    /// Signs `commands` and queues them as one `Submit`. Returns the entries, or `None` before
+    /// the join completed.
+    pub fn submit(&mut self, commands: Vec<Command>) -> Option<Vec<SignedEntry>> {
+        let entries = self.sign(commands)?;
         self.outbox.push_back(ClientMsg::Submit(Submit {
             entries: entries.clone(),
         }));

@@ -197,11 +197,11 @@ async fn crash_cycles(store: &str) {
             "cycle {cycle}: history is the whole log"
         );
         assert!(
-            probe.replica.is_synced(),
+            probe.replica().is_synced(),
             "cycle {cycle}: the probe's replica loaded the snapshot"
         );
         assert_eq!(
-            hex::encode(probe.replica.scene().state_hash()),
+            hex::encode(probe.replica().scene().state_hash()),
             info["scene_hash"].as_str().unwrap(),
             "cycle {cycle}: the restarted scene is the one clients replicate"
         );

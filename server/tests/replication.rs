@@ -34,11 +34,11 @@ async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
 
 async fn catch_up(c: &mut Client, position: u64) {
     let end = Instant::now() + Duration::from_secs(20);
-    while !(c.replica.is_synced() && c.replica.scene().position >= position) {
+    while !(c.replica().is_synced() && c.replica().scene().position >= position) {
         assert!(
             Instant::now() < end,
             "replica stuck at {}",
-            c.replica.scene().position
+            c.replica().scene().position
         );
         let _ = c.next(Duration::from_millis(50)).await;
     }
@@ -114,20 +114,20 @@ async fn replicas_over_quic_converge_and_presence_flows() {
     for c in &mut clients {
         catch_up(c, position).await;
         assert_eq!(
-            hex::encode(c.replica.scene().state_hash()),
+            hex::encode(c.replica().scene().state_hash()),
             hash,
             "replica of {} differs",
             c.author()
         );
     }
-    assert!(!clients[0].replica.scene().entities.is_empty());
+    assert!(!clients[0].replica().scene().entities.is_empty());
 
     // A late joiner starts from a snapshot and lands on the same bytes.
     let mut late = Client::join(&ticket, random_signer()).await.unwrap();
     catch_up(&mut late, position).await;
     assert_eq!(
-        late.replica.scene().encode(),
-        clients[0].replica.scene().encode()
+        late.replica().scene().encode(),
+        clients[0].replica().scene().encode()
     );
 
     // Presence: a pose from one client reaches another as a datagram.

@@ -155,7 +155,7 @@ async fn websocket_and_quic_clients_share_a_session() {
         let _ = quic.next(Duration::from_millis(20)).await;
         if (p >= 40
             && ws.conn.replica().scene().position == p
-            && quic.replica.scene().position == p)
+            && quic.replica().scene().position == p)
             || Instant::now() > end
         {
             break (p, h);
@@ -168,7 +168,7 @@ async fn websocket_and_quic_clients_share_a_session() {
         "WebSocket replica = server"
     );
     assert_eq!(
-        hex::encode(quic.replica.scene().state_hash()),
+        hex::encode(quic.replica().scene().state_hash()),
         hash,
         "QUIC replica = server"
     );

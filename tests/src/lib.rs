@@ -12,14 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use meshwork_protocol::client::{ClientConnection, ClientEvent};
 use meshwork_protocol::codec::{FrameReader, encode_frame, to_frame};
 use meshwork_protocol::wire::{
-    ClientMsg, Close, CloseReason, Hello, JoinProof, JoinProofBody, JoinRefused, JoinTicket,
-    ServerMsg, Submit, Welcome,
+    ClientMsg, Close, CloseReason, JoinRefused, JoinTicket, ServerMsg, Submit, Welcome,
 };
 use meshwork_protocol::{
-    AuthorId, Command, CommandId, Domain, Ed25519Signer, EntryBody, PROTOCOL_VERSION, Role,
-    SignedEntry, Signer,
+    AuthorId, Command, CommandId, Ed25519Signer, EntryBody, PROTOCOL_VERSION, Role, SignedEntry,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -172,36 +171,29 @@ pub struct Seen {
     pub closed: Option<Close>,
     /// `History` frames received; the last one said `done`.
     pub history_done: bool,
-    /// State hashes the replica checked and found equal.
-    pub verified_hashes: u64,
     /// Resyncs this client asked for.
     pub resyncs: u64,
 }
 
-/// A joined headless client.
+/// A joined headless client: the sans-IO [`ClientConnection`] (handshake, signing, replica)
+/// driven over a QUIC stream, plus a record of what arrived for tests to assert on.
 #[derive(Debug)]
 pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     send: quinn::SendStream,
     inbox: mpsc::Receiver<ServerMsg>,
-    signer: Ed25519Signer,
+    machine: ClientConnection<Ed25519Signer>,
     /// The welcome the server sent.
     pub welcome: Welcome,
     /// What arrived so far.
     pub seen: Seen,
-    next_seq: u64,
-    lamport: u64,
     /// Bytes written to the server.
     pub bytes_sent: u64,
     /// Bytes read from the server.
     pub bytes_received: Arc<std::sync::atomic::AtomicU64>,
     /// Keep every received entry in [`Seen::entries`] (off for long load runs).
     pub retain_entries: bool,
-    /// The replicated scene.
-    pub replica: meshwork_protocol::replica::Replica,
-    /// Largest Lamport timestamp received.
-    max_seen_lamport: u64,
 }
 
 /// Connects to `addr` (pinning `cert_sha256`) and opens the stream, without joining.
@@ -310,59 +302,48 @@ impl Client {
         let (endpoint, conn, mut send, recv) = open(addr, ticket.cert_sha256).await?;
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut inbox = spawn_reader(recv, conn.clone(), counter.clone());
-        let hello = ClientMsg::Hello(Hello {
+        let build_id = format!("meshwork-testkit {}", env!("CARGO_PKG_VERSION"));
+        let mut machine = ClientConnection::with_protocol_version(
+            signer,
+            ticket.invite.clone(),
+            &build_id,
             protocol_version,
-            build_id: format!("meshwork-testkit {}", env!("CARGO_PKG_VERSION")),
-            public_key: signer.public_key(),
-            invite: ticket.invite.clone(),
-        });
-        write(&mut send, &hello).await?;
-        let challenge = match recv_msg(&mut inbox, Duration::from_secs(10)).await? {
-            ServerMsg::Challenge(c) => c,
-            ServerMsg::JoinRefused(r) => return Err(ClientError::Refused(r)),
-            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        );
+        let welcome = loop {
+            while let Some(msg) = machine.poll_transmit() {
+                write(&mut send, &msg).await?;
+            }
+            let msg = recv_msg(&mut inbox, Duration::from_secs(10)).await?;
+            match machine.handle(&msg) {
+                ClientEvent::Joined => {
+                    break machine
+                        .welcome()
+                        .cloned()
+                        .ok_or_else(|| ClientError::Unexpected("welcome".into()))?;
+                }
+                ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
+                ClientEvent::Closed => return Err(ClientError::Closed(None)),
+                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing => {}
+            }
         };
-        let session = ticket
-            .invite
-            .claimed_session()
-            .ok_or_else(|| ClientError::Unexpected("invite".into()))?;
-        let proof = JoinProofBody {
-            domain: Domain::JoinProof,
-            version: PROTOCOL_VERSION,
-            session,
-            nonce: challenge.nonce,
-            public_key: signer.public_key(),
-        };
-        write(
-            &mut send,
-            &ClientMsg::JoinProof(JoinProof {
-                signature: proof.sign(&signer),
-            }),
-        )
-        .await?;
-        let welcome = match recv_msg(&mut inbox, Duration::from_secs(10)).await? {
-            ServerMsg::Welcome(w) => w,
-            ServerMsg::JoinRefused(r) => return Err(ClientError::Refused(r)),
-            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-        };
-        let next_seq = welcome.next_seq;
-        let lamport = welcome.log_position;
         Ok(Self {
             endpoint,
             conn,
             send,
             inbox,
-            signer,
+            machine,
             welcome,
             seen: Seen::default(),
-            next_seq,
-            lamport,
             bytes_sent: 0,
             bytes_received: counter,
             retain_entries: true,
-            replica: meshwork_protocol::replica::Replica::new(),
-            max_seen_lamport: lamport,
         })
+    }
+
+    /// The replicated scene.
+    #[must_use]
+    pub const fn replica(&self) -> &meshwork_protocol::replica::Replica {
+        self.machine.replica()
     }
 
     /// This client's author id.
@@ -377,24 +358,15 @@ impl Client {
         self.welcome.role
     }
 
-    /// Signs `command` as the next entry (sequence number, Lamport time after everything seen).
+    /// Signs `command` as the next entry without sending it (tests that alter entries).
     ///
     /// # Panics
-    /// Never: encoding an entry body into memory cannot fail.
+    /// Never after a join: [`Client::join`] returns only once joined.
     pub fn sign(&mut self, command: Command) -> SignedEntry {
-        let seen = self.max_seen_lamport;
-        self.lamport = self.lamport.max(seen).saturating_add(1);
-        let body = EntryBody::new(
-            self.welcome.session,
-            self.welcome.author,
-            self.signer.public_key().key_id(),
-            self.next_seq,
-            self.lamport,
-            seen,
-            command,
-        );
-        self.next_seq = self.next_seq.saturating_add(1);
-        SignedEntry::sign(&body, &self.signer).expect("entry domain is set above")
+        self.machine
+            .sign(vec![command])
+            .and_then(|mut v| v.pop())
+            .expect("a joined connection signs")
     }
 
     /// Submits `commands` and waits (until `wait` has passed) for every one to be acknowledged.
@@ -427,7 +399,7 @@ impl Client {
     /// If `body.domain` is not `Domain::Entry`.
     #[must_use]
     pub fn sign_body(&self, body: &EntryBody) -> SignedEntry {
-        SignedEntry::sign(body, &self.signer).expect("an entry body")
+        SignedEntry::sign(body, self.machine.signer()).expect("an entry body")
     }
 
     /// Signs and submits commands as one `Submit` frame. Returns the entries sent.
@@ -438,7 +410,10 @@ impl Client {
         &mut self,
         commands: Vec<Command>,
     ) -> Result<Vec<SignedEntry>, ClientError> {
-        let entries: Vec<SignedEntry> = commands.into_iter().map(|c| self.sign(c)).collect();
+        let entries = self
+            .machine
+            .sign(commands)
+            .ok_or_else(|| ClientError::Unexpected("not joined".into()))?;
         self.submit_signed(entries.clone()).await?;
         Ok(entries)
     }
@@ -516,23 +491,13 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        match self.replica.on_message(&msg) {
-            meshwork_protocol::replica::ReplicaEvent::NeedsResync => {
-                self.seen.resyncs = self.seen.resyncs.saturating_add(1);
-                let position = self.replica.scene().position;
-                let frame = to_frame(&ClientMsg::Resync(meshwork_protocol::wire::Resync {
-                    position,
-                }))
-                .map_err(|e| ClientError::Unexpected(e.to_string()))?;
-                self.send_raw(&frame).await?;
-            }
-            meshwork_protocol::replica::ReplicaEvent::Verified => {
-                self.seen.verified_hashes = self.seen.verified_hashes.saturating_add(1);
-            }
-            meshwork_protocol::replica::ReplicaEvent::Synced => {
-                self.max_seen_lamport = self.max_seen_lamport.max(self.replica.scene().lamport);
-            }
-            meshwork_protocol::replica::ReplicaEvent::None => {}
+        if self.machine.handle(&msg) == ClientEvent::Resyncing {
+            self.seen.resyncs = self.seen.resyncs.saturating_add(1);
+        }
+        // The machine may have queued a `Resync`.
+        while let Some(out) = self.machine.poll_transmit() {
+            let frame = to_frame(&out).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            self.send_raw(&frame).await?;
         }
         match &msg {
             ServerMsg::History(h) => {
@@ -545,11 +510,10 @@ impl Client {
             }
             ServerMsg::Entries(e) => {
                 for entry in &e.entries {
-                    if let Ok(body) = entry.decode_body() {
-                        self.max_seen_lamport = self.max_seen_lamport.max(body.lamport);
-                        if self.retain_entries {
-                            self.seen.entries.insert(body.id(), entry.clone());
-                        }
+                    if let Ok(body) = entry.decode_body()
+                        && self.retain_entries
+                    {
+                        self.seen.entries.insert(body.id(), entry.clone());
                     }
                 }
             }

@@ -93,16 +93,16 @@ async fn three_clients_edit_concurrently_and_end_with_identical_logs() {
     // Every replica's scene is the server's, byte for byte (same canonical hash).
     for c in &mut clients {
         let end = deadline(20);
-        while c.replica.scene().position < total as u64 {
+        while c.replica().scene().position < total as u64 {
             assert!(
                 std::time::Instant::now() < end,
                 "replica stuck at {}",
-                c.replica.scene().position
+                c.replica().scene().position
             );
             let _ = c.next(Duration::from_millis(100)).await;
         }
         let hash: String = c
-            .replica
+            .replica()
             .scene()
             .state_hash()
             .iter()
@@ -110,7 +110,7 @@ async fn three_clients_edit_concurrently_and_end_with_identical_logs() {
             .collect();
         assert_eq!(hash, info.scene_hash, "replica of {} differs", c.author());
         assert_eq!(
-            c.replica.scene().entities.len(),
+            c.replica().scene().entities.len(),
             3 * 4,
             "every client spawned 4 entities"
         );

@@ -105,13 +105,13 @@ async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         c.retain_entries = false;
-        while !c.replica.is_synced() {
+        while !c.replica().is_synced() {
             c.next(Duration::from_secs(10))
                 .await
                 .map_err(|e| e.to_string())?;
         }
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        entities = c.replica.scene().entities.len();
+        entities = c.replica().scene().entities.len();
         bytes = c.bytes_received.load(Ordering::Relaxed);
         c.leave().await;
     }
@@ -132,12 +132,12 @@ async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
 
 /// Entities already in the session, from the filler's own snapshot.
 async fn filler_scene_len(c: &mut Client) -> u32 {
-    while !c.replica.is_synced() {
+    while !c.replica().is_synced() {
         if c.next(Duration::from_secs(10)).await.is_err() {
             break;
         }
     }
-    u32::try_from(c.replica.scene().entities.len()).unwrap_or(u32::MAX)
+    u32::try_from(c.replica().scene().entities.len()).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Default)]
