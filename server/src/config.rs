@@ -1,7 +1,7 @@
 //! Settings: command-line flags, then `MESHWORK_*` environment variables, then an optional TOML
 //! file, then built-in defaults — in that precedence. `serve` needs none of them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (zero configuration: data in ./data, HTTP on 127.0.0.1:8080, QUIC on
-    /// 127.0.0.1:4433/udp).
+    /// 127.0.0.1:4433/udp, WebRTC on 127.0.0.1:4434/udp).
     Serve(ServeArgs),
     /// Create the data directory's server key and certificate if missing, and print the key's
     /// public half and the certificate fingerprint.
@@ -138,6 +138,31 @@ pub struct ServeArgs {
     /// ... or after this many seconds with unchecked entries [default: 10].
     #[arg(long, env = "MESHWORK_CHECKPOINT_INTERVAL_S")]
     pub checkpoint_interval_s: Option<u64>,
+    /// WebRTC (UDP) for browsers: every peer on this one port [default: 127.0.0.1:4434].
+    #[arg(long, env = "MESHWORK_RTC_ADDR")]
+    pub rtc_addr: Option<SocketAddr>,
+    /// Public IPs to announce in WebRTC host candidates (a server behind 1:1 NAT), comma
+    /// separated [default: the bound IP, or every interface when bound to 0.0.0.0].
+    #[arg(long, env = "MESHWORK_RTC_PUBLIC_IPS", value_delimiter = ',')]
+    pub rtc_public_ips: Option<Vec<IpAddr>>,
+    /// Most WebRTC peers at once [default: 1024].
+    #[arg(long, env = "MESHWORK_RTC_MAX_PEERS")]
+    pub rtc_max_peers: Option<usize>,
+    /// STUN URLs handed to browsers, comma separated (e.g. `stun:stun.example.org:3478`)
+    /// [default: none].
+    #[arg(long, env = "MESHWORK_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Option<Vec<String>>,
+    /// TURN URLs handed to browsers, comma separated (e.g. `turn:turn.example.org:3478`)
+    /// [default: none].
+    #[arg(long, env = "MESHWORK_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Option<Vec<String>>,
+    /// TURN REST shared secret (coturn `static-auth-secret`): the server mints short-lived
+    /// TURN credentials from it for holders of a valid invite.
+    #[arg(long, env = "MESHWORK_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Validity of minted TURN credentials, in seconds [default: 3600].
+    #[arg(long, env = "MESHWORK_TURN_TTL_S")]
+    pub turn_ttl_s: Option<u64>,
 }
 
 /// The data directory argument of offline commands.
@@ -183,6 +208,13 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     checkpoint_every: Option<u64>,
     checkpoint_interval_s: Option<u64>,
+    rtc_addr: Option<SocketAddr>,
+    rtc_public_ips: Option<Vec<IpAddr>>,
+    rtc_max_peers: Option<usize>,
+    stun_urls: Option<Vec<String>>,
+    turn_urls: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_ttl_s: Option<u64>,
 }
 
 /// Resolved settings of a running server.
@@ -212,6 +244,20 @@ pub struct Settings {
     pub checkpoint_every: u64,
     /// Seconds between time-based checkpoints.
     pub checkpoint_interval_s: u64,
+    /// WebRTC UDP listen address.
+    pub rtc_addr: SocketAddr,
+    /// IPs announced in host candidates instead of the bound one.
+    pub rtc_public_ips: Vec<IpAddr>,
+    /// WebRTC peer limit.
+    pub rtc_max_peers: usize,
+    /// STUN URLs for browsers.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs for browsers.
+    pub turn_urls: Vec<String>,
+    /// TURN REST shared secret.
+    pub turn_secret: Option<String>,
+    /// Validity of minted TURN credentials.
+    pub turn_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -229,6 +275,13 @@ impl Default for Settings {
             snapshot_every: 10_000,
             checkpoint_every: 1_000,
             checkpoint_interval_s: 10,
+            rtc_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
+            rtc_public_ips: Vec::new(),
+            rtc_max_peers: 1024,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_s: 3600,
         }
     }
 }
@@ -280,6 +333,33 @@ impl Settings {
                 .or(file.checkpoint_interval_s)
                 .unwrap_or(d.checkpoint_interval_s)
                 .max(1),
+            rtc_addr: args.rtc_addr.or(file.rtc_addr).unwrap_or(d.rtc_addr),
+            rtc_public_ips: args
+                .rtc_public_ips
+                .clone()
+                .or(file.rtc_public_ips)
+                .unwrap_or(d.rtc_public_ips),
+            rtc_max_peers: args
+                .rtc_max_peers
+                .or(file.rtc_max_peers)
+                .unwrap_or(d.rtc_max_peers)
+                .max(1),
+            stun_urls: args
+                .stun_urls
+                .clone()
+                .or(file.stun_urls)
+                .unwrap_or(d.stun_urls),
+            turn_urls: args
+                .turn_urls
+                .clone()
+                .or(file.turn_urls)
+                .unwrap_or(d.turn_urls),
+            turn_secret: args.turn_secret.clone().or(file.turn_secret),
+            turn_ttl_s: args
+                .turn_ttl_s
+                .or(file.turn_ttl_s)
+                .unwrap_or(d.turn_ttl_s)
+                .clamp(60, 86_400),
         })
     }
 }
@@ -340,7 +420,7 @@ mod tests {
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.burst, 11, "flag wins over file");
         assert_eq!(s.rate_per_s, 7, "file wins over default");
-        assert_eq!(s.http_addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.http_addr, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(s.max_clients, 256, "default");
         std::fs::write(dir.join("bad.toml"), "nonsense = 1\n").unwrap();
         let bad = ServeArgs {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The data directory (for recording new sessions).
     pub data: Arc<Mutex<DataDir>>,
+    /// The WebRTC endpoint (signaling hands it offers).
+    pub rtc: crate::webrtc::RtcHandle,
 }
 
 /// The router.
@@ -45,6 +47,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}/invites", post(create_invite))
         .route("/api/v1/backup", post(create_backup))
         .route("/api/v1/sessions/{id}/ws", get(crate::ws::upgrade))
+        .route(
+            "/api/v1/sessions/{id}/rtc",
+            post(rtc_offer).layer(axum::extract::DefaultBodyLimit::max(
+                crate::webrtc::MAX_SDP_BYTES.saturating_add(1024),
+            )),
+        )
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }
@@ -103,9 +111,51 @@ struct ServerInfo {
     cert_sha256: String,
     server_public_key: String,
     default_session: String,
+    webrtc: WebRtcInfo,
 }
 
-async fn server_info(State(s): State<AppState>) -> Json<ServerInfo> {
+#[derive(Serialize)]
+struct WebRtcInfo {
+    /// Where browsers' data channels go (one UDP port for every peer).
+    udp_addr: String,
+    /// `RTCConfiguration.iceServers`: STUN always, TURN credentials when the request carries a
+    /// valid join ticket.
+    ice_servers: Vec<crate::ice::IceServer>,
+    /// `POST` an SDP offer here, `{id}` being the session.
+    signaling: &'static str,
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    /// A join ticket (`mwj1_...`): when valid, TURN credentials are included.
+    ticket: Option<String>,
+}
+
+/// The invite's short id when `ticket` holds a valid, unexpired invite of this server.
+fn invited_user(s: &AppState, ticket: &str) -> Option<String> {
+    let ticket = meshwork_protocol::wire::JoinTicket::from_text(ticket.trim()).ok()?;
+    let session = ticket.invite.claimed_session()?;
+    let body = ticket
+        .invite
+        .verify(&s.ctx.server_key.public_key(), session, driver::now_ms())
+        .ok()?;
+    Some(hex::encode(body.invite_id.get(..8)?))
+}
+
+async fn server_info(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<InfoQuery>,
+    headers: HeaderMap,
+) -> Json<ServerInfo> {
+    let ticket = q.ticket.or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+    });
+    let user = ticket.as_deref().and_then(|t| invited_user(&s, t));
+    let now_s = driver::now_ms() / 1000;
     Json(ServerInfo {
         name: "meshwork",
         version: env!("CARGO_PKG_VERSION"),
@@ -114,7 +164,88 @@ async fn server_info(State(s): State<AppState>) -> Json<ServerInfo> {
         cert_sha256: hex::encode(s.ctx.cert_sha256),
         server_public_key: hex::encode(s.ctx.server_key.public_key().0),
         default_session: s.ctx.default_session.to_string(),
+        webrtc: WebRtcInfo {
+            udp_addr: s.rtc.local_addr().to_string(),
+            ice_servers: crate::ice::ice_servers(&s.ctx.settings, user.as_deref(), now_s),
+            signaling: "/api/v1/sessions/{id}/rtc",
+        },
     })
+}
+
+#[derive(Deserialize)]
+struct SdpIn {
+    #[serde(rename = "type")]
+    kind: String,
+    sdp: String,
+}
+
+#[derive(Serialize)]
+struct SdpOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sdp: String,
+}
+
+/// WebRTC signaling, non-trickle: the browser's complete offer in, the server's complete answer
+/// out (`{"type": "...", "sdp": "..."}` both ways). The join handshake then runs in-band on the
+/// `log` channel, as on every transport.
+async fn rtc_offer(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<SdpOut>, ApiError> {
+    let refuse = |status: StatusCode, reason: &str, message: String| {
+        s.metrics
+            .rtc_signaling_errors_total
+            .with_label_values(&[reason])
+            .inc();
+        ApiError(status, message)
+    };
+    let session = parse_session_id(&id)
+        .ok()
+        .and_then(|sid| s.ctx.router.get(sid))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    let offer: SdpIn = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected JSON {{\"type\": \"offer\", \"sdp\": \"...\"}}: {e}"),
+        )
+    })?;
+    if offer.kind != "offer" {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected an SDP offer, got type {:?}", offer.kind),
+        ));
+    }
+    if offer.sdp.len() > crate::webrtc::MAX_SDP_BYTES {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!(
+                "the SDP offer is {} bytes; the limit is {}",
+                offer.sdp.len(),
+                crate::webrtc::MAX_SDP_BYTES
+            ),
+        ));
+    }
+    // The endpoint counts its own refusals.
+    match s.rtc.answer(offer.sdp, session).await {
+        Ok(sdp) => Ok(Json(SdpOut {
+            kind: "answer",
+            sdp,
+        })),
+        Err(e) => {
+            let status = match e {
+                crate::webrtc::SignalError::BadSdp(_) => StatusCode::BAD_REQUEST,
+                crate::webrtc::SignalError::TooManyPeers(_)
+                | crate::webrtc::SignalError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                crate::webrtc::SignalError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError(status, e.to_string()))
+        }
+    }
 }
 
 fn require_admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

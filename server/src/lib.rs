@@ -18,11 +18,13 @@ pub mod config;
 pub mod data;
 pub mod driver;
 pub mod http;
+pub mod ice;
 pub mod metrics;
 pub mod quic;
 pub mod router;
 pub mod store;
 pub mod telemetry;
+pub mod webrtc;
 pub mod ws;
 
 use crate::config::Settings;
@@ -162,20 +164,26 @@ pub struct Listeners {
     pub http: TcpListener,
     /// QUIC.
     pub quic: UdpSocket,
+    /// WebRTC: every browser peer on this one socket.
+    pub rtc: UdpSocket,
 }
 
 impl Listeners {
-    /// Binds both addresses.
+    /// Binds the addresses of `settings`.
     ///
     /// # Errors
     /// [`Error::Io`] naming the address that could not be bound.
-    pub fn bind(http: SocketAddr, quic: SocketAddr) -> Result<Self, Error> {
+    pub fn bind(settings: &Settings) -> Result<Self, Error> {
+        let (http, quic, rtc) = (settings.http_addr, settings.quic_addr, settings.rtc_addr);
         let http_l = TcpListener::bind(http).map_err(|e| Error::Io(format!("HTTP {http}: {e}")))?;
         let quic_s =
             UdpSocket::bind(quic).map_err(|e| Error::Io(format!("QUIC {quic}/udp: {e}")))?;
+        let rtc_s =
+            UdpSocket::bind(rtc).map_err(|e| Error::Io(format!("WebRTC {rtc}/udp: {e}")))?;
         Ok(Self {
             http: http_l,
             quic: quic_s,
+            rtc: rtc_s,
         })
     }
 }
@@ -187,6 +195,8 @@ pub struct ServerHandle {
     pub http_addr: SocketAddr,
     /// Where QUIC listens.
     pub quic_addr: SocketAddr,
+    /// The WebRTC UDP address.
+    pub rtc_addr: SocketAddr,
     /// Shared state (sessions, keys).
     pub ctx: Arc<ServerContext>,
     /// Metrics registry.
@@ -195,6 +205,8 @@ pub struct ServerHandle {
     http_shutdown: tokio::sync::oneshot::Sender<()>,
     http_task: JoinHandle<()>,
     accept_task: JoinHandle<()>,
+    rtc: webrtc::RtcHandle,
+    rtc_task: JoinHandle<()>,
     ticker_task: JoinHandle<()>,
     writer_thread: std::thread::JoinHandle<()>,
 }
@@ -246,6 +258,9 @@ impl ServerHandle {
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             tracing::warn!("shutdown grace period over; dropping remaining connections");
         }
+        // WebRTC peers were told by their drivers; close what is left and stop the socket task.
+        self.rtc.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.rtc_task).await;
         self.endpoint.close(
             quic::close_code(meshwork_protocol::wire::CloseReason::ServerShutdown).into(),
             b"server shutdown",
@@ -371,6 +386,17 @@ pub async fn start(
             }
         }
     });
+    let (rtc, rtc_task) = webrtc::spawn(
+        listeners.rtc,
+        webrtc::RtcSettings {
+            public_ips: settings.rtc_public_ips.clone(),
+            max_peers: settings.rtc_max_peers,
+            outbox_frames: settings.outbox_frames,
+        },
+        router.clone(),
+        metrics.clone(),
+    )?;
+    let rtc_addr = rtc.local_addr();
     let accept_task = tokio::spawn(quic::accept_loop(
         endpoint.clone(),
         router.clone(),
@@ -384,6 +410,7 @@ pub async fn start(
         metrics: metrics.clone(),
         ready: ready.clone(),
         data: Arc::new(Mutex::new(data)),
+        rtc: rtc.clone(),
     };
     listeners
         .http
@@ -405,9 +432,12 @@ pub async fn start(
     Ok(ServerHandle {
         http_addr,
         quic_addr,
+        rtc_addr,
         ctx,
         metrics,
         endpoint,
+        rtc,
+        rtc_task,
         http_shutdown,
         http_task,
         accept_task,

@@ -53,13 +53,14 @@ fn serve(settings: Settings) -> Result<(), Error> {
         let new_token = data.new_admin_token.clone();
         let default_session = data.default_session()?;
         let cert = data.cert_sha256;
-        let listeners = Listeners::bind(settings.http_addr, settings.quic_addr)?;
+        let listeners = Listeners::bind(&settings)?;
         let server = meshwork_server::start(settings.clone(), listeners, data).await?;
         let http = server.http_addr;
         println!("Meshwork server {} (protocol {})", env!("CARGO_PKG_VERSION"), meshwork_protocol::PROTOCOL_VERSION);
         println!("  data dir:         {}", settings.data_dir.display());
         println!("  HTTP API:         http://{http}  (metrics: /metrics, health: /healthz)");
         println!("  QUIC:             {}/udp", server.quic_addr);
+        println!("  WebRTC:           {}/udp  (signaling: POST /api/v1/sessions/<id>/rtc)", server.rtc_addr);
         println!("  certificate:      SHA-256 {}", fingerprint(&cert));
         println!("  server key:       {}", hex::encode(server.server_public_key().0));
         println!("  default session:  {default_session}");
@@ -81,7 +82,7 @@ fn serve(settings: Settings) -> Result<(), Error> {
         );
         println!("  or: curl -X POST -H 'Authorization: Bearer <admin token>' -d '{{\"role\":\"editor\"}}' \\");
         println!("        -H 'Content-Type: application/json' http://{http}/api/v1/sessions/{default_session}/invites");
-        println!("listening: http={http} quic={}", server.quic_addr);
+        println!("listening: http={http} quic={} rtc={}", server.quic_addr, server.rtc_addr);
         wait_for_signal().await;
         println!("shutting down: closing clients");
         server.shutdown_and_wait().await;

@@ -13,11 +13,13 @@ pub enum Transport {
     Quic,
     /// The WebSocket fallback (browsers on networks that block UDP).
     WebSocket,
+    /// Browsers over WebRTC data channels.
+    WebRtc,
 }
 
 impl Transport {
     /// Every transport, for initialising labelled metrics.
-    pub const ALL: &'static [Self] = &[Self::Quic, Self::WebSocket];
+    pub const ALL: &'static [Self] = &[Self::Quic, Self::WebRtc, Self::WebSocket];
 
     /// The label value.
     #[must_use]
@@ -25,6 +27,7 @@ impl Transport {
         match self {
             Self::Quic => "quic",
             Self::WebSocket => "ws",
+            Self::WebRtc => "webrtc",
         }
     }
 }
@@ -52,7 +55,22 @@ pub struct Metrics {
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
     pub store_bytes: IntGauge,
+    pub rtc_peers: IntGauge,
+    pub rtc_signaling_errors_total: IntCounterVec,
+    pub rtc_datagrams_dropped_total: IntCounterVec,
 }
+
+/// Every `reason` label `rtc_signaling_errors_total` can carry.
+pub const SIGNALING_ERRORS: [&str; 5] = [
+    "bad_request",
+    "bad_sdp",
+    "too_many_peers",
+    "shutting_down",
+    "internal",
+];
+
+/// Every `reason` label `rtc_datagrams_dropped_total` can carry.
+pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 
 const PREFIX: &str = "meshwork";
 
@@ -225,6 +243,35 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(store_bytes.clone()))
             .expect("registered once");
+        let rtc_peers = IntGauge::with_opts(
+            Opts::new(
+                "rtc_peers",
+                "WebRTC peer connections held (signaled, connecting or open).",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(rtc_peers.clone()))
+            .expect("registered once");
+        let rtc_signaling_errors_total = counter_vec(
+            &r,
+            "rtc_signaling_errors_total",
+            "WebRTC offers refused by the signaling endpoint, by reason.",
+            &["reason"],
+        );
+        let rtc_datagrams_dropped_total = counter_vec(
+            &r,
+            "rtc_datagrams_dropped_total",
+            "UDP datagrams on the WebRTC port dropped: from no known peer, or refused by its peer \
+             connection.",
+            &["reason"],
+        );
+        for reason in SIGNALING_ERRORS {
+            rtc_signaling_errors_total.with_label_values(&[reason]);
+        }
+        for reason in DATAGRAM_DROPS {
+            rtc_datagrams_dropped_total.with_label_values(&[reason]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this server: always 1.").namespace(PREFIX),
             &["version", "protocol"],
@@ -284,6 +331,9 @@ impl Metrics {
             persist_batch_entries,
             log_entries,
             store_bytes,
+            rtc_peers,
+            rtc_signaling_errors_total,
+            rtc_datagrams_dropped_total,
         }
     }
 

@@ -145,6 +145,8 @@ async fn verify_log_names_a_flipped_byte_and_backups_restore_clean() {
             "127.0.0.1:0",
             "--quic-addr",
             "127.0.0.1:0",
+            "--rtc-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data)

@@ -5,6 +5,7 @@
 //! It holds no scene yet (that arrives with the replica work); it is what the integration tests
 //! and `meshwork-loadgen` drive.
 
+pub mod rtc;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -792,6 +793,8 @@ pub mod server_process {
         pub http: SocketAddr,
         /// QUIC address it printed (`host:port`).
         pub quic: String,
+        /// WebRTC UDP address it printed.
+        pub rtc: SocketAddr,
         /// Everything it printed up to the `listening:` line.
         pub banner: String,
     }
@@ -824,6 +827,8 @@ pub mod server_process {
                     "--http-addr",
                     "127.0.0.1:0",
                     "--quic-addr",
+                    "127.0.0.1:0",
+                    "--rtc-addr",
                     "127.0.0.1:0",
                 ])
                 .args(extra)
@@ -861,12 +866,16 @@ pub mod server_process {
                         .and_then(|v| v.parse().ok())
                         .expect("http= address");
                     let quic = field("quic=").expect("quic= address");
+                    let rtc = field("rtc=")
+                        .and_then(|v| v.parse().ok())
+                        .expect("rtc= address");
                     // Keep reading so the server never blocks on a full pipe.
                     std::thread::spawn(move || for _ in lines.by_ref() {});
                     return Self {
                         child,
                         http,
                         quic,
+                        rtc,
                         banner,
                     };
                 }

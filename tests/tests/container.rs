@@ -79,6 +79,8 @@ fn run(name: &str, volume: &str, http: u16, quic: u16) {
             &format!("MESHWORK_HTTP_ADDR=127.0.0.1:{http}"),
             "-e",
             &format!("MESHWORK_QUIC_ADDR=127.0.0.1:{quic}"),
+            "-e",
+            "MESHWORK_RTC_ADDR=127.0.0.1:0",
             "meshwork-server:ci",
         ]),
         "docker run",

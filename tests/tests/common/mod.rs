@@ -29,13 +29,14 @@ impl TestServer {
         };
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
         settings.quic_addr = "127.0.0.1:0".parse().unwrap();
+        settings.rtc_addr = "127.0.0.1:0".parse().unwrap();
         tweak(&mut settings);
         let data = DataDir::open_or_init(dir.path(), &[]).expect("data dir");
         let admin_token = data
             .new_admin_token
             .clone()
             .expect("fresh data dir makes a token");
-        let listeners = Listeners::bind(settings.http_addr, settings.quic_addr).expect("bind");
+        let listeners = Listeners::bind(&settings).expect("bind");
         let server = meshwork_server::start(settings, listeners, data)
             .await
             .expect("start");
