@@ -245,6 +245,9 @@ struct Peer {
     pending: VecDeque<Arc<[u8]>>,
     /// Flushing its last frames since then; dropped after [`CLOSE_GRACE`].
     closing: Option<Instant>,
+    /// Bad input was handed to the session at this time; further input is ignored while the
+    /// session sends its `Close` (then [`Outgoing::Close`] starts the closing).
+    refused: Option<Instant>,
     next_timeout: Option<Instant>,
     dead: bool,
 }
@@ -385,6 +388,7 @@ impl Endpoint {
                 inbound: None,
                 pending: VecDeque::new(),
                 closing: None,
+                refused: None,
                 next_timeout: Some(now),
                 dead: false,
             },
@@ -677,19 +681,17 @@ impl Peer {
         let Some(client) = self.client else {
             return;
         };
-        if self.closing.is_some() {
+        if self.closing.is_some() || self.refused.is_some() {
             return;
         }
         if is_text {
             // Text is not part of the protocol.
             let error = meshwork_protocol::FrameError::Malformed;
-            self.to_session(now, Input::BadFrame { client, error });
-            self.begin_close(now);
+            self.refuse(now, client, error);
             return;
         }
         if let Err(error) = self.reader.push(data) {
-            self.to_session(now, Input::BadFrame { client, error });
-            self.begin_close(now);
+            self.refuse(now, client, error);
             return;
         }
         loop {
@@ -700,12 +702,17 @@ impl Peer {
                 }
                 Ok(None) => return,
                 Err(error) => {
-                    self.to_session(now, Input::BadFrame { client, error });
-                    self.begin_close(now);
+                    self.refuse(now, client, error);
                     return;
                 }
             }
         }
+    }
+
+    /// Hands bad input to the session, which counts it and answers with a `Close` frame.
+    fn refuse(&mut self, now: Instant, client: ClientId, error: meshwork_protocol::FrameError) {
+        self.to_session(now, Input::BadFrame { client, error });
+        self.refused = Some(now);
     }
 
     fn presence_message(&mut self, now: Instant, data: &[u8], metrics: &Metrics) {

@@ -12,76 +12,17 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use glam::Vec3;
-use meshwork_protocol::client::{ClientConnection, ClientEvent};
-use meshwork_protocol::codec::{FrameReader, MAX_FRAME_BYTES, to_frame};
+use meshwork_protocol::codec::MAX_FRAME_BYTES;
 use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::wire::ServerMsg;
-use meshwork_protocol::{Command, Ed25519Signer, EntityId};
+use meshwork_protocol::{Command, EntityId};
 use meshwork_testkit::server_process::ServerProcess;
+use meshwork_testkit::ws::WsClient;
 use meshwork_testkit::{Client, http, random_signer};
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct WsClient {
-    ws: Ws,
-    conn: ClientConnection<Ed25519Signer>,
-    reader: FrameReader,
-    closed: Option<u16>,
-}
-
-impl WsClient {
-    async fn connect(url: &str, invite: meshwork_protocol::wire::Invite) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Self {
-            ws,
-            conn: ClientConnection::new(random_signer(), invite, "ws-test"),
-            reader: FrameReader::new(),
-            closed: None,
-        }
-    }
-
-    async fn flush(&mut self) {
-        while let Some(msg) = self.conn.poll_transmit() {
-            self.ws
-                .send(Message::Binary(to_frame(&msg).unwrap().into()))
-                .await
-                .unwrap();
-        }
-    }
-
-    /// Handles what arrives within `wait`.
-    async fn pump(&mut self, wait: Duration) {
-        self.flush().await;
-        let end = Instant::now() + wait;
-        while let Ok(Some(msg)) = tokio::time::timeout(
-            end.saturating_duration_since(Instant::now()),
-            self.ws.next(),
-        )
-        .await
-        {
-            match msg.unwrap() {
-                Message::Binary(b) => {
-                    self.reader.push(&b).unwrap();
-                    while let Some(m) = self.reader.next_msg::<ServerMsg>().unwrap() {
-                        let _: ClientEvent = self.conn.handle(&m);
-                    }
-                    self.flush().await;
-                }
-                Message::Close(f) => {
-                    self.closed = Some(f.map_or(0, |f| u16::from(f.code)));
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_quic_clients_share_a_session() {

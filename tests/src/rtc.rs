@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// How the client reaches the server.
@@ -40,6 +40,7 @@ enum Lane {
 
 struct Handler {
     gathered: mpsc::UnboundedSender<()>,
+    lanes: mpsc::UnboundedSender<Lane>,
 }
 
 #[async_trait::async_trait]
@@ -47,6 +48,15 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             let _ = self.gathered.send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed
+        ) {
+            let _ = self.lanes.send(Lane::Closed("log"));
         }
     }
 }
@@ -76,7 +86,7 @@ pub struct RtcClient {
     /// The protocol client.
     pub conn: ClientConnection<Ed25519Signer>,
     reader: FrameReader,
-    /// The `log` channel closed.
+    /// The server sent `Close`, or the channel or connection closed.
     pub closed: bool,
     /// The complete offer this client sent (its candidates included).
     pub offer_sdp: String,
@@ -110,6 +120,7 @@ impl RtcClient {
         invite: Invite,
     ) -> Result<Self, RtcError> {
         let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
+        let (tx, lanes) = mpsc::unbounded_channel();
         let mut config =
             RTCConfigurationBuilder::new().with_ice_servers(options.ice_servers.clone());
         if options.relay_only {
@@ -124,6 +135,7 @@ impl RtcClient {
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler {
                 gathered: gathered_tx,
+                lanes: tx.clone(),
             }))
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()
@@ -142,7 +154,6 @@ impl RtcClient {
             )
             .await
             .map_err(local)?;
-        let (tx, lanes) = mpsc::unbounded_channel();
         for (dc, name) in [(log.clone(), "log"), (presence.clone(), "presence")] {
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -262,7 +273,9 @@ impl RtcClient {
                 }
                 while let Ok(Some(m)) = self.reader.next_msg::<ServerMsg>() {
                     if let ServerMsg::Close(c) = &m {
+                        // The server closes the connection after this frame.
                         self.close_frames.push(c.reason);
+                        self.closed = true;
                     }
                     let _ = self.conn.handle(&m);
                 }
