@@ -14,10 +14,11 @@ use meshwork_protocol::codec::{FrameReader, to_frame};
 use meshwork_protocol::wire::{ClientMsg, Invite, ServerMsg};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+pub use webrtc::peer_connection::RTCIceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    RTCIceGatheringState, RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
 };
 
 /// How the client reaches the server.

@@ -164,6 +164,8 @@ fn ensure_debian_packages() -> Result<(), String> {
     let missing: Vec<&str> = [
         ("prometheus", "/usr/bin/prometheus"),
         ("prometheus", "/usr/bin/promtool"),
+        ("coturn", "/usr/bin/turnserver"),
+        ("chromium", "/usr/bin/chromium"),
     ]
     .iter()
     .filter(|(_, path)| !Path::new(path).exists())
