@@ -218,6 +218,7 @@ fn ci() -> Result<(), String> {
     )?;
     check_sans_io()?;
     wasm_package_test()?;
+    browser_test()?;
     container_test()?;
     run(
         "doc tests",
@@ -329,6 +330,55 @@ fn wasm_package_test() -> Result<(), String> {
                 "--ignored",
             ])
             .env("MESHWORK_WASM_PKG", &node_pkg),
+    )
+}
+
+/// Headless Chromium over WebRTC: npm packages for the browser tests (Playwright's core, never
+/// its browser download: the tests drive Debian's `/usr/bin/chromium`), then the browser test
+/// inside a loopback-only network namespace, so nothing leaves the machine.
+fn browser_test() -> Result<(), String> {
+    let web = workspace_root().join("client-web");
+    if !web.join("node_modules").join("playwright-core").exists() {
+        run(
+            "npm ci (client-web)",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&web)
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+        )?;
+    }
+    // Built outside the namespace (cargo may need the registry); run inside it.
+    run(
+        "browser test (build)",
+        cargo().args([
+            "test",
+            "--locked",
+            "--no-run",
+            "-p",
+            "meshwork-server",
+            "--test",
+            "browser_webrtc",
+        ]),
+    )?;
+    let cargo_bin = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        "browser test (Chromium over WebRTC, loopback-only network namespace)",
+        Command::new("unshare")
+            .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
+            .arg(cargo_bin)
+            .args([
+                "test",
+                "--locked",
+                "--offline",
+                "-p",
+                "meshwork-server",
+                "--test",
+                "browser_webrtc",
+                "--",
+                "--ignored",
+            ])
+            .current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", target_dir()),
     )
 }
 
