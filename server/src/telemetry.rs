@@ -9,6 +9,11 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// The log filter when `MESHWORK_LOG` is unset: info, except webrtc-rs internals, which warn
+/// on every normal connection (the DTLS server name, the first SCTP packet before the
+/// association exists, ICE checks before the remote candidates are known).
+pub const DEFAULT_LOG: &str = "info,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc=error";
+
 /// Span target of the command path.
 pub const TARGET: &str = "meshwork.trace";
 
@@ -29,7 +34,7 @@ impl Telemetry {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(
                 tracing_subscriber::EnvFilter::try_from_env("MESHWORK_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
             );
         let endpoint = std::env::var("MESHWORK_OTLP_ENDPOINT")
             .ok()
