@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Most WebRTC peers at once [default: 1024].
     #[arg(long, env = "MESHWORK_RTC_MAX_PEERS")]
     pub rtc_max_peers: Option<usize>,
+    /// Seconds a signaled WebRTC peer may take to open its `log` channel [default: 20].
+    #[arg(long, env = "MESHWORK_RTC_CONNECT_TIMEOUT_S")]
+    pub rtc_connect_timeout_s: Option<u64>,
     /// STUN URLs handed to browsers, comma separated (e.g. `stun:stun.example.org:3478`)
     /// [default: none].
     #[arg(long, env = "MESHWORK_STUN_URLS", value_delimiter = ',')]
@@ -211,6 +214,7 @@ struct FileConfig {
     rtc_addr: Option<SocketAddr>,
     rtc_public_ips: Option<Vec<IpAddr>>,
     rtc_max_peers: Option<usize>,
+    rtc_connect_timeout_s: Option<u64>,
     stun_urls: Option<Vec<String>>,
     turn_urls: Option<Vec<String>>,
     turn_secret: Option<String>,
@@ -250,6 +254,8 @@ pub struct Settings {
     pub rtc_public_ips: Vec<IpAddr>,
     /// WebRTC peer limit.
     pub rtc_max_peers: usize,
+    /// Seconds a signaled peer may take to open its `log` channel.
+    pub rtc_connect_timeout_s: u64,
     /// STUN URLs for browsers.
     pub stun_urls: Vec<String>,
     /// TURN URLs for browsers.
@@ -278,6 +284,7 @@ impl Default for Settings {
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
             rtc_public_ips: Vec::new(),
             rtc_max_peers: 1024,
+            rtc_connect_timeout_s: 20,
             stun_urls: Vec::new(),
             turn_urls: Vec::new(),
             turn_secret: None,
@@ -344,6 +351,11 @@ impl Settings {
                 .or(file.rtc_max_peers)
                 .unwrap_or(d.rtc_max_peers)
                 .max(1),
+            rtc_connect_timeout_s: args
+                .rtc_connect_timeout_s
+                .or(file.rtc_connect_timeout_s)
+                .unwrap_or(d.rtc_connect_timeout_s)
+                .clamp(1, 300),
             stun_urls: args
                 .stun_urls
                 .clone()

@@ -392,6 +392,7 @@ pub async fn start(
             public_ips: settings.rtc_public_ips.clone(),
             max_peers: settings.rtc_max_peers,
             outbox_frames: settings.outbox_frames,
+            connect_timeout: Duration::from_secs(settings.rtc_connect_timeout_s),
         },
         router.clone(),
         metrics.clone(),

@@ -62,8 +62,6 @@ pub const MAX_MESSAGE: usize = 16 * 1024;
 const PENDING_FRAMES: usize = 1024;
 /// Payloads queued from one peer towards its session driver.
 const INBOUND_QUEUE: usize = 256;
-/// A peer whose `log` channel is not open this long after signaling is dropped.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a closing peer may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Longest SDP accepted from a browser.
@@ -111,6 +109,8 @@ pub struct RtcSettings {
     pub max_peers: usize,
     /// Frames queued per connection by the session driver.
     pub outbox_frames: usize,
+    /// A peer whose `log` channel is not open this long after signaling is dropped.
+    pub connect_timeout: Duration,
 }
 
 enum Command {
@@ -280,13 +280,13 @@ impl Endpoint {
             if shutting_down && self.peers.is_empty() {
                 return;
             }
+            let tick = now.checked_add(Duration::from_secs(1)).unwrap_or(now);
             let next = self
                 .peers
                 .values()
                 .filter_map(|p| p.next_timeout)
                 .min()
-                .unwrap_or(now + Duration::from_secs(1))
-                .min(now + Duration::from_secs(1));
+                .map_or(tick, |t| t.min(tick));
             tokio::select! {
                 cmd = commands.recv(), if !shutting_down => match cmd {
                     Some(Command::Offer { sdp, session, reply }) => {
@@ -502,7 +502,9 @@ impl Endpoint {
                     tracing::debug!("WebRTC send to {}: {e}", w.transport.peer_addr);
                 }
             }
-            peer.next_timeout = peer.pc.poll_timeout();
+            // At least once a second, so connect and close deadlines are noticed.
+            let tick = now.checked_add(Duration::from_secs(1)).unwrap_or(now);
+            peer.next_timeout = Some(peer.pc.poll_timeout().map_or(tick, |t| t.min(tick)));
             if peer.dead {
                 self.remove(id);
             }
@@ -597,8 +599,8 @@ impl Peer {
             }
         }
         self.flush_log(now);
-        let connect_expired =
-            self.client.is_none() && now.saturating_duration_since(self.created) > CONNECT_TIMEOUT;
+        let connect_expired = self.client.is_none()
+            && now.saturating_duration_since(self.created) > settings.connect_timeout;
         let close_done = self.closing.is_some_and(|since| {
             let flushed = self.pending.is_empty()
                 && self
@@ -662,7 +664,7 @@ impl Peer {
 
     /// Queues one input for the session; a peer flooding faster than its session reads is
     /// closed.
-    fn to_session(&mut self, now: Instant, input: Input) {
+    fn queue_input(&mut self, now: Instant, input: Input) {
         let Some(inbound) = &self.inbound else {
             return;
         };
@@ -698,7 +700,7 @@ impl Peer {
             match self.reader.next_payload() {
                 Ok(Some(bytes)) => {
                     metrics.received(Transport::WebRtc, bytes.len());
-                    self.to_session(now, Input::Payload { client, bytes });
+                    self.queue_input(now, Input::Payload { client, bytes });
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -711,7 +713,7 @@ impl Peer {
 
     /// Hands bad input to the session, which counts it and answers with a `Close` frame.
     fn refuse(&mut self, now: Instant, client: ClientId, error: meshwork_protocol::FrameError) {
-        self.to_session(now, Input::BadFrame { client, error });
+        self.queue_input(now, Input::BadFrame { client, error });
         self.refused = Some(now);
     }
 
@@ -781,7 +783,7 @@ fn random_token(len: usize) -> Option<String> {
         bytes
             .iter()
             .map(|b| {
-                let i = usize::from(*b) % ALPHABET.len();
+                let i = usize::from(*b).checked_rem(ALPHABET.len()).unwrap_or(0);
                 char::from(ALPHABET.get(i).copied().unwrap_or(b'a'))
             })
             .collect(),

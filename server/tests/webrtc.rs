@@ -461,3 +461,88 @@ async fn quic_webrtc_and_websocket_clients_edit_one_session_and_converge() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_signals_but_never_connects_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        BIN,
+        &data,
+        &["--rtc-connect-timeout-s", "1", "--rtc-max-peers", "2"],
+    );
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap().to_string();
+    // Offers get answers, but the answers are never applied: nothing ever opens.
+    let mut abandoned = Vec::new();
+    for _ in 0..2 {
+        let c = RtcClient::prepare(
+            &RtcOptions::default(),
+            random_signer(),
+            ticket.invite.clone(),
+        )
+        .await
+        .unwrap();
+        let body = serde_json::json!({ "type": "offer", "sdp": c.offer_sdp }).to_string();
+        let path = format!("/api/v1/sessions/{session}/rtc");
+        let r = http::request(
+            server.http,
+            "POST",
+            &path,
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        abandoned.push(c);
+    }
+    // The limit holds while they linger...
+    let c = RtcClient::prepare(
+        &RtcOptions::default(),
+        random_signer(),
+        ticket.invite.clone(),
+    )
+    .await
+    .unwrap();
+    let body = serde_json::json!({ "type": "offer", "sdp": c.offer_sdp }).to_string();
+    let path = format!("/api/v1/sessions/{session}/rtc");
+    let r = http::request(
+        server.http,
+        "POST",
+        &path,
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    // ...and the connect deadline frees them.
+    wait_metric(server.http, "meshwork_rtc_peers", 0.0).await;
+    let m = http::get(server.http, "/metrics").await.unwrap().body;
+    assert_eq!(
+        metric(
+            &m,
+            "meshwork_rtc_signaling_errors_total{reason=\"too_many_peers\"}"
+        ),
+        Some(1.0)
+    );
+    let mut joined = RtcClient::join(
+        server.http,
+        &RtcOptions::default(),
+        random_signer(),
+        ticket.invite.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        joined
+            .pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
+            .await
+            .unwrap(),
+        "room again once they are gone"
+    );
+    for c in abandoned {
+        c.close().await;
+    }
+}

@@ -2,6 +2,10 @@
 //! browser does: `log` (reliable, ordered) and `presence` (unordered, no retransmits) data
 //! channels, a non-trickle offer POSTed to `/api/v1/sessions/{id}/rtc`, then the sans-IO
 //! [`ClientConnection`] over the `log` channel's byte stream.
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "test-client deadlines (now + seconds) and small counters"
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

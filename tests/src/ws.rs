@@ -1,5 +1,9 @@
 //! A WebSocket client for the fallback transport: the sans-IO [`ClientConnection`] over
 //! tokio-tungstenite, frames in binary messages.
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "test-client deadlines (now + seconds)"
+)]
 
 use std::time::{Duration, Instant};
 
