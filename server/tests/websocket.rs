@@ -134,6 +134,12 @@ async fn websocket_and_quic_clients_share_a_session() {
         .unwrap();
     bad.pump(Duration::from_secs(5)).await;
     assert_eq!(bad.closed, Some(4002), "closed as a protocol violation");
+    let mut junk = WsClient::connect(&url, ticket.invite.clone()).await;
+    let mut frame = 48u32.to_le_bytes().to_vec();
+    frame.extend((0..48u8).map(|i| i.wrapping_mul(53).wrapping_add(200)));
+    junk.ws.send(Message::Binary(frame.into())).await.unwrap();
+    junk.pump(Duration::from_secs(5)).await;
+    assert_eq!(junk.closed, Some(4002), "binary junk: protocol violation");
     let mut text = WsClient::connect(&url, ticket.invite.clone()).await;
     text.ws.send(Message::Text("hello".into())).await.unwrap();
     text.pump(Duration::from_secs(5)).await;
@@ -141,6 +147,10 @@ async fn websocket_and_quic_clients_share_a_session() {
     let metrics = http::get(server.http, "/metrics").await.unwrap().body;
     assert!(
         metrics.contains("meshwork_commands_rejected_total{reason=\"frame_too_large\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshwork_commands_rejected_total{reason=\"undecodable\"} 1"),
         "{metrics}"
     );
     // An unknown session is refused with 404 instead of an upgrade.

@@ -218,6 +218,22 @@ async fn bad_input_is_refused_with_its_reason_and_the_others_keep_working() {
     assert_eq!(closed.reason, CloseReason::ProtocolViolation);
     assert!(closed.message.contains("exceeds"), "{}", closed.message);
 
+    // Binary junk inside a well-formed frame: closed as undecodable.
+    let mut junk = Client::join(&t.ticket(Role::Editor), random_signer())
+        .await
+        .unwrap();
+    let mut frame = 48u32.to_le_bytes().to_vec();
+    frame.extend((0..48u8).map(|i| i.wrapping_mul(53).wrapping_add(200)));
+    junk.send_raw(&frame).await.unwrap();
+    let closed = loop {
+        match junk.next(Duration::from_secs(10)).await {
+            Ok(ServerMsg::Close(c)) => break c,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e:?}"),
+        }
+    };
+    assert_eq!(closed.reason, CloseReason::ProtocolViolation);
+
     // Each refusal is counted by reason.
     common::eventually("metrics", 10, || {
         t.rejected("permission") == 1
@@ -226,6 +242,7 @@ async fn bad_input_is_refused_with_its_reason_and_the_others_keep_working() {
             && t.rejected("invite_expired") == 1
             && t.rejected("unsupported_version") == 1
             && t.rejected("frame_too_large") == 1
+            && t.rejected("undecodable") == 1
     })
     .await;
 
