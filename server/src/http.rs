@@ -74,7 +74,9 @@ async fn index(State(s): State<AppState>) -> Response {
          <h1>Meshwork session server {}</h1>\
          <p>The server is running. The browser editor is not part of this build yet; native \
          clients join over QUIC at <code>{}</code> with a ticket from \
-         <code>meshwork-server invite</code>.</p>\
+         <code>meshwork-server invite</code>; browsers join over WebRTC (signaling: \
+         <code>POST /api/v1/sessions/{{id}}/rtc</code>) or the WebSocket fallback \
+         (<code>/api/v1/sessions/{{id}}/ws</code>).</p>\
          <ul><li><a href=/api/v1/server>/api/v1/server</a> (version, certificate fingerprint)</li>\
          <li><a href=/metrics>/metrics</a> (Prometheus)</li><li><a href=/healthz>/healthz</a></li></ul>",
         env!("CARGO_PKG_VERSION"),
