@@ -28,7 +28,7 @@ ws.onerror = (e) => {
 };
 ws.onmessage = (ev) => {
   for (const event of JSON.parse(conn.receive(new Uint8Array(ev.data)))) {
-    if (event.startsWith('refused') || event === 'closed') {
+    if (['join_refused', 'refused', 'closed'].includes(event.type)) {
       console.error(event);
       process.exit(1);
     }

@@ -165,9 +165,14 @@ impl Invite {
     /// session, which then verifies the invite.
     #[must_use]
     pub fn claimed_session(&self) -> Option<SessionId> {
-        decode_exact::<InviteBody>(&self.body)
-            .ok()
-            .map(|b| b.session)
+        self.claimed_body().map(|b| b.session)
+    }
+
+    /// The invite's body, unverified (for a client showing what it was invited as; the server
+    /// verifies).
+    #[must_use]
+    pub fn claimed_body(&self) -> Option<InviteBody> {
+        decode_exact::<InviteBody>(&self.body).ok()
     }
 }
 

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// ... or after this many seconds with unchecked entries [default: 10].
     #[arg(long, env = "MESHWORK_CHECKPOINT_INTERVAL_S")]
     pub checkpoint_interval_s: Option<u64>,
+    /// The built browser editor (`client-web/dist`), served at `/` [default: `client-web/dist`
+    /// when it exists under the working directory].
+    #[arg(long, env = "MESHWORK_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// WebRTC (UDP) for browsers: every peer on this one port [default: 127.0.0.1:4434].
     #[arg(long, env = "MESHWORK_RTC_ADDR")]
     pub rtc_addr: Option<SocketAddr>,
@@ -211,6 +215,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     checkpoint_every: Option<u64>,
     checkpoint_interval_s: Option<u64>,
+    web_dir: Option<PathBuf>,
     rtc_addr: Option<SocketAddr>,
     rtc_public_ips: Option<Vec<IpAddr>>,
     rtc_max_peers: Option<usize>,
@@ -220,6 +225,9 @@ struct FileConfig {
     turn_secret: Option<String>,
     turn_ttl_s: Option<u64>,
 }
+
+/// Where a source checkout's built editor lives, relative to the working directory.
+pub const DEFAULT_WEB_DIR: &str = "client-web/dist";
 
 /// Resolved settings of a running server.
 #[derive(Clone, Debug)]
@@ -248,6 +256,8 @@ pub struct Settings {
     pub checkpoint_every: u64,
     /// Seconds between time-based checkpoints.
     pub checkpoint_interval_s: u64,
+    /// The browser editor bundle served at `/`, if any.
+    pub web_dir: Option<PathBuf>,
     /// WebRTC UDP listen address.
     pub rtc_addr: SocketAddr,
     /// IPs announced in host candidates instead of the bound one.
@@ -281,6 +291,7 @@ impl Default for Settings {
             snapshot_every: 10_000,
             checkpoint_every: 1_000,
             checkpoint_interval_s: 10,
+            web_dir: None,
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
             rtc_public_ips: Vec::new(),
             rtc_max_peers: 1024,
@@ -340,6 +351,10 @@ impl Settings {
                 .or(file.checkpoint_interval_s)
                 .unwrap_or(d.checkpoint_interval_s)
                 .max(1),
+            web_dir: args.web_dir.clone().or(file.web_dir).or_else(|| {
+                let here = PathBuf::from(DEFAULT_WEB_DIR);
+                here.join("index.html").is_file().then_some(here)
+            }),
             rtc_addr: args.rtc_addr.or(file.rtc_addr).unwrap_or(d.rtc_addr),
             rtc_public_ips: args
                 .rtc_public_ips

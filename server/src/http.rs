@@ -37,8 +37,13 @@ pub struct AppState {
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
+    let web = state
+        .ctx
+        .settings
+        .web_dir
+        .clone()
+        .filter(|d| d.join("index.html").is_file());
+    let api = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,8 +58,26 @@ pub fn router(state: AppState) -> Router {
                 crate::webrtc::MAX_SDP_BYTES.saturating_add(1024),
             )),
         )
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .with_state(state)
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async {
+                ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
+            }),
+        );
+    match web {
+        // The editor: static files; unknown paths get the JSON 404 of the API.
+        Some(dir) => api
+            .fallback_service(tower_http::services::ServeDir::new(dir).not_found_service(
+                axum::routing::any(|| async {
+                    ApiError(StatusCode::NOT_FOUND, "no such file".into())
+                }),
+            ))
+            .with_state(state),
+        None => api
+            .route("/", get(index))
+            .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+            .with_state(state),
+    }
 }
 
 /// An error answered as JSON.
@@ -67,12 +90,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Until the browser editor is bundled, `/` says what this server is and where to go.
+/// Without a built editor, `/` says what this server is, how to get the editor, and where the
+/// API is: never a blank page.
 async fn index(State(s): State<AppState>) -> Response {
     let page = format!(
         "<!doctype html><meta charset=utf-8><title>Meshwork</title>\
          <h1>Meshwork session server {}</h1>\
-         <p>The server is running. The browser editor is not part of this build yet; native \
+         <p>The server is running, but the browser editor bundle was not found (looked for \
+         <code>{}</code>). Build and serve it with <code>cargo xtask run</code>, or build it with \
+         <code>npm ci &amp;&amp; npm run build</code> in <code>client-web/</code> and pass \
+         <code>--web-dir client-web/dist</code>. Native \
          clients join over QUIC at <code>{}</code> with a ticket from \
          <code>meshwork-server invite</code>; browsers join over WebRTC (signaling: \
          <code>POST /api/v1/sessions/{{id}}/rtc</code>) or the WebSocket fallback \
@@ -80,6 +107,10 @@ async fn index(State(s): State<AppState>) -> Response {
          <ul><li><a href=/api/v1/server>/api/v1/server</a> (version, certificate fingerprint)</li>\
          <li><a href=/metrics>/metrics</a> (Prometheus)</li><li><a href=/healthz>/healthz</a></li></ul>",
         env!("CARGO_PKG_VERSION"),
+        s.ctx.settings.web_dir.as_ref().map_or_else(
+            || crate::config::DEFAULT_WEB_DIR.to_owned(),
+            |d| d.display().to_string()
+        ),
         s.ctx.public_quic_addr
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()

@@ -25,6 +25,21 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from)
+        .unwrap_or_else(|e| panic!("{}: {e} (the wasm step builds it)", from.display()))
+    {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn docker(args: &[&str]) -> Output {
     let host = std::env::var("MESHWORK_DOCKER_HOST").unwrap();
     Command::new("docker")
@@ -101,10 +116,14 @@ async fn the_image_runs_serves_and_keeps_its_data() {
     let build = root().join("deploy/build");
     std::fs::create_dir_all(build.join("data")).unwrap();
     std::fs::copy(&binary, build.join("meshwork-server")).unwrap();
+    // The editor bundle built by the wasm step of `cargo xtask ci`.
+    let web = build.join("web");
+    let _ = std::fs::remove_dir_all(&web);
+    copy_dir(&root().join("client-web/dist"), &web);
     let test_dockerfile = build.join("Dockerfile.ci");
     std::fs::write(
         &test_dockerfile,
-        format!("FROM scratch AS binary\nCOPY deploy/build/meshwork-server /out/meshwork-server\nCOPY deploy/build/data /out/data\n\n{runtime}"),
+        format!("FROM scratch AS binary\nCOPY deploy/build/meshwork-server /out/meshwork-server\nCOPY deploy/build/data /out/data\nCOPY deploy/build/web /out/web\n\n{runtime}"),
     )
     .unwrap();
     ok(
@@ -141,6 +160,10 @@ async fn the_image_runs_serves_and_keeps_its_data() {
         addr: http_addr,
         token: token.clone(),
     };
+    // The image serves the browser editor at /.
+    let index = http::get(http_addr, "/").await.unwrap();
+    assert_eq!(index.status, 200);
+    assert!(index.body.contains("<div id=\"app\">"), "{}", index.body);
     let id = admin.create_session("container").await.unwrap();
     let ticket = JoinTicket::from_text(&admin.invite(&id, "editor").await.unwrap()).unwrap();
     let mut c = Client::join(&ticket, random_signer()).await.unwrap();

@@ -56,7 +56,7 @@ export async function run(ticket, session) {
     log.onclose = () => reject(new Error('the server closed the log channel'));
     log.onmessage = (ev) => {
       for (const event of JSON.parse(conn.receive(new Uint8Array(ev.data)))) {
-        if (event.startsWith('refused') || event === 'closed') reject(new Error(event));
+        if (['join_refused', 'refused', 'closed'].includes(event.type)) reject(new Error(JSON.stringify(event)));
       }
       if (conn.synced() && !submitted) {
         const entity = conn.entity_id(1);

@@ -1,15 +1,17 @@
 //! `meshwork-protocol` for JavaScript (wasm-bindgen): key generation from caller-supplied
 //! randomness, the client connection (handshake, signing, submitting) and its replica, fed with
-//! raw bytes from whatever transport the page uses (WebSocket today). Everything that decides
-//! what is true stays in Rust; this is only the boundary.
+//! raw bytes from whatever transport the page uses (WebRTC data channel or WebSocket). Everything
+//! that decides what is true stays in Rust; this is only the boundary.
 //!
 //! Commands cross the boundary as JSON in serde's shape of `meshwork_protocol::Command`, e.g.
 //! `{"Translate":{"entity":4294967297,"delta":[0.1,0,0]}}`.
 
 use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase};
-use meshwork_protocol::codec::encode_frame;
-use meshwork_protocol::wire::{JoinTicket, ServerMsg};
+use meshwork_protocol::codec::{encode_frame, to_frame};
+use meshwork_protocol::scene::Geometry;
+use meshwork_protocol::wire::{ClientMsg, JoinTicket, Ping, Pose, Presence, ServerMsg};
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, FrameReader, Signer as _};
+use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 
 fn err(e: impl core::fmt::Display) -> JsError {
@@ -23,6 +25,9 @@ pub struct Connection {
     inner: ClientConnection<Ed25519Signer>,
     reader: FrameReader,
     public_key: Vec<u8>,
+    /// Messages this wrapper adds to the reliable lane (pings).
+    extra: Vec<ClientMsg>,
+    presence_seq: u32,
 }
 
 #[wasm_bindgen]
@@ -48,6 +53,8 @@ impl Connection {
             ),
             reader: FrameReader::new(),
             public_key,
+            extra: Vec::new(),
+            presence_seq: 0,
         })
     }
 
@@ -61,6 +68,9 @@ impl Connection {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
+        for msg in self.extra.drain(..) {
+            let _ = encode_frame(&msg, &mut out);
+        }
         while let Some(msg) = self.inner.poll_transmit() {
             // A message over the frame limit cannot be produced by this API's inputs.
             let _ = encode_frame(&msg, &mut out);
@@ -68,8 +78,12 @@ impl Connection {
         out
     }
 
-    /// Feeds bytes received from the server (any split). Returns the events as a JSON array
-    /// of strings (`"joined"`, `"synced"`, `"resyncing"`, `"closed"`, `"refused: …"`).
+    /// Feeds bytes received from the server on the reliable lane (any split). Returns the
+    /// events as a JSON array of objects, each with a `type`: `joined` (`author`, `role`),
+    /// `join_refused` (`message`), `synced`, `resyncing`, `changed` (the scene moved on: re-read
+    /// it), `ack` (`seq`), `refused` (`seq`, `code`, `message`: a command the server refused),
+    /// `pong` (`nonce`), `presence` (see [`Self::receive_presence`]), `closed` (`reason`,
+    /// `message`).
     ///
     /// # Errors
     /// A frame that ends the connection (oversized or undecodable).
@@ -77,17 +91,117 @@ impl Connection {
         self.reader.push(bytes).map_err(err)?;
         let mut events = Vec::new();
         while let Some(msg) = self.reader.next_msg::<ServerMsg>().map_err(err)? {
-            let e = match self.inner.handle(&msg) {
-                ClientEvent::None => continue,
-                ClientEvent::Joined => "joined".to_owned(),
-                ClientEvent::Synced => "synced".to_owned(),
-                ClientEvent::Resyncing => "resyncing".to_owned(),
-                ClientEvent::Closed => "closed".to_owned(),
-                ClientEvent::Refused(r) => format!("refused: {}", r.message),
-            };
-            events.push(e);
+            self.handle(&msg, &mut events);
         }
         serde_json::to_string(&events).map_err(err)
+    }
+
+    /// Feeds one message from the unreliable lane (a whole frame: WebRTC `presence` channel).
+    /// Returns the same JSON array as [`Self::receive`]; undecodable input is ignored.
+    #[must_use]
+    pub fn receive_presence(&mut self, bytes: &[u8]) -> String {
+        let mut events = Vec::new();
+        if let Ok(Some((msg, _))) = meshwork_protocol::decode_frame::<ServerMsg>(bytes) {
+            self.handle(&msg, &mut events);
+        }
+        serde_json::to_string(&events).unwrap_or_else(|_| "[]".into())
+    }
+
+    fn handle(&mut self, msg: &ServerMsg, events: &mut Vec<Value>) {
+        let before = self.inner.replica().scene().position;
+        match msg {
+            ServerMsg::Ack(a) => events.push(json!({"type": "ack", "seq": a.seq})),
+            ServerMsg::CommandRefused(r) => events.push(json!({
+                "type": "refused", "seq": r.seq, "code": r.code.as_str(), "message": r.message,
+            })),
+            ServerMsg::Pong(p) => events.push(json!({"type": "pong", "nonce": p.nonce})),
+            ServerMsg::Presence(p) => events.push(json!({
+                "type": "presence",
+                "author": p.author.0,
+                "head": p.presence.head.map(pose_json),
+                "cursor": p.presence.cursor.map(pose_json),
+            })),
+            ServerMsg::Close(c) => events.push(json!({
+                "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
+            })),
+            _ => {}
+        }
+        match self.inner.handle(msg) {
+            ClientEvent::Joined => events.push(json!({
+                "type": "joined",
+                "author": self.inner.author().map(|a| a.0),
+                "role": self.role(),
+            })),
+            ClientEvent::Refused(r) => {
+                events.push(json!({"type": "join_refused", "message": r.message}));
+            }
+            ClientEvent::Synced => events.push(json!({"type": "synced"})),
+            ClientEvent::Resyncing => events.push(json!({"type": "resyncing"})),
+            ClientEvent::None | ClientEvent::Closed => {}
+        }
+        if self.inner.replica().scene().position != before
+            || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
+        {
+            events.push(json!({"type": "changed"}));
+        }
+    }
+
+    /// The role granted by the invite (`viewer`, `editor`, `admin`), once joined.
+    #[must_use]
+    pub fn role(&self) -> Option<String> {
+        self.inner.welcome().map(|w| {
+            serde_json::to_value(w.role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The session id (hex) the ticket names.
+    #[must_use]
+    pub fn session(&self) -> Option<String> {
+        self.inner.welcome().map(|w| w.session.to_string())
+    }
+
+    /// Queues a ping on the reliable lane (answered by a `pong` event: round-trip time).
+    pub fn ping(&mut self, nonce: f64) {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a JS timestamp in ms: positive, far below 2^53"
+        )]
+        let nonce = nonce as u64;
+        self.extra.push(ClientMsg::Ping(Ping { nonce }));
+    }
+
+    /// One presence frame (for the unreliable lane, or the reliable one when there is none):
+    /// the pointer's hit point in scene space (metres) and the camera pose, or `null`s.
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn presence_frame(
+        &mut self,
+        cursor: Option<Vec<f32>>,
+        head_position: Option<Vec<f32>>,
+        head_rotation: Option<Vec<f32>>,
+    ) -> Result<Vec<u8>, JsError> {
+        self.presence_seq = self.presence_seq.wrapping_add(1);
+        let pose = |p: &[f32], q: Option<&[f32]>| Pose {
+            position_mm: [0, 1, 2].map(|i| mm(p.get(i).copied().unwrap_or(0.0))),
+            rotation: [0, 1, 2, 3].map(|i| {
+                let identity = if i == 3 { 1.0 } else { 0.0 };
+                unit(q.and_then(|q| q.get(i).copied()).unwrap_or(identity))
+            }),
+        };
+        let presence = Presence {
+            seq: self.presence_seq,
+            head: head_position
+                .as_deref()
+                .map(|p| pose(p, head_rotation.as_deref())),
+            hands: [None, None],
+            cursor: cursor.as_deref().map(|p| pose(p, None)),
+        };
+        to_frame(&ClientMsg::Presence(presence)).map_err(err)
     }
 
     /// Joined the session.
@@ -129,6 +243,108 @@ impl Connection {
             .ok_or_else(|| err("not joined yet"))
     }
 
+    /// Signs and queues several commands (a JSON array) as one batch: the server orders them
+    /// together.
+    ///
+    /// # Errors
+    /// JSON that is not an array of commands, or not joined yet.
+    pub fn submit_batch_json(&mut self, commands: &str) -> Result<(), JsError> {
+        let commands: Vec<Command> = serde_json::from_str(commands).map_err(err)?;
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .submit(commands)
+            .map(|_| ())
+            .ok_or_else(|| err("not joined yet"))
+    }
+
+    /// The replica's scene as JSON: `{position, name, entities: [{id, name, kind, translation,
+    /// rotation (x, y, z, w), scale, color (linear RGBA), geometry}], selections: [{author,
+    /// entities}]}`. `geometry` changes exactly when the entity's mesh does (fetch it then with
+    /// [`Self::mesh_positions`] and friends).
+    ///
+    /// # Errors
+    /// Never in practice (plain numbers).
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    pub fn scene_json(&self) -> Result<String, JsError> {
+        let scene = self.inner.replica().scene();
+        let entities: Vec<Value> = scene
+            .entities
+            .iter()
+            .map(|(id, e)| {
+                let (kind, geometry) = match &e.geometry {
+                    Geometry::Primitive(p) => {
+                        let name = format!("{p:?}").to_lowercase();
+                        (name.clone(), name)
+                    }
+                    Geometry::Mesh(_) => ("mesh".to_owned(), "mesh".to_owned()),
+                };
+                json!({
+                    "id": id.0 as f64,
+                    "name": e.name.value,
+                    "kind": kind,
+                    "geometry": format!("{geometry}#{}", geometry_rev(&e.geometry)),
+                    "translation": e.transform.translation.to_array(),
+                    "rotation": e.transform.rotation.to_array(),
+                    "scale": e.transform.scale.to_array(),
+                    "color": e.color.value.to_array(),
+                })
+            })
+            .collect();
+        let selections: Vec<Value> = scene
+            .authors
+            .iter()
+            .filter_map(|(a, s)| {
+                let sel = s.selection.as_ref()?;
+                Some(json!({
+                    "author": a.0,
+                    "entities": sel.value.iter().map(|e| e.0 as f64).collect::<Vec<_>>(),
+                }))
+            })
+            .collect();
+        serde_json::to_string(&json!({
+            "position": scene.position,
+            "name": scene.session_name.as_ref().map(|n| n.value.clone()),
+            "entities": entities,
+            "selections": selections,
+        }))
+        .map_err(err)
+    }
+
+    /// Vertex positions (x, y, z per vertex) of entity `id`'s triangulated mesh.
+    #[must_use]
+    pub fn mesh_positions(&self, id: f64) -> Vec<f32> {
+        self.triangles(id)
+            .map(|m| m.positions.into_iter().flatten().collect())
+            .unwrap_or_default()
+    }
+
+    /// Vertex normals, parallel to [`Self::mesh_positions`].
+    #[must_use]
+    pub fn mesh_normals(&self, id: f64) -> Vec<f32> {
+        self.triangles(id)
+            .map(|m| m.normals.into_iter().flatten().collect())
+            .unwrap_or_default()
+    }
+
+    /// Triangle indices into [`Self::mesh_positions`].
+    #[must_use]
+    pub fn mesh_indices(&self, id: f64) -> Vec<u32> {
+        self.triangles(id).map(|m| m.indices).unwrap_or_default()
+    }
+
+    fn triangles(&self, id: f64) -> Option<meshwork_protocol::mesh::RenderMesh> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ids come from scene_json, exact below 2^53"
+        )]
+        let id = EntityId(id as u64);
+        let e = self.inner.replica().scene().entities.get(&id)?;
+        Some(e.geometry.mesh().triangulate())
+    }
+
     /// Hex SHA-256 of the replica's scene (compare with the server's).
     #[must_use]
     pub fn state_hash(&self) -> String {
@@ -153,7 +369,7 @@ impl Connection {
     /// # Errors
     /// Never in practice (plain numbers).
     pub fn render_json(&self) -> Result<String, JsError> {
-        let items: Vec<serde_json::Value> = self
+        let items: Vec<Value> = self
             .inner
             .replica()
             .scene()
@@ -172,6 +388,73 @@ impl Connection {
             .collect();
         serde_json::to_string(&items).map_err(err)
     }
+}
+
+/// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
+/// page needs it to choose the WebRTC / WebSocket endpoint before joining.
+#[wasm_bindgen]
+#[must_use]
+pub fn ticket_session(ticket: &str) -> Option<String> {
+    JoinTicket::from_text(ticket.trim())
+        .ok()
+        .and_then(|t| t.invite.claimed_session())
+        .map(|s| s.to_string())
+}
+
+/// The role a join ticket grants (`viewer`, `editor`, `admin`), unverified (the server checks).
+#[wasm_bindgen]
+#[must_use]
+pub fn ticket_role(ticket: &str) -> Option<String> {
+    let t = JoinTicket::from_text(ticket.trim()).ok()?;
+    let body = t.invite.claimed_body()?;
+    serde_json::to_value(body.role)
+        .ok()?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A cheap revision of a geometry: primitives never change; an edited mesh's element counts
+/// change with every topological edit (vertex moves keep them, so they count too).
+fn geometry_rev(g: &Geometry) -> String {
+    match g {
+        Geometry::Primitive(_) => "0".to_owned(),
+        Geometry::Mesh(m) => {
+            let tri = m.triangulate();
+            let sum: f32 = tri.positions.iter().flatten().sum();
+            format!("{}:{}:{sum}", tri.positions.len(), tri.indices.len())
+        }
+    }
+}
+
+/// Metres to whole millimetres, clamped to the wire's range.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "clamped to i32 range first; NaN maps to 0"
+)]
+fn mm(metres: f32) -> i32 {
+    let v = (metres * 1000.0).round();
+    if v.is_nan() {
+        0
+    } else {
+        v.clamp(-2.0e9, 2.0e9) as i32
+    }
+}
+
+/// A unit-quaternion component scaled by 32767.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "clamped to [-1, 1] first; NaN maps to 0"
+)]
+fn unit(v: f32) -> i16 {
+    let v = (v.clamp(-1.0, 1.0) * 32767.0).round();
+    if v.is_nan() { 0 } else { v as i16 }
+}
+
+fn pose_json(p: Pose) -> Value {
+    json!({
+        "position": p.position_mm.map(|v| f64::from(v) / 1000.0),
+        "rotation": p.rotation.map(|v| f64::from(v) / 32767.0),
+    })
 }
 
 #[cfg(test)]

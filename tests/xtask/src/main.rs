@@ -262,9 +262,10 @@ fn ci() -> Result<(), String> {
 const WASM_BINDGEN: &str = "0.2.130";
 
 /// Builds the browser package of the protocol (`client-web/wasm` through wasm-bindgen: a
-/// `web` build into `client-web/pkg` for the editor, a `nodejs` build for tests) and runs the
-/// Node end-to-end test against the real server.
-fn wasm_package_test() -> Result<(), String> {
+/// `web` build into `client-web/pkg` for the editor, a `nodejs` build for tests); returns the
+/// Node build's directory.
+fn wasm_package() -> Result<PathBuf, String> {
+    ensure_wasm_target()?;
     run(
         "wasm package (cargo)",
         cargo().args([
@@ -316,6 +317,52 @@ fn wasm_package_test() -> Result<(), String> {
                 .arg(&wasm),
         )?;
     }
+    Ok(node_pkg)
+}
+
+/// npm packages of `client-web` (`npm ci`: exactly the lockfile), when missing or older than
+/// the lockfile. Never Playwright's browser download: tests drive Debian's Chromium.
+fn ensure_npm_packages() -> Result<(), String> {
+    let web = workspace_root().join("client-web");
+    let stamp = web.join("node_modules").join(".package-lock.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (modified(&stamp), modified(&web.join("package-lock.json"))) {
+        (Some(installed), Some(lock)) => installed >= lock,
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    run(
+        "npm ci (client-web)",
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&web)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+    )
+}
+
+/// The browser editor: type check and bundle into `client-web/dist` (needs the wasm package).
+fn web_bundle() -> Result<(), String> {
+    ensure_npm_packages()?;
+    run(
+        "web editor bundle (tsc + vite build)",
+        Command::new("npm")
+            .args(["run", "build"])
+            .current_dir(workspace_root().join("client-web")),
+    )
+}
+
+/// The wasm package, its Node end-to-end test, the editor bundle and its unit tests.
+fn wasm_package_test() -> Result<(), String> {
+    let node_pkg = wasm_package()?;
+    web_bundle()?;
+    run(
+        "web editor unit tests (vitest)",
+        Command::new("npm")
+            .args(["test"])
+            .current_dir(workspace_root().join("client-web")),
+    )?;
     run(
         "wasm package end to end (Node over WebSocket)",
         cargo()
@@ -333,50 +380,29 @@ fn wasm_package_test() -> Result<(), String> {
     )
 }
 
-/// Headless Chromium over WebRTC: npm packages for the browser tests (Playwright's core, never
-/// its browser download: the tests drive Debian's `/usr/bin/chromium`), then the browser test
-/// inside a loopback-only network namespace, so nothing leaves the machine.
+/// Headless Chromium: npm packages for the browser tests (Playwright's core, never its browser
+/// download: the tests drive Debian's `/usr/bin/chromium`), then the WebRTC page test and the
+/// editor end-to-end test inside a loopback-only network namespace, so nothing leaves the
+/// machine. Screenshots land in `<target dir>/tmp/browser-artifacts/`.
 fn browser_test() -> Result<(), String> {
-    let web = workspace_root().join("client-web");
-    if !web.join("node_modules").join("playwright-core").exists() {
-        run(
-            "npm ci (client-web)",
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&web)
-                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
-        )?;
-    }
+    ensure_npm_packages()?;
     // Built outside the namespace (cargo may need the registry); run inside it.
+    let tests = ["--test", "browser_webrtc", "--test", "browser_editor"];
     run(
-        "browser test (build)",
-        cargo().args([
-            "test",
-            "--locked",
-            "--no-run",
-            "-p",
-            "meshwork-server",
-            "--test",
-            "browser_webrtc",
-        ]),
+        "browser tests (build)",
+        cargo()
+            .args(["test", "--locked", "--no-run", "-p", "meshwork-server"])
+            .args(tests),
     )?;
     let cargo_bin = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(
-        "browser test (Chromium over WebRTC, loopback-only network namespace)",
+        "browser tests (Chromium: WebRTC page, the editor; loopback-only network namespace)",
         Command::new("unshare")
             .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
             .arg(cargo_bin)
-            .args([
-                "test",
-                "--locked",
-                "--offline",
-                "-p",
-                "meshwork-server",
-                "--test",
-                "browser_webrtc",
-                "--",
-                "--ignored",
-            ])
+            .args(["test", "--locked", "--offline", "-p", "meshwork-server"])
+            .args(tests)
+            .args(["--", "--ignored"])
             .current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", target_dir()),
     )
@@ -508,7 +534,11 @@ fn container_test() -> Result<(), String> {
 }
 
 /// `cargo xtask run`: the server with its zero-configuration defaults (extra flags pass through).
+/// Builds the wasm package and the editor bundle, then runs the server serving it.
 fn serve(extra: &[String]) -> Result<(), String> {
+    wasm_package()?;
+    web_bundle()?;
+    let dist = workspace_root().join("client-web").join("dist");
     run(
         "meshwork-server serve",
         cargo()
@@ -520,7 +550,9 @@ fn serve(extra: &[String]) -> Result<(), String> {
                 "meshwork-server",
                 "--",
                 "serve",
+                "--web-dir",
             ])
+            .arg(&dist)
             .args(extra),
     )
 }

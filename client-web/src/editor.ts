@@ -1,0 +1,625 @@
+// The editor page: DOM UI (top bar, tools, outliner, inspector, toasts, telemetry), the 3D
+// viewport, and the session. Every edit becomes signed commands; the replica (server order)
+// decides what is shown, with local previews for drags until the server has spoken.
+
+import { Session, ticketRole, type SessionEvent } from './session';
+import type { TransportKind } from './net';
+import {
+  Previews,
+  applyPresence,
+  authorColor,
+  bytesPerSecond,
+  canEdit,
+  displayName,
+  entityAuthor,
+  eulerDegFromQuat,
+  hexToLinear,
+  linearToHex,
+  newTelemetry,
+  nextCounter,
+  perSecond,
+  presentPeople,
+  quatFromEulerDeg,
+  readOnlyReason,
+  refusalText,
+  shortcut,
+  transformCommands,
+  trim,
+  type Command,
+  type EntityView,
+  type Person,
+  type Primitive,
+  type Role,
+  type SceneView,
+  type Tool,
+  type Transform,
+  type Vec3,
+} from './state';
+import { Viewport } from './viewport';
+
+const PRIMITIVES: Primitive[] = ['Cube', 'Pyramid', 'Plane', 'Cylinder', 'Sphere'];
+const TOOLS: [Tool, string, string][] = [
+  ['select', 'Select', 'Q'],
+  ['move', 'Move', 'G'],
+  ['rotate', 'Rotate', 'R'],
+  ['scale', 'Scale', 'S'],
+];
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: (Node | string)[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  el.append(...children);
+  return el;
+}
+
+export class Editor {
+  private session: Session;
+  private viewport!: Viewport;
+  private view: SceneView = { position: 0, name: null, entities: [], selections: [] };
+  private role: Role | null;
+  private author: number | null = null;
+  private tool: Tool = 'select';
+  private selected: number | null = null;
+  private people = new Map<number, Person>();
+  private previews = new Previews();
+  private telemetry = newTelemetry();
+  private connection = 'connecting';
+  private counterKey = '';
+  private synced = false;
+  private lastPoint: Vec3 | null = null;
+  private lastPresence = 0;
+
+  // DOM
+  private root = h('div', { class: 'editor' });
+  private status = h('span', { class: 'status', 'data-testid': 'connection' }, 'Connecting…');
+  private peopleList = h('ul', { class: 'people', 'aria-label': 'People' });
+  private sessionLabel = h('span', { class: 'session' });
+  private banner = h('p', { class: 'banner', role: 'note', hidden: '' });
+  private toolButtons = new Map<Tool, HTMLButtonElement>();
+  private editButtons: HTMLButtonElement[] = [];
+  private outliner = h('ul', { class: 'outliner', 'aria-label': 'Outliner' });
+  private inspector = h('form', { class: 'inspector', 'aria-label': 'Inspector' });
+  private fields = new Map<string, HTMLInputElement>();
+  private toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
+  private overlay = h('dl', { class: 'telemetry', 'aria-label': 'Telemetry', hidden: '' });
+  private canvas = h('canvas', { 'aria-label': 'Scene view', 'data-testid': 'viewport' });
+
+  constructor(
+    seed: Uint8Array,
+    ticket: string,
+    sessionId: string,
+    private prefer: TransportKind | null,
+  ) {
+    this.session = new Session(seed, ticket, sessionId);
+    this.role = ticketRole(ticket);
+    this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
+  }
+
+  async mount(into: HTMLElement): Promise<void> {
+    into.replaceChildren(this.build());
+    this.viewport = new Viewport(this.canvas, {
+      positions: (id) => this.session.conn.mesh_positions(id),
+      normals: (id) => this.session.conn.mesh_normals(id),
+      indices: (id) => this.session.conn.mesh_indices(id),
+    });
+    this.viewport.onDragEnd = (id, from, to) => this.commitTransform(id, from, to);
+    this.viewport.onPick = (id) => this.select(id);
+    this.viewport.onHover = (p) => this.sendPresence(p);
+    await this.viewport.start();
+    this.applyRole();
+    this.session.onEvent = (e) => this.onEvent(e);
+    this.session.onTransportNote = (n) => this.toast(n, 'info');
+    window.addEventListener('keydown', (e) => this.onKey(e));
+    window.setInterval(() => this.tick(), 250);
+    (window as unknown as { meshwork: unknown }).meshwork = this.debugHandle();
+    try {
+      await this.session.open(this.prefer);
+      this.connection = 'joining';
+    } catch (e) {
+      this.connection = 'offline';
+      this.toast(`Could not connect: ${(e as Error).message}`, 'error');
+    }
+    this.renderStatus();
+  }
+
+  // ------------------------------------------------------------------------------- layout
+
+  private build(): HTMLElement {
+    const top = h(
+      'header',
+      { class: 'topbar' },
+      h('strong', { class: 'brand' }, 'Meshwork'),
+      this.sessionLabel,
+      this.status,
+      this.peopleList,
+    );
+    const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
+    for (const [tool, label, key] of TOOLS) {
+      const b = h('button', { type: 'button', 'aria-pressed': 'false', title: `${label} (${key})` }, label);
+      b.addEventListener('click', () => this.setTool(tool));
+      this.toolButtons.set(tool, b);
+      palette.append(b);
+    }
+    palette.append(h('span', { class: 'sep', 'aria-hidden': 'true' }));
+    for (const p of PRIMITIVES) {
+      const b = h('button', { type: 'button' }, `Add ${p.toLowerCase()}`);
+      b.addEventListener('click', () => this.add(p));
+      this.editButtons.push(b);
+      palette.append(b);
+    }
+    const del = h('button', { type: 'button', title: 'Delete (Del)' }, 'Delete');
+    del.addEventListener('click', () => this.deleteSelected());
+    this.editButtons.push(del);
+    const color = h('input', { type: 'color', 'aria-label': 'Color', value: '#cccccc' });
+    color.addEventListener('change', () => this.setColor(color.value));
+    this.fields.set('palette-color', color);
+    palette.append(del, h('label', { class: 'color' }, 'Color ', color));
+
+    this.buildInspector();
+    const side = h(
+      'aside',
+      { class: 'side' },
+      h('section', { 'aria-labelledby': 'outliner-h' }, h('h2', { id: 'outliner-h' }, 'Outliner'), this.outliner),
+      h('section', { 'aria-labelledby': 'inspector-h' }, h('h2', { id: 'inspector-h' }, 'Inspector'), this.inspector),
+    );
+    const main = h('main', { class: 'view' }, this.canvas, this.overlay, this.toasts);
+    this.root.append(top, this.banner, palette, h('div', { class: 'body' }, main, side));
+    this.renderTools();
+    return this.root;
+  }
+
+  private buildInspector(): void {
+    const field = (key: string, label: string, type = 'number', step = '0.1') => {
+      const input = h('input', { type, step, name: key, 'aria-label': label, disabled: '' });
+      input.addEventListener('change', () => this.inspectorChanged(key));
+      input.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter') {
+          e.preventDefault();
+          input.blur();
+        }
+      });
+      this.fields.set(key, input);
+      return input;
+    };
+    const row = (label: string, ...inputs: HTMLInputElement[]) =>
+      h('div', { class: 'row' }, h('span', { class: 'label' }, label), ...inputs);
+    const axes = (key: string, label: string, step: string) =>
+      ['x', 'y', 'z'].map((a) => field(`${key}.${a}`, `${label} ${a.toUpperCase()}`, 'number', step));
+    this.inspector.append(
+      row('Name', field('name', 'Name', 'text')),
+      row('Position', ...axes('position', 'Position', '0.1')),
+      row('Rotation °', ...axes('rotation', 'Rotation', '5')),
+      row('Scale', ...axes('scale', 'Scale', '0.1')),
+      row('Color', field('color', 'Entity color', 'color')),
+    );
+    this.inspector.addEventListener('submit', (e) => e.preventDefault());
+  }
+
+  // ------------------------------------------------------------------------------- events
+
+  private onEvent(e: SessionEvent): void {
+    const now = performance.now();
+    switch (e.type) {
+      case 'joined':
+        this.author = e.author;
+        this.role = e.role;
+        this.connection = 'joined';
+        this.counterKey = `meshwork.counter.${this.session.sessionId}.${e.author}`;
+        this.applyRole();
+        break;
+      case 'join_refused':
+        this.connection = 'refused';
+        this.toast(`Could not join: ${e.message}`, 'error');
+        break;
+      case 'synced':
+        this.synced = true;
+        this.connection = 'live';
+        this.refresh();
+        break;
+      case 'resyncing':
+        this.connection = 'resyncing';
+        break;
+      case 'changed':
+        this.previews.replicaChanged();
+        this.refresh();
+        break;
+      case 'ack':
+        this.previews.acked();
+        break;
+      case 'refused': {
+        this.telemetry.refusals += 1;
+        if (e.code === 'conflict') this.telemetry.conflicts += 1;
+        this.previews.refused();
+        this.toast(refusalText(e), 'error');
+        this.refresh();
+        break;
+      }
+      case 'pong':
+        this.telemetry.rttMs = now - e.nonce;
+        break;
+      case 'presence':
+        this.people = applyPresence(this.people, e, Date.now());
+        break;
+      case 'closed':
+        this.connection = 'closed';
+        this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
+        break;
+    }
+    this.renderStatus();
+  }
+
+  private onKey(e: KeyboardEvent): void {
+    const t = e.target as HTMLElement | null;
+    const inField = !!t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT');
+    const action = shortcut(e.key, inField);
+    switch (action.kind) {
+      case 'tool':
+        this.setTool(action.tool);
+        break;
+      case 'delete':
+        this.deleteSelected();
+        break;
+      case 'deselect':
+        if (inField) t?.blur();
+        this.select(null);
+        break;
+      case 'telemetry':
+        this.overlay.hidden = !this.overlay.hidden;
+        this.renderTelemetry();
+        break;
+      case 'none':
+        return;
+    }
+    e.preventDefault();
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    const t = this.telemetry;
+    t.submitted = trim(t.submitted, now, (s) => s);
+    const tr = this.session.transport;
+    if (tr) {
+      t.bytesIn.push([now, tr.bytesIn]);
+      t.bytesOut.push([now, tr.bytesOut]);
+      tr.bytesIn = 0;
+      tr.bytesOut = 0;
+    }
+    t.bytesIn = trim(t.bytesIn, now, ([s]) => s);
+    t.bytesOut = trim(t.bytesOut, now, ([s]) => s);
+    // A presence heartbeat: others see who is here (and where they look) even when idle.
+    if (now - this.lastPresence > 1000) this.sendPresence(this.lastPoint);
+    this.viewport.people(presentPeople(this.people, Date.now()), this.author);
+    this.renderPeople();
+    if (!this.overlay.hidden) this.renderTelemetry();
+  }
+
+  // ------------------------------------------------------------------------------- actions
+
+  private editable(): boolean {
+    return canEdit(this.role) && this.connection === 'live';
+  }
+
+  /** Refuses an edit in the UI with the reason, before anything is sent. */
+  private guard(): boolean {
+    if (this.editable()) return true;
+    this.toast(readOnlyReason(this.role) ?? 'Not connected yet.', 'error');
+    return false;
+  }
+
+  private submit(commands: Command[]): void {
+    if (commands.length === 0) return;
+    this.session.submit(commands);
+    const now = performance.now();
+    for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
+  }
+
+  private setTool(tool: Tool): void {
+    if (tool !== 'select' && !canEdit(this.role)) {
+      this.guard();
+      return;
+    }
+    this.tool = tool;
+    this.renderTools();
+  }
+
+  private add(primitive: Primitive): void {
+    if (!this.guard() || this.author === null) return;
+    const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
+    const counter = nextCounter(this.author, this.view.entities.map((e) => e.id), remembered);
+    localStorage.setItem(this.counterKey, String(counter));
+    const entity = this.author * 2 ** 32 + counter;
+    const y = primitive === 'Plane' ? 0 : 0.5;
+    this.submit([
+      { Spawn: { entity, primitive, transform: { translation: [0, y, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] } } },
+      { Select: { entities: [entity] } },
+    ]);
+    this.selected = entity;
+    if (this.tool === 'select') this.tool = 'move';
+    this.renderTools();
+  }
+
+  private deleteSelected(): void {
+    if (this.selected === null) return;
+    if (!this.guard()) return;
+    const entity = this.selected;
+    this.selected = null;
+    this.submit([{ Despawn: { entity } }, { Select: { entities: [] } }]);
+    this.refresh();
+  }
+
+  private select(id: number | null): void {
+    if (this.selected === id) return;
+    this.selected = id;
+    // Selection is shared (others see it highlighted) when this user may write; viewers keep
+    // theirs local, since the server would refuse it.
+    if (canEdit(this.role) && this.connection === 'live') {
+      this.submit([{ Select: { entities: id === null ? [] : [id] } }]);
+    }
+    this.refresh();
+  }
+
+  private setColor(hex: string): void {
+    if (this.selected === null || !this.guard()) return;
+    this.submit([{ SetColor: { entity: this.selected, rgba: hexToLinear(hex) } }]);
+  }
+
+  private commitTransform(id: number, from: Transform, to: Transform): void {
+    if (!this.editable()) {
+      this.guard();
+      this.refresh();
+      return;
+    }
+    const commands = transformCommands(id, from, to);
+    if (commands.length === 0) return;
+    this.previews.submitted(id, to);
+    this.submit(commands);
+    this.refresh();
+  }
+
+  private inspectorChanged(key: string): void {
+    const e = this.entity(this.selected);
+    if (!e) return;
+    if (!this.guard()) {
+      this.renderInspector();
+      return;
+    }
+    const num = (k: string) => Number(this.fields.get(k)?.value ?? '0');
+    if (key === 'name') {
+      this.submit([{ SetName: { entity: e.id, name: this.fields.get('name')?.value ?? '' } }]);
+      return;
+    }
+    if (key === 'color') {
+      this.setColor(this.fields.get('color')?.value ?? '#ffffff');
+      return;
+    }
+    const from = this.shown(e);
+    const to: Transform = {
+      translation: [num('position.x'), num('position.y'), num('position.z')],
+      rotation: quatFromEulerDeg([num('rotation.x'), num('rotation.y'), num('rotation.z')]),
+      scale: [num('scale.x'), num('scale.y'), num('scale.z')],
+    };
+    if (to.scale.some((s) => !(s > 0))) {
+      this.toast('Scale must be positive.', 'error');
+      this.renderInspector();
+      return;
+    }
+    // Only the edited group changes; the others keep their exact current values.
+    const group = key.split('.')[0];
+    const target: Transform = {
+      translation: group === 'position' ? to.translation : from.translation,
+      rotation: group === 'rotation' ? to.rotation : from.rotation,
+      scale: group === 'scale' ? to.scale : from.scale,
+    };
+    this.commitTransform(e.id, from, target);
+  }
+
+  private sendPresence(point: Vec3 | null): void {
+    this.lastPoint = point;
+    if (this.connection !== 'live') return;
+    this.lastPresence = performance.now();
+    const cam = this.viewport.cameraPose();
+    this.session.presence(point, cam.position, cam.rotation);
+  }
+
+  // ------------------------------------------------------------------------------- rendering
+
+  private entity(id: number | null): EntityView | undefined {
+    return id === null ? undefined : this.view.entities.find((e) => e.id === id);
+  }
+
+  /** What is shown for an entity: a pending preview, else the replica. */
+  private shown(e: EntityView): Transform {
+    return this.previews.override(e.id) ?? { translation: e.translation, rotation: e.rotation, scale: e.scale };
+  }
+
+  private refresh(): void {
+    if (!this.synced) return;
+    this.view = this.session.scene();
+    if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
+    this.viewport.sync(this.view, (e) => this.shown(e), this.author, this.selected);
+    this.renderOutliner();
+    this.renderInspector();
+  }
+
+  private applyRole(): void {
+    const reason = readOnlyReason(this.role);
+    const viewer = this.role === 'viewer';
+    this.banner.hidden = !viewer;
+    if (viewer && reason) this.banner.textContent = reason;
+    for (const b of this.editButtons) {
+      b.disabled = viewer;
+      if (viewer && reason) b.title = reason;
+    }
+    for (const [tool, b] of this.toolButtons) {
+      if (tool !== 'select') {
+        b.disabled = viewer;
+        if (viewer && reason) b.title = reason;
+      }
+    }
+    this.root.classList.toggle('read-only', viewer);
+    this.renderInspector();
+    this.renderTools();
+  }
+
+  private renderTools(): void {
+    for (const [tool, b] of this.toolButtons) b.setAttribute('aria-pressed', String(tool === this.tool));
+    this.viewport?.setTool(this.tool, canEdit(this.role));
+  }
+
+  private renderStatus(): void {
+    const kind = this.session.transport?.kind;
+    const transport = kind === 'webrtc' ? 'WebRTC' : kind === 'websocket' ? 'WebSocket' : '—';
+    const label: Record<string, string> = {
+      connecting: 'Connecting…',
+      joining: 'Joining…',
+      joined: 'Loading scene…',
+      live: 'Connected',
+      resyncing: 'Resyncing…',
+      refused: 'Refused',
+      closed: 'Disconnected',
+      offline: 'Offline',
+    };
+    this.status.textContent = `${label[this.connection] ?? this.connection} · ${transport}`;
+    this.status.dataset.state = this.connection;
+    this.status.dataset.transport = kind ?? '';
+    const role = this.role ? ` · ${this.role}` : '';
+    const name = this.view.name ? `${this.view.name} — ` : '';
+    this.sessionLabel.textContent = `${name}Session ${this.session.sessionId.slice(0, 8)}${role}`;
+  }
+
+  private renderPeople(): void {
+    const now = Date.now();
+    const present = presentPeople(this.people, now).filter((p) => p.author !== this.author);
+    const items: HTMLLIElement[] = [];
+    if (this.author !== null) {
+      items.push(this.personItem(this.author, `You (${this.role ?? '…'})`));
+    }
+    for (const p of present) items.push(this.personItem(p.author, `Author ${p.author}`));
+    this.peopleList.replaceChildren(...items);
+  }
+
+  private personItem(author: number, label: string): HTMLLIElement {
+    const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
+    dot.style.background = authorColor(author);
+    return h('li', { 'data-author': String(author) }, dot, label);
+  }
+
+  private renderOutliner(): void {
+    const items = this.view.entities.map((e) => {
+      const b = h('button', { type: 'button', 'aria-pressed': String(e.id === this.selected), 'data-entity': String(e.id) });
+      const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
+      dot.style.background = linearToHex(e.color);
+      const t = this.shown(e).translation.map((v) => v.toFixed(2)).join(', ');
+      b.append(dot, displayName(e), h('span', { class: 'where' }, ` (${t})`));
+      b.dataset.translation = this.shown(e).translation.map((v) => v.toFixed(3)).join(',');
+      const owner = entityAuthor(e.id);
+      b.title = `Created by author ${owner}`;
+      b.addEventListener('click', () => this.select(e.id));
+      return h('li', {}, b);
+    });
+    if (items.length === 0) items.push(h('li', { class: 'empty' }, 'Empty scene: add a primitive.'));
+    this.outliner.replaceChildren(...items);
+  }
+
+  private renderInspector(): void {
+    const e = this.entity(this.selected);
+    const editable = canEdit(this.role);
+    for (const [key, input] of this.fields) {
+      if (key === 'palette-color') continue;
+      input.disabled = !e;
+      input.readOnly = !editable;
+      if (!e) input.value = '';
+    }
+    if (!e) return;
+    const t = this.shown(e);
+    const set = (k: string, v: number) => {
+      const input = this.fields.get(k);
+      if (input && document.activeElement !== input) input.value = String(Math.round(v * 1000) / 1000);
+    };
+    const nameField = this.fields.get('name');
+    if (nameField && document.activeElement !== nameField) nameField.value = e.name;
+    ['x', 'y', 'z'].forEach((a, i) => {
+      set(`position.${a}`, t.translation[i]);
+      set(`rotation.${a}`, eulerDegFromQuat(t.rotation)[i]);
+      set(`scale.${a}`, t.scale[i]);
+    });
+    const color = this.fields.get('color');
+    if (color) color.value = linearToHex(e.color);
+    if (!editable) for (const input of this.fields.values()) input.disabled = true;
+  }
+
+  private renderTelemetry(): void {
+    const now = performance.now();
+    const t = this.telemetry;
+    const frames = this.viewport.frameTimes.slice(-60);
+    const frame = frames.length ? frames.reduce((a, b) => a + b, 0) / frames.length : 0;
+    const rows: [string, string][] = [
+      ['Transport', this.session.transport?.kind ?? '—'],
+      ['Renderer', this.viewport.backend],
+      ['RTT', t.rttMs === null ? '—' : `${t.rttMs.toFixed(1)} ms`],
+      ['Commands/s', String(perSecond(t.submitted, now))],
+      ['Bytes/s in', String(bytesPerSecond(t.bytesIn, now))],
+      ['Bytes/s out', String(bytesPerSecond(t.bytesOut, now))],
+      ['Refusals', String(t.refusals)],
+      ['Conflicts', String(t.conflicts)],
+      ['Frame', `${frame.toFixed(1)} ms`],
+      ['Entities', String(this.view.entities.length)],
+    ];
+    this.overlay.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  }
+
+  private toast(text: string, kind: 'info' | 'error'): void {
+    const el = h('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
+    this.toasts.append(el);
+    window.setTimeout(() => el.remove(), 6000);
+    while (this.toasts.children.length > 4) this.toasts.firstElementChild?.remove();
+  }
+
+  /** For tests and benchmarks: read-only views plus a bulk spawn. */
+  private debugHandle() {
+    return {
+      state: () => ({
+        connection: this.connection,
+        transport: this.session.transport?.kind ?? null,
+        role: this.role,
+        author: this.author,
+        entities: this.view.entities.length,
+        hash: this.session.conn.state_hash(),
+        backend: this.viewport.backend,
+      }),
+      frameTimes: () => [...this.viewport.frameTimes],
+      /** Render every frame (benchmarks) instead of on change. */
+      continuous: (on: boolean) => {
+        this.viewport.continuous = on;
+        this.viewport.frameTimes.length = 0;
+      },
+      gizmoAxis: (axis: 'x' | 'y' | 'z') => this.viewport.gizmoAxis(axis),
+      project: (p: Vec3) => this.viewport.project(p),
+      /** `n` entities on a grid: the first `spheres` are spheres (224 triangles), the rest cubes. */
+      spawnGrid: (n: number, spheres: number) => {
+        if (this.author === null) return;
+        const base = nextCounter(this.author, this.view.entities.map((e) => e.id), 0);
+        const side = Math.ceil(Math.sqrt(n));
+        for (let i = 0; i < n; i += 64) {
+          const batch: Command[] = [];
+          for (let k = i; k < Math.min(n, i + 64); k += 1) {
+            const x = (k % side) - side / 2;
+            const z = Math.floor(k / side) - side / 2;
+            batch.push({
+              Spawn: {
+                entity: this.author * 2 ** 32 + base + k,
+                primitive: k < spheres ? 'Sphere' : 'Cube',
+                transform: { translation: [x * 1.5, 0.5, z * 1.5], rotation: [0, 0, 0, 1], scale: [0.5, 0.5, 0.5] },
+              },
+            });
+          }
+          this.submit(batch);
+        }
+      },
+    };
+  }
+}

@@ -1,0 +1,37 @@
+// One Ed25519 identity per browser profile: the 32-byte seed lives in IndexedDB (not
+// localStorage: it is a key, and IndexedDB is not sent anywhere or shared with other origins'
+// storage). The public half is derived by the wasm package; the server maps it to an author id.
+
+const DB = 'meshwork';
+const STORE = 'identity';
+const KEY = 'ed25519-seed';
+
+function open(): Promise<IDBDatabase> {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error ?? new Error('IndexedDB failed to open'));
+  });
+}
+
+function request<T>(r: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error ?? new Error('IndexedDB request failed'));
+  });
+}
+
+/** This browser's signing seed, created on first use. */
+export async function identitySeed(): Promise<Uint8Array> {
+  const db = await open();
+  try {
+    const existing = await request(db.transaction(STORE).objectStore(STORE).get(KEY));
+    if (existing instanceof Uint8Array && existing.length === 32) return existing;
+    const seed = crypto.getRandomValues(new Uint8Array(32));
+    await request(db.transaction(STORE, 'readwrite').objectStore(STORE).put(seed, KEY));
+    return seed;
+  } finally {
+    db.close();
+  }
+}

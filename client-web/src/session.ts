@@ -1,0 +1,106 @@
+// The editor's connection to one session: the wasm protocol client (handshake, signing, replica)
+// fed by a transport. Emits typed events; the UI never parses frames.
+
+import init, { Connection, ticket_role, ticket_session } from '../pkg/meshwork_wasm.js';
+import { connect, type Transport, type TransportKind } from './net';
+import type { Command, PresenceEvent, Role, SceneView } from './state';
+
+export type SessionEvent =
+  | { type: 'joined'; author: number; role: Role }
+  | { type: 'join_refused'; message: string }
+  | { type: 'synced' }
+  | { type: 'resyncing' }
+  | { type: 'changed' }
+  | { type: 'ack'; seq: number }
+  | { type: 'refused'; seq: number; code: string; message: string }
+  | { type: 'pong'; nonce: number }
+  | ({ type: 'presence' } & PresenceEvent)
+  | { type: 'closed'; reason: string; message: string };
+
+let wasmReady: Promise<unknown> | null = null;
+
+/** Loads the wasm package once. */
+export function loadWasm(): Promise<unknown> {
+  wasmReady ??= init();
+  return wasmReady;
+}
+
+export function ticketSession(ticket: string): string | null {
+  return ticket_session(ticket) ?? null;
+}
+
+export function ticketRole(ticket: string): Role | null {
+  return (ticket_role(ticket) as Role | undefined) ?? null;
+}
+
+export class Session {
+  readonly conn: Connection;
+  transport: Transport | null = null;
+  onEvent: (e: SessionEvent) => void = () => {};
+  onTransportNote: (text: string) => void = () => {};
+  private pingTimer: number | undefined;
+
+  constructor(
+    seed: Uint8Array,
+    readonly ticket: string,
+    readonly sessionId: string,
+  ) {
+    this.conn = new Connection(seed, ticket);
+  }
+
+  async open(prefer: TransportKind | null): Promise<void> {
+    const t = await connect(this.sessionId, this.ticket, (n) => this.onTransportNote(n), prefer);
+    this.transport = t;
+    t.onData = (bytes) => this.dispatch(() => this.conn.receive(bytes));
+    t.onPresence = (frame) => this.dispatch(() => this.conn.receive_presence(frame));
+    t.onClose = (why) => this.onEvent({ type: 'closed', reason: 'Transport', message: why });
+    this.flush();
+    this.pingTimer = window.setInterval(() => {
+      this.conn.ping(performance.now());
+      this.flush();
+    }, 1000);
+  }
+
+  private dispatch(read: () => string): void {
+    let events: SessionEvent[];
+    try {
+      events = JSON.parse(read()) as SessionEvent[];
+    } catch (e) {
+      this.onEvent({ type: 'closed', reason: 'ProtocolViolation', message: String(e) });
+      this.close();
+      return;
+    }
+    for (const e of events) this.onEvent(e);
+    this.flush();
+  }
+
+  flush(): void {
+    const out = this.conn.poll_transmit();
+    if (out.length > 0) this.transport?.send(out);
+  }
+
+  submit(commands: Command[]): void {
+    if (commands.length === 0) return;
+    this.conn.submit_batch_json(JSON.stringify(commands));
+    this.flush();
+  }
+
+  presence(cursor: number[] | null, head: number[] | null, rotation: number[] | null): void {
+    if (!this.transport) return;
+    const frame = this.conn.presence_frame(
+      cursor ? new Float32Array(cursor) : undefined,
+      head ? new Float32Array(head) : undefined,
+      rotation ? new Float32Array(rotation) : undefined,
+    );
+    this.transport.sendPresence(frame);
+  }
+
+  scene(): SceneView {
+    return JSON.parse(this.conn.scene_json()) as SceneView;
+  }
+
+  close(): void {
+    window.clearInterval(this.pingTimer);
+    this.transport?.close();
+  }
+}

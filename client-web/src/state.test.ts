@@ -1,0 +1,193 @@
+import { describe, expect, it } from 'vitest';
+import {
+  Previews,
+  applyPresence,
+  authorColor,
+  bytesPerSecond,
+  canEdit,
+  displayName,
+  eulerDegFromQuat,
+  hexToLinear,
+  inviteLink,
+  linearToHex,
+  nextCounter,
+  parseRoute,
+  perSecond,
+  presentPeople,
+  quatFromEulerDeg,
+  quatMul,
+  readOnlyReason,
+  refusalText,
+  shortcut,
+  ticketFromPaste,
+  transformCommands,
+  type Person,
+  type Transform,
+} from './state';
+
+const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
+
+describe('routes and invites', () => {
+  it('reads a join route and ignores anything else', () => {
+    expect(parseRoute('#/join/mwj1_abc')).toEqual({ kind: 'join', ticket: 'mwj1_abc' });
+    expect(parseRoute(`#/join/${encodeURIComponent('mwj1_a+b/c=')}`)).toEqual({
+      kind: 'join',
+      ticket: 'mwj1_a+b/c=',
+    });
+    expect(parseRoute('#/join/not-a-ticket')).toEqual({ kind: 'landing' });
+    expect(parseRoute('')).toEqual({ kind: 'landing' });
+  });
+
+  it('round-trips a ticket through an invite link and a paste', () => {
+    const link = inviteLink('http://localhost:8080', 'mwj1_x+y/z');
+    expect(parseRoute(new URL(link).hash)).toEqual({ kind: 'join', ticket: 'mwj1_x+y/z' });
+    expect(ticketFromPaste(link)).toBe('mwj1_x+y/z');
+    expect(ticketFromPaste('  mwj1_plain  ')).toBe('mwj1_plain');
+    expect(ticketFromPaste('hello')).toBeNull();
+  });
+});
+
+describe('roles', () => {
+  it('lets editors and admins edit and tells viewers why they cannot', () => {
+    expect(canEdit('editor')).toBe(true);
+    expect(canEdit('admin')).toBe(true);
+    expect(canEdit('viewer')).toBe(false);
+    expect(readOnlyReason('editor')).toBeNull();
+    expect(readOnlyReason('viewer')).toMatch(/viewer role/);
+    expect(readOnlyReason(null)).toMatch(/Not joined/);
+  });
+});
+
+describe('people', () => {
+  it('gives authors distinct, stable colors', () => {
+    const colors = new Set([1, 2, 3, 4, 5, 6].map(authorColor));
+    expect(colors.size).toBe(6);
+    expect(authorColor(7)).toBe(authorColor(7));
+  });
+
+  it('keeps people heard from recently, latest update wins', () => {
+    let people = new Map<number, Person>();
+    people = applyPresence(people, { author: 2, cursor: { position: [1, 0, 0] }, head: null }, 1000);
+    people = applyPresence(people, { author: 1, cursor: null, head: null }, 1500);
+    people = applyPresence(people, { author: 2, cursor: { position: [2, 0, 0] }, head: null }, 2000);
+    expect(presentPeople(people, 2000).map((p) => p.author)).toEqual([1, 2]);
+    expect(people.get(2)?.cursor).toEqual([2, 0, 0]);
+    expect(presentPeople(people, 6800).map((p) => p.author)).toEqual([2]);
+    expect(presentPeople(people, 7100)).toEqual([]);
+  });
+});
+
+describe('telemetry', () => {
+  it('counts within a one-second window', () => {
+    expect(perSecond([100, 500, 1050, 1900], 2000)).toBe(2);
+    expect(bytesPerSecond([[100, 10], [1500, 20], [1999, 5]], 2000)).toBe(25);
+  });
+});
+
+describe('refusal toasts', () => {
+  it('says why a command was refused', () => {
+    expect(refusalText({ code: 'permission', message: 'viewers cannot Spawn' })).toBe(
+      'Not allowed: viewers cannot Spawn',
+    );
+    expect(refusalText({ code: 'conflict', message: 'x' })).toMatch(/^Conflict/);
+    expect(refusalText({ code: 'replay', message: 'seq 3 reused' })).toBe('Refused (replay): seq 3 reused');
+  });
+});
+
+describe('local previews', () => {
+  const moved: Transform = { ...ID, translation: [1, 0, 0] };
+  const again: Transform = { ...ID, translation: [2, 0, 0] };
+
+  it('shows a drag until the server has applied it', () => {
+    const p = new Previews();
+    p.submitted(7, moved);
+    expect(p.override(7)).toEqual(moved);
+    p.replicaChanged(); // someone else's entry: not ours yet
+    expect(p.override(7)).toEqual(moved);
+    p.acked();
+    expect(p.override(7)).toEqual(moved); // acked, but the entries may not be applied yet
+    p.replicaChanged();
+    expect(p.override(7)).toBeNull();
+    expect(p.size).toBe(0);
+  });
+
+  it('shows the newest of several drags and drops a refused one', () => {
+    const p = new Previews();
+    p.submitted(7, moved);
+    p.submitted(7, again);
+    expect(p.override(7)).toEqual(again);
+    expect(p.refused()).toBe(7); // the oldest outstanding one
+    expect(p.override(7)).toEqual(again);
+    expect(p.refused()).toBe(7);
+    expect(p.override(7)).toBeNull();
+    expect(p.refused()).toBeNull();
+  });
+});
+
+describe('transform edits', () => {
+  it('turns an absolute edit into deltas', () => {
+    const from: Transform = { translation: [1, 2, 3], rotation: [0, 0, 0, 1], scale: [1, 2, 1] };
+    const to: Transform = {
+      translation: [1.5, 2, 3],
+      rotation: quatFromEulerDeg([0, 90, 0]),
+      scale: [2, 2, 1],
+    };
+    const cmds = transformCommands(9, from, to);
+    expect(cmds).toHaveLength(3);
+    expect(cmds[0]).toEqual({ Translate: { entity: 9, delta: [0.5, 0, 0] } });
+    const rot = (cmds[1] as { Rotate: { delta: number[] } }).Rotate.delta;
+    expect(eulerDegFromQuat(rot as [number, number, number, number])[1]).toBeCloseTo(90, 4);
+    expect(cmds[2]).toEqual({ Scale: { entity: 9, factor: [2, 1, 1] } });
+  });
+
+  it('composes a rotation delta on the left and sends nothing for no change', () => {
+    const from: Transform = { ...ID, rotation: quatFromEulerDeg([30, 0, 0]) };
+    const to: Transform = { ...ID, rotation: quatFromEulerDeg([30, 45, 10]) };
+    const [cmd] = transformCommands(1, from, to);
+    const delta = (cmd as { Rotate: { delta: [number, number, number, number] } }).Rotate.delta;
+    const composed = quatMul(delta, from.rotation);
+    to.rotation.forEach((v, i) => expect(Math.abs(composed[i])).toBeCloseTo(Math.abs(v), 6));
+    expect(transformCommands(1, from, from)).toEqual([]);
+  });
+
+  it('round-trips Euler angles', () => {
+    const e: [number, number, number] = [10, -20, 30];
+    eulerDegFromQuat(quatFromEulerDeg(e)).forEach((v, i) => expect(v).toBeCloseTo(e[i], 6));
+  });
+});
+
+describe('entity ids and names', () => {
+  const id = (author: number, counter: number) => author * 2 ** 32 + counter;
+
+  it('continues after every own id and the remembered counter', () => {
+    expect(nextCounter(3, [id(3, 1), id(3, 4), id(5, 9)], 0)).toBe(5);
+    expect(nextCounter(3, [id(5, 9)], 7)).toBe(8);
+    expect(nextCounter(3, [], 0)).toBe(1);
+  });
+
+  it('names unnamed entities by kind and id', () => {
+    expect(displayName({ id: id(2, 5), name: '', kind: 'cube' })).toBe('Cube 2.5');
+    expect(displayName({ id: id(2, 5), name: 'Chair', kind: 'cube' })).toBe('Chair');
+  });
+});
+
+describe('colors', () => {
+  it('converts between sRGB hex and linear', () => {
+    expect(linearToHex(hexToLinear('#ff8000'))).toBe('#ff8000');
+    expect(hexToLinear('#ffffff')).toEqual([1, 1, 1, 1]);
+    expect(hexToLinear('#000000')).toEqual([0, 0, 0, 1]);
+  });
+});
+
+describe('shortcuts', () => {
+  it('maps keys to actions, and only Escape inside text fields', () => {
+    expect(shortcut('g', false)).toEqual({ kind: 'tool', tool: 'move' });
+    expect(shortcut('R', false)).toEqual({ kind: 'tool', tool: 'rotate' });
+    expect(shortcut('s', false)).toEqual({ kind: 'tool', tool: 'scale' });
+    expect(shortcut('Delete', false)).toEqual({ kind: 'delete' });
+    expect(shortcut('Escape', false)).toEqual({ kind: 'deselect' });
+    expect(shortcut('t', false)).toEqual({ kind: 'telemetry' });
+    expect(shortcut('g', true)).toEqual({ kind: 'none' });
+    expect(shortcut('Escape', true)).toEqual({ kind: 'deselect' });
+  });
+});

@@ -1,0 +1,394 @@
+// UI state logic of the editor: pure functions over plain data, no DOM, no network, so it is
+// unit-tested (state.test.ts). The server decides what is true; this decides what to show and
+// which commands an interaction turns into.
+
+export type Vec3 = [number, number, number];
+export type Quat = [number, number, number, number];
+export type Role = 'viewer' | 'editor' | 'admin';
+export type Tool = 'select' | 'move' | 'rotate' | 'scale';
+export type Primitive = 'Cube' | 'Pyramid' | 'Plane' | 'Cylinder' | 'Sphere';
+
+export interface Transform {
+  translation: Vec3;
+  rotation: Quat;
+  scale: Vec3;
+}
+
+export interface EntityView extends Transform {
+  id: number;
+  name: string;
+  kind: string;
+  color: [number, number, number, number];
+  geometry: string;
+}
+
+export interface SceneView {
+  position: number;
+  name: string | null;
+  entities: EntityView[];
+  selections: { author: number; entities: number[] }[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes: `#/join/<ticket>` joins; anything else is the landing page.
+
+export type Route = { kind: 'join'; ticket: string } | { kind: 'landing' };
+
+export function parseRoute(hash: string): Route {
+  const m = /^#\/join\/(.+)$/.exec(hash.trim());
+  if (m) {
+    const ticket = decodeURIComponent(m[1]).trim();
+    if (ticket.startsWith('mwj1_')) return { kind: 'join', ticket };
+  }
+  return { kind: 'landing' };
+}
+
+/** The invite link for a ticket on this origin. */
+export function inviteLink(origin: string, ticket: string): string {
+  return `${origin}/#/join/${encodeURIComponent(ticket)}`;
+}
+
+/** Accepts a pasted ticket or invite link; `null` when it is neither. */
+export function ticketFromPaste(text: string): string | null {
+  const t = text.trim();
+  const hash = t.indexOf('#/join/');
+  const candidate = hash >= 0 ? decodeURIComponent(t.slice(hash + '#/join/'.length)) : t;
+  return candidate.startsWith('mwj1_') ? candidate : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles.
+
+export function canEdit(role: Role | null): boolean {
+  return role === 'editor' || role === 'admin';
+}
+
+export function readOnlyReason(role: Role | null): string | null {
+  if (canEdit(role)) return null;
+  if (role === 'viewer') {
+    return 'View only: your invite grants the viewer role. Ask an admin for an editor invite to make changes.';
+  }
+  return 'Not joined yet: editing starts once the session has accepted you.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// People and colors.
+
+/** A stable, well-spread color per author (golden-angle hue steps). */
+export function authorColor(author: number): string {
+  const hue = Math.round((author * 137.508) % 360);
+  // Comma syntax: both CSS and three.js's Color parse it.
+  return `hsl(${hue}, 75%, 55%)`;
+}
+
+export interface Person {
+  author: number;
+  color: string;
+  lastSeen: number;
+  cursor: Vec3 | null;
+  head: { position: Vec3; rotation: Quat } | null;
+}
+
+export interface PresenceEvent {
+  author: number;
+  cursor: { position: Vec3 } | null;
+  head: { position: Vec3; rotation: Quat } | null;
+}
+
+export const PRESENCE_TTL_MS = 5000;
+
+export function applyPresence(
+  people: Map<number, Person>,
+  e: PresenceEvent,
+  now: number,
+): Map<number, Person> {
+  const next = new Map(people);
+  next.set(e.author, {
+    author: e.author,
+    color: authorColor(e.author),
+    lastSeen: now,
+    cursor: e.cursor ? e.cursor.position : null,
+    head: e.head,
+  });
+  return next;
+}
+
+/** People heard from within the TTL, oldest author id first. */
+export function presentPeople(people: Map<number, Person>, now: number): Person[] {
+  return [...people.values()]
+    .filter((p) => now - p.lastSeen <= PRESENCE_TTL_MS)
+    .sort((a, b) => a.author - b.author);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Telemetry: sliding one-second windows.
+
+export interface Telemetry {
+  rttMs: number | null;
+  submitted: number[]; // timestamps
+  bytesIn: [number, number][]; // [timestamp, bytes]
+  bytesOut: [number, number][];
+  refusals: number;
+  conflicts: number;
+}
+
+export function newTelemetry(): Telemetry {
+  return { rttMs: null, submitted: [], bytesIn: [], bytesOut: [], refusals: 0, conflicts: 0 };
+}
+
+const WINDOW_MS = 1000;
+
+export function perSecond(samples: number[], now: number): number {
+  return samples.filter((t) => now - t < WINDOW_MS).length;
+}
+
+export function bytesPerSecond(samples: [number, number][], now: number): number {
+  return samples.filter(([t]) => now - t < WINDOW_MS).reduce((sum, [, n]) => sum + n, 0);
+}
+
+export function trim<T>(samples: T[], now: number, time: (s: T) => number): T[] {
+  return samples.filter((s) => now - time(s) < WINDOW_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: what a toast says.
+
+export interface Refusal {
+  code: string;
+  message: string;
+}
+
+export function refusalText(r: Refusal): string {
+  switch (r.code) {
+    case 'permission':
+      return `Not allowed: ${r.message}`;
+    case 'conflict':
+      return `Conflict: someone changed this first (${r.message})`;
+    case 'rate_limited':
+      return `Slow down: ${r.message}`;
+    default:
+      return `Refused (${r.code}): ${r.message}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local previews: a drag shows at once; the server's order decides. A preview covers its
+// entity until the server has acknowledged the commands and the replica moved on (or refused
+// them: then the entity snaps back to what the server holds).
+
+export interface Preview {
+  entity: number;
+  transform: Transform;
+  acked: boolean;
+}
+
+export class Previews {
+  private queue: Preview[] = [];
+
+  /** A drag released: commands were submitted for `entity`, showing `transform`. */
+  submitted(entity: number, transform: Transform): void {
+    this.queue.push({ entity, transform, acked: false });
+  }
+
+  /** The server acknowledged the oldest outstanding submission. */
+  acked(): void {
+    const p = this.queue.find((q) => !q.acked);
+    if (p) p.acked = true;
+  }
+
+  /** The server refused the oldest outstanding submission; returns its entity. */
+  refused(): number | null {
+    const i = this.queue.findIndex((q) => !q.acked);
+    if (i < 0) return null;
+    const [p] = this.queue.splice(i, 1);
+    return p.entity;
+  }
+
+  /** The replica applied new entries: acknowledged previews are now in it. */
+  replicaChanged(): void {
+    this.queue = this.queue.filter((q) => !q.acked);
+  }
+
+  /** What to show for `entity` instead of the replica, if anything (the newest preview). */
+  override(entity: number): Transform | null {
+    for (let i = this.queue.length - 1; i >= 0; i -= 1) {
+      if (this.queue[i].entity === entity) return this.queue[i].transform;
+    }
+    return null;
+  }
+
+  get size(): number {
+    return this.queue.length;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transform edits → commands. The vocabulary has deltas only (translate, rotate, scale), so an
+// absolute edit (inspector field, gizmo release) becomes the deltas from the current value.
+
+const EPS = 1e-6;
+
+export function quatMul(a: Quat, b: Quat): Quat {
+  const [ax, ay, az, aw] = a;
+  const [bx, by, bz, bw] = b;
+  return [
+    aw * bx + ax * bw + ay * bz - az * by,
+    aw * by - ax * bz + ay * bw + az * bx,
+    aw * bz + ax * by - ay * bx + az * bw,
+    aw * bw - ax * bx - ay * by - az * bz,
+  ];
+}
+
+export function quatNormalize(q: Quat): Quat {
+  const n = Math.hypot(...q);
+  return n > 0 ? [q[0] / n, q[1] / n, q[2] / n, q[3] / n] : [0, 0, 0, 1];
+}
+
+export function quatConjugate(q: Quat): Quat {
+  return [-q[0], -q[1], -q[2], q[3]];
+}
+
+/** Euler angles in degrees (XYZ order, as three.js uses) to a quaternion. */
+export function quatFromEulerDeg([x, y, z]: Vec3): Quat {
+  const r = Math.PI / 360;
+  const [c1, c2, c3] = [Math.cos(x * r), Math.cos(y * r), Math.cos(z * r)];
+  const [s1, s2, s3] = [Math.sin(x * r), Math.sin(y * r), Math.sin(z * r)];
+  return [
+    s1 * c2 * c3 + c1 * s2 * s3,
+    c1 * s2 * c3 - s1 * c2 * s3,
+    c1 * c2 * s3 + s1 * s2 * c3,
+    c1 * c2 * c3 - s1 * s2 * s3,
+  ];
+}
+
+/** A quaternion to Euler angles in degrees (XYZ order). */
+export function eulerDegFromQuat([x, y, z, w]: Quat): Vec3 {
+  const m11 = 1 - 2 * (y * y + z * z);
+  const m12 = 2 * (x * y - w * z);
+  const m13 = 2 * (x * z + w * y);
+  const m23 = 2 * (y * z - w * x);
+  const m33 = 1 - 2 * (x * x + y * y);
+  const m22 = 1 - 2 * (x * x + z * z);
+  const m32 = 2 * (y * z + w * x);
+  const ey = Math.asin(Math.max(-1, Math.min(1, m13)));
+  let ex: number;
+  let ez: number;
+  if (Math.abs(m13) < 0.9999999) {
+    ex = Math.atan2(-m23, m33);
+    ez = Math.atan2(-m12, m11);
+  } else {
+    ex = Math.atan2(m32, m22);
+    ez = 0;
+  }
+  const d = 180 / Math.PI;
+  return [ex * d, ey * d, ez * d];
+}
+
+export type Command = Record<string, unknown>;
+
+/**
+ * Commands that take `entity` from `from` to `to`: a translation delta, a rotation delta
+ * (applied on the left: `to = delta * from`) and per-axis scale factors. Unchanged parts give
+ * no command.
+ */
+export function transformCommands(entity: number, from: Transform, to: Transform): Command[] {
+  const out: Command[] = [];
+  const delta: Vec3 = [
+    to.translation[0] - from.translation[0],
+    to.translation[1] - from.translation[1],
+    to.translation[2] - from.translation[2],
+  ];
+  if (delta.some((d) => Math.abs(d) > EPS)) out.push({ Translate: { entity, delta } });
+  const r = quatNormalize(quatMul(quatNormalize(to.rotation), quatConjugate(quatNormalize(from.rotation))));
+  const rot: Quat = r[3] < 0 ? [-r[0], -r[1], -r[2], -r[3]] : r;
+  if (Math.abs(rot[3] - 1) > EPS) out.push({ Rotate: { entity, delta: rot } });
+  const factor: Vec3 = [0, 1, 2].map((i) => to.scale[i] / from.scale[i]) as Vec3;
+  if (factor.every((f) => Number.isFinite(f) && f > 0) && factor.some((f) => Math.abs(f - 1) > EPS)) {
+    out.push({ Scale: { entity, factor } });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entity ids: (author << 32) | counter. New ids continue after every own id ever seen here.
+
+export function entityAuthor(id: number): number {
+  return Math.floor(id / 2 ** 32);
+}
+
+export function entityCounter(id: number): number {
+  return id % 2 ** 32;
+}
+
+export function nextCounter(author: number, ids: number[], remembered: number): number {
+  const own = ids.filter((id) => entityAuthor(id) === author).map(entityCounter);
+  return Math.max(remembered, ...own, 0) + 1;
+}
+
+export function displayName(e: Pick<EntityView, 'id' | 'name' | 'kind'>): string {
+  if (e.name) return e.name;
+  const kind = e.kind.charAt(0).toUpperCase() + e.kind.slice(1);
+  return `${kind} ${entityAuthor(e.id)}.${entityCounter(e.id)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colors: the scene stores linear RGBA; color inputs speak sRGB hex.
+
+export function srgbToLinear(c: number): number {
+  return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+}
+
+export function linearToSrgb(c: number): number {
+  return c <= 0.0031308 ? c * 12.92 : 1.055 * c ** (1 / 2.4) - 0.055;
+}
+
+export function hexToLinear(hex: string): [number, number, number, number] {
+  const m = /^#?([0-9a-f]{6})$/i.exec(hex.trim());
+  const v = m ? parseInt(m[1], 16) : 0xffffff;
+  const rgb = [(v >> 16) & 255, (v >> 8) & 255, v & 255].map((c) => srgbToLinear(c / 255));
+  return [rgb[0], rgb[1], rgb[2], 1];
+}
+
+export function linearToHex([r, g, b]: [number, number, number, number]): string {
+  return `#${[r, g, b]
+    .map((c) => Math.round(Math.min(1, Math.max(0, linearToSrgb(c))) * 255).toString(16).padStart(2, '0'))
+    .join('')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keyboard shortcuts.
+
+export type Action =
+  | { kind: 'tool'; tool: Tool }
+  | { kind: 'delete' }
+  | { kind: 'deselect' }
+  | { kind: 'telemetry' }
+  | { kind: 'none' };
+
+export function shortcut(key: string, inTextField: boolean): Action {
+  if (inTextField) return key === 'Escape' ? { kind: 'deselect' } : { kind: 'none' };
+  switch (key) {
+    case 'g':
+    case 'G':
+      return { kind: 'tool', tool: 'move' };
+    case 'r':
+    case 'R':
+      return { kind: 'tool', tool: 'rotate' };
+    case 's':
+    case 'S':
+      return { kind: 'tool', tool: 'scale' };
+    case 'q':
+    case 'Q':
+      return { kind: 'tool', tool: 'select' };
+    case 'Delete':
+    case 'Backspace':
+      return { kind: 'delete' };
+    case 'Escape':
+      return { kind: 'deselect' };
+    case 't':
+    case 'T':
+      return { kind: 'telemetry' };
+    default:
+      return { kind: 'none' };
+  }
+}

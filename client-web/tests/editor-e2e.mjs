@@ -1,0 +1,212 @@
+// The browser editor end to end in Debian's Chromium (Playwright; WebGPU on SwiftShader; WebRTC
+// on loopback), against a real server that serves the built editor. Run by
+// server/tests/browser_editor.rs inside a loopback-only network namespace.
+//   node editor-e2e.mjs <http host:port> <editor ticket> <viewer ticket> <artifacts dir>
+// Prints a JSON report on stdout; exits non-zero with the reason on the first failed check.
+//
+// Scenario: A (editor) and B (viewer) join; A adds a cube, colors it, moves it with the
+// inspector and then with the gizmo; B sees each move in its outliner within 1 s and the cube on
+// its canvas (pixels of a screenshot); B cannot edit and is told why; A reloads and the scene and
+// its identity are still there; C joins with WebRTC blocked and works over the WebSocket.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [addr, editorTicket, viewerTicket, artifacts] = process.argv.slice(2);
+const base = `http://${addr}`;
+const link = (t) => `${base}/#/join/${encodeURIComponent(t)}`;
+await mkdir(artifacts, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--enable-unsafe-webgpu',
+    '--enable-features=Vulkan',
+    '--use-vulkan=swiftshader',
+    '--use-angle=swiftshader',
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+  ],
+});
+
+const report = { checks: [] };
+const check = (name, ok, detail = '') => {
+  report.checks.push({ name, ok, detail });
+  if (!ok) throw new Error(`${name}: ${detail}`);
+};
+
+async function open(name, ticket, setup) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  if (setup) await setup(context);
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') console.error(`[${name}] ${m.text()}`);
+  });
+  page.on('pageerror', (e) => console.error(`[${name} error] ${e.message}`));
+  await page.goto(link(ticket));
+  try {
+    await page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
+  } catch (e) {
+    await page.screenshot({ path: join(artifacts, `${name}-failed.png`) }).catch(() => {});
+    const status = await page.locator('[data-testid=connection]').textContent().catch(() => '?');
+    const toasts = await page.locator('.toast').allTextContents().catch(() => []);
+    throw new Error(`${name} did not go live (status "${status}", toasts ${JSON.stringify(toasts)}): ${e.message}`);
+  }
+  return { context, page };
+}
+
+/** The first outliner entry's translation as B sees it, polled until `want` or 1 s passes. */
+async function seenWithin(page, want, ms = 1000) {
+  const start = performance.now();
+  for (;;) {
+    const t = await page
+      .locator('.outliner button[data-translation]')
+      .first()
+      .getAttribute('data-translation', { timeout: 1000 })
+      .catch(() => null);
+    const elapsed = performance.now() - start;
+    if (t === want) return elapsed;
+    if (elapsed > ms) return { late: elapsed, last: t };
+    await page.waitForTimeout(10);
+  }
+}
+
+const state = (page) => page.evaluate(() => window.meshwork.state());
+
+let code = 1;
+try {
+  const A = await open('A', editorTicket);
+  const B = await open('B', viewerTicket);
+  const a0 = await state(A.page);
+  check('A joined as editor over WebRTC', a0.role === 'editor' && a0.transport === 'webrtc', JSON.stringify(a0));
+  check('rendering backend', a0.backend === 'WebGPU' || a0.backend === 'WebGL2', a0.backend);
+  report.backend = a0.backend;
+  const b0 = await state(B.page);
+  check('B joined as viewer', b0.role === 'viewer', JSON.stringify(b0));
+
+  // A adds a cube and colors it red.
+  await A.page.getByRole('button', { name: 'Add cube' }).click();
+  await A.page.locator('.outliner button[data-entity]').first().waitFor();
+  const color = A.page.getByLabel('Entity color');
+  await color.evaluate((el) => {
+    el.value = '#ff2020';
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+  });
+
+  // Inspector: x = 1.5. B sees it within 1 s.
+  const x = A.page.getByLabel('Position X');
+  await x.fill('1.5');
+  await x.press('Enter');
+  const inspectorMs = await seenWithin(B.page, '1.500,0.500,0.000');
+  check('B sees the inspector move within 1 s', typeof inspectorMs === 'number', JSON.stringify(inspectorMs));
+  report.inspectorToViewerMs = inspectorMs;
+
+  // Gizmo: drag the X handle like a user.
+  await A.page.getByRole('button', { name: 'Move', exact: true }).click();
+  const axis = await A.page.evaluate(() => window.meshwork.gizmoAxis('x'));
+  check('gizmo attached to the selection', axis !== null, 'no gizmo');
+  const [gx, gy] = axis.grab;
+  const [ax, ay] = axis.along;
+  const len = Math.hypot(ax - gx, ay - gy);
+  await A.page.mouse.move(gx, gy);
+  await A.page.mouse.down();
+  for (let i = 1; i <= 10; i += 1) {
+    await A.page.mouse.move(gx + ((ax - gx) / len) * 12 * i, gy + ((ay - gy) / len) * 12 * i);
+  }
+  // While dragging, A shows the move at once (local preview), before any server round trip.
+  const during = await A.page.locator('.outliner button[data-translation]').first().getAttribute('data-translation');
+  await A.page.mouse.up();
+  const afterA = await A.page.waitForFunction(
+    () => {
+      const t = document.querySelector('.outliner button[data-translation]')?.getAttribute('data-translation');
+      return t && t !== '1.500,0.500,0.000' ? t : null;
+    },
+    null,
+    { timeout: 5000 },
+  );
+  const moved = await afterA.jsonValue();
+  const movedX = Number(moved.split(',')[0]);
+  check('the gizmo drag moved the cube along +X', movedX > 1.6, `${during} -> ${moved}`);
+  const gizmoMs = await seenWithin(B.page, moved);
+  check('B sees the gizmo move within 1 s', typeof gizmoMs === 'number', JSON.stringify(gizmoMs));
+  report.gizmoToViewerMs = gizmoMs;
+  await A.page.waitForTimeout(300);
+  const settledA = await A.page.locator('.outliner button[data-translation]').first().getAttribute('data-translation');
+  check('A settles on the server-ordered transform', settledA === moved, `${settledA} vs ${moved}`);
+
+  // B's canvas shows the red cube: count red pixels in a screenshot of the canvas.
+  await B.page.mouse.move(640, 400); // B's cursor is presence for A
+  await B.page.waitForTimeout(300);
+  const shot = await B.page.locator('[data-testid=viewport]').screenshot({ path: join(artifacts, 'viewer-canvas.png') });
+  const red = await B.page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = new OffscreenCanvas(img.width, img.height);
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, img.width, img.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 120 && d[i] > 2 * d[i + 1] && d[i] > 2 * d[i + 2]) n += 1;
+    return n;
+  }, shot.toString('base64'));
+  check('B canvas shows the red cube', red > 300, `${red} red pixels`);
+  report.viewerRedPixels = red;
+
+  // B is a viewer: tools are disabled, the reason is on screen, and trying anyway says why.
+  check('B add is disabled', await B.page.getByRole('button', { name: 'Add cube' }).isDisabled());
+  const banner = await B.page.getByRole('note').textContent();
+  check('B is told it is view only', /viewer role/.test(banner ?? ''), banner ?? '');
+  await B.page.locator('.outliner button[data-entity]').first().click();
+  await B.page.keyboard.press('Delete');
+  const toast = await B.page.getByRole('alert').first().textContent({ timeout: 2000 });
+  check('B deleting is refused with the reason', /View only/.test(toast ?? ''), toast ?? '');
+  check('B scene unchanged', (await state(B.page)).entities === 1);
+
+  // A reloads: the scene comes back from the server, the identity from IndexedDB.
+  const authorBefore = (await state(A.page)).author;
+  await A.page.screenshot({ path: join(artifacts, 'editor-a.png') });
+  await B.page.screenshot({ path: join(artifacts, 'viewer-b.png') });
+  await A.page.reload();
+  await A.page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
+  await A.page.locator('.outliner button[data-entity]').first().waitFor();
+  const reloaded = await A.page.locator('.outliner button[data-translation]').first().getAttribute('data-translation');
+  check('reload keeps the scene', reloaded === moved, `${reloaded} vs ${moved}`);
+  check('reload keeps the identity', (await state(A.page)).author === authorBefore);
+
+  // C: WebRTC blocked (signaling refused) → the WebSocket fallback, by itself.
+  const C = await open('C', editorTicket, (ctx) =>
+    ctx.route('**/api/v1/sessions/*/rtc', (route) => route.abort()),
+  );
+  const c0 = await state(C.page);
+  check('C fell back to the WebSocket', c0.transport === 'websocket', JSON.stringify(c0));
+  const status = await C.page.getByTestId('connection').textContent();
+  check('C shows the transport in use', /WebSocket/.test(status ?? ''), status ?? '');
+  await C.page.getByRole('button', { name: 'Add pyramid' }).click();
+  await A.page.waitForFunction(() => window.meshwork.state().entities === 2, null, { timeout: 5000 });
+  await B.page.waitForFunction(() => window.meshwork.state().entities === 2, null, { timeout: 5000 });
+  check('the WebSocket client edits with the others', true);
+
+  // Telemetry overlay toggles with T.
+  await A.page.locator('body').press('t');
+  const rtt = await A.page.getByLabel('Telemetry').textContent();
+  check('telemetry overlay', /RTT/.test(rtt ?? '') && /Commands\/s/.test(rtt ?? ''), rtt ?? '');
+  await A.page.waitForTimeout(500);
+  await A.page.screenshot({ path: join(artifacts, 'two-users-a.png') });
+  await C.page.screenshot({ path: join(artifacts, 'two-users-c.png') });
+
+  report.hashes = {
+    A: (await state(A.page)).hash,
+    B: (await state(B.page)).hash,
+    C: (await state(C.page)).hash,
+  };
+  console.log(JSON.stringify(report));
+  code = 0;
+} catch (e) {
+  console.error(e);
+  console.error(JSON.stringify(report));
+} finally {
+  await browser.close();
+}
+process.exit(code);

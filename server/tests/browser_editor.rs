@@ -1,0 +1,87 @@
+//! The browser editor in Debian's Chromium (Playwright), served by the real server: two users
+//! edit and view together, a viewer is refused with the reason, a reload keeps the scene, the
+//! WebSocket fallback works when WebRTC is blocked (`client-web/tests/editor-e2e.mjs` holds the
+//! scenario). Run by `cargo xtask ci` (browser step) inside a loopback-only network namespace,
+//! after the wasm step built `client-web/dist`. Screenshots go to
+//! `<target dir>/browser-artifacts/`.
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use meshwork_testkit::http;
+use meshwork_testkit::server_process::ServerProcess;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, client-web/node_modules and client-web/dist: run by `cargo xtask ci` (browser step)"]
+async fn two_browsers_edit_and_view_one_scene() {
+    let dist = root().join("client-web/dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "build the editor first (`cargo xtask ci` does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(BIN, &data, &["--web-dir", dist.to_str().unwrap()]);
+    let token = server.admin_token().unwrap();
+    let editor = server.ticket(BIN, &data, "editor");
+    let viewer = server.ticket(BIN, &data, "viewer");
+    let artifacts = std::env::var("MESHWORK_ARTIFACTS").map_or_else(
+        |_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts"),
+        PathBuf::from,
+    );
+
+    let index = http::get(server.http, "/").await.unwrap();
+    assert!(
+        index.body.contains("<div id=\"app\">"),
+        "the server serves the editor at /"
+    );
+
+    let out = tokio::process::Command::from(Command::new("node"))
+        .arg(root().join("client-web/tests/editor-e2e.mjs"))
+        .args([
+            &server.http.to_string(),
+            &editor.to_text(),
+            &viewer.to_text(),
+            artifacts.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!(
+        "editor e2e: {report}\nscreenshots in {}",
+        artifacts.display()
+    );
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert!(report["inspectorToViewerMs"].as_f64().unwrap() <= 1000.0);
+    assert!(report["gizmoToViewerMs"].as_f64().unwrap() <= 1000.0);
+    let sessions = http::Admin {
+        addr: server.http,
+        token,
+    }
+    .sessions()
+    .await
+    .unwrap();
+    let server_hash = sessions[0]["scene_hash"].clone();
+    for who in ["A", "B", "C"] {
+        assert_eq!(
+            report["hashes"][who], server_hash,
+            "browser {who}'s replica equals the server's scene"
+        );
+    }
+}
