@@ -597,6 +597,7 @@ export class Editor {
         this.viewport.continuous = on;
         this.viewport.frameTimes.length = 0;
       },
+      triangles: () => this.viewport.triangles(),
       gizmoAxis: (axis: 'x' | 'y' | 'z') => this.viewport.gizmoAxis(axis),
       project: (p: Vec3) => this.viewport.project(p),
       /** `n` entities on a grid: the first `spheres` are spheres (224 triangles), the rest cubes. */

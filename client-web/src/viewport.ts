@@ -17,7 +17,7 @@ export interface MeshSource {
 interface Item {
   mesh: THREE.Mesh;
   geometry: string;
-  material: THREE.MeshStandardNodeMaterial;
+  color: string;
 }
 
 export class Viewport {
@@ -27,6 +27,9 @@ export class Viewport {
   private orbit: OrbitControls;
   private gizmo: TransformControls;
   private items = new Map<number, Item>();
+  /** One material per color and one geometry per primitive: fewer pipeline and buffer switches. */
+  private materials = new Map<string, THREE.MeshStandardNodeMaterial>();
+  private geometries = new Map<string, { geometry: THREE.BufferGeometry; users: number }>();
   private outlines = new Map<string, THREE.BoxHelper>();
   private markers = new Map<number, THREE.Group>();
   private dragStart: Transform | null = null;
@@ -113,6 +116,13 @@ export class Viewport {
     });
   }
 
+  /** Triangles in the view's meshes. */
+  triangles(): number {
+    let n = 0;
+    for (const item of this.items.values()) n += (item.mesh.geometry.index?.count ?? 0) / 3;
+    return n;
+  }
+
   /** Schedules a frame. */
   invalidate(): void {
     this.dirty = true;
@@ -150,7 +160,11 @@ export class Viewport {
         item = this.makeItem(e);
         this.items.set(e.id, item);
       }
-      item.material.color.setRGB(e.color[0], e.color[1], e.color[2], THREE.LinearSRGBColorSpace);
+      const color = e.color.map((c) => c.toFixed(4)).join(',');
+      if (item.color !== color) {
+        item.mesh.material = this.material(e.color);
+        item.color = color;
+      }
       if (!this.dragging(e.id)) applyTransform(item.mesh, transformFor(e));
     }
     for (const [id, item] of this.items) if (!seen.has(id)) this.dropItem(id, item);
@@ -269,24 +283,50 @@ export class Viewport {
     this.orbit.update();
   }
 
+  private material(c: [number, number, number, number]): THREE.MeshStandardNodeMaterial {
+    const key = c.map((v) => v.toFixed(4)).join(',');
+    let m = this.materials.get(key);
+    if (!m) {
+      m = new THREE.MeshStandardNodeMaterial({ roughness: 0.55, metalness: 0.05 });
+      m.color.setRGB(c[0], c[1], c[2], THREE.LinearSRGBColorSpace);
+      this.materials.set(key, m);
+    }
+    return m;
+  }
+
   private makeItem(e: EntityView): Item {
-    const geometry = new THREE.BufferGeometry();
-    geometry.setAttribute('position', new THREE.BufferAttribute(this.meshes.positions(e.id), 3));
-    geometry.setAttribute('normal', new THREE.BufferAttribute(this.meshes.normals(e.id), 3));
-    geometry.setIndex(new THREE.BufferAttribute(this.meshes.indices(e.id), 1));
-    geometry.computeBoundingSphere();
-    const material = new THREE.MeshStandardNodeMaterial({ roughness: 0.55, metalness: 0.05 });
-    const mesh = new THREE.Mesh(geometry, material);
+    // Primitives share one geometry; an edited mesh (kind "mesh") gets its own.
+    const key = e.kind === 'mesh' ? `${e.id}:${e.geometry}` : e.geometry;
+    let shared = this.geometries.get(key);
+    if (!shared) {
+      const geometry = new THREE.BufferGeometry();
+      geometry.setAttribute('position', new THREE.BufferAttribute(this.meshes.positions(e.id), 3));
+      geometry.setAttribute('normal', new THREE.BufferAttribute(this.meshes.normals(e.id), 3));
+      geometry.setIndex(new THREE.BufferAttribute(this.meshes.indices(e.id), 1));
+      geometry.computeBoundingSphere();
+      shared = { geometry, users: 0 };
+      this.geometries.set(key, shared);
+    }
+    shared.users += 1;
+    const mesh = new THREE.Mesh(shared.geometry, this.material(e.color));
     mesh.userData.entity = e.id;
+    mesh.userData.geometryKey = key;
     this.scene.add(mesh);
-    return { mesh, geometry: e.geometry, material };
+    return { mesh, geometry: e.geometry, color: e.color.map((c) => c.toFixed(4)).join(',') };
   }
 
   private dropItem(id: number, item: Item): void {
     if (this.gizmo.object === item.mesh) this.gizmo.detach();
     this.scene.remove(item.mesh);
-    item.mesh.geometry.dispose();
-    item.material.dispose();
+    const key = item.mesh.userData.geometryKey as string;
+    const shared = this.geometries.get(key);
+    if (shared) {
+      shared.users -= 1;
+      if (shared.users <= 0) {
+        shared.geometry.dispose();
+        this.geometries.delete(key);
+      }
+    }
     this.items.delete(id);
   }
 
