@@ -567,6 +567,7 @@ export class Editor {
       ['Refusals', String(t.refusals)],
       ['Conflicts', String(t.conflicts)],
       ['Frame', `${frame.toFixed(1)} ms`],
+      ['Resolution', `${Math.round(this.viewport.resolutionScale * 100)} %${this.viewport.antialias ? ', MSAA' : ''}`],
       ['Entities', String(this.view.entities.length)],
     ];
     this.overlay.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
@@ -590,6 +591,7 @@ export class Editor {
         entities: this.view.entities.length,
         hash: this.session.conn.state_hash(),
         backend: this.viewport.backend,
+        resolutionScale: this.viewport.resolutionScale,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
       /** Render every frame (benchmarks) instead of on change. */

@@ -14,23 +14,38 @@ export interface MeshSource {
   indices(id: number): Uint32Array;
 }
 
-interface Item {
-  mesh: THREE.Mesh;
-  geometry: string;
-  color: string;
+/** All entities sharing one geometry: one instanced draw. */
+interface Batch {
+  mesh: THREE.InstancedMesh;
+  geometry: THREE.BufferGeometry;
+  ids: number[]; // instance index → entity
 }
 
+interface Slot {
+  batch: string;
+  index: number;
+  geometry: string;
+  transform: Transform;
+}
+
+const MATRIX = new THREE.Matrix4();
+const COLOR = new THREE.Color();
+
 export class Viewport {
-  readonly renderer: THREE.WebGPURenderer;
+  renderer!: THREE.WebGPURenderer;
+  /** Multisampling, off on software adapters (SwiftShader) where it costs more than it shows. */
+  antialias = true;
   readonly scene = new THREE.Scene();
   readonly camera: THREE.PerspectiveCamera;
   private orbit: OrbitControls;
   private gizmo: TransformControls;
-  private items = new Map<number, Item>();
-  /** One material per color and one geometry per primitive: fewer pipeline and buffer switches. */
-  private materials = new Map<string, THREE.MeshStandardNodeMaterial>();
-  private geometries = new Map<string, { geometry: THREE.BufferGeometry; users: number }>();
-  private outlines = new Map<string, THREE.BoxHelper>();
+  /** Entities are instances: one draw per distinct geometry, whatever the entity count. */
+  private batches = new Map<string, Batch>();
+  private slots = new Map<number, Slot>();
+  private material = new THREE.MeshStandardNodeMaterial({ roughness: 0.55, metalness: 0.05 });
+  /** What the gizmo moves: stands in for the selected entity's instance. */
+  private proxy = new THREE.Object3D();
+  private outlines = new Map<string, THREE.Box3Helper>();
   private markers = new Map<number, THREE.Group>();
   private dragStart: Transform | null = null;
   private raycaster = new THREE.Raycaster();
@@ -42,6 +57,13 @@ export class Viewport {
   private dirty = true;
   continuous = false;
   backend = 'starting';
+  /**
+   * Render resolution relative to the canvas: lowered in steps while frames take longer than
+   * ~45 ms (a software rasterizer, a weak GPU, a huge scene) and raised again when there is
+   * headroom, so the editor stays responsive.
+   */
+  resolutionScale = 1;
+  private resize: () => void = () => {};
 
   /** A gizmo drag ended: the entity's transform before and after. */
   onDragEnd: (id: number, from: Transform, to: Transform) => void = () => {};
@@ -51,7 +73,6 @@ export class Viewport {
   onHover: (point: Vec3 | null) => void = () => {};
 
   constructor(private canvas: HTMLCanvasElement, private meshes: MeshSource) {
-    this.renderer = new THREE.WebGPURenderer({ canvas, antialias: true });
     this.camera = new THREE.PerspectiveCamera(55, 1, 0.05, 500);
     this.camera.position.set(4, 3.5, 6);
     this.scene.background = new THREE.Color(0x1d2027);
@@ -69,6 +90,12 @@ export class Viewport {
     this.gizmo.setSize(0.9);
     this.scene.add(this.gizmo.getHelper());
     this.gizmo.addEventListener('change', () => this.invalidate());
+    this.scene.add(this.proxy);
+    // Live preview: the instance follows the proxy while it is dragged.
+    this.gizmo.addEventListener('objectChange', () => {
+      const id = this.proxy.userData.entity as number | undefined;
+      if (id !== undefined) this.place(id, transformOf(this.proxy));
+    });
     this.gizmo.addEventListener('dragging-changed', (e) => {
       const dragging = (e as unknown as { value: boolean }).value;
       this.orbit.enabled = !dragging;
@@ -86,18 +113,25 @@ export class Viewport {
   }
 
   async start(): Promise<void> {
+    const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<{ info?: { isFallbackAdapter?: boolean } } | null> } }).gpu;
+    const adapter = await gpu?.requestAdapter().catch(() => null);
+    const software = adapter?.info?.isFallbackAdapter === true;
+    const param = new URLSearchParams(location.search).get('aa');
+    this.antialias = param === null ? !software : param !== '0';
+    this.renderer = new THREE.WebGPURenderer({ canvas: this.canvas, antialias: this.antialias });
     await this.renderer.init();
     const backend = (this.renderer as unknown as { backend: { isWebGPUBackend?: boolean } }).backend;
     this.backend = backend.isWebGPUBackend ? 'WebGPU' : 'WebGL2';
     const resize = () => {
       const w = this.canvas.clientWidth || 1;
       const h = this.canvas.clientHeight || 1;
-      this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+      this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2) * this.resolutionScale);
       this.renderer.setSize(w, h, false);
       this.camera.aspect = w / h;
       this.camera.updateProjectionMatrix();
       this.invalidate();
     };
+    this.resize = resize;
     new ResizeObserver(resize).observe(this.canvas);
     resize();
     await this.renderer.setAnimationLoop((t: number) => {
@@ -109,9 +143,9 @@ export class Viewport {
       if (this.lastFrame > 0) {
         this.frameTimes.push(t - this.lastFrame);
         if (this.frameTimes.length > 600) this.frameTimes.shift();
+        this.adapt();
       }
       this.lastFrame = t;
-      for (const o of this.outlines.values()) o.update();
       this.renderer.render(this.scene, this.camera);
     });
   }
@@ -119,8 +153,21 @@ export class Viewport {
   /** Triangles in the view's meshes. */
   triangles(): number {
     let n = 0;
-    for (const item of this.items.values()) n += (item.mesh.geometry.index?.count ?? 0) / 3;
+    for (const b of this.batches.values()) n += (b.ids.length * (b.geometry.index?.count ?? 0)) / 3;
     return n;
+  }
+
+  private sinceAdapt = 0;
+
+  private adapt(): void {
+    this.sinceAdapt += 1;
+    if (this.sinceAdapt < 20) return;
+    this.sinceAdapt = 0;
+    const recent = this.frameTimes.slice(-20).sort((a, b) => a - b)[10];
+    const before = this.resolutionScale;
+    if (recent > 45) this.resolutionScale = Math.max(0.5, this.resolutionScale - 0.25);
+    else if (recent < 20) this.resolutionScale = Math.min(1, this.resolutionScale + 0.25);
+    if (this.resolutionScale !== before) this.resize();
   }
 
   /** Schedules a frame. */
@@ -130,7 +177,7 @@ export class Viewport {
 
   /** Whether a gizmo drag is in progress on `id`. */
   dragging(id: number): boolean {
-    return this.dragStart !== null && this.gizmo.object?.userData.entity === id;
+    return this.dragStart !== null && this.proxy.userData.entity === id;
   }
 
   setTool(tool: Tool, editable: boolean): void {
@@ -154,20 +201,17 @@ export class Viewport {
     const seen = new Set<number>();
     for (const e of view.entities) {
       seen.add(e.id);
-      let item = this.items.get(e.id);
-      if (!item || item.geometry !== e.geometry) {
-        if (item) this.dropItem(e.id, item);
-        item = this.makeItem(e);
-        this.items.set(e.id, item);
+      const slot = this.slots.get(e.id);
+      if (!slot || slot.geometry !== e.geometry) {
+        if (slot) this.removeInstance(e.id);
+        this.addInstance(e);
       }
-      const color = e.color.map((c) => c.toFixed(4)).join(',');
-      if (item.color !== color) {
-        item.mesh.material = this.material(e.color);
-        item.color = color;
-      }
-      if (!this.dragging(e.id)) applyTransform(item.mesh, transformFor(e));
+      const batch = this.batches.get(this.slots.get(e.id)!.batch)!;
+      batch.mesh.setColorAt(this.slots.get(e.id)!.index, COLOR.setRGB(e.color[0], e.color[1], e.color[2], THREE.LinearSRGBColorSpace));
+      if (batch.mesh.instanceColor) batch.mesh.instanceColor.needsUpdate = true;
+      if (!this.dragging(e.id)) this.place(e.id, transformFor(e));
     }
-    for (const [id, item] of this.items) if (!seen.has(id)) this.dropItem(id, item);
+    for (const id of [...this.slots.keys()]) if (!seen.has(id)) this.removeInstance(id);
 
     // Outlines: one per (selector, entity), in the selector's color.
     const wanted = new Map<string, [number, number]>();
@@ -176,26 +220,142 @@ export class Viewport {
     }
     if (selected !== null && myAuthor !== null) wanted.set(`${myAuthor}:${selected}`, [myAuthor, selected]);
     for (const [key, helper] of this.outlines) {
-      if (!wanted.has(key) || !this.items.has(wanted.get(key)![1])) {
+      const w = wanted.get(key);
+      if (!w || !this.slots.has(w[1])) {
         this.scene.remove(helper);
         helper.dispose();
         this.outlines.delete(key);
       }
     }
     for (const [key, [author, id]] of wanted) {
-      const item = this.items.get(id);
-      if (!item || this.outlines.has(key)) continue;
-      const helper = new THREE.BoxHelper(item.mesh, new THREE.Color(authorColor(author)));
+      if (!this.slots.has(id) || this.outlines.has(key)) continue;
+      const helper = new THREE.Box3Helper(new THREE.Box3(), new THREE.Color(authorColor(author)));
+      helper.userData.entity = id;
       this.outlines.set(key, helper);
       this.scene.add(helper);
     }
+    this.updateOutlines();
 
+    // The gizmo follows this user's selection, through the proxy.
+    const slot = selected !== null ? this.slots.get(selected) : undefined;
+    if (slot && selected !== null) {
+      if (!this.dragging(selected)) {
+        this.proxy.userData.entity = selected;
+        applyTransform(this.proxy, slot.transform);
+      }
+      if (this.gizmo.object !== this.proxy) this.gizmo.attach(this.proxy);
+    } else {
+      delete this.proxy.userData.entity;
+      if (this.gizmo.object) this.gizmo.detach();
+    }
+    this.gizmo.getHelper().visible = this.gizmo.enabled && slot !== undefined;
     this.invalidate();
-    // The gizmo follows this user's selection.
-    const target = selected !== null ? this.items.get(selected)?.mesh : undefined;
-    if (target && this.gizmo.object !== target) this.gizmo.attach(target);
-    if (!target && this.gizmo.object) this.gizmo.detach();
-    this.gizmo.getHelper().visible = this.gizmo.enabled && target !== undefined;
+  }
+
+  /** Writes an entity's transform into its instance (and its outlines). */
+  private place(id: number, t: Transform): void {
+    const slot = this.slots.get(id);
+    if (!slot) return;
+    slot.transform = t;
+    const batch = this.batches.get(slot.batch)!;
+    MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), new THREE.Vector3(...t.scale));
+    batch.mesh.setMatrixAt(slot.index, MATRIX);
+    batch.mesh.instanceMatrix.needsUpdate = true;
+    batch.mesh.boundingSphere = null; // recomputed for raycasts
+    this.updateOutlines(id);
+    this.invalidate();
+  }
+
+  private updateOutlines(only?: number): void {
+    for (const helper of this.outlines.values()) {
+      const id = helper.userData.entity as number;
+      if (only !== undefined && id !== only) continue;
+      const slot = this.slots.get(id);
+      if (!slot) continue;
+      const batch = this.batches.get(slot.batch)!;
+      if (!batch.geometry.boundingBox) batch.geometry.computeBoundingBox();
+      const t = slot.transform;
+      MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), new THREE.Vector3(...t.scale));
+      helper.box.copy(batch.geometry.boundingBox!).applyMatrix4(MATRIX);
+    }
+  }
+
+  private addInstance(e: EntityView): void {
+    // Primitives share a batch per kind; an edited mesh gets its own.
+    const key = e.kind === 'mesh' ? `${e.id}:${e.geometry}` : e.geometry;
+    let batch = this.batches.get(key);
+    if (!batch) {
+      const geometry = new THREE.BufferGeometry();
+      geometry.setAttribute('position', new THREE.BufferAttribute(this.meshes.positions(e.id), 3));
+      geometry.setAttribute('normal', new THREE.BufferAttribute(this.meshes.normals(e.id), 3));
+      geometry.setIndex(new THREE.BufferAttribute(this.meshes.indices(e.id), 1));
+      geometry.computeBoundingSphere();
+      geometry.computeBoundingBox();
+      batch = { mesh: this.instanced(geometry, 16), geometry, ids: [] };
+      this.batches.set(key, batch);
+    }
+    if (batch.ids.length >= batch.mesh.instanceMatrix.count) this.grow(batch);
+    const index = batch.ids.length;
+    batch.ids.push(e.id);
+    batch.mesh.count = batch.ids.length;
+    this.slots.set(e.id, { batch: key, index, geometry: e.geometry, transform: { translation: e.translation, rotation: e.rotation, scale: e.scale } });
+  }
+
+  private instanced(geometry: THREE.BufferGeometry, capacity: number): THREE.InstancedMesh {
+    const mesh = new THREE.InstancedMesh(geometry, this.material, capacity);
+    mesh.count = 0;
+    mesh.frustumCulled = false; // instance bounds change with every move
+    mesh.setColorAt(0, COLOR.setRGB(1, 1, 1));
+    this.scene.add(mesh);
+    return mesh;
+  }
+
+  /** Doubles a batch's capacity (copying its instances). */
+  private grow(batch: Batch): void {
+    const old = batch.mesh;
+    const mesh = this.instanced(batch.geometry, old.instanceMatrix.count * 2);
+    for (let i = 0; i < batch.ids.length; i += 1) {
+      old.getMatrixAt(i, MATRIX);
+      mesh.setMatrixAt(i, MATRIX);
+      old.getColorAt(i, COLOR);
+      mesh.setColorAt(i, COLOR);
+    }
+    mesh.count = batch.ids.length;
+    this.scene.remove(old);
+    old.dispose();
+    batch.mesh = mesh;
+  }
+
+  /** Removes an instance: the batch's last instance takes its place. */
+  private removeInstance(id: number): void {
+    const slot = this.slots.get(id);
+    if (!slot) return;
+    this.slots.delete(id);
+    const batch = this.batches.get(slot.batch)!;
+    const last = batch.ids.length - 1;
+    if (slot.index !== last) {
+      const moved = batch.ids[last];
+      batch.mesh.getMatrixAt(last, MATRIX);
+      batch.mesh.setMatrixAt(slot.index, MATRIX);
+      batch.mesh.getColorAt(last, COLOR);
+      batch.mesh.setColorAt(slot.index, COLOR);
+      batch.ids[slot.index] = moved;
+      this.slots.get(moved)!.index = slot.index;
+    }
+    batch.ids.pop();
+    batch.mesh.count = batch.ids.length;
+    batch.mesh.instanceMatrix.needsUpdate = true;
+    if (batch.mesh.instanceColor) batch.mesh.instanceColor.needsUpdate = true;
+    if (batch.ids.length === 0) {
+      this.scene.remove(batch.mesh);
+      batch.mesh.dispose();
+      batch.geometry.dispose();
+      this.batches.delete(slot.batch);
+    }
+    if (this.proxy.userData.entity === id) {
+      delete this.proxy.userData.entity;
+      this.gizmo.detach();
+    }
   }
 
   /** Other people's cursors (a dot) and cameras (a small cone looking their way). */
@@ -274,62 +434,6 @@ export class Viewport {
     return { position: [p.x, p.y, p.z], rotation: [q.x, q.y, q.z, q.w] };
   }
 
-  /** Frames the camera on the scene's content. */
-  focus(id: number): void {
-    const item = this.items.get(id);
-    if (!item) return;
-    const box = new THREE.Box3().setFromObject(item.mesh);
-    box.getCenter(this.orbit.target);
-    this.orbit.update();
-  }
-
-  private material(c: [number, number, number, number]): THREE.MeshStandardNodeMaterial {
-    const key = c.map((v) => v.toFixed(4)).join(',');
-    let m = this.materials.get(key);
-    if (!m) {
-      m = new THREE.MeshStandardNodeMaterial({ roughness: 0.55, metalness: 0.05 });
-      m.color.setRGB(c[0], c[1], c[2], THREE.LinearSRGBColorSpace);
-      this.materials.set(key, m);
-    }
-    return m;
-  }
-
-  private makeItem(e: EntityView): Item {
-    // Primitives share one geometry; an edited mesh (kind "mesh") gets its own.
-    const key = e.kind === 'mesh' ? `${e.id}:${e.geometry}` : e.geometry;
-    let shared = this.geometries.get(key);
-    if (!shared) {
-      const geometry = new THREE.BufferGeometry();
-      geometry.setAttribute('position', new THREE.BufferAttribute(this.meshes.positions(e.id), 3));
-      geometry.setAttribute('normal', new THREE.BufferAttribute(this.meshes.normals(e.id), 3));
-      geometry.setIndex(new THREE.BufferAttribute(this.meshes.indices(e.id), 1));
-      geometry.computeBoundingSphere();
-      shared = { geometry, users: 0 };
-      this.geometries.set(key, shared);
-    }
-    shared.users += 1;
-    const mesh = new THREE.Mesh(shared.geometry, this.material(e.color));
-    mesh.userData.entity = e.id;
-    mesh.userData.geometryKey = key;
-    this.scene.add(mesh);
-    return { mesh, geometry: e.geometry, color: e.color.map((c) => c.toFixed(4)).join(',') };
-  }
-
-  private dropItem(id: number, item: Item): void {
-    if (this.gizmo.object === item.mesh) this.gizmo.detach();
-    this.scene.remove(item.mesh);
-    const key = item.mesh.userData.geometryKey as string;
-    const shared = this.geometries.get(key);
-    if (shared) {
-      shared.users -= 1;
-      if (shared.users <= 0) {
-        shared.geometry.dispose();
-        this.geometries.delete(key);
-      }
-    }
-    this.items.delete(id);
-  }
-
   private pointerRay(ev: PointerEvent): void {
     const r = this.canvas.getBoundingClientRect();
     const ndc = new THREE.Vector2(((ev.clientX - r.left) / r.width) * 2 - 1, -((ev.clientY - r.top) / r.height) * 2 + 1);
@@ -337,8 +441,13 @@ export class Viewport {
   }
 
   private hit(): { id: number | null; point: THREE.Vector3 | null } {
-    const hits = this.raycaster.intersectObjects([...this.items.values()].map((i) => i.mesh), false);
-    if (hits.length > 0) return { id: hits[0].object.userData.entity as number, point: hits[0].point };
+    const batches = [...this.batches.values()];
+    const hits = this.raycaster.intersectObjects(batches.map((b) => b.mesh), false);
+    for (const h of hits) {
+      const batch = batches.find((b) => b.mesh === h.object);
+      const id = h.instanceId !== undefined ? batch?.ids[h.instanceId] : undefined;
+      if (id !== undefined) return { id, point: h.point };
+    }
     const p = new THREE.Vector3();
     return { id: null, point: this.raycaster.ray.intersectPlane(this.ground, p) };
   }

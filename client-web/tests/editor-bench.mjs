@@ -40,7 +40,7 @@ const browser = await chromium.launch({
 });
 try {
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-  await page.goto(`http://${http}/#/join/${encodeURIComponent(ticket)}`);
+  await page.goto(`http://${http}/${process.env.BENCH_QUERY ?? ""}#/join/${encodeURIComponent(ticket)}`);
   await page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 30000 });
   const t0 = performance.now();
   const [n, spheres] = [Number(process.env.BENCH_N ?? 1000), Number(process.env.BENCH_SPHERES ?? 440)];
