@@ -61,6 +61,10 @@ fn serve(settings: Settings) -> Result<(), Error> {
         println!("  HTTP API:         http://{http}  (metrics: /metrics, health: /healthz)");
         println!("  QUIC:             {}/udp", server.quic_addr);
         println!("  WebRTC:           {}/udp  (signaling: POST /api/v1/sessions/<id>/rtc)", server.rtc_addr);
+        match settings.web_dir.as_ref().filter(|d| d.join("index.html").is_file()) {
+            Some(dir) => println!("  browser editor:   http://{http}/  (from {}; invite links open it)", dir.display()),
+            None => println!("  browser editor:   not built: `cargo xtask run` builds and serves it"),
+        }
         println!("  certificate:      SHA-256 {}", fingerprint(&cert));
         println!("  server key:       {}", hex::encode(server.server_public_key().0));
         println!("  default session:  {default_session}");
@@ -80,6 +84,7 @@ fn serve(settings: Settings) -> Result<(), Error> {
             settings.data_dir.display(),
             server.ctx.public_quic_addr
         );
+        println!("  then open http://{http}/#/join/<ticket> in a browser, or paste the ticket on http://{http}/");
         println!("  or: curl -X POST -H 'Authorization: Bearer <admin token>' -d '{{\"role\":\"editor\"}}' \\");
         println!("        -H 'Content-Type: application/json' http://{http}/api/v1/sessions/{default_session}/invites");
         println!("listening: http={http} quic={} rtc={}", server.quic_addr, server.rtc_addr);
