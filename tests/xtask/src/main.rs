@@ -77,8 +77,11 @@ fn target_dir() -> PathBuf {
 
 fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // No incremental state in CI builds: it only grows the cache (tens of GB over time) and a
+    // from-scratch CI run does not benefit from it.
     c.current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_INCREMENTAL", "0");
     c
 }
 

@@ -1,0 +1,473 @@
+//! The app loop shared by the headset and the simulator: one [`App::frame`] per displayed frame
+//! turns controller input into signed commands through the protocol's [`ClientConnection`],
+//! applies what the server sent, and says what to draw. No I/O here: bytes in and out go
+//! through [`App::receive`] and [`App::poll_transmit`], so the loop runs the same on the
+//! headset, in the simulator and in tests.
+
+use std::collections::BTreeMap;
+
+use glam::{Vec2, Vec3, Vec4};
+use meshwork_protocol::client::{ClientConnection, ClientEvent};
+use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::wire::{ClientMsg, Invite, Pose as WirePose, Presence, ServerMsg};
+use meshwork_protocol::{Command, Ed25519Signer, EntityId};
+
+use crate::input::{self, Grab, Pickable, Pose, Ray, Snap, TwoHandScale};
+
+/// Which hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hand {
+    /// Left (the off hand: the panel lives on it).
+    Left = 0,
+    /// Right (the pointing hand).
+    Right = 1,
+}
+
+/// One controller's state this frame, in world (stage) space.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HandInput {
+    /// `world_from_grip`: where the hand holds the controller.
+    pub world_from_grip: Pose,
+    /// `world_from_aim`: the pointing pose (its −Z is the ray).
+    pub world_from_aim: Pose,
+    /// Trigger, 0–1 (select / press a panel button).
+    pub trigger: f32,
+    /// Grip, 0–1 (grab).
+    pub grip: f32,
+    /// Thumbstick, each axis −1–1 (snap turn on the right hand).
+    pub thumbstick: Vec2,
+    /// The primary button (A / X): add the current primitive where the ray points.
+    pub primary: bool,
+    /// The secondary button (B / Y): delete the selection.
+    pub secondary: bool,
+}
+
+/// Everything the loop reads in one frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameInput {
+    /// `stage_from_head` (the view's pose).
+    pub stage_from_head: Pose,
+    /// Controllers (or tracked hands mapped to the same inputs), when tracked.
+    pub hands: [Option<HandInput>; 2],
+}
+
+/// What the frame asks of the platform.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrameOutput {
+    /// Haptic pulses: (hand, amplitude 0–1, seconds).
+    pub haptics: Vec<(Hand, f32, f32)>,
+    /// Comfort: a snap turn happened this frame (radians about +Y, applied to the stage).
+    pub snap_turn: Option<f32>,
+    /// Comfort: the user is moving something large through view; draw the vignette.
+    pub vignette: bool,
+}
+
+/// Tools on the off-hand panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Add this primitive with the primary button.
+    Add(Primitive),
+    /// Recolor the selection with the trigger.
+    Paint,
+}
+
+/// The colors the panel offers (linear RGBA).
+pub const PALETTE: [Vec4; 6] = [
+    Vec4::new(0.9, 0.25, 0.05, 1.0),
+    Vec4::new(0.1, 0.45, 0.9, 1.0),
+    Vec4::new(0.2, 0.75, 0.3, 1.0),
+    Vec4::new(0.95, 0.8, 0.1, 1.0),
+    Vec4::new(0.8, 0.8, 0.82, 1.0),
+    Vec4::new(0.6, 0.2, 0.8, 1.0),
+];
+
+/// Triangles of a primitive, cached: ray picking and drawing share them.
+#[derive(Debug, Default)]
+pub struct MeshCache {
+    meshes: BTreeMap<String, (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>)>,
+}
+
+impl MeshCache {
+    /// Positions, normals, indices of an entity's geometry.
+    pub fn get(&mut self, e: &meshwork_protocol::scene::Entity) -> &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>) {
+        let key = geometry_key(&e.geometry);
+        self.meshes.entry(key).or_insert_with(|| {
+            let m = e.geometry.mesh().triangulate();
+            (m.positions, m.normals, m.indices)
+        })
+    }
+}
+
+/// A key that changes exactly when the triangles do.
+#[must_use]
+pub fn geometry_key(g: &meshwork_protocol::scene::Geometry) -> String {
+    match g {
+        meshwork_protocol::scene::Geometry::Primitive(p) => format!("{p:?}"),
+        meshwork_protocol::scene::Geometry::Mesh(m) => {
+            let t = m.triangulate();
+            let sum: f32 = t.positions.iter().flatten().sum();
+            format!("mesh:{}:{}:{sum}", t.positions.len(), t.indices.len())
+        }
+    }
+}
+
+/// The app.
+#[derive(Debug)]
+pub struct App {
+    conn: ClientConnection<Ed25519Signer>,
+    /// Current tool.
+    pub tool: Tool,
+    /// Current paint color index into [`PALETTE`].
+    pub color: usize,
+    /// This user's selection.
+    pub selected: Option<EntityId>,
+    /// Entity under each hand's ray.
+    pub hovered: [Option<EntityId>; 2],
+    grabs: [Option<Grab>; 2],
+    two_hand: Option<(EntityId, TwoHandScale)>,
+    /// Shown instead of the replica while a grab is held or its commands are in flight.
+    previews: BTreeMap<EntityId, Transform>,
+    /// Commands sent whose acknowledgement is pending, oldest first: (entity, acked).
+    in_flight: Vec<(EntityId, bool)>,
+    snap: Snap,
+    prev: [Option<HandInput>; 2],
+    next_counter: u32,
+    presence_seq: u32,
+    /// Refusal messages from the server, newest last (shown on the panel).
+    pub notices: Vec<String>,
+    /// Extra frames for the reliable lane (pings and the like).
+    extra: Vec<ClientMsg>,
+    meshes: MeshCache,
+    /// Snap-turn step (radians); the stick must return to centre between turns.
+    pub snap_turn: f32,
+    turn_armed: bool,
+}
+
+const PRESS: f32 = 0.6;
+const RELEASE: f32 = 0.3;
+
+impl App {
+    /// A new app joining with `invite`, signing as `signer`; `snap_step` metres (0 = off).
+    #[must_use]
+    pub fn new(signer: Ed25519Signer, invite: Invite, snap_step: f32) -> Self {
+        Self {
+            conn: ClientConnection::new(signer, invite, concat!("meshwork-quest ", env!("CARGO_PKG_VERSION"))),
+            tool: Tool::Add(Primitive::Cube),
+            color: 0,
+            selected: None,
+            hovered: [None, None],
+            grabs: [None, None],
+            two_hand: None,
+            previews: BTreeMap::new(),
+            in_flight: Vec::new(),
+            snap: Snap::new(snap_step),
+            prev: [None, None],
+            next_counter: 0,
+            presence_seq: 0,
+            notices: Vec::new(),
+            extra: Vec::new(),
+            meshes: MeshCache::default(),
+            snap_turn: std::f32::consts::FRAC_PI_6,
+            turn_armed: true,
+        }
+    }
+
+    /// The protocol connection (replica, author, phase).
+    #[must_use]
+    pub const fn connection(&self) -> &ClientConnection<Ed25519Signer> {
+        &self.conn
+    }
+
+    /// Joined and holding a snapshot.
+    #[must_use]
+    pub fn live(&self) -> bool {
+        self.conn.author().is_some() && self.conn.replica().is_synced()
+    }
+
+    /// Handles one server message.
+    pub fn receive(&mut self, msg: &ServerMsg) -> ClientEvent {
+        match msg {
+            ServerMsg::Ack(_) => {
+                if let Some(f) = self.in_flight.iter_mut().find(|f| !f.1) {
+                    f.1 = true;
+                }
+            }
+            ServerMsg::CommandRefused(r) => {
+                if let Some(i) = self.in_flight.iter().position(|f| !f.1) {
+                    let (entity, _) = self.in_flight.remove(i);
+                    self.drop_preview_unless_held(entity);
+                }
+                self.notices.push(format!("refused: {}", r.message));
+            }
+            _ => {}
+        }
+        let before = self.conn.replica().scene().position;
+        let event = self.conn.handle(msg);
+        if self.conn.replica().scene().position != before {
+            // Acknowledged submissions are now in the replica.
+            let done: Vec<EntityId> = self.in_flight.iter().filter(|f| f.1).map(|f| f.0).collect();
+            self.in_flight.retain(|f| !f.1);
+            for e in done {
+                if !self.in_flight.iter().any(|f| f.0 == e) {
+                    self.drop_preview_unless_held(e);
+                }
+            }
+        }
+        event
+    }
+
+    fn drop_preview_unless_held(&mut self, e: EntityId) {
+        if !self.grabs.iter().flatten().any(|g| g.entity == e) {
+            self.previews.remove(&e);
+        }
+    }
+
+    /// Frames to send on the reliable lane.
+    pub fn poll_transmit(&mut self) -> Vec<ClientMsg> {
+        let mut out = std::mem::take(&mut self.extra);
+        while let Some(m) = self.conn.poll_transmit() {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Queues a ping (`nonce`: e.g. a timestamp) for the round-trip time.
+    pub fn ping(&mut self, nonce: u64) {
+        self.extra
+            .push(ClientMsg::Ping(meshwork_protocol::wire::Ping { nonce }));
+    }
+
+    /// A presence update (head and both hands) for the unreliable lane.
+    pub fn presence(&mut self, input: &FrameInput) -> ClientMsg {
+        self.presence_seq = self.presence_seq.wrapping_add(1);
+        let hand = |h: Option<HandInput>| h.map(|h| wire_pose(&h.world_from_grip));
+        let cursor = input.hands[Hand::Right as usize]
+            .and_then(|h| Ray::from_aim(&h.world_from_aim).floor_hit())
+            .map(|p| wire_pose(&Pose { position: p, orientation: glam::Quat::IDENTITY }));
+        ClientMsg::Presence(Presence {
+            seq: self.presence_seq,
+            head: Some(wire_pose(&input.stage_from_head)),
+            hands: [hand(input.hands[0]), hand(input.hands[1])],
+            cursor,
+        })
+    }
+
+    /// What to draw for an entity: a held or in-flight preview, else the replica.
+    #[must_use]
+    pub fn shown(&self, id: EntityId, replica: &Transform) -> Transform {
+        self.previews.get(&id).copied().unwrap_or(*replica)
+    }
+
+    fn submit(&mut self, commands: Vec<Command>, about: Option<EntityId>) {
+        if commands.is_empty() {
+            return;
+        }
+        if self.conn.submit(commands).is_some()
+            && let Some(e) = about
+        {
+            self.in_flight.push((e, false));
+        }
+    }
+
+    /// The next entity id of this author.
+    fn new_entity(&mut self) -> Option<EntityId> {
+        let author = self.conn.author()?;
+        let used = self
+            .conn
+            .replica()
+            .scene()
+            .entities
+            .keys()
+            .filter(|e| e.namespace() == author)
+            .map(|e| u32::try_from(e.0 & 0xffff_ffff).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0);
+        self.next_counter = self.next_counter.max(used).saturating_add(1);
+        Some(EntityId::new(author, self.next_counter))
+    }
+
+    /// One frame: input → commands (queued for [`Self::poll_transmit`]) and platform requests.
+    pub fn frame(&mut self, input: &FrameInput) -> FrameOutput {
+        let mut out = FrameOutput::default();
+        if !self.live() {
+            self.prev = input.hands;
+            return out;
+        }
+        // Rays and hover.
+        for h in [Hand::Left, Hand::Right] {
+            self.hovered[h as usize] = input.hands[h as usize].and_then(|hand| self.pick(&Ray::from_aim(&hand.world_from_aim)));
+        }
+        let pressed = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
+            now.is_some_and(|n| f(&n) >= PRESS) && prev.is_none_or(|p| f(&p) < PRESS)
+        };
+        let released = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
+            now.is_none_or(|n| f(&n) <= RELEASE) && prev.is_some_and(|p| f(&p) > RELEASE)
+        };
+        let button = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> bool| {
+            now.is_some_and(|n| f(&n)) && prev.is_none_or(|p| !f(&p))
+        };
+        for h in [Hand::Left, Hand::Right] {
+            let (now, prev) = (input.hands[h as usize], self.prev[h as usize]);
+            // Trigger: select what the ray hits (or paint it with the paint tool).
+            if pressed(now, prev, |i| i.trigger) {
+                let hit = self.hovered[h as usize];
+                if let (Tool::Paint, Some(e)) = (self.tool, hit) {
+                    let rgba = PALETTE[self.color % PALETTE.len()];
+                    self.submit(vec![Command::SetColor { entity: e, rgba }], None);
+                }
+                if self.selected != hit {
+                    self.selected = hit;
+                    let entities = hit.into_iter().collect();
+                    self.submit(vec![Command::Select { entities }], None);
+                }
+                out.haptics.push((h, 0.3, 0.02));
+            }
+            // Grip: grab the hovered (or selected) entity.
+            if pressed(now, prev, |i| i.grip)
+                && let Some(hand) = now
+                && let Some(e) = self.hovered[h as usize].or(self.selected)
+                && let Some(t) = self.transform_of(e)
+            {
+                let other = 1 - h as usize;
+                if let Some(og) = self.grabs[other].filter(|g| g.entity == e)
+                    && let Some(oh) = input.hands[other]
+                {
+                    // Second hand on the same entity: two-hand scale.
+                    let (l, r) = if h == Hand::Left { (hand, oh) } else { (oh, hand) };
+                    let current = self.previews.get(&e).copied().unwrap_or(og.start);
+                    self.two_hand = Some((e, TwoHandScale::start(l.world_from_grip.position, r.world_from_grip.position, current.scale)));
+                } else {
+                    self.grabs[h as usize] = Some(Grab::start(e, t, &hand.world_from_grip));
+                    self.snap.reset();
+                }
+                out.haptics.push((h, 0.5, 0.03));
+            }
+            // Primary: add the current primitive where the ray meets the floor (or 1.5 m ahead).
+            if button(now, prev, |i| i.primary)
+                && let (Tool::Add(primitive), Some(hand)) = (self.tool, now)
+                && let Some(entity) = self.new_entity()
+            {
+                let ray = Ray::from_aim(&hand.world_from_aim);
+                let at = ray.floor_hit().filter(|p| p.distance(ray.origin) < 6.0).map_or(ray.origin + ray.direction * 1.5, |p| p + Vec3::Y * 0.25);
+                let (at, _) = self.snap.apply(at);
+                self.snap.reset();
+                let transform = Transform { translation: at, scale: Vec3::splat(0.5), ..Transform::IDENTITY };
+                let rgba = PALETTE[self.color % PALETTE.len()];
+                self.submit(
+                    vec![
+                        Command::Spawn { entity, primitive, transform },
+                        Command::SetColor { entity, rgba },
+                        Command::Select { entities: vec![entity] },
+                    ],
+                    None,
+                );
+                self.selected = Some(entity);
+                out.haptics.push((h, 0.6, 0.05));
+            }
+            // Secondary: delete the selection.
+            if button(now, prev, |i| i.secondary)
+                && let Some(e) = self.selected.take()
+            {
+                self.submit(vec![Command::Despawn { entity: e }, Command::Select { entities: vec![] }], None);
+                out.haptics.push((h, 0.6, 0.05));
+            }
+        }
+        // Held grabs follow their hands (with snapping); the preview shows at once.
+        for h in [Hand::Left, Hand::Right] {
+            let Some(g) = self.grabs[h as usize] else { continue };
+            let Some(hand) = input.hands[h as usize] else { continue };
+            let mut t = g.follow(&hand.world_from_grip);
+            let (snapped, tick) = self.snap.apply(t.translation);
+            t.translation = snapped;
+            if tick {
+                out.haptics.push((h, 0.2, 0.01));
+            }
+            if let Some((e, two)) = self.two_hand
+                && e == g.entity
+                && let (Some(l), Some(r)) = (input.hands[0], input.hands[1])
+            {
+                t.scale = two.scale(l.world_from_grip.position, r.world_from_grip.position);
+            }
+            self.previews.insert(g.entity, t);
+            out.vignette = true;
+        }
+        // Releases: commit what the preview shows as commands.
+        for h in [Hand::Left, Hand::Right] {
+            let (now, prev) = (input.hands[h as usize], self.prev[h as usize]);
+            if released(now, prev, |i| i.grip)
+                && let Some(g) = self.grabs[h as usize].take()
+            {
+                let other_holds = self.grabs[1 - h as usize].is_some_and(|o| o.entity == g.entity);
+                if self.two_hand.is_some_and(|(e, _)| e == g.entity) {
+                    self.two_hand = None;
+                }
+                if !other_holds
+                    && let (Some(to), Some(from)) = (self.previews.get(&g.entity).copied(), self.replica_transform(g.entity))
+                {
+                    let cmds = input::deltas(g.entity, &from, &to);
+                    if cmds.is_empty() {
+                        self.previews.remove(&g.entity);
+                    } else {
+                        self.submit(cmds, Some(g.entity));
+                    }
+                }
+            }
+        }
+        // Right thumbstick: snap turn (comfort), re-armed at centre.
+        if let Some(r) = input.hands[Hand::Right as usize] {
+            let x = r.thumbstick.x;
+            if self.turn_armed && x.abs() > 0.8 {
+                out.snap_turn = Some(-x.signum() * self.snap_turn);
+                self.turn_armed = false;
+            } else if x.abs() < 0.3 {
+                self.turn_armed = true;
+            }
+        }
+        self.prev = input.hands;
+        out
+    }
+
+    fn replica_transform(&self, e: EntityId) -> Option<Transform> {
+        self.conn.replica().scene().entities.get(&e).map(|x| x.transform)
+    }
+
+    fn transform_of(&self, e: EntityId) -> Option<Transform> {
+        self.replica_transform(e).map(|t| self.shown(e, &t))
+    }
+
+    fn pick(&mut self, ray: &Ray) -> Option<EntityId> {
+        let scene = self.conn.replica().scene();
+        let mut shapes = Vec::new();
+        for (id, e) in &scene.entities {
+            let t = self.previews.get(id).copied().unwrap_or(e.transform);
+            let (positions, _, indices) = self.meshes.get(e).clone();
+            shapes.push((*id, input::matrix(&t), positions, indices));
+        }
+        let pickables: Vec<Pickable<'_>> = shapes
+            .iter()
+            .map(|(id, m, p, i)| Pickable { id: *id, world_from_entity: *m, positions: p, indices: i })
+            .collect();
+        input::pick(ray, &pickables).map(|(e, _)| e)
+    }
+
+    /// Triangles for drawing an entity (cached per geometry).
+    pub fn mesh(&mut self, e: &meshwork_protocol::scene::Entity) -> &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>) {
+        self.meshes.get(e)
+    }
+}
+
+/// A pose on the wire: millimetres and a quaternion scaled to i16.
+#[must_use]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "clamped to the wire's ranges before the cast"
+)]
+pub fn wire_pose(p: &Pose) -> WirePose {
+    let mm = |v: f32| (v * 1000.0).round().clamp(-2.0e9, 2.0e9) as i32;
+    let q = p.orientation.normalize();
+    let unit = |v: f32| (v.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+    WirePose {
+        position_mm: [mm(p.position.x), mm(p.position.y), mm(p.position.z)],
+        rotation: [unit(q.x), unit(q.y), unit(q.z), unit(q.w)],
+    }
+}

@@ -1,0 +1,422 @@
+//! Drawing with wgpu: lit, instanced triangles (one draw per geometry), into an offscreen color
+//! target that the simulator reads back (screenshots, pixel checks) and that the headset path
+//! would replace with the OpenXR swapchain image of each eye. Works on the CPU (lavapipe).
+
+use std::collections::BTreeMap;
+
+use glam::{Mat4, Vec4};
+use wgpu::util::DeviceExt as _;
+
+/// Why rendering could not start or a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// No adapter (install `mesa-vulkan-drivers` for a CPU one).
+    #[error("no graphics adapter: {0}")]
+    NoAdapter(String),
+    /// The device could not be created.
+    #[error("no graphics device: {0}")]
+    NoDevice(String),
+    /// Reading the frame back failed.
+    #[error("reading the frame back failed: {0}")]
+    Readback(String),
+}
+
+/// One thing to draw: a mesh (by key, with its triangles the first time) at a place, colored.
+#[derive(Clone, Copy, Debug)]
+pub struct DrawItem<'a> {
+    /// Geometry cache key.
+    pub key: &'a str,
+    /// Positions, normals, indices (used when the key is new).
+    pub mesh: &'a (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>),
+    /// `world_from_model`.
+    pub world_from_model: Mat4,
+    /// Linear RGBA.
+    pub color: Vec4,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Vertex {
+    position: [f32; 3],
+    normal: [f32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Instance {
+    model: [[f32; 4]; 4],
+    color: [f32; 4],
+}
+
+struct Geometry {
+    vertices: wgpu::Buffer,
+    indices: wgpu::Buffer,
+    count: u32,
+}
+
+/// The offscreen renderer.
+pub struct Renderer {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::RenderPipeline,
+    uniforms: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    color: wgpu::Texture,
+    depth: wgpu::TextureView,
+    instances: wgpu::Buffer,
+    instance_capacity: usize,
+    geometries: BTreeMap<String, Geometry>,
+    /// Target size.
+    pub size: (u32, u32),
+    /// The adapter's description (name, backend, device type).
+    pub adapter: String,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("size", &self.size)
+            .field("adapter", &self.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLOR_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8UnormSrgb;
+const DEPTH_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Depth32Float;
+
+const SHADER: &str = r"
+struct Uniforms { clip_from_world: mat4x4<f32>, light: vec4<f32> };
+@group(0) @binding(0) var<uniform> u: Uniforms;
+
+struct VsOut { @builtin(position) clip: vec4<f32>, @location(0) normal: vec3<f32>, @location(1) color: vec4<f32> };
+
+@vertex
+fn vs(@location(0) position: vec3<f32>, @location(1) normal: vec3<f32>,
+      @location(2) m0: vec4<f32>, @location(3) m1: vec4<f32>, @location(4) m2: vec4<f32>,
+      @location(5) m3: vec4<f32>, @location(6) color: vec4<f32>) -> VsOut {
+    let model = mat4x4<f32>(m0, m1, m2, m3);
+    var out: VsOut;
+    out.clip = u.clip_from_world * model * vec4<f32>(position, 1.0);
+    out.normal = normalize((model * vec4<f32>(normal, 0.0)).xyz);
+    out.color = color;
+    return out;
+}
+
+@fragment
+fn fs(in: VsOut) -> @location(0) vec4<f32> {
+    let diffuse = max(dot(normalize(in.normal), normalize(u.light.xyz)), 0.0);
+    return vec4<f32>(in.color.rgb * (0.35 + 0.65 * diffuse), in.color.a);
+}
+";
+
+impl Renderer {
+    /// A renderer drawing `width` × `height` offscreen, on whatever adapter exists (a CPU one
+    /// included).
+    ///
+    /// # Errors
+    /// [`RenderError`] when no adapter or device is available.
+    pub fn headless(width: u32, height: u32) -> Result<Self, RenderError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN | wgpu::Backends::GL,
+            ..Default::default()
+        });
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            compatible_surface: None,
+            force_fallback_adapter: false,
+        }))
+        .map_err(|e| RenderError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let adapter_name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("meshwork-quest"),
+            required_limits: wgpu::Limits::downlevel_defaults(),
+            ..Default::default()
+        }))
+        .map_err(|e| RenderError::NoDevice(e.to_string()))?;
+        let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("lit"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniforms"),
+            size: 80,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("uniforms"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::VERTEX_FRAGMENT,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("uniforms"),
+            layout: &layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniforms.as_entire_binding(),
+            }],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("lit"),
+            bind_group_layouts: &[&layout],
+            ..Default::default()
+        });
+        let vertex_attrs = wgpu::vertex_attr_array![0 => Float32x3, 1 => Float32x3];
+        let instance_attrs = wgpu::vertex_attr_array![2 => Float32x4, 3 => Float32x4, 4 => Float32x4, 5 => Float32x4, 6 => Float32x4];
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("lit"),
+            layout: Some(&pipeline_layout),
+            vertex: wgpu::VertexState {
+                module: &shader,
+                entry_point: Some("vs"),
+                buffers: &[
+                    wgpu::VertexBufferLayout {
+                        array_stride: std::mem::size_of::<Vertex>() as u64,
+                        step_mode: wgpu::VertexStepMode::Vertex,
+                        attributes: &vertex_attrs,
+                    },
+                    wgpu::VertexBufferLayout {
+                        array_stride: std::mem::size_of::<Instance>() as u64,
+                        step_mode: wgpu::VertexStepMode::Instance,
+                        attributes: &instance_attrs,
+                    },
+                ],
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+            },
+            fragment: Some(wgpu::FragmentState {
+                module: &shader,
+                entry_point: Some("fs"),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format: COLOR_FORMAT,
+                    blend: Some(wgpu::BlendState::ALPHA_BLENDING),
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: Some(wgpu::DepthStencilState {
+                format: DEPTH_FORMAT,
+                depth_write_enabled: true,
+                depth_compare: wgpu::CompareFunction::Less,
+                stencil: wgpu::StencilState::default(),
+                bias: wgpu::DepthBiasState::default(),
+            }),
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
+        let color = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("color"),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: COLOR_FORMAT,
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        });
+        let depth = device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("depth"),
+                size,
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: DEPTH_FORMAT,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                view_formats: &[],
+            })
+            .create_view(&wgpu::TextureViewDescriptor::default());
+        let instance_capacity = 1024;
+        let instances = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("instances"),
+            size: (instance_capacity * std::mem::size_of::<Instance>()) as u64,
+            usage: wgpu::BufferUsages::VERTEX | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            device,
+            queue,
+            pipeline,
+            uniforms,
+            bind_group,
+            color,
+            depth,
+            instances,
+            instance_capacity,
+            geometries: BTreeMap::new(),
+            size: (width, height),
+            adapter: adapter_name,
+        })
+    }
+
+    fn geometry(&mut self, key: &str, mesh: &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>)) {
+        if self.geometries.contains_key(key) {
+            return;
+        }
+        let vertices: Vec<Vertex> = mesh
+            .0
+            .iter()
+            .zip(mesh.1.iter())
+            .map(|(p, n)| Vertex { position: *p, normal: *n })
+            .collect();
+        let g = Geometry {
+            vertices: self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(key),
+                contents: bytemuck::cast_slice(&vertices),
+                usage: wgpu::BufferUsages::VERTEX,
+            }),
+            indices: self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(key),
+                contents: bytemuck::cast_slice(&mesh.2),
+                usage: wgpu::BufferUsages::INDEX,
+            }),
+            count: u32::try_from(mesh.2.len()).unwrap_or(u32::MAX),
+        };
+        self.geometries.insert(key.to_owned(), g);
+    }
+
+    /// Draws one view (`clip_from_world` = projection × view) of `items` and waits for the GPU.
+    pub fn render(&mut self, clip_from_world: Mat4, items: &[DrawItem<'_>]) {
+        // Group by geometry: one instanced draw each.
+        let mut groups: BTreeMap<&str, Vec<Instance>> = BTreeMap::new();
+        for item in items {
+            self.geometry(item.key, item.mesh);
+            groups.entry(item.key).or_default().push(Instance {
+                model: item.world_from_model.to_cols_array_2d(),
+                color: item.color.to_array(),
+            });
+        }
+        let total: usize = groups.values().map(Vec::len).sum();
+        if total > self.instance_capacity {
+            self.instance_capacity = total.next_power_of_two();
+            self.instances = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("instances"),
+                size: (self.instance_capacity * std::mem::size_of::<Instance>()) as u64,
+                usage: wgpu::BufferUsages::VERTEX | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+        }
+        let mut all = Vec::with_capacity(total);
+        let mut ranges = Vec::new();
+        for (key, inst) in &groups {
+            let start = u32::try_from(all.len()).unwrap_or(u32::MAX);
+            all.extend_from_slice(inst);
+            ranges.push((*key, start, u32::try_from(all.len()).unwrap_or(u32::MAX)));
+        }
+        self.queue.write_buffer(&self.instances, 0, bytemuck::cast_slice(&all));
+        let mut uniforms = clip_from_world.to_cols_array().to_vec();
+        uniforms.extend_from_slice(&[0.4, 1.0, 0.6, 0.0]);
+        self.queue.write_buffer(&self.uniforms, 0, bytemuck::cast_slice(&uniforms));
+        let view = self.color.create_view(&wgpu::TextureViewDescriptor::default());
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
+        {
+            let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+                label: Some("scene"),
+                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                    view: &view,
+                    depth_slice: None,
+                    resolve_target: None,
+                    ops: wgpu::Operations {
+                        load: wgpu::LoadOp::Clear(wgpu::Color { r: 0.012, g: 0.014, b: 0.02, a: 1.0 }),
+                        store: wgpu::StoreOp::Store,
+                    },
+                })],
+                depth_stencil_attachment: Some(wgpu::RenderPassDepthStencilAttachment {
+                    view: &self.depth,
+                    depth_ops: Some(wgpu::Operations {
+                        load: wgpu::LoadOp::Clear(1.0),
+                        store: wgpu::StoreOp::Store,
+                    }),
+                    stencil_ops: None,
+                }),
+                ..Default::default()
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &self.bind_group, &[]);
+            pass.set_vertex_buffer(1, self.instances.slice(..));
+            for (key, start, end) in ranges {
+                let Some(g) = self.geometries.get(key) else { continue };
+                pass.set_vertex_buffer(0, g.vertices.slice(..));
+                pass.set_index_buffer(g.indices.slice(..), wgpu::IndexFormat::Uint32);
+                pass.draw_indexed(0..g.count, 0, start..end);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// The last frame as tightly packed RGBA8 (sRGB) rows.
+    ///
+    /// # Errors
+    /// [`RenderError::Readback`] when mapping fails.
+    pub fn read_rgba(&self) -> Result<Vec<u8>, RenderError> {
+        let (w, h) = self.size;
+        let row = w * 4;
+        let padded = row.div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: u64::from(padded) * u64::from(h),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        encoder.copy_texture_to_buffer(
+            self.color.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer: &buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(padded),
+                    rows_per_image: Some(h),
+                },
+            },
+            wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+        );
+        self.queue.submit([encoder.finish()]);
+        let slice = buffer.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        rx.recv()
+            .map_err(|e| RenderError::Readback(e.to_string()))?
+            .map_err(|e| RenderError::Readback(e.to_string()))?;
+        let mapped = slice.get_mapped_range();
+        let mut out = Vec::with_capacity((row * h) as usize);
+        for y in 0..h {
+            let start = (y * padded) as usize;
+            out.extend_from_slice(mapped.get(start..start + row as usize).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// Writes the last frame as a PNG.
+    ///
+    /// # Errors
+    /// Readback or file errors, as text.
+    pub fn save_png(&self, path: &std::path::Path) -> Result<(), String> {
+        let rgba = self.read_rgba().map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.size.0, self.size.1);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&rgba).map_err(|e| e.to_string())
+    }
+}
