@@ -407,7 +407,8 @@ fn browser_test() -> Result<(), String> {
             .args(tests)
             .args(["--", "--ignored"])
             .current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", target_dir()),
+            .env("CARGO_TARGET_DIR", target_dir())
+            .env("CARGO_INCREMENTAL", "0"),
     )
 }
 
