@@ -5,6 +5,7 @@
 //! headset, in the simulator and in tests.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use glam::{Vec2, Vec3, Vec4};
 use meshwork_protocol::client::{ClientConnection, ClientEvent};
@@ -81,21 +82,44 @@ pub const PALETTE: [Vec4; 6] = [
     Vec4::new(0.6, 0.2, 0.8, 1.0),
 ];
 
-/// Triangles of a primitive, cached: ray picking and drawing share them.
+/// Positions, normals, triangle indices.
+pub type MeshData = (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>);
+
+/// Triangles per geometry, cached and shared: ray picking and drawing use the same.
 #[derive(Debug, Default)]
 pub struct MeshCache {
-    meshes: BTreeMap<String, (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>)>,
+    meshes: BTreeMap<String, Rc<MeshData>>,
 }
 
 impl MeshCache {
-    /// Positions, normals, indices of an entity's geometry.
-    pub fn get(&mut self, e: &meshwork_protocol::scene::Entity) -> &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>) {
-        let key = geometry_key(&e.geometry);
-        self.meshes.entry(key).or_insert_with(|| {
-            let m = e.geometry.mesh().triangulate();
-            (m.positions, m.normals, m.indices)
-        })
+    /// The key and triangles of an entity's geometry.
+    pub fn get(&mut self, g: &meshwork_protocol::scene::Geometry) -> (String, Rc<MeshData>) {
+        let key = geometry_key(g);
+        let mesh = self
+            .meshes
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let m = g.mesh().triangulate();
+                Rc::new((m.positions, m.normals, m.indices))
+            })
+            .clone();
+        (key, mesh)
     }
+}
+
+/// One entity as drawn this frame.
+#[derive(Clone, Debug)]
+pub struct EntityDraw {
+    /// Which.
+    pub id: EntityId,
+    /// Shown transform (preview or replica).
+    pub transform: Transform,
+    /// Linear RGBA.
+    pub color: Vec4,
+    /// Geometry key.
+    pub key: String,
+    /// Triangles.
+    pub mesh: Rc<MeshData>,
 }
 
 /// A key that changes exactly when the triangles do.
@@ -436,23 +460,34 @@ impl App {
     }
 
     fn pick(&mut self, ray: &Ray) -> Option<EntityId> {
-        let scene = self.conn.replica().scene();
-        let mut shapes = Vec::new();
-        for (id, e) in &scene.entities {
-            let t = self.previews.get(id).copied().unwrap_or(e.transform);
-            let (positions, _, indices) = self.meshes.get(e).clone();
-            shapes.push((*id, input::matrix(&t), positions, indices));
-        }
+        let shapes = self.entity_draws();
         let pickables: Vec<Pickable<'_>> = shapes
             .iter()
-            .map(|(id, m, p, i)| Pickable { id: *id, world_from_entity: *m, positions: p, indices: i })
+            .map(|d| Pickable {
+                id: d.id,
+                world_from_entity: input::matrix(&d.transform),
+                positions: &d.mesh.0,
+                indices: &d.mesh.2,
+            })
             .collect();
         input::pick(ray, &pickables).map(|(e, _)| e)
     }
 
-    /// Triangles for drawing an entity (cached per geometry).
-    pub fn mesh(&mut self, e: &meshwork_protocol::scene::Entity) -> &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>) {
-        self.meshes.get(e)
+    /// Every entity as it is shown now (previews applied), with its cached triangles.
+    pub fn entity_draws(&mut self) -> Vec<EntityDraw> {
+        let scene = self.conn.replica().scene();
+        let mut out = Vec::with_capacity(scene.entities.len());
+        for (id, e) in &scene.entities {
+            let (key, mesh) = self.meshes.get(&e.geometry);
+            out.push(EntityDraw {
+                id: *id,
+                transform: self.previews.get(id).copied().unwrap_or(e.transform),
+                color: e.color.value,
+                key,
+                mesh,
+            });
+        }
+        out
     }
 }
 
