@@ -310,6 +310,29 @@ impl App {
         Some(EntityId::new(author, self.next_counter))
     }
 
+    /// Spawns `n` entities on a floor grid in front of the user (benchmarks): the first
+    /// `spheres` are UV spheres (224 triangles), the rest cubes (12), 64 per submitted batch.
+    pub fn spawn_grid(&mut self, n: u32, spheres: u32) {
+        let Some(first) = self.new_entity() else { return };
+        let author = first.namespace();
+        let base = u32::try_from(first.0 & 0xffff_ffff).unwrap_or(1);
+        #[allow(clippy::cast_precision_loss, reason = "grid coordinates of a few thousand cells")]
+        let side = (n as f32).sqrt().ceil().max(1.0) as u32;
+        let mut batch = Vec::new();
+        for k in 0..n {
+            let entity = EntityId::new(author, base.saturating_add(k));
+            #[allow(clippy::cast_precision_loss, reason = "grid coordinates")]
+            let at = Vec3::new((k % side) as f32 * 0.6 - side as f32 * 0.3, 0.25, -1.0 - (k / side) as f32 * 0.6);
+            let primitive = if k < spheres { Primitive::Sphere } else { Primitive::Cube };
+            batch.push(Command::Spawn { entity, primitive, transform: Transform { translation: at, scale: Vec3::splat(0.3), ..Transform::IDENTITY } });
+            if batch.len() == 64 {
+                self.submit(std::mem::take(&mut batch), None);
+            }
+        }
+        self.submit(batch, None);
+        self.next_counter = base.saturating_add(n);
+    }
+
     /// One frame: input → commands (queued for [`Self::poll_transmit`]) and platform requests.
     pub fn frame(&mut self, input: &FrameInput) -> FrameOutput {
         let mut out = FrameOutput::default();

@@ -16,6 +16,8 @@
 //! | `color N` | the panel's color index |
 //! | `frames N` | run N frames as things are |
 //! | `wait synced` / `wait entities N` | run frames until it holds (fails after 2000 frames) |
+//! | `grid N S` | spawn N entities on a grid, the first S spheres (benchmarks) |
+//! | `measure` | start the frame-time statistics here (the report covers what follows) |
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,10 @@ pub enum Step {
     WaitSynced,
     /// Run until the replica holds at least this many entities.
     WaitEntities(usize),
+    /// Spawn a grid of N entities (the first S spheres, the rest cubes): benchmarks.
+    Grid(u32, u32),
+    /// Reset the frame-time statistics.
+    Measure,
 }
 
 /// Buttons a script can press.
@@ -128,6 +134,8 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
             }),
             Some("color") => Step::Color(count(1)? as usize),
             Some("frames") => Step::Frames(count(1)?),
+            Some("grid") => Step::Grid(count(1)?, count(2)?),
+            Some("measure") => Step::Measure,
             Some("wait") => match w.get(1).copied() {
                 Some("synced") => Step::WaitSynced,
                 Some("entities") => Step::WaitEntities(count(2)? as usize),
@@ -199,6 +207,12 @@ pub struct Report {
     pub haptics: u64,
     /// Refusals the server sent.
     pub notices: Vec<String>,
+    /// Entities drawn in the last frame.
+    pub drawn: usize,
+    #[serde(skip)]
+    cpu: Vec<f64>,
+    #[serde(skip)]
+    gpu: Vec<f64>,
 }
 
 /// Runs a script against a server with rendering; returns the report.
@@ -214,8 +228,6 @@ pub fn run(
 ) -> Result<Report, String> {
     let mut dev = Devices::default();
     let mut report = Report { adapter: renderer.adapter.clone(), ..Report::default() };
-    let mut cpu = Vec::new();
-    let mut gpu = Vec::new();
     let mut frame = |dev: &mut Devices, report: &mut Report, app: &mut App| -> Result<(), String> {
         if report.frames >= max_frames {
             return Err(format!("the script did not finish within {max_frames} frames"));
@@ -243,8 +255,9 @@ pub fn run(
         let drawn: Vec<DrawItem<'_>> = items.iter().map(|i| i.as_item()).collect();
         let cpu_done = Instant::now();
         renderer.render(clip, &drawn);
-        cpu.push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
-        gpu.push(cpu_done.elapsed().as_secs_f64() * 1000.0);
+        report.cpu.push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
+        report.gpu.push(cpu_done.elapsed().as_secs_f64() * 1000.0);
+        report.drawn = items.len();
         // Headless runs as fast as it can, but never spins the network thread dry.
         std::thread::sleep(Duration::from_millis(1));
         Ok(())
@@ -279,6 +292,11 @@ pub fn run(
             }
             Step::Stick(h, v) => dev.hands[h as usize].thumbstick = v,
             Step::Tool(t) => app.tool = t,
+            Step::Grid(n, s) => app.spawn_grid(n, s),
+            Step::Measure => {
+                report.cpu.clear();
+                report.gpu.clear();
+            }
             Step::Color(c) => app.color = c % PALETTE.len(),
             Step::Frames(n) => {
                 for _ in 0..n {
@@ -323,6 +341,7 @@ pub fn run(
             })
         })
         .collect();
+    let (mut cpu, mut gpu) = (std::mem::take(&mut report.cpu), std::mem::take(&mut report.gpu));
     report.cpu_ms = percentiles(&mut cpu);
     report.render_ms = percentiles(&mut gpu);
     report.notices.clone_from(&app.notices);

@@ -169,6 +169,13 @@ fn ensure_debian_packages() -> Result<(), String> {
         ("prometheus", "/usr/bin/promtool"),
         ("coturn", "/usr/bin/turnserver"),
         ("chromium", "/usr/bin/chromium"),
+        // wgpu on the CPU (lavapipe) for the headset simulator's tests.
+        ("mesa-vulkan-drivers", "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json"),
+        ("libvulkan1", "/usr/lib/x86_64-linux-gnu/libvulkan.so.1"),
+        // The Android check: ring's C compiled by clang against aarch64 libc headers (no NDK).
+        ("clang", "/usr/bin/clang"),
+        ("llvm", "/usr/bin/llvm-ar"),
+        ("libc6-dev-arm64-cross", "/usr/aarch64-linux-gnu/include/stdint.h"),
     ]
     .iter()
     .filter(|(_, path)| !Path::new(path).exists())
@@ -220,6 +227,7 @@ fn ci() -> Result<(), String> {
         ]),
     )?;
     check_sans_io()?;
+    android_check()?;
     wasm_package_test()?;
     browser_test()?;
     container_test()?;
@@ -259,6 +267,31 @@ fn ci() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The Quest client compiles for the headset's target. No NDK exists here, so ring's C code is
+/// compiled by Debian's clang against Debian's aarch64 libc headers: enough for `cargo check`
+/// (nothing is linked); the APK build uses the NDK (`docs/quest.md`).
+fn android_check() -> Result<(), String> {
+    const ANDROID: &str = "aarch64-linux-android";
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == ANDROID) {
+        run(
+            "rustup target add aarch64-linux-android",
+            Command::new("rustup").args(["target", "add", ANDROID]),
+        )?;
+    }
+    run(
+        "Quest client checks for aarch64-linux-android",
+        cargo()
+            .args(["check", "--locked", "--target", ANDROID, "-p", "meshwork-quest"])
+            .env("CC_aarch64_linux_android", "clang")
+            .env(
+                "CFLAGS_aarch64_linux_android",
+                "--target=aarch64-linux-android -isystem /usr/aarch64-linux-gnu/include",
+            )
+            .env("AR_aarch64_linux_android", "llvm-ar"),
+    )
 }
 
 /// The wasm-bindgen CLI version; must equal the `wasm-bindgen` crate in Cargo.lock.
