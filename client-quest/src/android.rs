@@ -7,7 +7,10 @@
 fn android_main(app: android_activity::AndroidApp) {
     let _ = app;
     match crate::xr::probe() {
-        Ok(p) => eprintln!("meshwork-quest: OpenXR {} (rendering to the headset is not in this build)", p.runtime),
+        Ok(p) => eprintln!(
+            "meshwork-quest: OpenXR {} (rendering to the headset is not in this build)",
+            p.runtime
+        ),
         Err(e) => eprintln!("meshwork-quest: {e}"),
     }
 }

@@ -175,7 +175,11 @@ impl App {
     #[must_use]
     pub fn new(signer: Ed25519Signer, invite: Invite, snap_step: f32) -> Self {
         Self {
-            conn: ClientConnection::new(signer, invite, concat!("meshwork-quest ", env!("CARGO_PKG_VERSION"))),
+            conn: ClientConnection::new(
+                signer,
+                invite,
+                concat!("meshwork-quest ", env!("CARGO_PKG_VERSION")),
+            ),
             tool: Tool::Add(Primitive::Cube),
             color: 0,
             selected: None,
@@ -267,7 +271,12 @@ impl App {
         let hand = |h: Option<HandInput>| h.map(|h| wire_pose(&h.world_from_grip));
         let cursor = input.hands[Hand::Right as usize]
             .and_then(|h| Ray::from_aim(&h.world_from_aim).floor_hit())
-            .map(|p| wire_pose(&Pose { position: p, orientation: glam::Quat::IDENTITY }));
+            .map(|p| {
+                wire_pose(&Pose {
+                    position: p,
+                    orientation: glam::Quat::IDENTITY,
+                })
+            });
         ClientMsg::Presence(Presence {
             seq: self.presence_seq,
             head: Some(wire_pose(&input.stage_from_head)),
@@ -313,18 +322,41 @@ impl App {
     /// Spawns `n` entities on a floor grid in front of the user (benchmarks): the first
     /// `spheres` are UV spheres (224 triangles), the rest cubes (12), 64 per submitted batch.
     pub fn spawn_grid(&mut self, n: u32, spheres: u32) {
-        let Some(first) = self.new_entity() else { return };
+        let Some(first) = self.new_entity() else {
+            return;
+        };
         let author = first.namespace();
         let base = u32::try_from(first.0 & 0xffff_ffff).unwrap_or(1);
-        #[allow(clippy::cast_precision_loss, reason = "grid coordinates of a few thousand cells")]
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "the side of a grid of a few thousand cells"
+        )]
         let side = (n as f32).sqrt().ceil().max(1.0) as u32;
         let mut batch = Vec::new();
         for k in 0..n {
             let entity = EntityId::new(author, base.saturating_add(k));
             #[allow(clippy::cast_precision_loss, reason = "grid coordinates")]
-            let at = Vec3::new((k % side) as f32 * 0.6 - side as f32 * 0.3, 0.25, -1.0 - (k / side) as f32 * 0.6);
-            let primitive = if k < spheres { Primitive::Sphere } else { Primitive::Cube };
-            batch.push(Command::Spawn { entity, primitive, transform: Transform { translation: at, scale: Vec3::splat(0.3), ..Transform::IDENTITY } });
+            let at = Vec3::new(
+                (k % side) as f32 * 0.6 - side as f32 * 0.3,
+                0.25,
+                -1.0 - (k / side) as f32 * 0.6,
+            );
+            let primitive = if k < spheres {
+                Primitive::Sphere
+            } else {
+                Primitive::Cube
+            };
+            batch.push(Command::Spawn {
+                entity,
+                primitive,
+                transform: Transform {
+                    translation: at,
+                    scale: Vec3::splat(0.3),
+                    ..Transform::IDENTITY
+                },
+            });
             if batch.len() == 64 {
                 self.submit(std::mem::take(&mut batch), None);
             }
@@ -342,17 +374,21 @@ impl App {
         }
         // Rays and hover.
         for h in [Hand::Left, Hand::Right] {
-            self.hovered[h as usize] = input.hands[h as usize].and_then(|hand| self.pick(&Ray::from_aim(&hand.world_from_aim)));
+            self.hovered[h as usize] = input.hands[h as usize]
+                .and_then(|hand| self.pick(&Ray::from_aim(&hand.world_from_aim)));
         }
-        let pressed = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
-            now.is_some_and(|n| f(&n) >= PRESS) && prev.is_none_or(|p| f(&p) < PRESS)
-        };
-        let released = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
-            now.is_none_or(|n| f(&n) <= RELEASE) && prev.is_some_and(|p| f(&p) > RELEASE)
-        };
-        let button = |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> bool| {
-            now.is_some_and(|n| f(&n)) && prev.is_none_or(|p| !f(&p))
-        };
+        let pressed =
+            |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
+                now.is_some_and(|n| f(&n) >= PRESS) && prev.is_none_or(|p| f(&p) < PRESS)
+            };
+        let released =
+            |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> f32| {
+                now.is_none_or(|n| f(&n) <= RELEASE) && prev.is_some_and(|p| f(&p) > RELEASE)
+            };
+        let button =
+            |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> bool| {
+                now.is_some_and(|n| f(&n)) && prev.is_none_or(|p| !f(&p))
+            };
         for h in [Hand::Left, Hand::Right] {
             let (now, prev) = (input.hands[h as usize], self.prev[h as usize]);
             // Trigger: select what the ray hits (or paint it with the paint tool).
@@ -380,9 +416,20 @@ impl App {
                     && let Some(oh) = input.hands[other]
                 {
                     // Second hand on the same entity: two-hand scale.
-                    let (l, r) = if h == Hand::Left { (hand, oh) } else { (oh, hand) };
+                    let (l, r) = if h == Hand::Left {
+                        (hand, oh)
+                    } else {
+                        (oh, hand)
+                    };
                     let current = self.previews.get(&e).copied().unwrap_or(og.start);
-                    self.two_hand = Some((e, TwoHandScale::start(l.world_from_grip.position, r.world_from_grip.position, current.scale)));
+                    self.two_hand = Some((
+                        e,
+                        TwoHandScale::start(
+                            l.world_from_grip.position,
+                            r.world_from_grip.position,
+                            current.scale,
+                        ),
+                    ));
                 } else {
                     self.grabs[h as usize] = Some(Grab::start(e, t, &hand.world_from_grip));
                     self.snap.reset();
@@ -395,16 +442,29 @@ impl App {
                 && let Some(entity) = self.new_entity()
             {
                 let ray = Ray::from_aim(&hand.world_from_aim);
-                let at = ray.floor_hit().filter(|p| p.distance(ray.origin) < 6.0).map_or(ray.origin + ray.direction * 1.5, |p| p + Vec3::Y * 0.25);
+                let at = ray
+                    .floor_hit()
+                    .filter(|p| p.distance(ray.origin) < 6.0)
+                    .map_or(ray.origin + ray.direction * 1.5, |p| p + Vec3::Y * 0.25);
                 let (at, _) = self.snap.apply(at);
                 self.snap.reset();
-                let transform = Transform { translation: at, scale: Vec3::splat(0.5), ..Transform::IDENTITY };
+                let transform = Transform {
+                    translation: at,
+                    scale: Vec3::splat(0.5),
+                    ..Transform::IDENTITY
+                };
                 let rgba = PALETTE[self.color % PALETTE.len()];
                 self.submit(
                     vec![
-                        Command::Spawn { entity, primitive, transform },
+                        Command::Spawn {
+                            entity,
+                            primitive,
+                            transform,
+                        },
                         Command::SetColor { entity, rgba },
-                        Command::Select { entities: vec![entity] },
+                        Command::Select {
+                            entities: vec![entity],
+                        },
                     ],
                     None,
                 );
@@ -415,14 +475,24 @@ impl App {
             if button(now, prev, |i| i.secondary)
                 && let Some(e) = self.selected.take()
             {
-                self.submit(vec![Command::Despawn { entity: e }, Command::Select { entities: vec![] }], None);
+                self.submit(
+                    vec![
+                        Command::Despawn { entity: e },
+                        Command::Select { entities: vec![] },
+                    ],
+                    None,
+                );
                 out.haptics.push((h, 0.6, 0.05));
             }
         }
         // Held grabs follow their hands (with snapping); the preview shows at once.
         for h in [Hand::Left, Hand::Right] {
-            let Some(g) = self.grabs[h as usize] else { continue };
-            let Some(hand) = input.hands[h as usize] else { continue };
+            let Some(g) = self.grabs[h as usize] else {
+                continue;
+            };
+            let Some(hand) = input.hands[h as usize] else {
+                continue;
+            };
             let mut t = g.follow(&hand.world_from_grip);
             let (snapped, tick) = self.snap.apply(t.translation);
             t.translation = snapped;
@@ -449,7 +519,10 @@ impl App {
                     self.two_hand = None;
                 }
                 if !other_holds
-                    && let (Some(to), Some(from)) = (self.previews.get(&g.entity).copied(), self.replica_transform(g.entity))
+                    && let (Some(to), Some(from)) = (
+                        self.previews.get(&g.entity).copied(),
+                        self.replica_transform(g.entity),
+                    )
                 {
                     let cmds = input::deltas(g.entity, &from, &to);
                     if cmds.is_empty() {
@@ -475,7 +548,12 @@ impl App {
     }
 
     fn replica_transform(&self, e: EntityId) -> Option<Transform> {
-        self.conn.replica().scene().entities.get(&e).map(|x| x.transform)
+        self.conn
+            .replica()
+            .scene()
+            .entities
+            .get(&e)
+            .map(|x| x.transform)
     }
 
     fn transform_of(&self, e: EntityId) -> Option<Transform> {

@@ -250,7 +250,11 @@ pub fn matrix(t: &Transform) -> Mat4 {
 /// on the left (`to.rotation = delta * from.rotation`), per-axis scale factors. Zero parts are
 /// left out.
 #[must_use]
-pub fn deltas(entity: EntityId, from: &Transform, to: &Transform) -> Vec<meshwork_protocol::Command> {
+pub fn deltas(
+    entity: EntityId,
+    from: &Transform,
+    to: &Transform,
+) -> Vec<meshwork_protocol::Command> {
     use meshwork_protocol::Command;
     let mut out = Vec::new();
     let d = to.translation - from.translation;
@@ -279,8 +283,9 @@ mod tests {
     const EPS: f32 = 1e-4;
 
     fn cube() -> (Vec<[f32; 3]>, Vec<u32>) {
-        let m = meshwork_protocol::mesh::Mesh::primitive(meshwork_protocol::command::Primitive::Cube)
-            .triangulate();
+        let m =
+            meshwork_protocol::mesh::Mesh::primitive(meshwork_protocol::command::Primitive::Cube)
+                .triangulate();
         (m.positions, m.indices)
     }
 
@@ -293,7 +298,11 @@ mod tests {
         let floor = ray.floor_hit().unwrap();
         assert!(floor.y.abs() < EPS);
         assert!((floor.z - -1.5 / 0.5f32.tan()).abs() < 1e-3);
-        assert!(Ray::from_aim(&Pose::looking(Vec3::Y, 0.0, 0.3)).floor_hit().is_none());
+        assert!(
+            Ray::from_aim(&Pose::looking(Vec3::Y, 0.0, 0.3))
+                .floor_hit()
+                .is_none()
+        );
     }
 
     #[test]
@@ -311,8 +320,18 @@ mod tests {
             ..Transform::IDENTITY
         });
         let entities = [
-            Pickable { id: b, world_from_entity: world_from_b, positions: &positions, indices: &indices },
-            Pickable { id: a, world_from_entity: world_from_a, positions: &positions, indices: &indices },
+            Pickable {
+                id: b,
+                world_from_entity: world_from_b,
+                positions: &positions,
+                indices: &indices,
+            },
+            Pickable {
+                id: a,
+                world_from_entity: world_from_a,
+                positions: &positions,
+                indices: &indices,
+            },
         ];
         let world_from_aim = Pose::looking(Vec3::new(0.0, 1.0, 0.0), 0.0, 0.0);
         let (hit, t) = pick(&Ray::from_aim(&world_from_aim), &entities).unwrap();
@@ -341,24 +360,44 @@ mod tests {
         let same = grab.follow(&world_from_grip);
         assert!((same.translation - start.translation).length() < EPS);
         // Moving the hand 0.3 m right moves the entity 0.3 m right.
-        let moved = Pose { position: world_from_grip.position + Vec3::X * 0.3, ..world_from_grip };
+        let moved = Pose {
+            position: world_from_grip.position + Vec3::X * 0.3,
+            ..world_from_grip
+        };
         assert!((grab.follow(&moved).translation - Vec3::new(0.3, 1.0, -1.0)).length() < EPS);
         // Turning the wrist 90° about +Y swings the entity (0.4 m ahead of the grip) around it
         // and turns it the same way; the scale is kept.
-        let turned = Pose { orientation: Quat::from_rotation_y(std::f32::consts::FRAC_PI_2), ..world_from_grip };
+        let turned = Pose {
+            orientation: Quat::from_rotation_y(std::f32::consts::FRAC_PI_2),
+            ..world_from_grip
+        };
         let t = grab.follow(&turned);
-        assert!((t.translation - Vec3::new(-0.4, 1.0, -0.6)).length() < EPS, "{t:?}");
-        assert!(t.rotation.angle_between(Quat::from_rotation_y(std::f32::consts::FRAC_PI_2)) < EPS);
+        assert!(
+            (t.translation - Vec3::new(-0.4, 1.0, -0.6)).length() < EPS,
+            "{t:?}"
+        );
+        assert!(
+            t.rotation
+                .angle_between(Quat::from_rotation_y(std::f32::consts::FRAC_PI_2))
+                < EPS
+        );
         assert_eq!(t.scale, start.scale);
     }
 
     #[test]
     fn two_hands_scale_by_the_change_in_grip_distance() {
-        let s = TwoHandScale::start(Vec3::new(-0.2, 1.0, -0.5), Vec3::new(0.2, 1.0, -0.5), Vec3::ONE);
+        let s = TwoHandScale::start(
+            Vec3::new(-0.2, 1.0, -0.5),
+            Vec3::new(0.2, 1.0, -0.5),
+            Vec3::ONE,
+        );
         let wider = s.scale(Vec3::new(-0.4, 1.0, -0.5), Vec3::new(0.4, 1.0, -0.5));
         assert!((wider - Vec3::splat(2.0)).length() < EPS);
         let tiny = s.scale(Vec3::ZERO, Vec3::ZERO);
-        assert!((tiny - Vec3::splat(0.01)).length() < EPS, "clamped, never zero");
+        assert!(
+            (tiny - Vec3::splat(0.01)).length() < EPS,
+            "clamped, never zero"
+        );
     }
 
     #[test]
@@ -368,11 +407,17 @@ mod tests {
         assert!((p - Vec3::new(0.25, 1.0, -0.25)).length() < EPS, "{p}");
         assert!(!tick, "the first position is not a change");
         assert!(!snap.apply(Vec3::new(0.2, 1.05, -0.3)).1, "same cell");
-        assert!(snap.apply(Vec3::new(0.4, 1.05, -0.3)).1, "next cell: haptic tick");
+        assert!(
+            snap.apply(Vec3::new(0.4, 1.05, -0.3)).1,
+            "next cell: haptic tick"
+        );
         snap.reset();
         assert!(!snap.apply(Vec3::new(3.0, 0.0, 0.0)).1);
         let mut off = Snap::new(0.0);
-        assert_eq!(off.apply(Vec3::new(0.13, 0.0, 0.0)), (Vec3::new(0.13, 0.0, 0.0), false));
+        assert_eq!(
+            off.apply(Vec3::new(0.13, 0.0, 0.0)),
+            (Vec3::new(0.13, 0.0, 0.0), false)
+        );
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! `meshwork-quest`: `sim` runs the simulated headset (headless, scripted), `xr` the headset.
 
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "no arithmetic on untrusted integers here"
+)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,12 +80,23 @@ fn run(cli: Cli) -> Result<(), String> {
                 p.runtime, p.vulkan_enable2, p.hand_tracking
             ))
         }
-        Cmd::Sim { ticket, headless, script, frames, screenshot, report, width, height, snap } => {
+        Cmd::Sim {
+            ticket,
+            headless,
+            script,
+            frames,
+            screenshot,
+            report,
+            width,
+            height,
+            snap,
+        } => {
             if !headless {
                 return Err("this build has no desktop window: pass --headless".into());
             }
             let ticket = JoinTicket::from_text(ticket.trim()).map_err(|e| e.to_string())?;
-            let text = std::fs::read_to_string(&script).map_err(|e| format!("{}: {e}", script.display()))?;
+            let text = std::fs::read_to_string(&script)
+                .map_err(|e| format!("{}: {e}", script.display()))?;
             let steps = sim::parse(&text)?;
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
@@ -93,7 +109,9 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
             match report {
-                Some(path) => std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?,
+                Some(path) => {
+                    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?
+                }
                 None => println!("{json}"),
             }
             Ok(())

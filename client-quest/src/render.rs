@@ -214,7 +214,11 @@ impl Renderer {
             multiview_mask: None,
             cache: None,
         });
-        let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
+        let size = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
         let color = device.create_texture(&wgpu::TextureDescriptor {
             label: Some("color"),
             size,
@@ -268,19 +272,26 @@ impl Renderer {
             .0
             .iter()
             .zip(mesh.1.iter())
-            .map(|(p, n)| Vertex { position: *p, normal: *n })
+            .map(|(p, n)| Vertex {
+                position: *p,
+                normal: *n,
+            })
             .collect();
         let g = Geometry {
-            vertices: self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(key),
-                contents: bytemuck::cast_slice(&vertices),
-                usage: wgpu::BufferUsages::VERTEX,
-            }),
-            indices: self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(key),
-                contents: bytemuck::cast_slice(&mesh.2),
-                usage: wgpu::BufferUsages::INDEX,
-            }),
+            vertices: self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(key),
+                    contents: bytemuck::cast_slice(&vertices),
+                    usage: wgpu::BufferUsages::VERTEX,
+                }),
+            indices: self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(key),
+                    contents: bytemuck::cast_slice(&mesh.2),
+                    usage: wgpu::BufferUsages::INDEX,
+                }),
             count: u32::try_from(mesh.2.len()).unwrap_or(u32::MAX),
         };
         self.geometries.insert(key.to_owned(), g);
@@ -314,14 +325,20 @@ impl Renderer {
             all.extend_from_slice(inst);
             ranges.push((*key, start, u32::try_from(all.len()).unwrap_or(u32::MAX)));
         }
-        self.queue.write_buffer(&self.instances, 0, bytemuck::cast_slice(&all));
+        self.queue
+            .write_buffer(&self.instances, 0, bytemuck::cast_slice(&all));
         let mut uniforms = clip_from_world.to_cols_array().to_vec();
         uniforms.extend_from_slice(&[0.4, 1.0, 0.6, 0.0]);
-        self.queue.write_buffer(&self.uniforms, 0, bytemuck::cast_slice(&uniforms));
-        let view = self.color.create_view(&wgpu::TextureViewDescriptor::default());
+        self.queue
+            .write_buffer(&self.uniforms, 0, bytemuck::cast_slice(&uniforms));
+        let view = self
+            .color
+            .create_view(&wgpu::TextureViewDescriptor::default());
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("frame"),
+            });
         {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some("scene"),
@@ -330,7 +347,12 @@ impl Renderer {
                     depth_slice: None,
                     resolve_target: None,
                     ops: wgpu::Operations {
-                        load: wgpu::LoadOp::Clear(wgpu::Color { r: 0.012, g: 0.014, b: 0.02, a: 1.0 }),
+                        load: wgpu::LoadOp::Clear(wgpu::Color {
+                            r: 0.012,
+                            g: 0.014,
+                            b: 0.02,
+                            a: 1.0,
+                        }),
                         store: wgpu::StoreOp::Store,
                     },
                 })],
@@ -348,7 +370,9 @@ impl Renderer {
             pass.set_bind_group(0, &self.bind_group, &[]);
             pass.set_vertex_buffer(1, self.instances.slice(..));
             for (key, start, end) in ranges {
-                let Some(g) = self.geometries.get(key) else { continue };
+                let Some(g) = self.geometries.get(key) else {
+                    continue;
+                };
                 pass.set_vertex_buffer(0, g.vertices.slice(..));
                 pass.set_index_buffer(g.indices.slice(..), wgpu::IndexFormat::Uint32);
                 pass.draw_indexed(0..g.count, 0, start..end);
@@ -365,7 +389,8 @@ impl Renderer {
     pub fn read_rgba(&self) -> Result<Vec<u8>, RenderError> {
         let (w, h) = self.size;
         let row = w * 4;
-        let padded = row.div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let padded =
+            row.div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: u64::from(padded) * u64::from(h),
@@ -374,7 +399,9 @@ impl Renderer {
         });
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         encoder.copy_texture_to_buffer(
             self.color.as_image_copy(),
             wgpu::TexelCopyBufferInfo {
@@ -385,7 +412,11 @@ impl Renderer {
                     rows_per_image: Some(h),
                 },
             },
-            wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+            wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
         );
         self.queue.submit([encoder.finish()]);
         let slice = buffer.slice(..);
@@ -415,7 +446,8 @@ impl Renderer {
     pub fn save_png(&self, path: &std::path::Path) -> Result<(), String> {
         let rgba = self.read_rgba().map_err(|e| e.to_string())?;
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.size.0, self.size.1);
+        let mut encoder =
+            png::Encoder::new(std::io::BufWriter::new(file), self.size.0, self.size.1);
         encoder.set_color(png::ColorType::Rgba);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;

@@ -93,7 +93,9 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
                 .ok_or_else(|| bad("expected a number"))
         };
         let count = |i: usize| -> Result<u32, String> {
-            w.get(i).and_then(|v| v.parse().ok()).ok_or_else(|| bad("expected a count"))
+            w.get(i)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("expected a count"))
         };
         let hand = |i: usize| match w.get(i).copied() {
             Some("left") => Ok(Hand::Left),
@@ -110,7 +112,11 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
         let step = match w.first().copied() {
             Some("head") => Step::Head(pose(1)?),
             Some("hand") => Step::HandAt(hand(1)?, pose(2)?),
-            Some("move") => Step::Move(hand(1)?, Vec3::new(num(2)?, num(3)?, num(4)?), count(5)?.max(1)),
+            Some("move") => Step::Move(
+                hand(1)?,
+                Vec3::new(num(2)?, num(3)?, num(4)?),
+                count(5)?.max(1),
+            ),
             Some("trigger") => Step::Trigger(hand(1)?, num(2)?.clamp(0.0, 1.0)),
             Some("grip") => Step::Grip(hand(1)?, num(2)?.clamp(0.0, 1.0)),
             Some("press") => Step::Press(
@@ -227,10 +233,15 @@ pub fn run(
     max_frames: u64,
 ) -> Result<Report, String> {
     let mut dev = Devices::default();
-    let mut report = Report { adapter: renderer.adapter.clone(), ..Report::default() };
+    let mut report = Report {
+        adapter: renderer.adapter.clone(),
+        ..Report::default()
+    };
     let mut frame = |dev: &mut Devices, report: &mut Report, app: &mut App| -> Result<(), String> {
         if report.frames >= max_frames {
-            return Err(format!("the script did not finish within {max_frames} frames"));
+            return Err(format!(
+                "the script did not finish within {max_frames} frames"
+            ));
         }
         report.frames = report.frames.saturating_add(1);
         let started = Instant::now();
@@ -248,14 +259,16 @@ pub fn run(
         for m in app.poll_transmit() {
             net.send(&m);
         }
-        if app.live() && report.frames % 2 == 0 {
+        if app.live() && report.frames.is_multiple_of(2) {
             net.send_datagram(&app.presence(&input));
         }
         let (clip, items) = draw_list(app, &input, renderer.size);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(|i| i.as_item()).collect();
         let cpu_done = Instant::now();
         renderer.render(clip, &drawn);
-        report.cpu.push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
+        report
+            .cpu
+            .push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
         report.gpu.push(cpu_done.elapsed().as_secs_f64() * 1000.0);
         report.drawn = items.len();
         // Headless runs as fast as it can, but never spins the network thread dry.
@@ -327,7 +340,11 @@ pub fn run(
     }
     let scene = app.connection().replica().scene();
     report.author = app.connection().author().map(|a| a.0);
-    report.state_hash = scene.state_hash().iter().map(|b| format!("{b:02x}")).collect();
+    report.state_hash = scene
+        .state_hash()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     report.entities = scene
         .entities
         .iter()
@@ -341,7 +358,10 @@ pub fn run(
             })
         })
         .collect();
-    let (mut cpu, mut gpu) = (std::mem::take(&mut report.cpu), std::mem::take(&mut report.gpu));
+    let (mut cpu, mut gpu) = (
+        std::mem::take(&mut report.cpu),
+        std::mem::take(&mut report.gpu),
+    );
     report.cpu_ms = percentiles(&mut cpu);
     report.render_ms = percentiles(&mut gpu);
     report.notices.clone_from(&app.notices);
@@ -354,7 +374,12 @@ fn percentiles(v: &mut [f64]) -> [f64; 3] {
     }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index into a short list")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a short list"
+        )]
         let i = ((v.len() as f64 - 1.0) * q).round() as usize;
         v.get(i).copied().unwrap_or(0.0)
     };
@@ -385,7 +410,12 @@ pub struct OwnedItem {
 
 impl OwnedItem {
     fn as_item(&self) -> DrawItem<'_> {
-        DrawItem { key: &self.key, mesh: &self.mesh, world_from_model: self.world_from_model, color: self.color }
+        DrawItem {
+            key: &self.key,
+            mesh: &self.mesh,
+            world_from_model: self.world_from_model,
+            color: self.color,
+        }
     }
 }
 
@@ -409,33 +439,84 @@ pub fn draw_list(app: &mut App, input: &FrameInput, size: (u32, u32)) -> (Mat4, 
         color,
     };
     // Floor.
-    items.push(primitive("cube", Mat4::from_scale_rotation_translation(Vec3::new(20.0, 0.01, 20.0), glam::Quat::IDENTITY, Vec3::new(0.0, -0.005, 0.0)), Vec4::new(0.05, 0.055, 0.065, 1.0)));
+    items.push(primitive(
+        "cube",
+        Mat4::from_scale_rotation_translation(
+            Vec3::new(20.0, 0.01, 20.0),
+            glam::Quat::IDENTITY,
+            Vec3::new(0.0, -0.005, 0.0),
+        ),
+        Vec4::new(0.05, 0.055, 0.065, 1.0),
+    ));
     // Controllers, rays, the panel.
     for h in [Hand::Left, Hand::Right] {
-        let Some(hand) = input.hands[h as usize] else { continue };
+        let Some(hand) = input.hands[h as usize] else {
+            continue;
+        };
         let grip = hand.world_from_grip.matrix();
-        items.push(primitive("cube", grip * Mat4::from_scale(Vec3::new(0.05, 0.04, 0.12)), Vec4::new(0.15, 0.15, 0.17, 1.0)));
+        items.push(primitive(
+            "cube",
+            grip * Mat4::from_scale(Vec3::new(0.05, 0.04, 0.12)),
+            Vec4::new(0.15, 0.15, 0.17, 1.0),
+        ));
         let ray = Ray::from_aim(&hand.world_from_aim);
         let hovered = app.hovered[h as usize].is_some();
         let len = 3.0;
         let mid = ray.origin + ray.direction * (len / 2.0);
         let rot = glam::Quat::from_rotation_arc(Vec3::NEG_Z, ray.direction);
-        let ray_color = if hovered { Vec4::new(0.3, 0.9, 1.0, 1.0) } else { Vec4::new(0.6, 0.6, 0.65, 1.0) };
-        items.push(primitive("cube", Mat4::from_scale_rotation_translation(Vec3::new(0.004, 0.004, len), rot, mid), ray_color));
+        let ray_color = if hovered {
+            Vec4::new(0.3, 0.9, 1.0, 1.0)
+        } else {
+            Vec4::new(0.6, 0.6, 0.65, 1.0)
+        };
+        items.push(primitive(
+            "cube",
+            Mat4::from_scale_rotation_translation(Vec3::new(0.004, 0.004, len), rot, mid),
+            ray_color,
+        ));
         if h == Hand::Left {
             // The panel: one button per tool, the selected one lit, plus the color swatch.
-            let tools = [Tool::Add(Primitive::Cube), Tool::Add(Primitive::Pyramid), Tool::Add(Primitive::Plane), Tool::Add(Primitive::Cylinder), Tool::Add(Primitive::Sphere), Tool::Paint];
-            let panel = grip * Mat4::from_translation(Vec3::new(0.0, 0.08, -0.05)) * Mat4::from_rotation_x(-0.6);
-            items.push(primitive("cube", panel * Mat4::from_scale(Vec3::new(0.2, 0.005, 0.12)), Vec4::new(0.08, 0.09, 0.11, 1.0)));
+            let tools = [
+                Tool::Add(Primitive::Cube),
+                Tool::Add(Primitive::Pyramid),
+                Tool::Add(Primitive::Plane),
+                Tool::Add(Primitive::Cylinder),
+                Tool::Add(Primitive::Sphere),
+                Tool::Paint,
+            ];
+            let panel = grip
+                * Mat4::from_translation(Vec3::new(0.0, 0.08, -0.05))
+                * Mat4::from_rotation_x(-0.6);
+            items.push(primitive(
+                "cube",
+                panel * Mat4::from_scale(Vec3::new(0.2, 0.005, 0.12)),
+                Vec4::new(0.08, 0.09, 0.11, 1.0),
+            ));
             for (i, t) in tools.iter().enumerate() {
                 #[allow(clippy::cast_precision_loss, reason = "six buttons")]
                 let x = -0.075 + 0.03 * i as f32;
                 let lit = *t == app.tool;
-                let c = if lit { Vec4::new(0.3, 0.55, 1.0, 1.0) } else { Vec4::new(0.25, 0.27, 0.3, 1.0) };
-                items.push(primitive("cube", panel * Mat4::from_translation(Vec3::new(x, 0.006, -0.03)) * Mat4::from_scale(Vec3::new(0.024, 0.006, 0.024)), c));
+                let c = if lit {
+                    Vec4::new(0.3, 0.55, 1.0, 1.0)
+                } else {
+                    Vec4::new(0.25, 0.27, 0.3, 1.0)
+                };
+                items.push(primitive(
+                    "cube",
+                    panel
+                        * Mat4::from_translation(Vec3::new(x, 0.006, -0.03))
+                        * Mat4::from_scale(Vec3::new(0.024, 0.006, 0.024)),
+                    c,
+                ));
             }
             let swatch = PALETTE[app.color % PALETTE.len()];
-            items.push(primitive("cube", panel * Mat4::from_translation(Vec3::new(0.0, 0.006, 0.03)) * Mat4::from_scale(Vec3::new(0.17, 0.006, 0.03)), swatch));
+            items.push(primitive(
+                "cube",
+                panel
+                    * Mat4::from_translation(Vec3::new(0.0, 0.006, 0.03))
+                    * Mat4::from_scale(Vec3::new(0.17, 0.006, 0.03)),
+                swatch,
+            ));
         }
     }
     // The scene (the selection a little brighter).
@@ -445,7 +526,12 @@ pub fn draw_list(app: &mut App, input: &FrameInput, size: (u32, u32)) -> (Mat4, 
         if selected == Some(d.id) {
             color = (color + Vec4::new(0.15, 0.15, 0.15, 0.0)).min(Vec4::ONE);
         }
-        items.push(OwnedItem { key: d.key, mesh: d.mesh, world_from_model: crate::input::matrix(&d.transform), color });
+        items.push(OwnedItem {
+            key: d.key,
+            mesh: d.mesh,
+            world_from_model: crate::input::matrix(&d.transform),
+            color,
+        });
     }
     (clip_from_view * view_from_world, items)
 }

@@ -103,13 +103,31 @@ impl Actions {
             touch.push(xr::Binding::new(&a.thumbstick, h("thumbstick")?));
             touch.push(xr::Binding::new(&a.grip_pose, h("grip/pose")?));
             touch.push(xr::Binding::new(&a.aim_pose, h("aim/pose")?));
-            touch.push(xr::Binding::new(&a.haptic, p(&format!("/user/hand/{side}/output/haptic"))?));
+            touch.push(xr::Binding::new(
+                &a.haptic,
+                p(&format!("/user/hand/{side}/output/haptic"))?,
+            ));
         }
-        touch.push(xr::Binding::new(&a.primary, p("/user/hand/right/input/a/click")?));
-        touch.push(xr::Binding::new(&a.secondary, p("/user/hand/right/input/b/click")?));
-        touch.push(xr::Binding::new(&a.primary, p("/user/hand/left/input/x/click")?));
-        touch.push(xr::Binding::new(&a.secondary, p("/user/hand/left/input/y/click")?));
-        touch.push(xr::Binding::new(&a.menu, p("/user/hand/left/input/menu/click")?));
+        touch.push(xr::Binding::new(
+            &a.primary,
+            p("/user/hand/right/input/a/click")?,
+        ));
+        touch.push(xr::Binding::new(
+            &a.secondary,
+            p("/user/hand/right/input/b/click")?,
+        ));
+        touch.push(xr::Binding::new(
+            &a.primary,
+            p("/user/hand/left/input/x/click")?,
+        ));
+        touch.push(xr::Binding::new(
+            &a.secondary,
+            p("/user/hand/left/input/y/click")?,
+        ));
+        touch.push(xr::Binding::new(
+            &a.menu,
+            p("/user/hand/left/input/menu/click")?,
+        ));
         instance.suggest_interaction_profile_bindings(
             p("/interaction_profiles/oculus/touch_controller")?,
             &touch,
@@ -122,7 +140,10 @@ impl Actions {
             simple.push(xr::Binding::new(&a.primary, h("menu/click")?));
             simple.push(xr::Binding::new(&a.grip_pose, h("grip/pose")?));
             simple.push(xr::Binding::new(&a.aim_pose, h("aim/pose")?));
-            simple.push(xr::Binding::new(&a.haptic, p(&format!("/user/hand/{side}/output/haptic"))?));
+            simple.push(xr::Binding::new(
+                &a.haptic,
+                p(&format!("/user/hand/{side}/output/haptic"))?,
+            ));
         }
         instance.suggest_interaction_profile_bindings(
             p("/interaction_profiles/khr/simple_controller")?,
@@ -150,7 +171,10 @@ pub struct Probe {
 pub fn probe() -> Result<Probe, String> {
     // SAFETY: `Entry::load` opens the platform's OpenXR loader (`libopenxr_loader.so`), which
     // the OpenXR specification defines; on the headset it is the vendor's conformant loader.
-    #[allow(unsafe_code, reason = "opening the OpenXR loader at run time is an FFI boundary")]
+    #[allow(
+        unsafe_code,
+        reason = "opening the OpenXR loader at run time is an FFI boundary"
+    )]
     let entry = unsafe { xr::Entry::load(&()) }
         .map_err(|e| format!("no OpenXR loader on this machine ({e}); use `meshwork-quest sim`"))?;
     let available = entry.enumerate_extensions().map_err(|e| e.to_string())?;
@@ -191,11 +215,17 @@ mod tests {
     fn the_lifecycle_follows_the_runtime() {
         assert_eq!(on_state(xr::SessionState::IDLE), LifecycleAction::None);
         assert_eq!(on_state(xr::SessionState::READY), LifecycleAction::Begin);
-        assert_eq!(on_state(xr::SessionState::SYNCHRONIZED), LifecycleAction::None);
+        assert_eq!(
+            on_state(xr::SessionState::SYNCHRONIZED),
+            LifecycleAction::None
+        );
         assert_eq!(on_state(xr::SessionState::FOCUSED), LifecycleAction::None);
         assert_eq!(on_state(xr::SessionState::STOPPING), LifecycleAction::End);
         assert_eq!(on_state(xr::SessionState::EXITING), LifecycleAction::Exit);
-        assert_eq!(on_state(xr::SessionState::LOSS_PENDING), LifecycleAction::Exit);
+        assert_eq!(
+            on_state(xr::SessionState::LOSS_PENDING),
+            LifecycleAction::Exit
+        );
         assert!(running(xr::SessionState::VISIBLE) && running(xr::SessionState::FOCUSED));
         assert!(!running(xr::SessionState::READY) && !running(xr::SessionState::STOPPING));
     }

@@ -46,11 +46,16 @@ async fn a_scripted_controller_edits_with_a_native_client() {
     let sim_ticket = ticket.clone();
     let sim_shot = shot.clone();
     let simulator = tokio::task::spawn_blocking(move || {
-        let mut renderer = Renderer::headless(480, 360).expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+        let mut renderer = Renderer::headless(480, 360)
+            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
         let net = Net::connect(&sim_ticket).unwrap();
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).unwrap();
-        let mut app = App::new(Ed25519Signer::from_seed(seed), sim_ticket.invite.clone(), 0.05);
+        let mut app = App::new(
+            Ed25519Signer::from_seed(seed),
+            sim_ticket.invite.clone(),
+            0.05,
+        );
         let report = sim::run(&mut app, &net, &mut renderer, &script, 5000);
         let pixels = renderer.read_rgba();
         renderer.save_png(&sim_shot).unwrap();
@@ -72,10 +77,16 @@ async fn a_scripted_controller_edits_with_a_native_client() {
         if let Some(found) = moved {
             break found;
         }
-        assert!(Instant::now() < deadline, "the simulator's moved cube never reached the client");
+        assert!(
+            Instant::now() < deadline,
+            "the simulator's moved cube never reached the client"
+        );
     };
     let (cube_id, t) = cube;
-    assert!((t.translation - Vec3::new(0.7, 0.25, -1.75)).length() < 0.02, "{t:?}");
+    assert!(
+        (t.translation - Vec3::new(0.7, 0.25, -1.75)).length() < 0.02,
+        "{t:?}"
+    );
     assert!((t.scale - Vec3::splat(0.5)).length() < 1e-4);
 
     // The client's own command reaches the simulator's replica (its script waits for it).
@@ -85,7 +96,11 @@ async fn a_scripted_controller_edits_with_a_native_client() {
             vec![Command::Spawn {
                 entity: sphere,
                 primitive: Primitive::Sphere,
-                transform: Transform { translation: Vec3::new(-0.6, 0.4, -1.6), scale: Vec3::splat(0.4), ..Transform::IDENTITY },
+                transform: Transform {
+                    translation: Vec3::new(-0.6, 0.4, -1.6),
+                    scale: Vec3::splat(0.4),
+                    ..Transform::IDENTITY
+                },
             }],
             Duration::from_secs(10),
         )
@@ -94,8 +109,15 @@ async fn a_scripted_controller_edits_with_a_native_client() {
 
     let (report, pixels) = simulator.await.unwrap();
     let report = report.unwrap();
-    let ids: Vec<u64> = report.entities.iter().map(|e| e["id"].as_u64().unwrap()).collect();
-    assert!(ids.contains(&cube_id.0) && ids.contains(&sphere.0), "{ids:?}");
+    let ids: Vec<u64> = report
+        .entities
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&cube_id.0) && ids.contains(&sphere.0),
+        "{ids:?}"
+    );
     assert!(report.haptics > 0, "adds and grabs pulse the controller");
     assert!(report.notices.is_empty(), "{:?}", report.notices);
     // Same state everywhere: simulator, native client, server.
@@ -103,7 +125,10 @@ async fn a_scripted_controller_edits_with_a_native_client() {
     while client.replica().scene().entities.len() < 2 && Instant::now() < end {
         let _ = client.next(Duration::from_millis(20)).await;
     }
-    assert_eq!(report.state_hash, hex::encode(client.replica().scene().state_hash()));
+    assert_eq!(
+        report.state_hash,
+        hex::encode(client.replica().scene().state_hash())
+    );
 
     // The screenshot shows the orange cube: count orange pixels.
     let pixels = pixels.unwrap();
@@ -112,6 +137,9 @@ async fn a_scripted_controller_edits_with_a_native_client() {
         .filter(|p| p[0] > 150 && p[0] > p[1].saturating_add(40) && p[0] > p[2].saturating_add(90))
         .count();
     assert!(orange > 300, "{orange} orange pixels in {}", shot.display());
-    eprintln!("simulator: {} frames on {}, cpu p50 {:.2} ms, render p50 {:.2} ms, {orange} cube pixels", report.frames, report.adapter, report.cpu_ms[0], report.render_ms[0]);
+    eprintln!(
+        "simulator: {} frames on {}, cpu p50 {:.2} ms, render p50 {:.2} ms, {orange} cube pixels",
+        report.frames, report.adapter, report.cpu_ms[0], report.render_ms[0]
+    );
     server.shutdown_and_wait().await;
 }

@@ -170,12 +170,18 @@ fn ensure_debian_packages() -> Result<(), String> {
         ("coturn", "/usr/bin/turnserver"),
         ("chromium", "/usr/bin/chromium"),
         // wgpu on the CPU (lavapipe) for the headset simulator's tests.
-        ("mesa-vulkan-drivers", "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json"),
+        (
+            "mesa-vulkan-drivers",
+            "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+        ),
         ("libvulkan1", "/usr/lib/x86_64-linux-gnu/libvulkan.so.1"),
         // The Android check: ring's C compiled by clang against aarch64 libc headers (no NDK).
         ("clang", "/usr/bin/clang"),
         ("llvm", "/usr/bin/llvm-ar"),
-        ("libc6-dev-arm64-cross", "/usr/aarch64-linux-gnu/include/stdint.h"),
+        (
+            "libc6-dev-arm64-cross",
+            "/usr/aarch64-linux-gnu/include/stdint.h",
+        ),
     ]
     .iter()
     .filter(|(_, path)| !Path::new(path).exists())
@@ -284,7 +290,14 @@ fn android_check() -> Result<(), String> {
     run(
         "Quest client checks for aarch64-linux-android",
         cargo()
-            .args(["check", "--locked", "--target", ANDROID, "-p", "meshwork-quest"])
+            .args([
+                "check",
+                "--locked",
+                "--target",
+                ANDROID,
+                "-p",
+                "meshwork-quest",
+            ])
             .env("CC_aarch64_linux_android", "clang")
             .env(
                 "CFLAGS_aarch64_linux_android",
