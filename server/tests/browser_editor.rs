@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use meshwork_testkit::http;
 use meshwork_testkit::server_process::ServerProcess;
@@ -43,24 +42,17 @@ async fn two_browsers_edit_and_view_one_scene() {
         "the server serves the editor at /"
     );
 
-    let out = tokio::process::Command::from(Command::new("node"))
-        .arg(root().join("client-web/tests/editor-e2e.mjs"))
-        .args([
+    let report = meshwork_testkit::node_json(
+        "editor-e2e.mjs",
+        &[],
+        &[
             &server.http.to_string(),
             &editor.to_text(),
             &viewer.to_text(),
             artifacts.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        ],
+    )
+    .await;
     eprintln!(
         "editor e2e: {report}\nscreenshots in {}",
         artifacts.display()

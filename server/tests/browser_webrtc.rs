@@ -5,8 +5,6 @@
 //! `client-web/pkg`.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use std::process::Command;
-
 use meshwork_testkit::http;
 use meshwork_testkit::server_process::ServerProcess;
 
@@ -21,27 +19,12 @@ async fn chromium_joins_over_webrtc_and_sees_its_command_applied() {
     let token = server.admin_token().unwrap();
     let ticket = server.ticket(BIN, &data, "editor");
     let session = ticket.invite.claimed_session().unwrap().to_string();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../client-web/tests/rtc-chromium.mjs"
-    );
-    let out = tokio::process::Command::from(Command::new("node"))
-        .args([
-            script,
-            &server.http.to_string(),
-            &ticket.to_text(),
-            &session,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let report = meshwork_testkit::node_json(
+        "rtc-chromium.mjs",
+        &[],
+        &[&server.http.to_string(), &ticket.to_text(), &session],
+    )
+    .await;
     assert_eq!(report["transport"], "webrtc");
     assert_eq!(report["entities"], 1);
     assert_eq!(report["triangles"], 12, "a cube is 6 quads = 12 triangles");

@@ -4,8 +4,6 @@
 //! Run by `cargo xtask ci` (wasm step), which builds the package and sets `MESHWORK_WASM_PKG`.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use std::process::Command;
-
 use meshwork_testkit::http;
 use meshwork_testkit::server_process::ServerProcess;
 
@@ -22,27 +20,12 @@ async fn node_joins_through_the_wasm_package() {
     let ticket = server.ticket(BIN, &data, "editor");
     let session = ticket.invite.claimed_session().unwrap();
     let url = format!("ws://{}/api/v1/sessions/{session}/ws", server.http);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../client-web/tests/join-over-websocket.mjs"
-    );
-    let out = Command::new("node")
-        .args([
-            "--experimental-websocket",
-            script,
-            &url,
-            &ticket.to_text(),
-            &pkg,
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let report = meshwork_testkit::node_json(
+        "join-over-websocket.mjs",
+        &["--experimental-websocket"],
+        &[&url, &ticket.to_text(), &pkg],
+    )
+    .await;
     assert_eq!(report["entities"], 1);
     assert_eq!(report["triangles"], 12, "a cube is 6 quads = 12 triangles");
     let v = http::Admin {

@@ -614,6 +614,38 @@ pub fn random_signer() -> Ed25519Signer {
 }
 
 /// A minimal HTTP/1.1 client for tests of the server's API (one request per connection).
+/// Runs a Node script of `client-web/tests/` with `args` and returns the JSON object it prints
+/// last on stdout.
+///
+/// # Panics
+/// When Node fails or prints no JSON: the calling test fails with its output.
+pub async fn node_json(script: &str, node_flags: &[&str], args: &[&str]) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../client-web/tests")
+        .join(script);
+    let out = tokio::process::Command::new("node")
+        .args(node_flags)
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let parsed = serde_json::from_str(last);
+    assert!(parsed.is_ok(), "{script} printed no JSON:\n{stdout}");
+    parsed.expect("checked just above")
+}
+
 pub mod http {
     use std::net::SocketAddr;
 

@@ -213,16 +213,7 @@ impl RtcClient {
         session: &str,
         within: Duration,
     ) -> Result<(), RtcError> {
-        let body = serde_json::json!({ "type": "offer", "sdp": self.offer_sdp }).to_string();
-        let r = crate::http::request(
-            http,
-            "POST",
-            &format!("/api/v1/sessions/{session}/rtc"),
-            &[("Content-Type", "application/json")],
-            &body,
-        )
-        .await
-        .map_err(RtcError::Local)?;
+        let r = self.offer(http, session).await?;
         if r.status != 200 {
             return Err(RtcError::Signaling(r.status, r.body));
         }
@@ -248,6 +239,27 @@ impl RtcClient {
             }
         }
         Ok(())
+    }
+
+    /// POSTs the offer to the server's signaling endpoint and returns the raw response.
+    ///
+    /// # Errors
+    /// [`RtcError::Local`] when the request cannot be made.
+    pub async fn offer(
+        &self,
+        http: SocketAddr,
+        session: &str,
+    ) -> Result<crate::http::Response, RtcError> {
+        let body = serde_json::json!({ "type": "offer", "sdp": self.offer_sdp }).to_string();
+        crate::http::request(
+            http,
+            "POST",
+            &format!("/api/v1/sessions/{session}/rtc"),
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await
+        .map_err(RtcError::Local)
     }
 
     /// [`Self::prepare`] then [`Self::connect`].
