@@ -1,18 +1,19 @@
 // The browser editor end to end in Debian's Chromium (Playwright; WebGPU on SwiftShader; WebRTC
 // on loopback), against a real server that serves the built editor. Run by
 // server/tests/browser_editor.rs inside a loopback-only network namespace.
-//   node editor-e2e.mjs <http host:port> <editor ticket> <viewer ticket> <artifacts dir>
+//   node editor-e2e.mjs <http host:port> <editor ticket> <viewer ticket> <artifacts dir> <admin token>
 // Prints a JSON report on stdout; exits non-zero with the reason on the first failed check.
 //
 // Scenario: A (editor) and B (viewer) join; A adds a cube, colors it, moves it with the
 // inspector and then with the gizmo; B sees each move in its outliner within 1 s and the cube on
 // its canvas (pixels of a screenshot); B cannot edit and is told why; A reloads and the scene and
-// its identity are still there; C joins with WebRTC blocked and works over the WebSocket.
+// its identity are still there; C joins with WebRTC blocked and works over the WebSocket; an
+// admin creates a session and an invite link on the landing page, and the link opens the editor.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [addr, editorTicket, viewerTicket, artifacts] = process.argv.slice(2);
+const [addr, editorTicket, viewerTicket, artifacts, adminToken] = process.argv.slice(2);
 const base = `http://${addr}`;
 const link = (t) => `${base}/#/join/${encodeURIComponent(t)}`;
 await mkdir(artifacts, { recursive: true });
@@ -195,6 +196,23 @@ try {
   await A.page.waitForTimeout(500);
   await A.page.screenshot({ path: join(artifacts, 'two-users-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'two-users-c.png') });
+
+  // The landing page: an admin creates a session and mints an invite link; the link works.
+  const adminCtx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const landing = await adminCtx.newPage();
+  await landing.goto(`${base}/`);
+  await landing.getByLabel('Admin token').fill(adminToken);
+  await landing.getByLabel('New session name').fill('Review');
+  await landing.getByRole('button', { name: 'Create session' }).click();
+  await landing.getByRole('combobox', { name: 'Session' }).locator('option', { hasText: 'Review' }).waitFor({ state: 'attached' });
+  await landing.getByRole('combobox', { name: 'Role' }).selectOption('editor');
+  await landing.getByRole('button', { name: 'Create invite' }).click();
+  const invite = await landing.locator('a[data-role=editor]').first().getAttribute('href');
+  check('the admin UI mints an invite link', /#\/join\/mwj1_/.test(invite ?? ''), invite ?? '');
+  await landing.goto(invite);
+  await landing.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
+  const fresh = await state(landing);
+  check('the minted link opens the new, empty session', fresh.entities === 0 && fresh.role === 'editor', JSON.stringify(fresh));
 
   report.hashes = {
     A: (await state(A.page)).hash,

@@ -50,6 +50,7 @@ async fn two_browsers_edit_and_view_one_scene() {
             &editor.to_text(),
             &viewer.to_text(),
             artifacts.to_str().unwrap(),
+            &token,
         ],
     )
     .await;
@@ -64,12 +65,24 @@ async fn two_browsers_edit_and_view_one_scene() {
     assert!(report["gizmoToViewerMs"].as_f64().unwrap() <= 1000.0);
     let sessions = http::Admin {
         addr: server.http,
-        token,
+        token: token.clone(),
     }
     .sessions()
     .await
     .unwrap();
-    let server_hash = sessions[0]["scene_hash"].clone();
+    let default = editor.invite.claimed_session().unwrap().to_string();
+    let server_hash = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == default.as_str())
+        .expect("the default session")["scene_hash"]
+        .clone();
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        2,
+        "the admin UI created a session"
+    );
     for who in ["A", "B", "C"] {
         assert_eq!(
             report["hashes"][who], server_hash,
