@@ -5,8 +5,12 @@
 #[unsafe(no_mangle)]
 #[allow(unsafe_code, reason = "the symbol the Android activity glue looks up")]
 fn android_main(app: android_activity::AndroidApp) {
-    let _ = app;
-    match crate::xr::probe() {
+    // SAFETY: android-activity hands out the process's JavaVM and this NativeActivity's
+    // `android.app.Activity` reference, valid for the app's lifetime: what the OpenXR loader
+    // (XR_KHR_loader_init_android) and XR_KHR_android_create_instance require.
+    let platform =
+        unsafe { openxr::AndroidPlatformInfo::new(app.vm_as_ptr(), app.activity_as_ptr()) };
+    match crate::xr::probe_with(&platform) {
         Ok(p) => eprintln!(
             "meshwork-quest: OpenXR {} (rendering to the headset is not in this build)",
             p.runtime

@@ -164,23 +164,37 @@ pub struct Probe {
     pub hand_tracking: bool,
 }
 
-/// Loads the OpenXR loader, creates the instance and finds the headset; creates the actions.
+/// Loads the OpenXR loader, creates the instance and finds the headset; creates the actions
+/// (desktop: no platform information).
 ///
 /// # Errors
 /// A sentence naming what is missing (no loader on a desktop without a runtime, no headset).
 pub fn probe() -> Result<Probe, String> {
+    probe_with(&())
+}
+
+/// [`probe`] with the platform's information (on Android: the Java VM and the activity, which
+/// the loader and `XR_KHR_android_create_instance` need).
+///
+/// # Errors
+/// As [`probe`].
+pub fn probe_with(platform: &(impl xr::PlatformInfo + ?Sized)) -> Result<Probe, String> {
     // SAFETY: `Entry::load` opens the platform's OpenXR loader (`libopenxr_loader.so`), which
     // the OpenXR specification defines; on the headset it is the vendor's conformant loader.
     #[allow(
         unsafe_code,
         reason = "opening the OpenXR loader at run time is an FFI boundary"
     )]
-    let entry = unsafe { xr::Entry::load(&()) }
+    let entry = unsafe { xr::Entry::load(platform) }
         .map_err(|e| format!("no OpenXR loader on this machine ({e}); use `meshwork-quest sim`"))?;
     let available = entry.enumerate_extensions().map_err(|e| e.to_string())?;
     let mut wanted = xr::ExtensionSet::default();
     wanted.khr_vulkan_enable2 = available.khr_vulkan_enable2;
     wanted.ext_hand_tracking = available.ext_hand_tracking;
+    #[cfg(target_os = "android")]
+    {
+        wanted.khr_android_create_instance = available.khr_android_create_instance;
+    }
     let instance = entry
         .create_instance(
             &xr::ApplicationInfo {
@@ -192,7 +206,7 @@ pub fn probe() -> Result<Probe, String> {
             },
             &wanted,
             &[],
-            &(),
+            platform,
         )
         .map_err(|e| format!("OpenXR instance: {e}"))?;
     let props = instance.properties().map_err(|e| e.to_string())?;
