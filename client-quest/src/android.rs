@@ -10,11 +10,24 @@ fn android_main(app: android_activity::AndroidApp) {
     // (XR_KHR_loader_init_android) and XR_KHR_android_create_instance require.
     let platform =
         unsafe { openxr::AndroidPlatformInfo::new(app.vm_as_ptr(), app.activity_as_ptr()) };
-    match crate::xr::probe_with(&platform) {
-        Ok(p) => eprintln!(
-            "meshwork-quest: OpenXR {} (rendering to the headset is not in this build)",
-            p.runtime
-        ),
-        Err(e) => eprintln!("meshwork-quest: {e}"),
+    // The join ticket: from the launch environment (development: `adb shell setprop` and a
+    // wrapper script) or a file the app was given in its external files dir.
+    let ticket = std::env::var("MESHWORK_TICKET").ok().or_else(|| {
+        app.external_data_path()
+            .and_then(|d| std::fs::read_to_string(d.join("ticket.txt")).ok())
+    });
+    let Some(ticket) =
+        ticket.and_then(|t| meshwork_protocol::wire::JoinTicket::from_text(t.trim()).ok())
+    else {
+        eprintln!("meshwork-quest: no join ticket (MESHWORK_TICKET or files/ticket.txt)");
+        return;
+    };
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        eprintln!("meshwork-quest: no randomness for the signing key");
+        return;
+    }
+    if let Err(e) = crate::headset::run(&platform, &ticket, seed) {
+        eprintln!("meshwork-quest: {e}");
     }
 }

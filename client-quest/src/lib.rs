@@ -12,6 +12,7 @@
 )]
 
 pub mod app;
+pub mod headset;
 pub mod input;
 pub mod net;
 pub mod render;

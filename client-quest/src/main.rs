@@ -56,8 +56,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0.05)]
         snap: f32,
     },
-    /// The headset through OpenXR.
-    Xr,
+    /// The headset through OpenXR (a PC VR runtime; on the Quest the APK's entry does this).
+    Xr {
+        /// Join ticket.
+        #[arg(long, env = "MESHWORK_TICKET")]
+        ticket: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,13 +76,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Cmd::Xr => {
-            let p = meshwork_quest::xr::probe()?;
-            Err(format!(
-                "OpenXR runtime {} found (Vulkan enable2: {}, hand tracking: {}), but this build \
-                 does not render to the headset yet: see docs/quest.md",
-                p.runtime, p.vulkan_enable2, p.hand_tracking
-            ))
+        Cmd::Xr { ticket } => {
+            let ticket = JoinTicket::from_text(ticket.trim()).map_err(|e| e.to_string())?;
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+            meshwork_quest::headset::run(&(), &ticket, seed)
         }
         Cmd::Sim {
             ticket,

@@ -61,7 +61,8 @@ pub struct Renderer {
     pipeline: wgpu::RenderPipeline,
     uniforms: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
-    color: wgpu::Texture,
+    /// The offscreen target (headless); the headset renders into swapchain images instead.
+    color: Option<wgpu::Texture>,
     depth: wgpu::TextureView,
     instances: wgpu::Buffer,
     instance_capacity: usize,
@@ -70,6 +71,14 @@ pub struct Renderer {
     pub size: (u32, u32),
     /// The adapter's description (name, backend, device type).
     pub adapter: String,
+}
+
+impl Renderer {
+    /// The device (the headset wraps its swapchain images with it).
+    #[must_use]
+    pub const fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
 }
 
 impl std::fmt::Debug for Renderer {
@@ -134,6 +143,37 @@ impl Renderer {
             ..Default::default()
         }))
         .map_err(|e| RenderError::NoDevice(e.to_string()))?;
+        let size = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
+        let color = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("color"),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: COLOR_FORMAT,
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        });
+        let mut r = Self::for_device(device, queue, COLOR_FORMAT, (width, height), adapter_name);
+        r.color = Some(color);
+        Ok(r)
+    }
+
+    /// A renderer drawing into targets of `format` on an existing device (the headset's, shared
+    /// with the OpenXR runtime). Targets are `size` per eye.
+    #[must_use]
+    pub fn for_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        format: wgpu::TextureFormat,
+        size: (u32, u32),
+        adapter: String,
+    ) -> Self {
+        let (width, height) = size;
         let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("lit"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
@@ -196,7 +236,7 @@ impl Renderer {
                 module: &shader,
                 entry_point: Some("fs"),
                 targets: &[Some(wgpu::ColorTargetState {
-                    format: COLOR_FORMAT,
+                    format,
                     blend: Some(wgpu::BlendState::ALPHA_BLENDING),
                     write_mask: wgpu::ColorWrites::ALL,
                 })],
@@ -219,16 +259,6 @@ impl Renderer {
             height,
             depth_or_array_layers: 1,
         };
-        let color = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("color"),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: COLOR_FORMAT,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
         let depth = device
             .create_texture(&wgpu::TextureDescriptor {
                 label: Some("depth"),
@@ -248,20 +278,20 @@ impl Renderer {
             usage: wgpu::BufferUsages::VERTEX | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(Self {
+        Self {
             device,
             queue,
             pipeline,
             uniforms,
             bind_group,
-            color,
+            color: None,
             depth,
             instances,
             instance_capacity,
             geometries: BTreeMap::new(),
             size: (width, height),
-            adapter: adapter_name,
-        })
+            adapter,
+        }
     }
 
     fn geometry(&mut self, key: &str, mesh: &(Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<u32>)) {
@@ -297,8 +327,23 @@ impl Renderer {
         self.geometries.insert(key.to_owned(), g);
     }
 
-    /// Draws one view (`clip_from_world` = projection × view) of `items` and waits for the GPU.
+    /// Draws one view (`clip_from_world` = projection × view) of `items` into the offscreen
+    /// target and waits for the GPU.
     pub fn render(&mut self, clip_from_world: Mat4, items: &[DrawItem<'_>]) {
+        let Some(color) = self.color.as_ref() else {
+            return;
+        };
+        let view = color.create_view(&wgpu::TextureViewDescriptor::default());
+        self.render_into(&view, clip_from_world, items);
+    }
+
+    /// Draws one view of `items` into `target` (a swapchain image layer) and waits for the GPU.
+    pub fn render_into(
+        &mut self,
+        target: &wgpu::TextureView,
+        clip_from_world: Mat4,
+        items: &[DrawItem<'_>],
+    ) {
         // Group by geometry: one instanced draw each.
         let mut groups: BTreeMap<&str, Vec<Instance>> = BTreeMap::new();
         for item in items {
@@ -331,9 +376,7 @@ impl Renderer {
         uniforms.extend_from_slice(&[0.4, 1.0, 0.6, 0.0]);
         self.queue
             .write_buffer(&self.uniforms, 0, bytemuck::cast_slice(&uniforms));
-        let view = self
-            .color
-            .create_view(&wgpu::TextureViewDescriptor::default());
+        let view = target;
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -343,7 +386,7 @@ impl Renderer {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some("scene"),
                 color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                    view: &view,
+                    view,
                     depth_slice: None,
                     resolve_target: None,
                     ops: wgpu::Operations {
@@ -387,6 +430,9 @@ impl Renderer {
     /// # Errors
     /// [`RenderError::Readback`] when mapping fails.
     pub fn read_rgba(&self) -> Result<Vec<u8>, RenderError> {
+        let color = self.color.as_ref().ok_or_else(|| {
+            RenderError::Readback("this renderer draws into the headset's images".into())
+        })?;
         let (w, h) = self.size;
         let row = w * 4;
         let padded =
@@ -403,7 +449,7 @@ impl Renderer {
                 label: Some("readback"),
             });
         encoder.copy_texture_to_buffer(
-            self.color.as_image_copy(),
+            color.as_image_copy(),
             wgpu::TexelCopyBufferInfo {
                 buffer: &buffer,
                 layout: wgpu::TexelCopyBufferLayout {

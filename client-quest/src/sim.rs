@@ -409,7 +409,9 @@ pub struct OwnedItem {
 }
 
 impl OwnedItem {
-    fn as_item(&self) -> DrawItem<'_> {
+    /// Borrowed for the renderer.
+    #[must_use]
+    pub fn as_item(&self) -> DrawItem<'_> {
         DrawItem {
             key: &self.key,
             mesh: &self.mesh,
