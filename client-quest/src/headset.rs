@@ -406,6 +406,7 @@ pub fn run(
     let mut events = xr::EventDataBuffer::new();
     let mut running = false;
     let mut stage_from_tracking = Mat4::IDENTITY; // snap turns rotate the stage about the user
+    let mut panel_key = String::new();
     loop {
         while let Some(event) = instance.poll_event(&mut events).map_err(err("events"))? {
             match event {
@@ -525,6 +526,12 @@ pub fn run(
             .wait_image(xr::Duration::INFINITE)
             .map_err(err("wait image"))?;
         let (_, items) = crate::sim::draw_list(&mut app, &input, (width, height));
+        let key = crate::ui::key(&app);
+        if panel_key != key {
+            renderer.set_panel(&crate::ui::draw(&app));
+            panel_key = key;
+        }
+        let overlays = crate::sim::overlays(&input, out.vignette);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(crate::sim::OwnedItem::as_item).collect();
         for (v, eye) in located.iter().take(2).zip(0u32..) {
             let view_from_world = (stage_from_tracking * pose(v.pose).matrix()).inverse();
@@ -538,7 +545,7 @@ pub fn run(
                     array_layer_count: Some(1),
                     ..Default::default()
                 });
-            renderer.render_into(&target, clip, &drawn);
+            renderer.render_into(&target, clip, &drawn, &overlays);
         }
         swapchain.release_image().map_err(err("release"))?;
         let rect = xr::Rect2Di {

@@ -17,6 +17,7 @@ pub mod input;
 pub mod net;
 pub mod render;
 pub mod sim;
+pub mod ui;
 pub mod xr;
 
 #[cfg(target_os = "android")]

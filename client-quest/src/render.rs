@@ -48,6 +48,68 @@ struct Instance {
     color: [f32; 4],
 }
 
+/// Textured quads drawn after the scene: the off-hand panel and the comfort vignette.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Overlays {
+    /// `world_from_panel` (a unit quad in its XY plane, scaled to the panel's size).
+    pub panel: Option<Mat4>,
+    /// `world_from_vignette`: a quad just in front of the eye, darkening the periphery.
+    pub vignette: Option<Mat4>,
+}
+
+struct Quad {
+    texture: wgpu::Texture,
+    uniforms: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    size: (u32, u32),
+}
+
+const QUAD_SHADER: &str = r"
+struct Q { clip_from_model: mat4x4<f32> };
+@group(0) @binding(0) var<uniform> q: Q;
+@group(0) @binding(1) var tex: texture_2d<f32>;
+@group(0) @binding(2) var samp: sampler;
+struct VsOut { @builtin(position) clip: vec4<f32>, @location(0) uv: vec2<f32> };
+@vertex
+fn vs(@builtin(vertex_index) i: u32) -> VsOut {
+    var corners = array<vec2<f32>, 6>(vec2(0.0, 0.0), vec2(1.0, 0.0), vec2(1.0, 1.0),
+                                      vec2(0.0, 0.0), vec2(1.0, 1.0), vec2(0.0, 1.0));
+    let c = corners[i];
+    var out: VsOut;
+    out.clip = q.clip_from_model * vec4<f32>(c.x - 0.5, c.y - 0.5, 0.0, 1.0);
+    out.uv = vec2<f32>(c.x, 1.0 - c.y);
+    return out;
+}
+@fragment
+fn fs(in: VsOut) -> @location(0) vec4<f32> {
+    return textureSample(tex, samp, in.uv);
+}
+";
+
+/// The comfort vignette's texture: clear in the middle, darkening towards the edges.
+fn vignette_image() -> (Vec<u8>, u32) {
+    let n = 128u32;
+    let mut rgba = Vec::with_capacity((n * n * 4) as usize);
+    for y in 0..n {
+        for x in 0..n {
+            #[allow(clippy::cast_precision_loss, reason = "texel coordinates")]
+            let (u, v) = (
+                x as f32 / (n - 1) as f32 * 2.0 - 1.0,
+                y as f32 / (n - 1) as f32 * 2.0 - 1.0,
+            );
+            let r = (u * u + v * v).sqrt();
+            let a = ((r - 0.45) / 0.5).clamp(0.0, 1.0) * 0.9;
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "0..=255"
+            )]
+            rgba.extend_from_slice(&[0, 0, 0, (a * 255.0) as u8]);
+        }
+    }
+    (rgba, n)
+}
+
 struct Geometry {
     vertices: wgpu::Buffer,
     indices: wgpu::Buffer,
@@ -66,6 +128,11 @@ pub struct Renderer {
     depth: wgpu::TextureView,
     instances: wgpu::Buffer,
     instance_capacity: usize,
+    quad_pipeline: wgpu::RenderPipeline,
+    quad_layout: wgpu::BindGroupLayout,
+    sampler: wgpu::Sampler,
+    panel: Option<Quad>,
+    vignette: Option<Quad>,
     geometries: BTreeMap<String, Geometry>,
     /// Target size.
     pub size: (u32, u32),
@@ -271,6 +338,83 @@ impl Renderer {
                 view_formats: &[],
             })
             .create_view(&wgpu::TextureViewDescriptor::default());
+        let quad_shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("quad"),
+            source: wgpu::ShaderSource::Wgsl(QUAD_SHADER.into()),
+        });
+        let quad_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("quad"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::VERTEX,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                wgpu::BindGroupLayoutEntry {
+                    binding: 1,
+                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    ty: wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: true },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
+                    count: None,
+                },
+                wgpu::BindGroupLayoutEntry {
+                    binding: 2,
+                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    ty: wgpu::BindingType::Sampler(wgpu::SamplerBindingType::Filtering),
+                    count: None,
+                },
+            ],
+        });
+        let quad_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("quad"),
+            bind_group_layouts: &[Some(&quad_layout)],
+            ..Default::default()
+        });
+        let quad_pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("quad"),
+            layout: Some(&quad_pipeline_layout),
+            vertex: wgpu::VertexState {
+                module: &quad_shader,
+                entry_point: Some("vs"),
+                buffers: &[],
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+            },
+            fragment: Some(wgpu::FragmentState {
+                module: &quad_shader,
+                entry_point: Some("fs"),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format,
+                    blend: Some(wgpu::BlendState::ALPHA_BLENDING),
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: Some(wgpu::DepthStencilState {
+                format: DEPTH_FORMAT,
+                depth_write_enabled: Some(false),
+                depth_compare: Some(wgpu::CompareFunction::Less),
+                stencil: wgpu::StencilState::default(),
+                bias: wgpu::DepthBiasState::default(),
+            }),
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
+            label: Some("quad"),
+            mag_filter: wgpu::FilterMode::Linear,
+            min_filter: wgpu::FilterMode::Linear,
+            ..Default::default()
+        });
         let instance_capacity = 1024;
         let instances = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("instances"),
@@ -288,9 +432,102 @@ impl Renderer {
             depth,
             instances,
             instance_capacity,
+            quad_pipeline,
+            quad_layout,
+            sampler,
+            panel: None,
+            vignette: None,
             geometries: BTreeMap::new(),
             size: (width, height),
             adapter,
+        }
+    }
+
+    fn quad(&self, label: &str, width: u32, height: u32) -> Quad {
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba8UnormSrgb,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let uniforms = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &self.quad_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniforms.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::TextureView(&view),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::Sampler(&self.sampler),
+                },
+            ],
+        });
+        Quad {
+            texture,
+            uniforms,
+            bind_group,
+            size: (width, height),
+        }
+    }
+
+    fn upload(&self, quad: &Quad, rgba: &[u8]) {
+        self.queue.write_texture(
+            quad.texture.as_image_copy(),
+            rgba,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(quad.size.0 * 4),
+                rows_per_image: Some(quad.size.1),
+            },
+            wgpu::Extent3d {
+                width: quad.size.0,
+                height: quad.size.1,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+
+    /// Replaces the panel's image.
+    pub fn set_panel(&mut self, image: &crate::ui::Image) {
+        if self
+            .panel
+            .as_ref()
+            .is_none_or(|q| q.size != (image.width, image.height))
+        {
+            self.panel = Some(self.quad("panel", image.width, image.height));
+        }
+        if let Some(q) = &self.panel {
+            self.upload(q, &image.rgba);
+        }
+    }
+
+    fn ensure_vignette(&mut self) {
+        if self.vignette.is_none() {
+            let (rgba, n) = vignette_image();
+            let q = self.quad("vignette", n, n);
+            self.upload(&q, &rgba);
+            self.vignette = Some(q);
         }
     }
 
@@ -329,12 +566,12 @@ impl Renderer {
 
     /// Draws one view (`clip_from_world` = projection × view) of `items` into the offscreen
     /// target and waits for the GPU.
-    pub fn render(&mut self, clip_from_world: Mat4, items: &[DrawItem<'_>]) {
+    pub fn render(&mut self, clip_from_world: Mat4, items: &[DrawItem<'_>], overlays: &Overlays) {
         let Some(color) = self.color.as_ref() else {
             return;
         };
         let view = color.create_view(&wgpu::TextureViewDescriptor::default());
-        self.render_into(&view, clip_from_world, items);
+        self.render_into(&view, clip_from_world, items, overlays);
     }
 
     /// Draws one view of `items` into `target` (a swapchain image layer) and waits for the GPU.
@@ -343,7 +580,23 @@ impl Renderer {
         target: &wgpu::TextureView,
         clip_from_world: Mat4,
         items: &[DrawItem<'_>],
+        overlays: &Overlays,
     ) {
+        if overlays.vignette.is_some() {
+            self.ensure_vignette();
+        }
+        for (quad, model) in [
+            (&self.panel, overlays.panel),
+            (&self.vignette, overlays.vignette),
+        ] {
+            if let (Some(q), Some(m)) = (quad, model) {
+                self.queue.write_buffer(
+                    &q.uniforms,
+                    0,
+                    bytemuck::cast_slice(&(clip_from_world * m).to_cols_array()),
+                );
+            }
+        }
         // Group by geometry: one instanced draw each.
         let mut groups: BTreeMap<&str, Vec<Instance>> = BTreeMap::new();
         for item in items {
@@ -419,6 +672,17 @@ impl Renderer {
                 pass.set_vertex_buffer(0, g.vertices.slice(..));
                 pass.set_index_buffer(g.indices.slice(..), wgpu::IndexFormat::Uint32);
                 pass.draw_indexed(0..g.count, 0, start..end);
+            }
+            // Overlays after the scene, blended; the vignette last, nearest the eye.
+            pass.set_pipeline(&self.quad_pipeline);
+            for (quad, model) in [
+                (&self.panel, overlays.panel),
+                (&self.vignette, overlays.vignette),
+            ] {
+                if let (Some(q), Some(_)) = (quad, model) {
+                    pass.set_bind_group(0, &q.bind_group, &[]);
+                    pass.draw(0..6, 0..1);
+                }
             }
         }
         self.queue.submit([encoder.finish()]);

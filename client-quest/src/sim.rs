@@ -216,6 +216,8 @@ pub struct Report {
     /// Entities drawn in the last frame.
     pub drawn: usize,
     #[serde(skip)]
+    panel_key: String,
+    #[serde(skip)]
     cpu: Vec<f64>,
     #[serde(skip)]
     gpu: Vec<f64>,
@@ -263,9 +265,15 @@ pub fn run(
             net.send_datagram(&app.presence(&input));
         }
         let (clip, items) = draw_list(app, &input, renderer.size);
-        let drawn: Vec<DrawItem<'_>> = items.iter().map(|i| i.as_item()).collect();
+        let drawn: Vec<DrawItem<'_>> = items.iter().map(OwnedItem::as_item).collect();
+        let key = crate::ui::key(app);
+        if report.panel_key != key {
+            renderer.set_panel(&crate::ui::draw(app));
+            report.panel_key = key;
+        }
+        let overlays = overlays(&input, out.vignette);
         let cpu_done = Instant::now();
-        renderer.render(clip, &drawn);
+        renderer.render(clip, &drawn, &overlays);
         report
             .cpu
             .push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
@@ -386,6 +394,30 @@ fn percentiles(v: &mut [f64]) -> [f64; 3] {
     [at(0.5), at(0.99), at(1.0)]
 }
 
+/// Where the panel and the vignette go: the panel above the left grip, tilted towards the
+/// eye; the vignette just in front of the head while something is being moved.
+#[must_use]
+pub fn overlays(input: &FrameInput, vignette: bool) -> crate::render::Overlays {
+    #[allow(clippy::cast_precision_loss, reason = "image sizes")]
+    let aspect = crate::ui::HEIGHT as f32 / crate::ui::WIDTH as f32;
+    let panel = input.hands[Hand::Left as usize].map(|h| {
+        h.world_from_grip.matrix()
+            * Mat4::from_translation(Vec3::new(0.0, 0.1, -0.05))
+            * Mat4::from_rotation_x(-0.6)
+            * Mat4::from_scale(Vec3::new(
+                crate::ui::WIDTH_M,
+                crate::ui::WIDTH_M * aspect,
+                1.0,
+            ))
+    });
+    let vignette = vignette.then(|| {
+        input.stage_from_head.matrix()
+            * Mat4::from_translation(Vec3::new(0.0, 0.0, -0.06))
+            * Mat4::from_scale(Vec3::splat(0.2))
+    });
+    crate::render::Overlays { panel, vignette }
+}
+
 /// Right-handed perspective projection to wgpu's clip space (depth 0 near … 1 far).
 #[must_use]
 pub fn perspective(fov_y: f32, aspect: f32, near: f32, far: f32) -> Mat4 {
@@ -476,50 +508,6 @@ pub fn draw_list(app: &mut App, input: &FrameInput, size: (u32, u32)) -> (Mat4, 
             Mat4::from_scale_rotation_translation(Vec3::new(0.004, 0.004, len), rot, mid),
             ray_color,
         ));
-        if h == Hand::Left {
-            // The panel: one button per tool, the selected one lit, plus the color swatch.
-            let tools = [
-                Tool::Add(Primitive::Cube),
-                Tool::Add(Primitive::Pyramid),
-                Tool::Add(Primitive::Plane),
-                Tool::Add(Primitive::Cylinder),
-                Tool::Add(Primitive::Sphere),
-                Tool::Paint,
-            ];
-            let panel = grip
-                * Mat4::from_translation(Vec3::new(0.0, 0.08, -0.05))
-                * Mat4::from_rotation_x(-0.6);
-            items.push(primitive(
-                "cube",
-                panel * Mat4::from_scale(Vec3::new(0.2, 0.005, 0.12)),
-                Vec4::new(0.08, 0.09, 0.11, 1.0),
-            ));
-            for (i, t) in tools.iter().enumerate() {
-                #[allow(clippy::cast_precision_loss, reason = "six buttons")]
-                let x = -0.075 + 0.03 * i as f32;
-                let lit = *t == app.tool;
-                let c = if lit {
-                    Vec4::new(0.3, 0.55, 1.0, 1.0)
-                } else {
-                    Vec4::new(0.25, 0.27, 0.3, 1.0)
-                };
-                items.push(primitive(
-                    "cube",
-                    panel
-                        * Mat4::from_translation(Vec3::new(x, 0.006, -0.03))
-                        * Mat4::from_scale(Vec3::new(0.024, 0.006, 0.024)),
-                    c,
-                ));
-            }
-            let swatch = PALETTE[app.color % PALETTE.len()];
-            items.push(primitive(
-                "cube",
-                panel
-                    * Mat4::from_translation(Vec3::new(0.0, 0.006, 0.03))
-                    * Mat4::from_scale(Vec3::new(0.17, 0.006, 0.03)),
-                swatch,
-            ));
-        }
     }
     // The scene (the selection a little brighter).
     let selected = app.selected;

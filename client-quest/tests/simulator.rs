@@ -137,6 +137,16 @@ async fn a_scripted_controller_edits_with_a_native_client() {
         .filter(|p| p[0] > 150 && p[0] > p[1].saturating_add(40) && p[0] > p[2].saturating_add(90))
         .count();
     assert!(orange > 300, "{orange} orange pixels in {}", shot.display());
+    // The off-hand panel is drawn: its lit (active tool) button is this blue.
+    let panel_blue = pixels
+        .chunks_exact(4)
+        .filter(|p| p[0].abs_diff(70) < 30 && p[1].abs_diff(130) < 30 && p[2] > 200)
+        .count();
+    assert!(
+        panel_blue > 4,
+        "{panel_blue} panel pixels in {}",
+        shot.display()
+    );
     eprintln!(
         "simulator: {} frames on {}, cpu p50 {:.2} ms, render p50 {:.2} ms, {orange} cube pixels",
         report.frames, report.adapter, report.cpu_ms[0], report.render_ms[0]

@@ -1,0 +1,222 @@
+//! The in-headset panel on the off hand: the tool palette, the colour, and an inspector of the
+//! selection, drawn on the CPU into an RGBA image (8×8 bitmap glyphs at 2×) that the renderer
+//! shows as a textured quad. At 384 px across 0.24 m, text is 25 mm tall: readable at arm's
+//! length.
+
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "pixel coordinates of a 384×256 image, indices of short lists, colours clamped to 0–1"
+)]
+
+use font8x8::UnicodeFonts as _;
+use meshwork_protocol::command::Primitive;
+
+use crate::app::{App, PALETTE, Tool};
+
+/// Panel image size.
+pub const WIDTH: u32 = 384;
+/// Panel image size.
+pub const HEIGHT: u32 = 256;
+/// Panel size in metres (width; height follows the image's aspect).
+pub const WIDTH_M: f32 = 0.24;
+
+/// The tools in palette order, with their labels.
+pub const TOOLS: [(Tool, &str); 6] = [
+    (Tool::Add(Primitive::Cube), "Cube"),
+    (Tool::Add(Primitive::Pyramid), "Pyramid"),
+    (Tool::Add(Primitive::Plane), "Plane"),
+    (Tool::Add(Primitive::Cylinder), "Cylinder"),
+    (Tool::Add(Primitive::Sphere), "Sphere"),
+    (Tool::Paint, "Paint"),
+];
+
+/// An RGBA8 (sRGB) image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Pixels, rows top to bottom.
+    pub rgba: Vec<u8>,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Image {
+    fn new(width: u32, height: u32, fill: [u8; 4]) -> Self {
+        let n = (width * height) as usize;
+        Self {
+            rgba: fill.repeat(n),
+            width,
+            height,
+        }
+    }
+
+    fn rect(&mut self, x: u32, y: u32, w: u32, h: u32, c: [u8; 4]) {
+        for yy in y..(y + h).min(self.height) {
+            for xx in x..(x + w).min(self.width) {
+                let i = ((yy * self.width + xx) * 4) as usize;
+                if let Some(px) = self.rgba.get_mut(i..i + 4) {
+                    px.copy_from_slice(&c);
+                }
+            }
+        }
+    }
+
+    /// Writes `text` at (x, y) with glyphs scaled 2×; returns the x after it.
+    fn text(&mut self, x: u32, y: u32, text: &str, c: [u8; 4]) -> u32 {
+        let mut cx = x;
+        for ch in text.chars() {
+            let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8u32 {
+                    if bits & (1 << col) != 0 {
+                        self.rect(cx + col * 2, y + row as u32 * 2, 2, 2, c);
+                    }
+                }
+            }
+            cx += 16;
+        }
+        cx
+    }
+}
+
+/// The inspector's lines for the current state (what the panel says, testable without pixels).
+#[must_use]
+pub fn inspector_lines(app: &App) -> Vec<String> {
+    let mut lines = Vec::new();
+    let scene = app.connection().replica().scene();
+    match app
+        .selected
+        .and_then(|id| scene.entities.get(&id).map(|e| (id, e)))
+    {
+        Some((id, e)) => {
+            let t = app.shown(id, &e.transform);
+            let name = if e.name.value.is_empty() {
+                format!("#{}.{}", id.namespace().0, id.0 & 0xffff_ffff)
+            } else {
+                e.name.value.clone()
+            };
+            lines.push(format!("Selected {name}"));
+            lines.push(format!(
+                "Pos {:.2} {:.2} {:.2}",
+                t.translation.x, t.translation.y, t.translation.z
+            ));
+            lines.push(format!(
+                "Scale {:.2} {:.2} {:.2}",
+                t.scale.x, t.scale.y, t.scale.z
+            ));
+        }
+        None => lines.push("Nothing selected".to_owned()),
+    }
+    let status = match app.connection().author() {
+        Some(a) if app.live() => format!("Live, author {}", a.0),
+        Some(_) => "Loading scene".to_owned(),
+        None => "Joining".to_owned(),
+    };
+    lines.push(status);
+    lines
+}
+
+/// What the panel shows, as a key: redraw (and re-upload) only when it changes.
+#[must_use]
+pub fn key(app: &App) -> String {
+    format!(
+        "{:?}|{}|{:?}|{:?}",
+        app.tool,
+        app.color,
+        inspector_lines(app),
+        app.notices.last()
+    )
+}
+
+/// Draws the panel.
+#[must_use]
+pub fn draw(app: &App) -> Image {
+    let mut img = Image::new(WIDTH, HEIGHT, [24, 26, 32, 235]);
+    img.text(12, 8, "Meshwork", [230, 232, 236, 255]);
+    // Tools: two rows of three.
+    for (i, (tool, label)) in TOOLS.iter().enumerate() {
+        let (col, row) = ((i % 3) as u32, (i / 3) as u32);
+        let (x, y) = (8 + col * 124, 32 + row * 36);
+        let active = *tool == app.tool;
+        img.rect(
+            x,
+            y,
+            120,
+            32,
+            if active {
+                [70, 130, 255, 255]
+            } else {
+                [52, 56, 66, 255]
+            },
+        );
+        let w = label.len() as u32 * 16;
+        img.text(
+            x + (120u32.saturating_sub(w)) / 2,
+            y + 8,
+            label,
+            [240, 240, 244, 255],
+        );
+    }
+    // Colour swatch.
+    let c = PALETTE[app.color % PALETTE.len()];
+    let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as u8;
+    img.text(12, 112, "Color", [200, 204, 212, 255]);
+    img.rect(104, 108, 272, 24, [srgb(c.x), srgb(c.y), srgb(c.z), 255]);
+    // Inspector.
+    for (i, line) in inspector_lines(app).iter().enumerate() {
+        img.text(12, 142 + i as u32 * 20, line, [214, 218, 226, 255]);
+    }
+    if let Some(n) = app.notices.last() {
+        let short: String = n.chars().take(23).collect();
+        img.text(12, 236, &short, [255, 120, 120, 255]);
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_protocol::Ed25519Signer;
+
+    fn invite() -> meshwork_protocol::wire::Invite {
+        let key = Ed25519Signer::from_seed([7; 32]);
+        meshwork_protocol::wire::Invite::mint(
+            &meshwork_protocol::wire::InviteBody {
+                domain: meshwork_protocol::Domain::Invite,
+                session: meshwork_protocol::SessionId([1; 16]),
+                role: meshwork_protocol::Role::Editor,
+                expires_at_ms: u64::MAX,
+                invite_id: [2; 16],
+            },
+            &key,
+        )
+        .unwrap_or_else(|_| unreachable!("a fixed invite signs"))
+    }
+
+    #[test]
+    fn the_panel_shows_the_tools_the_active_one_lit_and_the_state() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), invite(), 0.05);
+        app.tool = Tool::Add(Primitive::Sphere);
+        let img = draw(&app);
+        assert_eq!(img.rgba.len(), (WIDTH * HEIGHT * 4) as usize);
+        // The active tool's button (index 4: second row, middle) is lit blue; others are grey.
+        let at = |x: u32, y: u32| {
+            let i = ((y * WIDTH + x) * 4) as usize;
+            [img.rgba[i], img.rgba[i + 1], img.rgba[i + 2]]
+        };
+        assert_eq!(at(8 + 124 + 2, 32 + 36 + 2), [70, 130, 255]);
+        assert_eq!(at(8 + 2, 32 + 2), [52, 56, 66]);
+        // Text was drawn (light pixels in the title row).
+        let title_lit = (0..WIDTH)
+            .flat_map(|x| (8..24).map(move |y| (x, y)))
+            .filter(|&(x, y)| at(x, y)[0] > 200)
+            .count();
+        assert!(title_lit > 50, "{title_lit}");
+        assert_eq!(
+            inspector_lines(&app),
+            vec!["Nothing selected".to_owned(), "Joining".to_owned()]
+        );
+    }
+}
