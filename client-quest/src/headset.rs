@@ -1,7 +1,7 @@
 //! The headset frame loop: an OpenXR session on a Vulkan device that wgpu also renders with
 //! (`XR_KHR_vulkan_enable2`: the runtime creates the Vulkan instance and device, wgpu adopts
 //! them through wgpu-hal), the runtime's swapchain images wrapped as wgpu textures (one
-//! two-layer image per frame, one layer per eye), the actions read into the same
+//! two-layer image per frame, both eyes drawn in one multiview pass), the actions read into the same
 //! [`FrameInput`] the simulator produces, haptics sent back.
 //!
 //! **Not run on these machines**: no OpenXR runtime or headset exists here (`docs/quest.md`).
@@ -117,7 +117,8 @@ fn vulkan(instance: &xr::Instance, system: xr::SystemId) -> Result<Gpu, String> 
         .position(|q| q.queue_flags.contains(vk::QueueFlags::GRAPHICS))
         .and_then(|i| u32::try_from(i).ok())
         .ok_or_else(|| "the Vulkan device has no graphics queue".to_owned())?;
-    let features = wgpu::Features::empty();
+    // Multiview: both eyes in one pass (core in Vulkan 1.1).
+    let features = wgpu::Features::MULTIVIEW;
     let device_extensions = exposed.adapter.required_device_extensions(features);
     let extension_ptrs: Vec<*const std::ffi::c_char> =
         device_extensions.iter().map(|e| e.as_ptr()).collect();
@@ -152,7 +153,7 @@ fn vulkan(instance: &xr::Instance, system: xr::SystemId) -> Result<Gpu, String> 
             vk::Device::from_raw(raw_device as u64),
         )
     };
-    let limits = wgpu::Limits::downlevel_defaults();
+    let limits = crate::render::stereo_limits(2);
     // SAFETY: the device was created from this adapter with its required extensions and
     // features, one queue of `family`; wgpu-hal takes ownership.
     let open = unsafe {
@@ -176,6 +177,7 @@ fn vulkan(instance: &xr::Instance, system: xr::SystemId) -> Result<Gpu, String> 
             open,
             &wgpu::DeviceDescriptor {
                 label: Some("meshwork-quest headset"),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             },
@@ -399,6 +401,7 @@ pub fn run(
         queue,
         format,
         (width, height),
+        2,
         "headset (Vulkan)".into(),
     );
     let net = Net::connect(ticket)?;
@@ -533,20 +536,24 @@ pub fn run(
         }
         let overlays = crate::sim::overlays(&input, out.vignette);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(crate::sim::OwnedItem::as_item).collect();
-        for (v, eye) in located.iter().take(2).zip(0u32..) {
-            let view_from_world = (stage_from_tracking * pose(v.pose).matrix()).inverse();
-            let clip = projection(v.fov, 0.05, 200.0) * view_from_world;
-            let target = images
-                .get(image)
-                .ok_or("swapchain image index")?
-                .create_view(&wgpu::TextureViewDescriptor {
-                    dimension: Some(wgpu::TextureViewDimension::D2),
-                    base_array_layer: eye,
-                    array_layer_count: Some(1),
-                    ..Default::default()
-                });
-            renderer.render_into(&target, clip, &drawn, &overlays);
-        }
+        // Both eyes in one multiview pass into the image's two layers.
+        let clips: Vec<Mat4> = located
+            .iter()
+            .take(2)
+            .map(|v| {
+                let view_from_world = (stage_from_tracking * pose(v.pose).matrix()).inverse();
+                projection(v.fov, 0.05, 200.0) * view_from_world
+            })
+            .collect();
+        let target = images
+            .get(image)
+            .ok_or("swapchain image index")?
+            .create_view(&wgpu::TextureViewDescriptor {
+                dimension: Some(wgpu::TextureViewDimension::D2Array),
+                array_layer_count: Some(2),
+                ..Default::default()
+            });
+        renderer.render_into(&target, &clips, &drawn, &overlays);
         swapchain.release_image().map_err(err("release"))?;
         let rect = xr::Rect2Di {
             offset: xr::Offset2Di { x: 0, y: 0 },

@@ -65,18 +65,18 @@ struct Quad {
 }
 
 const QUAD_SHADER: &str = r"
-struct Q { clip_from_model: mat4x4<f32> };
+struct Q { clip_from_model: array<mat4x4<f32>, 2> };
 @group(0) @binding(0) var<uniform> q: Q;
 @group(0) @binding(1) var tex: texture_2d<f32>;
 @group(0) @binding(2) var samp: sampler;
 struct VsOut { @builtin(position) clip: vec4<f32>, @location(0) uv: vec2<f32> };
 @vertex
-fn vs(@builtin(vertex_index) i: u32) -> VsOut {
+fn vs(@builtin(vertex_index) i: u32 {VIEW_ARG}) -> VsOut {
     var corners = array<vec2<f32>, 6>(vec2(0.0, 0.0), vec2(1.0, 0.0), vec2(1.0, 1.0),
                                       vec2(0.0, 0.0), vec2(1.0, 1.0), vec2(0.0, 1.0));
     let c = corners[i];
     var out: VsOut;
-    out.clip = q.clip_from_model * vec4<f32>(c.x - 0.5, c.y - 0.5, 0.0, 1.0);
+    out.clip = q.clip_from_model[{VIEW}] * vec4<f32>(c.x - 0.5, c.y - 0.5, 0.0, 1.0);
     out.uv = vec2<f32>(c.x, 1.0 - c.y);
     return out;
 }
@@ -134,10 +134,40 @@ pub struct Renderer {
     panel: Option<Quad>,
     vignette: Option<Quad>,
     geometries: BTreeMap<String, Geometry>,
-    /// Target size.
+    /// Target size (per eye).
     pub size: (u32, u32),
+    /// Layers drawn per pass: 1, or 2 (both eyes, multiview).
+    pub views: u32,
     /// The adapter's description (name, backend, device type).
     pub adapter: String,
+}
+
+/// The limits the renderer needs: downlevel defaults, plus two multiview views for stereo.
+#[must_use]
+pub fn stereo_limits(views: u32) -> wgpu::Limits {
+    wgpu::Limits {
+        max_multiview_view_count: if views == 2 { 2 } else { 0 },
+        ..wgpu::Limits::downlevel_defaults()
+    }
+}
+
+/// The same matrix for both eyes when one is given.
+fn eyes(clips: &[Mat4]) -> [Mat4; 2] {
+    let first = clips.first().copied().unwrap_or(Mat4::IDENTITY);
+    [first, clips.get(1).copied().unwrap_or(first)]
+}
+
+/// A view over all `views` layers of a target (2D for one, 2D array for two).
+fn layers_view(views: u32) -> wgpu::TextureViewDescriptor<'static> {
+    wgpu::TextureViewDescriptor {
+        dimension: Some(if views == 2 {
+            wgpu::TextureViewDimension::D2Array
+        } else {
+            wgpu::TextureViewDimension::D2
+        }),
+        array_layer_count: Some(views),
+        ..Default::default()
+    }
 }
 
 impl Renderer {
@@ -158,10 +188,26 @@ impl std::fmt::Debug for Renderer {
 }
 
 const COLOR_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8UnormSrgb;
+
+/// A shader for one view, or for both eyes in one pass (multiview: `view_index` picks the eye).
+fn shader_for(source: &str, views: u32) -> String {
+    if views == 2 {
+        source
+            .replace("{VIEW_ARG}", ", @builtin(view_index) view: u32")
+            .replace("{VIEW}", "view")
+    } else {
+        source.replace("{VIEW_ARG}", "").replace("{VIEW}", "0u")
+    }
+}
+
+/// The multiview mask for `views` eyes.
+fn view_mask(views: u32) -> Option<std::num::NonZeroU32> {
+    (views == 2).then_some(std::num::NonZeroU32::MIN.saturating_add(2))
+}
 const DEPTH_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Depth32Float;
 
 const SHADER: &str = r"
-struct Uniforms { clip_from_world: mat4x4<f32>, light: vec4<f32> };
+struct Uniforms { clip_from_world: array<mat4x4<f32>, 2>, light: vec4<f32> };
 @group(0) @binding(0) var<uniform> u: Uniforms;
 
 struct VsOut { @builtin(position) clip: vec4<f32>, @location(0) normal: vec3<f32>, @location(1) color: vec4<f32> };
@@ -169,10 +215,10 @@ struct VsOut { @builtin(position) clip: vec4<f32>, @location(0) normal: vec3<f32
 @vertex
 fn vs(@location(0) position: vec3<f32>, @location(1) normal: vec3<f32>,
       @location(2) m0: vec4<f32>, @location(3) m1: vec4<f32>, @location(4) m2: vec4<f32>,
-      @location(5) m3: vec4<f32>, @location(6) color: vec4<f32>) -> VsOut {
+      @location(5) m3: vec4<f32>, @location(6) color: vec4<f32> {VIEW_ARG}) -> VsOut {
     let model = mat4x4<f32>(m0, m1, m2, m3);
     var out: VsOut;
-    out.clip = u.clip_from_world * model * vec4<f32>(position, 1.0);
+    out.clip = u.clip_from_world[{VIEW}] * model * vec4<f32>(position, 1.0);
     out.normal = normalize((model * vec4<f32>(normal, 0.0)).xyz);
     out.color = color;
     return out;
@@ -192,6 +238,18 @@ impl Renderer {
     /// # Errors
     /// [`RenderError`] when no adapter or device is available.
     pub fn headless(width: u32, height: u32) -> Result<Self, RenderError> {
+        Self::offscreen(width, height, 1)
+    }
+
+    /// Both eyes at once into a two-layer target (multiview), like the headset's swapchain.
+    ///
+    /// # Errors
+    /// [`RenderError`] when no adapter, device or multiview support exists.
+    pub fn headless_stereo(width: u32, height: u32) -> Result<Self, RenderError> {
+        Self::offscreen(width, height, 2)
+    }
+
+    fn offscreen(width: u32, height: u32, views: u32) -> Result<Self, RenderError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::GL;
         let instance = wgpu::Instance::new(desc);
@@ -204,16 +262,27 @@ impl Renderer {
         .map_err(|e| RenderError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let adapter_name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let required_features = if views == 2 {
+            if !adapter.features().contains(wgpu::Features::MULTIVIEW) {
+                return Err(RenderError::NoDevice(format!(
+                    "{adapter_name} has no multiview"
+                )));
+            }
+            wgpu::Features::MULTIVIEW
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("meshwork-quest"),
-            required_limits: wgpu::Limits::downlevel_defaults(),
+            required_features,
+            required_limits: stereo_limits(views),
             ..Default::default()
         }))
         .map_err(|e| RenderError::NoDevice(e.to_string()))?;
         let size = wgpu::Extent3d {
             width,
             height,
-            depth_or_array_layers: 1,
+            depth_or_array_layers: views,
         };
         let color = device.create_texture(&wgpu::TextureDescriptor {
             label: Some("color"),
@@ -225,29 +294,38 @@ impl Renderer {
             usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
         });
-        let mut r = Self::for_device(device, queue, COLOR_FORMAT, (width, height), adapter_name);
+        let mut r = Self::for_device(
+            device,
+            queue,
+            COLOR_FORMAT,
+            (width, height),
+            views,
+            adapter_name,
+        );
         r.color = Some(color);
         Ok(r)
     }
 
     /// A renderer drawing into targets of `format` on an existing device (the headset's, shared
-    /// with the OpenXR runtime). Targets are `size` per eye.
+    /// with the OpenXR runtime). Targets are `size` per eye and `views` layers (2: both eyes in
+    /// one multiview pass; the device needs `Features::MULTIVIEW`).
     #[must_use]
     pub fn for_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         format: wgpu::TextureFormat,
         size: (u32, u32),
+        views: u32,
         adapter: String,
     ) -> Self {
         let (width, height) = size;
         let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("lit"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+            source: wgpu::ShaderSource::Wgsl(shader_for(SHADER, views).into()),
         });
         let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("uniforms"),
-            size: 80,
+            size: 144,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -318,13 +396,13 @@ impl Renderer {
                 bias: wgpu::DepthBiasState::default(),
             }),
             multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
+            multiview_mask: view_mask(views),
             cache: None,
         });
         let size = wgpu::Extent3d {
             width,
             height,
-            depth_or_array_layers: 1,
+            depth_or_array_layers: views,
         };
         let depth = device
             .create_texture(&wgpu::TextureDescriptor {
@@ -337,10 +415,10 @@ impl Renderer {
                 usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
                 view_formats: &[],
             })
-            .create_view(&wgpu::TextureViewDescriptor::default());
+            .create_view(&layers_view(views));
         let quad_shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("quad"),
-            source: wgpu::ShaderSource::Wgsl(QUAD_SHADER.into()),
+            source: wgpu::ShaderSource::Wgsl(shader_for(QUAD_SHADER, views).into()),
         });
         let quad_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("quad"),
@@ -406,7 +484,7 @@ impl Renderer {
                 bias: wgpu::DepthBiasState::default(),
             }),
             multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
+            multiview_mask: view_mask(views),
             cache: None,
         });
         let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
@@ -439,6 +517,7 @@ impl Renderer {
             vignette: None,
             geometries: BTreeMap::new(),
             size: (width, height),
+            views,
             adapter,
         }
     }
@@ -460,7 +539,7 @@ impl Renderer {
         });
         let uniforms = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: 64,
+            size: 128,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -566,19 +645,25 @@ impl Renderer {
 
     /// Draws one view (`clip_from_world` = projection × view) of `items` into the offscreen
     /// target and waits for the GPU.
-    pub fn render(&mut self, clip_from_world: Mat4, items: &[DrawItem<'_>], overlays: &Overlays) {
+    pub fn render(
+        &mut self,
+        clip_from_world: &[Mat4],
+        items: &[DrawItem<'_>],
+        overlays: &Overlays,
+    ) {
         let Some(color) = self.color.as_ref() else {
             return;
         };
-        let view = color.create_view(&wgpu::TextureViewDescriptor::default());
+        let view = color.create_view(&layers_view(self.views));
         self.render_into(&view, clip_from_world, items, overlays);
     }
 
-    /// Draws one view of `items` into `target` (a swapchain image layer) and waits for the GPU.
+    /// Draws `items` into `target` and waits for the GPU: one view, or both eyes in one
+    /// multiview pass into a two-layer target (`clip_from_world` per eye).
     pub fn render_into(
         &mut self,
         target: &wgpu::TextureView,
-        clip_from_world: Mat4,
+        clip_from_world: &[Mat4],
         items: &[DrawItem<'_>],
         overlays: &Overlays,
     ) {
@@ -590,11 +675,12 @@ impl Renderer {
             (&self.vignette, overlays.vignette),
         ] {
             if let (Some(q), Some(m)) = (quad, model) {
-                self.queue.write_buffer(
-                    &q.uniforms,
-                    0,
-                    bytemuck::cast_slice(&(clip_from_world * m).to_cols_array()),
-                );
+                let both: Vec<f32> = eyes(clip_from_world)
+                    .iter()
+                    .flat_map(|c| (*c * m).to_cols_array())
+                    .collect();
+                self.queue
+                    .write_buffer(&q.uniforms, 0, bytemuck::cast_slice(&both));
             }
         }
         // Group by geometry: one instanced draw each.
@@ -625,7 +711,10 @@ impl Renderer {
         }
         self.queue
             .write_buffer(&self.instances, 0, bytemuck::cast_slice(&all));
-        let mut uniforms = clip_from_world.to_cols_array().to_vec();
+        let mut uniforms: Vec<f32> = eyes(clip_from_world)
+            .iter()
+            .flat_map(Mat4::to_cols_array)
+            .collect();
         uniforms.extend_from_slice(&[0.4, 1.0, 0.6, 0.0]);
         self.queue
             .write_buffer(&self.uniforms, 0, bytemuck::cast_slice(&uniforms));
@@ -635,6 +724,7 @@ impl Renderer {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("frame"),
             });
+        let multiview_mask = view_mask(self.views);
         {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some("scene"),
@@ -660,6 +750,7 @@ impl Renderer {
                     }),
                     stencil_ops: None,
                 }),
+                multiview_mask,
                 ..Default::default()
             });
             pass.set_pipeline(&self.pipeline);
@@ -694,6 +785,17 @@ impl Renderer {
     /// # Errors
     /// [`RenderError::Readback`] when mapping fails.
     pub fn read_rgba(&self) -> Result<Vec<u8>, RenderError> {
+        self.read_layer(0)
+    }
+
+    /// One layer (eye) of the last frame, as [`Self::read_rgba`].
+    ///
+    /// # Errors
+    /// [`RenderError::Readback`] when mapping fails or the layer does not exist.
+    pub fn read_layer(&self, layer: u32) -> Result<Vec<u8>, RenderError> {
+        if layer >= self.views {
+            return Err(RenderError::Readback(format!("no layer {layer}")));
+        }
         let color = self.color.as_ref().ok_or_else(|| {
             RenderError::Readback("this renderer draws into the headset's images".into())
         })?;
@@ -713,7 +815,14 @@ impl Renderer {
                 label: Some("readback"),
             });
         encoder.copy_texture_to_buffer(
-            color.as_image_copy(),
+            wgpu::TexelCopyTextureInfo {
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: 0,
+                    z: layer,
+                },
+                ..color.as_image_copy()
+            },
             wgpu::TexelCopyBufferInfo {
                 buffer: &buffer,
                 layout: wgpu::TexelCopyBufferLayout {

@@ -273,7 +273,7 @@ pub fn run(
         }
         let overlays = overlays(&input, out.vignette);
         let cpu_done = Instant::now();
-        renderer.render(clip, &drawn, &overlays);
+        renderer.render(&[clip], &drawn, &overlays);
         report
             .cpu
             .push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
