@@ -5,6 +5,7 @@
     clippy::unwrap_used,
     clippy::arithmetic_side_effects,
     clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
     reason = "test code"
 )]
 
