@@ -242,6 +242,8 @@ pub fn run(
     }
     let mut wanted = xr::ExtensionSet::default();
     wanted.khr_vulkan_enable2 = true;
+    // Hand tracking: the fallback when the controllers are put down, where the runtime has it.
+    wanted.ext_hand_tracking = available.ext_hand_tracking;
     #[cfg(target_os = "android")]
     {
         wanted.khr_android_create_instance = true;
@@ -304,6 +306,14 @@ pub fn run(
             .create_space(&session, actions.hands[1], xr::Posef::IDENTITY)
             .map_err(err("aim space"))?,
     ];
+    let trackers = if available.ext_hand_tracking {
+        [
+            session.create_hand_tracker(xr::Hand::LEFT).ok(),
+            session.create_hand_tracker(xr::Hand::RIGHT).ok(),
+        ]
+    } else {
+        [None, None]
+    };
     let views = instance
         .enumerate_view_configuration_views(system, VIEW_TYPE)
         .map_err(err("views"))?;
@@ -457,43 +467,72 @@ pub fn run(
             .locate_views(VIEW_TYPE, t, &stage)
             .map_err(err("locate views"))?;
         let mut hands = [None, None];
+        let to_world = |p: Pose| Pose {
+            position: stage_from_tracking.transform_point3(p.position),
+            orientation: Quat::from_mat4(&stage_from_tracking) * p.orientation,
+        };
         for (i, slot) in hands.iter_mut().enumerate() {
             let path = actions.hands[i];
-            let (Ok(grip), Ok(aim)) = (
+            let located_controller = match (
                 grip_spaces[i].locate(&stage, t),
                 aim_spaces[i].locate(&stage, t),
-            ) else {
-                continue;
+            ) {
+                (Ok(grip), Ok(aim))
+                    if grip
+                        .location_flags
+                        .contains(xr::SpaceLocationFlags::POSITION_VALID) =>
+                {
+                    Some((grip, aim))
+                }
+                _ => None,
             };
-            if !grip
-                .location_flags
-                .contains(xr::SpaceLocationFlags::POSITION_VALID)
-            {
-                continue;
-            }
-            let float =
-                |a: &xr::Action<f32>| a.state(&session, path).map_or(0.0, |s| s.current_state);
-            let button =
-                |a: &xr::Action<bool>| a.state(&session, path).is_ok_and(|s| s.current_state);
-            let stick = actions
-                .thumbstick
-                .state(&session, path)
-                .map_or(Vec2::ZERO, |s| {
-                    Vec2::new(s.current_state.x, s.current_state.y)
+            if let Some((grip, aim)) = located_controller {
+                let float =
+                    |a: &xr::Action<f32>| a.state(&session, path).map_or(0.0, |s| s.current_state);
+                let button =
+                    |a: &xr::Action<bool>| a.state(&session, path).is_ok_and(|s| s.current_state);
+                let stick = actions
+                    .thumbstick
+                    .state(&session, path)
+                    .map_or(Vec2::ZERO, |s| {
+                        Vec2::new(s.current_state.x, s.current_state.y)
+                    });
+                *slot = Some(HandInput {
+                    world_from_grip: to_world(pose(grip.pose)),
+                    world_from_aim: to_world(pose(aim.pose)),
+                    trigger: float(&actions.trigger),
+                    grip: float(&actions.grab),
+                    thumbstick: stick,
+                    primary: button(&actions.primary),
+                    secondary: button(&actions.secondary),
                 });
-            let to_world = |p: Pose| Pose {
-                position: stage_from_tracking.transform_point3(p.position),
-                orientation: Quat::from_mat4(&stage_from_tracking) * p.orientation,
-            };
-            *slot = Some(HandInput {
-                world_from_grip: to_world(pose(grip.pose)),
-                world_from_aim: to_world(pose(aim.pose)),
-                trigger: float(&actions.trigger),
-                grip: float(&actions.grab),
-                thumbstick: stick,
-                primary: button(&actions.primary),
-                secondary: button(&actions.secondary),
-            });
+            } else if let Some(tracker) = &trackers[i]
+                && let Ok(Some(joints)) = stage.locate_hand_joints(tracker, t)
+            {
+                // No controller: the tracked hand stands in (pinch selects, fist grabs).
+                let at = |j: xr::HandJoint| {
+                    let p = joints[j.into_raw() as usize].pose;
+                    to_world(pose(p))
+                };
+                let mapped = crate::input::hand_as_controller(&crate::input::HandJoints {
+                    palm: at(xr::HandJoint::PALM),
+                    wrist: at(xr::HandJoint::WRIST).position,
+                    index_knuckle: at(xr::HandJoint::INDEX_PROXIMAL).position,
+                    thumb_tip: at(xr::HandJoint::THUMB_TIP).position,
+                    index_tip: at(xr::HandJoint::INDEX_TIP).position,
+                    middle_tip: at(xr::HandJoint::MIDDLE_TIP).position,
+                    ring_tip: at(xr::HandJoint::RING_TIP).position,
+                });
+                *slot = Some(HandInput {
+                    world_from_grip: mapped.0,
+                    world_from_aim: mapped.1,
+                    trigger: mapped.2,
+                    grip: mapped.3,
+                    thumbstick: Vec2::ZERO,
+                    primary: false,
+                    secondary: false,
+                });
+            }
         }
         let head = located.first().map_or(Pose::IDENTITY, |v| pose(v.pose));
         let input = FrameInput {

@@ -240,6 +240,46 @@ impl Snap {
     }
 }
 
+/// The tracked-hand joints the fallback uses, in world space.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HandJoints {
+    /// `world_from_palm`.
+    pub palm: Pose,
+    /// Wrist position.
+    pub wrist: Vec3,
+    /// Index knuckle (proximal) position.
+    pub index_knuckle: Vec3,
+    /// Thumb tip.
+    pub thumb_tip: Vec3,
+    /// Index tip.
+    pub index_tip: Vec3,
+    /// Middle tip.
+    pub middle_tip: Vec3,
+    /// Ring tip.
+    pub ring_tip: Vec3,
+}
+
+/// Controller-shaped input from a tracked hand (when the controllers are put down): the palm
+/// is the grip, the ray runs from the wrist through the index knuckle, a thumb–index pinch is
+/// the trigger, a fist (middle and ring tips at the palm) is the grip.
+#[must_use]
+pub fn hand_as_controller(j: &HandJoints) -> (Pose, Pose, f32, f32) {
+    let along = (j.index_knuckle - j.wrist).normalize_or(j.palm.forward());
+    let world_from_aim = Pose {
+        position: j.index_knuckle,
+        orientation: Quat::from_rotation_arc(Vec3::NEG_Z, along),
+    };
+    // Pinch: fully pressed at 1.5 cm apart, released beyond 4.5 cm.
+    let pinch = 1.0 - ((j.thumb_tip.distance(j.index_tip) - 0.015) / 0.03).clamp(0.0, 1.0);
+    // Fist: both tips within 5 cm of the palm centre; open beyond 8 cm.
+    let curl = j
+        .middle_tip
+        .distance(j.palm.position)
+        .max(j.ring_tip.distance(j.palm.position));
+    let fist = 1.0 - ((curl - 0.05) / 0.03).clamp(0.0, 1.0);
+    (j.palm, world_from_aim, pinch, fist)
+}
+
 /// `world_from_entity` of a transform.
 #[must_use]
 pub fn matrix(t: &Transform) -> Mat4 {
@@ -418,6 +458,38 @@ mod tests {
             off.apply(Vec3::new(0.13, 0.0, 0.0)),
             (Vec3::new(0.13, 0.0, 0.0), false)
         );
+    }
+
+    #[test]
+    fn a_tracked_hand_pinches_to_select_and_makes_a_fist_to_grab() {
+        let palm = Pose::looking(Vec3::new(0.2, 1.2, -0.3), 0.0, 0.0);
+        let open = HandJoints {
+            palm,
+            wrist: Vec3::new(0.2, 1.2, -0.2),
+            index_knuckle: Vec3::new(0.2, 1.2, -0.35),
+            thumb_tip: Vec3::new(0.15, 1.2, -0.4),
+            index_tip: Vec3::new(0.2, 1.2, -0.45),
+            middle_tip: Vec3::new(0.22, 1.2, -0.46),
+            ring_tip: Vec3::new(0.24, 1.2, -0.45),
+        };
+        let (grip, aim, trigger, fist) = hand_as_controller(&open);
+        assert_eq!(grip, palm);
+        assert!(trigger < 0.01 && fist < 0.01, "open hand: {trigger} {fist}");
+        assert!(
+            (Ray::from_aim(&aim).direction - Vec3::NEG_Z).length() < EPS,
+            "points where the hand points"
+        );
+        let pinch = HandJoints {
+            thumb_tip: open.index_tip + Vec3::new(0.01, 0.0, 0.0),
+            ..open
+        };
+        assert!((hand_as_controller(&pinch).2 - 1.0).abs() < EPS);
+        let closed = HandJoints {
+            middle_tip: palm.position + Vec3::new(0.02, -0.02, 0.0),
+            ring_tip: palm.position + Vec3::new(0.03, -0.02, 0.0),
+            ..open
+        };
+        assert!((hand_as_controller(&closed).3 - 1.0).abs() < EPS);
     }
 
     #[test]
