@@ -389,8 +389,35 @@ impl App {
             |now: Option<HandInput>, prev: Option<HandInput>, f: fn(&HandInput) -> bool| {
                 now.is_some_and(|n| f(&n)) && prev.is_none_or(|p| !f(&p))
             };
+        // The right hand's ray on the off-hand panel: the trigger presses its buttons.
+        let on_panel = match (
+            input.hands[Hand::Left as usize],
+            input.hands[Hand::Right as usize],
+        ) {
+            (Some(l), Some(r)) => crate::ui::panel_pixel(
+                &Ray::from_aim(&r.world_from_aim),
+                &crate::ui::world_from_panel(&l.world_from_grip),
+            )
+            .and_then(|(x, y)| crate::ui::hit(x, y)),
+            _ => None,
+        };
+        if on_panel.is_some() {
+            self.hovered[Hand::Right as usize] = None;
+        }
         for h in [Hand::Left, Hand::Right] {
             let (now, prev) = (input.hands[h as usize], self.prev[h as usize]);
+            if h == Hand::Right
+                && let Some(control) = on_panel
+            {
+                if pressed(now, prev, |i| i.trigger) {
+                    match control {
+                        crate::ui::PanelHit::Tool(t) => self.tool = t,
+                        crate::ui::PanelHit::Color => self.color = (self.color + 1) % PALETTE.len(),
+                    }
+                    out.haptics.push((h, 0.2, 0.01));
+                }
+                continue;
+            }
             // Trigger: select what the ray hits (or paint it with the paint tool).
             if pressed(now, prev, |i| i.trigger) {
                 let hit = self.hovered[h as usize];

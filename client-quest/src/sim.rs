@@ -18,6 +18,7 @@
 //! | `wait synced` / `wait entities N` | run frames until it holds (fails after 2000 frames) |
 //! | `grid N S` | spawn N entities on a grid, the first S spheres (benchmarks) |
 //! | `measure` | start the frame-time statistics here (the report covers what follows) |
+//! | `aim-panel H CONTROL` | point a hand at a panel control (`Cube` … `Paint`, or `color`) |
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ pub enum Step {
     Grid(u32, u32),
     /// Reset the frame-time statistics.
     Measure,
+    /// Point a hand's ray at a panel control (a tool label, or `color`) from 30 cm away.
+    AimPanel(Hand, String),
 }
 
 /// Buttons a script can press.
@@ -142,6 +145,12 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
             Some("frames") => Step::Frames(count(1)?),
             Some("grid") => Step::Grid(count(1)?, count(2)?),
             Some("measure") => Step::Measure,
+            Some("aim-panel") => Step::AimPanel(
+                hand(1)?,
+                w.get(2)
+                    .map(|v| (*v).to_owned())
+                    .ok_or_else(|| bad("expected a control"))?,
+            ),
             Some("wait") => match w.get(1).copied() {
                 Some("synced") => Step::WaitSynced,
                 Some("entities") => Step::WaitEntities(count(2)? as usize),
@@ -215,6 +224,8 @@ pub struct Report {
     pub notices: Vec<String>,
     /// Entities drawn in the last frame.
     pub drawn: usize,
+    /// The panel's tool at the end.
+    pub tool: String,
     #[serde(skip)]
     panel_key: String,
     #[serde(skip)]
@@ -314,6 +325,21 @@ pub fn run(
             Step::Stick(h, v) => dev.hands[h as usize].thumbstick = v,
             Step::Tool(t) => app.tool = t,
             Step::Grid(n, s) => app.spawn_grid(n, s),
+            Step::AimPanel(h, ref control) => {
+                let centre = panel_control_centre(control)
+                    .ok_or_else(|| format!("no panel control {control:?}"))?;
+                let panel =
+                    crate::ui::world_from_panel(&dev.hands[Hand::Left as usize].world_from_grip);
+                let target = panel.transform_point3(centre);
+                let from = target + panel.transform_vector3(Vec3::Z).normalize() * 0.3;
+                let look = glam::Quat::from_rotation_arc(Vec3::NEG_Z, (target - from).normalize());
+                let pose = Pose {
+                    position: from,
+                    orientation: look,
+                };
+                dev.hands[h as usize].world_from_grip = pose;
+                dev.hands[h as usize].world_from_aim = pose;
+            }
             Step::Measure => {
                 report.cpu.clear();
                 report.gpu.clear();
@@ -373,6 +399,7 @@ pub fn run(
     report.cpu_ms = percentiles(&mut cpu);
     report.render_ms = percentiles(&mut gpu);
     report.notices.clone_from(&app.notices);
+    report.tool = format!("{:?}", app.tool);
     Ok(report)
 }
 
@@ -394,22 +421,32 @@ fn percentiles(v: &mut [f64]) -> [f64; 3] {
     [at(0.5), at(0.99), at(1.0)]
 }
 
+/// A panel control's centre in the panel quad's frame (unit square, Y up).
+fn panel_control_centre(control: &str) -> Option<Vec3> {
+    #[allow(clippy::cast_precision_loss, reason = "panel pixels")]
+    let at = |x: u32, y: u32| {
+        Vec3::new(
+            x as f32 / crate::ui::WIDTH as f32 - 0.5,
+            0.5 - y as f32 / crate::ui::HEIGHT as f32,
+            0.0,
+        )
+    };
+    if control == "color" {
+        return Some(at(240, 120));
+    }
+    let i = crate::ui::TOOLS
+        .iter()
+        .position(|(_, label)| label.eq_ignore_ascii_case(control))?;
+    let (col, row) = (u32::try_from(i % 3).ok()?, u32::try_from(i / 3).ok()?);
+    Some(at(8 + col * 124 + 60, 32 + row * 36 + 16))
+}
+
 /// Where the panel and the vignette go: the panel above the left grip, tilted towards the
 /// eye; the vignette just in front of the head while something is being moved.
 #[must_use]
 pub fn overlays(input: &FrameInput, vignette: bool) -> crate::render::Overlays {
-    #[allow(clippy::cast_precision_loss, reason = "image sizes")]
-    let aspect = crate::ui::HEIGHT as f32 / crate::ui::WIDTH as f32;
-    let panel = input.hands[Hand::Left as usize].map(|h| {
-        h.world_from_grip.matrix()
-            * Mat4::from_translation(Vec3::new(0.0, 0.1, -0.05))
-            * Mat4::from_rotation_x(-0.6)
-            * Mat4::from_scale(Vec3::new(
-                crate::ui::WIDTH_M,
-                crate::ui::WIDTH_M * aspect,
-                1.0,
-            ))
-    });
+    let panel =
+        input.hands[Hand::Left as usize].map(|h| crate::ui::world_from_panel(&h.world_from_grip));
     let vignette = vignette.then(|| {
         input.stage_from_head.matrix()
             * Mat4::from_translation(Vec3::new(0.0, 0.0, -0.06))

@@ -10,9 +10,11 @@
 )]
 
 use font8x8::UnicodeFonts as _;
+use glam::{Mat4, Vec3};
 use meshwork_protocol::command::Primitive;
 
 use crate::app::{App, PALETTE, Tool};
+use crate::input::{Pose, Ray};
 
 /// Panel image size.
 pub const WIDTH: u32 = 384;
@@ -30,6 +32,62 @@ pub const TOOLS: [(Tool, &str); 6] = [
     (Tool::Add(Primitive::Sphere), "Sphere"),
     (Tool::Paint, "Paint"),
 ];
+
+/// Where the panel floats: above the off hand's grip, tilted towards the eye. The quad is the
+/// unit square in its XY plane, scaled to the panel's size.
+#[must_use]
+pub fn world_from_panel(world_from_left_grip: &Pose) -> Mat4 {
+    #[allow(clippy::cast_precision_loss, reason = "image sizes")]
+    let aspect = HEIGHT as f32 / WIDTH as f32;
+    world_from_left_grip.matrix()
+        * Mat4::from_translation(Vec3::new(0.0, 0.1, -0.05))
+        * Mat4::from_rotation_x(-0.6)
+        * Mat4::from_scale(Vec3::new(WIDTH_M, WIDTH_M * aspect, 1.0))
+}
+
+/// What a pointer pressed on the panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelHit {
+    /// A tool button.
+    Tool(Tool),
+    /// The colour swatch (next colour).
+    Color,
+}
+
+/// Where `ray` meets the panel, in panel pixels, if it does (front or back).
+#[must_use]
+pub fn panel_pixel(ray: &Ray, world_from_panel: &Mat4) -> Option<(u32, u32)> {
+    let panel_from_world = world_from_panel.inverse();
+    let o = panel_from_world.transform_point3(ray.origin);
+    let d = panel_from_world.transform_vector3(ray.direction);
+    if d.z.abs() < 1e-6 {
+        return None;
+    }
+    let t = -o.z / d.z;
+    if t < 0.0 {
+        return None;
+    }
+    let p = o + d * t;
+    if p.x.abs() > 0.5 || p.y.abs() > 0.5 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss, reason = "image sizes")]
+    let (x, y) = ((p.x + 0.5) * WIDTH as f32, (0.5 - p.y) * HEIGHT as f32);
+    Some((x as u32, y as u32))
+}
+
+/// The control at a panel pixel (the layout [`draw`] paints).
+#[must_use]
+pub fn hit(x: u32, y: u32) -> Option<PanelHit> {
+    for (i, (tool, _)) in TOOLS.iter().enumerate() {
+        let (col, row) = ((i % 3) as u32, (i / 3) as u32);
+        let (bx, by) = (8 + col * 124, 32 + row * 36);
+        if (bx..bx + 120).contains(&x) && (by..by + 32).contains(&y) {
+            return Some(PanelHit::Tool(*tool));
+        }
+    }
+    ((104..376).contains(&x) && (108..132).contains(&y)).then_some(PanelHit::Color)
+}
 
 /// An RGBA8 (sRGB) image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,5 +276,39 @@ mod tests {
             inspector_lines(&app),
             vec!["Nothing selected".to_owned(), "Joining".to_owned()]
         );
+    }
+
+    #[test]
+    fn a_ray_from_the_other_hand_hits_the_panel_buttons() {
+        use glam::Vec3;
+        let left = Pose::looking(Vec3::new(-0.2, 1.2, -0.3), 0.0, 0.0);
+        let panel = world_from_panel(&left);
+        // Aim at the centre of the "Sphere" button (index 4) from 40 cm in front of it.
+        #[allow(clippy::cast_precision_loss, reason = "image sizes")]
+        let (u, v) = (
+            (8.0 + 124.0 + 60.0) / WIDTH as f32,
+            (32.0 + 36.0 + 16.0) / HEIGHT as f32,
+        );
+        let target = panel.transform_point3(Vec3::new(u - 0.5, 0.5 - v, 0.0));
+        let normal = panel.transform_vector3(Vec3::Z).normalize();
+        let from = target + normal * 0.4;
+        let ray = Ray {
+            origin: from,
+            direction: (target - from).normalize(),
+        };
+        let (x, y) =
+            panel_pixel(&ray, &panel).unwrap_or_else(|| unreachable!("aimed at the panel"));
+        assert_eq!(
+            hit(x, y),
+            Some(PanelHit::Tool(Tool::Add(Primitive::Sphere)))
+        );
+        // The swatch cycles the colour; empty panel space does nothing; away misses.
+        assert_eq!(hit(200, 120), Some(PanelHit::Color));
+        assert_eq!(hit(200, 230), None);
+        let away = Ray {
+            origin: from,
+            direction: -ray.direction,
+        };
+        assert_eq!(panel_pixel(&away, &panel), None);
     }
 }

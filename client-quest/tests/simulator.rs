@@ -119,6 +119,10 @@ async fn a_scripted_controller_edits_with_a_native_client() {
         "{ids:?}"
     );
     assert!(report.haptics > 0, "adds and grabs pulse the controller");
+    assert_eq!(
+        report.tool, "Add(Cylinder)",
+        "the panel's button switched the tool"
+    );
     assert!(report.notices.is_empty(), "{:?}", report.notices);
     // Same state everywhere: simulator, native client, server.
     let end = Instant::now() + Duration::from_secs(10);
