@@ -233,35 +233,10 @@ pub fn run(
     ticket: &JoinTicket,
     seed: [u8; 32],
 ) -> Result<(), String> {
-    // SAFETY: opens the platform's OpenXR loader (see `xr::probe_with`).
-    let entry =
-        unsafe { xr::Entry::load(platform) }.map_err(|e| format!("no OpenXR loader: {e}"))?;
-    let available = entry.enumerate_extensions().map_err(err("extensions"))?;
+    let (instance, available) = crate::xr::create_instance(platform)?;
     if !available.khr_vulkan_enable2 {
         return Err("the OpenXR runtime lacks XR_KHR_vulkan_enable2".into());
     }
-    let mut wanted = xr::ExtensionSet::default();
-    wanted.khr_vulkan_enable2 = true;
-    // Hand tracking: the fallback when the controllers are put down, where the runtime has it.
-    wanted.ext_hand_tracking = available.ext_hand_tracking;
-    #[cfg(target_os = "android")]
-    {
-        wanted.khr_android_create_instance = true;
-    }
-    let instance = entry
-        .create_instance(
-            &xr::ApplicationInfo {
-                application_name: "Meshwork",
-                application_version: 1,
-                engine_name: "meshwork-quest",
-                engine_version: 1,
-                api_version: xr::Version::new(1, 0, 0),
-            },
-            &wanted,
-            &[],
-            platform,
-        )
-        .map_err(err("OpenXR instance"))?;
     let system = instance
         .system(xr::FormFactor::HEAD_MOUNTED_DISPLAY)
         .map_err(err("no headset"))?;

@@ -173,12 +173,15 @@ pub fn probe() -> Result<Probe, String> {
     probe_with(&())
 }
 
-/// [`probe`] with the platform's information (on Android: the Java VM and the activity, which
-/// the loader and `XR_KHR_android_create_instance` need).
+/// Loads the OpenXR loader and creates the instance with what the app uses where the runtime
+/// has it: `XR_KHR_vulkan_enable2`, `XR_EXT_hand_tracking` (the fallback when controllers are
+/// put down) and, on Android, `XR_KHR_android_create_instance`. Returns what was available.
 ///
 /// # Errors
-/// As [`probe`].
-pub fn probe_with(platform: &(impl xr::PlatformInfo + ?Sized)) -> Result<Probe, String> {
+/// No loader, or the runtime refused the instance.
+pub fn create_instance(
+    platform: &(impl xr::PlatformInfo + ?Sized),
+) -> Result<(xr::Instance, xr::ExtensionSet), String> {
     // SAFETY: `Entry::load` opens the platform's OpenXR loader (`libopenxr_loader.so`), which
     // the OpenXR specification defines; on the headset it is the vendor's conformant loader.
     #[allow(
@@ -209,6 +212,16 @@ pub fn probe_with(platform: &(impl xr::PlatformInfo + ?Sized)) -> Result<Probe, 
             platform,
         )
         .map_err(|e| format!("OpenXR instance: {e}"))?;
+    Ok((instance, available))
+}
+
+/// [`probe`] with the platform's information (on Android: the Java VM and the activity, which
+/// the loader and `XR_KHR_android_create_instance` need).
+///
+/// # Errors
+/// As [`probe`].
+pub fn probe_with(platform: &(impl xr::PlatformInfo + ?Sized)) -> Result<Probe, String> {
+    let (instance, available) = create_instance(platform)?;
     let props = instance.properties().map_err(|e| e.to_string())?;
     instance
         .system(xr::FormFactor::HEAD_MOUNTED_DISPLAY)
