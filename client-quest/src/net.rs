@@ -4,7 +4,6 @@
 //! frames over and polls what arrived, through channels.
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -112,7 +111,7 @@ async fn run(
     mut out: mpsc::UnboundedReceiver<(bool, Vec<u8>)>,
     events: std_mpsc::Sender<NetEvent>,
 ) -> String {
-    let endpoint = match endpoint(addr, pin) {
+    let endpoint = match meshwork_quic_pin::endpoint(addr, pin) {
         Ok(e) => e,
         Err(e) => return e,
     };
@@ -188,96 +187,4 @@ async fn run(
     datagrams.abort();
     endpoint.wait_idle().await;
     reason
-}
-
-fn endpoint(server: SocketAddr, pin: [u8; 32]) -> Result<quinn::Endpoint, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            sha256: pin,
-            provider,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"meshwork/1".to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    config.transport_config(Arc::new(transport));
-    let bind = SocketAddr::new(
-        if server.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        },
-        0,
-    );
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
-}
-
-/// Accepts exactly the certificate whose SHA-256 the ticket carries (signatures still checked).
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use sha2::Digest as _;
-        if sha2::Sha256::digest(end_entity.as_ref()).as_slice() == self.sha256 {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the server's certificate is not the one the invite names".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -22,7 +22,6 @@ use meshwork_protocol::wire::{
 use meshwork_protocol::{
     AuthorId, Command, CommandId, Ed25519Signer, EntryBody, PROTOCOL_VERSION, Role, SignedEntry,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// Why a client operation failed.
@@ -48,67 +47,6 @@ pub enum ClientError {
     Unexpected(String),
 }
 
-/// Accepts exactly the certificate whose SHA-256 the ticket names (self-signed by default).
-#[derive(Debug)]
-struct PinnedCert {
-    sha256: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.sha256 {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "server certificate does not match the ticket's fingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A QUIC client endpoint that pins `cert_sha256`.
 ///
 /// # Errors
@@ -117,47 +55,7 @@ pub fn client_endpoint(
     server: SocketAddr,
     cert_sha256: [u8; 32],
 ) -> Result<quinn::Endpoint, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ClientError::Connection(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert {
-            sha256: cert_sha256,
-            provider,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"meshwork/1".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| ClientError::Connection(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    config.transport_config(Arc::new(transport));
-    let bind: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    }
-    .parse()
-    .map_err(|_| ClientError::Address(server.to_string()))?;
-    let bind = if server.ip().is_loopback() {
-        bind
-    } else {
-        SocketAddr::new(unspecified(server), 0)
-    };
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|e| ClientError::Connection(e.to_string()))?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
-}
-
-fn unspecified(addr: SocketAddr) -> std::net::IpAddr {
-    if addr.is_ipv4() {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv6Addr::UNSPECIFIED.into()
-    }
+    meshwork_quic_pin::endpoint(server, cert_sha256).map_err(ClientError::Connection)
 }
 
 /// What the client has seen of the session.
