@@ -592,6 +592,7 @@ export class Editor {
         hash: this.session.conn.state_hash(),
         backend: this.viewport.backend,
         resolutionScale: this.viewport.resolutionScale,
+        previews: this.previews.size,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
       /** Render every frame (benchmarks) instead of on change. */

@@ -139,16 +139,8 @@ async fn verify_log_names_a_flipped_byte_and_backups_restore_clean() {
 
     // And a server refuses to start on it rather than serve a history it cannot prove.
     let start = Process::new(BIN)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--quic-addr",
-            "127.0.0.1:0",
-            "--rtc-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(meshwork_testkit::server_process::LOOPBACK_SERVE)
+        .arg("--data-dir")
         .arg(&data)
         .output()
         .unwrap();

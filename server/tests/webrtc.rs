@@ -32,37 +32,16 @@ async fn a_rust_webrtc_client_joins_submits_and_receives_the_log() {
     let server = ServerProcess::start(BIN, &data, &[]);
     let ticket = server.ticket(BIN, &data, "editor");
 
-    let mut a = RtcClient::join(
-        server.http,
-        &RtcOptions::default(),
-        random_signer(),
-        ticket.invite.clone(),
-    )
-    .await
-    .unwrap();
+    let mut a = RtcClient::join_synced(server.http, &ticket.invite)
+        .await
+        .expect("joined over WebRTC");
     assert!(
         a.offer_sdp.contains("a=candidate"),
         "the offer carried its candidates (non-trickle)"
     );
-    assert!(
-        a.pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
-            .await
-            .unwrap(),
-        "joined over WebRTC"
-    );
-    let mut b = RtcClient::join(
-        server.http,
-        &RtcOptions::default(),
-        random_signer(),
-        ticket.invite.clone(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        b.pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
-            .await
-            .unwrap()
-    );
+    let mut b = RtcClient::join_synced(server.http, &ticket.invite)
+        .await
+        .unwrap();
 
     // A submits signed commands; both see them applied in the replicated log.
     let author = a.conn.author().unwrap();
@@ -311,12 +290,9 @@ async fn bad_input_over_webrtc_gets_an_error_and_a_metric_and_no_stuck_peer() {
     .await;
 
     // And the server still serves WebRTC.
-    let mut good = join().await.unwrap();
-    assert!(
-        good.pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
-            .await
-            .unwrap()
-    );
+    RtcClient::join_synced(server.http, &ticket.invite)
+        .await
+        .expect("a new peer joins after the bad ones");
     let healthz = http::get(server.http, "/healthz").await.unwrap();
     assert_eq!(healthz.status, 200);
 }
@@ -498,21 +474,9 @@ async fn a_peer_that_signals_but_never_connects_is_dropped() {
         ),
         Some(1.0)
     );
-    let mut joined = RtcClient::join(
-        server.http,
-        &RtcOptions::default(),
-        random_signer(),
-        ticket.invite.clone(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        joined
-            .pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
-            .await
-            .unwrap(),
-        "room again once they are gone"
-    );
+    RtcClient::join_synced(server.http, &ticket.invite)
+        .await
+        .expect("room again once they are gone");
     for c in abandoned {
         c.close().await;
     }

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use meshwork_testkit::rtc::{RtcClient, RtcOptions};
+use meshwork_testkit::http;
+use meshwork_testkit::rtc::RtcClient;
 use meshwork_testkit::server_process::ServerProcess;
-use meshwork_testkit::{http, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 
@@ -53,20 +53,9 @@ async fn drained(server: &ServerProcess) {
 
 async fn cycles(server: &ServerProcess, invite: &meshwork_protocol::wire::Invite, n: usize) {
     for i in 0..n {
-        let mut c = RtcClient::join(
-            server.http,
-            &RtcOptions::default(),
-            random_signer(),
-            invite.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
-        assert!(
-            c.pump_until(Duration::from_secs(10), |c| c.conn.replica().is_synced())
-                .await
-                .unwrap(),
-            "cycle {i}: never joined"
-        );
+        let c = RtcClient::join_synced(server.http, invite)
+            .await
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         c.close().await;
     }
     drained(server).await;

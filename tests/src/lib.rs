@@ -715,6 +715,17 @@ pub mod server_process {
 
     use meshwork_protocol::wire::JoinTicket;
 
+    /// `serve` with every listener on a loopback port the OS picks (tests never use fixed ports).
+    pub const LOOPBACK_SERVE: [&str; 7] = [
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--quic-addr",
+        "127.0.0.1:0",
+        "--rtc-addr",
+        "127.0.0.1:0",
+    ];
+
     /// A running server process; killed and reaped on drop.
     #[derive(Debug)]
     pub struct ServerProcess {
@@ -753,15 +764,7 @@ pub mod server_process {
             env: &[(&str, &str)],
         ) -> Self {
             let mut child = Command::new(bin)
-                .args([
-                    "serve",
-                    "--http-addr",
-                    "127.0.0.1:0",
-                    "--quic-addr",
-                    "127.0.0.1:0",
-                    "--rtc-addr",
-                    "127.0.0.1:0",
-                ])
+                .args(LOOPBACK_SERVE)
                 .args(extra)
                 .arg("--data-dir")
                 .arg(data)

@@ -281,6 +281,27 @@ impl RtcClient {
         Ok(c)
     }
 
+    /// Joins with default options and a fresh key, and waits (≤ 10 s) until the replica holds
+    /// the session's snapshot.
+    ///
+    /// # Errors
+    /// As [`Self::join`], or [`RtcError::Timeout`] when the snapshot does not arrive.
+    pub async fn join_synced(http: SocketAddr, invite: &Invite) -> Result<Self, RtcError> {
+        let wait = Duration::from_secs(10);
+        let mut c = Self::join(
+            http,
+            &RtcOptions::default(),
+            crate::random_signer(),
+            invite.clone(),
+        )
+        .await?;
+        if c.pump_until(wait, |c| c.conn.replica().is_synced()).await? {
+            Ok(c)
+        } else {
+            Err(RtcError::Timeout(wait))
+        }
+    }
+
     fn lane(&mut self, lane: Lane) {
         match lane {
             Lane::Log(bytes) => {
