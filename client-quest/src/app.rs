@@ -551,7 +551,7 @@ impl App {
                         self.replica_transform(g.entity),
                     )
                 {
-                    let cmds = input::deltas(g.entity, &from, &to);
+                    let cmds = meshwork_protocol::scene::transform_commands(g.entity, &from, &to);
                     if cmds.is_empty() {
                         self.previews.remove(&g.entity);
                     } else {

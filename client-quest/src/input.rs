@@ -286,38 +286,10 @@ pub fn matrix(t: &Transform) -> Mat4 {
     Mat4::from_scale_rotation_translation(t.scale, t.rotation, t.translation)
 }
 
-/// The commands' deltas that take an entity from `from` to `to`: translation, rotation applied
-/// on the left (`to.rotation = delta * from.rotation`), per-axis scale factors. Zero parts are
-/// left out.
-#[must_use]
-pub fn deltas(
-    entity: EntityId,
-    from: &Transform,
-    to: &Transform,
-) -> Vec<meshwork_protocol::Command> {
-    use meshwork_protocol::Command;
-    let mut out = Vec::new();
-    let d = to.translation - from.translation;
-    if d.length_squared() > 1e-12 {
-        out.push(Command::Translate { entity, delta: d });
-    }
-    let r = (to.rotation * from.rotation.inverse()).normalize();
-    let r = if r.w < 0.0 { -r } else { r };
-    if (r.w - 1.0).abs() > 1e-6 {
-        out.push(Command::Rotate { entity, delta: r });
-    }
-    let f = to.scale / from.scale;
-    if f.is_finite() && f.min_element() > 0.0 && (f - Vec3::ONE).abs().max_element() > 1e-6 {
-        out.push(Command::Scale { entity, factor: f });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use meshwork_protocol::Command;
     use meshwork_protocol::ids::AuthorId;
 
     const EPS: f32 = 1e-4;
@@ -490,35 +462,5 @@ mod tests {
             ..open
         };
         assert!((hand_as_controller(&closed).3 - 1.0).abs() < EPS);
-    }
-
-    #[test]
-    fn deltas_take_an_entity_from_one_transform_to_another() {
-        let e = EntityId::new(AuthorId(3), 1);
-        let from = Transform {
-            translation: Vec3::new(1.0, 0.0, 0.0),
-            rotation: Quat::from_rotation_x(0.3),
-            scale: Vec3::new(1.0, 2.0, 1.0),
-        };
-        let to = Transform {
-            translation: Vec3::new(1.5, 0.0, 0.0),
-            rotation: Quat::from_rotation_y(0.5) * Quat::from_rotation_x(0.3),
-            scale: Vec3::new(2.0, 2.0, 1.0),
-        };
-        let cmds = deltas(e, &from, &to);
-        assert_eq!(cmds.len(), 3);
-        let mut scene_side = from;
-        for c in &cmds {
-            match c {
-                Command::Translate { delta, .. } => scene_side.translation += *delta,
-                Command::Rotate { delta, .. } => scene_side.rotation = *delta * scene_side.rotation,
-                Command::Scale { factor, .. } => scene_side.scale *= *factor,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert!((scene_side.translation - to.translation).length() < EPS);
-        assert!(scene_side.rotation.angle_between(to.rotation) < 1e-3);
-        assert!((scene_side.scale - to.scale).length() < EPS);
-        assert!(deltas(e, &from, &from).is_empty());
     }
 }

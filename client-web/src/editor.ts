@@ -2,7 +2,7 @@
 // viewport, and the session. Every edit becomes signed commands; the replica (server order)
 // decides what is shown, with local previews for drags until the server has spoken.
 
-import { Session, ticketRole, type SessionEvent } from './session';
+import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
 import {
   Previews,
@@ -23,7 +23,6 @@ import {
   readOnlyReason,
   refusalText,
   shortcut,
-  transformCommands,
   trim,
   type Command,
   type EntityView,

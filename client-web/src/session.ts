@@ -1,9 +1,9 @@
 // The editor's connection to one session: the wasm protocol client (handshake, signing, replica)
 // fed by a transport. Emits typed events; the UI never parses frames.
 
-import init, { Connection, ticket_role, ticket_session } from '../pkg/meshwork_wasm.js';
+import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
 import { connect, type Transport, type TransportKind } from './net';
-import type { Command, PresenceEvent, Role, SceneView } from './state';
+import type { Command, PresenceEvent, Role, SceneView, Transform } from './state';
 
 export type SessionEvent =
   | { type: 'joined'; author: number; role: Role }
@@ -31,6 +31,14 @@ export function ticketSession(ticket: string): string | null {
 
 export function ticketRole(ticket: string): Role | null {
   return (ticket_role(ticket) as Role | undefined) ?? null;
+}
+
+/**
+ * The commands that take `entity` from one transform to another: the protocol's rule (rotation
+ * composed on the left, per-axis scale), so absolute edits compose like any delta.
+ */
+export function transformCommands(entity: number, from: Transform, to: Transform): Command[] {
+  return JSON.parse(transform_commands(entity, JSON.stringify(from), JSON.stringify(to))) as Command[];
 }
 
 export class Session {

@@ -15,12 +15,10 @@ import {
   perSecond,
   presentPeople,
   quatFromEulerDeg,
-  quatMul,
   readOnlyReason,
   refusalText,
   shortcut,
   ticketFromPaste,
-  transformCommands,
   type Person,
   type Transform,
 } from './state';
@@ -124,32 +122,7 @@ describe('local previews', () => {
   });
 });
 
-describe('transform edits', () => {
-  it('turns an absolute edit into deltas', () => {
-    const from: Transform = { translation: [1, 2, 3], rotation: [0, 0, 0, 1], scale: [1, 2, 1] };
-    const to: Transform = {
-      translation: [1.5, 2, 3],
-      rotation: quatFromEulerDeg([0, 90, 0]),
-      scale: [2, 2, 1],
-    };
-    const cmds = transformCommands(9, from, to);
-    expect(cmds).toHaveLength(3);
-    expect(cmds[0]).toEqual({ Translate: { entity: 9, delta: [0.5, 0, 0] } });
-    const rot = (cmds[1] as { Rotate: { delta: number[] } }).Rotate.delta;
-    expect(eulerDegFromQuat(rot as [number, number, number, number])[1]).toBeCloseTo(90, 4);
-    expect(cmds[2]).toEqual({ Scale: { entity: 9, factor: [2, 1, 1] } });
-  });
-
-  it('composes a rotation delta on the left and sends nothing for no change', () => {
-    const from: Transform = { ...ID, rotation: quatFromEulerDeg([30, 0, 0]) };
-    const to: Transform = { ...ID, rotation: quatFromEulerDeg([30, 45, 10]) };
-    const [cmd] = transformCommands(1, from, to);
-    const delta = (cmd as { Rotate: { delta: [number, number, number, number] } }).Rotate.delta;
-    const composed = quatMul(delta, from.rotation);
-    to.rotation.forEach((v, i) => expect(Math.abs(composed[i])).toBeCloseTo(Math.abs(v), 6));
-    expect(transformCommands(1, from, from)).toEqual([]);
-  });
-
+describe('Euler angles', () => {
   it('round-trips Euler angles', () => {
     const e: [number, number, number] = [10, -20, 30];
     eulerDegFromQuat(quatFromEulerDeg(e)).forEach((v, i) => expect(v).toBeCloseTo(e[i], 6));

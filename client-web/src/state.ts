@@ -223,30 +223,8 @@ export class Previews {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Transform edits → commands. The vocabulary has deltas only (translate, rotate, scale), so an
-// absolute edit (inspector field, gizmo release) becomes the deltas from the current value.
-
-const EPS = 1e-6;
-
-export function quatMul(a: Quat, b: Quat): Quat {
-  const [ax, ay, az, aw] = a;
-  const [bx, by, bz, bw] = b;
-  return [
-    aw * bx + ax * bw + ay * bz - az * by,
-    aw * by - ax * bz + ay * bw + az * bx,
-    aw * bz + ax * by - ay * bx + az * bw,
-    aw * bw - ax * bx - ay * by - az * bz,
-  ];
-}
-
-export function quatNormalize(q: Quat): Quat {
-  const n = Math.hypot(...q);
-  return n > 0 ? [q[0] / n, q[1] / n, q[2] / n, q[3] / n] : [0, 0, 0, 1];
-}
-
-export function quatConjugate(q: Quat): Quat {
-  return [-q[0], -q[1], -q[2], q[3]];
-}
+// Rotations in the inspector are Euler angles. (Absolute edits become delta commands through
+// the protocol's own rule: `transform_commands` in the wasm package.)
 
 /** Euler angles in degrees (XYZ order, as three.js uses) to a quaternion. */
 export function quatFromEulerDeg([x, y, z]: Vec3): Quat {
@@ -285,29 +263,6 @@ export function eulerDegFromQuat([x, y, z, w]: Quat): Vec3 {
 }
 
 export type Command = Record<string, unknown>;
-
-/**
- * Commands that take `entity` from `from` to `to`: a translation delta, a rotation delta
- * (applied on the left: `to = delta * from`) and per-axis scale factors. Unchanged parts give
- * no command.
- */
-export function transformCommands(entity: number, from: Transform, to: Transform): Command[] {
-  const out: Command[] = [];
-  const delta: Vec3 = [
-    to.translation[0] - from.translation[0],
-    to.translation[1] - from.translation[1],
-    to.translation[2] - from.translation[2],
-  ];
-  if (delta.some((d) => Math.abs(d) > EPS)) out.push({ Translate: { entity, delta } });
-  const r = quatNormalize(quatMul(quatNormalize(to.rotation), quatConjugate(quatNormalize(from.rotation))));
-  const rot: Quat = r[3] < 0 ? [-r[0], -r[1], -r[2], -r[3]] : r;
-  if (Math.abs(rot[3] - 1) > EPS) out.push({ Rotate: { entity, delta: rot } });
-  const factor: Vec3 = [0, 1, 2].map((i) => to.scale[i] / from.scale[i]) as Vec3;
-  if (factor.every((f) => Number.isFinite(f) && f > 0) && factor.some((f) => Math.abs(f - 1) > EPS)) {
-    out.push({ Scale: { entity, factor } });
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Entity ids: (author << 32) | counter. New ids continue after every own id ever seen here.

@@ -24,7 +24,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use glam::{Mat4, Vec4};
+use glam::{Mat4, Vec3, Vec4};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -183,6 +183,33 @@ pub struct RenderEntity {
     pub color: [f32; 4],
     /// Triangles.
     pub mesh: RenderMesh,
+}
+
+/// The commands that take an entity from `from` to `to`, in the order and with the composition
+/// [`Scene::apply`] uses: a translation delta, a rotation delta applied on the left
+/// (`to.rotation = delta * from.rotation`), per-axis scale factors. Parts that do not change
+/// give no command. Clients turn absolute edits (an inspector field, a released gizmo or grab)
+/// into commands with this, so they compose like every other delta in the server's order.
+#[must_use]
+pub fn transform_commands(entity: EntityId, from: &Transform, to: &Transform) -> Vec<Command> {
+    let mut out = Vec::new();
+    let delta = to.translation - from.translation;
+    if delta.length_squared() > 1e-12 {
+        out.push(Command::Translate { entity, delta });
+    }
+    let r = (to.rotation * from.rotation.inverse()).normalize();
+    let r = if r.w < 0.0 { -r } else { r };
+    if (r.w - 1.0).abs() > 1e-6 {
+        out.push(Command::Rotate { entity, delta: r });
+    }
+    let factor = to.scale / from.scale;
+    if factor.is_finite()
+        && factor.min_element() > 0.0
+        && (factor - Vec3::ONE).abs().max_element() > 1e-6
+    {
+        out.push(Command::Scale { entity, factor });
+    }
+    out
 }
 
 impl Scene {
@@ -585,5 +612,48 @@ mod tests {
             "translation in the last column"
         );
         assert!(Scene::decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn transform_commands_reach_the_target_through_apply() {
+        let author = AuthorId(3);
+        let e = EntityId::new(author, 1);
+        let from = Transform {
+            translation: Vec3::new(1.0, 0.0, 0.0),
+            rotation: Quat::from_rotation_x(0.3),
+            scale: Vec3::new(1.0, 2.0, 1.0),
+        };
+        let to = Transform {
+            translation: Vec3::new(1.5, 0.0, -2.0),
+            rotation: Quat::from_rotation_y(0.5) * Quat::from_rotation_x(0.3),
+            scale: Vec3::new(2.0, 2.0, 0.5),
+        };
+        let mut scene = Scene::new();
+        let mut lamport = 1;
+        let mut apply = |scene: &mut Scene, c: &Command| {
+            scene.apply(CommandId { lamport, author }, author, c);
+            lamport += 1;
+        };
+        apply(
+            &mut scene,
+            &Command::Spawn {
+                entity: e,
+                primitive: Primitive::Cube,
+                transform: from,
+            },
+        );
+        let cmds = transform_commands(e, &from, &to);
+        assert_eq!(cmds.len(), 3);
+        for c in &cmds {
+            apply(&mut scene, c);
+        }
+        let got = scene.entities[&e].transform;
+        assert!((got.translation - to.translation).length() < 1e-5);
+        assert!(got.rotation.angle_between(to.rotation) < 1e-4);
+        assert!((got.scale - to.scale).length() < 1e-5);
+        assert!(
+            transform_commands(e, &from, &from).is_empty(),
+            "no change, no command"
+        );
     }
 }

@@ -390,6 +390,29 @@ impl Connection {
     }
 }
 
+/// The commands that take `entity` from one transform to another (JSON `{translation: [x, y,
+/// z], rotation: [x, y, z, w], scale: [x, y, z]}` each), as a JSON array for
+/// `submit_batch_json`: the protocol's own rule (`scene::transform_commands`), so absolute edits
+/// in the editor compose exactly like every other delta.
+///
+/// # Errors
+/// JSON that is not a transform.
+#[wasm_bindgen]
+pub fn transform_commands(entity: f64, from: &str, to: &str) -> Result<String, JsError> {
+    let from: meshwork_protocol::command::Transform = serde_json::from_str(from).map_err(err)?;
+    let to: meshwork_protocol::command::Transform = serde_json::from_str(to).map_err(err)?;
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "entity ids come from scene_json, exact below 2^53"
+    )]
+    let entity = EntityId(entity as u64);
+    serde_json::to_string(&meshwork_protocol::scene::transform_commands(
+        entity, &from, &to,
+    ))
+    .map_err(err)
+}
+
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
 /// page needs it to choose the WebRTC / WebSocket endpoint before joining.
 #[wasm_bindgen]
