@@ -7,6 +7,7 @@
 use glam::{Quat, Vec3, Vec4};
 use serde::{Deserialize, Serialize};
 
+use crate::editmesh::{Axis, EdgeKey, FaceKey, VertexKey};
 use crate::ids::{AuthorId, EntityId, ToolId};
 
 /// Largest coordinate magnitude accepted anywhere in a payload, in metres. Beyond this, f32
@@ -18,6 +19,14 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_SELECTION: usize = 1024;
 /// Most cuts one face subdivision may ask for.
 pub const MAX_SUBDIVISION_CUTS: u8 = 8;
+/// Most elements one mesh command may name (a 1 MiB frame holds about 58k vertex moves).
+pub const MAX_ELEMENTS: usize = 16_384;
+/// Most corners of one created face.
+pub const MAX_FACE_CORNERS: usize = 1024;
+/// Most Catmull–Clark levels in one command.
+pub const MAX_SMOOTH_LEVELS: u8 = 3;
+/// Largest grid step for snapping, in metres.
+pub const MAX_SNAP_M: f32 = 1.0e3;
 /// Scale factors must lie within `[1/MAX_SCALE_FACTOR, MAX_SCALE_FACTOR]` per axis.
 pub const MAX_SCALE_FACTOR: f32 = 1.0e3;
 
@@ -181,6 +190,120 @@ pub enum Command {
         /// New name, at most [`MAX_NAME_BYTES`].
         name: String,
     },
+    /// Set absolute positions of vertices, in entity space (last-write-wins per vertex).
+    MoveVertices {
+        /// Target entity.
+        entity: EntityId,
+        /// Vertex and its new position, at most [`MAX_ELEMENTS`].
+        moves: Vec<(VertexKey, Vec3)>,
+    },
+    /// Create a face over existing vertices, counter-clockwise seen from outside.
+    CreateFace {
+        /// Target entity.
+        entity: EntityId,
+        /// Corners, 3..=[`MAX_FACE_CORNERS`].
+        vertices: Vec<VertexKey>,
+    },
+    /// Delete vertices, edges and faces, with the faces that use them.
+    DeleteElements {
+        /// Target entity.
+        entity: EntityId,
+        /// Vertices to delete.
+        vertices: Vec<VertexKey>,
+        /// Edges to delete.
+        edges: Vec<EdgeKey>,
+        /// Faces to delete.
+        faces: Vec<FaceKey>,
+    },
+    /// Extrude faces; each edge-connected region moves as one.
+    ExtrudeFaces {
+        /// Target entity.
+        entity: EntityId,
+        /// Faces to extrude.
+        faces: Vec<FaceKey>,
+        /// How far, and which way.
+        direction: ExtrudeDirection,
+        /// Grid step the distance snaps to, metres.
+        snap_m: Option<f32>,
+    },
+    /// Extrude border edges by an offset.
+    ExtrudeEdges {
+        /// Target entity.
+        entity: EntityId,
+        /// Border edges.
+        edges: Vec<EdgeKey>,
+        /// Offset of the new edges, entity space (metres).
+        offset: Vec3,
+        /// Grid step the offset's length snaps to, metres.
+        snap_m: Option<f32>,
+    },
+    /// Subdivide faces with `cuts` cuts per edge.
+    SubdivideFaces {
+        /// Target entity.
+        entity: EntityId,
+        /// Faces to subdivide.
+        faces: Vec<FaceKey>,
+        /// Cuts per edge, 1..=[`MAX_SUBDIVISION_CUTS`].
+        cuts: u8,
+    },
+    /// Catmull–Clark smoothing of the whole mesh (`faces` empty) or a face region.
+    Smooth {
+        /// Target entity.
+        entity: EntityId,
+        /// The region; empty for the whole mesh.
+        faces: Vec<FaceKey>,
+        /// Levels, 1..=[`MAX_SMOOTH_LEVELS`].
+        levels: u8,
+    },
+    /// Merge vertices: each group into its first vertex.
+    Weld {
+        /// Target entity.
+        entity: EntityId,
+        /// Groups of at least two vertices; the first of each survives.
+        groups: Vec<Vec<VertexKey>>,
+        /// Place the survivor at their centroid (else it stays where it is).
+        at_center: bool,
+    },
+    /// Deep-copy an entity (mesh with new element ids, name, color, material).
+    Duplicate {
+        /// The entity to copy.
+        entity: EntityId,
+        /// The copy's id, in the author's namespace.
+        copy: EntityId,
+        /// Added to the source's translation, scene space (metres).
+        offset: Vec3,
+    },
+    /// Mirror an entity's mesh across a local axis plane.
+    Mirror {
+        /// Target entity.
+        entity: EntityId,
+        /// The plane.
+        axis: Axis,
+        /// Share the vertices on the plane between both halves.
+        weld: bool,
+    },
+    /// Set an entity's transform absolutely (last-write-wins per entity).
+    SetTransform {
+        /// Target entity.
+        entity: EntityId,
+        /// The new transform.
+        transform: Transform,
+    },
+}
+
+/// Which way an extrusion goes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ExtrudeDirection {
+    /// Along each region's area-weighted normal, by a signed distance (metres).
+    Normal {
+        /// Signed distance.
+        distance_m: f32,
+    },
+    /// By a fixed offset in entity space (metres).
+    Vector {
+        /// The offset.
+        offset: Vec3,
+    },
 }
 
 /// Why a payload was refused by the value guards.
@@ -308,17 +431,7 @@ impl Command {
                 if entity.namespace() != author {
                     return Err(PayloadError::ForeignEntityId);
                 }
-                coordinate("transform.translation", transform.translation)?;
-                unit_quat("transform.rotation", transform.rotation)?;
-                finite_vec("transform.scale", &transform.scale.to_array())?;
-                if transform.scale.abs().max_element() > MAX_COORDINATE_M
-                    || transform.scale.min_element() <= 0.0
-                {
-                    return Err(PayloadError::Invalid {
-                        field: "transform.scale",
-                    });
-                }
-                Ok(())
+                transform_guard(transform)
             }
             Self::Despawn { entity: _ }
             | Self::ToolActivate { tool: _, target: _ }
@@ -347,14 +460,155 @@ impl Command {
                 entity: _,
                 face: _,
                 cuts,
+            }
+            | Self::SubdivideFaces {
+                entity: _,
+                faces: _,
+                cuts,
             } => {
+                if let Self::SubdivideFaces { faces, .. } = self {
+                    count("faces", faces.len(), 1)?;
+                }
                 if (1..=MAX_SUBDIVISION_CUTS).contains(cuts) {
                     Ok(())
                 } else {
                     Err(PayloadError::Invalid { field: "cuts" })
                 }
             }
+            Self::MoveVertices { entity: _, moves } => {
+                count("moves", moves.len(), 1)?;
+                moves
+                    .iter()
+                    .try_for_each(|(_, p)| coordinate("moves.position", *p))
+            }
+            Self::CreateFace {
+                entity: _,
+                vertices,
+            } => {
+                if vertices.len() > MAX_FACE_CORNERS {
+                    return Err(PayloadError::TooLong {
+                        field: "vertices",
+                        max: MAX_FACE_CORNERS,
+                    });
+                }
+                if vertices.len() < 3 {
+                    return Err(PayloadError::Invalid { field: "vertices" });
+                }
+                Ok(())
+            }
+            Self::DeleteElements {
+                entity: _,
+                vertices,
+                edges,
+                faces,
+            } => count(
+                "elements",
+                vertices.len().saturating_add(edges.len()).saturating_add(faces.len()),
+                1,
+            ),
+            Self::ExtrudeFaces {
+                entity: _,
+                faces,
+                direction,
+                snap_m,
+            } => {
+                count("faces", faces.len(), 1)?;
+                match direction {
+                    ExtrudeDirection::Normal { distance_m } => {
+                        coordinate("distance_m", Vec3::new(*distance_m, 0.0, 0.0))?;
+                    }
+                    ExtrudeDirection::Vector { offset } => coordinate("offset", *offset)?,
+                }
+                snap("snap_m", *snap_m)
+            }
+            Self::ExtrudeEdges {
+                entity: _,
+                edges,
+                offset,
+                snap_m,
+            } => {
+                count("edges", edges.len(), 1)?;
+                coordinate("offset", *offset)?;
+                snap("snap_m", *snap_m)
+            }
+            Self::Smooth {
+                entity: _,
+                faces,
+                levels,
+            } => {
+                count("faces", faces.len(), 0)?;
+                if (1..=MAX_SMOOTH_LEVELS).contains(levels) {
+                    Ok(())
+                } else {
+                    Err(PayloadError::Invalid { field: "levels" })
+                }
+            }
+            Self::Weld {
+                entity: _,
+                groups,
+                at_center: _,
+            } => {
+                count("groups", groups.len(), 1)?;
+                let total = groups.iter().map(Vec::len).fold(0usize, usize::saturating_add);
+                count("vertices", total, 2)?;
+                groups
+                    .iter()
+                    .try_for_each(|g| count("groups.vertices", g.len(), 2))
+            }
+            Self::Duplicate {
+                entity: _,
+                copy,
+                offset,
+            } => {
+                if copy.namespace() != author {
+                    return Err(PayloadError::ForeignEntityId);
+                }
+                coordinate("offset", *offset)
+            }
+            Self::Mirror { .. } => Ok(()),
+            Self::SetTransform {
+                entity: _,
+                transform,
+            } => {
+                transform_guard(transform)
+            }
         }
+    }
+}
+
+/// A list of `len` elements, at least `min`, at most [`MAX_ELEMENTS`].
+fn count(field: &'static str, len: usize, min: usize) -> Result<(), PayloadError> {
+    if len > MAX_ELEMENTS {
+        return Err(PayloadError::TooLong {
+            field,
+            max: MAX_ELEMENTS,
+        });
+    }
+    if len < min {
+        return Err(PayloadError::Invalid { field });
+    }
+    Ok(())
+}
+
+fn transform_guard(transform: &Transform) -> Result<(), PayloadError> {
+    coordinate("transform.translation", transform.translation)?;
+    unit_quat("transform.rotation", transform.rotation)?;
+    finite_vec("transform.scale", &transform.scale.to_array())?;
+    if transform.scale.abs().max_element() > MAX_COORDINATE_M
+        || transform.scale.min_element() <= 0.0
+    {
+        return Err(PayloadError::Invalid {
+            field: "transform.scale",
+        });
+    }
+    Ok(())
+}
+
+fn snap(field: &'static str, step: Option<f32>) -> Result<(), PayloadError> {
+    match step {
+        None => Ok(()),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_SNAP_M => Ok(()),
+        Some(_) => Err(PayloadError::Invalid { field }),
     }
 }
 

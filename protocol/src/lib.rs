@@ -15,6 +15,7 @@ pub mod client;
 pub mod codec;
 pub mod command;
 pub mod ids;
+pub mod editmesh;
 pub mod mesh;
 pub mod registry;
 pub mod replica;

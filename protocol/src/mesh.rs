@@ -415,10 +415,41 @@ fn plane() -> Polys {
     (positions, alloc::vec![alloc::vec![0, 1, 2, 3]])
 }
 
+/// cos(k·π/8) for k = 0..16, as literals: libm's `cos` may round differently on x86_64 and
+/// wasm32, and edited primitives carry their positions into the state hash.
+const COS_EIGHTHS: [f32; 16] = [
+    1.0,
+    0.923_879_5,
+    0.707_106_77,
+    0.382_683_43,
+    0.0,
+    -0.382_683_43,
+    -0.707_106_77,
+    -0.923_879_5,
+    -1.0,
+    -0.923_879_5,
+    -0.707_106_77,
+    -0.382_683_43,
+    0.0,
+    0.382_683_43,
+    0.707_106_77,
+    0.923_879_5,
+];
+
+/// cos and sin of k·π/8.
+fn eighth(k: u32) -> (f32, f32) {
+    (
+        COS_EIGHTHS[(k % 16) as usize],
+        COS_EIGHTHS[((k + 12) % 16) as usize],
+    )
+}
+
+/// `segments` must divide 16: angles are multiples of π/8 (see [`COS_EIGHTHS`]).
 fn ring(segments: u32, y: f32, radius: f32) -> impl Iterator<Item = Vec3> {
+    let step = 16 / segments;
     (0..segments).map(move |i| {
-        let a = core::f32::consts::TAU * i as f32 / segments as f32;
-        Vec3::new(radius * a.cos(), y, -radius * a.sin())
+        let (c, s) = eighth(i * step);
+        Vec3::new(radius * c, y, -radius * s)
     })
 }
 
@@ -438,8 +469,9 @@ fn cylinder(segments: u32) -> Polys {
 fn uv_sphere(segments: u32, rings: u32) -> Polys {
     let mut positions = alloc::vec![Vec3::new(0.0, 0.5, 0.0)];
     for r in 1..rings {
-        let phi = core::f32::consts::PI * r as f32 / rings as f32;
-        positions.extend(ring(segments, 0.5 * phi.cos(), 0.5 * phi.sin()));
+        // phi = π·r/rings, a multiple of π/8 for rings dividing 8.
+        let (c, s) = eighth(r * (8 / rings));
+        positions.extend(ring(segments, 0.5 * c, 0.5 * s));
     }
     let south = positions.len() as u32;
     positions.push(Vec3::new(0.0, -0.5, 0.0));

@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use alloc::vec::Vec;
+
 use crate::command::{Command, FaceIndex, HalfEdgeIndex};
+use crate::editmesh::{EdgeKey, FaceKey, VertexKey};
 use crate::ids::{AuthorId, EntityId, ToolId};
 
 /// What a participant may do. Ordered: `Viewer < Editor < Admin`.
@@ -97,6 +100,12 @@ pub enum MeshElement {
     Edge(HalfEdgeIndex),
     /// A face.
     Face(FaceIndex),
+    /// A vertex, by stable id.
+    Vertex(VertexKey),
+    /// An edge, by stable id.
+    EdgeId(EdgeKey),
+    /// A face, by stable id.
+    FaceId(FaceKey),
 }
 
 /// The part of the state a command touches. Two commands can only conflict when their scopes
@@ -152,11 +161,22 @@ pub enum CommandKind {
     EdgeExtrude,
     FaceSubdivide,
     SetSessionName,
+    MoveVertices,
+    CreateFace,
+    DeleteElements,
+    ExtrudeFaces,
+    ExtrudeEdges,
+    SubdivideFaces,
+    Smooth,
+    Weld,
+    Duplicate,
+    Mirror,
+    SetTransform,
 }
 
 impl CommandKind {
     /// Every kind, in wire-tag order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 26] = [
         Self::Select,
         Self::Spawn,
         Self::Despawn,
@@ -172,6 +192,17 @@ impl CommandKind {
         Self::EdgeExtrude,
         Self::FaceSubdivide,
         Self::SetSessionName,
+        Self::MoveVertices,
+        Self::CreateFace,
+        Self::DeleteElements,
+        Self::ExtrudeFaces,
+        Self::ExtrudeEdges,
+        Self::SubdivideFaces,
+        Self::Smooth,
+        Self::Weld,
+        Self::Duplicate,
+        Self::Mirror,
+        Self::SetTransform,
     ];
 
     /// The rule for this kind.
@@ -194,6 +225,23 @@ impl CommandKind {
             // Two topology edits of one element cannot both be meant: the later is refused.
             Self::EdgeExtrude | Self::FaceSubdivide => (Editor, Reject),
             Self::SetSessionName => (Admin, Lww),
+            // Absolute positions: concurrent moves of one vertex, the later wins; different
+            // vertices are different scopes and both apply.
+            Self::MoveVertices => (Editor, Lww),
+            // New faces over existing vertices touch nothing that exists.
+            Self::CreateFace => (Editor, Merge),
+            // Topology edits of the elements they name: a concurrent second one is refused.
+            Self::DeleteElements
+            | Self::ExtrudeFaces
+            | Self::ExtrudeEdges
+            | Self::SubdivideFaces
+            | Self::Smooth
+            | Self::Weld
+            | Self::Mirror => (Editor, Reject),
+            // Like a spawn of the copy's id.
+            Self::Duplicate => (Editor, Reject),
+            // Two people typing into the inspector: one of the values, not their sum.
+            Self::SetTransform => (Editor, Lww),
         };
         Rule { role, strategy }
     }
@@ -217,6 +265,17 @@ impl CommandKind {
             Self::EdgeExtrude => "edge_extrude",
             Self::FaceSubdivide => "face_subdivide",
             Self::SetSessionName => "set_session_name",
+            Self::MoveVertices => "move_vertices",
+            Self::CreateFace => "create_face",
+            Self::DeleteElements => "delete_elements",
+            Self::ExtrudeFaces => "extrude_faces",
+            Self::ExtrudeEdges => "extrude_edges",
+            Self::SubdivideFaces => "subdivide_faces",
+            Self::Smooth => "smooth",
+            Self::Weld => "weld",
+            Self::Duplicate => "duplicate",
+            Self::Mirror => "mirror",
+            Self::SetTransform => "set_transform",
         }
     }
 }
@@ -250,6 +309,17 @@ impl Command {
             Self::EdgeExtrude { .. } => CommandKind::EdgeExtrude,
             Self::FaceSubdivide { .. } => CommandKind::FaceSubdivide,
             Self::SetSessionName { .. } => CommandKind::SetSessionName,
+            Self::MoveVertices { .. } => CommandKind::MoveVertices,
+            Self::CreateFace { .. } => CommandKind::CreateFace,
+            Self::DeleteElements { .. } => CommandKind::DeleteElements,
+            Self::ExtrudeFaces { .. } => CommandKind::ExtrudeFaces,
+            Self::ExtrudeEdges { .. } => CommandKind::ExtrudeEdges,
+            Self::SubdivideFaces { .. } => CommandKind::SubdivideFaces,
+            Self::Smooth { .. } => CommandKind::Smooth,
+            Self::Weld { .. } => CommandKind::Weld,
+            Self::Duplicate { .. } => CommandKind::Duplicate,
+            Self::Mirror { .. } => CommandKind::Mirror,
+            Self::SetTransform { .. } => CommandKind::SetTransform,
         }
     }
 
@@ -294,7 +364,66 @@ impl Command {
                 element: MeshElement::Face(*face),
             },
             Self::SetSessionName { .. } => Scope::Global,
+            Self::SetTransform { entity: e, .. } => entity(*e, Facet::Transform),
+            Self::Duplicate { copy, .. } => entity(*copy, Facet::Existence),
+            Self::MoveVertices { entity: e, .. }
+            | Self::CreateFace { entity: e, .. }
+            | Self::DeleteElements { entity: e, .. }
+            | Self::ExtrudeFaces { entity: e, .. }
+            | Self::ExtrudeEdges { entity: e, .. }
+            | Self::SubdivideFaces { entity: e, .. }
+            | Self::Smooth { entity: e, .. }
+            | Self::Weld { entity: e, .. }
+            | Self::Mirror { entity: e, .. } => entity(*e, Facet::Topology),
         }
+    }
+
+    /// Every scope this command touches: [`Command::scope`] for most kinds; one scope per named
+    /// element for element-level mesh edits (so edits of different vertices of one mesh never
+    /// meet, and edits of the same one do), in element order without repeats. A whole-mesh edit
+    /// (smoothing everything, mirror) holds the mesh's topology facet.
+    #[must_use]
+    pub fn scopes(&self, author: AuthorId) -> Vec<Scope> {
+        let el = |entity: EntityId, element: MeshElement| Scope::MeshElement { entity, element };
+        let mut out: Vec<Scope> = match self {
+            Self::MoveVertices { entity, moves } => moves
+                .iter()
+                .map(|(v, _)| el(*entity, MeshElement::Vertex(*v)))
+                .collect(),
+            Self::Weld { entity, groups, .. } => groups
+                .iter()
+                .flatten()
+                .map(|v| el(*entity, MeshElement::Vertex(*v)))
+                .collect(),
+            Self::DeleteElements {
+                entity,
+                vertices,
+                edges,
+                faces,
+            } => vertices
+                .iter()
+                .map(|v| el(*entity, MeshElement::Vertex(*v)))
+                .chain(edges.iter().map(|e| el(*entity, MeshElement::EdgeId(*e))))
+                .chain(faces.iter().map(|f| el(*entity, MeshElement::FaceId(*f))))
+                .collect(),
+            Self::ExtrudeFaces { entity, faces, .. }
+            | Self::SubdivideFaces { entity, faces, .. } => faces
+                .iter()
+                .map(|f| el(*entity, MeshElement::FaceId(*f)))
+                .collect(),
+            Self::Smooth { entity, faces, .. } if !faces.is_empty() => faces
+                .iter()
+                .map(|f| el(*entity, MeshElement::FaceId(*f)))
+                .collect(),
+            Self::ExtrudeEdges { entity, edges, .. } => edges
+                .iter()
+                .map(|e| el(*entity, MeshElement::EdgeId(*e)))
+                .collect(),
+            _ => alloc::vec![self.scope(author)],
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 

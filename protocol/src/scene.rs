@@ -8,12 +8,18 @@
 //!   `CommandId` that set them and only yield to a later one in total order — last-write-wins by
 //!   total order even when entries arrive in another order.
 //! - Deltas (translate, rotate, scale) compose in acceptance order.
+//! - Deltas apply only when later in total order than the last absolute `SetTransform` (which is
+//!   last-write-wins per entity), so a concurrent earlier nudge cannot add itself to a typed value.
+//! - Mesh edits ([`crate::editmesh`]) run on a scratch copy and replace the mesh only when the
+//!   result passes the topology check and the size [`Limits`]; vertex moves are last-write-wins
+//!   per vertex. [`Scene::try_apply`] says why an edit was refused (the server refuses the
+//!   command); [`Scene::apply`] (replicas, replay) counts a refused edit's position and changes
+//!   nothing else.
 //! - A command on a missing entity does nothing; a spawn of an existing id does nothing.
-//! - Mesh edits (vertex create, edge extrude, face subdivide) are accepted and logged but change
-//!   nothing yet: their semantics arrive with the mesh-editing work.
 //!
 //! Meshes stay in their primitive form until an edit needs the half-edge structure, so a scene
-//! of ten thousand primitives costs a few hundred bytes per entity.
+//! of ten thousand primitives costs a few hundred bytes per entity. A primitive's element ids are
+//! derived from its spawn ([`EditMesh::from_primitive`]).
 
 #![allow(
     clippy::arithmetic_side_effects,
@@ -30,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, Material, Primitive, Transform};
 use crate::ids::{AuthorId, CommandId, EntityId, ToolId};
+use crate::editmesh::{EditError, EditMesh, IdSource};
 use crate::mesh::{Mesh, RenderMesh};
 
 /// Base color of a new entity (linear RGBA).
@@ -66,21 +73,82 @@ impl<T> Lww<T> {
 /// An entity's geometry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Geometry {
-    /// An unedited primitive (its half-edge mesh is [`Mesh::primitive`]).
+    /// An unedited primitive (its mesh is [`EditMesh::from_primitive`] with the spawn's id).
     Primitive(Primitive),
     /// An edited mesh.
-    Mesh(Mesh),
+    Mesh(EditMesh),
+}
+
+/// Triangles of a primitive's fan triangulation (checked against the meshes in tests).
+#[must_use]
+pub const fn primitive_triangles(p: Primitive) -> u64 {
+    match p {
+        Primitive::Cube => 12,
+        Primitive::Pyramid => 6,
+        Primitive::Plane => 2,
+        Primitive::Cylinder => 60,
+        Primitive::Sphere => 224,
+    }
 }
 
 impl Geometry {
-    /// The half-edge mesh.
+    /// The index-based half-edge mesh (for picking and index walks).
     #[must_use]
     pub fn mesh(&self) -> Mesh {
         match self {
             Self::Primitive(p) => Mesh::primitive(*p),
+            Self::Mesh(m) => m.to_indexed(),
+        }
+    }
+
+    /// Render triangles.
+    #[must_use]
+    pub fn render(&self) -> RenderMesh {
+        match self {
+            Self::Primitive(p) => Mesh::primitive(*p).triangulate(),
+            Self::Mesh(m) => m.triangulate(),
+        }
+    }
+
+    /// Triangles after fan triangulation.
+    #[must_use]
+    pub const fn triangle_count(&self) -> u64 {
+        match self {
+            Self::Primitive(p) => primitive_triangles(*p),
+            Self::Mesh(m) => m.triangle_count(),
+        }
+    }
+
+    /// The editable mesh with its element ids (`spawned_by` names a primitive's elements).
+    #[must_use]
+    pub fn edit_mesh(&self, spawned_by: CommandId) -> EditMesh {
+        match self {
+            Self::Primitive(p) => EditMesh::from_primitive(*p, spawned_by),
             Self::Mesh(m) => m.clone(),
         }
     }
+}
+
+/// Size limits the server enforces before it computes an edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most triangles in one mesh.
+    pub mesh_triangles: u64,
+    /// Most triangles in the whole scene.
+    pub session_triangles: u64,
+}
+
+impl Limits {
+    /// The defaults: 250k triangles per mesh, 2M per session.
+    pub const DEFAULT: Self = Self {
+        mesh_triangles: 250_000,
+        session_triangles: 2_000_000,
+    };
+    /// No limits (replicas follow the server, which already enforced its own).
+    pub const NONE: Self = Self {
+        mesh_triangles: u64::MAX,
+        session_triangles: u64::MAX,
+    };
 }
 
 /// One entity.
@@ -90,6 +158,8 @@ pub struct Entity {
     pub name: Lww<String>,
     /// Scene-from-entity transform.
     pub transform: Transform,
+    /// The command that last set the transform absolutely (the spawn at first).
+    pub transform_by: CommandId,
     /// Base color.
     pub color: Lww<Vec4>,
     /// Material.
@@ -219,10 +289,89 @@ impl Scene {
         Self::default()
     }
 
-    /// Applies one accepted command. Call in the server's acceptance order.
+    /// Applies one accepted command. Call in the server's acceptance order. An edit the scene
+    /// refuses (see [`Scene::try_apply`]) changes nothing but the position.
     pub fn apply(&mut self, id: CommandId, author: AuthorId, command: &Command) {
+        // A refused edit is a no-op here by contract (the server never accepts one).
+        let _ = self.edit(id, author, command, &Limits::NONE);
         self.position = self.position.saturating_add(1);
         self.lamport = self.lamport.max(id.lamport);
+    }
+
+    /// Applies one command if the scene accepts it: every mesh edit's result is checked and its
+    /// size bounded by `limits` first. On `Err` nothing changed (not even the position).
+    ///
+    /// # Errors
+    /// Why the edit would break a mesh, names an element that does not exist, or is too big.
+    pub fn try_apply(
+        &mut self,
+        id: CommandId,
+        author: AuthorId,
+        command: &Command,
+        limits: &Limits,
+    ) -> Result<(), EditError> {
+        self.edit(id, author, command, limits)?;
+        self.position = self.position.saturating_add(1);
+        self.lamport = self.lamport.max(id.lamport);
+        Ok(())
+    }
+
+    /// Triangles of every entity.
+    #[must_use]
+    pub fn triangle_count(&self) -> u64 {
+        self.entities
+            .values()
+            .map(|e| e.geometry.triangle_count())
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Runs a mesh edit of `entity` on a scratch copy; the copy replaces the mesh only when the
+    /// edit succeeds. `predict` bounds the result's triangles before any work starts.
+    fn mesh_edit(
+        &mut self,
+        id: CommandId,
+        entity: EntityId,
+        limits: &Limits,
+        predict: impl FnOnce(&EditMesh) -> u64,
+        edit: impl FnOnce(&mut EditMesh, &mut IdSource) -> Result<(), EditError>,
+    ) -> Result<(), EditError> {
+        let total = self.triangle_count();
+        let e = self
+            .entities
+            .get_mut(&entity)
+            .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
+        let mut scratch = e.geometry.edit_mesh(e.spawned_by);
+        let current = scratch.triangle_count();
+        let predicted = predict(&scratch);
+        if predicted > limits.mesh_triangles {
+            return Err(EditError::Limit(alloc::format!(
+                "the result would have about {predicted} triangles; a mesh may have {}",
+                limits.mesh_triangles
+            )));
+        }
+        let session = total.saturating_sub(current).saturating_add(predicted);
+        if session > limits.session_triangles {
+            return Err(EditError::Limit(alloc::format!(
+                "the session would have about {session} triangles; it may have {}",
+                limits.session_triangles
+            )));
+        }
+        edit(&mut scratch, &mut IdSource::new(id))?;
+        e.geometry = Geometry::Mesh(scratch);
+        Ok(())
+    }
+
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per command kind: the apply rules read best side by side"
+    )]
+    fn edit(
+        &mut self,
+        id: CommandId,
+        author: AuthorId,
+        command: &Command,
+        limits: &Limits,
+    ) -> Result<(), EditError> {
         match command {
             Command::Select { entities } => {
                 let state = self.authors.entry(author).or_default();
@@ -239,6 +388,7 @@ impl Scene {
                 self.entities.entry(*entity).or_insert_with(|| Entity {
                     name: Lww::new(String::new(), id),
                     transform: *transform,
+                    transform_by: id,
                     color: Lww::new(DEFAULT_COLOR, id),
                     material: Lww::new(DEFAULT_MATERIAL, id),
                     geometry: Geometry::Primitive(*primitive),
@@ -249,17 +399,17 @@ impl Scene {
                 self.entities.remove(entity);
             }
             Command::Translate { entity, delta } => {
-                if let Some(e) = self.entities.get_mut(entity) {
+                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
                     e.transform.translation += *delta;
                 }
             }
             Command::Rotate { entity, delta } => {
-                if let Some(e) = self.entities.get_mut(entity) {
+                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
                     e.transform.rotation = (*delta * e.transform.rotation).normalize();
                 }
             }
             Command::Scale { entity, factor } => {
-                if let Some(e) = self.entities.get_mut(entity) {
+                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
                     e.transform.scale *= *factor;
                 }
             }
@@ -300,14 +450,240 @@ impl Scene {
                     id,
                 );
             }
-            Command::VertexCreate { .. }
-            | Command::EdgeExtrude { .. }
-            | Command::FaceSubdivide { .. } => {}
+            Command::EdgeExtrude { .. } | Command::FaceSubdivide { .. } => {
+                return Err(EditError::Topology(
+                    "index-based edge extrude and face subdivide are retired: use ExtrudeEdges \
+                     and SubdivideFaces, which name elements by id"
+                        .into(),
+                ));
+            }
             Command::SetSessionName { name } => match &mut self.session_name {
                 Some(n) => n.set(name.clone(), id),
                 None => self.session_name = Some(Lww::new(name.clone(), id)),
             },
+            Command::SetTransform { entity, transform } => {
+                if let Some(e) = self.entities.get_mut(entity)
+                    && id > e.transform_by
+                {
+                    e.transform = *transform;
+                    e.transform_by = id;
+                }
+            }
+            Command::VertexCreate { entity, position } => {
+                let p = *position;
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    EditMesh::triangle_count,
+                    |m, ids| {
+                        m.create_vertex(ids, p);
+                        Ok(())
+                    },
+                );
+            }
+            Command::MoveVertices { entity, moves } => {
+                // In place: the move checks every vertex before it changes one, and positions
+                // were checked by the value guards; no copy of a large mesh per drag.
+                let e = self
+                    .entities
+                    .get_mut(entity)
+                    .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
+                if let Geometry::Primitive(_) = e.geometry {
+                    e.geometry = Geometry::Mesh(e.geometry.edit_mesh(e.spawned_by));
+                }
+                if let Geometry::Mesh(m) = &mut e.geometry {
+                    m.move_vertices(id, moves)?;
+                }
+            }
+            Command::CreateFace { entity, vertices } => {
+                let n = vertices.len() as u64;
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| m.triangle_count().saturating_add(n.saturating_sub(2)),
+                    |m, ids| m.create_face(ids, vertices).map(|_| ()),
+                );
+            }
+            Command::DeleteElements {
+                entity,
+                vertices,
+                edges,
+                faces,
+            } => {
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    EditMesh::triangle_count,
+                    |m, ids| m.delete(ids, vertices, edges, faces),
+                );
+            }
+            Command::ExtrudeFaces {
+                entity,
+                faces,
+                direction,
+                snap_m,
+            } => {
+                let (offset, distance) = match direction {
+                    crate::command::ExtrudeDirection::Normal { distance_m } => (None, *distance_m),
+                    crate::command::ExtrudeDirection::Vector { offset } => (Some(*offset), 0.0),
+                };
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| {
+                        let corners: u64 = faces
+                            .iter()
+                            .filter_map(|f| m.faces().get(f))
+                            .map(|c| c.len() as u64)
+                            .sum();
+                        m.triangle_count().saturating_add(corners.saturating_mul(2))
+                    },
+                    |m, ids| m.extrude_faces(ids, id, faces, offset, distance, *snap_m),
+                );
+            }
+            Command::ExtrudeEdges {
+                entity,
+                edges,
+                offset,
+                snap_m,
+            } => {
+                let n = edges.len() as u64;
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| m.triangle_count().saturating_add(n.saturating_mul(2)),
+                    |m, ids| m.extrude_edges(ids, edges, *offset, *snap_m),
+                );
+            }
+            Command::SubdivideFaces {
+                entity,
+                faces,
+                cuts,
+            } => {
+                let c = u64::from(*cuts);
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| {
+                        let grown: u64 = faces
+                            .iter()
+                            .filter_map(|f| m.faces().get(f))
+                            .map(|corners| {
+                                let n = corners.len() as u64;
+                                let inside = match n {
+                                    3 => (c + 1) * (c + 1),
+                                    4 => 2 * (c + 1) * (c + 1),
+                                    _ => n * (c + 1),
+                                };
+                                // Neighbours gain `c` corners per shared edge.
+                                inside + n * c
+                            })
+                            .sum();
+                        m.triangle_count().saturating_add(grown)
+                    },
+                    |m, ids| m.subdivide(ids, faces, *cuts),
+                );
+            }
+            Command::Smooth {
+                entity,
+                faces,
+                levels,
+            } => {
+                let levels_n = u32::from(*levels);
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| {
+                        let corners: u64 = if faces.is_empty() {
+                            m.faces().values().map(|c| c.len() as u64).sum()
+                        } else {
+                            faces
+                                .iter()
+                                .filter_map(|f| m.faces().get(f))
+                                .map(|c| c.len() as u64)
+                                .sum()
+                        };
+                        // Level 1 makes one quad per corner, each further level four per quad;
+                        // two triangles per quad, plus what the region's neighbours gain.
+                        let quads = corners.saturating_mul(4u64.saturating_pow(levels_n - 1));
+                        m.triangle_count()
+                            .saturating_add(quads.saturating_mul(2))
+                            .saturating_add(corners.saturating_mul(u64::from(levels_n)))
+                    },
+                    |m, ids| m.catmull_clark(ids, id, faces, *levels),
+                );
+            }
+            Command::Weld {
+                entity,
+                groups,
+                at_center,
+            } => {
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    EditMesh::triangle_count,
+                    |m, ids| m.weld(ids, id, groups, *at_center),
+                );
+            }
+            Command::Mirror { entity, axis, weld } => {
+                return self.mesh_edit(
+                    id,
+                    *entity,
+                    limits,
+                    |m| m.triangle_count().saturating_mul(2),
+                    |m, ids| m.mirror(ids, id, *axis, *weld),
+                );
+            }
+            Command::Duplicate {
+                entity,
+                copy,
+                offset,
+            } => {
+                let source = self
+                    .entities
+                    .get(entity)
+                    .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
+                if self.entities.contains_key(copy) {
+                    return Err(EditError::Topology(alloc::format!("{copy} already exists")));
+                }
+                let tris = source.geometry.triangle_count();
+                if tris > limits.mesh_triangles
+                    || self.triangle_count().saturating_add(tris) > limits.session_triangles
+                {
+                    return Err(EditError::Limit(alloc::format!(
+                        "a copy of {entity} ({tris} triangles) would exceed the session's limit \
+                         of {}",
+                        limits.session_triangles
+                    )));
+                }
+                let geometry = match &source.geometry {
+                    // The copy's spawn is this command, so its element ids are new.
+                    Geometry::Primitive(p) => Geometry::Primitive(*p),
+                    Geometry::Mesh(m) => Geometry::Mesh(m.duplicate(&mut IdSource::new(id))?),
+                };
+                let mut transform = source.transform;
+                transform.translation += *offset;
+                let copied = Entity {
+                    name: Lww::new(source.name.value.clone(), id),
+                    transform,
+                    transform_by: id,
+                    color: Lww::new(source.color.value, id),
+                    material: Lww::new(source.material.value, id),
+                    geometry,
+                    spawned_by: id,
+                };
+                self.entities.insert(*copy, copied);
+            }
         }
+        Ok(())
     }
 
     /// What `command` by `author` touches.
@@ -328,7 +704,18 @@ impl Scene {
             | Command::SetMaterial { entity, .. }
             | Command::VertexCreate { entity, .. }
             | Command::EdgeExtrude { entity, .. }
-            | Command::FaceSubdivide { entity, .. } => Touched::Entity(*entity),
+            | Command::FaceSubdivide { entity, .. }
+            | Command::MoveVertices { entity, .. }
+            | Command::CreateFace { entity, .. }
+            | Command::DeleteElements { entity, .. }
+            | Command::ExtrudeFaces { entity, .. }
+            | Command::ExtrudeEdges { entity, .. }
+            | Command::SubdivideFaces { entity, .. }
+            | Command::Smooth { entity, .. }
+            | Command::Weld { entity, .. }
+            | Command::Mirror { entity, .. }
+            | Command::SetTransform { entity, .. } => Touched::Entity(*entity),
+            Command::Duplicate { copy, .. } => Touched::Entity(*copy),
         }
     }
 
@@ -445,7 +832,7 @@ impl Scene {
                 id: *id,
                 world_from_local: e.scene_from_entity().to_cols_array(),
                 color: e.color.value.to_array(),
-                mesh: e.geometry.mesh().triangulate(),
+                mesh: e.geometry.render(),
             })
             .collect()
     }

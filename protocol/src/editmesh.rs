@@ -1,0 +1,1458 @@
+//! Editable half-edge meshes whose every vertex, edge and face carries a log-stable id, and the
+//! mesh operations of the editor (move, create, delete, extrude, subdivide, Catmull–Clark, weld,
+//! mirror, duplicate).
+//!
+//! Element ids: an [`ElementId`] is the [`CommandId`] of the command that created the element
+//! plus an index in that command's output. Every replica applies the same commands in the same
+//! order, so every replica derives the same ids; an id is never reused (a later command has a
+//! later `CommandId`), and an element keeps its id through later edits for as long as it
+//! exists. A primitive's elements are created by its spawn: vertices first, then faces, then
+//! edges (in the order of their sorted end points).
+//!
+//! Representation. The canonical state is the vertices (id → position), the faces (id → corner
+//! loop, counter-clockwise seen from outside, starting at the corner the operation that made the
+//! face chose) and the edges (sorted end-point pair → id). From it [`EditMesh`] derives a
+//! half-edge structure keyed by `(origin, destination)`: every half-edge has a twin (the reversed
+//! key), a face or none (the border), and `next`/`prev` links; border half-edges are linked into
+//! border loops. Operations rewrite faces and then rebuild the half-edges ([`EditMesh::finish`]),
+//! which is also the topology check: anything that would not be a valid manifold half-edge mesh
+//! is refused with a sentence that names the element.
+//!
+//! Determinism: every iteration that decides an output (new ids, float sums) walks `BTreeMap`s in
+//! key order, and only `+ - * /` and `sqrt` touch floats, so x86_64 and wasm32 give the same bits.
+
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "geometry on glam types of validated, finite payloads; counts are bounded by the \
+              mesh limits (far below u32::MAX) checked before any work starts"
+)]
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use glam::Vec3;
+use serde::{Deserialize, Serialize};
+
+use crate::command::Primitive;
+use crate::ids::CommandId;
+use crate::mesh::{Mesh, RenderMesh};
+
+/// The id of one mesh element: the command that created it and an index in its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ElementId {
+    /// The creating command.
+    pub by: CommandId,
+    /// Index in that command's output.
+    pub index: u32,
+}
+
+impl core::fmt::Display for ElementId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}:{}@{}", self.by.author.0, self.index, self.by.lamport)
+    }
+}
+
+/// A vertex, by its stable id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VertexKey(pub ElementId);
+
+/// An edge (both half-edges), by its stable id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EdgeKey(pub ElementId);
+
+/// A face, by its stable id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FaceKey(pub ElementId);
+
+impl core::fmt::Display for VertexKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "vertex {}", self.0)
+    }
+}
+impl core::fmt::Display for EdgeKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "edge {}", self.0)
+    }
+}
+impl core::fmt::Display for FaceKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "face {}", self.0)
+    }
+}
+
+/// Hands out the element ids of one command's output, in order.
+#[derive(Clone, Copy, Debug)]
+pub struct IdSource {
+    by: CommandId,
+    next: u32,
+}
+
+impl IdSource {
+    /// Ids for the output of command `by`, from index 0.
+    #[must_use]
+    pub const fn new(by: CommandId) -> Self {
+        Self { by, next: 0 }
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> ElementId {
+        let id = ElementId {
+            by: self.by,
+            index: self.next,
+        };
+        self.next = self.next.saturating_add(1);
+        id
+    }
+
+    fn vertex(&mut self) -> VertexKey {
+        VertexKey(self.next_id())
+    }
+
+    fn face(&mut self) -> FaceKey {
+        FaceKey(self.next_id())
+    }
+}
+
+/// Why an edit was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// The command names an element the mesh does not have (deleted or replaced by an earlier
+    /// command, or never there).
+    #[error("{0} does not exist (deleted or replaced by an earlier edit)")]
+    Missing(String),
+    /// The result would not be a valid manifold mesh.
+    #[error("{0}")]
+    Topology(String),
+    /// The result would exceed a size limit; nothing was computed.
+    #[error("{0}")]
+    Limit(String),
+}
+
+fn topo<T>(s: String) -> Result<T, EditError> {
+    Err(EditError::Topology(s))
+}
+
+/// A half-edge, keyed in [`EditMesh`] by `(origin, destination)`; its twin is the reversed key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfEdge {
+    /// The face on its left; `None` on the border.
+    pub face: Option<FaceKey>,
+    /// Destination of the next half-edge around the face (or border loop).
+    pub next: VertexKey,
+    /// Origin of the previous half-edge around the face (or border loop).
+    pub prev: VertexKey,
+}
+
+/// A local axis plane to mirror across.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Axis {
+    /// The YZ plane (x ↦ −x).
+    X,
+    /// The XZ plane (y ↦ −y).
+    Y,
+    /// The XY plane (z ↦ −z).
+    Z,
+}
+
+/// Vertices closer than this to the mirror plane are welded onto it, in metres.
+pub const MIRROR_WELD_M: f32 = 1.0e-4;
+
+/// An editable mesh with stable element ids (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct EditMesh {
+    verts: BTreeMap<VertexKey, Vec3>,
+    faces: BTreeMap<FaceKey, Vec<VertexKey>>,
+    edges: BTreeMap<(VertexKey, VertexKey), EdgeKey>,
+    /// The command that last set each position explicitly (moves are last-write-wins per vertex
+    /// by total order; an absent entry means the creating command).
+    moved: BTreeMap<VertexKey, CommandId>,
+    // Derived from the above by `finish` (never encoded):
+    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
+    triangles: u64,
+}
+
+impl PartialEq for EditMesh {
+    fn eq(&self, other: &Self) -> bool {
+        self.verts == other.verts
+            && self.faces == other.faces
+            && self.edges == other.edges
+            && self.moved == other.moved
+    }
+}
+
+fn sorted(a: VertexKey, b: VertexKey) -> (VertexKey, VertexKey) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+fn newell(points: impl Iterator<Item = Vec3> + Clone) -> Vec3 {
+    let mut n = Vec3::ZERO;
+    let first = points.clone().next();
+    let mut it = points.peekable();
+    while let Some(a) = it.next() {
+        let Some(b) = it.peek().copied().or(first) else {
+            break;
+        };
+        n += Vec3::new(
+            (a.y - b.y) * (a.z + b.z),
+            (a.z - b.z) * (a.x + b.x),
+            (a.x - b.x) * (a.y + b.y),
+        );
+    }
+    n
+}
+
+fn snap(value: f32, step: Option<f32>) -> f32 {
+    match step {
+        Some(s) if s > 0.0 => (value / s).round() * s,
+        _ => value,
+    }
+}
+
+impl EditMesh {
+    /// The mesh of a spawned primitive, its ids derived from the spawn `by`.
+    #[must_use]
+    pub fn from_primitive(primitive: Primitive, by: CommandId) -> Self {
+        let base = Mesh::primitive(primitive);
+        let mut ids = IdSource::new(by);
+        let keys: Vec<VertexKey> = base.vertices.iter().map(|_| ids.vertex()).collect();
+        let mut mesh = Self::default();
+        for (k, v) in keys.iter().zip(&base.vertices) {
+            mesh.verts.insert(*k, v.position);
+        }
+        for f in 0..base.faces.len() {
+            let corners = base
+                .face_loop(crate::mesh::FaceId(f as u32))
+                .iter()
+                .map(|h| keys[base.half_edges[h.0 as usize].origin.0 as usize])
+                .collect();
+            mesh.faces.insert(ids.face(), corners);
+        }
+        mesh.finish(&mut ids)
+            .expect("the built-in primitives are manifold meshes");
+        mesh
+    }
+
+    /// Builds a mesh from its canonical parts (decoding), checking everything.
+    ///
+    /// # Errors
+    /// The first violated invariant.
+    pub fn from_parts(
+        verts: BTreeMap<VertexKey, Vec3>,
+        faces: BTreeMap<FaceKey, Vec<VertexKey>>,
+        edges: BTreeMap<(VertexKey, VertexKey), EdgeKey>,
+        moved: BTreeMap<VertexKey, CommandId>,
+    ) -> Result<Self, EditError> {
+        let mut mesh = Self {
+            verts,
+            faces,
+            edges,
+            moved,
+            ..Self::default()
+        };
+        let given = mesh.edges.clone();
+        mesh.build()?;
+        if mesh.edges.len() != given.len()
+            || mesh.edges.keys().zip(given.keys()).any(|(a, b)| a != b)
+        {
+            return topo("the edge list does not match the faces".into());
+        }
+        mesh.edges = given;
+        mesh.edge_ends = mesh.edges.iter().map(|(p, k)| (*k, *p)).collect();
+        if mesh.edge_ends.len() != mesh.edges.len() {
+            return topo("two edges share one id".into());
+        }
+        if mesh.moved.keys().any(|v| !mesh.verts.contains_key(v)) {
+            return topo("a position stamp names a missing vertex".into());
+        }
+        Ok(mesh)
+    }
+
+    /// Vertices and positions, in id order.
+    #[must_use]
+    pub const fn vertices(&self) -> &BTreeMap<VertexKey, Vec3> {
+        &self.verts
+    }
+
+    /// Faces and their corner loops, in id order.
+    #[must_use]
+    pub const fn faces(&self) -> &BTreeMap<FaceKey, Vec<VertexKey>> {
+        &self.faces
+    }
+
+    /// Edges by sorted end points.
+    #[must_use]
+    pub const fn edges(&self) -> &BTreeMap<(VertexKey, VertexKey), EdgeKey> {
+        &self.edges
+    }
+
+    /// End points of an edge.
+    #[must_use]
+    pub fn edge_ends(&self, edge: EdgeKey) -> Option<(VertexKey, VertexKey)> {
+        self.edge_ends.get(&edge).copied()
+    }
+
+    /// Position stamps (see [`EditMesh::move_vertices`]).
+    #[must_use]
+    pub const fn moved(&self) -> &BTreeMap<VertexKey, CommandId> {
+        &self.moved
+    }
+
+    /// The half-edges, keyed by `(origin, destination)`.
+    #[must_use]
+    pub const fn half_edges(&self) -> &BTreeMap<(VertexKey, VertexKey), HalfEdge> {
+        &self.half_edges
+    }
+
+    /// Triangles after fan triangulation (a face of n corners is n − 2).
+    #[must_use]
+    pub const fn triangle_count(&self) -> u64 {
+        self.triangles
+    }
+
+    /// Half-edges leaving `v`, in key order.
+    fn outgoing(&self, v: VertexKey) -> impl Iterator<Item = (VertexKey, &HalfEdge)> + '_ {
+        let lo = (
+            v,
+            VertexKey(ElementId {
+                by: CommandId::first_at(0),
+                index: 0,
+            }),
+        );
+        self.half_edges
+            .range(lo..)
+            .take_while(move |((o, _), _)| *o == v)
+            .map(|((_, d), h)| (*d, h))
+    }
+
+    fn position(&self, v: VertexKey) -> Vec3 {
+        self.verts.get(&v).copied().unwrap_or(Vec3::ZERO)
+    }
+
+    fn face_of(&self, a: VertexKey, b: VertexKey) -> Option<FaceKey> {
+        self.half_edges.get(&(a, b)).and_then(|h| h.face)
+    }
+
+    fn face_normal(&self, corners: &[VertexKey]) -> Vec3 {
+        newell(corners.iter().map(|v| self.position(*v)))
+    }
+
+    fn need_face(&self, f: FaceKey) -> Result<&Vec<VertexKey>, EditError> {
+        self.faces
+            .get(&f)
+            .ok_or_else(|| EditError::Missing(format!("{f}")))
+    }
+
+    fn need_vertex(&self, v: VertexKey) -> Result<Vec3, EditError> {
+        self.verts
+            .get(&v)
+            .copied()
+            .ok_or_else(|| EditError::Missing(format!("{v}")))
+    }
+
+    fn need_edge(&self, e: EdgeKey) -> Result<(VertexKey, VertexKey), EditError> {
+        self.edge_ends(e)
+            .ok_or_else(|| EditError::Missing(format!("{e}")))
+    }
+
+    /// Rebuilds the half-edges from the faces, checking every invariant, then gives new edges
+    /// their ids from `ids` (in sorted end-point order) and drops edges no face uses any more.
+    ///
+    /// # Errors
+    /// The first invariant the faces break, naming the element.
+    pub fn finish(&mut self, ids: &mut IdSource) -> Result<(), EditError> {
+        let before = core::mem::take(&mut self.edges);
+        self.build()?;
+        let mut edges = BTreeMap::new();
+        for pair in self.edges.keys() {
+            let key = before
+                .get(pair)
+                .copied()
+                .unwrap_or_else(|| EdgeKey(ids.next_id()));
+            edges.insert(*pair, key);
+        }
+        self.edge_ends = edges.iter().map(|(p, k)| (*k, *p)).collect();
+        self.edges = edges;
+        self.moved.retain(|v, _| self.verts.contains_key(v));
+        Ok(())
+    }
+
+    /// The half-edge build and check. Leaves `edges` holding the needed pairs (values are
+    /// placeholders, fixed by the caller).
+    fn build(&mut self) -> Result<(), EditError> {
+        let mut halves: Vec<((VertexKey, VertexKey), HalfEdge)> = Vec::new();
+        let mut triangles = 0u64;
+        let mut vertex_sets: BTreeSet<Vec<VertexKey>> = BTreeSet::new();
+        for (f, corners) in &self.faces {
+            let n = corners.len();
+            if n < 3 {
+                return topo(format!("{f} has {n} corners; a face needs at least 3"));
+            }
+            let mut set = corners.clone();
+            set.sort_unstable();
+            if let Some(w) = set.windows(2).find(|w| w[0] == w[1]) {
+                return topo(format!("{f} repeats {}", w[0]));
+            }
+            if let Some(v) = set.iter().find(|v| !self.verts.contains_key(v)) {
+                return Err(EditError::Missing(format!("{v} (a corner of {f})")));
+            }
+            if !vertex_sets.insert(set) {
+                return topo(format!("{f} has the same vertices as another face"));
+            }
+            triangles += (n - 2) as u64;
+            for i in 0..n {
+                let a = corners[i];
+                let b = corners[(i + 1) % n];
+                let c = corners[(i + 2) % n];
+                let p = corners[(i + n - 1) % n];
+                halves.push((
+                    (a, b),
+                    HalfEdge {
+                        face: Some(*f),
+                        next: c,
+                        prev: p,
+                    },
+                ));
+            }
+        }
+        halves.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
+            let (a, b) = w[0].0;
+            return topo(format!(
+                "{a} → {b} would be used by two faces in the same direction (non-manifold edge \
+                 or flipped winding)"
+            ));
+        }
+        // Border half-edges: the missing twins. A border half-edge b→a is followed by the border
+        // half-edge leaving a; a vertex with two border gaps is non-manifold.
+        let mut border: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // origin → destination
+        {
+            let has = |k: &(VertexKey, VertexKey)| {
+                halves
+                    .binary_search_by(|(key, _)| key.cmp(k))
+                    .is_ok()
+            };
+            for ((a, b), _) in &halves {
+                if !has(&(*b, *a)) && border.insert(*b, *a).is_some() {
+                    return topo(format!(
+                        "{b} would be non-manifold (two border gaps meet there)"
+                    ));
+                }
+            }
+        }
+        let mut prev_of: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // dest → origin
+        for (o, d) in &border {
+            prev_of.insert(*d, *o);
+        }
+        let mut all = halves;
+        for (o, d) in &border {
+            let next = border.get(d).copied();
+            let prev = prev_of.get(o).copied();
+            let (Some(next), Some(prev)) = (next, prev) else {
+                return topo(format!("the border through {o} does not close"));
+            };
+            all.push((
+                (*o, *d),
+                HalfEdge {
+                    face: None,
+                    next,
+                    prev,
+                },
+            ));
+        }
+        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        self.half_edges = all.into_iter().collect();
+        // Each vertex: its half-edges form one fan (a disc or a half-disc), not two cones
+        // touching at a point.
+        let mut seen_origin: Option<VertexKey> = None;
+        for ((o, d), _) in &self.half_edges {
+            if seen_origin == Some(*o) {
+                continue;
+            }
+            seen_origin = Some(*o);
+            let total = self.outgoing(*o).count();
+            let mut steps = 0usize;
+            let mut cur = *d;
+            loop {
+                steps += 1;
+                // Rotate around o: the half-edge before (o, cur) ends at o; its twin leaves o.
+                let Some(h) = self.half_edges.get(&(*o, cur)) else {
+                    return topo(format!("the fan around {o} is broken"));
+                };
+                cur = h.prev;
+                if cur == *d || steps > total {
+                    break;
+                }
+            }
+            if steps != total {
+                return topo(format!(
+                    "{o} would be non-manifold (its faces form more than one fan)"
+                ));
+            }
+        }
+        let mut pairs = BTreeMap::new();
+        for (a, b) in self.half_edges.keys() {
+            if a < b {
+                let key = EdgeKey(ElementId {
+                    by: CommandId::first_at(0),
+                    index: 0,
+                });
+                pairs.insert(sorted(*a, *b), key);
+            }
+        }
+        self.edges = pairs;
+        if let Some((v, _)) = self.verts.iter().find(|(_, p)| !p.is_finite()) {
+            return topo(format!("{v} has a non-finite position"));
+        }
+        self.triangles = triangles;
+        Ok(())
+    }
+
+    /// Checks the derived half-edges against the listed invariants (twins, `next`/`prev`
+    /// symmetry, loops closed and equal to the faces' corners, no self-edge). Used by tests and
+    /// on decode; operations are checked by [`EditMesh::finish`].
+    ///
+    /// # Errors
+    /// The first violated invariant.
+    pub fn check(&self) -> Result<(), EditError> {
+        for ((a, b), h) in &self.half_edges {
+            if a == b {
+                return topo(format!("{a} has an edge to itself"));
+            }
+            let Some(twin) = self.half_edges.get(&(*b, *a)) else {
+                return topo(format!("half-edge {a} → {b} has no twin"));
+            };
+            if h.face.is_none() && twin.face.is_none() {
+                return topo(format!("edge {a} – {b} has no face on either side"));
+            }
+            let Some(next) = self.half_edges.get(&(*b, h.next)) else {
+                return topo(format!("half-edge {a} → {b}: next is missing"));
+            };
+            if next.prev != *a || next.face != h.face {
+                return topo(format!("half-edge {a} → {b}: next/prev do not mirror"));
+            }
+            if !self.edges.contains_key(&sorted(*a, *b)) {
+                return topo(format!("edge {a} – {b} has no id"));
+            }
+        }
+        for (f, corners) in &self.faces {
+            let n = corners.len();
+            for i in 0..n {
+                let (a, b) = (corners[i], corners[(i + 1) % n]);
+                match self.half_edges.get(&(a, b)) {
+                    Some(h) if h.face == Some(*f) && h.next == corners[(i + 2) % n] => {}
+                    _ => return topo(format!("the loop of {f} is not closed at {a}")),
+                }
+            }
+        }
+        if self.edges.len() * 2 != self.half_edges.len() {
+            return topo("the edge list does not match the half-edges".into());
+        }
+        Ok(())
+    }
+
+    /// Sets absolute positions. A vertex takes a position only from a command later in total
+    /// order than the one that last set it (last-write-wins per vertex), so concurrent moves of
+    /// one vertex end at the later one's value whatever the arrival order.
+    ///
+    /// # Errors
+    /// [`EditError::Missing`] (before anything changes) for a vertex that does not exist.
+    pub fn move_vertices(
+        &mut self,
+        by: CommandId,
+        moves: &[(VertexKey, Vec3)],
+    ) -> Result<(), EditError> {
+        for (v, _) in moves {
+            self.need_vertex(*v)?;
+        }
+        for (v, p) in moves {
+            let stamp = self.moved.get(v).copied().unwrap_or(v.0.by);
+            if by > stamp
+                && let Some(pos) = self.verts.get_mut(v)
+            {
+                *pos = *p;
+                self.moved.insert(*v, by);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an isolated vertex.
+    pub fn create_vertex(&mut self, ids: &mut IdSource, position: Vec3) -> VertexKey {
+        let v = ids.vertex();
+        self.verts.insert(v, position);
+        v
+    }
+
+    /// Adds a face over existing vertices (counter-clockwise seen from outside).
+    ///
+    /// # Errors
+    /// Missing vertices, or a face that would break the mesh.
+    pub fn create_face(
+        &mut self,
+        ids: &mut IdSource,
+        corners: &[VertexKey],
+    ) -> Result<FaceKey, EditError> {
+        for v in corners {
+            self.need_vertex(*v)?;
+        }
+        let f = ids.face();
+        self.faces.insert(f, corners.to_vec());
+        self.finish(ids)?;
+        Ok(f)
+    }
+
+    /// Deletes vertices, edges and faces, with the faces that use them; vertices left without a
+    /// face by the deletion go too (isolated vertices made on purpose stay).
+    ///
+    /// # Errors
+    /// A missing element, or a deletion that leaves a non-manifold vertex.
+    pub fn delete(
+        &mut self,
+        ids: &mut IdSource,
+        verts: &[VertexKey],
+        edges: &[EdgeKey],
+        faces: &[FaceKey],
+    ) -> Result<(), EditError> {
+        let mut gone_faces: BTreeSet<FaceKey> = BTreeSet::new();
+        for f in faces {
+            self.need_face(*f)?;
+            gone_faces.insert(*f);
+        }
+        for e in edges {
+            let (a, b) = self.need_edge(*e)?;
+            gone_faces.extend(self.face_of(a, b));
+            gone_faces.extend(self.face_of(b, a));
+        }
+        for v in verts {
+            self.need_vertex(*v)?;
+            gone_faces.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
+        }
+        let mut orphans: BTreeSet<VertexKey> = BTreeSet::new();
+        for f in &gone_faces {
+            if let Some(corners) = self.faces.remove(f) {
+                orphans.extend(corners);
+            }
+        }
+        for v in verts {
+            self.verts.remove(v);
+            orphans.remove(v);
+        }
+        // Corners of removed faces that no remaining face uses.
+        for v in orphans {
+            let used = self
+                .outgoing(v)
+                .any(|(w, h)| {
+                    h.face.is_some_and(|f| !gone_faces.contains(&f))
+                        || self
+                            .face_of(w, v)
+                            .is_some_and(|f| !gone_faces.contains(&f))
+                });
+            if !used {
+                self.verts.remove(&v);
+            }
+        }
+        self.finish(ids)
+    }
+
+    /// Extrudes faces: each edge-connected region moves as one along its area-weighted normal
+    /// (`offset = None`, by `distance`) or by `offset`, with side quads along its boundary. The
+    /// distance (or the offset's length) snaps to multiples of `snap_m` when given. The faces
+    /// keep their ids and move with the new vertices; the vertices left behind keep theirs.
+    ///
+    /// # Errors
+    /// A missing face or a result that is not manifold.
+    pub fn extrude_faces(
+        &mut self,
+        ids: &mut IdSource,
+        by: CommandId,
+        faces: &[FaceKey],
+        offset: Option<Vec3>,
+        distance: f32,
+        snap_m: Option<f32>,
+    ) -> Result<(), EditError> {
+        let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
+        for f in &selected {
+            self.need_face(*f)?;
+        }
+        // Edge-connected regions, in order of their smallest face id.
+        let mut region_of: BTreeMap<FaceKey, usize> = BTreeMap::new();
+        let mut regions: Vec<Vec<FaceKey>> = Vec::new();
+        for f in &selected {
+            if region_of.contains_key(f) {
+                continue;
+            }
+            let r = regions.len();
+            let mut stack = alloc::vec![*f];
+            let mut members = Vec::new();
+            region_of.insert(*f, r);
+            while let Some(g) = stack.pop() {
+                members.push(g);
+                let corners = &self.faces[&g];
+                for i in 0..corners.len() {
+                    let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
+                    if let Some(h) = self.face_of(b, a)
+                        && selected.contains(&h)
+                        && !region_of.contains_key(&h)
+                    {
+                        region_of.insert(h, r);
+                        stack.push(h);
+                    }
+                }
+            }
+            members.sort_unstable();
+            regions.push(members);
+        }
+        for members in regions {
+            let normal = members
+                .iter()
+                .fold(Vec3::ZERO, |n, f| n + self.face_normal(&self.faces[f]))
+                .normalize_or_zero();
+            let shift = match offset {
+                Some(v) => {
+                    let len = v.length();
+                    if len > 0.0 {
+                        v * (snap(len, snap_m) / len)
+                    } else {
+                        v
+                    }
+                }
+                None => normal * snap(distance, snap_m),
+            };
+            let in_region: BTreeSet<FaceKey> = members.iter().copied().collect();
+            // Boundary half-edges of the region, in face-id then loop order.
+            let mut rim: Vec<(VertexKey, VertexKey)> = Vec::new();
+            let mut corners_all: BTreeSet<VertexKey> = BTreeSet::new();
+            for f in &members {
+                let corners = &self.faces[f];
+                for i in 0..corners.len() {
+                    let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
+                    corners_all.insert(a);
+                    if !self.face_of(b, a).is_some_and(|g| in_region.contains(&g)) {
+                        rim.push((a, b));
+                    }
+                }
+            }
+            let rim_verts: BTreeSet<VertexKey> = rim.iter().map(|(a, _)| *a).collect();
+            let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+            for v in &rim_verts {
+                let p = self.position(*v) + shift;
+                let nv = ids.vertex();
+                self.verts.insert(nv, p);
+                lifted.insert(*v, nv);
+            }
+            for v in corners_all.difference(&rim_verts) {
+                if let Some(p) = self.verts.get_mut(v) {
+                    *p += shift;
+                    self.moved.insert(*v, by);
+                }
+            }
+            for f in &members {
+                if let Some(corners) = self.faces.get_mut(f) {
+                    for c in corners.iter_mut() {
+                        if let Some(n) = lifted.get(c) {
+                            *c = *n;
+                        }
+                    }
+                }
+            }
+            for (a, b) in rim {
+                let (a2, b2) = (lifted[&a], lifted[&b]);
+                self.faces.insert(ids.face(), alloc::vec![a, b, b2, a2]);
+            }
+        }
+        self.finish(ids)
+    }
+
+    /// Extrudes border edges by `offset` (its length snapped to `snap_m`): a quad per edge,
+    /// new vertices shared where selected edges meet.
+    ///
+    /// # Errors
+    /// A missing edge, an edge that is not on the border, or a non-manifold result.
+    pub fn extrude_edges(
+        &mut self,
+        ids: &mut IdSource,
+        edges: &[EdgeKey],
+        offset: Vec3,
+        snap_m: Option<f32>,
+    ) -> Result<(), EditError> {
+        let len = offset.length();
+        let shift = if len > 0.0 {
+            offset * (snap(len, snap_m) / len)
+        } else {
+            offset
+        };
+        let mut sides = Vec::new();
+        let unique: BTreeSet<EdgeKey> = edges.iter().copied().collect();
+        for e in &unique {
+            let (a, b) = self.need_edge(*e)?;
+            // (a, b) oriented so that a→b has the face and b→a is the border.
+            let (a, b) = match (self.face_of(a, b), self.face_of(b, a)) {
+                (Some(_), None) => (a, b),
+                (None, Some(_)) => (b, a),
+                _ => return topo(format!("{e} is not on the border; only border edges extrude")),
+            };
+            sides.push((a, b));
+        }
+        let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+        for (a, b) in &sides {
+            for v in [*a, *b] {
+                if !lifted.contains_key(&v) {
+                    let p = self.position(v) + shift;
+                    let nv = ids.vertex();
+                    self.verts.insert(nv, p);
+                    lifted.insert(v, nv);
+                }
+            }
+        }
+        for (a, b) in sides {
+            self.faces
+                .insert(ids.face(), alloc::vec![b, a, lifted[&a], lifted[&b]]);
+        }
+        self.finish(ids)
+    }
+
+    /// Points along edge a–b (`cuts` of them, from a to b); the same vertices whichever way it
+    /// is asked, created on first use.
+    fn cut_points(
+        &mut self,
+        ids: &mut IdSource,
+        cache: &mut BTreeMap<(VertexKey, VertexKey), Vec<VertexKey>>,
+        a: VertexKey,
+        b: VertexKey,
+        cuts: usize,
+        at: impl Fn(Vec3, Vec3, usize) -> Vec3,
+    ) -> Vec<VertexKey> {
+        let key = sorted(a, b);
+        let pts = if let Some(p) = cache.get(&key) {
+            p.clone()
+        } else {
+            let (pa, pb) = (self.position(key.0), self.position(key.1));
+            let p: Vec<VertexKey> = (1..=cuts)
+                .map(|k| {
+                    let v = ids.vertex();
+                    self.verts.insert(v, at(pa, pb, k));
+                    v
+                })
+                .collect();
+            cache.insert(key, p.clone());
+            p
+        };
+        if key.0 == a {
+            pts
+        } else {
+            pts.into_iter().rev().collect()
+        }
+    }
+
+    /// Inserts the cut points of edge a–b into every face outside `skip` that uses it.
+    fn insert_into_neighbours(
+        &mut self,
+        cache: &BTreeMap<(VertexKey, VertexKey), Vec<VertexKey>>,
+        skip: &BTreeSet<FaceKey>,
+    ) {
+        for ((lo, hi), pts) in cache {
+            for (a, b) in [(*lo, *hi), (*hi, *lo)] {
+                let Some(f) = self.face_of(a, b) else { continue };
+                if skip.contains(&f) {
+                    continue;
+                }
+                let Some(corners) = self.faces.get_mut(&f) else {
+                    continue;
+                };
+                if let Some(i) = corners.iter().position(|c| *c == a) {
+                    let ins: Vec<VertexKey> = if a == *lo {
+                        pts.clone()
+                    } else {
+                        pts.iter().rev().copied().collect()
+                    };
+                    let at = i + 1;
+                    corners.splice(at..at, ins);
+                }
+            }
+        }
+    }
+
+    /// Subdivides faces with `cuts` cuts per edge: quads into a grid, triangles into a
+    /// triangular grid, larger polygons into a fan around their centre. Neighbouring faces get
+    /// the new edge vertices in their loops, so the mesh stays closed.
+    ///
+    /// # Errors
+    /// A missing face or a non-manifold result.
+    pub fn subdivide(
+        &mut self,
+        ids: &mut IdSource,
+        faces: &[FaceKey],
+        cuts: u8,
+    ) -> Result<(), EditError> {
+        let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
+        for f in &selected {
+            self.need_face(*f)?;
+        }
+        let c = usize::from(cuts);
+        let n = c + 1;
+        let nf = n as f32;
+        let lerp_at = move |a: Vec3, b: Vec3, k: usize| a + (b - a) * (k as f32 / nf);
+        let mut cache = BTreeMap::new();
+        let mut replaced: Vec<(FaceKey, Vec<Vec<VertexKey>>)> = Vec::new();
+        for f in &selected {
+            let corners = self.faces[f].clone();
+            let m = corners.len();
+            // Side points from corner i to corner i+1, corners included.
+            let mut side: Vec<Vec<VertexKey>> = Vec::with_capacity(m);
+            for i in 0..m {
+                let (a, b) = (corners[i], corners[(i + 1) % m]);
+                let mut s = alloc::vec![a];
+                s.extend(self.cut_points(ids, &mut cache, a, b, c, lerp_at));
+                s.push(b);
+                side.push(s);
+            }
+            let p: Vec<Vec3> = corners.iter().map(|v| self.position(*v)).collect();
+            let mut out: Vec<Vec<VertexKey>> = Vec::new();
+            if m == 4 {
+                // Grid q[i][j], i along c0→c1, j along c0→c3.
+                let mut q = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
+                for k in 0..=n {
+                    q[k][0] = side[0][k];
+                    q[n][k] = side[1][k];
+                    q[n - k][n] = side[2][k];
+                    q[0][n - k] = side[3][k];
+                }
+                for j in 1..n {
+                    for i in 1..n {
+                        let (u, v) = (i as f32 / nf, j as f32 / nf);
+                        let bottom = p[0] + (p[1] - p[0]) * u;
+                        let top = p[3] + (p[2] - p[3]) * u;
+                        let key = ids.vertex();
+                        self.verts.insert(key, bottom + (top - bottom) * v);
+                        q[i][j] = key;
+                    }
+                }
+                for j in 0..n {
+                    for i in 0..n {
+                        out.push(alloc::vec![q[i][j], q[i + 1][j], q[i + 1][j + 1], q[i][j + 1]]);
+                    }
+                }
+            } else if m == 3 {
+                // t[i][j], i + j ≤ n: c0 + (c1 - c0) i/n + (c2 - c0) j/n.
+                let mut t = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
+                for k in 0..=n {
+                    t[k][0] = side[0][k];
+                    t[n - k][k] = side[1][k];
+                    t[0][n - k] = side[2][k];
+                }
+                for i in 1..n {
+                    for j in 1..n - i {
+                        let key = ids.vertex();
+                        self.verts.insert(
+                            key,
+                            p[0] + (p[1] - p[0]) * (i as f32 / nf) + (p[2] - p[0]) * (j as f32 / nf),
+                        );
+                        t[i][j] = key;
+                    }
+                }
+                for i in 0..n {
+                    for j in 0..n - i {
+                        out.push(alloc::vec![t[i][j], t[i + 1][j], t[i][j + 1]]);
+                        if i + j + 1 < n {
+                            out.push(alloc::vec![t[i + 1][j], t[i + 1][j + 1], t[i][j + 1]]);
+                        }
+                    }
+                }
+            } else {
+                let centre = p.iter().fold(Vec3::ZERO, |s, x| s + *x) / m as f32;
+                let ck = ids.vertex();
+                self.verts.insert(ck, centre);
+                for s in &side {
+                    for w in s.windows(2) {
+                        out.push(alloc::vec![ck, w[0], w[1]]);
+                    }
+                }
+            }
+            replaced.push((*f, out));
+        }
+        self.insert_into_neighbours(&cache, &selected);
+        for (f, out) in replaced {
+            self.faces.remove(&f);
+            for poly in out {
+                self.faces.insert(ids.face(), poly);
+            }
+        }
+        self.finish(ids)
+    }
+
+    /// Catmull–Clark subdivision, `levels` times, of the whole mesh (`faces` empty) or of a face
+    /// region. Region borders are treated as creases: their edge points are midpoints, their
+    /// vertices stay, and the faces outside get the midpoints in their loops. Mesh borders use
+    /// the boundary rules (edge midpoints; vertices (1/8, 6/8, 1/8)). Original vertices keep
+    /// their ids (and move); faces and split edges are replaced by new ones.
+    ///
+    /// # Errors
+    /// A missing face or a non-manifold result.
+    pub fn catmull_clark(
+        &mut self,
+        ids: &mut IdSource,
+        by: CommandId,
+        faces: &[FaceKey],
+        levels: u8,
+    ) -> Result<(), EditError> {
+        let mut region: BTreeSet<FaceKey> = if faces.is_empty() {
+            self.faces.keys().copied().collect()
+        } else {
+            faces.iter().copied().collect()
+        };
+        for f in &region {
+            self.need_face(*f)?;
+        }
+        for _ in 0..levels {
+            region = self.catmull_clark_once(ids, by, &region)?;
+        }
+        Ok(())
+    }
+
+    fn catmull_clark_once(
+        &mut self,
+        ids: &mut IdSource,
+        by: CommandId,
+        region: &BTreeSet<FaceKey>,
+    ) -> Result<BTreeSet<FaceKey>, EditError> {
+        let in_region = |f: Option<FaceKey>| f.is_some_and(|f| region.contains(&f));
+        // Face points.
+        let mut face_point: BTreeMap<FaceKey, (VertexKey, Vec3)> = BTreeMap::new();
+        for f in region {
+            let corners = &self.faces[f];
+            let c = corners
+                .iter()
+                .fold(Vec3::ZERO, |s, v| s + self.position(*v))
+                / corners.len() as f32;
+            face_point.insert(*f, (ids.vertex(), c));
+        }
+        // Edge points, for every edge of a region face, in face-id then loop order.
+        let mut edge_point: BTreeMap<(VertexKey, VertexKey), (VertexKey, Vec3)> = BTreeMap::new();
+        for f in region {
+            let corners = &self.faces[f];
+            for i in 0..corners.len() {
+                let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
+                let key = sorted(a, b);
+                if edge_point.contains_key(&key) {
+                    continue;
+                }
+                let (pa, pb) = (self.position(key.0), self.position(key.1));
+                let left = self.face_of(key.0, key.1);
+                let right = self.face_of(key.1, key.0);
+                let p = match (left, right) {
+                    (Some(l), Some(r)) if in_region(Some(l)) && in_region(Some(r)) => {
+                        (pa + pb + face_point[&l].1 + face_point[&r].1) * 0.25
+                    }
+                    _ => (pa + pb) * 0.5,
+                };
+                edge_point.insert(key, (ids.vertex(), p));
+            }
+        }
+        // New positions of original vertices.
+        let mut corners_all: BTreeSet<VertexKey> = BTreeSet::new();
+        for f in region {
+            corners_all.extend(self.faces[f].iter().copied());
+        }
+        let mut new_pos: Vec<(VertexKey, Vec3)> = Vec::new();
+        for v in &corners_all {
+            let out: Vec<(VertexKey, Option<FaceKey>, Option<FaceKey>)> = self
+                .outgoing(*v)
+                .map(|(w, h)| (w, h.face, self.face_of(w, *v)))
+                .collect();
+            let p = self.position(*v);
+            let all_region = out
+                .iter()
+                .all(|(_, f, g)| (f.is_none() || in_region(*f)) && (g.is_none() || in_region(*g)));
+            if !all_region {
+                continue; // on the region's border: a crease, stays put
+            }
+            let border: Vec<VertexKey> = out
+                .iter()
+                .filter(|(_, f, g)| f.is_none() || g.is_none())
+                .map(|(w, _, _)| *w)
+                .collect();
+            let np = if border.is_empty() {
+                let n = out.len() as f32;
+                let mut fsum = Vec3::ZERO;
+                let mut rsum = Vec3::ZERO;
+                for (w, f, _) in &out {
+                    if let Some(f) = f {
+                        fsum += face_point[f].1;
+                    }
+                    rsum += (p + self.position(*w)) * 0.5;
+                }
+                (fsum / n + rsum * (2.0 / n) + p * (n - 3.0)) / n
+            } else if border.len() == 2 {
+                (self.position(border[0]) + p * 6.0 + self.position(border[1])) * 0.125
+            } else {
+                p
+            };
+            new_pos.push((*v, np));
+        }
+        // Faces outside the region that share an edge with it get the edge point.
+        let mut cache: BTreeMap<(VertexKey, VertexKey), Vec<VertexKey>> = BTreeMap::new();
+        for (key, (k, p)) in &edge_point {
+            self.verts.insert(*k, *p);
+            cache.insert(*key, alloc::vec![*k]);
+        }
+        for (k, p) in face_point.values() {
+            self.verts.insert(*k, *p);
+        }
+        self.insert_into_neighbours(&cache, region);
+        let mut next_region = BTreeSet::new();
+        for f in region {
+            let Some(corners) = self.faces.remove(f) else {
+                continue;
+            };
+            let m = corners.len();
+            let fp = face_point[f].0;
+            for i in 0..m {
+                let v = corners[i];
+                let e_next = edge_point[&sorted(v, corners[(i + 1) % m])].0;
+                let e_prev = edge_point[&sorted(corners[(i + m - 1) % m], v)].0;
+                let nf = ids.face();
+                self.faces.insert(nf, alloc::vec![v, e_next, fp, e_prev]);
+                next_region.insert(nf);
+            }
+        }
+        for (v, p) in new_pos {
+            if let Some(pos) = self.verts.get_mut(&v) {
+                *pos = p;
+                self.moved.insert(v, by);
+            }
+        }
+        self.finish(ids)?;
+        Ok(next_region)
+    }
+
+    /// Merges vertices: each group into its first vertex, at that vertex's position or
+    /// (`at_center`) at the group's centroid. Several groups in one command weld a whole seam at
+    /// once (welding it vertex by vertex would pass through non-manifold states).
+    ///
+    /// # Errors
+    /// A missing vertex, a group of fewer than two distinct vertices, a vertex in two groups, or
+    /// a result with a degenerate or non-manifold face (e.g. welding two corners of a triangle).
+    pub fn weld(
+        &mut self,
+        ids: &mut IdSource,
+        by: CommandId,
+        groups: &[Vec<VertexKey>],
+        at_center: bool,
+    ) -> Result<(), EditError> {
+        let mut target: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+        let mut centres: Vec<(VertexKey, Vec3)> = Vec::new();
+        let mut used: BTreeSet<VertexKey> = BTreeSet::new();
+        for group in groups {
+            let Some(&keep) = group.first() else {
+                return topo("a weld group needs at least two vertices".into());
+            };
+            let mut sum = Vec3::ZERO;
+            let mut n = 0u32;
+            for v in group {
+                sum += self.need_vertex(*v)?;
+                n += 1;
+                if !used.insert(*v) && *v != keep {
+                    return topo(format!("{v} is in two weld groups"));
+                }
+                if *v != keep {
+                    target.insert(*v, keep);
+                }
+            }
+            if !group.iter().any(|v| *v != keep) {
+                return topo("a weld group needs at least two distinct vertices".into());
+            }
+            if target.contains_key(&keep) {
+                return topo(format!("{keep} is in two weld groups"));
+            }
+            centres.push((keep, sum / n as f32));
+        }
+        let mut touched: BTreeSet<FaceKey> = BTreeSet::new();
+        for v in target.keys() {
+            touched.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
+        }
+        for f in touched {
+            let Some(corners) = self.faces.get_mut(&f) else {
+                continue;
+            };
+            for c in corners.iter_mut() {
+                if let Some(t) = target.get(c) {
+                    *c = *t;
+                }
+            }
+            corners.dedup();
+            while corners.len() > 1 && corners.first() == corners.last() {
+                corners.pop();
+            }
+            if corners.len() < 3 {
+                return topo(format!(
+                    "welding would collapse {f} into a degenerate face ({} corners)",
+                    corners.len()
+                ));
+            }
+        }
+        for v in target.keys() {
+            self.verts.remove(v);
+        }
+        if at_center {
+            for (keep, c) in centres {
+                if let Some(p) = self.verts.get_mut(&keep) {
+                    *p = c;
+                    self.moved.insert(keep, by);
+                }
+            }
+        }
+        self.finish(ids)
+    }
+
+    /// Mirrors the mesh across a local axis plane, keeping the original half. With `weld`,
+    /// vertices within [`MIRROR_WELD_M`] of the plane are snapped onto it and shared by both
+    /// halves (a half model becomes one closed piece).
+    ///
+    /// # Errors
+    /// A result that is not manifold (e.g. a face lying in the plane with `weld`).
+    pub fn mirror(
+        &mut self,
+        ids: &mut IdSource,
+        by: CommandId,
+        axis: Axis,
+        weld: bool,
+    ) -> Result<(), EditError> {
+        let flip = match axis {
+            Axis::X => Vec3::new(-1.0, 1.0, 1.0),
+            Axis::Y => Vec3::new(1.0, -1.0, 1.0),
+            Axis::Z => Vec3::new(1.0, 1.0, -1.0),
+        };
+        let coord = |p: Vec3| match axis {
+            Axis::X => p.x,
+            Axis::Y => p.y,
+            Axis::Z => p.z,
+        };
+        let mut image: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+        let originals: Vec<(VertexKey, Vec3)> = self.verts.iter().map(|(k, p)| (*k, *p)).collect();
+        for (v, p) in originals {
+            if weld && coord(p).abs() <= MIRROR_WELD_M {
+                let on_plane = p * (Vec3::ONE + flip) * 0.5;
+                if on_plane != p {
+                    self.verts.insert(v, on_plane);
+                    self.moved.insert(v, by);
+                }
+                image.insert(v, v);
+            } else {
+                let nv = ids.vertex();
+                self.verts.insert(nv, p * flip);
+                image.insert(v, nv);
+            }
+        }
+        let originals: Vec<Vec<VertexKey>> = self.faces.values().cloned().collect();
+        for corners in originals {
+            let mut m: Vec<VertexKey> = corners.iter().rev().map(|v| image[v]).collect();
+            // Start the mirrored loop at the image of the original first corner.
+            m.rotate_right(1);
+            self.faces.insert(ids.face(), m);
+        }
+        self.finish(ids)
+    }
+
+    /// A deep copy with every element renamed to ids from `ids` (vertices in id order, then
+    /// faces in id order, then edges); positions and loops are equal.
+    ///
+    /// # Errors
+    /// Never for a valid mesh (the copy is checked like every result).
+    pub fn duplicate(&self, ids: &mut IdSource) -> Result<Self, EditError> {
+        let mut out = Self::default();
+        let mut rename: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+        for (v, p) in &self.verts {
+            let nv = ids.vertex();
+            rename.insert(*v, nv);
+            out.verts.insert(nv, *p);
+        }
+        for corners in self.faces.values() {
+            out.faces
+                .insert(ids.face(), corners.iter().map(|v| rename[v]).collect());
+        }
+        out.finish(ids)?;
+        Ok(out)
+    }
+
+    /// Triangulated, flat-shaded render data (a fan per face, faces in id order).
+    #[must_use]
+    pub fn triangulate(&self) -> RenderMesh {
+        let mut out = RenderMesh::default();
+        for corners in self.faces.values() {
+            let normal = self.face_normal(corners).normalize_or_zero();
+            let base = out.positions.len() as u32;
+            for c in corners {
+                out.positions.push(self.position(*c).to_array());
+                out.normals.push(normal.to_array());
+            }
+            for i in 1..corners.len().saturating_sub(1) as u32 {
+                out.indices.extend_from_slice(&[base, base + i, base + i + 1]);
+            }
+        }
+        out
+    }
+
+    /// The index-based half-edge mesh of the same faces (for code that walks indices).
+    #[must_use]
+    pub fn to_indexed(&self) -> Mesh {
+        let rank: BTreeMap<VertexKey, u32> = self
+            .verts
+            .keys()
+            .enumerate()
+            .map(|(i, v)| (*v, i as u32))
+            .collect();
+        let positions: Vec<Vec3> = self.verts.values().copied().collect();
+        let polys: Vec<Vec<u32>> = self
+            .faces
+            .values()
+            .map(|c| c.iter().map(|v| rank[v]).collect())
+            .collect();
+        Mesh::from_polygons(&positions, &polys).unwrap_or_default()
+    }
+}
+
+// ---- Canonical encoding ----------------------------------------------------------------------
+//
+// Ids are written as runs (one creating command, consecutive indices) because operations create
+// elements in runs; corners and edge ends are written as ranks into the sorted vertex list.
+
+#[derive(Serialize, Deserialize)]
+struct Run {
+    by: CommandId,
+    start: u32,
+    len: u32,
+}
+
+fn runs(keys: impl Iterator<Item = ElementId>) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for k in keys {
+        if let Some(last) = out.last_mut()
+            && last.by == k.by
+            && last.start.checked_add(last.len) == Some(k.index)
+        {
+            last.len += 1;
+            continue;
+        }
+        out.push(Run {
+            by: k.by,
+            start: k.index,
+            len: 1,
+        });
+    }
+    out
+}
+
+fn unrun(runs: &[Run], limit: usize) -> Result<Vec<ElementId>, String> {
+    let mut out = Vec::new();
+    for r in runs {
+        if out.len().saturating_add(r.len as usize) > limit {
+            return Err("more element ids than elements".into());
+        }
+        for i in 0..r.len {
+            let index = r.start.checked_add(i).ok_or("element index overflows")?;
+            out.push(ElementId { by: r.by, index });
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    vertex_ids: Vec<Run>,
+    positions: Vec<Vec3>,
+    face_ids: Vec<Run>,
+    /// Corner counts, then all corners as vertex ranks.
+    face_sizes: Vec<u32>,
+    corners: Vec<u32>,
+    edge_ids: Vec<Run>,
+    /// Per edge, in edge-id order: its two end points as vertex ranks.
+    edge_ends: Vec<(u32, u32)>,
+    moved: Vec<(u32, CommandId)>,
+}
+
+impl Serialize for EditMesh {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rank: BTreeMap<VertexKey, u32> = self
+            .verts
+            .keys()
+            .enumerate()
+            .map(|(i, v)| (*v, i as u32))
+            .collect();
+        let r = |v: &VertexKey| rank.get(v).copied().unwrap_or(u32::MAX);
+        let by_id: BTreeMap<EdgeKey, (VertexKey, VertexKey)> =
+            self.edges.iter().map(|(p, k)| (*k, *p)).collect();
+        let wire = Wire {
+            vertex_ids: runs(self.verts.keys().map(|k| k.0)),
+            positions: self.verts.values().copied().collect(),
+            face_ids: runs(self.faces.keys().map(|k| k.0)),
+            face_sizes: self.faces.values().map(|c| c.len() as u32).collect(),
+            corners: self.faces.values().flatten().map(r).collect(),
+            edge_ids: runs(by_id.keys().map(|k| k.0)),
+            edge_ends: by_id.values().map(|(a, b)| (r(a), r(b))).collect(),
+            moved: self.moved.iter().map(|(v, c)| (r(v), *c)).collect(),
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EditMesh {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let w = Wire::deserialize(d)?;
+        let vids = unrun(&w.vertex_ids, w.positions.len()).map_err(D::Error::custom)?;
+        if vids.len() != w.positions.len() {
+            return Err(D::Error::custom("vertex ids and positions differ in count"));
+        }
+        let keys: Vec<VertexKey> = vids.into_iter().map(VertexKey).collect();
+        let at = |i: u32| {
+            keys.get(i as usize)
+                .copied()
+                .ok_or_else(|| D::Error::custom("a vertex rank is out of range"))
+        };
+        let verts: BTreeMap<VertexKey, Vec3> =
+            keys.iter().copied().zip(w.positions.iter().copied()).collect();
+        if verts.len() != keys.len() {
+            return Err(D::Error::custom("vertex ids repeat"));
+        }
+        let fids = unrun(&w.face_ids, w.face_sizes.len()).map_err(D::Error::custom)?;
+        if fids.len() != w.face_sizes.len() {
+            return Err(D::Error::custom("face ids and sizes differ in count"));
+        }
+        let mut faces = BTreeMap::new();
+        let mut corners = w.corners.iter();
+        for (id, size) in fids.into_iter().zip(&w.face_sizes) {
+            let mut loop_ = Vec::new();
+            for _ in 0..*size {
+                let c = corners
+                    .next()
+                    .ok_or_else(|| D::Error::custom("fewer corners than face sizes say"))?;
+                loop_.push(at(*c)?);
+            }
+            faces.insert(FaceKey(id), loop_);
+        }
+        if corners.next().is_some() {
+            return Err(D::Error::custom("more corners than face sizes say"));
+        }
+        let eids = unrun(&w.edge_ids, w.edge_ends.len()).map_err(D::Error::custom)?;
+        if eids.len() != w.edge_ends.len() {
+            return Err(D::Error::custom("edge ids and ends differ in count"));
+        }
+        let mut edges = BTreeMap::new();
+        for (id, (a, b)) in eids.into_iter().zip(&w.edge_ends) {
+            edges.insert(sorted(at(*a)?, at(*b)?), EdgeKey(id));
+        }
+        let mut moved = BTreeMap::new();
+        for (v, c) in &w.moved {
+            moved.insert(at(*v)?, *c);
+        }
+        Self::from_parts(verts, faces, edges, moved).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,394 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use super::*;
+use crate::ids::AuthorId;
+
+const A: AuthorId = AuthorId(1);
+
+fn cmd(lamport: u64) -> CommandId {
+    CommandId {
+        lamport,
+        author: A,
+    }
+}
+
+fn el(by: u64, index: u32) -> ElementId {
+    ElementId {
+        by: cmd(by),
+        index,
+    }
+}
+
+fn v(by: u64, index: u32) -> VertexKey {
+    VertexKey(el(by, index))
+}
+
+fn f(by: u64, index: u32) -> FaceKey {
+    FaceKey(el(by, index))
+}
+
+fn cube() -> EditMesh {
+    EditMesh::from_primitive(Primitive::Cube, cmd(1))
+}
+
+fn counts(m: &EditMesh) -> (usize, usize, usize) {
+    (m.vertices().len(), m.edges().len(), m.faces().len())
+}
+
+fn valid(m: &EditMesh) {
+    m.check().unwrap_or_else(|e| panic!("{e}"));
+    // The canonical encoding round-trips to an equal, valid mesh.
+    let bytes = postcard::to_allocvec(m).unwrap();
+    let back: EditMesh = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(&back, m);
+    back.check().unwrap();
+    assert_eq!(back.half_edges(), m.half_edges());
+    assert_eq!(back.triangle_count(), m.triangle_count());
+}
+
+/// The cube's top face (+y) is the fifth face of the primitive: id 1:12 (8 vertices first).
+const TOP: u32 = 8 + 4;
+
+#[test]
+fn primitive_ids_come_from_the_spawn() {
+    let m = cube();
+    valid(&m);
+    assert_eq!(counts(&m), (8, 12, 6));
+    assert_eq!(m.vertices().keys().next(), Some(&v(1, 0)));
+    assert_eq!(m.faces().keys().next(), Some(&f(1, 8)));
+    // Edges follow the faces: 1:14 .. 1:25.
+    let mut edge_ids: Vec<u32> = m.edges().values().map(|e| e.0.index).collect();
+    edge_ids.sort_unstable();
+    assert_eq!(edge_ids, (14..26).collect::<Vec<_>>());
+    assert_eq!(m.faces()[&f(1, TOP)], vec![v(1, 7), v(1, 6), v(1, 2), v(1, 3)]);
+    for p in [
+        Primitive::Cube,
+        Primitive::Pyramid,
+        Primitive::Plane,
+        Primitive::Cylinder,
+        Primitive::Sphere,
+    ] {
+        let m = EditMesh::from_primitive(p, cmd(1));
+        valid(&m);
+        assert_eq!(m.triangle_count(), crate::scene::primitive_triangles(p), "{p:?}");
+    }
+}
+
+#[test]
+fn extruding_the_top_face_of_a_cube() {
+    let mut m = cube();
+    let mut ids = IdSource::new(cmd(2));
+    m.extrude_faces(&mut ids, cmd(2), &[f(1, TOP)], None, 0.5, None)
+        .unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (12, 20, 10));
+    // The top face keeps its id and now sits on the four new vertices 2:0..2:3, lifted by 0.5.
+    let top = &m.faces()[&f(1, TOP)];
+    // (New vertices in id order of the corners they lift: 2→2:0, 3→2:1, 6→2:2, 7→2:3.)
+    assert_eq!(top, &vec![v(2, 3), v(2, 2), v(2, 0), v(2, 1)]);
+    for c in top {
+        assert!((m.vertices()[c].y - 1.0).abs() < 1e-6);
+    }
+    // The old corners stay where they were, with their ids.
+    assert!((m.vertices()[&v(1, 7)].y - 0.5).abs() < 1e-6);
+    // Side faces 2:4..2:7, then the new edges 2:8..2:15.
+    for i in 4..8 {
+        assert_eq!(m.faces()[&f(2, i)].len(), 4);
+    }
+    let new_edges = m.edges().values().filter(|e| e.0.by == cmd(2)).count();
+    assert_eq!(new_edges, 8);
+    // Snap: 0.37 with a 0.25 grid goes 0.25.
+    let mut ids = IdSource::new(cmd(3));
+    m.extrude_faces(&mut ids, cmd(3), &[f(1, TOP)], None, 0.37, Some(0.25))
+        .unwrap();
+    valid(&m);
+    let y = m.vertices()[&m.faces()[&f(1, TOP)][0]].y;
+    assert!((y - 1.25).abs() < 1e-6, "{y}");
+}
+
+#[test]
+fn a_connected_region_extrudes_as_one() {
+    // Two adjacent faces of a subdivided plane extrude as one block: no wall between them.
+    let mut m = EditMesh::from_primitive(Primitive::Plane, cmd(1));
+    m.subdivide(&mut IdSource::new(cmd(2)), &[f(1, 4)], 1).unwrap();
+    valid(&m);
+    assert_eq!(m.faces().len(), 4);
+    let two: Vec<FaceKey> = m.faces().keys().take(2).copied().collect();
+    let before = m.faces().len();
+    m.extrude_faces(
+        &mut IdSource::new(cmd(3)),
+        cmd(3),
+        &two,
+        Some(Vec3::Y),
+        0.0,
+        None,
+    )
+    .unwrap();
+    valid(&m);
+    // Two faces share one edge: their region's rim has 6 edges, so 6 side quads.
+    assert_eq!(m.faces().len(), before + 6);
+}
+
+#[test]
+fn extruding_border_edges_of_a_plane() {
+    let mut m = EditMesh::from_primitive(Primitive::Plane, cmd(1));
+    let edges: Vec<EdgeKey> = m.edges().values().copied().collect();
+    m.extrude_edges(&mut IdSource::new(cmd(2)), &edges[..2], Vec3::Y, None)
+        .unwrap();
+    valid(&m);
+    // Two adjacent border edges share a corner: 3 new vertices, 2 quads.
+    assert_eq!(counts(&m).0, 4 + 3);
+    assert_eq!(counts(&m).2, 3);
+    // An interior edge cannot be extruded.
+    let c = cube();
+    let e = *c.edges().values().next().unwrap();
+    let err = c
+        .clone()
+        .extrude_edges(&mut IdSource::new(cmd(2)), &[e], Vec3::Y, None)
+        .unwrap_err();
+    assert!(matches!(err, EditError::Topology(_)), "{err}");
+    c.check().unwrap();
+}
+
+#[test]
+fn subdividing_faces_keeps_the_mesh_closed() {
+    for cuts in 1..=3u8 {
+        let mut m = cube();
+        m.subdivide(&mut IdSource::new(cmd(2)), &[f(1, TOP)], cuts)
+            .unwrap();
+        valid(&m);
+        let n = usize::from(cuts) + 1;
+        assert_eq!(m.faces().len(), 5 + n * n);
+        // The four side faces gained the cut vertices of the shared edges.
+        let side_corners: usize = m
+            .faces()
+            .iter()
+            .filter(|(k, _)| k.0.by == cmd(1))
+            .map(|(_, c)| c.len())
+            .sum();
+        assert_eq!(side_corners, 5 * 4 + 4 * usize::from(cuts));
+    }
+    // Triangles and larger polygons.
+    let mut p = EditMesh::from_primitive(Primitive::Pyramid, cmd(1));
+    let all: Vec<FaceKey> = p.faces().keys().copied().collect();
+    p.subdivide(&mut IdSource::new(cmd(2)), &all, 2).unwrap();
+    valid(&p);
+    assert_eq!(p.faces().len(), 9 + 4 * 9);
+    let mut cyl = EditMesh::from_primitive(Primitive::Cylinder, cmd(1));
+    let cap = *cyl.faces().iter().find(|(_, c)| c.len() == 16).unwrap().0;
+    cyl.subdivide(&mut IdSource::new(cmd(2)), &[cap], 1).unwrap();
+    valid(&cyl);
+}
+
+#[test]
+fn catmull_clark_of_a_cube() {
+    let mut m = cube();
+    m.catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[], 1)
+        .unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (26, 48, 24));
+    // Original corners keep their ids and move inwards (to ±5/18 ≈ 0.2778 per axis).
+    let p = m.vertices()[&v(1, 6)];
+    assert!((p.x - 5.0 / 18.0).abs() < 1e-6, "{p}");
+    m.catmull_clark(&mut IdSource::new(cmd(3)), cmd(3), &[], 2)
+        .unwrap();
+    valid(&m);
+    assert_eq!(m.faces().len(), 24 * 16);
+    // A region: only the top face, whose border is a crease.
+    let mut r = cube();
+    r.catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[f(1, TOP)], 1)
+        .unwrap();
+    valid(&r);
+    assert_eq!(r.faces().len(), 5 + 4);
+    assert_eq!(r.vertices()[&v(1, 6)], cube().vertices()[&v(1, 6)]);
+    // Open meshes use the boundary rules.
+    let mut plane = EditMesh::from_primitive(Primitive::Plane, cmd(1));
+    plane
+        .catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[], 1)
+        .unwrap();
+    valid(&plane);
+    assert_eq!(plane.faces().len(), 4);
+}
+
+#[test]
+fn weld_and_degenerate_welds() {
+    // Two planes side by side, welded along the shared border, become one sheet.
+    let mut m = EditMesh::from_primitive(Primitive::Plane, cmd(1));
+    let mut ids = IdSource::new(cmd(2));
+    let a = m.create_vertex(&mut ids, Vec3::new(1.5, 0.0, 0.5));
+    let b = m.create_vertex(&mut ids, Vec3::new(1.5, 0.0, -0.5));
+    let c = m.create_vertex(&mut ids, Vec3::new(0.5, 0.0, -0.5));
+    let d = m.create_vertex(&mut ids, Vec3::new(0.5, 0.0, 0.5));
+    m.create_face(&mut ids, &[d, a, b, c]).unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (8, 8, 2));
+    let mut ids = IdSource::new(cmd(3));
+    // One vertex at a time would pass through a bowtie: refused.
+    let err = m.clone().weld(&mut ids, cmd(3), &[vec![v(1, 1), d]], false).unwrap_err();
+    assert!(matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")), "{err}");
+    m.weld(&mut ids, cmd(3), &[vec![v(1, 1), d], vec![v(1, 2), c]], true)
+        .unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (6, 7, 2));
+    // Welding two corners of one triangle collapses it: refused.
+    let mut p = EditMesh::from_primitive(Primitive::Pyramid, cmd(1));
+    let err = p
+        .weld(&mut IdSource::new(cmd(2)), cmd(2), &[vec![v(1, 0), v(1, 4)]], true)
+        .unwrap_err();
+    assert!(matches!(err, EditError::Topology(ref s) if s.contains("degenerate")), "{err}");
+}
+
+#[test]
+fn create_and_delete() {
+    let mut m = cube();
+    // Deleting a face leaves a hole with a border loop of four half-edges.
+    m.delete(&mut IdSource::new(cmd(2)), &[], &[], &[f(1, TOP)])
+        .unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (8, 12, 5));
+    assert_eq!(m.half_edges().values().filter(|h| h.face.is_none()).count(), 4);
+    // Filling it again gives a new face id.
+    let mut ids = IdSource::new(cmd(3));
+    let nf = m
+        .create_face(&mut ids, &[v(1, 7), v(1, 6), v(1, 2), v(1, 3)])
+        .unwrap();
+    assert_eq!(nf, f(3, 0));
+    valid(&m);
+    // A face over the same vertices twice is refused, and so is a flipped one.
+    for corners in [
+        [v(1, 7), v(1, 6), v(1, 2), v(1, 3)],
+        [v(1, 3), v(1, 2), v(1, 6), v(1, 7)],
+    ] {
+        let err = m
+            .clone()
+            .create_face(&mut IdSource::new(cmd(4)), &corners)
+            .unwrap_err();
+        assert!(matches!(err, EditError::Topology(_)), "{err}");
+    }
+    // Deleting a vertex takes its three faces; corners left with no face go too.
+    m.delete(&mut IdSource::new(cmd(5)), &[v(1, 6)], &[], &[])
+        .unwrap();
+    valid(&m);
+    assert_eq!(counts(&m), (7, 9, 3));
+    // A face over a deleted vertex: missing.
+    let err = m
+        .create_face(&mut IdSource::new(cmd(6)), &[v(1, 6), v(1, 2), v(1, 3)])
+        .unwrap_err();
+    assert!(matches!(err, EditError::Missing(_)), "{err}");
+    // Deleting an edge takes both faces beside it.
+    let mut c = cube();
+    let e = *c.edges().values().next().unwrap();
+    c.delete(&mut IdSource::new(cmd(2)), &[], &[e], &[]).unwrap();
+    valid(&c);
+    assert_eq!(c.faces().len(), 4);
+}
+
+#[test]
+fn a_bowtie_is_refused() {
+    // Two triangles sharing only a vertex are a non-manifold vertex.
+    let mut m = EditMesh::default();
+    let mut ids = IdSource::new(cmd(1));
+    let o = m.create_vertex(&mut ids, Vec3::ZERO);
+    let p: Vec<VertexKey> = [Vec3::X, Vec3::Y, -Vec3::X, -Vec3::Y]
+        .iter()
+        .map(|q| m.create_vertex(&mut ids, *q))
+        .collect();
+    m.create_face(&mut ids, &[o, p[0], p[1]]).unwrap();
+    let err = m.create_face(&mut ids, &[o, p[2], p[3]]).unwrap_err();
+    assert!(matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")), "{err}");
+}
+
+#[test]
+fn moves_are_last_write_wins_per_vertex() {
+    let mut m = cube();
+    m.move_vertices(cmd(5), &[(v(1, 0), Vec3::ONE)]).unwrap();
+    // An earlier command arriving later does not overwrite it; a different vertex moves.
+    m.move_vertices(cmd(4), &[(v(1, 0), Vec3::ZERO), (v(1, 1), Vec3::Y)])
+        .unwrap();
+    assert_eq!(m.vertices()[&v(1, 0)], Vec3::ONE);
+    assert_eq!(m.vertices()[&v(1, 1)], Vec3::Y);
+    // A missing vertex refuses the whole move before anything changes.
+    let err = m
+        .move_vertices(cmd(6), &[(v(1, 2), Vec3::X), (v(9, 0), Vec3::X)])
+        .unwrap_err();
+    assert!(matches!(err, EditError::Missing(_)));
+    assert_ne!(m.vertices()[&v(1, 2)], Vec3::X);
+    valid(&m);
+}
+
+#[test]
+fn mirror_and_duplicate() {
+    // Half a cube (the +x half, open on x = 0) mirrored with weld becomes a closed box.
+    let mut m = EditMesh::default();
+    let mut ids = IdSource::new(cmd(1));
+    let mut k = |p: Vec3| m.create_vertex(&mut ids, p);
+    let q = [
+        k(Vec3::new(0.0, 0.0, 0.0)),
+        k(Vec3::new(1.0, 0.0, 0.0)),
+        k(Vec3::new(1.0, 1.0, 0.0)),
+        k(Vec3::new(0.0, 1.0, 0.0)),
+        k(Vec3::new(0.0, 0.0, 1.0)),
+        k(Vec3::new(1.0, 0.0, 1.0)),
+        k(Vec3::new(1.0, 1.0, 1.0)),
+        k(Vec3::new(0.0, 1.0, 1.0)),
+    ];
+    for face in [
+        [4, 5, 6, 7],
+        [1, 0, 3, 2],
+        [5, 1, 2, 6],
+        [7, 6, 2, 3],
+        [0, 1, 5, 4],
+    ] {
+        m.create_face(&mut ids, &face.map(|i| q[i])).unwrap();
+    }
+    valid(&m);
+    let mut welded = m.clone();
+    welded
+        .mirror(&mut IdSource::new(cmd(2)), cmd(2), Axis::X, true)
+        .unwrap();
+    valid(&welded);
+    assert_eq!(counts(&welded), (12, 20, 10));
+    assert_eq!(welded.half_edges().values().filter(|h| h.face.is_none()).count(), 0);
+    // New vertices are 2:0.. in id order of their originals (plane vertices are shared).
+    assert_eq!(welded.vertices()[&v(2, 0)], Vec3::new(-1.0, 0.0, 0.0));
+    let mut apart = m.clone();
+    apart
+        .mirror(&mut IdSource::new(cmd(2)), cmd(2), Axis::X, false)
+        .unwrap();
+    valid(&apart);
+    assert_eq!(counts(&apart), (16, 24, 10));
+    // Mirroring a face that lies in the plane onto itself is refused.
+    let mut plane = EditMesh::from_primitive(Primitive::Plane, cmd(1));
+    let err = plane
+        .mirror(&mut IdSource::new(cmd(2)), cmd(2), Axis::Y, true)
+        .unwrap_err();
+    assert!(matches!(err, EditError::Topology(_)), "{err}");
+
+    let copy = welded.duplicate(&mut IdSource::new(cmd(9))).unwrap();
+    valid(&copy);
+    assert_eq!(counts(&copy), counts(&welded));
+    assert!(copy.vertices().keys().all(|k| k.0.by == cmd(9)));
+    assert!(copy.faces().keys().all(|k| k.0.by == cmd(9)));
+    assert!(copy.edges().values().all(|k| k.0.by == cmd(9)));
+    let a: Vec<Vec3> = copy.vertices().values().copied().collect();
+    let b: Vec<Vec3> = welded.vertices().values().copied().collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn corrupt_encodings_are_refused() {
+    let m = cube();
+    let bytes = postcard::to_allocvec(&m).unwrap();
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x55;
+        if let Ok(back) = postcard::from_bytes::<EditMesh>(&b) {
+            back.check().unwrap();
+        }
+    }
+}
