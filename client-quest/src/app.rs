@@ -99,7 +99,7 @@ impl MeshCache {
             .meshes
             .entry(key.clone())
             .or_insert_with(|| {
-                let m = g.mesh().triangulate();
+                let m = g.render();
                 Rc::new((m.positions, m.normals, m.indices))
             })
             .clone();

@@ -503,7 +503,10 @@ impl Command {
                 faces,
             } => count(
                 "elements",
-                vertices.len().saturating_add(edges.len()).saturating_add(faces.len()),
+                vertices
+                    .len()
+                    .saturating_add(edges.len())
+                    .saturating_add(faces.len()),
                 1,
             ),
             Self::ExtrudeFaces {
@@ -549,7 +552,10 @@ impl Command {
                 at_center: _,
             } => {
                 count("groups", groups.len(), 1)?;
-                let total = groups.iter().map(Vec::len).fold(0usize, usize::saturating_add);
+                let total = groups
+                    .iter()
+                    .map(Vec::len)
+                    .fold(0usize, usize::saturating_add);
                 count("vertices", total, 2)?;
                 groups
                     .iter()
@@ -569,9 +575,7 @@ impl Command {
             Self::SetTransform {
                 entity: _,
                 transform,
-            } => {
-                transform_guard(transform)
-            }
+            } => transform_guard(transform),
         }
     }
 }

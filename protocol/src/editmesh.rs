@@ -419,7 +419,7 @@ impl EditMesh {
                 ));
             }
         }
-        halves.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        halves.sort_unstable_by_key(|x| x.0);
         if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
             let (a, b) = w[0].0;
             return topo(format!(
@@ -431,11 +431,8 @@ impl EditMesh {
         // half-edge leaving a; a vertex with two border gaps is non-manifold.
         let mut border: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // origin → destination
         {
-            let has = |k: &(VertexKey, VertexKey)| {
-                halves
-                    .binary_search_by(|(key, _)| key.cmp(k))
-                    .is_ok()
-            };
+            let has =
+                |k: &(VertexKey, VertexKey)| halves.binary_search_by(|(key, _)| key.cmp(k)).is_ok();
             for ((a, b), _) in &halves {
                 if !has(&(*b, *a)) && border.insert(*b, *a).is_some() {
                     return topo(format!(
@@ -464,12 +461,12 @@ impl EditMesh {
                 },
             ));
         }
-        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        all.sort_unstable_by_key(|x| x.0);
         self.half_edges = all.into_iter().collect();
         // Each vertex: its half-edges form one fan (a disc or a half-disc), not two cones
         // touching at a point.
         let mut seen_origin: Option<VertexKey> = None;
-        for ((o, d), _) in &self.half_edges {
+        for (o, d) in self.half_edges.keys() {
             if seen_origin == Some(*o) {
                 continue;
             }
@@ -644,14 +641,10 @@ impl EditMesh {
         }
         // Corners of removed faces that no remaining face uses.
         for v in orphans {
-            let used = self
-                .outgoing(v)
-                .any(|(w, h)| {
-                    h.face.is_some_and(|f| !gone_faces.contains(&f))
-                        || self
-                            .face_of(w, v)
-                            .is_some_and(|f| !gone_faces.contains(&f))
-                });
+            let used = self.outgoing(v).any(|(w, h)| {
+                h.face.is_some_and(|f| !gone_faces.contains(&f))
+                    || self.face_of(w, v).is_some_and(|f| !gone_faces.contains(&f))
+            });
             if !used {
                 self.verts.remove(&v);
             }
@@ -794,18 +787,22 @@ impl EditMesh {
             let (a, b) = match (self.face_of(a, b), self.face_of(b, a)) {
                 (Some(_), None) => (a, b),
                 (None, Some(_)) => (b, a),
-                _ => return topo(format!("{e} is not on the border; only border edges extrude")),
+                _ => {
+                    return topo(format!(
+                        "{e} is not on the border; only border edges extrude"
+                    ));
+                }
             };
             sides.push((a, b));
         }
         let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
         for (a, b) in &sides {
             for v in [*a, *b] {
-                if !lifted.contains_key(&v) {
-                    let p = self.position(v) + shift;
+                if let alloc::collections::btree_map::Entry::Vacant(slot) = lifted.entry(v) {
+                    let p = self.verts.get(&v).copied().unwrap_or(Vec3::ZERO) + shift;
                     let nv = ids.vertex();
                     self.verts.insert(nv, p);
-                    lifted.insert(v, nv);
+                    slot.insert(nv);
                 }
             }
         }
@@ -857,7 +854,9 @@ impl EditMesh {
     ) {
         for ((lo, hi), pts) in cache {
             for (a, b) in [(*lo, *hi), (*hi, *lo)] {
-                let Some(f) = self.face_of(a, b) else { continue };
+                let Some(f) = self.face_of(a, b) else {
+                    continue;
+                };
                 if skip.contains(&f) {
                     continue;
                 }
@@ -883,6 +882,10 @@ impl EditMesh {
     ///
     /// # Errors
     /// A missing face or a non-manifold result.
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "grid indices (i, j) are the math: q[i][j] is the point at (i/n, j/n)"
+    )]
     pub fn subdivide(
         &mut self,
         ids: &mut IdSource,
@@ -934,7 +937,12 @@ impl EditMesh {
                 }
                 for j in 0..n {
                     for i in 0..n {
-                        out.push(alloc::vec![q[i][j], q[i + 1][j], q[i + 1][j + 1], q[i][j + 1]]);
+                        out.push(alloc::vec![
+                            q[i][j],
+                            q[i + 1][j],
+                            q[i + 1][j + 1],
+                            q[i][j + 1]
+                        ]);
                     }
                 }
             } else if m == 3 {
@@ -950,7 +958,8 @@ impl EditMesh {
                         let key = ids.vertex();
                         self.verts.insert(
                             key,
-                            p[0] + (p[1] - p[0]) * (i as f32 / nf) + (p[2] - p[0]) * (j as f32 / nf),
+                            p[0] + (p[1] - p[0]) * (i as f32 / nf)
+                                + (p[2] - p[0]) * (j as f32 / nf),
                         );
                         t[i][j] = key;
                     }
@@ -1291,7 +1300,8 @@ impl EditMesh {
                 out.normals.push(normal.to_array());
             }
             for i in 1..corners.len().saturating_sub(1) as u32 {
-                out.indices.extend_from_slice(&[base, base + i, base + i + 1]);
+                out.indices
+                    .extend_from_slice(&[base, base + i, base + i + 1]);
             }
         }
         out
@@ -1414,8 +1424,11 @@ impl<'de> Deserialize<'de> for EditMesh {
                 .copied()
                 .ok_or_else(|| D::Error::custom("a vertex rank is out of range"))
         };
-        let verts: BTreeMap<VertexKey, Vec3> =
-            keys.iter().copied().zip(w.positions.iter().copied()).collect();
+        let verts: BTreeMap<VertexKey, Vec3> = keys
+            .iter()
+            .copied()
+            .zip(w.positions.iter().copied())
+            .collect();
         if verts.len() != keys.len() {
             return Err(D::Error::custom("vertex ids repeat"));
         }

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::{Command, Material, Primitive, Transform};
-use crate::ids::{AuthorId, CommandId, EntityId, ToolId};
 use crate::editmesh::{EditError, EditMesh, IdSource};
+use crate::ids::{AuthorId, CommandId, EntityId, ToolId};
 use crate::mesh::{Mesh, RenderMesh};
 
 /// Base color of a new entity (linear RGBA).
@@ -399,17 +399,29 @@ impl Scene {
                 self.entities.remove(entity);
             }
             Command::Translate { entity, delta } => {
-                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
+                if let Some(e) = self
+                    .entities
+                    .get_mut(entity)
+                    .filter(|e| id > e.transform_by)
+                {
                     e.transform.translation += *delta;
                 }
             }
             Command::Rotate { entity, delta } => {
-                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
+                if let Some(e) = self
+                    .entities
+                    .get_mut(entity)
+                    .filter(|e| id > e.transform_by)
+                {
                     e.transform.rotation = (*delta * e.transform.rotation).normalize();
                 }
             }
             Command::Scale { entity, factor } => {
-                if let Some(e) = self.entities.get_mut(entity).filter(|e| id > e.transform_by) {
+                if let Some(e) = self
+                    .entities
+                    .get_mut(entity)
+                    .filter(|e| id > e.transform_by)
+                {
                     e.transform.scale *= *factor;
                 }
             }
@@ -471,16 +483,10 @@ impl Scene {
             }
             Command::VertexCreate { entity, position } => {
                 let p = *position;
-                return self.mesh_edit(
-                    id,
-                    *entity,
-                    limits,
-                    EditMesh::triangle_count,
-                    |m, ids| {
-                        m.create_vertex(ids, p);
-                        Ok(())
-                    },
-                );
+                return self.mesh_edit(id, *entity, limits, EditMesh::triangle_count, |m, ids| {
+                    m.create_vertex(ids, p);
+                    Ok(())
+                });
             }
             Command::MoveVertices { entity, moves } => {
                 // In place: the move checks every vertex before it changes one, and positions
@@ -512,13 +518,9 @@ impl Scene {
                 edges,
                 faces,
             } => {
-                return self.mesh_edit(
-                    id,
-                    *entity,
-                    limits,
-                    EditMesh::triangle_count,
-                    |m, ids| m.delete(ids, vertices, edges, faces),
-                );
+                return self.mesh_edit(id, *entity, limits, EditMesh::triangle_count, |m, ids| {
+                    m.delete(ids, vertices, edges, faces)
+                });
             }
             Command::ExtrudeFaces {
                 entity,
@@ -601,21 +603,29 @@ impl Scene {
                     *entity,
                     limits,
                     |m| {
-                        let corners: u64 = if faces.is_empty() {
-                            m.faces().values().map(|c| c.len() as u64).sum()
+                        let sizes: Vec<u64> = if faces.is_empty() {
+                            m.faces().values().map(|c| c.len() as u64).collect()
                         } else {
                             faces
                                 .iter()
                                 .filter_map(|f| m.faces().get(f))
                                 .map(|c| c.len() as u64)
-                                .sum()
+                                .collect()
                         };
+                        let corners: u64 = sizes.iter().sum();
+                        let replaced: u64 = sizes.iter().map(|n| n.saturating_sub(2)).sum();
                         // Level 1 makes one quad per corner, each further level four per quad;
-                        // two triangles per quad, plus what the region's neighbours gain.
+                        // two triangles per quad, plus what a region's neighbours gain.
                         let quads = corners.saturating_mul(4u64.saturating_pow(levels_n - 1));
+                        let rim = if faces.is_empty() {
+                            0
+                        } else {
+                            corners.saturating_mul(u64::from(levels_n))
+                        };
                         m.triangle_count()
+                            .saturating_sub(replaced)
                             .saturating_add(quads.saturating_mul(2))
-                            .saturating_add(corners.saturating_mul(u64::from(levels_n)))
+                            .saturating_add(rim)
                     },
                     |m, ids| m.catmull_clark(ids, id, faces, *levels),
                 );
@@ -625,13 +635,9 @@ impl Scene {
                 groups,
                 at_center,
             } => {
-                return self.mesh_edit(
-                    id,
-                    *entity,
-                    limits,
-                    EditMesh::triangle_count,
-                    |m, ids| m.weld(ids, id, groups, *at_center),
-                );
+                return self.mesh_edit(id, *entity, limits, EditMesh::triangle_count, |m, ids| {
+                    m.weld(ids, id, groups, *at_center)
+                });
             }
             Command::Mirror { entity, axis, weld } => {
                 return self.mesh_edit(

@@ -341,6 +341,10 @@ pub enum RefusalCode {
     Conflict,
     /// The author is over its rate limit.
     RateLimited,
+    /// The edit would break a mesh (the message names the element).
+    Topology,
+    /// The edit's result would exceed a size limit; nothing was computed.
+    Limit,
 }
 
 impl RefusalCode {
@@ -358,6 +362,8 @@ impl RefusalCode {
             Self::Replay => "replay",
             Self::Conflict => "conflict",
             Self::RateLimited => "rate_limited",
+            Self::Topology => "topology",
+            Self::Limit => "limit",
         }
     }
 }

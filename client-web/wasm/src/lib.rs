@@ -342,7 +342,7 @@ impl Connection {
         )]
         let id = EntityId(id as u64);
         let e = self.inner.replica().scene().entities.get(&id)?;
-        Some(e.geometry.mesh().triangulate())
+        Some(e.geometry.render())
     }
 
     /// Hex SHA-256 of the replica's scene (compare with the server's).

@@ -11,17 +11,11 @@ use crate::ids::AuthorId;
 const A: AuthorId = AuthorId(1);
 
 fn cmd(lamport: u64) -> CommandId {
-    CommandId {
-        lamport,
-        author: A,
-    }
+    CommandId { lamport, author: A }
 }
 
 fn el(by: u64, index: u32) -> ElementId {
-    ElementId {
-        by: cmd(by),
-        index,
-    }
+    ElementId { by: cmd(by), index }
 }
 
 fn v(by: u64, index: u32) -> VertexKey {
@@ -65,7 +59,10 @@ fn primitive_ids_come_from_the_spawn() {
     let mut edge_ids: Vec<u32> = m.edges().values().map(|e| e.0.index).collect();
     edge_ids.sort_unstable();
     assert_eq!(edge_ids, (14..26).collect::<Vec<_>>());
-    assert_eq!(m.faces()[&f(1, TOP)], vec![v(1, 7), v(1, 6), v(1, 2), v(1, 3)]);
+    assert_eq!(
+        m.faces()[&f(1, TOP)],
+        vec![v(1, 7), v(1, 6), v(1, 2), v(1, 3)]
+    );
     for p in [
         Primitive::Cube,
         Primitive::Pyramid,
@@ -75,7 +72,11 @@ fn primitive_ids_come_from_the_spawn() {
     ] {
         let m = EditMesh::from_primitive(p, cmd(1));
         valid(&m);
-        assert_eq!(m.triangle_count(), crate::scene::primitive_triangles(p), "{p:?}");
+        assert_eq!(
+            m.triangle_count(),
+            crate::scene::primitive_triangles(p),
+            "{p:?}"
+        );
     }
 }
 
@@ -115,7 +116,8 @@ fn extruding_the_top_face_of_a_cube() {
 fn a_connected_region_extrudes_as_one() {
     // Two adjacent faces of a subdivided plane extrude as one block: no wall between them.
     let mut m = EditMesh::from_primitive(Primitive::Plane, cmd(1));
-    m.subdivide(&mut IdSource::new(cmd(2)), &[f(1, 4)], 1).unwrap();
+    m.subdivide(&mut IdSource::new(cmd(2)), &[f(1, 4)], 1)
+        .unwrap();
     valid(&m);
     assert_eq!(m.faces().len(), 4);
     let two: Vec<FaceKey> = m.faces().keys().take(2).copied().collect();
@@ -181,7 +183,8 @@ fn subdividing_faces_keeps_the_mesh_closed() {
     assert_eq!(p.faces().len(), 9 + 4 * 9);
     let mut cyl = EditMesh::from_primitive(Primitive::Cylinder, cmd(1));
     let cap = *cyl.faces().iter().find(|(_, c)| c.len() == 16).unwrap().0;
-    cyl.subdivide(&mut IdSource::new(cmd(2)), &[cap], 1).unwrap();
+    cyl.subdivide(&mut IdSource::new(cmd(2)), &[cap], 1)
+        .unwrap();
     valid(&cyl);
 }
 
@@ -229,18 +232,37 @@ fn weld_and_degenerate_welds() {
     assert_eq!(counts(&m), (8, 8, 2));
     let mut ids = IdSource::new(cmd(3));
     // One vertex at a time would pass through a bowtie: refused.
-    let err = m.clone().weld(&mut ids, cmd(3), &[vec![v(1, 1), d]], false).unwrap_err();
-    assert!(matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")), "{err}");
-    m.weld(&mut ids, cmd(3), &[vec![v(1, 1), d], vec![v(1, 2), c]], true)
-        .unwrap();
+    let err = m
+        .clone()
+        .weld(&mut ids, cmd(3), &[vec![v(1, 1), d]], false)
+        .unwrap_err();
+    assert!(
+        matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")),
+        "{err}"
+    );
+    m.weld(
+        &mut ids,
+        cmd(3),
+        &[vec![v(1, 1), d], vec![v(1, 2), c]],
+        true,
+    )
+    .unwrap();
     valid(&m);
     assert_eq!(counts(&m), (6, 7, 2));
     // Welding two corners of one triangle collapses it: refused.
     let mut p = EditMesh::from_primitive(Primitive::Pyramid, cmd(1));
     let err = p
-        .weld(&mut IdSource::new(cmd(2)), cmd(2), &[vec![v(1, 0), v(1, 4)]], true)
+        .weld(
+            &mut IdSource::new(cmd(2)),
+            cmd(2),
+            &[vec![v(1, 0), v(1, 4)]],
+            true,
+        )
         .unwrap_err();
-    assert!(matches!(err, EditError::Topology(ref s) if s.contains("degenerate")), "{err}");
+    assert!(
+        matches!(err, EditError::Topology(ref s) if s.contains("degenerate")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -251,7 +273,10 @@ fn create_and_delete() {
         .unwrap();
     valid(&m);
     assert_eq!(counts(&m), (8, 12, 5));
-    assert_eq!(m.half_edges().values().filter(|h| h.face.is_none()).count(), 4);
+    assert_eq!(
+        m.half_edges().values().filter(|h| h.face.is_none()).count(),
+        4
+    );
     // Filling it again gives a new face id.
     let mut ids = IdSource::new(cmd(3));
     let nf = m
@@ -283,7 +308,8 @@ fn create_and_delete() {
     // Deleting an edge takes both faces beside it.
     let mut c = cube();
     let e = *c.edges().values().next().unwrap();
-    c.delete(&mut IdSource::new(cmd(2)), &[], &[e], &[]).unwrap();
+    c.delete(&mut IdSource::new(cmd(2)), &[], &[e], &[])
+        .unwrap();
     valid(&c);
     assert_eq!(c.faces().len(), 4);
 }
@@ -300,7 +326,10 @@ fn a_bowtie_is_refused() {
         .collect();
     m.create_face(&mut ids, &[o, p[0], p[1]]).unwrap();
     let err = m.create_face(&mut ids, &[o, p[2], p[3]]).unwrap_err();
-    assert!(matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")), "{err}");
+    assert!(
+        matches!(err, EditError::Topology(ref s) if s.contains("non-manifold")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -353,7 +382,14 @@ fn mirror_and_duplicate() {
         .unwrap();
     valid(&welded);
     assert_eq!(counts(&welded), (12, 20, 10));
-    assert_eq!(welded.half_edges().values().filter(|h| h.face.is_none()).count(), 0);
+    assert_eq!(
+        welded
+            .half_edges()
+            .values()
+            .filter(|h| h.face.is_none())
+            .count(),
+        0
+    );
     // New vertices are 2:0.. in id order of their originals (plane vertices are shared).
     assert_eq!(welded.vertices()[&v(2, 0)], Vec3::new(-1.0, 0.0, 0.0));
     let mut apart = m.clone();

@@ -2,8 +2,12 @@
 //!
 //! Every entry passes, in this order: decode → version → session → signature (author known, key
 //! named, signature valid) → role → payload guards → Lamport sanity → replay / duplicate →
-//! conflict resolution. Nothing is stored before the permission check; every refusal is a typed
-//! [`Refusal`].
+//! conflict resolution → the caller's scene check (the authority applies the command to a scratch
+//! copy of its scene: topology and size limits). Nothing is stored before the permission check;
+//! every refusal is a typed [`Refusal`].
+//!
+//! A command may touch several scopes (a vertex move: one per vertex); it conflicts with an
+//! entry when they share a scope, and each shared scope is resolved as below.
 //!
 //! Conflicts: two entries conflict when their scopes are equal and the later one (in total
 //! order) was issued without having seen the earlier (`later.seen_lamport < earlier.lamport`).
@@ -144,6 +148,15 @@ pub enum Refusal {
         /// The submitting connection's author.
         sender: AuthorId,
     },
+    /// The edit would break a mesh.
+    #[error("topology: {0}")]
+    Topology(String),
+    /// The edit's result would exceed a size limit.
+    #[error("limit: {0}")]
+    Limit(String),
+    /// The edit names an element that an earlier command deleted or replaced.
+    #[error("conflict: {0}")]
+    Gone(String),
     /// A concurrent entry earlier in total order holds the scope.
     #[error("conflicts with {with} on {scope:?}, which was not seen when this was issued")]
     Conflict {
@@ -183,7 +196,9 @@ impl Refusal {
             Self::BadSignature(_) => RefusalCode::BadSignature,
             Self::Permission(_) => RefusalCode::Permission,
             Self::Replay { .. } => RefusalCode::Replay,
-            Self::Conflict { .. } => RefusalCode::Conflict,
+            Self::Conflict { .. } | Self::Gone(_) => RefusalCode::Conflict,
+            Self::Topology(_) => RefusalCode::Topology,
+            Self::Limit(_) => RefusalCode::Limit,
         }
     }
 }
@@ -420,7 +435,7 @@ impl CommandLog {
     pub fn integrate(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
         let body = self.precheck(&signed)?;
         self.keys.verify(&signed.signed_item(&body))?;
-        self.admit(signed, body)
+        self.admit(signed, body, &mut no_check)
     }
 
     /// Re-integrates an entry read back from this server's own store, skipping signature
@@ -432,7 +447,7 @@ impl CommandLog {
     /// The [`Refusal`] the entry meets (a sign the store does not match this log).
     pub fn replay_trusted(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
         let body = self.precheck(&signed)?;
-        self.admit(signed, body)
+        self.admit(signed, body, &mut no_check)
     }
 
     /// Restores an entry with the status a snapshot recorded for it, without resolving it again
@@ -444,10 +459,10 @@ impl CommandLog {
     pub fn restore_resolved(&mut self, signed: SignedEntry, status: Status) -> Result<(), Refusal> {
         let body = self.precheck(&signed)?;
         let author = body.author;
-        let scope = body.command.scope(author);
+        let scopes = body.command.scopes(author);
         let state = self.authors.entry(author).or_default();
         state.high_seq = Some(state.high_seq.map_or(body.seq, |s| s.max(body.seq)));
-        self.store(scope, signed, body, status, &[]);
+        self.store(&scopes, signed, body, status, &[]);
         Ok(())
     }
 
@@ -465,7 +480,7 @@ impl CommandLog {
     /// Integrates a batch with one batch signature verification. The result for each entry is
     /// exactly what [`CommandLog::integrate`] would give integrating them one by one in order.
     pub fn integrate_batch(&mut self, batch: Vec<SignedEntry>) -> Vec<Result<Integrated, Refusal>> {
-        self.integrate_batch_inner(None, batch)
+        self.integrate_batch_inner(None, batch, &mut no_check)
     }
 
     /// As [`CommandLog::integrate_batch`], for entries submitted by `sender` over its own
@@ -476,13 +491,27 @@ impl CommandLog {
         sender: AuthorId,
         batch: Vec<SignedEntry>,
     ) -> Vec<Result<Integrated, Refusal>> {
-        self.integrate_batch_inner(Some(sender), batch)
+        self.integrate_batch_inner(Some(sender), batch, &mut no_check)
+    }
+
+    /// As [`CommandLog::integrate_batch_from`], with `check` as the last step before an entry
+    /// is stored (after conflict resolution): the authority passes its scene check here, so a
+    /// command whose edit would break a mesh is refused and never enters the log. `check` must
+    /// apply the command to whatever state it guards when it returns `Ok`.
+    pub fn integrate_batch_checked(
+        &mut self,
+        sender: AuthorId,
+        batch: Vec<SignedEntry>,
+        check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
+    ) -> Vec<Result<Integrated, Refusal>> {
+        self.integrate_batch_inner(Some(sender), batch, check)
     }
 
     fn integrate_batch_inner(
         &mut self,
         sender: Option<AuthorId>,
         batch: Vec<SignedEntry>,
+        check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
     ) -> Vec<Result<Integrated, Refusal>> {
         let prechecked: Vec<Result<EntryBody, Refusal>> = batch
             .iter()
@@ -510,7 +539,7 @@ impl CommandLog {
                     .next()
                     .expect("one verdict per prechecked entry")
                     .map_err(Refusal::from)?;
-                self.admit(signed, body)
+                self.admit(signed, body, check)
             });
             out.push(result);
         }
@@ -532,7 +561,12 @@ impl CommandLog {
     }
 
     /// Checks after a valid signature, then stores.
-    fn admit(&mut self, signed: SignedEntry, body: EntryBody) -> Result<Integrated, Refusal> {
+    fn admit(
+        &mut self,
+        signed: SignedEntry,
+        body: EntryBody,
+        check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
+    ) -> Result<Integrated, Refusal> {
         let author = body.author;
         let id = body.id();
         let role = self
@@ -583,13 +617,36 @@ impl CommandLog {
         // From here the sequence number counts as used, whatever the conflict check says.
         state.high_seq = Some(state.high_seq.map_or(body.seq, |s| s.max(body.seq)));
 
-        let scope = body.command.scope(author);
+        let scopes = body.command.scopes(author);
         let candidate = ScopeItem {
             id,
             seen_lamport: body.seen_lamport,
             strategy: body.command.rule().strategy,
         };
-        let (status, changed) = self.resolve_with(scope, candidate);
+        // Each scope resolves on its own; a rejection in any one rejects the entry, otherwise
+        // the first supersession stands.
+        let mut status = Status::Applied;
+        let mut status_scope = scopes.first().copied().unwrap_or(Scope::Global);
+        let mut changed: Vec<(CommandId, Status)> = Vec::new();
+        for scope in &scopes {
+            let (s, c) = self.resolve_with(*scope, candidate);
+            let better = match (status, s) {
+                (Status::Rejected { .. }, _) => false,
+                (_, Status::Rejected { .. }) => true,
+                (Status::Applied, Status::Superseded { .. }) => true,
+                _ => false,
+            };
+            if better {
+                status = s;
+                status_scope = *scope;
+            }
+            for (other, new) in c {
+                if !changed.iter().any(|(o, _)| *o == other) {
+                    changed.push((other, new));
+                }
+            }
+        }
+        let scope = status_scope;
 
         if self.mode == Mode::Authority {
             if let Status::Rejected { by } = status {
@@ -602,8 +659,9 @@ impl CommandLog {
                     scope,
                 });
             }
+            check(&body)?;
         }
-        self.store(scope, signed, body, status, &changed);
+        self.store(&scopes, signed, body, status, &changed);
         match status {
             Status::Rejected { by } => Err(Refusal::Conflict { with: by, scope }),
             Status::Applied | Status::Superseded { .. } => Ok(Integrated::Appended {
@@ -710,7 +768,7 @@ impl CommandLog {
 
     fn store(
         &mut self,
-        scope: Scope,
+        scopes: &[Scope],
         signed: SignedEntry,
         body: EntryBody,
         status: Status,
@@ -722,7 +780,9 @@ impl CommandLog {
                 e.status = *new;
             }
         }
-        self.scopes.entry(scope).or_default().insert(id);
+        for scope in scopes {
+            self.scopes.entry(*scope).or_default().insert(id);
+        }
         let state = self.authors.entry(id.author).or_default();
         state.seqs.insert(body.seq, id);
         state.high_lamport = state.high_lamport.max(id.lamport);
@@ -738,6 +798,15 @@ impl CommandLog {
             },
         );
     }
+}
+
+/// The check of a log without a scene: accepts everything.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "it is the identity of the check hook's signature"
+)]
+const fn no_check(_: &EntryBody) -> Result<(), Refusal> {
+    Ok(())
 }
 
 /// Resolves one scope from scratch. `items` are sorted by id. The status of each entry depends

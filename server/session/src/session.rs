@@ -28,7 +28,8 @@ use meshwork_protocol::{
 };
 use sha2::{Digest, Sha256};
 
-use meshwork_protocol::scene::Scene;
+use meshwork_protocol::editmesh::EditError;
+use meshwork_protocol::scene::{Limits, Scene};
 use meshwork_protocol::wire::EncodedDelta;
 
 use crate::log::{CommandLog, Integrated, Mode, Refusal, Status};
@@ -73,6 +74,8 @@ pub struct Config {
     pub state_hash_interval_ms: u64,
     /// Presence updates relayed per author per second (90 Hz headsets).
     pub presence_per_s: u32,
+    /// Mesh size limits, enforced before an edit is computed.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -90,6 +93,7 @@ impl Config {
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
             presence_per_s: 90,
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -349,6 +353,10 @@ pub struct Session {
     outputs: VecDeque<Output>,
     /// The durable scene, in acceptance order.
     scene: Scene,
+    /// The scene with every accepted entry applied, durable or not: what a new command is
+    /// checked against (acceptance order is durable order, so it runs ahead of `scene` by the
+    /// batches in flight and equals it when none are).
+    accepted: Scene,
     /// Position of the last broadcast state hash, and when.
     hashed_position: u64,
     last_hash_ms: u64,
@@ -389,6 +397,7 @@ impl Session {
             in_flight_ids: BTreeSet::new(),
             outputs: VecDeque::new(),
             scene: Scene::new(),
+            accepted: Scene::new(),
             hashed_position: 0,
             last_hash_ms: now_ms,
             presence: BTreeMap::new(),
@@ -549,6 +558,7 @@ impl Session {
             report.replayed = report.replayed.saturating_add(1);
         }
         session.fanout_from = session.scene.position;
+        session.accepted = session.scene.clone();
         Ok((session, report))
     }
 
@@ -1084,7 +1094,16 @@ impl Session {
             .iter()
             .map(|e| e.decode_body().ok().map(|b| b.command.kind()))
             .collect();
-        let results = self.log.integrate_batch_from(author, admitted.clone());
+        let limits = self.config.limits;
+        let accepted = &mut self.accepted;
+        let mut check = |body: &meshwork_protocol::EntryBody| {
+            accepted
+                .try_apply(body.id(), body.author, &body.command, &limits)
+                .map_err(|e| edit_refusal(e, body))
+        };
+        let results = self
+            .log
+            .integrate_batch_checked(author, admitted.clone(), &mut check);
         let mut batch_entries = Vec::new();
         let mut batch_ids = Vec::new();
         for (((entry, result), seq), kind) in admitted.into_iter().zip(results).zip(seqs).zip(kinds)
@@ -1309,6 +1328,20 @@ impl Session {
                 "the server is shutting down",
             );
         }
+    }
+}
+
+/// The log refusal for an edit the scene refused. An element that is gone although it was
+/// created before what the author had seen was deleted or replaced by an edit the author had not
+/// seen yet: a conflict, not a fault of the client.
+fn edit_refusal(e: EditError, body: &meshwork_protocol::EntryBody) -> Refusal {
+    match e {
+        EditError::Missing(what) => Refusal::Gone(format!(
+            "{what}; the edit (seen up to lamport {}) was refused",
+            body.seen_lamport
+        )),
+        EditError::Topology(s) => Refusal::Topology(s),
+        EditError::Limit(s) => Refusal::Limit(s),
     }
 }
 

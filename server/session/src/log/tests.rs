@@ -1,5 +1,7 @@
 use glam::Vec3;
+use meshwork_protocol::command::ExtrudeDirection;
 use meshwork_protocol::command::{FaceIndex, HalfEdgeIndex, Material, Primitive, Transform};
+use meshwork_protocol::editmesh::{Axis, EdgeKey, ElementId, FaceKey, VertexKey};
 use meshwork_protocol::registry::CommandKind;
 use meshwork_protocol::{Ed25519Signer, EntityId, PublicKey, ToolId};
 
@@ -71,6 +73,21 @@ fn id(lamport: u64, author: AuthorId) -> CommandId {
     CommandId { lamport, author }
 }
 
+/// Element `index` of the spawn at lamport 1 by author 1 (a primitive's ids).
+fn el(index: u32) -> ElementId {
+    ElementId {
+        by: CommandId {
+            lamport: 1,
+            author: AuthorId(1),
+        },
+        index,
+    }
+}
+
+fn vk(index: u32) -> VertexKey {
+    VertexKey(el(index))
+}
+
 /// One command of every kind, valid for `author`.
 fn sample(kind: CommandKind, author: AuthorId) -> Command {
     let e = ent();
@@ -127,6 +144,64 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
         },
         CommandKind::SetSessionName => Command::SetSessionName {
             name: "Review".into(),
+        },
+        CommandKind::MoveVertices => Command::MoveVertices {
+            entity: e,
+            moves: vec![(vk(0), Vec3::new(0.5, 0.75, -0.5)), (vk(3), Vec3::ZERO)],
+        },
+        CommandKind::CreateFace => Command::CreateFace {
+            entity: e,
+            vertices: vec![vk(0), vk(1), vk(2)],
+        },
+        CommandKind::DeleteElements => Command::DeleteElements {
+            entity: e,
+            vertices: vec![vk(1)],
+            edges: vec![EdgeKey(el(20))],
+            faces: vec![FaceKey(el(9))],
+        },
+        CommandKind::ExtrudeFaces => Command::ExtrudeFaces {
+            entity: e,
+            faces: vec![FaceKey(el(12))],
+            direction: ExtrudeDirection::Normal { distance_m: 0.5 },
+            snap_m: Some(0.25),
+        },
+        CommandKind::ExtrudeEdges => Command::ExtrudeEdges {
+            entity: e,
+            edges: vec![EdgeKey(el(14)), EdgeKey(el(15))],
+            offset: Vec3::Y,
+            snap_m: None,
+        },
+        CommandKind::SubdivideFaces => Command::SubdivideFaces {
+            entity: e,
+            faces: vec![FaceKey(el(8))],
+            cuts: 2,
+        },
+        CommandKind::Smooth => Command::Smooth {
+            entity: e,
+            faces: vec![],
+            levels: 1,
+        },
+        CommandKind::Weld => Command::Weld {
+            entity: e,
+            groups: vec![vec![vk(0), vk(1)]],
+            at_center: true,
+        },
+        CommandKind::Duplicate => Command::Duplicate {
+            entity: e,
+            copy: EntityId::new(author, 77),
+            offset: Vec3::X,
+        },
+        CommandKind::Mirror => Command::Mirror {
+            entity: e,
+            axis: Axis::X,
+            weld: true,
+        },
+        CommandKind::SetTransform => Command::SetTransform {
+            entity: e,
+            transform: Transform {
+                translation: Vec3::new(1.0, 2.0, 3.0),
+                ..Transform::IDENTITY
+            },
         },
     }
 }

@@ -597,3 +597,326 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
     corrupt[1].body[3] ^= 0xff;
     assert!(Session::restore(config(), [0; 32], NOW, &store.authors, None, corrupt).is_err());
 }
+
+// ---------------------------------------------------------------- mesh edits
+
+#[allow(clippy::arithmetic_side_effects, reason = "test code: small counters")]
+mod mesh {
+    use meshwork_protocol::Primitive;
+    use meshwork_protocol::command::ExtrudeDirection;
+    use meshwork_protocol::editmesh::{ElementId, FaceKey, VertexKey};
+    use meshwork_protocol::scene::{Geometry, Limits};
+    use meshwork_protocol::{CommandId, Transform};
+
+    use super::*;
+
+    /// A harness with one editor who spawned a cube at lamport 1; returns its author id.
+    struct Edit {
+        h: Harness,
+        /// Two editors: signer, author, connection, last sequence number.
+        people: [(Ed25519Signer, AuthorId, ClientId, u64); 2],
+        author: AuthorId,
+    }
+
+    impl Edit {
+        fn new(limits: Limits) -> Self {
+            let mut h = Harness::new();
+            h.session.config.rate_per_s = 10_000;
+            h.session.config.burst = 10_000;
+            h.session.config.limits = limits;
+            let s1 = Ed25519Signer::from_seed([1; 32]);
+            let s2 = Ed25519Signer::from_seed([2; 32]);
+            let a1 = h.join(C1, &s1, Role::Editor);
+            let a2 = h.join(C2, &s2, Role::Editor);
+            let mut edit = Self {
+                h,
+                people: [(s1, a1, C1, 0), (s2, a2, C2, 0)],
+                author: a1,
+            };
+            let spawn = Command::Spawn {
+                entity: edit.entity(),
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            };
+            assert_eq!(edit.submit_as(0, 1, 0, spawn), Ok(()));
+            edit
+        }
+
+        fn entity(&self) -> EntityId {
+            EntityId::new(self.author, 1)
+        }
+
+        /// An element of the cube (created by the spawn at lamport 1).
+        fn el(&self, index: u32) -> ElementId {
+            ElementId {
+                by: CommandId {
+                    lamport: 1,
+                    author: self.author,
+                },
+                index,
+            }
+        }
+
+        /// Submits one command stamped `lamport` having seen `seen`, makes it durable, and
+        /// returns the refusal code and message if it was refused.
+        fn submit(
+            &mut self,
+            lamport: u64,
+            seen: u64,
+            command: Command,
+        ) -> Result<(), (RefusalCode, String)> {
+            self.submit_as(0, lamport, seen, command)
+        }
+
+        /// As `submit`, by editor `who` (0 or 1).
+        fn submit_as(
+            &mut self,
+            who: usize,
+            lamport: u64,
+            seen: u64,
+            command: Command,
+        ) -> Result<(), (RefusalCode, String)> {
+            let (signer, author, client, seq) = &mut self.people[who];
+            *seq += 1;
+            let body = EntryBody::new(
+                SESSION,
+                *author,
+                signer.public_key().key_id(),
+                *seq,
+                lamport,
+                seen,
+                command,
+            );
+            let e = SignedEntry::sign(&body, signer).unwrap();
+            let client = *client;
+            let out = self
+                .h
+                .send(client, &ClientMsg::Submit(Submit { entries: vec![e] }));
+            for o in &out {
+                if let Output::Persist { batch, .. } = o {
+                    self.h.input(Input::PersistAck { batch: *batch });
+                    return Ok(());
+                }
+            }
+            match sent_to(&out, client).first() {
+                Some(ServerMsg::CommandRefused(r)) => {
+                    assert!(
+                        out.iter().any(|o| matches!(
+                            o,
+                            Output::Event(Event::Refused { code }) if *code == r.code
+                        )),
+                        "a refusal is counted"
+                    );
+                    Err((r.code, r.message.clone()))
+                }
+                other => panic!("neither persisted nor refused: {other:?}"),
+            }
+        }
+
+        fn hash(&self) -> [u8; 32] {
+            self.h.session.scene().state_hash()
+        }
+    }
+
+    fn top() -> u32 {
+        8 + 4
+    }
+
+    #[test]
+    fn topology_refusals_change_nothing_and_the_next_edit_goes_through() {
+        let mut t = Edit::new(Limits::DEFAULT);
+        let e = t.entity();
+        let v6 = VertexKey(t.el(6));
+        let delete = Command::DeleteElements {
+            entity: e,
+            vertices: vec![v6],
+            edges: vec![],
+            faces: vec![],
+        };
+        assert_eq!(t.submit(2, 1, delete), Ok(()));
+        let before = t.hash();
+        // A face over the deleted vertex.
+        let over_deleted = Command::CreateFace {
+            entity: e,
+            vertices: vec![v6, VertexKey(t.el(2)), VertexKey(t.el(3))],
+        };
+        let (code, msg) = t.submit(3, 2, over_deleted).unwrap_err();
+        assert_eq!(code, RefusalCode::Conflict, "{msg}");
+        assert!(msg.contains(&format!("vertex {}:6@1", t.author.0)), "{msg}");
+        // A weld that collapses a face (two corners of the bottom face 1:13 = [0, 1, 5, 4]).
+        let weld = Command::Weld {
+            entity: e,
+            groups: vec![vec![VertexKey(t.el(0)), VertexKey(t.el(5))]],
+            at_center: true,
+        };
+        let r = t.submit(4, 2, weld);
+        // 0 and 5 are diagonal on the bottom face: it becomes a repeated-vertex face.
+        let (code, msg) = r.unwrap_err();
+        assert_eq!(code, RefusalCode::Topology, "{msg}");
+        assert_eq!(t.hash(), before, "refused edits change nothing");
+        // The author's next valid command is accepted.
+        let extrude = Command::ExtrudeFaces {
+            entity: e,
+            faces: vec![FaceKey(t.el(9))],
+            direction: ExtrudeDirection::Normal { distance_m: 0.5 },
+            snap_m: None,
+        };
+        assert_eq!(t.submit(5, 2, extrude), Ok(()));
+        assert_ne!(t.hash(), before);
+    }
+
+    #[test]
+    fn catmull_clark_past_the_limit_is_refused_before_any_work() {
+        let mut t = Edit::new(Limits {
+            mesh_triangles: 1000,
+            session_triangles: 2000,
+        });
+        let e = t.entity();
+        let smooth = |levels| Command::Smooth {
+            entity: e,
+            faces: vec![],
+            levels,
+        };
+        // Level 2 of a cube: 96 quads; level 3 after that would be 96·4³ quads.
+        assert_eq!(t.submit(2, 1, smooth(2)), Ok(()));
+        let before = t.hash();
+        let (code, msg) = t.submit(3, 2, smooth(3)).unwrap_err();
+        assert_eq!(code, RefusalCode::Limit, "{msg}");
+        assert_eq!(t.hash(), before);
+        assert_eq!(t.submit(4, 2, smooth(1)), Ok(()));
+    }
+
+    #[test]
+    fn retired_index_edits_are_refused() {
+        let mut t = Edit::new(Limits::DEFAULT);
+        let old = Command::FaceSubdivide {
+            entity: t.entity(),
+            face: meshwork_protocol::command::FaceIndex(0),
+            cuts: 1,
+        };
+        let (code, _) = t.submit(2, 1, old).unwrap_err();
+        assert_eq!(code, RefusalCode::Topology);
+    }
+
+    /// Two concurrent commands by two editors (neither saw the other: both stamped lamport 2
+    /// having seen the spawn at 1), submitted in both arrival orders. Returns the results in
+    /// arrival order: `[first, second]` when `first` arrives first, then `[second, first]`.
+    fn both_orders(first: Command, second: Command) -> [Result<(), RefusalCode>; 4] {
+        let mut out = [Ok(()), Ok(()), Ok(()), Ok(())];
+        for (i, swap) in [false, true].into_iter().enumerate() {
+            let mut t = Edit::new(Limits::DEFAULT);
+            let order = if swap {
+                [(1, second.clone()), (0, first.clone())]
+            } else {
+                [(0, first.clone()), (1, second.clone())]
+            };
+            for (k, (who, c)) in order.into_iter().enumerate() {
+                out[i * 2 + k] = t.submit_as(who, 2, 1, c).map_err(|(c, _)| c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn concurrent_moves_of_different_vertices_both_apply_same_vertex_last_wins() {
+        let t = Edit::new(Limits::DEFAULT);
+        let e = t.entity();
+        let (v0, v1) = (VertexKey(t.el(0)), VertexKey(t.el(1)));
+        let mv = |v, p| Command::MoveVertices {
+            entity: e,
+            moves: vec![(v, p)],
+        };
+        assert_eq!(
+            both_orders(mv(v0, Vec3::ONE), mv(v1, Vec3::ZERO)),
+            [Ok(()), Ok(()), Ok(()), Ok(())]
+        );
+        // Same vertex: both accepted; the later in total order (equal lamports: the second
+        // editor, whose author id is larger) wins whichever arrives first.
+        for swap in [false, true] {
+            let mut t = Edit::new(Limits::DEFAULT);
+            assert!(t.people[1].1 > t.people[0].1);
+            let (early, late) = (mv(v0, Vec3::ONE), mv(v0, Vec3::splat(2.0)));
+            if swap {
+                assert_eq!(t.submit_as(1, 2, 1, late), Ok(()));
+                assert_eq!(t.submit_as(0, 2, 1, early), Ok(()));
+            } else {
+                assert_eq!(t.submit_as(0, 2, 1, early), Ok(()));
+                assert_eq!(t.submit_as(1, 2, 1, late), Ok(()));
+            }
+            let Some(Geometry::Mesh(m)) =
+                t.h.session
+                    .scene()
+                    .entities
+                    .get(&e)
+                    .map(|x| x.geometry.clone())
+            else {
+                panic!("the cube became an edited mesh");
+            };
+            assert_eq!(m.vertices()[&v0], Vec3::splat(2.0), "swap {swap}");
+        }
+    }
+
+    #[test]
+    fn a_topology_edit_of_a_concurrently_replaced_element_is_refused() {
+        let t = Edit::new(Limits::DEFAULT);
+        let e = t.entity();
+        let top = FaceKey(t.el(top()));
+        let subdivide = Command::SubdivideFaces {
+            entity: e,
+            faces: vec![top],
+            cuts: 1,
+        };
+        let extrude = Command::ExtrudeFaces {
+            entity: e,
+            faces: vec![top],
+            direction: ExtrudeDirection::Normal { distance_m: 1.0 },
+            snap_m: None,
+        };
+        // Whichever arrives second is refused: the same face is contested (reject strategy).
+        let r = both_orders(subdivide.clone(), extrude.clone());
+        assert_eq!(r[0], Ok(()));
+        assert_eq!(r[1], Err(RefusalCode::Conflict));
+        assert_eq!(r[2], Ok(()));
+        assert_eq!(r[3], Err(RefusalCode::Conflict));
+        // Smoothing the whole mesh replaces the top face: a concurrent extrude of it that
+        // arrives later is refused by the scene (the face is gone), in both orders one wins.
+        let smooth = Command::Smooth {
+            entity: e,
+            faces: vec![],
+            levels: 1,
+        };
+        let r = both_orders(smooth, extrude);
+        assert_eq!(r[0], Ok(()));
+        assert_eq!(r[1], Err(RefusalCode::Conflict));
+        assert_eq!(r[2], Ok(()), "the extrude first");
+        assert_eq!(r[3], Ok(()), "then smoothing the extruded mesh");
+    }
+
+    #[test]
+    fn set_transform_is_last_write_wins() {
+        for swap in [false, true] {
+            let mut t = Edit::new(Limits::DEFAULT);
+            let e = t.entity();
+            let at = |x: f32| Command::SetTransform {
+                entity: e,
+                transform: Transform {
+                    translation: Vec3::new(x, 0.0, 0.0),
+                    ..Transform::IDENTITY
+                },
+            };
+            if swap {
+                assert_eq!(t.submit_as(1, 2, 1, at(3.0)), Ok(()));
+                assert_eq!(t.submit_as(0, 2, 1, at(2.0)), Ok(()));
+            } else {
+                assert_eq!(t.submit_as(0, 2, 1, at(2.0)), Ok(()));
+                assert_eq!(t.submit_as(1, 2, 1, at(3.0)), Ok(()));
+            }
+            let got = t.h.session.scene().entities[&e].transform.translation;
+            assert_eq!(
+                got,
+                Vec3::new(3.0, 0.0, 0.0),
+                "not their sum, the later one"
+            );
+        }
+    }
+}
