@@ -1307,15 +1307,19 @@ impl EditMesh {
         out
     }
 
-    /// The index-based half-edge mesh of the same faces (for code that walks indices).
-    #[must_use]
-    pub fn to_indexed(&self) -> Mesh {
-        let rank: BTreeMap<VertexKey, u32> = self
-            .verts
+    /// Each vertex's position in id order (the index the encoding and `to_indexed` use).
+    fn vertex_ranks(&self) -> BTreeMap<VertexKey, u32> {
+        self.verts
             .keys()
             .enumerate()
             .map(|(i, v)| (*v, i as u32))
-            .collect();
+            .collect()
+    }
+
+    /// The index-based half-edge mesh of the same faces (for code that walks indices).
+    #[must_use]
+    pub fn to_indexed(&self) -> Mesh {
+        let rank = self.vertex_ranks();
         let positions: Vec<Vec3> = self.verts.values().copied().collect();
         let polys: Vec<Vec<u32>> = self
             .faces
@@ -1387,12 +1391,7 @@ struct Wire {
 
 impl Serialize for EditMesh {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let rank: BTreeMap<VertexKey, u32> = self
-            .verts
-            .keys()
-            .enumerate()
-            .map(|(i, v)| (*v, i as u32))
-            .collect();
+        let rank = self.vertex_ranks();
         let r = |v: &VertexKey| rank.get(v).copied().unwrap_or(u32::MAX);
         let by_id: BTreeMap<EdgeKey, (VertexKey, VertexKey)> =
             self.edges.iter().map(|(p, k)| (*k, *p)).collect();

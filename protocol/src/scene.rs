@@ -129,6 +129,17 @@ impl Geometry {
     }
 }
 
+/// Corner counts of the named faces that exist (for size estimates before an edit).
+fn face_sizes<'a>(
+    m: &'a EditMesh,
+    faces: &'a [crate::editmesh::FaceKey],
+) -> impl Iterator<Item = u64> + 'a {
+    faces
+        .iter()
+        .filter_map(|f| m.faces().get(f))
+        .map(|c| c.len() as u64)
+}
+
 /// Size limits the server enforces before it computes an edit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -495,11 +506,15 @@ impl Scene {
                     .entities
                     .get_mut(entity)
                     .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
-                if let Geometry::Primitive(_) = e.geometry {
-                    e.geometry = Geometry::Mesh(e.geometry.edit_mesh(e.spawned_by));
-                }
-                if let Geometry::Mesh(m) = &mut e.geometry {
-                    m.move_vertices(id, moves)?;
+                match &mut e.geometry {
+                    Geometry::Mesh(m) => m.move_vertices(id, moves)?,
+                    Geometry::Primitive(_) => {
+                        // Materialize only once the move is known to succeed: a refused move
+                        // must leave even the geometry's form unchanged.
+                        let mut m = e.geometry.edit_mesh(e.spawned_by);
+                        m.move_vertices(id, moves)?;
+                        e.geometry = Geometry::Mesh(m);
+                    }
                 }
             }
             Command::CreateFace { entity, vertices } => {
@@ -537,11 +552,7 @@ impl Scene {
                     *entity,
                     limits,
                     |m| {
-                        let corners: u64 = faces
-                            .iter()
-                            .filter_map(|f| m.faces().get(f))
-                            .map(|c| c.len() as u64)
-                            .sum();
+                        let corners: u64 = face_sizes(m, faces).sum();
                         m.triangle_count().saturating_add(corners.saturating_mul(2))
                     },
                     |m, ids| m.extrude_faces(ids, id, faces, offset, distance, *snap_m),
@@ -573,11 +584,8 @@ impl Scene {
                     *entity,
                     limits,
                     |m| {
-                        let grown: u64 = faces
-                            .iter()
-                            .filter_map(|f| m.faces().get(f))
-                            .map(|corners| {
-                                let n = corners.len() as u64;
+                        let grown: u64 = face_sizes(m, faces)
+                            .map(|n| {
                                 let inside = match n {
                                     3 => (c + 1) * (c + 1),
                                     4 => 2 * (c + 1) * (c + 1),
@@ -606,11 +614,7 @@ impl Scene {
                         let sizes: Vec<u64> = if faces.is_empty() {
                             m.faces().values().map(|c| c.len() as u64).collect()
                         } else {
-                            faces
-                                .iter()
-                                .filter_map(|f| m.faces().get(f))
-                                .map(|c| c.len() as u64)
-                                .collect()
+                            face_sizes(m, faces).collect()
                         };
                         let corners: u64 = sizes.iter().sum();
                         let replaced: u64 = sizes.iter().map(|n| n.saturating_sub(2)).sum();

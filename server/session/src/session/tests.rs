@@ -787,6 +787,32 @@ mod mesh {
     }
 
     #[test]
+    fn a_refused_move_of_an_unedited_primitive_leaves_it_a_primitive() {
+        let mut t = Edit::new(Limits::DEFAULT);
+        let before = t.hash();
+        let stale = VertexKey(ElementId {
+            by: CommandId {
+                lamport: 99,
+                author: t.author,
+            },
+            index: 0,
+        });
+        let mv = Command::MoveVertices {
+            entity: t.entity(),
+            moves: vec![(stale, Vec3::ONE)],
+        };
+        let (code, _) = t.submit(2, 1, mv).unwrap_err();
+        assert_eq!(code, RefusalCode::Conflict);
+        assert_eq!(t.hash(), before);
+        // The scene new edits are checked against must not have moved either.
+        assert_eq!(
+            t.h.session.accepted.state_hash(),
+            before,
+            "the geometry is still the primitive"
+        );
+    }
+
+    #[test]
     fn retired_index_edits_are_refused() {
         let mut t = Edit::new(Limits::DEFAULT);
         let old = Command::FaceSubdivide {
