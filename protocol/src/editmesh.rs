@@ -136,6 +136,41 @@ fn topo<T>(s: String) -> Result<T, EditError> {
     Err(EditError::Topology(s))
 }
 
+/// `around`: the half-edges leaving `o` in key order. Rotating from the first (the half-edge
+/// before `(o, w)` ends at `o`; its twin leaves `o`) must visit all of them before it returns.
+fn fan_closes(o: VertexKey, around: &[(VertexKey, HalfEdge)]) -> Result<(), EditError> {
+    let Some((first, _)) = around.first() else {
+        return Ok(());
+    };
+    let total = around.len();
+    let mut steps = 0usize;
+    let mut cur = *first;
+    loop {
+        steps += 1;
+        let Some((_, h)) = around.iter().find(|(w, _)| *w == cur) else {
+            return topo(format!("the fan around {o} is broken"));
+        };
+        cur = h.prev;
+        if cur == *first || steps > total {
+            break;
+        }
+    }
+    if steps == total {
+        Ok(())
+    } else {
+        topo(format!(
+            "{o} would be non-manifold (its faces form more than one fan)"
+        ))
+    }
+}
+
+fn two_faces_one_way(a: VertexKey, b: VertexKey) -> EditError {
+    EditError::Topology(format!(
+        "{a} → {b} would be used by two faces in the same direction (non-manifold edge or \
+         flipped winding)"
+    ))
+}
+
 /// A half-edge, keyed in [`EditMesh`] by `(origin, destination)`; its twin is the reversed key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HalfEdge {
@@ -174,7 +209,43 @@ pub struct EditMesh {
     half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
     edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
     triangles: u64,
+    // The edit in progress (never encoded, empty between operations):
+    /// Faces changed since the last `finish`, with their loops before the change.
+    pending: BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
+    /// Vertices added, removed or moved since the last `finish`.
+    pending_verts: BTreeSet<VertexKey>,
+    /// The journal of the operation in progress (see [`EditMesh::transaction`]).
+    undo: Option<Box<Undo>>,
 }
+
+/// Every entry the operation in progress changed, with its value before the operation; a
+/// failed operation puts them back, so a refused edit costs what it touched, not a copy of the
+/// mesh.
+#[derive(Clone, Debug, Default)]
+struct Undo {
+    // Logs of (key, value before the change), put back in reverse order.
+    verts: Vec<(VertexKey, Option<Vec3>)>,
+    faces: Vec<(FaceKey, Option<Vec<VertexKey>>)>,
+    moved: Vec<(VertexKey, Option<CommandId>)>,
+    halves: Vec<((VertexKey, VertexKey), Option<HalfEdge>)>,
+    edges: Vec<((VertexKey, VertexKey), Option<EdgeKey>)>,
+    ends: Vec<(EdgeKey, Option<(VertexKey, VertexKey)>)>,
+    /// The derived maps as a whole, taken when a full rebuild replaced them (per-entry records
+    /// of those maps stop then: the whole maps are restored first, the earlier entries on top).
+    whole: Option<Derived>,
+    triangles: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Derived {
+    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    edges: BTreeMap<(VertexKey, VertexKey), EdgeKey>,
+    edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
+}
+
+/// Above this share of changed faces (one in `FULL_REBUILD_SHARE`) `finish` rebuilds the
+/// half-edges from scratch instead of patching them.
+const FULL_REBUILD_SHARE: usize = 3;
 
 impl PartialEq for EditMesh {
     fn eq(&self, other: &Self) -> bool {
@@ -359,26 +430,431 @@ impl EditMesh {
             .ok_or_else(|| EditError::Missing(format!("{e}")))
     }
 
-    /// Rebuilds the half-edges from the faces, checking every invariant, then gives new edges
-    /// their ids from `ids` (in sorted end-point order) and drops edges no face uses any more.
+    /// Runs `edit` as one operation: if it fails, every entry it changed is put back and the
+    /// mesh is as before. Operations nest (the outermost one decides).
+    ///
+    /// # Errors
+    /// The edit's error.
+    pub fn transaction<T>(
+        &mut self,
+        edit: impl FnOnce(&mut Self) -> Result<T, EditError>,
+    ) -> Result<T, EditError> {
+        let outer = self.begin();
+        let result = edit(self);
+        self.end(outer, result)
+    }
+
+    fn begin(&mut self) -> bool {
+        if self.undo.is_some() {
+            return false;
+        }
+        self.undo = Some(Box::new(Undo {
+            triangles: self.triangles,
+            ..Undo::default()
+        }));
+        true
+    }
+
+    fn end<T>(&mut self, outer: bool, result: Result<T, EditError>) -> Result<T, EditError> {
+        if !outer {
+            return result;
+        }
+        let undo = self.undo.take();
+        self.pending.clear();
+        self.pending_verts.clear();
+        if result.is_err()
+            && let Some(u) = undo
+        {
+            self.rollback(*u);
+        }
+        result
+    }
+
+    fn rollback(&mut self, u: Undo) {
+        if let Some(d) = u.whole {
+            self.half_edges = d.half_edges;
+            self.edges = d.edges;
+            self.edge_ends = d.edge_ends;
+        }
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, log: Vec<(K, Option<V>)>) {
+            for (k, v) in log.into_iter().rev() {
+                match v {
+                    Some(v) => map.insert(k, v),
+                    None => map.remove(&k),
+                };
+            }
+        }
+        put(&mut self.half_edges, u.halves);
+        put(&mut self.edges, u.edges);
+        put(&mut self.edge_ends, u.ends);
+        put(&mut self.verts, u.verts);
+        put(&mut self.faces, u.faces);
+        put(&mut self.moved, u.moved);
+        self.triangles = u.triangles;
+    }
+
+    // Every change of an operation goes through these, which note it for `finish` and the
+    // journal.
+
+    fn note_face(&mut self, f: FaceKey) {
+        // The first change since the last `finish`: later ones in the same stretch need no
+        // record (putting back the first value restores them too).
+        if let alloc::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(f) {
+            let old = self.faces.get(&f).cloned();
+            if let Some(u) = &mut self.undo {
+                u.faces.push((f, old.clone()));
+            }
+            slot.insert(old);
+        }
+    }
+
+    fn set_face(&mut self, f: FaceKey, corners: Vec<VertexKey>) {
+        self.note_face(f);
+        self.faces.insert(f, corners);
+    }
+
+    fn take_face(&mut self, f: FaceKey) -> Option<Vec<VertexKey>> {
+        self.note_face(f);
+        self.faces.remove(&f)
+    }
+
+    fn face_mut(&mut self, f: FaceKey) -> Option<&mut Vec<VertexKey>> {
+        self.note_face(f);
+        self.faces.get_mut(&f)
+    }
+
+    fn note_vert(&mut self, v: VertexKey) {
+        if self.pending_verts.insert(v)
+            && let Some(u) = &mut self.undo
+        {
+            u.verts.push((v, self.verts.get(&v).copied()));
+        }
+    }
+
+    fn set_vert(&mut self, v: VertexKey, p: Vec3) {
+        self.note_vert(v);
+        self.verts.insert(v, p);
+    }
+
+    fn remove_vert(&mut self, v: VertexKey) {
+        self.note_vert(v);
+        self.verts.remove(&v);
+    }
+
+    fn set_stamp(&mut self, v: VertexKey, by: Option<CommandId>) {
+        let old = match by {
+            Some(by) => self.moved.insert(v, by),
+            None => self.moved.remove(&v),
+        };
+        if let Some(u) = &mut self.undo {
+            u.moved.push((v, old));
+        }
+    }
+
+    /// Moves a vertex on behalf of `by` (the position stamp follows).
+    fn place(&mut self, v: VertexKey, p: Vec3, by: CommandId) {
+        self.set_vert(v, p);
+        self.set_stamp(v, Some(by));
+    }
+
+    fn put_half(&mut self, key: (VertexKey, VertexKey), h: Option<HalfEdge>) -> Option<HalfEdge> {
+        let old = match h {
+            Some(h) => self.half_edges.insert(key, h),
+            None => self.half_edges.remove(&key),
+        };
+        if let Some(u) = &mut self.undo
+            && u.whole.is_none()
+        {
+            u.halves.push((key, old));
+        }
+        old
+    }
+
+    fn put_edge(&mut self, pair: (VertexKey, VertexKey), key: EdgeKey, present: bool) {
+        let (old_key, old_pair) = if present {
+            (
+                self.edges.insert(pair, key),
+                self.edge_ends.insert(key, pair),
+            )
+        } else {
+            (self.edges.remove(&pair), self.edge_ends.remove(&key))
+        };
+        if let Some(u) = &mut self.undo
+            && u.whole.is_none()
+        {
+            u.edges.push((pair, old_key));
+            u.ends.push((key, old_pair));
+        }
+    }
+
+    /// Brings the half-edges up to date with the faces, checking every invariant, then gives
+    /// new edges their ids from `ids` (in sorted end-point order) and drops edges no face uses
+    /// any more. Only the neighbourhood of what changed is rebuilt and checked (the rest of the
+    /// mesh was valid and did not change), unless much of the mesh changed: then everything is
+    /// rebuilt. Both give the same result.
     ///
     /// # Errors
     /// The first invariant the faces break, naming the element.
     pub fn finish(&mut self, ids: &mut IdSource) -> Result<(), EditError> {
-        let before = core::mem::take(&mut self.edges);
-        self.build()?;
-        let mut edges = BTreeMap::new();
-        for pair in self.edges.keys() {
-            let key = before
-                .get(pair)
-                .copied()
-                .unwrap_or_else(|| EdgeKey(ids.next_id()));
-            edges.insert(*pair, key);
+        let changed = core::mem::take(&mut self.pending);
+        let verts = core::mem::take(&mut self.pending_verts);
+        if self.half_edges.is_empty()
+            || changed.len().saturating_mul(FULL_REBUILD_SHARE) > self.faces.len()
+            || tests::force_full()
+        {
+            return self.finish_full(ids);
         }
+        self.finish_local(ids, &changed, &verts)
+    }
+
+    fn finish_full(&mut self, ids: &mut IdSource) -> Result<(), EditError> {
+        let old = Derived {
+            half_edges: core::mem::take(&mut self.half_edges),
+            edges: core::mem::take(&mut self.edges),
+            edge_ends: core::mem::take(&mut self.edge_ends),
+        };
+        let built = self.build();
+        let mut edges = BTreeMap::new();
+        if built.is_ok() {
+            for pair in self.edges.keys() {
+                let key = old
+                    .edges
+                    .get(pair)
+                    .copied()
+                    .unwrap_or_else(|| EdgeKey(ids.next_id()));
+                edges.insert(*pair, key);
+            }
+        }
+        match &mut self.undo {
+            Some(u) if u.whole.is_none() => u.whole = Some(old),
+            Some(_) => {}
+            None if built.is_err() => {
+                self.half_edges = old.half_edges;
+                self.edges = old.edges;
+                self.edge_ends = old.edge_ends;
+            }
+            None => {}
+        }
+        built?;
         self.edge_ends = edges.iter().map(|(p, k)| (*k, *p)).collect();
         self.edges = edges;
-        self.moved.retain(|v, _| self.verts.contains_key(v));
+        let gone: Vec<VertexKey> = self
+            .moved
+            .keys()
+            .filter(|v| !self.verts.contains_key(v))
+            .copied()
+            .collect();
+        for v in gone {
+            self.set_stamp(v, None);
+        }
         Ok(())
+    }
+
+    /// The local rebuild: the old loops of changed faces leave, their new loops come in, and
+    /// the vertices on either are re-linked and checked.
+    fn finish_local(
+        &mut self,
+        ids: &mut IdSource,
+        changed: &BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
+        verts: &BTreeSet<VertexKey>,
+    ) -> Result<(), EditError> {
+        // The face half-edges of the changed faces before and after, as (face, next, prev).
+        type Loops = BTreeMap<(VertexKey, VertexKey), (FaceKey, VertexKey, VertexKey)>;
+        let mut before: Loops = BTreeMap::new();
+        let mut after: Loops = BTreeMap::new();
+        let mut triangles = self.triangles;
+        let mut reshaped: Vec<FaceKey> = Vec::new();
+        for (f, old) in changed {
+            if let Some(old) = old {
+                let n = old.len();
+                triangles = triangles.saturating_sub(n.saturating_sub(2) as u64);
+                for i in 0..n {
+                    let h = (*f, old[(i + 2) % n], old[(i + n - 1) % n]);
+                    before.insert((old[i], old[(i + 1) % n]), h);
+                }
+            }
+            let Some(corners) = self.faces.get(f) else {
+                continue;
+            };
+            self.check_corners(*f, corners)?;
+            let n = corners.len();
+            triangles = triangles.saturating_add((n - 2) as u64);
+            for i in 0..n {
+                let key = (corners[i], corners[(i + 1) % n]);
+                let h = (*f, corners[(i + 2) % n], corners[(i + n - 1) % n]);
+                if after.insert(key, h).is_some() {
+                    return Err(two_faces_one_way(key.0, key.1));
+                }
+            }
+            if old.as_ref() != Some(corners) {
+                reshaped.push(*f);
+            }
+        }
+        // Only half-edges that really change are touched: the old ones no face keeps leave
+        // (their side becomes border, or the edge goes), the new and changed ones come in.
+        let mut touched: BTreeSet<VertexKey> = BTreeSet::new();
+        // Edges that went or came (their ids are settled at the end).
+        let mut pairs: BTreeSet<(VertexKey, VertexKey)> = BTreeSet::new();
+        for &(a, b) in before.keys() {
+            if after.contains_key(&(a, b)) {
+                continue;
+            }
+            touched.extend([a, b]);
+            if self.face_of(b, a).is_some() {
+                // The twin keeps its face: this side becomes border (linked below).
+                let border = HalfEdge {
+                    face: None,
+                    next: a,
+                    prev: b,
+                };
+                self.put_half((a, b), Some(border));
+            } else {
+                self.put_half((a, b), None);
+                self.put_half((b, a), None);
+                pairs.insert(sorted(a, b));
+            }
+        }
+        for (&(a, b), &(face, next, prev)) in &after {
+            if before.get(&(a, b)) == Some(&(face, next, prev)) {
+                continue;
+            }
+            touched.extend([a, b]);
+            let h = HalfEdge {
+                face: Some(face),
+                next,
+                prev,
+            };
+            let old = self.put_half((a, b), Some(h));
+            if !before.contains_key(&(a, b)) && old.is_some_and(|o| o.face.is_some()) {
+                // An unchanged face already uses a → b (the journal puts it back).
+                return Err(two_faces_one_way(a, b));
+            }
+            if !self.half_edges.contains_key(&(b, a)) {
+                pairs.insert(sorted(a, b));
+                let border = HalfEdge {
+                    face: None,
+                    next: b,
+                    prev: a,
+                };
+                self.put_half((b, a), Some(border));
+            }
+        }
+        // Two faces over one vertex set share every vertex, so also the first corner.
+        for f in &reshaped {
+            let Some(corners) = self.faces.get(f) else {
+                continue;
+            };
+            let mut set = corners.clone();
+            set.sort_unstable();
+            for (_, h) in self.outgoing(corners[0]) {
+                if let Some(g) = h.face
+                    && g != *f
+                    && self.faces.get(&g).is_some_and(|c| {
+                        c.len() == set.len() && {
+                            let mut other = c.clone();
+                            other.sort_unstable();
+                            other == set
+                        }
+                    })
+                {
+                    return topo(format!("{f} has the same vertices as {g}"));
+                }
+            }
+        }
+        for v in &touched {
+            self.relink_and_check(*v)?;
+        }
+        for v in verts {
+            match self.verts.get(v) {
+                None if self.outgoing(*v).next().is_some() => {
+                    return Err(EditError::Missing(format!("{v} (a corner of a face)")));
+                }
+                None => {
+                    if self.moved.contains_key(v) {
+                        self.set_stamp(*v, None);
+                    }
+                }
+                Some(p) if !p.is_finite() => {
+                    return topo(format!("{v} has a non-finite position"));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut fresh = Vec::new();
+        for pair in pairs {
+            let used = self.half_edges.contains_key(&pair);
+            match (used, self.edges.get(&pair).copied()) {
+                (true, None) => fresh.push(pair),
+                (false, Some(key)) => self.put_edge(pair, key, false),
+                _ => {}
+            }
+        }
+        for pair in fresh {
+            let key = EdgeKey(ids.next_id());
+            self.put_edge(pair, key, true);
+        }
+        self.triangles = triangles;
+        Ok(())
+    }
+
+    /// A face's own rules: at least 3 corners, none repeated, all existing.
+    fn check_corners(&self, f: FaceKey, corners: &[VertexKey]) -> Result<(), EditError> {
+        let n = corners.len();
+        if n < 3 {
+            return topo(format!("{f} has {n} corners; a face needs at least 3"));
+        }
+        let mut set = corners.to_vec();
+        set.sort_unstable();
+        if let Some(w) = set.windows(2).find(|w| w[0] == w[1]) {
+            return topo(format!("{f} repeats {}", w[0]));
+        }
+        if let Some(v) = set.iter().find(|v| !self.verts.contains_key(v)) {
+            return Err(EditError::Missing(format!("{v} (a corner of {f})")));
+        }
+        Ok(())
+    }
+
+    /// At a vertex the local rebuild touched: links the border half-edges through it (the one
+    /// arriving and the one leaving; two border gaps are non-manifold), then checks that its
+    /// half-edges form one fan. One scan of its outgoing half-edges.
+    fn relink_and_check(&mut self, v: VertexKey) -> Result<(), EditError> {
+        let around: Vec<(VertexKey, HalfEdge)> = self.outgoing(v).map(|(w, h)| (w, *h)).collect();
+        let mut leaving = None;
+        for (w, h) in &around {
+            if h.face.is_none() && leaving.replace(*w).is_some() {
+                return topo(format!(
+                    "{v} would be non-manifold (two border gaps meet there)"
+                ));
+            }
+        }
+        let mut around = around;
+        if let Some(y) = leaving {
+            // As many border half-edges arrive as leave: one, the twin of a face half-edge.
+            let Some(x) = around
+                .iter()
+                .filter(|(_, h)| h.face.is_some())
+                .map(|(w, _)| *w)
+                .find(|w| self.face_of(*w, v).is_none())
+            else {
+                return topo(format!("the border through {v} does not close"));
+            };
+            if let Some(mut h) = self.half_edges.get(&(x, v)).copied() {
+                h.next = y;
+                self.put_half((x, v), Some(h));
+            }
+            if let Some(slot) = around.iter_mut().find(|(w, _)| *w == y) {
+                slot.1.prev = x;
+                self.put_half((v, y), Some(slot.1));
+            }
+        }
+        fan_closes(v, &around)
+    }
+
+    /// The half-edges around `o` form one fan (a disc or a half-disc), not two cones touching
+    /// at a point.
+    fn check_fan(&self, o: VertexKey) -> Result<(), EditError> {
+        let around: Vec<(VertexKey, HalfEdge)> = self.outgoing(o).map(|(w, h)| (w, *h)).collect();
+        fan_closes(o, &around)
     }
 
     /// The half-edge build and check. Leaves `edges` holding the needed pairs (values are
@@ -389,17 +865,9 @@ impl EditMesh {
         let mut vertex_sets: BTreeSet<Vec<VertexKey>> = BTreeSet::new();
         for (f, corners) in &self.faces {
             let n = corners.len();
-            if n < 3 {
-                return topo(format!("{f} has {n} corners; a face needs at least 3"));
-            }
+            self.check_corners(*f, corners)?;
             let mut set = corners.clone();
             set.sort_unstable();
-            if let Some(w) = set.windows(2).find(|w| w[0] == w[1]) {
-                return topo(format!("{f} repeats {}", w[0]));
-            }
-            if let Some(v) = set.iter().find(|v| !self.verts.contains_key(v)) {
-                return Err(EditError::Missing(format!("{v} (a corner of {f})")));
-            }
             if !vertex_sets.insert(set) {
                 return topo(format!("{f} has the same vertices as another face"));
             }
@@ -422,10 +890,7 @@ impl EditMesh {
         halves.sort_unstable_by_key(|x| x.0);
         if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
             let (a, b) = w[0].0;
-            return topo(format!(
-                "{a} → {b} would be used by two faces in the same direction (non-manifold edge \
-                 or flipped winding)"
-            ));
+            return Err(two_faces_one_way(a, b));
         }
         // Border half-edges: the missing twins. A border half-edge b→a is followed by the border
         // half-edge leaving a; a vertex with two border gaps is non-manifold.
@@ -463,33 +928,10 @@ impl EditMesh {
         }
         all.sort_unstable_by_key(|x| x.0);
         self.half_edges = all.into_iter().collect();
-        // Each vertex: its half-edges form one fan (a disc or a half-disc), not two cones
-        // touching at a point.
-        let mut seen_origin: Option<VertexKey> = None;
-        for (o, d) in self.half_edges.keys() {
-            if seen_origin == Some(*o) {
-                continue;
-            }
-            seen_origin = Some(*o);
-            let total = self.outgoing(*o).count();
-            let mut steps = 0usize;
-            let mut cur = *d;
-            loop {
-                steps += 1;
-                // Rotate around o: the half-edge before (o, cur) ends at o; its twin leaves o.
-                let Some(h) = self.half_edges.get(&(*o, cur)) else {
-                    return topo(format!("the fan around {o} is broken"));
-                };
-                cur = h.prev;
-                if cur == *d || steps > total {
-                    break;
-                }
-            }
-            if steps != total {
-                return topo(format!(
-                    "{o} would be non-manifold (its faces form more than one fan)"
-                ));
-            }
+        let mut origins: Vec<VertexKey> = self.half_edges.keys().map(|(o, _)| *o).collect();
+        origins.dedup();
+        for o in origins {
+            self.check_fan(o)?;
         }
         let mut pairs = BTreeMap::new();
         for (a, b) in self.half_edges.keys() {
@@ -549,6 +991,27 @@ impl EditMesh {
         if self.edges.len() * 2 != self.half_edges.len() {
             return topo("the edge list does not match the half-edges".into());
         }
+        if self.edge_ends.len() != self.edges.len()
+            || self
+                .edges
+                .iter()
+                .any(|(p, k)| self.edge_ends.get(k) != Some(p))
+        {
+            return topo("edge ids and edge ends disagree".into());
+        }
+        // What `finish` maintained piece by piece equals a rebuild from the faces.
+        let mut fresh = Self {
+            verts: self.verts.clone(),
+            faces: self.faces.clone(),
+            ..Self::default()
+        };
+        fresh.build()?;
+        if fresh.half_edges != self.half_edges
+            || !fresh.edges.keys().eq(self.edges.keys())
+            || fresh.triangles != self.triangles
+        {
+            return topo("the half-edges differ from a rebuild from the faces".into());
+        }
         Ok(())
     }
 
@@ -563,25 +1026,31 @@ impl EditMesh {
         by: CommandId,
         moves: &[(VertexKey, Vec3)],
     ) -> Result<(), EditError> {
-        for (v, _) in moves {
-            self.need_vertex(*v)?;
-        }
-        for (v, p) in moves {
-            let stamp = self.moved.get(v).copied().unwrap_or(v.0.by);
-            if by > stamp
-                && let Some(pos) = self.verts.get_mut(v)
-            {
-                *pos = *p;
-                self.moved.insert(*v, by);
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            for (v, p) in moves {
+                self.need_vertex(*v)?;
+                if !p.is_finite() {
+                    return topo(format!("{v} would get a non-finite position"));
+                }
             }
-        }
-        Ok(())
+            for (v, p) in moves {
+                let stamp = self.moved.get(v).copied().unwrap_or(v.0.by);
+                if by > stamp {
+                    self.place(*v, *p, by);
+                }
+            }
+            self.pending_verts.clear();
+            Ok(())
+        })();
+        self.end(outer, result)
     }
 
     /// Adds an isolated vertex.
     pub fn create_vertex(&mut self, ids: &mut IdSource, position: Vec3) -> VertexKey {
         let v = ids.vertex();
-        self.verts.insert(v, position);
+        self.set_vert(v, position);
+        self.pending_verts.clear();
         v
     }
 
@@ -594,13 +1063,17 @@ impl EditMesh {
         ids: &mut IdSource,
         corners: &[VertexKey],
     ) -> Result<FaceKey, EditError> {
-        for v in corners {
-            self.need_vertex(*v)?;
-        }
-        let f = ids.face();
-        self.faces.insert(f, corners.to_vec());
-        self.finish(ids)?;
-        Ok(f)
+        let outer = self.begin();
+        let result = (|| -> Result<FaceKey, EditError> {
+            for v in corners {
+                self.need_vertex(*v)?;
+            }
+            let f = ids.face();
+            self.set_face(f, corners.to_vec());
+            self.finish(ids)?;
+            Ok(f)
+        })();
+        self.end(outer, result)
     }
 
     /// Deletes vertices, edges and faces, with the faces that use them; vertices left without a
@@ -615,41 +1088,45 @@ impl EditMesh {
         edges: &[EdgeKey],
         faces: &[FaceKey],
     ) -> Result<(), EditError> {
-        let mut gone_faces: BTreeSet<FaceKey> = BTreeSet::new();
-        for f in faces {
-            self.need_face(*f)?;
-            gone_faces.insert(*f);
-        }
-        for e in edges {
-            let (a, b) = self.need_edge(*e)?;
-            gone_faces.extend(self.face_of(a, b));
-            gone_faces.extend(self.face_of(b, a));
-        }
-        for v in verts {
-            self.need_vertex(*v)?;
-            gone_faces.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
-        }
-        let mut orphans: BTreeSet<VertexKey> = BTreeSet::new();
-        for f in &gone_faces {
-            if let Some(corners) = self.faces.remove(f) {
-                orphans.extend(corners);
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let mut gone_faces: BTreeSet<FaceKey> = BTreeSet::new();
+            for f in faces {
+                self.need_face(*f)?;
+                gone_faces.insert(*f);
             }
-        }
-        for v in verts {
-            self.verts.remove(v);
-            orphans.remove(v);
-        }
-        // Corners of removed faces that no remaining face uses.
-        for v in orphans {
-            let used = self.outgoing(v).any(|(w, h)| {
-                h.face.is_some_and(|f| !gone_faces.contains(&f))
-                    || self.face_of(w, v).is_some_and(|f| !gone_faces.contains(&f))
-            });
-            if !used {
-                self.verts.remove(&v);
+            for e in edges {
+                let (a, b) = self.need_edge(*e)?;
+                gone_faces.extend(self.face_of(a, b));
+                gone_faces.extend(self.face_of(b, a));
             }
-        }
-        self.finish(ids)
+            for v in verts {
+                self.need_vertex(*v)?;
+                gone_faces.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
+            }
+            let mut orphans: BTreeSet<VertexKey> = BTreeSet::new();
+            for f in &gone_faces {
+                if let Some(corners) = self.take_face(*f) {
+                    orphans.extend(corners);
+                }
+            }
+            for v in verts {
+                self.remove_vert(*v);
+                orphans.remove(v);
+            }
+            // Corners of removed faces that no remaining face uses.
+            for v in orphans {
+                let used = self.outgoing(v).any(|(w, h)| {
+                    h.face.is_some_and(|f| !gone_faces.contains(&f))
+                        || self.face_of(w, v).is_some_and(|f| !gone_faces.contains(&f))
+                });
+                if !used {
+                    self.remove_vert(v);
+                }
+            }
+            self.finish(ids)
+        })();
+        self.end(outer, result)
     }
 
     /// Extrudes faces: each edge-connected region moves as one along its area-weighted normal
@@ -668,97 +1145,102 @@ impl EditMesh {
         distance: f32,
         snap_m: Option<f32>,
     ) -> Result<(), EditError> {
-        let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
-        for f in &selected {
-            self.need_face(*f)?;
-        }
-        // Edge-connected regions, in order of their smallest face id.
-        let mut region_of: BTreeMap<FaceKey, usize> = BTreeMap::new();
-        let mut regions: Vec<Vec<FaceKey>> = Vec::new();
-        for f in &selected {
-            if region_of.contains_key(f) {
-                continue;
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
+            for f in &selected {
+                self.need_face(*f)?;
             }
-            let r = regions.len();
-            let mut stack = alloc::vec![*f];
-            let mut members = Vec::new();
-            region_of.insert(*f, r);
-            while let Some(g) = stack.pop() {
-                members.push(g);
-                let corners = &self.faces[&g];
-                for i in 0..corners.len() {
-                    let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
-                    if let Some(h) = self.face_of(b, a)
-                        && selected.contains(&h)
-                        && !region_of.contains_key(&h)
-                    {
-                        region_of.insert(h, r);
-                        stack.push(h);
+            // Edge-connected regions, in order of their smallest face id.
+            let mut region_of: BTreeMap<FaceKey, usize> = BTreeMap::new();
+            let mut regions: Vec<Vec<FaceKey>> = Vec::new();
+            // Per face, its half-edges on the region's boundary (the twin's face is not
+            // selected, so not in the region), in loop order.
+            let mut rims: BTreeMap<FaceKey, Vec<(VertexKey, VertexKey)>> = BTreeMap::new();
+            for f in &selected {
+                if region_of.contains_key(f) {
+                    continue;
+                }
+                let r = regions.len();
+                let mut stack = alloc::vec![*f];
+                let mut members = Vec::new();
+                region_of.insert(*f, r);
+                while let Some(g) = stack.pop() {
+                    members.push(g);
+                    let corners = &self.faces[&g];
+                    let mut rim = Vec::new();
+                    for i in 0..corners.len() {
+                        let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
+                        match self.face_of(b, a) {
+                            Some(h) if selected.contains(&h) => {
+                                if let alloc::collections::btree_map::Entry::Vacant(slot) =
+                                    region_of.entry(h)
+                                {
+                                    slot.insert(r);
+                                    stack.push(h);
+                                }
+                            }
+                            _ => rim.push((a, b)),
+                        }
                     }
+                    rims.insert(g, rim);
                 }
+                members.sort_unstable();
+                regions.push(members);
             }
-            members.sort_unstable();
-            regions.push(members);
-        }
-        for members in regions {
-            let normal = members
-                .iter()
-                .fold(Vec3::ZERO, |n, f| n + self.face_normal(&self.faces[f]))
-                .normalize_or_zero();
-            let shift = match offset {
-                Some(v) => {
-                    let len = v.length();
-                    if len > 0.0 {
-                        v * (snap(len, snap_m) / len)
-                    } else {
-                        v
+            for members in regions {
+                let normal = members
+                    .iter()
+                    .fold(Vec3::ZERO, |n, f| n + self.face_normal(&self.faces[f]))
+                    .normalize_or_zero();
+                let shift = match offset {
+                    Some(v) => {
+                        let len = v.length();
+                        if len > 0.0 {
+                            v * (snap(len, snap_m) / len)
+                        } else {
+                            v
+                        }
                     }
+                    None => normal * snap(distance, snap_m),
+                };
+                // Boundary half-edges of the region, in face-id then loop order.
+                let mut rim: Vec<(VertexKey, VertexKey)> = Vec::new();
+                let mut corners_all: BTreeSet<VertexKey> = BTreeSet::new();
+                for f in &members {
+                    corners_all.extend(self.faces[f].iter().copied());
+                    rim.extend(rims.remove(f).unwrap_or_default());
                 }
-                None => normal * snap(distance, snap_m),
-            };
-            let in_region: BTreeSet<FaceKey> = members.iter().copied().collect();
-            // Boundary half-edges of the region, in face-id then loop order.
-            let mut rim: Vec<(VertexKey, VertexKey)> = Vec::new();
-            let mut corners_all: BTreeSet<VertexKey> = BTreeSet::new();
-            for f in &members {
-                let corners = &self.faces[f];
-                for i in 0..corners.len() {
-                    let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
-                    corners_all.insert(a);
-                    if !self.face_of(b, a).is_some_and(|g| in_region.contains(&g)) {
-                        rim.push((a, b));
-                    }
+                let rim_verts: BTreeSet<VertexKey> = rim.iter().map(|(a, _)| *a).collect();
+                let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+                for v in &rim_verts {
+                    let p = self.position(*v) + shift;
+                    let nv = ids.vertex();
+                    self.set_vert(nv, p);
+                    lifted.insert(*v, nv);
                 }
-            }
-            let rim_verts: BTreeSet<VertexKey> = rim.iter().map(|(a, _)| *a).collect();
-            let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
-            for v in &rim_verts {
-                let p = self.position(*v) + shift;
-                let nv = ids.vertex();
-                self.verts.insert(nv, p);
-                lifted.insert(*v, nv);
-            }
-            for v in corners_all.difference(&rim_verts) {
-                if let Some(p) = self.verts.get_mut(v) {
-                    *p += shift;
-                    self.moved.insert(*v, by);
+                for v in corners_all.difference(&rim_verts) {
+                    let p = self.position(*v) + shift;
+                    self.place(*v, p, by);
                 }
-            }
-            for f in &members {
-                if let Some(corners) = self.faces.get_mut(f) {
-                    for c in corners.iter_mut() {
-                        if let Some(n) = lifted.get(c) {
-                            *c = *n;
+                for f in &members {
+                    if let Some(corners) = self.face_mut(*f) {
+                        for c in corners.iter_mut() {
+                            if let Some(n) = lifted.get(c) {
+                                *c = *n;
+                            }
                         }
                     }
                 }
+                for (a, b) in rim {
+                    let (a2, b2) = (lifted[&a], lifted[&b]);
+                    let side = ids.face();
+                    self.set_face(side, alloc::vec![a, b, b2, a2]);
+                }
             }
-            for (a, b) in rim {
-                let (a2, b2) = (lifted[&a], lifted[&b]);
-                self.faces.insert(ids.face(), alloc::vec![a, b, b2, a2]);
-            }
-        }
-        self.finish(ids)
+            self.finish(ids)
+        })();
+        self.end(outer, result)
     }
 
     /// Extrudes border edges by `offset` (its length snapped to `snap_m`): a quad per edge,
@@ -773,44 +1255,48 @@ impl EditMesh {
         offset: Vec3,
         snap_m: Option<f32>,
     ) -> Result<(), EditError> {
-        let len = offset.length();
-        let shift = if len > 0.0 {
-            offset * (snap(len, snap_m) / len)
-        } else {
-            offset
-        };
-        let mut sides = Vec::new();
-        let unique: BTreeSet<EdgeKey> = edges.iter().copied().collect();
-        for e in &unique {
-            let (a, b) = self.need_edge(*e)?;
-            // (a, b) oriented so that a→b has the face and b→a is the border.
-            let (a, b) = match (self.face_of(a, b), self.face_of(b, a)) {
-                (Some(_), None) => (a, b),
-                (None, Some(_)) => (b, a),
-                _ => {
-                    return topo(format!(
-                        "{e} is not on the border; only border edges extrude"
-                    ));
-                }
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let len = offset.length();
+            let shift = if len > 0.0 {
+                offset * (snap(len, snap_m) / len)
+            } else {
+                offset
             };
-            sides.push((a, b));
-        }
-        let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
-        for (a, b) in &sides {
-            for v in [*a, *b] {
-                if let alloc::collections::btree_map::Entry::Vacant(slot) = lifted.entry(v) {
-                    let p = self.verts.get(&v).copied().unwrap_or(Vec3::ZERO) + shift;
-                    let nv = ids.vertex();
-                    self.verts.insert(nv, p);
-                    slot.insert(nv);
+            let mut sides = Vec::new();
+            let unique: BTreeSet<EdgeKey> = edges.iter().copied().collect();
+            for e in &unique {
+                let (a, b) = self.need_edge(*e)?;
+                // (a, b) oriented so that a→b has the face and b→a is the border.
+                let (a, b) = match (self.face_of(a, b), self.face_of(b, a)) {
+                    (Some(_), None) => (a, b),
+                    (None, Some(_)) => (b, a),
+                    _ => {
+                        return topo(format!(
+                            "{e} is not on the border; only border edges extrude"
+                        ));
+                    }
+                };
+                sides.push((a, b));
+            }
+            let mut lifted: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+            for (a, b) in &sides {
+                for v in [*a, *b] {
+                    if let alloc::collections::btree_map::Entry::Vacant(slot) = lifted.entry(v) {
+                        let p = self.verts.get(&v).copied().unwrap_or(Vec3::ZERO) + shift;
+                        let nv = ids.vertex();
+                        slot.insert(nv);
+                        self.set_vert(nv, p);
+                    }
                 }
             }
-        }
-        for (a, b) in sides {
-            self.faces
-                .insert(ids.face(), alloc::vec![b, a, lifted[&a], lifted[&b]]);
-        }
-        self.finish(ids)
+            for (a, b) in sides {
+                let side = ids.face();
+                self.set_face(side, alloc::vec![b, a, lifted[&a], lifted[&b]]);
+            }
+            self.finish(ids)
+        })();
+        self.end(outer, result)
     }
 
     /// Points along edge a–b (`cuts` of them, from a to b); the same vertices whichever way it
@@ -832,7 +1318,7 @@ impl EditMesh {
             let p: Vec<VertexKey> = (1..=cuts)
                 .map(|k| {
                     let v = ids.vertex();
-                    self.verts.insert(v, at(pa, pb, k));
+                    self.set_vert(v, at(pa, pb, k));
                     v
                 })
                 .collect();
@@ -860,7 +1346,7 @@ impl EditMesh {
                 if skip.contains(&f) {
                     continue;
                 }
-                let Some(corners) = self.faces.get_mut(&f) else {
+                let Some(corners) = self.face_mut(f) else {
                     continue;
                 };
                 if let Some(i) = corners.iter().position(|c| *c == a) {
@@ -892,106 +1378,111 @@ impl EditMesh {
         faces: &[FaceKey],
         cuts: u8,
     ) -> Result<(), EditError> {
-        let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
-        for f in &selected {
-            self.need_face(*f)?;
-        }
-        let c = usize::from(cuts);
-        let n = c + 1;
-        let nf = n as f32;
-        let lerp_at = move |a: Vec3, b: Vec3, k: usize| a + (b - a) * (k as f32 / nf);
-        let mut cache = BTreeMap::new();
-        let mut replaced: Vec<(FaceKey, Vec<Vec<VertexKey>>)> = Vec::new();
-        for f in &selected {
-            let corners = self.faces[f].clone();
-            let m = corners.len();
-            // Side points from corner i to corner i+1, corners included.
-            let mut side: Vec<Vec<VertexKey>> = Vec::with_capacity(m);
-            for i in 0..m {
-                let (a, b) = (corners[i], corners[(i + 1) % m]);
-                let mut s = alloc::vec![a];
-                s.extend(self.cut_points(ids, &mut cache, a, b, c, lerp_at));
-                s.push(b);
-                side.push(s);
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
+            for f in &selected {
+                self.need_face(*f)?;
             }
-            let p: Vec<Vec3> = corners.iter().map(|v| self.position(*v)).collect();
-            let mut out: Vec<Vec<VertexKey>> = Vec::new();
-            if m == 4 {
-                // Grid q[i][j], i along c0→c1, j along c0→c3.
-                let mut q = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
-                for k in 0..=n {
-                    q[k][0] = side[0][k];
-                    q[n][k] = side[1][k];
-                    q[n - k][n] = side[2][k];
-                    q[0][n - k] = side[3][k];
+            let c = usize::from(cuts);
+            let n = c + 1;
+            let nf = n as f32;
+            let lerp_at = move |a: Vec3, b: Vec3, k: usize| a + (b - a) * (k as f32 / nf);
+            let mut cache = BTreeMap::new();
+            let mut replaced: Vec<(FaceKey, Vec<Vec<VertexKey>>)> = Vec::new();
+            for f in &selected {
+                let corners = self.faces[f].clone();
+                let m = corners.len();
+                // Side points from corner i to corner i+1, corners included.
+                let mut side: Vec<Vec<VertexKey>> = Vec::with_capacity(m);
+                for i in 0..m {
+                    let (a, b) = (corners[i], corners[(i + 1) % m]);
+                    let mut s = alloc::vec![a];
+                    s.extend(self.cut_points(ids, &mut cache, a, b, c, lerp_at));
+                    s.push(b);
+                    side.push(s);
                 }
-                for j in 1..n {
+                let p: Vec<Vec3> = corners.iter().map(|v| self.position(*v)).collect();
+                let mut out: Vec<Vec<VertexKey>> = Vec::new();
+                if m == 4 {
+                    // Grid q[i][j], i along c0→c1, j along c0→c3.
+                    let mut q = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
+                    for k in 0..=n {
+                        q[k][0] = side[0][k];
+                        q[n][k] = side[1][k];
+                        q[n - k][n] = side[2][k];
+                        q[0][n - k] = side[3][k];
+                    }
+                    for j in 1..n {
+                        for i in 1..n {
+                            let (u, v) = (i as f32 / nf, j as f32 / nf);
+                            let bottom = p[0] + (p[1] - p[0]) * u;
+                            let top = p[3] + (p[2] - p[3]) * u;
+                            let key = ids.vertex();
+                            self.set_vert(key, bottom + (top - bottom) * v);
+                            q[i][j] = key;
+                        }
+                    }
+                    for j in 0..n {
+                        for i in 0..n {
+                            out.push(alloc::vec![
+                                q[i][j],
+                                q[i + 1][j],
+                                q[i + 1][j + 1],
+                                q[i][j + 1]
+                            ]);
+                        }
+                    }
+                } else if m == 3 {
+                    // t[i][j], i + j ≤ n: c0 + (c1 - c0) i/n + (c2 - c0) j/n.
+                    let mut t = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
+                    for k in 0..=n {
+                        t[k][0] = side[0][k];
+                        t[n - k][k] = side[1][k];
+                        t[0][n - k] = side[2][k];
+                    }
                     for i in 1..n {
-                        let (u, v) = (i as f32 / nf, j as f32 / nf);
-                        let bottom = p[0] + (p[1] - p[0]) * u;
-                        let top = p[3] + (p[2] - p[3]) * u;
-                        let key = ids.vertex();
-                        self.verts.insert(key, bottom + (top - bottom) * v);
-                        q[i][j] = key;
+                        for j in 1..n - i {
+                            let key = ids.vertex();
+                            self.set_vert(
+                                key,
+                                p[0] + (p[1] - p[0]) * (i as f32 / nf)
+                                    + (p[2] - p[0]) * (j as f32 / nf),
+                            );
+                            t[i][j] = key;
+                        }
                     }
-                }
-                for j in 0..n {
                     for i in 0..n {
-                        out.push(alloc::vec![
-                            q[i][j],
-                            q[i + 1][j],
-                            q[i + 1][j + 1],
-                            q[i][j + 1]
-                        ]);
+                        for j in 0..n - i {
+                            out.push(alloc::vec![t[i][j], t[i + 1][j], t[i][j + 1]]);
+                            if i + j + 1 < n {
+                                out.push(alloc::vec![t[i + 1][j], t[i + 1][j + 1], t[i][j + 1]]);
+                            }
+                        }
                     }
-                }
-            } else if m == 3 {
-                // t[i][j], i + j ≤ n: c0 + (c1 - c0) i/n + (c2 - c0) j/n.
-                let mut t = alloc::vec![alloc::vec![corners[0]; n + 1]; n + 1];
-                for k in 0..=n {
-                    t[k][0] = side[0][k];
-                    t[n - k][k] = side[1][k];
-                    t[0][n - k] = side[2][k];
-                }
-                for i in 1..n {
-                    for j in 1..n - i {
-                        let key = ids.vertex();
-                        self.verts.insert(
-                            key,
-                            p[0] + (p[1] - p[0]) * (i as f32 / nf)
-                                + (p[2] - p[0]) * (j as f32 / nf),
-                        );
-                        t[i][j] = key;
-                    }
-                }
-                for i in 0..n {
-                    for j in 0..n - i {
-                        out.push(alloc::vec![t[i][j], t[i + 1][j], t[i][j + 1]]);
-                        if i + j + 1 < n {
-                            out.push(alloc::vec![t[i + 1][j], t[i + 1][j + 1], t[i][j + 1]]);
+                } else {
+                    let centre = p.iter().fold(Vec3::ZERO, |s, x| s + *x) / m as f32;
+                    let ck = ids.vertex();
+                    self.set_vert(ck, centre);
+                    for s in &side {
+                        for w in s.windows(2) {
+                            out.push(alloc::vec![ck, w[0], w[1]]);
                         }
                     }
                 }
-            } else {
-                let centre = p.iter().fold(Vec3::ZERO, |s, x| s + *x) / m as f32;
-                let ck = ids.vertex();
-                self.verts.insert(ck, centre);
-                for s in &side {
-                    for w in s.windows(2) {
-                        out.push(alloc::vec![ck, w[0], w[1]]);
-                    }
+                replaced.push((*f, out));
+            }
+            self.insert_into_neighbours(&cache, &selected);
+            for (f, out) in replaced {
+                self.take_face(f);
+                for poly in out {
+                    let nf = ids.face();
+                    self.set_face(nf, poly);
                 }
             }
-            replaced.push((*f, out));
-        }
-        self.insert_into_neighbours(&cache, &selected);
-        for (f, out) in replaced {
-            self.faces.remove(&f);
-            for poly in out {
-                self.faces.insert(ids.face(), poly);
-            }
-        }
-        self.finish(ids)
+            self.finish(ids)
+        })();
+        self.end(outer, result)
     }
 
     /// Catmull–Clark subdivision, `levels` times, of the whole mesh (`faces` empty) or of a face
@@ -1009,18 +1500,22 @@ impl EditMesh {
         faces: &[FaceKey],
         levels: u8,
     ) -> Result<(), EditError> {
-        let mut region: BTreeSet<FaceKey> = if faces.is_empty() {
-            self.faces.keys().copied().collect()
-        } else {
-            faces.iter().copied().collect()
-        };
-        for f in &region {
-            self.need_face(*f)?;
-        }
-        for _ in 0..levels {
-            region = self.catmull_clark_once(ids, by, &region)?;
-        }
-        Ok(())
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let mut region: BTreeSet<FaceKey> = if faces.is_empty() {
+                self.faces.keys().copied().collect()
+            } else {
+                faces.iter().copied().collect()
+            };
+            for f in &region {
+                self.need_face(*f)?;
+            }
+            for _ in 0..levels {
+                region = self.catmull_clark_once(ids, by, &region)?;
+            }
+            Ok(())
+        })();
+        self.end(outer, result)
     }
 
     fn catmull_clark_once(
@@ -1106,16 +1601,16 @@ impl EditMesh {
         // Faces outside the region that share an edge with it get the edge point.
         let mut cache: BTreeMap<(VertexKey, VertexKey), Vec<VertexKey>> = BTreeMap::new();
         for (key, (k, p)) in &edge_point {
-            self.verts.insert(*k, *p);
+            self.set_vert(*k, *p);
             cache.insert(*key, alloc::vec![*k]);
         }
         for (k, p) in face_point.values() {
-            self.verts.insert(*k, *p);
+            self.set_vert(*k, *p);
         }
         self.insert_into_neighbours(&cache, region);
         let mut next_region = BTreeSet::new();
         for f in region {
-            let Some(corners) = self.faces.remove(f) else {
+            let Some(corners) = self.take_face(*f) else {
                 continue;
             };
             let m = corners.len();
@@ -1125,15 +1620,12 @@ impl EditMesh {
                 let e_next = edge_point[&sorted(v, corners[(i + 1) % m])].0;
                 let e_prev = edge_point[&sorted(corners[(i + m - 1) % m], v)].0;
                 let nf = ids.face();
-                self.faces.insert(nf, alloc::vec![v, e_next, fp, e_prev]);
+                self.set_face(nf, alloc::vec![v, e_next, fp, e_prev]);
                 next_region.insert(nf);
             }
         }
         for (v, p) in new_pos {
-            if let Some(pos) = self.verts.get_mut(&v) {
-                *pos = p;
-                self.moved.insert(v, by);
-            }
+            self.place(v, p, by);
         }
         self.finish(ids)?;
         Ok(next_region)
@@ -1153,69 +1645,71 @@ impl EditMesh {
         groups: &[Vec<VertexKey>],
         at_center: bool,
     ) -> Result<(), EditError> {
-        let mut target: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
-        let mut centres: Vec<(VertexKey, Vec3)> = Vec::new();
-        let mut used: BTreeSet<VertexKey> = BTreeSet::new();
-        for group in groups {
-            let Some(&keep) = group.first() else {
-                return topo("a weld group needs at least two vertices".into());
-            };
-            let mut sum = Vec3::ZERO;
-            let mut n = 0u32;
-            for v in group {
-                sum += self.need_vertex(*v)?;
-                n += 1;
-                if !used.insert(*v) && *v != keep {
-                    return topo(format!("{v} is in two weld groups"));
+        let outer = self.begin();
+        let result = (|| -> Result<(), EditError> {
+            let mut target: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+            let mut centres: Vec<(VertexKey, Vec3)> = Vec::new();
+            let mut used: BTreeSet<VertexKey> = BTreeSet::new();
+            for group in groups {
+                let Some(&keep) = group.first() else {
+                    return topo("a weld group needs at least two vertices".into());
+                };
+                let mut sum = Vec3::ZERO;
+                let mut n = 0u32;
+                for v in group {
+                    sum += self.need_vertex(*v)?;
+                    n += 1;
+                    if !used.insert(*v) && *v != keep {
+                        return topo(format!("{v} is in two weld groups"));
+                    }
+                    if *v != keep {
+                        target.insert(*v, keep);
+                    }
                 }
-                if *v != keep {
-                    target.insert(*v, keep);
+                if !group.iter().any(|v| *v != keep) {
+                    return topo("a weld group needs at least two distinct vertices".into());
                 }
-            }
-            if !group.iter().any(|v| *v != keep) {
-                return topo("a weld group needs at least two distinct vertices".into());
-            }
-            if target.contains_key(&keep) {
-                return topo(format!("{keep} is in two weld groups"));
-            }
-            centres.push((keep, sum / n as f32));
-        }
-        let mut touched: BTreeSet<FaceKey> = BTreeSet::new();
-        for v in target.keys() {
-            touched.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
-        }
-        for f in touched {
-            let Some(corners) = self.faces.get_mut(&f) else {
-                continue;
-            };
-            for c in corners.iter_mut() {
-                if let Some(t) = target.get(c) {
-                    *c = *t;
+                if target.contains_key(&keep) {
+                    return topo(format!("{keep} is in two weld groups"));
                 }
+                centres.push((keep, sum / n as f32));
             }
-            corners.dedup();
-            while corners.len() > 1 && corners.first() == corners.last() {
-                corners.pop();
+            let mut touched: BTreeSet<FaceKey> = BTreeSet::new();
+            for v in target.keys() {
+                touched.extend(self.outgoing(*v).filter_map(|(_, h)| h.face));
             }
-            if corners.len() < 3 {
-                return topo(format!(
-                    "welding would collapse {f} into a degenerate face ({} corners)",
-                    corners.len()
-                ));
-            }
-        }
-        for v in target.keys() {
-            self.verts.remove(v);
-        }
-        if at_center {
-            for (keep, c) in centres {
-                if let Some(p) = self.verts.get_mut(&keep) {
-                    *p = c;
-                    self.moved.insert(keep, by);
+            for f in touched {
+                let Some(corners) = self.face_mut(f) else {
+                    continue;
+                };
+                for c in corners.iter_mut() {
+                    if let Some(t) = target.get(c) {
+                        *c = *t;
+                    }
+                }
+                corners.dedup();
+                while corners.len() > 1 && corners.first() == corners.last() {
+                    corners.pop();
+                }
+                if corners.len() < 3 {
+                    return topo(format!(
+                        "welding would collapse {f} into a degenerate face ({} corners)",
+                        corners.len()
+                    ));
                 }
             }
-        }
-        self.finish(ids)
+            let gone: Vec<VertexKey> = target.keys().copied().collect();
+            for v in gone {
+                self.remove_vert(v);
+            }
+            if at_center {
+                for (keep, c) in centres {
+                    self.place(keep, c, by);
+                }
+            }
+            self.finish(ids)
+        })();
+        self.end(outer, result)
     }
 
     /// Mirrors the mesh across a local axis plane, keeping the original half. With `weld`,
@@ -1231,40 +1725,45 @@ impl EditMesh {
         axis: Axis,
         weld: bool,
     ) -> Result<(), EditError> {
-        let flip = match axis {
-            Axis::X => Vec3::new(-1.0, 1.0, 1.0),
-            Axis::Y => Vec3::new(1.0, -1.0, 1.0),
-            Axis::Z => Vec3::new(1.0, 1.0, -1.0),
-        };
-        let coord = |p: Vec3| match axis {
-            Axis::X => p.x,
-            Axis::Y => p.y,
-            Axis::Z => p.z,
-        };
-        let mut image: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
-        let originals: Vec<(VertexKey, Vec3)> = self.verts.iter().map(|(k, p)| (*k, *p)).collect();
-        for (v, p) in originals {
-            if weld && coord(p).abs() <= MIRROR_WELD_M {
-                let on_plane = p * (Vec3::ONE + flip) * 0.5;
-                if on_plane != p {
-                    self.verts.insert(v, on_plane);
-                    self.moved.insert(v, by);
+        let outer = self.begin();
+        let result: Result<(), EditError> = {
+            let flip = match axis {
+                Axis::X => Vec3::new(-1.0, 1.0, 1.0),
+                Axis::Y => Vec3::new(1.0, -1.0, 1.0),
+                Axis::Z => Vec3::new(1.0, 1.0, -1.0),
+            };
+            let coord = |p: Vec3| match axis {
+                Axis::X => p.x,
+                Axis::Y => p.y,
+                Axis::Z => p.z,
+            };
+            let mut image: BTreeMap<VertexKey, VertexKey> = BTreeMap::new();
+            let originals: Vec<(VertexKey, Vec3)> =
+                self.verts.iter().map(|(k, p)| (*k, *p)).collect();
+            for (v, p) in originals {
+                if weld && coord(p).abs() <= MIRROR_WELD_M {
+                    let on_plane = p * (Vec3::ONE + flip) * 0.5;
+                    if on_plane != p {
+                        self.place(v, on_plane, by);
+                    }
+                    image.insert(v, v);
+                } else {
+                    let nv = ids.vertex();
+                    self.set_vert(nv, p * flip);
+                    image.insert(v, nv);
                 }
-                image.insert(v, v);
-            } else {
-                let nv = ids.vertex();
-                self.verts.insert(nv, p * flip);
-                image.insert(v, nv);
             }
-        }
-        let originals: Vec<Vec<VertexKey>> = self.faces.values().cloned().collect();
-        for corners in originals {
-            let mut m: Vec<VertexKey> = corners.iter().rev().map(|v| image[v]).collect();
-            // Start the mirrored loop at the image of the original first corner.
-            m.rotate_right(1);
-            self.faces.insert(ids.face(), m);
-        }
-        self.finish(ids)
+            let originals: Vec<Vec<VertexKey>> = self.faces.values().cloned().collect();
+            for corners in originals {
+                let mut m: Vec<VertexKey> = corners.iter().rev().map(|v| image[v]).collect();
+                // Start the mirrored loop at the image of the original first corner.
+                m.rotate_right(1);
+                let nf = ids.face();
+                self.set_face(nf, m);
+            }
+            self.finish(ids)
+        };
+        self.end(outer, result)
     }
 
     /// A deep copy with every element renamed to ids from `ids` (vertices in id order, then
@@ -1281,8 +1780,9 @@ impl EditMesh {
             out.verts.insert(nv, *p);
         }
         for corners in self.faces.values() {
+            let nf = ids.face();
             out.faces
-                .insert(ids.face(), corners.iter().map(|v| rename[v]).collect());
+                .insert(nf, corners.iter().map(|v| rename[v]).collect());
         }
         out.finish(ids)?;
         Ok(out)
@@ -1468,3 +1968,10 @@ impl<'de> Deserialize<'de> for EditMesh {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(not(test))]
+mod tests {
+    pub const fn force_full() -> bool {
+        false
+    }
+}

@@ -336,8 +336,9 @@ impl Scene {
             .fold(0, u64::saturating_add)
     }
 
-    /// Runs a mesh edit of `entity` on a scratch copy; the copy replaces the mesh only when the
-    /// edit succeeds. `predict` bounds the result's triangles before any work starts.
+    /// Runs a mesh edit of `entity` as one mesh transaction: a failed edit puts back what it
+    /// changed, so nothing changes (a primitive becomes a mesh only when the edit succeeds).
+    /// `predict` bounds the result's triangles before any work starts.
     fn mesh_edit(
         &mut self,
         id: CommandId,
@@ -351,25 +352,38 @@ impl Scene {
             .entities
             .get_mut(&entity)
             .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
-        let mut scratch = e.geometry.edit_mesh(e.spawned_by);
-        let current = scratch.triangle_count();
-        let predicted = predict(&scratch);
-        if predicted > limits.mesh_triangles {
-            return Err(EditError::Limit(alloc::format!(
-                "the result would have about {predicted} triangles; a mesh may have {}",
-                limits.mesh_triangles
-            )));
+        let within = |m: &EditMesh| {
+            let current = m.triangle_count();
+            let predicted = predict(m);
+            if predicted > limits.mesh_triangles {
+                return Err(EditError::Limit(alloc::format!(
+                    "the result would have about {predicted} triangles; a mesh may have {}",
+                    limits.mesh_triangles
+                )));
+            }
+            let session = total.saturating_sub(current).saturating_add(predicted);
+            if session > limits.session_triangles {
+                return Err(EditError::Limit(alloc::format!(
+                    "the session would have about {session} triangles; it may have {}",
+                    limits.session_triangles
+                )));
+            }
+            Ok(())
+        };
+        let mut ids = IdSource::new(id);
+        match &mut e.geometry {
+            Geometry::Mesh(m) => {
+                within(m)?;
+                m.transaction(|m| edit(m, &mut ids))
+            }
+            Geometry::Primitive(p) => {
+                let mut m = EditMesh::from_primitive(*p, e.spawned_by);
+                within(&m)?;
+                edit(&mut m, &mut ids)?;
+                e.geometry = Geometry::Mesh(m);
+                Ok(())
+            }
         }
-        let session = total.saturating_sub(current).saturating_add(predicted);
-        if session > limits.session_triangles {
-            return Err(EditError::Limit(alloc::format!(
-                "the session would have about {session} triangles; it may have {}",
-                limits.session_triangles
-            )));
-        }
-        edit(&mut scratch, &mut IdSource::new(id))?;
-        e.geometry = Geometry::Mesh(scratch);
-        Ok(())
     }
 
     #[allow(
@@ -508,10 +522,10 @@ impl Scene {
                     .ok_or_else(|| EditError::Missing(alloc::format!("{entity}")))?;
                 match &mut e.geometry {
                     Geometry::Mesh(m) => m.move_vertices(id, moves)?,
-                    Geometry::Primitive(_) => {
+                    Geometry::Primitive(p) => {
                         // Materialize only once the move is known to succeed: a refused move
                         // must leave even the geometry's form unchanged.
-                        let mut m = e.geometry.edit_mesh(e.spawned_by);
+                        let mut m = EditMesh::from_primitive(*p, e.spawned_by);
                         m.move_vertices(id, moves)?;
                         e.geometry = Geometry::Mesh(m);
                     }

@@ -428,3 +428,244 @@ fn corrupt_encodings_are_refused() {
         }
     }
 }
+
+std::thread_local! {
+    static FORCE_FULL: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Test hook: `finish` always rebuilds everything while set (the oracle for the local path).
+pub(super) fn force_full() -> bool {
+    FORCE_FULL.with(core::cell::Cell::get)
+}
+
+/// Derived state too: what a successful or refused operation must leave equal.
+fn same(a: &EditMesh, b: &EditMesh) -> bool {
+    a == b
+        && a.half_edges == b.half_edges
+        && a.edge_ends == b.edge_ends
+        && a.triangles == b.triangles
+}
+
+/// A deterministic generator for the randomized test (no clock, no OS randomness).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        (!items.is_empty()).then(|| items[self.below(items.len())])
+    }
+}
+
+/// Kinds of operation [`random_op`] knows.
+const KINDS: usize = 11;
+
+/// One random operation of `kind` on `m`, naming elements it has (and now and then one it lost).
+fn random_op(m: &mut EditMesh, rng: &mut Lcg, kind: usize, by: CommandId) -> Result<(), EditError> {
+    let verts: Vec<VertexKey> = m.vertices().keys().copied().collect();
+    let faces: Vec<FaceKey> = m.faces().keys().copied().collect();
+    let edges: Vec<EdgeKey> = m.edges().values().copied().collect();
+    let ghost = VertexKey(ElementId { by, index: 999 });
+    let mut ids = IdSource::new(by);
+    let some_faces = |rng: &mut Lcg, k: usize| -> Vec<FaceKey> {
+        (0..k).filter_map(|_| rng.pick(&faces)).collect()
+    };
+    match kind {
+        0 => {
+            let n = 1 + rng.below(8);
+            let mut moves: Vec<(VertexKey, Vec3)> = Vec::new();
+            for _ in 0..n {
+                if let Some(v) = rng.pick(&verts) {
+                    moves.push((v, Vec3::new(rng.below(7) as f32 * 0.25, 0.5, -1.0)));
+                }
+            }
+            m.move_vertices(by, &moves)
+        }
+        1 => {
+            // Fill a hole: the face over a whole border loop (or, on a closed mesh, a face
+            // over an existing face's corners reversed: refused as the same vertex set).
+            let hole = m
+                .half_edges()
+                .iter()
+                .find(|(_, h)| h.face.is_none())
+                .map(|(k, _)| *k);
+            let corners = match hole {
+                Some((a, b)) => {
+                    let mut c = alloc::vec![a, b];
+                    while c.len() < 12 {
+                        let last = c[c.len() - 1];
+                        let next = m.half_edges()[&(c[c.len() - 2], last)].next;
+                        if next == a {
+                            break;
+                        }
+                        c.push(next);
+                    }
+                    c
+                }
+                None => {
+                    let Some(f) = rng.pick(&faces) else {
+                        return Ok(());
+                    };
+                    let mut c: Vec<VertexKey> = m.faces()[&f].iter().rev().copied().collect();
+                    if rng.below(3) == 0 {
+                        c.push(ghost); // a corner that does not exist
+                    }
+                    c
+                }
+            };
+            m.create_face(&mut ids, &corners).map(|_| ())
+        }
+        2 => {
+            let vs: Vec<VertexKey> = rng.pick(&verts).into_iter().collect();
+            let es: Vec<EdgeKey> = rng.pick(&edges).into_iter().collect();
+            let fs = {
+                let k = rng.below(3);
+                some_faces(rng, k)
+            };
+            match rng.below(3) {
+                0 => m.delete(&mut ids, &vs, &[], &[]),
+                1 => m.delete(&mut ids, &[], &es, &[]),
+                _ => m.delete(&mut ids, &[], &[], &fs),
+            }
+        }
+        3 => {
+            let fs = {
+                let k = 1 + rng.below(4);
+                some_faces(rng, k)
+            };
+            let offset = (rng.below(2) == 0).then_some(Vec3::new(0.0, 0.3, 0.1));
+            m.extrude_faces(&mut ids, by, &fs, offset, 0.4, Some(0.1))
+        }
+        4 => {
+            let borders: Vec<EdgeKey> = m
+                .edges()
+                .iter()
+                .filter(|((a, b), _)| m.face_of(*a, *b).is_none() || m.face_of(*b, *a).is_none())
+                .map(|(_, e)| *e)
+                .collect();
+            let es: Vec<EdgeKey> = (0..1 + rng.below(3))
+                .filter_map(|_| rng.pick(&borders).or_else(|| rng.pick(&edges)))
+                .collect();
+            m.extrude_edges(&mut ids, &es, Vec3::new(0.0, 0.0, 0.5), None)
+        }
+        5 => {
+            let fs = {
+                let k = 1 + rng.below(3);
+                some_faces(rng, k)
+            };
+            m.subdivide(&mut ids, &fs, 1 + rng.below(2) as u8)
+        }
+        6 => {
+            let fs = {
+                let k = 1 + rng.below(5);
+                some_faces(rng, k)
+            };
+            m.catmull_clark(&mut ids, by, &fs, 1)
+        }
+        7 => {
+            // Weld the two ends of an edge (often fine) or two far vertices (often refused).
+            let group: Vec<VertexKey> = match rng.pick(&edges).and_then(|e| m.edge_ends(e)) {
+                Some((a, b)) if rng.below(2) == 0 => alloc::vec![a, b],
+                _ => (0..2).filter_map(|_| rng.pick(&verts)).collect(),
+            };
+            m.weld(&mut ids, by, &[group], rng.below(2) == 0)
+        }
+        8 => {
+            let p = Vec3::new(5.0, rng.below(3) as f32, 0.0);
+            m.create_vertex(&mut ids, p);
+            Ok(())
+        }
+        9 => {
+            // An ear on a border: the triangle over two border edges in a row (a→b→c).
+            let borders: Vec<(VertexKey, VertexKey)> = m
+                .half_edges()
+                .iter()
+                .filter(|(_, h)| h.face.is_none())
+                .map(|(k, _)| *k)
+                .collect();
+            let Some((a, b)) = rng.pick(&borders) else {
+                return Ok(());
+            };
+            let c = m.half_edges()[&(a, b)].next;
+            m.create_face(&mut ids, &[a, b, c]).map(|_| ())
+        }
+        _ => {
+            let fs = {
+                let k = 1;
+                some_faces(rng, k)
+            };
+            m.delete(&mut ids, &[], &[], &fs)
+        }
+    }
+}
+
+/// The local rebuild gives exactly what a full rebuild gives, for every operation on a mesh
+/// large enough for the local path, and a refused operation leaves the mesh as it was.
+#[test]
+fn local_and_full_rebuilds_agree_and_refusals_change_nothing() {
+    let cases: u64 = std::env::var("MESHWORK_MESH_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let (mut accepted, mut refused) = ([0u32; KINDS], [0u32; KINDS]);
+    for seed in 0..cases {
+        let mut rng = Lcg(seed);
+        let mut m = cube();
+        m.subdivide(
+            &mut IdSource::new(cmd(2)),
+            &m.faces().keys().copied().collect::<Vec<_>>(),
+            4,
+        )
+        .unwrap();
+        for step in 0..40u64 {
+            let by = cmd(10 + step);
+            let before = m.clone();
+            let mut full = m.clone();
+            let kind = rng.below(KINDS);
+            let state = rng.0;
+            let local = random_op(&mut m, &mut rng, kind, by);
+            let mut rng_again = Lcg(state);
+            FORCE_FULL.with(|f| f.set(true));
+            let oracle = random_op(&mut full, &mut rng_again, kind, by);
+            FORCE_FULL.with(|f| f.set(false));
+            assert_eq!(
+                local.is_ok(),
+                oracle.is_ok(),
+                "seed {seed} step {step}: local {local:?}, full {oracle:?}"
+            );
+            assert!(
+                same(&m, &full),
+                "seed {seed} step {step}: local ≠ full rebuild"
+            );
+            match local {
+                Ok(()) => {
+                    accepted[kind] += 1;
+                    m.check()
+                        .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+                }
+                Err(_) => {
+                    refused[kind] += 1;
+                    assert!(
+                        same(&m, &before),
+                        "seed {seed} step {step}: a refusal changed it"
+                    );
+                }
+            }
+            assert!(m.pending.is_empty() && m.pending_verts.is_empty() && m.undo.is_none());
+        }
+        valid(&m);
+    }
+    // Every kind of operation was accepted, and refusals happened (the test sees both paths).
+    assert!(
+        accepted.iter().all(|n| *n > 0) && refused.iter().sum::<u32>() > 0,
+        "accepted per kind {accepted:?}, refused per kind {refused:?}"
+    );
+}

@@ -611,6 +611,7 @@ fn bench(extra: &[String]) -> Result<(), String> {
     for (krate, name) in [
         ("meshwork-protocol", "protocol"),
         ("meshwork-protocol", "scene"),
+        ("meshwork-protocol", "mesh"),
         ("meshwork-session", "log"),
     ] {
         run(
