@@ -212,8 +212,9 @@ pub struct EditMesh {
     // The edit in progress (never encoded, empty between operations):
     /// Faces changed since the last `finish`, with their loops before the change.
     pending: BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
-    /// Vertices added, removed or moved since the last `finish`.
-    pending_verts: BTreeSet<VertexKey>,
+    /// Vertices added, removed or moved since the last `finish`, each with whether it is new
+    /// (absent at its first change).
+    pending_verts: BTreeMap<VertexKey, bool>,
     /// The journal of the operation in progress (see [`EditMesh::transaction`]).
     undo: Option<Box<Undo>>,
 }
@@ -524,10 +525,12 @@ impl EditMesh {
     }
 
     fn note_vert(&mut self, v: VertexKey) {
-        if self.pending_verts.insert(v)
-            && let Some(u) = &mut self.undo
-        {
-            u.verts.push((v, self.verts.get(&v).copied()));
+        if let alloc::collections::btree_map::Entry::Vacant(slot) = self.pending_verts.entry(v) {
+            let old = self.verts.get(&v).copied();
+            slot.insert(old.is_none());
+            if let Some(u) = &mut self.undo {
+                u.verts.push((v, old));
+            }
         }
     }
 
@@ -656,7 +659,7 @@ impl EditMesh {
         &mut self,
         ids: &mut IdSource,
         changed: &BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
-        verts: &BTreeSet<VertexKey>,
+        verts: &BTreeMap<VertexKey, bool>,
     ) -> Result<(), EditError> {
         // The face half-edges of the changed faces before and after, as (face, next, prev).
         type Loops = BTreeMap<(VertexKey, VertexKey), (FaceKey, VertexKey, VertexKey)>;
@@ -739,13 +742,22 @@ impl EditMesh {
                 self.put_half((b, a), Some(border));
             }
         }
-        // Two faces over one vertex set share every vertex, so also the first corner.
+        // Two faces over one vertex set share every vertex. A face with a vertex new in this
+        // edit can only repeat another changed face (the only faces that can use it); any
+        // other is compared with the faces around its first corner.
+        let mut new_sets: BTreeMap<Vec<VertexKey>, FaceKey> = BTreeMap::new();
         for f in &reshaped {
             let Some(corners) = self.faces.get(f) else {
                 continue;
             };
             let mut set = corners.clone();
             set.sort_unstable();
+            if corners.iter().any(|c| verts.get(c) == Some(&true)) {
+                if let Some(g) = new_sets.insert(set, *f) {
+                    return topo(format!("{f} has the same vertices as {g}"));
+                }
+                continue;
+            }
             for (_, h) in self.outgoing(corners[0]) {
                 if let Some(g) = h.face
                     && g != *f
@@ -764,7 +776,7 @@ impl EditMesh {
         for v in &touched {
             self.relink_and_check(*v)?;
         }
-        for v in verts {
+        for v in verts.keys() {
             match self.verts.get(v) {
                 None if self.outgoing(*v).next().is_some() => {
                     return Err(EditError::Missing(format!("{v} (a corner of a face)")));
