@@ -1231,11 +1231,12 @@ impl Session {
         // Many edits of the same few entities (a drag, a burst of nudges): their net state is
         // far smaller than the entries. Replicas get the same bytes either way.
         let entry_bytes: usize = frames.iter().map(|f| f.len()).sum();
-        let delta = self.scene.delta(from, &touched);
         // Only where edits pile up on the same things (at least two entries per touched item):
-        // entries carry their authors' signatures, which replicas may want to check.
+        // entries carry their authors' signatures, which replicas may want to check. A delta
+        // that cannot be smaller (it would carry a whole edited mesh) is not even built.
         if entries.len() >= touched.len().saturating_mul(2)
-            && let Ok(bytes) = postcard::to_allocvec(&delta)
+            && self.scene.delta_floor_bytes(&touched).saturating_mul(2) < entry_bytes
+            && let Ok(bytes) = postcard::to_allocvec(&self.scene.delta(from, &touched))
             && bytes.len().saturating_mul(2) < entry_bytes
             && let Ok(frame) = to_frame(&ServerMsg::Delta(EncodedDelta { bytes }))
         {
