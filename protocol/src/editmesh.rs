@@ -164,6 +164,20 @@ fn fan_closes(o: VertexKey, around: &[(VertexKey, HalfEdge)]) -> Result<(), Edit
     }
 }
 
+/// At least 3 corners, none repeated.
+fn check_shape(f: FaceKey, corners: &[VertexKey]) -> Result<(), EditError> {
+    let n = corners.len();
+    if n < 3 {
+        return topo(format!("{f} has {n} corners; a face needs at least 3"));
+    }
+    let mut set = corners.to_vec();
+    set.sort_unstable();
+    if let Some(w) = set.windows(2).find(|w| w[0] == w[1]) {
+        return topo(format!("{f} repeats {}", w[0]));
+    }
+    Ok(())
+}
+
 fn two_faces_one_way(a: VertexKey, b: VertexKey) -> EditError {
     EditError::Topology(format!(
         "{a} → {b} would be used by two faces in the same direction (non-manifold edge or \
@@ -212,9 +226,8 @@ pub struct EditMesh {
     // The edit in progress (never encoded, empty between operations):
     /// Faces changed since the last `finish`, with their loops before the change.
     pending: BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
-    /// Vertices added, removed or moved since the last `finish`, each with whether it is new
-    /// (absent at its first change).
-    pending_verts: BTreeMap<VertexKey, bool>,
+    /// Vertices added, removed or moved since the last `finish`.
+    pending_verts: BTreeMap<VertexKey, Pending>,
     /// The journal of the operation in progress (see [`EditMesh::transaction`]).
     undo: Option<Box<Undo>>,
 }
@@ -242,6 +255,15 @@ struct Derived {
     half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
     edges: BTreeMap<(VertexKey, VertexKey), EdgeKey>,
     edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
+}
+
+/// A vertex changed since the last `finish`.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// Absent at its first change (created by the edit in progress).
+    new: bool,
+    /// Present now.
+    exists: bool,
 }
 
 /// Above this share of changed faces (one in `FULL_REBUILD_SHARE`) `finish` rebuilds the
@@ -524,23 +546,31 @@ impl EditMesh {
         self.faces.get_mut(&f)
     }
 
-    fn note_vert(&mut self, v: VertexKey) {
-        if let alloc::collections::btree_map::Entry::Vacant(slot) = self.pending_verts.entry(v) {
-            let old = self.verts.get(&v).copied();
-            slot.insert(old.is_none());
-            if let Some(u) = &mut self.undo {
-                u.verts.push((v, old));
+    fn note_vert(&mut self, v: VertexKey, exists: bool) {
+        match self.pending_verts.entry(v) {
+            alloc::collections::btree_map::Entry::Vacant(slot) => {
+                let old = self.verts.get(&v).copied();
+                slot.insert(Pending {
+                    new: old.is_none(),
+                    exists,
+                });
+                if let Some(u) = &mut self.undo {
+                    u.verts.push((v, old));
+                }
+            }
+            alloc::collections::btree_map::Entry::Occupied(mut slot) => {
+                slot.get_mut().exists = exists;
             }
         }
     }
 
     fn set_vert(&mut self, v: VertexKey, p: Vec3) {
-        self.note_vert(v);
+        self.note_vert(v, true);
         self.verts.insert(v, p);
     }
 
     fn remove_vert(&mut self, v: VertexKey) {
-        self.note_vert(v);
+        self.note_vert(v, false);
         self.verts.remove(&v);
     }
 
@@ -659,7 +689,7 @@ impl EditMesh {
         &mut self,
         ids: &mut IdSource,
         changed: &BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
-        verts: &BTreeMap<VertexKey, bool>,
+        verts: &BTreeMap<VertexKey, Pending>,
     ) -> Result<(), EditError> {
         // The face half-edges of the changed faces before and after, as (face, next, prev).
         type Loops = BTreeMap<(VertexKey, VertexKey), (FaceKey, VertexKey, VertexKey)>;
@@ -679,7 +709,20 @@ impl EditMesh {
             let Some(corners) = self.faces.get(f) else {
                 continue;
             };
-            self.check_corners(*f, corners)?;
+            check_shape(*f, corners)?;
+            // A corner exists if the edit says so, or if it was a corner before and the edit
+            // did not touch it; only the others are looked up.
+            for c in corners {
+                let exists = match verts.get(c) {
+                    Some(p) => p.exists,
+                    None => {
+                        old.as_ref().is_some_and(|o| o.contains(c)) || self.verts.contains_key(c)
+                    }
+                };
+                if !exists {
+                    return Err(EditError::Missing(format!("{c} (a corner of {f})")));
+                }
+            }
             let n = corners.len();
             triangles = triangles.saturating_add((n - 2) as u64);
             for i in 0..n {
@@ -696,8 +739,8 @@ impl EditMesh {
         // Only half-edges that really change are touched: the old ones no face keeps leave
         // (their side becomes border, or the edge goes), the new and changed ones come in.
         let mut touched: BTreeSet<VertexKey> = BTreeSet::new();
-        // Edges that went or came (their ids are settled at the end).
-        let mut pairs: BTreeSet<(VertexKey, VertexKey)> = BTreeSet::new();
+        // Edges that went (false) or came (true); their ids are settled at the end.
+        let mut pairs: BTreeMap<(VertexKey, VertexKey), bool> = BTreeMap::new();
         for &(a, b) in before.keys() {
             if after.contains_key(&(a, b)) {
                 continue;
@@ -714,7 +757,7 @@ impl EditMesh {
             } else {
                 self.put_half((a, b), None);
                 self.put_half((b, a), None);
-                pairs.insert(sorted(a, b));
+                pairs.insert(sorted(a, b), false);
             }
         }
         for (&(a, b), &(face, next, prev)) in &after {
@@ -733,7 +776,7 @@ impl EditMesh {
                 return Err(two_faces_one_way(a, b));
             }
             if !self.half_edges.contains_key(&(b, a)) {
-                pairs.insert(sorted(a, b));
+                pairs.insert(sorted(a, b), true);
                 let border = HalfEdge {
                     face: None,
                     next: b,
@@ -752,7 +795,7 @@ impl EditMesh {
             };
             let mut set = corners.clone();
             set.sort_unstable();
-            if corners.iter().any(|c| verts.get(c) == Some(&true)) {
+            if corners.iter().any(|c| verts.get(c).is_some_and(|p| p.new)) {
                 if let Some(g) = new_sets.insert(set, *f) {
                     return topo(format!("{f} has the same vertices as {g}"));
                 }
@@ -793,8 +836,7 @@ impl EditMesh {
             }
         }
         let mut fresh = Vec::new();
-        for pair in pairs {
-            let used = self.half_edges.contains_key(&pair);
+        for (pair, used) in pairs {
             match (used, self.edges.get(&pair).copied()) {
                 (true, None) => fresh.push(pair),
                 (false, Some(key)) => self.put_edge(pair, key, false),
@@ -811,16 +853,8 @@ impl EditMesh {
 
     /// A face's own rules: at least 3 corners, none repeated, all existing.
     fn check_corners(&self, f: FaceKey, corners: &[VertexKey]) -> Result<(), EditError> {
-        let n = corners.len();
-        if n < 3 {
-            return topo(format!("{f} has {n} corners; a face needs at least 3"));
-        }
-        let mut set = corners.to_vec();
-        set.sort_unstable();
-        if let Some(w) = set.windows(2).find(|w| w[0] == w[1]) {
-            return topo(format!("{f} repeats {}", w[0]));
-        }
-        if let Some(v) = set.iter().find(|v| !self.verts.contains_key(v)) {
+        check_shape(f, corners)?;
+        if let Some(v) = corners.iter().find(|v| !self.verts.contains_key(v)) {
             return Err(EditError::Missing(format!("{v} (a corner of {f})")));
         }
         Ok(())
