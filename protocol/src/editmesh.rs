@@ -1072,24 +1072,29 @@ impl EditMesh {
         by: CommandId,
         moves: &[(VertexKey, Vec3)],
     ) -> Result<(), EditError> {
-        let outer = self.begin();
-        let result = (|| -> Result<(), EditError> {
-            for (v, p) in moves {
-                self.need_vertex(*v)?;
-                if !p.is_finite() {
-                    return topo(format!("{v} would get a non-finite position"));
-                }
+        for (v, p) in moves {
+            self.need_vertex(*v)?;
+            if !p.is_finite() {
+                return topo(format!("{v} would get a non-finite position"));
             }
-            for (v, p) in moves {
-                let stamp = self.moved.get(v).copied().unwrap_or(v.0.by);
-                if by > stamp {
-                    self.place(*v, *p, by);
-                }
+        }
+        // Nothing below can fail: on its own a move writes in place (no journal, no copy, the
+        // cost of a drag is its vertices); inside a larger operation it is journaled.
+        let journal = self.undo.is_some();
+        for (v, p) in moves {
+            let stamp = self.moved.get(v).copied().unwrap_or(v.0.by);
+            if by <= stamp {
+                continue;
             }
-            self.pending_verts.clear();
-            Ok(())
-        })();
-        self.end(outer, result)
+            if journal {
+                self.place(*v, *p, by);
+            } else if let Some(pos) = self.verts.get_mut(v) {
+                *pos = *p;
+                self.moved.insert(*v, by);
+            }
+        }
+        self.pending_verts.clear();
+        Ok(())
     }
 
     /// Adds an isolated vertex.
