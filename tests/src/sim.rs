@@ -2,6 +2,12 @@
 //! [`ClientConnection`]s, with latency, jitter, loss, reordering and duplication applied to
 //! every frame after the join handshake. Same seed, same run, bit for bit: a failing seed
 //! replays exactly ([`Sim::trace_hash`] fingerprints everything delivered).
+//!
+//! The workload ([`Sim::frame`] with `workload`) mixes entity edits with mesh edits that name
+//! element ids from the issuing client's own replica, which may be stale: the host refuses
+//! those naming elements that are gone or no longer fit (typed refusals, counted in
+//! [`Sim::refused`]), exactly as it would a real client's. Mesh sizes are bounded by a budget
+//! (`GROW_EDITED_TRIANGLES`) so a run stays fast in a debug build.
 
 #![allow(
     clippy::arithmetic_side_effects,
@@ -10,15 +16,18 @@
 )]
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use glam::{Quat, Vec3};
 use meshwork_protocol::client::{ClientConnection, ClientPhase};
 use meshwork_protocol::codec::{decode_payload, to_frame};
-use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::command::{ExtrudeDirection, MAX_FACE_CORNERS, Primitive, Transform};
+use meshwork_protocol::editmesh::{Axis, EdgeKey, EditMesh, FaceKey, VertexKey};
+use meshwork_protocol::scene::{Geometry, Scene};
 use meshwork_protocol::wire::{ClientMsg, Invite, InviteBody, ServerMsg};
 use meshwork_protocol::{
-    AuthorId, Command, Domain, Ed25519Signer, EntityId, Role, SessionId, Signer as _, ToolId,
+    AuthorId, Command, CommandKind, Domain, Ed25519Signer, EntityId, Role, SessionId, Signer as _,
+    ToolId,
 };
 use meshwork_session::{ClientId, Config, Input, Output, Session};
 use sha2::{Digest, Sha256};
@@ -133,6 +142,8 @@ pub struct Sim {
     pub deltas: u64,
     /// Connections the host closed, with the reason (a healthy run has none).
     pub closed: Vec<(u64, String)>,
+    /// Entries the host refused, by refusal code (`RefusalCode::as_str`).
+    pub refused: BTreeMap<&'static str, u64>,
 }
 
 const FRAME_MS: u64 = 11; // 90 Hz
@@ -161,6 +172,7 @@ impl Sim {
             dropped: 0,
             closed: Vec::new(),
             deltas: 0,
+            refused: BTreeMap::new(),
         };
         for i in 0..clients {
             let body = InviteBody {
@@ -314,6 +326,9 @@ impl Sim {
                         self.closed.push((client.0, reason.to_owned()));
                     }
                     Output::Event(meshwork_session::Event::DeltaSent) => self.deltas += 1,
+                    Output::Event(meshwork_session::Event::Refused { code }) => {
+                        *self.refused.entry(code.as_str()).or_default() += 1;
+                    }
                     Output::Event(_) => {}
                 }
             }
@@ -344,7 +359,11 @@ impl Sim {
         let Some(author) = self.clients[i].conn.author() else {
             return Vec::new();
         };
-        let pick = self.rng.below(10);
+        let pick = self.rng.below(14);
+        // The size budget is the harness's knob, so it is read from the host's scene (a stale
+        // replica stuck before a resync would otherwise grow meshes without end); the element
+        // ids an edit names come from the client's own view.
+        let budget = edited_triangles(self.session.scene()) <= GROW_EDITED_TRIANGLES;
         let c = &mut self.clients[i];
         let any = |rng: &mut Rng, owned: &[EntityId]| {
             owned
@@ -405,11 +424,25 @@ impl Sim {
                 tool: ToolId(u16::try_from(self.rng.below(3)).unwrap_or(0)),
                 target: None,
             },
-            _ => Command::ToolDeactivate {
+            9 => Command::ToolDeactivate {
                 tool: ToolId(u16::try_from(self.rng.below(3)).unwrap_or(0)),
+            },
+            _ => match mesh_edit(&mut self.rng, c, author, budget) {
+                Some(cmd) => cmd,
+                None => return Vec::new(),
             },
         };
         vec![cmd]
+    }
+
+    /// Entries in the host's log (every one accepted), by command kind.
+    #[must_use]
+    pub fn accepted_by_kind(&self) -> BTreeMap<CommandKind, u64> {
+        let mut out = BTreeMap::new();
+        for entry in self.session.log().iter() {
+            *out.entry(entry.body.command.kind()).or_default() += 1;
+        }
+        out
     }
 
     /// Runs frames without new commands until every replica has loaded a snapshot and matches
@@ -427,10 +460,19 @@ impl Sim {
     /// Every replica's encoded scene equals the host's.
     #[must_use]
     pub fn converged(&self) -> bool {
-        let host = self.session.scene().encode();
+        let host = self.session.scene();
+        // Cheap checks first (position, then structure): encoding every scene on every settling
+        // frame is what would dominate the run time once meshes are edited.
+        let replicas = || self.clients.iter().map(|c| c.conn.replica());
+        if !replicas().all(|r| r.is_synced() && r.scene().position == host.position)
+            || !replicas().all(|r| r.scene() == host)
+        {
+            return false;
+        }
+        let host = host.encode();
         self.clients
             .iter()
-            .all(|c| c.conn.replica().is_synced() && c.conn.replica().scene().encode() == host)
+            .all(|c| c.conn.replica().scene().encode() == host)
     }
 
     /// Fingerprint of every delivered packet and its time.
@@ -447,6 +489,315 @@ impl Sim {
             .filter_map(|c| c.conn.author())
             .collect()
     }
+}
+
+/// The mesh-editing commands (protocol §5, tags 15–25) the workload issues.
+pub const MESH_EDIT_KINDS: [CommandKind; 11] = [
+    CommandKind::MoveVertices,
+    CommandKind::CreateFace,
+    CommandKind::DeleteElements,
+    CommandKind::ExtrudeFaces,
+    CommandKind::ExtrudeEdges,
+    CommandKind::SubdivideFaces,
+    CommandKind::Smooth,
+    CommandKind::Weld,
+    CommandKind::Duplicate,
+    CommandKind::Mirror,
+    CommandKind::SetTransform,
+];
+
+/// Edited meshes may hold this many triangles together before the workload stops growing
+/// them (extrude, subdivide, smooth, mirror, duplicate) or turning more primitives into meshes;
+/// nor does it grow one mesh past [`GROW_MESH_TRIANGLES`]. Every edit is applied on the host
+/// twice and on every replica, every resync encodes, ships and decodes (checking) every mesh,
+/// and the simulation must stay fast in a debug build; a small scene also keeps snapshots at a
+/// few chunks.
+const GROW_EDITED_TRIANGLES: u64 = 1_200;
+/// See [`GROW_EDITED_TRIANGLES`].
+const GROW_MESH_TRIANGLES: u64 = 300;
+/// Whole-mesh Catmull–Clark only on meshes this small (else a region of a few faces).
+const SMOOTH_WHOLE_TRIANGLES: u64 = 100;
+
+/// Triangles of the entities whose geometry is an edited mesh.
+fn edited_triangles(scene: &Scene) -> u64 {
+    scene
+        .entities
+        .values()
+        .filter(|e| matches!(e.geometry, Geometry::Mesh(_)))
+        .map(|e| e.geometry.triangle_count())
+        .sum()
+}
+
+/// The `n`-th element of an iterator for a uniform `n` (`None` when it is empty).
+fn pick<T>(rng: &mut Rng, mut items: impl ExactSizeIterator<Item = T>) -> Option<T> {
+    let n = rng.below(items.len() as u64);
+    items.nth(usize::try_from(n).ok()?)
+}
+
+/// Uniform in `[-1, 1]`, in steps of 1/1000 (exact in f32, so runs replay bit for bit).
+fn signed_unit(rng: &mut Rng) -> f32 {
+    #[allow(clippy::cast_precision_loss, reason = "at most 2000, exact in f32")]
+    let k = rng.below(2001) as f32;
+    (k - 1000.0) / 1000.0
+}
+
+fn small_offset(rng: &mut Rng, scale_m: f32) -> Vec3 {
+    Vec3::new(signed_unit(rng), signed_unit(rng), signed_unit(rng)) * scale_m
+}
+
+/// Up to `most` distinct faces, at random.
+fn some_faces(rng: &mut Rng, mesh: &EditMesh, most: u64) -> Vec<FaceKey> {
+    let mut faces: Vec<FaceKey> = (0..=rng.below(most))
+        .filter_map(|_| pick(rng, mesh.faces().keys()).copied())
+        .collect();
+    faces.sort_unstable();
+    faces.dedup();
+    faces
+}
+
+/// The half-edges of one border loop (a hole or an open rim), from a random border half-edge,
+/// as the corners a face filling it takes (the border half-edges become the face's own, so
+/// its orientation matches its neighbours').
+fn border_loop(rng: &mut Rng, mesh: &EditMesh) -> Option<Vec<VertexKey>> {
+    let border: Vec<(VertexKey, VertexKey)> = mesh
+        .half_edges()
+        .iter()
+        .filter(|(_, h)| h.face.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    let start = pick(rng, border.into_iter())?;
+    let mut corners = Vec::new();
+    let mut at = start;
+    loop {
+        corners.push(at.0);
+        if corners.len() > MAX_FACE_CORNERS {
+            return None;
+        }
+        let h = mesh.half_edges().get(&at)?;
+        at = (at.1, h.next);
+        if at == start {
+            return Some(corners);
+        }
+    }
+}
+
+fn edge_key(mesh: &EditMesh, a: VertexKey, b: VertexKey) -> Option<EdgeKey> {
+    let ends = if a <= b { (a, b) } else { (b, a) };
+    mesh.edges().get(&ends).copied()
+}
+
+/// One mesh edit of an entity in client `c`'s replica. The view may be stale: an element it
+/// names may be gone (or the edit may no longer fit the mesh) by the time the host checks it,
+/// and the host then refuses it with a typed refusal, as it would a real client's.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per mesh command: the workload reads best side by side"
+)]
+///
+/// Within `budget` it may grow meshes and turn primitives into meshes (any edit of a primitive
+/// does); beyond it, it edits meshes without growing them.
+fn mesh_edit(rng: &mut Rng, c: &mut SimClient, author: AuthorId, budget: bool) -> Option<Command> {
+    let scene = c.conn.replica().scene();
+    // Half the time an already edited mesh, so edits pile up on (and race for) the same meshes.
+    let edited: Vec<EntityId> = scene
+        .entities
+        .iter()
+        .filter(|(_, e)| matches!(e.geometry, Geometry::Mesh(_)))
+        .map(|(id, _)| *id)
+        .collect();
+    let entity = if budget && (edited.is_empty() || rng.chance(0.5)) {
+        *pick(rng, scene.entities.keys())?
+    } else {
+        pick(rng, edited.into_iter())?
+    };
+    let e = scene.entities.get(&entity)?;
+    let built;
+    let mesh = match &e.geometry {
+        Geometry::Mesh(m) => m,
+        g @ Geometry::Primitive(_) => {
+            built = g.edit_mesh(e.spawned_by);
+            &built
+        }
+    };
+    let grow = budget && mesh.triangle_count() <= GROW_MESH_TRIANGLES;
+    let kind = pick(rng, MESH_EDIT_KINDS.iter())?;
+    let kind = match kind {
+        CommandKind::ExtrudeFaces
+        | CommandKind::ExtrudeEdges
+        | CommandKind::SubdivideFaces
+        | CommandKind::Smooth
+        | CommandKind::Mirror
+        | CommandKind::Duplicate
+            if !grow =>
+        {
+            *pick(
+                rng,
+                // Edits that rebuild no topology (the cheap ones, in place).
+                [
+                    CommandKind::MoveVertices,
+                    CommandKind::MoveVertices,
+                    CommandKind::SetTransform,
+                ]
+                .iter(),
+            )?
+        }
+        k => *k,
+    };
+    let cmd = match kind {
+        CommandKind::MoveVertices => {
+            // Absolute positions: a face's corners shifted together, or a few loose vertices.
+            let vertices: Vec<VertexKey> = if rng.chance(0.5) {
+                let (_, corners) = pick(rng, mesh.faces().iter())?;
+                corners.clone()
+            } else {
+                (0..=rng.below(3))
+                    .filter_map(|_| pick(rng, mesh.vertices().keys()).copied())
+                    .collect()
+            };
+            let shift = small_offset(rng, 0.1);
+            let moves = vertices
+                .into_iter()
+                .filter_map(|v| Some((v, *mesh.vertices().get(&v)? + shift)))
+                .collect();
+            Command::MoveVertices { entity, moves }
+        }
+        CommandKind::CreateFace => {
+            // Fill a hole when there is one; otherwise three vertices at random (refused
+            // unless they happen to make a manifold face).
+            let vertices = match border_loop(rng, mesh) {
+                Some(corners) if corners.len() >= 3 => corners,
+                _ => (0..3)
+                    .filter_map(|_| pick(rng, mesh.vertices().keys()).copied())
+                    .collect(),
+            };
+            Command::CreateFace { entity, vertices }
+        }
+        CommandKind::DeleteElements => {
+            let (mut vertices, mut edges, mut faces) = (Vec::new(), Vec::new(), Vec::new());
+            match rng.below(4) {
+                0 => vertices.extend(pick(rng, mesh.vertices().keys()).copied()),
+                1 => edges.extend(pick(rng, mesh.edges().values()).copied()),
+                _ => faces.extend(pick(rng, mesh.faces().keys()).copied()),
+            }
+            Command::DeleteElements {
+                entity,
+                vertices,
+                edges,
+                faces,
+            }
+        }
+        CommandKind::ExtrudeFaces => {
+            let direction = if rng.chance(0.7) {
+                ExtrudeDirection::Normal {
+                    distance_m: 0.05 + 0.25 * signed_unit(rng).abs(),
+                }
+            } else {
+                ExtrudeDirection::Vector {
+                    offset: small_offset(rng, 0.3),
+                }
+            };
+            Command::ExtrudeFaces {
+                entity,
+                faces: some_faces(rng, mesh, 3),
+                direction,
+                snap_m: rng.chance(0.3).then_some(0.05),
+            }
+        }
+        CommandKind::ExtrudeEdges => {
+            // One or two consecutive border edges; an interior edge (refused) if none.
+            let edges = match border_loop(rng, mesh) {
+                Some(corners) => {
+                    let n = corners.len().min(usize::try_from(rng.below(2) + 1).ok()?);
+                    (0..n)
+                        .filter_map(|i| {
+                            let b = corners.get((i + 1) % corners.len())?;
+                            edge_key(mesh, *corners.get(i)?, *b)
+                        })
+                        .collect()
+                }
+                None => pick(rng, mesh.edges().values())
+                    .copied()
+                    .into_iter()
+                    .collect(),
+            };
+            Command::ExtrudeEdges {
+                entity,
+                edges,
+                offset: small_offset(rng, 0.3),
+                snap_m: None,
+            }
+        }
+        CommandKind::SubdivideFaces => Command::SubdivideFaces {
+            entity,
+            faces: some_faces(rng, mesh, 2),
+            cuts: if rng.chance(0.7) { 1 } else { 2 },
+        },
+        CommandKind::Smooth => {
+            let whole = mesh.triangle_count() <= SMOOTH_WHOLE_TRIANGLES && rng.chance(0.5);
+            Command::Smooth {
+                entity,
+                faces: if whole {
+                    Vec::new()
+                } else {
+                    some_faces(rng, mesh, 3)
+                },
+                levels: 1,
+            }
+        }
+        CommandKind::Weld => {
+            // Collapse one edge of a face: its two ends into one.
+            let (_, corners) = pick(rng, mesh.faces().iter())?;
+            let i = usize::try_from(rng.below(corners.len() as u64)).ok()?;
+            let a = *corners.get(i)?;
+            let b = *corners.get((i + 1) % corners.len())?;
+            Command::Weld {
+                entity,
+                groups: vec![vec![a, b]],
+                at_center: rng.chance(0.5),
+            }
+        }
+        CommandKind::Mirror => Command::Mirror {
+            entity,
+            axis: *pick(rng, [Axis::X, Axis::Y, Axis::Z].iter())?,
+            weld: rng.chance(0.5),
+        },
+        CommandKind::Duplicate => {
+            c.next_entity += 1;
+            let copy = EntityId::new(author, c.next_entity);
+            c.owned.push(copy);
+            Command::Duplicate {
+                entity,
+                copy,
+                offset: small_offset(rng, 2.0),
+            }
+        }
+        _ => Command::SetTransform {
+            entity,
+            transform: Transform {
+                translation: small_offset(rng, 3.0),
+                rotation: Quat::from_rotation_y(signed_unit(rng)),
+                scale: Vec3::splat(1.0 + 0.5 * signed_unit(rng).abs()),
+            },
+        },
+    };
+    // A client does not submit an edit that names nothing (the mesh in its view is empty):
+    // the value guards would refuse it as malformed.
+    let names_nothing = match &cmd {
+        Command::MoveVertices { moves, .. } => moves.is_empty(),
+        Command::CreateFace { vertices, .. } => vertices.len() < 3,
+        Command::DeleteElements {
+            vertices,
+            edges,
+            faces,
+            ..
+        } => vertices.is_empty() && edges.is_empty() && faces.is_empty(),
+        Command::ExtrudeFaces { faces, .. } | Command::SubdivideFaces { faces, .. } => {
+            faces.is_empty()
+        }
+        Command::ExtrudeEdges { edges, .. } => edges.is_empty(),
+        _ => false,
+    };
+    (!names_nothing).then_some(cmd)
 }
 
 fn copy(d: &Dest) -> Dest {

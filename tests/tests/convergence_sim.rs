@@ -3,7 +3,10 @@
 //! encoded scene is byte-identical to the host's (so are the state hashes).
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use meshwork_testkit::sim::{NetConfig, Sim};
+use std::collections::BTreeMap;
+
+use meshwork_protocol::scene::Geometry;
+use meshwork_testkit::sim::{MESH_EDIT_KINDS, NetConfig, Sim};
 
 /// The roadmap case: host + 2 clients, 120 frames of mixed edits, drops that force resyncs.
 #[test]
@@ -44,6 +47,8 @@ fn host_and_two_clients_converge_through_resyncs() {
 }
 
 /// The stronger case: host + 8 clients, 1000 frames, 5% loss + reordering + jitter, 3 seeds.
+/// The workload includes mesh edits naming element ids from each client's (possibly stale)
+/// replica: the host refuses the stale ones, and what it accepts every replica reproduces.
 #[test]
 fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
     let net = NetConfig {
@@ -53,6 +58,8 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
         reorder: 0.05,
         duplicate: 0.01,
     };
+    let mut accepted_kinds = BTreeMap::new();
+    let mut refused = BTreeMap::new();
     for seed in [11u64, 12, 13] {
         let mut sim = Sim::new(seed, 8, net);
         for _ in 0..1000 {
@@ -77,7 +84,50 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
             "seed {seed}: the host closed {:?}",
             sim.closed
         );
+        // The mesh edits really happened: accepted into the log and visible in the scene.
+        let accepted = sim.accepted_by_kind();
+        let mesh_edits: u64 = MESH_EDIT_KINDS.iter().filter_map(|k| accepted.get(k)).sum();
+        assert!(
+            mesh_edits >= 100,
+            "seed {seed}: only {mesh_edits} mesh edits accepted ({accepted:?})"
+        );
+        let edited = sim
+            .session
+            .scene()
+            .entities
+            .values()
+            .filter(|e| matches!(e.geometry, Geometry::Mesh(_)))
+            .count();
+        assert!(
+            edited >= 5,
+            "seed {seed}: {edited} entities hold edited meshes"
+        );
+        for (kind, n) in accepted {
+            *accepted_kinds.entry(kind).or_insert(0u64) += n;
+        }
+        for (code, n) in &sim.refused {
+            *refused.entry(*code).or_insert(0u64) += n;
+        }
     }
+    for kind in MESH_EDIT_KINDS {
+        assert!(
+            accepted_kinds.get(&kind).is_some_and(|n| *n > 0),
+            "no {kind:?} was ever accepted: {accepted_kinds:?}"
+        );
+    }
+    // Stale element ids are refused with typed refusals (and reordered submits as replays);
+    // anything else means the workload built an invalid command or the host broke a rule.
+    assert!(
+        refused
+            .keys()
+            .all(|c| ["conflict", "topology", "replay"].contains(c)),
+        "unexpected refusals: {refused:?}"
+    );
+    assert!(
+        refused.get("conflict").is_some_and(|n| *n > 0)
+            && refused.get("topology").is_some_and(|n| *n > 0),
+        "stale or invalid mesh edits were never refused: {refused:?}"
+    );
 }
 
 /// A failing seed reproduces exactly: same seed, same packets at the same times, same state.
