@@ -142,15 +142,28 @@ fn fan_closes(o: VertexKey, around: &[(VertexKey, HalfEdge)]) -> Result<(), Edit
     let Some((first, _)) = around.first() else {
         return Ok(());
     };
-    let total = around.len();
+    fan_closes_by(o, *first, around.len(), |w| {
+        around.iter().find(|(d, _)| *d == w).map(|(_, h)| h.prev)
+    })
+}
+
+/// [`fan_closes`] over any view of the `total` half-edges leaving `o` (`prev_of(w)`: the
+/// `prev` of the half-edge `o → w`), starting at `first`.
+fn fan_closes_by(
+    o: VertexKey,
+    first: VertexKey,
+    total: usize,
+    prev_of: impl Fn(VertexKey) -> Option<VertexKey>,
+) -> Result<(), EditError> {
+    let first = &first;
     let mut steps = 0usize;
     let mut cur = *first;
     loop {
         steps += 1;
-        let Some((_, h)) = around.iter().find(|(w, _)| *w == cur) else {
+        let Some(prev) = prev_of(cur) else {
             return topo(format!("the fan around {o} is broken"));
         };
-        cur = h.prev;
+        cur = prev;
         if cur == *first || steps > total {
             break;
         }
@@ -248,6 +261,8 @@ struct Undo {
     /// of those maps stop then: the whole maps are restored first, the earlier entries on top).
     whole: Option<Derived>,
     triangles: u64,
+    /// For an operation on much of the mesh: the mesh as it was, and no per-entry records.
+    snapshot: Option<Box<EditMesh>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -494,6 +509,10 @@ impl EditMesh {
     }
 
     fn rollback(&mut self, u: Undo) {
+        if let Some(before) = u.snapshot {
+            *self = *before;
+            return;
+        }
         if let Some(d) = u.whole {
             self.half_edges = d.half_edges;
             self.edges = d.edges;
@@ -516,10 +535,38 @@ impl EditMesh {
         self.triangles = u.triangles;
     }
 
+    /// Called at the start of an operation that changes `share` of the mesh's faces: when that
+    /// is at least a third and the operation is on its own, the journal keeps one copy of the
+    /// mesh instead of a record per change (cheaper when most entries change).
+    fn bulk(&mut self, share: usize) {
+        let fresh = self.undo.as_ref().is_some_and(|u| {
+            u.snapshot.is_none()
+                && u.verts.is_empty()
+                && u.faces.is_empty()
+                && u.moved.is_empty()
+                && u.halves.is_empty()
+                && u.whole.is_none()
+        });
+        if fresh && share.saturating_mul(FULL_REBUILD_SHARE) >= self.faces.len() {
+            let mut before = self.clone();
+            before.undo = None;
+            if let Some(u) = &mut self.undo {
+                u.snapshot = Some(Box::new(before));
+            }
+        }
+    }
+
+    fn bulk_mode(&self) -> bool {
+        self.undo.as_ref().is_some_and(|u| u.snapshot.is_some())
+    }
+
     // Every change of an operation goes through these, which note it for `finish` and the
-    // journal.
+    // journal (none in bulk mode: `finish` rebuilds everything and a failure restores the copy).
 
     fn note_face(&mut self, f: FaceKey) {
+        if self.bulk_mode() {
+            return;
+        }
         // The first change since the last `finish`: later ones in the same stretch need no
         // record (putting back the first value restores them too).
         if let alloc::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(f) {
@@ -547,6 +594,9 @@ impl EditMesh {
     }
 
     fn note_vert(&mut self, v: VertexKey, exists: bool) {
+        if self.bulk_mode() {
+            return;
+        }
         match self.pending_verts.entry(v) {
             alloc::collections::btree_map::Entry::Vacant(slot) => {
                 let old = self.verts.get(&v).copied();
@@ -579,7 +629,9 @@ impl EditMesh {
             Some(by) => self.moved.insert(v, by),
             None => self.moved.remove(&v),
         };
-        if let Some(u) = &mut self.undo {
+        if let Some(u) = &mut self.undo
+            && u.snapshot.is_none()
+        {
             u.moved.push((v, old));
         }
     }
@@ -597,6 +649,7 @@ impl EditMesh {
         };
         if let Some(u) = &mut self.undo
             && u.whole.is_none()
+            && u.snapshot.is_none()
         {
             u.halves.push((key, old));
         }
@@ -614,6 +667,7 @@ impl EditMesh {
         };
         if let Some(u) = &mut self.undo
             && u.whole.is_none()
+            && u.snapshot.is_none()
         {
             u.edges.push((pair, old_key));
             u.ends.push((key, old_pair));
@@ -632,6 +686,7 @@ impl EditMesh {
         let changed = core::mem::take(&mut self.pending);
         let verts = core::mem::take(&mut self.pending_verts);
         if self.half_edges.is_empty()
+            || self.bulk_mode()
             || changed.len().saturating_mul(FULL_REBUILD_SHARE) > self.faces.len()
             || tests::force_full()
         {
@@ -649,16 +704,22 @@ impl EditMesh {
         let built = self.build();
         let mut edges = BTreeMap::new();
         if built.is_ok() {
-            for pair in self.edges.keys() {
-                let key = old
-                    .edges
-                    .get(pair)
-                    .copied()
-                    .unwrap_or_else(|| EdgeKey(ids.next_id()));
-                edges.insert(*pair, key);
-            }
+            // New edges take ids in sorted end-point order (the iteration order).
+            edges = self
+                .edges
+                .keys()
+                .map(|pair| {
+                    let key = old
+                        .edges
+                        .get(pair)
+                        .copied()
+                        .unwrap_or_else(|| EdgeKey(ids.next_id()));
+                    (*pair, key)
+                })
+                .collect();
         }
         match &mut self.undo {
+            Some(u) if u.snapshot.is_some() => {}
             Some(u) if u.whole.is_none() => u.whole = Some(old),
             Some(_) => {}
             None if built.is_err() => {
@@ -896,27 +957,18 @@ impl EditMesh {
         fan_closes(v, &around)
     }
 
-    /// The half-edges around `o` form one fan (a disc or a half-disc), not two cones touching
-    /// at a point.
-    fn check_fan(&self, o: VertexKey) -> Result<(), EditError> {
-        let around: Vec<(VertexKey, HalfEdge)> = self.outgoing(o).map(|(w, h)| (w, *h)).collect();
-        fan_closes(o, &around)
-    }
-
     /// The half-edge build and check. Leaves `edges` holding the needed pairs (values are
     /// placeholders, fixed by the caller).
     fn build(&mut self) -> Result<(), EditError> {
         let mut halves: Vec<((VertexKey, VertexKey), HalfEdge)> = Vec::new();
         let mut triangles = 0u64;
-        let mut vertex_sets: BTreeSet<Vec<VertexKey>> = BTreeSet::new();
+        let mut vertex_sets: Vec<(Vec<VertexKey>, FaceKey)> = Vec::with_capacity(self.faces.len());
         for (f, corners) in &self.faces {
             let n = corners.len();
             self.check_corners(*f, corners)?;
             let mut set = corners.clone();
             set.sort_unstable();
-            if !vertex_sets.insert(set) {
-                return topo(format!("{f} has the same vertices as another face"));
-            }
+            vertex_sets.push((set, *f));
             triangles += (n - 2) as u64;
             for i in 0..n {
                 let a = corners[i];
@@ -933,6 +985,11 @@ impl EditMesh {
                 ));
             }
         }
+        vertex_sets.sort_unstable();
+        if let Some(w) = vertex_sets.windows(2).find(|w| w[0].0 == w[1].0) {
+            return topo(format!("{} has the same vertices as {}", w[1].1, w[0].1));
+        }
+        drop(vertex_sets);
         halves.sort_unstable_by_key(|x| x.0);
         if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
             let (a, b) = w[0].0;
@@ -973,23 +1030,24 @@ impl EditMesh {
             ));
         }
         all.sort_unstable_by_key(|x| x.0);
+        // Each vertex's outgoing half-edges are one run of the sorted list.
+        for run in all.chunk_by(|x, y| x.0.0 == y.0.0) {
+            let o = run[0].0.0;
+            fan_closes_by(o, run[0].0.1, run.len(), |w| {
+                run.iter().find(|((_, d), _)| *d == w).map(|(_, h)| h.prev)
+            })?;
+        }
+        let placeholder = EdgeKey(ElementId {
+            by: CommandId::first_at(0),
+            index: 0,
+        });
+        // Sorted already: bulk-built maps.
+        self.edges = all
+            .iter()
+            .filter(|((a, b), _)| a < b)
+            .map(|(pair, _)| (*pair, placeholder))
+            .collect();
         self.half_edges = all.into_iter().collect();
-        let mut origins: Vec<VertexKey> = self.half_edges.keys().map(|(o, _)| *o).collect();
-        origins.dedup();
-        for o in origins {
-            self.check_fan(o)?;
-        }
-        let mut pairs = BTreeMap::new();
-        for (a, b) in self.half_edges.keys() {
-            if a < b {
-                let key = EdgeKey(ElementId {
-                    by: CommandId::first_at(0),
-                    index: 0,
-                });
-                pairs.insert(sorted(*a, *b), key);
-            }
-        }
-        self.edges = pairs;
         if let Some((v, _)) = self.verts.iter().find(|(_, p)| !p.is_finite()) {
             return topo(format!("{v} has a non-finite position"));
         }
@@ -1432,6 +1490,9 @@ impl EditMesh {
         let outer = self.begin();
         let result = (|| -> Result<(), EditError> {
             let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
+            if outer {
+                self.bulk(selected.len());
+            }
             for f in &selected {
                 self.need_face(*f)?;
             }
@@ -1558,6 +1619,9 @@ impl EditMesh {
             } else {
                 faces.iter().copied().collect()
             };
+            if outer {
+                self.bulk(region.len());
+            }
             for f in &region {
                 self.need_face(*f)?;
             }
@@ -1777,6 +1841,9 @@ impl EditMesh {
         weld: bool,
     ) -> Result<(), EditError> {
         let outer = self.begin();
+        if outer {
+            self.bulk(self.faces.len());
+        }
         let result: Result<(), EditError> = {
             let flip = match axis {
                 Axis::X => Vec3::new(-1.0, 1.0, 1.0),

@@ -466,7 +466,7 @@ impl Lcg {
 }
 
 /// Kinds of operation [`random_op`] knows.
-const KINDS: usize = 11;
+const KINDS: usize = 13;
 
 /// One random operation of `kind` on `m`, naming elements it has (and now and then one it lost).
 fn random_op(m: &mut EditMesh, rng: &mut Lcg, kind: usize, by: CommandId) -> Result<(), EditError> {
@@ -597,6 +597,21 @@ fn random_op(m: &mut EditMesh, rng: &mut Lcg, kind: usize, by: CommandId) -> Res
             let c = m.half_edges()[&(a, b)].next;
             m.create_face(&mut ids, &[a, b, c]).map(|_| ())
         }
+        11 => {
+            // Whole-mesh operations (one copy of the mesh as their journal): a mirror, with a
+            // weld now and then (refused when a face lies in the plane), or smoothing it all.
+            if m.faces().len() > 300 {
+                return Ok(());
+            }
+            let axis = [Axis::X, Axis::Y, Axis::Z][rng.below(3)];
+            m.mirror(&mut ids, by, axis, rng.below(2) == 0)
+        }
+        12 => {
+            if m.faces().len() > 200 {
+                return Ok(());
+            }
+            m.catmull_clark(&mut ids, by, &[], 1)
+        }
         _ => {
             let fs = {
                 let k = 1;
@@ -668,4 +683,32 @@ fn local_and_full_rebuilds_agree_and_refusals_change_nothing() {
         accepted.iter().all(|n| *n > 0) && refused.iter().sum::<u32>() > 0,
         "accepted per kind {accepted:?}, refused per kind {refused:?}"
     );
+}
+
+/// A whole-mesh operation keeps one copy of the mesh as its journal: a refusal puts all of it
+/// back (here a weld-mirror of a cube whose −x side lies in the mirror plane, so the mirrored
+/// side would be the same face again).
+#[test]
+fn a_refused_whole_mesh_operation_restores_the_mesh() {
+    let mut m = cube();
+    let left: Vec<(VertexKey, Vec3)> = m
+        .vertices()
+        .iter()
+        .filter(|(_, p)| p.x < 0.0)
+        .map(|(v, p)| (*v, Vec3::new(0.0, p.y, p.z)))
+        .collect();
+    assert_eq!(left.len(), 4);
+    m.move_vertices(cmd(2), &left).unwrap();
+    let before = m.clone();
+    let err = m
+        .mirror(&mut IdSource::new(cmd(3)), cmd(3), Axis::X, true)
+        .unwrap_err();
+    assert!(matches!(err, EditError::Topology(_)), "{err}");
+    assert!(same(&m, &before), "the refused mirror changed the mesh");
+    assert!(m.undo.is_none() && m.pending.is_empty());
+    // Without the weld the halves stay apart and the mirror goes through.
+    m.mirror(&mut IdSource::new(cmd(4)), cmd(4), Axis::X, false)
+        .unwrap();
+    valid(&m);
+    assert_eq!(m.faces().len(), 12);
 }
