@@ -410,6 +410,17 @@ impl Scene {
                 primitive,
                 transform,
             } => {
+                if !self.entities.contains_key(entity) {
+                    let total = self
+                        .triangle_count()
+                        .saturating_add(primitive_triangles(*primitive));
+                    if total > limits.session_triangles {
+                        return Err(EditError::Limit(alloc::format!(
+                            "the session would have {total} triangles; it may have {}",
+                            limits.session_triangles
+                        )));
+                    }
+                }
                 self.entities.entry(*entity).or_insert_with(|| Entity {
                     name: Lww::new(String::new(), id),
                     transform: *transform,
@@ -633,12 +644,14 @@ impl Scene {
                         let corners: u64 = sizes.iter().sum();
                         let replaced: u64 = sizes.iter().map(|n| n.saturating_sub(2)).sum();
                         // Level 1 makes one quad per corner, each further level four per quad;
-                        // two triangles per quad, plus what a region's neighbours gain.
+                        // two triangles per quad, plus what a region's neighbours gain: a corner
+                        // per region border edge and level, and each level doubles the border
+                        // (at most `corners` edges at first: 1 + 2 + 4 … = 2^levels − 1).
                         let quads = corners.saturating_mul(4u64.saturating_pow(levels_n - 1));
                         let rim = if faces.is_empty() {
                             0
                         } else {
-                            corners.saturating_mul(u64::from(levels_n))
+                            corners.saturating_mul(2u64.saturating_pow(levels_n) - 1)
                         };
                         m.triangle_count()
                             .saturating_sub(replaced)

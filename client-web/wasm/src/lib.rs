@@ -8,6 +8,7 @@
 
 use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase};
 use meshwork_protocol::codec::{encode_frame, to_frame};
+use meshwork_protocol::replica::{Replica, ReplicaEvent};
 use meshwork_protocol::scene::Geometry;
 use meshwork_protocol::wire::{ClientMsg, JoinTicket, Ping, Pose, Presence, ServerMsg};
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, FrameReader, Signer as _};
@@ -348,13 +349,7 @@ impl Connection {
     /// Hex SHA-256 of the replica's scene (compare with the server's).
     #[must_use]
     pub fn state_hash(&self) -> String {
-        self.inner
-            .replica()
-            .scene()
-            .state_hash()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&self.inner.replica().scene().state_hash())
     }
 
     /// Entities in the replica.
@@ -411,6 +406,37 @@ pub fn transform_commands(entity: f64, from: &str, to: &str) -> Result<String, J
         entity, &from, &to,
     ))
     .map_err(err)
+}
+
+/// Replays a log in a fresh replica and returns its state hash (hex, as
+/// [`Connection::state_hash`]). `frames`: server messages as back-to-back frames, exactly as on
+/// the reliable lane (a snapshot, then entries, deltas, state hashes), e.g. a recorded session
+/// or a log written by a test: the same log gives the same bytes here as natively.
+///
+/// # Errors
+/// An undecodable or truncated frame, a replica that loses step (it would ask for a resync),
+/// or no complete snapshot.
+#[wasm_bindgen]
+pub fn replay_log(frames: &[u8]) -> Result<String, JsError> {
+    let mut reader = FrameReader::new();
+    reader.push(frames).map_err(err)?;
+    let mut replica = Replica::new();
+    while let Some(msg) = reader.next_msg::<ServerMsg>().map_err(err)? {
+        if replica.on_message(&msg) == ReplicaEvent::NeedsResync {
+            return Err(err("the replica lost step with the log (it would resync)"));
+        }
+    }
+    if reader.buffered_bytes() > 0 {
+        return Err(err("the log ends inside a frame"));
+    }
+    if !replica.is_synced() {
+        return Err(err("the log holds no complete snapshot"));
+    }
+    Ok(hex(&replica.scene().state_hash()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the

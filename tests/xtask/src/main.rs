@@ -402,7 +402,8 @@ fn web_bundle() -> Result<(), String> {
     )
 }
 
-/// The wasm package, its Node end-to-end test, the editor bundle and its unit tests.
+/// The wasm package, its Node tests (end to end over WebSocket; replaying a mesh-edit log to
+/// the native hash), the editor bundle and its unit tests.
 fn wasm_package_test() -> Result<(), String> {
     let node_pkg = wasm_package()?;
     web_bundle()?;
@@ -424,6 +425,23 @@ fn wasm_package_test() -> Result<(), String> {
                 "wasm_node",
                 "--",
                 "--ignored",
+            ])
+            .env("MESHWORK_WASM_PKG", &node_pkg),
+    )?;
+    run(
+        "wasm replica replays a random mesh-edit log to the native hash (Node)",
+        cargo()
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "meshwork-session",
+                "--test",
+                "mesh_props",
+                "--",
+                "--ignored",
+                "--exact",
+                "the_wasm_replica_replays_the_log_to_the_native_hash",
             ])
             .env("MESHWORK_WASM_PKG", &node_pkg),
     )
