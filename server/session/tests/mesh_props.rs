@@ -36,9 +36,7 @@ use meshwork_protocol::client::{ClientConnection, ClientEvent};
 use meshwork_protocol::command::{ExtrudeDirection, Primitive, Transform};
 use meshwork_protocol::editmesh::{Axis, EdgeKey, EditMesh, ElementId, FaceKey, VertexKey};
 use meshwork_protocol::scene::{Entity, Geometry, Limits, Scene};
-use meshwork_protocol::wire::{
-    Entries, Invite, InviteBody, RefusalCode, ServerMsg, Submit,
-};
+use meshwork_protocol::wire::{Entries, Invite, InviteBody, RefusalCode, ServerMsg, Submit};
 use meshwork_protocol::{
     AuthorId, ClientMsg, Command, CommandId, Domain, Ed25519Signer, EntityId, Role, SessionId,
     SignedEntry, Signer as _, decode_frame, to_frame,
@@ -594,7 +592,11 @@ fn command_for(
                 && let Some(e) = rng.pick(&v.edges)
             {
                 let (a, b) = v.mesh.edge_ends(e).unwrap();
-                vec![if rng.chance(50) { vec![a, b] } else { vec![b, a] }]
+                vec![if rng.chance(50) {
+                    vec![a, b]
+                } else {
+                    vec![b, a]
+                }]
             } else if roll < 75 && v.border.len() >= 2 {
                 let (a, _) = rng.pick(&v.border).unwrap();
                 let (b, _) = rng.pick(&v.border).unwrap();
@@ -722,7 +724,10 @@ impl World {
                     break;
                 }
             }
-            assert!(world.authors[i].conn.replica().is_synced(), "author {i} joined");
+            assert!(
+                world.authors[i].conn.replica().is_synced(),
+                "author {i} joined"
+            );
         }
         world
     }
@@ -743,7 +748,11 @@ impl World {
             for o in outputs {
                 match o {
                     Output::Send { client, frame, .. } => {
-                        let a = self.authors.iter_mut().find(|a| a.client == client).unwrap();
+                        let a = self
+                            .authors
+                            .iter_mut()
+                            .find(|a| a.client == client)
+                            .unwrap();
                         a.held.push_back(frame);
                     }
                     Output::Persist { batch, entries, .. } => {
@@ -792,7 +801,11 @@ impl World {
     /// Signs and submits one command as author `who`. `Ok` when the session accepted (and
     /// persisted) it, else the refusal's code and message.
     fn submit(&mut self, who: usize, command: Command) -> Result<(), (RefusalCode, String)> {
-        let entry = self.authors[who].conn.sign(vec![command]).unwrap().remove(0);
+        let entry = self.authors[who]
+            .conn
+            .sign(vec![command])
+            .unwrap()
+            .remove(0);
         let seq = entry.decode_body().unwrap().seq;
         let (logged, held) = (self.log.len(), self.authors[who].held.len());
         let client = self.authors[who].client;
@@ -802,7 +815,10 @@ impl World {
         let bytes = postcard::to_allocvec(&msg).unwrap();
         self.input(Input::Payload { client, bytes });
         if self.log.len() == logged + 1 {
-            assert_eq!(self.log[logged], entry, "the persisted entry is the one signed");
+            assert_eq!(
+                self.log[logged], entry,
+                "the persisted entry is the one signed"
+            );
             return Ok(());
         }
         assert_eq!(self.log.len(), logged, "one command, at most one entry");
@@ -913,7 +929,11 @@ impl World {
     /// every replica that reads everything.
     fn finish(&mut self) -> [u8; 32] {
         let hash = self.session.scene().state_hash();
-        assert_eq!(replay(&self.log), hash, "the accepted log replays to the scene");
+        assert_eq!(
+            replay(&self.log),
+            hash,
+            "the accepted log replays to the scene"
+        );
         let decoded = Scene::decode(&self.session.scene().encode()).unwrap();
         assert_eq!(decoded.state_hash(), hash, "the scene decodes to itself");
         for who in 0..AUTHORS {
@@ -949,7 +969,6 @@ const fn targets(c: &Command) -> (Option<EntityId>, Option<EntityId>) {
     }
 }
 
-
 fn mesh_of(e: &Entity) -> EditMesh {
     e.geometry.edit_mesh(e.spawned_by)
 }
@@ -982,9 +1001,7 @@ fn effect(
             copied.is_some_and(|c| counts(c) == counts(before.unwrap())),
             "no equal copy",
         ),
-        Command::SetTransform { transform, .. } => {
-            after.is_some_and(|e| e.transform == *transform)
-        }
+        Command::SetTransform { transform, .. } => after.is_some_and(|e| e.transform == *transform),
         Command::MoveVertices { moves, .. } => {
             let m = mesh_of(after.unwrap());
             moves.iter().any(|(v, p)| m.vertices().get(v) == Some(p))
@@ -1031,21 +1048,27 @@ fn check_scene(checked: &mut BTreeMap<EntityId, Geometry>, scene: &Scene, after:
         }
         let fan: u64 = m.faces().values().map(|c| c.len() as u64 - 2).sum();
         assert_eq!(m.triangle_count(), fan, "triangle count ({})", ctx());
-        assert_eq!(e.geometry.triangle_count(), fan, "geometry count ({})", ctx());
+        assert_eq!(
+            e.geometry.triangle_count(),
+            fan,
+            "geometry count ({})",
+            ctx()
+        );
         assert_eq!(
             m.triangulate().indices.len() as u64,
             3 * fan,
             "render triangles ({})",
             ctx()
         );
-        assert!(
-            fan <= LIMITS.mesh_triangles,
-            "{fan} triangles ({})",
-            ctx()
-        );
+        assert!(fan <= LIMITS.mesh_triangles, "{fan} triangles ({})", ctx());
         let mut sets = BTreeSet::new();
         for (f, corners) in m.faces() {
-            assert!(corners.len() >= 3, "{f} has {} corners ({})", corners.len(), ctx());
+            assert!(
+                corners.len() >= 3,
+                "{f} has {} corners ({})",
+                corners.len(),
+                ctx()
+            );
             let set: BTreeSet<VertexKey> = corners.iter().copied().collect();
             assert_eq!(set.len(), corners.len(), "{f} repeats a vertex ({})", ctx());
             assert!(
@@ -1053,7 +1076,11 @@ fn check_scene(checked: &mut BTreeMap<EntityId, Geometry>, scene: &Scene, after:
                 "{f} names a missing vertex ({})",
                 ctx()
             );
-            assert!(sets.insert(set), "two faces over one vertex set ({})", ctx());
+            assert!(
+                sets.insert(set),
+                "two faces over one vertex set ({})",
+                ctx()
+            );
         }
         assert!(
             m.vertices().values().all(|p| p.is_finite()),
@@ -1190,7 +1217,11 @@ fn a_spawn_past_the_session_limit_is_refused() {
         };
         let result = world.submit(0, spawn).map_err(|(code, _)| code);
         if before + sphere > LIMITS.session_triangles {
-            assert_eq!(result, Err(RefusalCode::Limit), "spawn {counter} at {before}");
+            assert_eq!(
+                result,
+                Err(RefusalCode::Limit),
+                "spawn {counter} at {before}"
+            );
         } else {
             assert_eq!(result, Ok(()), "spawn {counter} at {before}");
         }
