@@ -1619,6 +1619,9 @@ impl EditMesh {
             } else {
                 faces.iter().copied().collect()
             };
+            if region.is_empty() {
+                return topo("there are no faces to smooth".into());
+            }
             if outer {
                 self.bulk(region.len());
             }

@@ -411,9 +411,14 @@ impl Scene {
                 transform,
             } => {
                 if !self.entities.contains_key(entity) {
-                    let total = self
-                        .triangle_count()
-                        .saturating_add(primitive_triangles(*primitive));
+                    let own = primitive_triangles(*primitive);
+                    if own > limits.mesh_triangles {
+                        return Err(EditError::Limit(alloc::format!(
+                            "a {primitive:?} has {own} triangles; a mesh may have {}",
+                            limits.mesh_triangles
+                        )));
+                    }
+                    let total = self.triangle_count().saturating_add(own);
                     if total > limits.session_triangles {
                         return Err(EditError::Limit(alloc::format!(
                             "the session would have {total} triangles; it may have {}",

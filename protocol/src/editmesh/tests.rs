@@ -712,3 +712,17 @@ fn a_refused_whole_mesh_operation_restores_the_mesh() {
     valid(&m);
     assert_eq!(m.faces().len(), 12);
 }
+
+/// Smoothing a mesh with no faces would be accepted and change nothing: it is refused.
+#[test]
+fn smoothing_nothing_is_refused() {
+    let mut m = EditMesh::default();
+    let mut ids = IdSource::new(cmd(1));
+    m.create_vertex(&mut ids, Vec3::ZERO);
+    let before = m.clone();
+    let err = m
+        .catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[], 1)
+        .unwrap_err();
+    assert!(matches!(err, EditError::Topology(_)), "{err}");
+    assert!(same(&m, &before));
+}

@@ -1229,6 +1229,37 @@ fn a_spawn_past_the_session_limit_is_refused() {
     assert!(world.session.scene().triangle_count() <= LIMITS.session_triangles);
 }
 
+/// A primitive larger than the per-mesh limit is refused at its spawn, and nothing changes.
+#[test]
+fn a_spawn_of_a_primitive_over_the_mesh_limit_is_refused() {
+    let author = AuthorId(1);
+    let mut scene = Scene::new();
+    let sphere = meshwork_protocol::scene::primitive_triangles(Primitive::Sphere);
+    let limits = Limits {
+        mesh_triangles: sphere - 1,
+        session_triangles: 10_000,
+    };
+    let spawn = |counter, primitive| Command::Spawn {
+        entity: EntityId::new(author, counter),
+        primitive,
+        transform: Transform::IDENTITY,
+    };
+    let id = |lamport| CommandId { lamport, author };
+    let refused = scene.try_apply(id(1), author, &spawn(1, Primitive::Sphere), &limits);
+    assert!(
+        matches!(
+            refused,
+            Err(meshwork_protocol::editmesh::EditError::Limit(_))
+        ),
+        "{refused:?}"
+    );
+    assert!(scene.entities.is_empty());
+    assert_eq!(
+        scene.try_apply(id(2), author, &spawn(2, Primitive::Cube), &limits),
+        Ok(())
+    );
+}
+
 /// Found by the property test (a stress run: 200-step sequences): the size estimate of a
 /// `Smooth` of a face region was too low (each border edge of the region gains 2^levels − 1
 /// points, not `levels`). A cube, `Smooth { faces: [its face 1:12@1], levels: 3 }` under a
