@@ -191,6 +191,31 @@ fn check_shape(f: FaceKey, corners: &[VertexKey]) -> Result<(), EditError> {
     Ok(())
 }
 
+/// Names the elements of a dense build's fault.
+fn fault(f: dense::Fault, vkeys: &[VertexKey], fkeys: &[FaceKey]) -> EditError {
+    let v = |i: u32| vkeys[i as usize];
+    let s = match f {
+        dense::Fault::SameVertices { later, earlier } => format!(
+            "{} has the same vertices as {}",
+            fkeys[later as usize], fkeys[earlier as usize]
+        ),
+        dense::Fault::TwoFacesOneWay(a, b) => return two_faces_one_way(v(a), v(b)),
+        dense::Fault::TwoGaps(o) => {
+            format!(
+                "{} would be non-manifold (two border gaps meet there)",
+                v(o)
+            )
+        }
+        dense::Fault::BorderOpen(o) => format!("the border through {} does not close", v(o)),
+        dense::Fault::FanBroken(o) => format!("the fan around {} is broken", v(o)),
+        dense::Fault::ManyFans(o) => format!(
+            "{} would be non-manifold (its faces form more than one fan)",
+            v(o)
+        ),
+    };
+    EditError::Topology(s)
+}
+
 fn two_faces_one_way(a: VertexKey, b: VertexKey) -> EditError {
     EditError::Topology(format!(
         "{a} → {b} would be used by two faces in the same direction (non-manifold edge or \
@@ -263,6 +288,20 @@ struct Undo {
     triangles: u64,
     /// For an operation on much of the mesh: the mesh as it was, and no per-entry records.
     snapshot: Option<Box<EditMesh>>,
+}
+
+impl Undo {
+    /// Nothing recorded yet: the mesh is as the operation found it.
+    fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.verts.is_empty()
+            && self.faces.is_empty()
+            && self.moved.is_empty()
+            && self.halves.is_empty()
+            && self.edges.is_empty()
+            && self.ends.is_empty()
+            && self.whole.is_none()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -539,14 +578,7 @@ impl EditMesh {
     /// is at least a third and the operation is on its own, the journal keeps one copy of the
     /// mesh instead of a record per change (cheaper when most entries change).
     fn bulk(&mut self, share: usize) {
-        let fresh = self.undo.as_ref().is_some_and(|u| {
-            u.snapshot.is_none()
-                && u.verts.is_empty()
-                && u.faces.is_empty()
-                && u.moved.is_empty()
-                && u.halves.is_empty()
-                && u.whole.is_none()
-        });
+        let fresh = self.undo.as_deref().is_some_and(Undo::is_empty);
         if fresh && share.saturating_mul(FULL_REBUILD_SHARE) >= self.faces.len() {
             let mut before = self.clone();
             before.undo = None;
@@ -704,16 +736,18 @@ impl EditMesh {
         let built = self.build();
         let mut edges = BTreeMap::new();
         if built.is_ok() {
-            // New edges take ids in sorted end-point order (the iteration order).
+            // New edges take ids in sorted end-point order (the iteration order); both maps
+            // are sorted, so the old ids are found by one merge walk.
+            let mut kept = old.edges.iter().peekable();
             edges = self
                 .edges
                 .keys()
                 .map(|pair| {
-                    let key = old
-                        .edges
-                        .get(pair)
-                        .copied()
-                        .unwrap_or_else(|| EdgeKey(ids.next_id()));
+                    while kept.next_if(|(p, _)| *p < pair).is_some() {}
+                    let key = match kept.next_if(|(p, _)| *p == pair) {
+                        Some((_, k)) => *k,
+                        None => EdgeKey(ids.next_id()),
+                    };
                     (*pair, key)
                 })
                 .collect();
@@ -912,15 +946,6 @@ impl EditMesh {
         Ok(())
     }
 
-    /// A face's own rules: at least 3 corners, none repeated, all existing.
-    fn check_corners(&self, f: FaceKey, corners: &[VertexKey]) -> Result<(), EditError> {
-        check_shape(f, corners)?;
-        if let Some(v) = corners.iter().find(|v| !self.verts.contains_key(v)) {
-            return Err(EditError::Missing(format!("{v} (a corner of {f})")));
-        }
-        Ok(())
-    }
-
     /// At a vertex the local rebuild touched: links the border half-edges through it (the one
     /// arriving and the one leaving; two border gaps are non-manifold), then checks that its
     /// half-edges form one fan. One scan of its outgoing half-edges.
@@ -960,99 +985,55 @@ impl EditMesh {
     /// The half-edge build and check. Leaves `edges` holding the needed pairs (values are
     /// placeholders, fixed by the caller).
     fn build(&mut self) -> Result<(), EditError> {
-        let mut halves: Vec<((VertexKey, VertexKey), HalfEdge)> = Vec::new();
-        let mut triangles = 0u64;
-        let mut vertex_sets: Vec<(Vec<VertexKey>, FaceKey)> = Vec::with_capacity(self.faces.len());
+        let vkeys: Vec<VertexKey> = self.verts.keys().copied().collect();
+        let fkeys: Vec<FaceKey> = self.faces.keys().copied().collect();
+        let corners: usize = self.faces.values().map(Vec::len).sum();
+        let mut loops = dense::Loops::with_capacity(fkeys.len(), corners);
         for (f, corners) in &self.faces {
-            let n = corners.len();
-            self.check_corners(*f, corners)?;
-            let mut set = corners.clone();
-            set.sort_unstable();
-            vertex_sets.push((set, *f));
-            triangles += (n - 2) as u64;
-            for i in 0..n {
-                let a = corners[i];
-                let b = corners[(i + 1) % n];
-                let c = corners[(i + 2) % n];
-                let p = corners[(i + n - 1) % n];
-                halves.push((
-                    (a, b),
-                    HalfEdge {
-                        face: Some(*f),
-                        next: c,
-                        prev: p,
-                    },
-                ));
+            check_shape(*f, corners)?;
+            for v in corners {
+                let Ok(i) = vkeys.binary_search(v) else {
+                    return Err(EditError::Missing(format!("{v} (a corner of {f})")));
+                };
+                loops.corners.push(i as u32);
             }
+            loops.end_face();
         }
-        vertex_sets.sort_unstable();
-        if let Some(w) = vertex_sets.windows(2).find(|w| w[0].0 == w[1].0) {
-            return topo(format!("{} has the same vertices as {}", w[1].1, w[0].1));
+        let built = dense::build(vkeys.len(), &loops).map_err(|e| fault(e, &vkeys, &fkeys))?;
+        self.install(&built, &vkeys, &fkeys);
+        if let Some((v, _)) = self.verts.iter().find(|(_, p)| !p.is_finite()) {
+            return topo(format!("{v} has a non-finite position"));
         }
-        drop(vertex_sets);
-        halves.sort_unstable_by_key(|x| x.0);
-        if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
-            let (a, b) = w[0].0;
-            return Err(two_faces_one_way(a, b));
-        }
-        // Border half-edges: the missing twins. A border half-edge b→a is followed by the border
-        // half-edge leaving a; a vertex with two border gaps is non-manifold.
-        let mut border: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // origin → destination
-        {
-            let has =
-                |k: &(VertexKey, VertexKey)| halves.binary_search_by(|(key, _)| key.cmp(k)).is_ok();
-            for ((a, b), _) in &halves {
-                if !has(&(*b, *a)) && border.insert(*b, *a).is_some() {
-                    return topo(format!(
-                        "{b} would be non-manifold (two border gaps meet there)"
-                    ));
-                }
-            }
-        }
-        let mut prev_of: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // dest → origin
-        for (o, d) in &border {
-            prev_of.insert(*d, *o);
-        }
-        let mut all = halves;
-        for (o, d) in &border {
-            let next = border.get(d).copied();
-            let prev = prev_of.get(o).copied();
-            let (Some(next), Some(prev)) = (next, prev) else {
-                return topo(format!("the border through {o} does not close"));
-            };
-            all.push((
-                (*o, *d),
-                HalfEdge {
-                    face: None,
-                    next,
-                    prev,
-                },
-            ));
-        }
-        all.sort_unstable_by_key(|x| x.0);
-        // Each vertex's outgoing half-edges are one run of the sorted list.
-        for run in all.chunk_by(|x, y| x.0.0 == y.0.0) {
-            let o = run[0].0.0;
-            fan_closes_by(o, run[0].0.1, run.len(), |w| {
-                run.iter().find(|((_, d), _)| *d == w).map(|(_, h)| h.prev)
-            })?;
-        }
+        self.triangles = built.triangles;
+        Ok(())
+    }
+
+    /// Replaces the half-edges by `built` and `edges` by its pairs (placeholder ids).
+    fn install(&mut self, built: &dense::Halves, vkeys: &[VertexKey], fkeys: &[FaceKey]) {
+        let key = |i: u32| vkeys[i as usize];
+        self.half_edges = dense::sorted_map(
+            built.halves.len(),
+            built.iter().map(|(o, h)| {
+                let face = (h.face != dense::NONE).then(|| fkeys[h.face as usize]);
+                let half = HalfEdge {
+                    face,
+                    next: key(h.next),
+                    prev: key(h.prev),
+                };
+                ((key(o), key(h.dest)), half)
+            }),
+        );
         let placeholder = EdgeKey(ElementId {
             by: CommandId::first_at(0),
             index: 0,
         });
-        // Sorted already: bulk-built maps.
-        self.edges = all
-            .iter()
-            .filter(|((a, b), _)| a < b)
-            .map(|(pair, _)| (*pair, placeholder))
-            .collect();
-        self.half_edges = all.into_iter().collect();
-        if let Some((v, _)) = self.verts.iter().find(|(_, p)| !p.is_finite()) {
-            return topo(format!("{v} has a non-finite position"));
-        }
-        self.triangles = triangles;
-        Ok(())
+        self.edges = dense::sorted_map(
+            built.halves.len() / 2,
+            built
+                .iter()
+                .filter(|(o, h)| *o < h.dest)
+                .map(|(o, h)| ((key(o), key(h.dest)), placeholder)),
+        );
     }
 
     /// Checks the derived half-edges against the listed invariants (twins, `next`/`prev`
@@ -1490,9 +1471,7 @@ impl EditMesh {
         let outer = self.begin();
         let result = (|| -> Result<(), EditError> {
             let selected: BTreeSet<FaceKey> = faces.iter().copied().collect();
-            if outer {
-                self.bulk(selected.len());
-            }
+            self.bulk(selected.len());
             for f in &selected {
                 self.need_face(*f)?;
             }
@@ -1614,26 +1593,312 @@ impl EditMesh {
     ) -> Result<(), EditError> {
         let outer = self.begin();
         let result = (|| -> Result<(), EditError> {
-            let mut region: BTreeSet<FaceKey> = if faces.is_empty() {
-                self.faces.keys().copied().collect()
-            } else {
-                faces.iter().copied().collect()
-            };
-            if region.is_empty() {
-                return topo("there are no faces to smooth".into());
-            }
-            if outer {
-                self.bulk(region.len());
-            }
-            for f in &region {
+            let chosen: BTreeSet<FaceKey> = faces.iter().copied().collect();
+            for f in &chosen {
                 self.need_face(*f)?;
             }
+            if self.faces.is_empty() {
+                return topo("there are no faces to smooth".into());
+            }
+            // The whole mesh (nothing or every face chosen): every level on dense indices.
+            let whole = faces.is_empty() || chosen.len() == self.faces.len();
+            if whole
+                && self.pending.is_empty()
+                && self.pending_verts.is_empty()
+                && !tests::force_full()
+                && let Some(journal) = self.undo.as_deref()
+                && (journal.snapshot.is_some() || journal.is_empty())
+            {
+                for _ in 0..levels {
+                    self.catmull_clark_whole(ids, by)?;
+                }
+                return Ok(());
+            }
+            let mut region = if faces.is_empty() {
+                self.faces.keys().copied().collect()
+            } else {
+                chosen
+            };
+            self.bulk(region.len());
             for _ in 0..levels {
                 region = self.catmull_clark_once(ids, by, &region)?;
             }
             Ok(())
         })();
         self.end(outer, result)
+    }
+
+    /// One level of Catmull–Clark of the whole mesh: the rules, ids and float operations of
+    /// [`EditMesh::catmull_clark_once`] with every face in the region (the randomized tests
+    /// check they agree), computed on dense indices, the result built and checked in one pass and
+    /// swapped in. The journal keeps the mesh as it was (moved, not copied).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one pass: face points, edge points, vertex points, faces, the build"
+    )]
+    fn catmull_clark_whole(&mut self, ids: &mut IdSource, by: CommandId) -> Result<(), EditError> {
+        use dense::NONE;
+        let vkeys: Vec<VertexKey> = self.verts.keys().copied().collect();
+        let pos: Vec<Vec3> = self.verts.values().copied().collect();
+        let corners: usize = self.faces.values().map(Vec::len).sum();
+        let mut loops = dense::Loops::with_capacity(self.faces.len(), corners);
+        for (f, corners) in &self.faces {
+            for v in corners {
+                let Ok(i) = vkeys.binary_search(v) else {
+                    return Err(EditError::Missing(format!("{v} (a corner of {f})")));
+                };
+                loops.corners.push(i as u32);
+            }
+            loops.end_face();
+        }
+        let nf = loops.faces();
+        // Face points, ids first.
+        let mut face_pos = Vec::with_capacity(nf);
+        let mut new_keys: Vec<VertexKey> = Vec::new();
+        for f in 0..nf {
+            let c = loops.face(f);
+            let sum = c.iter().fold(Vec3::ZERO, |s, v| s + pos[*v as usize]);
+            face_pos.push(sum / c.len() as f32);
+            new_keys.push(ids.vertex());
+        }
+        // Edges: the face half-edges (by position in `loops`) grouped by end-point pair.
+        let total = loops.corners.len();
+        let mut next_at = vec![0u32; total];
+        let mut face_at = vec![0u32; total];
+        for f in 0..nf {
+            let r = loops.range(f);
+            for t in r.clone() {
+                next_at[t] = if t + 1 == r.end { r.start } else { t + 1 } as u32;
+                face_at[t] = f as u32;
+            }
+        }
+        let pair = |t: usize| {
+            let (a, b) = (loops.corners[t], loops.corners[next_at[t] as usize]);
+            (u64::from(a.min(b)) << 32) | u64::from(a.max(b))
+        };
+        let mut by_pair: Vec<(u64, u32)> = (0..total).map(|t| (pair(t), t as u32)).collect();
+        by_pair.sort_unstable();
+        // Per edge: its ends, the faces on either side (lo → hi, hi → lo) and its first use.
+        struct Edge {
+            lo: u32,
+            hi: u32,
+            left: u32,
+            right: u32,
+            rank: u32,
+        }
+        let mut edges: Vec<Edge> = Vec::with_capacity(total / 2 + 1);
+        let mut edge_at = vec![0u32; total];
+        for group in by_pair.chunk_by(|x, y| x.0 == y.0) {
+            let (lo, hi) = ((group[0].0 >> 32) as u32, group[0].0 as u32);
+            let mut e = Edge {
+                lo,
+                hi,
+                left: NONE,
+                right: NONE,
+                rank: NONE,
+            };
+            for (_, t) in group {
+                let side = if loops.corners[*t as usize] == lo {
+                    &mut e.left
+                } else {
+                    &mut e.right
+                };
+                if *side != NONE {
+                    return topo(format!(
+                        "{} → {} is used twice",
+                        vkeys[lo as usize], vkeys[hi as usize]
+                    ));
+                }
+                *side = face_at[*t as usize];
+                edge_at[*t as usize] = edges.len() as u32;
+            }
+            edges.push(e);
+        }
+        drop(by_pair);
+        // Edge points take ids in order of first use (face order, then loop order).
+        let mut ranked: Vec<u32> = Vec::with_capacity(edges.len());
+        for t in 0..total {
+            let e = &mut edges[edge_at[t] as usize];
+            if e.rank == NONE {
+                e.rank = ranked.len() as u32;
+                ranked.push(edge_at[t]);
+                new_keys.push(ids.vertex());
+            }
+        }
+        let edge_pos = |e: &Edge| {
+            let (pa, pb) = (pos[e.lo as usize], pos[e.hi as usize]);
+            if e.left != NONE && e.right != NONE {
+                (pa + pb + face_pos[e.left as usize] + face_pos[e.right as usize]) * 0.25
+            } else {
+                (pa + pb) * 0.5
+            }
+        };
+        // Vertex points: each vertex's edges as (other end, face on the way out, face on the
+        // way back), sorted by the other end (the order of its outgoing half-edges).
+        let nv = vkeys.len();
+        let mut start = vec![0u32; nv + 1];
+        for e in &edges {
+            start[e.lo as usize + 1] += 1;
+            start[e.hi as usize + 1] += 1;
+        }
+        for v in 0..nv {
+            start[v + 1] += start[v];
+        }
+        let mut fill: Vec<u32> = start[..nv].to_vec();
+        let mut around = vec![(0u32, NONE, NONE); edges.len() * 2];
+        for e in &edges {
+            for (v, w, out, back) in [(e.lo, e.hi, e.left, e.right), (e.hi, e.lo, e.right, e.left)]
+            {
+                around[fill[v as usize] as usize] = (w, out, back);
+                fill[v as usize] += 1;
+            }
+        }
+        drop(fill);
+        let mut placed: Vec<Option<Vec3>> = vec![None; nv];
+        for v in 0..nv {
+            let out = &mut around[start[v] as usize..start[v + 1] as usize];
+            if out.is_empty() {
+                continue; // a loose vertex: no face uses it
+            }
+            out.sort_unstable_by_key(|x| x.0);
+            let p = pos[v];
+            let mut border = out.iter().filter(|(_, f, g)| *f == NONE || *g == NONE);
+            let np = match (border.next(), border.next(), border.next()) {
+                (None, _, _) => {
+                    let n = out.len() as f32;
+                    let mut fsum = Vec3::ZERO;
+                    let mut rsum = Vec3::ZERO;
+                    for (w, f, _) in out.iter() {
+                        fsum += face_pos[*f as usize];
+                        rsum += (p + pos[*w as usize]) * 0.5;
+                    }
+                    (fsum / n + rsum * (2.0 / n) + p * (n - 3.0)) / n
+                }
+                (Some(a), Some(b), None) => {
+                    (pos[a.0 as usize] + p * 6.0 + pos[b.0 as usize]) * 0.125
+                }
+                _ => p,
+            };
+            placed[v] = Some(np);
+        }
+        drop(around);
+        // The vertices of the result: the old ones and the new points, merged in key order.
+        if new_keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(EditError::Limit("the command's element ids ran out".into()));
+        }
+        let mut out_keys: Vec<VertexKey> = Vec::with_capacity(nv + new_keys.len());
+        let mut out_pos: Vec<Vec3> = Vec::with_capacity(nv + new_keys.len());
+        let mut old_at = vec![0u32; nv];
+        let mut new_at = vec![0u32; new_keys.len()];
+        let new_pos = |j: usize| {
+            if j < nf {
+                face_pos[j]
+            } else {
+                edge_pos(&edges[ranked[j - nf] as usize])
+            }
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < nv || j < new_keys.len() {
+            let take_old = j == new_keys.len() || (i < nv && vkeys[i] < new_keys[j]);
+            if take_old {
+                if j < new_keys.len() && vkeys[i] == new_keys[j] {
+                    return topo(format!("{} already exists", vkeys[i]));
+                }
+                old_at[i] = out_keys.len() as u32;
+                out_keys.push(vkeys[i]);
+                out_pos.push(placed[i].unwrap_or(pos[i]));
+                i += 1;
+            } else {
+                new_at[j] = out_keys.len() as u32;
+                out_keys.push(new_keys[j]);
+                out_pos.push(new_pos(j));
+                j += 1;
+            }
+        }
+        // The faces: a quad per corner (corner, next edge point, face point, previous edge
+        // point), in face then loop order.
+        let mut quads = dense::Loops::with_capacity(total, total * 4);
+        let mut face_keys: Vec<FaceKey> = Vec::with_capacity(total);
+        let point = |e: u32| new_at[nf + edges[e as usize].rank as usize];
+        for (f, centre) in new_at.iter().take(nf).enumerate() {
+            let r = loops.range(f);
+            for t in r.clone() {
+                let before = if t == r.start { r.end - 1 } else { t - 1 };
+                quads.corners.extend([
+                    old_at[loops.corners[t] as usize],
+                    point(edge_at[t]),
+                    *centre,
+                    point(edge_at[before]),
+                ]);
+                quads.end_face();
+                face_keys.push(ids.face());
+            }
+        }
+        drop((
+            loops, next_at, face_at, edge_at, edges, ranked, old_at, new_at,
+        ));
+        let built =
+            dense::build(out_keys.len(), &quads).map_err(|e| fault(e, &out_keys, &face_keys))?;
+        if let Some(v) = out_pos.iter().position(|p| !p.is_finite()) {
+            return topo(format!("{} has a non-finite position", out_keys[v]));
+        }
+        // Every edge of the result has a new end point: all take new ids, in sorted order.
+        let key = |i: u32| out_keys[i as usize];
+        let mut edges: Vec<((VertexKey, VertexKey), EdgeKey)> =
+            Vec::with_capacity(built.halves.len() / 2);
+        edges.extend(
+            built
+                .iter()
+                .filter(|(o, h)| *o < h.dest)
+                .map(|(o, h)| ((key(o), key(h.dest)), EdgeKey(ids.next_id()))),
+        );
+        let half_edges = dense::sorted_map(
+            built.halves.len(),
+            built.iter().map(|(o, h)| {
+                let half = HalfEdge {
+                    face: (h.face != NONE).then(|| face_keys[h.face as usize]),
+                    next: key(h.next),
+                    prev: key(h.prev),
+                };
+                ((key(o), key(h.dest)), half)
+            }),
+        );
+        let faces = face_keys
+            .iter()
+            .enumerate()
+            .map(|(q, f)| (*f, quads.face(q).iter().map(|c| key(*c)).collect()))
+            .collect();
+        // Moved vertices are stamped by this command; the other stamps stay.
+        let mut stamps = self.moved.iter().peekable();
+        let mut moved = Vec::with_capacity(nv);
+        for (v, p) in vkeys.iter().zip(&placed) {
+            while stamps.next_if(|(k, _)| *k < v).is_some() {}
+            let old = stamps.next_if(|(k, _)| *k == v).map(|(_, c)| *c);
+            if let Some(stamp) = if p.is_some() { Some(by) } else { old } {
+                moved.push((*v, stamp));
+            }
+        }
+        drop(stamps);
+        let edge_ends = edges.iter().map(|(p, k)| (*k, *p)).collect();
+        let was = EditMesh {
+            verts: core::mem::replace(
+                &mut self.verts,
+                out_keys.iter().copied().zip(out_pos).collect(),
+            ),
+            faces: core::mem::replace(&mut self.faces, faces),
+            edges: core::mem::replace(&mut self.edges, edges.into_iter().collect()),
+            moved: core::mem::replace(&mut self.moved, moved.into_iter().collect()),
+            half_edges: core::mem::replace(&mut self.half_edges, half_edges),
+            edge_ends: core::mem::replace(&mut self.edge_ends, edge_ends),
+            triangles: core::mem::replace(&mut self.triangles, built.triangles),
+            ..EditMesh::default()
+        };
+        if let Some(journal) = &mut self.undo
+            && journal.snapshot.is_none()
+        {
+            journal.snapshot = Some(Box::new(was));
+        }
+        Ok(())
     }
 
     fn catmull_clark_once(
@@ -1844,9 +2109,7 @@ impl EditMesh {
         weld: bool,
     ) -> Result<(), EditError> {
         let outer = self.begin();
-        if outer {
-            self.bulk(self.faces.len());
-        }
+        self.bulk(self.faces.len());
         let result: Result<(), EditError> = {
             let flip = match axis {
                 Axis::X => Vec3::new(-1.0, 1.0, 1.0),
@@ -2086,6 +2349,8 @@ impl<'de> Deserialize<'de> for EditMesh {
         Self::from_parts(verts, faces, edges, moved).map_err(D::Error::custom)
     }
 }
+
+mod dense;
 
 #[cfg(test)]
 mod tests;

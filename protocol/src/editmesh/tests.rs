@@ -726,3 +726,270 @@ fn smoothing_nothing_is_refused() {
     assert!(matches!(err, EditError::Topology(_)), "{err}");
     assert!(same(&m, &before));
 }
+
+/// The keyed half-edge build the dense one replaced (one `BTreeMap` entry at a time), kept as
+/// the reference: same half-edges, edges and triangles, or the same first fault.
+struct Keyed {
+    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    pairs: Vec<(VertexKey, VertexKey)>,
+    triangles: u64,
+}
+
+fn keyed_build(
+    verts: &BTreeMap<VertexKey, Vec3>,
+    faces: &BTreeMap<FaceKey, Vec<VertexKey>>,
+) -> Result<Keyed, EditError> {
+    let mut halves: Vec<((VertexKey, VertexKey), HalfEdge)> = Vec::new();
+    let mut triangles = 0u64;
+    let mut vertex_sets: Vec<(Vec<VertexKey>, FaceKey)> = Vec::with_capacity(faces.len());
+    for (f, corners) in faces {
+        let n = corners.len();
+        check_shape(*f, corners)?;
+        if let Some(v) = corners.iter().find(|v| !verts.contains_key(v)) {
+            return Err(EditError::Missing(format!("{v} (a corner of {f})")));
+        }
+        let mut set = corners.clone();
+        set.sort_unstable();
+        vertex_sets.push((set, *f));
+        triangles += (n - 2) as u64;
+        for i in 0..n {
+            let a = corners[i];
+            let b = corners[(i + 1) % n];
+            let c = corners[(i + 2) % n];
+            let p = corners[(i + n - 1) % n];
+            halves.push((
+                (a, b),
+                HalfEdge {
+                    face: Some(*f),
+                    next: c,
+                    prev: p,
+                },
+            ));
+        }
+    }
+    vertex_sets.sort_unstable();
+    if let Some(w) = vertex_sets.windows(2).find(|w| w[0].0 == w[1].0) {
+        return topo(format!("{} has the same vertices as {}", w[1].1, w[0].1));
+    }
+    drop(vertex_sets);
+    halves.sort_unstable_by_key(|x| x.0);
+    if let Some(w) = halves.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (a, b) = w[0].0;
+        return Err(two_faces_one_way(a, b));
+    }
+    // Border half-edges: the missing twins. A border half-edge b→a is followed by the border
+    // half-edge leaving a; a vertex with two border gaps is non-manifold.
+    let mut border: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // origin → destination
+    {
+        let has =
+            |k: &(VertexKey, VertexKey)| halves.binary_search_by(|(key, _)| key.cmp(k)).is_ok();
+        for ((a, b), _) in &halves {
+            if !has(&(*b, *a)) && border.insert(*b, *a).is_some() {
+                return topo(format!(
+                    "{b} would be non-manifold (two border gaps meet there)"
+                ));
+            }
+        }
+    }
+    let mut prev_of: BTreeMap<VertexKey, VertexKey> = BTreeMap::new(); // dest → origin
+    for (o, d) in &border {
+        prev_of.insert(*d, *o);
+    }
+    let mut all = halves;
+    for (o, d) in &border {
+        let next = border.get(d).copied();
+        let prev = prev_of.get(o).copied();
+        let (Some(next), Some(prev)) = (next, prev) else {
+            return topo(format!("the border through {o} does not close"));
+        };
+        all.push((
+            (*o, *d),
+            HalfEdge {
+                face: None,
+                next,
+                prev,
+            },
+        ));
+    }
+    all.sort_unstable_by_key(|x| x.0);
+    // Each vertex's outgoing half-edges are one run of the sorted list.
+    for run in all.chunk_by(|x, y| x.0.0 == y.0.0) {
+        let o = run[0].0.0;
+        fan_closes_by(o, run[0].0.1, run.len(), |w| {
+            run.iter().find(|((_, d), _)| *d == w).map(|(_, h)| h.prev)
+        })?;
+    }
+    let pairs: Vec<(VertexKey, VertexKey)> = all
+        .iter()
+        .filter(|((a, b), _)| a < b)
+        .map(|(p, _)| *p)
+        .collect();
+    if let Some((v, _)) = verts.iter().find(|(_, p)| !p.is_finite()) {
+        return topo(format!("{v} has a non-finite position"));
+    }
+    Ok(Keyed {
+        half_edges: all.into_iter().collect(),
+        pairs,
+        triangles,
+    })
+}
+
+/// Builds `faces` over `verts` both ways and compares.
+fn builds_agree(
+    verts: &BTreeMap<VertexKey, Vec3>,
+    faces: &BTreeMap<FaceKey, Vec<VertexKey>>,
+) -> bool {
+    let mut m = EditMesh {
+        verts: verts.clone(),
+        faces: faces.clone(),
+        ..EditMesh::default()
+    };
+    let dense = m.build();
+    let keyed = keyed_build(verts, faces);
+    match (dense, keyed) {
+        (Ok(()), Ok(k)) => {
+            assert_eq!(m.half_edges, k.half_edges);
+            assert!(m.edges.keys().copied().eq(k.pairs.iter().copied()));
+            assert_eq!(m.triangles, k.triangles);
+            true
+        }
+        (Err(d), Err(k)) => {
+            assert_eq!(d, k);
+            false
+        }
+        (d, k) => panic!("dense {d:?}, keyed {:?}", k.map(|_| ())),
+    }
+}
+
+/// The dense build agrees with the keyed reference on valid meshes from random edits and on
+/// broken face sets made from them (a face removed, flipped, doubled, rewired, a corner
+/// dropped or repeated, a vertex missing, a position non-finite).
+#[test]
+fn the_dense_build_agrees_with_the_keyed_reference() {
+    let cases: u64 = std::env::var("MESHWORK_MESH_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let (mut valid_seen, mut refused) = (0u32, [0u32; 8]);
+    for seed in 0..cases {
+        let mut rng = Lcg(seed ^ 0x5eed);
+        let mut m = cube();
+        m.subdivide(
+            &mut IdSource::new(cmd(2)),
+            &m.faces().keys().copied().collect::<Vec<_>>(),
+            2,
+        )
+        .unwrap();
+        for step in 0..20u64 {
+            let kind = rng.below(KINDS);
+            let _ = random_op(&mut m, &mut rng, kind, cmd(10 + step));
+            if builds_agree(&m.verts, &m.faces) {
+                valid_seen += 1;
+            }
+            let face_keys: Vec<FaceKey> = m.faces.keys().copied().collect();
+            let vert_keys: Vec<VertexKey> = m.verts.keys().copied().collect();
+            for (break_kind, count) in refused.iter_mut().enumerate() {
+                let mut verts = m.verts.clone();
+                let mut faces = m.faces.clone();
+                let Some(f) = rng.pick(&face_keys) else {
+                    continue;
+                };
+                let other = rng.pick(&face_keys).unwrap();
+                match break_kind {
+                    0 => {
+                        faces.remove(&f);
+                    }
+                    1 => faces.get_mut(&f).unwrap().reverse(),
+                    2 => {
+                        let copy = faces[&f].clone();
+                        faces.insert(FaceKey(el(999, step as u32)), copy);
+                    }
+                    3 => {
+                        let v = rng.pick(&vert_keys).unwrap();
+                        let c = faces.get_mut(&f).unwrap();
+                        let i = rng.below(c.len());
+                        c[i] = v;
+                    }
+                    4 => {
+                        faces.get_mut(&f).unwrap().pop();
+                    }
+                    5 => {
+                        let c = faces.get_mut(&f).unwrap();
+                        c[1] = c[0];
+                    }
+                    6 => {
+                        let v = faces[&other][0];
+                        verts.remove(&v);
+                    }
+                    _ => {
+                        let v = faces[&other][0];
+                        verts.insert(v, Vec3::new(f32::NAN, 0.0, 0.0));
+                    }
+                }
+                if !builds_agree(&verts, &faces) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    assert!(valid_seen > 0, "no valid mesh was compared");
+    // Removing a face or rewiring a corner can leave a valid mesh (a hole, a new fan); the
+    // others never do, so their faults were all compared.
+    assert!(
+        [1, 2, 4, 5, 6, 7].iter().all(|k| refused[*k] > 0) && refused.iter().sum::<u32>() > 100,
+        "refusals compared per kind of damage: {refused:?}"
+    );
+}
+
+/// Smoothing the whole mesh on dense indices gives what the general path gives (ids, positions,
+/// stamps, half-edges), also at level 2, inside an enclosing transaction (as the scene runs it),
+/// with every face named instead of none, on a mesh with a border and a loose vertex; an
+/// overflowing result is refused and leaves the mesh as it was.
+#[test]
+fn whole_mesh_smoothing_matches_the_general_path() {
+    let mut m = cube();
+    m.delete(&mut IdSource::new(cmd(2)), &[], &[], &[f(1, TOP)])
+        .unwrap();
+    m.create_vertex(&mut IdSource::new(cmd(3)), Vec3::new(5.0, 0.0, 0.0));
+    let corner = *m.vertices().keys().next().unwrap();
+    m.move_vertices(cmd(4), &[(corner, Vec3::new(-0.7, -0.6, -0.5))])
+        .unwrap();
+    let all: Vec<FaceKey> = m.faces().keys().copied().collect();
+    for (faces, levels) in [(&[][..], 1u8), (&[][..], 2), (&all[..], 2)] {
+        let by = cmd(9);
+        let smooth = |m: &mut EditMesh| {
+            let mut ids = IdSource::new(by);
+            let r = m.transaction(|m| m.catmull_clark(&mut ids, by, faces, levels));
+            (r, ids.next_id())
+        };
+        let mut fast = m.clone();
+        let fast_result = smooth(&mut fast);
+        let mut slow = m.clone();
+        FORCE_FULL.with(|f| f.set(true));
+        let slow_result = smooth(&mut slow);
+        FORCE_FULL.with(|f| f.set(false));
+        assert_eq!(fast_result, slow_result);
+        assert!(fast_result.0.is_ok());
+        assert!(
+            same(&fast, &slow),
+            "levels {levels}, {} faces named",
+            faces.len()
+        );
+        assert_eq!(fast.triangle_count(), slow.triangle_count());
+        valid(&fast);
+    }
+    let mut huge = m.clone();
+    let far: Vec<(VertexKey, Vec3)> = huge
+        .vertices()
+        .keys()
+        .map(|v| (*v, Vec3::splat(3.0e38)))
+        .collect();
+    huge.move_vertices(cmd(5), &far).unwrap();
+    let before = huge.clone();
+    let refused = huge.transaction(|m| m.catmull_clark(&mut IdSource::new(cmd(9)), cmd(9), &[], 2));
+    assert!(
+        matches!(&refused, Err(EditError::Topology(s)) if s.contains("non-finite")),
+        "{refused:?}"
+    );
+    assert!(same(&huge, &before));
+}
