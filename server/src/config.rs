@@ -123,6 +123,14 @@ pub struct ServeArgs {
     /// Most connections per session [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// `Resync` snapshots per connection per minute after a burst of 3; more are owed and sent
+    /// as the limit allows [default: 6].
+    #[arg(long, env = "MESHWORK_RESYNC_PER_MIN")]
+    pub resync_per_min: Option<u32>,
+    /// `FetchLog` pages (of 4096 entries) per connection per minute after a burst of 8
+    /// [default: 60].
+    #[arg(long, env = "MESHWORK_HISTORY_PER_MIN")]
+    pub history_per_min: Option<u32>,
     /// Frames queued per client before it counts as too slow and is resynced [default: 1024].
     #[arg(long, env = "MESHWORK_OUTBOX_FRAMES")]
     pub outbox_frames: Option<usize>,
@@ -210,6 +218,8 @@ struct FileConfig {
     rate_per_s: Option<u32>,
     burst: Option<u32>,
     max_clients: Option<usize>,
+    resync_per_min: Option<u32>,
+    history_per_min: Option<u32>,
     outbox_frames: Option<usize>,
     store: Option<crate::store::Backend>,
     snapshot_every: Option<u64>,
@@ -246,6 +256,10 @@ pub struct Settings {
     pub burst: u32,
     /// Connections per session.
     pub max_clients: usize,
+    /// `Resync` snapshots per connection per minute.
+    pub resync_per_min: u32,
+    /// `FetchLog` pages per connection per minute.
+    pub history_per_min: u32,
     /// Outgoing frames queued per client.
     pub outbox_frames: usize,
     /// Store backend.
@@ -286,6 +300,8 @@ impl Default for Settings {
             rate_per_s: 200,
             burst: 400,
             max_clients: 256,
+            resync_per_min: 6,
+            history_per_min: 60,
             outbox_frames: 1024,
             store: crate::store::Backend::Redb,
             snapshot_every: 10_000,
@@ -330,6 +346,16 @@ impl Settings {
                 .max_clients
                 .or(file.max_clients)
                 .unwrap_or(d.max_clients),
+            resync_per_min: args
+                .resync_per_min
+                .or(file.resync_per_min)
+                .unwrap_or(d.resync_per_min)
+                .max(1),
+            history_per_min: args
+                .history_per_min
+                .or(file.history_per_min)
+                .unwrap_or(d.history_per_min)
+                .max(1),
             outbox_frames: args
                 .outbox_frames
                 .or(file.outbox_frames)

@@ -469,6 +469,7 @@ impl Driver {
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
+            Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::FannedOut { batches, .. } => {
                 for batch in batches {

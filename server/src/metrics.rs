@@ -75,7 +75,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 22] = [
+pub const REJECT_REASONS: [&str; 24] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -98,6 +98,8 @@ pub const REJECT_REASONS: [&str; 22] = [
     "undecodable",
     "out_of_phase",
     "presence_dropped",
+    "resync_throttled",
+    "fetch_log_throttled",
 ];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -74,6 +74,15 @@ pub struct Config {
     pub state_hash_interval_ms: u64,
     /// Presence updates relayed per author per second (90 Hz headsets).
     pub presence_per_s: u32,
+    /// `Resync` snapshots per connection per minute, after a burst of [`RESYNC_BURST`]; one
+    /// asked for over the limit is sent when the connection's bucket allows it (requests in
+    /// between join it).
+    pub resync_per_min: u32,
+    /// `FetchLog` pages per connection per minute, after a burst of [`HISTORY_BURST`]: an
+    /// answer goes out a page at a time, the next page when the connection's bucket allows it.
+    pub history_per_min: u32,
+    /// Most entries in one page of a `FetchLog` answer.
+    pub history_page: usize,
     /// Mesh size limits, enforced before an edit is computed.
     pub limits: Limits,
 }
@@ -93,6 +102,9 @@ impl Config {
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
             presence_per_s: 90,
+            resync_per_min: 6,
+            history_per_min: 60,
+            history_page: 4096,
             limits: Limits::DEFAULT,
         }
     }
@@ -143,6 +155,13 @@ pub enum Event {
     },
     /// A presence update over the rate limit was dropped.
     PresenceDropped,
+    /// A `Resync` or `FetchLog` over the connection's rate limit was deferred.
+    Throttled {
+        /// The connection.
+        client: ClientId,
+        /// snake_case: `resync_throttled`, `fetch_log_throttled`.
+        reason: &'static str,
+    },
     /// A fan-out went out as a scene delta instead of entries.
     DeltaSent,
     /// A client broke the protocol and is being closed.
@@ -288,6 +307,7 @@ pub struct RestoreReport {
 /// Milli-token bucket on the input clock.
 #[derive(Clone, Copy, Debug)]
 struct TokenBucket {
+    /// Thousandths of a token (`take`) or 60,000ths (`take_per_min`).
     milli_tokens: u64,
     last_ms: u64,
 }
@@ -300,17 +320,41 @@ impl TokenBucket {
         }
     }
 
+    fn full_per_min(burst: u32, now_ms: u64) -> Self {
+        Self {
+            milli_tokens: u64::from(burst).saturating_mul(60_000),
+            last_ms: now_ms,
+        }
+    }
+
     /// Refills for the time passed, then takes one token if there is one.
     fn take(&mut self, now_ms: u64, rate_per_s: u32, burst: u32) -> bool {
+        self.take_units(now_ms, rate_per_s, 1000, burst)
+    }
+
+    /// [`TokenBucket::take`] for a rate per minute, on a bucket made by
+    /// [`TokenBucket::full_per_min`] (a token is 60,000 units; every millisecond adds `per_min`).
+    fn take_per_min(&mut self, now_ms: u64, per_min: u32, burst: u32) -> bool {
+        self.take_units(now_ms, per_min, 60_000, burst)
+    }
+
+    /// When [`TokenBucket::take_per_min`] will next succeed.
+    fn ready_per_min(&self, per_min: u32) -> u64 {
+        let missing = 60_000u64.saturating_sub(self.milli_tokens);
+        let per_ms = u64::from(per_min.max(1));
+        self.last_ms.saturating_add(missing.div_ceil(per_ms))
+    }
+
+    fn take_units(&mut self, now_ms: u64, gain_per_ms: u32, unit: u64, burst: u32) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
-        let cap = u64::from(burst).saturating_mul(1000);
+        let cap = u64::from(burst).saturating_mul(unit);
         self.milli_tokens = self
             .milli_tokens
-            .saturating_add(elapsed.saturating_mul(u64::from(rate_per_s)))
+            .saturating_add(elapsed.saturating_mul(u64::from(gain_per_ms)))
             .min(cap);
-        if self.milli_tokens >= 1000 {
-            self.milli_tokens = self.milli_tokens.saturating_sub(1000);
+        if self.milli_tokens >= unit {
+            self.milli_tokens = self.milli_tokens.saturating_sub(unit);
             true
         } else {
             false
@@ -325,7 +369,18 @@ struct Client {
     /// Between `Hello` and the proof: the key to prove, the invited role and the nonce.
     pending: Option<(PublicKey, Role, [u8; 32])>,
     author: Option<AuthorId>,
+    /// `Resync` and `FetchLog` rate limits: a snapshot owed, and where the rest of a
+    /// `FetchLog` answer starts (after this Lamport time).
+    resyncs: TokenBucket,
+    resync_due: bool,
+    histories: TokenBucket,
+    history_from: Option<u64>,
 }
+
+/// `Resync` snapshots a connection may ask for at once before [`Config::resync_per_min`] applies.
+pub const RESYNC_BURST: u32 = 3;
+/// `FetchLog` pages a connection may get at once before [`Config::history_per_min`] applies.
+pub const HISTORY_BURST: u32 = 8;
 
 #[derive(Debug)]
 struct Pending {
@@ -596,10 +651,10 @@ impl Session {
                 self.last_hash_ms
                     .saturating_add(self.config.state_hash_interval_ms)
             });
-        match (handshakes, hash) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [handshakes, hash, self.deferred_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The authoritative scene (durable entries only).
@@ -726,6 +781,10 @@ impl Session {
                 connected_ms: self.now_ms,
                 pending: None,
                 author: None,
+                resyncs: TokenBucket::full_per_min(RESYNC_BURST, self.now_ms),
+                resync_due: false,
+                histories: TokenBucket::full_per_min(HISTORY_BURST, self.now_ms),
+                history_from: None,
             },
         );
         if self.shut_down {
@@ -782,11 +841,8 @@ impl Session {
             ClientMsg::Ping(ping) => {
                 self.send(client, &ServerMsg::Pong(Pong { nonce: ping.nonce }))
             }
-            ClientMsg::Resync(_) => {
-                self.flush_fanout();
-                self.send_snapshot(client);
-            }
-            ClientMsg::FetchLog(f) => self.send_history(client, f.since_lamport),
+            ClientMsg::Resync(_) => self.on_resync(client),
+            ClientMsg::FetchLog(f) => self.on_fetch_log(client, f.since_lamport),
             ClientMsg::Presence(p) => self.on_presence(client, p),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
@@ -989,15 +1045,115 @@ impl Session {
         }
     }
 
-    /// Log history in total order (audit, tooling); not applied to replicas.
-    fn send_history(&mut self, client: ClientId, since_lamport: u64) {
+    /// A snapshot for a replica that diverged, within the connection's rate limit; over it, one
+    /// snapshot is sent when the bucket allows (see [`Session::on_tick`]).
+    fn on_resync(&mut self, client: ClientId) {
+        let (now, per_min) = (self.now_ms, self.config.resync_per_min);
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.resync_due || !c.resyncs.take_per_min(now, per_min, RESYNC_BURST) {
+            c.resync_due = true;
+            self.emit(Output::Event(Event::Throttled {
+                client,
+                reason: "resync_throttled",
+            }));
+            return;
+        }
+        self.flush_fanout();
+        self.send_snapshot(client);
+    }
+
+    /// A `FetchLog` starts its answer (replacing one in progress): the first page now, within
+    /// the connection's rate limit, the others as the bucket allows.
+    fn on_fetch_log(&mut self, client: ClientId, since_lamport: u64) {
+        let (now, per_min) = (self.now_ms, self.config.history_per_min);
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.history_from = Some(since_lamport);
+        if !c.histories.take_per_min(now, per_min, HISTORY_BURST) {
+            self.emit(Output::Event(Event::Throttled {
+                client,
+                reason: "fetch_log_throttled",
+            }));
+            return;
+        }
+        self.send_history_page(client, since_lamport);
+    }
+
+    /// Sends what the rate limits held back and now allow: owed snapshots, next history pages.
+    fn serve_deferred(&mut self) {
+        let now = self.now_ms;
+        let (resync_per_min, history_per_min) =
+            (self.config.resync_per_min, self.config.history_per_min);
+        let mut snapshots = Vec::new();
+        let mut pages = Vec::new();
+        for (id, c) in &mut self.clients {
+            if c.resync_due && c.resyncs.take_per_min(now, resync_per_min, RESYNC_BURST) {
+                c.resync_due = false;
+                snapshots.push(*id);
+            }
+            if let Some(since) = c.history_from
+                && c.histories
+                    .take_per_min(now, history_per_min, HISTORY_BURST)
+            {
+                pages.push((*id, since));
+            }
+        }
+        if !snapshots.is_empty() {
+            self.flush_fanout();
+        }
+        for client in snapshots {
+            self.send_snapshot(client);
+        }
+        for (client, since) in pages {
+            self.send_history_page(client, since);
+        }
+    }
+
+    /// When held-back work can go: the earliest time a bucket with work waiting has a token.
+    fn deferred_due(&self) -> Option<u64> {
+        self.clients
+            .values()
+            .flat_map(|c| {
+                let snapshot = c
+                    .resync_due
+                    .then(|| c.resyncs.ready_per_min(self.config.resync_per_min));
+                let page = c
+                    .history_from
+                    .map(|_| c.histories.ready_per_min(self.config.history_per_min));
+                [snapshot, page]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// One page of log history in total order (audit, tooling; not applied to replicas): at
+    /// most [`Config::history_page`] entries after `since_lamport`, cut after the last entry of
+    /// a Lamport time so the next page, after that time, misses nothing. `done` on the last
+    /// frame of the last page.
+    fn send_history_page(&mut self, client: ClientId, since_lamport: u64) {
         let chunk = self.config.catch_up_chunk.max(1);
-        let durable: Vec<SignedEntry> = self
+        let page = self.config.history_page.max(1);
+        let mut durable: Vec<SignedEntry> = Vec::new();
+        let mut more = false;
+        let mut last = since_lamport;
+        for e in self
             .log
             .entries_since(since_lamport)
             .filter(|e| !self.in_flight_ids.contains(&e.id))
-            .map(|e| e.signed.clone())
-            .collect();
+        {
+            if durable.len() >= page && last != e.id.lamport {
+                more = true;
+                break;
+            }
+            last = e.id.lamport;
+            durable.push(e.signed.clone());
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.history_from = more.then_some(last);
+        }
         let parts: Vec<&[SignedEntry]> = durable.chunks(chunk).collect();
         if parts.is_empty() {
             self.send(
@@ -1009,7 +1165,7 @@ impl Session {
             );
         }
         for (i, part) in parts.iter().enumerate() {
-            let done = i.saturating_add(1) == parts.len();
+            let done = !more && i.saturating_add(1) == parts.len();
             self.send(
                 client,
                 &ServerMsg::History(History {
@@ -1261,6 +1417,7 @@ impl Session {
     }
 
     fn on_tick(&mut self) {
+        self.serve_deferred();
         if self.now_ms
             >= self
                 .last_hash_ms

@@ -1,6 +1,6 @@
 use glam::Vec3;
 use meshwork_protocol::codec::decode_frame;
-use meshwork_protocol::wire::{Invite, InviteBody, JoinProof, Ping, Submit};
+use meshwork_protocol::wire::{FetchLog, Invite, InviteBody, JoinProof, Ping, Resync, Submit};
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, EntryBody, Signer};
 
 use super::*;
@@ -945,4 +945,169 @@ mod mesh {
             );
         }
     }
+}
+
+fn snapshots(out: &[Output], to: ClientId) -> usize {
+    sent_to(out, to)
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Snapshot(_)))
+        .count()
+}
+
+fn throttled(out: &[Output], reason: &str) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Output::Event(Event::Throttled { reason: r, .. }) if *r == reason))
+        .count()
+}
+
+/// `Resync` in a loop: a burst of snapshots, then the requests are counted and coalesced into
+/// one snapshot sent when the bucket refills (the session asks to be woken then); another
+/// client is served all along.
+#[test]
+fn resyncs_over_the_limit_are_deferred_and_coalesced() {
+    let mut h = Harness::new();
+    h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let resync = ClientMsg::Resync(Resync { position: 0 });
+    let (mut sent, mut counted) = (0, 0);
+    for _ in 0..20 {
+        let out = h.send(C1, &resync);
+        sent += snapshots(&out, C1);
+        counted += throttled(&out, "resync_throttled");
+    }
+    assert_eq!(sent, RESYNC_BURST as usize);
+    assert_eq!(counted, 20 - RESYNC_BURST as usize);
+    // Nothing more at once; the wake-up is when one token is back.
+    let out = h.input(Input::Tick);
+    assert_eq!(snapshots(&out, C1), 0);
+    let per_token = 60_000 / u64::from(h.session.config.resync_per_min);
+    let out = h.send(C2, &resync);
+    assert_eq!(
+        snapshots(&out, C2),
+        1,
+        "another connection has its own bucket"
+    );
+    // Following the session's wake-ups (the state hash's too), the owed snapshot comes within
+    // one token's time, once.
+    let start = h.now;
+    let mut owed = 0;
+    while owed == 0 {
+        let wake = h.session.poll_timeout().unwrap();
+        assert!(
+            wake > h.now && wake <= start + per_token,
+            "wake at +{}",
+            wake - start
+        );
+        h.now = wake;
+        owed = snapshots(&h.input(Input::Tick), C1);
+    }
+    assert_eq!(owed, 1, "the owed snapshot, once");
+    h.now += 10 * per_token;
+    let out = h.input(Input::Tick);
+    assert_eq!(snapshots(&out, C1), 0, "the coalesced requests were one");
+}
+
+/// `FetchLog` answers a page at a time (cut after the last entry of a Lamport time, so entries
+/// of two authors at one time are never split), a burst of pages at once and then one per
+/// refill; the pages together are the whole log in total order, `done` on the last.
+#[test]
+fn history_goes_out_in_rate_limited_pages() {
+    let mut h = Harness::new();
+    h.session.config.history_page = 2;
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let a2 = h.join(C2, &s2, Role::Editor);
+    let mut store = FakeStore::default();
+    for lamport in 1..=20u64 {
+        h.now += 1000; // under the submit rate limit
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(&s1, a1, lamport, lamport, mv(a1))],
+            }),
+        );
+        store.absorb(&mut h, out);
+        // The other author at the same Lamport time, every third step.
+        if lamport % 3 == 0 {
+            let out = h.send(
+                C2,
+                &ClientMsg::Submit(Submit {
+                    entries: vec![entry(&s2, a2, lamport / 3, lamport, mv(a2))],
+                }),
+            );
+            store.absorb(&mut h, out);
+        }
+    }
+    let total = h.session.log().len();
+    assert_eq!(total, 26);
+    let mut got: Vec<SignedEntry> = Vec::new();
+    let mut pages = 0;
+    let mut done = false;
+    let take = |out: &[Output], got: &mut Vec<SignedEntry>| -> (bool, bool) {
+        let mut page = (false, false);
+        for m in sent_to(out, ClientId(3)) {
+            if let ServerMsg::History(hist) = m {
+                page.0 = true;
+                got.extend(hist.entries);
+                page.1 |= hist.done;
+            }
+        }
+        page
+    };
+    h.join(
+        ClientId(3),
+        &Ed25519Signer::from_seed([3; 32]),
+        Role::Viewer,
+    );
+    let out = h.send(
+        ClientId(3),
+        &ClientMsg::FetchLog(FetchLog { since_lamport: 0 }),
+    );
+    let (page, fin) = take(&out, &mut got);
+    assert!(page && !fin, "a first page, not the last");
+    pages += 1;
+    // The burst: pages on ticks at the same instant until the bucket is empty.
+    loop {
+        let out = h.input(Input::Tick);
+        let (page, fin) = take(&out, &mut got);
+        if !page {
+            break;
+        }
+        pages += 1;
+        done |= fin;
+    }
+    assert_eq!(
+        pages, HISTORY_BURST as usize,
+        "a burst of pages, then a pause"
+    );
+    assert!(!done);
+    let per_token = 60_000 / u64::from(h.session.config.history_per_min);
+    while !done {
+        let before = h.now;
+        let mut page = false;
+        while !page {
+            let wake = h.session.poll_timeout().unwrap();
+            assert!(wake > h.now && wake <= before + per_token, "woken too late");
+            h.now = wake;
+            let (p, fin) = take(&h.input(Input::Tick), &mut got);
+            page = p;
+            done = fin;
+        }
+        pages += 1;
+    }
+    assert!(pages > HISTORY_BURST as usize);
+    let ids: Vec<meshwork_protocol::CommandId> =
+        got.iter().map(|e| e.decode_body().unwrap().id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "total order, no entry twice");
+    assert_eq!(ids.len(), total, "the whole log");
+    assert!(
+        h.session.poll_timeout().is_none_or(|t| t > h.now),
+        "no work left"
+    );
 }
