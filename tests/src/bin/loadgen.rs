@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use glam::Vec3;
 use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::wire::{JoinTicket, ServerMsg};
+use meshwork_protocol::wire::{JoinTicket, RefusalCode, ServerMsg};
 use meshwork_protocol::{Command, CommandId, EntityId};
 use meshwork_testkit::{Client, random_signer};
 use serde::Serialize;
@@ -67,12 +67,23 @@ async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
     filler.retain_entries = false;
     let me = filler.author();
     let have = filler_scene_len(&mut filler).await;
-    let mut sent = 0u32;
     let want = args.populate.saturating_sub(have);
-    while sent < want {
-        let n = (want - sent).min(256);
-        let cmds = (sent..sent + n)
-            .map(|i| Command::Spawn {
+    // Spawns the server refused for its rate limit are sent again; any other refusal means the
+    // session cannot hold the population asked for, and the run says so instead of timing a
+    // smaller session.
+    let mut todo: Vec<u32> = (0..want).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !todo.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "populating: {} of {want} spawns still refused by the rate limit after 300 s",
+                todo.len()
+            ));
+        }
+        let batch: Vec<u32> = todo.drain(..todo.len().min(256)).collect();
+        let cmds = batch
+            .iter()
+            .map(|&i| Command::Spawn {
                 entity: EntityId::new(me, i),
                 primitive: [
                     Primitive::Cube,
@@ -86,15 +97,44 @@ async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
                 },
             })
             .collect();
-        filler.submit(cmds).await.map_err(|e| e.to_string())?;
-        sent += n;
-        let target = u64::from(sent);
+        let entries = filler.submit(cmds).await.map_err(|e| e.to_string())?;
+        let seqs: HashMap<u64, u32> = entries
+            .iter()
+            .filter_map(|e| e.decode_body().ok())
+            .map(|b| b.seq)
+            .zip(batch.iter().copied())
+            .collect();
+        let answered = |s: &meshwork_testkit::Seen| {
+            seqs.keys()
+                .all(|q| s.acks.contains_key(q) || s.refusals.iter().any(|r| r.seq == *q))
+        };
         filler
-            .until(Instant::now() + Duration::from_secs(60), |s| {
-                s.acks.len() as u64 + s.refusals.len() as u64 >= target
-            })
+            .until(Instant::now() + Duration::from_secs(60), answered)
             .await
             .map_err(|e| e.to_string())?;
+        let mut limited = 0;
+        for r in filler
+            .seen
+            .refusals
+            .iter()
+            .filter(|r| seqs.contains_key(&r.seq))
+        {
+            if r.code != RefusalCode::RateLimited {
+                return Err(format!(
+                    "populating: the server refused a spawn ({}: {}); the session would hold \
+                     fewer than {} entities",
+                    r.code.as_str(),
+                    r.message,
+                    args.populate
+                ));
+            }
+            todo.push(seqs[&r.seq]);
+            limited += 1;
+        }
+        if limited > 0 {
+            // Let the per-author bucket refill before the next batch.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     let mut times = Vec::new();
     let mut entities = 0;
@@ -114,6 +154,12 @@ async fn join_only(ticket: &JoinTicket, args: &Args) -> Result<(), String> {
         entities = c.replica().scene().entities.len();
         bytes = c.bytes_received.load(Ordering::Relaxed);
         c.leave().await;
+    }
+    if entities < args.populate as usize {
+        return Err(format!(
+            "the session holds {entities} entities, fewer than --populate {}",
+            args.populate
+        ));
     }
     times.sort_by(f64::total_cmp);
     println!(
