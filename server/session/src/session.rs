@@ -415,8 +415,9 @@ pub struct Session {
     /// Position of the last broadcast state hash, and when.
     hashed_position: u64,
     last_hash_ms: u64,
-    /// Per author: last relayed presence sequence and its rate limiter.
-    presence: BTreeMap<AuthorId, (u32, TokenBucket)>,
+    /// Per author: the connection whose presence sequence is followed, its last relayed
+    /// sequence number, and the author's presence rate limiter (kept across connections).
+    presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
     /// Entries in acknowledged batches: the durable prefix of the acceptance order.
@@ -1186,15 +1187,21 @@ impl Session {
         let state = self
             .presence
             .entry(author)
-            .or_insert_with(|| (0, TokenBucket::full(limit, now)));
-        if presence.seq <= state.0 && state.0 != 0 {
+            .or_insert_with(|| (client, 0, TokenBucket::full(limit, now)));
+        if state.0 != client {
+            // A rejoin: the new connection numbers its updates from the start, and its
+            // presence flows at once (the old connection is closed, so nothing of it follows).
+            state.0 = client;
+            state.1 = 0;
+        }
+        if presence.seq <= state.1 && state.1 != 0 {
             return; // older than what was relayed: latest wins
         }
-        if !state.1.take(now, limit, limit) {
+        if !state.2.take(now, limit, limit) {
             self.emit(Output::Event(Event::PresenceDropped));
             return;
         }
-        state.0 = presence.seq;
+        state.1 = presence.seq;
         let msg = ServerMsg::Presence(PresenceOf { author, presence });
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();

@@ -1111,3 +1111,53 @@ fn history_goes_out_in_rate_limited_pages() {
         "no work left"
     );
 }
+
+fn presence_from(h: &mut Harness, client: ClientId, seq: u32) -> Vec<Output> {
+    let p = Presence {
+        seq,
+        head: None,
+        hands: [None, None],
+        cursor: None,
+    };
+    let bytes = postcard::to_allocvec(&ClientMsg::Presence(p)).unwrap();
+    h.input(Input::Datagram { client, bytes })
+}
+
+fn presence_seqs(out: &[Output], to: ClientId) -> Vec<u32> {
+    sent_to(out, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Presence(p) => Some(p.presence.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An author who rejoins numbers presence from 1 again on the new connection: it is relayed at
+/// once, not dropped until it passes the old connection's numbers; within a connection an older
+/// update still loses to a newer one.
+#[test]
+fn a_rejoined_authors_presence_flows_at_once() {
+    let mut h = Harness::new();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    assert_eq!(
+        presence_seqs(&presence_from(&mut h, C1, 500), C2),
+        vec![500]
+    );
+    assert!(presence_seqs(&presence_from(&mut h, C1, 499), C2).is_empty());
+    let c3 = ClientId(3);
+    assert_eq!(
+        h.join(c3, &s1, Role::Editor),
+        a1,
+        "the same key rejoins as the same author"
+    );
+    h.now += 100;
+    assert_eq!(presence_seqs(&presence_from(&mut h, c3, 1), C2), vec![1]);
+    h.now += 100;
+    assert_eq!(presence_seqs(&presence_from(&mut h, c3, 2), C2), vec![2]);
+    assert!(presence_seqs(&presence_from(&mut h, c3, 1), C2).is_empty());
+    // The replaced connection's datagrams are not relayed.
+    assert!(presence_seqs(&presence_from(&mut h, C1, 501), C2).is_empty());
+}
