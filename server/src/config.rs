@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Most connections per session [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Live connections from one IP address, over every transport and session; more are refused
+    /// [default: 256].
+    #[arg(long, env = "MESHWORK_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// `Resync` snapshots per connection per minute after a burst of 3; more are owed and sent
     /// as the limit allows [default: 6].
     #[arg(long, env = "MESHWORK_RESYNC_PER_MIN")]
@@ -218,6 +222,7 @@ struct FileConfig {
     rate_per_s: Option<u32>,
     burst: Option<u32>,
     max_clients: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
     outbox_frames: Option<usize>,
@@ -256,6 +261,8 @@ pub struct Settings {
     pub burst: u32,
     /// Connections per session.
     pub max_clients: usize,
+    /// Live connections per source IP address.
+    pub max_connections_per_ip: usize,
     /// `Resync` snapshots per connection per minute.
     pub resync_per_min: u32,
     /// `FetchLog` pages per connection per minute.
@@ -300,6 +307,7 @@ impl Default for Settings {
             rate_per_s: 200,
             burst: 400,
             max_clients: 256,
+            max_connections_per_ip: 256,
             resync_per_min: 6,
             history_per_min: 60,
             outbox_frames: 1024,
@@ -346,6 +354,11 @@ impl Settings {
                 .max_clients
                 .or(file.max_clients)
                 .unwrap_or(d.max_clients),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip)
+                .max(1),
             resync_per_min: args
                 .resync_per_min
                 .or(file.resync_per_min)

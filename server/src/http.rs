@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -225,6 +225,7 @@ struct SdpOut {
 async fn rtc_offer(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<Json<SdpOut>, ApiError> {
     let refuse = |status: StatusCode, reason: &str, message: String| {
@@ -263,8 +264,15 @@ async fn rtc_offer(
             ),
         ));
     }
+    let Some(slot) = s.ctx.router.admit(peer.ip()) else {
+        s.metrics.rejected("per_address_limit");
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address".into(),
+        ));
+    };
     // The endpoint counts its own refusals.
-    match s.rtc.answer(offer.sdp, session).await {
+    match s.rtc.answer(offer.sdp, session, slot).await {
         Ok(sdp) => Ok(Json(SdpOut {
             kind: "answer",
             sdp,

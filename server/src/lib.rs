@@ -363,7 +363,10 @@ pub async fn start(
         metrics.clone(),
     )
     .map_err(|e| Error::Io(format!("store writer thread: {e}")))?;
-    let router = Arc::new(Router::new(default_session));
+    let router = Arc::new(Router::new(
+        default_session,
+        settings.max_connections_per_ip,
+    ));
     let ctx = Arc::new(ServerContext {
         router: router.clone(),
         server_key,
@@ -424,6 +427,7 @@ pub async fn start(
     let (http_shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let app = http::router(state);
     let http_task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(tcp, app).with_graceful_shutdown(async {
             let _ = stop.await;
         });

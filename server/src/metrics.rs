@@ -75,7 +75,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 24] = [
+pub const REJECT_REASONS: [&str; 26] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -100,6 +100,8 @@ pub const REJECT_REASONS: [&str; 24] = [
     "presence_dropped",
     "resync_throttled",
     "fetch_log_throttled",
+    "per_address_limit",
+    "handshake_timeout",
 ];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

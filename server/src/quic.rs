@@ -26,6 +26,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to open its stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its first frame (the `Hello`) on the stream.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the client to read the last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,8 +102,15 @@ pub async fn accept_loop(
             incoming.refuse();
             continue;
         }
+        // Refused before the TLS handshake costs anything (the client sees CONNECTION_REFUSED).
+        let Some(slot) = router.admit(incoming.remote_address().ip()) else {
+            metrics.rejected("per_address_limit");
+            incoming.refuse();
+            continue;
+        };
         let (router, metrics) = (router.clone(), metrics.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = serve(incoming, router, metrics, outbox).await {
                 tracing::debug!("QUIC connection ended: {e}");
             }
@@ -127,21 +136,38 @@ async fn serve(
         .inc();
     let _gauge = Gauge(metrics.clone(), transport);
 
-    // Read until the first whole frame: it names the session (through the invite).
+    // Read until the first whole frame: it names the session (through the invite). A client
+    // that sends none in time is closed (the session's own handshake deadline starts after).
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let first = loop {
-        match reader.next_payload() {
-            Ok(Some(p)) => break Ok(p),
-            Ok(None) => {}
-            Err(e) => break Err(e),
+    let first = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
+        loop {
+            match reader.next_payload() {
+                Ok(Some(p)) => break Ok(Some(Ok(p))),
+                Ok(None) => {}
+                Err(e) => break Ok(Some(Err(e))),
+            }
+            let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? else {
+                break Ok(None);
+            };
+            if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
+                break Ok(Some(Err(e)));
+            }
         }
-        let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? else {
-            return Ok(());
-        };
-        if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
-            break Err(e);
+    })
+    .await;
+    let first = match first {
+        Err(_) => {
+            metrics.rejected("handshake_timeout");
+            conn.close(
+                close_code(CloseReason::IdleTimeout).into(),
+                b"no hello in time",
+            );
+            return Err("no first frame in time".into());
         }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(first))) => first,
     };
     let claimed = match &first {
         Ok(payload) => match postcard::from_bytes::<ClientMsg>(payload) {

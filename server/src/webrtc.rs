@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::metrics::{Metrics, Transport};
+use crate::router::AddrSlot;
 use crate::router::Router;
 
 /// Bytes a peer's `log` channel may hold unacknowledged before the server stops feeding it.
@@ -117,6 +118,7 @@ enum Command {
     Offer {
         sdp: String,
         session: SessionHandle,
+        slot: AddrSlot,
         reply: oneshot::Sender<Result<String, SignalError>>,
     },
     Shutdown,
@@ -136,16 +138,23 @@ impl RtcHandle {
         self.local_addr
     }
 
-    /// Answers a browser's offer for `session`.
+    /// Answers a browser's offer for `session`; the peer holds `slot` (its place among its
+    /// address's connections) for as long as it lives.
     ///
     /// # Errors
     /// [`SignalError`] with the reason.
-    pub async fn answer(&self, sdp: String, session: SessionHandle) -> Result<String, SignalError> {
+    pub async fn answer(
+        &self,
+        sdp: String,
+        session: SessionHandle,
+        slot: AddrSlot,
+    ) -> Result<String, SignalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Offer {
                 sdp,
                 session,
+                slot,
                 reply,
             })
             .await
@@ -250,6 +259,8 @@ struct Peer {
     refused: Option<Instant>,
     next_timeout: Option<Instant>,
     dead: bool,
+    /// Its place among the live connections of its address (freed when the peer is dropped).
+    _slot: AddrSlot,
 }
 
 struct Endpoint {
@@ -289,8 +300,8 @@ impl Endpoint {
                 .map_or(tick, |t| t.min(tick));
             tokio::select! {
                 cmd = commands.recv(), if !shutting_down => match cmd {
-                    Some(Command::Offer { sdp, session, reply }) => {
-                        let result = self.offer(&sdp, session);
+                    Some(Command::Offer { sdp, session, slot, reply }) => {
+                        let result = self.offer(&sdp, session, slot);
                         if let Err(e) = &result {
                             self.metrics.rtc_signaling_errors_total.with_label_values(&[e.reason()]).inc();
                         }
@@ -320,7 +331,12 @@ impl Endpoint {
         }
     }
 
-    fn offer(&mut self, sdp: &str, session: SessionHandle) -> Result<String, SignalError> {
+    fn offer(
+        &mut self,
+        sdp: &str,
+        session: SessionHandle,
+        slot: AddrSlot,
+    ) -> Result<String, SignalError> {
         if self.router.is_shutting_down() {
             return Err(SignalError::ShuttingDown);
         }
@@ -391,6 +407,7 @@ impl Endpoint {
                 refused: None,
                 next_timeout: Some(now),
                 dead: false,
+                _slot: slot,
             },
         );
         self.metrics.rtc_peers.set(gauge(self.peers.len()));

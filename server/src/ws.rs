@@ -4,10 +4,11 @@
 //! unreliable lane has no separate channel here; presence rides the same ordered stream.
 //! Connections reach the session driver through the same inbox and outbox types as QUIC.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -29,6 +30,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn upgrade(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(session) = parse_session_id(&id)
@@ -44,6 +46,17 @@ pub async fn upgrade(
     if s.ctx.router.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let Some(slot) = s.ctx.router.admit(peer.ip()) else {
+        s.metrics.rejected("per_address_limit");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(serde_json::json!({
+                "error": "too many connections from your address",
+                "code": "per_address_limit",
+            })),
+        )
+            .into_response();
+    };
     let (router, metrics, outbox) = (
         s.ctx.router.clone(),
         s.metrics.clone(),
@@ -51,6 +64,7 @@ pub async fn upgrade(
     );
     ws.max_message_size(MAX_FRAME_BYTES.saturating_add(FRAME_HEADER_BYTES))
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let client = router.next_client();
             serve(socket, session, client, metrics, outbox).await;
         })
