@@ -415,6 +415,9 @@ pub struct Session {
     /// Position of the last broadcast state hash, and when.
     hashed_position: u64,
     last_hash_ms: u64,
+    /// The frames of the last snapshot sent and the scene position they show: joins and
+    /// resyncs at one position share one encoding (dropped when the scene moves on).
+    snapshot_frames: Option<(u64, Vec<Arc<[u8]>>)>,
     /// Per author: the connection whose presence sequence is followed, its last relayed
     /// sequence number, and the author's presence rate limiter (kept across connections).
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
@@ -457,6 +460,7 @@ impl Session {
             hashed_position: 0,
             last_hash_ms: now_ms,
             presence: BTreeMap::new(),
+            snapshot_frames: None,
             pending_authors: Vec::new(),
             durable_entries: 0,
             fanout_touched: BTreeSet::new(),
@@ -1038,11 +1042,42 @@ impl Session {
     /// Sends every durable entry to a client that just joined, in chunks.
     /// Sends the durable scene as a chunked snapshot. Callers flush pending fan-out first, so
     /// that no entry reaches this client both inside the snapshot and after it.
+    /// The scene is encoded once per position: later joins and resyncs at the same position
+    /// get the same frames.
     fn send_snapshot(&mut self, client: ClientId) {
-        let (manifest, chunks) = meshwork_protocol::replica::snapshot(&self.scene);
-        self.send(client, &ServerMsg::Snapshot(manifest));
-        for chunk in chunks {
-            self.send(client, &ServerMsg::SnapshotChunk(chunk));
+        let position = self.scene.position;
+        let frames = match &self.snapshot_frames {
+            Some((at, frames)) if *at == position => frames.clone(),
+            _ => {
+                let (manifest, chunks) = meshwork_protocol::replica::snapshot(&self.scene);
+                let msgs = core::iter::once(ServerMsg::Snapshot(manifest))
+                    .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk));
+                let frames: Result<Vec<Arc<[u8]>>, _> =
+                    msgs.map(|m| to_frame(&m).map(Arc::from)).collect();
+                match frames {
+                    Ok(frames) => {
+                        self.snapshot_frames = Some((position, frames.clone()));
+                        frames
+                    }
+                    // Chunks are sized under the frame limit; failing is a bug to see, not a
+                    // panic.
+                    Err(e) => {
+                        self.close(
+                            client,
+                            CloseReason::ProtocolViolation,
+                            &format!("server bug: {e}"),
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        for frame in frames {
+            self.emit(Output::Send {
+                client,
+                lane: Lane::Reliable,
+                frame,
+            });
         }
     }
 
@@ -1357,6 +1392,7 @@ impl Session {
             if let Some(e) = self.log.get(id) {
                 // Durable order is acceptance order: the order every replica applies.
                 self.scene.apply(e.id, e.body.author, &e.body.command);
+                self.snapshot_frames = None;
                 self.fanout_touched
                     .insert(Scene::touched(e.body.author, &e.body.command));
                 self.fanout.push(e.signed.clone());
@@ -1454,6 +1490,7 @@ impl Session {
     fn apply_to_scene(&mut self, e: &SignedEntry) {
         if let Ok(body) = e.decode_body() {
             self.scene.apply(body.id(), body.author, &body.command);
+            self.snapshot_frames = None;
         }
     }
 

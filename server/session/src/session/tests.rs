@@ -51,6 +51,16 @@ impl Harness {
 
     /// Connects and joins; returns the author id.
     fn join(&mut self, client: ClientId, signer: &Ed25519Signer, role: Role) -> AuthorId {
+        self.join_outputs(client, signer, role).0
+    }
+
+    /// [`Harness::join`], also returning what the proof produced (the welcome, the snapshot).
+    fn join_outputs(
+        &mut self,
+        client: ClientId,
+        signer: &Ed25519Signer,
+        role: Role,
+    ) -> (AuthorId, Vec<Output>) {
         self.input(Input::Connected { client });
         let hello = ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -76,7 +86,7 @@ impl Harness {
             }),
         );
         match sent_to(&out, client).first() {
-            Some(ServerMsg::Welcome(w)) => w.author,
+            Some(ServerMsg::Welcome(w)) => (w.author, out),
             other => panic!("expected a welcome, got {other:?}"),
         }
     }
@@ -1160,4 +1170,62 @@ fn a_rejoined_authors_presence_flows_at_once() {
     assert!(presence_seqs(&presence_from(&mut h, c3, 1), C2).is_empty());
     // The replaced connection's datagrams are not relayed.
     assert!(presence_seqs(&presence_from(&mut h, C1, 501), C2).is_empty());
+}
+
+fn snapshot_frames(out: &[Output], to: ClientId) -> Vec<Arc<[u8]>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { client, frame, .. } if *client == to => {
+                let msg = decode_frame::<ServerMsg>(frame).unwrap().unwrap().0;
+                matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
+                    .then(|| frame.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Joins and resyncs at one scene position share one encoding of the scene (the very same
+/// frames); once an entry moves the scene on, the next snapshot is encoded afresh and shows it.
+#[test]
+fn snapshots_at_one_position_are_encoded_once() {
+    let mut h = Harness::new();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let joined = |h: &mut Harness, client: ClientId, seed: u8| {
+        let signer = Ed25519Signer::from_seed([seed; 32]);
+        h.join_outputs(client, &signer, Role::Viewer).1
+    };
+    let first = snapshot_frames(&joined(&mut h, C2, 2), C2);
+    let second = snapshot_frames(&joined(&mut h, ClientId(3), 3), ClientId(3));
+    let resync = snapshot_frames(&h.send(C1, &ClientMsg::Resync(Resync { position: 0 })), C1);
+    assert!(!first.is_empty());
+    for other in [&second, &resync] {
+        assert_eq!(other.len(), first.len());
+        assert!(
+            first
+                .iter()
+                .zip(other.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b)),
+            "the same position was encoded again"
+        );
+    }
+    let mut store = FakeStore::default();
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, a1, 1, 1, mv(a1))],
+        }),
+    );
+    store.absorb(&mut h, out);
+    let later = snapshot_frames(&joined(&mut h, ClientId(4), 4), ClientId(4));
+    assert!(
+        !Arc::ptr_eq(&later[0], &first[0]),
+        "a stale snapshot was reused"
+    );
+    let Some(ServerMsg::Snapshot(m)) = decode_frame::<ServerMsg>(&later[0]).unwrap().map(|x| x.0)
+    else {
+        panic!("the first frame is the manifest");
+    };
+    assert_eq!(m.position, 1);
 }
