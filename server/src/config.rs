@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Most connections per session [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Member keys a session ever admits; a new key past it is refused, a known key still
+    /// rejoins [default: 4096].
+    #[arg(long, env = "MESHWORK_MAX_MEMBERS")]
+    pub max_members: Option<usize>,
     /// Live connections from one IP address, over every transport and session; more are refused
     /// [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CONNECTIONS_PER_IP")]
@@ -223,6 +227,7 @@ struct FileConfig {
     burst: Option<u32>,
     max_clients: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_members: Option<usize>,
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
     outbox_frames: Option<usize>,
@@ -263,6 +268,8 @@ pub struct Settings {
     pub max_clients: usize,
     /// Live connections per source IP address.
     pub max_connections_per_ip: usize,
+    /// Member keys per session.
+    pub max_members: usize,
     /// `Resync` snapshots per connection per minute.
     pub resync_per_min: u32,
     /// `FetchLog` pages per connection per minute.
@@ -308,6 +315,7 @@ impl Default for Settings {
             burst: 400,
             max_clients: 256,
             max_connections_per_ip: 256,
+            max_members: 4096,
             resync_per_min: 6,
             history_per_min: 60,
             outbox_frames: 1024,
@@ -358,6 +366,11 @@ impl Settings {
                 .max_connections_per_ip
                 .or(file.max_connections_per_ip)
                 .unwrap_or(d.max_connections_per_ip)
+                .max(1),
+            max_members: args
+                .max_members
+                .or(file.max_members)
+                .unwrap_or(d.max_members)
                 .max(1),
             resync_per_min: args
                 .resync_per_min

@@ -121,6 +121,7 @@ fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId
     config.rate_per_s = settings.rate_per_s;
     config.burst = settings.burst;
     config.max_clients = settings.max_clients;
+    config.max_authors = settings.max_members;
     config.resync_per_min = settings.resync_per_min;
     config.history_per_min = settings.history_per_min;
     config

@@ -66,6 +66,8 @@ pub struct Config {
     pub burst: u32,
     /// Most connections (joined or joining).
     pub max_clients: usize,
+    /// Most member keys the session ever admits (a known key can always rejoin).
+    pub max_authors: usize,
     /// A client that has not joined within this time is closed.
     pub handshake_timeout_ms: u64,
     /// Entries per `History` / fan-out frame.
@@ -98,6 +100,7 @@ impl Config {
             rate_per_s: 200,
             burst: 400,
             max_clients: 256,
+            max_authors: 4096,
             handshake_timeout_ms: 10_000,
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
@@ -974,6 +977,17 @@ impl Session {
         }
         let author = match self.authors_by_key.get(&public_key) {
             Some(a) => *a,
+            None if self.authors_by_key.len() >= self.config.max_authors => {
+                // Members are never forgotten (their entries stay verifiable), so every new key
+                // costs the session for good: one invite must not admit keys without end.
+                let most = self.config.max_authors;
+                self.refuse_join(
+                    client,
+                    JoinRefusal::SessionFull,
+                    format!("the session has its most members ({most} keys); a known key can still rejoin"),
+                );
+                return;
+            }
             None => {
                 let a = AuthorId(self.next_author);
                 self.next_author = self.next_author.saturating_add(1);

@@ -61,6 +61,15 @@ impl Harness {
         signer: &Ed25519Signer,
         role: Role,
     ) -> (AuthorId, Vec<Output>) {
+        let out = self.prove(client, signer, role);
+        match sent_to(&out, client).first() {
+            Some(ServerMsg::Welcome(w)) => (w.author, out),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// Connects, says hello with an invite for `role` and proves the key: the proof's outputs.
+    fn prove(&mut self, client: ClientId, signer: &Ed25519Signer, role: Role) -> Vec<Output> {
         self.input(Input::Connected { client });
         let hello = ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -79,16 +88,12 @@ impl Harness {
             nonce: ch.nonce,
             public_key: signer.public_key(),
         };
-        let out = self.send(
+        self.send(
             client,
             &ClientMsg::JoinProof(JoinProof {
                 signature: proof.sign(signer),
             }),
-        );
-        match sent_to(&out, client).first() {
-            Some(ServerMsg::Welcome(w)) => (w.author, out),
-            other => panic!("expected a welcome, got {other:?}"),
-        }
+        )
     }
 }
 
@@ -1228,4 +1233,37 @@ fn snapshots_at_one_position_are_encoded_once() {
         panic!("the first frame is the manifest");
     };
     assert_eq!(m.position, 1);
+}
+
+/// The session admits at most `max_authors` member keys: a new key past it is refused with a
+/// reason, a known key still rejoins.
+#[test]
+fn member_keys_are_bounded_and_known_keys_rejoin() {
+    let mut h = Harness::new();
+    h.session.config.max_authors = 2;
+    let (k1, k2, k3) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+        Ed25519Signer::from_seed([3; 32]),
+    );
+    let a1 = h.join(C1, &k1, Role::Editor);
+    h.join(C2, &k2, Role::Editor);
+    let out = h.prove(ClientId(3), &k3, Role::Editor);
+    assert!(
+        matches!(
+            sent_to(&out, ClientId(3)).first(),
+            Some(ServerMsg::JoinRefused(r))
+                if r.reason == JoinRefusal::SessionFull && r.message.contains("2 keys")
+        ),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::JoinRefused {
+            reason: JoinRefusal::SessionFull,
+            ..
+        })
+    )));
+    h.input(Input::Disconnected { client: C1 });
+    assert_eq!(h.join(ClientId(4), &k1, Role::Editor), a1);
 }
