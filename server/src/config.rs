@@ -123,6 +123,11 @@ pub struct ServeArgs {
     /// Most connections per session [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// A connection that receives nothing for this long is closed: QUIC's idle timeout (the
+    /// client keeps it alive), and for WebSocket the server pings every third of it
+    /// [default: 30].
+    #[arg(long, env = "MESHWORK_IDLE_TIMEOUT_S")]
+    pub idle_timeout_s: Option<u64>,
     /// Member keys a session ever admits; a new key past it is refused, a known key still
     /// rejoins [default: 4096].
     #[arg(long, env = "MESHWORK_MAX_MEMBERS")]
@@ -228,6 +233,7 @@ struct FileConfig {
     max_clients: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_members: Option<usize>,
+    idle_timeout_s: Option<u64>,
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
     outbox_frames: Option<usize>,
@@ -270,6 +276,8 @@ pub struct Settings {
     pub max_connections_per_ip: usize,
     /// Member keys per session.
     pub max_members: usize,
+    /// Seconds without input before a connection is closed.
+    pub idle_timeout_s: u64,
     /// `Resync` snapshots per connection per minute.
     pub resync_per_min: u32,
     /// `FetchLog` pages per connection per minute.
@@ -316,6 +324,7 @@ impl Default for Settings {
             max_clients: 256,
             max_connections_per_ip: 256,
             max_members: 4096,
+            idle_timeout_s: 30,
             resync_per_min: 6,
             history_per_min: 60,
             outbox_frames: 1024,
@@ -372,6 +381,11 @@ impl Settings {
                 .or(file.max_members)
                 .unwrap_or(d.max_members)
                 .max(1),
+            idle_timeout_s: args
+                .idle_timeout_s
+                .or(file.idle_timeout_s)
+                .unwrap_or(d.idle_timeout_s)
+                .clamp(1, 3600),
             resync_per_min: args
                 .resync_per_min
                 .or(file.resync_per_min)

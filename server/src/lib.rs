@@ -312,7 +312,12 @@ pub async fn start(
         None => quic_addr.to_string(),
     };
     let default_session = data.default_session()?;
-    let endpoint = quic::endpoint(listeners.quic, &data.cert_der, &data.cert_key_der)?;
+    let endpoint = quic::endpoint(
+        listeners.quic,
+        &data.cert_der,
+        &data.cert_key_der,
+        Duration::from_secs(settings.idle_timeout_s),
+    )?;
     let server_key = Ed25519Signer::from_seed(data.server_key.seed());
 
     // Recovery: every session from its store (newest valid snapshot + replay), before any

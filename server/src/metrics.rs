@@ -75,7 +75,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 26] = [
+pub const REJECT_REASONS: [&str; 27] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -102,6 +102,7 @@ pub const REJECT_REASONS: [&str; 26] = [
     "fetch_log_throttled",
     "per_address_limit",
     "handshake_timeout",
+    "idle_timeout",
 ];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -22,8 +22,6 @@ use crate::router::Router;
 pub const ALPN: &[u8] = b"meshwork/1";
 /// Keep-alive interval: well under common NAT binding timeouts.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// A connection silent for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to open its stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its first frame (the `Hello`) on the stream.
@@ -52,6 +50,7 @@ pub fn endpoint(
     socket: UdpSocket,
     cert_der: &[u8],
     key_der: &[u8],
+    idle: Duration,
 ) -> Result<quinn::Endpoint, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = rustls::pki_types::CertificateDer::from(cert_der.to_vec());
@@ -70,9 +69,7 @@ pub fn endpoint(
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
-            IDLE_TIMEOUT
-                .try_into()
-                .map_err(|_| Error::Config("idle".into()))?,
+            idle.try_into().map_err(|_| Error::Config("idle".into()))?,
         ))
         .max_concurrent_bidi_streams(1u8.into())
         .max_concurrent_uni_streams(0u8.into())

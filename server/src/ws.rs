@@ -62,11 +62,12 @@ pub async fn upgrade(
         s.metrics.clone(),
         s.ctx.settings.outbox_frames,
     );
+    let idle = Duration::from_secs(s.ctx.settings.idle_timeout_s);
     ws.max_message_size(MAX_FRAME_BYTES.saturating_add(FRAME_HEADER_BYTES))
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let client = router.next_client();
-            serve(socket, session, client, metrics, outbox).await;
+            serve(socket, session, client, metrics, outbox, idle).await;
         })
 }
 
@@ -76,6 +77,7 @@ async fn serve(
     client: meshwork_session::ClientId,
     metrics: Metrics,
     outbox: usize,
+    idle: Duration,
 ) {
     let transport = Transport::WebSocket;
     metrics
@@ -100,7 +102,21 @@ async fn serve(
     }
     let writer = tokio::spawn(async move {
         let mut reason = meshwork_protocol::wire::CloseReason::ServerShutdown;
-        while let Some(out) = rx.recv().await {
+        // Pings keep a quiet but live client's input flowing (browsers answer them in the
+        // network stack, also in background tabs whose timers are throttled).
+        let mut ping = tokio::time::interval(idle.checked_div(3).unwrap_or(idle));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let out = tokio::select! {
+                out = rx.recv() => out,
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(out) = out else { break };
             match out {
                 Outgoing::Frame(f) | Outgoing::Datagram(f) => {
                     if sink.send(Message::Binary(f.to_vec().into())).await.is_err() {
@@ -127,7 +143,17 @@ async fn serve(
         received: Instant::now(),
         input,
     };
-    'read: while let Some(Ok(msg)) = stream.next().await {
+    'read: loop {
+        let msg = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(_) => break,
+            Err(_) => {
+                // Nothing, not even a pong, for the idle time: the peer is gone.
+                metrics.rejected("idle_timeout");
+                writer.abort();
+                break;
+            }
+        };
         let bytes = match msg {
             Message::Binary(b) => b,
             Message::Close(_) => break,

@@ -89,3 +89,67 @@ async fn connections_per_address_are_bounded_and_a_silent_one_is_closed() {
     .unwrap();
     drop(c);
 }
+
+async fn metric(server: &ServerProcess, name_and_labels: &str) -> f64 {
+    let body = http::get(server.http, "/metrics").await.unwrap().body;
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// `--idle-timeout-s 2`: the server pings WebSocket clients; one that reads (and so answers the
+/// pings) stays connected well past the idle time, one that never reads is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_that_answers_nothing_is_dropped_and_a_live_one_stays() {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(BIN, &data, &["--idle-timeout-s", "2"]);
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap();
+    let url = format!("ws://{}/api/v1/sessions/{session}/ws", server.http);
+
+    let mut live = meshwork_testkit::ws::WsClient::connect(&url, ticket.invite.clone()).await;
+    let (mut dead, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let started = Instant::now();
+    let ws_gauge = "meshwork_clients_connected{transport=\"ws\"}";
+    // The silent one goes; the live one keeps pumping all the while.
+    let end = started + Duration::from_secs(20);
+    while metric(
+        &server,
+        "meshwork_commands_rejected_total{reason=\"idle_timeout\"}",
+    )
+    .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < end,
+            "the silent WebSocket was never dropped"
+        );
+        live.pump(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "dropped before the idle time"
+    );
+    while started.elapsed() < Duration::from_secs(6) {
+        live.pump(Duration::from_millis(200)).await;
+    }
+    assert_eq!(live.closed, None, "a client answering pings was closed");
+    assert!(live.conn.replica().is_synced());
+    assert_eq!(metric(&server, ws_gauge).await, 1.0);
+    // The dropped socket reads its queued pings, then the end.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), dead.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => {}
+            Ok(
+                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))),
+            ) => break,
+            other => panic!("the dropped socket is still open: {other:?}"),
+        }
+        assert!(Instant::now() < end);
+    }
+}
