@@ -1267,3 +1267,173 @@ fn member_keys_are_bounded_and_known_keys_rejoin() {
     h.input(Input::Disconnected { client: C1 });
     assert_eq!(h.join(ClientId(4), &k1, Role::Editor), a1);
 }
+
+/// Bad values at the edge, table-driven: each signed, well-framed entry carrying one is refused
+/// with a typed code and a message naming the problem, counted as a refusal event, and the
+/// session keeps serving the same author.
+#[test]
+fn bad_values_are_refused_with_a_typed_reason_and_counted() {
+    use meshwork_protocol::Transform;
+    use meshwork_protocol::command::Primitive;
+    use meshwork_protocol::editmesh::{ElementId, VertexKey};
+    let mut h = Harness::new();
+    h.session.config.burst = 100;
+    let s = Ed25519Signer::from_seed([1; 32]);
+    let a = h.join(C1, &s, Role::Editor);
+    let e = EntityId::new(a, 1);
+    let at = |v: Vec3| Transform {
+        translation: v,
+        ..Transform::IDENTITY
+    };
+    let far_vertex = VertexKey(ElementId {
+        by: meshwork_protocol::CommandId::first_at(1),
+        index: 0,
+    });
+    let cases: Vec<(&str, Command, RefusalCode, &str)> = vec![
+        (
+            "NaN delta",
+            Command::Translate {
+                entity: e,
+                delta: Vec3::NAN,
+            },
+            RefusalCode::Malformed,
+            "finite",
+        ),
+        (
+            "infinite delta",
+            Command::Translate {
+                entity: e,
+                delta: Vec3::new(f32::INFINITY, 0.0, 0.0),
+            },
+            RefusalCode::Malformed,
+            "finite",
+        ),
+        (
+            "1e30 m position",
+            Command::Spawn {
+                entity: e,
+                primitive: Primitive::Cube,
+                transform: at(Vec3::splat(1.0e30)),
+            },
+            RefusalCode::Malformed,
+            "100000 m",
+        ),
+        (
+            "zero scale",
+            Command::Scale {
+                entity: e,
+                factor: Vec3::ZERO,
+            },
+            RefusalCode::Malformed,
+            "allowed range",
+        ),
+        (
+            "negative scale",
+            Command::Scale {
+                entity: e,
+                factor: Vec3::new(-1.0, 1.0, 1.0),
+            },
+            RefusalCode::Malformed,
+            "allowed range",
+        ),
+        (
+            "1 MiB name",
+            Command::SetName {
+                entity: e,
+                name: "n".repeat(1 << 20),
+            },
+            RefusalCode::Malformed,
+            "longer than 256",
+        ),
+        (
+            "a vertex move past the element limit",
+            Command::MoveVertices {
+                entity: e,
+                moves: vec![(far_vertex, Vec3::ZERO); meshwork_protocol::command::MAX_ELEMENTS + 1],
+            },
+            RefusalCode::Malformed,
+            "longer than 16384",
+        ),
+    ];
+    let mut seq = 0u64;
+    for (what, command, code, says) in cases {
+        seq += 1;
+        h.now += 100;
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(&s, a, seq, 1, command)],
+            }),
+        );
+        let refused = sent_to(&out, C1).into_iter().find_map(|m| match m {
+            ServerMsg::CommandRefused(r) => Some(r),
+            _ => None,
+        });
+        let Some(r) = refused else {
+            panic!("{what}: not refused: {out:?}");
+        };
+        assert_eq!(r.code, code, "{what}: {}", r.message);
+        assert!(
+            r.message.contains(says),
+            "{what}: refused for another reason: {}",
+            r.message
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Event(Event::Refused { code: c }) if *c == code)),
+            "{what}: not counted"
+        );
+        assert_eq!(closed(&out, C1), None, "{what}: the author was cut off");
+    }
+    // An unknown command tag inside a correctly signed body.
+    seq += 1;
+    let body = |command| {
+        postcard::to_allocvec(&EntryBody::new(
+            SESSION,
+            a,
+            s.public_key().key_id(),
+            seq,
+            1,
+            0,
+            command,
+        ))
+        .unwrap()
+    };
+    let (one, two) = (
+        body(Command::Despawn { entity: e }),
+        body(Command::Translate {
+            entity: e,
+            delta: Vec3::X,
+        }),
+    );
+    let tag = one.iter().zip(&two).position(|(x, y)| x != y).unwrap();
+    let mut bytes = one;
+    bytes[tag] = 0x7f; // no command has this tag
+    let signature = s.sign(&bytes);
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![SignedEntry {
+                body: bytes,
+                signature,
+            }],
+        }),
+    );
+    assert!(
+        sent_to(&out, C1)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::CommandRefused(r) if r.code == RefusalCode::Malformed)),
+        "unknown tag: {out:?}"
+    );
+    // Still serving: a good entry with the next sequence number is accepted.
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s, a, seq + 1, 1, mv(a))],
+        }),
+    );
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Persist { .. })),
+        "{out:?}"
+    );
+}
