@@ -104,7 +104,13 @@ async fn serve(
         let mut reason = meshwork_protocol::wire::CloseReason::ServerShutdown;
         // Pings keep a quiet but live client's input flowing (browsers answer them in the
         // network stack, also in background tabs whose timers are throttled).
-        let mut ping = tokio::time::interval(idle.checked_div(3).unwrap_or(idle));
+        // The first after one period: a ping (and its pong) right at the start would race a
+        // close of a connection refused at once.
+        let period = idle.checked_div(3).unwrap_or(idle);
+        let first = tokio::time::Instant::now()
+            .checked_add(period)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let mut ping = tokio::time::interval_at(first, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let out = tokio::select! {
