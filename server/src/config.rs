@@ -144,6 +144,9 @@ pub struct ServeArgs {
     /// [default: 60].
     #[arg(long, env = "MESHWORK_HISTORY_PER_MIN")]
     pub history_per_min: Option<u32>,
+    /// Entries per `FetchLog` page [default: 4096].
+    #[arg(long, env = "MESHWORK_HISTORY_PAGE")]
+    pub history_page: Option<usize>,
     /// Frames queued per client before it counts as too slow and is resynced [default: 1024].
     #[arg(long, env = "MESHWORK_OUTBOX_FRAMES")]
     pub outbox_frames: Option<usize>,
@@ -236,6 +239,7 @@ struct FileConfig {
     idle_timeout_s: Option<u64>,
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
+    history_page: Option<usize>,
     outbox_frames: Option<usize>,
     store: Option<crate::store::Backend>,
     snapshot_every: Option<u64>,
@@ -282,6 +286,8 @@ pub struct Settings {
     pub resync_per_min: u32,
     /// `FetchLog` pages per connection per minute.
     pub history_per_min: u32,
+    /// Entries per `FetchLog` page.
+    pub history_page: usize,
     /// Outgoing frames queued per client.
     pub outbox_frames: usize,
     /// Store backend.
@@ -327,6 +333,7 @@ impl Default for Settings {
             idle_timeout_s: 30,
             resync_per_min: 6,
             history_per_min: 60,
+            history_page: 4096,
             outbox_frames: 1024,
             store: crate::store::Backend::Redb,
             snapshot_every: 10_000,
@@ -396,6 +403,11 @@ impl Settings {
                 .or(file.history_per_min)
                 .unwrap_or(d.history_per_min)
                 .max(1),
+            history_page: args
+                .history_page
+                .or(file.history_page)
+                .unwrap_or(d.history_page)
+                .clamp(1, 65_536),
             outbox_frames: args
                 .outbox_frames
                 .or(file.outbox_frames)

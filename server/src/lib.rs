@@ -124,6 +124,7 @@ fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId
     config.max_authors = settings.max_members;
     config.resync_per_min = settings.resync_per_min;
     config.history_per_min = settings.history_per_min;
+    config.history_page = settings.history_page;
     config
 }
 
