@@ -17,15 +17,11 @@ use meshwork_testkit::{Client, http, open, random_signer, resolve};
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 
 async fn refusals(server: &ServerProcess) -> f64 {
-    let body = http::get(server.http, "/metrics").await.unwrap().body;
-    body.lines()
-        .find(|l| {
-            l.starts_with("meshwork_commands_rejected_total")
-                && l.contains("reason=\"per_address_limit\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    metric(
+        server,
+        "meshwork_commands_rejected_total{reason=\"per_address_limit\"}",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

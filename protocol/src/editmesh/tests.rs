@@ -431,6 +431,12 @@ fn corrupt_encodings_are_refused() {
 
 std::thread_local! {
     static FORCE_FULL: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    static WHOLE_SMOOTHS: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// Test hook: counts levels smoothed on the dense whole-mesh path (so a test can tell it ran).
+pub(super) fn count_whole_smooth() {
+    WHOLE_SMOOTHS.with(|n| n.set(n.get() + 1));
 }
 
 /// Test hook: `finish` always rebuilds everything while set (the oracle for the local path).
@@ -963,10 +969,22 @@ fn whole_mesh_smoothing_matches_the_general_path() {
             (r, ids.next_id())
         };
         let mut fast = m.clone();
+        let before = WHOLE_SMOOTHS.with(core::cell::Cell::get);
         let fast_result = smooth(&mut fast);
+        assert_eq!(
+            WHOLE_SMOOTHS.with(core::cell::Cell::get) - before,
+            u32::from(levels),
+            "the dense whole-mesh path ran every level"
+        );
         let mut slow = m.clone();
         FORCE_FULL.with(|f| f.set(true));
+        let before = WHOLE_SMOOTHS.with(core::cell::Cell::get);
         let slow_result = smooth(&mut slow);
+        assert_eq!(
+            WHOLE_SMOOTHS.with(core::cell::Cell::get),
+            before,
+            "the oracle is the general path"
+        );
         FORCE_FULL.with(|f| f.set(false));
         assert_eq!(fast_result, slow_result);
         assert!(fast_result.0.is_ok());

@@ -307,62 +307,72 @@ pub struct RestoreReport {
     pub snapshot_rejected: bool,
 }
 
-/// Milli-token bucket on the input clock.
+/// Token bucket on the input clock, for a rate per second or per minute (fixed when made).
+/// Tokens are counted in `unit`s (a token is 1000 of them for a rate per second, 60,000 for a
+/// rate per minute), and every millisecond adds `rate` units, so refills are exact.
 #[derive(Clone, Copy, Debug)]
 struct TokenBucket {
-    /// Thousandths of a token (`take`) or 60,000ths (`take_per_min`).
-    milli_tokens: u64,
+    units: u64,
+    unit: u64,
     last_ms: u64,
 }
 
 impl TokenBucket {
+    /// Full, for a rate per second.
     fn full(burst: u32, now_ms: u64) -> Self {
-        Self {
-            milli_tokens: u64::from(burst).saturating_mul(1000),
-            last_ms: now_ms,
-        }
+        Self::full_of(burst, 1000, now_ms)
     }
 
+    /// Full, for a rate per minute.
     fn full_per_min(burst: u32, now_ms: u64) -> Self {
+        Self::full_of(burst, 60_000, now_ms)
+    }
+
+    fn full_of(burst: u32, unit: u64, now_ms: u64) -> Self {
         Self {
-            milli_tokens: u64::from(burst).saturating_mul(60_000),
+            units: u64::from(burst).saturating_mul(unit),
+            unit,
             last_ms: now_ms,
         }
     }
 
-    /// Refills for the time passed, then takes one token if there is one.
-    fn take(&mut self, now_ms: u64, rate_per_s: u32, burst: u32) -> bool {
-        self.take_units(now_ms, rate_per_s, 1000, burst)
-    }
-
-    /// [`TokenBucket::take`] for a rate per minute, on a bucket made by
-    /// [`TokenBucket::full_per_min`] (a token is 60,000 units; every millisecond adds `per_min`).
-    fn take_per_min(&mut self, now_ms: u64, per_min: u32, burst: u32) -> bool {
-        self.take_units(now_ms, per_min, 60_000, burst)
-    }
-
-    /// When [`TokenBucket::take_per_min`] will next succeed.
-    fn ready_per_min(&self, per_min: u32) -> u64 {
-        let missing = 60_000u64.saturating_sub(self.milli_tokens);
-        let per_ms = u64::from(per_min.max(1));
-        self.last_ms.saturating_add(missing.div_ceil(per_ms))
-    }
-
-    fn take_units(&mut self, now_ms: u64, gain_per_ms: u32, unit: u64, burst: u32) -> bool {
+    /// Refills for the time passed at `rate` (per second or per minute, as the bucket was
+    /// made), then takes one token if there is one.
+    fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
-        let cap = u64::from(burst).saturating_mul(unit);
-        self.milli_tokens = self
-            .milli_tokens
-            .saturating_add(elapsed.saturating_mul(u64::from(gain_per_ms)))
+        let cap = u64::from(burst).saturating_mul(self.unit);
+        self.units = self
+            .units
+            .saturating_add(elapsed.saturating_mul(u64::from(rate)))
             .min(cap);
-        if self.milli_tokens >= unit {
-            self.milli_tokens = self.milli_tokens.saturating_sub(unit);
+        if self.units >= self.unit {
+            self.units = self.units.saturating_sub(self.unit);
             true
         } else {
             false
         }
     }
+
+    /// When [`TokenBucket::take`] at `rate` will next succeed.
+    fn ready_at(&self, rate: u32) -> u64 {
+        let missing = self.unit.saturating_sub(self.units);
+        self.last_ms
+            .saturating_add(missing.div_ceil(u64::from(rate.max(1))))
+    }
+}
+
+/// The one way the durable scene changes: the snapshot cached for the old position goes with it
+/// (fields, not `&mut Session`, so callers can hold the log entry they apply).
+fn apply_durable(
+    scene: &mut Scene,
+    snapshot_frames: &mut Option<(u64, Vec<Arc<[u8]>>)>,
+    id: meshwork_protocol::CommandId,
+    author: AuthorId,
+    command: &meshwork_protocol::Command,
+) {
+    scene.apply(id, author, command);
+    *snapshot_frames = None;
 }
 
 #[derive(Debug)]
@@ -1102,7 +1112,7 @@ impl Session {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        if c.resync_due || !c.resyncs.take_per_min(now, per_min, RESYNC_BURST) {
+        if c.resync_due || !c.resyncs.take(now, per_min, RESYNC_BURST) {
             c.resync_due = true;
             self.emit(Output::Event(Event::Throttled {
                 client,
@@ -1122,7 +1132,7 @@ impl Session {
             return;
         };
         c.history_from = Some(since_lamport);
-        if !c.histories.take_per_min(now, per_min, HISTORY_BURST) {
+        if !c.histories.take(now, per_min, HISTORY_BURST) {
             self.emit(Output::Event(Event::Throttled {
                 client,
                 reason: "fetch_log_throttled",
@@ -1140,13 +1150,12 @@ impl Session {
         let mut snapshots = Vec::new();
         let mut pages = Vec::new();
         for (id, c) in &mut self.clients {
-            if c.resync_due && c.resyncs.take_per_min(now, resync_per_min, RESYNC_BURST) {
+            if c.resync_due && c.resyncs.take(now, resync_per_min, RESYNC_BURST) {
                 c.resync_due = false;
                 snapshots.push(*id);
             }
             if let Some(since) = c.history_from
-                && c.histories
-                    .take_per_min(now, history_per_min, HISTORY_BURST)
+                && c.histories.take(now, history_per_min, HISTORY_BURST)
             {
                 pages.push((*id, since));
             }
@@ -1169,10 +1178,10 @@ impl Session {
             .flat_map(|c| {
                 let snapshot = c
                     .resync_due
-                    .then(|| c.resyncs.ready_per_min(self.config.resync_per_min));
+                    .then(|| c.resyncs.ready_at(self.config.resync_per_min));
                 let page = c
                     .history_from
-                    .map(|_| c.histories.ready_per_min(self.config.history_per_min));
+                    .map(|_| c.histories.ready_at(self.config.history_per_min));
                 [snapshot, page]
             })
             .flatten()
@@ -1405,8 +1414,13 @@ impl Session {
             }
             if let Some(e) = self.log.get(id) {
                 // Durable order is acceptance order: the order every replica applies.
-                self.scene.apply(e.id, e.body.author, &e.body.command);
-                self.snapshot_frames = None;
+                apply_durable(
+                    &mut self.scene,
+                    &mut self.snapshot_frames,
+                    e.id,
+                    e.body.author,
+                    &e.body.command,
+                );
                 self.fanout_touched
                     .insert(Scene::touched(e.body.author, &e.body.command));
                 self.fanout.push(e.signed.clone());
@@ -1503,8 +1517,13 @@ impl Session {
 
     fn apply_to_scene(&mut self, e: &SignedEntry) {
         if let Ok(body) = e.decode_body() {
-            self.scene.apply(body.id(), body.author, &body.command);
-            self.snapshot_frames = None;
+            apply_durable(
+                &mut self.scene,
+                &mut self.snapshot_frames,
+                body.id(),
+                body.author,
+                &body.command,
+            );
         }
     }
 
