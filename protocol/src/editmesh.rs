@@ -50,9 +50,11 @@ pub struct ElementId {
     pub index: u32,
 }
 
+const _: () = assert!(core::mem::size_of::<ElementId>() == 16);
+
 impl core::fmt::Display for ElementId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}:{}@{}", self.by.author.0, self.index, self.by.lamport)
+        write!(f, "{}:{}@{}", { self.by.author.0 }, self.index, { self.by.lamport })
     }
 }
 
