@@ -50,7 +50,7 @@ pub struct ElementId {
     pub index: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ElementId>() == 16);
+const _: () = assert!(size_of::<ElementId>() == 16);
 
 impl core::fmt::Display for ElementId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -225,6 +225,26 @@ fn two_faces_one_way(a: VertexKey, b: VertexKey) -> EditError {
     ))
 }
 
+/// The half-edges of a dense build under their keys.
+fn halves_from_dense(built: &dense::Halves, vkeys: &[VertexKey], fkeys: &[FaceKey]) -> HalfEdges {
+    let key = |i: u32| vkeys[i as usize];
+    let mut out = halves::Builder::with_capacity(vkeys.len(), built.halves.len());
+    for (v, o) in vkeys.iter().enumerate() {
+        out.fan(
+            *o,
+            built.leaving(v).iter().map(|h| {
+                let half = HalfEdge {
+                    face: (h.face != dense::NONE).then(|| fkeys[h.face as usize]),
+                    next: key(h.next),
+                    prev: key(h.prev),
+                };
+                (key(h.dest), half)
+            }),
+        );
+    }
+    out.finish()
+}
+
 /// A half-edge, keyed in [`EditMesh`] by `(origin, destination)`; its twin is the reversed key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HalfEdge {
@@ -260,7 +280,7 @@ pub struct EditMesh {
     /// by total order; an absent entry means the creating command).
     moved: BTreeMap<VertexKey, CommandId>,
     // Derived from the above by `finish` (never encoded):
-    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    half_edges: HalfEdges,
     edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
     triangles: u64,
     // The edit in progress (never encoded, empty between operations):
@@ -308,7 +328,7 @@ impl Undo {
 
 #[derive(Clone, Debug, Default)]
 struct Derived {
-    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    half_edges: HalfEdges,
     edges: BTreeMap<(VertexKey, VertexKey), EdgeKey>,
     edge_ends: BTreeMap<EdgeKey, (VertexKey, VertexKey)>,
 }
@@ -454,7 +474,7 @@ impl EditMesh {
 
     /// The half-edges, keyed by `(origin, destination)`.
     #[must_use]
-    pub const fn half_edges(&self) -> &BTreeMap<(VertexKey, VertexKey), HalfEdge> {
+    pub const fn half_edges(&self) -> &HalfEdges {
         &self.half_edges
     }
 
@@ -466,16 +486,9 @@ impl EditMesh {
 
     /// Half-edges leaving `v`, in key order.
     fn outgoing(&self, v: VertexKey) -> impl Iterator<Item = (VertexKey, &HalfEdge)> + '_ {
-        let lo = (
-            v,
-            VertexKey(ElementId {
-                by: CommandId::first_at(0),
-                index: 0,
-            }),
-        );
         self.half_edges
-            .range(lo..)
-            .take_while(move |((o, _), _)| *o == v)
+            .leaving(v)
+            .iter()
             .map(|((_, d), h)| (*d, h))
     }
 
@@ -567,7 +580,12 @@ impl EditMesh {
                 };
             }
         }
-        put(&mut self.half_edges, u.halves);
+        for (k, h) in u.halves.into_iter().rev() {
+            match h {
+                Some(h) => self.half_edges.insert(k, h),
+                None => self.half_edges.remove(&k),
+            };
+        }
         put(&mut self.edges, u.edges);
         put(&mut self.edge_ends, u.ends);
         put(&mut self.verts, u.verts);
@@ -1013,18 +1031,7 @@ impl EditMesh {
     /// Replaces the half-edges by `built` and `edges` by its pairs (placeholder ids).
     fn install(&mut self, built: &dense::Halves, vkeys: &[VertexKey], fkeys: &[FaceKey]) {
         let key = |i: u32| vkeys[i as usize];
-        self.half_edges = dense::sorted_map(
-            built.halves.len(),
-            built.iter().map(|(o, h)| {
-                let face = (h.face != dense::NONE).then(|| fkeys[h.face as usize]);
-                let half = HalfEdge {
-                    face,
-                    next: key(h.next),
-                    prev: key(h.prev),
-                };
-                ((key(o), key(h.dest)), half)
-            }),
-        );
+        self.half_edges = halves_from_dense(built, vkeys, fkeys);
         let placeholder = EdgeKey(ElementId {
             by: CommandId::first_at(0),
             index: 0,
@@ -1045,7 +1052,7 @@ impl EditMesh {
     /// # Errors
     /// The first violated invariant.
     pub fn check(&self) -> Result<(), EditError> {
-        for ((a, b), h) in &self.half_edges {
+        for ((a, b), h) in self.half_edges.iter() {
             if a == b {
                 return topo(format!("{a} has an edge to itself"));
             }
@@ -1855,17 +1862,7 @@ impl EditMesh {
                 .filter(|(o, h)| *o < h.dest)
                 .map(|(o, h)| ((key(o), key(h.dest)), EdgeKey(ids.next_id()))),
         );
-        let half_edges = dense::sorted_map(
-            built.halves.len(),
-            built.iter().map(|(o, h)| {
-                let half = HalfEdge {
-                    face: (h.face != NONE).then(|| face_keys[h.face as usize]),
-                    next: key(h.next),
-                    prev: key(h.prev),
-                };
-                ((key(o), key(h.dest)), half)
-            }),
-        );
+        let half_edges = halves_from_dense(&built, &out_keys, &face_keys);
         let faces = face_keys
             .iter()
             .enumerate()
@@ -2354,6 +2351,9 @@ impl<'de> Deserialize<'de> for EditMesh {
 }
 
 mod dense;
+mod halves;
+
+pub use halves::HalfEdges;
 
 #[cfg(test)]
 mod tests;

@@ -92,7 +92,7 @@ pub struct CommandId {
     pub author: AuthorId,
 }
 
-const _: () = assert!(core::mem::size_of::<CommandId>() == 12);
+const _: () = assert!(size_of::<CommandId>() == 12);
 
 impl CommandId {
     /// The smallest id with the given Lamport time (useful as a range bound).

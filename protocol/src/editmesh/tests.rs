@@ -736,7 +736,7 @@ fn smoothing_nothing_is_refused() {
 /// The keyed half-edge build the dense one replaced (one `BTreeMap` entry at a time), kept as
 /// the reference: same half-edges, edges and triangles, or the same first fault.
 struct Keyed {
-    half_edges: BTreeMap<(VertexKey, VertexKey), HalfEdge>,
+    half_edges: HalfEdges,
     pairs: Vec<(VertexKey, VertexKey)>,
     triangles: u64,
 }
