@@ -42,7 +42,11 @@ use crate::ids::CommandId;
 use crate::mesh::{Mesh, RenderMesh};
 
 /// The id of one mesh element: the command that created it and an index in its output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Ordered by `(by, index)`, that is `(lamport, author, index)`: compared as one 128-bit number
+/// (the same order as the field-by-field comparison, without its branches; every id-keyed map
+/// and sort of a mesh compares these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ElementId {
     /// The creating command.
     pub by: CommandId,
@@ -51,6 +55,25 @@ pub struct ElementId {
 }
 
 const _: () = assert!(size_of::<ElementId>() == 16);
+
+impl ElementId {
+    /// `(lamport, author, index)` as one number, in the same order.
+    const fn rank(self) -> u128 {
+        ((self.by.lamport as u128) << 64) | ((self.by.author.0 as u128) << 32) | self.index as u128
+    }
+}
+
+impl Ord for ElementId {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for ElementId {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl core::fmt::Display for ElementId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -1011,3 +1011,33 @@ fn whole_mesh_smoothing_matches_the_general_path() {
     );
     assert!(same(&huge, &before));
 }
+
+#[test]
+fn element_ids_order_by_lamport_then_author_then_index() {
+    // The 128-bit comparison against the field-by-field one, over values at every boundary.
+    let lamports = [0, 1, 2, u64::from(u32::MAX), 1 << 32, u64::MAX - 1, u64::MAX];
+    let small = [0, 1, 2, 0x7fff_ffff, 0x8000_0000, u32::MAX - 1, u32::MAX];
+    let mut all = Vec::new();
+    for l in lamports {
+        for a in small {
+            for i in small {
+                let by = CommandId {
+                    lamport: l,
+                    author: AuthorId(a),
+                };
+                all.push(ElementId { by, index: i });
+            }
+        }
+    }
+    for x in &all {
+        for y in &all {
+            let fields = ({ x.by.lamport }, x.by.author.0, x.index).cmp(&(
+                { y.by.lamport },
+                y.by.author.0,
+                y.index,
+            ));
+            assert_eq!(x.cmp(y), fields, "{x} vs {y}");
+            assert_eq!(x.by.cmp(&y.by).then(x.index.cmp(&y.index)), fields);
+        }
+    }
+}
