@@ -248,6 +248,46 @@ fn two_faces_one_way(a: VertexKey, b: VertexKey) -> EditError {
     ))
 }
 
+/// Positions in a sorted list of distinct vertex ids, found in O(log runs): the list is cut into
+/// runs of consecutive indices of one command, and a mesh's ids come in few runs (each
+/// operation numbers its output consecutively), so the search runs over a short, cached array
+/// instead of the whole list.
+struct Ranks {
+    /// The first id of each run, ascending.
+    firsts: Vec<ElementId>,
+    /// Per run: its length and the position of its first id in the list.
+    runs: Vec<(u32, u32)>,
+}
+
+impl Ranks {
+    fn new(sorted: &[VertexKey]) -> Self {
+        let mut firsts: Vec<ElementId> = Vec::new();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for (at, k) in sorted.iter().enumerate() {
+            if let (Some(first), Some((len, _))) = (firsts.last(), runs.last_mut())
+                && first.by == k.0.by
+                && first.index.checked_add(*len) == Some(k.0.index)
+            {
+                *len += 1;
+                continue;
+            }
+            firsts.push(k.0);
+            runs.push((1, at as u32));
+        }
+        Self { firsts, runs }
+    }
+
+    /// The position of `v` in the list, if it is there. The run that could hold it is the last
+    /// one starting at or before it; it holds every index of its command from its first on.
+    fn of(&self, v: VertexKey) -> Option<u32> {
+        let r = self.firsts.partition_point(|f| *f <= v.0).checked_sub(1)?;
+        let first = self.firsts[r];
+        let (len, at) = self.runs[r];
+        let offset = v.0.index.checked_sub(first.index)?;
+        (first.by == v.0.by && offset < len).then_some(at + offset)
+    }
+}
+
 /// The half-edges of a dense build under their keys.
 fn halves_from_dense(built: &dense::Halves, vkeys: &[VertexKey], fkeys: &[FaceKey]) -> HalfEdges {
     let key = |i: u32| vkeys[i as usize];
@@ -1032,13 +1072,14 @@ impl EditMesh {
         let fkeys: Vec<FaceKey> = self.faces.keys().copied().collect();
         let corners: usize = self.faces.values().map(Vec::len).sum();
         let mut loops = dense::Loops::with_capacity(fkeys.len(), corners);
+        let ranks = Ranks::new(&vkeys);
         for (f, corners) in &self.faces {
             check_shape(*f, corners)?;
             for v in corners {
-                let Ok(i) = vkeys.binary_search(v) else {
+                let Some(i) = ranks.of(*v) else {
                     return Err(EditError::Missing(format!("{v} (a corner of {f})")));
                 };
-                loops.corners.push(i as u32);
+                loops.corners.push(i);
             }
             loops.end_face();
         }
@@ -1675,12 +1716,13 @@ impl EditMesh {
         let pos: Vec<Vec3> = self.verts.values().copied().collect();
         let corners: usize = self.faces.values().map(Vec::len).sum();
         let mut loops = dense::Loops::with_capacity(self.faces.len(), corners);
+        let ranks = Ranks::new(&vkeys);
         for (f, corners) in &self.faces {
             for v in corners {
-                let Ok(i) = vkeys.binary_search(v) else {
+                let Some(i) = ranks.of(*v) else {
                     return Err(EditError::Missing(format!("{v} (a corner of {f})")));
                 };
-                loops.corners.push(i as u32);
+                loops.corners.push(i);
             }
             loops.end_face();
         }
@@ -1709,8 +1751,28 @@ impl EditMesh {
             let (a, b) = (loops.corners[t], loops.corners[next_at[t] as usize]);
             (u64::from(a.min(b)) << 32) | u64::from(a.max(b))
         };
-        let mut by_pair: Vec<(u64, u32)> = (0..total).map(|t| (pair(t), t as u32)).collect();
-        by_pair.sort_unstable();
+        // Sorted by (pair, position): a counting sort on the smaller end, then each (small)
+        // group by the rest.
+        let mut by_pair = vec![(0u64, 0u32); total];
+        {
+            let mut start = vec![0u32; vkeys.len() + 1];
+            for t in 0..total {
+                start[(pair(t) >> 32) as usize + 1] += 1;
+            }
+            for v in 0..vkeys.len() {
+                start[v + 1] += start[v];
+            }
+            let mut fill = start.clone();
+            for t in 0..total {
+                let p = pair(t);
+                let slot = &mut fill[(p >> 32) as usize];
+                by_pair[*slot as usize] = (p, t as u32);
+                *slot += 1;
+            }
+            for w in start.windows(2) {
+                by_pair[w[0] as usize..w[1] as usize].sort_unstable();
+            }
+        }
         // Per edge: its ends, the faces on either side (lo → hi, hi → lo) and its first use.
         struct Edge {
             lo: u32,

@@ -1041,3 +1041,27 @@ fn element_ids_order_by_lamport_then_author_then_index() {
         }
     }
 }
+
+#[test]
+fn ranks_find_exactly_the_listed_ids() {
+    // Runs of several commands, gaps inside one command's indices, a run ending at u32::MAX.
+    let mut listed: Vec<VertexKey> = Vec::new();
+    for i in [0, 1, 2, 5, 6, 9] {
+        listed.push(v(1, i));
+    }
+    for i in 0..4 {
+        listed.push(v(2, i));
+    }
+    listed.push(v(3, 7));
+    listed.extend([v(4, u32::MAX - 1), v(4, u32::MAX)]);
+    listed.sort_unstable();
+    let ranks = Ranks::new(&listed);
+    assert_eq!(ranks.firsts.len(), 6);
+    for (at, k) in listed.iter().enumerate() {
+        assert_eq!(ranks.of(*k), Some(at as u32), "{k}");
+    }
+    for k in [v(0, 0), v(1, 3), v(1, 4), v(1, 7), v(1, 10), v(2, 4), v(3, 6), v(3, 8), v(5, 0)] {
+        assert_eq!(ranks.of(k), None, "{k}");
+    }
+    assert_eq!(Ranks::new(&[]).of(v(1, 0)), None);
+}
