@@ -77,7 +77,9 @@ impl PartialOrd for ElementId {
 
 impl core::fmt::Display for ElementId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}:{}@{}", { self.by.author.0 }, self.index, { self.by.lamport })
+        write!(f, "{}:{}@{}", { self.by.author.0 }, self.index, {
+            self.by.lamport
+        })
     }
 }
 
@@ -549,10 +551,7 @@ impl EditMesh {
 
     /// Half-edges leaving `v`, in key order.
     fn outgoing(&self, v: VertexKey) -> impl Iterator<Item = (VertexKey, &HalfEdge)> + '_ {
-        self.half_edges
-            .leaving(v)
-            .iter()
-            .map(|((_, d), h)| (*d, h))
+        self.half_edges.leaving(v).iter().map(|((_, d), h)| (*d, h))
     }
 
     fn position(&self, v: VertexKey) -> Vec3 {

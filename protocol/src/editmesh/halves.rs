@@ -167,7 +167,11 @@ impl HalfEdges {
                 )
             })
             .peekable();
-        let mut over = self.overlay.iter().map(|(v, f)| (*v, f.as_slice())).peekable();
+        let mut over = self
+            .overlay
+            .iter()
+            .map(|(v, f)| (*v, f.as_slice()))
+            .peekable();
         core::iter::from_fn(move || {
             let next = match (base.peek(), over.peek()) {
                 (None, None) => return None,
@@ -233,5 +237,89 @@ impl FromIterator<(Key, HalfEdge)> for HalfEdges {
             all.insert(k, h);
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use alloc::collections::BTreeMap;
+
+    use super::{Builder, HalfEdge, HalfEdges, Key};
+    use crate::editmesh::{ElementId, FaceKey, VertexKey};
+    use crate::ids::{AuthorId, CommandId};
+
+    fn v(i: u32) -> VertexKey {
+        VertexKey(ElementId {
+            by: CommandId {
+                lamport: 1,
+                author: AuthorId(1),
+            },
+            index: i,
+        })
+    }
+
+    fn half(tag: u32) -> HalfEdge {
+        HalfEdge {
+            face: (tag % 3 != 0).then(|| FaceKey(v(tag).0)),
+            next: v(tag),
+            prev: v(tag + 1),
+        }
+    }
+
+    /// Random inserts and removals on a built base, against a plain map: every query, the
+    /// iteration order, the length and equality agree, whichever layer holds a fan.
+    #[test]
+    fn the_layers_behave_as_one_map() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % u64::from(n)) as u32
+        };
+        for round in 0..40 {
+            let mut model: BTreeMap<Key, HalfEdge> = BTreeMap::new();
+            for _ in 0..rnd(60) {
+                let (a, b) = (rnd(12), rnd(12));
+                model.insert((v(a), v(b)), half(rnd(100)));
+            }
+            let mut built = Builder::with_capacity(12, model.len());
+            for o in 0..14 {
+                let fan: Vec<_> = model
+                    .iter()
+                    .filter(|((a, _), _)| *a == v(o))
+                    .map(|((_, b), h)| (*b, *h))
+                    .collect();
+                built.fan(v(o), fan.into_iter());
+            }
+            let mut layered = built.finish();
+            assert_eq!(layered.len(), model.len());
+            for _ in 0..(round * 4) {
+                let key = (v(rnd(14)), v(rnd(14)));
+                if rnd(3) == 0 {
+                    assert_eq!(layered.remove(&key), model.remove(&key));
+                } else {
+                    let h = half(rnd(100));
+                    assert_eq!(layered.insert(key, h), model.insert(key, h));
+                }
+                assert_eq!(layered.len(), model.len());
+            }
+            assert!(layered.iter().map(|(k, h)| (*k, *h)).eq(model.clone()));
+            for a in 0..14 {
+                let fan: Vec<_> =
+                    layered.leaving(v(a)).iter().map(|(k, _)| *k).collect();
+                let want: Vec<_> =
+                    model.keys().filter(|(o, _)| *o == v(a)).copied().collect();
+                assert_eq!(fan, want);
+                for b in 0..14 {
+                    assert_eq!(layered.get(&(v(a), v(b))), model.get(&(v(a), v(b))));
+                }
+            }
+            let rebuilt: HalfEdges = model.clone().into_iter().collect();
+            assert_eq!(layered, rebuilt);
+            assert_eq!(layered.is_empty(), model.is_empty());
+        }
     }
 }

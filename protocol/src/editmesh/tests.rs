@@ -1015,7 +1015,15 @@ fn whole_mesh_smoothing_matches_the_general_path() {
 #[test]
 fn element_ids_order_by_lamport_then_author_then_index() {
     // The 128-bit comparison against the field-by-field one, over values at every boundary.
-    let lamports = [0, 1, 2, u64::from(u32::MAX), 1 << 32, u64::MAX - 1, u64::MAX];
+    let lamports = [
+        0,
+        1,
+        2,
+        u64::from(u32::MAX),
+        1 << 32,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
     let small = [0, 1, 2, 0x7fff_ffff, 0x8000_0000, u32::MAX - 1, u32::MAX];
     let mut all = Vec::new();
     for l in lamports {
@@ -1060,7 +1068,17 @@ fn ranks_find_exactly_the_listed_ids() {
     for (at, k) in listed.iter().enumerate() {
         assert_eq!(ranks.of(*k), Some(at as u32), "{k}");
     }
-    for k in [v(0, 0), v(1, 3), v(1, 4), v(1, 7), v(1, 10), v(2, 4), v(3, 6), v(3, 8), v(5, 0)] {
+    for k in [
+        v(0, 0),
+        v(1, 3),
+        v(1, 4),
+        v(1, 7),
+        v(1, 10),
+        v(2, 4),
+        v(3, 6),
+        v(3, 8),
+        v(5, 0),
+    ] {
         assert_eq!(ranks.of(k), None, "{k}");
     }
     assert_eq!(Ranks::new(&[]).of(v(1, 0)), None);
