@@ -262,7 +262,7 @@ mod tests {
 
     fn half(tag: u32) -> HalfEdge {
         HalfEdge {
-            face: (tag % 3 != 0).then(|| FaceKey(v(tag).0)),
+            face: (!tag.is_multiple_of(3)).then(|| FaceKey(v(tag).0)),
             next: v(tag),
             prev: v(tag + 1),
         }
