@@ -12,9 +12,10 @@
 //! Representation. The canonical state is the vertices (id → position), the faces (id → corner
 //! loop, counter-clockwise seen from outside, starting at the corner the operation that made the
 //! face chose) and the edges (sorted end-point pair → id). From it [`EditMesh`] derives a
-//! half-edge structure keyed by `(origin, destination)`: every half-edge has a twin (the reversed
-//! key), a face or none (the border), and `next`/`prev` links; border half-edges are linked into
-//! border loops. Operations rewrite faces and then rebuild the half-edges ([`EditMesh::finish`]),
+//! half-edge structure keyed by `(origin, destination)` and grouped by origin ([`HalfEdges`]:
+//! flat arrays from the last full build under the fans changed since): every half-edge has a
+//! twin (the reversed key), a face or none (the border), and `next`/`prev` links; border
+//! half-edges are linked into border loops. Operations rewrite faces and then rebuild the half-edges ([`EditMesh::finish`]),
 //! which is also the topology check: anything that would not be a valid manifold half-edge mesh
 //! is refused with a sentence that names the element.
 //!

@@ -308,10 +308,8 @@ mod tests {
             }
             assert!(layered.iter().map(|(k, h)| (*k, *h)).eq(model.clone()));
             for a in 0..14 {
-                let fan: Vec<_> =
-                    layered.leaving(v(a)).iter().map(|(k, _)| *k).collect();
-                let want: Vec<_> =
-                    model.keys().filter(|(o, _)| *o == v(a)).copied().collect();
+                let fan: Vec<_> = layered.leaving(v(a)).iter().map(|(k, _)| *k).collect();
+                let want: Vec<_> = model.keys().filter(|(o, _)| *o == v(a)).copied().collect();
                 assert_eq!(fan, want);
                 for b in 0..14 {
                     assert_eq!(layered.get(&(v(a), v(b))), model.get(&(v(a), v(b))));
