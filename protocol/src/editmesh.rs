@@ -1894,11 +1894,12 @@ impl EditMesh {
         };
         let (mut i, mut j) = (0, 0);
         while i < nv || j < new_keys.len() {
+            if i < nv && j < new_keys.len() && vkeys[i] == new_keys[j] {
+                // Only when the same command is applied to its own result again.
+                return topo(format!("{} already exists", vkeys[i]));
+            }
             let take_old = j == new_keys.len() || (i < nv && vkeys[i] < new_keys[j]);
             if take_old {
-                if j < new_keys.len() && vkeys[i] == new_keys[j] {
-                    return topo(format!("{} already exists", vkeys[i]));
-                }
                 old_at[i] = out_keys.len() as u32;
                 out_keys.push(vkeys[i]);
                 out_pos.push(placed[i].unwrap_or(pos[i]));

@@ -58,7 +58,11 @@ impl Builder {
     /// destination. An empty fan adds nothing.
     pub fn fan(&mut self, origin: VertexKey, fan: impl Iterator<Item = (VertexKey, HalfEdge)>) {
         let b = &mut self.built;
-        debug_assert!(b.origins.last().is_none_or(|last| *last < origin));
+        debug_assert!(
+            b.origins.last().is_none_or(|last| *last < origin),
+            "fans out of order: {:?} then {origin:?}",
+            b.origins.last()
+        );
         b.halves.extend(fan.map(|(dest, h)| ((origin, dest), h)));
         let end = b.halves.len() as u32;
         if Some(&end) != b.start.last() {

@@ -1083,3 +1083,22 @@ fn ranks_find_exactly_the_listed_ids() {
     }
     assert_eq!(Ranks::new(&[]).of(v(1, 0)), None);
 }
+
+#[test]
+fn smoothing_again_under_the_same_command_is_refused() {
+    // A replica that applies an entry twice must not build a mesh with two vertices of one id:
+    // the second whole-mesh smooth names ids its first already made.
+    let mut m = cube();
+    m.catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[], 1)
+        .unwrap();
+    let once = m.clone();
+    let err = m
+        .catmull_clark(&mut IdSource::new(cmd(2)), cmd(2), &[], 1)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EditError::Topology(s) if s.contains("already exists")),
+        "{err}"
+    );
+    assert!(same(&m, &once));
+    valid(&m);
+}
