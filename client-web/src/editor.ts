@@ -86,6 +86,12 @@ export class Editor {
   private toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
   private overlay = h('dl', { class: 'telemetry', 'aria-label': 'Telemetry', hidden: '' });
   private canvas = h('canvas', { 'aria-label': 'Scene view', 'data-testid': 'viewport' });
+  /** Downloads the session's durable scene as GLB (the server's export, authorised by the ticket). */
+  private exportLink = h(
+    'a',
+    { class: 'button', download: '', 'data-testid': 'export-gltf', title: 'Download the scene as glTF (GLB)' },
+    'Export glTF',
+  );
 
   constructor(
     seed: Uint8Array,
@@ -96,6 +102,11 @@ export class Editor {
     this.session = new Session(seed, ticket, sessionId);
     this.role = ticketRole(ticket);
     this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
+    this.exportLink.setAttribute(
+      'href',
+      `/api/v1/sessions/${sessionId}/export.glb?ticket=${encodeURIComponent(ticket)}`,
+    );
+    this.exportLink.setAttribute('download', `meshwork-${sessionId.slice(0, 8)}.glb`);
   }
 
   async mount(into: HTMLElement): Promise<void> {
@@ -135,6 +146,7 @@ export class Editor {
       this.sessionLabel,
       this.status,
       this.peopleList,
+      this.exportLink,
     );
     const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
     for (const [tool, label, key] of TOOLS) {

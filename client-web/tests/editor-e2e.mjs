@@ -8,10 +8,12 @@
 // inspector and then with the gizmo; B sees each move in its outliner within 1 s and the cube on
 // its canvas (pixels of a screenshot); B cannot edit and is told why; A reloads and the scene and
 // its identity are still there; C joins with WebRTC blocked and works over the WebSocket; an
-// admin creates a session and an invite link on the landing page, and the link opens the editor.
-import { mkdir } from 'node:fs/promises';
+// B downloads the scene with "Export glTF" and the Khronos validator passes it; an admin creates
+// a session and an invite link on the landing page, and the link opens the editor.
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import validator from 'gltf-validator';
 
 const [addr, editorTicket, viewerTicket, artifacts, adminToken] = process.argv.slice(2);
 const base = `http://${addr}`;
@@ -203,6 +205,22 @@ try {
     'the WebSocket client edits with the others',
     (await state(A.page)).entities === 2 && (await state(B.page)).entities === 2,
   );
+
+  // "Export glTF" (a viewer may export what it sees): the download passes the validator.
+  const [download] = await Promise.all([
+    B.page.waitForEvent('download', { timeout: 10000 }),
+    B.page.getByTestId('export-gltf').click(),
+  ]);
+  const glb = new Uint8Array(await readFile(await download.path()));
+  const validation = await validator.validateBytes(glb);
+  const { numErrors, numWarnings } = validation.issues;
+  check('the exported GLB passes the Khronos validator', numErrors === 0 && numWarnings === 0,
+    JSON.stringify(validation.issues.messages.slice(0, 5)));
+  // GLB: a 12-byte header, then the JSON chunk (length, type, bytes).
+  const jsonLength = new DataView(glb.buffer, glb.byteOffset).getUint32(12, true);
+  const doc = JSON.parse(new TextDecoder().decode(glb.subarray(20, 20 + jsonLength)));
+  check('the export holds both entities', doc.nodes?.length === 2, JSON.stringify(doc.nodes));
+  report.exportBytes = glb.length;
 
   // Telemetry overlay toggles with T.
   await A.page.locator('body').press('t');

@@ -32,6 +32,10 @@ pub enum Command {
     /// Check a stopped server's log offline: every author signature, the hash chain and the
     /// signed checkpoints. Names the first bad entry and exits non-zero if anything is wrong.
     VerifyLog(VerifyArgs),
+    /// Export a stopped server's session as glTF 2.0: GLB, or `.gltf` JSON with a `.bin`
+    /// beside it when `--out` ends in `.gltf`. Provenance (log position, state hashes, chain
+    /// head, server key, authors) is in `asset.extras.meshwork`.
+    Export(ExportArgs),
     /// Write a consistent backup of a stopped server's store (a running server backs up online
     /// with `POST /api/v1/backup`).
     Backup(BackupArgs),
@@ -62,6 +66,31 @@ pub struct VerifyArgs {
     /// Only this session (hex id).
     #[arg(long)]
     pub session: Option<String>,
+    /// The store backend [default: redb].
+    #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
+    pub store: crate::store::Backend,
+}
+
+/// Flags of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The session (hex id); may be left out when the store holds one session.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// The file to write: `.glb`, or `.gltf` (then the buffer goes to the same name with
+    /// `.bin`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Export the state after this many entries (an earlier point of the history) instead of
+    /// the last.
+    #[arg(long)]
+    pub at: Option<u64>,
+    /// Only these entities (hex ids as the editor shows them, repeatable); default: all.
+    #[arg(long = "entity")]
+    pub entities: Vec<String>,
     /// The store backend [default: redb].
     #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
     pub store: crate::store::Backend,

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route("/api/v1/sessions/{id}/invites", post(create_invite))
         .route("/api/v1/backup", post(create_backup))
+        .route("/api/v1/sessions/{id}/export.glb", get(export_glb))
         .route("/api/v1/sessions/{id}/ws", get(crate::ws::upgrade))
         .route(
             "/api/v1/sessions/{id}/rtc",
@@ -488,4 +489,84 @@ async fn create_backup(
             records,
         }),
     ))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    /// A join ticket of this session (members), unless the admin token is sent.
+    ticket: Option<String>,
+    /// Export the state after this many entries (default: all).
+    at: Option<u64>,
+}
+
+/// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a
+/// valid, unexpired join ticket of this session.
+async fn export_glb(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let session =
+        parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let member = q.ticket.as_deref().is_some_and(|t| {
+        meshwork_protocol::wire::JoinTicket::from_text(t.trim())
+            .ok()
+            .filter(|ticket| ticket.invite.claimed_session() == Some(session))
+            .and_then(|_| invited_user(&s, t))
+            .is_some()
+    });
+    if !member {
+        require_admin(&s, &headers).map_err(|e| {
+            if q.ticket.is_some() {
+                ApiError(
+                    StatusCode::FORBIDDEN,
+                    "the ticket is not a valid, unexpired invite to this session".into(),
+                )
+            } else {
+                e
+            }
+        })?;
+    }
+    if s.ctx.router.get(session).is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}")));
+    }
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is stopped".into(),
+        )
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.ctx
+        .store
+        .tx
+        .send(crate::store::writer::StoreCmd::Load { session, reply: tx })
+        .await
+        .map_err(|_| unavailable())?;
+    let loaded = rx
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let server_key = s.ctx.server_key.public_key();
+    let at = q.at;
+    // Replaying and encoding are CPU work: off the async workers.
+    let glb = tokio::task::spawn_blocking(move || {
+        let (scene, provenance) = crate::export::scene_at(&loaded, session, server_key, at)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        crate::export::export(&scene, None, &provenance)
+            .and_then(|e| e.to_glb())
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let name = format!("attachment; filename=\"meshwork-{session}.glb\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "model/gltf-binary".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        glb,
+    )
+        .into_response())
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 pub mod config;
 pub mod data;
 pub mod driver;
+pub mod export;
 pub mod http;
 pub mod ice;
 pub mod metrics;

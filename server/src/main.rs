@@ -1,12 +1,13 @@
-//! The `meshwork-server` command: `serve`, `keygen`, `invite`.
+//! The `meshwork-server` command: `serve`, `keygen`, `invite`, `verify-log`, `export`, `backup`,
+//! `restore`, `healthcheck`.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use meshwork_protocol::{Role, Signer as _};
 use meshwork_server::config::{
-    BackupArgs, Cli, Command, HealthArgs, InviteArgs, RestoreArgs, Settings, VerifyArgs,
-    parse_ttl_ms,
+    BackupArgs, Cli, Command, ExportArgs, HealthArgs, InviteArgs, RestoreArgs, Settings,
+    VerifyArgs, parse_ttl_ms,
 };
 use meshwork_server::data::{DataDir, parse_session_id};
 use meshwork_server::store;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(&args.data_dir),
         Command::Invite(args) => invite(&args),
         Command::VerifyLog(args) => verify_log(&args),
+        Command::Export(args) => export(&args),
         Command::Backup(args) => backup(&args),
         Command::Restore(args) => restore(&args),
         Command::Healthcheck(args) => healthcheck(&args),
@@ -219,6 +221,85 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     } else {
         Ok(())
     }
+}
+
+/// An entity id as the editor and the export's node extras write it: `entity#<hex>` or the hex.
+fn parse_entity_id(text: &str) -> Result<meshwork_protocol::EntityId, Error> {
+    let hex_id = text.trim().trim_start_matches("entity#");
+    u64::from_str_radix(hex_id, 16)
+        .map(meshwork_protocol::EntityId)
+        .map_err(|_| Error::Config(format!("bad entity id {text:?} (expected entity#<hex>)")))
+}
+
+fn export(args: &ExportArgs) -> Result<(), Error> {
+    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+    let store = open_existing(&args.data.data_dir, args.store)?;
+    let session = match &args.session {
+        Some(id) => parse_session_id(id)?,
+        None => {
+            let all =
+                store::log::list_sessions(store.as_ref()).map_err(|e| Error::Io(e.to_string()))?;
+            match all.as_slice() {
+                [(id, _)] => *id,
+                [] => return Err(Error::Config("the store holds no session".into())),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "the store holds {} sessions: pick one with --session",
+                        all.len()
+                    )));
+                }
+            }
+        }
+    };
+    let entities = args
+        .entities
+        .iter()
+        .map(|e| parse_entity_id(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loaded =
+        store::log::load_session(store.as_ref(), session).map_err(|e| Error::Io(e.to_string()))?;
+    if loaded.entries.is_empty() && loaded.record.is_none() {
+        return Err(Error::Config(format!("no session {session} in the store")));
+    }
+    let (scene, provenance) =
+        meshwork_server::export::scene_at(&loaded, session, data.server_key.public_key(), args.at)
+            .map_err(Error::Config)?;
+    let only = (!entities.is_empty()).then_some(entities.as_slice());
+    let exported = meshwork_server::export::export(&scene, only, &provenance)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let gltf = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gltf"));
+    let write = |path: &std::path::Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    };
+    if gltf {
+        let bin_path = args.out.with_extension("bin");
+        let bin_name = bin_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Config("--out needs a file name".into()))?
+            .to_owned();
+        let (json, bin) = exported
+            .to_gltf(&bin_name)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        write(&bin_path, bin)?;
+        write(&args.out, &json)?;
+    } else {
+        let glb = exported
+            .to_glb()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        write(&args.out, &glb)?;
+    }
+    println!(
+        "exported session {session} at position {} ({} entities) to {}; state {}",
+        provenance.position,
+        only.map_or(scene.entities.len(), <[_]>::len),
+        args.out.display(),
+        hex::encode(provenance.log_state_hash)
+    );
+    Ok(())
 }
 
 fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {

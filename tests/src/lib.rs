@@ -556,6 +556,8 @@ pub mod http {
         pub status: u16,
         /// Body as text.
         pub body: String,
+        /// Body as bytes (as sent; not de-chunked).
+        pub bytes: Vec<u8>,
     }
 
     /// Sends one request and reads the whole response.
@@ -586,6 +588,12 @@ pub mod http {
             .read_to_end(&mut raw)
             .await
             .map_err(|e| e.to_string())?;
+        let bytes = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .and_then(|at| raw.get(at.saturating_add(4)..))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, rest) = text.split_once("\r\n\r\n").ok_or("no header end")?;
         let status = head
@@ -601,7 +609,11 @@ pub mod http {
         } else {
             rest.to_owned()
         };
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            bytes,
+        })
     }
 
     fn dechunk(mut s: &str) -> String {

@@ -79,6 +79,13 @@ pub enum StoreCmd {
     },
     /// Time passed (time-based checkpoints).
     Tick,
+    /// Read a session's stored records after the pending commits (the HTTP export).
+    Load {
+        /// The session.
+        session: SessionId,
+        /// Its records, or why they could not be read.
+        reply: oneshot::Sender<Result<super::log::Loaded, String>>,
+    },
     /// Copy the whole store, consistently, to a backup file.
     Backup {
         /// Destination.
@@ -233,7 +240,7 @@ impl Writer {
                     });
                 }
                 StoreCmd::Tick => {}
-                StoreCmd::Backup { .. } => after.push(cmd),
+                StoreCmd::Backup { .. } | StoreCmd::Load { .. } => after.push(cmd),
                 StoreCmd::Shutdown { reply } => shutdown = Some(reply),
             }
         }
@@ -304,8 +311,16 @@ impl Writer {
         }
         self.publish_gauges();
         for cmd in after {
-            if let StoreCmd::Backup { path, reply } = cmd {
-                let _ = reply.send(super::backup::write(self.store.as_ref(), &path, None));
+            match cmd {
+                StoreCmd::Backup { path, reply } => {
+                    let _ = reply.send(super::backup::write(self.store.as_ref(), &path, None));
+                }
+                StoreCmd::Load { session, reply } => {
+                    let loaded = super::log::load_session(self.store.as_ref(), session)
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(loaded);
+                }
+                _ => {}
             }
         }
         if let Some(reply) = shutdown {

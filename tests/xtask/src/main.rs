@@ -403,7 +403,8 @@ fn web_bundle() -> Result<(), String> {
 }
 
 /// The wasm package, its Node tests (end to end over WebSocket; replaying a mesh-edit log to
-/// the native hash), the editor bundle and its unit tests.
+/// the native hash), the editor bundle and its unit tests, and the Khronos glTF-Validator (an
+/// npm package) on the server's glTF exports.
 fn wasm_package_test() -> Result<(), String> {
     let node_pkg = wasm_package()?;
     web_bundle()?;
@@ -444,6 +445,19 @@ fn wasm_package_test() -> Result<(), String> {
                 "the_wasm_replica_replays_the_log_to_the_native_hash",
             ])
             .env("MESHWORK_WASM_PKG", &node_pkg),
+    )?;
+    run(
+        "glTF exports pass the Khronos glTF-Validator (Node)",
+        cargo().args([
+            "test",
+            "--locked",
+            "-p",
+            "meshwork-server",
+            "--test",
+            "gltf_export",
+            "--",
+            "--ignored",
+        ]),
     )
 }
 

@@ -1,0 +1,563 @@
+//! glTF export: the scenes of the export acceptance (every primitive; an extruded and
+//! Catmull–Clark-smoothed mesh; a mirrored one; 1000 entities) exported as GLB and as
+//! `.gltf` + `.bin`, read back with the `gltf` crate (positions, normals, face counts, names,
+//! transforms, materials, provenance); the Khronos glTF-Validator on every file (run by
+//! `cargo xtask ci`, which installs it); and the real binary: `GET …/export.glb` for the admin
+//! and for a member's ticket, refused for a ticket of another session, and the offline
+//! `export` command, `--at` an earlier position, whose provenance matches `verify-log`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::float_cmp,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::time::{Duration, Instant};
+
+use glam::{Quat, Vec3, Vec4};
+use meshwork_protocol::command::{ExtrudeDirection, Material, Primitive, Transform};
+use meshwork_protocol::editmesh::{Axis, FaceKey, VertexKey};
+use meshwork_protocol::scene::{Geometry, Scene};
+use meshwork_protocol::{AuthorId, Command, CommandId, EntityId, PublicKey, Role, SessionId};
+use meshwork_server::export::{Contributor, Provenance, export};
+use meshwork_testkit::server_process::ServerProcess;
+use meshwork_testkit::{Client, http, random_signer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
+const AUTHOR: AuthorId = AuthorId(3);
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Applies commands in order, as the server would accept them (each must succeed).
+struct Builder {
+    scene: Scene,
+    lamport: u64,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            scene: Scene::new(),
+            lamport: 0,
+        }
+    }
+
+    fn apply(&mut self, command: Command) -> &mut Self {
+        self.lamport += 1;
+        let id = CommandId {
+            lamport: self.lamport,
+            author: AUTHOR,
+        };
+        self.scene
+            .try_apply(
+                id,
+                AUTHOR,
+                &command,
+                &meshwork_protocol::scene::Limits::DEFAULT,
+            )
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        self
+    }
+
+    fn spawn(&mut self, n: u32, primitive: Primitive, at: Vec3) -> EntityId {
+        let entity = EntityId::new(AUTHOR, n);
+        self.apply(Command::Spawn {
+            entity,
+            primitive,
+            transform: Transform {
+                translation: at,
+                rotation: Quat::from_rotation_y(0.25 * n as f32),
+                scale: Vec3::new(1.0, 1.0 + 0.1 * n as f32, 1.0),
+            },
+        });
+        entity
+    }
+
+    fn mesh_faces(&self, e: EntityId) -> Vec<(FaceKey, Vec<VertexKey>)> {
+        let entity = &self.scene.entities[&e];
+        let m = entity.geometry.edit_mesh(entity.spawned_by);
+        m.faces().iter().map(|(f, c)| (*f, c.clone())).collect()
+    }
+
+    fn position(&self, e: EntityId, v: VertexKey) -> Vec3 {
+        let entity = &self.scene.entities[&e];
+        entity.geometry.edit_mesh(entity.spawned_by).vertices()[&v]
+    }
+}
+
+/// Every primitive, each with its own name, colour, material and transform.
+fn primitives() -> Scene {
+    let mut b = Builder::new();
+    let all = [
+        Primitive::Cube,
+        Primitive::Pyramid,
+        Primitive::Plane,
+        Primitive::Cylinder,
+        Primitive::Sphere,
+    ];
+    for (i, p) in all.into_iter().enumerate() {
+        let n = i as u32 + 1;
+        let e = b.spawn(n, p, Vec3::new(2.0 * n as f32, 0.0, 0.0));
+        b.apply(Command::SetName {
+            entity: e,
+            name: format!("{p:?} №{n}"),
+        });
+        b.apply(Command::SetColor {
+            entity: e,
+            rgba: Vec4::new(0.1 * n as f32, 0.5, 0.9, if n == 2 { 0.5 } else { 1.0 }),
+        });
+        b.apply(Command::SetMaterial {
+            entity: e,
+            material: Material {
+                metallic: 0.2 * n as f32 - 0.2,
+                roughness: 0.9,
+            },
+        });
+    }
+    b.scene
+}
+
+/// A cube with its top face extruded, then smoothed twice (Catmull–Clark, whole mesh).
+fn extruded_and_smoothed() -> Scene {
+    let mut b = Builder::new();
+    let e = b.spawn(1, Primitive::Cube, Vec3::ZERO);
+    let top = b
+        .mesh_faces(e)
+        .into_iter()
+        .find(|(_, c)| c.iter().all(|v| (b.position(e, *v).y - 0.5).abs() < 1e-6))
+        .unwrap()
+        .0;
+    b.apply(Command::ExtrudeFaces {
+        entity: e,
+        faces: vec![top],
+        direction: ExtrudeDirection::Normal { distance_m: 0.75 },
+        snap_m: None,
+    });
+    b.apply(Command::Smooth {
+        entity: e,
+        faces: vec![],
+        levels: 2,
+    });
+    b.scene
+}
+
+/// Half a cube (its −x face deleted, that side moved onto x = 0) mirrored across X with weld:
+/// a closed box of 10 faces.
+fn mirrored() -> Scene {
+    let mut b = Builder::new();
+    let e = b.spawn(1, Primitive::Cube, Vec3::ZERO);
+    let (side, corners) = b
+        .mesh_faces(e)
+        .into_iter()
+        .find(|(_, c)| c.iter().all(|v| (b.position(e, *v).x + 0.5).abs() < 1e-6))
+        .unwrap();
+    b.apply(Command::DeleteElements {
+        entity: e,
+        vertices: vec![],
+        edges: vec![],
+        faces: vec![side],
+    });
+    let moves = corners
+        .iter()
+        .map(|v| {
+            let p = b.position(e, *v);
+            (*v, Vec3::new(0.0, p.y, p.z))
+        })
+        .collect();
+    b.apply(Command::MoveVertices { entity: e, moves });
+    b.apply(Command::Mirror {
+        entity: e,
+        axis: Axis::X,
+        weld: true,
+    });
+    b.scene
+}
+
+/// 1000 entities: every primitive kind, ten colours, some edited.
+fn crowd() -> Scene {
+    let mut b = Builder::new();
+    let kinds = [
+        Primitive::Cube,
+        Primitive::Pyramid,
+        Primitive::Plane,
+        Primitive::Cylinder,
+        Primitive::Sphere,
+    ];
+    for i in 0..1000u32 {
+        let e = b.spawn(
+            i + 1,
+            kinds[i as usize % kinds.len()],
+            Vec3::new((i % 40) as f32, 0.0, (i / 40) as f32),
+        );
+        b.apply(Command::SetColor {
+            entity: e,
+            rgba: Vec4::new((i % 10) as f32 / 10.0, 0.3, 0.6, 1.0),
+        });
+        if i % 100 == 0 {
+            let first = b.mesh_faces(e)[0].0;
+            b.apply(Command::SubdivideFaces {
+                entity: e,
+                faces: vec![first],
+                cuts: 2,
+            });
+        }
+    }
+    b.scene
+}
+
+fn provenance(scene: &Scene) -> Provenance {
+    Provenance {
+        session: SessionId([7; 16]),
+        position: scene.position,
+        scene_state_hash: scene.state_hash(),
+        log_state_hash: [9; 32],
+        chain_head: [5; 32],
+        server_key: PublicKey([1; 32]),
+        authors: vec![Contributor {
+            author: AUTHOR,
+            public_key: PublicKey([2; 32]),
+            role: Role::Editor,
+            entries: scene.position,
+        }],
+    }
+}
+
+fn cases() -> Vec<(&'static str, Scene)> {
+    vec![
+        ("primitives", primitives()),
+        ("extruded_smoothed", extruded_and_smoothed()),
+        ("mirrored", mirrored()),
+        ("crowd_1000", crowd()),
+    ]
+}
+
+/// Reads a GLB back and checks it against the scene: one node per entity with its name and
+/// transform, its triangles with their corner positions and unit normals, its material, and
+/// the provenance.
+fn check_against(scene: &Scene, glb: &[u8]) {
+    let doc = gltf::Gltf::from_slice(glb).unwrap();
+    let bin = doc.blob.clone().unwrap();
+    let extras: serde_json::Value =
+        serde_json::from_str(doc.document.as_json().asset.extras.as_ref().unwrap().get()).unwrap();
+    let p = &extras["meshwork"];
+    assert_eq!(p["position"], scene.position);
+    assert_eq!(p["sceneStateHash"], hex::encode(scene.state_hash()));
+    assert_eq!(p["authors"][0]["author"], AUTHOR.0);
+    let nodes: Vec<_> = doc.document.nodes().collect();
+    assert_eq!(nodes.len(), scene.entities.len());
+    for (node, (id, e)) in nodes.iter().zip(&scene.entities) {
+        let name = if e.name.value.is_empty() {
+            id.to_string()
+        } else {
+            e.name.value.clone()
+        };
+        assert_eq!(node.name(), Some(name.as_str()));
+        let (t, r, s) = node.transform().decomposed();
+        assert_eq!(Vec3::from(t), e.transform.translation);
+        assert_eq!(Quat::from_array(r), e.transform.rotation);
+        assert_eq!(Vec3::from(s), e.transform.scale);
+        let render = e.geometry.render();
+        let mesh = node.mesh().unwrap();
+        let prim = mesh.primitives().next().unwrap();
+        let reader = prim.reader(|_| Some(&bin));
+        let positions: Vec<[f32; 3]> = reader.read_positions().unwrap().collect();
+        let indices: Vec<u32> = reader.read_indices().unwrap().into_u32().collect();
+        assert_eq!(indices, render.indices, "{id}: triangles");
+        for (got, want) in positions.iter().zip(&render.positions) {
+            for k in 0..3 {
+                assert!((got[k] - want[k]).abs() <= 1e-6, "{id}: position");
+            }
+        }
+        assert_eq!(positions.len(), render.positions.len());
+        for n in reader.read_normals().unwrap() {
+            let len = Vec3::from(n).length();
+            assert!((len - 1.0).abs() < 1e-3, "{id}: a normal of length {len}");
+        }
+        let pbr = prim.material().pbr_metallic_roughness();
+        assert_eq!(Vec4::from(pbr.base_color_factor()), e.color.value);
+        assert_eq!(pbr.metallic_factor(), e.material.value.metallic);
+        assert_eq!(pbr.roughness_factor(), e.material.value.roughness);
+        let node_extras: serde_json::Value =
+            serde_json::from_str(node.extras().as_ref().unwrap().get()).unwrap();
+        assert_eq!(node_extras["meshwork"]["entity"], id.to_string());
+    }
+}
+
+#[test]
+fn every_case_exports_and_reads_back_as_the_scene() {
+    for (name, scene) in cases() {
+        let exported = export(&scene, None, &provenance(&scene)).unwrap();
+        let glb = exported.to_glb().unwrap();
+        check_against(&scene, &glb);
+        // The `.gltf` form holds the same document, its buffer named by the given file.
+        let (json, bin) = exported.to_gltf(&format!("{name}.bin")).unwrap();
+        let doc = gltf::Gltf::from_slice(&json).unwrap();
+        let buffer = doc.document.buffers().next().unwrap();
+        assert!(
+            matches!(buffer.source(), gltf::buffer::Source::Uri(u) if u == format!("{name}.bin"))
+        );
+        assert_eq!(buffer.length(), bin.len());
+    }
+    // Unedited primitives of one kind and material share one mesh.
+    let crowd = crowd();
+    let exported = export(&crowd, None, &provenance(&crowd)).unwrap();
+    let doc = gltf::Gltf::from_slice(&exported.to_glb().unwrap()).unwrap();
+    assert!(doc.document.meshes().count() < 100, "shared meshes");
+    assert_eq!(
+        doc.document.materials().count(),
+        10,
+        "one per distinct colour"
+    );
+}
+
+#[test]
+fn a_selection_exports_only_its_entities_and_an_unknown_one_is_refused() {
+    let scene = primitives();
+    let ids: Vec<EntityId> = scene.entities.keys().copied().take(2).collect();
+    let exported = export(&scene, Some(&ids), &provenance(&scene)).unwrap();
+    let doc = gltf::Gltf::from_slice(&exported.to_glb().unwrap()).unwrap();
+    assert_eq!(doc.document.nodes().count(), 2);
+    let ghost = EntityId::new(AUTHOR, 999);
+    let err = export(&scene, Some(&[ghost]), &provenance(&scene)).unwrap_err();
+    assert!(err.to_string().contains("not in the scene"), "{err}");
+}
+
+/// Writes every case as GLB and as `.gltf` + `.bin` and runs the Khronos validator on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the npm package gltf-validator: run by `cargo xtask ci` (wasm step)"]
+async fn the_khronos_validator_finds_no_error_and_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, scene) in cases() {
+        let exported = export(&scene, None, &provenance(&scene)).unwrap();
+        let glb = dir.path().join(format!("{name}.glb"));
+        std::fs::write(&glb, exported.to_glb().unwrap()).unwrap();
+        let (json, bin) = exported.to_gltf(&format!("{name}.bin")).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.bin")), bin).unwrap();
+        let gltf = dir.path().join(format!("{name}.gltf"));
+        std::fs::write(&gltf, json).unwrap();
+        files.push(glb.display().to_string());
+        files.push(gltf.display().to_string());
+    }
+    let args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let report = meshwork_testkit::node_json("validate-gltf.mjs", &[], &args).await;
+    let results = report["files"].as_array().unwrap();
+    assert_eq!(results.len(), files.len());
+    for r in results {
+        assert_eq!(r["errors"], 0, "{r}");
+        assert_eq!(r["warnings"], 0, "{r}");
+    }
+}
+
+async fn catch_up(c: &mut Client, position: u64) {
+    let end = Instant::now() + WAIT;
+    while !(c.replica().is_synced() && c.replica().scene().position >= position) {
+        assert!(Instant::now() < end, "replica stuck");
+        let _ = c.next(Duration::from_millis(50)).await;
+    }
+}
+
+fn glb_provenance(glb: &[u8]) -> serde_json::Value {
+    let doc = gltf::Gltf::from_slice(glb).unwrap();
+    let extras = doc
+        .document
+        .as_json()
+        .asset
+        .extras
+        .as_ref()
+        .unwrap()
+        .get()
+        .to_owned();
+    serde_json::from_str::<serde_json::Value>(&extras).unwrap()["meshwork"].clone()
+}
+
+fn run_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_over_http_and_offline_from_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(BIN, &data, &[]);
+    let token = server.admin_token().unwrap();
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap();
+    let mut a = Client::join(&ticket, random_signer()).await.unwrap();
+    let cube = EntityId::new(a.author(), 1);
+    a.submit_acked(
+        vec![Command::Spawn {
+            entity: cube,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        }],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    a.submit_acked(
+        vec![Command::SetName {
+            entity: cube,
+            name: "the cube".into(),
+        }],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    a.submit_acked(
+        vec![Command::Smooth {
+            entity: cube,
+            faces: vec![],
+            levels: 1,
+        }],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    catch_up(&mut a, 3).await;
+    let live = a.replica().scene().clone();
+    assert!(matches!(live.entities[&cube].geometry, Geometry::Mesh(_)));
+
+    // Over HTTP: the admin, and a member with the ticket, get the same file.
+    let path = format!("/api/v1/sessions/{session}/export.glb");
+    let bearer = format!("Bearer {token}");
+    let by_admin = http::request(
+        server.http,
+        "GET",
+        &path,
+        &[("Authorization", bearer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_admin.status, 200, "{}", by_admin.body);
+    let glb = by_admin.bytes.clone();
+    assert_eq!(&glb[..4], b"glTF");
+    let p = glb_provenance(&glb);
+    assert_eq!(p["position"], 3);
+    assert_eq!(p["sceneStateHash"], hex::encode(live.state_hash()));
+    assert_eq!(p["session"], session.to_string());
+    let doc = gltf::Gltf::from_slice(&glb).unwrap();
+    assert_eq!(
+        doc.document.nodes().next().unwrap().name(),
+        Some("the cube")
+    );
+    let member_path = format!("{path}?ticket={}", ticket.to_text());
+    let by_member = http::get(server.http, &member_path).await.unwrap();
+    assert_eq!(by_member.status, 200, "{}", by_member.body);
+    assert_eq!(
+        by_member.bytes, glb,
+        "the same durable state, the same bytes"
+    );
+    // An earlier point of the history: before the smooth.
+    let earlier = http::request(
+        server.http,
+        "GET",
+        &format!("{path}?at=2"),
+        &[("Authorization", bearer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(earlier.status, 200);
+    assert_eq!(glb_provenance(&earlier.bytes)["position"], 2);
+    let past_end = http::request(
+        server.http,
+        "GET",
+        &format!("{path}?at=99"),
+        &[("Authorization", bearer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(past_end.status, 400);
+    assert!(past_end.body.contains("past the end"), "{}", past_end.body);
+    // No credentials, a wrong token, a ticket of another session: refused.
+    assert_eq!(http::get(server.http, &path).await.unwrap().status, 401);
+    let wrong = http::request(
+        server.http,
+        "GET",
+        &path,
+        &[("Authorization", "Bearer nope")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status, 403);
+    let other = http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    }
+    .create_session("elsewhere")
+    .await
+    .unwrap();
+    let other_path = format!(
+        "/api/v1/sessions/{other}/export.glb?ticket={}",
+        ticket.to_text()
+    );
+    let refused = http::get(server.http, &other_path).await.unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // Offline, after a clean stop: the same state, and the log state hash verify-log proves.
+    drop(a);
+    assert!(server.terminate(Duration::from_secs(10)).success());
+    let data_dir = data.display().to_string();
+    let sid = hex::encode(session.0);
+    let verified = run_cli(&["verify-log", "--data-dir", &data_dir, "--session", &sid]);
+    let out = dir.path().join("scene.glb");
+    let printed = run_cli(&[
+        "export",
+        "--data-dir",
+        &data_dir,
+        "--session",
+        &sid,
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let offline = std::fs::read(&out).unwrap();
+    let p = glb_provenance(&offline);
+    assert_eq!(p["sceneStateHash"], hex::encode(live.state_hash()));
+    let log_hash = p["logStateHash"].as_str().unwrap();
+    assert!(
+        verified.contains(&format!("state {log_hash}")),
+        "verify-log: {verified}"
+    );
+    assert!(printed.contains(log_hash), "{printed}");
+    assert!(p["chainHead"].as_str().unwrap().len() == 64);
+    // As .gltf + .bin, at position 1 (the bare cube).
+    let gltf_out = dir.path().join("early.gltf");
+    run_cli(&[
+        "export",
+        "--data-dir",
+        &data_dir,
+        "--session",
+        &sid,
+        "--at",
+        "1",
+        "--out",
+        &gltf_out.display().to_string(),
+    ]);
+    let doc = gltf::Gltf::from_slice(&std::fs::read(&gltf_out).unwrap()).unwrap();
+    let buffer = doc.document.buffers().next().unwrap();
+    assert!(matches!(
+        buffer.source(),
+        gltf::buffer::Source::Uri("early.bin")
+    ));
+    let bin = std::fs::read(dir.path().join("early.bin")).unwrap();
+    let mesh = doc.document.meshes().next().unwrap();
+    let primitive = mesh.primitives().next().unwrap();
+    let reader = primitive.reader(|_| Some(&bin));
+    assert_eq!(
+        reader.read_indices().unwrap().into_u32().count(),
+        36,
+        "a cube: 12 triangles"
+    );
+}
