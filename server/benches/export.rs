@@ -1,0 +1,131 @@
+//! glTF export of a large scene: 1000 entities, each a cube subdivided to 972 triangles (972k
+//! triangles in all), exported to GLB in memory — the time (median of several runs) and the peak
+//! heap the export adds on top of the scene (a counting allocator).
+//!
+//! Run: `cargo bench -p meshwork-server --bench export` (prints a table). Under `cargo test
+//! --benches` it runs a 10-entity scene once, to prove it still works.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::print_stdout,
+    reason = "benchmark arithmetic and output"
+)]
+// A `GlobalAlloc` impl is unsafe by definition; it only forwards to the system allocator.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use glam::{Quat, Vec3};
+use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::editmesh::FaceKey;
+use meshwork_protocol::scene::{Limits, Scene};
+use meshwork_protocol::{AuthorId, Command, CommandId, EntityId, PublicKey, SessionId};
+use meshwork_server::export::{Provenance, export};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn scene(entities: u32) -> Scene {
+    let author = AuthorId(1);
+    let mut s = Scene::new();
+    let mut lamport = 0;
+    let mut next = |s: &mut Scene, c: Command| {
+        lamport += 1;
+        let id = CommandId { lamport, author };
+        s.try_apply(id, author, &c, &Limits::NONE).unwrap();
+    };
+    for i in 0..entities {
+        let entity = EntityId::new(author, i + 1);
+        next(
+            &mut s,
+            Command::Spawn {
+                entity,
+                primitive: Primitive::Cube,
+                transform: Transform {
+                    translation: Vec3::new((i % 32) as f32 * 2.0, 0.0, (i / 32) as f32 * 2.0),
+                    rotation: Quat::IDENTITY,
+                    scale: Vec3::ONE,
+                },
+            },
+        );
+        let e = &s.entities[&entity];
+        let faces: Vec<FaceKey> = e
+            .geometry
+            .edit_mesh(e.spawned_by)
+            .faces()
+            .keys()
+            .copied()
+            .collect();
+        // 6 faces × 9² quads × 2 = 972 triangles.
+        next(
+            &mut s,
+            Command::SubdivideFaces {
+                entity,
+                faces,
+                cuts: 8,
+            },
+        );
+    }
+    s
+}
+
+fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (entities, runs) = if measuring { (1000, 7) } else { (10, 1) };
+    let s = scene(entities);
+    let provenance = Provenance {
+        session: SessionId([1; 16]),
+        position: s.position,
+        scene_state_hash: s.state_hash(),
+        log_state_hash: [0; 32],
+        chain_head: [0; 32],
+        server_key: PublicKey([0; 32]),
+        authors: vec![],
+    };
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    let mut peak_extra = 0;
+    for _ in 0..runs {
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t = Instant::now();
+        let glb = export(&s, None, &provenance).unwrap().to_glb().unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        peak_extra = PEAK.load(Ordering::Relaxed) - base;
+        bytes = glb.len();
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "export of {entities} entities, {} triangles: median {:.1} ms (min {:.1}, max {:.1}, {runs} runs), GLB {:.1} MB, peak heap during the export {:.1} MB",
+        s.triangle_count(),
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        bytes as f64 / 1e6,
+        peak_extra as f64 / 1e6,
+    );
+}
