@@ -246,6 +246,17 @@ fn material_of(
     i
 }
 
+/// An entity id as the editor and the node extras write it: `entity#<hex>`, or the bare hex.
+///
+/// # Errors
+/// Anything else, with the text.
+pub fn parse_entity_id(text: &str) -> Result<EntityId, String> {
+    let hex_id = text.trim().trim_start_matches("entity#");
+    u64::from_str_radix(hex_id, 16)
+        .map(EntityId)
+        .map_err(|_| format!("bad entity id {text:?} (expected entity#<hex>)"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -497,6 +497,8 @@ struct ExportQuery {
     ticket: Option<String>,
     /// Export the state after this many entries (default: all).
     at: Option<u64>,
+    /// Only these entities: ids separated by commas (`entity#<hex>` or the hex; default: all).
+    entities: Option<String>,
 }
 
 /// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a
@@ -548,14 +550,33 @@ async fn export_glb(
         .await
         .map_err(|_| unavailable())?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let only = q
+        .entities
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .filter(|t| !t.trim().is_empty())
+                .map(crate::export::parse_entity_id)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let server_key = s.ctx.server_key.public_key();
     let at = q.at;
     // Replaying and encoding are CPU work: off the async workers.
     let glb = tokio::task::spawn_blocking(move || {
         let (scene, provenance) = crate::export::scene_at(&loaded, session, server_key, at)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-        crate::export::export(&scene, None, &provenance)
-            .and_then(|e| e.to_glb())
+        let exported =
+            crate::export::export(&scene, only.as_deref(), &provenance).map_err(|e| {
+                let status = match e {
+                    crate::export::ExportError::NoSuchEntity(_) => StatusCode::NOT_FOUND,
+                    crate::export::ExportError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                ApiError(status, e.to_string())
+            })?;
+        exported
+            .to_glb()
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await

@@ -223,14 +223,6 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     }
 }
 
-/// An entity id as the editor and the export's node extras write it: `entity#<hex>` or the hex.
-fn parse_entity_id(text: &str) -> Result<meshwork_protocol::EntityId, Error> {
-    let hex_id = text.trim().trim_start_matches("entity#");
-    u64::from_str_radix(hex_id, 16)
-        .map(meshwork_protocol::EntityId)
-        .map_err(|_| Error::Config(format!("bad entity id {text:?} (expected entity#<hex>)")))
-}
-
 fn export(args: &ExportArgs) -> Result<(), Error> {
     let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
     let store = open_existing(&args.data.data_dir, args.store)?;
@@ -254,7 +246,7 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
     let entities = args
         .entities
         .iter()
-        .map(|e| parse_entity_id(e))
+        .map(|e| meshwork_server::export::parse_entity_id(e).map_err(Error::Config))
         .collect::<Result<Vec<_>, _>>()?;
     let loaded =
         store::log::load_session(store.as_ref(), session).map_err(|e| Error::Io(e.to_string()))?;

@@ -469,6 +469,34 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     .unwrap();
     assert_eq!(earlier.status, 200);
     assert_eq!(glb_provenance(&earlier.bytes)["position"], 2);
+    // A selection, and an entity that is not there.
+    let selected = http::request(
+        server.http,
+        "GET",
+        &format!("{path}?entities=entity%23{:x}", cube.0),
+        &[("Authorization", bearer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(selected.status, 200, "{}", selected.body);
+    let doc = gltf::Gltf::from_slice(&selected.bytes).unwrap();
+    assert_eq!(doc.document.nodes().count(), 1);
+    let missing = http::request(
+        server.http,
+        "GET",
+        &format!("{path}?entities={:x},ffff", cube.0),
+        &[("Authorization", bearer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(
+        missing.body.contains("not in the scene"),
+        "{}",
+        missing.body
+    );
     let past_end = http::request(
         server.http,
         "GET",
