@@ -87,9 +87,9 @@ export class Editor {
   private overlay = h('dl', { class: 'telemetry', 'aria-label': 'Telemetry', hidden: '' });
   private canvas = h('canvas', { 'aria-label': 'Scene view', 'data-testid': 'viewport' });
   /** Downloads the session's durable scene as GLB (the server's export, authorised by the ticket). */
-  private exportLink = h(
-    'a',
-    { class: 'button', download: '', 'data-testid': 'export-gltf', title: 'Download the scene as glTF (GLB)' },
+  private exportButton = h(
+    'button',
+    { type: 'button', 'data-testid': 'export-gltf', title: 'Download the scene as glTF (GLB)' },
     'Export glTF',
   );
 
@@ -102,11 +102,32 @@ export class Editor {
     this.session = new Session(seed, ticket, sessionId);
     this.role = ticketRole(ticket);
     this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
-    this.exportLink.setAttribute(
-      'href',
-      `/api/v1/sessions/${sessionId}/export.glb?ticket=${encodeURIComponent(ticket)}`,
-    );
-    this.exportLink.setAttribute('download', `meshwork-${sessionId.slice(0, 8)}.glb`);
+    this.exportButton.addEventListener('click', () => void this.exportGltf(ticket, sessionId));
+  }
+
+  /** Fetches the export with the ticket in a header (never in a URL) and saves it as a file. */
+  private async exportGltf(ticket: string, sessionId: string): Promise<void> {
+    this.exportButton.disabled = true;
+    try {
+      const r = await fetch(`/api/v1/sessions/${sessionId}/export.glb`, {
+        headers: { 'X-Meshwork-Ticket': ticket },
+      });
+      if (!r.ok) {
+        const body = (await r.json().catch(() => ({}))) as { error?: string };
+        this.toast(`Export failed: ${body.error ?? r.statusText}`, 'error');
+        return;
+      }
+      const url = URL.createObjectURL(await r.blob());
+      const a = h('a', { href: url, download: `meshwork-${sessionId.slice(0, 8)}.glb` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (e) {
+      this.toast(`Export failed: ${(e as Error).message}`, 'error');
+    } finally {
+      this.exportButton.disabled = false;
+    }
   }
 
   async mount(into: HTMLElement): Promise<void> {
@@ -146,7 +167,7 @@ export class Editor {
       this.sessionLabel,
       this.status,
       this.peopleList,
-      this.exportLink,
+      this.exportButton,
     );
     const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
     for (const [tool, label, key] of TOOLS) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshwork_protocol::SessionId;
 use meshwork_protocol::wire::CloseReason;
-use meshwork_session::{BatchId, ClientId, Event, Input, Output, Session};
+use meshwork_session::{BatchId, ClientId, Event, Input, Lane, Output, Session};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Metrics, Transport};
@@ -384,13 +384,32 @@ impl Driver {
 
     fn output(&mut self, output: Output) {
         match output {
-            Output::Send { client, frame, .. } => {
+            Output::Send {
+                client,
+                lane,
+                frame,
+            } => {
                 let Some((outbox, transport)) = self.outboxes.get(&client) else {
                     return;
                 };
                 let (bytes, transport) = (frame.len(), *transport);
-                match outbox.try_send(Outgoing::Frame(frame)) {
+                let out = match lane {
+                    Lane::Reliable => Outgoing::Frame(frame),
+                    // Latest-wins: never let it take the room the log needs. Past half full,
+                    // the update is dropped (the next one supersedes it), never backpressure.
+                    Lane::Unreliable => {
+                        if outbox.capacity().saturating_mul(2) < outbox.max_capacity() {
+                            self.metrics.presence_not_sent_total.inc();
+                            return;
+                        }
+                        Outgoing::Datagram(frame)
+                    }
+                };
+                match outbox.try_send(out) {
                     Ok(()) => self.metrics.sent(transport, bytes),
+                    Err(mpsc::error::TrySendError::Full(_)) if lane == Lane::Unreliable => {
+                        self.metrics.presence_not_sent_total.inc();
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         self.feedback.push_back(Input::Backpressure { client });
                     }

@@ -152,15 +152,15 @@ fn push_mesh(
             .flat_map(|p| p.iter().map(|x| x.to_le_bytes()))
             .collect::<Vec<_>>()
     };
-    // A degenerate face has no normal; glTF requires unit normals, so it gets +Y (it covers
-    // no area, nothing shows it).
+    // glTF wants unit normals (the validator allows about 5e-6): renormalized here; a
+    // degenerate face has none and gets +Y (it covers no area, nothing shows it).
     let normals: Vec<[f32; 3]> = render
         .normals
         .iter()
         .map(|n| {
             let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
-            if (len - 1.0).abs() < 1e-3 {
-                *n
+            if len > 1e-6 {
+                [n[0] / len, n[1] / len, n[2] / len]
             } else {
                 [0.0, 1.0, 0.0]
             }
@@ -365,7 +365,11 @@ pub fn export(
             mesh,
             name: Some(name),
             translation: Some(t.translation.to_array()),
-            rotation: Some(json::scene::UnitQuaternion(t.rotation.to_array())),
+            // The session accepts rotations within 1e-3 of unit length; glTF wants them
+            // within about 5e-6.
+            rotation: Some(json::scene::UnitQuaternion(
+                t.rotation.normalize().to_array(),
+            )),
             scale: Some(t.scale.to_array()),
             extras: Some(node_extras),
             ..json::Node::default()
@@ -404,6 +408,14 @@ const fn primitive_tag(p: Primitive) -> u8 {
     }
 }
 
+/// What a relative URI reference made of one file name must escape: everything but RFC 3986's
+/// unreserved characters.
+const URI_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 impl Exported {
     /// The document as one GLB file.
     ///
@@ -426,15 +438,16 @@ impl Exported {
         glb.to_vec().map_err(|e| ExportError::Write(e.to_string()))
     }
 
-    /// The document as `.gltf` JSON whose buffer is the file `bin_uri` (relative to it), and
-    /// the bytes of that file.
+    /// The document as `.gltf` JSON whose buffer is the file named `bin_uri` beside it (escaped
+    /// into a URI reference), and the bytes of that file.
     ///
     /// # Errors
     /// A document that cannot be serialised.
     pub fn to_gltf(&self, bin_uri: &str) -> Result<(Vec<u8>, &[u8]), ExportError> {
         let mut root = self.root.clone();
         if let Some(b) = root.buffers.first_mut() {
-            b.uri = Some(bin_uri.to_owned());
+            // A URI reference: `#`, `?`, spaces and the like in a file name must be escaped.
+            b.uri = Some(percent_encoding::utf8_percent_encode(bin_uri, URI_ESCAPE).to_string());
         }
         let json = root
             .to_vec_pretty()
@@ -450,7 +463,7 @@ impl Exported {
 /// # Errors
 /// A position past the end of the log; a log that does not replay.
 pub fn scene_at(
-    loaded: &crate::store::log::Loaded,
+    loaded: crate::store::log::Loaded,
     session: SessionId,
     server_key: PublicKey,
     at: Option<u64>,
@@ -462,12 +475,8 @@ pub fn scene_at(
             "position {position} is past the end of the log ({total} entries)"
         ));
     }
-    let entries: Vec<_> = loaded
-        .entries
-        .iter()
-        .take(usize::try_from(position).unwrap_or(usize::MAX))
-        .cloned()
-        .collect();
+    let mut entries = loaded.entries;
+    entries.truncate(usize::try_from(position).unwrap_or(usize::MAX));
     let mut chain_head = [0u8; 32];
     let mut counts: BTreeMap<AuthorId, u64> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {

@@ -491,9 +491,13 @@ async fn create_backup(
     ))
 }
 
+/// Exports running at once (each replays a log and encodes a scene on a blocking thread).
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 #[derive(Deserialize)]
 struct ExportQuery {
-    /// A join ticket of this session (members), unless the admin token is sent.
+    /// A join ticket of this session (members), unless the admin token or the
+    /// `X-Meshwork-Ticket` header is sent.
     ticket: Option<String>,
     /// Export the state after this many entries (default: all).
     at: Option<u64>,
@@ -502,7 +506,7 @@ struct ExportQuery {
 }
 
 /// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a
-/// valid, unexpired join ticket of this session.
+/// valid, unexpired join ticket of this session (`X-Meshwork-Ticket` header, or `?ticket=`).
 async fn export_glb(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -511,7 +515,13 @@ async fn export_glb(
 ) -> Result<Response, ApiError> {
     let session =
         parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let member = q.ticket.as_deref().is_some_and(|t| {
+    // The editor sends its ticket in a header (a query string ends up in access logs).
+    let ticket = headers
+        .get("x-meshwork-ticket")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.ticket);
+    let member = ticket.as_deref().is_some_and(|t| {
         meshwork_protocol::wire::JoinTicket::from_text(t.trim())
             .ok()
             .filter(|ticket| ticket.invite.claimed_session() == Some(session))
@@ -520,7 +530,7 @@ async fn export_glb(
     });
     if !member {
         require_admin(&s, &headers).map_err(|e| {
-            if q.ticket.is_some() {
+            if ticket.is_some() {
                 ApiError(
                     StatusCode::FORBIDDEN,
                     "the ticket is not a valid, unexpired invite to this session".into(),
@@ -533,6 +543,17 @@ async fn export_glb(
     if s.ctx.router.get(session).is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}")));
     }
+    // A replay and an encoding per request: at most this many at once, the rest told to retry.
+    let Ok(_permit) = EXPORTS.try_acquire() else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(serde_json::json!({
+                "error": "exports are busy (at most 2 at once); retry in a second"
+            })),
+        )
+            .into_response());
+    };
     let unavailable = || {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -565,7 +586,7 @@ async fn export_glb(
     let at = q.at;
     // Replaying and encoding are CPU work: off the async workers.
     let glb = tokio::task::spawn_blocking(move || {
-        let (scene, provenance) = crate::export::scene_at(&loaded, session, server_key, at)
+        let (scene, provenance) = crate::export::scene_at(loaded, session, server_key, at)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
         let exported =
             crate::export::export(&scene, only.as_deref(), &provenance).map_err(|e| {

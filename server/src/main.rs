@@ -224,8 +224,16 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
 }
 
 fn export(args: &ExportArgs) -> Result<(), Error> {
-    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+    // The store first, and the key only if it is there: the provenance names the key that
+    // signed this store's checkpoints, never a fresh one.
     let store = open_existing(&args.data.data_dir, args.store)?;
+    if !args.data.data_dir.join("server.key").is_file() {
+        return Err(Error::Config(format!(
+            "no server.key in {}: the provenance needs the key that signed the log",
+            args.data.data_dir.display()
+        )));
+    }
+    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
     let session = match &args.session {
         Some(id) => parse_session_id(id)?,
         None => {
@@ -254,7 +262,7 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         return Err(Error::Config(format!("no session {session} in the store")));
     }
     let (scene, provenance) =
-        meshwork_server::export::scene_at(&loaded, session, data.server_key.public_key(), args.at)
+        meshwork_server::export::scene_at(loaded, session, data.server_key.public_key(), args.at)
             .map_err(Error::Config)?;
     let only = (!entities.is_empty()).then_some(entities.as_slice());
     let exported = meshwork_server::export::export(&scene, only, &provenance)

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub joins_total: IntCounter,
     pub deltas_total: IntCounter,
+    pub presence_not_sent_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
@@ -216,6 +217,17 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(deltas_total.clone()))
             .expect("registered once");
+        let presence_not_sent_total = IntCounter::with_opts(
+            Opts::new(
+                "presence_not_sent_total",
+                "Relayed presence updates not queued because the client's outbox was half full \
+                 (the latest-wins lane never pushes the log out).",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(presence_not_sent_total.clone()))
+            .expect("registered once");
         let persist_batch_seconds = histogram(
             &r,
             "persist_batch_seconds",
@@ -332,6 +344,7 @@ impl Metrics {
             sessions_active,
             joins_total,
             deltas_total,
+            presence_not_sent_total,
             persist_batch_seconds,
             persist_batch_entries,
             log_entries,

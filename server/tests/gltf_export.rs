@@ -115,6 +115,17 @@ fn primitives() -> Scene {
             },
         });
     }
+    // A rotation as a client may send it: within the session's 1e-3 of unit length, but not
+    // within glTF's (the export normalizes it).
+    b.apply(Command::Spawn {
+        entity: EntityId::new(AUTHOR, 6),
+        primitive: Primitive::Cube,
+        transform: Transform {
+            translation: Vec3::new(0.0, 3.0, 0.0),
+            rotation: Quat::from_xyzw(0.0, 0.707, 0.0, 0.707),
+            scale: Vec3::ONE,
+        },
+    });
     b.scene
 }
 
@@ -253,9 +264,19 @@ fn check_against(scene: &Scene, glb: &[u8]) {
             e.name.value.clone()
         };
         assert_eq!(node.name(), Some(name.as_str()));
-        let (t, r, s) = node.transform().decomposed();
+        let (t, _, s) = node.transform().decomposed();
+        // As written in the file (the reader may normalize on the way).
+        let r = doc.document.as_json().nodes[node.index()]
+            .rotation
+            .unwrap()
+            .0;
         assert_eq!(Vec3::from(t), e.transform.translation);
-        assert_eq!(Quat::from_array(r), e.transform.rotation);
+        let want = e.transform.rotation.normalize();
+        assert!(
+            Quat::from_array(r).abs_diff_eq(want, 1e-7),
+            "{id}: rotation {r:?}"
+        );
+        assert!((Quat::from_array(r).length() - 1.0).abs() < 1e-6);
         assert_eq!(Vec3::from(s), e.transform.scale);
         let render = e.geometry.render();
         let mesh = node.mesh().unwrap();
@@ -422,7 +443,18 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     )
     .await
     .unwrap();
-    catch_up(&mut a, 3).await;
+    let other_entity = EntityId::new(a.author(), 2);
+    a.submit_acked(
+        vec![Command::Spawn {
+            entity: other_entity,
+            primitive: Primitive::Sphere,
+            transform: Transform::IDENTITY,
+        }],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    catch_up(&mut a, 4).await;
     let live = a.replica().scene().clone();
     assert!(matches!(live.entities[&cube].geometry, Geometry::Mesh(_)));
 
@@ -442,7 +474,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     let glb = by_admin.bytes.clone();
     assert_eq!(&glb[..4], b"glTF");
     let p = glb_provenance(&glb);
-    assert_eq!(p["position"], 3);
+    assert_eq!(p["position"], 4);
     assert_eq!(p["sceneStateHash"], hex::encode(live.state_hash()));
     assert_eq!(p["session"], session.to_string());
     let doc = gltf::Gltf::from_slice(&glb).unwrap();
@@ -457,6 +489,47 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         by_member.bytes, glb,
         "the same durable state, the same bytes"
     );
+    // The editor's way: the ticket in a header; a viewer's ticket is enough.
+    let admin = http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    };
+    let viewer = admin.invite(&session.to_string(), "viewer").await.unwrap();
+    let by_viewer = http::request(
+        server.http,
+        "GET",
+        &path,
+        &[("X-Meshwork-Ticket", viewer.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_viewer.status, 200, "{}", by_viewer.body);
+    assert_eq!(by_viewer.bytes, glb);
+    // A ticket that expired is refused (an invite valid for one second, polled until then).
+    let short = admin
+        .invite_for(&session.to_string(), "editor", 1)
+        .await
+        .unwrap();
+    let end = Instant::now() + WAIT;
+    loop {
+        let r = http::request(
+            server.http,
+            "GET",
+            &path,
+            &[("X-Meshwork-Ticket", short.as_str())],
+            "",
+        )
+        .await
+        .unwrap();
+        if r.status == 403 {
+            assert!(r.body.contains("unexpired"), "{}", r.body);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(Instant::now() < end, "the one-second invite never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // An earlier point of the history: before the smooth.
     let earlier = http::request(
         server.http,
@@ -468,7 +541,10 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     .await
     .unwrap();
     assert_eq!(earlier.status, 200);
-    assert_eq!(glb_provenance(&earlier.bytes)["position"], 2);
+    let before = glb_provenance(&earlier.bytes);
+    assert_eq!(before["position"], 2);
+    assert_ne!(before["chainHead"], p["chainHead"]);
+    assert_ne!(before["sceneStateHash"], p["sceneStateHash"]);
     // A selection, and an entity that is not there.
     let selected = http::request(
         server.http,
@@ -481,7 +557,15 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     .unwrap();
     assert_eq!(selected.status, 200, "{}", selected.body);
     let doc = gltf::Gltf::from_slice(&selected.bytes).unwrap();
-    assert_eq!(doc.document.nodes().count(), 1);
+    assert_eq!(
+        doc.document.nodes().count(),
+        1,
+        "two entities, one selected"
+    );
+    assert_eq!(
+        doc.document.nodes().next().unwrap().name(),
+        Some("the cube")
+    );
     let missing = http::request(
         server.http,
         "GET",
@@ -520,13 +604,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     .await
     .unwrap();
     assert_eq!(wrong.status, 403);
-    let other = http::Admin {
-        addr: server.http,
-        token: token.clone(),
-    }
-    .create_session("elsewhere")
-    .await
-    .unwrap();
+    let other = admin.create_session("elsewhere").await.unwrap();
     let other_path = format!(
         "/api/v1/sessions/{other}/export.glb?ticket={}",
         ticket.to_text()
@@ -559,7 +637,12 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         "verify-log: {verified}"
     );
     assert!(printed.contains(log_hash), "{printed}");
-    assert!(p["chainHead"].as_str().unwrap().len() == 64);
+    // The chain head is the store's own head after the last entry.
+    let store = meshwork_server::store::open(meshwork_server::store::Backend::Redb, &data).unwrap();
+    let stored = meshwork_server::store::log::load_session(store.as_ref(), session).unwrap();
+    assert_eq!(p["chainHead"], hex::encode(stored.head));
+    assert_eq!(p["position"], stored.entries.len());
+    drop(store);
     // As .gltf + .bin, at position 1 (the bare cube).
     let gltf_out = dir.path().join("early.gltf");
     run_cli(&[

@@ -73,6 +73,10 @@ pub struct Seen {
     pub history_done: bool,
     /// Resyncs this client asked for.
     pub resyncs: u64,
+    /// Relayed presence that came on the reliable stream (the server should never do that).
+    pub presence_on_stream: u64,
+    /// Relayed presence that came as a datagram.
+    pub presence_by_datagram: u64,
 }
 
 /// A joined headless client: the sans-IO [`ClientConnection`] (handshake, signing, replica)
@@ -82,7 +86,8 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     send: quinn::SendStream,
-    inbox: mpsc::Receiver<ServerMsg>,
+    inbox: mpsc::Receiver<(Arrival, ServerMsg)>,
+    paused: tokio::sync::watch::Sender<bool>,
     machine: ClientConnection<Ed25519Signer>,
     /// The welcome the server sent.
     pub welcome: Welcome,
@@ -112,7 +117,35 @@ pub async fn open(
     ),
     ClientError,
 > {
-    let endpoint = client_endpoint(addr, cert_sha256)?;
+    open_with_window(addr, cert_sha256, None).await
+}
+
+/// As [`open`]; with `window`, the connection's receive windows are that many bytes (the
+/// stream's) and twice that (the connection's), so a client that stops reading fills them fast.
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_with_window(
+    addr: SocketAddr,
+    cert_sha256: [u8; 32],
+    window: Option<u32>,
+) -> Result<
+    (
+        quinn::Endpoint,
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ),
+    ClientError,
+> {
+    let endpoint = match window {
+        None => client_endpoint(addr, cert_sha256)?,
+        Some(bytes) => meshwork_quic_pin::endpoint_with(addr, cert_sha256, |t| {
+            t.stream_receive_window(quinn::VarInt::from_u32(bytes));
+            t.receive_window(quinn::VarInt::from_u32(bytes.saturating_mul(2)));
+        })
+        .map_err(ClientError::Connection)?,
+    };
     let conn = endpoint
         .connect(addr, "localhost")
         .map_err(|e| ClientError::Connection(e.to_string()))?
@@ -125,19 +158,39 @@ pub async fn open(
     Ok((endpoint, conn, send, recv))
 }
 
-/// Reads frames from `recv` into a channel of messages until the stream ends.
+/// How a message came: on the reliable stream, or as a datagram (the unreliable lane).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// The QUIC stream.
+    Stream,
+    /// A QUIC datagram.
+    Datagram,
+}
+
+/// Reads frames from `recv` and datagrams from `conn` into one channel of messages, each
+/// marked with the lane it came on, until the stream ends.
 fn spawn_reader(
     mut recv: quinn::RecvStream,
     conn: quinn::Connection,
     counter: Arc<std::sync::atomic::AtomicU64>,
-) -> mpsc::Receiver<ServerMsg> {
+    paused: tokio::sync::watch::Receiver<bool>,
+) -> mpsc::Receiver<(Arrival, ServerMsg)> {
     let (tx, rx) = mpsc::channel(65_536);
     // Datagrams (presence) join the same inbox; dropped when it is full (latest wins).
     let dtx = tx.clone();
+    let mut datagrams_paused = paused.clone();
+    let mut stream_paused = paused;
     tokio::spawn(async move {
-        while let Ok(d) = conn.read_datagram().await {
+        loop {
+            // While paused, nothing is read: quinn's datagram buffer fills and drops.
+            if datagrams_paused.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
+            let Ok(d) = conn.read_datagram().await else {
+                return;
+            };
             if let Ok(Some((msg, _))) = meshwork_protocol::decode_frame::<ServerMsg>(&d) {
-                let _ = dtx.try_send(msg);
+                let _ = dtx.try_send((Arrival::Datagram, msg));
             }
         }
     });
@@ -145,6 +198,11 @@ fn spawn_reader(
         let mut reader = FrameReader::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // While paused, the stream is not read: its flow-control window fills and the
+            // server's writes to it stop.
+            if stream_paused.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
             let Ok(Some(n)) = recv.read(&mut buf).await else {
                 return;
             };
@@ -155,7 +213,7 @@ fn spawn_reader(
             loop {
                 match reader.next_msg::<ServerMsg>() {
                     Ok(Some(msg)) => {
-                        if tx.send(msg).await.is_err() {
+                        if tx.send((Arrival::Stream, msg)).await.is_err() {
                             return;
                         }
                     }
@@ -189,6 +247,29 @@ impl Client {
         Self::join_as(ticket, signer, PROTOCOL_VERSION).await
     }
 
+    /// As [`Client::join`], with small receive windows (see [`open_with_window`]): with
+    /// [`Client::pause_reading`], a client that stops reading and pushes back at once.
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_with_window(
+        ticket: &JoinTicket,
+        signer: Ed25519Signer,
+        window: u32,
+    ) -> Result<Self, ClientError> {
+        Self::join_inner(ticket, signer, PROTOCOL_VERSION, Some(window)).await
+    }
+
+    /// Stops reading the connection (stream and datagrams) until [`Client::resume_reading`].
+    pub fn pause_reading(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Reads the connection again.
+    pub fn resume_reading(&self) {
+        self.paused.send_replace(false);
+    }
+
     /// As [`Client::join`], announcing `protocol_version` (tests of version refusal).
     ///
     /// # Errors
@@ -198,10 +279,21 @@ impl Client {
         signer: Ed25519Signer,
         protocol_version: u16,
     ) -> Result<Self, ClientError> {
+        Self::join_inner(ticket, signer, protocol_version, None).await
+    }
+
+    async fn join_inner(
+        ticket: &JoinTicket,
+        signer: Ed25519Signer,
+        protocol_version: u16,
+        window: Option<u32>,
+    ) -> Result<Self, ClientError> {
         let addr = resolve(&ticket.quic_addr)?;
-        let (endpoint, conn, mut send, recv) = open(addr, ticket.cert_sha256).await?;
+        let (endpoint, conn, mut send, recv) =
+            open_with_window(addr, ticket.cert_sha256, window).await?;
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut inbox = spawn_reader(recv, conn.clone(), counter.clone());
+        let (paused, paused_rx) = tokio::sync::watch::channel(false);
+        let mut inbox = spawn_reader(recv, conn.clone(), counter.clone(), paused_rx);
         let build_id = format!("meshwork-testkit {}", env!("CARGO_PKG_VERSION"));
         let mut machine = ClientConnection::with_protocol_version(
             signer,
@@ -213,7 +305,7 @@ impl Client {
             while let Some(msg) = machine.poll_transmit() {
                 write(&mut send, &msg).await?;
             }
-            let msg = recv_msg(&mut inbox, Duration::from_secs(10)).await?;
+            let (_, msg) = recv_msg(&mut inbox, Duration::from_secs(10)).await?;
             match machine.handle(&msg) {
                 ClientEvent::Joined => {
                     break machine
@@ -231,6 +323,7 @@ impl Client {
             conn,
             send,
             inbox,
+            paused,
             machine,
             welcome,
             seen: Seen::default(),
@@ -384,7 +477,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Timeout`], or [`ClientError::Closed`] when the stream has ended.
     pub async fn next(&mut self, wait: Duration) -> Result<ServerMsg, ClientError> {
-        let msg = match recv_msg(&mut self.inbox, wait).await {
+        let (arrival, msg) = match recv_msg(&mut self.inbox, wait).await {
             Ok(m) => m,
             Err(ClientError::Closed(_)) => {
                 return Err(ClientError::Closed(self.seen.closed.clone()));
@@ -422,6 +515,15 @@ impl Client {
             }
             ServerMsg::CommandRefused(r) => self.seen.refusals.push(r.clone()),
             ServerMsg::Close(c) => self.seen.closed = Some(c.clone()),
+            ServerMsg::Presence(_) => match arrival {
+                Arrival::Stream => {
+                    self.seen.presence_on_stream = self.seen.presence_on_stream.saturating_add(1);
+                }
+                Arrival::Datagram => {
+                    self.seen.presence_by_datagram =
+                        self.seen.presence_by_datagram.saturating_add(1);
+                }
+            },
             _ => {}
         }
         Ok(msg)
@@ -475,9 +577,9 @@ async fn write(send: &mut quinn::SendStream, msg: &ClientMsg) -> Result<(), Clie
 }
 
 async fn recv_msg(
-    inbox: &mut mpsc::Receiver<ServerMsg>,
+    inbox: &mut mpsc::Receiver<(Arrival, ServerMsg)>,
     wait: Duration,
-) -> Result<ServerMsg, ClientError> {
+) -> Result<(Arrival, ServerMsg), ClientError> {
     match tokio::time::timeout(wait, inbox.recv()).await {
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(ClientError::Closed(None)),
@@ -694,7 +796,30 @@ pub mod http {
         /// # Errors
         /// A status other than 201.
         pub async fn invite(&self, session: &str, role: &str) -> Result<String, String> {
-            let body = serde_json::json!({ "role": role }).to_string();
+            self.invite_with(serde_json::json!({ "role": role }), session)
+                .await
+        }
+
+        /// As [`Admin::invite`], valid for `ttl_s` seconds.
+        ///
+        /// # Errors
+        /// As [`Admin::invite`].
+        pub async fn invite_for(
+            &self,
+            session: &str,
+            role: &str,
+            ttl_s: u64,
+        ) -> Result<String, String> {
+            self.invite_with(serde_json::json!({ "role": role, "ttl_s": ttl_s }), session)
+                .await
+        }
+
+        async fn invite_with(
+            &self,
+            body: serde_json::Value,
+            session: &str,
+        ) -> Result<String, String> {
+            let body = body.to_string();
             let v = self
                 .call(
                     "POST",

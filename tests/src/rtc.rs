@@ -95,8 +95,10 @@ pub struct RtcClient {
     pub closed: bool,
     /// The complete offer this client sent (its candidates included).
     pub offer_sdp: String,
-    /// Presence frames received.
+    /// Presence frames received on the `presence` channel.
     pub presence_received: usize,
+    /// Presence frames that came on the `log` channel (the server should never do that).
+    pub presence_on_log: usize,
     /// `ServerMsg::Close` frames received.
     pub close_frames: Vec<meshwork_protocol::wire::CloseReason>,
 }
@@ -198,6 +200,7 @@ impl RtcClient {
             closed: false,
             offer_sdp,
             presence_received: 0,
+            presence_on_log: 0,
             close_frames: Vec::new(),
         })
     }
@@ -310,6 +313,9 @@ impl RtcClient {
                     return;
                 }
                 while let Ok(Some(m)) = self.reader.next_msg::<ServerMsg>() {
+                    if matches!(m, ServerMsg::Presence(_)) {
+                        self.presence_on_log = self.presence_on_log.saturating_add(1);
+                    }
                     if let ServerMsg::Close(c) = &m {
                         // The server closes the connection after this frame.
                         self.close_frames.push(c.reason);

@@ -22,6 +22,19 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// # Errors
 /// A sentence when TLS or the socket cannot be set up.
 pub fn endpoint(server: SocketAddr, cert_sha256: [u8; 32]) -> Result<quinn::Endpoint, String> {
+    endpoint_with(server, cert_sha256, |_| {})
+}
+
+/// As [`endpoint`], with the transport settings adjusted by `tune` (tests: small receive
+/// windows, to make a client that stops reading push back on the server at once).
+///
+/// # Errors
+/// As [`endpoint`].
+pub fn endpoint_with(
+    server: SocketAddr,
+    cert_sha256: [u8; 32],
+    tune: impl FnOnce(&mut quinn::TransportConfig),
+) -> Result<quinn::Endpoint, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -38,6 +51,7 @@ pub fn endpoint(server: SocketAddr, cert_sha256: [u8; 32]) -> Result<quinn::Endp
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    tune(&mut transport);
     config.transport_config(Arc::new(transport));
     let ip: IpAddr = match (server.is_ipv4(), server.ip().is_loopback()) {
         (true, true) => Ipv4Addr::LOCALHOST.into(),
