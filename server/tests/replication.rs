@@ -154,6 +154,11 @@ async fn replicas_over_quic_converge_and_presence_flows() {
                 && p.author == from
             {
                 assert_eq!(p.presence.head, Some(pose));
+                assert!(late.seen.presence_by_datagram > 0);
+                assert_eq!(
+                    late.seen.presence_on_stream, 0,
+                    "presence on the log stream"
+                );
                 break 'wait;
             }
         }
