@@ -393,6 +393,13 @@ fn glb_provenance(glb: &[u8]) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&extras).unwrap()["meshwork"].clone()
 }
 
+/// `GET path` with one header.
+async fn get_with(server: &ServerProcess, path: &str, header: (&str, &str)) -> http::Response {
+    http::request(server.http, "GET", path, &[header], "")
+        .await
+        .unwrap()
+}
+
 fn run_cli(args: &[&str]) -> String {
     let out = std::process::Command::new(BIN).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -461,15 +468,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     // Over HTTP: the admin, and a member with the ticket, get the same file.
     let path = format!("/api/v1/sessions/{session}/export.glb");
     let bearer = format!("Bearer {token}");
-    let by_admin = http::request(
-        server.http,
-        "GET",
-        &path,
-        &[("Authorization", bearer.as_str())],
-        "",
-    )
-    .await
-    .unwrap();
+    let by_admin = get_with(&server, &path, ("Authorization", bearer.as_str())).await;
     assert_eq!(by_admin.status, 200, "{}", by_admin.body);
     let glb = by_admin.bytes.clone();
     assert_eq!(&glb[..4], b"glTF");
@@ -495,15 +494,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         token: token.clone(),
     };
     let viewer = admin.invite(&session.to_string(), "viewer").await.unwrap();
-    let by_viewer = http::request(
-        server.http,
-        "GET",
-        &path,
-        &[("X-Meshwork-Ticket", viewer.as_str())],
-        "",
-    )
-    .await
-    .unwrap();
+    let by_viewer = get_with(&server, &path, ("X-Meshwork-Ticket", viewer.as_str())).await;
     assert_eq!(by_viewer.status, 200, "{}", by_viewer.body);
     assert_eq!(by_viewer.bytes, glb);
     // A ticket that expired is refused (an invite valid for one second, polled until then).
@@ -513,15 +504,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         .unwrap();
     let end = Instant::now() + WAIT;
     loop {
-        let r = http::request(
-            server.http,
-            "GET",
-            &path,
-            &[("X-Meshwork-Ticket", short.as_str())],
-            "",
-        )
-        .await
-        .unwrap();
+        let r = get_with(&server, &path, ("X-Meshwork-Ticket", short.as_str())).await;
         if r.status == 403 {
             assert!(r.body.contains("unexpired"), "{}", r.body);
             break;
@@ -531,30 +514,24 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // An earlier point of the history: before the smooth.
-    let earlier = http::request(
-        server.http,
-        "GET",
+    let earlier = get_with(
+        &server,
         &format!("{path}?at=2"),
-        &[("Authorization", bearer.as_str())],
-        "",
+        ("Authorization", bearer.as_str()),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(earlier.status, 200);
     let before = glb_provenance(&earlier.bytes);
     assert_eq!(before["position"], 2);
     assert_ne!(before["chainHead"], p["chainHead"]);
     assert_ne!(before["sceneStateHash"], p["sceneStateHash"]);
     // A selection, and an entity that is not there.
-    let selected = http::request(
-        server.http,
-        "GET",
+    let selected = get_with(
+        &server,
         &format!("{path}?entities=entity%23{:x}", cube.0),
-        &[("Authorization", bearer.as_str())],
-        "",
+        ("Authorization", bearer.as_str()),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(selected.status, 200, "{}", selected.body);
     let doc = gltf::Gltf::from_slice(&selected.bytes).unwrap();
     assert_eq!(
@@ -566,43 +543,29 @@ async fn export_over_http_and_offline_from_the_real_binary() {
         doc.document.nodes().next().unwrap().name(),
         Some("the cube")
     );
-    let missing = http::request(
-        server.http,
-        "GET",
+    let missing = get_with(
+        &server,
         &format!("{path}?entities={:x},ffff", cube.0),
-        &[("Authorization", bearer.as_str())],
-        "",
+        ("Authorization", bearer.as_str()),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert!(
         missing.body.contains("not in the scene"),
         "{}",
         missing.body
     );
-    let past_end = http::request(
-        server.http,
-        "GET",
+    let past_end = get_with(
+        &server,
         &format!("{path}?at=99"),
-        &[("Authorization", bearer.as_str())],
-        "",
+        ("Authorization", bearer.as_str()),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(past_end.status, 400);
     assert!(past_end.body.contains("past the end"), "{}", past_end.body);
     // No credentials, a wrong token, a ticket of another session: refused.
     assert_eq!(http::get(server.http, &path).await.unwrap().status, 401);
-    let wrong = http::request(
-        server.http,
-        "GET",
-        &path,
-        &[("Authorization", "Bearer nope")],
-        "",
-    )
-    .await
-    .unwrap();
+    let wrong = get_with(&server, &path, ("Authorization", "Bearer nope")).await;
     assert_eq!(wrong.status, 403);
     let other = admin.create_session("elsewhere").await.unwrap();
     let other_path = format!(

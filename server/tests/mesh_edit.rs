@@ -24,17 +24,14 @@ use meshwork_testkit::{Client, http, random_signer};
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The server's scene position and hash, from the admin API.
 async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
-    let admin = http::Admin {
+    http::Admin {
         addr: server.http,
         token: token.to_owned(),
-    };
-    let list = admin.sessions().await.unwrap();
-    (
-        list[0]["scene_position"].as_u64().unwrap(),
-        list[0]["scene_hash"].as_str().unwrap().to_owned(),
-    )
+    }
+    .scene()
+    .await
+    .unwrap()
 }
 
 /// Reads messages until the replica is synced at `position` or later.

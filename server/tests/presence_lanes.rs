@@ -34,15 +34,13 @@ fn presence(seq: u32) -> Presence {
 }
 
 async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
-    let admin = http::Admin {
+    http::Admin {
         addr: server.http,
         token: token.to_owned(),
-    };
-    let list = admin.sessions().await.unwrap();
-    (
-        list[0]["scene_position"].as_u64().unwrap(),
-        list[0]["scene_hash"].as_str().unwrap().to_owned(),
-    )
+    }
+    .scene()
+    .await
+    .unwrap()
 }
 
 /// Reads until the replica is synced at `position` or later (or the client is closed).

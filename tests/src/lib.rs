@@ -101,22 +101,19 @@ pub struct Client {
     pub retain_entries: bool,
 }
 
+/// An open connection: the endpoint, the connection and its bidirectional stream.
+pub type Opened = (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+);
+
 /// Connects to `addr` (pinning `cert_sha256`) and opens the stream, without joining.
 ///
 /// # Errors
 /// [`ClientError::Connection`] on QUIC/TLS failure.
-pub async fn open(
-    addr: SocketAddr,
-    cert_sha256: [u8; 32],
-) -> Result<
-    (
-        quinn::Endpoint,
-        quinn::Connection,
-        quinn::SendStream,
-        quinn::RecvStream,
-    ),
-    ClientError,
-> {
+pub async fn open(addr: SocketAddr, cert_sha256: [u8; 32]) -> Result<Opened, ClientError> {
     open_with_window(addr, cert_sha256, None).await
 }
 
@@ -129,15 +126,7 @@ pub async fn open_with_window(
     addr: SocketAddr,
     cert_sha256: [u8; 32],
     window: Option<u32>,
-) -> Result<
-    (
-        quinn::Endpoint,
-        quinn::Connection,
-        quinn::SendStream,
-        quinn::RecvStream,
-    ),
-    ClientError,
-> {
+) -> Result<Opened, ClientError> {
     let endpoint = match window {
         None => client_endpoint(addr, cert_sha256)?,
         Some(bytes) => meshwork_quic_pin::endpoint_with(addr, cert_sha256, |t| {
@@ -776,6 +765,20 @@ pub mod http {
         /// A status other than 200 or a body that is not JSON.
         pub async fn sessions(&self) -> Result<serde_json::Value, String> {
             self.call("GET", "/api/v1/sessions", "", 200).await
+        }
+
+        /// The first listed session's scene position and hex state hash (tests with one
+        /// session).
+        ///
+        /// # Errors
+        /// As [`Admin::sessions`], or a listing without those fields.
+        pub async fn scene(&self) -> Result<(u64, String), String> {
+            let list = self.sessions().await?;
+            let position = list[0]["scene_position"].as_u64();
+            let hash = list[0]["scene_hash"].as_str().map(str::to_owned);
+            position
+                .zip(hash)
+                .ok_or_else(|| format!("no scene position or hash in {list}"))
         }
 
         /// `POST /api/v1/sessions`; returns the new session's id.
