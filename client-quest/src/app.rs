@@ -11,7 +11,7 @@ use glam::{Vec2, Vec3, Vec4};
 use meshwork_protocol::client::{ClientConnection, ClientEvent};
 use meshwork_protocol::command::{Primitive, Transform};
 use meshwork_protocol::wire::{ClientMsg, Invite, Pose as WirePose, Presence, ServerMsg};
-use meshwork_protocol::{Command, Ed25519Signer, EntityId};
+use meshwork_protocol::{AuthorId, Command, Ed25519Signer, EntityId};
 
 use crate::input::{self, Grab, Pickable, Pose, Ray, Snap, TwoHandScale};
 
@@ -165,7 +165,26 @@ pub struct App {
     /// Snap-turn step (radians); the stick must return to centre between turns.
     pub snap_turn: f32,
     turn_armed: bool,
+    /// Others' presence, by author, until it goes stale.
+    others: BTreeMap<AuthorId, Other>,
+    /// Frames run so far.
+    frames: u64,
 }
+
+/// Another author's presence as last received (their head and hands, stage space).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Other {
+    /// Head pose, when tracked.
+    pub head: Option<Pose>,
+    /// Left and right hand poses, when tracked.
+    pub hands: [Option<Pose>; 2],
+    /// The frame ([`App::frame`] count) it arrived in.
+    pub seen_frame: u64,
+}
+
+/// Frames without an update after which another author's presence is no longer drawn: about
+/// 5 s at 90 Hz (the browser's time-to-live). Counted in frames, so the app needs no clock.
+pub const PRESENCE_TTL_FRAMES: u64 = 450;
 
 const PRESS: f32 = 0.6;
 const RELEASE: f32 = 0.3;
@@ -197,6 +216,8 @@ impl App {
             meshes: MeshCache::default(),
             snap_turn: std::f32::consts::FRAC_PI_6,
             turn_armed: true,
+            others: BTreeMap::new(),
+            frames: 0,
         }
     }
 
@@ -204,6 +225,12 @@ impl App {
     #[must_use]
     pub const fn connection(&self) -> &ClientConnection<Ed25519Signer> {
         &self.conn
+    }
+
+    /// Others present: their last heads and hands, by author (stale ones dropped each frame).
+    #[must_use]
+    pub const fn others(&self) -> &BTreeMap<AuthorId, Other> {
+        &self.others
     }
 
     /// Joined and holding a snapshot.
@@ -219,6 +246,17 @@ impl App {
                 if let Some(f) = self.in_flight.iter_mut().find(|f| !f.1) {
                     f.1 = true;
                 }
+            }
+            ServerMsg::Presence(p) if Some(p.author) != self.conn.author() => {
+                let pose = |w: &Option<WirePose>| w.as_ref().map(pose_from_wire);
+                self.others.insert(
+                    p.author,
+                    Other {
+                        head: pose(&p.presence.head),
+                        hands: [pose(&p.presence.hands[0]), pose(&p.presence.hands[1])],
+                        seen_frame: self.frames,
+                    },
+                );
             }
             ServerMsg::CommandRefused(r) => {
                 if let Some(i) = self.in_flight.iter().position(|f| !f.1) {
@@ -367,6 +405,10 @@ impl App {
 
     /// One frame: input → commands (queued for [`Self::poll_transmit`]) and platform requests.
     pub fn frame(&mut self, input: &FrameInput) -> FrameOutput {
+        self.frames = self.frames.saturating_add(1);
+        let now = self.frames;
+        self.others
+            .retain(|_, o| now.saturating_sub(o.seen_frame) <= PRESENCE_TTL_FRAMES);
         let mut out = FrameOutput::default();
         if !self.live() {
             self.prev = input.hands;
@@ -619,6 +661,64 @@ impl App {
     }
 }
 
+/// A pose from the wire (the inverse of [`wire_pose`], to a millimetre and 1/32767).
+#[must_use]
+pub fn pose_from_wire(w: &WirePose) -> Pose {
+    #[allow(clippy::cast_precision_loss, reason = "millimetres within ±2e9")]
+    let m = |v: i32| v as f32 / 1000.0;
+    let unit = |v: i16| f32::from(v) / 32767.0;
+    let q = glam::Quat::from_xyzw(
+        unit(w.rotation[0]),
+        unit(w.rotation[1]),
+        unit(w.rotation[2]),
+        unit(w.rotation[3]),
+    );
+    Pose {
+        position: Vec3::new(
+            m(w.position_mm[0]),
+            m(w.position_mm[1]),
+            m(w.position_mm[2]),
+        ),
+        // A zero quaternion (nothing sensible sent) becomes the identity.
+        orientation: if q.length_squared() > 1e-6 {
+            q.normalize()
+        } else {
+            glam::Quat::IDENTITY
+        },
+    }
+}
+
+/// A stable, well-spread colour per author, linear RGB: the browser editor's rule (hue in
+/// golden-angle steps, saturation 75 %, lightness 55 %, in sRGB), so a person has one colour
+/// in both clients.
+#[must_use]
+pub fn author_color(author: AuthorId) -> Vec4 {
+    #[allow(clippy::cast_precision_loss, reason = "author ids are small")]
+    let hue = (author.0 as f32 * 137.508).rem_euclid(360.0).round();
+    let (s, l) = (0.75f32, 0.55f32);
+    let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
+    let h = hue / 60.0;
+    let x = c * (1.0 - (h.rem_euclid(2.0) - 1.0).abs());
+    let (r, g, b) = match h {
+        h if h < 1.0 => (c, x, 0.0),
+        h if h < 2.0 => (x, c, 0.0),
+        h if h < 3.0 => (0.0, c, x),
+        h if h < 4.0 => (0.0, x, c),
+        h if h < 5.0 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = l - c / 2.0;
+    let linear = |v: f32| {
+        let v = v + m;
+        if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    Vec4::new(linear(r), linear(g), linear(b), 1.0)
+}
+
 /// A pose on the wire: millimetres and a quaternion scaled to i16.
 #[must_use]
 #[allow(
@@ -632,5 +732,111 @@ pub fn wire_pose(p: &Pose) -> WirePose {
     WirePose {
         position_mm: [mm(p.position.x), mm(p.position.y), mm(p.position.z)],
         rotation: [unit(q.x), unit(q.y), unit(q.z), unit(q.w)],
+    }
+}
+
+/// An invite any test can join with (signed by a fixed key, never expiring).
+#[cfg(test)]
+pub(crate) fn test_invite() -> Invite {
+    let key = Ed25519Signer::from_seed([7; 32]);
+    Invite::mint(
+        &meshwork_protocol::wire::InviteBody {
+            domain: meshwork_protocol::Domain::Invite,
+            session: meshwork_protocol::SessionId([1; 16]),
+            role: meshwork_protocol::Role::Editor,
+            expires_at_ms: u64::MAX,
+            invite_id: [2; 16],
+        },
+        &key,
+    )
+    .unwrap_or_else(|_| unreachable!("a fixed invite signs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use meshwork_protocol::wire::PresenceOf;
+
+    use super::*;
+
+    fn presence_of(author: u32, head: &Pose, right: &Pose) -> ServerMsg {
+        ServerMsg::Presence(PresenceOf {
+            author: AuthorId(author),
+            presence: Presence {
+                seq: 1,
+                head: Some(wire_pose(head)),
+                hands: [None, Some(wire_pose(right))],
+                cursor: None,
+            },
+        })
+    }
+
+    #[test]
+    fn others_heads_and_hands_are_drawn_in_their_colour_until_they_go_stale() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let head = Pose::looking(Vec3::new(1.0, 1.6, -2.0), 0.5, 0.1);
+        let right = Pose::looking(Vec3::new(1.25, 1.1, -1.8), 0.0, 0.0);
+        app.receive(&presence_of(7, &head, &right));
+        let other = app.others()[&AuthorId(7)];
+        let got = other
+            .head
+            .unwrap_or_else(|| unreachable!("a head was sent"));
+        assert!((got.position - head.position).length() < 1e-3);
+        assert!(got.orientation.angle_between(head.orientation) < 1e-3);
+        assert_eq!(other.hands[0], None);
+
+        let input = FrameInput {
+            stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
+            hands: [None, None],
+        };
+        let color = author_color(AuthorId(7));
+        let drawn = |app: &mut App| -> Vec<Vec3> {
+            let (_, items) = crate::sim::draw_list(app, &input, (320, 240));
+            items
+                .iter()
+                .map(crate::sim::OwnedItem::as_item)
+                .filter(|i| i.color == color)
+                .map(|i| i.world_from_model.w_axis.truncate())
+                .collect()
+        };
+        let at = drawn(&mut app);
+        assert_eq!(at.len(), 2, "a head and one hand");
+        assert!((at[0] - head.position).length() < 1e-3);
+        assert!((at[1] - right.position).length() < 1e-3);
+
+        // No update for the time-to-live: still there; one frame more: gone.
+        for _ in 0..PRESENCE_TTL_FRAMES {
+            app.frame(&input);
+        }
+        assert!(app.others().contains_key(&AuthorId(7)));
+        app.frame(&input);
+        assert!(app.others().is_empty());
+        assert!(drawn(&mut app).is_empty());
+        // A fresh update brings them back.
+        app.receive(&presence_of(7, &head, &right));
+        assert_eq!(drawn(&mut app).len(), 2);
+    }
+
+    #[test]
+    fn author_colours_follow_the_browser_rule() {
+        // The browser's authorColor(1) is hsl(138, 75%, 55%): sRGB (0.2125, 0.8875, 0.415).
+        let srgb = |v: f32| {
+            if v <= 0.003_130_8 {
+                v * 12.92
+            } else {
+                1.055 * v.powf(1.0 / 2.4) - 0.055
+            }
+        };
+        let c = author_color(AuthorId(1));
+        let got = [srgb(c.x), srgb(c.y), srgb(c.z)];
+        for (g, w) in got.iter().zip([0.2125, 0.8875, 0.415]) {
+            assert!((g - w).abs() < 1e-3, "{got:?}");
+        }
+        let distinct: std::collections::BTreeSet<[u32; 3]> = (1..=8)
+            .map(|a| {
+                let c = author_color(AuthorId(a));
+                [c.x.to_bits(), c.y.to_bits(), c.z.to_bits()]
+            })
+            .collect();
+        assert_eq!(distinct.len(), 8);
     }
 }

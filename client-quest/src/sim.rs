@@ -478,7 +478,7 @@ pub struct OwnedItem {
 }
 
 impl OwnedItem {
-    /// Borrowed for the renderer.
+    /// Borrowed for the renderer (and for tests of what is drawn).
     #[must_use]
     pub fn as_item(&self) -> DrawItem<'_> {
         DrawItem {
@@ -545,6 +545,24 @@ pub fn draw_list(app: &mut App, input: &FrameInput, size: (u32, u32)) -> (Mat4, 
             Mat4::from_scale_rotation_translation(Vec3::new(0.004, 0.004, len), rot, mid),
             ray_color,
         ));
+    }
+    // Others present: a head and two hands each, in the author's colour.
+    for (author, other) in app.others() {
+        let color = crate::app::author_color(*author);
+        if let Some(head) = other.head {
+            items.push(primitive(
+                "cube",
+                head.matrix() * Mat4::from_scale(Vec3::new(0.18, 0.22, 0.2)),
+                color,
+            ));
+        }
+        for hand in other.hands.iter().flatten() {
+            items.push(primitive(
+                "cube",
+                hand.matrix() * Mat4::from_scale(Vec3::splat(0.06)),
+                color,
+            ));
+        }
     }
     // The scene (the selection a little brighter).
     let selected = app.selected;

@@ -238,24 +238,13 @@ mod tests {
     use super::*;
     use meshwork_protocol::Ed25519Signer;
 
-    fn invite() -> meshwork_protocol::wire::Invite {
-        let key = Ed25519Signer::from_seed([7; 32]);
-        meshwork_protocol::wire::Invite::mint(
-            &meshwork_protocol::wire::InviteBody {
-                domain: meshwork_protocol::Domain::Invite,
-                session: meshwork_protocol::SessionId([1; 16]),
-                role: meshwork_protocol::Role::Editor,
-                expires_at_ms: u64::MAX,
-                invite_id: [2; 16],
-            },
-            &key,
-        )
-        .unwrap_or_else(|_| unreachable!("a fixed invite signs"))
-    }
-
     #[test]
     fn the_panel_shows_the_tools_the_active_one_lit_and_the_state() {
-        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), invite(), 0.05);
+        let mut app = App::new(
+            Ed25519Signer::from_seed([3; 32]),
+            crate::app::test_invite(),
+            0.05,
+        );
         app.tool = Tool::Add(Primitive::Sphere);
         let img = draw(&app);
         assert_eq!(img.rgba.len(), (WIDTH * HEIGHT * 4) as usize);
