@@ -18,6 +18,7 @@ import {
   newTelemetry,
   nextCounter,
   perSecond,
+  placeNew,
   presentPeople,
   quatFromEulerDeg,
   readOnlyReason,
@@ -365,8 +366,10 @@ export class Editor {
     localStorage.setItem(this.counterKey, String(counter));
     const entity = this.author * 2 ** 32 + counter;
     const y = primitive === 'Plane' ? 0 : 0.5;
+    // Where the user is looking, beside what is already there (not all at the origin).
+    const [x, z] = placeNew(this.viewport.viewCentre(), this.view.entities);
     this.submit([
-      { Spawn: { entity, primitive, transform: { translation: [0, y, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] } } },
+      { Spawn: { entity, primitive, transform: { translation: [x, y, z], rotation: [0, 0, 0, 1], scale: [1, 1, 1] } } },
       { Select: { entities: [entity] } },
     ]);
     this.selected = entity;

@@ -21,6 +21,7 @@ import {
   ticketFromPaste,
   type Person,
   type Transform,
+  placeNew,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -162,5 +163,34 @@ describe('shortcuts', () => {
     expect(shortcut('t', false)).toEqual({ kind: 'telemetry' });
     expect(shortcut('g', true)).toEqual({ kind: 'none' });
     expect(shortcut('Escape', true)).toEqual({ kind: 'deselect' });
+  });
+});
+
+describe('placing new objects', () => {
+  const at = (x: number, z: number, s = 1) => ({
+    translation: [x, 0.5, z] as [number, number, number],
+    rotation: [0, 0, 0, 1] as [number, number, number, number],
+    scale: [s, s, s] as [number, number, number],
+  });
+  it('goes on the grid under the view centre when it is free', () => {
+    expect(placeNew([0.2, -0.3], [])).toEqual([0, 0]);
+    expect(placeNew([3.6, 1.4], [at(0, 0)])).toEqual([3, 1.5]);
+  });
+  it('goes beside what is there, nearest first, never inside it', () => {
+    const first = placeNew([0, 0], [at(0, 0)]);
+    expect(Math.hypot(first[0], first[1])).toBe(1.5);
+    const scene = [at(0, 0)];
+    for (let n = 0; n < 12; n += 1) {
+      const [x, z] = placeNew([0, 0], scene);
+      for (const t of scene) expect(Math.hypot(t.translation[0] - x, t.translation[2] - z)).toBeGreaterThanOrEqual(1.25);
+      scene.push(at(x, z));
+    }
+    // A big object keeps its whole footprint clear.
+    const [x, z] = placeNew([0, 0], [at(0, 0, 4)]);
+    expect(Math.hypot(x, z)).toBeGreaterThanOrEqual(2.75);
+  });
+  it('is the same for the same scene', () => {
+    const scene = [at(0, 0), at(1, 0)];
+    expect(placeNew([0, 0], scene)).toEqual(placeNew([0, 0], scene));
   });
 });

@@ -347,3 +347,40 @@ export function shortcut(key: string, inTextField: boolean): Action {
       return { kind: 'none' };
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where a new object goes.
+
+/** Grid step (metres) that new objects snap to: a unit object and a quarter-metre gap fit. */
+export const PLACE_STEP_M = 1.5;
+
+/**
+ * Where a new unit-sized object goes: on the grid cell under the view centre (`centre`, the
+ * point the camera orbits, on the ground), or, when something is already there, the nearest free
+ * cell around it (nearest first; ties in a fixed order, so the same scene gives the same place).
+ * A cell is taken when an entity's footprint (its scaled unit size, measured from its
+ * translation) comes within a quarter metre of the new object's. Returns x and z.
+ */
+export function placeNew(centre: [number, number], taken: Transform[]): [number, number] {
+  const snap = (v: number) => Math.round(v / PLACE_STEP_M) * PLACE_STEP_M;
+  const [cx, cz] = [snap(centre[0]), snap(centre[1])];
+  const free = (x: number, z: number) =>
+    taken.every((t) => {
+      const half = 0.5 * Math.max(Math.abs(t.scale[0]), Math.abs(t.scale[2]));
+      const apart = Math.hypot(t.translation[0] - x, t.translation[2] - z);
+      return apart >= half + 0.5 + 0.25;
+    });
+  const cells: [number, number, number][] = [];
+  const reach = 25;
+  for (let i = -reach; i <= reach; i += 1) {
+    for (let j = -reach; j <= reach; j += 1) cells.push([i * i + j * j, i, j]);
+  }
+  cells.sort((a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2]);
+  for (const [, i, j] of cells) {
+    const x = cx + i * PLACE_STEP_M;
+    const z = cz + j * PLACE_STEP_M;
+    if (free(x, z)) return [x, z];
+  }
+  // A crowded neighbourhood: beside everything, past the farthest cell searched.
+  return [cx + (reach + 1) * PLACE_STEP_M, cz];
+}

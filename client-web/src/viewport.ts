@@ -427,6 +427,11 @@ export class Viewport {
     return { grab: at(0.4), along: at(1.0) };
   }
 
+  /** The point the view orbits, on the ground: where new objects go. */
+  viewCentre(): [number, number] {
+    return [this.orbit.target.x, this.orbit.target.z];
+  }
+
   /** The camera pose, for presence. */
   cameraPose(): { position: Vec3; rotation: [number, number, number, number] } {
     const p = this.camera.position;
