@@ -258,6 +258,9 @@ impl App {
                     },
                 );
             }
+            ServerMsg::Left(l) => {
+                self.others.remove(&l.author);
+            }
             ServerMsg::CommandRefused(r) => {
                 if let Some(i) = self.in_flight.iter().position(|f| !f.1) {
                     let (entity, _) = self.in_flight.remove(i);
@@ -811,9 +814,13 @@ mod tests {
         app.frame(&input);
         assert!(app.others().is_empty());
         assert!(drawn(&mut app).is_empty());
-        // A fresh update brings them back.
+        // A fresh update brings them back; leaving takes them away at once.
         app.receive(&presence_of(7, &head, &right));
         assert_eq!(drawn(&mut app).len(), 2);
+        app.receive(&ServerMsg::Left(meshwork_protocol::wire::Left {
+            author: AuthorId(7),
+        }));
+        assert!(drawn(&mut app).is_empty());
     }
 
     #[test]

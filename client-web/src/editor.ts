@@ -6,6 +6,7 @@ import { Session, ticketRole, transformCommands, type SessionEvent } from './ses
 import type { TransportKind } from './net';
 import {
   Previews,
+  applyLeft,
   applyPresence,
   authorColor,
   bytesPerSecond,
@@ -24,6 +25,7 @@ import {
   readOnlyReason,
   refusalText,
   shortcut,
+  shownSelections,
   trim,
   type Command,
   type EntityView,
@@ -274,8 +276,16 @@ export class Editor {
       case 'pong':
         this.telemetry.rttMs = now - e.nonce;
         break;
-      case 'presence':
+      case 'presence': {
+        const known = this.people.has(e.author);
         this.people = applyPresence(this.people, e, Date.now());
+        // Someone (back) in view: their selection shows again.
+        if (!known) this.refresh();
+        break;
+      }
+      case 'left':
+        this.people = applyLeft(this.people, e.author);
+        this.refresh();
         break;
       case 'closed':
         this.connection = 'closed';
@@ -475,7 +485,9 @@ export class Editor {
     if (!this.synced) return;
     this.view = this.session.scene();
     if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
-    this.viewport.sync(this.view, (e) => this.shown(e), this.author, this.selected);
+    const present = presentPeople(this.people, Date.now());
+    const view = { ...this.view, selections: shownSelections(this.view.selections, present, this.author) };
+    this.viewport.sync(view, (e) => this.shown(e), this.author, this.selected);
     this.renderOutliner();
     this.renderInspector();
   }

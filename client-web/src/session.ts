@@ -15,6 +15,7 @@ export type SessionEvent =
   | { type: 'refused'; seq: number; code: string; message: string }
   | { type: 'pong'; nonce: number }
   | ({ type: 'presence' } & PresenceEvent)
+  | { type: 'left'; author: number }
   | { type: 'closed'; reason: string; message: string };
 
 let wasmReady: Promise<unknown> | null = null;

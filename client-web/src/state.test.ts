@@ -22,6 +22,8 @@ import {
   type Person,
   type Transform,
   placeNew,
+  applyLeft,
+  shownSelections,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -192,5 +194,24 @@ describe('placing new objects', () => {
   it('is the same for the same scene', () => {
     const scene = [at(0, 0), at(1, 0)];
     expect(placeNew([0, 0], scene)).toEqual(placeNew([0, 0], scene));
+  });
+});
+
+describe('members leaving', () => {
+  it('drops their presence at once and hides their selection', () => {
+    let people = applyPresence(new Map(), { author: 2, cursor: null, head: null }, 1000);
+    people = applyPresence(people, { author: 3, cursor: null, head: null }, 1000);
+    const selections = [
+      { author: 1, entities: [10] },
+      { author: 2, entities: [11] },
+      { author: 3, entities: [12] },
+      { author: 9, entities: [13] }, // left before we joined: never present
+    ];
+    expect(shownSelections(selections, presentPeople(people, 1000), 1).map((s) => s.author)).toEqual([1, 2, 3]);
+    people = applyLeft(people, 2);
+    expect(presentPeople(people, 1000).map((p) => p.author)).toEqual([3]);
+    expect(shownSelections(selections, presentPeople(people, 1000), 1).map((s) => s.author)).toEqual([1, 3]);
+    // Without presence for the time-to-live, the same.
+    expect(shownSelections(selections, presentPeople(people, 1000 + 60_000), null)).toEqual([]);
   });
 });

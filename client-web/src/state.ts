@@ -114,6 +114,27 @@ export function applyPresence(
 }
 
 /** People heard from within the TTL, oldest author id first. */
+/** A member left (the server said so): their cursor and camera go at once. */
+export function applyLeft(people: Map<number, Person>, author: number): Map<number, Person> {
+  const next = new Map(people);
+  next.delete(author);
+  return next;
+}
+
+/**
+ * The selection highlights to draw: those of people present (and one's own). A member who
+ * left, or left before one joined, keeps a selection in the scene but shows none.
+ */
+export function shownSelections(
+  selections: { author: number; entities: number[] }[],
+  present: Person[],
+  me: number | null,
+): { author: number; entities: number[] }[] {
+  const keep = new Set(present.map((p) => p.author));
+  if (me !== null) keep.add(me);
+  return selections.filter((s) => keep.has(s.author));
+}
+
 export function presentPeople(people: Map<number, Person>, now: number): Person[] {
   return [...people.values()]
     .filter((p) => now - p.lastSeen <= PRESENCE_TTL_MS)

@@ -587,6 +587,16 @@ pub enum ServerMsg {
     /// The net scene change of the entries made durable in one pass, instead of those entries
     /// (sent when much smaller).
     Delta(EncodedDelta),
+    /// A member's last connection closed: forget their presence (cursor, head, hands) and stop
+    /// showing their selection.
+    Left(Left),
+}
+
+/// A member left (see [`ServerMsg::Left`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// Who.
+    pub author: AuthorId,
 }
 
 /// Phases of a connection, as seen by the server.

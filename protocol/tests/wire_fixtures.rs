@@ -258,6 +258,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::History(_) => "server-history",
         ServerMsg::Presence(_) => "server-presence",
         ServerMsg::Delta(_) => "server-delta",
+        ServerMsg::Left(_) => "server-left",
     }
 }
 
@@ -359,6 +360,9 @@ fn server_samples() -> Vec<ServerMsg> {
         }),
         ServerMsg::Delta(EncodedDelta {
             bytes: vec![9, 8, 7, 6],
+        }),
+        ServerMsg::Left(meshwork_protocol::wire::Left {
+            author: AuthorId(4),
         }),
     ]
 }

@@ -77,6 +77,8 @@ pub struct Seen {
     pub presence_on_stream: u64,
     /// Relayed presence that came as a datagram.
     pub presence_by_datagram: u64,
+    /// Members the server said left, in arrival order.
+    pub left: Vec<AuthorId>,
 }
 
 /// A joined headless client: the sans-IO [`ClientConnection`] (handshake, signing, replica)
@@ -504,6 +506,7 @@ impl Client {
             }
             ServerMsg::CommandRefused(r) => self.seen.refusals.push(r.clone()),
             ServerMsg::Close(c) => self.seen.closed = Some(c.clone()),
+            ServerMsg::Left(l) => self.seen.left.push(l.author),
             ServerMsg::Presence(_) => match arrival {
                 Arrival::Stream => {
                     self.seen.presence_on_stream = self.seen.presence_on_stream.saturating_add(1);

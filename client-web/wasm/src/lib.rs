@@ -122,6 +122,7 @@ impl Connection {
                 "head": p.presence.head.map(pose_json),
                 "cursor": p.presence.cursor.map(pose_json),
             })),
+            ServerMsg::Left(l) => events.push(json!({"type": "left", "author": l.author.0})),
             ServerMsg::Close(c) => events.push(json!({
                 "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
             })),

@@ -775,13 +775,24 @@ impl Session {
         self.close(client, CloseReason::ProtocolViolation, message);
     }
 
-    /// Detaches the author from a connection that is closing or gone.
+    /// Detaches the author from a connection that is closing or gone. When it was the author's
+    /// connection (not one a rejoin replaced), the others are told they left.
     fn unbind(&mut self, client: ClientId) {
         let author = self.clients.get_mut(&client).and_then(|c| c.author.take());
         if let Some(author) = author
             && self.connection_of.get(&author) == Some(&client)
         {
             self.connection_of.remove(&author);
+            let others: Vec<ClientId> = self
+                .clients
+                .iter()
+                .filter(|(id, c)| **id != client && c.phase == Phase::Joined)
+                .map(|(id, _)| *id)
+                .collect();
+            let left = ServerMsg::Left(wire::Left { author });
+            for other in others {
+                self.send(other, &left);
+            }
         }
     }
 

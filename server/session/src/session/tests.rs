@@ -1437,3 +1437,48 @@ fn bad_values_are_refused_with_a_typed_reason_and_counted() {
         "{out:?}"
     );
 }
+
+fn lefts(out: &[Output], to: ClientId) -> Vec<AuthorId> {
+    sent_to(out, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Left(l) => Some(l.author),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The others hear when a member's last connection goes (a disconnect, or the server closing
+/// it), not when a rejoin replaces a connection, and never about someone who had not joined.
+#[test]
+fn the_others_are_told_when_a_member_leaves() {
+    let mut h = Harness::new();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let a2 = h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c5 = ClientId(5);
+    h.join(c5, &Ed25519Signer::from_seed([5; 32]), Role::Viewer);
+    // A rejoin from a new connection closes the old one: not a departure.
+    let c3 = ClientId(3);
+    let (_, out) = h.join_outputs(c3, &s1, Role::Editor);
+    assert!(lefts(&out, C2).is_empty(), "a rejoin is not a leave");
+    let out = h.input(Input::Disconnected { client: C1 });
+    assert!(
+        lefts(&out, C2).is_empty(),
+        "the replaced connection going is not a leave"
+    );
+    // The author's live connection goes: the others are told, once.
+    let out = h.input(Input::Disconnected { client: c3 });
+    assert_eq!(lefts(&out, C2), vec![a1]);
+    assert_eq!(lefts(&out, c5), vec![a1]);
+    // A connection that never joined leaves no trace.
+    let c4 = ClientId(4);
+    h.input(Input::Connected { client: c4 });
+    let out = h.input(Input::Disconnected { client: c4 });
+    assert!(lefts(&out, C2).is_empty());
+    // The server closes a member (too slow): the others are told too, not the closed one.
+    let out = h.input(Input::Backpressure { client: C2 });
+    assert_eq!(closed(&out, C2), Some(CloseReason::TooSlow));
+    assert_eq!(lefts(&out, c5), vec![a2]);
+    assert!(lefts(&out, C2).is_empty());
+}
