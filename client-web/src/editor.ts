@@ -8,6 +8,8 @@ import {
   Previews,
   applyLeft,
   applyPresence,
+  applyRemotePreview,
+  remotePreviewShown,
   authorColor,
   bytesPerSecond,
   canEdit,
@@ -31,6 +33,7 @@ import {
   type EntityView,
   type Person,
   type Primitive,
+  type RemotePreview,
   type Role,
   type SceneView,
   type Tool,
@@ -67,6 +70,9 @@ export class Editor {
   private tool: Tool = 'select';
   private selected: number | null = null;
   private people = new Map<number, Person>();
+  /** Others' drags in progress, by entity. */
+  private remotePreviews = new Map<number, RemotePreview>();
+  private lastPreviewAt = 0;
   private previews = new Previews();
   private telemetry = newTelemetry();
   private connection = 'connecting';
@@ -140,7 +146,11 @@ export class Editor {
       normals: (id) => this.session.conn.mesh_normals(id),
       indices: (id) => this.session.conn.mesh_indices(id),
     });
-    this.viewport.onDragEnd = (id, from, to) => this.commitTransform(id, from, to);
+    this.viewport.onDragEnd = (id, from, to) => {
+      this.commitTransform(id, from, to);
+      if (this.editable()) this.session.preview(id, null);
+    };
+    this.viewport.onDragMove = (id, to) => this.dragMoved(id, to);
     this.viewport.onPick = (id) => this.select(id);
     this.viewport.onHover = (p) => this.sendPresence(p);
     await this.viewport.start();
@@ -287,6 +297,17 @@ export class Editor {
         this.people = applyLeft(this.people, e.author);
         this.refresh();
         break;
+      case 'preview': {
+        const committed = this.entity(e.entity);
+        this.remotePreviews = applyRemotePreview(
+          this.remotePreviews,
+          e,
+          committed && { translation: committed.translation, rotation: committed.rotation, scale: committed.scale },
+          Date.now(),
+        );
+        this.redraw();
+        break;
+      }
       case 'closed':
         this.connection = 'closed';
         this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
@@ -478,7 +499,29 @@ export class Editor {
 
   /** What is shown for an entity: a pending preview, else the replica. */
   private shown(e: EntityView): Transform {
-    return this.previews.override(e.id) ?? { translation: e.translation, rotation: e.rotation, scale: e.scale };
+    const committed = { translation: e.translation, rotation: e.rotation, scale: e.scale };
+    return (
+      this.previews.override(e.id) ??
+      remotePreviewShown(this.remotePreviews.get(e.id), committed, Date.now()) ??
+      committed
+    );
+  }
+
+  /** A drag step: others see it at once (at most one preview per 30 ms). */
+  private dragMoved(id: number, to: Transform): void {
+    const now = performance.now();
+    if (!this.editable() || now - this.lastPreviewAt < 30) return;
+    this.lastPreviewAt = now;
+    this.session.preview(id, to);
+  }
+
+  /** Draws the current view again (previews moved) without re-reading the replica. */
+  private redraw(): void {
+    if (!this.synced) return;
+    const present = presentPeople(this.people, Date.now());
+    const view = { ...this.view, selections: shownSelections(this.view.selections, present, this.author) };
+    this.viewport.sync(view, (e) => this.shown(e), this.author, this.selected);
+    this.renderOutliner();
   }
 
   private refresh(): void {

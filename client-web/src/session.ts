@@ -16,6 +16,7 @@ export type SessionEvent =
   | { type: 'pong'; nonce: number }
   | ({ type: 'presence' } & PresenceEvent)
   | { type: 'left'; author: number }
+  | { type: 'preview'; author: number; entity: number; transform: Transform | null }
   | { type: 'closed'; reason: string; message: string };
 
 let wasmReady: Promise<unknown> | null = null;
@@ -101,6 +102,20 @@ export class Session {
       head ? new Float32Array(head) : undefined,
       rotation ? new Float32Array(rotation) : undefined,
     );
+    this.transport.sendPresence(frame);
+  }
+
+  /** A live preview of a drag (`null` when it ends), on the presence lane. */
+  preview(entity: number, t: Transform | null): void {
+    if (!this.transport) return;
+    const frame = t
+      ? this.conn.preview_frame(
+          entity,
+          new Float32Array(t.translation),
+          new Float32Array(t.rotation),
+          new Float32Array(t.scale),
+        )
+      : this.conn.preview_frame(entity, undefined, undefined, undefined);
     this.transport.sendPresence(frame);
   }
 

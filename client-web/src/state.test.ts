@@ -24,6 +24,9 @@ import {
   placeNew,
   applyLeft,
   shownSelections,
+  applyRemotePreview,
+  remotePreviewShown,
+  REMOTE_PREVIEW_TTL_MS,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -213,5 +216,29 @@ describe('members leaving', () => {
     expect(shownSelections(selections, presentPeople(people, 1000), 1).map((s) => s.author)).toEqual([1, 3]);
     // Without presence for the time-to-live, the same.
     expect(shownSelections(selections, presentPeople(people, 1000 + 60_000), null)).toEqual([]);
+  });
+});
+
+describe("others' live previews", () => {
+  const t = (x: number) => ({
+    translation: [x, 0.5, 0] as [number, number, number],
+    rotation: [0, 0, 0, 1] as [number, number, number, number],
+    scale: [1, 1, 1] as [number, number, number],
+  });
+  it('shows a drag at once, keeps it over the release until the commit lands', () => {
+    let p = applyRemotePreview(new Map(), { author: 2, entity: 7, transform: t(1) }, t(0), 1000);
+    expect(remotePreviewShown(p.get(7), t(0), 1000)).toEqual(t(1));
+    p = applyRemotePreview(p, { author: 2, entity: 7, transform: t(2) }, t(0), 1100);
+    expect(remotePreviewShown(p.get(7), t(0), 1100)).toEqual(t(2));
+    // Released: still shown while the committed transform has not moved yet…
+    p = applyRemotePreview(p, { author: 2, entity: 7, transform: null }, t(0), 1200);
+    expect(remotePreviewShown(p.get(7), t(0), 1300)).toEqual(t(2));
+    // …and over once it has (the command landed).
+    expect(remotePreviewShown(p.get(7), t(2), 1300)).toBeUndefined();
+  });
+  it('expires without updates, and never outlives its entity', () => {
+    const p = applyRemotePreview(new Map(), { author: 2, entity: 7, transform: t(1) }, t(0), 1000);
+    expect(remotePreviewShown(p.get(7), t(0), 1000 + REMOTE_PREVIEW_TTL_MS + 1)).toBeUndefined();
+    expect(applyRemotePreview(p, { author: 2, entity: 7, transform: t(3) }, undefined, 1100).has(7)).toBe(false);
   });
 });

@@ -370,6 +370,57 @@ export function shortcut(key: string, inTextField: boolean): Action {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Others' live previews (their drags, before the release commits).
+
+/** A preview is dropped after this long without an update (a lost release). */
+export const REMOTE_PREVIEW_TTL_MS = 1000;
+
+export interface RemotePreview {
+  author: number;
+  transform: Transform;
+  /** The committed transform when the preview began: once the replica moves on, it is over. */
+  base: Transform;
+  at: number;
+}
+
+function sameTransform(a: Transform, b: Transform): boolean {
+  const eq = (x: number[], y: number[]) => x.every((v, i) => Math.abs(v - y[i]) < 1e-6);
+  return eq(a.translation, b.translation) && eq(a.rotation, b.rotation) && eq(a.scale, b.scale);
+}
+
+/**
+ * Applies a preview event: a transform starts or moves a preview; `null` (the release) keeps the
+ * last one until the committed command lands (so the entity does not jump back in between).
+ */
+export function applyRemotePreview(
+  previews: Map<number, RemotePreview>,
+  e: { author: number; entity: number; transform: Transform | null },
+  committed: Transform | undefined,
+  now: number,
+): Map<number, RemotePreview> {
+  const next = new Map(previews);
+  const old = next.get(e.entity);
+  if (!committed) {
+    next.delete(e.entity);
+  } else if (e.transform) {
+    next.set(e.entity, { author: e.author, transform: e.transform, base: old?.base ?? committed, at: now });
+  } else if (old) {
+    next.set(e.entity, { ...old, at: now });
+  }
+  return next;
+}
+
+/** The transform to show for a previewed entity, or `undefined` once the preview is over. */
+export function remotePreviewShown(
+  p: RemotePreview | undefined,
+  committed: Transform,
+  now: number,
+): Transform | undefined {
+  if (!p || now - p.at > REMOTE_PREVIEW_TTL_MS || !sameTransform(p.base, committed)) return undefined;
+  return p.transform;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Where a new object goes.
 
 /** Grid step (metres) that new objects snap to: a unit object and a quarter-metre gap fit. */

@@ -67,6 +67,8 @@ export class Viewport {
 
   /** A gizmo drag ended: the entity's transform before and after. */
   onDragEnd: (id: number, from: Transform, to: Transform) => void = () => {};
+  /** Every change during a gizmo drag (for live previews to others). */
+  onDragMove: (id: number, to: Transform) => void = () => {};
   /** A click picked an entity (or empty space: `null`). */
   onPick: (id: number | null) => void = () => {};
   /** The pointer moved over the scene (hit point in scene space). */
@@ -94,7 +96,11 @@ export class Viewport {
     // Live preview: the instance follows the proxy while it is dragged.
     this.gizmo.addEventListener('objectChange', () => {
       const id = this.proxy.userData.entity as number | undefined;
-      if (id !== undefined) this.place(id, transformOf(this.proxy));
+      if (id !== undefined) {
+        const t = transformOf(this.proxy);
+        this.place(id, t);
+        if (this.dragStart) this.onDragMove(id, t);
+      }
     });
     this.gizmo.addEventListener('dragging-changed', (e) => {
       const dragging = (e as unknown as { value: boolean }).value;

@@ -119,6 +119,19 @@ try {
   }
   // While dragging, A shows the move at once (local preview), before any server round trip.
   const during = await A.page.locator('.outliner button[data-translation]').first().getAttribute('data-translation');
+  // B sees the drag live, before A releases (A's previews on the presence lane).
+  const liveAtB = await B.page
+    .waitForFunction(
+      () => {
+        const t = document.querySelector('.outliner button[data-translation]')?.getAttribute('data-translation');
+        return t && t !== '1.500,0.500,0.000' ? t : null;
+      },
+      null,
+      { timeout: 3000 },
+    )
+    .then((h) => h.jsonValue(), () => null);
+  check("B sees A's drag before A releases", liveAtB !== null && Number(liveAtB.split(',')[0]) > 1.5, String(liveAtB));
+  report.previewAtViewer = liveAtB;
   await A.page.mouse.up();
   const afterA = await A.page.waitForFunction(
     () => {

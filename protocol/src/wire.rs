@@ -553,6 +553,8 @@ pub enum ClientMsg {
     FetchLog(FetchLog),
     /// A presence update (unreliable lane).
     Presence(Presence),
+    /// A live preview of an edit in progress (unreliable lane; never logged).
+    Preview(Preview),
 }
 
 /// Server → client.
@@ -590,6 +592,42 @@ pub enum ServerMsg {
     /// A member's last connection closed: forget their presence (cursor, head, hands) and stop
     /// showing their selection.
     Left(Left),
+    /// Another member's live preview (unreliable lane).
+    Preview(PreviewOf),
+}
+
+/// A live preview: where an entity is while its author drags it (a gizmo, a grab), before the
+/// release commits one signed command. Unsigned, quantized, latest-wins (it shares the
+/// connection's presence sequence), never logged; `transform: None` ends it (released or
+/// cancelled). Receivers show it at once and drop it when the entity's committed state
+/// changes, or after a second without an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The connection's presence sequence number (shared with [`Presence`]).
+    pub seq: u32,
+    /// The entity dragged.
+    pub entity: crate::ids::EntityId,
+    /// Where it is now; `None` when the drag is over.
+    pub transform: Option<PreviewTransform>,
+}
+
+/// A transform as a preview carries it: position and rotation as a presence [`Pose`],
+/// per-axis scale in thousandths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewTransform {
+    /// Translation (millimetres) and rotation.
+    pub pose: Pose,
+    /// Scale per axis, in thousandths.
+    pub scale_permille: [u32; 3],
+}
+
+/// A preview relayed to the other members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewOf {
+    /// Whose.
+    pub author: AuthorId,
+    /// The preview.
+    pub preview: Preview,
 }
 
 /// A member left (see [`ServerMsg::Left`]).
@@ -625,7 +663,8 @@ impl ClientMsg {
                 | Self::Ping(_)
                 | Self::Resync(_)
                 | Self::FetchLog(_)
-                | Self::Presence(_),
+                | Self::Presence(_)
+                | Self::Preview(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -636,7 +675,8 @@ impl ClientMsg {
                 | Self::Ping(_)
                 | Self::Resync(_)
                 | Self::FetchLog(_)
-                | Self::Presence(_),
+                | Self::Presence(_)
+                | Self::Preview(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

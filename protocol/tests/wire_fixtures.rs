@@ -227,6 +227,20 @@ fn presence() -> Presence {
     }
 }
 
+fn preview() -> meshwork_protocol::wire::Preview {
+    meshwork_protocol::wire::Preview {
+        seq: 10,
+        entity: EntityId::new(AuthorId(4), 1),
+        transform: Some(meshwork_protocol::wire::PreviewTransform {
+            pose: Pose {
+                position_mm: [1500, 500, 0],
+                rotation: [0, 23170, 0, 23170],
+            },
+            scale_permille: [1000, 2000, 1000],
+        }),
+    }
+}
+
 /// The fixture name of every client message; exhaustive so a new variant needs a fixture name.
 fn client_name(m: &ClientMsg) -> &'static str {
     match m {
@@ -238,6 +252,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Resync(_) => "client-resync",
         ClientMsg::FetchLog(_) => "client-fetch-log",
         ClientMsg::Presence(_) => "client-presence",
+        ClientMsg::Preview(_) => "client-preview",
     }
 }
 
@@ -259,6 +274,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Presence(_) => "server-presence",
         ServerMsg::Delta(_) => "server-delta",
         ServerMsg::Left(_) => "server-left",
+        ServerMsg::Preview(_) => "server-preview",
     }
 }
 
@@ -293,6 +309,7 @@ fn client_samples() -> Vec<ClientMsg> {
         ClientMsg::Resync(Resync { position: 77 }),
         ClientMsg::FetchLog(FetchLog { since_lamport: 300 }),
         ClientMsg::Presence(presence()),
+        ClientMsg::Preview(preview()),
     ]
 }
 
@@ -363,6 +380,10 @@ fn server_samples() -> Vec<ServerMsg> {
         }),
         ServerMsg::Left(meshwork_protocol::wire::Left {
             author: AuthorId(4),
+        }),
+        ServerMsg::Preview(meshwork_protocol::wire::PreviewOf {
+            author: AuthorId(4),
+            preview: preview(),
         }),
     ]
 }

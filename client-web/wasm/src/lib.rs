@@ -10,7 +10,9 @@ use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase};
 use meshwork_protocol::codec::{encode_frame, to_frame};
 use meshwork_protocol::replica::{Replica, ReplicaEvent};
 use meshwork_protocol::scene::Geometry;
-use meshwork_protocol::wire::{ClientMsg, JoinTicket, Ping, Pose, Presence, ServerMsg};
+use meshwork_protocol::wire::{
+    ClientMsg, JoinTicket, Ping, Pose, Presence, Preview, PreviewTransform, ServerMsg,
+};
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, FrameReader, Signer as _};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -123,6 +125,16 @@ impl Connection {
                 "cursor": p.presence.cursor.map(pose_json),
             })),
             ServerMsg::Left(l) => events.push(json!({"type": "left", "author": l.author.0})),
+            ServerMsg::Preview(p) => events.push(json!({
+                "type": "preview",
+                "author": p.author.0,
+                "entity": p.preview.entity.0,
+                "transform": p.preview.transform.map(|t| json!({
+                    "translation": t.pose.position_mm.map(|v| f64::from(v) / 1000.0),
+                    "rotation": t.pose.rotation.map(|v| f64::from(v) / 32767.0),
+                    "scale": t.scale_permille.map(|v| f64::from(v) / 1000.0),
+                })),
+            })),
             ServerMsg::Close(c) => events.push(json!({
                 "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
             })),
@@ -204,6 +216,45 @@ impl Connection {
             cursor: cursor.as_deref().map(|p| pose(p, None)),
         };
         to_frame(&ClientMsg::Presence(presence)).map_err(err)
+    }
+
+    /// A live-preview frame for the unreliable lane: `entity` is where `translation`,
+    /// `rotation` (x, y, z, w) and `scale` say while its drag goes on; no transform ends it.
+    /// Shares the presence sequence.
+    ///
+    /// # Errors
+    /// A frame that cannot be encoded (never for these sizes).
+    pub fn preview_frame(
+        &mut self,
+        entity: f64,
+        translation: Option<Vec<f32>>,
+        rotation: Option<Vec<f32>>,
+        scale: Option<Vec<f32>>,
+    ) -> Result<Vec<u8>, JsError> {
+        self.presence_seq = self.presence_seq.wrapping_add(1);
+        let at = |v: &Option<Vec<f32>>, i: usize, or: f32| {
+            v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(or)
+        };
+        let transform = translation.as_ref().map(|_| PreviewTransform {
+            pose: Pose {
+                position_mm: [0, 1, 2].map(|i| mm(at(&translation, i, 0.0))),
+                rotation: [0, 1, 2, 3]
+                    .map(|i| unit(at(&rotation, i, if i == 3 { 1.0 } else { 0.0 }))),
+            },
+            scale_permille: [0, 1, 2].map(|i| permille(at(&scale, i, 1.0))),
+        });
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "entity ids come from scene_json, exact below 2^53"
+        )]
+        let entity = EntityId(entity as u64);
+        let preview = Preview {
+            seq: self.presence_seq,
+            entity,
+            transform,
+        };
+        to_frame(&ClientMsg::Preview(preview)).map_err(err)
     }
 
     /// Joined the session.
@@ -498,6 +549,21 @@ fn mm(metres: f32) -> i32 {
 fn unit(v: f32) -> i16 {
     let v = (v.clamp(-1.0, 1.0) * 32767.0).round();
     if v.is_nan() { 0 } else { v as i16 }
+}
+
+/// A positive scale in thousandths (0 and below become the smallest step).
+fn permille(v: f32) -> u32 {
+    let v = (v * 1000.0).round();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "clamped to the u32 range first"
+    )]
+    if v.is_nan() {
+        1000
+    } else {
+        v.clamp(1.0, 4.0e9) as u32
+    }
 }
 
 fn pose_json(p: Pose) -> Value {

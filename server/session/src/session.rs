@@ -700,12 +700,10 @@ impl Session {
                     .clients
                     .get(&client)
                     .is_some_and(|c| c.phase == Phase::Joined);
-                if let (true, Ok(ClientMsg::Presence(p))) =
-                    (joined, decode_payload::<ClientMsg>(&bytes))
-                {
-                    self.on_presence(client, p);
-                } else {
-                    self.emit(Output::Event(Event::PresenceDropped));
+                match (joined, decode_payload::<ClientMsg>(&bytes)) {
+                    (true, Ok(ClientMsg::Presence(p))) => self.on_presence(client, p),
+                    (true, Ok(ClientMsg::Preview(p))) => self.on_preview(client, p),
+                    _ => self.emit(Output::Event(Event::PresenceDropped)),
                 }
             }
             Input::Disconnected { client } => self.forget(client),
@@ -873,6 +871,7 @@ impl Session {
             ClientMsg::Resync(_) => self.on_resync(client),
             ClientMsg::FetchLog(f) => self.on_fetch_log(client, f.since_lamport),
             ClientMsg::Presence(p) => self.on_presence(client, p),
+            ClientMsg::Preview(p) => self.on_preview(client, p),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -1248,6 +1247,37 @@ impl Session {
 
     /// Relays a presence update to every other joined client, latest-wins and rate-limited.
     fn on_presence(&mut self, client: ClientId, presence: Presence) {
+        self.relay_latest(client, presence.seq, |author| {
+            ServerMsg::Presence(PresenceOf { author, presence })
+        });
+    }
+
+    /// A live preview goes where presence goes, but only from someone who may edit (a viewer's
+    /// "drag" would show others an edit that can never land).
+    fn on_preview(&mut self, client: ClientId, preview: wire::Preview) {
+        let may_edit = self
+            .clients
+            .get(&client)
+            .and_then(|c| c.author)
+            .and_then(|a| self.log.keys().role(a))
+            .is_some_and(|r| r != Role::Viewer);
+        if !may_edit {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        }
+        self.relay_latest(client, preview.seq, |author| {
+            ServerMsg::Preview(wire::PreviewOf { author, preview })
+        });
+    }
+
+    /// Relays an unreliable, latest-wins update (presence, previews: one sequence per
+    /// connection) to every other joined client, within the author's rate.
+    fn relay_latest(
+        &mut self,
+        client: ClientId,
+        seq: u32,
+        message: impl FnOnce(AuthorId) -> ServerMsg,
+    ) {
         let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
             return;
         };
@@ -1263,15 +1293,15 @@ impl Session {
             state.0 = client;
             state.1 = 0;
         }
-        if presence.seq <= state.1 && state.1 != 0 {
+        if seq <= state.1 && state.1 != 0 {
             return; // older than what was relayed: latest wins
         }
         if !state.2.take(now, limit, limit) {
             self.emit(Output::Event(Event::PresenceDropped));
             return;
         }
-        state.1 = presence.seq;
-        let msg = ServerMsg::Presence(PresenceOf { author, presence });
+        state.1 = seq;
+        let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
         let others: Vec<ClientId> = self

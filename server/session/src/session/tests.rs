@@ -1482,3 +1482,71 @@ fn the_others_are_told_when_a_member_leaves() {
     assert_eq!(lefts(&out, c5), vec![a2]);
     assert!(lefts(&out, C2).is_empty());
 }
+
+fn preview_from(h: &mut Harness, client: ClientId, seq: u32, entity: EntityId) -> Vec<Output> {
+    let p = wire::Preview {
+        seq,
+        entity,
+        transform: Some(wire::PreviewTransform {
+            pose: wire::Pose {
+                position_mm: [1000, 500, 0],
+                rotation: [0, 0, 0, 32767],
+            },
+            scale_permille: [1000; 3],
+        }),
+    };
+    let bytes = postcard::to_allocvec(&ClientMsg::Preview(p)).unwrap();
+    h.input(Input::Datagram { client, bytes })
+}
+
+/// (lane, preview seq) of every preview sent to `to`.
+fn previews_to(out: &[Output], to: ClientId) -> Vec<(Lane, u32)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                client,
+                lane,
+                frame,
+            } if *client == to => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
+                ServerMsg::Preview(p) => Some((*lane, p.preview.seq)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// An editor's live preview reaches the others at once on the unreliable lane (latest wins,
+/// one sequence with presence); a viewer's is not relayed; nothing is logged.
+#[test]
+fn previews_are_relayed_unreliably_from_editors_only() {
+    let mut h = Harness::new();
+    let editor = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c3 = ClientId(3);
+    h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Viewer);
+    let cube = EntityId::new(editor, 1);
+    let out = preview_from(&mut h, C1, 5, cube);
+    assert_eq!(previews_to(&out, C2), vec![(Lane::Unreliable, 5)]);
+    assert_eq!(previews_to(&out, c3), vec![(Lane::Unreliable, 5)]);
+    assert!(
+        previews_to(&out, C1).is_empty(),
+        "not echoed to the dragger"
+    );
+    // Older than the last relayed (presence shares the sequence): dropped.
+    h.now += 100;
+    assert!(previews_to(&preview_from(&mut h, C1, 4, cube), C2).is_empty());
+    h.now += 100;
+    presence_from(&mut h, C1, 7);
+    h.now += 100;
+    assert!(previews_to(&preview_from(&mut h, C1, 6, cube), C2).is_empty());
+    h.now += 100;
+    assert_eq!(previews_to(&preview_from(&mut h, C1, 8, cube), C2).len(), 1);
+    // A viewer cannot drag: nothing relayed.
+    h.now += 100;
+    let out = preview_from(&mut h, c3, 1, cube);
+    assert!(previews_to(&out, C1).is_empty() && previews_to(&out, C2).is_empty());
+    // Never logged, never persisted.
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. })));
+    assert_eq!(h.session.log().len(), 0);
+}
