@@ -167,6 +167,10 @@ pub struct App {
     turn_armed: bool,
     /// Others' presence, by author, until it goes stale.
     others: BTreeMap<AuthorId, Other>,
+    /// Others' drags in progress, by entity.
+    remote_previews: BTreeMap<EntityId, RemotePreview>,
+    /// Entities this app's last preview messages said were being dragged.
+    previewing: Vec<EntityId>,
     /// Frames run so far.
     frames: u64,
 }
@@ -185,6 +189,58 @@ pub struct Other {
 /// Frames without an update after which another author's presence is no longer drawn: about
 /// 5 s at 90 Hz (the browser's time-to-live). Counted in frames, so the app needs no clock.
 pub const PRESENCE_TTL_FRAMES: u64 = 450;
+
+/// Frames without an update after which another author's live preview is dropped (a lost
+/// release): about a second at 90 Hz, as in the browser.
+pub const REMOTE_PREVIEW_TTL_FRAMES: u64 = 90;
+
+/// Another author's drag in progress (see [`meshwork_protocol::wire::Preview`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RemotePreview {
+    transform: Transform,
+    /// The committed transform when it began: once the replica moves on, it is over.
+    base: Transform,
+    seen_frame: u64,
+}
+
+/// A transform as a preview carries it (quantized like presence).
+#[must_use]
+pub fn preview_transform(t: &Transform) -> meshwork_protocol::wire::PreviewTransform {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "scales are positive and clamped to the u32 range"
+    )]
+    let permille = |v: f32| (v * 1000.0).round().clamp(1.0, 4.0e9) as u32;
+    meshwork_protocol::wire::PreviewTransform {
+        pose: wire_pose(&Pose {
+            position: t.translation,
+            orientation: t.rotation,
+        }),
+        scale_permille: [
+            permille(t.scale.x),
+            permille(t.scale.y),
+            permille(t.scale.z),
+        ],
+    }
+}
+
+/// The transform of a preview on the wire.
+#[must_use]
+pub fn transform_from_preview(p: &meshwork_protocol::wire::PreviewTransform) -> Transform {
+    let pose = pose_from_wire(&p.pose);
+    #[allow(clippy::cast_precision_loss, reason = "thousandths within u32")]
+    let s = |v: u32| v as f32 / 1000.0;
+    Transform {
+        translation: pose.position,
+        rotation: pose.orientation,
+        scale: Vec3::new(
+            s(p.scale_permille[0]),
+            s(p.scale_permille[1]),
+            s(p.scale_permille[2]),
+        ),
+    }
+}
 
 const PRESS: f32 = 0.6;
 const RELEASE: f32 = 0.3;
@@ -217,6 +273,8 @@ impl App {
             snap_turn: std::f32::consts::FRAC_PI_6,
             turn_armed: true,
             others: BTreeMap::new(),
+            remote_previews: BTreeMap::new(),
+            previewing: Vec::new(),
             frames: 0,
         }
     }
@@ -261,6 +319,38 @@ impl App {
             ServerMsg::Left(l) => {
                 self.others.remove(&l.author);
             }
+            ServerMsg::Preview(p) if Some(p.author) != self.conn.author() => {
+                let entity = p.preview.entity;
+                let committed = self
+                    .conn
+                    .replica()
+                    .scene()
+                    .entities
+                    .get(&entity)
+                    .map(|e| e.transform);
+                match (committed, p.preview.transform) {
+                    (None, _) => {
+                        self.remote_previews.remove(&entity);
+                    }
+                    (Some(base), Some(t)) => {
+                        let base = self.remote_previews.get(&entity).map_or(base, |r| r.base);
+                        self.remote_previews.insert(
+                            entity,
+                            RemotePreview {
+                                transform: transform_from_preview(&t),
+                                base,
+                                seen_frame: self.frames,
+                            },
+                        );
+                    }
+                    // Released: kept until the committed command lands (no jump back).
+                    (Some(_), None) => {
+                        if let Some(r) = self.remote_previews.get_mut(&entity) {
+                            r.seen_frame = self.frames;
+                        }
+                    }
+                }
+            }
             ServerMsg::CommandRefused(r) => {
                 if let Some(i) = self.in_flight.iter().position(|f| !f.1) {
                     let (entity, _) = self.in_flight.remove(i);
@@ -304,6 +394,35 @@ impl App {
     pub fn ping(&mut self, nonce: u64) {
         self.extra
             .push(ClientMsg::Ping(meshwork_protocol::wire::Ping { nonce }));
+    }
+
+    /// Live previews of this app's drags for the unreliable lane (send with presence): where
+    /// each held entity is now, and one ending message for each drag that ended since.
+    pub fn previews_out(&mut self) -> Vec<ClientMsg> {
+        let mut held: Vec<EntityId> = self.grabs.iter().flatten().map(|g| g.entity).collect();
+        held.sort_unstable();
+        held.dedup();
+        let mut out = Vec::new();
+        let ended: Vec<EntityId> = self
+            .previewing
+            .iter()
+            .filter(|e| !held.contains(e))
+            .copied()
+            .collect();
+        for (entity, transform) in held
+            .iter()
+            .map(|e| (*e, self.previews.get(e).map(preview_transform)))
+            .chain(ended.into_iter().map(|e| (e, None)))
+        {
+            self.presence_seq = self.presence_seq.wrapping_add(1);
+            out.push(ClientMsg::Preview(meshwork_protocol::wire::Preview {
+                seq: self.presence_seq,
+                entity,
+                transform,
+            }));
+        }
+        self.previewing = held;
+        out
     }
 
     /// A presence update (head and both hands) for the unreliable lane.
@@ -412,6 +531,8 @@ impl App {
         let now = self.frames;
         self.others
             .retain(|_, o| now.saturating_sub(o.seen_frame) <= PRESENCE_TTL_FRAMES);
+        self.remote_previews
+            .retain(|_, r| now.saturating_sub(r.seen_frame) <= REMOTE_PREVIEW_TTL_FRAMES);
         let mut out = FrameOutput::default();
         if !self.live() {
             self.prev = input.hands;
@@ -652,9 +773,19 @@ impl App {
         let mut out = Vec::with_capacity(scene.entities.len());
         for (id, e) in &scene.entities {
             let (key, mesh) = self.meshes.get(&e.geometry);
+            let remote = self
+                .remote_previews
+                .get(id)
+                .filter(|r| r.base == e.transform)
+                .map(|r| r.transform);
             out.push(EntityDraw {
                 id: *id,
-                transform: self.previews.get(id).copied().unwrap_or(e.transform),
+                transform: self
+                    .previews
+                    .get(id)
+                    .copied()
+                    .or(remote)
+                    .unwrap_or(e.transform),
                 color: e.color.value,
                 key,
                 mesh,
@@ -821,6 +952,78 @@ mod tests {
             author: AuthorId(7),
         }));
         assert!(drawn(&mut app).is_empty());
+    }
+
+    #[test]
+    fn held_entities_stream_previews_and_each_drag_ends_once() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let e = EntityId::new(AuthorId(9), 1);
+        let t = Transform {
+            translation: Vec3::new(1.25, 0.5, -0.75),
+            rotation: glam::Quat::from_rotation_y(0.4),
+            scale: Vec3::new(1.0, 2.0, 1.0),
+        };
+        app.grabs[1] = Some(Grab {
+            entity: e,
+            grip_from_entity: glam::Mat4::IDENTITY,
+            start: t,
+        });
+        app.previews.insert(e, t);
+        let previews = |msgs: Vec<ClientMsg>| -> Vec<meshwork_protocol::wire::Preview> {
+            msgs.into_iter()
+                .map(|m| match m {
+                    ClientMsg::Preview(p) => p,
+                    other => unreachable!("{other:?}"),
+                })
+                .collect()
+        };
+        let first = previews(app.previews_out());
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].entity, e);
+        let sent = transform_from_preview(
+            &first[0]
+                .transform
+                .unwrap_or_else(|| unreachable!("a held entity has a transform")),
+        );
+        assert!((sent.translation - t.translation).length() < 1e-3);
+        assert!(sent.rotation.angle_between(t.rotation) < 1e-3);
+        assert!((sent.scale - t.scale).length() < 1e-3);
+        // Held on: one per call, numbered on with presence.
+        let second = previews(app.previews_out());
+        assert!(second[0].seq > first[0].seq);
+        let input = FrameInput {
+            stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
+            hands: [None, None],
+        };
+        let ClientMsg::Presence(p) = app.presence(&input) else {
+            unreachable!("presence")
+        };
+        assert!(
+            p.seq > second[0].seq,
+            "one sequence for presence and previews"
+        );
+        // Released: one ending message, then nothing.
+        app.grabs[1] = None;
+        let ended = previews(app.previews_out());
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].entity, ended[0].transform), (e, None));
+        assert!(app.previews_out().is_empty());
+    }
+
+    #[test]
+    fn a_preview_of_an_entity_the_replica_lacks_is_not_kept() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let e = EntityId::new(AuthorId(9), 1);
+        let t = Transform::IDENTITY;
+        app.receive(&ServerMsg::Preview(meshwork_protocol::wire::PreviewOf {
+            author: AuthorId(9),
+            preview: meshwork_protocol::wire::Preview {
+                seq: 1,
+                entity: e,
+                transform: Some(preview_transform(&t)),
+            },
+        }));
+        assert!(app.remote_previews.is_empty());
     }
 
     #[test]

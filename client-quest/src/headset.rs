@@ -536,6 +536,9 @@ pub fn run(
         }
         if app.live() {
             net.send_datagram(&app.presence(&input));
+            for m in app.previews_out() {
+                net.send_datagram(&m);
+            }
         }
         // Both eyes, one layer each of the acquired image.
         let image = swapchain.acquire_image().map_err(err("acquire"))? as usize;

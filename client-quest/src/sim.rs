@@ -274,6 +274,9 @@ pub fn run(
         }
         if app.live() && report.frames.is_multiple_of(2) {
             net.send_datagram(&app.presence(&input));
+            for m in app.previews_out() {
+                net.send_datagram(&m);
+            }
         }
         let (clip, items) = draw_list(app, &input, renderer.size);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(OwnedItem::as_item).collect();
