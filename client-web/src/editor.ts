@@ -273,12 +273,12 @@ export class Editor {
         this.refresh();
         break;
       case 'ack':
-        this.previews.acked();
+        this.previews.acked(e.seq);
         break;
       case 'refused': {
         this.telemetry.refusals += 1;
         if (e.code === 'conflict') this.telemetry.conflicts += 1;
-        this.previews.refused();
+        this.previews.refused(e.seq);
         this.toast(refusalText(e), 'error');
         this.refresh();
         break;
@@ -374,11 +374,12 @@ export class Editor {
     return false;
   }
 
-  private submit(commands: Command[]): void {
-    if (commands.length === 0) return;
-    this.session.submit(commands);
+  private submit(commands: Command[]): number[] {
+    if (commands.length === 0) return [];
+    const seqs = this.session.submit(commands);
     const now = performance.now();
     for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
+    return seqs;
   }
 
   private setTool(tool: Tool): void {
@@ -441,8 +442,7 @@ export class Editor {
     }
     const commands = transformCommands(id, from, to);
     if (commands.length === 0) return;
-    this.previews.submitted(id, to);
-    this.submit(commands);
+    this.previews.submitted(id, to, this.submit(commands));
     this.refresh();
   }
 

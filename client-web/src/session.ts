@@ -89,10 +89,12 @@ export class Session {
     if (out.length > 0) this.transport?.send(out);
   }
 
-  submit(commands: Command[]): void {
-    if (commands.length === 0) return;
-    this.conn.submit_batch_json(JSON.stringify(commands));
+  /** Signs and sends `commands` as one batch; returns their sequence numbers. */
+  submit(commands: Command[]): number[] {
+    if (commands.length === 0) return [];
+    const seqs = Array.from(this.conn.submit_batch_json(JSON.stringify(commands)));
     this.flush();
+    return seqs;
   }
 
   presence(cursor: number[] | null, head: number[] | null, rotation: number[] | null): void {

@@ -104,11 +104,14 @@ describe('local previews', () => {
 
   it('shows a drag until the server has applied it', () => {
     const p = new Previews();
-    p.submitted(7, moved);
+    p.submitted(7, moved, [3, 4]);
     expect(p.override(7)).toEqual(moved);
     p.replicaChanged(); // someone else's entry: not ours yet
     expect(p.override(7)).toEqual(moved);
-    p.acked();
+    p.acked(3);
+    p.replicaChanged(); // one of its two entries acknowledged: still pending
+    expect(p.override(7)).toEqual(moved);
+    p.acked(4);
     expect(p.override(7)).toEqual(moved); // acked, but the entries may not be applied yet
     p.replicaChanged();
     expect(p.override(7)).toBeNull();
@@ -117,14 +120,27 @@ describe('local previews', () => {
 
   it('shows the newest of several drags and drops a refused one', () => {
     const p = new Previews();
-    p.submitted(7, moved);
-    p.submitted(7, again);
+    p.submitted(7, moved, [1]);
+    p.submitted(7, again, [2]);
     expect(p.override(7)).toEqual(again);
-    expect(p.refused()).toBe(7); // the oldest outstanding one
+    expect(p.refused(1)).toBe(7);
     expect(p.override(7)).toEqual(again);
-    expect(p.refused()).toBe(7);
+    expect(p.refused(2)).toBe(7);
     expect(p.override(7)).toBeNull();
-    expect(p.refused()).toBeNull();
+    expect(p.refused(3)).toBeNull();
+  });
+
+  it('is not settled by the ack of another submission (a spawn and select before the drag)', () => {
+    const p = new Previews();
+    // Entries 1 and 2 (spawn, select) are in flight when the drag's entry 3 is sent.
+    p.submitted(7, moved, [3]);
+    p.acked(1);
+    p.acked(2);
+    p.replicaChanged(); // the spawn and the select land
+    expect(p.override(7)).toEqual(moved); // the drag is still shown: its entry is not acked
+    p.acked(3);
+    p.replicaChanged();
+    expect(p.override(7)).toBeNull();
   });
 });
 

@@ -200,34 +200,38 @@ export function refusalText(r: Refusal): string {
 export interface Preview {
   entity: number;
   transform: Transform;
-  acked: boolean;
+  /** Sequence numbers of its entries not acknowledged yet. */
+  pending: Set<number>;
 }
 
 export class Previews {
   private queue: Preview[] = [];
 
-  /** A drag released: commands were submitted for `entity`, showing `transform`. */
-  submitted(entity: number, transform: Transform): void {
-    this.queue.push({ entity, transform, acked: false });
+  /**
+   * A drag released: the entries `seqs` were submitted for `entity`, showing `transform`. Acks
+   * and refusals name entries by sequence number, so other submissions in between (a spawn, a
+   * selection) never settle this one.
+   */
+  submitted(entity: number, transform: Transform, seqs: number[]): void {
+    this.queue.push({ entity, transform, pending: new Set(seqs) });
   }
 
-  /** The server acknowledged the oldest outstanding submission. */
-  acked(): void {
-    const p = this.queue.find((q) => !q.acked);
-    if (p) p.acked = true;
+  /** The server acknowledged entry `seq` (durable). */
+  acked(seq: number): void {
+    for (const q of this.queue) q.pending.delete(seq);
   }
 
-  /** The server refused the oldest outstanding submission; returns its entity. */
-  refused(): number | null {
-    const i = this.queue.findIndex((q) => !q.acked);
+  /** The server refused entry `seq`: its preview goes (returns its entity), the rest stay. */
+  refused(seq: number): number | null {
+    const i = this.queue.findIndex((q) => q.pending.has(seq));
     if (i < 0) return null;
     const [p] = this.queue.splice(i, 1);
     return p.entity;
   }
 
-  /** The replica applied new entries: acknowledged previews are now in it. */
+  /** The replica applied new entries: fully acknowledged previews are now in it. */
   replicaChanged(): void {
-    this.queue = this.queue.filter((q) => !q.acked);
+    this.queue = this.queue.filter((q) => q.pending.size > 0);
   }
 
   /** What to show for `entity` instead of the replica, if anything (the newest preview). */

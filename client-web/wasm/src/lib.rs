@@ -297,19 +297,28 @@ impl Connection {
     }
 
     /// Signs and queues several commands (a JSON array) as one batch: the server orders them
-    /// together.
+    /// together. Returns the entries' sequence numbers, in order (acks and refusals name them).
     ///
     /// # Errors
     /// JSON that is not an array of commands, or not joined yet.
-    pub fn submit_batch_json(&mut self, commands: &str) -> Result<(), JsError> {
+    pub fn submit_batch_json(&mut self, commands: &str) -> Result<Vec<f64>, JsError> {
         let commands: Vec<Command> = serde_json::from_str(commands).map_err(err)?;
         if commands.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.inner
+        let entries = self
+            .inner
             .submit(commands)
-            .map(|_| ())
-            .ok_or_else(|| err("not joined yet"))
+            .ok_or_else(|| err("not joined yet"))?;
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "sequence numbers count one author's entries: far below 2^53"
+        )]
+        let seqs = entries
+            .iter()
+            .filter_map(|e| e.decode_body().ok().map(|b| b.seq as f64))
+            .collect();
+        Ok(seqs)
     }
 
     /// The replica's scene as JSON: `{position, name, entities: [{id, name, kind, translation,
