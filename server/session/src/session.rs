@@ -781,17 +781,20 @@ impl Session {
             && self.connection_of.get(&author) == Some(&client)
         {
             self.connection_of.remove(&author);
-            let others: Vec<ClientId> = self
-                .clients
-                .iter()
-                .filter(|(id, c)| **id != client && c.phase == Phase::Joined)
-                .map(|(id, _)| *id)
-                .collect();
             let left = ServerMsg::Left(wire::Left { author });
-            for other in others {
+            for other in self.joined_except(client) {
                 self.send(other, &left);
             }
         }
+    }
+
+    /// Every joined client but `client`.
+    fn joined_except(&self, client: ClientId) -> Vec<ClientId> {
+        self.clients
+            .iter()
+            .filter(|(id, c)| **id != client && c.phase == Phase::Joined)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn forget(&mut self, client: ClientId) {
@@ -1304,13 +1307,7 @@ impl Session {
         let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
-        let others: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(id, c)| **id != client && c.phase == Phase::Joined)
-            .map(|(id, _)| *id)
-            .collect();
-        for other in others {
+        for other in self.joined_except(client) {
             self.emit(Output::Send {
                 client: other,
                 lane: Lane::Unreliable,
