@@ -167,7 +167,9 @@ pub fn inspector_lines(app: &App) -> Vec<String> {
         }
         None => lines.push("Nothing selected".to_owned()),
     }
+    let others = app.others().len();
     let status = match app.connection().author() {
+        Some(a) if app.live() && others > 0 => format!("Live, author {} + {others} here", a.0),
         Some(a) if app.live() => format!("Live, author {}", a.0),
         Some(_) => "Loading scene".to_owned(),
         None => "Joining".to_owned(),
@@ -176,15 +178,53 @@ pub fn inspector_lines(app: &App) -> Vec<String> {
     lines
 }
 
+/// The people present besides the user, in author order, with their colours (sRGB bytes):
+/// the squares on the panel's title row.
+#[must_use]
+pub fn people(app: &App) -> Vec<(meshwork_protocol::AuthorId, [u8; 3])> {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "clamped to 0..=255 first"
+    )]
+    let srgb = |v: f32| {
+        let v = if v <= 0.003_130_8 {
+            v * 12.92
+        } else {
+            1.055 * v.powf(1.0 / 2.4) - 0.055
+        };
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    };
+    app.others()
+        .keys()
+        .map(|a| {
+            let c = crate::app::author_color(*a);
+            (*a, [srgb(c.x), srgb(c.y), srgb(c.z)])
+        })
+        .collect()
+}
+
+/// Most people squares the title row holds.
+pub const PEOPLE_SHOWN: usize = 10;
+
+/// Where the `i`-th person's square is on the panel (x, y; 12 pixels wide).
+#[must_use]
+pub const fn person_square(i: usize) -> (u32, u32) {
+    #[allow(clippy::cast_possible_truncation, reason = "i < PEOPLE_SHOWN")]
+    let i = i as u32;
+    (WIDTH - 20 - i * 16, 10)
+}
+
 /// What the panel shows, as a key: redraw (and re-upload) only when it changes.
 #[must_use]
 pub fn key(app: &App) -> String {
     format!(
-        "{:?}|{}|{:?}|{:?}",
+        "{:?}|{}|{:?}|{:?}|{:?}",
         app.tool,
         app.color,
         inspector_lines(app),
-        app.notices.last()
+        app.notices.last(),
+        app.others().keys().collect::<Vec<_>>()
     )
 }
 
@@ -193,6 +233,11 @@ pub fn key(app: &App) -> String {
 pub fn draw(app: &App) -> Image {
     let mut img = Image::new(WIDTH, HEIGHT, [24, 26, 32, 235]);
     img.text(12, 8, "Meshwork", [230, 232, 236, 255]);
+    // Who else is here: a square in each one's colour (the colour of their head and hands).
+    for (i, (_, rgb)) in people(app).iter().take(PEOPLE_SHOWN).enumerate() {
+        let (x, y) = person_square(i);
+        img.rect(x, y, 12, 12, [rgb[0], rgb[1], rgb[2], 255]);
+    }
     // Tools: two rows of three.
     for (i, (tool, label)) in TOOLS.iter().enumerate() {
         let (col, row) = ((i % 3) as u32, (i / 3) as u32);
@@ -265,6 +310,43 @@ mod tests {
             inspector_lines(&app),
             vec!["Nothing selected".to_owned(), "Joining".to_owned()]
         );
+    }
+
+    #[test]
+    fn the_panel_shows_who_else_is_here_in_their_colours() {
+        use meshwork_protocol::AuthorId;
+        use meshwork_protocol::wire::{Presence, PresenceOf, ServerMsg};
+        let mut app = App::new(
+            Ed25519Signer::from_seed([3; 32]),
+            crate::app::test_invite(),
+            0.05,
+        );
+        for author in [9, 4] {
+            app.receive(&ServerMsg::Presence(PresenceOf {
+                author: AuthorId(author),
+                presence: Presence {
+                    seq: 1,
+                    head: None,
+                    hands: [None, None],
+                    cursor: None,
+                },
+            }));
+        }
+        let here = people(&app);
+        assert_eq!(
+            here.iter().map(|(a, _)| a.0).collect::<Vec<_>>(),
+            vec![4, 9]
+        );
+        assert_ne!(here[0].1, here[1].1, "two people, two colours");
+        let img = draw(&app);
+        let at = |(x, y): (u32, u32)| {
+            let i = (((y + 6) * WIDTH + x + 6) * 4) as usize;
+            [img.rgba[i], img.rgba[i + 1], img.rgba[i + 2]]
+        };
+        assert_eq!(at(person_square(0)), here[0].1);
+        assert_eq!(at(person_square(1)), here[1].1);
+        // Nobody third: the next square's place shows the panel's background.
+        assert_eq!(at(person_square(2)), [24, 26, 32]);
     }
 
     #[test]
