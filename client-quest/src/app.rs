@@ -203,43 +203,16 @@ struct RemotePreview {
     seen_frame: u64,
 }
 
-/// A transform as a preview carries it (quantized like presence).
+/// A transform as a preview carries it (the protocol's quantization).
 #[must_use]
 pub fn preview_transform(t: &Transform) -> meshwork_protocol::wire::PreviewTransform {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "scales are positive and clamped to the u32 range"
-    )]
-    let permille = |v: f32| (v * 1000.0).round().clamp(1.0, 4.0e9) as u32;
-    meshwork_protocol::wire::PreviewTransform {
-        pose: wire_pose(&Pose {
-            position: t.translation,
-            orientation: t.rotation,
-        }),
-        scale_permille: [
-            permille(t.scale.x),
-            permille(t.scale.y),
-            permille(t.scale.z),
-        ],
-    }
+    meshwork_protocol::wire::PreviewTransform::quantize(t)
 }
 
 /// The transform of a preview on the wire.
 #[must_use]
 pub fn transform_from_preview(p: &meshwork_protocol::wire::PreviewTransform) -> Transform {
-    let pose = pose_from_wire(&p.pose);
-    #[allow(clippy::cast_precision_loss, reason = "thousandths within u32")]
-    let s = |v: u32| v as f32 / 1000.0;
-    Transform {
-        translation: pose.position,
-        rotation: pose.orientation,
-        scale: Vec3::new(
-            s(p.scale_permille[0]),
-            s(p.scale_permille[1]),
-            s(p.scale_permille[2]),
-        ),
-    }
+    p.transform()
 }
 
 const PRESS: f32 = 0.6;
@@ -795,78 +768,27 @@ impl App {
     }
 }
 
-/// A pose from the wire (the inverse of [`wire_pose`], to a millimetre and 1/32767).
+/// A pose from the wire (the protocol's quantization, inverted).
 #[must_use]
 pub fn pose_from_wire(w: &WirePose) -> Pose {
-    #[allow(clippy::cast_precision_loss, reason = "millimetres within ±2e9")]
-    let m = |v: i32| v as f32 / 1000.0;
-    let unit = |v: i16| f32::from(v) / 32767.0;
-    let q = glam::Quat::from_xyzw(
-        unit(w.rotation[0]),
-        unit(w.rotation[1]),
-        unit(w.rotation[2]),
-        unit(w.rotation[3]),
-    );
     Pose {
-        position: Vec3::new(
-            m(w.position_mm[0]),
-            m(w.position_mm[1]),
-            m(w.position_mm[2]),
-        ),
-        // A zero quaternion (nothing sensible sent) becomes the identity.
-        orientation: if q.length_squared() > 1e-6 {
-            q.normalize()
-        } else {
-            glam::Quat::IDENTITY
-        },
+        position: w.position_m(),
+        orientation: w.rotation_q(),
     }
 }
 
-/// A stable, well-spread colour per author, linear RGB: the browser editor's rule (hue in
-/// golden-angle steps, saturation 75 %, lightness 55 %, in sRGB), so a person has one colour
-/// in both clients.
+/// Each author's colour (linear RGB, opaque): the protocol's rule, which the browser editor
+/// shares, so a person has one colour in both clients.
 #[must_use]
 pub fn author_color(author: AuthorId) -> Vec4 {
-    #[allow(clippy::cast_precision_loss, reason = "author ids are small")]
-    let hue = (author.0 as f32 * 137.508).rem_euclid(360.0).round();
-    let (s, l) = (0.75f32, 0.55f32);
-    let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
-    let h = hue / 60.0;
-    let x = c * (1.0 - (h.rem_euclid(2.0) - 1.0).abs());
-    let (r, g, b) = match h {
-        h if h < 1.0 => (c, x, 0.0),
-        h if h < 2.0 => (x, c, 0.0),
-        h if h < 3.0 => (0.0, c, x),
-        h if h < 4.0 => (0.0, x, c),
-        h if h < 5.0 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    let m = l - c / 2.0;
-    let linear = |v: f32| {
-        let v = v + m;
-        if v <= 0.04045 {
-            v / 12.92
-        } else {
-            ((v + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    Vec4::new(linear(r), linear(g), linear(b), 1.0)
+    let [r, g, b] = meshwork_protocol::presence::author_color(author);
+    Vec4::new(r, g, b, 1.0)
 }
 
-/// A pose on the wire: millimetres and a quaternion scaled to i16.
+/// A pose on the wire (the protocol's quantization).
 #[must_use]
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "clamped to the wire's ranges before the cast"
-)]
 pub fn wire_pose(p: &Pose) -> WirePose {
-    let mm = |v: f32| (v * 1000.0).round().clamp(-2.0e9, 2.0e9) as i32;
-    let q = p.orientation.normalize();
-    let unit = |v: f32| (v.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-    WirePose {
-        position_mm: [mm(p.position.x), mm(p.position.y), mm(p.position.z)],
-        rotation: [unit(q.x), unit(q.y), unit(q.z), unit(q.w)],
-    }
+    WirePose::quantize(p.position, p.orientation)
 }
 
 /// An invite any test can join with (signed by a fixed key, never expiring).
@@ -1027,26 +949,9 @@ mod tests {
     }
 
     #[test]
-    fn author_colours_follow_the_browser_rule() {
-        // The browser's authorColor(1) is hsl(138, 75%, 55%): sRGB (0.2125, 0.8875, 0.415).
-        let srgb = |v: f32| {
-            if v <= 0.003_130_8 {
-                v * 12.92
-            } else {
-                1.055 * v.powf(1.0 / 2.4) - 0.055
-            }
-        };
-        let c = author_color(AuthorId(1));
-        let got = [srgb(c.x), srgb(c.y), srgb(c.z)];
-        for (g, w) in got.iter().zip([0.2125, 0.8875, 0.415]) {
-            assert!((g - w).abs() < 1e-3, "{got:?}");
-        }
-        let distinct: std::collections::BTreeSet<[u32; 3]> = (1..=8)
-            .map(|a| {
-                let c = author_color(AuthorId(a));
-                [c.x.to_bits(), c.y.to_bits(), c.z.to_bits()]
-            })
-            .collect();
-        assert_eq!(distinct.len(), 8);
+    fn author_colours_are_the_protocols() {
+        let c = author_color(AuthorId(3));
+        let [r, g, b] = meshwork_protocol::presence::author_color(AuthorId(3));
+        assert_eq!(c, Vec4::new(r, g, b, 1.0));
     }
 }

@@ -17,6 +17,7 @@ pub mod command;
 pub mod editmesh;
 pub mod ids;
 pub mod mesh;
+pub mod presence;
 pub mod registry;
 pub mod replica;
 pub mod scene;

@@ -371,14 +371,6 @@ async fn the_khronos_validator_finds_no_error_and_no_warning() {
     }
 }
 
-async fn catch_up(c: &mut Client, position: u64) {
-    let end = Instant::now() + WAIT;
-    while !(c.replica().is_synced() && c.replica().scene().position >= position) {
-        assert!(Instant::now() < end, "replica stuck");
-        let _ = c.next(Duration::from_millis(50)).await;
-    }
-}
-
 fn glb_provenance(glb: &[u8]) -> serde_json::Value {
     let doc = gltf::Gltf::from_slice(glb).unwrap();
     let extras = doc
@@ -461,7 +453,7 @@ async fn export_over_http_and_offline_from_the_real_binary() {
     )
     .await
     .unwrap();
-    catch_up(&mut a, 4).await;
+    a.catch_up(4, WAIT).await.unwrap();
     let live = a.replica().scene().clone();
     assert!(matches!(live.entities[&cube].geometry, Geometry::Mesh(_)));
 

@@ -43,28 +43,6 @@ async fn server_scene(server: &ServerProcess, token: &str) -> (u64, String) {
     .unwrap()
 }
 
-/// Reads until the replica is synced at `position` or later (or the client is closed).
-async fn catch_up(c: &mut Client, position: u64) {
-    let end = Instant::now() + WAIT;
-    while !(c.replica().is_synced() && c.replica().scene().position >= position) {
-        assert!(
-            c.seen.closed.is_none(),
-            "closed by the server: {:?}",
-            c.seen.closed
-        );
-        assert!(
-            Instant::now() < end,
-            "replica stuck at {}",
-            c.replica().scene().position
-        );
-        if let Err(e) = c.next(Duration::from_millis(50)).await
-            && !matches!(e, meshwork_testkit::ClientError::Timeout)
-        {
-            panic!("{}: {e}", c.author());
-        }
-    }
-}
-
 /// Takes whatever has arrived, without waiting.
 async fn drain(c: &mut Client) {
     while c.next(Duration::ZERO).await.is_ok() {}
@@ -97,7 +75,7 @@ async fn presence_goes_as_datagrams_and_a_client_that_stops_reading_is_not_close
     .await
     .unwrap();
     let (spawned, _) = server_scene(&server, &token).await;
-    catch_up(&mut c, spawned).await;
+    c.catch_up(spawned, WAIT).await.unwrap();
 
     // C stops reading. For 4 s, A streams presence at 90 Hz (about 25 KiB: three times C's
     // window, had it gone on the stream) and B renames the cube 30 times with 250-byte names:
@@ -143,7 +121,7 @@ async fn presence_goes_as_datagrams_and_a_client_that_stops_reading_is_not_close
 
     // C reads again: it was not closed, and its log arrives whole.
     c.resume_reading();
-    catch_up(&mut c, position).await;
+    c.catch_up(position, WAIT).await.unwrap();
     assert!(c.seen.closed.is_none(), "{:?}", c.seen.closed);
     assert_eq!(hex::encode(c.replica().scene().state_hash()), hash);
     assert_eq!(

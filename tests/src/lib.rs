@@ -521,6 +521,31 @@ impl Client {
         Ok(msg)
     }
 
+    /// Reads until the replica is synced at `position` or later.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when `wait` passes first; [`ClientError::Closed`] if the server
+    /// closes the connection.
+    pub async fn catch_up(&mut self, position: u64, wait: Duration) -> Result<(), ClientError> {
+        let end = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(Instant::now);
+        while !(self.replica().is_synced() && self.replica().scene().position >= position) {
+            if self.seen.closed.is_some() {
+                return Err(ClientError::Closed(self.seen.closed.clone()));
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            match self.next(left.min(Duration::from_millis(50))).await {
+                Ok(_) | Err(ClientError::Timeout) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes messages until `done` holds for what has been seen, or `deadline` passes.
     ///
     /// # Errors

@@ -129,11 +129,14 @@ impl Connection {
                 "type": "preview",
                 "author": p.author.0,
                 "entity": p.preview.entity.0,
-                "transform": p.preview.transform.map(|t| json!({
-                    "translation": t.pose.position_mm.map(|v| f64::from(v) / 1000.0),
-                    "rotation": t.pose.rotation.map(|v| f64::from(v) / 32767.0),
-                    "scale": t.scale_permille.map(|v| f64::from(v) / 1000.0),
-                })),
+                "transform": p.preview.transform.map(|t| {
+                    let t = t.transform();
+                    json!({
+                        "translation": t.translation.to_array(),
+                        "rotation": t.rotation.to_array(),
+                        "scale": t.scale.to_array(),
+                    })
+                }),
             })),
             ServerMsg::Close(c) => events.push(json!({
                 "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
@@ -200,13 +203,7 @@ impl Connection {
         head_rotation: Option<Vec<f32>>,
     ) -> Result<Vec<u8>, JsError> {
         self.presence_seq = self.presence_seq.wrapping_add(1);
-        let pose = |p: &[f32], q: Option<&[f32]>| Pose {
-            position_mm: [0, 1, 2].map(|i| mm(p.get(i).copied().unwrap_or(0.0))),
-            rotation: [0, 1, 2, 3].map(|i| {
-                let identity = if i == 3 { 1.0 } else { 0.0 };
-                unit(q.and_then(|q| q.get(i).copied()).unwrap_or(identity))
-            }),
-        };
+        let pose = |p: &[f32], q: Option<&[f32]>| Pose::quantize(vec3(Some(p), 0.0), quat(q));
         let presence = Presence {
             seq: self.presence_seq,
             head: head_position
@@ -232,16 +229,12 @@ impl Connection {
         scale: Option<Vec<f32>>,
     ) -> Result<Vec<u8>, JsError> {
         self.presence_seq = self.presence_seq.wrapping_add(1);
-        let at = |v: &Option<Vec<f32>>, i: usize, or: f32| {
-            v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(or)
-        };
-        let transform = translation.as_ref().map(|_| PreviewTransform {
-            pose: Pose {
-                position_mm: [0, 1, 2].map(|i| mm(at(&translation, i, 0.0))),
-                rotation: [0, 1, 2, 3]
-                    .map(|i| unit(at(&rotation, i, if i == 3 { 1.0 } else { 0.0 }))),
-            },
-            scale_permille: [0, 1, 2].map(|i| permille(at(&scale, i, 1.0))),
+        let transform = translation.as_deref().map(|t| {
+            PreviewTransform::quantize(&meshwork_protocol::command::Transform {
+                translation: vec3(Some(t), 0.0),
+                rotation: quat(rotation.as_deref()),
+                scale: vec3(scale.as_deref(), 1.0),
+            })
         });
         #[allow(
             clippy::cast_possible_truncation,
@@ -536,49 +529,22 @@ fn geometry_rev(g: &Geometry) -> String {
     }
 }
 
-/// Metres to whole millimetres, clamped to the wire's range.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "clamped to i32 range first; NaN maps to 0"
-)]
-fn mm(metres: f32) -> i32 {
-    let v = (metres * 1000.0).round();
-    if v.is_nan() {
-        0
-    } else {
-        v.clamp(-2.0e9, 2.0e9) as i32
-    }
+/// Three numbers from JavaScript (missing ones are `or`).
+fn vec3(v: Option<&[f32]>, or: f32) -> glam::Vec3 {
+    let at = |i: usize| v.and_then(|v| v.get(i).copied()).unwrap_or(or);
+    glam::Vec3::new(at(0), at(1), at(2))
 }
 
-/// A unit-quaternion component scaled by 32767.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "clamped to [-1, 1] first; NaN maps to 0"
-)]
-fn unit(v: f32) -> i16 {
-    let v = (v.clamp(-1.0, 1.0) * 32767.0).round();
-    if v.is_nan() { 0 } else { v as i16 }
-}
-
-/// A positive scale in thousandths (0 and below become the smallest step).
-fn permille(v: f32) -> u32 {
-    let v = (v * 1000.0).round();
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "clamped to the u32 range first"
-    )]
-    if v.is_nan() {
-        1000
-    } else {
-        v.clamp(1.0, 4.0e9) as u32
-    }
+/// A quaternion (x, y, z, w) from JavaScript; the identity when missing.
+fn quat(q: Option<&[f32]>) -> glam::Quat {
+    let at = |i: usize, or: f32| q.and_then(|q| q.get(i).copied()).unwrap_or(or);
+    glam::Quat::from_xyzw(at(0, 0.0), at(1, 0.0), at(2, 0.0), at(3, 1.0))
 }
 
 fn pose_json(p: Pose) -> Value {
     json!({
-        "position": p.position_mm.map(|v| f64::from(v) / 1000.0),
-        "rotation": p.rotation.map(|v| f64::from(v) / 32767.0),
+        "position": p.position_m().to_array(),
+        "rotation": p.rotation_q().to_array(),
     })
 }
 
