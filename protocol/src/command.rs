@@ -8,7 +8,7 @@ use glam::{Quat, Vec3, Vec4};
 use serde::{Deserialize, Serialize};
 
 use crate::editmesh::{Axis, EdgeKey, FaceKey, VertexKey};
-use crate::ids::{AuthorId, EntityId, ToolId};
+use crate::ids::{AuthorId, CommandId, EntityId, ToolId};
 
 /// Largest coordinate magnitude accepted anywhere in a payload, in metres. Beyond this, f32
 /// precision is coarser than a millimetre and the value is a bug or an attack.
@@ -27,6 +27,10 @@ pub const MAX_FACE_CORNERS: usize = 1024;
 pub const MAX_SMOOTH_LEVELS: u8 = 3;
 /// Largest grid step for snapping, in metres.
 pub const MAX_SNAP_M: f32 = 1.0e3;
+/// Most entries one undo step may announce ([`Command::Step`]).
+pub const MAX_STEP_ENTRIES: u16 = 4096;
+/// Longest step label, in bytes of UTF-8.
+pub const MAX_LABEL_BYTES: usize = 64;
 /// Scale factors must lie within `[1/MAX_SCALE_FACTOR, MAX_SCALE_FACTOR]` per axis.
 pub const MAX_SCALE_FACTOR: f32 = 1.0e3;
 
@@ -289,6 +293,30 @@ pub enum Command {
         /// The new transform.
         transform: Transform,
     },
+    /// Opens one undo step: the author's next `entries` scene-changing entries (after this one)
+    /// undo and redo as one, shown in the history under `label`. Without it every
+    /// scene-changing entry is its own step. The author's next `Step`, `Undo` or `Redo` closes
+    /// an open step early.
+    Step {
+        /// How many of the author's following scene-changing entries the step takes,
+        /// 1..=[`MAX_STEP_ENTRIES`].
+        entries: u16,
+        /// What the user did ("Extrude 4 faces"), at most [`MAX_LABEL_BYTES`].
+        label: String,
+    },
+    /// Reverts one of the author's own steps against the current scene (see `docs/protocol.md`,
+    /// "Undo and redo"): refused, naming who, when someone else has since changed or built on
+    /// what it changed.
+    Undo {
+        /// The step, by the id of its first entry; `None`: the author's latest step not undone.
+        step: Option<CommandId>,
+    },
+    /// Applies an undone step of the author's again. A new step of the author's clears what it
+    /// may redo; others' edits do not.
+    Redo {
+        /// The step; `None`: the author's most recently undone step.
+        step: Option<CommandId>,
+    },
 }
 
 /// Which way an extrusion goes.
@@ -344,6 +372,9 @@ pub enum PayloadError {
     /// The entity id of a spawn is in another author's namespace.
     #[error("entity id is not in the author's namespace")]
     ForeignEntityId,
+    /// An undo or redo names a step of another author (each author undoes only their own).
+    #[error("the step is another author's: undo and redo act on your own steps only")]
+    ForeignStep,
 }
 
 fn finite_vec(field: &'static str, v: &[f32]) -> Result<(), PayloadError> {
@@ -576,6 +607,24 @@ impl Command {
                 entity: _,
                 transform,
             } => transform_guard(transform),
+            Self::Step { entries, label } => {
+                if label.len() > MAX_LABEL_BYTES {
+                    return Err(PayloadError::TooLong {
+                        field: "label",
+                        max: MAX_LABEL_BYTES,
+                    });
+                }
+                name("label", label)?;
+                if (1..=MAX_STEP_ENTRIES).contains(entries) {
+                    Ok(())
+                } else {
+                    Err(PayloadError::Invalid { field: "entries" })
+                }
+            }
+            Self::Undo { step } | Self::Redo { step } => match step {
+                Some(s) if s.author != author => Err(PayloadError::ForeignStep),
+                _ => Ok(()),
+            },
         }
     }
 }

@@ -158,6 +158,9 @@ pub enum EditError {
     /// The result would exceed a size limit; nothing was computed.
     #[error("{0}")]
     Limit(String),
+    /// An undo or redo was refused ([`crate::history`]).
+    #[error("{0}")]
+    Undo(crate::history::UndoRefusal),
 }
 
 fn topo<T>(s: String) -> Result<T, EditError> {
@@ -356,6 +359,261 @@ pub struct EditMesh {
     pending_verts: BTreeMap<VertexKey, Pending>,
     /// The journal of the operation in progress (see [`EditMesh::transaction`]).
     undo: Option<Box<Undo>>,
+    /// What changed since [`EditMesh::record`] (never encoded): the undo history's view.
+    recording: Option<Box<Recording>>,
+}
+
+/// The first value of every canonical entry changed since recording began (see
+/// [`EditMesh::record`]).
+#[derive(Clone, Debug, Default)]
+struct Recording {
+    verts: BTreeMap<VertexKey, Option<Vec3>>,
+    faces: BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
+    moved: BTreeMap<VertexKey, Option<CommandId>>,
+    edges: BTreeMap<(VertexKey, VertexKey), Option<EdgeKey>>,
+    /// The mesh as a whole-mesh operation found it: entries changed after it are found by
+    /// comparing it with the result (no per-entry records are taken once it is set).
+    whole: Option<Box<EditMesh>>,
+}
+
+/// A value before and after an edit (`None`: absent).
+pub type Change<T> = (Option<T>, Option<T>);
+
+/// The canonical entries of one mesh that an edit changed, each with its value before and
+/// after (`None`: absent). Element ids included: putting back one side restores exactly those
+/// elements, ids and values ([`EditMesh::apply_change`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MeshChange {
+    /// Vertex positions.
+    pub verts: BTreeMap<VertexKey, Change<Vec3>>,
+    /// Face corner loops.
+    pub faces: BTreeMap<FaceKey, Change<Vec<VertexKey>>>,
+    /// Position stamps (the command that last placed the vertex).
+    pub moved: BTreeMap<VertexKey, Change<CommandId>>,
+    /// Edge ids by sorted end points.
+    pub edges: BTreeMap<(VertexKey, VertexKey), Change<EdgeKey>>,
+}
+
+/// One side of a [`MeshChange`] (or of any before/after pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The value before the edit (what undo puts back).
+    Before,
+    /// The value after it (what redo puts back).
+    After,
+}
+
+impl Side {
+    /// The other side.
+    #[must_use]
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Before => Self::After,
+            Self::After => Self::Before,
+        }
+    }
+
+    /// `pair`'s value on this side.
+    #[must_use]
+    pub const fn of<T>(self, pair: &(T, T)) -> &T {
+        match self {
+            Self::Before => &pair.0,
+            Self::After => &pair.1,
+        }
+    }
+}
+
+/// A canonical entry of a mesh, as a [`MeshChange`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MeshSlot {
+    /// A vertex's position or position stamp.
+    Vertex(VertexKey),
+    /// A face's corners.
+    Face(FaceKey),
+    /// The id of the edge between two vertices.
+    Edge(VertexKey, VertexKey),
+}
+
+impl core::fmt::Display for MeshSlot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Vertex(v) => write!(f, "{v}"),
+            Self::Face(k) => write!(f, "{k}"),
+            Self::Edge(a, b) => write!(f, "the edge {a} – {b}"),
+        }
+    }
+}
+
+/// Adds to `out` every key whose value differs between `a` and `b` (one merge walk).
+fn diff_maps<K: Ord + Copy, V: Clone + PartialEq>(
+    a: &BTreeMap<K, V>,
+    b: &BTreeMap<K, V>,
+    out: &mut BTreeMap<K, (Option<V>, Option<V>)>,
+) {
+    let mut left = a.iter().peekable();
+    let mut right = b.iter().peekable();
+    loop {
+        match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some((k, v)), None) => {
+                out.insert(**k, (Some((*v).clone()), None));
+                left.next();
+            }
+            (None, Some((k, v))) => {
+                out.insert(**k, (None, Some((*v).clone())));
+                right.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                core::cmp::Ordering::Less => {
+                    out.insert(**ka, (Some((*va).clone()), None));
+                    left.next();
+                }
+                core::cmp::Ordering::Greater => {
+                    out.insert(**kb, (None, Some((*vb).clone())));
+                    right.next();
+                }
+                core::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.insert(**ka, (Some((*va).clone()), Some((*vb).clone())));
+                    }
+                    left.next();
+                    right.next();
+                }
+            },
+        }
+    }
+}
+
+/// Turns first values into (before, after) pairs against `now`, keeping real changes; a key
+/// already in `out` (from a whole-mesh comparison) gives way to the earlier record.
+fn settle<K: Ord + Copy, V: Clone + PartialEq>(
+    first: BTreeMap<K, Option<V>>,
+    now: &BTreeMap<K, V>,
+    out: &mut BTreeMap<K, (Option<V>, Option<V>)>,
+) {
+    for (k, before) in first {
+        out.remove(&k);
+        let after = now.get(&k).cloned();
+        if after != before {
+            out.insert(k, (before, after));
+        }
+    }
+}
+
+impl MeshChange {
+    /// Everything that differs between two meshes.
+    #[must_use]
+    pub fn between(before: &EditMesh, after: &EditMesh) -> Self {
+        let mut c = Self::default();
+        diff_maps(&before.verts, &after.verts, &mut c.verts);
+        diff_maps(&before.faces, &after.faces, &mut c.faces);
+        diff_maps(&before.moved, &after.moved, &mut c.moved);
+        diff_maps(&before.edges, &after.edges, &mut c.edges);
+        c
+    }
+
+    /// Nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.verts.is_empty()
+            && self.faces.is_empty()
+            && self.moved.is_empty()
+            && self.edges.is_empty()
+    }
+
+    /// Adds a later change of the same mesh: the earliest value before, the latest after;
+    /// entries that end where they started drop out.
+    pub fn then(&mut self, later: Self) {
+        fn merge<K: Ord, V: PartialEq>(
+            into: &mut BTreeMap<K, (Option<V>, Option<V>)>,
+            later: BTreeMap<K, (Option<V>, Option<V>)>,
+        ) {
+            for (k, (b, a)) in later {
+                match into.entry(k) {
+                    alloc::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert((b, a));
+                    }
+                    alloc::collections::btree_map::Entry::Occupied(mut slot) => {
+                        if slot.get().0 == a {
+                            slot.remove();
+                        } else {
+                            slot.get_mut().1 = a;
+                        }
+                    }
+                }
+            }
+        }
+        merge(&mut self.verts, later.verts);
+        merge(&mut self.faces, later.faces);
+        merge(&mut self.moved, later.moved);
+        merge(&mut self.edges, later.edges);
+    }
+
+    /// Every entry it names.
+    pub fn slots(&self) -> impl Iterator<Item = MeshSlot> + '_ {
+        self.verts
+            .keys()
+            .chain(self.moved.keys())
+            .map(|v| MeshSlot::Vertex(*v))
+            .chain(self.faces.keys().map(|f| MeshSlot::Face(*f)))
+            .chain(self.edges.keys().map(|(a, b)| MeshSlot::Edge(*a, *b)))
+    }
+
+    /// Whether it names `slot`.
+    #[must_use]
+    pub fn touches(&self, slot: MeshSlot) -> bool {
+        match slot {
+            MeshSlot::Vertex(v) => self.verts.contains_key(&v) || self.moved.contains_key(&v),
+            MeshSlot::Face(f) => self.faces.contains_key(&f),
+            MeshSlot::Edge(a, b) => self.edges.contains_key(&(a, b)),
+        }
+    }
+
+    /// The first entry of `mesh` that does not hold `side`'s value (someone changed it since).
+    #[must_use]
+    pub fn first_mismatch(&self, mesh: &EditMesh, side: Side) -> Option<MeshSlot> {
+        if let Some((v, _)) = self
+            .verts
+            .iter()
+            .find(|(v, pair)| mesh.verts.get(v) != side.of(pair).as_ref())
+        {
+            return Some(MeshSlot::Vertex(*v));
+        }
+        if let Some((v, _)) = self
+            .moved
+            .iter()
+            .find(|(v, pair)| mesh.moved.get(v) != side.of(pair).as_ref())
+        {
+            return Some(MeshSlot::Vertex(*v));
+        }
+        if let Some((f, _)) = self
+            .faces
+            .iter()
+            .find(|(f, pair)| mesh.faces.get(f) != side.of(pair).as_ref())
+        {
+            return Some(MeshSlot::Face(*f));
+        }
+        self.edges
+            .iter()
+            .find(|(p, pair)| mesh.edges.get(p) != side.of(pair).as_ref())
+            .map(|((a, b), _)| MeshSlot::Edge(*a, *b))
+    }
+
+    /// Rough heap bytes, for the history's memory bound.
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        let faces: usize = self
+            .faces
+            .values()
+            .map(|(b, a)| {
+                b.as_ref().map_or(0, Vec::len) + a.as_ref().map_or(0, Vec::len) + 8
+            })
+            .sum();
+        self.verts.len() * 48
+            + self.moved.len() * 48
+            + self.edges.len() * 72
+            + faces * size_of::<VertexKey>()
+    }
 }
 
 /// Every entry the operation in progress changed, with its value before the operation; a
@@ -585,6 +843,92 @@ impl EditMesh {
             .ok_or_else(|| EditError::Missing(format!("{e}")))
     }
 
+    /// Starts noting what changes (a no-op when already noting): every canonical entry's first
+    /// value, at the cost of a map insert per changed entry (a whole-mesh operation keeps one
+    /// copy of the mesh instead). [`EditMesh::take_change`] ends it.
+    pub fn record(&mut self) {
+        if self.recording.is_none() {
+            self.recording = Some(Box::default());
+        }
+    }
+
+    /// Ends noting and returns what changed since [`EditMesh::record`] (empty if it was not
+    /// called): the first value of every entry and its value now, real changes only.
+    #[must_use]
+    pub fn take_change(&mut self) -> MeshChange {
+        let Some(r) = self.recording.take() else {
+            return MeshChange::default();
+        };
+        let r = *r;
+        let mut c = match &r.whole {
+            Some(whole) => MeshChange::between(whole, self),
+            None => MeshChange::default(),
+        };
+        settle(r.verts, &self.verts, &mut c.verts);
+        settle(r.faces, &self.faces, &mut c.faces);
+        settle(r.moved, &self.moved, &mut c.moved);
+        settle(r.edges, &self.edges, &mut c.edges);
+        c
+    }
+
+    /// Puts every entry `change` names back to its `side` value, as one checked operation:
+    /// the same element ids and values, or an error and nothing changed. `ids` names edges
+    /// the faces need that `change` does not (none when `change` is complete).
+    ///
+    /// # Errors
+    /// The result would not be a valid mesh (someone built on what is being taken away), or
+    /// the edges would not get back their ids.
+    pub fn apply_change(
+        &mut self,
+        ids: &mut IdSource,
+        change: &MeshChange,
+        side: Side,
+    ) -> Result<(), EditError> {
+        self.transaction(|m| {
+            if change.faces.len().saturating_mul(FULL_REBUILD_SHARE) >= m.faces.len() {
+                m.bulk(change.faces.len());
+            }
+            for (f, pair) in &change.faces {
+                match side.of(pair) {
+                    Some(corners) => m.set_face(*f, corners.clone()),
+                    None => {
+                        m.take_face(*f);
+                    }
+                }
+            }
+            for (v, pair) in &change.verts {
+                match side.of(pair) {
+                    Some(p) => m.set_vert(*v, *p),
+                    None => m.remove_vert(*v),
+                }
+            }
+            for (v, pair) in &change.moved {
+                if m.moved.get(v) != side.of(pair).as_ref() {
+                    m.set_stamp(*v, *side.of(pair));
+                }
+            }
+            for (p, pair) in &change.edges {
+                let now = m.edges.get(p).copied();
+                let want = *side.of(pair);
+                if now != want {
+                    if let Some(k) = now {
+                        m.put_edge(*p, k, false);
+                    }
+                    if let Some(k) = want {
+                        m.put_edge(*p, k, true);
+                    }
+                }
+            }
+            m.finish(ids)?;
+            if let Some(slot) = change.first_mismatch(m, side) {
+                return topo(format!(
+                    "{slot} would not come back as it was (the mesh around it changed)"
+                ));
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `edit` as one operation: if it fails, every entry it changed is put back and the
     /// mesh is as before. Operations nest (the outermost one decides).
     ///
@@ -665,6 +1009,13 @@ impl EditMesh {
         if fresh && share.saturating_mul(FULL_REBUILD_SHARE) >= self.faces.len() {
             let mut before = self.clone();
             before.undo = None;
+            if let Some(r) = &mut self.recording
+                && r.whole.is_none()
+            {
+                let mut copy = before.clone();
+                copy.recording = None;
+                r.whole = Some(Box::new(copy));
+            }
             if let Some(u) = &mut self.undo {
                 u.snapshot = Some(Box::new(before));
             }
@@ -681,6 +1032,13 @@ impl EditMesh {
     fn note_face(&mut self, f: FaceKey) {
         if self.bulk_mode() {
             return;
+        }
+        if let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            r.faces
+                .entry(f)
+                .or_insert_with(|| self.faces.get(&f).cloned());
         }
         // The first change since the last `finish`: later ones in the same stretch need no
         // record (putting back the first value restores them too).
@@ -712,6 +1070,7 @@ impl EditMesh {
         if self.bulk_mode() {
             return;
         }
+        self.record_vert(v);
         match self.pending_verts.entry(v) {
             alloc::collections::btree_map::Entry::Vacant(slot) => {
                 let old = self.verts.get(&v).copied();
@@ -739,7 +1098,28 @@ impl EditMesh {
         self.verts.remove(&v);
     }
 
+    /// Notes `v`'s position and stamp as they are now, if recording and not yet noted.
+    fn record_vert(&mut self, v: VertexKey) {
+        if let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            r.verts
+                .entry(v)
+                .or_insert_with(|| self.verts.get(&v).copied());
+            r.moved
+                .entry(v)
+                .or_insert_with(|| self.moved.get(&v).copied());
+        }
+    }
+
     fn set_stamp(&mut self, v: VertexKey, by: Option<CommandId>) {
+        if let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            r.moved
+                .entry(v)
+                .or_insert_with(|| self.moved.get(&v).copied());
+        }
         let old = match by {
             Some(by) => self.moved.insert(v, by),
             None => self.moved.remove(&v),
@@ -772,6 +1152,13 @@ impl EditMesh {
     }
 
     fn put_edge(&mut self, pair: (VertexKey, VertexKey), key: EdgeKey, present: bool) {
+        if let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            r.edges
+                .entry(pair)
+                .or_insert_with(|| self.edges.get(&pair).copied());
+        }
         let (old_key, old_pair) = if present {
             (
                 self.edges.insert(pair, key),
@@ -834,6 +1221,16 @@ impl EditMesh {
                     (*pair, key)
                 })
                 .collect();
+        }
+        if built.is_ok()
+            && let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            let mut changed = BTreeMap::new();
+            diff_maps(&old.edges, &edges, &mut changed);
+            for (pair, (before, _)) in changed {
+                r.edges.entry(pair).or_insert(before);
+            }
         }
         match &mut self.undo {
             Some(u) if u.snapshot.is_some() => {}
@@ -1200,7 +1597,11 @@ impl EditMesh {
             }
             if journal {
                 self.place(*v, *p, by);
-            } else if let Some(pos) = self.verts.get_mut(v) {
+            } else if self.verts.contains_key(v) {
+                self.record_vert(*v);
+                let Some(pos) = self.verts.get_mut(v) else {
+                    continue;
+                };
                 *pos = *p;
                 self.moved.insert(*v, by);
             }
@@ -1979,6 +2380,11 @@ impl EditMesh {
             triangles: core::mem::replace(&mut self.triangles, built.triangles),
             ..EditMesh::default()
         };
+        if let Some(r) = &mut self.recording
+            && r.whole.is_none()
+        {
+            r.whole = Some(Box::new(was.clone()));
+        }
         if let Some(journal) = &mut self.undo
             && journal.snapshot.is_none()
         {

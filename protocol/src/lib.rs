@@ -15,6 +15,7 @@ pub mod client;
 pub mod codec;
 pub mod command;
 pub mod editmesh;
+pub mod history;
 pub mod ids;
 pub mod mesh;
 pub mod presence;

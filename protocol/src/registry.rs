@@ -140,6 +140,11 @@ pub enum Scope {
         /// The element.
         element: MeshElement,
     },
+    /// One author's undo history (steps, undo, redo).
+    History {
+        /// The author.
+        author: AuthorId,
+    },
 }
 
 /// Payload-free name of a command variant.
@@ -172,11 +177,14 @@ pub enum CommandKind {
     Duplicate,
     Mirror,
     SetTransform,
+    Step,
+    Undo,
+    Redo,
 }
 
 impl CommandKind {
     /// Every kind, in wire-tag order.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 29] = [
         Self::Select,
         Self::Spawn,
         Self::Despawn,
@@ -203,6 +211,9 @@ impl CommandKind {
         Self::Duplicate,
         Self::Mirror,
         Self::SetTransform,
+        Self::Step,
+        Self::Undo,
+        Self::Redo,
     ];
 
     /// The rule for this kind.
@@ -242,6 +253,9 @@ impl CommandKind {
             Self::Duplicate => (Editor, Reject),
             // Two people typing into the inspector: one of the values, not their sum.
             Self::SetTransform => (Editor, Lww),
+            // One author's own history: the scene-level check at apply time (has anyone else
+            // since changed what the step changed?) decides, not concurrency.
+            Self::Step | Self::Undo | Self::Redo => (Editor, Merge),
         };
         Rule { role, strategy }
     }
@@ -276,6 +290,9 @@ impl CommandKind {
             Self::Duplicate => "duplicate",
             Self::Mirror => "mirror",
             Self::SetTransform => "set_transform",
+            Self::Step => "step",
+            Self::Undo => "undo",
+            Self::Redo => "redo",
         }
     }
 }
@@ -320,6 +337,9 @@ impl Command {
             Self::Duplicate { .. } => CommandKind::Duplicate,
             Self::Mirror { .. } => CommandKind::Mirror,
             Self::SetTransform { .. } => CommandKind::SetTransform,
+            Self::Step { .. } => CommandKind::Step,
+            Self::Undo { .. } => CommandKind::Undo,
+            Self::Redo { .. } => CommandKind::Redo,
         }
     }
 
@@ -375,6 +395,9 @@ impl Command {
             | Self::Smooth { entity: e, .. }
             | Self::Weld { entity: e, .. }
             | Self::Mirror { entity: e, .. } => entity(*e, Facet::Topology),
+            Self::Step { .. } | Self::Undo { .. } | Self::Redo { .. } => {
+                Scope::History { author }
+            }
         }
     }
 

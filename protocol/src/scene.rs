@@ -26,6 +26,7 @@
     reason = "glam vector arithmetic on validated payloads (finite, bounded by Command::validate)"
 )]
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -209,7 +210,7 @@ pub struct AuthorState {
 }
 
 /// The whole replicated state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Scene {
     /// Entities by id.
     pub entities: BTreeMap<EntityId, Entity>,
@@ -221,6 +222,20 @@ pub struct Scene {
     pub position: u64,
     /// Largest Lamport time applied.
     pub lamport: u64,
+    /// The undo history, on the server only ([`Scene::with_history`]): derived from the
+    /// entries, never encoded, not part of the state (nor of equality).
+    #[serde(skip)]
+    pub(crate) history: Option<Box<crate::history::History>>,
+}
+
+impl PartialEq for Scene {
+    fn eq(&self, other: &Self) -> bool {
+        self.entities == other.entities
+            && self.authors == other.authors
+            && self.session_name == other.session_name
+            && self.position == other.position
+            && self.lamport == other.lamport
+    }
 }
 
 /// The net change of a scene over some entries: the full new state of every entity and
@@ -304,7 +319,7 @@ impl Scene {
     /// refuses (see [`Scene::try_apply`]) changes nothing but the position.
     pub fn apply(&mut self, id: CommandId, author: AuthorId, command: &Command) {
         // A refused edit is a no-op here by contract (the server never accepts one).
-        let _ = self.edit(id, author, command, &Limits::NONE);
+        let _ = self.edit_tracked(id, author, command, &Limits::NONE);
         self.position = self.position.saturating_add(1);
         self.lamport = self.lamport.max(id.lamport);
     }
@@ -321,7 +336,7 @@ impl Scene {
         command: &Command,
         limits: &Limits,
     ) -> Result<(), EditError> {
-        self.edit(id, author, command, limits)?;
+        self.edit_tracked(id, author, command, limits)?;
         self.position = self.position.saturating_add(1);
         self.lamport = self.lamport.max(id.lamport);
         Ok(())
@@ -390,7 +405,7 @@ impl Scene {
         clippy::too_many_lines,
         reason = "one arm per command kind: the apply rules read best side by side"
     )]
-    fn edit(
+    pub(crate) fn edit(
         &mut self,
         id: CommandId,
         author: AuthorId,
@@ -684,6 +699,14 @@ impl Scene {
                     |m, ids| m.mirror(ids, id, *axis, *weld),
                 );
             }
+            Command::Step { .. } => {}
+            Command::Undo { .. } | Command::Redo { .. } => {
+                return Err(EditError::Undo(crate::history::UndoRefusal {
+                    reason: crate::history::UndoReason::Unavailable,
+                    by: None,
+                    message: "this scene keeps no undo history".into(),
+                }));
+            }
             Command::Duplicate {
                 entity,
                 copy,
@@ -734,7 +757,10 @@ impl Scene {
         match command {
             Command::Select { .. }
             | Command::ToolActivate { .. }
-            | Command::ToolDeactivate { .. } => Touched::Author(author),
+            | Command::ToolDeactivate { .. }
+            | Command::Step { .. }
+            | Command::Undo { .. }
+            | Command::Redo { .. } => Touched::Author(author),
             Command::SetSessionName { .. } => Touched::Session,
             Command::Spawn { entity, .. }
             | Command::Despawn { entity }

@@ -345,6 +345,9 @@ pub enum RefusalCode {
     Topology,
     /// The edit's result would exceed a size limit; nothing was computed.
     Limit,
+    /// An undo or redo was refused: nothing to undo, or someone else has since changed or
+    /// built on what the step changed (the message names them).
+    Undo,
 }
 
 impl RefusalCode {
@@ -364,6 +367,7 @@ impl RefusalCode {
             Self::RateLimited => "rate_limited",
             Self::Topology => "topology",
             Self::Limit => "limit",
+            Self::Undo => "undo",
         }
     }
 }

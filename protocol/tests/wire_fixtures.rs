@@ -186,6 +186,17 @@ fn sample_command(kind: CommandKind) -> Command {
                 ..Transform::IDENTITY
             },
         },
+        CommandKind::Step => Command::Step {
+            entries: 3,
+            label: "Extrude 4 faces".into(),
+        },
+        CommandKind::Undo => Command::Undo {
+            step: Some(CommandId {
+                lamport: 340,
+                author: AuthorId(7),
+            }),
+        },
+        CommandKind::Redo => Command::Redo { step: None },
     }
 }
 
