@@ -490,6 +490,13 @@ impl Driver {
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
+            Event::Undo { redo, outcome } => {
+                let op = if *redo { "redo" } else { "undo" };
+                self.metrics
+                    .undo_total
+                    .with_label_values(&[op, outcome])
+                    .inc();
+            }
             Event::FannedOut { batches, .. } => {
                 for batch in batches {
                     if let Some(at) = self.batch_received.remove(batch) {

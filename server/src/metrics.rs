@@ -51,6 +51,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub joins_total: IntCounter,
     pub deltas_total: IntCounter,
+    pub undo_total: IntCounterVec,
     pub presence_not_sent_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
@@ -217,6 +218,18 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(deltas_total.clone()))
             .expect("registered once");
+        let undo_total = IntCounterVec::new(
+            Opts::new(
+                "undo_total",
+                "Undo and redo commands by outcome: accepted, or why they were refused \
+                 (changed, built_on, nothing_to_undo, nothing_to_redo, no_such_step, limit).",
+            )
+            .namespace(PREFIX),
+            &["op", "outcome"],
+        )
+        .expect("static metric");
+        r.register(Box::new(undo_total.clone()))
+            .expect("registered once");
         let presence_not_sent_total = IntCounter::with_opts(
             Opts::new(
                 "presence_not_sent_total",
@@ -344,6 +357,7 @@ impl Metrics {
             sessions_active,
             joins_total,
             deltas_total,
+            undo_total,
             presence_not_sent_total,
             persist_batch_seconds,
             persist_batch_entries,

@@ -157,6 +157,9 @@ pub enum Refusal {
     /// The edit names an element that an earlier command deleted or replaced.
     #[error("conflict: {0}")]
     Gone(String),
+    /// An undo or redo was refused (nothing to undo, or someone changed or built on the step).
+    #[error("{0}")]
+    Undo(meshwork_protocol::history::UndoRefusal),
     /// A concurrent entry earlier in total order holds the scope.
     #[error("conflicts with {with} on {scope:?}, which was not seen when this was issued")]
     Conflict {
@@ -198,6 +201,7 @@ impl Refusal {
             Self::Replay { .. } => RefusalCode::Replay,
             Self::Conflict { .. } | Self::Gone(_) => RefusalCode::Conflict,
             Self::Topology(_) => RefusalCode::Topology,
+            Self::Undo(_) => RefusalCode::Undo,
             Self::Limit(_) => RefusalCode::Limit,
         }
     }

@@ -167,6 +167,13 @@ pub enum Event {
     },
     /// A fan-out went out as a scene delta instead of entries.
     DeltaSent,
+    /// An undo or redo was decided.
+    Undo {
+        /// Redo rather than undo.
+        redo: bool,
+        /// `accepted`, or why it was refused (`changed`, `built_on`, `nothing_to_undo`, ...).
+        outcome: &'static str,
+    },
     /// A client broke the protocol and is being closed.
     ProtocolViolation {
         /// The connection.
@@ -441,6 +448,8 @@ pub struct Session {
     /// What the pending fan-out touched, and the scene position before it (for deltas).
     fanout_touched: BTreeSet<meshwork_protocol::scene::Touched>,
     fanout_from: u64,
+    /// The pending fan-out holds an undo or redo: it must go out as a delta.
+    fanout_needs_delta: bool,
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,
@@ -468,8 +477,10 @@ impl Session {
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeSet::new(),
             outputs: VecDeque::new(),
-            scene: Scene::new(),
-            accepted: Scene::new(),
+            // Both keep the undo history: it is derived from the entries, so a restart rebuilds
+            // it by replaying them.
+            scene: Scene::new().with_history(),
+            accepted: Scene::new().with_history(),
             hashed_position: 0,
             last_hash_ms: now_ms,
             presence: BTreeMap::new(),
@@ -478,6 +489,7 @@ impl Session {
             durable_entries: 0,
             fanout_touched: BTreeSet::new(),
             fanout_from: 0,
+            fanout_needs_delta: false,
             fanout: Vec::new(),
             fanout_batches: Vec::new(),
             shut_down: false,
@@ -1375,6 +1387,12 @@ impl Session {
                 }) => {
                     if let Some(kind) = kind {
                         self.emit(Output::Event(Event::Accepted { kind }));
+                        if matches!(kind, CommandKind::Undo | CommandKind::Redo) {
+                            self.emit(Output::Event(Event::Undo {
+                                redo: kind == CommandKind::Redo,
+                                outcome: "accepted",
+                            }));
+                        }
                     }
                     let superseded = matches!(status, Status::Superseded { .. })
                         || changed
@@ -1396,6 +1414,16 @@ impl Session {
                     self.send(client, &ServerMsg::Ack(Ack { seq, id }));
                 }
                 Err(refusal) => {
+                    if let Some(kind @ (CommandKind::Undo | CommandKind::Redo)) = kind {
+                        let outcome = match &refusal {
+                            Refusal::Undo(u) => u.reason.as_str(),
+                            other => other.code().as_str(),
+                        };
+                        self.emit(Output::Event(Event::Undo {
+                            redo: kind == CommandKind::Redo,
+                            outcome,
+                        }));
+                    }
                     if matches!(refusal, Refusal::Conflict { .. }) {
                         self.emit(Output::Event(Event::Conflict {
                             strategy: Strategy::Reject,
@@ -1459,8 +1487,17 @@ impl Session {
                     e.body.author,
                     &e.body.command,
                 );
-                self.fanout_touched
-                    .insert(Scene::touched(e.body.author, &e.body.command));
+                self.fanout_touched.extend(self.scene.changed_by(
+                    e.body.author,
+                    e.id,
+                    &e.body.command,
+                ));
+                // Replicas keep no undo history: what an undo or redo did reaches them as the
+                // new state of the entities it changed.
+                self.fanout_needs_delta |= matches!(
+                    e.body.command,
+                    meshwork_protocol::Command::Undo { .. } | meshwork_protocol::Command::Redo { .. }
+                );
                 self.fanout.push(e.signed.clone());
             }
         }
@@ -1484,6 +1521,7 @@ impl Session {
             .collect();
         let touched = std::mem::take(&mut self.fanout_touched);
         let from = std::mem::replace(&mut self.fanout_from, self.scene.position);
+        let must_delta = std::mem::take(&mut self.fanout_needs_delta);
         let mut frames: Vec<Arc<[u8]>> = Vec::new();
         for part in entries.chunks(self.config.catch_up_chunk.max(1)) {
             let msg = ServerMsg::Entries(Entries {
@@ -1499,10 +1537,12 @@ impl Session {
         // Only where edits pile up on the same things (at least two entries per touched item):
         // entries carry their authors' signatures, which replicas may want to check. A delta
         // that cannot be smaller (it would carry a whole edited mesh) is not even built.
-        if entries.len() >= touched.len().saturating_mul(2)
-            && self.scene.delta_floor_bytes(&touched).saturating_mul(2) < entry_bytes
+        let worth_it = must_delta
+            || (entries.len() >= touched.len().saturating_mul(2)
+                && self.scene.delta_floor_bytes(&touched).saturating_mul(2) < entry_bytes);
+        if worth_it
             && let Ok(bytes) = postcard::to_allocvec(&self.scene.delta(from, &touched))
-            && bytes.len().saturating_mul(2) < entry_bytes
+            && (must_delta || bytes.len().saturating_mul(2) < entry_bytes)
             && let Ok(frame) = to_frame(&ServerMsg::Delta(EncodedDelta { bytes }))
         {
             frames = vec![frame.into()];
@@ -1615,6 +1655,7 @@ fn edit_refusal(e: EditError, body: &meshwork_protocol::EntryBody) -> Refusal {
         )),
         EditError::Topology(s) => Refusal::Topology(s),
         EditError::Limit(s) => Refusal::Limit(s),
+        EditError::Undo(u) => Refusal::Undo(u),
     }
 }
 

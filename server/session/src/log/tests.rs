@@ -203,6 +203,12 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
                 ..Transform::IDENTITY
             },
         },
+        CommandKind::Step => Command::Step {
+            entries: 2,
+            label: "Move".into(),
+        },
+        CommandKind::Undo => Command::Undo { step: None },
+        CommandKind::Redo => Command::Redo { step: None },
     }
 }
 

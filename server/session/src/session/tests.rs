@@ -1550,3 +1550,5 @@ fn previews_are_relayed_unreliably_from_editors_only() {
     assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. })));
     assert_eq!(h.session.log().len(), 0);
 }
+
+mod undo;
