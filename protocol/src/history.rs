@@ -339,6 +339,8 @@ pub struct Step {
     pub redoable: bool,
     /// The latest undo or redo of it.
     pub reverted_by: Option<CommandId>,
+    /// Its place among all steps ever made in this session, from 1 (a stable paging cursor).
+    pub serial: u64,
     /// When (in the history's own count of changes) its values were last written: made,
     /// undone or redone. Later writers of the same values are the ones that block an undo.
     written_at: u64,
@@ -359,6 +361,27 @@ impl Step {
         self.changes
             .get(&entity)
             .is_some_and(|c| c.touches(entity, slot))
+    }
+
+    /// Whether it changed element `id` of `entity` (a vertex, a face or an edge), or the
+    /// entity as a whole.
+    #[must_use]
+    pub fn touches_element(&self, entity: EntityId, id: crate::editmesh::ElementId) -> bool {
+        let Some(c) = self.changes.get(&entity) else {
+            return false;
+        };
+        if c.existence.is_some() {
+            return true;
+        }
+        c.mesh.as_ref().is_some_and(|m| {
+            let v = crate::editmesh::VertexKey(id);
+            m.verts.contains_key(&v)
+                || m.moved.contains_key(&v)
+                || m.faces.contains_key(&crate::editmesh::FaceKey(id))
+                || m.edges.values().any(|(b, a)| {
+                    b.is_some_and(|k| k.0 == id) || a.is_some_and(|k| k.0 == id)
+                })
+        })
     }
 
     /// Count of mesh elements it named (for the history view).
@@ -389,6 +412,7 @@ pub struct History {
     open: BTreeMap<AuthorId, Open>,
     clock: u64,
     bytes: usize,
+    made: u64,
 }
 
 /// The state of one entity before a command, to find what the command changed.
@@ -523,7 +547,9 @@ impl History {
         }
         let weight = changes.values().map(EntityChange::weight).sum();
         self.bytes += weight;
+        self.made += 1;
         self.steps.push_back(Step {
+            serial: self.made,
             id: step_id,
             author,
             label,

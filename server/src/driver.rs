@@ -85,6 +85,11 @@ pub enum DriverMsg {
     },
     /// Asks for a [`SessionInfo`].
     Info(oneshot::Sender<SessionInfo>),
+    /// Asks for a page of the undo history.
+    History(
+        meshwork_session::HistoryQuery,
+        oneshot::Sender<meshwork_session::HistoryPage>,
+    ),
     /// Close every client and stop.
     Shutdown,
 }
@@ -120,6 +125,18 @@ impl SessionHandle {
             self.metrics.command_queue_depth.inc();
         }
         ok
+    }
+
+    /// A page of the session's history; `None` when the driver has stopped.
+    pub async fn history(
+        &self,
+        query: meshwork_session::HistoryQuery,
+    ) -> Option<meshwork_session::HistoryPage> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DriverMsg::History(query, tx)).await {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// The session's current info, if its driver is running.
@@ -362,6 +379,9 @@ impl Driver {
                     scene_position: self.session.scene().position,
                 };
                 let _ = reply.send(info);
+            }
+            DriverMsg::History(query, reply) => {
+                let _ = reply.send(self.session.history_page(&query));
             }
             DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),
         }

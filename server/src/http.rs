@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}/invites", post(create_invite))
         .route("/api/v1/backup", post(create_backup))
         .route("/api/v1/sessions/{id}/export.glb", get(export_glb))
+        .route("/api/v1/sessions/{id}/history", get(history))
         .route("/api/v1/sessions/{id}/ws", get(crate::ws::upgrade))
         .route(
             "/api/v1/sessions/{id}/rtc",
@@ -505,31 +506,31 @@ struct ExportQuery {
     entities: Option<String>,
 }
 
-/// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a
-/// valid, unexpired join ticket of this session (`X-Meshwork-Ticket` header, or `?ticket=`).
-async fn export_glb(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
-) -> Result<Response, ApiError> {
+/// Parses the session id and lets through a member (a valid, unexpired join ticket of this
+/// session: `X-Meshwork-Ticket` header, or `ticket` from the query) or the admin token.
+fn member_or_admin(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    query_ticket: Option<String>,
+) -> Result<meshwork_protocol::SessionId, ApiError> {
     let session =
-        parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        parse_session_id(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     // The editor sends its ticket in a header (a query string ends up in access logs).
     let ticket = headers
         .get("x-meshwork-ticket")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or(q.ticket);
+        .or(query_ticket);
     let member = ticket.as_deref().is_some_and(|t| {
         meshwork_protocol::wire::JoinTicket::from_text(t.trim())
             .ok()
             .filter(|ticket| ticket.invite.claimed_session() == Some(session))
-            .and_then(|_| invited_user(&s, t))
+            .and_then(|_| invited_user(s, t))
             .is_some()
     });
     if !member {
-        require_admin(&s, &headers).map_err(|e| {
+        require_admin(s, headers).map_err(|e| {
             if ticket.is_some() {
                 ApiError(
                     StatusCode::FORBIDDEN,
@@ -543,6 +544,95 @@ async fn export_glb(
     if s.ctx.router.get(session).is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}")));
     }
+    Ok(session)
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    /// A join ticket of this session, unless sent as `X-Meshwork-Ticket` or the admin token.
+    ticket: Option<String>,
+    /// Steps with a serial below this (the previous page's `next_before`).
+    before: Option<u64>,
+    /// Steps per page (default 50, at most 200).
+    limit: Option<usize>,
+    /// Only steps that changed this entity (`entity#<hex>`, the hex, or the decimal number).
+    entity: Option<String>,
+    /// With `entity`: only steps that changed this element, `<lamport>.<author>.<index>`.
+    element: Option<String>,
+}
+
+/// Parses an element id written `<lamport>.<author>.<index>`.
+fn parse_element(text: &str) -> Result<meshwork_protocol::editmesh::ElementId, String> {
+    let bad = || format!("bad element id {text:?} (expected <lamport>.<author>.<index>)");
+    let mut parts = text.trim().split('.');
+    let mut next = || parts.next().ok_or_else(bad);
+    let lamport = next()?.parse::<u64>().map_err(|_| bad())?;
+    let author = next()?.parse::<u32>().map_err(|_| bad())?;
+    let index = next()?.parse::<u32>().map_err(|_| bad())?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(meshwork_protocol::editmesh::ElementId {
+        by: meshwork_protocol::CommandId {
+            lamport,
+            author: meshwork_protocol::AuthorId(author),
+        },
+        index,
+    })
+}
+
+/// The session's undo history, newest first and paged: who did what and when, whether it is
+/// undone, and with `entity` (and `element`) who last changed it. For members and the admin.
+async fn history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HistoryParams>,
+) -> Result<Json<meshwork_session::HistoryPage>, ApiError> {
+    let session = member_or_admin(&s, &headers, &id, q.ticket.clone())?;
+    let entity = q
+        .entity
+        .as_deref()
+        .map(|t| {
+            t.trim()
+                .parse::<u64>()
+                .map(meshwork_protocol::EntityId)
+                .or_else(|_| crate::export::parse_entity_id(t))
+        })
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let element = q
+        .element
+        .as_deref()
+        .map(parse_element)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    if element.is_some() && entity.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "an element filter needs the entity it belongs to".into(),
+        ));
+    }
+    let query = meshwork_session::HistoryQuery {
+        before: q.before,
+        limit: q.limit.unwrap_or(50),
+        entity,
+        element,
+    };
+    let gone = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the session has stopped".into());
+    let handle = s.ctx.router.get(session).ok_or_else(gone)?;
+    handle.history(query).await.map(Json).ok_or_else(gone)
+}
+
+/// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a
+/// valid, unexpired join ticket of this session (`X-Meshwork-Ticket` header, or `?ticket=`).
+async fn export_glb(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let session = member_or_admin(&s, &headers, &id, q.ticket.clone())?;
     // A replay and an encoding per request: at most this many at once, the rest told to retry.
     let Ok(_permit) = EXPORTS.try_acquire() else {
         return Ok((

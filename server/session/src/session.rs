@@ -450,6 +450,8 @@ pub struct Session {
     fanout_from: u64,
     /// The pending fan-out holds an undo or redo: it must go out as a delta.
     fanout_needs_delta: bool,
+    /// When entries became durable (Unix ms), for the history's times.
+    entry_ms: BTreeMap<meshwork_protocol::CommandId, u64>,
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,
@@ -490,6 +492,7 @@ impl Session {
             fanout_touched: BTreeSet::new(),
             fanout_from: 0,
             fanout_needs_delta: false,
+            entry_ms: BTreeMap::new(),
             fanout: Vec::new(),
             fanout_batches: Vec::new(),
             shut_down: false,
@@ -1475,6 +1478,7 @@ impl Session {
             .saturating_add(pending.entries.len() as u64);
         for (author, seq, id) in &pending.entries {
             self.in_flight_ids.remove(id);
+            self.note_time(*id, self.now_ms);
             if let Some(client) = self.connection_of.get(author).copied() {
                 self.send(client, &ServerMsg::Ack(Ack { seq: *seq, id: *id }));
             }
@@ -1658,6 +1662,9 @@ fn edit_refusal(e: EditError, body: &meshwork_protocol::EntryBody) -> Refusal {
         EditError::Undo(u) => Refusal::Undo(u),
     }
 }
+
+mod history;
+pub use history::{HistoryPage, HistoryQuery, HistoryStep, MAX_HISTORY_PAGE};
 
 #[cfg(test)]
 mod tests;

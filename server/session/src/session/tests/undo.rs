@@ -10,6 +10,7 @@ use meshwork_protocol::scene::Geometry;
 use meshwork_protocol::Transform;
 
 use super::*;
+use crate::session::HistoryQuery;
 
 /// Two editors, each with a replica fed everything the session sends them.
 struct Pair {
@@ -288,4 +289,89 @@ fn undo_after_a_restart_reverts_the_step_made_before_it() {
     let after = &h.session.scene().entities[&entity];
     assert!(matches!(after.geometry, Geometry::Primitive(Primitive::Cube)));
     assert_eq!(*after, before_extrude, "the extrude made before the restart is undone");
+}
+
+#[test]
+fn the_history_lists_who_did_what_newest_first_with_undone_steps_marked() {
+    let mut p = Pair::new();
+    p.h.now = NOW + 5_000;
+    p.spawn();
+    let entity = p.entity();
+    let v = p.vertex(3);
+    p.ok(
+        1,
+        Command::MoveVertices {
+            entity,
+            moves: vec![(v, Vec3::splat(0.9))],
+        },
+    );
+    p.ok(
+        0,
+        Command::Step {
+            entries: 2,
+            label: "Nudge and rename".into(),
+        },
+    );
+    p.ok(
+        0,
+        Command::Translate {
+            entity,
+            delta: Vec3::Y,
+        },
+    );
+    p.ok(
+        0,
+        Command::SetName {
+            entity,
+            name: "box".into(),
+        },
+    );
+    p.ok(0, Command::Undo { step: None });
+    let page = p.h.session.history_page(&HistoryQuery {
+        limit: 2,
+        ..HistoryQuery::default()
+    });
+    assert_eq!(page.kept, 3);
+    let labels: Vec<(&str, u32, bool)> = page
+        .steps
+        .iter()
+        .map(|s| (s.label.as_str(), s.author, s.undone))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("Nudge and rename", p.author(0).0, true),
+            ("move vertices", p.author(1).0, false),
+        ]
+    );
+    assert_eq!(page.steps[0].kinds, vec!["translate", "set_name"]);
+    assert_eq!(page.steps[0].at_ms, Some(NOW + 5_000));
+    assert_eq!(page.steps[1].elements, 1);
+    let rest = p.h.session.history_page(&HistoryQuery {
+        limit: 2,
+        before: page.next_before,
+        ..HistoryQuery::default()
+    });
+    assert_eq!(rest.steps.len(), 1);
+    assert_eq!(rest.steps[0].label, "spawn");
+    assert_eq!(rest.next_before, None);
+    // Who last changed the vertex: B (A's later step is undone and never touched it).
+    let who = p.h.session.history_page(&HistoryQuery {
+        limit: 10,
+        entity: Some(entity),
+        element: Some(v.0),
+        ..HistoryQuery::default()
+    });
+    assert_eq!(who.last_change.map(|s| s.author), Some(p.author(1).0));
+    let whole = p.h.session.history_page(&HistoryQuery {
+        limit: 10,
+        entity: Some(entity),
+        ..HistoryQuery::default()
+    });
+    assert_eq!(whole.steps.len(), 3);
+    assert_eq!(
+        whole.last_change.map(|s| s.label),
+        Some("move vertices".into()),
+        "the undone step is not in force"
+    );
 }
