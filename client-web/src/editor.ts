@@ -27,6 +27,10 @@ import {
   readOnlyReason,
   refusalText,
   shortcut,
+  asOneStep,
+  historyRows,
+  namedEntities,
+  type HistoryStep,
   shownSelections,
   trim,
   type Command,
@@ -63,6 +67,7 @@ function h<K extends keyof HTMLElementTagNameMap>(
 
 export class Editor {
   private session: Session;
+  private ticket: string;
   private viewport!: Viewport;
   private view: SceneView = { position: 0, name: null, entities: [], selections: [] };
   private role: Role | null;
@@ -95,6 +100,12 @@ export class Editor {
   private toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
   private overlay = h('dl', { class: 'telemetry', 'aria-label': 'Telemetry', hidden: '' });
   private canvas = h('canvas', { 'aria-label': 'Scene view', 'data-testid': 'viewport' });
+  private undoButton = h('button', { type: 'button', title: 'Undo your last step (Ctrl+Z)', 'data-testid': 'undo' }, 'Undo');
+  private redoButton = h('button', { type: 'button', title: 'Redo (Ctrl+Shift+Z)', 'data-testid': 'redo' }, 'Redo');
+  /** Steps of everyone, newest first, from the server's history; undone ones struck through. */
+  private historyList = h('ol', { class: 'history', 'aria-label': 'History', 'data-testid': 'history' });
+  private historyTimer = 0;
+  private historyLoading = false;
   /** Downloads the session's durable scene as GLB (the server's export, authorised by the ticket). */
   private exportButton = h(
     'button',
@@ -108,10 +119,70 @@ export class Editor {
     sessionId: string,
     private prefer: TransportKind | null,
   ) {
+    this.ticket = ticket;
     this.session = new Session(seed, ticket, sessionId);
     this.role = ticketRole(ticket);
     this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
     this.exportButton.addEventListener('click', () => void this.exportGltf(ticket, sessionId));
+    this.undoButton.addEventListener('click', () => this.undo(false));
+    this.redoButton.addEventListener('click', () => this.undo(true));
+  }
+
+  /** Undo (or redo) of this user's own last step; the server decides and says why not. */
+  private undo(redo: boolean): void {
+    if (!this.guard()) return;
+    this.submit([redo ? { Redo: { step: null } } : { Undo: { step: null } }]);
+  }
+
+  /** Reloads the History panel soon (once per burst of changes). */
+  private scheduleHistory(): void {
+    if (this.historyTimer !== 0) return;
+    this.historyTimer = window.setTimeout(() => {
+      this.historyTimer = 0;
+      void this.loadHistory();
+    }, 200);
+  }
+
+  private async loadHistory(): Promise<void> {
+    if (this.historyLoading) {
+      this.scheduleHistory();
+      return;
+    }
+    this.historyLoading = true;
+    try {
+      const r = await fetch(`/api/v1/sessions/${this.session.sessionId}/history?limit=50`, {
+        headers: { 'X-Meshwork-Ticket': this.ticket },
+      });
+      if (!r.ok) return;
+      const page = (await r.json()) as { steps: HistoryStep[] };
+      this.renderHistory(page.steps);
+    } catch {
+      // The next change tries again.
+    } finally {
+      this.historyLoading = false;
+    }
+  }
+
+  private renderHistory(steps: HistoryStep[]): void {
+    const rows = historyRows(steps, this.author).map((r) => {
+      const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
+      dot.style.background = r.color;
+      const what = r.undone ? h('s', {}, r.what) : h('span', {}, r.what);
+      const b = h(
+        'button',
+        { type: 'button', 'data-undone': String(r.undone), title: r.undone ? 'Undone' : 'Select what it changed' },
+        dot,
+        h('span', { class: 'who' }, r.who),
+        ' ',
+        what,
+        h('span', { class: 'when' }, r.when),
+      );
+      const entity = r.entity;
+      if (entity !== null) b.addEventListener('click', () => this.select(this.entity(entity) ? entity : null));
+      return h('li', { 'data-key': r.key }, b);
+    });
+    if (rows.length === 0) rows.push(h('li', { class: 'empty' }, 'Nothing yet.'));
+    this.historyList.replaceChildren(...rows);
   }
 
   /** Fetches the export with the ticket in a header (never in a URL) and saves it as a file. */
@@ -182,7 +253,9 @@ export class Editor {
       this.peopleList,
       this.exportButton,
     );
+    this.editButtons.push(this.undoButton, this.redoButton);
     const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
+    palette.append(this.undoButton, this.redoButton, h('span', { class: 'sep', 'aria-hidden': 'true' }));
     for (const [tool, label, key] of TOOLS) {
       const b = h('button', { type: 'button', 'aria-pressed': 'false', title: `${label} (${key})` }, label);
       b.addEventListener('click', () => this.setTool(tool));
@@ -210,6 +283,7 @@ export class Editor {
       { class: 'side' },
       h('section', { 'aria-labelledby': 'outliner-h' }, h('h2', { id: 'outliner-h' }, 'Outliner'), this.outliner),
       h('section', { 'aria-labelledby': 'inspector-h' }, h('h2', { id: 'inspector-h' }, 'Inspector'), this.inspector),
+      h('section', { 'aria-labelledby': 'history-h' }, h('h2', { id: 'history-h' }, 'History'), this.historyList),
     );
     const main = h('main', { class: 'view' }, this.canvas, this.overlay, this.toasts);
     this.root.append(top, this.banner, palette, h('div', { class: 'body' }, main, side));
@@ -264,6 +338,7 @@ export class Editor {
         this.synced = true;
         this.connection = 'live';
         this.refresh();
+        this.scheduleHistory();
         break;
       case 'resyncing':
         this.connection = 'resyncing';
@@ -271,6 +346,7 @@ export class Editor {
       case 'changed':
         this.previews.replicaChanged();
         this.refresh();
+        this.scheduleHistory();
         break;
       case 'ack':
         this.previews.acked(e.seq);
@@ -279,7 +355,13 @@ export class Editor {
         this.telemetry.refusals += 1;
         if (e.code === 'conflict') this.telemetry.conflicts += 1;
         this.previews.refused(e.seq);
-        this.toast(refusalText(e), 'error');
+        this.toast(
+          namedEntities(refusalText(e, this.author), (id) => {
+            const known = this.entity(id);
+            return known ? displayName(known) : null;
+          }),
+          'error',
+        );
         this.refresh();
         break;
       }
@@ -319,8 +401,14 @@ export class Editor {
   private onKey(e: KeyboardEvent): void {
     const t = e.target as HTMLElement | null;
     const inField = !!t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT');
-    const action = shortcut(e.key, inField);
+    const action = shortcut(e.key, inField, { ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey });
     switch (action.kind) {
+      case 'undo':
+        this.undo(false);
+        break;
+      case 'redo':
+        this.undo(true);
+        break;
       case 'tool':
         this.setTool(action.tool);
         break;
@@ -414,7 +502,7 @@ export class Editor {
     if (!this.guard()) return;
     const entity = this.selected;
     this.selected = null;
-    this.submit([{ Despawn: { entity } }, { Select: { entities: [] } }]);
+    this.submit(asOneStep([{ Despawn: { entity } }, { Select: { entities: [] } }], 'Delete'));
     this.refresh();
   }
 
@@ -442,7 +530,8 @@ export class Editor {
     }
     const commands = transformCommands(id, from, to);
     if (commands.length === 0) return;
-    this.previews.submitted(id, to, this.submit(commands));
+    const label = { move: 'Move', rotate: 'Rotate', scale: 'Scale', select: 'Move' }[this.tool];
+    this.previews.submitted(id, to, this.submit(asOneStep(commands, label)));
     this.refresh();
   }
 

@@ -27,6 +27,11 @@ import {
   applyRemotePreview,
   remotePreviewShown,
   REMOTE_PREVIEW_TTL_MS,
+  asOneStep,
+  historyRows,
+  namedAuthors,
+  namedEntities,
+  type HistoryStep,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -184,6 +189,59 @@ describe('shortcuts', () => {
     expect(shortcut('t', false)).toEqual({ kind: 'telemetry' });
     expect(shortcut('g', true)).toEqual({ kind: 'none' });
     expect(shortcut('Escape', true)).toEqual({ kind: 'deselect' });
+  });
+
+  it('undoes with Ctrl+Z and redoes with Ctrl+Shift+Z or Ctrl+Y, but not inside text fields', () => {
+    expect(shortcut('z', false, { ctrl: true })).toEqual({ kind: 'undo' });
+    expect(shortcut('Z', false, { ctrl: true, shift: true })).toEqual({ kind: 'redo' });
+    expect(shortcut('y', false, { ctrl: true })).toEqual({ kind: 'redo' });
+    expect(shortcut('z', true, { ctrl: true })).toEqual({ kind: 'none' });
+    expect(shortcut('s', false, { ctrl: true })).toEqual({ kind: 'none' }); // Ctrl+S is not the scale tool
+    expect(shortcut('z', false)).toEqual({ kind: 'none' });
+  });
+});
+
+describe('undo and history', () => {
+  const step = (over: Partial<HistoryStep>): HistoryStep => ({
+    serial: 1,
+    lamport: 5,
+    author: 2,
+    label: 'extrude faces',
+    at_ms: null,
+    kinds: ['extrude_faces'],
+    entries: 1,
+    entities: [2 * 2 ** 32 + 1],
+    elements: 12,
+    undone: false,
+    redoable: false,
+    ...over,
+  });
+
+  it('names authors in refusals the way the people list does', () => {
+    const message = 'cannot undo \u201cmove vertices\u201d: author#3 has since changed vertex 1:0@2';
+    expect(namedAuthors(message, 1)).toContain('Author 3 has since changed');
+    expect(namedAuthors('author#1 did it', 1)).toBe('you did it');
+    expect(refusalText({ code: 'undo', message }, 1)).toMatch(/^Cannot undo .*Author 3 has since changed/);
+    const names = (id: number) => (id === 2 ** 32 + 1 ? 'Table' : null);
+    expect(namedEntities('the name of entity#100000001', names)).toBe('the name of \u201cTable\u201d');
+    expect(namedEntities('entity#5 is gone', names)).toBe('entity#5 is gone');
+  });
+
+  it('lists steps with who, what and whether they are undone', () => {
+    const rows = historyRows([step({ undone: true }), step({ author: 1, label: 'spawn', elements: 0, at_ms: 0 })], 1);
+    expect(rows[0]).toMatchObject({ who: 'Author 2', what: 'Extrude faces · 12 elements', undone: true, when: 'before restart' });
+    expect(rows[0].entity).toBe(2 * 2 ** 32 + 1);
+    expect(rows[0].color).toBe(authorColor(2));
+    expect(rows[1]).toMatchObject({ who: 'You', what: 'Spawn', undone: false });
+    expect(rows[1].when).toMatch(/^\d\d:\d\d:\d\d$/);
+  });
+
+  it('puts a gesture of several edits behind one step, not its selection change', () => {
+    const e = 1;
+    const moved = [{ Translate: { entity: e, delta: [1, 0, 0] } }, { Rotate: { entity: e, delta: [0, 0, 0, 1] } }];
+    expect(asOneStep(moved, 'Move')).toEqual([{ Step: { entries: 2, label: 'Move' } }, ...moved]);
+    const single = [{ Despawn: { entity: e } }, { Select: { entities: [] } }];
+    expect(asOneStep(single, 'Delete')).toEqual(single);
   });
 });
 

@@ -179,8 +179,25 @@ export interface Refusal {
   message: string;
 }
 
-export function refusalText(r: Refusal): string {
+/** The server names authors `author#N`; the editor calls them `Author N` (and the user "you"). */
+export function namedAuthors(text: string, me: number | null): string {
+  return text.replace(/author#(\d+)/g, (_, n: string) => (Number(n) === me ? 'you' : `Author ${n}`));
+}
+
+/** The server names entities `entity#<hex>`; the editor uses their display names. */
+export function namedEntities(text: string, name: (id: number) => string | null): string {
+  return text.replace(/entity#([0-9a-f]+)/g, (whole, hex: string) => {
+    const n = name(parseInt(hex, 16));
+    return n === null ? whole : `\u201c${n}\u201d`;
+  });
+}
+
+export function refusalText(r: Refusal, me: number | null = null): string {
   switch (r.code) {
+    case 'undo': {
+      const text = namedAuthors(r.message, me);
+      return text.charAt(0).toUpperCase() + text.slice(1);
+    }
     case 'permission':
       return `Not allowed: ${r.message}`;
     case 'conflict':
@@ -339,13 +356,32 @@ export function linearToHex([r, g, b]: [number, number, number, number]): string
 // Keyboard shortcuts.
 
 export type Action =
+  | { kind: 'undo' }
+  | { kind: 'redo' }
   | { kind: 'tool'; tool: Tool }
   | { kind: 'delete' }
   | { kind: 'deselect' }
   | { kind: 'telemetry' }
   | { kind: 'none' };
 
-export function shortcut(key: string, inTextField: boolean): Action {
+/** Modifier keys of a key press (Ctrl, or Cmd on a Mac). */
+export interface Modifiers {
+  ctrl?: boolean;
+  shift?: boolean;
+}
+
+/**
+ * What a key press does. Ctrl+Z undoes the user's own last step, Ctrl+Shift+Z and Ctrl+Y redo
+ * it; in a text field those keys stay the field's own undo.
+ */
+export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}): Action {
+  if (mods.ctrl && !inTextField) {
+    const k = key.toLowerCase();
+    if (k === 'z') return { kind: mods.shift ? 'redo' : 'undo' };
+    if (k === 'y') return { kind: 'redo' };
+    return { kind: 'none' };
+  }
+  if (mods.ctrl) return { kind: 'none' };
   if (inTextField) return key === 'Escape' ? { kind: 'deselect' } : { kind: 'none' };
   switch (key) {
     case 'g':
@@ -459,4 +495,67 @@ export function placeNew(centre: [number, number], taken: Transform[]): [number,
   }
   // A crowded neighbourhood: beside everything, past the farthest cell searched.
   return [cx + (reach + 1) * PLACE_STEP_M, cz];
+}
+
+// ---------------------------------------------------------------------------------------------
+// History: the server's list of steps (GET /api/v1/sessions/{id}/history), shown newest first.
+
+/** One step as the server lists it. */
+export interface HistoryStep {
+  serial: number;
+  lamport: number;
+  author: number;
+  label: string;
+  at_ms: number | null;
+  kinds: string[];
+  entries: number;
+  entities: number[];
+  elements: number;
+  undone: boolean;
+  redoable: boolean;
+}
+
+/** One row of the History panel. */
+export interface HistoryRow {
+  key: string;
+  who: string;
+  color: string;
+  what: string;
+  when: string;
+  undone: boolean;
+  /** The entity a click selects (the step's first). */
+  entity: number | null;
+}
+
+function clock(ms: number): string {
+  const d = new Date(ms);
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** The panel's rows: who (you or Author N, in their colour), what, when, and undone or not. */
+export function historyRows(steps: HistoryStep[], me: number | null): HistoryRow[] {
+  return steps.map((s) => {
+    const what = s.label.charAt(0).toUpperCase() + s.label.slice(1);
+    const elements = s.elements > 0 ? ` · ${s.elements} element${s.elements === 1 ? '' : 's'}` : '';
+    return {
+      key: `${s.author}.${s.lamport}`,
+      who: s.author === me ? 'You' : `Author ${s.author}`,
+      color: authorColor(s.author),
+      what: `${what}${elements}`,
+      when: s.at_ms === null ? 'before restart' : clock(s.at_ms),
+      undone: s.undone,
+      entity: s.entities.length > 0 ? s.entities[0] : null,
+    };
+  });
+}
+
+/**
+ * The commands of one gesture: several scene edits go out behind a `Step` so that one undo
+ * takes them all back (a drag that moved and rotated, a delete with its selection change).
+ */
+export function asOneStep(commands: Command[], label: string): Command[] {
+  const edits = commands.filter((c) => !('Select' in c) && !('ToolActivate' in c) && !('ToolDeactivate' in c));
+  if (edits.length < 2) return commands;
+  return [{ Step: { entries: edits.length, label } }, ...commands];
 }

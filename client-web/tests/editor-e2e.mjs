@@ -7,7 +7,9 @@
 // Scenario: A (editor) and B (viewer) join; A adds a cube, colors it, moves it with the
 // inspector and then with the gizmo; B sees each move in its outliner within 1 s and the cube on
 // its canvas (pixels of a screenshot); B cannot edit and is told why; A reloads and the scene and
-// its identity are still there; C joins with WebRTC blocked and works over the WebSocket; an
+// its identity are still there; C joins with WebRTC blocked and works over the WebSocket; A
+// undoes a rename with Ctrl+Z and C sees it within 1 s, A's undo of what C renamed since is
+// refused naming C, and A's History panel lists both with the undone step struck through;
 // B downloads the scene with "Export glTF" and the Khronos validator passes it; an admin creates
 // a session and an invite link on the landing page, and the link opens the editor.
 import { mkdir, readFile } from 'node:fs/promises';
@@ -218,6 +220,61 @@ try {
     'the WebSocket client edits with the others',
     (await state(A.page)).entities === 2 && (await state(B.page)).entities === 2,
   );
+
+  // Undo: A renames the cube, presses Ctrl+Z, and C sees the old name back within 1 s.
+  const cube = await A.page.locator('.outliner button[data-entity]').first().getAttribute('data-entity');
+  const cubeAt = (page) => page.locator(`.outliner button[data-entity="${cube}"]`);
+  const nameAt = async (page) => (await cubeAt(page).textContent()) ?? '';
+  await cubeAt(A.page).click();
+  const rename = async (page, name) => {
+    const field = page.getByRole('textbox', { name: 'Name', exact: true });
+    await field.fill(name);
+    await field.press('Enter');
+  };
+  const waitName = async (page, test, ms) => {
+    const start = performance.now();
+    for (;;) {
+      const text = await nameAt(page);
+      const elapsed = performance.now() - start;
+      if (test(text)) return elapsed;
+      if (elapsed > ms) return { late: elapsed, last: text };
+      await page.waitForTimeout(10);
+    }
+  };
+  await rename(A.page, 'Table');
+  const named = await waitName(C.page, (t) => t.startsWith('Table'), 5000);
+  check('C sees the rename', typeof named === 'number', JSON.stringify(named));
+  await A.page.locator('body').press('Control+z');
+  const undoMs = await waitName(C.page, (t) => !t.startsWith('Table'), 1000);
+  check("C sees A's Ctrl+Z revert the rename within 1 s", typeof undoMs === 'number', JSON.stringify(undoMs));
+  report.undoToOtherMs = undoMs;
+  // A renames again, C renames over it, and A's undo is refused naming C.
+  await rename(A.page, 'Chair');
+  check('C sees the second rename', typeof (await waitName(C.page, (t) => t.startsWith('Chair'), 5000)) === 'number');
+  await cubeAt(C.page).click();
+  await rename(C.page, 'Stool');
+  check('A sees C rename it', typeof (await waitName(A.page, (t) => t.startsWith('Stool'), 5000)) === 'number');
+  const cAuthor = (await state(C.page)).author;
+  await A.page.locator('body').press('Control+z');
+  const refusal = await A.page
+    .locator('.toast.error', { hasText: 'Cannot undo' })
+    .last()
+    .textContent({ timeout: 5000 })
+    .catch(() => null);
+  check('A is told the undo is refused because C changed it', refusal !== null && refusal.includes(`Author ${cAuthor}`),
+    String(refusal));
+  check('the refused undo changed nothing', (await nameAt(C.page)).startsWith('Stool'));
+  // The History panel: both people's steps, the undone rename struck through.
+  const listed = await A.page
+    .waitForFunction((c) => {
+      const rows = [...document.querySelectorAll('[data-testid=history] li')].map((li) => li.textContent ?? '');
+      return rows.some((r) => r.startsWith('You')) && rows.some((r) => r.startsWith(`Author ${c}`))
+        && document.querySelector('[data-testid=history] button[data-undone=true] s') !== null;
+    }, cAuthor, { timeout: 5000 })
+    .then(() => true, () => false);
+  check('the History panel lists both people, the undone step struck through', listed,
+    JSON.stringify(await A.page.getByTestId('history').textContent()));
+  await A.page.screenshot({ path: join(artifacts, 'history-a.png') });
 
   // "Export glTF" (a viewer may export what it sees): the download passes the validator.
   const [download] = await Promise.all([

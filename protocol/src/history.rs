@@ -537,7 +537,7 @@ impl History {
             s.redoable = false;
         }
         let label = if label.is_empty() {
-            kind.as_str().replace('_', " ")
+            default_label(kind).into()
         } else {
             label
         };
@@ -620,6 +620,33 @@ impl History {
                     && s.changes.keys().any(|e| target.changes.contains_key(e))
             })
             .max_by_key(|s| s.written_at)
+    }
+}
+
+/// What the history calls a step of one entry of `kind` (the user's words, not the wire's).
+const fn default_label(kind: CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Spawn => "add",
+        CommandKind::Despawn => "delete",
+        CommandKind::Translate => "move",
+        CommandKind::Rotate => "rotate",
+        CommandKind::Scale => "scale",
+        CommandKind::SetName => "rename",
+        CommandKind::SetColor => "color",
+        CommandKind::SetMaterial => "material",
+        CommandKind::SetTransform => "set transform",
+        CommandKind::VertexCreate => "add vertex",
+        CommandKind::MoveVertices => "move vertices",
+        CommandKind::CreateFace => "make face",
+        CommandKind::DeleteElements => "delete elements",
+        CommandKind::ExtrudeFaces => "extrude faces",
+        CommandKind::ExtrudeEdges => "extrude edges",
+        CommandKind::SubdivideFaces => "subdivide",
+        CommandKind::Smooth => "smooth",
+        CommandKind::Weld => "weld",
+        CommandKind::Duplicate => "duplicate",
+        CommandKind::Mirror => "mirror",
+        other => other.as_str(),
     }
 }
 

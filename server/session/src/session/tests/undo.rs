@@ -353,7 +353,7 @@ fn the_history_lists_who_did_what_newest_first_with_undone_steps_marked() {
         ..HistoryQuery::default()
     });
     assert_eq!(rest.steps.len(), 1);
-    assert_eq!(rest.steps[0].label, "spawn");
+    assert_eq!(rest.steps[0].label, "add");
     assert_eq!(rest.next_before, None);
     // Who last changed the vertex: B (A's later step is undone and never touched it).
     let who = p.h.session.history_page(&HistoryQuery {
