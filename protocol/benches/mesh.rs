@@ -48,7 +48,11 @@ fn at(lamport: u64) -> CommandId {
 
 /// A cube whose six faces are cut into `(cuts + 1)²` quads each.
 fn grid_cube(cuts: u8) -> Scene {
-    let mut s = Scene::new();
+    grid_cube_in(Scene::new(), cuts)
+}
+
+/// [`grid_cube`] built in `s` (a scene that keeps the undo history, for the undo benches).
+fn grid_cube_in(mut s: Scene, cuts: u8) -> Scene {
     s.apply(
         at(1),
         AUTHOR,
@@ -412,5 +416,49 @@ fn bytes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bytes, ops, whole);
+/// Undo on the server's path (`Scene::try_apply` of `Command::Undo` on a scene that keeps the
+/// history): of a 100-face extrude on the 10k-face mesh, and of a 100-vertex move; and what
+/// keeping the history adds to the edits themselves (the same commands, recorded).
+fn undo(c: &mut Criterion) {
+    let plain = grid_cube(40);
+    // Built as the server builds it: a scene that keeps the history from its first entry.
+    let tracked = grid_cube_in(Scene::new().with_history(), 40);
+    assert_eq!(tracked.state_hash(), plain.state_hash());
+    let faces = mesh(&tracked).faces().len();
+    let mut g = c.benchmark_group("undo_10k");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    eprintln!("undo_10k: {faces} faces");
+    let all = commands(&plain);
+    let extrude = all[1].1.clone();
+    let moved = all[0].1.clone();
+    for (name, cmd) in [("extrude_100_faces", &extrude), ("move_100_vertices", &moved)] {
+        let mut done = tracked.clone();
+        apply(&mut done, 10, cmd, &Limits::DEFAULT);
+        g.bench_function(format!("undo_{name}"), |b| {
+            b.iter_batched(
+                || done.clone(),
+                |mut s| {
+                    apply(&mut s, 11, &Command::Undo { step: None }, &Limits::DEFAULT);
+                    s
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        g.bench_function(format!("{name}_recorded"), |b| {
+            b.iter_batched(
+                || tracked.clone(),
+                |mut s| {
+                    apply(&mut s, 10, cmd, &Limits::DEFAULT);
+                    s
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bytes, ops, whole, undo);
 criterion_main!(benches);

@@ -367,10 +367,12 @@ pub struct EditMesh {
 /// [`EditMesh::record`]).
 #[derive(Clone, Debug, Default)]
 struct Recording {
-    verts: BTreeMap<VertexKey, Option<Vec3>>,
-    faces: BTreeMap<FaceKey, Option<Vec<VertexKey>>>,
-    moved: BTreeMap<VertexKey, Option<CommandId>>,
-    edges: BTreeMap<(VertexKey, VertexKey), Option<EdgeKey>>,
+    // Values in the order they were noted; a key's first note is its value before (a vector
+    // and one sort at the end cost less than a map insert per change).
+    verts: Vec<(VertexKey, Option<Vec3>)>,
+    faces: Vec<(FaceKey, Option<Vec<VertexKey>>)>,
+    moved: Vec<(VertexKey, Option<CommandId>)>,
+    edges: Vec<((VertexKey, VertexKey), Option<EdgeKey>)>,
     /// The mesh as a whole-mesh operation found it: entries changed after it are found by
     /// comparing it with the result (no per-entry records are taken once it is set).
     whole: Option<Box<EditMesh>>,
@@ -487,11 +489,14 @@ fn diff_maps<K: Ord + Copy, V: Clone + PartialEq>(
 /// Turns first values into (before, after) pairs against `now`, keeping real changes; a key
 /// already in `out` (from a whole-mesh comparison) gives way to the earlier record.
 fn settle<K: Ord + Copy, V: Clone + PartialEq>(
-    first: BTreeMap<K, Option<V>>,
+    mut noted: Vec<(K, Option<V>)>,
     now: &BTreeMap<K, V>,
     out: &mut BTreeMap<K, (Option<V>, Option<V>)>,
 ) {
-    for (k, before) in first {
+    // Stable: the first note of a key stays first, and `dedup` keeps it.
+    noted.sort_by_key(|(k, _)| *k);
+    noted.dedup_by_key(|(k, _)| *k);
+    for (k, before) in noted {
         out.remove(&k);
         let after = now.get(&k).cloned();
         if after != before {
@@ -1036,9 +1041,7 @@ impl EditMesh {
         if let Some(r) = &mut self.recording
             && r.whole.is_none()
         {
-            r.faces
-                .entry(f)
-                .or_insert_with(|| self.faces.get(&f).cloned());
+            r.faces.push((f, self.faces.get(&f).cloned()));
         }
         // The first change since the last `finish`: later ones in the same stretch need no
         // record (putting back the first value restores them too).
@@ -1103,12 +1106,8 @@ impl EditMesh {
         if let Some(r) = &mut self.recording
             && r.whole.is_none()
         {
-            r.verts
-                .entry(v)
-                .or_insert_with(|| self.verts.get(&v).copied());
-            r.moved
-                .entry(v)
-                .or_insert_with(|| self.moved.get(&v).copied());
+            r.verts.push((v, self.verts.get(&v).copied()));
+            r.moved.push((v, self.moved.get(&v).copied()));
         }
     }
 
@@ -1116,9 +1115,7 @@ impl EditMesh {
         if let Some(r) = &mut self.recording
             && r.whole.is_none()
         {
-            r.moved
-                .entry(v)
-                .or_insert_with(|| self.moved.get(&v).copied());
+            r.moved.push((v, self.moved.get(&v).copied()));
         }
         let old = match by {
             Some(by) => self.moved.insert(v, by),
@@ -1155,9 +1152,7 @@ impl EditMesh {
         if let Some(r) = &mut self.recording
             && r.whole.is_none()
         {
-            r.edges
-                .entry(pair)
-                .or_insert_with(|| self.edges.get(&pair).copied());
+            r.edges.push((pair, self.edges.get(&pair).copied()));
         }
         let (old_key, old_pair) = if present {
             (
@@ -1229,7 +1224,7 @@ impl EditMesh {
             let mut changed = BTreeMap::new();
             diff_maps(&old.edges, &edges, &mut changed);
             for (pair, (before, _)) in changed {
-                r.edges.entry(pair).or_insert(before);
+                r.edges.push((pair, before));
             }
         }
         match &mut self.undo {
