@@ -165,6 +165,8 @@ pub struct App {
     /// Snap-turn step (radians); the stick must return to centre between turns.
     pub snap_turn: f32,
     turn_armed: bool,
+    /// The left thumbstick is back at centre (a flick left undoes, right redoes).
+    history_armed: bool,
     /// Others' presence, by author, until it goes stale.
     others: BTreeMap<AuthorId, Other>,
     /// Others' drags in progress, by entity.
@@ -245,6 +247,7 @@ impl App {
             meshes: MeshCache::default(),
             snap_turn: std::f32::consts::FRAC_PI_6,
             turn_armed: true,
+            history_armed: true,
             others: BTreeMap::new(),
             remote_previews: BTreeMap::new(),
             previewing: Vec::new(),
@@ -325,11 +328,13 @@ impl App {
                 }
             }
             ServerMsg::CommandRefused(r) => {
-                if let Some(i) = self.in_flight.iter().position(|f| !f.1) {
+                if r.code != meshwork_protocol::wire::RefusalCode::Undo
+                    && let Some(i) = self.in_flight.iter().position(|f| !f.1)
+                {
                     let (entity, _) = self.in_flight.remove(i);
                     self.drop_preview_unless_held(entity);
                 }
-                self.notices.push(format!("refused: {}", r.message));
+                self.notices.push(refusal_notice(r));
             }
             _ => {}
         }
@@ -424,10 +429,24 @@ impl App {
         self.previews.get(&id).copied().unwrap_or(*replica)
     }
 
+    /// Undo (or redo) of this user's own last step: the server decides, and says why not.
+    pub fn undo(&mut self, redo: bool) {
+        let step = None;
+        self.submit(
+            vec![if redo {
+                Command::Redo { step }
+            } else {
+                Command::Undo { step }
+            }],
+            None,
+        );
+    }
+
     fn submit(&mut self, commands: Vec<Command>, about: Option<EntityId>) {
         if commands.is_empty() {
             return;
         }
+        let commands = one_step(commands);
         if self.conn.submit(commands).is_some()
             && let Some(e) = about
         {
@@ -552,6 +571,8 @@ impl App {
                     match control {
                         crate::ui::PanelHit::Tool(t) => self.tool = t,
                         crate::ui::PanelHit::Color => self.color = (self.color + 1) % PALETTE.len(),
+                        crate::ui::PanelHit::Undo => self.undo(false),
+                        crate::ui::PanelHit::Redo => self.undo(true),
                     }
                     out.haptics.push((h, 0.2, 0.01));
                 }
@@ -699,6 +720,18 @@ impl App {
                 }
             }
         }
+        // Left thumbstick: a flick left undoes, right redoes (a tick on that hand), re-armed at
+        // centre.
+        if let Some(l) = input.hands[Hand::Left as usize] {
+            let x = l.thumbstick.x;
+            if self.history_armed && x.abs() > 0.8 {
+                self.undo(x > 0.0);
+                out.haptics.push((Hand::Left, 0.25, 0.015));
+                self.history_armed = false;
+            } else if x.abs() < 0.3 {
+                self.history_armed = true;
+            }
+        }
         // Right thumbstick: snap turn (comfort), re-armed at centre.
         if let Some(r) = input.hands[Hand::Right as usize] {
             let x = r.thumbstick.x;
@@ -792,6 +825,61 @@ pub fn wire_pose(p: &Pose) -> WirePose {
 }
 
 /// An invite any test can join with (signed by a fixed key, never expiring).
+/// A gesture of several scene edits goes out behind one `Step`, so that one undo takes it all
+/// back (a grab that moved and rotated; an add with its colour). Selections do not count.
+fn one_step(commands: Vec<Command>) -> Vec<Command> {
+    let edits = commands
+        .iter()
+        .filter(|c| meshwork_protocol::scene::Scene::undoable(c.kind()))
+        .count();
+    let Ok(entries) = u16::try_from(edits) else {
+        return commands;
+    };
+    if entries < 2 {
+        return commands;
+    }
+    let label = match commands.first() {
+        Some(Command::Spawn { .. }) => "Add",
+        Some(Command::Translate { .. } | Command::Rotate { .. } | Command::Scale { .. }) => "Grab",
+        _ => "Edit",
+    };
+    let mut out = Vec::with_capacity(commands.len().saturating_add(1));
+    out.push(Command::Step {
+        entries,
+        label: label.to_owned(),
+    });
+    out.extend(commands);
+    out
+}
+
+/// What the panel's last line says about a refusal (23 characters fit): for an undo, who
+/// blocked it.
+#[must_use]
+pub fn refusal_notice(r: &meshwork_protocol::wire::CommandRefused) -> String {
+    if r.code != meshwork_protocol::wire::RefusalCode::Undo {
+        return format!("refused: {}", r.message);
+    }
+    let who = r
+        .message
+        .split("author#")
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty());
+    match who {
+        Some(n) => format!("Undo: author {n} edited"),
+        None if r.message.starts_with("nothing to") => {
+            let mut m = r.message.clone();
+            m[..1].make_ascii_uppercase();
+            m
+        }
+        None => "Undo refused".to_owned(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_invite() -> Invite {
     let key = Ed25519Signer::from_seed([7; 32]);
@@ -953,5 +1041,47 @@ mod tests {
         let c = author_color(AuthorId(3));
         let [r, g, b] = meshwork_protocol::presence::author_color(AuthorId(3));
         assert_eq!(c, Vec4::new(r, g, b, 1.0));
+    }
+
+    #[test]
+    fn an_undo_refusal_names_who_on_the_panel_and_gestures_are_one_step() {
+        use meshwork_protocol::wire::{CommandRefused, RefusalCode};
+        let refused = |code, message: &str| CommandRefused {
+            seq: 4,
+            code,
+            message: message.into(),
+        };
+        let blocked = refused(
+            RefusalCode::Undo,
+            "cannot undo \u{201c}move\u{201d}: author#12 has since changed the transform of entity#1",
+        );
+        assert_eq!(refusal_notice(&blocked), "Undo: author 12 edited");
+        assert!(refusal_notice(&blocked).chars().count() <= 23);
+        assert_eq!(
+            refusal_notice(&refused(RefusalCode::Undo, "nothing to undo")),
+            "Nothing to undo"
+        );
+        assert_eq!(
+            refusal_notice(&refused(RefusalCode::Topology, "bad")),
+            "refused: bad"
+        );
+        let e = EntityId::new(AuthorId(2), 1);
+        let grab = one_step(vec![
+            Command::Translate {
+                entity: e,
+                delta: Vec3::X,
+            },
+            Command::Rotate {
+                entity: e,
+                delta: glam::Quat::from_rotation_y(0.5),
+            },
+        ]);
+        assert!(matches!(&grab[0], Command::Step { entries: 2, label } if label == "Grab"));
+        assert_eq!(grab.len(), 3);
+        let single = vec![
+            Command::Despawn { entity: e },
+            Command::Select { entities: vec![] },
+        ];
+        assert_eq!(one_step(single.clone()), single, "one edit needs no step");
     }
 }

@@ -18,7 +18,7 @@
 //! | `wait synced` / `wait entities N` | run frames until it holds (fails after 2000 frames) |
 //! | `grid N S` | spawn N entities on a grid, the first S spheres (benchmarks) |
 //! | `measure` | start the frame-time statistics here (the report covers what follows) |
-//! | `aim-panel H CONTROL` | point a hand at a panel control (`Cube` … `Paint`, or `color`) |
+//! | `aim-panel H CONTROL` | point a hand at a panel control (`Cube` … `Paint`, `color`, `undo`, `redo`) |
 
 use std::time::{Duration, Instant};
 
@@ -434,8 +434,11 @@ fn panel_control_centre(control: &str) -> Option<Vec3> {
             0.0,
         )
     };
-    if control == "color" {
-        return Some(at(240, 120));
+    match control {
+        "color" => return Some(at(150, 120)),
+        "undo" => return Some(at(248, 120)),
+        "redo" => return Some(at(336, 120)),
+        _ => {}
     }
     let i = crate::ui::TOOLS
         .iter()

@@ -52,6 +52,10 @@ pub enum PanelHit {
     Tool(Tool),
     /// The colour swatch (next colour).
     Color,
+    /// Undo the user's last step.
+    Undo,
+    /// Redo it.
+    Redo,
 }
 
 /// Where `ray` meets the panel, in panel pixels, if it does (front or back).
@@ -86,7 +90,15 @@ pub fn hit(x: u32, y: u32) -> Option<PanelHit> {
             return Some(PanelHit::Tool(*tool));
         }
     }
-    ((104..376).contains(&x) && (108..132).contains(&y)).then_some(PanelHit::Color)
+    if !(108..132).contains(&y) {
+        return None;
+    }
+    match x {
+        104..200 => Some(PanelHit::Color),
+        208..288 => Some(PanelHit::Undo),
+        296..376 => Some(PanelHit::Redo),
+        _ => None,
+    }
 }
 
 /// An RGBA8 (sRGB) image.
@@ -266,7 +278,11 @@ pub fn draw(app: &App) -> Image {
     let c = PALETTE[app.color % PALETTE.len()];
     let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as u8;
     img.text(12, 112, "Color", [200, 204, 212, 255]);
-    img.rect(104, 108, 272, 24, [srgb(c.x), srgb(c.y), srgb(c.z), 255]);
+    img.rect(104, 108, 96, 24, [srgb(c.x), srgb(c.y), srgb(c.z), 255]);
+    for (x, label) in [(208, "Undo"), (296, "Redo")] {
+        img.rect(x, 108, 80, 24, [52, 56, 66, 255]);
+        img.text(x + 8, 112, label, [240, 240, 244, 255]);
+    }
     // Inspector.
     for (i, line) in inspector_lines(app).iter().enumerate() {
         img.text(12, 142 + i as u32 * 20, line, [214, 218, 226, 255]);
@@ -374,7 +390,9 @@ mod tests {
             Some(PanelHit::Tool(Tool::Add(Primitive::Sphere)))
         );
         // The swatch cycles the colour; empty panel space does nothing; away misses.
-        assert_eq!(hit(200, 120), Some(PanelHit::Color));
+        assert_eq!(hit(150, 120), Some(PanelHit::Color));
+        assert_eq!(hit(240, 120), Some(PanelHit::Undo));
+        assert_eq!(hit(330, 120), Some(PanelHit::Redo));
         assert_eq!(hit(200, 230), None);
         let away = Ray {
             origin: from,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use glam::Vec3;
 use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::registry::CommandKind;
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, Role};
 use meshwork_quest::app::App;
 use meshwork_quest::net::Net;
@@ -155,5 +156,104 @@ async fn a_scripted_controller_edits_with_a_native_client() {
         "simulator: {} frames on {}, cpu p50 {:.2} ms, render p50 {:.2} ms, {orange} cube pixels",
         report.frames, report.adapter, report.cpu_ms[0], report.render_ms[0]
     );
+    server.shutdown_and_wait().await;
+}
+
+/// Add, grab-move, undo on the controller (a left-stick flick), then redo and undo with the
+/// panel's buttons: the native test client sees the cube back where it was added, and the log
+/// holds the simulator's grab, undo, redo and undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_on_the_controller_puts_the_cube_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        rtc_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    };
+    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
+    let listeners = Listeners::bind(&settings).unwrap();
+    let server = start(settings, listeners, data).await.unwrap();
+    let expires = meshwork_server::driver::now_ms() + 3_600_000;
+    let ticket = server.ticket(Role::Editor, expires).unwrap();
+    let mut client = Client::join(&ticket, random_signer()).await.unwrap();
+
+    let script = sim::parse(include_str!("scripts/add-move-undo.txt")).unwrap();
+    let sim_ticket = ticket.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut renderer = Renderer::headless(320, 240)
+            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+        let net = Net::connect(&sim_ticket).unwrap();
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let mut app = App::new(
+            Ed25519Signer::from_seed(seed),
+            sim_ticket.invite.clone(),
+            0.05,
+        );
+        sim::run(&mut app, &net, &mut renderer, &script, 5000)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        report.notices.is_empty(),
+        "no refusals: {:?}",
+        report.notices
+    );
+    let sim_author = meshwork_protocol::AuthorId(report.author.unwrap());
+
+    // The native client reaches the simulator's final state.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hex::encode(client.replica().scene().state_hash()) != report.state_hash {
+        assert!(
+            Instant::now() < deadline,
+            "the client never reached the simulator's state"
+        );
+        let _ = client.next(Duration::from_millis(20)).await;
+    }
+    let (_, cube) = client
+        .replica()
+        .scene()
+        .entities
+        .iter()
+        .find(|(id, _)| id.namespace() == sim_author)
+        .expect("the simulator's cube");
+    assert!(
+        (cube.transform.translation - Vec3::new(0.2, 0.25, -1.75)).length() < 0.02,
+        "back where it was added: {:?}",
+        cube.transform
+    );
+
+    // What the simulator did, in the log: add (one step), grab, undo, redo, undo.
+    client.fetch_log(0).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !client.seen.history_done {
+        assert!(Instant::now() < end, "the log never arrived");
+        let _ = client.next(Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<CommandKind> = client
+        .seen
+        .entries
+        .values()
+        .filter_map(|e| e.decode_body().ok())
+        .filter(|b| b.author == sim_author)
+        .map(|b| b.command.kind())
+        .filter(|k| !matches!(k, CommandKind::Select))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            CommandKind::Step,
+            CommandKind::Spawn,
+            CommandKind::SetColor,
+            CommandKind::Translate,
+            CommandKind::Undo,
+            CommandKind::Redo,
+            CommandKind::Undo,
+        ]
+    );
+    assert!(report.haptics > 0);
     server.shutdown_and_wait().await;
 }

@@ -433,7 +433,10 @@ fn undo(c: &mut Criterion) {
     let all = commands(&plain);
     let extrude = all[1].1.clone();
     let moved = all[0].1.clone();
-    for (name, cmd) in [("extrude_100_faces", &extrude), ("move_100_vertices", &moved)] {
+    for (name, cmd) in [
+        ("extrude_100_faces", &extrude),
+        ("move_100_vertices", &moved),
+    ] {
         let mut done = tracked.clone();
         apply(&mut done, 10, cmd, &Limits::DEFAULT);
         g.bench_function(format!("undo_{name}"), |b| {

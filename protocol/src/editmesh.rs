@@ -610,9 +610,7 @@ impl MeshChange {
         let faces: usize = self
             .faces
             .values()
-            .map(|(b, a)| {
-                b.as_ref().map_or(0, Vec::len) + a.as_ref().map_or(0, Vec::len) + 8
-            })
+            .map(|(b, a)| b.as_ref().map_or(0, Vec::len) + a.as_ref().map_or(0, Vec::len) + 8)
             .sum();
         self.verts.len() * 48
             + self.moved.len() * 48

@@ -205,7 +205,12 @@ impl EntityChange {
     }
 
     /// The first value of `current` that does not hold `side`'s value.
-    fn first_mismatch(&self, entity: EntityId, current: Option<&Entity>, side: Side) -> Option<Slot> {
+    fn first_mismatch(
+        &self,
+        entity: EntityId,
+        current: Option<&Entity>,
+        side: Side,
+    ) -> Option<Slot> {
         if let Some(pair) = &self.existence {
             return (side.of(pair).as_ref() != current).then_some(Slot::Entity(entity));
         }
@@ -218,7 +223,11 @@ impl EntityChange {
         if self.color.as_ref().is_some_and(|p| *side.of(p) != e.color) {
             return Some(Slot::Color(entity));
         }
-        if self.material.as_ref().is_some_and(|p| *side.of(p) != e.material) {
+        if self
+            .material
+            .as_ref()
+            .is_some_and(|p| *side.of(p) != e.material)
+        {
             return Some(Slot::Material(entity));
         }
         if self
@@ -304,14 +313,22 @@ impl EntityChange {
                 Geometry::Primitive(_) => 0,
             })
         };
-        256 + self.existence.as_ref().map_or(0, |(b, a)| whole(b) + whole(a))
+        256 + self
+            .existence
+            .as_ref()
+            .map_or(0, |(b, a)| whole(b) + whole(a))
             + self.mesh.as_ref().map_or(0, MeshChange::weight)
     }
 }
 
 /// The geometry a restored mesh takes: back to its primitive form when undo restored exactly
 /// the primitive the step started from (so undo gives the same bytes as before the step).
-fn settle_form(m: EditMesh, primitive: Option<Primitive>, side: Side, spawned_by: CommandId) -> Geometry {
+fn settle_form(
+    m: EditMesh,
+    primitive: Option<Primitive>,
+    side: Side,
+    spawned_by: CommandId,
+) -> Geometry {
     match primitive {
         Some(p) if side == Side::Before && m == EditMesh::from_primitive(p, spawned_by) => {
             Geometry::Primitive(p)
@@ -378,9 +395,9 @@ impl Step {
             m.verts.contains_key(&v)
                 || m.moved.contains_key(&v)
                 || m.faces.contains_key(&crate::editmesh::FaceKey(id))
-                || m.edges.values().any(|(b, a)| {
-                    b.is_some_and(|k| k.0 == id) || a.is_some_and(|k| k.0 == id)
-                })
+                || m.edges
+                    .values()
+                    .any(|(b, a)| b.is_some_and(|k| k.0 == id) || a.is_some_and(|k| k.0 == id))
         })
     }
 
@@ -723,7 +740,12 @@ impl Scene {
 
     /// The entities an entry changed (for deltas); an undo or redo changes those of its step.
     #[must_use]
-    pub fn changed_by(&self, author: AuthorId, id: CommandId, command: &Command) -> Vec<crate::scene::Touched> {
+    pub fn changed_by(
+        &self,
+        author: AuthorId,
+        id: CommandId,
+        command: &Command,
+    ) -> Vec<crate::scene::Touched> {
         use crate::scene::Touched;
         match command {
             Command::Undo { .. } | Command::Redo { .. } => self
@@ -872,7 +894,10 @@ impl Scene {
                 }
             });
         let index = match step {
-            Some(want) => candidates.filter(|(_, s)| s.id == want).map(|(i, _)| i).next(),
+            Some(want) => candidates
+                .filter(|(_, s)| s.id == want)
+                .map(|(i, _)| i)
+                .next(),
             None => candidates.max_by_key(|(_, s)| s.written_at).map(|(i, _)| i),
         };
         let Some(index) = index else {
@@ -880,7 +905,9 @@ impl Scene {
                 (Some(s), false) => refuse(
                     UndoReason::NoSuchStep,
                     None,
-                    format!("{s} is not a step of yours that can be undone (undone already, or too old)"),
+                    format!(
+                        "{s} is not a step of yours that can be undone (undone already, or too old)"
+                    ),
                 ),
                 (Some(s), true) => refuse(
                     UndoReason::NoSuchStep,
@@ -896,7 +923,9 @@ impl Scene {
         let target = &history.steps[index];
         let mut mismatch = None;
         for (entity, change) in &target.changes {
-            if let Some(slot) = change.first_mismatch(*entity, self.entities.get(entity), side.other()) {
+            if let Some(slot) =
+                change.first_mismatch(*entity, self.entities.get(entity), side.other())
+            {
                 mismatch = Some(slot);
                 break;
             }
@@ -907,7 +936,10 @@ impl Scene {
                 Some(b) if b.author != author => refuse(
                     UndoReason::Changed,
                     Some(b.author),
-                    format!("cannot {what} \u{201c}{label}\u{201d}: {} has since changed {slot}", b.author),
+                    format!(
+                        "cannot {what} \u{201c}{label}\u{201d}: {} has since changed {slot}",
+                        b.author
+                    ),
                 ),
                 Some(b) => refuse(
                     UndoReason::Changed,
@@ -929,7 +961,10 @@ impl Scene {
             return refuse(
                 UndoReason::Changed,
                 Some(b.author),
-                format!("cannot {what} \u{201c}{label}\u{201d}: {} has since changed {slot}", b.author),
+                format!(
+                    "cannot {what} \u{201c}{label}\u{201d}: {} has since changed {slot}",
+                    b.author
+                ),
             );
         }
         let changes: Vec<(EntityId, EntityChange)> = target

@@ -395,9 +395,7 @@ impl Command {
             | Self::Smooth { entity: e, .. }
             | Self::Weld { entity: e, .. }
             | Self::Mirror { entity: e, .. } => entity(*e, Facet::Topology),
-            Self::Step { .. } | Self::Undo { .. } | Self::Redo { .. } => {
-                Scope::History { author }
-            }
+            Self::Step { .. } | Self::Undo { .. } | Self::Redo { .. } => Scope::History { author },
         }
     }
 

@@ -619,7 +619,12 @@ async fn history(
         entity,
         element,
     };
-    let gone = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the session has stopped".into());
+    let gone = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        )
+    };
     let handle = s.ctx.router.get(session).ok_or_else(gone)?;
     handle.history(query).await.map(Json).ok_or_else(gone)
 }

@@ -54,7 +54,8 @@ impl World {
 
     fn ok(&mut self, author: AuthorId, c: Command) -> CommandId {
         let label = format!("{c:?}");
-        self.run(author, c).unwrap_or_else(|e| panic!("{label}: {e}"))
+        self.run(author, c)
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
     }
 
     fn undo(&mut self, author: AuthorId) -> Result<CommandId, EditError> {
@@ -141,19 +142,21 @@ fn undo_reverts_only_the_authors_step_and_keeps_an_unrelated_edit() {
     w.extrude_top(A, e);
     assert_eq!(w.mesh(e).faces().len(), 10);
     // B moves a bottom corner, which the extrude did not touch.
-    let bottom = *before
-        .vertices()
-        .iter()
-        .find(|(_, p)| p.y < 0.0)
-        .unwrap()
-        .0;
+    let bottom = *before.vertices().iter().find(|(_, p)| p.y < 0.0).unwrap().0;
     let to = Vec3::new(-2.0, -2.0, -2.0);
     w.move_vertex(B, e, bottom, to);
     w.undo(A).unwrap();
     let m = w.mesh(e);
     m.check().unwrap();
-    assert_eq!(m.faces().keys().collect::<Vec<_>>(), before.faces().keys().collect::<Vec<_>>());
-    assert_eq!(m.faces(), before.faces(), "the extrude is gone, element ids and all");
+    assert_eq!(
+        m.faces().keys().collect::<Vec<_>>(),
+        before.faces().keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        m.faces(),
+        before.faces(),
+        "the extrude is gone, element ids and all"
+    );
     assert_eq!(m.vertices()[&bottom], to, "B's move stays");
     for (v, p) in before.vertices() {
         if *v != bottom {
@@ -330,7 +333,10 @@ fn undo_then_redo_n_times_restores_ids_and_values_exactly() {
             }
         }));
     }
-    assert!(!w.scene.entities.contains_key(&e), "undoing the spawn removes it");
+    assert!(
+        !w.scene.entities.contains_key(&e),
+        "undoing the spawn removes it"
+    );
     assert_eq!(refusal(w.undo(A)).reason, UndoReason::NothingToUndo);
     for i in (0..steps).rev() {
         w.redo(A).unwrap();
@@ -427,12 +433,30 @@ fn a_new_edit_clears_only_its_authors_redo() {
     let mut w = World::new();
     let a = w.spawn(A, 1);
     let b = w.spawn(B, 1);
-    w.ok(A, Command::Translate { entity: a, delta: Vec3::X });
-    w.ok(B, Command::Translate { entity: b, delta: Vec3::X });
+    w.ok(
+        A,
+        Command::Translate {
+            entity: a,
+            delta: Vec3::X,
+        },
+    );
+    w.ok(
+        B,
+        Command::Translate {
+            entity: b,
+            delta: Vec3::X,
+        },
+    );
     w.undo(A).unwrap();
     w.undo(B).unwrap();
     // B's new edit clears B's redo, not A's.
-    w.ok(B, Command::SetName { entity: b, name: "mine".into() });
+    w.ok(
+        B,
+        Command::SetName {
+            entity: b,
+            name: "mine".into(),
+        },
+    );
     assert_eq!(refusal(w.redo(B)).reason, UndoReason::NothingToRedo);
     w.redo(A).unwrap();
     assert_eq!(w.scene.entities[&a].transform.translation, Vec3::X);
@@ -442,9 +466,21 @@ fn a_new_edit_clears_only_its_authors_redo() {
 fn redo_is_refused_when_someone_changed_the_undone_values() {
     let mut w = World::new();
     let e = w.spawn(A, 1);
-    w.ok(A, Command::SetName { entity: e, name: "a".into() });
+    w.ok(
+        A,
+        Command::SetName {
+            entity: e,
+            name: "a".into(),
+        },
+    );
     w.undo(A).unwrap();
-    w.ok(B, Command::SetName { entity: e, name: "b".into() });
+    w.ok(
+        B,
+        Command::SetName {
+            entity: e,
+            name: "b".into(),
+        },
+    );
     let r = refusal(w.redo(A));
     assert_eq!(r.by, Some(B));
     assert_eq!(w.scene.entities[&e].name.value, "b");
@@ -463,9 +499,20 @@ fn undo_names_only_the_authors_own_steps() {
     assert_eq!(refusal(w.undo(B)).reason, UndoReason::NothingToUndo);
     assert!(w.scene.entities.contains_key(&e));
     // Undo by name: the named step, even when it is not the latest.
-    w.ok(A, Command::SetName { entity: e, name: "x".into() });
+    w.ok(
+        A,
+        Command::SetName {
+            entity: e,
+            name: "x".into(),
+        },
+    );
     let r = refusal(w.run(A, Command::Undo { step: Some(step) }));
-    assert_eq!(r.reason, UndoReason::Changed, "the rename built on the spawn: {}", r.message);
+    assert_eq!(
+        r.reason,
+        UndoReason::Changed,
+        "the rename built on the spawn: {}",
+        r.message
+    );
     assert!(r.message.contains("your step"), "{}", r.message);
 }
 
@@ -483,7 +530,13 @@ fn replicas_without_history_follow_by_delta() {
                 transform: Transform::IDENTITY,
             },
         ),
-        (A, Command::Translate { entity: e, delta: Vec3::X }),
+        (
+            A,
+            Command::Translate {
+                entity: e,
+                delta: Vec3::X,
+            },
+        ),
         (A, Command::Undo { step: None }),
         (A, Command::Redo { step: None }),
         (A, Command::Undo { step: None }),
@@ -492,7 +545,8 @@ fn replicas_without_history_follow_by_delta() {
         let from = w.scene.position;
         let id = w.ok(author, c.clone());
         if matches!(c, Command::Undo { .. } | Command::Redo { .. }) {
-            let touched: BTreeSet<Touched> = w.scene.changed_by(author, id, &c).into_iter().collect();
+            let touched: BTreeSet<Touched> =
+                w.scene.changed_by(author, id, &c).into_iter().collect();
             replica.apply_delta(&w.scene.delta(from, &touched)).unwrap();
         } else {
             replica.apply(id, author, &c);
@@ -641,13 +695,20 @@ fn three_authors_undoing_at_random_never_break_a_mesh_or_overwrite_another() {
             }
             if reverting {
                 undos += 1;
-                let touched: BTreeSet<Touched> =
-                    w.scene.changed_by(author, id, &command).into_iter().collect();
+                let touched: BTreeSet<Touched> = w
+                    .scene
+                    .changed_by(author, id, &command)
+                    .into_iter()
+                    .collect();
                 replica.apply_delta(&w.scene.delta(from, &touched)).unwrap();
             } else {
                 replica.apply(id, author, &command);
             }
-            assert_eq!(replica.encode(), w.scene.encode(), "seed {seed}: the replica diverged");
+            assert_eq!(
+                replica.encode(),
+                w.scene.encode(),
+                "seed {seed}: the replica diverged"
+            );
         }
         assert!(undos > 5, "seed {seed}: only {undos} undos went through");
         let _ = refused;

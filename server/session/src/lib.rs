@@ -12,6 +12,6 @@ pub mod session;
 
 pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};
 pub use session::{
-    AuthorRecord, BatchId, ClientId, Config, Event, HistoryPage, HistoryQuery, HistoryStep,
-    Input, Lane, Output, RestoreError, RestoreReport, Session, SessionSnapshot,
+    AuthorRecord, BatchId, ClientId, Config, Event, HistoryPage, HistoryQuery, HistoryStep, Input,
+    Lane, Output, RestoreError, RestoreReport, Session, SessionSnapshot,
 };

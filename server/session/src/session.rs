@@ -1500,7 +1500,8 @@ impl Session {
                 // new state of the entities it changed.
                 self.fanout_needs_delta |= matches!(
                     e.body.command,
-                    meshwork_protocol::Command::Undo { .. } | meshwork_protocol::Command::Redo { .. }
+                    meshwork_protocol::Command::Undo { .. }
+                        | meshwork_protocol::Command::Redo { .. }
                 );
                 self.fanout.push(e.signed.clone());
             }

@@ -85,7 +85,11 @@ impl Session {
             .rev()
             .filter(|s| q.before.is_none_or(|b| s.serial < b))
             .filter(matches);
-        let steps: Vec<HistoryStep> = picked.by_ref().take(limit).map(|s| self.listed(s)).collect();
+        let steps: Vec<HistoryStep> = picked
+            .by_ref()
+            .take(limit)
+            .map(|s| self.listed(s))
+            .collect();
         let next_before = picked.next().and(steps.last().map(|s| s.serial));
         let last_change = q.entity.and_then(|_| {
             history
@@ -115,7 +119,10 @@ impl Session {
             lamport: { s.id.lamport },
             author: { s.author.0 },
             label: s.label.clone(),
-            at_ms: s.entries.first().and_then(|(id, _)| self.entry_ms.get(id).copied()),
+            at_ms: s
+                .entries
+                .first()
+                .and_then(|(id, _)| self.entry_ms.get(id).copied()),
             kinds,
             entries: s.entries.len(),
             entities: s.changes.keys().map(|e| e.0).collect(),

@@ -4,10 +4,10 @@
 #![allow(clippy::arithmetic_side_effects, reason = "test code: small counters")]
 
 use meshwork_protocol::Primitive;
+use meshwork_protocol::Transform;
 use meshwork_protocol::editmesh::VertexKey;
 use meshwork_protocol::replica::{Replica, ReplicaEvent};
 use meshwork_protocol::scene::Geometry;
-use meshwork_protocol::Transform;
 
 use super::*;
 use crate::session::HistoryQuery;
@@ -60,22 +60,26 @@ impl Pair {
     }
 
     /// Submits one command by `who`, makes it durable, and returns what came back.
-    fn submit(&mut self, who: usize, command: Command) -> (Result<(), (RefusalCode, String)>, Vec<Output>) {
+    fn submit(
+        &mut self,
+        who: usize,
+        command: Command,
+    ) -> (Result<(), (RefusalCode, String)>, Vec<Output>) {
         let (signer, author, client, seq, lamport) = &mut self.people[who];
         *seq += 1;
         *lamport = (*lamport).max(self.h.session.scene().lamport) + 1;
         let e = entry(signer, *author, *seq, *lamport, command);
         let client = *client;
-        let mut out = self.h.send(client, &ClientMsg::Submit(Submit { entries: vec![e] }));
+        let mut out = self
+            .h
+            .send(client, &ClientMsg::Submit(Submit { entries: vec![e] }));
         let refused = sent_to(&out, client).into_iter().find_map(|m| match m {
             ServerMsg::CommandRefused(r) => Some((r.code, r.message)),
             _ => None,
         });
         let mut all = out.clone();
         while let Some(batch) = out.iter().find_map(|o| match o {
-            Output::Persist {
-                batch, entries, ..
-            } => {
+            Output::Persist { batch, entries, .. } => {
                 self.store.entries.extend(entries.iter().cloned());
                 Some(*batch)
             }
@@ -124,7 +128,11 @@ impl Pair {
     fn replicas_match(&self) {
         let want = self.h.session.scene().state_hash();
         for r in &self.replicas {
-            assert_eq!(r.scene().state_hash(), want, "a replica differs from the server");
+            assert_eq!(
+                r.scene().state_hash(),
+                want,
+                "a replica differs from the server"
+            );
         }
     }
 }
@@ -154,7 +162,9 @@ fn an_undo_reaches_every_replica_as_a_delta_and_redo_brings_the_step_back() {
     let out = p.ok(0, Command::Undo { step: None });
     assert_eq!(undo_events(&out), vec![(false, "accepted")]);
     assert!(
-        sent_to(&out, C2).iter().any(|m| matches!(m, ServerMsg::Delta(_))),
+        sent_to(&out, C2)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Delta(_))),
         "the other replica gets the undo's effect as a delta"
     );
     assert_eq!(
@@ -197,9 +207,12 @@ fn an_undo_of_what_another_editor_changed_is_refused_naming_them() {
     assert_eq!(code, RefusalCode::Undo);
     assert!(message.contains(&p.author(1).to_string()), "{message}");
     assert_eq!(undo_events(&out), vec![(false, "changed")]);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Event(Event::Refused { code: RefusalCode::Undo }))));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Refused {
+            code: RefusalCode::Undo
+        })
+    )));
     assert_eq!(p.h.session.scene().state_hash(), before, "nothing changed");
     // B may undo their own move; then A's undo goes through.
     p.ok(1, Command::Undo { step: None });
@@ -239,7 +252,12 @@ fn undo_after_a_restart_reverts_the_step_made_before_it() {
     let entity = p.entity();
     let face = {
         let e = &p.h.session.scene().entities[&entity];
-        *e.geometry.edit_mesh(e.spawned_by).faces().keys().next().unwrap()
+        *e.geometry
+            .edit_mesh(e.spawned_by)
+            .faces()
+            .keys()
+            .next()
+            .unwrap()
     };
     let before_extrude = p.h.session.scene().entities[&entity].clone();
     p.ok(
@@ -287,8 +305,14 @@ fn undo_after_a_restart_reverts_the_step_made_before_it() {
         .unwrap_or_else(|| panic!("{:?}", sent_to(&out, C1)));
     h.input(Input::PersistAck { batch });
     let after = &h.session.scene().entities[&entity];
-    assert!(matches!(after.geometry, Geometry::Primitive(Primitive::Cube)));
-    assert_eq!(*after, before_extrude, "the extrude made before the restart is undone");
+    assert!(matches!(
+        after.geometry,
+        Geometry::Primitive(Primitive::Cube)
+    ));
+    assert_eq!(
+        *after, before_extrude,
+        "the extrude made before the restart is undone"
+    );
 }
 
 #[test]
