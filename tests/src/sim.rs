@@ -363,7 +363,7 @@ impl Sim {
         let Some(author) = self.clients[i].conn.author() else {
             return Vec::new();
         };
-        let pick = self.rng.below(14);
+        let pick = self.rng.below(16);
         // The size budget is the harness's knob, so it is read from the host's scene (a stale
         // replica stuck before a resync would otherwise grow meshes without end); the element
         // ids an edit names come from the client's own view.
@@ -431,6 +431,9 @@ impl Sim {
             9 => Command::ToolDeactivate {
                 tool: ToolId(u16::try_from(self.rng.below(3)).unwrap_or(0)),
             },
+            // The author's own undo and redo: their effect reaches replicas as deltas.
+            10 => Command::Undo { step: None },
+            11 => Command::Redo { step: None },
             _ => match mesh_edit(&mut self.rng, c, author, budget) {
                 Some(cmd) => cmd,
                 None => return Vec::new(),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use meshwork_protocol::CommandKind;
 use meshwork_protocol::scene::Geometry;
 use meshwork_testkit::sim::{MESH_EDIT_KINDS, NetConfig, Sim};
 
@@ -109,6 +110,12 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
             *refused.entry(*code).or_insert(0u64) += n;
         }
     }
+    for kind in [CommandKind::Undo, CommandKind::Redo] {
+        assert!(
+            accepted_kinds.get(&kind).is_some_and(|n| *n > 0),
+            "no {kind:?} was ever accepted: {accepted_kinds:?}"
+        );
+    }
     for kind in MESH_EDIT_KINDS {
         assert!(
             accepted_kinds.get(&kind).is_some_and(|n| *n > 0),
@@ -120,7 +127,7 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
     assert!(
         refused
             .keys()
-            .all(|c| ["conflict", "topology", "replay"].contains(c)),
+            .all(|c| ["conflict", "topology", "replay", "undo"].contains(c)),
         "unexpected refusals: {refused:?}"
     );
     assert!(
