@@ -338,7 +338,12 @@ pub async fn start(
             since_checkpoint: 0,
         };
         let config = session_config(&server_key, &settings, id);
-        let (session, report) = Session::restore(
+        let ids: Vec<meshwork_protocol::CommandId> = loaded
+            .entries
+            .iter()
+            .filter_map(|e| e.decode_body().ok().map(|b| b.id()))
+            .collect();
+        let (mut session, report) = Session::restore(
             config,
             random_bytes()?,
             driver::now_ms(),
@@ -347,6 +352,7 @@ pub async fn start(
             loaded.entries,
         )
         .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
+        session.note_checkpoint_times(&ids, &loaded.checkpoints);
         if chain.position > 0 {
             tracing::info!(
                 session = %id,

@@ -451,7 +451,7 @@ pub struct Session {
     /// The pending fan-out holds an undo or redo: it must go out as a delta.
     fanout_needs_delta: bool,
     /// When entries became durable (Unix ms), for the history's times.
-    entry_ms: BTreeMap<meshwork_protocol::CommandId, u64>,
+    entry_ms: BTreeMap<meshwork_protocol::CommandId, (u64, bool)>,
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,

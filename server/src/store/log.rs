@@ -126,6 +126,10 @@ pub struct Loaded {
     pub entries: Vec<SignedEntry>,
     /// Chain hash after the last entry.
     pub head: [u8; 32],
+    /// Each checkpoint's position and time (Unix ms), in position order: when the entries up to
+    /// it were durable at the latest (the history's times after a restart). Bodies that do not
+    /// decode are skipped (`verify-log` judges checkpoints).
+    pub checkpoints: Vec<(u64, u64)>,
 }
 
 /// Every session id with stored metadata.
@@ -231,6 +235,14 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
         )));
     }
     loaded.head = head;
+    store.scan(Tree::Checkpoints, &session.0, &mut |_, v| {
+        if let Ok(record) = postcard::from_bytes::<CheckpointRecord>(v)
+            && let Ok(body) = postcard::from_bytes::<CheckpointBody>(&record.body)
+        {
+            loaded.checkpoints.push((body.position, body.at_ms));
+        }
+        true
+    })?;
     Ok(loaded)
 }
 

@@ -36,9 +36,13 @@ pub struct HistoryStep {
     pub author: u32,
     /// What the user did.
     pub label: String,
-    /// Server time its first entry became durable (Unix ms); `None` for steps made before
-    /// this server process started (the log stores no wall-clock time).
+    /// Server time its first entry became durable (Unix ms). For a step from before the server
+    /// process started, the time of the signed checkpoint that first covered it (the store
+    /// keeps no time per entry; checkpoints come every 10 s or 1000 entries by default), with
+    /// `at_checkpoint` set; `None` when no checkpoint covers it.
     pub at_ms: Option<u64>,
+    /// `at_ms` is a checkpoint's time (durable by then), not the entry's own.
+    pub at_checkpoint: bool,
     /// Its entries' kinds, in order (repeated kinds once).
     pub kinds: Vec<&'static str>,
     /// How many entries it has.
@@ -114,15 +118,17 @@ impl Session {
                 kinds.push(k.as_str());
             }
         }
+        let at = s
+            .entries
+            .first()
+            .and_then(|(id, _)| self.entry_ms.get(id).copied());
         HistoryStep {
             serial: s.serial,
             lamport: { s.id.lamport },
             author: { s.author.0 },
             label: s.label.clone(),
-            at_ms: s
-                .entries
-                .first()
-                .and_then(|(id, _)| self.entry_ms.get(id).copied()),
+            at_ms: at.map(|(ms, _)| ms),
+            at_checkpoint: at.is_some_and(|(_, exact)| !exact),
             kinds,
             entries: s.entries.len(),
             entities: s.changes.keys().map(|e| e.0).collect(),
@@ -134,7 +140,27 @@ impl Session {
 
     /// Notes when an entry became durable, for the history's times (bounded: the oldest go).
     pub(super) fn note_time(&mut self, id: CommandId, now_ms: u64) {
-        self.entry_ms.insert(id, now_ms);
+        self.note(id, now_ms, true);
+    }
+
+    /// After a restore: the times of stored entries from the store's checkpoints (`position`,
+    /// `at_ms`, in position order): each entry gets the time of the first checkpoint at or past
+    /// its position (durable by then). `ids` are the stored entries' ids in acceptance order.
+    pub fn note_checkpoint_times(&mut self, ids: &[CommandId], checkpoints: &[(u64, u64)]) {
+        let mut cp = checkpoints.iter().peekable();
+        let skip = ids.len().saturating_sub(ENTRY_TIMES);
+        for (i, id) in ids.iter().enumerate().skip(skip) {
+            let position = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1);
+            while cp.next_if(|(p, _)| *p < position).is_some() {}
+            let Some((_, at)) = cp.peek() else {
+                break;
+            };
+            self.note(*id, *at, false);
+        }
+    }
+
+    fn note(&mut self, id: CommandId, ms: u64, exact: bool) {
+        self.entry_ms.insert(id, (ms, exact));
         while self.entry_ms.len() > ENTRY_TIMES {
             self.entry_ms.pop_first();
         }
