@@ -880,3 +880,29 @@ fn every_scene_changing_command_undoes_and_redoes_exactly() {
         .collect();
     assert_eq!(kinds, every, "every undoable kind is covered");
 }
+
+#[test]
+fn an_author_can_undo_at_least_a_hundred_steps() {
+    let mut w = World::new();
+    let e = w.spawn(A, 1);
+    for i in 0..(MAX_STEPS_PER_AUTHOR + 20) {
+        w.ok(
+            A,
+            Command::Translate {
+                entity: e,
+                delta: Vec3::X * (i as f32 + 1.0),
+            },
+        );
+    }
+    let kept = w.scene.history().unwrap().steps().count();
+    assert_eq!(kept, MAX_STEPS_PER_AUTHOR, "the oldest go past the bound");
+    for i in 0..MAX_STEPS_PER_AUTHOR {
+        w.undo(A)
+            .unwrap_or_else(|err| panic!("undo {}: {err}", i + 1));
+    }
+    assert!(MAX_STEPS_PER_AUTHOR >= 100);
+    assert_eq!(refusal(w.undo(A)).reason, UndoReason::NothingToUndo);
+    // What is left: the spawn and the 20 moves that fell out of the history.
+    let x: f32 = (1..=20).map(|i| i as f32).sum();
+    assert_eq!(w.scene.entities[&e].transform.translation, Vec3::X * x);
+}
