@@ -30,6 +30,18 @@ import {
   asOneStep,
   historyRows,
   namedEntities,
+  elementKey,
+  extrudeCommand,
+  extrudeDistance,
+  keepSelection,
+  pickElement,
+  selectedElements,
+  toggleSelection,
+  triangleFaces,
+  type EditMeshView,
+  type ElementKey,
+  type ElementMode,
+  type Mode,
   type HistoryStep,
   shownSelections,
   trim,
@@ -106,6 +118,21 @@ export class Editor {
   private historyList = h('ol', { class: 'history', 'aria-label': 'History', 'data-testid': 'history' });
   private historyTimer = 0;
   private historyLoading = false;
+  // Edit mode.
+  private mode: Mode = 'object';
+  private elementMode: ElementMode = 'face';
+  private editMesh: EditMeshView | null = null;
+  /** The edited entity's geometry revision the edit view shows (reloaded when it changes). */
+  private editGeometry = '';
+  private editSel: string[] = [];
+  /** An extrude in progress: mouse travel up from `startY` is the distance. */
+  private extruding: { entity: number; faces: ElementKey[]; startY: number; perPixel: number; distance: number; snap: boolean } | null =
+    null;
+  /** A committed edit's preview stays until the replica has the result (or it is refused). */
+  private previewHeld = false;
+  private pointer = { x: 0, y: 0 };
+  private modeButtons = new Map<Mode | ElementMode, HTMLButtonElement>();
+  private editPalette = h('div', { class: 'palette edit', role: 'toolbar', 'aria-label': 'Mesh tools', hidden: '' });
   /** Downloads the session's durable scene as GLB (the server's export, authorised by the ticket). */
   private exportButton = h(
     'button',
@@ -224,6 +251,20 @@ export class Editor {
     this.viewport.onDragMove = (id, to) => this.dragMoved(id, to);
     this.viewport.onPick = (id) => this.select(id);
     this.viewport.onHover = (p) => this.sendPresence(p);
+    this.viewport.onEditPick = (face, local, additive) => this.editPick(face, local, additive);
+    window.addEventListener('pointermove', (e) => {
+      this.pointer = { x: e.clientX, y: e.clientY };
+      if (this.extruding) this.updateExtrude(e.clientY, e.ctrlKey);
+    });
+    this.canvas.addEventListener(
+      'pointerdown',
+      (e) => {
+        if (!this.extruding || e.button !== 0) return;
+        e.stopPropagation();
+        this.commitExtrude();
+      },
+      { capture: true },
+    );
     await this.viewport.start();
     this.applyRole();
     this.session.onEvent = (e) => this.onEvent(e);
@@ -256,6 +297,35 @@ export class Editor {
     this.editButtons.push(this.undoButton, this.redoButton);
     const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
     palette.append(this.undoButton, this.redoButton, h('span', { class: 'sep', 'aria-hidden': 'true' }));
+    const modeButton = (key: Mode | ElementMode, label: string, title: string, act: () => void) => {
+      const b = h('button', { type: 'button', 'aria-pressed': 'false', title, 'data-mode': key }, label);
+      b.addEventListener('click', act);
+      this.modeButtons.set(key, b);
+      return b;
+    };
+    palette.append(
+      modeButton('object', 'Object', 'Object mode (Tab)', () => this.mode === 'edit' && this.toggleEdit()),
+      modeButton('edit', 'Edit', 'Edit the selected mesh (Tab)', () => this.mode === 'object' && this.toggleEdit()),
+      h('span', { class: 'sep', 'aria-hidden': 'true' }),
+    );
+    this.editPalette.append(
+      modeButton('vertex', 'Vertex', 'Select vertices (1)', () => this.setElementMode('vertex')),
+      modeButton('edge', 'Edge', 'Select edges (2)', () => this.setElementMode('edge')),
+      modeButton('face', 'Face', 'Select faces (3)', () => this.setElementMode('face')),
+      h('span', { class: 'sep', 'aria-hidden': 'true' }),
+    );
+    for (const [label, title, act] of [
+      ['Extrude', 'Extrude the selected faces (E; move the mouse, click; Ctrl snaps)', () => this.beginExtrude()],
+      ['Subdivide', 'Subdivide the selected faces (W)', () => this.subdivide()],
+      ['Smooth', 'Catmull–Clark: the selected faces, or the whole mesh (Ctrl+1/2/3 for levels)', () => this.smooth(1)],
+      ['Mirror X', 'Mirror the mesh across its X plane (M)', () => this.mirror()],
+      ['Delete elements', 'Delete the selected elements (X)', () => this.deleteElements()],
+    ] as [string, string, () => void][]) {
+      const b = h('button', { type: 'button', title }, label);
+      b.addEventListener('click', act);
+      this.editButtons.push(b);
+      this.editPalette.append(b);
+    }
     for (const [tool, label, key] of TOOLS) {
       const b = h('button', { type: 'button', 'aria-pressed': 'false', title: `${label} (${key})` }, label);
       b.addEventListener('click', () => this.setTool(tool));
@@ -286,7 +356,7 @@ export class Editor {
       h('section', { 'aria-labelledby': 'history-h' }, h('h2', { id: 'history-h' }, 'History'), this.historyList),
     );
     const main = h('main', { class: 'view' }, this.canvas, this.overlay, this.toasts);
-    this.root.append(top, this.banner, palette, h('div', { class: 'body' }, main, side));
+    this.root.append(top, this.banner, palette, this.editPalette, h('div', { class: 'body' }, main, side));
     this.renderTools();
     return this.root;
   }
@@ -346,6 +416,7 @@ export class Editor {
       case 'changed':
         this.previews.replicaChanged();
         this.refresh();
+        this.refreshEdit();
         this.scheduleHistory();
         break;
       case 'ack':
@@ -355,6 +426,10 @@ export class Editor {
         this.telemetry.refusals += 1;
         if (e.code === 'conflict') this.telemetry.conflicts += 1;
         this.previews.refused(e.seq);
+        if (this.previewHeld) {
+          this.previewHeld = false;
+          this.viewport.showPreview(null);
+        }
         this.toast(
           namedEntities(refusalText(e, this.author), (id) => {
             const known = this.entity(id);
@@ -403,6 +478,32 @@ export class Editor {
     const inField = !!t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT');
     const action = shortcut(e.key, inField, { ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey });
     switch (action.kind) {
+      case 'mode':
+        this.toggleEdit();
+        break;
+      case 'elements':
+        if (this.mode !== 'edit') return;
+        this.setElementMode(action.mode);
+        break;
+      case 'extrude':
+        if (this.mode !== 'edit') return;
+        this.beginExtrude();
+        break;
+      case 'subdivide':
+        if (this.mode !== 'edit') return;
+        this.subdivide();
+        break;
+      case 'smooth':
+        if (this.mode !== 'edit') return;
+        this.smooth(action.levels);
+        break;
+      case 'mirror':
+        if (this.mode !== 'edit') return;
+        this.mirror();
+        break;
+      case 'duplicate':
+        this.duplicate();
+        break;
       case 'undo':
         this.undo(false);
         break;
@@ -413,11 +514,16 @@ export class Editor {
         this.setTool(action.tool);
         break;
       case 'delete':
-        this.deleteSelected();
+        if (this.mode === 'edit') this.deleteElements();
+        else this.deleteSelected();
         break;
       case 'deselect':
         if (inField) t?.blur();
-        this.select(null);
+        if (this.extruding) this.cancelExtrude();
+        else if (this.mode === 'edit') {
+          this.editSel = [];
+          this.renderEdit();
+        } else this.select(null);
         break;
       case 'telemetry':
         this.overlay.hidden = !this.overlay.hidden;
@@ -508,6 +614,7 @@ export class Editor {
 
   private select(id: number | null): void {
     if (this.selected === id) return;
+    if (this.mode === 'edit') this.exitEdit();
     this.selected = id;
     // Selection is shared (others see it highlighted) when this user may write; viewers keep
     // theirs local, since the server would refuse it.
@@ -515,6 +622,220 @@ export class Editor {
       this.submit([{ Select: { entities: id === null ? [] : [id] } }]);
     }
     this.refresh();
+  }
+
+  // ----------------------------------------------------------------------------- edit mode
+
+  /** Tab: edit the selected entity's mesh, or back to object mode. */
+  private toggleEdit(): void {
+    if (this.mode === 'edit') {
+      this.exitEdit();
+      return;
+    }
+    if (this.selected === null) {
+      this.toast('Select an object first, then Tab edits its mesh.', 'info');
+      return;
+    }
+    if (!this.guard()) return;
+    this.mode = 'edit';
+    this.editSel = [];
+    this.loadEditMesh(true);
+    this.renderModes();
+  }
+
+  private exitEdit(): void {
+    if (this.extruding) this.cancelExtrude();
+    this.mode = 'object';
+    this.editMesh = null;
+    this.editSel = [];
+    this.previewHeld = false;
+    this.viewport.exitEdit();
+    this.renderModes();
+    this.refresh();
+  }
+
+  private setElementMode(mode: ElementMode): void {
+    this.elementMode = mode;
+    this.renderModes();
+    this.renderEdit();
+  }
+
+  private renderModes(): void {
+    for (const [key, b] of this.modeButtons) {
+      const on = key === this.mode || (this.mode === 'edit' && key === this.elementMode);
+      b.setAttribute('aria-pressed', String(on));
+    }
+    this.editPalette.hidden = this.mode !== 'edit';
+    this.root.dataset.mode = this.mode;
+  }
+
+  /** Reads the edited entity's mesh from the replica (all of it: its own geometry only). */
+  private loadEditMesh(enter: boolean): void {
+    const id = this.selected;
+    const e = this.entity(id);
+    if (id === null || !e) {
+      this.exitEdit();
+      return;
+    }
+    const conn = this.session.conn;
+    this.editMesh = JSON.parse(conn.edit_mesh_json(id)) as EditMeshView;
+    this.editGeometry = e.geometry;
+    const faces = triangleFaces(this.editMesh);
+    const [pos, nor, idx] = [conn.edit_positions(id), conn.edit_normals(id), conn.edit_indices(id)];
+    if (enter) this.viewport.enterEdit(id, pos, nor, idx, faces);
+    else this.viewport.setEditMesh(pos, nor, idx, faces);
+    if (this.previewHeld) {
+      this.previewHeld = false;
+      this.viewport.showPreview(null);
+    }
+    this.editSel = keepSelection(this.editSel, this.editMesh);
+    this.renderEdit();
+  }
+
+  /** The replica moved on: reload the edit view if the edited mesh changed (or is gone). */
+  private refreshEdit(): void {
+    if (this.mode !== 'edit') return;
+    const e = this.entity(this.selected);
+    if (!e) {
+      this.exitEdit();
+      return;
+    }
+    if (e.geometry !== this.editGeometry) this.loadEditMesh(false);
+  }
+
+  private renderEdit(): void {
+    const m = this.editMesh;
+    if (!m || this.mode !== 'edit') return;
+    const want = new Set(this.editSel);
+    const faces: number[] = [];
+    m.faces.forEach((f, i) => want.has(elementKey(f.id)) && faces.push(i));
+    const selectedVertices: number[] = [];
+    m.vertices.forEach((v, i) => want.has(elementKey(v.id)) && selectedVertices.push(i));
+    const edges = m.edges.filter((e) => want.has(elementKey(e.id))).map((e) => [m.vertices[e.ends[0]].p, m.vertices[e.ends[1]].p] as [Vec3, Vec3]);
+    this.viewport.setEditLit({
+      faces,
+      vertices: m.vertices.map((v) => v.p),
+      selectedVertices,
+      edges,
+      dots: this.elementMode === 'vertex',
+    });
+    this.root.dataset.editSelection = String(this.editSel.length);
+  }
+
+  private editPick(face: number | null, local: Vec3 | null, additive: boolean): void {
+    if (!this.editMesh || this.extruding) return;
+    const key = face === null || local === null ? null : pickElement(this.editMesh, face, local, this.elementMode);
+    this.editSel = toggleSelection(this.editSel, key, additive);
+    this.renderEdit();
+  }
+
+  private editTarget(): { entity: number; mesh: EditMeshView } | null {
+    if (this.mode !== 'edit' || this.selected === null || !this.editMesh) return null;
+    if (!this.guard()) return null;
+    return { entity: this.selected, mesh: this.editMesh };
+  }
+
+  /** E: the selected faces follow the mouse outwards until a click (Escape cancels). */
+  private beginExtrude(): void {
+    const t = this.editTarget();
+    if (!t || this.extruding) return;
+    const { faces } = selectedElements(t.mesh, this.editSel);
+    if (faces.length === 0) {
+      this.toast('Select faces to extrude (3, then click a face).', 'info');
+      return;
+    }
+    const e = this.entity(t.entity);
+    const perPixel = this.viewport.metresPerPixel(e ? e.translation : [0, 0, 0]);
+    this.extruding = { entity: t.entity, faces, startY: this.pointer.y, perPixel, distance: 0, snap: false };
+    this.viewport.modal = true;
+    this.root.dataset.extruding = 'true';
+  }
+
+  private updateExtrude(y: number, snap: boolean): void {
+    const x = this.extruding;
+    if (!x) return;
+    x.distance = extrudeDistance(x.startY - y, x.perPixel, snap);
+    x.snap = snap;
+    const cmd = extrudeCommand(x.entity, x.faces, x.distance, x.snap);
+    const conn = this.session.conn;
+    if (x.distance !== 0 && conn.preview_edit(JSON.stringify(cmd))) {
+      this.viewport.showPreview({ positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() });
+    } else {
+      this.viewport.showPreview(null);
+    }
+  }
+
+  private commitExtrude(): void {
+    const x = this.extruding;
+    if (!x) return;
+    this.extruding = null;
+    this.viewport.modal = false;
+    delete this.root.dataset.extruding;
+    if (x.distance === 0) {
+      this.viewport.showPreview(null);
+      return;
+    }
+    // The preview stays until the result is in the replica (no flash of the old mesh).
+    this.previewHeld = true;
+    this.submit([extrudeCommand(x.entity, x.faces, x.distance, x.snap)]);
+  }
+
+  private cancelExtrude(): void {
+    this.extruding = null;
+    this.viewport.modal = false;
+    delete this.root.dataset.extruding;
+    this.viewport.showPreview(null);
+  }
+
+  private subdivide(): void {
+    const t = this.editTarget();
+    if (!t) return;
+    const { faces } = selectedElements(t.mesh, this.editSel);
+    if (faces.length === 0) {
+      this.toast('Select faces to subdivide.', 'info');
+      return;
+    }
+    this.submit([{ SubdivideFaces: { entity: t.entity, faces, cuts: 1 } }]);
+  }
+
+  /** Catmull–Clark of the selected faces, or of the whole mesh when none are selected. */
+  private smooth(levels: number): void {
+    const t = this.editTarget();
+    if (!t) return;
+    const { faces } = selectedElements(t.mesh, this.editSel);
+    this.submit([{ Smooth: { entity: t.entity, faces, levels } }]);
+  }
+
+  private mirror(): void {
+    const t = this.editTarget();
+    if (!t) return;
+    this.submit([{ Mirror: { entity: t.entity, axis: 'X', weld: true } }]);
+  }
+
+  private deleteElements(): void {
+    const t = this.editTarget();
+    if (!t) return;
+    const { vertices, edges, faces } = selectedElements(t.mesh, this.editSel);
+    if (vertices.length + edges.length + faces.length === 0) {
+      this.toast('Nothing selected to delete.', 'info');
+      return;
+    }
+    this.submit([{ DeleteElements: { entity: t.entity, vertices, edges, faces } }]);
+    this.editSel = [];
+  }
+
+  /** Shift+D: a copy of the selected object beside it, selected. */
+  private duplicate(): void {
+    if (this.mode === 'edit' || this.selected === null || !this.guard() || this.author === null) return;
+    const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
+    const counter = nextCounter(this.author, this.view.entities.map((e) => e.id), remembered);
+    localStorage.setItem(this.counterKey, String(counter));
+    const copy = this.author * 2 ** 32 + counter;
+    this.submit([
+      { Duplicate: { entity: this.selected, copy, offset: [1.5, 0, 0] } },
+      { Select: { entities: [copy] } },
+    ]);
+    this.selected = copy;
   }
 
   private setColor(hex: string): void {
@@ -774,6 +1095,27 @@ export class Editor {
         previews: this.previews.size,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
+      /** Edit mode: the mode, the selected element keys, and where a face's centre shows. */
+      edit: () => ({ mode: this.mode, elementMode: this.elementMode, selection: [...this.editSel], extruding: this.extruding !== null }),
+      faceCentre: (index: number) => {
+        const m = this.editMesh;
+        const f = m?.faces[index];
+        if (!m || !f || this.selected === null) return null;
+        const c = [0, 1, 2].map((k) => f.corners.reduce((s, i) => s + m.vertices[i].p[k], 0) / f.corners.length) as Vec3;
+        return this.viewport.projectLocal(this.selected, c);
+      },
+      /** The index of the face whose centre is highest (the top of a box). */
+      topFace: () => {
+        const m = this.editMesh;
+        if (!m) return -1;
+        let best = -1;
+        let bestY = -Infinity;
+        m.faces.forEach((f, i) => {
+          const y = f.corners.reduce((s, c) => s + m.vertices[c].p[1], 0) / f.corners.length;
+          if (y > bestY) [best, bestY] = [i, y];
+        });
+        return best;
+      },
       /** Render every frame (benchmarks) instead of on change. */
       continuous: (on: boolean) => {
         this.viewport.continuous = on;

@@ -32,6 +32,15 @@ import {
   namedAuthors,
   namedEntities,
   type HistoryStep,
+  elementKey,
+  extrudeCommand,
+  extrudeDistance,
+  keepSelection,
+  pickElement,
+  selectedElements,
+  toggleSelection,
+  triangleFaces,
+  type EditMeshView,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -314,5 +323,73 @@ describe("others' live previews", () => {
     const p = applyRemotePreview(new Map(), { author: 2, entity: 7, transform: t(1) }, t(0), 1000);
     expect(remotePreviewShown(p.get(7), t(0), 1000 + REMOTE_PREVIEW_TTL_MS + 1)).toBeUndefined();
     expect(applyRemotePreview(p, { author: 2, entity: 7, transform: t(3) }, undefined, 1100).has(7)).toBe(false);
+  });
+});
+
+describe('edit mode', () => {
+  const k = (index: number) => ({ by: { lamport: 1, author: 2 }, index });
+  // A unit square split into a quad and a triangle: vertices 0..4, faces 5 and 6.
+  const mesh: EditMeshView = {
+    vertices: [
+      { id: k(0), p: [0, 0, 0] },
+      { id: k(1), p: [1, 0, 0] },
+      { id: k(2), p: [1, 0, 1] },
+      { id: k(3), p: [0, 0, 1] },
+      { id: k(4), p: [2, 0, 0] },
+    ],
+    faces: [
+      { id: k(5), corners: [0, 3, 2, 1] },
+      { id: k(6), corners: [1, 2, 4] },
+    ],
+    edges: [
+      { id: k(7), ends: [0, 1] },
+      { id: k(8), ends: [1, 2] },
+      { id: k(9), ends: [2, 3] },
+      { id: k(10), ends: [0, 3] },
+      { id: k(11), ends: [1, 4] },
+      { id: k(12), ends: [2, 4] },
+    ],
+  };
+
+  it('switches modes and element kinds with Blender keys', () => {
+    expect(shortcut('Tab', false)).toEqual({ kind: 'mode' });
+    expect(shortcut('1', false)).toEqual({ kind: 'elements', mode: 'vertex' });
+    expect(shortcut('2', false)).toEqual({ kind: 'elements', mode: 'edge' });
+    expect(shortcut('3', false)).toEqual({ kind: 'elements', mode: 'face' });
+    expect(shortcut('e', false)).toEqual({ kind: 'extrude' });
+    expect(shortcut('x', false)).toEqual({ kind: 'delete' });
+    expect(shortcut('w', false)).toEqual({ kind: 'subdivide' });
+    expect(shortcut('2', false, { ctrl: true })).toEqual({ kind: 'smooth', levels: 2 });
+    expect(shortcut('D', false, { shift: true })).toEqual({ kind: 'duplicate' });
+    expect(shortcut('Tab', true)).toEqual({ kind: 'none' });
+  });
+
+  it('maps triangles to faces and a click to the element under it', () => {
+    expect(triangleFaces(mesh)).toEqual([0, 0, 1]);
+    expect(pickElement(mesh, 0, [0.5, 0, 0.5], 'face')).toBe('1.2.5');
+    expect(pickElement(mesh, 0, [0.9, 0, 0.95], 'vertex')).toBe('1.2.2');
+    expect(pickElement(mesh, 1, [1.5, 0, 0.05], 'edge')).toBe('1.2.11');
+    expect(pickElement(mesh, 7, [0, 0, 0], 'face')).toBeNull();
+  });
+
+  it('selects, adds with Shift, removes with Shift again, and forgets what is gone', () => {
+    let sel = toggleSelection([], '1.2.5', false);
+    sel = toggleSelection(sel, '1.2.6', true);
+    expect(sel).toEqual(['1.2.5', '1.2.6']);
+    expect(toggleSelection(sel, '1.2.5', true)).toEqual(['1.2.6']);
+    expect(toggleSelection(sel, null, false)).toEqual([]);
+    expect(keepSelection(['1.2.5', '9.9.9'], mesh)).toEqual(['1.2.5']);
+    const s = selectedElements(mesh, ['1.2.5', '1.2.3', '1.2.8']);
+    expect(s.faces.map(elementKey)).toEqual(['1.2.5']);
+    expect(s.vertices.map(elementKey)).toEqual(['1.2.3']);
+    expect(s.edges.map(elementKey)).toEqual(['1.2.8']);
+  });
+
+  it('turns mouse travel into an extrude distance, snapped with Ctrl', () => {
+    expect(extrudeDistance(100, 0.01, false)).toBe(1);
+    expect(extrudeDistance(37, 0.01, true)).toBe(0.25);
+    expect(extrudeCommand(7, [k(5)], 0.5, true)).toEqual({
+      ExtrudeFaces: { entity: 7, faces: [k(5)], direction: { Normal: { distance_m: 0.5 } }, snap_m: 0.25 },
+    });
   });
 });

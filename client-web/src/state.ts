@@ -356,6 +356,13 @@ export function linearToHex([r, g, b]: [number, number, number, number]): string
 // Keyboard shortcuts.
 
 export type Action =
+  | { kind: 'mode' }
+  | { kind: 'elements'; mode: 'vertex' | 'edge' | 'face' }
+  | { kind: 'extrude' }
+  | { kind: 'subdivide' }
+  | { kind: 'smooth'; levels: number }
+  | { kind: 'duplicate' }
+  | { kind: 'mirror' }
   | { kind: 'undo' }
   | { kind: 'redo' }
   | { kind: 'tool'; tool: Tool }
@@ -379,11 +386,30 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
     const k = key.toLowerCase();
     if (k === 'z') return { kind: mods.shift ? 'redo' : 'undo' };
     if (k === 'y') return { kind: 'redo' };
+    if (key === '1' || key === '2' || key === '3') return { kind: 'smooth', levels: Number(key) };
     return { kind: 'none' };
   }
   if (mods.ctrl) return { kind: 'none' };
   if (inTextField) return key === 'Escape' ? { kind: 'deselect' } : { kind: 'none' };
+  if (mods.shift && (key === 'D' || key === 'd')) return { kind: 'duplicate' };
   switch (key) {
+    case 'Tab':
+      return { kind: 'mode' };
+    case '1':
+      return { kind: 'elements', mode: 'vertex' };
+    case '2':
+      return { kind: 'elements', mode: 'edge' };
+    case '3':
+      return { kind: 'elements', mode: 'face' };
+    case 'e':
+    case 'E':
+      return { kind: 'extrude' };
+    case 'w':
+    case 'W':
+      return { kind: 'subdivide' };
+    case 'm':
+    case 'M':
+      return { kind: 'mirror' };
     case 'g':
     case 'G':
       return { kind: 'tool', tool: 'move' };
@@ -396,6 +422,8 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
     case 'q':
     case 'Q':
       return { kind: 'tool', tool: 'select' };
+    case 'x':
+    case 'X':
     case 'Delete':
     case 'Backspace':
       return { kind: 'delete' };
@@ -558,4 +586,122 @@ export function asOneStep(commands: Command[], label: string): Command[] {
   const edits = commands.filter((c) => !('Select' in c) && !('ToolActivate' in c) && !('ToolDeactivate' in c));
   if (edits.length < 2) return commands;
   return [{ Step: { entries: edits.length, label } }, ...commands];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edit mode (Blender habits): Tab toggles it on the selected entity; 1/2/3 pick vertex, edge or
+// face selection; click selects, Shift+click adds or removes; E extrudes the selected faces
+// (Ctrl snaps the distance to the grid); X or Delete deletes the selected elements.
+
+export type Mode = 'object' | 'edit';
+export type ElementMode = 'vertex' | 'edge' | 'face';
+
+/** An element id in the shape commands take it (`ElementId` in serde's JSON). */
+export interface ElementKey {
+  by: { lamport: number; author: number };
+  index: number;
+}
+
+/** The editable mesh of one entity, as `edit_mesh_json` gives it. */
+export interface EditMeshView {
+  faces: { id: ElementKey; corners: number[] }[];
+  vertices: { id: ElementKey; p: Vec3 }[];
+  edges: { id: ElementKey; ends: [number, number] }[];
+}
+
+/** A stable text form of an element id (selection sets, data attributes). */
+export function elementKey(k: ElementKey): string {
+  return `${k.by.lamport}.${k.by.author}.${k.index}`;
+}
+
+/** For each triangle of the edit triangulation (each face's fan, in face order), its face. */
+export function triangleFaces(mesh: EditMeshView): number[] {
+  const out: number[] = [];
+  mesh.faces.forEach((f, i) => {
+    for (let t = 0; t + 2 < f.corners.length; t += 1) out.push(i);
+  });
+  return out;
+}
+
+function dist2(a: Vec3, b: Vec3): number {
+  return (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2;
+}
+
+/**
+ * The element a click on face `face` at `local` (entity space) picks: the face, its nearest
+ * corner, or its nearest side (by the side's midpoint).
+ */
+export function pickElement(mesh: EditMeshView, face: number, local: Vec3, mode: ElementMode): string | null {
+  const f = mesh.faces[face];
+  if (!f) return null;
+  if (mode === 'face') return elementKey(f.id);
+  const pos = (i: number) => mesh.vertices[i].p;
+  if (mode === 'vertex') {
+    let best = f.corners[0];
+    for (const c of f.corners) if (dist2(pos(c), local) < dist2(pos(best), local)) best = c;
+    return elementKey(mesh.vertices[best].id);
+  }
+  let best: [number, number] = [f.corners[0], f.corners[1]];
+  let bestD = Infinity;
+  f.corners.forEach((a, i) => {
+    const b = f.corners[(i + 1) % f.corners.length];
+    const [pa, pb] = [pos(a), pos(b)];
+    const mid: Vec3 = [(pa[0] + pb[0]) / 2, (pa[1] + pb[1]) / 2, (pa[2] + pb[2]) / 2];
+    const d = dist2(mid, local);
+    if (d < bestD) [best, bestD] = [[a, b], d];
+  });
+  const [a, b] = best;
+  const e = mesh.edges.find((x) => (x.ends[0] === a && x.ends[1] === b) || (x.ends[0] === b && x.ends[1] === a));
+  return e ? elementKey(e.id) : null;
+}
+
+/** A click's effect on the selection: replace it, or with Shift add (or remove) the element. */
+export function toggleSelection(selected: string[], key: string | null, additive: boolean): string[] {
+  if (key === null) return additive ? selected : [];
+  if (!additive) return [key];
+  return selected.includes(key) ? selected.filter((k) => k !== key) : [...selected, key];
+}
+
+/** Keeps only selected keys the mesh still has (after someone else's edit). */
+export function keepSelection(selected: string[], mesh: EditMeshView): string[] {
+  const present = new Set<string>([
+    ...mesh.faces.map((f) => elementKey(f.id)),
+    ...mesh.vertices.map((v) => elementKey(v.id)),
+    ...mesh.edges.map((e) => elementKey(e.id)),
+  ]);
+  return selected.filter((k) => present.has(k));
+}
+
+/** The selected elements by kind, as commands name them. */
+export function selectedElements(
+  mesh: EditMeshView,
+  selected: string[],
+): { vertices: ElementKey[]; edges: ElementKey[]; faces: ElementKey[] } {
+  const want = new Set(selected);
+  return {
+    vertices: mesh.vertices.filter((v) => want.has(elementKey(v.id))).map((v) => v.id),
+    edges: mesh.edges.filter((e) => want.has(elementKey(e.id))).map((e) => e.id),
+    faces: mesh.faces.filter((f) => want.has(elementKey(f.id))).map((f) => f.id),
+  };
+}
+
+/** Grid step an extrude distance snaps to with Ctrl held, metres. */
+export const EXTRUDE_SNAP_M = 0.25;
+
+/** The extrude distance for a mouse moved `pixelsUp` (up is outwards), at `metresPerPixel`. */
+export function extrudeDistance(pixelsUp: number, metresPerPixel: number, snap: boolean): number {
+  const d = pixelsUp * metresPerPixel;
+  return snap ? Math.round(d / EXTRUDE_SNAP_M) * EXTRUDE_SNAP_M : Math.round(d * 1000) / 1000;
+}
+
+/** The extrude command of the selected faces (one undo step). */
+export function extrudeCommand(entity: number, faces: ElementKey[], distance: number, snap: boolean): Command {
+  return {
+    ExtrudeFaces: {
+      entity,
+      faces,
+      direction: { Normal: { distance_m: distance } },
+      snap_m: snap ? EXTRUDE_SNAP_M : null,
+    },
+  };
 }

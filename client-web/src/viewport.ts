@@ -30,6 +30,37 @@ interface Slot {
 
 const MATRIX = new THREE.Matrix4();
 const COLOR = new THREE.Color();
+const ZERO = new THREE.Vector3(0, 0, 0);
+/** Selected elements in edit mode (Blender's orange). */
+const LIT = 0xff9a2e;
+
+/** The editable mesh of the entity in edit mode, drawn instead of its instance. */
+interface EditView {
+  id: number;
+  group: THREE.Group;
+  mesh: THREE.Mesh;
+  /** Triangle → face index (the edit triangulation). */
+  faces: number[];
+  wire: THREE.LineSegments;
+  lit: THREE.Mesh;
+  litEdges: THREE.LineSegments;
+  dots: THREE.InstancedMesh;
+  preview: THREE.Mesh | null;
+}
+
+/** Selected elements to light, in entity space. */
+export interface EditLit {
+  /** Face indices (of the edit mesh's faces). */
+  faces: number[];
+  /** Vertex positions, all of them (drawn as dots in vertex mode). */
+  vertices: Vec3[];
+  /** Which of `vertices` are selected. */
+  selectedVertices: number[];
+  /** Selected edges as position pairs. */
+  edges: [Vec3, Vec3][];
+  /** Show every vertex as a dot (vertex mode). */
+  dots: boolean;
+}
 
 export class Viewport {
   renderer!: THREE.WebGPURenderer;
@@ -73,6 +104,11 @@ export class Viewport {
   onPick: (id: number | null) => void = () => {};
   /** The pointer moved over the scene (hit point in scene space). */
   onHover: (point: Vec3 | null) => void = () => {};
+  /** Edit mode: a click on the edited mesh (face index, entity-space point), or off it. */
+  onEditPick: (face: number | null, local: Vec3 | null, additive: boolean) => void = () => {};
+  /** While true (a modal gesture such as an extrude), clicks pick nothing. */
+  modal = false;
+  private edit: EditView | null = null;
 
   constructor(private canvas: HTMLCanvasElement, private meshes: MeshSource) {
     this.camera = new THREE.PerspectiveCamera(55, 1, 0.05, 500);
@@ -242,8 +278,8 @@ export class Viewport {
     }
     this.updateOutlines();
 
-    // The gizmo follows this user's selection, through the proxy.
-    const slot = selected !== null ? this.slots.get(selected) : undefined;
+    // The gizmo follows this user's selection, through the proxy (not in edit mode).
+    const slot = selected !== null && !this.edit ? this.slots.get(selected) : undefined;
     if (slot && selected !== null) {
       if (!this.dragging(selected)) {
         this.proxy.userData.entity = selected;
@@ -264,7 +300,9 @@ export class Viewport {
     if (!slot) return;
     slot.transform = t;
     const batch = this.batches.get(slot.batch)!;
-    MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), new THREE.Vector3(...t.scale));
+    const editing = this.edit?.id === id;
+    if (editing) applyTransform(this.edit!.group, t);
+    MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), editing ? ZERO : new THREE.Vector3(...t.scale));
     batch.mesh.setMatrixAt(slot.index, MATRIX);
     batch.mesh.instanceMatrix.needsUpdate = true;
     batch.mesh.boundingSphere = null; // recomputed for raycasts
@@ -445,6 +483,159 @@ export class Viewport {
     return { position: [p.x, p.y, p.z], rotation: [q.x, q.y, q.z, q.w] };
   }
 
+  /** Edit mode on entity `id`: its editable mesh (edit triangulation) replaces its instance. */
+  enterEdit(id: number, positions: Float32Array, normals: Float32Array, indices: Uint32Array, faces: number[]): void {
+    this.exitEdit();
+    const group = new THREE.Group();
+    const mesh = new THREE.Mesh(geometryOf(positions, normals, indices), this.editMaterial(0xb8bcc6));
+    const wire = new THREE.LineSegments(new THREE.BufferGeometry(), new THREE.LineBasicNodeMaterial({ color: 0x15171c }));
+    const lit = new THREE.Mesh(new THREE.BufferGeometry(), this.editMaterial(LIT));
+    const litEdges = new THREE.LineSegments(new THREE.BufferGeometry(), new THREE.LineBasicNodeMaterial({ color: LIT }));
+    const dot = new THREE.OctahedronGeometry(0.025);
+    const dots = new THREE.InstancedMesh(dot, new THREE.MeshBasicNodeMaterial(), 1);
+    dots.count = 0;
+    dots.frustumCulled = false;
+    group.add(mesh, wire, lit, litEdges, dots);
+    this.scene.add(group);
+    this.edit = { id, group, mesh, faces, wire, lit, litEdges, dots, preview: null };
+    this.setEditMesh(positions, normals, indices, faces);
+    const slot = this.slots.get(id);
+    if (slot) this.place(id, slot.transform);
+    if (this.gizmo.object) this.gizmo.detach();
+    this.invalidate();
+  }
+
+  /** The entity in edit mode, if any. */
+  editing(): number | null {
+    return this.edit?.id ?? null;
+  }
+
+  /** New geometry for the edited mesh (someone's edit landed, or one's own). */
+  setEditMesh(positions: Float32Array, normals: Float32Array, indices: Uint32Array, faces: number[]): void {
+    const e = this.edit;
+    if (!e) return;
+    e.mesh.geometry.dispose();
+    e.mesh.geometry = geometryOf(positions, normals, indices);
+    e.faces = faces;
+    // Face outlines: each triangle fan's outer edges (consecutive corners of one face).
+    const seg: number[] = [];
+    const firstOf = new Map<number, number>();
+    faces.forEach((f, t) => {
+      if (!firstOf.has(f)) firstOf.set(f, t);
+    });
+    const corner = (i: number) => [positions[i * 3], positions[i * 3 + 1], positions[i * 3 + 2]];
+    for (const [f, t0] of firstOf) {
+      const start = indices[t0 * 3];
+      let tris = 0;
+      while (faces[t0 + tris] === f) tris += 1;
+      const n = tris + 2;
+      for (let c = 0; c < n; c += 1) seg.push(...corner(start + c), ...corner(start + ((c + 1) % n)));
+    }
+    e.wire.geometry.dispose();
+    e.wire.geometry = new THREE.BufferGeometry();
+    e.wire.geometry.setAttribute('position', new THREE.Float32BufferAttribute(seg, 3));
+    this.invalidate();
+  }
+
+  /** Lights the selected elements of the edited mesh. */
+  setEditLit(lit: EditLit): void {
+    const e = this.edit;
+    if (!e) return;
+    const g = e.mesh.geometry;
+    const pos = g.getAttribute('position') as THREE.BufferAttribute;
+    const nor = g.getAttribute('normal') as THREE.BufferAttribute;
+    const idx = g.getIndex()!;
+    const want = new Set(lit.faces);
+    const tri: number[] = [];
+    e.faces.forEach((f, t) => {
+      if (!want.has(f)) return;
+      for (let k = 0; k < 3; k += 1) {
+        const i = idx.getX(t * 3 + k);
+        // Just off the surface, so it never fights the face it lights.
+        tri.push(pos.getX(i) + nor.getX(i) * 0.002, pos.getY(i) + nor.getY(i) * 0.002, pos.getZ(i) + nor.getZ(i) * 0.002);
+      }
+    });
+    e.lit.geometry.dispose();
+    e.lit.geometry = new THREE.BufferGeometry();
+    e.lit.geometry.setAttribute('position', new THREE.Float32BufferAttribute(tri, 3));
+    e.litEdges.geometry.dispose();
+    e.litEdges.geometry = new THREE.BufferGeometry();
+    e.litEdges.geometry.setAttribute('position', new THREE.Float32BufferAttribute(lit.edges.flatMap(([a, b]) => [...a, ...b]), 3));
+    const shown = lit.dots ? lit.vertices.length : 0;
+    if (shown > e.dots.instanceMatrix.count) {
+      const dots = new THREE.InstancedMesh(e.dots.geometry, e.dots.material, Math.max(shown, 2 * e.dots.instanceMatrix.count));
+      dots.frustumCulled = false;
+      e.group.remove(e.dots);
+      e.dots.dispose();
+      e.group.add(dots);
+      e.dots = dots;
+    }
+    const selected = new Set(lit.selectedVertices);
+    for (let i = 0; i < shown; i += 1) {
+      MATRIX.makeTranslation(...lit.vertices[i]);
+      e.dots.setMatrixAt(i, MATRIX);
+      e.dots.setColorAt(i, COLOR.set(selected.has(i) ? LIT : 0x15171c));
+    }
+    e.dots.count = shown;
+    e.dots.instanceMatrix.needsUpdate = true;
+    if (e.dots.instanceColor) e.dots.instanceColor.needsUpdate = true;
+    this.invalidate();
+  }
+
+  /** Shows what an edit in progress would make (or, with `null`, the mesh as it is). */
+  showPreview(mesh: { positions: Float32Array; normals: Float32Array; indices: Uint32Array } | null): void {
+    const e = this.edit;
+    if (!e) return;
+    if (e.preview) {
+      e.group.remove(e.preview);
+      e.preview.geometry.dispose();
+      e.preview = null;
+    }
+    if (mesh) {
+      e.preview = new THREE.Mesh(geometryOf(mesh.positions, mesh.normals, mesh.indices), this.editMaterial(0xd9dce3));
+      e.group.add(e.preview);
+    }
+    e.mesh.visible = mesh === null;
+    e.lit.visible = mesh === null;
+    e.wire.visible = mesh === null;
+    this.invalidate();
+  }
+
+  /** Back to object mode: the instance shows again. */
+  exitEdit(): void {
+    const e = this.edit;
+    if (!e) return;
+    this.edit = null;
+    this.scene.remove(e.group);
+    e.group.traverse((o) => {
+      if (o instanceof THREE.Mesh || o instanceof THREE.LineSegments) o.geometry.dispose();
+    });
+    const slot = this.slots.get(e.id);
+    if (slot) this.place(e.id, slot.transform);
+    this.invalidate();
+  }
+
+  /** Metres a pixel covers at scene point `p` (for gestures measured in pixels). */
+  metresPerPixel(p: Vec3): number {
+    const d = this.camera.position.distanceTo(new THREE.Vector3(...p));
+    const h = this.canvas.getBoundingClientRect().height || 1;
+    return (2 * d * Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2))) / h;
+  }
+
+  /** Where entity-space point `p` of entity `id` shows in the canvas (client pixels). */
+  projectLocal(id: number, p: Vec3): [number, number] | null {
+    const slot = this.slots.get(id);
+    if (!slot) return null;
+    const t = slot.transform;
+    MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), new THREE.Vector3(...t.scale));
+    const w = new THREE.Vector3(...p).applyMatrix4(MATRIX);
+    return this.project([w.x, w.y, w.z]);
+  }
+
+  private editMaterial(color: number): THREE.MeshStandardNodeMaterial {
+    return new THREE.MeshStandardNodeMaterial({ color, roughness: 0.6, metalness: 0.0, side: THREE.DoubleSide });
+  }
+
   private pointerRay(ev: PointerEvent): void {
     const r = this.canvas.getBoundingClientRect();
     const ndc = new THREE.Vector2(((ev.clientX - r.left) / r.width) * 2 - 1, -((ev.clientY - r.top) / r.height) * 2 + 1);
@@ -473,8 +664,18 @@ export class Viewport {
       const moved = Math.hypot(ev.clientX - down.x, ev.clientY - down.y);
       down = null;
       // A click, not an orbit drag, and not on the gizmo.
-      if (moved > 4 || (this.gizmo as unknown as { axis: string | null }).axis) return;
+      if (moved > 4 || this.modal || (this.gizmo as unknown as { axis: string | null }).axis) return;
       this.pointerRay(ev);
+      if (this.edit) {
+        const h = this.raycaster.intersectObject(this.edit.mesh, false)[0];
+        if (h && h.faceIndex !== undefined && h.faceIndex !== null) {
+          const local = this.edit.mesh.worldToLocal(h.point.clone());
+          this.onEditPick(this.edit.faces[h.faceIndex] ?? null, [local.x, local.y, local.z], ev.shiftKey);
+        } else {
+          this.onEditPick(null, null, ev.shiftKey);
+        }
+        return;
+      }
       this.onPick(this.hit().id);
     });
     let last = 0;
@@ -487,6 +688,15 @@ export class Viewport {
       this.onHover(p ? [p.x, p.y, p.z] : null);
     });
   }
+}
+
+function geometryOf(positions: Float32Array, normals: Float32Array, indices: Uint32Array): THREE.BufferGeometry {
+  const g = new THREE.BufferGeometry();
+  g.setAttribute('position', new THREE.BufferAttribute(positions, 3));
+  g.setAttribute('normal', new THREE.BufferAttribute(normals, 3));
+  g.setIndex(new THREE.BufferAttribute(indices, 1));
+  g.computeBoundingSphere();
+  return g;
 }
 
 function transformOf(o: THREE.Object3D): Transform {

@@ -276,6 +276,35 @@ try {
     JSON.stringify(await A.page.getByTestId('history').textContent()));
   await A.page.screenshot({ path: join(artifacts, 'history-a.png') });
 
+  // Edit mode: A edits the cube's mesh — Tab, face selection (3), a click on the top face, E and
+  // the mouse up, a click — and C sees the extruded mesh.
+  await cubeAt(A.page).click();
+  const edit = (page) => page.evaluate(() => window.meshwork.edit());
+  await A.page.locator('body').press('Tab');
+  check('Tab enters edit mode on the selected cube', (await edit(A.page)).mode === 'edit', JSON.stringify(await edit(A.page)));
+  await A.page.locator('body').press('3');
+  const top = await A.page.evaluate(() => window.meshwork.topFace());
+  const [fx, fy] = await A.page.evaluate((i) => window.meshwork.faceCentre(i), top);
+  await A.page.mouse.click(fx, fy);
+  const picked = await edit(A.page);
+  check('a click selects the top face', picked.elementMode === 'face' && picked.selection.length === 1, JSON.stringify(picked));
+  const trianglesBefore = await C.page.evaluate(() => window.meshwork.triangles());
+  await A.page.locator('body').press('e');
+  await A.page.mouse.move(fx, fy - 90, { steps: 9 });
+  check('E starts an extrude that follows the mouse', (await edit(A.page)).extruding === true);
+  await A.page.screenshot({ path: join(artifacts, 'extrude-preview-a.png') });
+  await A.page.mouse.click(fx, fy - 90);
+  const extruded = await C.page
+    .waitForFunction((n) => window.meshwork.triangles() === n + 8, trianglesBefore, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("C sees A's extrude (a quad's four new sides: 8 more triangles)", extruded,
+    `${trianglesBefore} -> ${await C.page.evaluate(() => window.meshwork.triangles())}`);
+  await A.page.waitForFunction(() => !document.querySelector('.editor')?.dataset.extruding, null, { timeout: 5000 });
+  await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
+  await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
+  await A.page.locator('body').press('Tab');
+  check('Tab goes back to object mode', (await edit(A.page)).mode === 'object');
+
   // "Export glTF" (a viewer may export what it sees): the download passes the validator.
   const [download] = await Promise.all([
     B.page.waitForEvent('download', { timeout: 10000 }),

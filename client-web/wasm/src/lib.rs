@@ -31,6 +31,8 @@ pub struct Connection {
     /// Messages this wrapper adds to the reliable lane (pings).
     extra: Vec<ClientMsg>,
     presence_seq: u32,
+    /// The last edit preview (`preview_edit`), triangulated.
+    preview: Option<meshwork_protocol::mesh::RenderMesh>,
 }
 
 #[wasm_bindgen]
@@ -58,6 +60,7 @@ impl Connection {
             public_key,
             extra: Vec::new(),
             presence_seq: 0,
+            preview: None,
         })
     }
 
@@ -400,6 +403,125 @@ impl Connection {
         Some(e.geometry.render())
     }
 
+    /// The editable mesh of entity `id` (edit mode): `{faces: [{id, corners: [vertex index]}],
+    /// vertices: [{id, p: [x, y, z]}], edges: [{id, ends: [vertex index; 2]}]}`, each in id
+    /// order. Ids are in the shape
+    /// commands take them (`{"by": {"lamport", "author"}, "index"}`); the triangles of
+    /// [`Self::edit_positions`] are each face's fan, `corners.len() − 2` per face, in this order.
+    ///
+    /// # Errors
+    /// No such entity.
+    pub fn edit_mesh_json(&self, id: f64) -> Result<String, JsError> {
+        let m = self.edit_mesh(id).ok_or_else(|| err("no such entity"))?;
+        let rank: std::collections::BTreeMap<_, usize> = m
+            .vertices()
+            .keys()
+            .enumerate()
+            .map(|(i, v)| (*v, i))
+            .collect();
+        let faces: Vec<Value> = m
+            .faces()
+            .iter()
+            .map(|(f, corners)| {
+                json!({
+                    "id": f.0,
+                    "corners": corners.iter().filter_map(|c| rank.get(c)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let vertices: Vec<Value> = m
+            .vertices()
+            .iter()
+            .map(|(v, p)| json!({ "id": v.0, "p": p.to_array() }))
+            .collect();
+        let edges: Vec<Value> = m
+            .edges()
+            .iter()
+            .filter_map(|((a, b), k)| {
+                Some(json!({ "id": k.0, "ends": [rank.get(a)?, rank.get(b)?] }))
+            })
+            .collect();
+        serde_json::to_string(&json!({ "faces": faces, "vertices": vertices, "edges": edges }))
+            .map_err(err)
+    }
+
+    /// Corner positions of entity `id`'s editable mesh, triangulated face by face in id order
+    /// (see [`Self::edit_mesh_json`]).
+    #[must_use]
+    pub fn edit_positions(&self, id: f64) -> Vec<f32> {
+        self.edit_mesh(id)
+            .map(|m| m.triangulate().positions.into_iter().flatten().collect())
+            .unwrap_or_default()
+    }
+
+    /// Normals parallel to [`Self::edit_positions`].
+    #[must_use]
+    pub fn edit_normals(&self, id: f64) -> Vec<f32> {
+        self.edit_mesh(id)
+            .map(|m| m.triangulate().normals.into_iter().flatten().collect())
+            .unwrap_or_default()
+    }
+
+    /// Triangle indices into [`Self::edit_positions`].
+    #[must_use]
+    pub fn edit_indices(&self, id: f64) -> Vec<u32> {
+        self.edit_mesh(id)
+            .map(|m| m.triangulate().indices)
+            .unwrap_or_default()
+    }
+
+    fn edit_mesh(&self, id: f64) -> Option<meshwork_protocol::editmesh::EditMesh> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ids come from scene_json, exact below 2^53"
+        )]
+        let id = EntityId(id as u64);
+        let e = self.inner.replica().scene().entities.get(&id)?;
+        Some(e.geometry.edit_mesh(e.spawned_by))
+    }
+
+    /// What a mesh command (JSON) would make of its entity, without sending it: the same
+    /// operation the server runs, on a copy of the entity in the replica (a live preview of a
+    /// drag, for this user or from another's preview). Keeps the triangulated result for
+    /// [`Self::preview_positions`] and friends; `false` (and no preview) when the edit would be
+    /// refused.
+    ///
+    /// # Errors
+    /// JSON that is not a command.
+    pub fn preview_edit(&mut self, command: &str) -> Result<bool, JsError> {
+        let command: Command = serde_json::from_str(command).map_err(err)?;
+        self.preview = preview_of(self.inner.replica().scene(), self.inner.author(), &command);
+        Ok(self.preview.is_some())
+    }
+
+    /// Corner positions of the last preview (face by face, as [`Self::edit_positions`]).
+    #[must_use]
+    pub fn preview_positions(&self) -> Vec<f32> {
+        self.preview
+            .as_ref()
+            .map(|m| m.positions.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Normals of the last preview.
+    #[must_use]
+    pub fn preview_normals(&self) -> Vec<f32> {
+        self.preview
+            .as_ref()
+            .map(|m| m.normals.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Triangle indices of the last preview.
+    #[must_use]
+    pub fn preview_indices(&self) -> Vec<u32> {
+        self.preview
+            .as_ref()
+            .map(|m| m.indices.clone())
+            .unwrap_or_default()
+    }
+
     /// Hex SHA-256 of the replica's scene (compare with the server's).
     #[must_use]
     pub fn state_hash(&self) -> String {
@@ -518,6 +640,33 @@ pub fn ticket_role(ticket: &str) -> Option<String> {
 
 /// A cheap revision of a geometry: primitives never change; an edited mesh's element counts
 /// change with every topological edit (vertex moves keep them, so they count too).
+/// `command` applied to a copy of its entity (alone in a scratch scene), triangulated; `None`
+/// when the entity is missing or the edit would be refused.
+fn preview_of(
+    scene: &meshwork_protocol::scene::Scene,
+    author: Option<meshwork_protocol::AuthorId>,
+    command: &Command,
+) -> Option<meshwork_protocol::mesh::RenderMesh> {
+    use meshwork_protocol::scene::{Limits, Scene, Touched};
+    let author = author.unwrap_or_default();
+    let Touched::Entity(id) = Scene::touched(author, command) else {
+        return None;
+    };
+    let mut scratch = Scene::new();
+    scratch
+        .entities
+        .insert(id, scene.entities.get(&id)?.clone());
+    let by = meshwork_protocol::CommandId {
+        lamport: scene.lamport.saturating_add(1),
+        author,
+    };
+    scratch
+        .try_apply(by, author, command, &Limits::DEFAULT)
+        .ok()?;
+    let e = scratch.entities.get(&id)?;
+    Some(e.geometry.edit_mesh(e.spawned_by).triangulate())
+}
+
 fn geometry_rev(g: &Geometry) -> String {
     match g {
         Geometry::Primitive(_) => "0".to_owned(),
@@ -564,5 +713,58 @@ mod tests {
                 delta: glam::Vec3::new(0.5, 0.0, 0.0)
             }
         );
+    }
+
+    #[test]
+    fn a_preview_is_the_servers_operation_on_a_copy_and_a_refused_one_is_none() {
+        use meshwork_protocol::scene::Scene;
+        use meshwork_protocol::{AuthorId, CommandId, Primitive, Transform};
+        let a = AuthorId(1);
+        let e = EntityId::new(a, 1);
+        let mut scene = Scene::new();
+        scene.apply(
+            CommandId {
+                lamport: 1,
+                author: a,
+            },
+            a,
+            &Command::Spawn {
+                entity: e,
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            },
+        );
+        let before = scene.encode();
+        let m = scene.entities[&e]
+            .geometry
+            .edit_mesh(scene.entities[&e].spawned_by);
+        let top = *m.faces().keys().next().unwrap();
+        // The face id as the editor sends it (the shape `edit_mesh_json` gives).
+        let face = serde_json::to_value(top.0).unwrap();
+        let json = json!({"ExtrudeFaces": {"entity": e.0, "faces": [face],
+            "direction": {"Normal": {"distance_m": 0.5}}, "snap_m": null}});
+        let command: Command = serde_json::from_value(json).unwrap();
+        let preview = preview_of(&scene, Some(a), &command).unwrap();
+        assert_eq!(
+            preview.indices.len() / 3,
+            20,
+            "a cube with one face extruded: 10 quads"
+        );
+        assert_eq!(scene.encode(), before, "the replica is untouched");
+        let bad = Command::DeleteElements {
+            entity: e,
+            vertices: vec![],
+            edges: vec![],
+            faces: vec![meshwork_protocol::editmesh::FaceKey(
+                meshwork_protocol::editmesh::ElementId {
+                    by: CommandId {
+                        lamport: 9,
+                        author: a,
+                    },
+                    index: 0,
+                },
+            )],
+        };
+        assert!(preview_of(&scene, Some(a), &bad).is_none());
     }
 }
