@@ -42,6 +42,9 @@ import {
   type ElementKey,
   type ElementMode,
   type Mode,
+  type RemoteEdit,
+  applyRemoteEdit,
+  remoteEditShown,
   type HistoryStep,
   shownSelections,
   trim,
@@ -131,6 +134,9 @@ export class Editor {
   /** A committed edit's preview stays until the replica has the result (or it is refused). */
   private previewHeld = false;
   private pointer = { x: 0, y: 0 };
+  /** Others' mesh-edit previews, by entity. */
+  private remoteEdits = new Map<number, RemoteEdit>();
+  private lastEditPreviewAt = 0;
   private modeButtons = new Map<Mode | ElementMode, HTMLButtonElement>();
   private editPalette = h('div', { class: 'palette edit', role: 'toolbar', 'aria-label': 'Mesh tools', hidden: '' });
   /** Downloads the session's durable scene as GLB (the server's export, authorised by the ticket). */
@@ -465,6 +471,11 @@ export class Editor {
         this.redraw();
         break;
       }
+      case 'edit_preview': {
+        this.remoteEdits = applyRemoteEdit(this.remoteEdits, e, this.entity(e.entity)?.geometry, Date.now());
+        this.showRemoteEdit(e.entity);
+        break;
+      }
       case 'closed':
         this.connection = 'closed';
         this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
@@ -551,6 +562,7 @@ export class Editor {
     // A presence heartbeat: others see who is here (and where they look) even when idle.
     if (now - this.lastPresence > 1000) this.sendPresence(this.lastPoint);
     this.viewport.people(presentPeople(this.people, Date.now()), this.author);
+    for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
     this.renderPeople();
     if (!this.overlay.hidden) this.renderTelemetry();
   }
@@ -622,6 +634,27 @@ export class Editor {
       this.submit([{ Select: { entities: id === null ? [] : [id] } }]);
     }
     this.refresh();
+  }
+
+  /** Draws (or drops) another member's edit preview of `id`: their command on a copy here. */
+  private showRemoteEdit(id: number): void {
+    const r = this.remoteEdits.get(id);
+    const geometry = this.entity(id)?.geometry;
+    if (!r || !remoteEditShown(r, geometry, Date.now())) {
+      if (r) {
+        this.remoteEdits.delete(id);
+        this.viewport.remoteEdit(id, null, '');
+      }
+      return;
+    }
+    const conn = this.session.conn;
+    if (conn.preview_edit(JSON.stringify(r.command))) {
+      this.viewport.remoteEdit(
+        id,
+        { positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() },
+        authorColor(r.author),
+      );
+    }
   }
 
   // ----------------------------------------------------------------------------- edit mode
@@ -757,6 +790,12 @@ export class Editor {
     x.distance = extrudeDistance(x.startY - y, x.perPixel, snap);
     x.snap = snap;
     const cmd = extrudeCommand(x.entity, x.faces, x.distance, x.snap);
+    // Others see it too, at most every 30 ms (the presence lane, latest wins).
+    const now = performance.now();
+    if (now - this.lastEditPreviewAt >= 30) {
+      this.lastEditPreviewAt = now;
+      this.session.editPreview(x.entity, x.distance !== 0 ? cmd : null);
+    }
     const conn = this.session.conn;
     if (x.distance !== 0 && conn.preview_edit(JSON.stringify(cmd))) {
       this.viewport.showPreview({ positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() });
@@ -771,6 +810,7 @@ export class Editor {
     this.extruding = null;
     this.viewport.modal = false;
     delete this.root.dataset.extruding;
+    this.session.editPreview(x.entity, null);
     if (x.distance === 0) {
       this.viewport.showPreview(null);
       return;
@@ -781,6 +821,7 @@ export class Editor {
   }
 
   private cancelExtrude(): void {
+    if (this.extruding) this.session.editPreview(this.extruding.entity, null);
     this.extruding = null;
     this.viewport.modal = false;
     delete this.root.dataset.extruding;
@@ -937,6 +978,7 @@ export class Editor {
   private refresh(): void {
     if (!this.synced) return;
     this.view = this.session.scene();
+    for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
     if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
     const present = presentPeople(this.people, Date.now());
     const view = { ...this.view, selections: shownSelections(this.view.selections, present, this.author) };
@@ -1104,6 +1146,8 @@ export class Editor {
         const c = [0, 1, 2].map((k) => f.corners.reduce((s, i) => s + m.vertices[i].p[k], 0) / f.corners.length) as Vec3;
         return this.viewport.projectLocal(this.selected, c);
       },
+      /** Entities showing another member's mesh-edit preview. */
+      remoteEdits: () => this.viewport.remoteEditIds(),
       /** The index of the face whose centre is highest (the top of a box). */
       topFace: () => {
         const m = this.editMesh;

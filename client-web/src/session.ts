@@ -17,6 +17,7 @@ export type SessionEvent =
   | ({ type: 'presence' } & PresenceEvent)
   | { type: 'left'; author: number }
   | { type: 'preview'; author: number; entity: number; transform: Transform | null }
+  | { type: 'edit_preview'; author: number; entity: number; command: Command | null }
   | { type: 'closed'; reason: string; message: string };
 
 let wasmReady: Promise<unknown> | null = null;
@@ -119,6 +120,16 @@ export class Session {
         )
       : this.conn.preview_frame(entity, undefined, undefined, undefined);
     this.transport.sendPresence(frame);
+  }
+
+  /**
+   * A live preview of a mesh edit (`command` is what the gesture would commit now; `null` ends
+   * it), on the presence lane. Gestures too big for a datagram are not previewed to others.
+   */
+  editPreview(entity: number, command: Command | null): void {
+    if (!this.transport) return;
+    const frame = this.conn.edit_preview_frame(entity, command ? JSON.stringify(command) : undefined);
+    if (frame) this.transport.sendPresence(frame);
   }
 
   scene(): SceneView {

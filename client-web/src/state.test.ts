@@ -41,6 +41,8 @@ import {
   toggleSelection,
   triangleFaces,
   type EditMeshView,
+  applyRemoteEdit,
+  remoteEditShown,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -391,5 +393,22 @@ describe('edit mode', () => {
     expect(extrudeCommand(7, [k(5)], 0.5, true)).toEqual({
       ExtrudeFaces: { entity: 7, faces: [k(5)], direction: { Normal: { distance_m: 0.5 } }, snap_m: 0.25 },
     });
+  });
+});
+
+describe("others' edit previews", () => {
+  const cmd = { ExtrudeFaces: { entity: 7, faces: [], direction: { Normal: { distance_m: 0.3 } }, snap_m: null } };
+  it('shows the latest command until the mesh changes or a second passes', () => {
+    let edits = applyRemoteEdit(new Map(), { author: 2, entity: 7, command: cmd }, 'mesh#a', 1000);
+    const e = edits.get(7)!;
+    expect(e.author).toBe(2);
+    expect(remoteEditShown(e, 'mesh#a', 1500)).toBe(true);
+    // The release keeps it (no flash back) until the committed mesh arrives.
+    edits = applyRemoteEdit(edits, { author: 2, entity: 7, command: null }, 'mesh#a', 1600);
+    expect(remoteEditShown(edits.get(7)!, 'mesh#a', 1700)).toBe(true);
+    expect(remoteEditShown(edits.get(7)!, 'mesh#b', 1700)).toBe(false);
+    expect(remoteEditShown(edits.get(7)!, 'mesh#a', 1600 + REMOTE_PREVIEW_TTL_MS + 1)).toBe(false);
+    // A preview of an entity this replica lacks is not kept.
+    expect(applyRemoteEdit(edits, { author: 2, entity: 9, command: cmd }, undefined, 1700).has(9)).toBe(false);
   });
 });

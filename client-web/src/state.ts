@@ -705,3 +705,40 @@ export function extrudeCommand(entity: number, faces: ElementKey[], distance: nu
     },
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Others' mesh-edit previews: the command their gesture would commit now, run on a copy of the
+// entity here; shown until the entity's committed mesh changes (the commit landed) or a second
+// passes without an update.
+
+export interface RemoteEdit {
+  author: number;
+  command: Command;
+  /** The entity's geometry revision when the preview began. */
+  base: string;
+  at: number;
+}
+
+/** Applies an edit-preview event; `command: null` (the release) keeps the last one. */
+export function applyRemoteEdit(
+  edits: Map<number, RemoteEdit>,
+  e: { author: number; entity: number; command: Command | null },
+  geometry: string | undefined,
+  now: number,
+): Map<number, RemoteEdit> {
+  const next = new Map(edits);
+  const old = next.get(e.entity);
+  if (geometry === undefined) {
+    next.delete(e.entity);
+  } else if (e.command) {
+    next.set(e.entity, { author: e.author, command: e.command, base: old?.base ?? geometry, at: now });
+  } else if (old) {
+    next.set(e.entity, { ...old, at: now });
+  }
+  return next;
+}
+
+/** Whether a remote edit preview still shows: the mesh has not changed since, and it is fresh. */
+export function remoteEditShown(edit: RemoteEdit, geometry: string | undefined, now: number): boolean {
+  return geometry === edit.base && now - edit.at <= REMOTE_PREVIEW_TTL_MS;
+}

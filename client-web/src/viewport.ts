@@ -109,6 +109,8 @@ export class Viewport {
   /** While true (a modal gesture such as an extrude), clicks pick nothing. */
   modal = false;
   private edit: EditView | null = null;
+  /** Others' mesh-edit previews, drawn instead of the entity's instance. */
+  private remoteEdits = new Map<number, THREE.Mesh>();
 
   constructor(private canvas: HTMLCanvasElement, private meshes: MeshSource) {
     this.camera = new THREE.PerspectiveCamera(55, 1, 0.05, 500);
@@ -300,8 +302,10 @@ export class Viewport {
     if (!slot) return;
     slot.transform = t;
     const batch = this.batches.get(slot.batch)!;
-    const editing = this.edit?.id === id;
-    if (editing) applyTransform(this.edit!.group, t);
+    const remote = this.remoteEdits.get(id);
+    if (remote) applyTransform(remote, t);
+    const editing = this.edit?.id === id || remote !== undefined;
+    if (this.edit?.id === id) applyTransform(this.edit.group, t);
     MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), editing ? ZERO : new THREE.Vector3(...t.scale));
     batch.mesh.setMatrixAt(slot.index, MATRIX);
     batch.mesh.instanceMatrix.needsUpdate = true;
@@ -601,6 +605,32 @@ export class Viewport {
     this.invalidate();
   }
 
+  /** Another member's mesh-edit preview of entity `id` in their colour (`null` removes it). */
+  remoteEdit(id: number, mesh: { positions: Float32Array; normals: Float32Array; indices: Uint32Array } | null, color: string): void {
+    const old = this.remoteEdits.get(id);
+    if (old) {
+      this.scene.remove(old);
+      old.geometry.dispose();
+      this.remoteEdits.delete(id);
+    }
+    if (mesh) {
+      const m = new THREE.Mesh(
+        geometryOf(mesh.positions, mesh.normals, mesh.indices),
+        new THREE.MeshStandardNodeMaterial({ color: new THREE.Color(color), roughness: 0.6, side: THREE.DoubleSide }),
+      );
+      this.remoteEdits.set(id, m);
+      this.scene.add(m);
+    }
+    const slot = this.slots.get(id);
+    if (slot) this.place(id, slot.transform);
+    this.invalidate();
+  }
+
+  /** Entities showing another member's edit preview. */
+  remoteEditIds(): number[] {
+    return [...this.remoteEdits.keys()];
+  }
+
   /** Back to object mode: the instance shows again. */
   exitEdit(): void {
     const e = this.edit;
@@ -667,6 +697,8 @@ export class Viewport {
       if (moved > 4 || this.modal || (this.gizmo as unknown as { axis: string | null }).axis) return;
       this.pointerRay(ev);
       if (this.edit) {
+        // Frames render on demand: the edit group may have moved since the last one.
+        this.edit.group.updateMatrixWorld(true);
         const h = this.raycaster.intersectObject(this.edit.mesh, false)[0];
         if (h && h.faceIndex !== undefined && h.faceIndex !== null) {
           const local = this.edit.mesh.worldToLocal(h.point.clone());

@@ -292,6 +292,12 @@ try {
   await A.page.locator('body').press('e');
   await A.page.mouse.move(fx, fy - 90, { steps: 9 });
   check('E starts an extrude that follows the mouse', (await edit(A.page)).extruding === true);
+  // Before A clicks: C already shows A's extrude, computed from A's live preview.
+  const previewSeen = await C.page
+    .waitForFunction((id) => window.meshwork.remoteEdits().includes(Number(id)), cube, { timeout: 1000 })
+    .then(() => true, () => false);
+  check("C sees A's extrude preview before A releases", previewSeen, JSON.stringify(await C.page.evaluate(() => window.meshwork.remoteEdits())));
+  await C.page.screenshot({ path: join(artifacts, 'extrude-preview-c.png') });
   await A.page.screenshot({ path: join(artifacts, 'extrude-preview-a.png') });
   await A.page.mouse.click(fx, fy - 90);
   const extruded = await C.page
@@ -300,6 +306,10 @@ try {
   check("C sees A's extrude (a quad's four new sides: 8 more triangles)", extruded,
     `${trianglesBefore} -> ${await C.page.evaluate(() => window.meshwork.triangles())}`);
   await A.page.waitForFunction(() => !document.querySelector('.editor')?.dataset.extruding, null, { timeout: 5000 });
+  const previewGone = await C.page
+    .waitForFunction(() => window.meshwork.remoteEdits().length === 0, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("the preview gives way to the committed mesh at C", previewGone);
   await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
   await A.page.locator('body').press('Tab');

@@ -539,7 +539,7 @@ pub struct EncodedDelta {
 }
 
 /// Client → server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
     /// Opens the handshake. Must stay variant 0.
     Hello(Hello),
@@ -559,10 +559,12 @@ pub enum ClientMsg {
     Presence(Presence),
     /// A live preview of an edit in progress (unreliable lane; never logged).
     Preview(Preview),
+    /// A live preview of a mesh edit in progress (unreliable lane; never logged).
+    EditPreview(EditPreview),
 }
 
 /// Server → client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ServerMsg {
     /// Asks the client to prove its key.
     Challenge(Challenge),
@@ -598,6 +600,59 @@ pub enum ServerMsg {
     Left(Left),
     /// Another member's live preview (unreliable lane).
     Preview(PreviewOf),
+    /// Another member's live mesh-edit preview (unreliable lane).
+    EditPreview(EditPreviewOf),
+}
+
+/// Most mesh elements an [`EditPreview`]'s command may name (it must fit one datagram).
+pub const MAX_PREVIEW_ELEMENTS: usize = 64;
+
+/// A live preview of a mesh edit in progress (an extrude's distance, a vertex drag): the
+/// command the gesture would commit now, unsigned, latest-wins (the connection's presence
+/// sequence), never logged; `command: None` ends it. Receivers run it on a copy of the entity
+/// (the same operation the server would) and show the result until the entity's committed mesh
+/// changes, or a second passes without an update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditPreview {
+    /// The connection's presence sequence number (shared with [`Presence`]).
+    pub seq: u32,
+    /// The entity edited.
+    pub entity: crate::ids::EntityId,
+    /// What the gesture would commit now; `None` when it is over.
+    pub command: Option<crate::command::Command>,
+}
+
+impl EditPreview {
+    /// Whether `command` may travel as a preview of `entity`: a mesh edit of that entity that
+    /// passes the value guards and names at most [`MAX_PREVIEW_ELEMENTS`] elements.
+    #[must_use]
+    pub fn allows(
+        command: &crate::command::Command,
+        entity: crate::ids::EntityId,
+        author: AuthorId,
+    ) -> bool {
+        use crate::command::Command as C;
+        let (target, elements) = match command {
+            C::MoveVertices { entity, moves } => (*entity, moves.len()),
+            C::ExtrudeFaces { entity, faces, .. }
+            | C::SubdivideFaces { entity, faces, .. }
+            | C::Smooth { entity, faces, .. } => (*entity, faces.len()),
+            C::ExtrudeEdges { entity, edges, .. } => (*entity, edges.len()),
+            C::Weld { entity, groups, .. } => (*entity, groups.iter().map(Vec::len).sum()),
+            C::Mirror { entity, .. } => (*entity, 0),
+            _ => return false,
+        };
+        target == entity && elements <= MAX_PREVIEW_ELEMENTS && command.validate(author).is_ok()
+    }
+}
+
+/// A mesh-edit preview relayed to the other members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditPreviewOf {
+    /// Whose.
+    pub author: AuthorId,
+    /// The preview.
+    pub preview: EditPreview,
 }
 
 /// A live preview: where an entity is while its author drags it (a gizmo, a grab), before the
@@ -668,7 +723,8 @@ impl ClientMsg {
                 | Self::Resync(_)
                 | Self::FetchLog(_)
                 | Self::Presence(_)
-                | Self::Preview(_),
+                | Self::Preview(_)
+                | Self::EditPreview(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -680,7 +736,8 @@ impl ClientMsg {
                 | Self::Resync(_)
                 | Self::FetchLog(_)
                 | Self::Presence(_)
-                | Self::Preview(_),
+                | Self::Preview(_)
+                | Self::EditPreview(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

@@ -252,6 +252,14 @@ fn preview() -> meshwork_protocol::wire::Preview {
     }
 }
 
+fn edit_preview() -> meshwork_protocol::wire::EditPreview {
+    meshwork_protocol::wire::EditPreview {
+        seq: 11,
+        entity: EntityId::new(AuthorId(4), 1),
+        command: Some(sample_command(CommandKind::ExtrudeFaces)),
+    }
+}
+
 /// The fixture name of every client message; exhaustive so a new variant needs a fixture name.
 fn client_name(m: &ClientMsg) -> &'static str {
     match m {
@@ -264,6 +272,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::FetchLog(_) => "client-fetch-log",
         ClientMsg::Presence(_) => "client-presence",
         ClientMsg::Preview(_) => "client-preview",
+        ClientMsg::EditPreview(_) => "client-edit-preview",
     }
 }
 
@@ -286,6 +295,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Delta(_) => "server-delta",
         ServerMsg::Left(_) => "server-left",
         ServerMsg::Preview(_) => "server-preview",
+        ServerMsg::EditPreview(_) => "server-edit-preview",
     }
 }
 
@@ -321,6 +331,7 @@ fn client_samples() -> Vec<ClientMsg> {
         ClientMsg::FetchLog(FetchLog { since_lamport: 300 }),
         ClientMsg::Presence(presence()),
         ClientMsg::Preview(preview()),
+        ClientMsg::EditPreview(edit_preview()),
     ]
 }
 
@@ -395,6 +406,10 @@ fn server_samples() -> Vec<ServerMsg> {
         ServerMsg::Preview(meshwork_protocol::wire::PreviewOf {
             author: AuthorId(4),
             preview: preview(),
+        }),
+        ServerMsg::EditPreview(meshwork_protocol::wire::EditPreviewOf {
+            author: AuthorId(4),
+            preview: edit_preview(),
         }),
     ]
 }

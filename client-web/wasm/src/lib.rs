@@ -141,6 +141,12 @@ impl Connection {
                     })
                 }),
             })),
+            ServerMsg::EditPreview(p) => events.push(json!({
+                "type": "edit_preview",
+                "author": p.author.0,
+                "entity": p.preview.entity.0,
+                "command": p.preview.command.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            })),
             ServerMsg::Close(c) => events.push(json!({
                 "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
             })),
@@ -251,6 +257,47 @@ impl Connection {
             transform,
         };
         to_frame(&ClientMsg::Preview(preview)).map_err(err)
+    }
+
+    /// A mesh-edit preview frame for the unreliable lane: `command` (JSON) is what the gesture
+    /// on `entity` would commit now; none ends it. Shares the presence sequence. `undefined`
+    /// when the command may not travel as a preview (not a mesh edit of `entity`, or naming more
+    /// than 64 elements: such a gesture shows only to its author until it commits).
+    ///
+    /// # Errors
+    /// JSON that is not a command.
+    pub fn edit_preview_frame(
+        &mut self,
+        entity: f64,
+        command: Option<String>,
+    ) -> Result<Option<Vec<u8>>, JsError> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "entity ids come from scene_json, exact below 2^53"
+        )]
+        let entity = EntityId(entity as u64);
+        let command: Option<Command> = command
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(err)?;
+        let author = self.inner.author().unwrap_or_default();
+        if command
+            .as_ref()
+            .is_some_and(|c| !meshwork_protocol::wire::EditPreview::allows(c, entity, author))
+        {
+            return Ok(None);
+        }
+        self.presence_seq = self.presence_seq.wrapping_add(1);
+        let preview = meshwork_protocol::wire::EditPreview {
+            seq: self.presence_seq,
+            entity,
+            command,
+        };
+        to_frame(&ClientMsg::EditPreview(preview))
+            .map(Some)
+            .map_err(err)
     }
 
     /// Joined the session.

@@ -718,6 +718,7 @@ impl Session {
                 match (joined, decode_payload::<ClientMsg>(&bytes)) {
                     (true, Ok(ClientMsg::Presence(p))) => self.on_presence(client, p),
                     (true, Ok(ClientMsg::Preview(p))) => self.on_preview(client, p),
+                    (true, Ok(ClientMsg::EditPreview(p))) => self.on_edit_preview(client, p),
                     _ => self.emit(Output::Event(Event::PresenceDropped)),
                 }
             }
@@ -890,6 +891,7 @@ impl Session {
             ClientMsg::FetchLog(f) => self.on_fetch_log(client, f.since_lamport),
             ClientMsg::Presence(p) => self.on_presence(client, p),
             ClientMsg::Preview(p) => self.on_preview(client, p),
+            ClientMsg::EditPreview(p) => self.on_edit_preview(client, p),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -1285,6 +1287,29 @@ impl Session {
         }
         self.relay_latest(client, preview.seq, |author| {
             ServerMsg::Preview(wire::PreviewOf { author, preview })
+        });
+    }
+
+    /// A mesh-edit preview goes where previews go (editors only), when its command is a mesh
+    /// edit of the entity it names, within the value guards and small enough for a datagram;
+    /// anything else is dropped and counted.
+    fn on_edit_preview(&mut self, client: ClientId, preview: wire::EditPreview) {
+        let author = self.clients.get(&client).and_then(|c| c.author);
+        let may_edit = author
+            .and_then(|a| self.log.keys().role(a))
+            .is_some_and(|r| r != Role::Viewer);
+        let fits = match (&preview.command, author) {
+            (None, _) => true,
+            (Some(c), Some(a)) => wire::EditPreview::allows(c, preview.entity, a),
+            (Some(_), None) => false,
+        };
+        if !may_edit || !fits {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        }
+        let seq = preview.seq;
+        self.relay_latest(client, seq, |author| {
+            ServerMsg::EditPreview(wire::EditPreviewOf { author, preview })
         });
     }
 

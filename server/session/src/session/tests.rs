@@ -1551,4 +1551,86 @@ fn previews_are_relayed_unreliably_from_editors_only() {
     assert_eq!(h.session.log().len(), 0);
 }
 
+/// A mesh-edit preview (the command a gesture would commit) reaches the others on the
+/// unreliable lane from editors only; a command that is not a mesh edit of the named entity,
+/// or names too many elements, is dropped and counted.
+#[test]
+fn edit_previews_are_relayed_when_they_are_small_mesh_edits_of_their_entity() {
+    use meshwork_protocol::command::ExtrudeDirection;
+    use meshwork_protocol::editmesh::{ElementId, FaceKey};
+    let mut h = Harness::new();
+    let editor = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let cube = EntityId::new(editor, 1);
+    let face = |index| {
+        FaceKey(ElementId {
+            by: meshwork_protocol::CommandId {
+                lamport: 1,
+                author: editor,
+            },
+            index,
+        })
+    };
+    let extrude = |entity, n: u32| Command::ExtrudeFaces {
+        entity,
+        faces: (0..n).map(face).collect(),
+        direction: ExtrudeDirection::Normal { distance_m: 0.4 },
+        snap_m: None,
+    };
+    let send = |h: &mut Harness, seq, entity, command: Option<Command>| {
+        h.now += 100;
+        let p = wire::EditPreview {
+            seq,
+            entity,
+            command,
+        };
+        let bytes = postcard::to_allocvec(&ClientMsg::EditPreview(p)).unwrap();
+        h.input(Input::Datagram { client: C1, bytes })
+    };
+    let relayed = |out: &[Output]| -> Vec<(Lane, Option<Command>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    client,
+                    lane,
+                    frame,
+                } if *client == C2 => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
+                    ServerMsg::EditPreview(p) => Some((*lane, p.preview.command)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let dropped = |out: &[Output]| {
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PresenceDropped)))
+    };
+    let out = send(&mut h, 1, cube, Some(extrude(cube, 1)));
+    assert_eq!(
+        relayed(&out),
+        vec![(Lane::Unreliable, Some(extrude(cube, 1)))]
+    );
+    let out = send(&mut h, 2, cube, None);
+    assert_eq!(
+        relayed(&out),
+        vec![(Lane::Unreliable, None)],
+        "the end of the gesture"
+    );
+    // Another entity than the one named, a command that is no mesh edit, too many faces.
+    let other = EntityId::new(editor, 2);
+    for (seq, command) in [
+        (3, extrude(other, 1)),
+        (4, Command::Despawn { entity: cube }),
+        (
+            5,
+            extrude(cube, u32::try_from(wire::MAX_PREVIEW_ELEMENTS).unwrap() + 1),
+        ),
+    ] {
+        let out = send(&mut h, seq, cube, Some(command));
+        assert!(relayed(&out).is_empty() && dropped(&out), "preview {seq}");
+    }
+    assert_eq!(h.session.log().len(), 0, "never logged");
+}
+
 mod undo;
