@@ -45,6 +45,8 @@ import {
   type RemoteEdit,
   applyRemoteEdit,
   remoteEditShown,
+  grabCommand,
+  selectedVertexIndices,
   type HistoryStep,
   shownSelections,
   trim,
@@ -131,6 +133,8 @@ export class Editor {
   /** An extrude in progress: mouse travel up from `startY` is the distance. */
   private extruding: { entity: number; faces: ElementKey[]; startY: number; perPixel: number; distance: number; snap: boolean } | null =
     null;
+  /** G in edit mode: the selected elements' vertices follow the mouse in the view plane. */
+  private grabbing: { entity: number; indices: number[]; startX: number; startY: number; command: Command | null } | null = null;
   /** A committed edit's preview stays until the replica has the result (or it is refused). */
   private previewHeld = false;
   private pointer = { x: 0, y: 0 };
@@ -261,13 +265,15 @@ export class Editor {
     window.addEventListener('pointermove', (e) => {
       this.pointer = { x: e.clientX, y: e.clientY };
       if (this.extruding) this.updateExtrude(e.clientY, e.ctrlKey);
+      if (this.grabbing) this.updateGrab(e.clientX, e.clientY, e.ctrlKey);
     });
     this.canvas.addEventListener(
       'pointerdown',
       (e) => {
-        if (!this.extruding || e.button !== 0) return;
+        if ((!this.extruding && !this.grabbing) || e.button !== 0) return;
         e.stopPropagation();
-        this.commitExtrude();
+        if (this.extruding) this.commitExtrude();
+        else this.commitGrab();
       },
       { capture: true },
     );
@@ -488,6 +494,12 @@ export class Editor {
     const t = e.target as HTMLElement | null;
     const inField = !!t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT');
     const action = shortcut(e.key, inField, { ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey });
+    if (action.kind === 'tool' && action.tool === 'move' && this.mode === 'edit') {
+      // G in edit mode grabs the selected elements (Blender), not the object gizmo.
+      this.beginGrab();
+      e.preventDefault();
+      return;
+    }
     switch (action.kind) {
       case 'mode':
         this.toggleEdit();
@@ -531,6 +543,7 @@ export class Editor {
       case 'deselect':
         if (inField) t?.blur();
         if (this.extruding) this.cancelExtrude();
+        else if (this.grabbing) this.cancelGrab();
         else if (this.mode === 'edit') {
           this.editSel = [];
           this.renderEdit();
@@ -825,6 +838,59 @@ export class Editor {
     this.extruding = null;
     this.viewport.modal = false;
     delete this.root.dataset.extruding;
+    this.viewport.showPreview(null);
+  }
+
+  /** G: the vertices of the selected elements follow the mouse until a click (Escape cancels). */
+  private beginGrab(): void {
+    const t = this.editTarget();
+    if (!t || this.extruding || this.grabbing) return;
+    const indices = selectedVertexIndices(t.mesh, this.editSel);
+    if (indices.length === 0) {
+      this.toast('Select vertices, edges or faces to move (1/2/3, then click).', 'info');
+      return;
+    }
+    this.grabbing = { entity: t.entity, indices, startX: this.pointer.x, startY: this.pointer.y, command: null };
+    this.viewport.modal = true;
+    this.root.dataset.grabbing = 'true';
+  }
+
+  private updateGrab(x: number, y: number, snap: boolean): void {
+    const g = this.grabbing;
+    if (!g || !this.editMesh) return;
+    const delta = this.viewport.localDelta(g.entity, x - g.startX, y - g.startY);
+    g.command = grabCommand(g.entity, this.editMesh, g.indices, delta, snap ? 0.25 : null);
+    const conn = this.session.conn;
+    if (conn.preview_edit(JSON.stringify(g.command))) {
+      this.viewport.showPreview({ positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() });
+    }
+    const now = performance.now();
+    if (now - this.lastEditPreviewAt >= 30) {
+      this.lastEditPreviewAt = now;
+      this.session.editPreview(g.entity, g.command);
+    }
+  }
+
+  private commitGrab(): void {
+    const g = this.grabbing;
+    if (!g) return;
+    this.grabbing = null;
+    this.viewport.modal = false;
+    delete this.root.dataset.grabbing;
+    this.session.editPreview(g.entity, null);
+    if (!g.command) {
+      this.viewport.showPreview(null);
+      return;
+    }
+    this.previewHeld = true;
+    this.submit([g.command]);
+  }
+
+  private cancelGrab(): void {
+    if (this.grabbing) this.session.editPreview(this.grabbing.entity, null);
+    this.grabbing = null;
+    this.viewport.modal = false;
+    delete this.root.dataset.grabbing;
     this.viewport.showPreview(null);
   }
 
@@ -1138,7 +1204,28 @@ export class Editor {
       }),
       frameTimes: () => [...this.viewport.frameTimes],
       /** Edit mode: the mode, the selected element keys, and where a face's centre shows. */
-      edit: () => ({ mode: this.mode, elementMode: this.elementMode, selection: [...this.editSel], extruding: this.extruding !== null }),
+      edit: () => ({
+        mode: this.mode,
+        elementMode: this.elementMode,
+        selection: [...this.editSel],
+        extruding: this.extruding !== null,
+        grabbing: this.grabbing !== null,
+      }),
+      /** Where vertex `index` of the edited mesh shows, and where its lowest vertex is. */
+      vertexAt: (index: number) => {
+        const m = this.editMesh;
+        if (!m || this.selected === null || !m.vertices[index]) return null;
+        return this.viewport.projectLocal(this.selected, m.vertices[index].p);
+      },
+      lowestVertex: () => {
+        const m = this.editMesh;
+        if (!m) return -1;
+        let best = -1;
+        m.vertices.forEach((v, i) => {
+          if (best < 0 || v.p[1] < m.vertices[best].p[1] || (v.p[1] === m.vertices[best].p[1] && v.p[0] + v.p[2] > m.vertices[best].p[0] + m.vertices[best].p[2])) best = i;
+        });
+        return best;
+      },
       faceCentre: (index: number) => {
         const m = this.editMesh;
         const f = m?.faces[index];

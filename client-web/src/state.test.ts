@@ -43,6 +43,8 @@ import {
   type EditMeshView,
   applyRemoteEdit,
   remoteEditShown,
+  grabCommand,
+  selectedVertexIndices,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -385,6 +387,13 @@ describe('edit mode', () => {
     expect(s.faces.map(elementKey)).toEqual(['1.2.5']);
     expect(s.vertices.map(elementKey)).toEqual(['1.2.3']);
     expect(s.edges.map(elementKey)).toEqual(['1.2.8']);
+  });
+
+  it('grabs the vertices of whatever is selected and moves them, snapped with Ctrl', () => {
+    expect(selectedVertexIndices(mesh, ['1.2.6'])).toEqual([1, 2, 4]);
+    expect(selectedVertexIndices(mesh, ['1.2.0', '1.2.7'])).toEqual([0, 1]);
+    expect(grabCommand(7, mesh, [1], [0.1, 0, 0], null)).toEqual({ MoveVertices: { entity: 7, moves: [[k(1), [1.1, 0, 0]]] } });
+    expect(grabCommand(7, mesh, [1], [0.1, 0.4, 0], 0.25)).toEqual({ MoveVertices: { entity: 7, moves: [[k(1), [1, 0.5, 0]]] } });
   });
 
   it('turns mouse travel into an extrude distance, snapped with Ctrl', () => {

@@ -742,3 +742,26 @@ export function applyRemoteEdit(
 export function remoteEditShown(edit: RemoteEdit, geometry: string | undefined, now: number): boolean {
   return geometry === edit.base && now - edit.at <= REMOTE_PREVIEW_TTL_MS;
 }
+
+/** The vertices (indices) the selected elements move: selected vertices, face corners, edge ends. */
+export function selectedVertexIndices(mesh: EditMeshView, selected: string[]): number[] {
+  const want = new Set(selected);
+  const out = new Set<number>();
+  mesh.vertices.forEach((v, i) => want.has(elementKey(v.id)) && out.add(i));
+  for (const f of mesh.faces) if (want.has(elementKey(f.id))) for (const c of f.corners) out.add(c);
+  for (const e of mesh.edges) if (want.has(elementKey(e.id))) for (const c of e.ends) out.add(c);
+  return [...out].sort((a, b) => a - b);
+}
+
+/**
+ * G in edit mode: the vertices `indices` moved by `delta` (entity space), as `MoveVertices`
+ * takes them; with `snap`, each lands on the grid of that step.
+ */
+export function grabCommand(entity: number, mesh: EditMeshView, indices: number[], delta: Vec3, snap: number | null): Command {
+  const q = (x: number) => (snap ? Math.round(x / snap) * snap : x);
+  const moves = indices.map((i) => {
+    const p = mesh.vertices[i].p;
+    return [mesh.vertices[i].id, [q(p[0] + delta[0]), q(p[1] + delta[1]), q(p[2] + delta[2])]];
+  });
+  return { MoveVertices: { entity, moves } };
+}

@@ -652,6 +652,20 @@ export class Viewport {
     return (2 * d * Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2))) / h;
   }
 
+  /** A pointer movement of (`dx`, `dy`) pixels in the view plane at entity `id`, in its space. */
+  localDelta(id: number, dx: number, dy: number): Vec3 {
+    const slot = this.slots.get(id);
+    if (!slot) return [0, 0, 0];
+    const t = slot.transform;
+    const perPixel = this.metresPerPixel(t.translation);
+    this.camera.updateMatrixWorld();
+    const right = new THREE.Vector3().setFromMatrixColumn(this.camera.matrixWorld, 0);
+    const up = new THREE.Vector3().setFromMatrixColumn(this.camera.matrixWorld, 1);
+    const d = right.multiplyScalar(dx * perPixel).add(up.multiplyScalar(-dy * perPixel));
+    d.applyQuaternion(new THREE.Quaternion(...t.rotation).invert()).divide(new THREE.Vector3(...t.scale));
+    return [d.x, d.y, d.z];
+  }
+
   /** Where entity-space point `p` of entity `id` shows in the canvas (client pixels). */
   projectLocal(id: number, p: Vec3): [number, number] | null {
     const slot = this.slots.get(id);

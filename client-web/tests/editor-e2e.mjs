@@ -299,6 +299,26 @@ try {
   check("C sees A's extrude preview before A releases", previewSeen, JSON.stringify(await C.page.evaluate(() => window.meshwork.remoteEdits())));
   await C.page.screenshot({ path: join(artifacts, 'extrude-preview-c.png') });
   await A.page.screenshot({ path: join(artifacts, 'extrude-preview-a.png') });
+  // Meanwhile C edits the same cube: a bottom corner (not part of A's extrude), grabbed with G.
+  await cubeAt(C.page).click();
+  await C.page.locator('body').press('Tab');
+  await C.page.locator('body').press('1');
+  const corner = await C.page.evaluate(() => window.meshwork.lowestVertex());
+  const [vx, vy] = await C.page.evaluate((i) => window.meshwork.vertexAt(i), corner);
+  const [cx, cy] = await C.page.evaluate(() => window.meshwork.project([2.578, 0.5, 0]));
+  // Just inside a face next to the corner: the nearest corner of the face hit is the one picked.
+  await C.page.mouse.click(vx + (cx - vx) * 0.12, vy + (cy - vy) * 0.12);
+  const cPicked = await edit(C.page);
+  check('C picks a vertex in vertex mode', cPicked.elementMode === 'vertex' && cPicked.selection.length === 1, JSON.stringify(cPicked));
+  await C.page.locator('body').press('g');
+  await C.page.mouse.move(vx + 40, vy + 10, { steps: 5 });
+  check('G grabs the selected vertex', (await edit(C.page)).grabbing === true);
+  const hashBefore = await A.page.evaluate(() => window.meshwork.state().hash);
+  await C.page.mouse.click(vx + 40, vy + 10);
+  const cMoved = await A.page
+    .waitForFunction((h) => window.meshwork.state().hash !== h, hashBefore, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("A receives C's vertex move while A's extrude is still open", cMoved && (await edit(A.page)).extruding === true);
   await A.page.mouse.click(fx, fy - 90);
   const extruded = await C.page
     .waitForFunction((n) => window.meshwork.triangles() === n + 8, trianglesBefore, { timeout: 5000 })
@@ -313,7 +333,10 @@ try {
   await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
   await A.page.locator('body').press('Tab');
-  check('Tab goes back to object mode', (await edit(A.page)).mode === 'object');
+  await C.page.locator('body').press('Tab');
+  check('Tab goes back to object mode', (await edit(A.page)).mode === 'object' && (await edit(C.page)).mode === 'object');
+  const toastsA = await A.page.locator('.toast.error').allTextContents();
+  check('neither edit was refused', !toastsA.some((t) => /topology|conflict/i.test(t)), JSON.stringify(toastsA));
 
   // "Export glTF" (a viewer may export what it sees): the download passes the validator.
   const [download] = await Promise.all([
