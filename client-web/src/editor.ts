@@ -47,6 +47,7 @@ import {
   remoteEditShown,
   grabCommand,
   selectedVertexIndices,
+  weldCommand,
   type HistoryStep,
   shownSelections,
   trim,
@@ -330,7 +331,8 @@ export class Editor {
       ['Extrude', 'Extrude the selected faces (E; move the mouse, click; Ctrl snaps)', () => this.beginExtrude()],
       ['Subdivide', 'Subdivide the selected faces (W)', () => this.subdivide()],
       ['Smooth', 'Catmull–Clark: the selected faces, or the whole mesh (Ctrl+1/2/3 for levels)', () => this.smooth(1)],
-      ['Mirror X', 'Mirror the mesh across its X plane (M)', () => this.mirror()],
+      ['Merge', 'Merge the selected vertices at their centre (M)', () => this.weld()],
+      ['Mirror X', 'Mirror the mesh across its X plane (Ctrl+M)', () => this.mirror()],
       ['Delete elements', 'Delete the selected elements (X)', () => this.deleteElements()],
     ] as [string, string, () => void][]) {
       const b = h('button', { type: 'button', title }, label);
@@ -519,6 +521,10 @@ export class Editor {
       case 'smooth':
         if (this.mode !== 'edit') return;
         this.smooth(action.levels);
+        break;
+      case 'weld':
+        if (this.mode !== 'edit') return;
+        this.weld();
         break;
       case 'mirror':
         if (this.mode !== 'edit') return;
@@ -911,6 +917,18 @@ export class Editor {
     if (!t) return;
     const { faces } = selectedElements(t.mesh, this.editSel);
     this.submit([{ Smooth: { entity: t.entity, faces, levels } }]);
+  }
+
+  private weld(): void {
+    const t = this.editTarget();
+    if (!t) return;
+    const cmd = weldCommand(t.entity, t.mesh, selectedVertexIndices(t.mesh, this.editSel));
+    if (!cmd) {
+      this.toast('Select two or more vertices to merge.', 'info');
+      return;
+    }
+    this.submit([cmd]);
+    this.editSel = [];
   }
 
   private mirror(): void {

@@ -45,6 +45,7 @@ import {
   remoteEditShown,
   grabCommand,
   selectedVertexIndices,
+  weldCommand,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -365,6 +366,8 @@ describe('edit mode', () => {
     expect(shortcut('w', false)).toEqual({ kind: 'subdivide' });
     expect(shortcut('2', false, { ctrl: true })).toEqual({ kind: 'smooth', levels: 2 });
     expect(shortcut('D', false, { shift: true })).toEqual({ kind: 'duplicate' });
+    expect(shortcut('m', false)).toEqual({ kind: 'weld' });
+    expect(shortcut('m', false, { ctrl: true })).toEqual({ kind: 'mirror' });
     expect(shortcut('Tab', true)).toEqual({ kind: 'none' });
   });
 
@@ -394,6 +397,8 @@ describe('edit mode', () => {
     expect(selectedVertexIndices(mesh, ['1.2.0', '1.2.7'])).toEqual([0, 1]);
     expect(grabCommand(7, mesh, [1], [0.1, 0, 0], null)).toEqual({ MoveVertices: { entity: 7, moves: [[k(1), [1.1, 0, 0]]] } });
     expect(grabCommand(7, mesh, [1], [0.1, 0.4, 0], 0.25)).toEqual({ MoveVertices: { entity: 7, moves: [[k(1), [1, 0.5, 0]]] } });
+    expect(weldCommand(7, mesh, [1])).toBeNull();
+    expect(weldCommand(7, mesh, [2, 4])).toEqual({ Weld: { entity: 7, groups: [[k(2), k(4)]], at_center: true } });
   });
 
   it('turns mouse travel into an extrude distance, snapped with Ctrl', () => {

@@ -363,6 +363,7 @@ export type Action =
   | { kind: 'smooth'; levels: number }
   | { kind: 'duplicate' }
   | { kind: 'mirror' }
+  | { kind: 'weld' }
   | { kind: 'undo' }
   | { kind: 'redo' }
   | { kind: 'tool'; tool: Tool }
@@ -387,6 +388,7 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
     if (k === 'z') return { kind: mods.shift ? 'redo' : 'undo' };
     if (k === 'y') return { kind: 'redo' };
     if (key === '1' || key === '2' || key === '3') return { kind: 'smooth', levels: Number(key) };
+    if (k === 'm') return { kind: 'mirror' };
     return { kind: 'none' };
   }
   if (mods.ctrl) return { kind: 'none' };
@@ -409,7 +411,7 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
       return { kind: 'subdivide' };
     case 'm':
     case 'M':
-      return { kind: 'mirror' };
+      return { kind: 'weld' };
     case 'g':
     case 'G':
       return { kind: 'tool', tool: 'move' };
@@ -764,4 +766,10 @@ export function grabCommand(entity: number, mesh: EditMeshView, indices: number[
     return [mesh.vertices[i].id, [q(p[0] + delta[0]), q(p[1] + delta[1]), q(p[2] + delta[2])]];
   });
   return { MoveVertices: { entity, moves } };
+}
+
+/** M in edit mode: the selected vertices merged into one at their centre (the first keeps its id). */
+export function weldCommand(entity: number, mesh: EditMeshView, indices: number[]): Command | null {
+  if (indices.length < 2) return null;
+  return { Weld: { entity, groups: [indices.map((i) => mesh.vertices[i].id)], at_center: true } };
 }
