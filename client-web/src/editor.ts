@@ -1059,8 +1059,18 @@ export class Editor {
     this.renderOutliner();
   }
 
+  /** Milliseconds the last replica change took to reach the view (script time, for benches). */
+  private refreshTimes: number[] = [];
+
   private refresh(): void {
     if (!this.synced) return;
+    const t0 = performance.now();
+    this.refreshView();
+    this.refreshTimes.push(performance.now() - t0);
+    if (this.refreshTimes.length > 256) this.refreshTimes.shift();
+  }
+
+  private refreshView(): void {
     this.view = this.session.scene();
     for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
     if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
@@ -1221,6 +1231,12 @@ export class Editor {
         previews: this.previews.size,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
+      /** Script milliseconds of each recent replica change, reading it to updating the view. */
+      refreshTimes: () => [...this.refreshTimes],
+      /** Submits raw commands (benchmarks and tests that script the protocol). */
+      submit: (commands: Command[]) => this.submit(commands),
+      /** The editable mesh of an entity (ids and positions), as edit mode reads it. */
+      editMesh: (id: number) => JSON.parse(this.session.conn.edit_mesh_json(id)) as EditMeshView,
       /** Edit mode: the mode, the selected element keys, and where a face's centre shows. */
       edit: () => ({
         mode: this.mode,

@@ -1,0 +1,89 @@
+// The browser editor with one ~100k-triangle mesh: a 100-vertex move applied and redrawn, 20
+// times — the script time from the replica's change to the updated view (`refreshTimes`) and
+// the time until the next frame shows it — then the frame time with that mesh on screen.
+// Starts its own server (a fresh data dir, generous rate limits).
+//   node edit-bench.mjs <meshwork-server binary>
+// Run it inside `unshare -n` for a hermetic loopback (see docs/benchmarks.md). Prints JSON.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const [bin] = process.argv.slice(2);
+const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+const data = mkdtempSync(join(tmpdir(), 'meshwork-edit-bench-'));
+const server = spawn(bin, [
+  'serve', '--http-addr', '127.0.0.1:0', '--quic-addr', '127.0.0.1:0', '--rtc-addr', '127.0.0.1:0',
+  '--data-dir', data, '--web-dir', dist, '--rate-per-s', '100000', '--burst', '100000',
+], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHWORK_LOG: 'warn' } });
+const http = await new Promise((resolve, reject) => {
+  createInterface({ input: server.stdout }).on('line', (line) => {
+    const m = /^listening: http=(\S+)/.exec(line);
+    if (m) resolve(m[1]);
+  });
+  server.on('exit', (c) => reject(new Error(`server exited ${c}`)));
+});
+const ticket = execFileSync(bin, ['invite', '--data-dir', data, '--role', 'editor'], { encoding: 'utf8' })
+  .split(/\s+/)
+  .find((w) => w.startsWith('mwj1_'));
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+    '--use-angle=swiftshader', '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+  ],
+});
+const q = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+};
+try {
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  await page.goto(`http://${http}/#/join/${encodeURIComponent(ticket)}`);
+  await page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 30000 });
+  const author = await page.evaluate(() => window.meshwork.state().author);
+  const entity = author * 2 ** 32 + 1;
+  // A cube; every face cut 8 × 8, then 4 × 4 again, then one Catmull–Clark level: 48,600 quads.
+  const faces = () => page.evaluate((e) => window.meshwork.editMesh(e).faces.map((f) => f.id), entity);
+  const position = () => page.evaluate(() => window.meshwork.state().position);
+  const step = async (commands) => {
+    const before = await position();
+    await page.evaluate((c) => window.meshwork.submit(c), commands);
+    await page.waitForFunction((p) => window.meshwork.state().position > p, before, { timeout: 120000 });
+  };
+  await step([{ Spawn: { entity, primitive: 'Cube', transform: { translation: [0, 1, 0], rotation: [0, 0, 0, 1], scale: [2, 2, 2] } } }]);
+  await step([{ SubdivideFaces: { entity, faces: await faces(), cuts: 8 } }]);
+  await step([{ SubdivideFaces: { entity, faces: await faces(), cuts: 4 } }]);
+  await step([{ Smooth: { entity, faces: [], levels: 1 } }]);
+  const triangles = await page.evaluate(() => window.meshwork.triangles());
+  const vertices = await page.evaluate((e) => window.meshwork.editMesh(e).vertices, entity);
+  const moves = [];
+  const shown = [];
+  for (let i = 0; i < 20; i += 1) {
+    const batch = vertices.slice(i * 100, i * 100 + 100).map((v) => [v.id, [v.p[0] * 1.05, v.p[1] * 1.05, v.p[2] * 1.05]]);
+    const before = await page.evaluate(() => window.meshwork.frameTimes().length);
+    const t0 = Date.now();
+    await step([{ MoveVertices: { entity, moves: batch } }]);
+    await page.waitForFunction((n) => window.meshwork.frameTimes().length > n, before, { timeout: 60000 });
+    shown.push(Date.now() - t0);
+    moves.push(await page.evaluate(() => window.meshwork.refreshTimes().at(-1)));
+  }
+  await page.evaluate(() => window.meshwork.continuous(true));
+  await page.waitForTimeout(4000);
+  const frames = await page.evaluate(() => window.meshwork.frameTimes());
+  const s = await page.evaluate(() => window.meshwork.state());
+  console.log(JSON.stringify({
+    triangles, backend: s.backend, moves: moves.length,
+    refreshMs: { p50: q(moves, 0.5), p95: q(moves, 0.95), max: Math.max(...moves) },
+    submitToFrameMs: { p50: q(shown, 0.5), p95: q(shown, 0.95) },
+    frameMs: { p50: q(frames, 0.5), p95: q(frames, 0.95), n: frames.length },
+  }));
+} finally {
+  await browser.close();
+  server.kill('SIGTERM');
+}
