@@ -1071,7 +1071,21 @@ export class Editor {
   }
 
   private refreshView(): void {
-    this.view = this.session.scene();
+    // Only what changed is read from the replica (a whole-scene read after a snapshot).
+    const changes = this.session.changes();
+    if (changes.all) {
+      this.view = this.session.scene();
+    } else if (changes.entities.length > 0 || this.view.position === 0) {
+      const byId = new Map(this.view.entities.map((e) => [e.id, e]));
+      for (const id of changes.entities) {
+        const e = this.session.entity(id);
+        if (e) byId.set(id, e);
+        else byId.delete(id);
+      }
+      this.view = { ...this.session.sceneMeta(), entities: [...byId.values()].sort((a, b) => a.id - b.id) };
+    } else {
+      this.view = { ...this.session.sceneMeta(), entities: this.view.entities };
+    }
     for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
     if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
     const present = presentPeople(this.people, Date.now());
@@ -1225,12 +1239,14 @@ export class Editor {
         role: this.role,
         author: this.author,
         entities: this.view.entities.length,
+        position: this.view.position,
         hash: this.session.conn.state_hash(),
         backend: this.viewport.backend,
         resolutionScale: this.viewport.resolutionScale,
         previews: this.previews.size,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
+      framesRendered: () => this.viewport.framesRendered,
       /** Script milliseconds of each recent replica change, reading it to updating the view. */
       refreshTimes: () => [...this.refreshTimes],
       /** Submits raw commands (benchmarks and tests that script the protocol). */

@@ -3,7 +3,7 @@
 
 import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
 import { connect, type Transport, type TransportKind } from './net';
-import type { Command, PresenceEvent, Role, SceneView, Transform } from './state';
+import type { Command, EntityView, PresenceEvent, Role, SceneView, Transform } from './state';
 
 export type SessionEvent =
   | { type: 'joined'; author: number; role: Role }
@@ -134,6 +134,21 @@ export class Session {
 
   scene(): SceneView {
     return JSON.parse(this.conn.scene_json()) as SceneView;
+  }
+
+  /** What changed in the replica since the last call: everything (after a snapshot) or these entities. */
+  changes(): { all: boolean; entities: number[] } {
+    return JSON.parse(this.conn.changes_json()) as { all: boolean; entities: number[] };
+  }
+
+  /** One entity as the scene lists it, or `null` when it is gone. */
+  entity(id: number): EntityView | null {
+    return JSON.parse(this.conn.entity_json(id)) as EntityView | null;
+  }
+
+  /** The scene without its entities. */
+  sceneMeta(): Omit<SceneView, 'entities'> {
+    return JSON.parse(this.conn.scene_meta_json()) as Omit<SceneView, 'entities'>;
   }
 
   close(): void {

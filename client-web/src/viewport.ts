@@ -83,6 +83,8 @@ export class Viewport {
   private ground = new THREE.Plane(new THREE.Vector3(0, 1, 0), 0);
   /** Milliseconds between the last frames (ring), for telemetry and benchmarks. */
   readonly frameTimes: number[] = [];
+  /** Frames rendered so far. */
+  framesRendered = 0;
   private lastFrame = 0;
   /** Render only when something changed (a still scene costs nothing); `continuous` for benchmarks. */
   private dirty = true;
@@ -191,6 +193,7 @@ export class Viewport {
       }
       this.lastFrame = t;
       this.renderer.render(this.scene, this.camera);
+      this.framesRendered += 1;
     });
   }
 

@@ -54,7 +54,10 @@ try {
   const step = async (commands) => {
     const before = await position();
     await page.evaluate((c) => window.meshwork.submit(c), commands);
-    await page.waitForFunction((p) => window.meshwork.state().position > p, before, { timeout: 120000 });
+    await page.waitForFunction((p) => window.meshwork.state().position > p, before, { timeout: 120000 }).catch(async (e) => {
+      const toasts = await page.locator('.toast').allTextContents();
+      throw new Error(`${Object.keys(commands[0])[0]} did not land: ${JSON.stringify(toasts)} (${e.message})`);
+    });
   };
   await step([{ Spawn: { entity, primitive: 'Cube', transform: { translation: [0, 1, 0], rotation: [0, 0, 0, 1], scale: [2, 2, 2] } } }]);
   await step([{ SubdivideFaces: { entity, faces: await faces(), cuts: 8 } }]);
@@ -66,10 +69,10 @@ try {
   const shown = [];
   for (let i = 0; i < 20; i += 1) {
     const batch = vertices.slice(i * 100, i * 100 + 100).map((v) => [v.id, [v.p[0] * 1.05, v.p[1] * 1.05, v.p[2] * 1.05]]);
-    const before = await page.evaluate(() => window.meshwork.frameTimes().length);
+    const before = await page.evaluate(() => window.meshwork.framesRendered());
     const t0 = Date.now();
     await step([{ MoveVertices: { entity, moves: batch } }]);
-    await page.waitForFunction((n) => window.meshwork.frameTimes().length > n, before, { timeout: 60000 });
+    await page.waitForFunction((n) => window.meshwork.framesRendered() > n, before, { timeout: 60000 });
     shown.push(Date.now() - t0);
     moves.push(await page.evaluate(() => window.meshwork.refreshTimes().at(-1)));
   }

@@ -538,6 +538,14 @@ pub struct EncodedDelta {
     pub bytes: Vec<u8>,
 }
 
+impl EncodedDelta {
+    /// The delta, if the bytes hold one.
+    #[must_use]
+    pub fn decode(&self) -> Option<crate::scene::SceneDelta> {
+        postcard::from_bytes(&self.bytes).ok()
+    }
+}
+
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {

@@ -33,6 +33,16 @@ pub struct Connection {
     presence_seq: u32,
     /// The last edit preview (`preview_edit`), triangulated.
     preview: Option<meshwork_protocol::mesh::RenderMesh>,
+    /// Per edited entity, the revision of its mesh: bumped when an entry or delta may have
+    /// changed it (`geometry` in the scene JSON), so nothing is triangulated to find out.
+    revisions: std::collections::BTreeMap<EntityId, u64>,
+    next_revision: u64,
+    /// Entities changed since the last [`Self::changes_json`]; `all_changed` after a snapshot.
+    changed: std::collections::BTreeSet<EntityId>,
+    all_changed: bool,
+    /// The last triangulation handed out: (entity, geometry revision, triangles).
+    triangulated:
+        std::cell::RefCell<Option<(EntityId, String, meshwork_protocol::mesh::RenderMesh)>>,
 }
 
 #[wasm_bindgen]
@@ -61,6 +71,11 @@ impl Connection {
             extra: Vec::new(),
             presence_seq: 0,
             preview: None,
+            revisions: std::collections::BTreeMap::new(),
+            next_revision: 0,
+            changed: std::collections::BTreeSet::new(),
+            all_changed: true,
+            triangulated: std::cell::RefCell::new(None),
         })
     }
 
@@ -168,8 +183,118 @@ impl Connection {
         if self.inner.replica().scene().position != before
             || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
         {
+            self.note_changes(msg);
             events.push(json!({"type": "changed"}));
         }
+    }
+
+    /// Which entities `msg` changed, and which meshes: their revisions move on.
+    fn note_changes(&mut self, msg: &ServerMsg) {
+        let mut touched: Vec<(EntityId, bool)> = Vec::new();
+        match msg {
+            ServerMsg::Entries(e) => {
+                for entry in &e.entries {
+                    let Ok(body) = entry.decode_body() else {
+                        self.all_changed = true;
+                        continue;
+                    };
+                    if let meshwork_protocol::scene::Touched::Entity(id) =
+                        meshwork_protocol::scene::Scene::touched(body.author, &body.command)
+                    {
+                        touched.push((id, changes_geometry(&body.command)));
+                    }
+                }
+            }
+            ServerMsg::Delta(d) => match d.decode() {
+                Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
+                None => self.all_changed = true,
+            },
+            _ => self.all_changed = true,
+        }
+        if self.all_changed {
+            // A snapshot (or anything unreadable): every mesh gets a new revision.
+            let ids: Vec<EntityId> = self
+                .inner
+                .replica()
+                .scene()
+                .entities
+                .keys()
+                .copied()
+                .collect();
+            touched.extend(ids.into_iter().map(|id| (id, true)));
+        }
+        for (id, geometry) in touched {
+            self.changed.insert(id);
+            if geometry {
+                self.next_revision = self.next_revision.saturating_add(1);
+                self.revisions.insert(id, self.next_revision);
+            }
+        }
+    }
+
+    /// What changed since the last call: `{all, entities: [id]}` (`all` after a snapshot: read
+    /// the whole scene; else only those entities, with [`Self::entity_json`]).
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    pub fn changes_json(&mut self) -> String {
+        let all = std::mem::take(&mut self.all_changed);
+        let ids: Vec<f64> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|e| e.0 as f64)
+            .collect();
+        json!({ "all": all, "entities": ids }).to_string()
+    }
+
+    /// One entity as [`Self::scene_json`] lists it, or `null` when it is gone.
+    #[must_use]
+    pub fn entity_json(&self, id: f64) -> String {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ids come from scene_json, exact below 2^53"
+        )]
+        let id = EntityId(id as u64);
+        self.inner.replica().scene().entities.get(&id).map_or_else(
+            || "null".to_owned(),
+            |e| self.entity_value(id, e).to_string(),
+        )
+    }
+
+    /// The scene without its entities: `{position, name, selections}`.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    pub fn scene_meta_json(&self) -> String {
+        let scene = self.inner.replica().scene();
+        json!({
+            "position": scene.position,
+            "name": scene.session_name.as_ref().map(|n| n.value.clone()),
+            "selections": selections(scene),
+        })
+        .to_string()
+    }
+
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    fn entity_value(&self, id: EntityId, e: &meshwork_protocol::scene::Entity) -> Value {
+        let (kind, geometry) = match &e.geometry {
+            Geometry::Primitive(p) => {
+                let name = format!("{p:?}").to_lowercase();
+                (name.clone(), format!("{name}#0"))
+            }
+            Geometry::Mesh(_) => (
+                "mesh".to_owned(),
+                format!("mesh#{}", self.revisions.get(&id).copied().unwrap_or(0)),
+            ),
+        };
+        json!({
+            "id": id.0 as f64,
+            "name": e.name.value,
+            "kind": kind,
+            "geometry": geometry,
+            "translation": e.transform.translation.to_array(),
+            "rotation": e.transform.rotation.to_array(),
+            "scale": e.transform.scale.to_array(),
+            "color": e.color.value.to_array(),
+        })
     }
 
     /// The role granted by the invite (`viewer`, `editor`, `admin`), once joined.
@@ -377,42 +502,13 @@ impl Connection {
         let entities: Vec<Value> = scene
             .entities
             .iter()
-            .map(|(id, e)| {
-                let (kind, geometry) = match &e.geometry {
-                    Geometry::Primitive(p) => {
-                        let name = format!("{p:?}").to_lowercase();
-                        (name.clone(), name)
-                    }
-                    Geometry::Mesh(_) => ("mesh".to_owned(), "mesh".to_owned()),
-                };
-                json!({
-                    "id": id.0 as f64,
-                    "name": e.name.value,
-                    "kind": kind,
-                    "geometry": format!("{geometry}#{}", geometry_rev(&e.geometry)),
-                    "translation": e.transform.translation.to_array(),
-                    "rotation": e.transform.rotation.to_array(),
-                    "scale": e.transform.scale.to_array(),
-                    "color": e.color.value.to_array(),
-                })
-            })
-            .collect();
-        let selections: Vec<Value> = scene
-            .authors
-            .iter()
-            .filter_map(|(a, s)| {
-                let sel = s.selection.as_ref()?;
-                Some(json!({
-                    "author": a.0,
-                    "entities": sel.value.iter().map(|e| e.0 as f64).collect::<Vec<_>>(),
-                }))
-            })
+            .map(|(id, e)| self.entity_value(*id, e))
             .collect();
         serde_json::to_string(&json!({
             "position": scene.position,
             "name": scene.session_name.as_ref().map(|n| n.value.clone()),
             "entities": entities,
-            "selections": selections,
+            "selections": selections(scene),
         }))
         .map_err(err)
     }
@@ -420,26 +516,31 @@ impl Connection {
     /// Vertex positions (x, y, z per vertex) of entity `id`'s triangulated mesh.
     #[must_use]
     pub fn mesh_positions(&self, id: f64) -> Vec<f32> {
-        self.triangles(id)
-            .map(|m| m.positions.into_iter().flatten().collect())
+        self.with_triangles(id, |m| m.positions.iter().flatten().copied().collect())
             .unwrap_or_default()
     }
 
     /// Vertex normals, parallel to [`Self::mesh_positions`].
     #[must_use]
     pub fn mesh_normals(&self, id: f64) -> Vec<f32> {
-        self.triangles(id)
-            .map(|m| m.normals.into_iter().flatten().collect())
+        self.with_triangles(id, |m| m.normals.iter().flatten().copied().collect())
             .unwrap_or_default()
     }
 
     /// Triangle indices into [`Self::mesh_positions`].
     #[must_use]
     pub fn mesh_indices(&self, id: f64) -> Vec<u32> {
-        self.triangles(id).map(|m| m.indices).unwrap_or_default()
+        self.with_triangles(id, |m| m.indices.clone())
+            .unwrap_or_default()
     }
 
-    fn triangles(&self, id: f64) -> Option<meshwork_protocol::mesh::RenderMesh> {
+    /// Entity `id`'s triangles: positions, normals and indices are read one after the other,
+    /// so the last triangulation is kept for its revision (one triangulation per mesh change).
+    fn with_triangles<T>(
+        &self,
+        id: f64,
+        read: impl FnOnce(&meshwork_protocol::mesh::RenderMesh) -> T,
+    ) -> Option<T> {
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -447,7 +548,18 @@ impl Connection {
         )]
         let id = EntityId(id as u64);
         let e = self.inner.replica().scene().entities.get(&id)?;
-        Some(e.geometry.render())
+        let key = self.entity_value(id, e)["geometry"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut cache = self.triangulated.borrow_mut();
+        let fresh = cache
+            .as_ref()
+            .is_none_or(|(cid, ckey, _)| *cid != id || *ckey != key);
+        if fresh {
+            *cache = Some((id, key, e.geometry.render()));
+        }
+        cache.as_ref().map(|(_, _, mesh)| read(mesh))
     }
 
     /// The editable mesh of entity `id` (edit mode): `{faces: [{id, corners: [vertex index]}],
@@ -714,15 +826,38 @@ fn preview_of(
     Some(e.geometry.edit_mesh(e.spawned_by).triangulate())
 }
 
-fn geometry_rev(g: &Geometry) -> String {
-    match g {
-        Geometry::Primitive(_) => "0".to_owned(),
-        Geometry::Mesh(m) => {
-            let tri = m.triangulate();
-            let sum: f32 = tri.positions.iter().flatten().sum();
-            format!("{}:{}:{sum}", tri.positions.len(), tri.indices.len())
-        }
-    }
+/// Whether an entry of `command` may change its entity's mesh (its revision moves on).
+const fn changes_geometry(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Select { .. }
+            | Command::Translate { .. }
+            | Command::Rotate { .. }
+            | Command::Scale { .. }
+            | Command::SetName { .. }
+            | Command::SetColor { .. }
+            | Command::SetMaterial { .. }
+            | Command::SetTransform { .. }
+            | Command::ToolActivate { .. }
+            | Command::ToolDeactivate { .. }
+            | Command::SetSessionName { .. }
+            | Command::Step { .. }
+    )
+}
+
+#[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+fn selections(scene: &meshwork_protocol::scene::Scene) -> Vec<Value> {
+    scene
+        .authors
+        .iter()
+        .filter_map(|(a, s)| {
+            let sel = s.selection.as_ref()?;
+            Some(json!({
+                "author": a.0,
+                "entities": sel.value.iter().map(|e| e.0 as f64).collect::<Vec<_>>(),
+            }))
+        })
+        .collect()
 }
 
 /// Three numbers from JavaScript (missing ones are `or`).
