@@ -70,7 +70,57 @@ pub enum Tool {
     Add(Primitive),
     /// Recolor the selection with the trigger.
     Paint,
+    /// Point at a face, hold the trigger and pull: the face extrudes along its normal.
+    Extrude,
+    /// Point at a mesh near a vertex, hold the trigger and move: the vertex follows the hand.
+    Vertex,
 }
+
+/// One-shot mesh operations on the selected entity, from the panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshAction {
+    /// Every face cut once (one level of subdivision).
+    Subdivide,
+    /// Catmull–Clark of the whole mesh, one level.
+    Smooth,
+    /// Mirror across the local X plane, welded at the seam.
+    Mirror,
+    /// A copy beside it (0.6 m along +X).
+    Duplicate,
+}
+
+/// A mesh gesture in progress: its hand, its entity, what it started from, and the command it
+/// would commit now.
+#[derive(Clone, Debug)]
+struct MeshGesture {
+    hand: Hand,
+    entity: EntityId,
+    kind: GestureKind,
+    command: Option<Command>,
+    /// The last snapped amount (a haptic tick when it changes).
+    last: Option<[i64; 3]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum GestureKind {
+    /// Extrude `face`: the hand's travel along the face's world normal is the distance.
+    Pull {
+        face: meshwork_protocol::editmesh::FaceKey,
+        normal: Vec3,
+        start: Vec3,
+        /// Entity units per world metre along the normal.
+        scale: f32,
+    },
+    /// Move `vertex`: the hand's travel, in entity space, is added to where it started.
+    Drag {
+        vertex: meshwork_protocol::editmesh::VertexKey,
+        from: Vec3,
+        start: Vec3,
+    },
+}
+
+/// Grid step of mesh gestures, world metres (a haptic tick per step).
+pub const MESH_SNAP_M: f32 = 0.05;
 
 /// The colors the panel offers (linear RGBA).
 pub const PALETTE: [Vec4; 6] = [
@@ -175,6 +225,11 @@ pub struct App {
     previewing: Vec<EntityId>,
     /// Frames run so far.
     frames: u64,
+    /// The mesh gesture in progress, if any.
+    gesture: Option<MeshGesture>,
+    /// Entities drawn with another mesh than the replica's: a gesture's result, kept after
+    /// its commit until the replica moves past the position it was committed at.
+    mesh_previews: BTreeMap<EntityId, (Rc<MeshData>, Option<u64>)>,
 }
 
 /// Another author's presence as last received (their head and hands, stage space).
@@ -248,6 +303,8 @@ impl App {
             snap_turn: std::f32::consts::FRAC_PI_6,
             turn_armed: true,
             history_armed: true,
+            gesture: None,
+            mesh_previews: BTreeMap::new(),
             others: BTreeMap::new(),
             remote_previews: BTreeMap::new(),
             previewing: Vec::new(),
@@ -338,9 +395,18 @@ impl App {
             }
             _ => {}
         }
+        if matches!(msg, ServerMsg::CommandRefused(_)) {
+            self.mesh_previews
+                .retain(|_, (_, committed)| committed.is_none());
+        }
         let before = self.conn.replica().scene().position;
         let event = self.conn.handle(msg);
-        if self.conn.replica().scene().position != before {
+        let now = self.conn.replica().scene().position;
+        if now != before {
+            self.mesh_previews
+                .retain(|_, (_, committed)| committed.is_none_or(|at| now <= at));
+        }
+        if now != before {
             // Acknowledged submissions are now in the replica.
             let done: Vec<EntityId> = self.in_flight.iter().filter(|f| f.1).map(|f| f.0).collect();
             self.in_flight.retain(|f| !f.1);
@@ -573,13 +639,16 @@ impl App {
                         crate::ui::PanelHit::Color => self.color = (self.color + 1) % PALETTE.len(),
                         crate::ui::PanelHit::Undo => self.undo(false),
                         crate::ui::PanelHit::Redo => self.undo(true),
+                        crate::ui::PanelHit::Action(a) => self.mesh_action(a),
                     }
                     out.haptics.push((h, 0.2, 0.01));
                 }
                 continue;
             }
-            // Trigger: select what the ray hits (or paint it with the paint tool).
-            if pressed(now, prev, |i| i.trigger) {
+            // Mesh tools: the trigger starts, follows and commits a gesture.
+            if matches!(self.tool, Tool::Extrude | Tool::Vertex) {
+                self.mesh_tool(h, now, prev, &mut out);
+            } else if pressed(now, prev, |i| i.trigger) {
                 let hit = self.hovered[h as usize];
                 if let (Tool::Paint, Some(e)) = (self.tool, hit) {
                     let rgba = PALETTE[self.color % PALETTE.len()];
@@ -746,6 +815,302 @@ impl App {
         out
     }
 
+    /// The face and nearest vertex of `entity` that `ray` hits, in its editable mesh, with the
+    /// face's normal in world space and the entity's scale along it.
+    fn pick_element(
+        &self,
+        entity: EntityId,
+        ray: &Ray,
+    ) -> Option<(
+        meshwork_protocol::editmesh::FaceKey,
+        meshwork_protocol::editmesh::VertexKey,
+        Vec3,
+        Vec3,
+        f32,
+    )> {
+        let e = self.conn.replica().scene().entities.get(&entity)?;
+        let mesh = e.geometry.edit_mesh(e.spawned_by);
+        let tris = mesh.triangulate();
+        let t = self.shown(entity, &e.transform);
+        let world_from_entity = input::matrix(&t);
+        let (tri, dist) =
+            input::pick_triangle(ray, world_from_entity, &tris.positions, &tris.indices)?;
+        // The triangulation is each face's fan, in face order.
+        let mut seen = 0usize;
+        let (face, corners) = mesh.faces().iter().find(|(_, c)| {
+            seen += c.len().saturating_sub(2);
+            tri < seen
+        })?;
+        let local = world_from_entity
+            .inverse()
+            .transform_point3(ray.origin + ray.direction * dist);
+        let vertex = *corners.iter().min_by(|a, b| {
+            let d = |v: &&meshwork_protocol::editmesh::VertexKey| {
+                mesh.vertices()
+                    .get(*v)
+                    .map_or(f32::MAX, |p| p.distance_squared(local))
+            };
+            d(a).total_cmp(&d(b))
+        })?;
+        let pts: Vec<Vec3> = corners
+            .iter()
+            .filter_map(|c| mesh.vertices().get(c).copied())
+            .collect();
+        let mut n = Vec3::ZERO;
+        for (i, a) in pts.iter().enumerate() {
+            let b = pts[(i + 1) % pts.len()];
+            n += a.cross(b);
+        }
+        let normal_local = n.normalize_or_zero();
+        let world_normal = world_from_entity.transform_vector3(normal_local);
+        let scale = if world_normal.length() > 1e-6 {
+            1.0 / world_normal.length()
+        } else {
+            1.0
+        };
+        Some((
+            *face,
+            vertex,
+            world_normal.normalize_or_zero(),
+            mesh.vertices().get(&vertex).copied().unwrap_or(local),
+            scale,
+        ))
+    }
+
+    /// The extrude and vertex tools: the trigger on a mesh starts a gesture, the hand moves it
+    /// (snapped to [`MESH_SNAP_M`], a tick per step), the release commits one command.
+    fn mesh_tool(
+        &mut self,
+        h: Hand,
+        now: Option<HandInput>,
+        prev: Option<HandInput>,
+        out: &mut FrameOutput,
+    ) {
+        const PRESS: f32 = 0.6;
+        const RELEASE: f32 = 0.4;
+        let down =
+            now.is_some_and(|n| n.trigger >= PRESS) && prev.is_none_or(|p| p.trigger < PRESS);
+        let up =
+            now.is_none_or(|n| n.trigger <= RELEASE) && prev.is_some_and(|p| p.trigger > RELEASE);
+        let Some(hand) = now else {
+            return;
+        };
+        if down && self.gesture.is_none() {
+            let ray = Ray::from_aim(&hand.world_from_aim);
+            let Some(entity) = self.hovered[h as usize] else {
+                return;
+            };
+            let Some((face, vertex, normal, from, scale)) = self.pick_element(entity, &ray) else {
+                return;
+            };
+            let start = hand.world_from_grip.position;
+            let kind = if self.tool == Tool::Extrude {
+                GestureKind::Pull {
+                    face,
+                    normal,
+                    start,
+                    scale,
+                }
+            } else {
+                GestureKind::Drag {
+                    vertex,
+                    from,
+                    start,
+                }
+            };
+            self.gesture = Some(MeshGesture {
+                hand: h,
+                entity,
+                kind,
+                command: None,
+                last: None,
+            });
+            if self.selected != Some(entity) {
+                self.selected = Some(entity);
+                self.submit(
+                    vec![Command::Select {
+                        entities: vec![entity],
+                    }],
+                    None,
+                );
+            }
+            out.haptics.push((h, 0.4, 0.02));
+            return;
+        }
+        let Some(g) = self.gesture.as_mut().filter(|g| g.hand == h) else {
+            return;
+        };
+        if up {
+            let g = self.gesture.take();
+            if let Some(MeshGesture {
+                entity,
+                command: Some(command),
+                ..
+            }) = g
+            {
+                let at = self.conn.replica().scene().position;
+                if let Some((_, committed)) = self.mesh_previews.get_mut(&entity) {
+                    *committed = Some(at);
+                }
+                self.submit(vec![command], None);
+                out.haptics.push((h, 0.5, 0.03));
+            } else if let Some(g) = g {
+                self.mesh_previews.remove(&g.entity);
+            }
+            return;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "grid steps of scene coordinates fit easily"
+        )]
+        let (command, cell) = match g.kind {
+            GestureKind::Pull {
+                face,
+                normal,
+                start,
+                scale,
+            } => {
+                let steps =
+                    ((hand.world_from_grip.position - start).dot(normal) / MESH_SNAP_M).round();
+                let distance_m = steps * MESH_SNAP_M * scale;
+                let command = (steps != 0.0).then(|| Command::ExtrudeFaces {
+                    entity: g.entity,
+                    faces: vec![face],
+                    direction: meshwork_protocol::command::ExtrudeDirection::Normal { distance_m },
+                    snap_m: None,
+                });
+                (command, [steps as i64, 0, 0])
+            }
+            GestureKind::Drag {
+                vertex,
+                from,
+                start,
+            } => {
+                let t = self
+                    .conn
+                    .replica()
+                    .scene()
+                    .entities
+                    .get(&g.entity)
+                    .map_or(Transform::IDENTITY, |e| e.transform);
+                let steps = ((hand.world_from_grip.position - start) / MESH_SNAP_M).round();
+                let local = t.rotation.inverse() * (steps * MESH_SNAP_M) / t.scale;
+                let command = (steps != Vec3::ZERO).then(|| Command::MoveVertices {
+                    entity: g.entity,
+                    moves: vec![(vertex, from + local)],
+                });
+                (command, [steps.x as i64, steps.y as i64, steps.z as i64])
+            }
+        };
+        if g.last.is_some_and(|l| l != cell) {
+            out.haptics.push((h, 0.2, 0.01));
+        }
+        g.last = Some(cell);
+        g.command.clone_from(&command);
+        let entity = g.entity;
+        let author = self.conn.author().unwrap_or_default();
+        let preview = command
+            .as_ref()
+            .and_then(|c| self.conn.replica().scene().preview(author, c))
+            .map(|e| {
+                let m = e.geometry.render();
+                Rc::new((m.positions, m.normals, m.indices))
+            });
+        match preview {
+            Some(mesh) => {
+                self.mesh_previews.insert(entity, (mesh, None));
+            }
+            None => {
+                self.mesh_previews.remove(&entity);
+            }
+        }
+    }
+
+    /// A panel operation on the selected entity's mesh.
+    fn mesh_action(&mut self, action: MeshAction) {
+        let Some(entity) = self.selected else {
+            self.notices.push("select a mesh first".to_owned());
+            return;
+        };
+        let command = match action {
+            MeshAction::Subdivide => {
+                let faces = self
+                    .conn
+                    .replica()
+                    .scene()
+                    .entities
+                    .get(&entity)
+                    .map(|e| {
+                        e.geometry
+                            .edit_mesh(e.spawned_by)
+                            .faces()
+                            .keys()
+                            .copied()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Command::SubdivideFaces {
+                    entity,
+                    faces,
+                    cuts: 1,
+                }
+            }
+            MeshAction::Smooth => Command::Smooth {
+                entity,
+                faces: Vec::new(),
+                levels: 1,
+            },
+            MeshAction::Mirror => Command::Mirror {
+                entity,
+                axis: meshwork_protocol::editmesh::Axis::X,
+                weld: true,
+            },
+            MeshAction::Duplicate => {
+                let Some(copy) = self.new_entity() else {
+                    return;
+                };
+                self.submit(
+                    vec![
+                        Command::Duplicate {
+                            entity,
+                            copy,
+                            offset: Vec3::new(0.6, 0.0, 0.0),
+                        },
+                        Command::Select {
+                            entities: vec![copy],
+                        },
+                    ],
+                    None,
+                );
+                self.selected = Some(copy);
+                return;
+            }
+        };
+        self.submit(vec![command], None);
+    }
+
+    /// Whether some entity is drawn with a gesture's mesh (one in progress, or committed and
+    /// not yet in the replica).
+    #[must_use]
+    pub fn has_mesh_previews(&self) -> bool {
+        !self.mesh_previews.is_empty()
+    }
+
+    /// What the others present have selected: (author, entity) pairs.
+    #[must_use]
+    pub fn others_selections(&self) -> Vec<(AuthorId, EntityId)> {
+        let me = self.conn.author();
+        self.conn
+            .replica()
+            .scene()
+            .authors
+            .iter()
+            .filter(|(a, _)| Some(**a) != me)
+            .filter_map(|(a, s)| s.selection.as_ref().map(|sel| (*a, sel)))
+            .flat_map(|(a, sel)| sel.value.iter().map(move |e| (a, *e)))
+            .collect()
+    }
+
     fn replica_transform(&self, e: EntityId) -> Option<Transform> {
         self.conn
             .replica()
@@ -778,7 +1143,10 @@ impl App {
         let scene = self.conn.replica().scene();
         let mut out = Vec::with_capacity(scene.entities.len());
         for (id, e) in &scene.entities {
-            let (key, mesh) = self.meshes.get(&e.geometry);
+            let (key, mesh) = match self.mesh_previews.get(id) {
+                Some((mesh, _)) => (format!("preview:{}", id.0), mesh.clone()),
+                None => self.meshes.get(&e.geometry),
+            };
             let remote = self
                 .remote_previews
                 .get(id)
@@ -824,7 +1192,6 @@ pub fn wire_pose(p: &Pose) -> WirePose {
     WirePose::quantize(p.position, p.orientation)
 }
 
-/// An invite any test can join with (signed by a fixed key, never expiring).
 /// A gesture of several scene edits goes out behind one `Step`, so that one undo takes it all
 /// back (a grab that moved and rotated; an add with its colour). Selections do not count.
 fn one_step(commands: Vec<Command>) -> Vec<Command> {
@@ -880,6 +1247,7 @@ pub fn refusal_notice(r: &meshwork_protocol::wire::CommandRefused) -> String {
     }
 }
 
+/// An invite any test can join with (signed by a fixed key, never expiring).
 #[cfg(test)]
 pub(crate) fn test_invite() -> Invite {
     let key = Ed25519Signer::from_seed([7; 32]);

@@ -117,6 +117,34 @@ pub fn pick(ray: &Ray, entities: &[Pickable<'_>]) -> Option<(EntityId, f32)> {
     best
 }
 
+/// The nearest triangle of one mesh the ray hits: its index (in `indices`, by threes) and the
+/// hit distance along the ray (world metres).
+#[must_use]
+pub fn pick_triangle(
+    ray: &Ray,
+    world_from_entity: Mat4,
+    positions: &[[f32; 3]],
+    indices: &[u32],
+) -> Option<(usize, f32)> {
+    let entity_from_world = world_from_entity.inverse();
+    let origin = entity_from_world.transform_point3(ray.origin);
+    let dir = entity_from_world.transform_point3(ray.origin + ray.direction) - origin;
+    let v = |i: u32| {
+        positions
+            .get(i as usize)
+            .map_or(Vec3::ZERO, |p| Vec3::from_array(*p))
+    };
+    let mut best: Option<(usize, f32)> = None;
+    for (n, tri) in indices.chunks_exact(3).enumerate() {
+        if let Some(t) = ray_triangle(origin, dir, v(tri[0]), v(tri[1]), v(tri[2]))
+            && best.is_none_or(|(_, b)| t < b)
+        {
+            best = Some((n, t));
+        }
+    }
+    best
+}
+
 /// Möller–Trumbore, both faces; `t` in units of `dir`.
 fn ray_triangle(origin: Vec3, dir: Vec3, a: Vec3, b: Vec3, c: Vec3) -> Option<f32> {
     let (e1, e2) = (b - a, c - a);

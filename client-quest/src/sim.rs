@@ -12,13 +12,13 @@
 //! | `trigger H V` / `grip H V` | analog value 0–1, held until changed |
 //! | `press H primary\|secondary\|trigger` | down for one frame, then up |
 //! | `stick H X Y` | thumbstick |
-//! | `tool cube\|pyramid\|plane\|cylinder\|sphere\|paint` | the panel's tool |
+//! | `tool cube\|pyramid\|plane\|cylinder\|sphere\|paint\|extrude\|vertex` | the panel's tool |
 //! | `color N` | the panel's color index |
 //! | `frames N` | run N frames as things are |
-//! | `wait synced` / `wait entities N` | run frames until it holds (fails after 2000 frames) |
+//! | `wait synced` / `wait entities N` / `wait applied` / `wait selection` | run frames until it holds: synced, N entities, this client's mesh gestures in the replica, another member's selection (fails after 2000 frames) |
 //! | `grid N S` | spawn N entities on a grid, the first S spheres (benchmarks) |
 //! | `measure` | start the frame-time statistics here (the report covers what follows) |
-//! | `aim-panel H CONTROL` | point a hand at a panel control (`Cube` … `Paint`, `color`, `undo`, `redo`) |
+//! | `aim-panel H CONTROL` | point a hand at a panel control (`Cube` … `Vertex`, `color`, `undo`, `redo`, `subdivide`, `smooth`, `mirror`, `duplicate`) |
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,10 @@ pub enum Step {
     WaitSynced,
     /// Run until the replica holds at least this many entities.
     WaitEntities(usize),
+    /// Run until this client's committed mesh gestures are in the replica.
+    WaitApplied,
+    /// Run until another member has something selected.
+    WaitOthersSelection,
     /// Spawn a grid of N entities (the first S spheres, the rest cubes): benchmarks.
     Grid(u32, u32),
     /// Reset the frame-time statistics.
@@ -139,6 +143,8 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
                 Some("cylinder") => Tool::Add(Primitive::Cylinder),
                 Some("sphere") => Tool::Add(Primitive::Sphere),
                 Some("paint") => Tool::Paint,
+                Some("extrude") => Tool::Extrude,
+                Some("vertex") => Tool::Vertex,
                 _ => return Err(bad("unknown tool")),
             }),
             Some("color") => Step::Color(count(1)? as usize),
@@ -154,7 +160,13 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
             Some("wait") => match w.get(1).copied() {
                 Some("synced") => Step::WaitSynced,
                 Some("entities") => Step::WaitEntities(count(2)? as usize),
-                _ => return Err(bad("expected `wait synced` or `wait entities N`")),
+                Some("applied") => Step::WaitApplied,
+                Some("selection") => Step::WaitOthersSelection,
+                _ => {
+                    return Err(bad(
+                        "expected `wait synced`, `wait entities N`, `wait applied` or `wait selection`",
+                    ));
+                }
             },
             _ => return Err(bad("unknown step")),
         };
@@ -222,6 +234,8 @@ pub struct Report {
     pub haptics: u64,
     /// Refusals the server sent.
     pub notices: Vec<String>,
+    /// Markers of other members' selections drawn in the last frame.
+    pub selection_markers: usize,
     /// Entities drawn in the last frame.
     pub drawn: usize,
     /// The panel's tool at the end.
@@ -293,6 +307,7 @@ pub fn run(
             .push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
         report.gpu.push(cpu_done.elapsed().as_secs_f64() * 1000.0);
         report.drawn = items.len();
+        report.selection_markers = app.others_selections().len() * 8;
         // Headless runs as fast as it can, but never spins the network thread dry.
         std::thread::sleep(Duration::from_millis(1));
         Ok(())
@@ -358,6 +373,20 @@ pub fn run(
                 while !app.live() {
                     if report.frames >= until {
                         return Err("never joined: `wait synced` ran 2000 frames".into());
+                    }
+                    frame(&mut dev, &mut report, app)?;
+                    std::thread::sleep(Duration::from_millis(4));
+                }
+            }
+            Step::WaitApplied | Step::WaitOthersSelection => {
+                let until = report.frames.saturating_add(2000);
+                let done = |app: &App| match step {
+                    Step::WaitApplied => !app.has_mesh_previews(),
+                    _ => !app.others_selections().is_empty(),
+                };
+                while !done(app) {
+                    if report.frames >= until {
+                        return Err(format!("`{step:?}` ran 2000 frames"));
                     }
                     frame(&mut dev, &mut report, app)?;
                     std::thread::sleep(Duration::from_millis(4));
@@ -434,11 +463,21 @@ fn panel_control_centre(control: &str) -> Option<Vec3> {
             0.0,
         )
     };
+    let row = crate::ui::COLOR_ROW + 12;
     match control {
-        "color" => return Some(at(150, 120)),
-        "undo" => return Some(at(248, 120)),
-        "redo" => return Some(at(336, 120)),
+        "color" => return Some(at(150, row)),
+        "undo" => return Some(at(248, row)),
+        "redo" => return Some(at(336, row)),
         _ => {}
+    }
+    if let Some(i) = crate::ui::ACTIONS.iter().position(|(_, label)| {
+        label
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(control))
+    }) {
+        let (x, y) = crate::ui::action_button(i);
+        return Some(at(x + 91, y + 16));
     }
     let i = crate::ui::TOOLS
         .iter()
@@ -572,15 +611,38 @@ pub fn draw_list(app: &mut App, input: &FrameInput, size: (u32, u32)) -> (Mat4, 
     }
     // The scene (the selection a little brighter).
     let selected = app.selected;
+    let others_selections = app.others_selections();
     for d in app.entity_draws() {
         let mut color = d.color;
         if selected == Some(d.id) {
             color = (color + Vec4::new(0.15, 0.15, 0.15, 0.0)).min(Vec4::ONE);
         }
+        let world_from_model = crate::input::matrix(&d.transform);
+        // Another member's selection: a marker on each corner of its box, in their colour.
+        for (author, _) in others_selections.iter().filter(|(_, e)| *e == d.id) {
+            let (lo, hi) = d.mesh.0.iter().fold(
+                (Vec3::splat(f32::MAX), Vec3::splat(f32::MIN)),
+                |(lo, hi), p| (lo.min(Vec3::from_array(*p)), hi.max(Vec3::from_array(*p))),
+            );
+            for corner in 0..8u8 {
+                let pick = |bit: u8, a: f32, b: f32| if corner & bit == 0 { a } else { b };
+                let local = Vec3::new(
+                    pick(1, lo.x, hi.x),
+                    pick(2, lo.y, hi.y),
+                    pick(4, lo.z, hi.z),
+                );
+                items.push(primitive(
+                    "cube",
+                    Mat4::from_translation(world_from_model.transform_point3(local))
+                        * Mat4::from_scale(Vec3::splat(0.05)),
+                    crate::app::author_color(*author),
+                ));
+            }
+        }
         items.push(OwnedItem {
             key: d.key,
             mesh: d.mesh,
-            world_from_model: crate::input::matrix(&d.transform),
+            world_from_model,
             color,
         });
     }

@@ -6,32 +6,53 @@
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
-    reason = "pixel coordinates of a 384×256 image, indices of short lists, colours clamped to 0–1"
+    reason = "pixel coordinates of a 384×384 image, indices of short lists, colours clamped to 0–1"
 )]
 
 use font8x8::UnicodeFonts as _;
 use glam::{Mat4, Vec3};
 use meshwork_protocol::command::Primitive;
 
-use crate::app::{App, PALETTE, Tool};
+use crate::app::{App, MeshAction, PALETTE, Tool};
 use crate::input::{Pose, Ray};
 
 /// Panel image size.
 pub const WIDTH: u32 = 384;
 /// Panel image size.
-pub const HEIGHT: u32 = 256;
+pub const HEIGHT: u32 = 384;
 /// Panel size in metres (width; height follows the image's aspect).
 pub const WIDTH_M: f32 = 0.24;
 
-/// The tools in palette order, with their labels.
-pub const TOOLS: [(Tool, &str); 6] = [
+/// The tools in palette order, with their labels (rows of three).
+pub const TOOLS: [(Tool, &str); 8] = [
     (Tool::Add(Primitive::Cube), "Cube"),
     (Tool::Add(Primitive::Pyramid), "Pyramid"),
     (Tool::Add(Primitive::Plane), "Plane"),
     (Tool::Add(Primitive::Cylinder), "Cylinder"),
     (Tool::Add(Primitive::Sphere), "Sphere"),
     (Tool::Paint, "Paint"),
+    (Tool::Extrude, "Extrude"),
+    (Tool::Vertex, "Vertex"),
 ];
+
+/// The mesh operations on the selection, in panel order (rows of two), with their labels.
+pub const ACTIONS: [(MeshAction, &str); 4] = [
+    (MeshAction::Subdivide, "Subdivide"),
+    (MeshAction::Smooth, "Smooth"),
+    (MeshAction::Mirror, "Mirror X"),
+    (MeshAction::Duplicate, "Duplicate"),
+];
+
+/// Where the `i`-th mesh operation's button is (x, y; 182 × 32).
+#[must_use]
+pub const fn action_button(i: usize) -> (u32, u32) {
+    #[allow(clippy::cast_possible_truncation, reason = "i < ACTIONS.len()")]
+    let i = i as u32;
+    (8 + (i % 2) * 186, 140 + (i / 2) * 36)
+}
+
+/// The row of the colour swatch and the Undo / Redo buttons (y, height 24).
+pub const COLOR_ROW: u32 = 216;
 
 /// Where the panel floats: above the off hand's grip, tilted towards the eye. The quad is the
 /// unit square in its XY plane, scaled to the panel's size.
@@ -56,6 +77,8 @@ pub enum PanelHit {
     Undo,
     /// Redo it.
     Redo,
+    /// A mesh operation on the selection.
+    Action(MeshAction),
 }
 
 /// Where `ray` meets the panel, in panel pixels, if it does (front or back).
@@ -90,7 +113,13 @@ pub fn hit(x: u32, y: u32) -> Option<PanelHit> {
             return Some(PanelHit::Tool(*tool));
         }
     }
-    if !(108..132).contains(&y) {
+    for (i, (action, _)) in ACTIONS.iter().enumerate() {
+        let (bx, by) = action_button(i);
+        if (bx..bx + 182).contains(&x) && (by..by + 32).contains(&y) {
+            return Some(PanelHit::Action(*action));
+        }
+    }
+    if !(COLOR_ROW..COLOR_ROW + 24).contains(&y) {
         return None;
     }
     match x {
@@ -250,7 +279,7 @@ pub fn draw(app: &App) -> Image {
         let (x, y) = person_square(i);
         img.rect(x, y, 12, 12, [rgb[0], rgb[1], rgb[2], 255]);
     }
-    // Tools: two rows of three.
+    // Tools: rows of three.
     for (i, (tool, label)) in TOOLS.iter().enumerate() {
         let (col, row) = ((i % 3) as u32, (i / 3) as u32);
         let (x, y) = (8 + col * 124, 32 + row * 36);
@@ -277,19 +306,36 @@ pub fn draw(app: &App) -> Image {
     // Colour swatch.
     let c = PALETTE[app.color % PALETTE.len()];
     let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as u8;
-    img.text(12, 112, "Color", [200, 204, 212, 255]);
-    img.rect(104, 108, 96, 24, [srgb(c.x), srgb(c.y), srgb(c.z), 255]);
+    for (i, (_, label)) in ACTIONS.iter().enumerate() {
+        let (x, y) = action_button(i);
+        img.rect(x, y, 182, 32, [44, 60, 52, 255]);
+        let w = label.len() as u32 * 16;
+        img.text(
+            x + (182u32.saturating_sub(w)) / 2,
+            y + 8,
+            label,
+            [240, 240, 244, 255],
+        );
+    }
+    img.text(12, COLOR_ROW + 4, "Color", [200, 204, 212, 255]);
+    img.rect(
+        104,
+        COLOR_ROW,
+        96,
+        24,
+        [srgb(c.x), srgb(c.y), srgb(c.z), 255],
+    );
     for (x, label) in [(208, "Undo"), (296, "Redo")] {
-        img.rect(x, 108, 80, 24, [52, 56, 66, 255]);
-        img.text(x + 8, 112, label, [240, 240, 244, 255]);
+        img.rect(x, COLOR_ROW, 80, 24, [52, 56, 66, 255]);
+        img.text(x + 8, COLOR_ROW + 4, label, [240, 240, 244, 255]);
     }
     // Inspector.
     for (i, line) in inspector_lines(app).iter().enumerate() {
-        img.text(12, 142 + i as u32 * 20, line, [214, 218, 226, 255]);
+        img.text(12, 250 + i as u32 * 20, line, [214, 218, 226, 255]);
     }
     if let Some(n) = app.notices.last() {
         let short: String = n.chars().take(23).collect();
-        img.text(12, 236, &short, [255, 120, 120, 255]);
+        img.text(12, 360, &short, [255, 120, 120, 255]);
     }
     img
 }
@@ -390,10 +436,17 @@ mod tests {
             Some(PanelHit::Tool(Tool::Add(Primitive::Sphere)))
         );
         // The swatch cycles the colour; empty panel space does nothing; away misses.
-        assert_eq!(hit(150, 120), Some(PanelHit::Color));
-        assert_eq!(hit(240, 120), Some(PanelHit::Undo));
-        assert_eq!(hit(330, 120), Some(PanelHit::Redo));
-        assert_eq!(hit(200, 230), None);
+        assert_eq!(hit(150, COLOR_ROW + 12), Some(PanelHit::Color));
+        assert_eq!(hit(240, COLOR_ROW + 12), Some(PanelHit::Undo));
+        assert_eq!(hit(330, COLOR_ROW + 12), Some(PanelHit::Redo));
+        assert_eq!(hit(100, 150), Some(PanelHit::Action(MeshAction::Subdivide)));
+        assert_eq!(hit(300, 190), Some(PanelHit::Action(MeshAction::Duplicate)));
+        assert_eq!(
+            hit(8 + 124 * 2 + 60, 104 + 16),
+            None,
+            "the ninth tool slot is empty"
+        );
+        assert_eq!(hit(200, 300), None);
         let away = Ray {
             origin: from,
             direction: -ray.direction,

@@ -257,3 +257,138 @@ async fn undo_on_the_controller_puts_the_cube_back() {
     assert!(report.haptics > 0);
     server.shutdown_and_wait().await;
 }
+
+/// Trigger-and-pull extrudes the cube's top face and the vertex tool moves a corner of the new
+/// top: the native test client sees the resulting mesh (ten faces, the new top at the pulled
+/// height, the corner moved); its selection of the cube shows in the simulator in its colour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_extrudes_a_face_and_moves_a_vertex() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        rtc_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    };
+    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
+    let listeners = Listeners::bind(&settings).unwrap();
+    let server = start(settings, listeners, data).await.unwrap();
+    let expires = meshwork_server::driver::now_ms() + 3_600_000;
+    let ticket = server.ticket(Role::Editor, expires).unwrap();
+    let mut client = Client::join(&ticket, random_signer()).await.unwrap();
+
+    let script = sim::parse(include_str!("scripts/extrude-vertex.txt")).unwrap();
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quest-extrude.png");
+    let sim_ticket = ticket.clone();
+    let sim_shot = shot.clone();
+    let simulator = tokio::task::spawn_blocking(move || {
+        let mut renderer = Renderer::headless(480, 360)
+            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+        let net = Net::connect(&sim_ticket).unwrap();
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let mut app = App::new(
+            Ed25519Signer::from_seed(seed),
+            sim_ticket.invite.clone(),
+            0.05,
+        );
+        let report = sim::run(&mut app, &net, &mut renderer, &script, 8000);
+        renderer.save_png(&sim_shot).unwrap();
+        (report, renderer.read_rgba())
+    });
+
+    // The native client waits for the moved corner, then selects the cube.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cube = loop {
+        let _ = client.next(Duration::from_millis(20)).await;
+        let done = client
+            .replica()
+            .scene()
+            .entities
+            .iter()
+            .find_map(|(id, e)| {
+                let m = e.geometry.edit_mesh(e.spawned_by);
+                let moved = m
+                    .vertices()
+                    .values()
+                    .any(|p| (*p - Vec3::new(0.7, 1.1, 0.5)).length() < 1e-3);
+                (id.namespace() != client.author() && moved).then_some((*id, m))
+            });
+        if let Some(found) = done {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the extruded and moved cube never reached the client"
+        );
+    };
+    let (cube_id, mesh) = cube;
+    assert_eq!(
+        mesh.faces().len(),
+        10,
+        "a cube with its top extruded: 6 + 4 sides"
+    );
+    let top: Vec<Vec3> = mesh
+        .vertices()
+        .values()
+        .copied()
+        .filter(|p| (p.y - 1.1).abs() < 1e-3)
+        .collect();
+    assert_eq!(
+        top.len(),
+        4,
+        "the new top, pulled 0.3 m = 0.6 entity units up: {top:?}"
+    );
+    mesh.check().unwrap();
+    client
+        .submit_acked(
+            vec![Command::Select {
+                entities: vec![cube_id],
+            }],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let (report, pixels) = simulator.await.unwrap();
+    let report = report.unwrap();
+    assert!(
+        report.notices.is_empty(),
+        "no refusals: {:?}",
+        report.notices
+    );
+    assert_eq!(
+        report.selection_markers, 8,
+        "the other member's selection is marked"
+    );
+    // The markers are in the client's colour: count pixels near it (lit, so within a margin).
+    let [r, g, b] = meshwork_protocol::presence::author_color(client.author());
+    let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as i32;
+    let want = [srgb(r), srgb(g), srgb(b)];
+    let near = pixels
+        .unwrap()
+        .chunks_exact(4)
+        .filter(|p| {
+            (0..3)
+                .map(|i| (i32::from(p[i]) - want[i]).abs())
+                .max()
+                .unwrap_or(255)
+                < 60
+        })
+        .count();
+    assert!(
+        near > 10,
+        "{near} pixels in the selector's colour in {}",
+        shot.display()
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while hex::encode(client.replica().scene().state_hash()) != report.state_hash {
+        assert!(
+            Instant::now() < end,
+            "the client never reached the simulator's state"
+        );
+        let _ = client.next(Duration::from_millis(20)).await;
+    }
+    server.shutdown_and_wait().await;
+}

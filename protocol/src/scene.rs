@@ -342,6 +342,26 @@ impl Scene {
         Ok(())
     }
 
+    /// What `command` by `author` would make of its entity, without changing this scene: the
+    /// same operation on a copy of the entity alone (a live preview of a gesture, one's own or
+    /// another member's). `None` when the entity is missing or the edit would be refused.
+    #[must_use]
+    pub fn preview(&self, author: AuthorId, command: &Command) -> Option<Entity> {
+        let Touched::Entity(id) = Self::touched(author, command) else {
+            return None;
+        };
+        let mut scratch = Self::new();
+        scratch.entities.insert(id, self.entities.get(&id)?.clone());
+        let by = CommandId {
+            lamport: self.lamport.saturating_add(1),
+            author,
+        };
+        scratch
+            .try_apply(by, author, command, &Limits::DEFAULT)
+            .ok()?;
+        scratch.entities.remove(&id)
+    }
+
     /// Triangles of every entity.
     #[must_use]
     pub fn triangle_count(&self) -> u64 {

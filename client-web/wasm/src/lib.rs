@@ -799,30 +799,14 @@ pub fn ticket_role(ticket: &str) -> Option<String> {
 
 /// A cheap revision of a geometry: primitives never change; an edited mesh's element counts
 /// change with every topological edit (vertex moves keep them, so they count too).
-/// `command` applied to a copy of its entity (alone in a scratch scene), triangulated; `None`
-/// when the entity is missing or the edit would be refused.
+/// `command` applied to a copy of its entity ([`meshwork_protocol::scene::Scene::preview`]),
+/// triangulated face by face; `None` when the entity is missing or the edit would be refused.
 fn preview_of(
     scene: &meshwork_protocol::scene::Scene,
     author: Option<meshwork_protocol::AuthorId>,
     command: &Command,
 ) -> Option<meshwork_protocol::mesh::RenderMesh> {
-    use meshwork_protocol::scene::{Limits, Scene, Touched};
-    let author = author.unwrap_or_default();
-    let Touched::Entity(id) = Scene::touched(author, command) else {
-        return None;
-    };
-    let mut scratch = Scene::new();
-    scratch
-        .entities
-        .insert(id, scene.entities.get(&id)?.clone());
-    let by = meshwork_protocol::CommandId {
-        lamport: scene.lamport.saturating_add(1),
-        author,
-    };
-    scratch
-        .try_apply(by, author, command, &Limits::DEFAULT)
-        .ok()?;
-    let e = scratch.entities.get(&id)?;
+    let e = scene.preview(author.unwrap_or_default(), command)?;
     Some(e.geometry.edit_mesh(e.spawned_by).triangulate())
 }
 
