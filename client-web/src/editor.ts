@@ -440,6 +440,7 @@ export class Editor {
         this.telemetry.refusals += 1;
         if (e.code === 'conflict') this.telemetry.conflicts += 1;
         this.previews.refused(e.seq);
+        this.adding = null;
         if (this.previewHeld) {
           this.previewHeld = false;
           this.viewport.showPreview(null);
@@ -630,6 +631,7 @@ export class Editor {
       { Select: { entities: [entity] } },
     ]);
     this.selected = entity;
+    this.adding = entity;
     if (this.tool === 'select') this.tool = 'move';
     this.renderTools();
   }
@@ -961,6 +963,7 @@ export class Editor {
       { Select: { entities: [copy] } },
     ]);
     this.selected = copy;
+    this.adding = copy;
   }
 
   private setColor(hex: string): void {
@@ -1061,6 +1064,8 @@ export class Editor {
 
   /** Milliseconds the last replica change took to reach the view (script time, for benches). */
   private refreshTimes: number[] = [];
+  /** An entity this user just added or duplicated and selected, until the replica has it. */
+  private adding: number | null = null;
 
   private refresh(): void {
     if (!this.synced) return;
@@ -1087,7 +1092,9 @@ export class Editor {
       this.view = { ...this.session.sceneMeta(), entities: this.view.entities };
     }
     for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
-    if (this.selected !== null && !this.entity(this.selected)) this.selected = null;
+    // A selection goes when its entity does, but not one just added (its spawn is on the way).
+    if (this.selected !== null && this.entity(this.selected)) this.adding = null;
+    if (this.selected !== null && !this.entity(this.selected) && this.selected !== this.adding) this.selected = null;
     const present = presentPeople(this.people, Date.now());
     const view = { ...this.view, selections: shownSelections(this.view.selections, present, this.author) };
     this.viewport.sync(view, (e) => this.shown(e), this.author, this.selected);
