@@ -48,6 +48,9 @@ import {
   grabCommand,
   selectedVertexIndices,
   weldCommand,
+  clickSelect,
+  sameChange,
+  SNAP_STEPS,
   type HistoryStep,
   shownSelections,
   trim,
@@ -92,6 +95,8 @@ export class Editor {
   private author: number | null = null;
   private tool: Tool = 'select';
   private selected: number | null = null;
+  /** Others selected with Shift besides the active `selected`. */
+  private also: number[] = [];
   private people = new Map<number, Person>();
   /** Others' drags in progress, by entity. */
   private remotePreviews = new Map<number, RemotePreview>();
@@ -260,7 +265,7 @@ export class Editor {
       if (this.editable()) this.session.preview(id, null);
     };
     this.viewport.onDragMove = (id, to) => this.dragMoved(id, to);
-    this.viewport.onPick = (id) => this.select(id);
+    this.viewport.onPick = (id, additive) => this.select(id, additive);
     this.viewport.onHover = (p) => this.sendPresence(p);
     this.viewport.onEditPick = (face, local, additive) => this.editPick(face, local, additive);
     window.addEventListener('pointermove', (e) => {
@@ -346,6 +351,10 @@ export class Editor {
       this.toolButtons.set(tool, b);
       palette.append(b);
     }
+    const snap = h('select', { 'aria-label': 'Snap', title: 'Gizmo snapping: grid step (m), 15° turns, tenths of scale' });
+    for (const step of SNAP_STEPS) snap.append(h('option', { value: String(step ?? '') }, step === null ? 'Snap off' : `Snap ${step} m`));
+    snap.addEventListener('change', () => this.viewport.setSnap(snap.value === '' ? null : Number(snap.value)));
+    palette.append(snap);
     palette.append(h('span', { class: 'sep', 'aria-hidden': 'true' }));
     for (const p of PRIMITIVES) {
       const b = h('button', { type: 'button' }, `Add ${p.toLowerCase()}`);
@@ -639,22 +648,30 @@ export class Editor {
   private deleteSelected(): void {
     if (this.selected === null) return;
     if (!this.guard()) return;
-    const entity = this.selected;
+    const gone = this.selection().map((entity) => ({ Despawn: { entity } }));
     this.selected = null;
-    this.submit(asOneStep([{ Despawn: { entity } }, { Select: { entities: [] } }], 'Delete'));
+    this.also = [];
+    this.submit(asOneStep([...gone, { Select: { entities: [] } }], 'Delete'));
     this.refresh();
   }
 
-  private select(id: number | null): void {
-    if (this.selected === id) return;
+  private select(id: number | null, additive = false): void {
+    if (this.selected === id && !additive && this.also.length === 0) return;
     if (this.mode === 'edit') this.exitEdit();
-    this.selected = id;
+    const next = clickSelect(this.selected, this.also, id, additive);
+    this.selected = next.active;
+    this.also = next.also;
     // Selection is shared (others see it highlighted) when this user may write; viewers keep
     // theirs local, since the server would refuse it.
     if (canEdit(this.role) && this.connection === 'live') {
-      this.submit([{ Select: { entities: id === null ? [] : [id] } }]);
+      this.submit([{ Select: { entities: this.selection() } }]);
     }
     this.refresh();
+  }
+
+  /** Everything selected, the active one first. */
+  private selection(): number[] {
+    return this.selected === null ? [] : [this.selected, ...this.also];
   }
 
   /** Draws (or drops) another member's edit preview of `id`: their command on a copy here. */
@@ -979,8 +996,17 @@ export class Editor {
     }
     const commands = transformCommands(id, from, to);
     if (commands.length === 0) return;
+    // The others selected change the same way (one undo step for all).
+    const others = this.also.flatMap((o) => {
+      const e = this.entity(o);
+      if (!e) return [];
+      const t = this.shown(e);
+      return [{ id: o, to: sameChange(from, to, t), cmds: transformCommands(o, t, sameChange(from, to, t)) }];
+    });
     const label = { move: 'Move', rotate: 'Rotate', scale: 'Scale', select: 'Move' }[this.tool];
-    this.previews.submitted(id, to, this.submit(asOneStep(commands, label)));
+    const seqs = this.submit(asOneStep([...commands, ...others.flatMap((o) => o.cmds)], label));
+    this.previews.submitted(id, to, seqs);
+    for (const o of others) this.previews.submitted(o.id, o.to, seqs);
     this.refresh();
   }
 
@@ -1018,7 +1044,10 @@ export class Editor {
       rotation: group === 'rotation' ? to.rotation : from.rotation,
       scale: group === 'scale' ? to.scale : from.scale,
     };
-    this.commitTransform(e.id, from, target);
+    // A typed value is absolute: SetTransform (last write wins), not a delta that would add to
+    // a concurrent nudge.
+    this.previews.submitted(e.id, target, this.submit([{ SetTransform: { entity: e.id, transform: target } }]));
+    this.refresh();
   }
 
   private sendPresence(point: Vec3 | null): void {
@@ -1095,6 +1124,7 @@ export class Editor {
     // A selection goes when its entity does, but not one just added (its spawn is on the way).
     if (this.selected !== null && this.entity(this.selected)) this.adding = null;
     if (this.selected !== null && !this.entity(this.selected) && this.selected !== this.adding) this.selected = null;
+    this.also = this.also.filter((id) => this.entity(id));
     const present = presentPeople(this.people, Date.now());
     const view = { ...this.view, selections: shownSelections(this.view.selections, present, this.author) };
     this.viewport.sync(view, (e) => this.shown(e), this.author, this.selected);
@@ -1167,7 +1197,8 @@ export class Editor {
 
   private renderOutliner(): void {
     const items = this.view.entities.map((e) => {
-      const b = h('button', { type: 'button', 'aria-pressed': String(e.id === this.selected), 'data-entity': String(e.id) });
+      const on = e.id === this.selected || this.also.includes(e.id);
+      const b = h('button', { type: 'button', 'aria-pressed': String(on), 'data-entity': String(e.id) });
       const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
       dot.style.background = linearToHex(e.color);
       const t = this.shown(e).translation.map((v) => v.toFixed(2)).join(', ');
@@ -1175,7 +1206,7 @@ export class Editor {
       b.dataset.translation = this.shown(e).translation.map((v) => v.toFixed(3)).join(',');
       const owner = entityAuthor(e.id);
       b.title = `Created by author ${owner}`;
-      b.addEventListener('click', () => this.select(e.id));
+      b.addEventListener('click', (ev) => this.select(e.id, ev.shiftKey));
       return h('li', {}, b);
     });
     if (items.length === 0) items.push(h('li', { class: 'empty' }, 'Empty scene: add a primitive.'));

@@ -46,6 +46,8 @@ import {
   grabCommand,
   selectedVertexIndices,
   weldCommand,
+  clickSelect,
+  sameChange,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -424,5 +426,35 @@ describe("others' edit previews", () => {
     expect(remoteEditShown(edits.get(7)!, 'mesh#a', 1600 + REMOTE_PREVIEW_TTL_MS + 1)).toBe(false);
     // A preview of an entity this replica lacks is not kept.
     expect(applyRemoteEdit(edits, { author: 2, entity: 9, command: cmd }, undefined, 1700).has(9)).toBe(false);
+  });
+});
+
+describe('several objects selected', () => {
+  it('adds with Shift, makes the last clicked active, and deselects with Shift again', () => {
+    let s = clickSelect(null, [], 1, false);
+    expect(s).toEqual({ active: 1, also: [] });
+    s = clickSelect(s.active, s.also, 2, true);
+    expect(s).toEqual({ active: 2, also: [1] });
+    s = clickSelect(s.active, s.also, 3, true);
+    expect(s).toEqual({ active: 3, also: [1, 2] });
+    expect(clickSelect(s.active, s.also, 1, true)).toEqual({ active: 3, also: [2] });
+    expect(clickSelect(s.active, s.also, 3, true)).toEqual({ active: 2, also: [1] });
+    expect(clickSelect(s.active, s.also, 5, false)).toEqual({ active: 5, also: [] });
+    expect(clickSelect(s.active, s.also, null, true)).toEqual({ active: null, also: [] });
+  });
+
+  it('moves, turns and scales the others the way the drag changed the active one', () => {
+    const from = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] } as const;
+    const half = Math.SQRT1_2;
+    const to = { translation: [1, 0, 0], rotation: [0, half, 0, half], scale: [2, 2, 2] };
+    const other = { translation: [5, 1, 0], rotation: [0, 0, 0, 1], scale: [1, 0.5, 1] };
+    const got = sameChange(
+      { translation: [...from.translation], rotation: [...from.rotation], scale: [...from.scale] } as never,
+      to as never,
+      other as never,
+    );
+    expect(got.translation).toEqual([6, 1, 0]);
+    got.rotation.forEach((v, i) => expect(v).toBeCloseTo(to.rotation[i]));
+    expect(got.scale).toEqual([2, 1, 2]);
   });
 });

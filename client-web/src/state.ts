@@ -773,3 +773,49 @@ export function weldCommand(entity: number, mesh: EditMeshView, indices: number[
   if (indices.length < 2) return null;
   return { Weld: { entity, groups: [indices.map((i) => mesh.vertices[i].id)], at_center: true } };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several objects selected (Shift+click): the last clicked is active (the gizmo and the
+// inspector follow it); a gizmo drag moves the others by the same change.
+
+/** A click on `id` (Shift: `additive`) given the active selection and the others selected. */
+export function clickSelect(
+  active: number | null,
+  also: number[],
+  id: number | null,
+  additive: boolean,
+): { active: number | null; also: number[] } {
+  if (!additive || id === null) return { active: id, also: [] };
+  if (id === active) {
+    // Shift+click on the active one deselects it; the last of the others becomes active.
+    const rest = also.filter((x) => x !== id);
+    return { active: rest.length > 0 ? rest[rest.length - 1] : null, also: rest.slice(0, -1) };
+  }
+  if (also.includes(id)) return { active, also: also.filter((x) => x !== id) };
+  return { active: id, also: active === null ? also : [...also, active] };
+}
+
+function quatMul(a: Quat, b: Quat): Quat {
+  const [ax, ay, az, aw] = a;
+  const [bx, by, bz, bw] = b;
+  return [
+    aw * bx + ax * bw + ay * bz - az * by,
+    aw * by - ax * bz + ay * bw + az * bx,
+    aw * bz + ax * by - ay * bx + az * bw,
+    aw * bw - ax * bx - ay * by - az * bz,
+  ];
+}
+
+/** `other` changed the way one drag changed `from` into `to`: moved, turned and scaled alike. */
+export function sameChange(from: Transform, to: Transform, other: Transform): Transform {
+  const [x, y, z, w] = from.rotation;
+  const turn = quatMul(to.rotation, [-x, -y, -z, w]);
+  return {
+    translation: [0, 1, 2].map((i) => other.translation[i] + to.translation[i] - from.translation[i]) as Vec3,
+    rotation: quatMul(turn, other.rotation),
+    scale: [0, 1, 2].map((i) => other.scale[i] * (to.scale[i] / from.scale[i])) as Vec3,
+  };
+}
+
+/** Gizmo snapping steps: translation (m), rotation (degrees), scale; `null` is off. */
+export const SNAP_STEPS: (number | null)[] = [null, 0.1, 0.25, 0.5, 1];

@@ -102,8 +102,8 @@ export class Viewport {
   onDragEnd: (id: number, from: Transform, to: Transform) => void = () => {};
   /** Every change during a gizmo drag (for live previews to others). */
   onDragMove: (id: number, to: Transform) => void = () => {};
-  /** A click picked an entity (or empty space: `null`). */
-  onPick: (id: number | null) => void = () => {};
+  /** A click picked an entity (or empty space: `null`); `additive` with Shift held. */
+  onPick: (id: number | null, additive: boolean) => void = () => {};
   /** The pointer moved over the scene (hit point in scene space). */
   onHover: (point: Vec3 | null) => void = () => {};
   /** Edit mode: a click on the edited mesh (face index, entity-space point), or off it. */
@@ -225,6 +225,13 @@ export class Viewport {
   /** Whether a gizmo drag is in progress on `id`. */
   dragging(id: number): boolean {
     return this.dragStart !== null && this.proxy.userData.entity === id;
+  }
+
+  /** Gizmo snapping: translation in `step` metres, rotation in 15° steps, scale in tenths. */
+  setSnap(step: number | null): void {
+    this.gizmo.setTranslationSnap(step);
+    this.gizmo.setRotationSnap(step === null ? null : THREE.MathUtils.degToRad(15));
+    this.gizmo.setScaleSnap(step === null ? null : 0.1);
   }
 
   setTool(tool: Tool, editable: boolean): void {
@@ -725,7 +732,7 @@ export class Viewport {
         }
         return;
       }
-      this.onPick(this.hit().id);
+      this.onPick(this.hit().id, ev.shiftKey);
     });
     let last = 0;
     this.canvas.addEventListener('pointermove', (ev) => {

@@ -221,6 +221,16 @@ try {
     (await state(A.page)).entities === 2 && (await state(B.page)).entities === 2,
   );
 
+  // Several objects: C Shift+clicks both in the outliner; both are selected, the one clicked
+  // last active; a click without Shift selects one again.
+  const rows = C.page.locator('.outliner button[data-entity]');
+  await rows.nth(0).click();
+  await rows.nth(1).click({ modifiers: ['Shift'] });
+  const pressed = await C.page.locator('.outliner button[aria-pressed=true]').count();
+  check('Shift+click selects several objects', pressed === 2, String(pressed));
+  await rows.nth(1).click();
+  check('a plain click selects one again', (await C.page.locator('.outliner button[aria-pressed=true]').count()) === 1);
+
   // Undo: A renames the cube, presses Ctrl+Z, and C sees the old name back within 1 s.
   const cube = await A.page.locator('.outliner button[data-entity]').first().getAttribute('data-entity');
   const cubeAt = (page) => page.locator(`.outliner button[data-entity="${cube}"]`);
