@@ -51,6 +51,7 @@ import {
   clickSelect,
   sameChange,
   SNAP_STEPS,
+  boxSelect,
   type HistoryStep,
   shownSelections,
   trim,
@@ -144,6 +145,9 @@ export class Editor {
   /** A committed edit's preview stays until the replica has the result (or it is refused). */
   private previewHeld = false;
   private pointer = { x: 0, y: 0 };
+  /** B in edit mode: waiting for a drag (`from` once the button is down), then a rectangle. */
+  private boxing: { from: [number, number] | null; additive: boolean } | null = null;
+  private boxDiv = h('div', { class: 'box-select', hidden: '' });
   /** Others' mesh-edit previews, by entity. */
   private remoteEdits = new Map<number, RemoteEdit>();
   private lastEditPreviewAt = 0;
@@ -272,10 +276,21 @@ export class Editor {
       this.pointer = { x: e.clientX, y: e.clientY };
       if (this.extruding) this.updateExtrude(e.clientY, e.ctrlKey);
       if (this.grabbing) this.updateGrab(e.clientX, e.clientY, e.ctrlKey);
+      if (this.boxing?.from) this.drawBox(this.boxing.from, [e.clientX, e.clientY]);
+    });
+    window.addEventListener('pointerup', (e) => {
+      const b = this.boxing;
+      if (!b?.from) return;
+      this.finishBox(b.from, [e.clientX, e.clientY], b.additive || e.shiftKey);
     });
     this.canvas.addEventListener(
       'pointerdown',
       (e) => {
+        if (this.boxing && e.button === 0) {
+          e.stopPropagation();
+          this.boxing.from = [e.clientX, e.clientY];
+          return;
+        }
         if ((!this.extruding && !this.grabbing) || e.button !== 0) return;
         e.stopPropagation();
         if (this.extruding) this.commitExtrude();
@@ -378,7 +393,7 @@ export class Editor {
       h('section', { 'aria-labelledby': 'inspector-h' }, h('h2', { id: 'inspector-h' }, 'Inspector'), this.inspector),
       h('section', { 'aria-labelledby': 'history-h' }, h('h2', { id: 'history-h' }, 'History'), this.historyList),
     );
-    const main = h('main', { class: 'view' }, this.canvas, this.overlay, this.toasts);
+    const main = h('main', { class: 'view' }, this.canvas, this.boxDiv, this.overlay, this.toasts);
     this.root.append(top, this.banner, palette, this.editPalette, h('div', { class: 'body' }, main, side));
     this.renderTools();
     return this.root;
@@ -536,6 +551,13 @@ export class Editor {
         if (this.mode !== 'edit') return;
         this.weld();
         break;
+      case 'box':
+        if (this.mode !== 'edit' || this.extruding || this.grabbing) return;
+        this.boxing = { from: null, additive: e.shiftKey };
+        this.viewport.modal = true;
+        this.viewport.setOrbit(false);
+        this.root.dataset.boxing = 'true';
+        break;
       case 'mirror':
         if (this.mode !== 'edit') return;
         this.mirror();
@@ -560,6 +582,13 @@ export class Editor {
         if (inField) t?.blur();
         if (this.extruding) this.cancelExtrude();
         else if (this.grabbing) this.cancelGrab();
+        else if (this.boxing) {
+          this.boxing = null;
+          this.boxDiv.hidden = true;
+          this.viewport.modal = false;
+          this.viewport.setOrbit(true);
+          delete this.root.dataset.boxing;
+        }
         else if (this.mode === 'edit') {
           this.editSel = [];
           this.renderEdit();
@@ -864,6 +893,38 @@ export class Editor {
     this.viewport.modal = false;
     delete this.root.dataset.extruding;
     this.viewport.showPreview(null);
+  }
+
+  private drawBox(from: [number, number], to: [number, number]): void {
+    const r = this.canvas.parentElement!.getBoundingClientRect();
+    const [x, y] = [Math.min(from[0], to[0]) - r.left, Math.min(from[1], to[1]) - r.top];
+    Object.assign(this.boxDiv.style, {
+      left: `${x}px`,
+      top: `${y}px`,
+      width: `${Math.abs(to[0] - from[0])}px`,
+      height: `${Math.abs(to[1] - from[1])}px`,
+    });
+    this.boxDiv.hidden = false;
+  }
+
+  /** The box is released: the elements inside are selected (added with Shift). */
+  private finishBox(from: [number, number], to: [number, number], additive: boolean): void {
+    this.boxing = null;
+    this.boxDiv.hidden = true;
+    this.viewport.modal = false;
+    this.viewport.setOrbit(true);
+    delete this.root.dataset.boxing;
+    const m = this.editMesh;
+    const id = this.selected;
+    if (!m || id === null) return;
+    const inside = boxSelect(m, this.elementMode, (p) => this.viewport.projectLocal(id, p), {
+      x0: from[0],
+      y0: from[1],
+      x1: to[0],
+      y1: to[1],
+    });
+    this.editSel = additive ? [...new Set([...this.editSel, ...inside])] : inside;
+    this.renderEdit();
   }
 
   /** G: the vertices of the selected elements follow the mouse until a click (Escape cancels). */

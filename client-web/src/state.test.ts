@@ -48,6 +48,7 @@ import {
   weldCommand,
   clickSelect,
   sameChange,
+  boxSelect,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -369,6 +370,7 @@ describe('edit mode', () => {
     expect(shortcut('2', false, { ctrl: true })).toEqual({ kind: 'smooth', levels: 2 });
     expect(shortcut('D', false, { shift: true })).toEqual({ kind: 'duplicate' });
     expect(shortcut('m', false)).toEqual({ kind: 'weld' });
+    expect(shortcut('b', false)).toEqual({ kind: 'box' });
     expect(shortcut('m', false, { ctrl: true })).toEqual({ kind: 'mirror' });
     expect(shortcut('Tab', true)).toEqual({ kind: 'none' });
   });
@@ -401,6 +403,16 @@ describe('edit mode', () => {
     expect(grabCommand(7, mesh, [1], [0.1, 0.4, 0], 0.25)).toEqual({ MoveVertices: { entity: 7, moves: [[k(1), [1, 0.5, 0]]] } });
     expect(weldCommand(7, mesh, [1])).toBeNull();
     expect(weldCommand(7, mesh, [2, 4])).toEqual({ Weld: { entity: 7, groups: [[k(2), k(4)]], at_center: true } });
+  });
+
+  it('box-selects the elements of the current kind whose screen position is inside', () => {
+    // A top view: x → screen x, z → screen y, 100 px per metre.
+    const project = (p: [number, number, number]): [number, number] => [p[0] * 100, p[2] * 100];
+    const rect = { x0: 120, y0: -10, x1: -10, y1: 110 };
+    expect(boxSelect(mesh, 'vertex', project, rect)).toEqual(['1.2.0', '1.2.1', '1.2.2', '1.2.3']);
+    expect(boxSelect(mesh, 'face', project, rect)).toEqual(['1.2.5']);
+    expect(boxSelect(mesh, 'edge', project, rect)).toEqual(['1.2.7', '1.2.8', '1.2.9', '1.2.10']);
+    expect(boxSelect(mesh, 'vertex', () => null, rect)).toEqual([]);
   });
 
   it('turns mouse travel into an extrude distance, snapped with Ctrl', () => {

@@ -364,6 +364,7 @@ export type Action =
   | { kind: 'duplicate' }
   | { kind: 'mirror' }
   | { kind: 'weld' }
+  | { kind: 'box' }
   | { kind: 'undo' }
   | { kind: 'redo' }
   | { kind: 'tool'; tool: Tool }
@@ -409,6 +410,9 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
     case 'w':
     case 'W':
       return { kind: 'subdivide' };
+    case 'b':
+    case 'B':
+      return { kind: 'box' };
     case 'm':
     case 'M':
       return { kind: 'weld' };
@@ -819,3 +823,35 @@ export function sameChange(from: Transform, to: Transform, other: Transform): Tr
 
 /** Gizmo snapping steps: translation (m), rotation (degrees), scale; `null` is off. */
 export const SNAP_STEPS: (number | null)[] = [null, 0.1, 0.25, 0.5, 1];
+
+/** A screen rectangle (client pixels), corners in any order. */
+export interface Rect {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
+
+/**
+ * B in edit mode: the elements of the current kind whose screen position (a vertex, a face's
+ * centre, an edge's midpoint; `project` gives it, `null` when behind the camera) lies in `rect`,
+ * seen through the mesh (as Blender's X-ray box select).
+ */
+export function boxSelect(
+  mesh: EditMeshView,
+  mode: ElementMode,
+  project: (p: Vec3) => [number, number] | null,
+  rect: Rect,
+): string[] {
+  const [lx, hx] = [Math.min(rect.x0, rect.x1), Math.max(rect.x0, rect.x1)];
+  const [ly, hy] = [Math.min(rect.y0, rect.y1), Math.max(rect.y0, rect.y1)];
+  const inside = (p: Vec3) => {
+    const s = project(p);
+    return s !== null && s[0] >= lx && s[0] <= hx && s[1] >= ly && s[1] <= hy;
+  };
+  const mean = (idx: number[]): Vec3 =>
+    [0, 1, 2].map((k) => idx.reduce((sum, i) => sum + mesh.vertices[i].p[k], 0) / idx.length) as Vec3;
+  if (mode === 'vertex') return mesh.vertices.filter((v) => inside(v.p)).map((v) => elementKey(v.id));
+  if (mode === 'edge') return mesh.edges.filter((e) => inside(mean(e.ends))).map((e) => elementKey(e.id));
+  return mesh.faces.filter((f) => inside(mean(f.corners))).map((f) => elementKey(f.id));
+}

@@ -227,6 +227,11 @@ export class Viewport {
     return this.dragStart !== null && this.proxy.userData.entity === id;
   }
 
+  /** Camera orbiting on or off (off while a box is dragged). */
+  setOrbit(on: boolean): void {
+    this.orbit.enabled = on;
+  }
+
   /** Gizmo snapping: translation in `step` metres, rotation in 15° steps, scale in tenths. */
   setSnap(step: number | null): void {
     this.gizmo.setTranslationSnap(step);

@@ -340,6 +340,14 @@ try {
     .waitForFunction(() => window.meshwork.remoteEdits().length === 0, null, { timeout: 5000 })
     .then(() => true, () => false);
   check("the preview gives way to the committed mesh at C", previewGone);
+  // B and a drag: a box around the whole cube selects every face of it (seen through, as X-ray).
+  await A.page.locator('body').press('b');
+  await A.page.mouse.move(fx - 220, fy - 260);
+  await A.page.mouse.down();
+  await A.page.mouse.move(fx + 220, fy + 260, { steps: 6 });
+  await A.page.mouse.up();
+  const boxed = await edit(A.page);
+  check('B and a drag box-select every face of the extruded cube', boxed.selection.length === 10, JSON.stringify(boxed));
   await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
   await A.page.locator('body').press('Tab');
