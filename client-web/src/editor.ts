@@ -52,6 +52,9 @@ import {
   sameChange,
   SNAP_STEPS,
   boxSelect,
+  applyElementSelection,
+  freshElementSelections,
+  type RemoteElements,
   type HistoryStep,
   shownSelections,
   trim,
@@ -148,6 +151,9 @@ export class Editor {
   /** B in edit mode: waiting for a drag (`from` once the button is down), then a rectangle. */
   private boxing: { from: [number, number] | null; additive: boolean } | null = null;
   private boxDiv = h('div', { class: 'box-select', hidden: '' });
+  /** Others' element selections, by author; what this member last sent of its own, and when. */
+  private remoteElements = new Map<number, RemoteElements>();
+  private sentSelection = { key: '', at: 0 };
   /** Others' mesh-edit previews, by entity. */
   private remoteEdits = new Map<number, RemoteEdit>();
   private lastEditPreviewAt = 0;
@@ -455,6 +461,7 @@ export class Editor {
         this.previews.replicaChanged();
         this.refresh();
         this.refreshEdit();
+        if (this.remoteElements.size > 0) this.renderRemoteElements();
         this.scheduleHistory();
         break;
       case 'ack':
@@ -502,6 +509,11 @@ export class Editor {
           Date.now(),
         );
         this.redraw();
+        break;
+      }
+      case 'element_selection': {
+        this.remoteElements = applyElementSelection(this.remoteElements, e, Date.now());
+        this.renderRemoteElements();
         break;
       }
       case 'edit_preview': {
@@ -621,6 +633,27 @@ export class Editor {
     if (now - this.lastPresence > 1000) this.sendPresence(this.lastPoint);
     this.viewport.people(presentPeople(this.people, Date.now()), this.author);
     for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
+    this.sendElementSelection(false);
+    // A gesture held still: its preview is repeated, so the others keep showing it (they drop
+    // a preview a second after its last update).
+    if (performance.now() - this.lastEditPreviewAt > 500) {
+      const x = this.extruding;
+      const g = this.grabbing;
+      if (x && x.distance !== 0) {
+        this.lastEditPreviewAt = performance.now();
+        this.session.editPreview(x.entity, extrudeCommand(x.entity, x.faces, x.distance, x.snap));
+      } else if (g?.command) {
+        this.lastEditPreviewAt = performance.now();
+        this.session.editPreview(g.entity, g.command);
+      }
+    }
+    if (this.remoteElements.size > 0) {
+      const fresh = freshElementSelections(this.remoteElements, Date.now());
+      if (fresh.size !== this.remoteElements.size) {
+        this.remoteElements = fresh;
+        this.renderRemoteElements();
+      }
+    }
     this.renderPeople();
     if (!this.overlay.hidden) this.renderTelemetry();
   }
@@ -746,11 +779,13 @@ export class Editor {
   private exitEdit(): void {
     if (this.extruding) this.cancelExtrude();
     this.mode = 'object';
+    this.sentSelection.key = '';
     this.editMesh = null;
     this.editSel = [];
     this.previewHeld = false;
     this.viewport.exitEdit();
     this.renderModes();
+    this.sendElementSelection(true);
     this.refresh();
   }
 
@@ -820,6 +855,55 @@ export class Editor {
       dots: this.elementMode === 'vertex',
     });
     this.root.dataset.editSelection = String(this.editSel.length);
+    this.sendElementSelection(true);
+  }
+
+  /**
+   * Tells the others what this member has selected in edit mode: at once when it changed
+   * (`changed`), else again each second while it stands; once `null` on leaving edit mode.
+   */
+  private sendElementSelection(changed: boolean): void {
+    if (this.connection !== 'live') return;
+    const m = this.editMesh;
+    const entity = this.mode === 'edit' && m ? this.selected : null;
+    const key = `${entity}:${this.editSel.join(',')}`;
+    const now = Date.now();
+    if (key === this.sentSelection.key && (entity === null || now - this.sentSelection.at < 1000)) return;
+    if (!changed && key === this.sentSelection.key && entity === null) return;
+    this.sentSelection = { key, at: now };
+    const chosen = m && entity !== null ? selectedElements(m, this.editSel) : { vertices: [], edges: [], faces: [] };
+    this.session.elementSelection(entity, [...chosen.vertices, ...chosen.edges, ...chosen.faces]);
+  }
+
+  /** Draws the others' element selections on their entities, each in the member's colour. */
+  private renderRemoteElements(): void {
+    const shown = new Set<number>();
+    for (const [author, sel] of this.remoteElements) {
+      const e = this.entity(sel.entity);
+      if (!e || author === this.author) continue;
+      const conn = this.session.conn;
+      const mesh = JSON.parse(conn.edit_mesh_json(sel.entity)) as EditMeshView;
+      const positions = conn.edit_positions(sel.entity);
+      const indices = conn.edit_indices(sel.entity);
+      const want = new Set(sel.elements);
+      const triangles: number[] = [];
+      triangleFaces(mesh).forEach((f, t) => {
+        if (!want.has(elementKey(mesh.faces[f].id))) return;
+        for (let k = 0; k < 3; k += 1) {
+          const i = indices[t * 3 + k];
+          triangles.push(positions[i * 3], positions[i * 3 + 1], positions[i * 3 + 2]);
+        }
+      });
+      const vertices = mesh.vertices.filter((v) => want.has(elementKey(v.id))).map((v) => v.p);
+      const edges = mesh.edges
+        .filter((x) => want.has(elementKey(x.id)))
+        .map((x) => [mesh.vertices[x.ends[0]].p, mesh.vertices[x.ends[1]].p] as [Vec3, Vec3]);
+      this.viewport.remoteSelection(author, sel.entity, { triangles, vertices, edges }, authorColor(author));
+      shown.add(author);
+    }
+    for (const [author] of this.viewport.remoteSelectionList()) {
+      if (!shown.has(author)) this.viewport.remoteSelection(author, 0, null, '');
+    }
   }
 
   private editPick(face: number | null, local: Vec3 | null, additive: boolean): void {
@@ -1382,6 +1466,8 @@ export class Editor {
         const c = [0, 1, 2].map((k) => f.corners.reduce((s, i) => s + m.vertices[i].p[k], 0) / f.corners.length) as Vec3;
         return this.viewport.projectLocal(this.selected, c);
       },
+      /** Others' element selections shown: [author, entity, drawn parts]. */
+      remoteSelections: () => this.viewport.remoteSelectionList(),
       /** Entities showing another member's mesh-edit preview. */
       remoteEdits: () => this.viewport.remoteEditIds(),
       /** The index of the face whose centre is highest (the top of a box). */

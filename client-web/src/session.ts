@@ -3,7 +3,7 @@
 
 import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
 import { connect, type Transport, type TransportKind } from './net';
-import type { Command, EntityView, PresenceEvent, Role, SceneView, Transform } from './state';
+import type { Command, ElementKey, EntityView, PresenceEvent, Role, SceneView, Transform } from './state';
 
 export type SessionEvent =
   | { type: 'joined'; author: number; role: Role }
@@ -18,6 +18,7 @@ export type SessionEvent =
   | { type: 'left'; author: number }
   | { type: 'preview'; author: number; entity: number; transform: Transform | null }
   | { type: 'edit_preview'; author: number; entity: number; command: Command | null }
+  | { type: 'element_selection'; author: number; entity: number | null; elements: ElementKey[] }
   | { type: 'closed'; reason: string; message: string };
 
 let wasmReady: Promise<unknown> | null = null;
@@ -129,6 +130,13 @@ export class Session {
   editPreview(entity: number, command: Command | null): void {
     if (!this.transport) return;
     const frame = this.conn.edit_preview_frame(entity, command ? JSON.stringify(command) : undefined);
+    if (frame) this.transport.sendPresence(frame);
+  }
+
+  /** This member's selected mesh elements (`entity: null` on leaving edit mode), on the presence lane. */
+  elementSelection(entity: number | null, elements: ElementKey[]): void {
+    if (!this.transport) return;
+    const frame = this.conn.element_selection_frame(entity ?? undefined, JSON.stringify(elements));
     if (frame) this.transport.sendPresence(frame);
   }
 

@@ -49,6 +49,9 @@ import {
   clickSelect,
   sameChange,
   boxSelect,
+  applyElementSelection,
+  freshElementSelections,
+  ELEMENT_SELECTION_TTL_MS,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -468,5 +471,18 @@ describe('several objects selected', () => {
     expect(got.translation).toEqual([6, 1, 0]);
     got.rotation.forEach((v, i) => expect(v).toBeCloseTo(to.rotation[i]));
     expect(got.scale).toEqual([2, 1, 2]);
+  });
+});
+
+describe("others' element selections", () => {
+  const id = (index: number) => ({ by: { lamport: 1, author: 2 }, index });
+  it('keeps the latest per member, forgets it on leaving edit mode or going quiet', () => {
+    let m = applyElementSelection(new Map(), { author: 2, entity: 7, elements: [id(3), id(4)] }, 1000);
+    expect(m.get(2)).toEqual({ entity: 7, elements: ['1.2.3', '1.2.4'], at: 1000 });
+    m = applyElementSelection(m, { author: 2, entity: 7, elements: [id(5)] }, 1500);
+    expect(m.get(2)?.elements).toEqual(['1.2.5']);
+    expect(freshElementSelections(m, 1500 + ELEMENT_SELECTION_TTL_MS).size).toBe(1);
+    expect(freshElementSelections(m, 1501 + ELEMENT_SELECTION_TTL_MS).size).toBe(0);
+    expect(applyElementSelection(m, { author: 2, entity: null, elements: [] }, 1600).size).toBe(0);
   });
 });

@@ -855,3 +855,32 @@ export function boxSelect(
   if (mode === 'edge') return mesh.edges.filter((e) => inside(mean(e.ends))).map((e) => elementKey(e.id));
   return mesh.faces.filter((f) => inside(mean(f.corners))).map((f) => elementKey(f.id));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Others' element selections (edit mode): latest per member, forgotten a few seconds after the
+// last update (they are repeated every second while they stand).
+
+export const ELEMENT_SELECTION_TTL_MS = 3000;
+
+export interface RemoteElements {
+  entity: number;
+  elements: string[];
+  at: number;
+}
+
+/** Applies an element-selection event: `entity: null` (left edit mode) forgets the member's. */
+export function applyElementSelection(
+  selections: Map<number, RemoteElements>,
+  e: { author: number; entity: number | null; elements: ElementKey[] },
+  now: number,
+): Map<number, RemoteElements> {
+  const next = new Map(selections);
+  if (e.entity === null || e.elements.length === 0) next.delete(e.author);
+  else next.set(e.author, { entity: e.entity, elements: e.elements.map(elementKey), at: now });
+  return next;
+}
+
+/** The selections still shown. */
+export function freshElementSelections(selections: Map<number, RemoteElements>, now: number): Map<number, RemoteElements> {
+  return new Map([...selections].filter(([, s]) => now - s.at <= ELEMENT_SELECTION_TTL_MS));
+}

@@ -111,6 +111,8 @@ export class Viewport {
   /** While true (a modal gesture such as an extrude), clicks pick nothing. */
   modal = false;
   private edit: EditView | null = null;
+  /** Others' element selections, by author: a group placed on its entity. */
+  private remoteSelections = new Map<number, THREE.Group>();
   /** Others' mesh-edit previews, drawn instead of the entity's instance. */
   private remoteEdits = new Map<number, THREE.Mesh>();
 
@@ -319,6 +321,7 @@ export class Viewport {
     const batch = this.batches.get(slot.batch)!;
     const remote = this.remoteEdits.get(id);
     if (remote) applyTransform(remote, t);
+    for (const g of this.remoteSelections.values()) if (g.userData.entity === id) applyTransform(g, t);
     const editing = this.edit?.id === id || remote !== undefined;
     if (this.edit?.id === id) applyTransform(this.edit.group, t);
     MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), editing ? ZERO : new THREE.Vector3(...t.scale));
@@ -639,6 +642,53 @@ export class Viewport {
     const slot = this.slots.get(id);
     if (slot) this.place(id, slot.transform);
     this.invalidate();
+  }
+
+  /**
+   * Another member's selected elements on entity `id`, in their colour: faces (triangles in
+   * entity space, by threes), vertices (dots) and edges (segments); `null` removes them.
+   */
+  remoteSelection(
+    author: number,
+    id: number,
+    lit: { triangles: number[]; vertices: Vec3[]; edges: [Vec3, Vec3][] } | null,
+    color: string,
+  ): void {
+    const old = this.remoteSelections.get(author);
+    if (old) {
+      this.scene.remove(old);
+      old.traverse((o) => {
+        if (o instanceof THREE.Mesh || o instanceof THREE.LineSegments) o.geometry.dispose();
+      });
+      this.remoteSelections.delete(author);
+    }
+    if (lit) {
+      const g = new THREE.Group();
+      g.userData.entity = id;
+      const c = new THREE.Color(color);
+      const faces = new THREE.BufferGeometry();
+      faces.setAttribute('position', new THREE.Float32BufferAttribute(lit.triangles, 3));
+      g.add(new THREE.Mesh(faces, new THREE.MeshBasicNodeMaterial({ color: c, transparent: true, opacity: 0.55, side: THREE.DoubleSide })));
+      const lines = new THREE.BufferGeometry();
+      lines.setAttribute('position', new THREE.Float32BufferAttribute(lit.edges.flatMap(([a, b]) => [...a, ...b]), 3));
+      g.add(new THREE.LineSegments(lines, new THREE.LineBasicNodeMaterial({ color: c })));
+      const dot = new THREE.OctahedronGeometry(0.03);
+      for (const p of lit.vertices) {
+        const m = new THREE.Mesh(dot, new THREE.MeshBasicNodeMaterial({ color: c }));
+        m.position.set(...p);
+        g.add(m);
+      }
+      this.remoteSelections.set(author, g);
+      this.scene.add(g);
+      const slot = this.slots.get(id);
+      if (slot) applyTransform(g, slot.transform);
+    }
+    this.invalidate();
+  }
+
+  /** Members whose element selection shows, with the entity and how many elements. */
+  remoteSelectionList(): [number, number, number][] {
+    return [...this.remoteSelections].map(([a, g]) => [a, g.userData.entity as number, g.children.length]);
   }
 
   /** Entities showing another member's edit preview. */

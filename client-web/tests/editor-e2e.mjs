@@ -320,6 +320,18 @@ try {
   await C.page.mouse.click(vx + (cx - vx) * 0.12, vy + (cy - vy) * 0.12);
   const cPicked = await edit(C.page);
   check('C picks a vertex in vertex mode', cPicked.elementMode === 'vertex' && cPicked.selection.length === 1, JSON.stringify(cPicked));
+  // Each sees the other's element selection in their colour (A: the top face, C: a corner).
+  const aAuthor = (await state(A.page)).author;
+  const cAuthorNow = (await state(C.page)).author;
+  const seesA = await C.page
+    .waitForFunction((a) => window.meshwork.remoteSelections().some(([who]) => who === a), aAuthor, { timeout: 3000 })
+    .then(() => true, () => false);
+  const seesC = await A.page
+    .waitForFunction((c) => window.meshwork.remoteSelections().some(([who]) => who === c), cAuthorNow, { timeout: 3000 })
+    .then(() => true, () => false);
+  check("each sees the other's selected elements", seesA && seesC,
+    JSON.stringify([await C.page.evaluate(() => window.meshwork.remoteSelections()), await A.page.evaluate(() => window.meshwork.remoteSelections())]));
+  await C.page.screenshot({ path: join(artifacts, 'element-selections-c.png') });
   await C.page.locator('body').press('g');
   await C.page.mouse.move(vx + 40, vy + 10, { steps: 5 });
   check('G grabs the selected vertex', (await edit(C.page)).grabbing === true);

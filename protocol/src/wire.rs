@@ -569,6 +569,8 @@ pub enum ClientMsg {
     Preview(Preview),
     /// A live preview of a mesh edit in progress (unreliable lane; never logged).
     EditPreview(EditPreview),
+    /// The mesh elements this member has selected in edit mode (unreliable lane; never logged).
+    ElementSelection(ElementSelection),
 }
 
 /// Server → client.
@@ -610,6 +612,32 @@ pub enum ServerMsg {
     Preview(PreviewOf),
     /// Another member's live mesh-edit preview (unreliable lane).
     EditPreview(EditPreviewOf),
+    /// Another member's selected mesh elements (unreliable lane).
+    ElementSelection(ElementSelectionOf),
+}
+
+/// The mesh elements a member has selected in edit mode (vertices, edges or faces of one
+/// entity; `entity: None` when they leave edit mode), so the others see them in the member's
+/// colour. Unsigned, latest-wins (the presence sequence), never logged; sent on every change and
+/// again every second while it stands, and forgotten by receivers a few seconds after the last
+/// one. At most [`MAX_PREVIEW_ELEMENTS`] elements (more are not shown to others).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementSelection {
+    /// The connection's presence sequence number.
+    pub seq: u32,
+    /// The entity in edit mode, if any.
+    pub entity: Option<crate::ids::EntityId>,
+    /// Its selected elements.
+    pub elements: Vec<crate::editmesh::ElementId>,
+}
+
+/// An element selection relayed to the other members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementSelectionOf {
+    /// Whose.
+    pub author: AuthorId,
+    /// The selection.
+    pub selection: ElementSelection,
 }
 
 /// Most mesh elements an [`EditPreview`]'s command may name (it must fit one datagram).
@@ -732,7 +760,8 @@ impl ClientMsg {
                 | Self::FetchLog(_)
                 | Self::Presence(_)
                 | Self::Preview(_)
-                | Self::EditPreview(_),
+                | Self::EditPreview(_)
+                | Self::ElementSelection(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -745,7 +774,8 @@ impl ClientMsg {
                 | Self::FetchLog(_)
                 | Self::Presence(_)
                 | Self::Preview(_)
-                | Self::EditPreview(_),
+                | Self::EditPreview(_)
+                | Self::ElementSelection(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

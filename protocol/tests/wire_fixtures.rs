@@ -260,6 +260,14 @@ fn edit_preview() -> meshwork_protocol::wire::EditPreview {
     }
 }
 
+fn element_selection() -> meshwork_protocol::wire::ElementSelection {
+    meshwork_protocol::wire::ElementSelection {
+        seq: 12,
+        entity: Some(EntityId::new(AuthorId(4), 1)),
+        elements: vec![el(3), el(5)],
+    }
+}
+
 /// The fixture name of every client message; exhaustive so a new variant needs a fixture name.
 fn client_name(m: &ClientMsg) -> &'static str {
     match m {
@@ -273,6 +281,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Presence(_) => "client-presence",
         ClientMsg::Preview(_) => "client-preview",
         ClientMsg::EditPreview(_) => "client-edit-preview",
+        ClientMsg::ElementSelection(_) => "client-element-selection",
     }
 }
 
@@ -296,6 +305,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Left(_) => "server-left",
         ServerMsg::Preview(_) => "server-preview",
         ServerMsg::EditPreview(_) => "server-edit-preview",
+        ServerMsg::ElementSelection(_) => "server-element-selection",
     }
 }
 
@@ -332,6 +342,7 @@ fn client_samples() -> Vec<ClientMsg> {
         ClientMsg::Presence(presence()),
         ClientMsg::Preview(preview()),
         ClientMsg::EditPreview(edit_preview()),
+        ClientMsg::ElementSelection(element_selection()),
     ]
 }
 
@@ -410,6 +421,10 @@ fn server_samples() -> Vec<ServerMsg> {
         ServerMsg::EditPreview(meshwork_protocol::wire::EditPreviewOf {
             author: AuthorId(4),
             preview: edit_preview(),
+        }),
+        ServerMsg::ElementSelection(meshwork_protocol::wire::ElementSelectionOf {
+            author: AuthorId(4),
+            selection: element_selection(),
         }),
     ]
 }

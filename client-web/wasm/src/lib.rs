@@ -156,6 +156,12 @@ impl Connection {
                     })
                 }),
             })),
+            ServerMsg::ElementSelection(s) => events.push(json!({
+                "type": "element_selection",
+                "author": s.author.0,
+                "entity": s.selection.entity.map(|e| e.0),
+                "elements": s.selection.elements,
+            })),
             ServerMsg::EditPreview(p) => events.push(json!({
                 "type": "edit_preview",
                 "author": p.author.0,
@@ -421,6 +427,40 @@ impl Connection {
             command,
         };
         to_frame(&ClientMsg::EditPreview(preview))
+            .map(Some)
+            .map_err(err)
+    }
+
+    /// An element-selection frame for the unreliable lane: the elements (JSON array of ids, as
+    /// [`Self::edit_mesh_json`] gives them) this member has selected on `entity` in edit mode;
+    /// no entity when leaving edit mode. `undefined` when there are more than 64 (they show
+    /// only here).
+    ///
+    /// # Errors
+    /// JSON that is not a list of element ids.
+    pub fn element_selection_frame(
+        &mut self,
+        entity: Option<f64>,
+        elements: &str,
+    ) -> Result<Option<Vec<u8>>, JsError> {
+        let elements: Vec<meshwork_protocol::editmesh::ElementId> =
+            serde_json::from_str(elements).map_err(err)?;
+        if elements.len() > meshwork_protocol::wire::MAX_PREVIEW_ELEMENTS {
+            return Ok(None);
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "entity ids come from scene_json, exact below 2^53"
+        )]
+        let entity = entity.map(|e| EntityId(e as u64));
+        self.presence_seq = self.presence_seq.wrapping_add(1);
+        let selection = meshwork_protocol::wire::ElementSelection {
+            seq: self.presence_seq,
+            entity,
+            elements,
+        };
+        to_frame(&ClientMsg::ElementSelection(selection))
             .map(Some)
             .map_err(err)
     }

@@ -719,6 +719,9 @@ impl Session {
                     (true, Ok(ClientMsg::Presence(p))) => self.on_presence(client, p),
                     (true, Ok(ClientMsg::Preview(p))) => self.on_preview(client, p),
                     (true, Ok(ClientMsg::EditPreview(p))) => self.on_edit_preview(client, p),
+                    (true, Ok(ClientMsg::ElementSelection(s))) => {
+                        self.on_element_selection(client, s);
+                    }
                     _ => self.emit(Output::Event(Event::PresenceDropped)),
                 }
             }
@@ -892,6 +895,7 @@ impl Session {
             ClientMsg::Presence(p) => self.on_presence(client, p),
             ClientMsg::Preview(p) => self.on_preview(client, p),
             ClientMsg::EditPreview(p) => self.on_edit_preview(client, p),
+            ClientMsg::ElementSelection(s) => self.on_element_selection(client, s),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -1310,6 +1314,19 @@ impl Session {
         let seq = preview.seq;
         self.relay_latest(client, seq, |author| {
             ServerMsg::EditPreview(wire::EditPreviewOf { author, preview })
+        });
+    }
+
+    /// An element selection goes where presence goes (any member may point at elements), when
+    /// it names at most [`wire::MAX_PREVIEW_ELEMENTS`] elements; larger ones are dropped.
+    fn on_element_selection(&mut self, client: ClientId, selection: wire::ElementSelection) {
+        if selection.elements.len() > wire::MAX_PREVIEW_ELEMENTS {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        }
+        let seq = selection.seq;
+        self.relay_latest(client, seq, |author| {
+            ServerMsg::ElementSelection(wire::ElementSelectionOf { author, selection })
         });
     }
 

@@ -1633,4 +1633,60 @@ fn edit_previews_are_relayed_when_they_are_small_mesh_edits_of_their_entity() {
     assert_eq!(h.session.log().len(), 0, "never logged");
 }
 
+/// Element selections reach the others on the unreliable lane, from any member (a viewer
+/// points at elements too); one naming too many elements is dropped and counted.
+#[test]
+fn element_selections_are_relayed_unreliably_and_bounded() {
+    use meshwork_protocol::editmesh::ElementId;
+    let mut h = Harness::new();
+    let viewer = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Viewer);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let el = |index| ElementId {
+        by: meshwork_protocol::CommandId {
+            lamport: 1,
+            author: viewer,
+        },
+        index,
+    };
+    let send = |h: &mut Harness, seq, n: u32| {
+        h.now += 100;
+        let s = wire::ElementSelection {
+            seq,
+            entity: Some(EntityId::new(viewer, 1)),
+            elements: (0..n).map(el).collect(),
+        };
+        let bytes = postcard::to_allocvec(&ClientMsg::ElementSelection(s)).unwrap();
+        h.input(Input::Datagram { client: C1, bytes })
+    };
+    let relayed = |out: &[Output]| -> Vec<(Lane, AuthorId, usize)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    client,
+                    lane,
+                    frame,
+                } if *client == C2 => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
+                    ServerMsg::ElementSelection(s) => {
+                        Some((*lane, s.author, s.selection.elements.len()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        relayed(&send(&mut h, 1, 3)),
+        vec![(Lane::Unreliable, viewer, 3)]
+    );
+    let too_many = u32::try_from(wire::MAX_PREVIEW_ELEMENTS).unwrap() + 1;
+    let out = send(&mut h, 2, too_many);
+    assert!(relayed(&out).is_empty());
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PresenceDropped)))
+    );
+    assert_eq!(h.session.log().len(), 0, "never logged");
+}
+
 mod undo;
