@@ -142,9 +142,16 @@ pub struct MeshCache {
 }
 
 impl MeshCache {
-    /// The key and triangles of an entity's geometry.
-    pub fn get(&mut self, g: &meshwork_protocol::scene::Geometry) -> (String, Rc<MeshData>) {
-        let key = geometry_key(g);
+    /// The key and triangles of an entity's geometry; `revision` is the connection's revision
+    /// of the entity's mesh (edited meshes are keyed by it, so nothing is triangulated to find
+    /// out whether one changed).
+    pub fn get(
+        &mut self,
+        id: EntityId,
+        revision: u64,
+        g: &meshwork_protocol::scene::Geometry,
+    ) -> (String, Rc<MeshData>) {
+        let key = geometry_key(id, revision, g);
         let mesh = self
             .meshes
             .entry(key.clone())
@@ -174,14 +181,10 @@ pub struct EntityDraw {
 
 /// A key that changes exactly when the triangles do.
 #[must_use]
-pub fn geometry_key(g: &meshwork_protocol::scene::Geometry) -> String {
+pub fn geometry_key(id: EntityId, revision: u64, g: &meshwork_protocol::scene::Geometry) -> String {
     match g {
         meshwork_protocol::scene::Geometry::Primitive(p) => format!("{p:?}"),
-        meshwork_protocol::scene::Geometry::Mesh(m) => {
-            let t = m.triangulate();
-            let sum: f32 = t.positions.iter().flatten().sum();
-            format!("mesh:{}:{}:{sum}", t.positions.len(), t.indices.len())
-        }
+        meshwork_protocol::scene::Geometry::Mesh(_) => format!("mesh:{}:{revision}", id.0),
     }
 }
 
@@ -205,7 +208,6 @@ pub struct App {
     in_flight: Vec<(EntityId, bool)>,
     snap: Snap,
     prev: [Option<HandInput>; 2],
-    next_counter: u32,
     presence_seq: u32,
     /// Refusal messages from the server, newest last (shown on the panel).
     pub notices: Vec<String>,
@@ -295,7 +297,6 @@ impl App {
             in_flight: Vec::new(),
             snap: Snap::new(snap_step),
             prev: [None, None],
-            next_counter: 0,
             presence_seq: 0,
             notices: Vec::new(),
             extra: Vec::new(),
@@ -520,21 +521,9 @@ impl App {
         }
     }
 
-    /// The next entity id of this author.
+    /// The next entity id of this author (the protocol's rule: after every own id seen).
     fn new_entity(&mut self) -> Option<EntityId> {
-        let author = self.conn.author()?;
-        let used = self
-            .conn
-            .replica()
-            .scene()
-            .entities
-            .keys()
-            .filter(|e| e.namespace() == author)
-            .map(|e| u32::try_from(e.0 & 0xffff_ffff).unwrap_or(u32::MAX))
-            .max()
-            .unwrap_or(0);
-        self.next_counter = self.next_counter.max(used).saturating_add(1);
-        Some(EntityId::new(author, self.next_counter))
+        self.conn.next_entity_id(0)
     }
 
     /// Spawns `n` entities on a floor grid in front of the user (benchmarks): the first
@@ -580,7 +569,10 @@ impl App {
             }
         }
         self.submit(batch, None);
-        self.next_counter = base.saturating_add(n);
+        // The grid's ids are taken: the next one comes after them.
+        let _ = self
+            .conn
+            .next_entity_id(base.saturating_add(n).saturating_sub(1));
     }
 
     /// One frame: input → commands (queued for [`Self::poll_transmit`]) and platform requests.
@@ -1142,11 +1134,13 @@ impl App {
     pub fn entity_draws(&mut self) -> Vec<EntityDraw> {
         let scene = self.conn.replica().scene();
         let mut out = Vec::with_capacity(scene.entities.len());
+        let mut used = std::collections::BTreeSet::new();
         for (id, e) in &scene.entities {
             let (key, mesh) = match self.mesh_previews.get(id) {
                 Some((mesh, _)) => (format!("preview:{}", id.0), mesh.clone()),
-                None => self.meshes.get(&e.geometry),
+                None => self.meshes.get(*id, self.conn.revision(*id), &e.geometry),
             };
+            used.insert(key.clone());
             let remote = self
                 .remote_previews
                 .get(id)
@@ -1165,6 +1159,8 @@ impl App {
                 mesh,
             });
         }
+        // Meshes of old revisions (and of entities gone) leave the cache.
+        self.meshes.meshes.retain(|k, _| used.contains(k));
         out
     }
 }

@@ -19,7 +19,6 @@ import {
   hexToLinear,
   linearToHex,
   newTelemetry,
-  nextCounter,
   perSecond,
   placeNew,
   presentPeople,
@@ -690,10 +689,8 @@ export class Editor {
 
   private add(primitive: Primitive): void {
     if (!this.guard() || this.author === null) return;
-    const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
-    const counter = nextCounter(this.author, this.view.entities.map((e) => e.id), remembered);
-    localStorage.setItem(this.counterKey, String(counter));
-    const entity = this.author * 2 ** 32 + counter;
+    const entity = this.newEntityId();
+    if (entity === null) return;
     const y = primitive === 'Plane' ? 0 : 0.5;
     // Where the user is looking, beside what is already there (not all at the origin).
     const [x, z] = placeNew(this.viewport.viewCentre(), this.view.entities);
@@ -1113,13 +1110,23 @@ export class Editor {
     this.editSel = [];
   }
 
+  /**
+   * A new entity id of this user (the protocol's rule, in the wasm package): after every own id
+   * seen, and after the counter remembered in this browser (ids stay unique across reloads).
+   */
+  private newEntityId(): number | null {
+    const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
+    const id = this.session.conn.next_entity_id(remembered);
+    if (id === undefined) return null;
+    localStorage.setItem(this.counterKey, String(id % 2 ** 32));
+    return id;
+  }
+
   /** Shift+D: a copy of the selected object beside it, selected. */
   private duplicate(): void {
     if (this.mode === 'edit' || this.selected === null || !this.guard() || this.author === null) return;
-    const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
-    const counter = nextCounter(this.author, this.view.entities.map((e) => e.id), remembered);
-    localStorage.setItem(this.counterKey, String(counter));
-    const copy = this.author * 2 ** 32 + counter;
+    const copy = this.newEntityId();
+    if (copy === null) return;
     this.submit([
       { Duplicate: { entity: this.selected, copy, offset: [1.5, 0, 0] } },
       { Select: { entities: [copy] } },
@@ -1493,7 +1500,10 @@ export class Editor {
       /** `n` entities on a grid: the first `spheres` are spheres (224 triangles), the rest cubes. */
       spawnGrid: (n: number, spheres: number) => {
         if (this.author === null) return;
-        const base = nextCounter(this.author, this.view.entities.map((e) => e.id), 0);
+        const first = this.newEntityId();
+        if (first === null) return;
+        const base = (first % 2 ** 32) - 1;
+        localStorage.setItem(this.counterKey, String(base + n));
         const side = Math.ceil(Math.sqrt(n));
         for (let i = 0; i < n; i += 64) {
           const batch: Command[] = [];

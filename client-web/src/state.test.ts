@@ -10,7 +10,6 @@ import {
   hexToLinear,
   inviteLink,
   linearToHex,
-  nextCounter,
   parseRoute,
   perSecond,
   presentPeople,
@@ -178,12 +177,6 @@ describe('Euler angles', () => {
 
 describe('entity ids and names', () => {
   const id = (author: number, counter: number) => author * 2 ** 32 + counter;
-
-  it('continues after every own id and the remembered counter', () => {
-    expect(nextCounter(3, [id(3, 1), id(3, 4), id(5, 9)], 0)).toBe(5);
-    expect(nextCounter(3, [id(5, 9)], 7)).toBe(8);
-    expect(nextCounter(3, [], 0)).toBe(1);
-  });
 
   it('names unnamed entities by kind and id', () => {
     expect(displayName({ id: id(2, 5), name: '', kind: 'cube' })).toBe('Cube 2.5');

@@ -317,10 +317,6 @@ export function entityCounter(id: number): number {
   return id % 2 ** 32;
 }
 
-export function nextCounter(author: number, ids: number[], remembered: number): number {
-  const own = ids.filter((id) => entityAuthor(id) === author).map(entityCounter);
-  return Math.max(remembered, ...own, 0) + 1;
-}
 
 export function displayName(e: Pick<EntityView, 'id' | 'name' | 'kind'>): string {
   if (e.name) return e.name;

@@ -3,13 +3,13 @@
 //! messages to send ([`ClientConnection::poll_transmit`]). Native clients, the browser (through
 //! wasm) and the simulated network all drive this same machine.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::PROTOCOL_VERSION;
 use crate::command::Command;
-use crate::ids::AuthorId;
+use crate::ids::{AuthorId, EntityId};
 use crate::replica::{Replica, ReplicaEvent};
 use crate::sign::{Domain, EntryBody, SignedEntry, Signer};
 use crate::wire::{
@@ -47,6 +47,83 @@ pub enum ClientEvent {
     Closed,
 }
 
+/// What changed in the replica since the application last asked
+/// ([`ClientConnection::take_changes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Everything may have changed (a snapshot, or an update that could not be read): read the
+    /// whole scene.
+    pub all: bool,
+    /// Else these entities changed (or went).
+    pub entities: Vec<EntityId>,
+}
+
+/// Per-entity change tracking for renderers: which entities changed, and a revision per mesh
+/// that moves on exactly when an applied entry or delta may have changed it (so a client keys
+/// its triangle caches by it instead of triangulating to find out).
+#[derive(Debug, Default)]
+struct Tracker {
+    revisions: BTreeMap<EntityId, u64>,
+    next: u64,
+    changed: BTreeSet<EntityId>,
+    all: bool,
+}
+
+impl Tracker {
+    fn note(&mut self, msg: &ServerMsg, scene: &crate::scene::Scene) {
+        let mut touched: Vec<(EntityId, bool)> = Vec::new();
+        match msg {
+            ServerMsg::Entries(e) => {
+                for entry in &e.entries {
+                    let Ok(body) = entry.decode_body() else {
+                        self.all = true;
+                        continue;
+                    };
+                    if let crate::scene::Touched::Entity(id) =
+                        crate::scene::Scene::touched(body.author, &body.command)
+                    {
+                        touched.push((id, changes_geometry(&body.command)));
+                    }
+                }
+            }
+            ServerMsg::Delta(d) => match d.decode() {
+                Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
+                None => self.all = true,
+            },
+            _ => self.all = true,
+        }
+        if self.all {
+            touched.extend(scene.entities.keys().map(|id| (*id, true)));
+        }
+        for (id, geometry) in touched {
+            self.changed.insert(id);
+            if geometry {
+                self.next = self.next.saturating_add(1);
+                self.revisions.insert(id, self.next);
+            }
+        }
+    }
+}
+
+/// Whether an entry of `command` may change its entity's mesh.
+const fn changes_geometry(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Select { .. }
+            | Command::Translate { .. }
+            | Command::Rotate { .. }
+            | Command::Scale { .. }
+            | Command::SetName { .. }
+            | Command::SetColor { .. }
+            | Command::SetMaterial { .. }
+            | Command::SetTransform { .. }
+            | Command::ToolActivate { .. }
+            | Command::ToolDeactivate { .. }
+            | Command::SetSessionName { .. }
+            | Command::Step { .. }
+    )
+}
+
 /// A client connection's state.
 #[derive(Debug)]
 pub struct ClientConnection<S> {
@@ -62,6 +139,9 @@ pub struct ClientConnection<S> {
     replica: Replica,
     outbox: VecDeque<ClientMsg>,
     build_id: String,
+    tracker: Tracker,
+    /// The largest entity counter this client handed out.
+    last_counter: u32,
 }
 
 impl<S: Signer> ClientConnection<S> {
@@ -88,6 +168,8 @@ impl<S: Signer> ClientConnection<S> {
             replica: Replica::new(),
             outbox: VecDeque::new(),
             build_id: build_id.into(),
+            tracker: Tracker::default(),
+            last_counter: 0,
         };
         c.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version,
@@ -182,7 +264,14 @@ impl<S: Signer> ClientConnection<S> {
                         }
                     }
                 }
-                match self.replica.on_message(msg) {
+                let before = self.replica.scene().position;
+                let event = self.replica.on_message(msg);
+                if self.replica.scene().position != before
+                    || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
+                {
+                    self.tracker.note(msg, self.replica.scene());
+                }
+                match event {
                     ReplicaEvent::NeedsResync => {
                         let position = self.replica.scene().position;
                         self.outbox
@@ -199,6 +288,45 @@ impl<S: Signer> ClientConnection<S> {
             }
             _ => ClientEvent::None,
         }
+    }
+
+    /// What changed in the replica since the last call (see [`Changes`]).
+    pub fn take_changes(&mut self) -> Changes {
+        Changes {
+            all: core::mem::take(&mut self.tracker.all),
+            entities: core::mem::take(&mut self.tracker.changed)
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The revision of entity `id`'s mesh: it moves on whenever an applied entry or delta may
+    /// have changed the mesh (0 before any).
+    #[must_use]
+    pub fn revision(&self, id: EntityId) -> u64 {
+        self.tracker.revisions.get(&id).copied().unwrap_or(0)
+    }
+
+    /// A new entity id in this author's namespace: after every own id the replica holds, every
+    /// one this connection handed out, and `remembered` (a counter the application kept across
+    /// reloads). `None` before the join completed.
+    pub fn next_entity_id(&mut self, remembered: u32) -> Option<EntityId> {
+        let author = self.author()?;
+        let used = self
+            .replica
+            .scene()
+            .entities
+            .keys()
+            .filter(|e| e.namespace() == author)
+            .map(|e| u32::try_from(e.0 & 0xffff_ffff).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0);
+        self.last_counter = self
+            .last_counter
+            .max(used)
+            .max(remembered)
+            .saturating_add(1);
+        Some(EntityId::new(author, self.last_counter))
     }
 
     /// Signs `commands` as this author's next entries without sending them (for a transport
@@ -236,5 +364,112 @@ impl<S: Signer> ClientConnection<S> {
             entries: entries.clone(),
         }));
         Some(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+    use crate::command::{Primitive, Transform};
+    use crate::ids::SessionId;
+    use crate::registry::Role;
+    use crate::sign::Ed25519Signer;
+    use crate::wire::{Challenge, Entries, InviteBody};
+
+    const SESSION: SessionId = SessionId([7; 16]);
+
+    fn joined() -> ClientConnection<Ed25519Signer> {
+        let server = Ed25519Signer::from_seed([9; 32]);
+        let invite = Invite::mint(
+            &InviteBody {
+                domain: Domain::Invite,
+                session: SESSION,
+                role: Role::Editor,
+                expires_at_ms: u64::MAX,
+                invite_id: [1; 16],
+            },
+            &server,
+        )
+        .unwrap();
+        let mut c = ClientConnection::new(Ed25519Signer::from_seed([1; 32]), invite, "test");
+        c.handle(&ServerMsg::Challenge(Challenge {
+            nonce: [0; 32],
+            server_build_id: "server".into(),
+        }));
+        c.handle(&ServerMsg::Welcome(Welcome {
+            session: SESSION,
+            author: AuthorId(1),
+            role: Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+        }));
+        let (manifest, chunks) = crate::replica::snapshot(&crate::scene::Scene::new());
+        c.handle(&ServerMsg::Snapshot(manifest));
+        for chunk in chunks {
+            c.handle(&ServerMsg::SnapshotChunk(chunk));
+        }
+        c
+    }
+
+    #[test]
+    fn changes_and_mesh_revisions_follow_what_was_applied() {
+        let mut c = joined();
+        assert!(c.take_changes().all, "a snapshot changes everything");
+        assert_eq!(c.take_changes(), Changes::default(), "taken");
+        let e = c.next_entity_id(0).unwrap();
+        let entries = c
+            .sign(vec![
+                Command::Spawn {
+                    entity: e,
+                    primitive: Primitive::Cube,
+                    transform: Transform::IDENTITY,
+                },
+                Command::Translate {
+                    entity: e,
+                    delta: glam::Vec3::X,
+                },
+                Command::Despawn { entity: e },
+            ])
+            .unwrap();
+        let deliver = |c: &mut ClientConnection<Ed25519Signer>, i: usize| {
+            c.handle(&ServerMsg::Entries(Entries {
+                entries: vec![entries[i].clone()],
+            }));
+        };
+        deliver(&mut c, 0);
+        assert_eq!(c.take_changes().entities, vec![e]);
+        let spawned = c.revision(e);
+        assert!(spawned > 0);
+        deliver(&mut c, 1);
+        assert_eq!(c.take_changes().entities, vec![e]);
+        assert_eq!(c.revision(e), spawned, "a move leaves the mesh's revision");
+        deliver(&mut c, 2);
+        assert_eq!(c.take_changes().entities, vec![e]);
+        assert!(c.revision(e) > spawned, "a despawn does not");
+    }
+
+    #[test]
+    fn new_entity_ids_come_after_every_own_id_and_the_remembered_counter() {
+        let mut c = joined();
+        let first = c.next_entity_id(0).unwrap();
+        assert_eq!(first, EntityId::new(AuthorId(1), 1));
+        assert_eq!(c.next_entity_id(0).unwrap(), EntityId::new(AuthorId(1), 2));
+        assert_eq!(
+            c.next_entity_id(10).unwrap(),
+            EntityId::new(AuthorId(1), 11)
+        );
+        // An own entity the replica holds (spawned from another tab, say) is skipped too.
+        let far = EntityId::new(AuthorId(1), 40);
+        let entries = c
+            .sign(vec![Command::Spawn {
+                entity: far,
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            }])
+            .unwrap();
+        c.handle(&ServerMsg::Entries(Entries { entries }));
+        assert_eq!(c.next_entity_id(0).unwrap(), EntityId::new(AuthorId(1), 41));
     }
 }

@@ -33,13 +33,6 @@ pub struct Connection {
     presence_seq: u32,
     /// The last edit preview (`preview_edit`), triangulated.
     preview: Option<meshwork_protocol::mesh::RenderMesh>,
-    /// Per edited entity, the revision of its mesh: bumped when an entry or delta may have
-    /// changed it (`geometry` in the scene JSON), so nothing is triangulated to find out.
-    revisions: std::collections::BTreeMap<EntityId, u64>,
-    next_revision: u64,
-    /// Entities changed since the last [`Self::changes_json`]; `all_changed` after a snapshot.
-    changed: std::collections::BTreeSet<EntityId>,
-    all_changed: bool,
     /// The last triangulation handed out: (entity, geometry revision, triangles).
     triangulated:
         std::cell::RefCell<Option<(EntityId, String, meshwork_protocol::mesh::RenderMesh)>>,
@@ -71,10 +64,6 @@ impl Connection {
             extra: Vec::new(),
             presence_seq: 0,
             preview: None,
-            revisions: std::collections::BTreeMap::new(),
-            next_revision: 0,
-            changed: std::collections::BTreeSet::new(),
-            all_changed: true,
             triangulated: std::cell::RefCell::new(None),
         })
     }
@@ -189,52 +178,7 @@ impl Connection {
         if self.inner.replica().scene().position != before
             || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
         {
-            self.note_changes(msg);
             events.push(json!({"type": "changed"}));
-        }
-    }
-
-    /// Which entities `msg` changed, and which meshes: their revisions move on.
-    fn note_changes(&mut self, msg: &ServerMsg) {
-        let mut touched: Vec<(EntityId, bool)> = Vec::new();
-        match msg {
-            ServerMsg::Entries(e) => {
-                for entry in &e.entries {
-                    let Ok(body) = entry.decode_body() else {
-                        self.all_changed = true;
-                        continue;
-                    };
-                    if let meshwork_protocol::scene::Touched::Entity(id) =
-                        meshwork_protocol::scene::Scene::touched(body.author, &body.command)
-                    {
-                        touched.push((id, changes_geometry(&body.command)));
-                    }
-                }
-            }
-            ServerMsg::Delta(d) => match d.decode() {
-                Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
-                None => self.all_changed = true,
-            },
-            _ => self.all_changed = true,
-        }
-        if self.all_changed {
-            // A snapshot (or anything unreadable): every mesh gets a new revision.
-            let ids: Vec<EntityId> = self
-                .inner
-                .replica()
-                .scene()
-                .entities
-                .keys()
-                .copied()
-                .collect();
-            touched.extend(ids.into_iter().map(|id| (id, true)));
-        }
-        for (id, geometry) in touched {
-            self.changed.insert(id);
-            if geometry {
-                self.next_revision = self.next_revision.saturating_add(1);
-                self.revisions.insert(id, self.next_revision);
-            }
         }
     }
 
@@ -243,12 +187,18 @@ impl Connection {
     #[must_use]
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
     pub fn changes_json(&mut self) -> String {
-        let all = std::mem::take(&mut self.all_changed);
-        let ids: Vec<f64> = std::mem::take(&mut self.changed)
-            .into_iter()
-            .map(|e| e.0 as f64)
-            .collect();
-        json!({ "all": all, "entities": ids }).to_string()
+        let changes = self.inner.take_changes();
+        let ids: Vec<f64> = changes.entities.iter().map(|e| e.0 as f64).collect();
+        json!({ "all": changes.all, "entities": ids }).to_string()
+    }
+
+    /// A new entity id of this author (see `ClientConnection::next_entity_id`): after every own
+    /// id seen and `remembered` (the counter the page keeps across reloads); `undefined` before
+    /// the join.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    pub fn next_entity_id(&mut self, remembered: u32) -> Option<f64> {
+        self.inner.next_entity_id(remembered).map(|e| e.0 as f64)
     }
 
     /// One entity as [`Self::scene_json`] lists it, or `null` when it is gone.
@@ -288,7 +238,7 @@ impl Connection {
             }
             Geometry::Mesh(_) => (
                 "mesh".to_owned(),
-                format!("mesh#{}", self.revisions.get(&id).copied().unwrap_or(0)),
+                format!("mesh#{}", self.inner.revision(id)),
             ),
         };
         json!({
@@ -848,25 +798,6 @@ fn preview_of(
 ) -> Option<meshwork_protocol::mesh::RenderMesh> {
     let e = scene.preview(author.unwrap_or_default(), command)?;
     Some(e.geometry.edit_mesh(e.spawned_by).triangulate())
-}
-
-/// Whether an entry of `command` may change its entity's mesh (its revision moves on).
-const fn changes_geometry(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::Select { .. }
-            | Command::Translate { .. }
-            | Command::Rotate { .. }
-            | Command::Scale { .. }
-            | Command::SetName { .. }
-            | Command::SetColor { .. }
-            | Command::SetMaterial { .. }
-            | Command::SetTransform { .. }
-            | Command::ToolActivate { .. }
-            | Command::ToolDeactivate { .. }
-            | Command::SetSessionName { .. }
-            | Command::Step { .. }
-    )
 }
 
 #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
