@@ -22,7 +22,7 @@ use openxr as xr;
 
 use crate::app::{App, FrameInput, HandInput};
 use crate::input::Pose;
-use crate::net::{Net, NetEvent};
+use crate::net::Net;
 use crate::render::{DrawItem, Renderer};
 use crate::xr::{Actions, LifecycleAction, on_state};
 
@@ -394,7 +394,7 @@ pub fn run(
     let mut events = xr::EventDataBuffer::new();
     let mut running = false;
     let mut stage_from_tracking = Mat4::IDENTITY; // snap turns rotate the stage about the user
-    let mut panel_key = String::new();
+    let mut pump = crate::pump::Pump::new();
     loop {
         while let Some(event) = instance.poll_event(&mut events).map_err(err("events"))? {
             match event {
@@ -414,14 +414,7 @@ pub fn run(
                 _ => {}
             }
         }
-        for ev in net.poll() {
-            match ev {
-                NetEvent::Msg(m) => {
-                    app.receive(&m);
-                }
-                NetEvent::Closed(why) => return Err(format!("connection closed: {why}")),
-            }
-        }
+        crate::pump::Pump::receive(&mut app, &net)?;
         if !running {
             std::thread::sleep(Duration::from_millis(50));
             continue;
@@ -514,7 +507,9 @@ pub fn run(
             stage_from_head: head,
             hands,
         };
-        let out = app.frame(&input);
+        let crate::pump::Pumped {
+            out, items, panel, ..
+        } = pump.frame(&mut app, &net, &input, (width, height));
         for (hand, amplitude, seconds) in &out.haptics {
             let path = actions.hands[*hand as usize];
             #[allow(
@@ -531,25 +526,13 @@ pub fn run(
         if let Some(turn) = out.snap_turn {
             stage_from_tracking = Mat4::from_rotation_y(turn) * stage_from_tracking;
         }
-        for m in app.poll_transmit() {
-            net.send(&m);
-        }
-        if app.live() {
-            net.send_datagram(&app.presence(&input));
-            for m in app.previews_out() {
-                net.send_datagram(&m);
-            }
-        }
         // Both eyes, one layer each of the acquired image.
         let image = swapchain.acquire_image().map_err(err("acquire"))? as usize;
         swapchain
             .wait_image(xr::Duration::INFINITE)
             .map_err(err("wait image"))?;
-        let (_, items) = crate::sim::draw_list(&mut app, &input, (width, height));
-        let key = crate::ui::key(&app);
-        if panel_key != key {
-            renderer.set_panel(&crate::ui::draw(&app));
-            panel_key = key;
+        if let Some(image) = panel {
+            renderer.set_panel(&image);
         }
         let overlays = crate::sim::overlays(&input, out.vignette);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(crate::sim::OwnedItem::as_item).collect();

@@ -15,6 +15,7 @@ pub mod app;
 pub mod headset;
 pub mod input;
 pub mod net;
+pub mod pump;
 pub mod render;
 pub mod sim;
 pub mod ui;

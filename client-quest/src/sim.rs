@@ -27,7 +27,7 @@ use meshwork_protocol::command::Primitive;
 
 use crate::app::{App, FrameInput, Hand, HandInput, PALETTE, Tool};
 use crate::input::{Pose, Ray};
-use crate::net::{Net, NetEvent};
+use crate::net::Net;
 use crate::render::{DrawItem, Renderer};
 
 /// A parsed script step.
@@ -241,8 +241,6 @@ pub struct Report {
     /// The panel's tool at the end.
     pub tool: String,
     #[serde(skip)]
-    panel_key: String,
-    #[serde(skip)]
     cpu: Vec<f64>,
     #[serde(skip)]
     gpu: Vec<f64>,
@@ -260,6 +258,7 @@ pub fn run(
     max_frames: u64,
 ) -> Result<Report, String> {
     let mut dev = Devices::default();
+    let mut pump = crate::pump::Pump::new();
     let mut report = Report {
         adapter: renderer.adapter.clone(),
         ..Report::default()
@@ -272,32 +271,18 @@ pub fn run(
         }
         report.frames = report.frames.saturating_add(1);
         let started = Instant::now();
-        for ev in net.poll() {
-            match ev {
-                NetEvent::Msg(m) => {
-                    app.receive(&m);
-                }
-                NetEvent::Closed(why) => return Err(format!("connection closed: {why}")),
-            }
-        }
+        crate::pump::Pump::receive(app, net)?;
         let input = dev.input();
-        let out = app.frame(&input);
+        let crate::pump::Pumped {
+            out,
+            clip,
+            items,
+            panel,
+        } = pump.frame(app, net, &input, renderer.size);
         report.haptics = report.haptics.saturating_add(out.haptics.len() as u64);
-        for m in app.poll_transmit() {
-            net.send(&m);
-        }
-        if app.live() && report.frames.is_multiple_of(2) {
-            net.send_datagram(&app.presence(&input));
-            for m in app.previews_out() {
-                net.send_datagram(&m);
-            }
-        }
-        let (clip, items) = draw_list(app, &input, renderer.size);
         let drawn: Vec<DrawItem<'_>> = items.iter().map(OwnedItem::as_item).collect();
-        let key = crate::ui::key(app);
-        if report.panel_key != key {
-            renderer.set_panel(&crate::ui::draw(app));
-            report.panel_key = key;
+        if let Some(image) = panel {
+            renderer.set_panel(&image);
         }
         let overlays = overlays(&input, out.vignette);
         let cpu_done = Instant::now();

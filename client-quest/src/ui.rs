@@ -256,26 +256,49 @@ pub const fn person_square(i: usize) -> (u32, u32) {
     (WIDTH - 20 - i * 16, 10)
 }
 
+/// Everything the panel shows, as plain values (drawn by [`draw`]; equal views draw equal
+/// images, so the pump redraws and re-uploads only when it changes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanelView {
+    /// The active tool.
+    pub tool: Tool,
+    /// The colour index.
+    pub color: usize,
+    /// The inspector's lines.
+    pub lines: Vec<String>,
+    /// The last refusal, if any.
+    pub notice: Option<String>,
+    /// The others present and their colours (sRGB).
+    pub people: Vec<(meshwork_protocol::AuthorId, [u8; 3])>,
+}
+
+impl PanelView {
+    /// The panel's view of the app now.
+    #[must_use]
+    pub fn of(app: &App) -> Self {
+        Self {
+            tool: app.tool,
+            color: app.color,
+            lines: inspector_lines(app),
+            notice: app.notices.last().cloned(),
+            people: people(app),
+        }
+    }
+}
+
 /// What the panel shows, as a key: redraw (and re-upload) only when it changes.
 #[must_use]
 pub fn key(app: &App) -> String {
-    format!(
-        "{:?}|{}|{:?}|{:?}|{:?}",
-        app.tool,
-        app.color,
-        inspector_lines(app),
-        app.notices.last(),
-        app.others().keys().collect::<Vec<_>>()
-    )
+    format!("{:?}", PanelView::of(app))
 }
 
 /// Draws the panel.
 #[must_use]
-pub fn draw(app: &App) -> Image {
+pub fn draw(view: &PanelView) -> Image {
     let mut img = Image::new(WIDTH, HEIGHT, [24, 26, 32, 235]);
     img.text(12, 8, "Meshwork", [230, 232, 236, 255]);
     // Who else is here: a square in each one's colour (the colour of their head and hands).
-    for (i, (_, rgb)) in people(app).iter().take(PEOPLE_SHOWN).enumerate() {
+    for (i, (_, rgb)) in view.people.iter().take(PEOPLE_SHOWN).enumerate() {
         let (x, y) = person_square(i);
         img.rect(x, y, 12, 12, [rgb[0], rgb[1], rgb[2], 255]);
     }
@@ -283,7 +306,7 @@ pub fn draw(app: &App) -> Image {
     for (i, (tool, label)) in TOOLS.iter().enumerate() {
         let (col, row) = ((i % 3) as u32, (i / 3) as u32);
         let (x, y) = (8 + col * 124, 32 + row * 36);
-        let active = *tool == app.tool;
+        let active = *tool == view.tool;
         img.rect(
             x,
             y,
@@ -304,7 +327,7 @@ pub fn draw(app: &App) -> Image {
         );
     }
     // Colour swatch.
-    let c = PALETTE[app.color % PALETTE.len()];
+    let c = PALETTE[view.color % PALETTE.len()];
     let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as u8;
     for (i, (_, label)) in ACTIONS.iter().enumerate() {
         let (x, y) = action_button(i);
@@ -330,10 +353,10 @@ pub fn draw(app: &App) -> Image {
         img.text(x + 8, COLOR_ROW + 4, label, [240, 240, 244, 255]);
     }
     // Inspector.
-    for (i, line) in inspector_lines(app).iter().enumerate() {
+    for (i, line) in view.lines.iter().enumerate() {
         img.text(12, 250 + i as u32 * 20, line, [214, 218, 226, 255]);
     }
-    if let Some(n) = app.notices.last() {
+    if let Some(n) = &view.notice {
         let short: String = n.chars().take(23).collect();
         img.text(12, 360, &short, [255, 120, 120, 255]);
     }
@@ -353,7 +376,7 @@ mod tests {
             0.05,
         );
         app.tool = Tool::Add(Primitive::Sphere);
-        let img = draw(&app);
+        let img = draw(&PanelView::of(&app));
         assert_eq!(img.rgba.len(), (WIDTH * HEIGHT * 4) as usize);
         // The active tool's button (index 4: second row, middle) is lit blue; others are grey.
         let at = |x: u32, y: u32| {
@@ -400,7 +423,7 @@ mod tests {
             vec![4, 9]
         );
         assert_ne!(here[0].1, here[1].1, "two people, two colours");
-        let img = draw(&app);
+        let img = draw(&PanelView::of(&app));
         let at = |(x, y): (u32, u32)| {
             let i = (((y + 6) * WIDTH + x + 6) * 4) as usize;
             [img.rgba[i], img.rgba[i + 1], img.rgba[i + 2]]
