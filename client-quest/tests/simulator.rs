@@ -26,8 +26,13 @@ use meshwork_server::data::DataDir;
 use meshwork_server::{Listeners, start};
 use meshwork_testkit::{Client, random_signer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scripted_controller_edits_with_a_native_client() {
+/// A real server in this process (QUIC on 127.0.0.1:0, a store in a temp dir, kept alive by
+/// the returned directory) and an editor's ticket to it.
+async fn serve() -> (
+    tempfile::TempDir,
+    meshwork_server::ServerHandle,
+    meshwork_protocol::wire::JoinTicket,
+) {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         data_dir: dir.path().to_path_buf(),
@@ -41,6 +46,12 @@ async fn a_scripted_controller_edits_with_a_native_client() {
     let server = start(settings, listeners, data).await.unwrap();
     let expires = meshwork_server::driver::now_ms() + 3_600_000;
     let ticket = server.ticket(Role::Editor, expires).unwrap();
+    (dir, server, ticket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_controller_edits_with_a_native_client() {
+    let (_dir, server, ticket) = serve().await;
 
     let script = sim::parse(include_str!("scripts/add-move-wait.txt")).unwrap();
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quest-simulator.png");
@@ -164,19 +175,7 @@ async fn a_scripted_controller_edits_with_a_native_client() {
 /// holds the simulator's grab, undo, redo and undo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_on_the_controller_puts_the_cube_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        quic_addr: "127.0.0.1:0".parse().unwrap(),
-        rtc_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
-    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
-    let listeners = Listeners::bind(&settings).unwrap();
-    let server = start(settings, listeners, data).await.unwrap();
-    let expires = meshwork_server::driver::now_ms() + 3_600_000;
-    let ticket = server.ticket(Role::Editor, expires).unwrap();
+    let (_dir, server, ticket) = serve().await;
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
 
     let script = sim::parse(include_str!("scripts/add-move-undo.txt")).unwrap();
@@ -263,19 +262,7 @@ async fn undo_on_the_controller_puts_the_cube_back() {
 /// height, the corner moved); its selection of the cube shows in the simulator in its colour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_extrudes_a_face_and_moves_a_vertex() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        quic_addr: "127.0.0.1:0".parse().unwrap(),
-        rtc_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
-    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
-    let listeners = Listeners::bind(&settings).unwrap();
-    let server = start(settings, listeners, data).await.unwrap();
-    let expires = meshwork_server::driver::now_ms() + 3_600_000;
-    let ticket = server.ticket(Role::Editor, expires).unwrap();
+    let (_dir, server, ticket) = serve().await;
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
 
     let script = sim::parse(include_str!("scripts/extrude-vertex.txt")).unwrap();

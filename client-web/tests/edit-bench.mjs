@@ -4,40 +4,11 @@
 // Starts its own server (a fresh data dir, generous rate limits).
 //   node edit-bench.mjs <meshwork-server binary>
 // Run it inside `unshare -n` for a hermetic loopback (see docs/benchmarks.md). Prints JSON.
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium, startServer } from './bench-server.mjs';
 
 const [bin] = process.argv.slice(2);
-const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
-const data = mkdtempSync(join(tmpdir(), 'meshwork-edit-bench-'));
-const server = spawn(bin, [
-  'serve', '--http-addr', '127.0.0.1:0', '--quic-addr', '127.0.0.1:0', '--rtc-addr', '127.0.0.1:0',
-  '--data-dir', data, '--web-dir', dist, '--rate-per-s', '100000', '--burst', '100000',
-], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHWORK_LOG: 'warn' } });
-const http = await new Promise((resolve, reject) => {
-  createInterface({ input: server.stdout }).on('line', (line) => {
-    const m = /^listening: http=(\S+)/.exec(line);
-    if (m) resolve(m[1]);
-  });
-  server.on('exit', (c) => reject(new Error(`server exited ${c}`)));
-});
-const ticket = execFileSync(bin, ['invite', '--data-dir', data, '--role', 'editor'], { encoding: 'utf8' })
-  .split(/\s+/)
-  .find((w) => w.startsWith('mwj1_'));
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-    '--use-angle=swiftshader', '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
-});
+const { server, http, ticket } = await startServer(bin, 'meshwork-edit-bench-');
+const browser = await launchChromium();
 const q = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(p * s.length))];

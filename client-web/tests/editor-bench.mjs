@@ -3,41 +3,12 @@
 // server (a fresh data dir, generous rate limits so the bulk spawn is not throttled).
 //   node editor-bench.mjs <meshwork-server binary> [seconds]
 // Run it inside `unshare -n` for a hermetic loopback (see docs/benchmarks.md). Prints JSON.
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium, startServer } from './bench-server.mjs';
 
 const [bin, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg ?? '5');
-const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
-const data = mkdtempSync(join(tmpdir(), 'meshwork-bench-'));
-const server = spawn(bin, [
-  'serve', '--http-addr', '127.0.0.1:0', '--quic-addr', '127.0.0.1:0', '--rtc-addr', '127.0.0.1:0',
-  '--data-dir', data, '--web-dir', dist, '--rate-per-s', '100000', '--burst', '100000',
-], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHWORK_LOG: 'warn' } });
-const http = await new Promise((resolve, reject) => {
-  createInterface({ input: server.stdout }).on('line', (line) => {
-    const m = /^listening: http=(\S+)/.exec(line);
-    if (m) resolve(m[1]);
-  });
-  server.on('exit', (c) => reject(new Error(`server exited ${c}`)));
-});
-const ticket = execFileSync(bin, ['invite', '--data-dir', data, '--role', 'editor'], { encoding: 'utf8' })
-  .split(/\s+/)
-  .find((w) => w.startsWith('mwj1_'));
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-    '--use-angle=swiftshader', '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
-});
+const { server, http, ticket } = await startServer(bin, 'meshwork-bench-');
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
   await page.goto(`http://${http}/${process.env.BENCH_QUERY ?? ""}#/join/${encodeURIComponent(ticket)}`);

@@ -2841,7 +2841,7 @@ mod halves;
 pub use halves::HalfEdges;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(not(test))]
 mod tests {

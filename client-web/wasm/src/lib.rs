@@ -598,25 +598,46 @@ impl Connection {
     /// (see [`Self::edit_mesh_json`]).
     #[must_use]
     pub fn edit_positions(&self, id: f64) -> Vec<f32> {
-        self.edit_mesh(id)
-            .map(|m| m.triangulate().positions.into_iter().flatten().collect())
+        self.with_edit_triangles(id, |m| m.positions.iter().flatten().copied().collect())
             .unwrap_or_default()
     }
 
     /// Normals parallel to [`Self::edit_positions`].
     #[must_use]
     pub fn edit_normals(&self, id: f64) -> Vec<f32> {
-        self.edit_mesh(id)
-            .map(|m| m.triangulate().normals.into_iter().flatten().collect())
+        self.with_edit_triangles(id, |m| m.normals.iter().flatten().copied().collect())
             .unwrap_or_default()
     }
 
     /// Triangle indices into [`Self::edit_positions`].
     #[must_use]
     pub fn edit_indices(&self, id: f64) -> Vec<u32> {
-        self.edit_mesh(id)
-            .map(|m| m.triangulate().indices)
+        self.with_edit_triangles(id, |m| m.indices.clone())
             .unwrap_or_default()
+    }
+
+    /// The edit triangulation of entity `id`, kept like [`Self::with_triangles`]'s (positions,
+    /// normals and indices are read one after the other: one triangulation per mesh change).
+    fn with_edit_triangles<T>(
+        &self,
+        id: f64,
+        read: impl FnOnce(&meshwork_protocol::mesh::RenderMesh) -> T,
+    ) -> Option<T> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ids come from scene_json, exact below 2^53"
+        )]
+        let entity = EntityId(id as u64);
+        let key = format!("edit#{}", self.inner.revision(entity));
+        let mut cache = self.triangulated.borrow_mut();
+        let fresh = cache
+            .as_ref()
+            .is_none_or(|(cid, ckey, _)| *cid != entity || *ckey != key);
+        if fresh {
+            *cache = Some((entity, key, self.edit_mesh(id)?.triangulate()));
+        }
+        cache.as_ref().map(|(_, _, mesh)| read(mesh))
     }
 
     fn edit_mesh(&self, id: f64) -> Option<meshwork_protocol::editmesh::EditMesh> {

@@ -555,29 +555,11 @@ fn replicas_without_history_follow_by_delta() {
     }
 }
 
-/// A small deterministic generator (no dependency on an RNG crate's stream).
-struct Lcg(u64);
+use crate::editmesh::tests::Lcg;
 
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len())])
-    }
-
-    fn f(&mut self) -> f32 {
-        (self.below(2001) as f32 - 1000.0) / 500.0
-    }
+/// A coordinate in −2..2 m, in steps of 2 mm.
+fn coordinate(rng: &mut Lcg) -> f32 {
+    (rng.below(2001) as f32 - 1000.0) / 500.0
 }
 
 fn random_command(w: &World, rng: &mut Lcg, author: AuthorId, counter: &mut u32) -> Command {
@@ -598,7 +580,7 @@ fn random_command(w: &World, rng: &mut Lcg, author: AuthorId, counter: &mut u32)
         1 => Command::Redo { step: None },
         2 => Command::Translate {
             entity: e,
-            delta: Vec3::new(rng.f(), rng.f(), rng.f()),
+            delta: Vec3::new(coordinate(rng), coordinate(rng), coordinate(rng)),
         },
         3 => Command::SetName {
             entity: e,
@@ -608,7 +590,10 @@ fn random_command(w: &World, rng: &mut Lcg, author: AuthorId, counter: &mut u32)
             let mut moves = BTreeMap::new();
             for _ in 0..1 + rng.below(3) {
                 if let Some(v) = rng.pick(&verts) {
-                    moves.insert(v, Vec3::new(rng.f(), rng.f(), rng.f()));
+                    moves.insert(
+                        v,
+                        Vec3::new(coordinate(rng), coordinate(rng), coordinate(rng)),
+                    );
                 }
             }
             Command::MoveVertices {
@@ -635,7 +620,7 @@ fn random_command(w: &World, rng: &mut Lcg, author: AuthorId, counter: &mut u32)
         },
         9 => Command::VertexCreate {
             entity: e,
-            position: Vec3::new(rng.f(), rng.f(), rng.f()),
+            position: Vec3::new(coordinate(rng), coordinate(rng), coordinate(rng)),
         },
         10 => Command::Despawn { entity: e },
         _ => Command::Undo { step: None },
