@@ -49,30 +49,47 @@ async fn serve() -> (
     (dir, server, ticket)
 }
 
+/// A simulator run's report and its last frame's pixels.
+type Simulated = (Result<sim::Report, String>, Option<Vec<u8>>);
+
+/// Runs `script` in the headless simulator (its own thread; a Vulkan adapter, lavapipe on CI)
+/// joined with `ticket`, at `size`, for at most `frames`; saves the last frame to `shot`.
+fn simulate(
+    ticket: &meshwork_protocol::wire::JoinTicket,
+    script: &'static str,
+    size: (u32, u32),
+    frames: u64,
+    shot: Option<std::path::PathBuf>,
+) -> tokio::task::JoinHandle<Simulated> {
+    let script = sim::parse(script).unwrap();
+    let ticket = ticket.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut renderer = Renderer::headless(size.0, size.1)
+            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+        let net = Net::connect(&ticket).unwrap();
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let mut app = App::new(Ed25519Signer::from_seed(seed), ticket.invite.clone(), 0.05);
+        let report = sim::run(&mut app, &net, &mut renderer, &script, frames);
+        if let Some(shot) = shot {
+            renderer.save_png(&shot).unwrap();
+        }
+        (report, renderer.read_rgba().ok())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_controller_edits_with_a_native_client() {
     let (_dir, server, ticket) = serve().await;
 
-    let script = sim::parse(include_str!("scripts/add-move-wait.txt")).unwrap();
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quest-simulator.png");
-    let sim_ticket = ticket.clone();
-    let sim_shot = shot.clone();
-    let simulator = tokio::task::spawn_blocking(move || {
-        let mut renderer = Renderer::headless(480, 360)
-            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
-        let net = Net::connect(&sim_ticket).unwrap();
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).unwrap();
-        let mut app = App::new(
-            Ed25519Signer::from_seed(seed),
-            sim_ticket.invite.clone(),
-            0.05,
-        );
-        let report = sim::run(&mut app, &net, &mut renderer, &script, 5000);
-        let pixels = renderer.read_rgba();
-        renderer.save_png(&sim_shot).unwrap();
-        (report, pixels)
-    });
+    let simulator = simulate(
+        &ticket,
+        include_str!("scripts/add-move-wait.txt"),
+        (480, 360),
+        5000,
+        Some(shot.clone()),
+    );
 
     // The native client sees the simulator's cube arrive and then move 0.5 m along +X.
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
@@ -178,24 +195,16 @@ async fn undo_on_the_controller_puts_the_cube_back() {
     let (_dir, server, ticket) = serve().await;
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
 
-    let script = sim::parse(include_str!("scripts/add-move-undo.txt")).unwrap();
-    let sim_ticket = ticket.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let mut renderer = Renderer::headless(320, 240)
-            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
-        let net = Net::connect(&sim_ticket).unwrap();
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).unwrap();
-        let mut app = App::new(
-            Ed25519Signer::from_seed(seed),
-            sim_ticket.invite.clone(),
-            0.05,
-        );
-        sim::run(&mut app, &net, &mut renderer, &script, 5000)
-    })
+    let (report, _) = simulate(
+        &ticket,
+        include_str!("scripts/add-move-undo.txt"),
+        (320, 240),
+        5000,
+        None,
+    )
     .await
-    .unwrap()
     .unwrap();
+    let report = report.unwrap();
     assert!(
         report.notices.is_empty(),
         "no refusals: {:?}",
@@ -265,25 +274,14 @@ async fn the_controller_extrudes_a_face_and_moves_a_vertex() {
     let (_dir, server, ticket) = serve().await;
     let mut client = Client::join(&ticket, random_signer()).await.unwrap();
 
-    let script = sim::parse(include_str!("scripts/extrude-vertex.txt")).unwrap();
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quest-extrude.png");
-    let sim_ticket = ticket.clone();
-    let sim_shot = shot.clone();
-    let simulator = tokio::task::spawn_blocking(move || {
-        let mut renderer = Renderer::headless(480, 360)
-            .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
-        let net = Net::connect(&sim_ticket).unwrap();
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).unwrap();
-        let mut app = App::new(
-            Ed25519Signer::from_seed(seed),
-            sim_ticket.invite.clone(),
-            0.05,
-        );
-        let report = sim::run(&mut app, &net, &mut renderer, &script, 8000);
-        renderer.save_png(&sim_shot).unwrap();
-        (report, renderer.read_rgba())
-    });
+    let simulator = simulate(
+        &ticket,
+        include_str!("scripts/extrude-vertex.txt"),
+        (480, 360),
+        8000,
+        Some(shot.clone()),
+    );
 
     // The native client waits for the moved corner, then selects the cube.
     let deadline = Instant::now() + Duration::from_secs(60);
