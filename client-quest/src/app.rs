@@ -232,6 +232,12 @@ pub struct App {
     /// Entities drawn with another mesh than the replica's: a gesture's result, kept after
     /// its commit until the replica moves past the position it was committed at.
     mesh_previews: BTreeMap<EntityId, (Rc<MeshData>, Option<u64>)>,
+    /// The entity whose mesh-gesture preview the last `previews_out` sent (its end follows).
+    edit_previewing: Option<EntityId>,
+    /// Others' mesh-edit previews, by entity: their result (in their colour), the entity's mesh
+    /// revision when it began (it ends when the committed mesh lands), and the frame of the last
+    /// update (it ends [`REMOTE_PREVIEW_TTL_FRAMES`] after).
+    remote_edits: BTreeMap<EntityId, (Rc<MeshData>, AuthorId, u64, u64)>,
 }
 
 /// Another author's presence as last received (their head and hands, stage space).
@@ -306,6 +312,8 @@ impl App {
             history_armed: true,
             gesture: None,
             mesh_previews: BTreeMap::new(),
+            edit_previewing: None,
+            remote_edits: BTreeMap::new(),
             others: BTreeMap::new(),
             remote_previews: BTreeMap::new(),
             previewing: Vec::new(),
@@ -352,6 +360,34 @@ impl App {
             }
             ServerMsg::Left(l) => {
                 self.others.remove(&l.author);
+            }
+            ServerMsg::EditPreview(p) if Some(p.author) != self.conn.author() => {
+                let entity = p.preview.entity;
+                let revision = self.conn.revision(entity);
+                match &p.preview.command {
+                    Some(command) => {
+                        let shown =
+                            self.conn
+                                .replica()
+                                .scene()
+                                .preview(p.author, command)
+                                .map(|e| {
+                                    let m = e.geometry.render();
+                                    Rc::new((m.positions, m.normals, m.indices))
+                                });
+                        if let Some(mesh) = shown {
+                            let base = self.remote_edits.get(&entity).map_or(revision, |r| r.2);
+                            self.remote_edits
+                                .insert(entity, (mesh, p.author, base, self.frames));
+                        }
+                    }
+                    // Released: kept until the committed mesh lands (no jump back).
+                    None => {
+                        if let Some(r) = self.remote_edits.get_mut(&entity) {
+                            r.3 = self.frames;
+                        }
+                    }
+                }
             }
             ServerMsg::Preview(p) if Some(p.author) != self.conn.author() => {
                 let entity = p.preview.entity;
@@ -467,6 +503,37 @@ impl App {
             }));
         }
         self.previewing = held;
+        // The mesh gesture in progress: what it would commit now; one end when it is over.
+        let gesture = self
+            .gesture
+            .as_ref()
+            .filter(|g| g.command.is_some())
+            .map(|g| (g.entity, g.command.clone()));
+        let edit = match (gesture, self.edit_previewing) {
+            (Some((entity, command)), _) => Some((entity, command)),
+            (None, Some(entity)) => Some((entity, None)),
+            (None, None) => None,
+        };
+        self.edit_previewing = None;
+        if let Some((entity, command)) = edit {
+            let author = self.conn.author().unwrap_or_default();
+            let fits = command
+                .as_ref()
+                .is_none_or(|c| meshwork_protocol::wire::EditPreview::allows(c, entity, author));
+            if fits {
+                self.presence_seq = self.presence_seq.wrapping_add(1);
+                if command.is_some() {
+                    self.edit_previewing = Some(entity);
+                }
+                out.push(ClientMsg::EditPreview(
+                    meshwork_protocol::wire::EditPreview {
+                        seq: self.presence_seq,
+                        entity,
+                        command,
+                    },
+                ));
+            }
+        }
         out
     }
 
@@ -583,6 +650,11 @@ impl App {
             .retain(|_, o| now.saturating_sub(o.seen_frame) <= PRESENCE_TTL_FRAMES);
         self.remote_previews
             .retain(|_, r| now.saturating_sub(r.seen_frame) <= REMOTE_PREVIEW_TTL_FRAMES);
+        // Others' mesh previews end when the committed mesh lands, or when they go quiet.
+        let conn = &self.conn;
+        self.remote_edits.retain(|e, r| {
+            conn.revision(*e) == r.2 && now.saturating_sub(r.3) <= REMOTE_PREVIEW_TTL_FRAMES
+        });
         let mut out = FrameOutput::default();
         if !self.live() {
             self.prev = input.hands;
@@ -1136,10 +1208,14 @@ impl App {
         let mut out = Vec::with_capacity(scene.entities.len());
         let mut used = std::collections::BTreeSet::new();
         for (id, e) in &scene.entities {
-            let (key, mesh) = match self.mesh_previews.get(id) {
-                Some((mesh, _)) => (format!("preview:{}", id.0), mesh.clone()),
-                None => self.meshes.get(*id, self.conn.revision(*id), &e.geometry),
+            let remote = self.remote_edits.get(id);
+            let (key, mesh) = match (self.mesh_previews.get(id), remote) {
+                (Some((mesh, _)), _) => (format!("preview:{}", id.0), mesh.clone()),
+                (None, Some((mesh, _, _, _))) => (format!("remote:{}", id.0), mesh.clone()),
+                (None, None) => self.meshes.get(*id, self.conn.revision(*id), &e.geometry),
             };
+            // Another member's mesh gesture shows in their colour.
+            let color = remote.map_or(e.color.value, |(_, author, _, _)| author_color(*author));
             used.insert(key.clone());
             let remote = self
                 .remote_previews
@@ -1154,7 +1230,7 @@ impl App {
                     .copied()
                     .or(remote)
                     .unwrap_or(e.transform),
-                color: e.color.value,
+                color,
                 key,
                 mesh,
             });
@@ -1447,5 +1523,90 @@ mod tests {
             Command::Select { entities: vec![] },
         ];
         assert_eq!(one_step(single.clone()), single, "one edit needs no step");
+    }
+}
+
+#[cfg(test)]
+mod edit_preview_tests {
+    use meshwork_protocol::wire::{EditPreview, EditPreviewOf};
+
+    use super::*;
+
+    /// A joined app holding one cube of another author (`AuthorId(2)`).
+    fn with_cube() -> (App, EntityId) {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let other = Ed25519Signer::from_seed([4; 32]);
+        let cube = EntityId::new(AuthorId(2), 1);
+        let mut scene = meshwork_protocol::scene::Scene::new();
+        scene.apply(
+            meshwork_protocol::CommandId {
+                lamport: 1,
+                author: AuthorId(2),
+            },
+            AuthorId(2),
+            &Command::Spawn {
+                entity: cube,
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            },
+        );
+        let _ = other;
+        app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
+            nonce: [0; 32],
+            server_build_id: "test".into(),
+        }));
+        app.receive(&ServerMsg::Welcome(meshwork_protocol::wire::Welcome {
+            session: meshwork_protocol::SessionId([1; 16]),
+            author: AuthorId(1),
+            role: meshwork_protocol::Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+        }));
+        let (manifest, chunks) = meshwork_protocol::replica::snapshot(&scene);
+        app.receive(&ServerMsg::Snapshot(manifest));
+        for chunk in chunks {
+            app.receive(&ServerMsg::SnapshotChunk(chunk));
+        }
+        assert!(app.live());
+        (app, cube)
+    }
+
+    #[test]
+    fn anothers_mesh_gesture_is_drawn_in_their_colour_until_it_goes_quiet() {
+        let (mut app, cube) = with_cube();
+        let mesh = app.conn.replica().scene().entities[&cube]
+            .geometry
+            .edit_mesh(app.conn.replica().scene().entities[&cube].spawned_by);
+        let face = *mesh.faces().keys().next().unwrap_or_else(|| unreachable!());
+        let extrude = Command::ExtrudeFaces {
+            entity: cube,
+            faces: vec![face],
+            direction: meshwork_protocol::command::ExtrudeDirection::Normal { distance_m: 0.5 },
+            snap_m: None,
+        };
+        app.receive(&ServerMsg::EditPreview(EditPreviewOf {
+            author: AuthorId(2),
+            preview: EditPreview {
+                seq: 1,
+                entity: cube,
+                command: Some(extrude),
+            },
+        }));
+        let draws = app.entity_draws();
+        assert_eq!(
+            draws[0].mesh.2.len() / 3,
+            20,
+            "the extrude's result: 10 quads"
+        );
+        assert_eq!(draws[0].color, author_color(AuthorId(2)));
+        let input = FrameInput {
+            stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
+            hands: [None, None],
+        };
+        for _ in 0..=REMOTE_PREVIEW_TTL_FRAMES {
+            app.frame(&input);
+        }
+        let draws = app.entity_draws();
+        assert_eq!(draws[0].mesh.2.len() / 3, 12, "gone quiet: the cube again");
     }
 }

@@ -314,6 +314,22 @@ async fn the_controller_extrudes_a_face_and_moves_a_vertex() {
         10,
         "a cube with its top extruded: 6 + 4 sides"
     );
+    // The gestures were streamed as they happened: extrude and vertex previews, then their ends.
+    let kinds: Vec<&str> = client
+        .seen
+        .edit_previews
+        .iter()
+        .map(|p| match &p.preview.command {
+            Some(Command::ExtrudeFaces { .. }) => "extrude",
+            Some(Command::MoveVertices { .. }) => "move",
+            Some(_) => "other",
+            None => "end",
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"extrude") && kinds.contains(&"move") && kinds.contains(&"end"),
+        "{kinds:?}"
+    );
     let top: Vec<Vec3> = mesh
         .vertices()
         .values()

@@ -78,6 +78,8 @@ pub struct Seen {
     /// Relayed presence that came as a datagram.
     pub presence_by_datagram: u64,
     /// Members the server said left, in arrival order.
+    /// Mesh-edit previews relayed from others, in arrival order.
+    pub edit_previews: Vec<meshwork_protocol::wire::EditPreviewOf>,
     pub left: Vec<AuthorId>,
 }
 
@@ -507,6 +509,7 @@ impl Client {
             ServerMsg::CommandRefused(r) => self.seen.refusals.push(r.clone()),
             ServerMsg::Close(c) => self.seen.closed = Some(c.clone()),
             ServerMsg::Left(l) => self.seen.left.push(l.author),
+            ServerMsg::EditPreview(p) => self.seen.edit_previews.push(p.clone()),
             ServerMsg::Presence(_) => match arrival {
                 Arrival::Stream => {
                     self.seen.presence_on_stream = self.seen.presence_on_stream.saturating_add(1);
