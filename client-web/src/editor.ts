@@ -47,6 +47,7 @@ import {
   grabCommand,
   selectedVertexIndices,
   weldCommand,
+  turnOrScaleCommand,
   clickSelect,
   sameChange,
   SNAP_STEPS,
@@ -143,7 +144,17 @@ export class Editor {
   private extruding: { entity: number; faces: ElementKey[]; startY: number; perPixel: number; distance: number; snap: boolean } | null =
     null;
   /** G in edit mode: the selected elements' vertices follow the mouse in the view plane. */
-  private grabbing: { entity: number; indices: number[]; startX: number; startY: number; command: Command | null } | null = null;
+  private grabbing: {
+    kind: 'grab' | 'rotate' | 'scale';
+    entity: number;
+    indices: number[];
+    startX: number;
+    startY: number;
+    /** The selection's centre on screen (R and S measure the mouse around it). */
+    pivot: [number, number];
+    axis: Vec3;
+    command: Command | null;
+  } | null = null;
   /** A committed edit's preview stays until the replica has the result (or it is refused). */
   private previewHeld = false;
   private pointer = { x: 0, y: 0 };
@@ -532,9 +543,9 @@ export class Editor {
     const t = e.target as HTMLElement | null;
     const inField = !!t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT');
     const action = shortcut(e.key, inField, { ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey });
-    if (action.kind === 'tool' && action.tool === 'move' && this.mode === 'edit') {
-      // G in edit mode grabs the selected elements (Blender), not the object gizmo.
-      this.beginGrab();
+    if (action.kind === 'tool' && action.tool !== 'select' && this.mode === 'edit') {
+      // G, R, S in edit mode grab, turn or scale the selected elements (Blender), not the object.
+      this.beginGrab(action.tool === 'move' ? 'grab' : action.tool);
       e.preventDefault();
       return;
     }
@@ -1009,15 +1020,26 @@ export class Editor {
   }
 
   /** G: the vertices of the selected elements follow the mouse until a click (Escape cancels). */
-  private beginGrab(): void {
+  private beginGrab(kind: 'grab' | 'rotate' | 'scale'): void {
     const t = this.editTarget();
     if (!t || this.extruding || this.grabbing) return;
     const indices = selectedVertexIndices(t.mesh, this.editSel);
     if (indices.length === 0) {
-      this.toast('Select vertices, edges or faces to move (1/2/3, then click).', 'info');
+      this.toast('Select vertices, edges or faces first (1/2/3, then click).', 'info');
       return;
     }
-    this.grabbing = { entity: t.entity, indices, startX: this.pointer.x, startY: this.pointer.y, command: null };
+    const c = [0, 1, 2].map((k) => indices.reduce((s, i) => s + t.mesh.vertices[i].p[k], 0) / indices.length) as Vec3;
+    const pivot = this.viewport.projectLocal(t.entity, c) ?? [this.pointer.x, this.pointer.y];
+    this.grabbing = {
+      kind,
+      entity: t.entity,
+      indices,
+      startX: this.pointer.x,
+      startY: this.pointer.y,
+      pivot,
+      axis: this.viewport.localViewAxis(t.entity),
+      command: null,
+    };
     this.viewport.modal = true;
     this.root.dataset.grabbing = 'true';
   }
@@ -1025,8 +1047,23 @@ export class Editor {
   private updateGrab(x: number, y: number, snap: boolean): void {
     const g = this.grabbing;
     if (!g || !this.editMesh) return;
-    const delta = this.viewport.localDelta(g.entity, x - g.startX, y - g.startY);
-    g.command = grabCommand(g.entity, this.editMesh, g.indices, delta, snap ? 0.25 : null);
+    if (g.kind === 'grab') {
+      const delta = this.viewport.localDelta(g.entity, x - g.startX, y - g.startY);
+      g.command = grabCommand(g.entity, this.editMesh, g.indices, delta, snap ? 0.25 : null);
+    } else {
+      const [px, py] = g.pivot;
+      if (g.kind === 'rotate') {
+        // The mouse's turn around the pivot on screen is the turn about the view axis.
+        let angle = Math.atan2(y - py, x - px) - Math.atan2(g.startY - py, g.startX - px);
+        if (snap) angle = Math.round(angle / (Math.PI / 12)) * (Math.PI / 12);
+        g.command = turnOrScaleCommand(g.entity, this.editMesh, g.indices, { angle: -angle, axis: g.axis });
+      } else {
+        const start = Math.max(Math.hypot(g.startX - px, g.startY - py), 1);
+        let factor = Math.hypot(x - px, y - py) / start;
+        if (snap) factor = Math.max(0.1, Math.round(factor * 10) / 10);
+        g.command = turnOrScaleCommand(g.entity, this.editMesh, g.indices, { factor });
+      }
+    }
     const conn = this.session.conn;
     if (conn.preview_edit(JSON.stringify(g.command))) {
       this.viewport.showPreview({ positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() });

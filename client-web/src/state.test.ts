@@ -51,6 +51,7 @@ import {
   applyElementSelection,
   freshElementSelections,
   ELEMENT_SELECTION_TTL_MS,
+  turnOrScaleCommand,
 } from './state';
 
 const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
@@ -409,6 +410,18 @@ describe('edit mode', () => {
     expect(boxSelect(mesh, 'face', project, rect)).toEqual(['1.2.5']);
     expect(boxSelect(mesh, 'edge', project, rect)).toEqual(['1.2.7', '1.2.8', '1.2.9', '1.2.10']);
     expect(boxSelect(mesh, 'vertex', () => null, rect)).toEqual([]);
+  });
+
+  it('turns and scales the selected vertices about their centre', () => {
+    const moved = (c: { MoveVertices?: { moves: [unknown, number[]][] } } | Record<string, unknown>) =>
+      ((c as { MoveVertices: { moves: [unknown, number[]][] } }).MoveVertices.moves.map(([, p]) => p.map((x) => Math.round(x * 1000) / 1000)));
+    // The quad's corners (0, 1, 2, 3) scaled by 2 about (0.5, 0, 0.5).
+    expect(moved(turnOrScaleCommand(7, mesh, [0, 1, 2, 3], { factor: 2 }))).toEqual([
+      [-0.5, 0, -0.5], [1.5, 0, -0.5], [1.5, 0, 1.5], [-0.5, 0, 1.5],
+    ]);
+    // A quarter turn about +Y: (0, 0, 0) → (0, 0, 1) around the centre.
+    const turned = moved(turnOrScaleCommand(7, mesh, [0, 1, 2, 3], { angle: Math.PI / 2, axis: [0, 1, 0] }));
+    expect(turned[0]).toEqual([0, 0, 1]);
   });
 
   it('turns mouse travel into an extrude distance, snapped with Ctrl', () => {

@@ -880,3 +880,33 @@ export function applyElementSelection(
 export function freshElementSelections(selections: Map<number, RemoteElements>, now: number): Map<number, RemoteElements> {
   return new Map([...selections].filter(([, s]) => now - s.at <= ELEMENT_SELECTION_TTL_MS));
 }
+
+/**
+ * R or S in edit mode: the vertices `indices` turned by `angle` radians about `axis` (a unit
+ * vector, entity space) through their centre, or scaled by `factor` about it, as `MoveVertices`.
+ */
+export function turnOrScaleCommand(
+  entity: number,
+  mesh: EditMeshView,
+  indices: number[],
+  how: { angle: number; axis: Vec3 } | { factor: number },
+): Command {
+  const n = Math.max(indices.length, 1);
+  const c = [0, 1, 2].map((k) => indices.reduce((s, i) => s + mesh.vertices[i].p[k], 0) / n) as Vec3;
+  const moves = indices.map((i) => {
+    const d: Vec3 = [0, 1, 2].map((k) => mesh.vertices[i].p[k] - c[k]) as Vec3;
+    let r: Vec3;
+    if ('factor' in how) {
+      r = d.map((x) => x * how.factor) as Vec3;
+    } else {
+      // Rodrigues: d cos θ + (k × d) sin θ + k (k · d)(1 − cos θ).
+      const [kx, ky, kz] = how.axis;
+      const [cos, sin] = [Math.cos(how.angle), Math.sin(how.angle)];
+      const dot = kx * d[0] + ky * d[1] + kz * d[2];
+      const cross: Vec3 = [ky * d[2] - kz * d[1], kz * d[0] - kx * d[2], kx * d[1] - ky * d[0]];
+      r = [0, 1, 2].map((k) => d[k] * cos + cross[k] * sin + how.axis[k] * dot * (1 - cos)) as Vec3;
+    }
+    return [mesh.vertices[i].id, [c[0] + r[0], c[1] + r[1], c[2] + r[2]]];
+  });
+  return { MoveVertices: { entity, moves } };
+}

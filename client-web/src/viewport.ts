@@ -731,6 +731,19 @@ export class Viewport {
     return [d.x, d.y, d.z];
   }
 
+  /** The direction the camera looks along, in entity `id`'s space (unit length). */
+  localViewAxis(id: number): Vec3 {
+    const slot = this.slots.get(id);
+    const d = new THREE.Vector3();
+    this.camera.getWorldDirection(d);
+    if (slot) {
+      const t = slot.transform;
+      d.applyQuaternion(new THREE.Quaternion(...t.rotation).invert()).divide(new THREE.Vector3(...t.scale));
+    }
+    d.normalize();
+    return [d.x, d.y, d.z];
+  }
+
   /** Where entity-space point `p` of entity `id` shows in the canvas (client pixels). */
   projectLocal(id: number, p: Vec3): [number, number] | null {
     const slot = this.slots.get(id);

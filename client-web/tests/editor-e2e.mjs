@@ -360,6 +360,17 @@ try {
   await A.page.mouse.up();
   const boxed = await edit(A.page);
   check('B and a drag box-select every face of the extruded cube', boxed.selection.length === 10, JSON.stringify(boxed));
+  // S scales the selection about its centre as the mouse moves away from it; a click commits.
+  const beforeScale = await C.page.evaluate(() => window.meshwork.state().hash);
+  await A.page.mouse.move(fx + 40, fy + 40);
+  await A.page.locator('body').press('s');
+  await A.page.mouse.move(fx + 80, fy + 80, { steps: 4 });
+  check('S scales the selected elements', (await edit(A.page)).grabbing === true);
+  await A.page.mouse.click(fx + 80, fy + 80);
+  const scaled = await C.page
+    .waitForFunction((h) => window.meshwork.state().hash !== h, beforeScale, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("C sees A's scale of the selected faces", scaled);
   await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
   await A.page.locator('body').press('Tab');
