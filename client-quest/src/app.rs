@@ -205,7 +205,7 @@ pub struct App {
     /// Shown instead of the replica while a grab is held or its commands are in flight.
     previews: BTreeMap<EntityId, Transform>,
     /// Commands sent whose acknowledgement is pending, oldest first: (entity, acked).
-    in_flight: Vec<(EntityId, bool)>,
+    in_flight: meshwork_protocol::client::Pending<EntityId>,
     snap: Snap,
     prev: [Option<HandInput>; 2],
     presence_seq: u32,
@@ -300,7 +300,7 @@ impl App {
             grabs: [None, None],
             two_hand: None,
             previews: BTreeMap::new(),
-            in_flight: Vec::new(),
+            in_flight: meshwork_protocol::client::Pending::new(),
             snap: Snap::new(snap_step),
             prev: [None, None],
             presence_seq: 0,
@@ -342,11 +342,7 @@ impl App {
     /// Handles one server message.
     pub fn receive(&mut self, msg: &ServerMsg) -> ClientEvent {
         match msg {
-            ServerMsg::Ack(_) => {
-                if let Some(f) = self.in_flight.iter_mut().find(|f| !f.1) {
-                    f.1 = true;
-                }
-            }
+            ServerMsg::Ack(a) => self.in_flight.acked(a.seq),
             ServerMsg::Presence(p) if Some(p.author) != self.conn.author() => {
                 let pose = |w: &Option<WirePose>| w.as_ref().map(pose_from_wire);
                 self.others.insert(
@@ -422,10 +418,7 @@ impl App {
                 }
             }
             ServerMsg::CommandRefused(r) => {
-                if r.code != meshwork_protocol::wire::RefusalCode::Undo
-                    && let Some(i) = self.in_flight.iter().position(|f| !f.1)
-                {
-                    let (entity, _) = self.in_flight.remove(i);
+                if let Some(entity) = self.in_flight.refused(r.seq) {
                     self.drop_preview_unless_held(entity);
                 }
                 self.notices.push(refusal_notice(r));
@@ -445,10 +438,8 @@ impl App {
         }
         if now != before {
             // Acknowledged submissions are now in the replica.
-            let done: Vec<EntityId> = self.in_flight.iter().filter(|f| f.1).map(|f| f.0).collect();
-            self.in_flight.retain(|f| !f.1);
-            for e in done {
-                if !self.in_flight.iter().any(|f| f.0 == e) {
+            for e in self.in_flight.take_settled() {
+                if !self.in_flight.iter().any(|f| *f == e) {
                     self.drop_preview_unless_held(e);
                 }
             }
@@ -581,10 +572,11 @@ impl App {
             return;
         }
         let commands = one_step(commands);
-        if self.conn.submit(commands).is_some()
+        if let Some(entries) = self.conn.submit(commands)
             && let Some(e) = about
         {
-            self.in_flight.push((e, false));
+            self.in_flight
+                .submitted(meshwork_protocol::client::seqs(&entries), e);
         }
     }
 
@@ -1528,6 +1520,7 @@ mod tests {
 
 #[cfg(test)]
 mod edit_preview_tests {
+    use meshwork_protocol::SignedEntry;
     use meshwork_protocol::wire::{EditPreview, EditPreviewOf};
 
     use super::*;
@@ -1569,6 +1562,68 @@ mod edit_preview_tests {
         }
         assert!(app.live());
         (app, cube)
+    }
+
+    /// A drag's preview is settled by the acks of its own entries: a selection submitted after
+    /// it and acknowledged first does not end it (the old rule settled the oldest by position).
+    #[test]
+    fn a_drags_preview_waits_for_its_own_acks() {
+        let (mut app, cube) = with_cube();
+        let moved = Transform {
+            translation: Vec3::X,
+            ..Transform::IDENTITY
+        };
+        app.previews.insert(cube, moved);
+        app.submit(
+            vec![Command::Translate {
+                entity: cube,
+                delta: Vec3::X,
+            }],
+            Some(cube),
+        );
+        app.submit(
+            vec![Command::Select {
+                entities: vec![cube],
+            }],
+            None,
+        );
+        let sent: Vec<SignedEntry> = app
+            .poll_transmit()
+            .into_iter()
+            .filter_map(|m| match m {
+                ClientMsg::Submit(s) => Some(s.entries),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(sent.len(), 2);
+        let body = |e: &SignedEntry| e.decode_body().unwrap_or_else(|_| unreachable!());
+        let (drag, select) = (body(&sent[0]), body(&sent[1]));
+        // The selection is acknowledged and applied first.
+        app.receive(&ServerMsg::Ack(meshwork_protocol::wire::Ack {
+            seq: select.seq,
+            id: select.id(),
+        }));
+        app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
+            entries: vec![sent[1].clone()],
+        }));
+        assert_eq!(
+            app.previews.get(&cube),
+            Some(&moved),
+            "the drag is still in flight"
+        );
+        app.receive(&ServerMsg::Ack(meshwork_protocol::wire::Ack {
+            seq: drag.seq,
+            id: drag.id(),
+        }));
+        app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
+            entries: vec![sent[0].clone()],
+        }));
+        assert_eq!(
+            app.previews.get(&cube),
+            None,
+            "applied: the replica shows it now"
+        );
     }
 
     #[test]

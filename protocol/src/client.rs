@@ -124,6 +124,73 @@ const fn changes_geometry(command: &Command) -> bool {
     )
 }
 
+/// Local state tied to submitted entries (a drag's preview until its commands land), settled
+/// by the server's acks and refusals of those entries' sequence numbers — never by position: an
+/// ack for another submission (a selection sent meanwhile) must not settle it.
+#[derive(Clone, Debug)]
+pub struct Pending<T> {
+    items: Vec<(BTreeSet<u64>, T)>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self { items: Vec::new() }
+    }
+}
+
+impl<T> Pending<T> {
+    /// Nothing pending.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `item` waits for the entries `seqs` (as [`ClientConnection::submit`] signed them).
+    pub fn submitted(&mut self, seqs: impl IntoIterator<Item = u64>, item: T) {
+        self.items.push((seqs.into_iter().collect(), item));
+    }
+
+    /// The server acknowledged entry `seq` (durable).
+    pub fn acked(&mut self, seq: u64) {
+        for (seqs, _) in &mut self.items {
+            seqs.remove(&seq);
+        }
+    }
+
+    /// The server refused entry `seq`: the item waiting for it, no longer pending.
+    pub fn refused(&mut self, seq: u64) -> Option<T> {
+        let i = self
+            .items
+            .iter()
+            .position(|(seqs, _)| seqs.contains(&seq))?;
+        Some(self.items.remove(i).1)
+    }
+
+    /// Items whose entries are all acknowledged, no longer pending (take them once the replica
+    /// has applied what was acknowledged).
+    pub fn take_settled(&mut self) -> Vec<T> {
+        let (done, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|(seqs, _)| seqs.is_empty());
+        self.items = rest;
+        done.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The items still pending, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().map(|(_, t)| t)
+    }
+}
+
+/// The sequence numbers of signed entries, in order.
+#[must_use]
+pub fn seqs(entries: &[SignedEntry]) -> Vec<u64> {
+    entries
+        .iter()
+        .filter_map(|e| e.decode_body().ok().map(|b| b.seq))
+        .collect()
+}
+
 /// A client connection's state.
 #[derive(Debug)]
 pub struct ClientConnection<S> {
@@ -448,6 +515,27 @@ mod tests {
         deliver(&mut c, 2);
         assert_eq!(c.take_changes().entities, vec![e]);
         assert!(c.revision(e) > spawned, "a despawn does not");
+    }
+
+    #[test]
+    fn pending_items_settle_by_their_own_sequence_numbers() {
+        let mut p = Pending::new();
+        p.submitted([4, 5], "drag");
+        p.submitted([6], "select");
+        p.acked(6);
+        assert_eq!(
+            p.take_settled(),
+            vec!["select"],
+            "another entry's ack settles nothing else"
+        );
+        p.acked(4);
+        assert!(p.take_settled().is_empty());
+        p.submitted([7], "paint");
+        assert_eq!(p.refused(7), Some("paint"));
+        assert_eq!(p.refused(7), None);
+        p.acked(5);
+        assert_eq!(p.take_settled(), vec!["drag"]);
+        assert_eq!(p.iter().count(), 0);
     }
 
     #[test]
