@@ -288,6 +288,7 @@ export class Editor {
     this.viewport.onPick = (id, additive) => this.select(id, additive);
     this.viewport.onHover = (p) => this.sendPresence(p);
     this.viewport.onEditPick = (face, local, additive) => this.editPick(face, local, additive);
+    this.viewport.onEditGizmo = (moved, done) => this.editGizmoMoved(moved, done);
     window.addEventListener('pointermove', (e) => {
       this.pointer = { x: e.clientX, y: e.clientY };
       if (this.extruding) this.updateExtrude(e.clientY, e.ctrlKey);
@@ -576,6 +577,7 @@ export class Editor {
       case 'box':
         if (this.mode !== 'edit' || this.extruding || this.grabbing) return;
         this.boxing = { from: null, additive: e.shiftKey };
+        this.viewport.editGizmo(null);
         this.viewport.modal = true;
         this.viewport.setOrbit(false);
         this.root.dataset.boxing = 'true';
@@ -864,6 +866,39 @@ export class Editor {
     });
     this.root.dataset.editSelection = String(this.editSel.length);
     this.sendElementSelection(true);
+    // The gizmo (Move / Rotate / Scale tool) on the selected elements, at their centre.
+    const indices = selectedVertexIndices(m, this.editSel);
+    const centre =
+      indices.length > 0 && this.tool !== 'select' && canEdit(this.role) && !this.extruding && !this.grabbing && !this.boxing
+        ? ([0, 1, 2].map((k) => indices.reduce((s, i) => s + m.vertices[i].p[k], 0) / indices.length) as Vec3)
+        : null;
+    this.viewport.editGizmo(centre);
+  }
+
+  /** The gizmo on the selected elements moved: their vertices follow (committed on release). */
+  private editGizmoMoved(moved: (p: Vec3) => Vec3, done: boolean): void {
+    const m = this.editMesh;
+    const entity = this.selected;
+    if (!m || entity === null || this.mode !== 'edit') return;
+    const indices = selectedVertexIndices(m, this.editSel);
+    const command: Command = {
+      MoveVertices: { entity, moves: indices.map((i) => [m.vertices[i].id, moved(m.vertices[i].p)]) },
+    };
+    const conn = this.session.conn;
+    if (!done) {
+      if (conn.preview_edit(JSON.stringify(command))) {
+        this.viewport.showPreview({ positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() });
+      }
+      const now = performance.now();
+      if (now - this.lastEditPreviewAt >= 30) {
+        this.lastEditPreviewAt = now;
+        this.session.editPreview(entity, command);
+      }
+      return;
+    }
+    this.session.editPreview(entity, null);
+    this.previewHeld = true;
+    this.submit([command]);
   }
 
   /**
@@ -939,6 +974,7 @@ export class Editor {
     const e = this.entity(t.entity);
     const perPixel = this.viewport.metresPerPixel(e ? e.translation : [0, 0, 0]);
     this.extruding = { entity: t.entity, faces, startY: this.pointer.y, perPixel, distance: 0, snap: false };
+    this.viewport.editGizmo(null);
     this.viewport.modal = true;
     this.root.dataset.extruding = 'true';
   }
@@ -985,6 +1021,7 @@ export class Editor {
     this.viewport.modal = false;
     delete this.root.dataset.extruding;
     this.viewport.showPreview(null);
+    this.renderEdit();
   }
 
   private drawBox(from: [number, number], to: [number, number]): void {
@@ -1040,6 +1077,7 @@ export class Editor {
       axis: this.viewport.localViewAxis(t.entity),
       command: null,
     };
+    this.viewport.editGizmo(null);
     this.viewport.modal = true;
     this.root.dataset.grabbing = 'true';
   }
@@ -1096,6 +1134,7 @@ export class Editor {
     this.viewport.modal = false;
     delete this.root.dataset.grabbing;
     this.viewport.showPreview(null);
+    this.renderEdit();
   }
 
   private subdivide(): void {
@@ -1344,6 +1383,7 @@ export class Editor {
   private renderTools(): void {
     for (const [tool, b] of this.toolButtons) b.setAttribute('aria-pressed', String(tool === this.tool));
     this.viewport?.setTool(this.tool, canEdit(this.role));
+    if (this.mode === 'edit') this.renderEdit();
   }
 
   private renderStatus(): void {
@@ -1510,6 +1550,8 @@ export class Editor {
         const c = [0, 1, 2].map((k) => f.corners.reduce((s, i) => s + m.vertices[i].p[k], 0) / f.corners.length) as Vec3;
         return this.viewport.projectLocal(this.selected, c);
       },
+      /** Edit mode: where the gizmo's X handle is (for tests that drag it like a user). */
+      editGizmoAxis: (axis: 'x' | 'y' | 'z') => this.viewport.gizmoAxis(axis),
       /** Others' element selections shown: [author, entity, drawn parts]. */
       remoteSelections: () => this.viewport.remoteSelectionList(),
       /** Entities showing another member's mesh-edit preview. */

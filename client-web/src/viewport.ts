@@ -111,6 +111,14 @@ export class Viewport {
   /** While true (a modal gesture such as an extrude), clicks pick nothing. */
   modal = false;
   private edit: EditView | null = null;
+  /** What the gizmo moves in edit mode: stands at the selected elements' centre. */
+  private editProxy = new THREE.Object3D();
+  private editDragStart: THREE.Matrix4 | null = null;
+  /**
+   * Edit mode: the gizmo on the selected elements moved (`done` when released); `moved` maps a
+   * point of the entity (its own space) to where the drag so far takes it.
+   */
+  onEditGizmo: (moved: (p: Vec3) => Vec3, done: boolean) => void = () => {};
   /** Others' element selections, by author: a group placed on its entity. */
   private remoteSelections = new Map<number, THREE.Group>();
   /** Others' mesh-edit previews, drawn instead of the entity's instance. */
@@ -137,6 +145,10 @@ export class Viewport {
     this.scene.add(this.proxy);
     // Live preview: the instance follows the proxy while it is dragged.
     this.gizmo.addEventListener('objectChange', () => {
+      if (this.gizmo.object === this.editProxy) {
+        if (this.editDragStart) this.onEditGizmo(this.editMover(), false);
+        return;
+      }
       const id = this.proxy.userData.entity as number | undefined;
       if (id !== undefined) {
         const t = transformOf(this.proxy);
@@ -149,6 +161,15 @@ export class Viewport {
       this.orbit.enabled = !dragging;
       const obj = this.gizmo.object;
       if (!obj) return;
+      if (obj === this.editProxy) {
+        if (dragging) {
+          this.editDragStart = this.editProxy.matrixWorld.clone();
+        } else if (this.editDragStart) {
+          this.onEditGizmo(this.editMover(), true);
+          this.editDragStart = null;
+        }
+        return;
+      }
       if (dragging) {
         this.dragStart = transformOf(obj);
       } else if (this.dragStart) {
@@ -297,8 +318,13 @@ export class Viewport {
     }
     this.updateOutlines();
 
-    // The gizmo follows this user's selection, through the proxy (not in edit mode).
-    const slot = selected !== null && !this.edit ? this.slots.get(selected) : undefined;
+    // In edit mode the gizmo is on the selected elements (`editGizmo`), not the object.
+    if (this.edit) {
+      this.invalidate();
+      return;
+    }
+    // The gizmo follows this user's selection, through the proxy.
+    const slot = selected !== null ? this.slots.get(selected) : undefined;
     if (slot && selected !== null) {
       if (!this.dragging(selected)) {
         this.proxy.userData.entity = selected;
@@ -527,6 +553,58 @@ export class Viewport {
     this.invalidate();
   }
 
+  /**
+   * Edit mode: the gizmo on the selected elements, at their centre `centre` (entity space), or
+   * off (`null`; also while a drag is on).
+   */
+  editGizmo(centre: Vec3 | null): void {
+    const e = this.edit;
+    if (this.editDragStart) return;
+    if (!e || centre === null || !this.gizmo.enabled) {
+      if (this.gizmo.object === this.editProxy) this.gizmo.detach();
+      this.gizmo.getHelper().visible = false;
+      this.invalidate();
+      return;
+    }
+    const slot = this.slots.get(e.id);
+    if (!slot) return;
+    const t = slot.transform;
+    MATRIX.compose(new THREE.Vector3(...t.translation), new THREE.Quaternion(...t.rotation), new THREE.Vector3(...t.scale));
+    this.editProxy.position.copy(new THREE.Vector3(...centre).applyMatrix4(MATRIX));
+    this.editProxy.quaternion.set(...t.rotation);
+    this.editProxy.scale.set(1, 1, 1);
+    this.editProxy.updateMatrixWorld(true);
+    if (!this.editProxy.parent) this.scene.add(this.editProxy);
+    if (this.gizmo.object !== this.editProxy) this.gizmo.attach(this.editProxy);
+    this.gizmo.getHelper().visible = true;
+    this.invalidate();
+  }
+
+  /** The drag so far as a map of entity-space points (see `onEditGizmo`). */
+  private editMover(): (p: Vec3) => Vec3 {
+    const e = this.edit;
+    const slot = e ? this.slots.get(e.id) : undefined;
+    if (!slot || !this.editDragStart) return (p) => p;
+    const t = slot.transform;
+    const world = new THREE.Matrix4().compose(
+      new THREE.Vector3(...t.translation),
+      new THREE.Quaternion(...t.rotation),
+      new THREE.Vector3(...t.scale),
+    );
+    this.editProxy.updateMatrixWorld(true);
+    // local → world, the drag (now · start⁻¹), world → local.
+    const m = world
+      .clone()
+      .invert()
+      .multiply(this.editProxy.matrixWorld)
+      .multiply(this.editDragStart.clone().invert())
+      .multiply(world);
+    return (p) => {
+      const v = new THREE.Vector3(...p).applyMatrix4(m);
+      return [v.x, v.y, v.z];
+    };
+  }
+
   /** The entity in edit mode, if any. */
   editing(): number | null {
     return this.edit?.id ?? null;
@@ -700,6 +778,8 @@ export class Viewport {
   exitEdit(): void {
     const e = this.edit;
     if (!e) return;
+    if (this.gizmo.object === this.editProxy) this.gizmo.detach();
+    this.editDragStart = null;
     this.edit = null;
     this.scene.remove(e.group);
     e.group.traverse((o) => {

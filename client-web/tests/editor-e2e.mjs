@@ -371,6 +371,25 @@ try {
     .waitForFunction((h) => window.meshwork.state().hash !== h, beforeScale, { timeout: 5000 })
     .then(() => true, () => false);
   check("C sees A's scale of the selected faces", scaled);
+  // The gizmo (the Move tool) on the selected elements: A drags its X handle, C sees the move.
+  await A.page.getByRole('button', { name: 'Move', exact: true }).click();
+  const gizmoOn = await A.page
+    .waitForFunction(() => window.meshwork.editGizmoAxis('x') !== null, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  check('the gizmo stands on the selected elements', gizmoOn, JSON.stringify({
+    edit: await edit(A.page),
+    tools: await A.page.locator('.palette button[aria-pressed=true]').allTextContents(),
+  }));
+  const handle = await A.page.evaluate(() => window.meshwork.editGizmoAxis('x'));
+  const beforeGizmo = await C.page.evaluate(() => window.meshwork.state().hash);
+  await A.page.mouse.move(...handle.grab);
+  await A.page.mouse.down();
+  await A.page.mouse.move(...handle.along, { steps: 8 });
+  await A.page.mouse.up();
+  const gizmoMoved = await C.page
+    .waitForFunction((h) => window.meshwork.state().hash !== h, beforeGizmo, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("C sees the elements A dragged with the gizmo", gizmoMoved);
   await A.page.screenshot({ path: join(artifacts, 'extrude-done-a.png') });
   await C.page.screenshot({ path: join(artifacts, 'extrude-seen-c.png') });
   await A.page.locator('body').press('Tab');
