@@ -1499,21 +1499,32 @@ fn preview_from(h: &mut Harness, client: ClientId, seq: u32, entity: EntityId) -
     h.input(Input::Datagram { client, bytes })
 }
 
-/// (lane, preview seq) of every preview sent to `to`.
-fn previews_to(out: &[Output], to: ClientId) -> Vec<(Lane, u32)> {
+/// (lane, what `pick` takes from it) of every message sent to `to` that `pick` takes.
+fn sent_on_lanes<T>(
+    out: &[Output],
+    to: ClientId,
+    pick: impl Fn(ServerMsg) -> Option<T>,
+) -> Vec<(Lane, T)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send {
                 client,
                 lane,
                 frame,
-            } if *client == to => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
-                ServerMsg::Preview(p) => Some((*lane, p.preview.seq)),
-                _ => None,
-            },
+            } if *client == to => {
+                pick(decode_frame::<ServerMsg>(frame).unwrap().unwrap().0).map(|t| (*lane, t))
+            }
             _ => None,
         })
         .collect()
+}
+
+/// (lane, preview seq) of every preview sent to `to`.
+fn previews_to(out: &[Output], to: ClientId) -> Vec<(Lane, u32)> {
+    sent_on_lanes(out, to, |m| match m {
+        ServerMsg::Preview(p) => Some(p.preview.seq),
+        _ => None,
+    })
 }
 
 /// An editor's live preview reaches the others at once on the unreliable lane (latest wins,
@@ -1588,19 +1599,10 @@ fn edit_previews_are_relayed_when_they_are_small_mesh_edits_of_their_entity() {
         h.input(Input::Datagram { client: C1, bytes })
     };
     let relayed = |out: &[Output]| -> Vec<(Lane, Option<Command>)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    client,
-                    lane,
-                    frame,
-                } if *client == C2 => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
-                    ServerMsg::EditPreview(p) => Some((*lane, p.preview.command)),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
+        sent_on_lanes(out, C2, |m| match m {
+            ServerMsg::EditPreview(p) => Some(p.preview.command),
+            _ => None,
+        })
     };
     let dropped = |out: &[Output]| {
         out.iter()
@@ -1658,26 +1660,15 @@ fn element_selections_are_relayed_unreliably_and_bounded() {
         let bytes = postcard::to_allocvec(&ClientMsg::ElementSelection(s)).unwrap();
         h.input(Input::Datagram { client: C1, bytes })
     };
-    let relayed = |out: &[Output]| -> Vec<(Lane, AuthorId, usize)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    client,
-                    lane,
-                    frame,
-                } if *client == C2 => match decode_frame::<ServerMsg>(frame).unwrap().unwrap().0 {
-                    ServerMsg::ElementSelection(s) => {
-                        Some((*lane, s.author, s.selection.elements.len()))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
+    let relayed = |out: &[Output]| -> Vec<(Lane, (AuthorId, usize))> {
+        sent_on_lanes(out, C2, |m| match m {
+            ServerMsg::ElementSelection(s) => Some((s.author, s.selection.elements.len())),
+            _ => None,
+        })
     };
     assert_eq!(
         relayed(&send(&mut h, 1, 3)),
-        vec![(Lane::Unreliable, viewer, 3)]
+        vec![(Lane::Unreliable, (viewer, 3))]
     );
     let too_many = u32::try_from(wire::MAX_PREVIEW_ELEMENTS).unwrap() + 1;
     let out = send(&mut h, 2, too_many);
