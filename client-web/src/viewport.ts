@@ -866,7 +866,10 @@ export class Viewport {
       const moved = Math.hypot(ev.clientX - down.x, ev.clientY - down.y);
       down = null;
       // A click, not an orbit drag, and not on the gizmo.
-      if (moved > 4 || this.modal || (this.gizmo as unknown as { axis: string | null }).axis) return;
+      // On a gizmo handle (only while the gizmo is on something: a detached gizmo may keep
+      // the axis it was last hovered on).
+      const onGizmo = this.gizmo.object !== undefined && (this.gizmo as unknown as { axis: string | null }).axis;
+      if (moved > 4 || this.modal || onGizmo) return;
       this.pointerRay(ev);
       if (this.edit) {
         // Frames render on demand: the edit group may have moved since the last one.

@@ -315,7 +315,8 @@ try {
   await C.page.locator('body').press('1');
   const corner = await C.page.evaluate(() => window.meshwork.lowestVertex());
   const [vx, vy] = await C.page.evaluate((i) => window.meshwork.vertexAt(i), corner);
-  const [cx, cy] = await C.page.evaluate(() => window.meshwork.project([2.578, 0.5, 0]));
+  const centre = (await cubeAt(C.page).getAttribute('data-translation')).split(',').map(Number);
+  const [cx, cy] = await C.page.evaluate((p) => window.meshwork.project(p), centre);
   // Just inside a face next to the corner: the nearest corner of the face hit is the one picked.
   await C.page.mouse.click(vx + (cx - vx) * 0.12, vy + (cy - vy) * 0.12);
   const cPicked = await edit(C.page);
