@@ -1,5 +1,6 @@
 //! Replication costs: snapshot encode (scene → manifest + chunks) and decode (chunks → checked
-//! scene) for 10, 1k and 10k entities, and building + encoding one tick's delta.
+//! scene) for 10, 1k and 10k entities, building + encoding one tick's delta, and applying
+//! entries with and without the server's undo history (what a restart's replay pays).
 //! Run: `cargo bench -p meshwork-protocol --bench scene`.
 #![allow(
     clippy::unwrap_used,
@@ -123,5 +124,55 @@ fn deltas(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, snapshots, deltas);
+/// 10,000 moves by 100 authors of their own cubes, applied in order: a scene without history
+/// (replicas) and one that keeps it (the server's two scenes, and its replay at a restart).
+fn history_cost(c: &mut Criterion) {
+    let authors = 100u32;
+    let mut entries = Vec::new();
+    for a in 1..=authors {
+        entries.push((
+            AuthorId(a),
+            Command::Spawn {
+                entity: EntityId::new(AuthorId(a), 1),
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            },
+        ));
+    }
+    for i in 0..10_000u32 {
+        let a = AuthorId(i % authors + 1);
+        entries.push((
+            a,
+            Command::Translate {
+                entity: EntityId::new(a, 1),
+                delta: Vec3::X,
+            },
+        ));
+    }
+    let mut g = c.benchmark_group("apply_10k_moves");
+    g.sample_size(10)
+        .throughput(Throughput::Elements(entries.len() as u64));
+    for (name, tracked) in [("without_history", false), ("with_history", true)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut s = if tracked {
+                    Scene::new().with_history()
+                } else {
+                    Scene::new()
+                };
+                for (i, (a, cmd)) in entries.iter().enumerate() {
+                    let id = CommandId {
+                        lamport: i as u64 + 1,
+                        author: *a,
+                    };
+                    s.apply(id, *a, cmd);
+                }
+                black_box(s.position)
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, snapshots, deltas, history_cost);
 criterion_main!(benches);

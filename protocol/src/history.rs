@@ -119,7 +119,7 @@ impl Props {
 pub struct EntityChange {
     /// The entity came or went: its whole state before and after (`None`: absent). The other
     /// fields are empty then.
-    pub existence: Option<(Option<Entity>, Option<Entity>)>,
+    pub existence: Option<Box<(Option<Entity>, Option<Entity>)>>,
     /// Display name.
     pub name: Option<(Lww<String>, Lww<String>)>,
     /// Base color.
@@ -249,14 +249,15 @@ impl EntityChange {
 
     /// Adds a later change of the same entity in the same step; `current` is the entity now.
     fn then(&mut self, later: Self, current: Option<&Entity>) {
-        if let Some((_, after)) = &mut self.existence {
-            *after = current.cloned();
-            if self.existence.as_ref().is_some_and(|(b, a)| b == a) {
+        if let Some(pair) = &mut self.existence {
+            pair.1 = current.cloned();
+            if self.existence.as_ref().is_some_and(|p| p.0 == p.1) {
                 self.existence = None;
             }
             return;
         }
-        if let Some((before, after)) = later.existence {
+        if let Some(pair) = later.existence {
+            let (before, after) = *pair;
             // The step changed the entity, then it went (or came back): the whole entity as the
             // step found it is the one it went with, with the earlier changes put back.
             let before = before.map(|mut e| {
@@ -264,7 +265,7 @@ impl EntityChange {
                 e
             });
             *self = Self {
-                existence: keep(Some((before, after))),
+                existence: keep(Some((before, after))).map(Box::new),
                 ..Self::default()
             };
             return;
@@ -316,7 +317,7 @@ impl EntityChange {
         256 + self
             .existence
             .as_ref()
-            .map_or(0, |(b, a)| whole(b) + whole(a))
+            .map_or(0, |p| whole(&p.0) + whole(&p.1))
             + self.mesh.as_ref().map_or(0, MeshChange::weight)
     }
 }
@@ -349,7 +350,8 @@ pub struct Step {
     /// Its entries, in order.
     pub entries: Vec<(CommandId, CommandKind)>,
     /// What it changed, per entity.
-    pub changes: BTreeMap<EntityId, EntityChange>,
+    /// (Boxed: a map node holds eleven, and most steps change one entity.)
+    pub changes: BTreeMap<EntityId, Box<EntityChange>>,
     /// The undo that reverted it, while it is undone.
     pub undone_by: Option<CommandId>,
     /// It is undone and may be redone (a newer step of the author's clears this).
@@ -425,12 +427,20 @@ struct Open {
 /// Every author's steps, oldest first (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    steps: VecDeque<Step>,
+    /// Each author's steps, oldest first (an author's own deque: recording and bounding a step
+    /// never walks the others').
+    steps: BTreeMap<AuthorId, VecDeque<Step>>,
     open: BTreeMap<AuthorId, Open>,
     clock: u64,
     bytes: usize,
     made: u64,
+    /// Per author, how many steps may be redone: a new step clears them, and walks the
+    /// author's steps only when there are some (a replay records every entry of the log).
+    redoable: BTreeMap<AuthorId, usize>,
 }
+
+/// Where a step is: its author's deque and the place in it.
+type Loc = (AuthorId, usize);
 
 /// The state of one entity before a command, to find what the command changed.
 struct Before {
@@ -442,21 +452,34 @@ struct Before {
 }
 
 impl History {
-    /// The kept steps, oldest first.
-    pub fn steps(&self) -> impl DoubleEndedIterator<Item = &Step> + ExactSizeIterator {
-        self.steps.iter()
+    /// The kept steps, oldest first (by serial).
+    #[must_use]
+    pub fn steps(&self) -> alloc::vec::IntoIter<&Step> {
+        let mut all: Vec<&Step> = self.all().collect();
+        all.sort_unstable_by_key(|s| s.serial);
+        all.into_iter()
+    }
+
+    /// Every kept step, in no particular order.
+    fn all(&self) -> impl Iterator<Item = &Step> + Clone {
+        self.steps.values().flatten()
+    }
+
+    fn at(&self, (author, i): Loc) -> Option<&Step> {
+        self.steps.get(&author)?.get(i)
     }
 
     /// The step named `id`.
     #[must_use]
     pub fn step(&self, id: CommandId) -> Option<&Step> {
-        self.steps.iter().find(|s| s.id == id)
+        self.steps.get(&{ id.author })?.iter().find(|s| s.id == id)
     }
 
-    /// The step an entry belongs to.
+    /// The step an entry belongs to (its own, or the one it undid or redid).
     #[must_use]
     pub fn step_of_entry(&self, entry: CommandId) -> Option<&Step> {
         self.steps
+            .get(&{ entry.author })?
             .iter()
             .rev()
             .find(|s| s.reverted_by == Some(entry) || s.entries.iter().any(|(id, _)| *id == entry))
@@ -465,8 +488,7 @@ impl History {
     /// The latest step, not undone, that changed `slot` (who last changed this).
     #[must_use]
     pub fn last_writer(&self, slot: Slot) -> Option<&Step> {
-        self.steps
-            .iter()
+        self.all()
             .filter(|s| s.undone_by.is_none() && s.touches(slot))
             .max_by_key(|s| s.written_at)
     }
@@ -474,8 +496,7 @@ impl History {
     /// The latest step that changed anything of `entity` and is not undone.
     #[must_use]
     pub fn last_entity_writer(&self, entity: EntityId) -> Option<&Step> {
-        self.steps
-            .iter()
+        self.all()
             .filter(|s| s.undone_by.is_none() && s.changes.contains_key(&entity))
             .max_by_key(|s| s.written_at)
     }
@@ -528,7 +549,12 @@ impl History {
             None => (id, String::new()),
         };
         let written_at = self.tick();
-        if joins && let Some(step) = self.steps.iter_mut().rev().find(|s| s.id == step_id) {
+        if joins
+            && let Some(step) = self
+                .steps
+                .get_mut(&author)
+                .and_then(|d| d.iter_mut().rev().find(|s| s.id == step_id))
+        {
             step.entries.push((id, kind));
             let before = step.weight;
             if let Some(c) = step.changes.get_mut(&entity) {
@@ -537,9 +563,9 @@ impl History {
                     step.changes.remove(&entity);
                 }
             } else if !change.is_empty() {
-                step.changes.insert(entity, change);
+                step.changes.insert(entity, Box::new(change));
             }
-            step.weight = step.changes.values().map(EntityChange::weight).sum();
+            step.weight = step.changes.values().map(|c| c.weight()).sum();
             step.written_at = written_at;
             self.bytes = self.bytes - before + step.weight;
             self.bound(author);
@@ -550,8 +576,11 @@ impl History {
             return;
         }
         // A new step: what the author could redo is gone.
-        for s in self.steps.iter_mut().filter(|s| s.author == author) {
-            s.redoable = false;
+        let mine = self.steps.entry(author).or_default();
+        if self.redoable.remove(&author).is_some_and(|n| n > 0) {
+            for s in mine.iter_mut() {
+                s.redoable = false;
+            }
         }
         let label = if label.is_empty() {
             default_label(kind).into()
@@ -560,12 +589,12 @@ impl History {
         };
         let mut changes = BTreeMap::new();
         if !change.is_empty() {
-            changes.insert(entity, change);
+            changes.insert(entity, Box::new(change));
         }
-        let weight = changes.values().map(EntityChange::weight).sum();
+        let weight = changes.values().map(|c| c.weight()).sum();
         self.bytes += weight;
         self.made += 1;
-        self.steps.push_back(Step {
+        mine.push_back(Step {
             serial: self.made,
             id: step_id,
             author,
@@ -581,29 +610,44 @@ impl History {
         self.bound(author);
     }
 
-    /// Drops the oldest steps beyond the limits.
+    /// Drops the oldest steps beyond the limits: the author's beyond its count, then the
+    /// oldest of all (by serial) while the bytes are over.
     fn bound(&mut self, author: AuthorId) {
-        let mine = self.steps.iter().filter(|s| s.author == author).count();
-        if mine > MAX_STEPS_PER_AUTHOR
-            && let Some(i) = self.steps.iter().position(|s| s.author == author)
-            && let Some(s) = self.steps.remove(i)
+        if let Some(mine) = self.steps.get_mut(&author)
+            && mine.len() > MAX_STEPS_PER_AUTHOR
+            && let Some(s) = mine.pop_front()
         {
-            self.bytes -= s.weight;
+            self.forget(&s);
         }
-        while self.bytes > MAX_HISTORY_BYTES && self.steps.len() > 1 {
-            if let Some(s) = self.steps.pop_front() {
-                self.bytes -= s.weight;
+        while self.bytes > MAX_HISTORY_BYTES && self.all().nth(1).is_some() {
+            let oldest = self
+                .steps
+                .iter()
+                .filter_map(|(a, d)| d.front().map(|s| (s.serial, *a)))
+                .min();
+            let Some((_, a)) = oldest else { break };
+            if let Some(s) = self.steps.get_mut(&a).and_then(VecDeque::pop_front) {
+                self.forget(&s);
             }
+        }
+    }
+
+    /// Keeps the counts right for a step that leaves the history.
+    fn forget(&mut self, s: &Step) {
+        self.bytes -= s.weight;
+        if s.redoable
+            && let Some(n) = self.redoable.get_mut(&s.author)
+        {
+            *n = n.saturating_sub(1);
         }
     }
 
     /// Who wrote `slot` after step `index` last wrote it: the latest such step, another
     /// author's first.
-    fn blocker(&self, index: usize, slot: Slot) -> Option<&Step> {
-        let target = &self.steps[index];
+    fn blocker(&self, index: Loc, slot: Slot) -> Option<&Step> {
+        let target = self.at(index)?;
         let later = || {
-            self.steps
-                .iter()
+            self.all()
                 .filter(move |s| s.written_at > target.written_at && s.touches(slot))
         };
         later()
@@ -616,10 +660,9 @@ impl History {
     /// since) that changed one of the values it changed, and that value. Even when the value
     /// is back as the step left it (the other author undid their change), that author was the
     /// last to write it, and an undo never overwrites another author's write.
-    fn later_writer(&self, index: usize) -> Option<(&Step, Slot)> {
-        let target = &self.steps[index];
-        self.steps
-            .iter()
+    fn later_writer(&self, index: Loc) -> Option<(&Step, Slot)> {
+        let target = self.at(index)?;
+        self.all()
             .filter(|s| s.written_at > target.written_at && s.author != target.author)
             .filter_map(|s| shared_slot(target, s).map(|slot| (s, slot)))
             .max_by_key(|(s, _)| s.written_at)
@@ -627,10 +670,9 @@ impl History {
 
     /// The latest other author's step written after step `index` that changed one of its
     /// entities (who built on it).
-    fn builder(&self, index: usize) -> Option<&Step> {
-        let target = &self.steps[index];
-        self.steps
-            .iter()
+    fn builder(&self, index: Loc) -> Option<&Step> {
+        let target = self.at(index)?;
+        self.all()
             .filter(|s| {
                 s.written_at > target.written_at
                     && s.author != target.author
@@ -829,12 +871,12 @@ impl Scene {
                     let _ = m.take_change();
                 }
                 EntityChange {
-                    existence: Some((None, Some(e.clone()))),
+                    existence: Some(Box::new((None, Some(e.clone())))),
                     ..EntityChange::default()
                 }
             }
             (Some(_), None) => EntityChange {
-                existence: Some((before.whole, None)),
+                existence: Some(Box::new((before.whole, None))),
                 ..EntityChange::default()
             },
             (Some(props), Some(e)) => {
@@ -881,11 +923,10 @@ impl Scene {
             );
         };
         history.open.remove(&author);
-        let candidates = history
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.author == author)
+        let mine = history.steps.get(&author);
+        let candidates = mine
+            .into_iter()
+            .flat_map(|d| d.iter().enumerate())
             .filter(|(_, s)| {
                 if redo {
                     s.undone_by.is_some() && s.redoable
@@ -893,12 +934,14 @@ impl Scene {
                     s.undone_by.is_none()
                 }
             });
-        let index = match step {
+        let index: Option<Loc> = match step {
             Some(want) => candidates
                 .filter(|(_, s)| s.id == want)
-                .map(|(i, _)| i)
+                .map(|(i, _)| (author, i))
                 .next(),
-            None => candidates.max_by_key(|(_, s)| s.written_at).map(|(i, _)| i),
+            None => candidates
+                .max_by_key(|(_, s)| s.written_at)
+                .map(|(i, _)| (author, i)),
         };
         let Some(index) = index else {
             return match (step, redo) {
@@ -920,7 +963,9 @@ impl Scene {
         };
         let what = if redo { "redo" } else { "undo" };
         // Every value must still hold what the step (or its undo) left.
-        let target = &history.steps[index];
+        let Some(target) = history.at(index) else {
+            return refuse(UndoReason::NoSuchStep, None, "the step is gone".into());
+        };
         let mut mismatch = None;
         for (entity, change) in &target.changes {
             if let Some(slot) =
@@ -970,7 +1015,7 @@ impl Scene {
         let changes: Vec<(EntityId, EntityChange)> = target
             .changes
             .iter()
-            .map(|(e, c)| (*e, c.clone()))
+            .map(|(e, c)| (*e, (**c).clone()))
             .collect();
         let label = target.label.clone();
         let mut ids = IdSource::new(id);
@@ -1020,15 +1065,23 @@ impl Scene {
             return Ok(());
         };
         let written_at = history.tick();
-        let step = &mut history.steps[index];
+        let Some(step) = history
+            .steps
+            .get_mut(&index.0)
+            .and_then(|d| d.get_mut(index.1))
+        else {
+            return Ok(());
+        };
         step.written_at = written_at;
         step.reverted_by = Some(id);
-        if redo {
-            step.undone_by = None;
-            step.redoable = false;
-        } else {
-            step.undone_by = Some(id);
-            step.redoable = true;
+        let was = step.redoable;
+        step.redoable = !redo;
+        step.undone_by = (!redo).then_some(id);
+        let n = history.redoable.entry(author).or_default();
+        match (was, !redo) {
+            (false, true) => *n += 1,
+            (true, false) => *n = n.saturating_sub(1),
+            _ => {}
         }
         Ok(())
     }
