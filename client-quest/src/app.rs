@@ -1259,28 +1259,12 @@ pub fn wire_pose(p: &Pose) -> WirePose {
 /// A gesture of several scene edits goes out behind one `Step`, so that one undo takes it all
 /// back (a grab that moved and rotated; an add with its colour). Selections do not count.
 fn one_step(commands: Vec<Command>) -> Vec<Command> {
-    let edits = commands
-        .iter()
-        .filter(|c| meshwork_protocol::scene::Scene::undoable(c.kind()))
-        .count();
-    let Ok(entries) = u16::try_from(edits) else {
-        return commands;
-    };
-    if entries < 2 {
-        return commands;
-    }
     let label = match commands.first() {
         Some(Command::Spawn { .. }) => "Add",
         Some(Command::Translate { .. } | Command::Rotate { .. } | Command::Scale { .. }) => "Grab",
         _ => "Edit",
     };
-    let mut out = Vec::with_capacity(commands.len().saturating_add(1));
-    out.push(Command::Step {
-        entries,
-        label: label.to_owned(),
-    });
-    out.extend(commands);
-    out
+    meshwork_protocol::history::one_step(commands, label)
 }
 
 /// What the panel's last line says about a refusal (23 characters fit): for an undo, who

@@ -292,7 +292,20 @@ pub fn run(
             .push(cpu_done.duration_since(started).as_secs_f64() * 1000.0);
         report.gpu.push(cpu_done.elapsed().as_secs_f64() * 1000.0);
         report.drawn = items.len();
-        report.selection_markers = app.others_selections().len() * 8;
+        // What was drawn: the corner markers (5 cm cubes in a selector's colour).
+        let selectors: Vec<Vec4> = app
+            .others_selections()
+            .iter()
+            .map(|(a, _)| crate::app::author_color(*a))
+            .collect();
+        report.selection_markers = items
+            .iter()
+            .filter(|i| {
+                i.key == "cube"
+                    && selectors.contains(&i.color)
+                    && (i.world_from_model.x_axis.length() - 0.05).abs() < 1e-4
+            })
+            .count();
         // Headless runs as fast as it can, but never spins the network thread dry.
         std::thread::sleep(Duration::from_millis(1));
         Ok(())

@@ -26,7 +26,6 @@ import {
   readOnlyReason,
   refusalText,
   shortcut,
-  asOneStep,
   historyRows,
   namedEntities,
   elementKey,
@@ -683,9 +682,10 @@ export class Editor {
     return false;
   }
 
-  private submit(commands: Command[]): number[] {
+  /** Signs and sends; with a `label`, as one undo step (the protocol's rule for gestures). */
+  private submit(commands: Command[], label?: string): number[] {
     if (commands.length === 0) return [];
-    const seqs = this.session.submit(commands);
+    const seqs = label === undefined ? this.session.submit(commands) : this.session.submitStep(commands, label);
     const now = performance.now();
     for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
     return seqs;
@@ -723,7 +723,7 @@ export class Editor {
     const gone = this.selection().map((entity) => ({ Despawn: { entity } }));
     this.selected = null;
     this.also = [];
-    this.submit(asOneStep([...gone, { Select: { entities: [] } }], 'Delete'));
+    this.submit([...gone, { Select: { entities: [] } }], 'Delete');
     this.refresh();
   }
 
@@ -1232,7 +1232,7 @@ export class Editor {
       return [{ id: o, to: sameChange(from, to, t), cmds: transformCommands(o, t, sameChange(from, to, t)) }];
     });
     const label = { move: 'Move', rotate: 'Rotate', scale: 'Scale', select: 'Move' }[this.tool];
-    const seqs = this.submit(asOneStep([...commands, ...others.flatMap((o) => o.cmds)], label));
+    const seqs = this.submit([...commands, ...others.flatMap((o) => o.cmds)], label);
     this.previews.submitted(id, to, seqs);
     for (const o of others) this.previews.submitted(o.id, o.to, seqs);
     this.refresh();

@@ -99,6 +99,14 @@ export class Session {
     return seqs;
   }
 
+  /** The commands of one gesture, as one undo step (the protocol's rule), labelled `label`. */
+  submitStep(commands: Command[], label: string): number[] {
+    if (commands.length === 0) return [];
+    const seqs = Array.from(this.conn.submit_step_json(JSON.stringify(commands), label));
+    this.flush();
+    return seqs;
+  }
+
   presence(cursor: number[] | null, head: number[] | null, rotation: number[] | null): void {
     if (!this.transport) return;
     const frame = this.conn.presence_frame(

@@ -26,7 +26,6 @@ import {
   applyRemotePreview,
   remotePreviewShown,
   REMOTE_PREVIEW_TTL_MS,
-  asOneStep,
   historyRows,
   namedAuthors,
   namedEntities,
@@ -250,13 +249,6 @@ describe('undo and history', () => {
     expect(rows[1].when).toMatch(/^\d\d:\d\d:\d\d$/);
   });
 
-  it('puts a gesture of several edits behind one step, not its selection change', () => {
-    const e = 1;
-    const moved = [{ Translate: { entity: e, delta: [1, 0, 0] } }, { Rotate: { entity: e, delta: [0, 0, 0, 1] } }];
-    expect(asOneStep(moved, 'Move')).toEqual([{ Step: { entries: 2, label: 'Move' } }, ...moved]);
-    const single = [{ Despawn: { entity: e } }, { Select: { entities: [] } }];
-    expect(asOneStep(single, 'Delete')).toEqual(single);
-  });
 });
 
 describe('placing new objects', () => {

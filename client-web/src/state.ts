@@ -580,15 +580,6 @@ export function historyRows(steps: HistoryStep[], me: number | null): HistoryRow
   });
 }
 
-/**
- * The commands of one gesture: several scene edits go out behind a `Step` so that one undo
- * takes them all back (a drag that moved and rotated, a delete with its selection change).
- */
-export function asOneStep(commands: Command[], label: string): Command[] {
-  const edits = commands.filter((c) => !('Select' in c) && !('ToolActivate' in c) && !('ToolDeactivate' in c));
-  if (edits.length < 2) return commands;
-  return [{ Step: { entries: edits.length, label } }, ...commands];
-}
 
 // ---------------------------------------------------------------------------------------------
 // Edit mode (Blender habits): Tab toggles it on the selected entity; 1/2/3 pick vertex, edge or

@@ -709,6 +709,32 @@ const fn default_label(kind: CommandKind) -> &'static str {
     }
 }
 
+/// The commands of one gesture as one undo step: a [`Command::Step`] before them when two or
+/// more of them change the scene (a drag that moved and turned, an add with its colour), else
+/// the commands as they are. Selections and tools do not count. The one rule every client uses.
+#[must_use]
+pub fn one_step(commands: Vec<Command>, label: &str) -> Vec<Command> {
+    let edits = commands
+        .iter()
+        .filter(|c| Scene::undoable(c.kind()))
+        .count();
+    let Ok(entries) = u16::try_from(edits) else {
+        return commands;
+    };
+    if !(2..=crate::command::MAX_STEP_ENTRIES).contains(&entries) {
+        return commands;
+    }
+    let mut label: String = label
+        .chars()
+        .take(crate::command::MAX_LABEL_BYTES / 4)
+        .collect();
+    label.retain(|c| !c.is_control());
+    let mut out = Vec::with_capacity(commands.len().saturating_add(1));
+    out.push(Command::Step { entries, label });
+    out.extend(commands);
+    out
+}
+
 /// A value both steps changed.
 fn shared_slot(a: &Step, b: &Step) -> Option<Slot> {
     for (e, ca) in &a.changes {
@@ -927,6 +953,9 @@ impl Scene {
         let candidates = mine
             .into_iter()
             .flat_map(|d| d.iter().enumerate())
+            // A step that changed nothing (its edits hit nothing) is not undone or redone: that
+            // would be accepted and change nothing.
+            .filter(|(_, s)| !s.changes.is_empty())
             .filter(|(_, s)| {
                 if redo {
                     s.undone_by.is_some() && s.redoable

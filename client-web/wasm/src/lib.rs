@@ -479,6 +479,19 @@ impl Connection {
         Ok(seqs)
     }
 
+    /// [`Self::submit_batch_json`] for the commands of one gesture: as one undo step
+    /// (`meshwork_protocol::history::one_step`: a `Step` before them when two or more change
+    /// the scene), labelled `label` in the history.
+    ///
+    /// # Errors
+    /// JSON that is not an array of commands, or not joined yet.
+    pub fn submit_step_json(&mut self, commands: &str, label: &str) -> Result<Vec<f64>, JsError> {
+        let commands: Vec<Command> = serde_json::from_str(commands).map_err(err)?;
+        let commands = meshwork_protocol::history::one_step(commands, label);
+        let json = serde_json::to_string(&commands).map_err(err)?;
+        self.submit_batch_json(&json)
+    }
+
     /// The replica's scene as JSON: `{position, name, entities: [{id, name, kind, translation,
     /// rotation (x, y, z, w), scale, color (linear RGBA), geometry}], selections: [{author,
     /// entities}]}`. `geometry` changes exactly when the entity's mesh does (fetch it then with

@@ -891,3 +891,60 @@ fn an_author_can_undo_at_least_a_hundred_steps() {
     let x: f32 = (1..=20).map(|i| i as f32).sum();
     assert_eq!(w.scene.entities[&e].transform.translation, Vec3::X * x);
 }
+
+#[test]
+fn a_gesture_of_several_edits_is_one_step_and_selections_do_not_count() {
+    let e = EntityId::new(A, 1);
+    let moved = vec![
+        Command::Translate {
+            entity: e,
+            delta: Vec3::X,
+        },
+        Command::Rotate {
+            entity: e,
+            delta: glam::Quat::from_rotation_y(0.3),
+        },
+        Command::Select { entities: vec![e] },
+    ];
+    let step = one_step(moved.clone(), "Move");
+    assert_eq!(
+        step[0],
+        Command::Step {
+            entries: 2,
+            label: "Move".into()
+        }
+    );
+    assert_eq!(&step[1..], &moved[..]);
+    let single = vec![
+        Command::Despawn { entity: e },
+        Command::Select { entities: vec![] },
+    ];
+    assert_eq!(
+        one_step(single.clone(), "Delete"),
+        single,
+        "one edit needs no step"
+    );
+    // Every step this makes passes the value guards (label length, entry count).
+    assert_eq!(one_step(moved, &"x".repeat(500))[0].validate(A), Ok(()));
+}
+
+#[test]
+fn a_step_that_changed_nothing_is_not_undone() {
+    let mut w = World::new();
+    w.ok(
+        A,
+        Command::Step {
+            entries: 1,
+            label: "Nudge".into(),
+        },
+    );
+    w.ok(
+        A,
+        Command::Translate {
+            entity: EntityId::new(A, 9),
+            delta: Vec3::X,
+        },
+    );
+    // An undo would be accepted and change nothing: refused instead.
+    assert_eq!(refusal(w.undo(A)).reason, UndoReason::NothingToUndo);
+}
