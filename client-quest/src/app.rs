@@ -221,8 +221,6 @@ pub struct App {
     history_armed: bool,
     /// Others' presence, by author, until it goes stale.
     others: BTreeMap<AuthorId, Other>,
-    /// Others' drags in progress, by entity.
-    remote_previews: BTreeMap<EntityId, RemotePreview>,
     /// Entities this app's last preview messages said were being dragged.
     previewing: Vec<EntityId>,
     /// Frames run so far.
@@ -230,14 +228,17 @@ pub struct App {
     /// The mesh gesture in progress, if any.
     gesture: Option<MeshGesture>,
     /// Entities drawn with another mesh than the replica's: a gesture's result, kept after
-    /// its commit until the replica moves past the position it was committed at.
-    mesh_previews: BTreeMap<EntityId, (Rc<MeshData>, Option<u64>)>,
+    /// its commit until the replica moves past the position it was committed at, and the serial
+    /// that names this result's geometry for the renderer (a new result, a new name).
+    mesh_previews: BTreeMap<EntityId, (Rc<MeshData>, Option<u64>, u64)>,
+    /// The last serial handed to a mesh preview.
+    preview_serial: u64,
     /// The entity whose mesh-gesture preview the last `previews_out` sent (its end follows).
     edit_previewing: Option<EntityId>,
-    /// Others' mesh-edit previews, by entity: their result (in their colour), the entity's mesh
-    /// revision when it began (it ends when the committed mesh lands), and the frame of the last
-    /// update (it ends [`REMOTE_PREVIEW_TTL_FRAMES`] after).
-    remote_edits: BTreeMap<EntityId, (Rc<MeshData>, AuthorId, u64, u64)>,
+    /// Others' mesh-edit previews run here (which ones show is the connection's
+    /// [`meshwork_protocol::presence::LivePreviews`]): each entity's result, by the live
+    /// preview's serial it was run for.
+    remote_meshes: BTreeMap<EntityId, (u64, Rc<MeshData>)>,
 }
 
 /// Another author's presence as last received (their head and hands, stage space).
@@ -255,18 +256,9 @@ pub struct Other {
 /// 5 s at 90 Hz (the browser's time-to-live). Counted in frames, so the app needs no clock.
 pub const PRESENCE_TTL_FRAMES: u64 = 450;
 
-/// Frames without an update after which another author's live preview is dropped (a lost
-/// release): about a second at 90 Hz, as in the browser.
-pub const REMOTE_PREVIEW_TTL_FRAMES: u64 = 90;
-
-/// Another author's drag in progress (see [`meshwork_protocol::wire::Preview`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct RemotePreview {
-    transform: Transform,
-    /// The committed transform when it began: once the replica moves on, it is over.
-    base: Transform,
-    seen_frame: u64,
-}
+/// The frame rate the app's clock assumes (the Quest 3's default): frame counts become the
+/// milliseconds the protocol's live previews expire by.
+pub const NOMINAL_FRAME_HZ: u64 = 90;
 
 /// A transform as a preview carries it (the protocol's quantization).
 #[must_use]
@@ -312,10 +304,10 @@ impl App {
             history_armed: true,
             gesture: None,
             mesh_previews: BTreeMap::new(),
+            preview_serial: 0,
             edit_previewing: None,
-            remote_edits: BTreeMap::new(),
+            remote_meshes: BTreeMap::new(),
             others: BTreeMap::new(),
-            remote_previews: BTreeMap::new(),
             previewing: Vec::new(),
             frames: 0,
         }
@@ -357,66 +349,6 @@ impl App {
             ServerMsg::Left(l) => {
                 self.others.remove(&l.author);
             }
-            ServerMsg::EditPreview(p) if Some(p.author) != self.conn.author() => {
-                let entity = p.preview.entity;
-                let revision = self.conn.revision(entity);
-                match &p.preview.command {
-                    Some(command) => {
-                        let shown =
-                            self.conn
-                                .replica()
-                                .scene()
-                                .preview(p.author, command)
-                                .map(|e| {
-                                    let m = e.geometry.render();
-                                    Rc::new((m.positions, m.normals, m.indices))
-                                });
-                        if let Some(mesh) = shown {
-                            let base = self.remote_edits.get(&entity).map_or(revision, |r| r.2);
-                            self.remote_edits
-                                .insert(entity, (mesh, p.author, base, self.frames));
-                        }
-                    }
-                    // Released: kept until the committed mesh lands (no jump back).
-                    None => {
-                        if let Some(r) = self.remote_edits.get_mut(&entity) {
-                            r.3 = self.frames;
-                        }
-                    }
-                }
-            }
-            ServerMsg::Preview(p) if Some(p.author) != self.conn.author() => {
-                let entity = p.preview.entity;
-                let committed = self
-                    .conn
-                    .replica()
-                    .scene()
-                    .entities
-                    .get(&entity)
-                    .map(|e| e.transform);
-                match (committed, p.preview.transform) {
-                    (None, _) => {
-                        self.remote_previews.remove(&entity);
-                    }
-                    (Some(base), Some(t)) => {
-                        let base = self.remote_previews.get(&entity).map_or(base, |r| r.base);
-                        self.remote_previews.insert(
-                            entity,
-                            RemotePreview {
-                                transform: transform_from_preview(&t),
-                                base,
-                                seen_frame: self.frames,
-                            },
-                        );
-                    }
-                    // Released: kept until the committed command lands (no jump back).
-                    (Some(_), None) => {
-                        if let Some(r) = self.remote_previews.get_mut(&entity) {
-                            r.seen_frame = self.frames;
-                        }
-                    }
-                }
-            }
             ServerMsg::CommandRefused(r) => {
                 if let Some(entity) = self.in_flight.refused(r.seq) {
                     self.drop_preview_unless_held(entity);
@@ -427,14 +359,14 @@ impl App {
         }
         if matches!(msg, ServerMsg::CommandRefused(_)) {
             self.mesh_previews
-                .retain(|_, (_, committed)| committed.is_none());
+                .retain(|_, (_, committed, _)| committed.is_none());
         }
         let before = self.conn.replica().scene().position;
         let event = self.conn.handle(msg);
         let now = self.conn.replica().scene().position;
         if now != before {
             self.mesh_previews
-                .retain(|_, (_, committed)| committed.is_none_or(|at| now <= at));
+                .retain(|_, (_, committed, _)| committed.is_none_or(|at| now <= at));
         }
         if now != before {
             // Acknowledged submissions are now in the replica.
@@ -640,13 +572,11 @@ impl App {
         let now = self.frames;
         self.others
             .retain(|_, o| now.saturating_sub(o.seen_frame) <= PRESENCE_TTL_FRAMES);
-        self.remote_previews
-            .retain(|_, r| now.saturating_sub(r.seen_frame) <= REMOTE_PREVIEW_TTL_FRAMES);
-        // Others' mesh previews end when the committed mesh lands, or when they go quiet.
-        let conn = &self.conn;
-        self.remote_edits.retain(|e, r| {
-            conn.revision(*e) == r.2 && now.saturating_sub(r.3) <= REMOTE_PREVIEW_TTL_FRAMES
-        });
+        // Others' previews end when their commit lands, or when they go quiet.
+        self.conn.tick(now.saturating_mul(1000) / NOMINAL_FRAME_HZ);
+        let live = self.conn.live();
+        self.remote_meshes
+            .retain(|e, (serial, _)| live.edit(*e).is_some_and(|p| p.serial == *serial));
         let mut out = FrameOutput::default();
         if !self.live() {
             self.prev = input.hands;
@@ -1005,7 +935,7 @@ impl App {
             }) = g
             {
                 let at = self.conn.replica().scene().position;
-                if let Some((_, committed)) = self.mesh_previews.get_mut(&entity) {
+                if let Some((_, committed, _)) = self.mesh_previews.get_mut(&entity) {
                     *committed = Some(at);
                 }
                 self.submit(vec![command], None);
@@ -1074,7 +1004,9 @@ impl App {
             });
         match preview {
             Some(mesh) => {
-                self.mesh_previews.insert(entity, (mesh, None));
+                self.preview_serial = self.preview_serial.saturating_add(1);
+                self.mesh_previews
+                    .insert(entity, (mesh, None, self.preview_serial));
             }
             None => {
                 self.mesh_previews.remove(&entity);
@@ -1180,6 +1112,26 @@ impl App {
         self.replica_transform(e).map(|t| self.shown(e, &t))
     }
 
+    /// Runs others' live mesh edits that changed since they were last run (on a copy of the
+    /// entity: the server's own operation). One that would be refused here keeps the last result.
+    fn run_remote_edits(&mut self) {
+        let scene = self.conn.replica().scene();
+        for (id, p) in self.conn.live().edits() {
+            if self
+                .remote_meshes
+                .get(&id)
+                .is_some_and(|(s, _)| *s == p.serial)
+            {
+                continue;
+            }
+            if let Some(e) = scene.preview(p.author, &p.value) {
+                let m = e.geometry.render();
+                self.remote_meshes
+                    .insert(id, (p.serial, Rc::new((m.positions, m.normals, m.indices))));
+            }
+        }
+    }
+
     fn pick(&mut self, ray: &Ray) -> Option<EntityId> {
         let shapes = self.entity_draws();
         let pickables: Vec<Pickable<'_>> = shapes
@@ -1196,24 +1148,30 @@ impl App {
 
     /// Every entity as it is shown now (previews applied), with its cached triangles.
     pub fn entity_draws(&mut self) -> Vec<EntityDraw> {
+        self.run_remote_edits();
         let scene = self.conn.replica().scene();
+        let live = self.conn.live();
         let mut out = Vec::with_capacity(scene.entities.len());
         let mut used = std::collections::BTreeSet::new();
         for (id, e) in &scene.entities {
-            let remote = self.remote_edits.get(id);
+            let remote = live
+                .edit(*id)
+                .zip(self.remote_meshes.get(id))
+                .map(|(p, (serial, mesh))| (p.author, *serial, mesh));
+            // A geometry's key names its content: the renderer keeps uploaded meshes by it.
             let (key, mesh) = match (self.mesh_previews.get(id), remote) {
-                (Some((mesh, _)), _) => (format!("preview:{}", id.0), mesh.clone()),
-                (None, Some((mesh, _, _, _))) => (format!("remote:{}", id.0), mesh.clone()),
+                (Some((mesh, _, serial)), _) => {
+                    (format!("preview:{}:{serial}", id.0), mesh.clone())
+                }
+                (None, Some((_, serial, mesh))) => {
+                    (format!("remote:{}:{serial}", id.0), mesh.clone())
+                }
                 (None, None) => self.meshes.get(*id, self.conn.revision(*id), &e.geometry),
             };
             // Another member's mesh gesture shows in their colour.
-            let color = remote.map_or(e.color.value, |(_, author, _, _)| author_color(*author));
+            let color = remote.map_or(e.color.value, |(author, _, _)| author_color(author));
             used.insert(key.clone());
-            let remote = self
-                .remote_previews
-                .get(id)
-                .filter(|r| r.base == e.transform)
-                .map(|r| r.transform);
+            let remote = live.transform(*id).map(|p| p.value);
             out.push(EntityDraw {
                 id: *id,
                 transform: self
@@ -1449,7 +1407,7 @@ mod tests {
                 transform: Some(preview_transform(&t)),
             },
         }));
-        assert!(app.remote_previews.is_empty());
+        assert_eq!(app.conn.live().transforms().count(), 0);
     }
 
     #[test]
@@ -1638,11 +1596,31 @@ mod edit_preview_tests {
             "the extrude's result: 10 quads"
         );
         assert_eq!(draws[0].color, author_color(AuthorId(2)));
+        // The gesture moves on: a new result under a new geometry key (the renderer keeps
+        // uploaded meshes by key, so an old key would show the first result for good).
+        let further = Command::ExtrudeFaces {
+            entity: cube,
+            faces: vec![face],
+            direction: meshwork_protocol::command::ExtrudeDirection::Normal { distance_m: 0.9 },
+            snap_m: None,
+        };
+        app.receive(&ServerMsg::EditPreview(EditPreviewOf {
+            author: AuthorId(2),
+            preview: EditPreview {
+                seq: 2,
+                entity: cube,
+                command: Some(further),
+            },
+        }));
+        let moved = app.entity_draws();
+        assert_ne!(moved[0].key, draws[0].key);
+        assert_ne!(moved[0].mesh.0, draws[0].mesh.0);
         let input = FrameInput {
             stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
             hands: [None, None],
         };
-        for _ in 0..=REMOTE_PREVIEW_TTL_FRAMES {
+        let ttl_frames = meshwork_protocol::presence::LIVE_PREVIEW_TTL_MS * NOMINAL_FRAME_HZ / 1000;
+        for _ in 0..=ttl_frames.saturating_add(1) {
             app.frame(&input);
         }
         let draws = app.entity_draws();

@@ -695,6 +695,10 @@ impl Renderer {
                 color: item.color.to_array(),
             });
         }
+        // A key names one mesh's content for good (a new revision or preview comes with a new
+        // key): buffers no item drew this frame are freed.
+        self.geometries
+            .retain(|key, _| groups.contains_key(key.as_str()));
         let total: usize = groups.values().map(Vec::len).sum();
         if total > self.instance_capacity {
             self.instance_capacity = total.next_power_of_two();

@@ -5,11 +5,8 @@
 import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
 import {
-  Previews,
   applyLeft,
   applyPresence,
-  applyRemotePreview,
-  remotePreviewShown,
   authorColor,
   bytesPerSecond,
   canEdit,
@@ -40,9 +37,6 @@ import {
   type ElementKey,
   type ElementMode,
   type Mode,
-  type RemoteEdit,
-  applyRemoteEdit,
-  remoteEditShown,
   grabCommand,
   selectedVertexIndices,
   weldCommand,
@@ -61,7 +55,6 @@ import {
   type EntityView,
   type Person,
   type Primitive,
-  type RemotePreview,
   type Role,
   type SceneView,
   type Tool,
@@ -101,10 +94,11 @@ export class Editor {
   /** Others selected with Shift besides the active `selected`. */
   private also: number[] = [];
   private people = new Map<number, Person>();
-  /** Others' drags in progress, by entity. */
-  private remotePreviews = new Map<number, RemotePreview>();
+  /** Others' drags in progress, by entity (the protocol's rule, read from the wasm package). */
+  private liveTransforms = new Map<number, { author: number; transform: Transform }>();
   private lastPreviewAt = 0;
-  private previews = new Previews();
+  /** This user's released drags still shown until the server has spoken, by entity. */
+  private held = new Map<number, Transform>();
   private telemetry = newTelemetry();
   private connection = 'connecting';
   private counterKey = '';
@@ -163,8 +157,9 @@ export class Editor {
   /** Others' element selections, by author; what this member last sent of its own, and when. */
   private remoteElements = new Map<number, RemoteElements>();
   private sentSelection = { key: '', at: 0 };
-  /** Others' mesh-edit previews, by entity. */
-  private remoteEdits = new Map<number, RemoteEdit>();
+  /** Others' mesh-edit previews, by entity, and the serial of each one drawn. */
+  private liveEdits = new Map<number, { author: number; serial: number }>();
+  private drawnEdits = new Map<number, number>();
   private lastEditPreviewAt = 0;
   private modeButtons = new Map<Mode | ElementMode, HTMLButtonElement>();
   private editPalette = h('div', { class: 'palette edit', role: 'toolbar', 'aria-label': 'Mesh tools', hidden: '' });
@@ -468,19 +463,18 @@ export class Editor {
         this.connection = 'resyncing';
         break;
       case 'changed':
-        this.previews.replicaChanged();
+        this.readPreviews();
         this.refresh();
         this.refreshEdit();
         if (this.remoteElements.size > 0) this.renderRemoteElements();
         this.scheduleHistory();
         break;
       case 'ack':
-        this.previews.acked(e.seq);
         break;
       case 'refused': {
         this.telemetry.refusals += 1;
         if (e.code === 'conflict') this.telemetry.conflicts += 1;
-        this.previews.refused(e.seq);
+        this.readPreviews();
         this.adding = null;
         if (this.previewHeld) {
           this.previewHeld = false;
@@ -510,25 +504,14 @@ export class Editor {
         this.people = applyLeft(this.people, e.author);
         this.refresh();
         break;
-      case 'preview': {
-        const committed = this.entity(e.entity);
-        this.remotePreviews = applyRemotePreview(
-          this.remotePreviews,
-          e,
-          committed && { translation: committed.translation, rotation: committed.rotation, scale: committed.scale },
-          Date.now(),
-        );
+      case 'live':
+        this.readPreviews();
+        for (const id of e.entities) this.showRemoteEdit(id);
         this.redraw();
         break;
-      }
       case 'element_selection': {
         this.remoteElements = applyElementSelection(this.remoteElements, e, Date.now());
         this.renderRemoteElements();
-        break;
-      }
-      case 'edit_preview': {
-        this.remoteEdits = applyRemoteEdit(this.remoteEdits, e, this.entity(e.entity)?.geometry, Date.now());
-        this.showRemoteEdit(e.entity);
         break;
       }
       case 'closed':
@@ -643,7 +626,7 @@ export class Editor {
     // A presence heartbeat: others see who is here (and where they look) even when idle.
     if (now - this.lastPresence > 1000) this.sendPresence(this.lastPoint);
     this.viewport.people(presentPeople(this.people, Date.now()), this.author);
-    for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
+    this.session.tick();
     this.sendElementSelection(false);
     // A gesture held still: its preview is repeated, so the others keep showing it (they drop
     // a preview a second after its last update).
@@ -746,19 +729,31 @@ export class Editor {
     return this.selected === null ? [] : [this.selected, ...this.also];
   }
 
+  /** Reads what previews show from the wasm package: others' drags and this user's held ones. */
+  private readPreviews(): void {
+    const conn = this.session.conn;
+    const live = JSON.parse(conn.live_json()) as {
+      transforms: { entity: number; author: number; transform: Transform }[];
+      edits: { entity: number; author: number; serial: number }[];
+    };
+    this.liveTransforms = new Map(live.transforms.map((t) => [t.entity, t]));
+    this.liveEdits = new Map(live.edits.map((t) => [t.entity, t]));
+    const held = JSON.parse(conn.held_json()) as { entity: number; transform: Transform }[];
+    // The newest held drag of an entity wins.
+    this.held = new Map(held.map((h) => [h.entity, h.transform]));
+  }
+
   /** Draws (or drops) another member's edit preview of `id`: their command on a copy here. */
   private showRemoteEdit(id: number): void {
-    const r = this.remoteEdits.get(id);
-    const geometry = this.entity(id)?.geometry;
-    if (!r || !remoteEditShown(r, geometry, Date.now())) {
-      if (r) {
-        this.remoteEdits.delete(id);
-        this.viewport.remoteEdit(id, null, '');
-      }
+    const r = this.liveEdits.get(id);
+    if (!r) {
+      if (this.drawnEdits.delete(id)) this.viewport.remoteEdit(id, null, '');
       return;
     }
+    if (this.drawnEdits.get(id) === r.serial) return;
     const conn = this.session.conn;
-    if (conn.preview_edit(JSON.stringify(r.command))) {
+    if (conn.preview_live_edit(id)) {
+      this.drawnEdits.set(id, r.serial);
       this.viewport.remoteEdit(
         id,
         { positions: conn.preview_positions(), normals: conn.preview_normals(), indices: conn.preview_indices() },
@@ -1233,8 +1228,8 @@ export class Editor {
     });
     const label = { move: 'Move', rotate: 'Rotate', scale: 'Scale', select: 'Move' }[this.tool];
     const seqs = this.submit([...commands, ...others.flatMap((o) => o.cmds)], label);
-    this.previews.submitted(id, to, seqs);
-    for (const o of others) this.previews.submitted(o.id, o.to, seqs);
+    this.hold(id, to, seqs);
+    for (const o of others) this.hold(o.id, o.to, seqs);
     this.refresh();
   }
 
@@ -1274,7 +1269,7 @@ export class Editor {
     };
     // A typed value is absolute: SetTransform (last write wins), not a delta that would add to
     // a concurrent nudge.
-    this.previews.submitted(e.id, target, this.submit([{ SetTransform: { entity: e.id, transform: target } }]));
+    this.hold(e.id, target, this.submit([{ SetTransform: { entity: e.id, transform: target } }]));
     this.refresh();
   }
 
@@ -1292,14 +1287,17 @@ export class Editor {
     return id === null ? undefined : this.view.entities.find((e) => e.id === id);
   }
 
-  /** What is shown for an entity: a pending preview, else the replica. */
+  /** What is shown for an entity: this user's held drag, another's live one, else the replica. */
   private shown(e: EntityView): Transform {
     const committed = { translation: e.translation, rotation: e.rotation, scale: e.scale };
-    return (
-      this.previews.override(e.id) ??
-      remotePreviewShown(this.remotePreviews.get(e.id), committed, Date.now()) ??
-      committed
-    );
+    return this.held.get(e.id) ?? this.liveTransforms.get(e.id)?.transform ?? committed;
+  }
+
+  /** A released drag of `id` to `to`, its entries `seqs` submitted: shown until the server spoke. */
+  private hold(id: number, to: Transform, seqs: number[]): void {
+    if (seqs.length === 0) return;
+    this.session.conn.hold(id, JSON.stringify(to), new Float64Array(seqs));
+    this.readPreviews();
   }
 
   /** A drag step: others see it at once (at most one preview per 30 ms). */
@@ -1348,7 +1346,6 @@ export class Editor {
     } else {
       this.view = { ...this.session.sceneMeta(), entities: this.view.entities };
     }
-    for (const id of [...this.remoteEdits.keys()]) this.showRemoteEdit(id);
     // A selection goes when its entity does, but not one just added (its spawn is on the way).
     if (this.selected !== null && this.entity(this.selected)) this.adding = null;
     if (this.selected !== null && !this.entity(this.selected) && this.selected !== this.adding) this.selected = null;
@@ -1510,7 +1507,7 @@ export class Editor {
         hash: this.session.conn.state_hash(),
         backend: this.viewport.backend,
         resolutionScale: this.viewport.resolutionScale,
-        previews: this.previews.size,
+        previews: this.held.size,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
       framesRendered: () => this.viewport.framesRendered,

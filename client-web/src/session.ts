@@ -16,8 +16,7 @@ export type SessionEvent =
   | { type: 'pong'; nonce: number }
   | ({ type: 'presence' } & PresenceEvent)
   | { type: 'left'; author: number }
-  | { type: 'preview'; author: number; entity: number; transform: Transform | null }
-  | { type: 'edit_preview'; author: number; entity: number; command: Command | null }
+  | { type: 'live'; entities: number[] }
   | { type: 'element_selection'; author: number; entity: number | null; elements: ElementKey[] }
   | { type: 'closed'; reason: string; message: string };
 
@@ -74,6 +73,8 @@ export class Session {
   }
 
   private dispatch(read: () => string): void {
+    // Previews that arrive now are stamped with the page's clock.
+    this.tick();
     let events: SessionEvent[];
     try {
       events = JSON.parse(read()) as SessionEvent[];
@@ -84,6 +85,12 @@ export class Session {
     }
     for (const e of events) this.onEvent(e);
     this.flush();
+  }
+
+  /** Moves the connection's clock on: others' previews that went quiet end (a `live` event). */
+  tick(): void {
+    const ended = Array.from(this.conn.tick(Date.now()));
+    if (ended.length > 0) this.onEvent({ type: 'live', entities: ended });
   }
 
   flush(): void {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import {
-  Previews,
   applyPresence,
   authorColor,
   bytesPerSecond,
@@ -19,13 +18,9 @@ import {
   shortcut,
   ticketFromPaste,
   type Person,
-  type Transform,
   placeNew,
   applyLeft,
   shownSelections,
-  applyRemotePreview,
-  remotePreviewShown,
-  REMOTE_PREVIEW_TTL_MS,
   historyRows,
   namedAuthors,
   namedEntities,
@@ -39,8 +34,6 @@ import {
   toggleSelection,
   triangleFaces,
   type EditMeshView,
-  applyRemoteEdit,
-  remoteEditShown,
   grabCommand,
   selectedVertexIndices,
   weldCommand,
@@ -53,7 +46,6 @@ import {
   turnOrScaleCommand,
 } from './state';
 
-const ID: Transform = { translation: [0, 0, 0], rotation: [0, 0, 0, 1], scale: [1, 1, 1] };
 
 describe('routes and invites', () => {
   it('reads a join route and ignores anything else', () => {
@@ -119,52 +111,6 @@ describe('refusal toasts', () => {
     );
     expect(refusalText({ code: 'conflict', message: 'x' })).toMatch(/^Conflict/);
     expect(refusalText({ code: 'replay', message: 'seq 3 reused' })).toBe('Refused (replay): seq 3 reused');
-  });
-});
-
-describe('local previews', () => {
-  const moved: Transform = { ...ID, translation: [1, 0, 0] };
-  const again: Transform = { ...ID, translation: [2, 0, 0] };
-
-  it('shows a drag until the server has applied it', () => {
-    const p = new Previews();
-    p.submitted(7, moved, [3, 4]);
-    expect(p.override(7)).toEqual(moved);
-    p.replicaChanged(); // someone else's entry: not ours yet
-    expect(p.override(7)).toEqual(moved);
-    p.acked(3);
-    p.replicaChanged(); // one of its two entries acknowledged: still pending
-    expect(p.override(7)).toEqual(moved);
-    p.acked(4);
-    expect(p.override(7)).toEqual(moved); // acked, but the entries may not be applied yet
-    p.replicaChanged();
-    expect(p.override(7)).toBeNull();
-    expect(p.size).toBe(0);
-  });
-
-  it('shows the newest of several drags and drops a refused one', () => {
-    const p = new Previews();
-    p.submitted(7, moved, [1]);
-    p.submitted(7, again, [2]);
-    expect(p.override(7)).toEqual(again);
-    expect(p.refused(1)).toBe(7);
-    expect(p.override(7)).toEqual(again);
-    expect(p.refused(2)).toBe(7);
-    expect(p.override(7)).toBeNull();
-    expect(p.refused(3)).toBeNull();
-  });
-
-  it('is not settled by the ack of another submission (a spawn and select before the drag)', () => {
-    const p = new Previews();
-    // Entries 1 and 2 (spawn, select) are in flight when the drag's entry 3 is sent.
-    p.submitted(7, moved, [3]);
-    p.acked(1);
-    p.acked(2);
-    p.replicaChanged(); // the spawn and the select land
-    expect(p.override(7)).toEqual(moved); // the drag is still shown: its entry is not acked
-    p.acked(3);
-    p.replicaChanged();
-    expect(p.override(7)).toBeNull();
   });
 });
 
@@ -299,30 +245,6 @@ describe('members leaving', () => {
   });
 });
 
-describe("others' live previews", () => {
-  const t = (x: number) => ({
-    translation: [x, 0.5, 0] as [number, number, number],
-    rotation: [0, 0, 0, 1] as [number, number, number, number],
-    scale: [1, 1, 1] as [number, number, number],
-  });
-  it('shows a drag at once, keeps it over the release until the commit lands', () => {
-    let p = applyRemotePreview(new Map(), { author: 2, entity: 7, transform: t(1) }, t(0), 1000);
-    expect(remotePreviewShown(p.get(7), t(0), 1000)).toEqual(t(1));
-    p = applyRemotePreview(p, { author: 2, entity: 7, transform: t(2) }, t(0), 1100);
-    expect(remotePreviewShown(p.get(7), t(0), 1100)).toEqual(t(2));
-    // Released: still shown while the committed transform has not moved yet…
-    p = applyRemotePreview(p, { author: 2, entity: 7, transform: null }, t(0), 1200);
-    expect(remotePreviewShown(p.get(7), t(0), 1300)).toEqual(t(2));
-    // …and over once it has (the command landed).
-    expect(remotePreviewShown(p.get(7), t(2), 1300)).toBeUndefined();
-  });
-  it('expires without updates, and never outlives its entity', () => {
-    const p = applyRemotePreview(new Map(), { author: 2, entity: 7, transform: t(1) }, t(0), 1000);
-    expect(remotePreviewShown(p.get(7), t(0), 1000 + REMOTE_PREVIEW_TTL_MS + 1)).toBeUndefined();
-    expect(applyRemotePreview(p, { author: 2, entity: 7, transform: t(3) }, undefined, 1100).has(7)).toBe(false);
-  });
-});
-
 describe('edit mode', () => {
   const k = (index: number) => ({ by: { lamport: 1, author: 2 }, index });
   // A unit square split into a quad and a triangle: vertices 0..4, faces 5 and 6.
@@ -422,23 +344,6 @@ describe('edit mode', () => {
     expect(extrudeCommand(7, [k(5)], 0.5, true)).toEqual({
       ExtrudeFaces: { entity: 7, faces: [k(5)], direction: { Normal: { distance_m: 0.5 } }, snap_m: 0.25 },
     });
-  });
-});
-
-describe("others' edit previews", () => {
-  const cmd = { ExtrudeFaces: { entity: 7, faces: [], direction: { Normal: { distance_m: 0.3 } }, snap_m: null } };
-  it('shows the latest command until the mesh changes or a second passes', () => {
-    let edits = applyRemoteEdit(new Map(), { author: 2, entity: 7, command: cmd }, 'mesh#a', 1000);
-    const e = edits.get(7)!;
-    expect(e.author).toBe(2);
-    expect(remoteEditShown(e, 'mesh#a', 1500)).toBe(true);
-    // The release keeps it (no flash back) until the committed mesh arrives.
-    edits = applyRemoteEdit(edits, { author: 2, entity: 7, command: null }, 'mesh#a', 1600);
-    expect(remoteEditShown(edits.get(7)!, 'mesh#a', 1700)).toBe(true);
-    expect(remoteEditShown(edits.get(7)!, 'mesh#b', 1700)).toBe(false);
-    expect(remoteEditShown(edits.get(7)!, 'mesh#a', 1600 + REMOTE_PREVIEW_TTL_MS + 1)).toBe(false);
-    // A preview of an entity this replica lacks is not kept.
-    expect(applyRemoteEdit(edits, { author: 2, entity: 9, command: cmd }, undefined, 1700).has(9)).toBe(false);
   });
 });
 

@@ -210,61 +210,6 @@ export function refusalText(r: Refusal, me: number | null = null): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Local previews: a drag shows at once; the server's order decides. A preview covers its
-// entity until the server has acknowledged the commands and the replica moved on (or refused
-// them: then the entity snaps back to what the server holds).
-
-export interface Preview {
-  entity: number;
-  transform: Transform;
-  /** Sequence numbers of its entries not acknowledged yet. */
-  pending: Set<number>;
-}
-
-export class Previews {
-  private queue: Preview[] = [];
-
-  /**
-   * A drag released: the entries `seqs` were submitted for `entity`, showing `transform`. Acks
-   * and refusals name entries by sequence number, so other submissions in between (a spawn, a
-   * selection) never settle this one.
-   */
-  submitted(entity: number, transform: Transform, seqs: number[]): void {
-    this.queue.push({ entity, transform, pending: new Set(seqs) });
-  }
-
-  /** The server acknowledged entry `seq` (durable). */
-  acked(seq: number): void {
-    for (const q of this.queue) q.pending.delete(seq);
-  }
-
-  /** The server refused entry `seq`: its preview goes (returns its entity), the rest stay. */
-  refused(seq: number): number | null {
-    const i = this.queue.findIndex((q) => q.pending.has(seq));
-    if (i < 0) return null;
-    const [p] = this.queue.splice(i, 1);
-    return p.entity;
-  }
-
-  /** The replica applied new entries: fully acknowledged previews are now in it. */
-  replicaChanged(): void {
-    this.queue = this.queue.filter((q) => q.pending.size > 0);
-  }
-
-  /** What to show for `entity` instead of the replica, if anything (the newest preview). */
-  override(entity: number): Transform | null {
-    for (let i = this.queue.length - 1; i >= 0; i -= 1) {
-      if (this.queue[i].entity === entity) return this.queue[i].transform;
-    }
-    return null;
-  }
-
-  get size(): number {
-    return this.queue.length;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Rotations in the inspector are Euler angles. (Absolute edits become delta commands through
 // the protocol's own rule: `transform_commands` in the wasm package.)
 
@@ -437,57 +382,6 @@ export function shortcut(key: string, inTextField: boolean, mods: Modifiers = {}
     default:
       return { kind: 'none' };
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Others' live previews (their drags, before the release commits).
-
-/** A preview is dropped after this long without an update (a lost release). */
-export const REMOTE_PREVIEW_TTL_MS = 1000;
-
-export interface RemotePreview {
-  author: number;
-  transform: Transform;
-  /** The committed transform when the preview began: once the replica moves on, it is over. */
-  base: Transform;
-  at: number;
-}
-
-function sameTransform(a: Transform, b: Transform): boolean {
-  const eq = (x: number[], y: number[]) => x.every((v, i) => Math.abs(v - y[i]) < 1e-6);
-  return eq(a.translation, b.translation) && eq(a.rotation, b.rotation) && eq(a.scale, b.scale);
-}
-
-/**
- * Applies a preview event: a transform starts or moves a preview; `null` (the release) keeps the
- * last one until the committed command lands (so the entity does not jump back in between).
- */
-export function applyRemotePreview(
-  previews: Map<number, RemotePreview>,
-  e: { author: number; entity: number; transform: Transform | null },
-  committed: Transform | undefined,
-  now: number,
-): Map<number, RemotePreview> {
-  const next = new Map(previews);
-  const old = next.get(e.entity);
-  if (!committed) {
-    next.delete(e.entity);
-  } else if (e.transform) {
-    next.set(e.entity, { author: e.author, transform: e.transform, base: old?.base ?? committed, at: now });
-  } else if (old) {
-    next.set(e.entity, { ...old, at: now });
-  }
-  return next;
-}
-
-/** The transform to show for a previewed entity, or `undefined` once the preview is over. */
-export function remotePreviewShown(
-  p: RemotePreview | undefined,
-  committed: Transform,
-  now: number,
-): Transform | undefined {
-  if (!p || now - p.at > REMOTE_PREVIEW_TTL_MS || !sameTransform(p.base, committed)) return undefined;
-  return p.transform;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,43 +591,6 @@ export function extrudeCommand(entity: number, faces: ElementKey[], distance: nu
       snap_m: snap ? EXTRUDE_SNAP_M : null,
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Others' mesh-edit previews: the command their gesture would commit now, run on a copy of the
-// entity here; shown until the entity's committed mesh changes (the commit landed) or a second
-// passes without an update.
-
-export interface RemoteEdit {
-  author: number;
-  command: Command;
-  /** The entity's geometry revision when the preview began. */
-  base: string;
-  at: number;
-}
-
-/** Applies an edit-preview event; `command: null` (the release) keeps the last one. */
-export function applyRemoteEdit(
-  edits: Map<number, RemoteEdit>,
-  e: { author: number; entity: number; command: Command | null },
-  geometry: string | undefined,
-  now: number,
-): Map<number, RemoteEdit> {
-  const next = new Map(edits);
-  const old = next.get(e.entity);
-  if (geometry === undefined) {
-    next.delete(e.entity);
-  } else if (e.command) {
-    next.set(e.entity, { author: e.author, command: e.command, base: old?.base ?? geometry, at: now });
-  } else if (old) {
-    next.set(e.entity, { ...old, at: now });
-  }
-  return next;
-}
-
-/** Whether a remote edit preview still shows: the mesh has not changed since, and it is fresh. */
-export function remoteEditShown(edit: RemoteEdit, geometry: string | undefined, now: number): boolean {
-  return geometry === edit.base && now - edit.at <= REMOTE_PREVIEW_TTL_MS;
 }
 
 /** The vertices (indices) the selected elements move: selected vertices, face corners, edge ends. */

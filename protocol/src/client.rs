@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use crate::PROTOCOL_VERSION;
 use crate::command::Command;
 use crate::ids::{AuthorId, EntityId};
+use crate::presence::LivePreviews;
 use crate::replica::{Replica, ReplicaEvent};
 use crate::sign::{Domain, EntryBody, SignedEntry, Signer};
 use crate::wire::{
@@ -70,13 +71,20 @@ struct Tracker {
 }
 
 impl Tracker {
+    fn revision(&self, id: EntityId) -> u64 {
+        self.revisions.get(&id).copied().unwrap_or(0)
+    }
+
     fn note(&mut self, msg: &ServerMsg, scene: &crate::scene::Scene) {
         let mut touched: Vec<(EntityId, bool)> = Vec::new();
+        // This message changed everything (not an earlier one the application has not taken yet:
+        // that must not move every mesh's revision again).
+        let mut all = false;
         match msg {
             ServerMsg::Entries(e) => {
                 for entry in &e.entries {
                     let Ok(body) = entry.decode_body() else {
-                        self.all = true;
+                        all = true;
                         continue;
                     };
                     if let crate::scene::Touched::Entity(id) =
@@ -88,11 +96,12 @@ impl Tracker {
             }
             ServerMsg::Delta(d) => match d.decode() {
                 Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
-                None => self.all = true,
+                None => all = true,
             },
-            _ => self.all = true,
+            _ => all = true,
         }
-        if self.all {
+        self.all |= all;
+        if all {
             touched.extend(scene.entities.keys().map(|id| (*id, true)));
         }
         for (id, geometry) in touched {
@@ -209,6 +218,10 @@ pub struct ClientConnection<S> {
     tracker: Tracker,
     /// The largest entity counter this client handed out.
     last_counter: u32,
+    /// Others' drags in progress.
+    live: LivePreviews,
+    /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
+    now_ms: u64,
 }
 
 impl<S: Signer> ClientConnection<S> {
@@ -237,6 +250,8 @@ impl<S: Signer> ClientConnection<S> {
             build_id: build_id.into(),
             tracker: Tracker::default(),
             last_counter: 0,
+            live: LivePreviews::new(),
+            now_ms: 0,
         };
         c.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version,
@@ -337,7 +352,16 @@ impl<S: Signer> ClientConnection<S> {
                     || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
                 {
                     self.tracker.note(msg, self.replica.scene());
+                    self.settle_live();
                 }
+                let tracker = &self.tracker;
+                self.live.receive(
+                    msg,
+                    self.author(),
+                    self.replica.scene(),
+                    |e| tracker.revision(e),
+                    self.now_ms,
+                );
                 match event {
                     ReplicaEvent::NeedsResync => {
                         let position = self.replica.scene().position;
@@ -371,7 +395,32 @@ impl<S: Signer> ClientConnection<S> {
     /// have changed the mesh (0 before any).
     #[must_use]
     pub fn revision(&self, id: EntityId) -> u64 {
-        self.tracker.revisions.get(&id).copied().unwrap_or(0)
+        self.tracker.revision(id)
+    }
+
+    /// The application's clock moved to `now_ms` (milliseconds, any origin, never backwards):
+    /// others' previews received from now on are stamped with it, and stale ones go. Call it
+    /// every frame, or a few times a second and before feeding messages.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.settle_live();
+    }
+
+    fn settle_live(&mut self) {
+        let tracker = &self.tracker;
+        self.live
+            .settle(self.replica.scene(), |e| tracker.revision(e), self.now_ms);
+    }
+
+    /// Others' drags in progress, as to show them (see [`LivePreviews`]).
+    #[must_use]
+    pub const fn live(&self) -> &LivePreviews {
+        &self.live
+    }
+
+    /// The entities whose shown live preview started, moved or ended since the last call.
+    pub fn take_live_changes(&mut self) -> Vec<EntityId> {
+        self.live.take_changed()
     }
 
     /// A new entity id in this author's namespace: after every own id the replica holds, every
@@ -515,6 +564,83 @@ mod tests {
         deliver(&mut c, 2);
         assert_eq!(c.take_changes().entities, vec![e]);
         assert!(c.revision(e) > spawned, "a despawn does not");
+    }
+
+    #[test]
+    fn others_previews_end_when_the_replica_moves_on_or_the_clock_runs_out() {
+        use crate::presence::LIVE_PREVIEW_TTL_MS;
+        use crate::wire::{EditPreview, EditPreviewOf, Preview, PreviewOf, PreviewTransform};
+        let mut c = joined();
+        let e = c.next_entity_id(0).unwrap();
+        let entries = c
+            .sign(vec![
+                Command::Spawn {
+                    entity: e,
+                    primitive: Primitive::Cube,
+                    transform: Transform::IDENTITY,
+                },
+                Command::Translate {
+                    entity: e,
+                    delta: glam::Vec3::X,
+                },
+                Command::Mirror {
+                    entity: e,
+                    axis: crate::editmesh::Axis::X,
+                    weld: true,
+                },
+            ])
+            .unwrap();
+        let deliver = |c: &mut ClientConnection<Ed25519Signer>, i: usize| {
+            c.handle(&ServerMsg::Entries(Entries {
+                entries: vec![entries[i].clone()],
+            }));
+        };
+        deliver(&mut c, 0);
+        let them = AuthorId(2);
+        let drag = ServerMsg::Preview(PreviewOf {
+            author: them,
+            preview: Preview {
+                seq: 1,
+                entity: e,
+                transform: Some(PreviewTransform::quantize(&Transform {
+                    translation: glam::Vec3::Y,
+                    ..Transform::IDENTITY
+                })),
+            },
+        });
+        let gesture = ServerMsg::EditPreview(EditPreviewOf {
+            author: them,
+            preview: EditPreview {
+                seq: 2,
+                entity: e,
+                command: Some(Command::MoveVertices {
+                    entity: e,
+                    moves: vec![],
+                }),
+            },
+        });
+        c.tick(1_000);
+        c.handle(&drag);
+        c.handle(&gesture);
+        assert_eq!(c.take_live_changes(), vec![e]);
+        assert_eq!(
+            c.live().transform(e).map(|p| p.value.translation),
+            Some(glam::Vec3::Y)
+        );
+        // A move lands: the drag preview is over; the mesh gesture is not (the mesh is as it was).
+        deliver(&mut c, 1);
+        assert!(c.live().transform(e).is_none());
+        assert!(c.live().edit(e).is_some());
+        assert_eq!(c.take_live_changes(), vec![e]);
+        // The mesh changes: so is the gesture.
+        deliver(&mut c, 2);
+        assert!(c.live().edit(e).is_none());
+        // A preview nobody updates goes with the clock.
+        c.handle(&drag);
+        c.tick(1_000 + LIVE_PREVIEW_TTL_MS);
+        assert!(c.live().transform(e).is_some());
+        c.tick(1_001 + LIVE_PREVIEW_TTL_MS);
+        assert!(c.live().transform(e).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The client rules of presence and live previews that every client needs the same way (the
 //! browser through wasm, the Quest app natively): quantizing poses and transforms for the
-//! unreliable lane and back, and each author's colour. Pure functions; no clock.
+//! unreliable lane and back, each author's colour, and what to show of others' drags in
+//! progress ([`LivePreviews`]). No clock: time comes in as milliseconds from the caller.
 
 #![allow(
     clippy::cast_possible_truncation,
@@ -9,11 +10,15 @@
     reason = "every value is clamped to the wire's range before a cast; NaN maps to a default"
 )]
 
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+
 use glam::{Quat, Vec3};
 
-use crate::command::Transform;
-use crate::ids::AuthorId;
-use crate::wire::{Pose, PreviewTransform};
+use crate::command::{Command, Transform};
+use crate::ids::{AuthorId, EntityId};
+use crate::scene::Scene;
+use crate::wire::{Pose, PreviewTransform, ServerMsg};
 
 fn mm(metres: f32) -> i32 {
     let v = (metres * 1000.0).round();
@@ -130,6 +135,224 @@ pub fn author_color(author: AuthorId) -> [f32; 3] {
     [linear(r), linear(g), linear(b)]
 }
 
+/// How long another member's live preview shows without an update: a preview whose release was
+/// lost (or whose author went quiet) goes after this many milliseconds. Draggers repeat a preview
+/// held still at least twice as often.
+pub const LIVE_PREVIEW_TTL_MS: u64 = 1000;
+
+/// Another member's drag in progress, as this client shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Live<T> {
+    /// Whose drag.
+    pub author: AuthorId,
+    /// What it shows now: the entity's transform, or the mesh command the gesture would commit.
+    pub value: T,
+    /// Moves on with every change of `value` (renderers key their caches by it).
+    pub serial: u64,
+    /// When the last update (or the release) came, in the caller's milliseconds.
+    at_ms: u64,
+}
+
+/// What the committed scene held when a preview began; once it no longer does, the preview is
+/// over (its commit landed, or someone else's did).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Base {
+    Transform(Transform),
+    /// The entity's mesh revision (`ClientConnection::revision`).
+    Revision(u64),
+}
+
+/// Others' live previews (transform drags and mesh-edit gestures), by entity: the one rule both
+/// clients show them by. A preview starts and moves with each update; its release (`None`) keeps
+/// the last state until the committed result lands in the replica, so the entity never jumps
+/// back in between. It ends when the entity's committed state moves on from what it was when the
+/// preview began, when the entity goes, when its author leaves, or [`LIVE_PREVIEW_TTL_MS`] after
+/// its last update. Previews never touch the replica; one's own relayed previews are ignored.
+#[derive(Clone, Debug, Default)]
+pub struct LivePreviews {
+    transforms: BTreeMap<EntityId, (Live<Transform>, Base)>,
+    edits: BTreeMap<EntityId, (Live<Command>, Base)>,
+    serial: u64,
+    changed: BTreeSet<EntityId>,
+}
+
+impl LivePreviews {
+    /// No previews.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes a server message: a relayed preview from another member (`me` is this client's
+    /// author) or a member's departure. `scene` is the replica, `revision` gives an entity's mesh
+    /// revision, `now_ms` the time it arrived.
+    pub fn receive(
+        &mut self,
+        msg: &ServerMsg,
+        me: Option<AuthorId>,
+        scene: &Scene,
+        revision: impl Fn(EntityId) -> u64,
+        now_ms: u64,
+    ) {
+        match msg {
+            ServerMsg::Preview(p) if Some(p.author) != me => {
+                let committed = scene.entities.get(&p.preview.entity).map(|e| e.transform);
+                let value = p.preview.transform.map(|t| t.transform());
+                self.update(
+                    p.author,
+                    p.preview.entity,
+                    committed.map(Base::Transform),
+                    value,
+                    now_ms,
+                );
+            }
+            ServerMsg::EditPreview(p) if Some(p.author) != me => {
+                let entity = p.preview.entity;
+                let base = scene
+                    .entities
+                    .contains_key(&entity)
+                    .then(|| Base::Revision(revision(entity)));
+                self.update(p.author, entity, base, p.preview.command.clone(), now_ms);
+            }
+            ServerMsg::Left(l) => {
+                retain(&mut self.transforms, &mut self.changed, |_, p, _| {
+                    p.author != l.author
+                });
+                retain(&mut self.edits, &mut self.changed, |_, p, _| {
+                    p.author != l.author
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn update<T>(
+        &mut self,
+        author: AuthorId,
+        entity: EntityId,
+        base: Option<Base>,
+        value: Option<T>,
+        now_ms: u64,
+    ) where
+        Self: Slot<T>,
+    {
+        let serial = self.serial.saturating_add(1);
+        let map = <Self as Slot<T>>::slot(self);
+        match (base, value) {
+            // The entity is not (or no longer) in the replica: nothing to show it on.
+            (None, _) => {
+                if map.remove(&entity).is_none() {
+                    return;
+                }
+            }
+            (Some(base), Some(value)) => {
+                // A preview keeps the base it began with (an update is not a new drag).
+                let base = map.get(&entity).map_or(base, |(_, b)| *b);
+                map.insert(
+                    entity,
+                    (
+                        Live {
+                            author,
+                            value,
+                            serial,
+                            at_ms: now_ms,
+                        },
+                        base,
+                    ),
+                );
+                self.serial = serial;
+            }
+            // Released: the last state stays until the commit lands (or the time runs out).
+            (Some(_), None) => {
+                if let Some((p, _)) = map.get_mut(&entity) {
+                    p.at_ms = now_ms;
+                }
+                return;
+            }
+        }
+        self.changed.insert(entity);
+    }
+
+    /// Drops the previews that are over at `now_ms`: the committed state in `scene` moved on
+    /// (see [`LivePreviews`]), the entity went, or the preview went stale. Call it after the
+    /// replica changed and now and then (every frame, or a few times a second).
+    pub fn settle(&mut self, scene: &Scene, revision: impl Fn(EntityId) -> u64, now_ms: u64) {
+        let holds = |e: &EntityId, base: &Base, at_ms: u64| {
+            now_ms.saturating_sub(at_ms) <= LIVE_PREVIEW_TTL_MS
+                && scene.entities.get(e).is_some_and(|entity| match base {
+                    Base::Transform(t) => entity.transform == *t,
+                    Base::Revision(r) => revision(*e) == *r,
+                })
+        };
+        retain(&mut self.transforms, &mut self.changed, |e, p, base| {
+            holds(e, base, p.at_ms)
+        });
+        retain(&mut self.edits, &mut self.changed, |e, p, base| {
+            holds(e, base, p.at_ms)
+        });
+    }
+
+    /// The transform another member is dragging `entity` to, if any.
+    #[must_use]
+    pub fn transform(&self, entity: EntityId) -> Option<&Live<Transform>> {
+        self.transforms.get(&entity).map(|(p, _)| p)
+    }
+
+    /// The mesh command another member's gesture on `entity` would commit now, if any (run it
+    /// on a copy with [`Scene::preview`] to show it).
+    #[must_use]
+    pub fn edit(&self, entity: EntityId) -> Option<&Live<Command>> {
+        self.edits.get(&entity).map(|(p, _)| p)
+    }
+
+    /// Every transform preview shown now, by entity.
+    pub fn transforms(&self) -> impl Iterator<Item = (EntityId, &Live<Transform>)> {
+        self.transforms.iter().map(|(e, (p, _))| (*e, p))
+    }
+
+    /// Every mesh-edit preview shown now, by entity.
+    pub fn edits(&self) -> impl Iterator<Item = (EntityId, &Live<Command>)> {
+        self.edits.iter().map(|(e, (p, _))| (*e, p))
+    }
+
+    /// The entities whose shown preview started, moved or ended since the last call.
+    pub fn take_changed(&mut self) -> Vec<EntityId> {
+        core::mem::take(&mut self.changed).into_iter().collect()
+    }
+}
+
+/// Keeps the previews `keep` holds, noting the entities of those dropped in `changed`.
+fn retain<T>(
+    map: &mut BTreeMap<EntityId, (Live<T>, Base)>,
+    changed: &mut BTreeSet<EntityId>,
+    keep: impl Fn(&EntityId, &Live<T>, &Base) -> bool,
+) {
+    map.retain(|e, (p, base)| {
+        let kept = keep(e, p, base);
+        if !kept {
+            changed.insert(*e);
+        }
+        kept
+    });
+}
+
+/// The map of previews of one kind (so [`LivePreviews::update`] is written once).
+trait Slot<T> {
+    fn slot(&mut self) -> &mut BTreeMap<EntityId, (Live<T>, Base)>;
+}
+
+impl Slot<Transform> for LivePreviews {
+    fn slot(&mut self) -> &mut BTreeMap<EntityId, (Live<Transform>, Base)> {
+        &mut self.transforms
+    }
+}
+
+impl Slot<Command> for LivePreviews {
+    fn slot(&mut self) -> &mut BTreeMap<EntityId, (Live<Command>, Base)> {
+        &mut self.edits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +398,167 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 8);
+    }
+
+    mod live {
+        use alloc::vec;
+
+        use super::super::*;
+        use crate::command::Primitive;
+        use crate::ids::CommandId;
+        use crate::wire::{EditPreview, EditPreviewOf, Left, Preview, PreviewOf};
+
+        const ME: AuthorId = AuthorId(1);
+        const THEM: AuthorId = AuthorId(2);
+
+        fn at(x: f32) -> Transform {
+            Transform {
+                translation: Vec3::new(x, 0.0, 0.0),
+                ..Transform::IDENTITY
+            }
+        }
+
+        fn scene_with(entity: EntityId) -> Scene {
+            let mut s = Scene::new();
+            s.apply(
+                CommandId {
+                    lamport: 1,
+                    author: ME,
+                },
+                ME,
+                &Command::Spawn {
+                    entity,
+                    primitive: Primitive::Cube,
+                    transform: at(0.0),
+                },
+            );
+            s
+        }
+
+        fn drag(author: AuthorId, entity: EntityId, to: Option<f32>) -> ServerMsg {
+            ServerMsg::Preview(PreviewOf {
+                author,
+                preview: Preview {
+                    seq: 1,
+                    entity,
+                    transform: to.map(|x| PreviewTransform::quantize(&at(x))),
+                },
+            })
+        }
+
+        fn gesture(author: AuthorId, entity: EntityId, on: bool) -> ServerMsg {
+            ServerMsg::EditPreview(EditPreviewOf {
+                author,
+                preview: EditPreview {
+                    seq: 1,
+                    entity,
+                    command: on.then(|| Command::MoveVertices {
+                        entity,
+                        moves: vec![],
+                    }),
+                },
+            })
+        }
+
+        fn shown_x(live: &LivePreviews, e: EntityId) -> Option<f32> {
+            live.transform(e).map(|p| p.value.translation.x)
+        }
+
+        #[test]
+        fn a_drag_shows_moves_and_stays_after_release_until_its_commit_lands() {
+            let e = EntityId::new(ME, 1);
+            let mut scene = scene_with(e);
+            let rev = |_| 0;
+            let mut live = LivePreviews::new();
+            live.receive(&drag(THEM, e, Some(1.0)), Some(ME), &scene, rev, 0);
+            assert_eq!(shown_x(&live, e), Some(1.0));
+            let first = live.transform(e).unwrap().serial;
+            assert_eq!(live.take_changed(), vec![e]);
+            live.receive(&drag(THEM, e, Some(2.0)), Some(ME), &scene, rev, 100);
+            assert_eq!(shown_x(&live, e), Some(2.0));
+            assert!(live.transform(e).unwrap().serial > first);
+            assert_eq!(live.transform(e).unwrap().author, THEM);
+            assert_eq!(live.take_changed(), vec![e]);
+            // Released: the last place stays (no jump back) while the commit is on its way,
+            // and a release is not a change to draw.
+            live.receive(&drag(THEM, e, None), Some(ME), &scene, rev, 200);
+            assert!(live.take_changed().is_empty());
+            live.settle(&scene, rev, 900);
+            assert_eq!(shown_x(&live, e), Some(2.0));
+            assert!(live.take_changed().is_empty());
+            // The commit lands: the replica shows it now, the preview is over.
+            scene.apply(
+                CommandId {
+                    lamport: 2,
+                    author: THEM,
+                },
+                THEM,
+                &Command::SetTransform {
+                    entity: e,
+                    transform: at(2.0),
+                },
+            );
+            live.settle(&scene, rev, 950);
+            assert_eq!(shown_x(&live, e), None);
+            assert_eq!(live.take_changed(), vec![e]);
+        }
+
+        #[test]
+        fn a_preview_goes_when_it_goes_quiet_its_entity_goes_or_its_author_leaves() {
+            let e = EntityId::new(ME, 1);
+            let scene = scene_with(e);
+            let rev = |_| 0;
+            let mut live = LivePreviews::new();
+            live.receive(&drag(THEM, e, Some(1.0)), Some(ME), &scene, rev, 0);
+            // A release refreshes the clock too.
+            live.receive(&drag(THEM, e, None), Some(ME), &scene, rev, 500);
+            live.settle(&scene, rev, 500 + LIVE_PREVIEW_TTL_MS);
+            assert_eq!(shown_x(&live, e), Some(1.0));
+            live.settle(&scene, rev, 501 + LIVE_PREVIEW_TTL_MS);
+            assert_eq!(shown_x(&live, e), None, "a lost release times out");
+
+            live.receive(&drag(THEM, e, Some(1.0)), Some(ME), &scene, rev, 0);
+            live.settle(&Scene::new(), rev, 0);
+            assert_eq!(shown_x(&live, e), None, "its entity went");
+            live.receive(&drag(THEM, e, Some(1.0)), Some(ME), &Scene::new(), rev, 0);
+            assert_eq!(shown_x(&live, e), None, "nothing to show it on");
+
+            live.receive(&drag(THEM, e, Some(1.0)), Some(ME), &scene, rev, 0);
+            live.receive(&gesture(THEM, e, true), Some(ME), &scene, rev, 0);
+            live.take_changed();
+            live.receive(
+                &ServerMsg::Left(Left { author: THEM }),
+                Some(ME),
+                &scene,
+                rev,
+                0,
+            );
+            assert!(live.transform(e).is_none() && live.edit(e).is_none());
+            assert_eq!(live.take_changed(), vec![e]);
+
+            // One's own previews come back relayed only by mistake: never shown.
+            live.receive(&drag(ME, e, Some(1.0)), Some(ME), &scene, rev, 0);
+            live.receive(&gesture(ME, e, true), Some(ME), &scene, rev, 0);
+            assert_eq!(live.transforms().count() + live.edits().count(), 0);
+        }
+
+        #[test]
+        fn a_mesh_gesture_shows_until_the_mesh_moves_on() {
+            let e = EntityId::new(ME, 1);
+            let scene = scene_with(e);
+            let mut revision = 4;
+            let mut live = LivePreviews::new();
+            live.receive(&gesture(THEM, e, true), Some(ME), &scene, |_| revision, 0);
+            assert!(matches!(
+                live.edit(e).map(|p| &p.value),
+                Some(Command::MoveVertices { .. })
+            ));
+            live.receive(&gesture(THEM, e, false), Some(ME), &scene, |_| revision, 10);
+            live.settle(&scene, |_| revision, 20);
+            assert!(live.edit(e).is_some(), "released, its commit not in yet");
+            revision = 5;
+            live.settle(&scene, |_| revision, 30);
+            assert!(live.edit(e).is_none(), "the committed mesh landed");
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! Commands cross the boundary as JSON in serde's shape of `meshwork_protocol::Command`, e.g.
 //! `{"Translate":{"entity":4294967297,"delta":[0.1,0,0]}}`.
 
-use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase};
+use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase, Pending};
 use meshwork_protocol::codec::{encode_frame, to_frame};
+use meshwork_protocol::command::Transform;
 use meshwork_protocol::replica::{Replica, ReplicaEvent};
 use meshwork_protocol::scene::Geometry;
 use meshwork_protocol::wire::{
@@ -33,6 +34,9 @@ pub struct Connection {
     presence_seq: u32,
     /// The last edit preview (`preview_edit`), triangulated.
     preview: Option<meshwork_protocol::mesh::RenderMesh>,
+    /// This user's released drags, shown until the server acknowledged their entries and the
+    /// replica applied them (or refused one): by sequence number, never by position.
+    held: Pending<(EntityId, Transform)>,
     /// The last triangulation handed out: (entity, geometry revision, triangles).
     triangulated:
         std::cell::RefCell<Option<(EntityId, String, meshwork_protocol::mesh::RenderMesh)>>,
@@ -64,6 +68,7 @@ impl Connection {
             extra: Vec::new(),
             presence_seq: 0,
             preview: None,
+            held: Pending::new(),
             triangulated: std::cell::RefCell::new(None),
         })
     }
@@ -120,10 +125,17 @@ impl Connection {
     fn handle(&mut self, msg: &ServerMsg, events: &mut Vec<Value>) {
         let before = self.inner.replica().scene().position;
         match msg {
-            ServerMsg::Ack(a) => events.push(json!({"type": "ack", "seq": a.seq})),
-            ServerMsg::CommandRefused(r) => events.push(json!({
-                "type": "refused", "seq": r.seq, "code": r.code.as_str(), "message": r.message,
-            })),
+            ServerMsg::Ack(a) => {
+                self.held.acked(a.seq);
+                events.push(json!({"type": "ack", "seq": a.seq}));
+            }
+            ServerMsg::CommandRefused(r) => {
+                // A refused drag snaps back to what the server holds.
+                let _ = self.held.refused(r.seq);
+                events.push(json!({
+                    "type": "refused", "seq": r.seq, "code": r.code.as_str(), "message": r.message,
+                }));
+            }
             ServerMsg::Pong(p) => events.push(json!({"type": "pong", "nonce": p.nonce})),
             ServerMsg::Presence(p) => events.push(json!({
                 "type": "presence",
@@ -132,30 +144,11 @@ impl Connection {
                 "cursor": p.presence.cursor.map(pose_json),
             })),
             ServerMsg::Left(l) => events.push(json!({"type": "left", "author": l.author.0})),
-            ServerMsg::Preview(p) => events.push(json!({
-                "type": "preview",
-                "author": p.author.0,
-                "entity": p.preview.entity.0,
-                "transform": p.preview.transform.map(|t| {
-                    let t = t.transform();
-                    json!({
-                        "translation": t.translation.to_array(),
-                        "rotation": t.rotation.to_array(),
-                        "scale": t.scale.to_array(),
-                    })
-                }),
-            })),
             ServerMsg::ElementSelection(s) => events.push(json!({
                 "type": "element_selection",
                 "author": s.author.0,
                 "entity": s.selection.entity.map(|e| e.0),
                 "elements": s.selection.elements,
-            })),
-            ServerMsg::EditPreview(p) => events.push(json!({
-                "type": "edit_preview",
-                "author": p.author.0,
-                "entity": p.preview.entity.0,
-                "command": p.preview.command.as_ref().and_then(|c| serde_json::to_value(c).ok()),
             })),
             ServerMsg::Close(c) => events.push(json!({
                 "type": "closed", "reason": format!("{:?}", c.reason), "message": c.message,
@@ -178,8 +171,101 @@ impl Connection {
         if self.inner.replica().scene().position != before
             || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
         {
+            // Acknowledged drags are in the replica now.
+            let _ = self.held.take_settled();
             events.push(json!({"type": "changed"}));
         }
+        let live = self.take_live();
+        if !live.is_empty() {
+            events.push(json!({"type": "live", "entities": live}));
+        }
+    }
+
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    fn take_live(&mut self) -> Vec<f64> {
+        self.inner
+            .take_live_changes()
+            .iter()
+            .map(|e| e.0 as f64)
+            .collect()
+    }
+
+    /// The page's clock (`Date.now()`) moved on: others' live previews that went stale end.
+    /// Returns the entities whose preview ended (draw them again). Call it a few times a second.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "Date.now() is a positive integer far below 2^53"
+    )]
+    pub fn tick(&mut self, now_ms: f64) -> Vec<f64> {
+        self.inner.tick(now_ms.max(0.0) as u64);
+        self.take_live()
+    }
+
+    /// Others' drags in progress (see `meshwork_protocol::presence::LivePreviews`), as JSON:
+    /// `{transforms: [{entity, author, transform}], edits: [{entity, author, serial}]}`; an
+    /// edit's result comes from [`Self::preview_live_edit`], redone when its `serial` moves on.
+    #[must_use]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "ids and serials stay far below 2^53"
+    )]
+    pub fn live_json(&self) -> String {
+        let live = self.inner.live();
+        json!({
+            "transforms": live.transforms().map(|(e, p)| json!({
+                "entity": e.0 as f64, "author": p.author.0, "transform": p.value,
+            })).collect::<Vec<_>>(),
+            "edits": live.edits().map(|(e, p)| json!({
+                "entity": e.0 as f64, "author": p.author.0, "serial": p.serial as f64,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// Runs another member's live mesh edit of entity `id` on a copy (as [`Self::preview_edit`]
+    /// does for one's own): `false` when there is none or it would be refused here.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "ids come from live_json, exact below 2^53"
+    )]
+    pub fn preview_live_edit(&mut self, id: f64) -> bool {
+        let live = self.inner.live().edit(EntityId(id as u64));
+        self.preview =
+            live.and_then(|p| preview_of(self.inner.replica().scene(), Some(p.author), &p.value));
+        self.preview.is_some()
+    }
+
+    /// A released drag of entity `id` to `transform` (JSON) whose entries `seqs` were just
+    /// submitted: shown instead of the replica until they are acknowledged and applied, or one
+    /// is refused.
+    ///
+    /// # Errors
+    /// JSON that is not a transform.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "ids and sequence numbers come from this package, exact below 2^53"
+    )]
+    pub fn hold(&mut self, id: f64, transform: &str, seqs: &[f64]) -> Result<(), JsError> {
+        let t: Transform = serde_json::from_str(transform).map_err(err)?;
+        self.held
+            .submitted(seqs.iter().map(|s| *s as u64), (EntityId(id as u64), t));
+        Ok(())
+    }
+
+    /// The released drags still shown (see [`Self::hold`]), newest last, as JSON
+    /// `[{entity, transform}]`.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
+    pub fn held_json(&self) -> String {
+        let held: Vec<Value> = self
+            .held
+            .iter()
+            .map(|(e, t)| json!({"entity": e.0 as f64, "transform": t}))
+            .collect();
+        Value::Array(held).to_string()
     }
 
     /// What changed since the last call: `{all, entities: [id]}` (`all` after a snapshot: read
@@ -320,7 +406,7 @@ impl Connection {
     ) -> Result<Vec<u8>, JsError> {
         self.presence_seq = self.presence_seq.wrapping_add(1);
         let transform = translation.as_deref().map(|t| {
-            PreviewTransform::quantize(&meshwork_protocol::command::Transform {
+            PreviewTransform::quantize(&Transform {
                 translation: vec3(Some(t), 0.0),
                 rotation: quat(rotation.as_deref()),
                 scale: vec3(scale.as_deref(), 1.0),
@@ -753,8 +839,8 @@ impl Connection {
 /// JSON that is not a transform.
 #[wasm_bindgen]
 pub fn transform_commands(entity: f64, from: &str, to: &str) -> Result<String, JsError> {
-    let from: meshwork_protocol::command::Transform = serde_json::from_str(from).map_err(err)?;
-    let to: meshwork_protocol::command::Transform = serde_json::from_str(to).map_err(err)?;
+    let from: Transform = serde_json::from_str(from).map_err(err)?;
+    let to: Transform = serde_json::from_str(to).map_err(err)?;
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -937,5 +1023,147 @@ mod tests {
             )],
         };
         assert!(preview_of(&scene, Some(a), &bad).is_none());
+    }
+
+    /// A joined connection on an empty scene, and a way to play the server's part.
+    fn joined() -> Connection {
+        use meshwork_protocol::registry::Role;
+        use meshwork_protocol::wire::{Challenge, Invite, InviteBody, Welcome};
+        use meshwork_protocol::{AuthorId, Domain, SessionId};
+        let session = SessionId([3; 16]);
+        let server = Ed25519Signer::from_seed([9; 32]);
+        let invite = Invite::mint(
+            &InviteBody {
+                domain: Domain::Invite,
+                session,
+                role: Role::Editor,
+                expires_at_ms: u64::MAX,
+                invite_id: [1; 16],
+            },
+            &server,
+        )
+        .unwrap();
+        let ticket = JoinTicket {
+            quic_addr: "127.0.0.1:1".into(),
+            cert_sha256: [0; 32],
+            invite,
+        };
+        let mut c = Connection::new(&[1; 32], &ticket.to_text()).unwrap();
+        let mut events = Vec::new();
+        c.handle(
+            &ServerMsg::Challenge(Challenge {
+                nonce: [0; 32],
+                server_build_id: "test".into(),
+            }),
+            &mut events,
+        );
+        c.handle(
+            &ServerMsg::Welcome(Welcome {
+                session,
+                author: AuthorId(1),
+                role: Role::Editor,
+                next_seq: 1,
+                log_position: 0,
+            }),
+            &mut events,
+        );
+        let (manifest, chunks) =
+            meshwork_protocol::replica::snapshot(&meshwork_protocol::scene::Scene::new());
+        c.handle(&ServerMsg::Snapshot(manifest), &mut events);
+        for chunk in chunks {
+            c.handle(&ServerMsg::SnapshotChunk(chunk), &mut events);
+        }
+        assert!(c.synced());
+        c
+    }
+
+    /// The entries `c` submitted since the last call, as the server would echo them.
+    fn sent(c: &mut Connection) -> Vec<meshwork_protocol::SignedEntry> {
+        let mut out = Vec::new();
+        while let Some(m) = c.inner.poll_transmit() {
+            if let ClientMsg::Submit(s) = m {
+                out.extend(s.entries);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_held_drag_settles_by_its_own_entries_not_by_an_earlier_ack() {
+        use meshwork_protocol::wire::{Ack, CommandRefused, Entries, RefusalCode};
+        use meshwork_protocol::{AuthorId, CommandId};
+        let mut c = joined();
+        let mut events = Vec::new();
+        let id = c.inner.next_entity_id(0).unwrap();
+        #[allow(clippy::cast_precision_loss, reason = "a small id")]
+        let idf = id.0 as f64;
+        // A spawn and its selection, then (before any answer) a drag of the new entity.
+        let spawn = json!([{"Spawn": {"entity": id.0, "primitive": "Cube",
+            "transform": {"translation": [0, 0, 0], "rotation": [0, 0, 0, 1], "scale": [1, 1, 1]}}},
+            {"Select": {"entities": [id.0]}}]);
+        assert_eq!(
+            c.submit_batch_json(&spawn.to_string()).unwrap(),
+            vec![1.0, 2.0]
+        );
+        let drag = json!([{"Translate": {"entity": id.0, "delta": [2, 0, 0]}}]);
+        let seqs = c.submit_batch_json(&drag.to_string()).unwrap();
+        assert_eq!(seqs, vec![3.0]);
+        let to = r#"{"translation":[2,0,0],"rotation":[0,0,0,1],"scale":[1,1,1]}"#;
+        c.hold(idf, to, &seqs).unwrap();
+        let held = |c: &Connection| -> Vec<f64> {
+            serde_json::from_str::<Vec<Value>>(&c.held_json())
+                .unwrap()
+                .iter()
+                .map(|h| h["entity"].as_f64().unwrap())
+                .collect()
+        };
+        let entries = sent(&mut c);
+        let ack = |seq: u64, lamport: u64| {
+            ServerMsg::Ack(Ack {
+                seq,
+                id: CommandId {
+                    lamport,
+                    author: AuthorId(1),
+                },
+            })
+        };
+        // The spawn and the selection are acknowledged and applied: the drag still shows.
+        c.handle(&ack(1, 1), &mut events);
+        c.handle(&ack(2, 2), &mut events);
+        c.handle(
+            &ServerMsg::Entries(Entries {
+                entries: entries[..2].to_vec(),
+            }),
+            &mut events,
+        );
+        assert_eq!(held(&c), vec![idf], "settled by another submission's ack");
+        // Its own ack and entry: now the replica shows it.
+        c.handle(&ack(3, 3), &mut events);
+        c.handle(
+            &ServerMsg::Entries(Entries {
+                entries: entries[2..].to_vec(),
+            }),
+            &mut events,
+        );
+        assert!(held(&c).is_empty());
+        // A refused drag snaps back at once.
+        let seqs = c.submit_batch_json(&drag.to_string()).unwrap();
+        c.hold(idf, to, &seqs).unwrap();
+        assert_eq!(held(&c), vec![idf]);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a small seq"
+        )]
+        let seq = seqs[0] as u64;
+        c.handle(
+            &ServerMsg::CommandRefused(CommandRefused {
+                seq,
+                code: RefusalCode::Conflict,
+                message: "no".into(),
+            }),
+            &mut events,
+        );
+        assert!(held(&c).is_empty());
     }
 }
