@@ -1575,21 +1575,25 @@ mod edit_preview_tests {
             .geometry
             .edit_mesh(app.conn.replica().scene().entities[&cube].spawned_by);
         let face = *mesh.faces().keys().next().unwrap_or_else(|| unreachable!());
-        let extrude = Command::ExtrudeFaces {
-            entity: cube,
-            faces: vec![face],
-            direction: meshwork_protocol::command::ExtrudeDirection::Normal { distance_m: 0.5 },
-            snap_m: None,
+        let pull = |app: &mut App, seq: u32, distance_m: f32| {
+            app.receive(&ServerMsg::EditPreview(EditPreviewOf {
+                author: AuthorId(2),
+                preview: EditPreview {
+                    seq,
+                    entity: cube,
+                    command: Some(Command::ExtrudeFaces {
+                        entity: cube,
+                        faces: vec![face],
+                        direction: meshwork_protocol::command::ExtrudeDirection::Normal {
+                            distance_m,
+                        },
+                        snap_m: None,
+                    }),
+                },
+            }));
+            app.entity_draws()
         };
-        app.receive(&ServerMsg::EditPreview(EditPreviewOf {
-            author: AuthorId(2),
-            preview: EditPreview {
-                seq: 1,
-                entity: cube,
-                command: Some(extrude),
-            },
-        }));
-        let draws = app.entity_draws();
+        let draws = pull(&mut app, 1, 0.5);
         assert_eq!(
             draws[0].mesh.2.len() / 3,
             20,
@@ -1598,21 +1602,7 @@ mod edit_preview_tests {
         assert_eq!(draws[0].color, author_color(AuthorId(2)));
         // The gesture moves on: a new result under a new geometry key (the renderer keeps
         // uploaded meshes by key, so an old key would show the first result for good).
-        let further = Command::ExtrudeFaces {
-            entity: cube,
-            faces: vec![face],
-            direction: meshwork_protocol::command::ExtrudeDirection::Normal { distance_m: 0.9 },
-            snap_m: None,
-        };
-        app.receive(&ServerMsg::EditPreview(EditPreviewOf {
-            author: AuthorId(2),
-            preview: EditPreview {
-                seq: 2,
-                entity: cube,
-                command: Some(further),
-            },
-        }));
-        let moved = app.entity_draws();
+        let moved = pull(&mut app, 2, 0.9);
         assert_ne!(moved[0].key, draws[0].key);
         assert_ne!(moved[0].mesh.0, draws[0].mesh.0);
         let input = FrameInput {

@@ -529,11 +529,11 @@ mod tests {
         c
     }
 
-    #[test]
-    fn changes_and_mesh_revisions_follow_what_was_applied() {
-        let mut c = joined();
-        assert!(c.take_changes().all, "a snapshot changes everything");
-        assert_eq!(c.take_changes(), Changes::default(), "taken");
+    /// Signs a cube's spawn, a move of it along +X and `then` (of the cube), undelivered.
+    fn cube_then(
+        c: &mut ClientConnection<Ed25519Signer>,
+        then: impl Fn(EntityId) -> Command,
+    ) -> (EntityId, Vec<SignedEntry>) {
         let e = c.next_entity_id(0).unwrap();
         let entries = c
             .sign(vec![
@@ -546,9 +546,18 @@ mod tests {
                     entity: e,
                     delta: glam::Vec3::X,
                 },
-                Command::Despawn { entity: e },
+                then(e),
             ])
             .unwrap();
+        (e, entries)
+    }
+
+    #[test]
+    fn changes_and_mesh_revisions_follow_what_was_applied() {
+        let mut c = joined();
+        assert!(c.take_changes().all, "a snapshot changes everything");
+        assert_eq!(c.take_changes(), Changes::default(), "taken");
+        let (e, entries) = cube_then(&mut c, |e| Command::Despawn { entity: e });
         let deliver = |c: &mut ClientConnection<Ed25519Signer>, i: usize| {
             c.handle(&ServerMsg::Entries(Entries {
                 entries: vec![entries[i].clone()],
@@ -571,25 +580,11 @@ mod tests {
         use crate::presence::LIVE_PREVIEW_TTL_MS;
         use crate::wire::{EditPreview, EditPreviewOf, Preview, PreviewOf, PreviewTransform};
         let mut c = joined();
-        let e = c.next_entity_id(0).unwrap();
-        let entries = c
-            .sign(vec![
-                Command::Spawn {
-                    entity: e,
-                    primitive: Primitive::Cube,
-                    transform: Transform::IDENTITY,
-                },
-                Command::Translate {
-                    entity: e,
-                    delta: glam::Vec3::X,
-                },
-                Command::Mirror {
-                    entity: e,
-                    axis: crate::editmesh::Axis::X,
-                    weld: true,
-                },
-            ])
-            .unwrap();
+        let (e, entries) = cube_then(&mut c, |e| Command::Mirror {
+            entity: e,
+            axis: crate::editmesh::Axis::X,
+            weld: true,
+        });
         let deliver = |c: &mut ClientConnection<Ed25519Signer>, i: usize| {
             c.handle(&ServerMsg::Entries(Entries {
                 entries: vec![entries[i].clone()],
