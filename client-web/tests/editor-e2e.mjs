@@ -299,6 +299,35 @@ try {
   const picked = await edit(A.page);
   check('a click selects the top face', picked.elementMode === 'face' && picked.selection.length === 1, JSON.stringify(picked));
   const trianglesBefore = await C.page.evaluate(() => window.meshwork.triangles());
+  // B (watching, in object mode) counts pixels by hue on its canvas: the cube's red, and A's
+  // colour, in which B draws A's live extrude.
+  const aHue = Math.round(((await state(A.page)).author * 137.508) % 360);
+  const bPixels = async (name) => {
+    const shot = await B.page.locator('[data-testid=viewport]').screenshot({ path: join(artifacts, `${name}.png`) });
+    return B.page.evaluate(async ([b64, hueA]) => {
+      const img = new Image();
+      img.src = `data:image/png;base64,${b64}`;
+      await img.decode();
+      const c = new OffscreenCanvas(img.width, img.height);
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const d = g.getImageData(0, 0, img.width, img.height).data;
+      let red = 0;
+      let authorA = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
+        if (r > 120 && r > 2 * gr && r > 2 * b) red += 1;
+        const max = Math.max(r, gr, b);
+        const min = Math.min(r, gr, b);
+        if (max < 60 || max - min < 0.3 * max) continue;
+        let hue = max === r ? ((gr - b) / (max - min)) % 6 : max === gr ? (b - r) / (max - min) + 2 : (r - gr) / (max - min) + 4;
+        hue = (hue * 60 + 360) % 360;
+        if (Math.min(Math.abs(hue - hueA), 360 - Math.abs(hue - hueA)) < 20) authorA += 1;
+      }
+      return { red, authorA };
+    }, [shot.toString('base64'), aHue]);
+  };
+  const bBefore = await bPixels('extrude-before-b');
   await A.page.locator('body').press('e');
   await A.page.mouse.move(fx, fy - 90, { steps: 9 });
   check('E starts an extrude that follows the mouse', (await edit(A.page)).extruding === true);
@@ -307,6 +336,14 @@ try {
     .waitForFunction((id) => window.meshwork.remoteEdits().includes(Number(id)), cube, { timeout: 1000 })
     .then(() => true, () => false);
   check("C sees A's extrude preview before A releases", previewSeen, JSON.stringify(await C.page.evaluate(() => window.meshwork.remoteEdits())));
+  // B's pixels: the cube is drawn in A's colour while A drags (B's canvas, before the release).
+  let bDuring = await bPixels('extrude-preview-b');
+  for (const end = performance.now() + 3000; bDuring.authorA < bBefore.authorA + 500 && performance.now() < end; ) {
+    bDuring = await bPixels('extrude-preview-b');
+  }
+  check("B's canvas shows A's extrude in A's colour before A releases", bDuring.authorA >= bBefore.authorA + 500,
+    `A's colour ${bBefore.authorA} -> ${bDuring.authorA} px, red ${bBefore.red} -> ${bDuring.red} px`);
+  report.extrudePreviewPixelsAtB = { before: bBefore, during: bDuring };
   await C.page.screenshot({ path: join(artifacts, 'extrude-preview-c.png') });
   await A.page.screenshot({ path: join(artifacts, 'extrude-preview-a.png') });
   // Meanwhile C edits the same cube: a bottom corner (not part of A's extrude), grabbed with G.
@@ -353,6 +390,15 @@ try {
     .waitForFunction(() => window.meshwork.remoteEdits().length === 0, null, { timeout: 5000 })
     .then(() => true, () => false);
   check("the preview gives way to the committed mesh at C", previewGone);
+  // And on B's canvas: the taller cube in its own red, A's colour gone back to what it was.
+  let bAfter = await bPixels('extrude-after-b');
+  const committedAtB = (p) => p.red > bBefore.red + 200 && p.authorA < bBefore.authorA + 300;
+  for (const end = performance.now() + 3000; !committedAtB(bAfter) && performance.now() < end; ) {
+    bAfter = await bPixels('extrude-after-b');
+  }
+  check("B's canvas shows the committed extrude (more red, A's colour gone)", committedAtB(bAfter),
+    `red ${bBefore.red} -> ${bAfter.red} px, A's colour ${bBefore.authorA} -> ${bAfter.authorA} px`);
+  report.extrudePreviewPixelsAtB.after = bAfter;
   // B and a drag: a box around the whole cube selects every face of it (seen through, as X-ray).
   await A.page.locator('body').press('b');
   await A.page.mouse.move(fx - 220, fy - 260);
