@@ -185,13 +185,18 @@ fn push_mesh(
         json::accessor::Type::Scalar,
         None,
     ));
+    // The polygons behind the triangles, for Meshwork's import (other tools ignore extras).
+    let faces = serde_json::value::to_raw_value(&serde_json::json!({
+        "meshwork": { "faces": face_runs(render) }
+    }))
+    .ok();
     let primitive = json::mesh::Primitive {
         attributes: BTreeMap::from([
             (Valid(json::mesh::Semantic::Positions), pos),
             (Valid(json::mesh::Semantic::Normals), nor),
         ]),
         extensions: None,
-        extras: None,
+        extras: faces,
         indices: Some(idx),
         material: Some(material),
         mode: Valid(json::mesh::Mode::Triangles),
@@ -204,6 +209,31 @@ fn push_mesh(
         primitives: vec![primitive],
         weights: None,
     }))
+}
+
+/// The face sizes of a fan-triangulated mesh (each face's corners written in a run, its
+/// triangles `(b, b+i, b+i+1)`), run-length encoded: `[[corners, faces], …]` in face order.
+fn face_runs(render: &RenderMesh) -> Vec<[usize; 2]> {
+    let mut starts: Vec<usize> = Vec::new();
+    for t in render.indices.chunks_exact(3) {
+        let base = t[0] as usize;
+        if starts.last() != Some(&base) {
+            starts.push(base);
+        }
+    }
+    let mut runs: Vec<[usize; 2]> = Vec::new();
+    for (k, start) in starts.iter().enumerate() {
+        let end = starts
+            .get(k.saturating_add(1))
+            .copied()
+            .unwrap_or(render.positions.len());
+        let n = end.saturating_sub(*start);
+        match runs.last_mut() {
+            Some([size, count]) if *size == n => *count = count.saturating_add(1),
+            _ => runs.push([n, 1]),
+        }
+    }
+    runs
 }
 
 /// The material of an entity, shared by every entity with the same values.

@@ -20,6 +20,7 @@ pub mod driver;
 pub mod export;
 pub mod http;
 pub mod ice;
+pub mod import;
 pub mod metrics;
 pub mod quic;
 pub mod router;

@@ -332,6 +332,50 @@ fn every_case_exports_and_reads_back_as_the_scene() {
     );
 }
 
+/// Export, then import (`meshwork_server::import`): every entity comes back with its name,
+/// transform, material and its mesh — the same faces (quads stay quads), each face's corners at
+/// the same positions, the same vertex count after welding — from the GLB and from the `.gltf`
+/// with its `.bin` beside it.
+#[test]
+fn an_export_imports_back_as_the_same_meshes() {
+    use meshwork_server::import::{ImportLimits, import};
+    for (name, scene) in cases() {
+        let exported = export(&scene, None, &provenance(&scene)).unwrap();
+        let glb = exported.to_glb().unwrap();
+        let (json, bin) = exported.to_gltf("scene.bin").unwrap();
+        let bin = bin.to_vec();
+        let from_glb = import(&glb, &|_| None, &ImportLimits::DEFAULT).unwrap();
+        let beside = |uri: &str| (uri == "scene.bin").then(|| bin.clone());
+        let from_gltf = import(&json, &beside, &ImportLimits::DEFAULT).unwrap();
+        assert_eq!(from_glb, from_gltf, "{name}: GLB and .gltf give the same");
+        assert_eq!(from_glb.len(), scene.entities.len(), "{name}");
+        // The import walks the scene's nodes in file order: one per entity, in id order.
+        for (got, (id, e)) in from_glb.iter().zip(&scene.entities) {
+            let want_name = if e.name.value.is_empty() {
+                id.to_string()
+            } else {
+                e.name.value.clone()
+            };
+            assert_eq!(got.name, want_name);
+            assert!((got.transform.translation - e.transform.translation).length() < 1e-6);
+            assert!(got.transform.rotation.abs_diff_eq(e.transform.rotation.normalize(), 1e-6), "{name} {id}: {} vs {}", got.transform.rotation, e.transform.rotation);
+            assert!((got.transform.scale - e.transform.scale).length() < 1e-5, "{name} {id}");
+            assert_eq!(got.color, e.color.value);
+            assert_eq!(got.material, e.material.value);
+            let mesh = e.geometry.edit_mesh(e.spawned_by);
+            assert_eq!(got.faces.len(), mesh.faces().len(), "{name} {id}: faces");
+            assert_eq!(got.positions.len(), mesh.vertices().len(), "{name} {id}: vertices");
+            for (face, corners) in got.faces.iter().zip(mesh.faces().values()) {
+                assert_eq!(face.len(), corners.len(), "{name} {id}: a face's corners");
+                for (v, c) in face.iter().zip(corners) {
+                    let d = got.positions[*v as usize] - mesh.vertices()[c];
+                    assert!(d.length() <= 1e-6, "{name} {id}: a corner moved by {d}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_selection_exports_only_its_entities_and_an_unknown_one_is_refused() {
     let scene = primitives();

@@ -1,0 +1,580 @@
+//! glTF 2.0 import: a `.glb`, or a `.gltf` with its buffers embedded as `data:` URIs or beside
+//! it by relative name, read into what a session can hold — one polygon mesh per primitive,
+//! coincident corners welded, with the node's world transform, name and material.
+//!
+//! What it decides:
+//! - **Entities**: one per (node, primitive) that draws triangles. A multi-material mesh gives
+//!   one entity per primitive (an entity has one material), each with the node's transform.
+//! - **Transforms**: the node hierarchy is flattened: each entity's transform is its node's
+//!   world transform (parents' times its own), split into translation, rotation and scale.
+//! - **Faces**: triangles become faces, except in files Meshwork wrote, whose primitives declare
+//!   their polygons (`extras.meshwork.faces`, face sizes run-length encoded in the fan order the
+//!   export writes): those come back as the quads and n-gons they were.
+//! - **Welding**: corners at bit-identical positions become one vertex (flat-shaded files repeat
+//!   each position once per face).
+//! - **Non-manifold input is refused**, naming the mesh and the edge or vertex: a half-edge mesh
+//!   cannot hold it, and importing a part of it would change the model silently.
+//! - **Materials**: the PBR metallic-roughness factors (base colour, metallic, roughness);
+//!   textures are not carried.
+//!
+//! Bad input gets a typed [`ImportError`] naming the problem, and nothing is allocated for a
+//! count before it is checked against [`ImportLimits`]: the file size first, then every buffer,
+//! view and accessor range (with checked arithmetic) before any accessor is read.
+
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "float math on glam types; integer steps are checked or bounded by counts checked first"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use glam::{Mat4, Quat, Vec3, Vec4};
+use gltf::accessor::{DataType, Dimensions};
+use gltf::mesh::Mode;
+use meshwork_protocol::command::{Material, Transform};
+use meshwork_protocol::mesh::{Mesh, MeshError};
+
+/// Bounds on what one import may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportLimits {
+    /// Bytes of the file (and of each external buffer).
+    pub max_bytes: usize,
+    /// Triangles over all primitives.
+    pub max_triangles: usize,
+    /// Nodes in the document.
+    pub max_nodes: usize,
+    /// Entities the import makes.
+    pub max_entities: usize,
+}
+
+impl ImportLimits {
+    /// 256 MiB, 4 million triangles, 100,000 nodes, 10,000 entities.
+    pub const DEFAULT: Self = Self {
+        max_bytes: 256 << 20,
+        max_triangles: 4_000_000,
+        max_nodes: 100_000,
+        max_entities: 10_000,
+    };
+}
+
+/// Why a file was not imported. Each names what was wrong and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// More bytes than the limit.
+    #[error("the file is {bytes} bytes; at most {limit} may be imported")]
+    TooLarge {
+        /// Size given.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not glTF JSON nor a GLB container, or a truncated one.
+    #[error("not a glTF file: {0}")]
+    NotGltf(String),
+    /// A URI that is neither a `data:` URI nor a plain relative file name, or a buffer that was
+    /// not supplied.
+    #[error("buffer {buffer}: {why}")]
+    Buffer {
+        /// Buffer index.
+        buffer: usize,
+        /// What was wrong.
+        why: String,
+    },
+    /// A buffer view or accessor reaches past its data, or has a shape a mesh cannot use.
+    #[error("accessor {accessor}: {why}")]
+    Accessor {
+        /// Accessor index.
+        accessor: usize,
+        /// What was wrong.
+        why: String,
+    },
+    /// A count over a limit.
+    #[error("{what}: {count}, at most {limit}")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// How many.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The node graph is not a forest (a cycle, or a node with two parents).
+    #[error("node {0} is reached twice: the node graph has a cycle or a shared child")]
+    NodeGraph(usize),
+    /// A primitive's data cannot become a mesh.
+    #[error("mesh {mesh:?} primitive {primitive}: {why}")]
+    Primitive {
+        /// Mesh name (or index).
+        mesh: String,
+        /// Primitive index in the mesh.
+        primitive: usize,
+        /// What was wrong.
+        why: String,
+    },
+}
+
+/// One entity an import makes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportedEntity {
+    /// The node's name (and the primitive's index when its mesh has several).
+    pub name: String,
+    /// The node's world transform.
+    pub transform: Transform,
+    /// Base colour (linear RGBA).
+    pub color: Vec4,
+    /// Metallic and roughness.
+    pub material: Material,
+    /// Welded positions.
+    pub positions: Vec<Vec3>,
+    /// Faces: indices into `positions`, counter-clockwise.
+    pub faces: Vec<Vec<u32>>,
+}
+
+/// Reads a glTF document. `external` supplies a buffer named by a relative URI (a `.gltf`'s
+/// `.bin`); `None` refuses such a buffer.
+///
+/// # Errors
+/// See [`ImportError`].
+pub fn import(
+    bytes: &[u8],
+    external: &dyn Fn(&str) -> Option<Vec<u8>>,
+    limits: &ImportLimits,
+) -> Result<Vec<ImportedEntity>, ImportError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(ImportError::TooLarge {
+            bytes: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| ImportError::NotGltf(e.to_string()))?;
+    let doc = &gltf.document;
+    let count = doc.nodes().count();
+    if count > limits.max_nodes {
+        return Err(ImportError::Limit {
+            what: "nodes",
+            count,
+            limit: limits.max_nodes,
+        });
+    }
+    let buffers = load_buffers(doc, gltf.blob.as_deref(), external, limits)?;
+    check_views(doc, &buffers)?;
+    let roots = roots(doc)?;
+    let mut out = Vec::new();
+    let mut triangles = 0usize;
+    // Depth first, in file order (the stack pops the last pushed).
+    let mut stack: Vec<(gltf::Node<'_>, Mat4)> =
+        roots.into_iter().rev().map(|n| (n, Mat4::IDENTITY)).collect();
+    let mut seen = BTreeSet::new();
+    while let Some((node, parent)) = stack.pop() {
+        if !seen.insert(node.index()) {
+            return Err(ImportError::NodeGraph(node.index()));
+        }
+        let world = parent * Mat4::from_cols_array_2d(&node.transform().matrix());
+        let children: Vec<_> = node.children().collect();
+        for child in children.into_iter().rev() {
+            stack.push((child, world));
+        }
+        let Some(mesh) = node.mesh() else { continue };
+        let several = mesh.primitives().len() > 1;
+        for primitive in mesh.primitives() {
+            let entity = read_primitive(
+                &node,
+                &mesh,
+                &primitive,
+                several,
+                world,
+                &buffers,
+                limits,
+                &mut triangles,
+            )?;
+            if let Some(e) = entity {
+                if out.len() >= limits.max_entities {
+                    return Err(ImportError::Limit {
+                        what: "entities",
+                        count: out.len().saturating_add(1),
+                        limit: limits.max_entities,
+                    });
+                }
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The buffers' bytes, each checked against its declared length.
+fn load_buffers(
+    doc: &gltf::Document,
+    blob: Option<&[u8]>,
+    external: &dyn Fn(&str) -> Option<Vec<u8>>,
+    limits: &ImportLimits,
+) -> Result<Vec<Vec<u8>>, ImportError> {
+    let mut out = Vec::new();
+    for buffer in doc.buffers() {
+        let i = buffer.index();
+        let bad = |why: String| ImportError::Buffer { buffer: i, why };
+        if buffer.length() > limits.max_bytes {
+            return Err(bad(format!(
+                "declares {} bytes; at most {} may be imported",
+                buffer.length(),
+                limits.max_bytes
+            )));
+        }
+        let data = match buffer.source() {
+            gltf::buffer::Source::Bin => blob
+                .ok_or_else(|| bad("refers to the GLB binary chunk, which is missing".into()))?
+                .to_vec(),
+            gltf::buffer::Source::Uri(uri) => read_uri(uri, external, limits).map_err(bad)?,
+        };
+        if data.len() < buffer.length() {
+            return Err(bad(format!(
+                "declares {} bytes but holds {} (truncated)",
+                buffer.length(),
+                data.len()
+            )));
+        }
+        out.push(data);
+    }
+    Ok(out)
+}
+
+/// A buffer URI's bytes: a base64 `data:` URI, or a plain relative file name (no scheme, no
+/// absolute path, no `..`) that `external` supplies.
+fn read_uri(
+    uri: &str,
+    external: &dyn Fn(&str) -> Option<Vec<u8>>,
+    limits: &ImportLimits,
+) -> Result<Vec<u8>, String> {
+    if let Some(rest) = uri.strip_prefix("data:") {
+        let (_, payload) = rest
+            .split_once(";base64,")
+            .ok_or("a data URI that is not base64")?;
+        // Base64 holds 3 bytes in 4 characters: the size is known before decoding.
+        if payload.len() / 4 * 3 > limits.max_bytes {
+            return Err(format!("a data URI over {} bytes", limits.max_bytes));
+        }
+        return base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .map_err(|e| format!("a data URI that does not decode: {e}"));
+    }
+    let outside = uri.contains(':')
+        || uri.starts_with('/')
+        || uri.starts_with('\\')
+        || uri.split(['/', '\\']).any(|part| part == "..");
+    if outside {
+        return Err(format!(
+            "{uri:?} points outside the upload (only data: URIs and relative names beside the file)"
+        ));
+    }
+    let data = external(uri).ok_or_else(|| format!("{uri:?} was not supplied"))?;
+    if data.len() > limits.max_bytes {
+        return Err(format!("{uri:?} is over {} bytes", limits.max_bytes));
+    }
+    Ok(data)
+}
+
+/// Every buffer view inside its buffer, and every accessor inside its view.
+fn check_views(doc: &gltf::Document, buffers: &[Vec<u8>]) -> Result<(), ImportError> {
+    for accessor in doc.accessors() {
+        let i = accessor.index();
+        let bad = |why: String| ImportError::Accessor { accessor: i, why };
+        if accessor.sparse().is_some() {
+            return Err(bad("sparse accessors are not supported".into()));
+        }
+        let Some(view) = accessor.view() else {
+            return Err(bad("has no buffer view".into()));
+        };
+        let data = buffers.get(view.buffer().index()).map_or(0, Vec::len);
+        let view_end = view
+            .offset()
+            .checked_add(view.length())
+            .filter(|end| *end <= data)
+            .ok_or_else(|| bad(format!("its view {} reaches past the buffer", view.index())))?;
+        let _ = view_end;
+        let size = accessor.size();
+        let stride = view.stride().unwrap_or(size);
+        if stride < size {
+            return Err(bad(format!(
+                "stride {stride} is smaller than an element ({size} bytes)"
+            )));
+        }
+        let count = accessor.count();
+        if count == 0 {
+            return Err(bad("is empty".into()));
+        }
+        let end = count
+            .saturating_sub(1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(size))
+            .and_then(|v| v.checked_add(accessor.offset()));
+        if end.is_none_or(|end| end > view.length()) {
+            return Err(bad(format!("{count} elements reach past its view")));
+        }
+    }
+    Ok(())
+}
+
+/// The nodes to start from: the default scene's (or the first scene's), else every node that
+/// is nobody's child.
+fn roots(doc: &gltf::Document) -> Result<Vec<gltf::Node<'_>>, ImportError> {
+    if let Some(scene) = doc.default_scene().or_else(|| doc.scenes().next()) {
+        return Ok(scene.nodes().collect());
+    }
+    let mut children = BTreeSet::new();
+    for node in doc.nodes() {
+        for child in node.children() {
+            if !children.insert(child.index()) {
+                return Err(ImportError::NodeGraph(child.index()));
+            }
+        }
+    }
+    Ok(doc
+        .nodes()
+        .filter(|n| !children.contains(&n.index()))
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments, reason = "one primitive's whole context")]
+fn read_primitive(
+    node: &gltf::Node<'_>,
+    mesh: &gltf::Mesh<'_>,
+    primitive: &gltf::Primitive<'_>,
+    several: bool,
+    world: Mat4,
+    buffers: &[Vec<u8>],
+    limits: &ImportLimits,
+    triangles: &mut usize,
+) -> Result<Option<ImportedEntity>, ImportError> {
+    let mesh_name = mesh
+        .name()
+        .map_or_else(|| format!("#{}", mesh.index()), str::to_owned);
+    let bad = |why: String| ImportError::Primitive {
+        mesh: mesh_name.clone(),
+        primitive: primitive.index(),
+        why,
+    };
+    let mode = primitive.mode();
+    if !matches!(
+        mode,
+        Mode::Triangles | Mode::TriangleStrip | Mode::TriangleFan
+    ) {
+        // Points and lines draw no surface: nothing to edit.
+        return Ok(None);
+    }
+    let Some(positions) = primitive.get(&gltf::Semantic::Positions) else {
+        return Err(bad("has no POSITION attribute".into()));
+    };
+    if positions.data_type() != DataType::F32 || positions.dimensions() != Dimensions::Vec3 {
+        return Err(bad("POSITION is not float VEC3".into()));
+    }
+    let vertex_count = positions.count();
+    let index_count = match primitive.indices() {
+        Some(a) => {
+            if a.dimensions() != Dimensions::Scalar
+                || !matches!(a.data_type(), DataType::U8 | DataType::U16 | DataType::U32)
+            {
+                return Err(bad("indices are not unsigned integer scalars".into()));
+            }
+            a.count()
+        }
+        None => vertex_count,
+    };
+    let tris = match mode {
+        Mode::Triangles => index_count / 3,
+        _ => index_count.saturating_sub(2),
+    };
+    *triangles = triangles.saturating_add(tris);
+    if *triangles > limits.max_triangles {
+        return Err(ImportError::Limit {
+            what: "triangles",
+            count: *triangles,
+            limit: limits.max_triangles,
+        });
+    }
+    let reader = primitive.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
+    let corners: Vec<Vec3> = reader
+        .read_positions()
+        .ok_or_else(|| bad("POSITION cannot be read".into()))?
+        .map(Vec3::from_array)
+        .collect();
+    if let Some(k) = corners.iter().position(|p| !p.is_finite()) {
+        return Err(bad(format!("vertex {k} is not a finite position")));
+    }
+    let indices: Vec<u32> = match reader.read_indices() {
+        Some(i) => i.into_u32().collect(),
+        None => {
+            (0..u32::try_from(vertex_count).map_err(|_| bad("too many vertices".into()))?).collect()
+        }
+    };
+    if let Some(i) = indices
+        .iter()
+        .find(|i| usize::try_from(**i).map_or(true, |i| i >= vertex_count))
+    {
+        return Err(bad(format!(
+            "index {i} is past the {vertex_count} vertices"
+        )));
+    }
+    let tri_list = triangle_list(mode, &indices);
+    let polygons = match declared_faces(primitive) {
+        Some(sizes) => fans_to_polygons(&tri_list, &sizes)
+            .ok_or_else(|| bad("its declared faces do not match its triangles".into()))?,
+        None => tri_list.iter().map(|t| t.to_vec()).collect(),
+    };
+    let (positions, faces) = weld(&corners, &polygons);
+    let faces: Vec<Vec<u32>> = faces.into_iter().filter(|f| f.len() >= 3).collect();
+    if faces.is_empty() {
+        return Ok(None);
+    }
+    Mesh::from_polygons(&positions, &faces).map_err(|e| {
+        bad(match e {
+            MeshError::NonManifoldEdge(a, b) => format!(
+                "not manifold: the edge {} -> {} is used twice in one direction (a non-manifold edge or flipped winding)",
+                positions[a as usize], positions[b as usize]
+            ),
+            MeshError::NonManifoldVertex(v) => format!("not manifold at the vertex {}", positions[v as usize]),
+            MeshError::BadFace(f) => format!("face {f} is degenerate (its corners coincide)"),
+            MeshError::TooLarge => "too large".into(),
+        })
+    })?;
+    let pbr = primitive.material().pbr_metallic_roughness();
+    // A root's own translation, rotation and scale as written (exact); below a parent, the
+    // composed matrix split again.
+    let (scale, rotation, translation) = match node.transform() {
+        gltf::scene::Transform::Decomposed {
+            translation,
+            rotation,
+            scale,
+        } if world == Mat4::from_cols_array_2d(&node.transform().matrix()) => (
+            Vec3::from_array(scale),
+            Quat::from_array(rotation),
+            Vec3::from_array(translation),
+        ),
+        _ => world.to_scale_rotation_translation(),
+    };
+    let name = node
+        .name()
+        .map_or_else(|| format!("node {}", node.index()), str::to_owned);
+    Ok(Some(ImportedEntity {
+        name: if several {
+            format!("{name} {}", primitive.index())
+        } else {
+            name
+        },
+        transform: Transform {
+            translation,
+            rotation: if rotation.is_finite() {
+                rotation.normalize()
+            } else {
+                Quat::IDENTITY
+            },
+            scale,
+        },
+        color: Vec4::from_array(pbr.base_color_factor()),
+        material: Material {
+            metallic: pbr.metallic_factor(),
+            roughness: pbr.roughness_factor(),
+        },
+        positions,
+        faces,
+    }))
+}
+
+/// Triangles of a primitive's indices in its mode (strips alternate their winding).
+fn triangle_list(mode: Mode, indices: &[u32]) -> Vec<[u32; 3]> {
+    match mode {
+        Mode::TriangleStrip => indices
+            .windows(3)
+            .enumerate()
+            .map(|(k, w)| {
+                if k % 2 == 0 {
+                    [w[0], w[1], w[2]]
+                } else {
+                    [w[1], w[0], w[2]]
+                }
+            })
+            .collect(),
+        Mode::TriangleFan => indices
+            .get(1..)
+            .unwrap_or_default()
+            .windows(2)
+            .map(|w| [indices[0], w[0], w[1]])
+            .collect(),
+        _ => indices
+            .chunks_exact(3)
+            .map(|t| [t[0], t[1], t[2]])
+            .collect(),
+    }
+}
+
+/// The face sizes a Meshwork export declares (`extras.meshwork.faces`: `[[corners, count], …]`).
+fn declared_faces(primitive: &gltf::Primitive<'_>) -> Option<Vec<usize>> {
+    let extras = primitive.extras().as_ref()?;
+    let value: serde_json::Value = serde_json::from_str(extras.get()).ok()?;
+    let runs = value.get("meshwork")?.get("faces")?.as_array()?;
+    let mut sizes = Vec::new();
+    for run in runs {
+        let n = usize::try_from(run.get(0)?.as_u64()?).ok()?;
+        let count = usize::try_from(run.get(1)?.as_u64()?).ok()?;
+        // Never more faces than triangles: checked by the caller against the triangle count.
+        if n < 3 || count > 1 << 24 || sizes.len().saturating_add(count) > 1 << 24 {
+            return None;
+        }
+        sizes.extend(std::iter::repeat_n(n, count));
+    }
+    Some(sizes)
+}
+
+/// Faces of `sizes` corners from their fan triangles (corner 0 with each next pair, as the
+/// export writes them): `None` when the triangles are not such fans.
+fn fans_to_polygons(triangles: &[[u32; 3]], sizes: &[usize]) -> Option<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(sizes.len().min(triangles.len()));
+    let mut at = 0usize;
+    for &n in sizes {
+        let fan = triangles.get(at..at.checked_add(n.checked_sub(2)?)?)?;
+        let mut face = vec![fan[0][0], fan[0][1], fan[0][2]];
+        for pair in fan.windows(2) {
+            if pair[1][0] != fan[0][0] || pair[1][1] != pair[0][2] {
+                return None;
+            }
+            face.push(pair[1][2]);
+        }
+        out.push(face);
+        at = at.saturating_add(n.saturating_sub(2));
+    }
+    (at == triangles.len()).then_some(out)
+}
+
+/// Corners at bit-identical positions become one vertex (in first-use order); faces are
+/// re-indexed and consecutive repeats dropped.
+fn weld(corners: &[Vec3], polygons: &[Vec<u32>]) -> (Vec<Vec3>, Vec<Vec<u32>>) {
+    let mut index: BTreeMap<[u32; 3], u32> = BTreeMap::new();
+    let mut positions = Vec::new();
+    let mut remap = vec![u32::MAX; corners.len()];
+    let faces = polygons
+        .iter()
+        .map(|poly| {
+            let mut face: Vec<u32> = Vec::with_capacity(poly.len());
+            for &c in poly {
+                let slot = &mut remap[c as usize];
+                if *slot == u32::MAX {
+                    let p = corners[c as usize];
+                    // -0.0 and 0.0 are one place.
+                    let key = (p + Vec3::ZERO).to_array().map(f32::to_bits);
+                    *slot = *index.entry(key).or_insert_with(|| {
+                        positions.push(p);
+                        u32::try_from(positions.len().saturating_sub(1)).unwrap_or(u32::MAX)
+                    });
+                }
+                if face.last() != Some(slot) {
+                    face.push(*slot);
+                }
+            }
+            if face.len() > 1 && face.first() == face.last() {
+                face.pop();
+            }
+            face
+        })
+        .collect();
+    (positions, faces)
+}
