@@ -1,6 +1,8 @@
 //! glTF export of a large scene: 1000 entities, each a cube subdivided to 972 triangles (972k
 //! triangles in all), exported to GLB in memory — the time (median of several runs) and the peak
-//! heap the export adds on top of the scene (a counting allocator).
+//! heap the export adds on top of the scene (a counting allocator); then the import of that GLB
+//! (`meshwork_server::import`: parse, check, weld, manifold check), timed the same way, with the
+//! peak heap it adds on top of the file.
 //!
 //! Run: `cargo bench -p meshwork-server --bench export` (prints a table). Under `cargo test
 //! --benches` it runs a 10-entity scene once, to prove it still works.
@@ -107,16 +109,18 @@ fn main() {
         authors: vec![],
     };
     let mut times = Vec::new();
+    let mut glb = Vec::new();
     let mut bytes = 0;
     let mut peak_extra = 0;
     for _ in 0..runs {
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let t = Instant::now();
-        let glb = export(&s, None, &provenance).unwrap().to_glb().unwrap();
+        let file = export(&s, None, &provenance).unwrap().to_glb().unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);
         peak_extra = PEAK.load(Ordering::Relaxed) - base;
-        bytes = glb.len();
+        bytes = file.len();
+        glb = file;
     }
     times.sort_by(f64::total_cmp);
     println!(
@@ -126,6 +130,30 @@ fn main() {
         times[0],
         times[times.len() - 1],
         bytes as f64 / 1e6,
+        peak_extra as f64 / 1e6,
+    );
+    let limits = meshwork_server::import::ImportLimits::DEFAULT;
+    let mut times = Vec::new();
+    let mut peak_extra = 0;
+    let mut imported = Vec::new();
+    for _ in 0..runs {
+        drop(std::mem::take(&mut imported));
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t = Instant::now();
+        imported = meshwork_server::import::import(&glb, &|_| None, &limits).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        peak_extra = PEAK.load(Ordering::Relaxed) - base;
+    }
+    assert_eq!(imported.len(), entities as usize);
+    times.sort_by(f64::total_cmp);
+    let faces: usize = imported.iter().map(|e| e.faces.len()).sum();
+    println!(
+        "import of that GLB: {} entities, {faces} faces: median {:.1} ms (min {:.1}, max {:.1}, {runs} runs), peak heap during the import {:.1} MB",
+        imported.len(),
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
         peak_extra as f64 / 1e6,
     );
 }

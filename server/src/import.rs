@@ -147,8 +147,25 @@ pub fn import(
             limit: limits.max_bytes,
         });
     }
-    let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| ImportError::NotGltf(e.to_string()))?;
-    let doc = &gltf.document;
+    let not_gltf = |e: gltf::Error| ImportError::NotGltf(e.to_string());
+    let gltf = gltf::Gltf::from_slice_without_validation(bytes).map_err(not_gltf)?;
+    // gltf-json 1.4's validation indexes the accessors by a primitive's POSITION before it has
+    // checked that index (a panic on a bad file): checked here first.
+    let root = gltf.document.into_json();
+    let accessors = root.accessors.len();
+    for (m, mesh) in root.meshes.iter().enumerate() {
+        for p in &mesh.primitives {
+            let position = p.attributes.get(&gltf::json::validation::Checked::Valid(
+                gltf::Semantic::Positions,
+            ));
+            if position.is_some_and(|a| a.value() >= accessors) {
+                return Err(ImportError::NotGltf(format!(
+                    "mesh {m} names a POSITION accessor past the {accessors} accessors"
+                )));
+            }
+        }
+    }
+    let doc = &gltf::Document::from_json(root).map_err(not_gltf)?;
     let count = doc.nodes().count();
     if count > limits.max_nodes {
         return Err(ImportError::Limit {
@@ -157,14 +174,17 @@ pub fn import(
             limit: limits.max_nodes,
         });
     }
-    let buffers = load_buffers(doc, gltf.blob.as_deref(), external, limits)?;
+    let buffers = load_buffers(doc, gltf.blob, external, limits)?;
     check_views(doc, &buffers)?;
     let roots = roots(doc)?;
     let mut out = Vec::new();
     let mut triangles = 0usize;
     // Depth first, in file order (the stack pops the last pushed).
-    let mut stack: Vec<(gltf::Node<'_>, Mat4)> =
-        roots.into_iter().rev().map(|n| (n, Mat4::IDENTITY)).collect();
+    let mut stack: Vec<(gltf::Node<'_>, Mat4)> = roots
+        .into_iter()
+        .rev()
+        .map(|n| (n, Mat4::IDENTITY))
+        .collect();
     let mut seen = BTreeSet::new();
     while let Some((node, parent)) = stack.pop() {
         if !seen.insert(node.index()) {
@@ -206,7 +226,7 @@ pub fn import(
 /// The buffers' bytes, each checked against its declared length.
 fn load_buffers(
     doc: &gltf::Document,
-    blob: Option<&[u8]>,
+    mut blob: Option<Vec<u8>>,
     external: &dyn Fn(&str) -> Option<Vec<u8>>,
     limits: &ImportLimits,
 ) -> Result<Vec<Vec<u8>>, ImportError> {
@@ -222,9 +242,10 @@ fn load_buffers(
             )));
         }
         let data = match buffer.source() {
-            gltf::buffer::Source::Bin => blob
-                .ok_or_else(|| bad("refers to the GLB binary chunk, which is missing".into()))?
-                .to_vec(),
+            // The one binary chunk is moved, not copied (a second reference to it is refused).
+            gltf::buffer::Source::Bin => blob.take().ok_or_else(|| {
+                bad("refers to the GLB binary chunk, which is missing or already used".into())
+            })?,
             gltf::buffer::Source::Uri(uri) => read_uri(uri, external, limits).map_err(bad)?,
         };
         if data.len() < buffer.length() {
@@ -577,4 +598,234 @@ fn weld(corners: &[Vec3], polygons: &[Vec<u32>]) -> (Vec<Vec3>, Vec<Vec<u32>>) {
         })
         .collect();
     (positions, faces)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A `.gltf` with one node drawing `indices` over `positions` (a base64 `data:` buffer),
+    /// changed by `tweak` before it is written.
+    fn doc(positions: &[[f32; 3]], indices: &[u32], tweak: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let mut bin: Vec<u8> = positions
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let pos_len = bin.len();
+        bin.extend(indices.iter().flat_map(|i| i.to_le_bytes()));
+        let uri = format!(
+            "data:application/octet-stream;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&bin)
+        );
+        let mut v = json!({
+            "asset": {"version": "2.0"},
+            "scene": 0,
+            "scenes": [{"nodes": [0]}],
+            "nodes": [{"name": "thing", "mesh": 0}],
+            "meshes": [{"name": "m", "primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+            "buffers": [{"byteLength": bin.len(), "uri": uri}],
+            "bufferViews": [
+                {"buffer": 0, "byteOffset": 0, "byteLength": pos_len},
+                {"buffer": 0, "byteOffset": pos_len, "byteLength": bin.len() - pos_len}
+            ],
+            "accessors": [
+                {"bufferView": 0, "componentType": 5126, "count": positions.len(), "type": "VEC3",
+                 "min": [-10.0, -10.0, -10.0], "max": [10.0, 10.0, 10.0]},
+                {"bufferView": 1, "componentType": 5125, "count": indices.len(), "type": "SCALAR"}
+            ]
+        });
+        tweak(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    /// A tetrahedron: closed, manifold, four triangles.
+    const TETRA: [[f32; 3]; 4] = [
+        [0.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+    ];
+    const TETRA_FACES: [u32; 12] = [0, 2, 1, 0, 1, 3, 0, 3, 2, 1, 2, 3];
+
+    fn run(bytes: &[u8]) -> Result<Vec<ImportedEntity>, ImportError> {
+        import(bytes, &|_| None, &ImportLimits::DEFAULT)
+    }
+
+    #[test]
+    fn a_good_file_imports() {
+        let got = run(&doc(&TETRA, &TETRA_FACES, |_| {})).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "thing");
+        assert_eq!((got[0].positions.len(), got[0].faces.len()), (4, 4));
+    }
+
+    #[test]
+    fn bad_input_is_refused_naming_the_problem() {
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("not glTF", b"hello, world".to_vec(), "not a glTF file"),
+            (
+                "truncated JSON",
+                doc(&TETRA, &TETRA_FACES, |_| {})[..80].to_vec(),
+                "not a glTF file",
+            ),
+            (
+                "a huge accessor count",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["accessors"][1]["count"] = json!(4_000_000_000u64)
+                }),
+                "reach past its view",
+            ),
+            (
+                "a view past its buffer",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["bufferViews"][1]["byteLength"] = json!(1 << 20)
+                }),
+                "past the buffer",
+            ),
+            (
+                "a buffer shorter than declared",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["buffers"][0]["byteLength"] = json!(1 << 20)
+                }),
+                "truncated",
+            ),
+            (
+                // gltf-json's own validation panicked on this one (found by the mutation test).
+                "a POSITION accessor that does not exist",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = json!(9);
+                }),
+                "POSITION accessor past the 2 accessors",
+            ),
+            (
+                "an out-of-range index",
+                doc(&TETRA, &[0, 1, 7], |_| {}),
+                "index 7 is past the 4 vertices",
+            ),
+            (
+                "a NaN position",
+                doc(
+                    &[[0.0, 0.0, 0.0], [f32::NAN, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                    &[0, 1, 2],
+                    |_| {},
+                ),
+                "vertex 1 is not a finite position",
+            ),
+            (
+                "a cycle in the node graph",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["nodes"] = json!([{"mesh": 0, "children": [1]}, {"children": [0]}]);
+                }),
+                "reached twice",
+            ),
+            (
+                "a URI outside the upload",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["buffers"][0]["uri"] = json!("../../etc/passwd")
+                }),
+                "points outside the upload",
+            ),
+            (
+                "a file URI",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["buffers"][0]["uri"] = json!("file:///etc/passwd")
+                }),
+                "points outside the upload",
+            ),
+            (
+                "a .bin that was not supplied",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["buffers"][0]["uri"] = json!("scene.bin")
+                }),
+                "was not supplied",
+            ),
+            (
+                "three faces on one edge",
+                doc(
+                    &[
+                        [0.0, 0.0, 0.0],
+                        [1.0, 0.0, 0.0],
+                        [0.0, 1.0, 0.0],
+                        [0.0, -1.0, 0.0],
+                        [0.0, 0.0, 1.0],
+                    ],
+                    &[0, 1, 2, 0, 1, 3, 0, 1, 4],
+                    |_| {},
+                ),
+                "not manifold",
+            ),
+            (
+                "positions that are not floats",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["accessors"][0]["componentType"] = json!(5123)
+                }),
+                "",
+            ),
+        ];
+        for (what, bytes, says) in cases {
+            match run(&bytes) {
+                Ok(got) => panic!("{what}: imported {} entities", got.len()),
+                Err(e) => assert!(e.to_string().contains(says), "{what}: {e}"),
+            }
+        }
+        // Limits: the size before anything is read, then the counts.
+        let small = ImportLimits {
+            max_bytes: 100,
+            ..ImportLimits::DEFAULT
+        };
+        let e = import(&doc(&TETRA, &TETRA_FACES, |_| {}), &|_| None, &small).unwrap_err();
+        assert!(matches!(e, ImportError::TooLarge { limit: 100, .. }), "{e}");
+        let few = ImportLimits {
+            max_triangles: 3,
+            ..ImportLimits::DEFAULT
+        };
+        let e = import(&doc(&TETRA, &TETRA_FACES, |_| {}), &|_| None, &few).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImportError::Limit {
+                    what: "triangles",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hierarchies_compose_and_primitives_become_entities() {
+        let bytes = doc(&TETRA, &TETRA_FACES, |v| {
+            v["nodes"] = json!([
+                {"name": "parent", "translation": [1.0, 0.0, 0.0], "children": [1]},
+                {"name": "child", "mesh": 0, "translation": [0.0, 2.0, 0.0], "scale": [2.0, 2.0, 2.0]}
+            ]);
+            let p = v["meshes"][0]["primitives"][0].clone();
+            v["meshes"][0]["primitives"] = json!([p.clone(), p]);
+        });
+        let got = run(&bytes).unwrap();
+        assert_eq!(got.len(), 2, "one entity per primitive");
+        assert_eq!(got[0].name, "child 0");
+        assert!((got[0].transform.translation - Vec3::new(1.0, 2.0, 0.0)).length() < 1e-6);
+        assert!((got[0].transform.scale - Vec3::splat(2.0)).length() < 1e-6);
+        // A strip of two triangles over shared corners: welded, one quad's worth of faces.
+        let strip = doc(
+            &[
+                [0.0, 0.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [1.0, 1.0, 0.0],
+            ],
+            &[0, 1, 2, 3],
+            |v| {
+                v["meshes"][0]["primitives"][0]["mode"] = json!(5);
+            },
+        );
+        let got = run(&strip).unwrap();
+        assert_eq!((got[0].positions.len(), got[0].faces.len()), (4, 2));
+    }
 }

@@ -358,13 +358,27 @@ fn an_export_imports_back_as_the_same_meshes() {
             };
             assert_eq!(got.name, want_name);
             assert!((got.transform.translation - e.transform.translation).length() < 1e-6);
-            assert!(got.transform.rotation.abs_diff_eq(e.transform.rotation.normalize(), 1e-6), "{name} {id}: {} vs {}", got.transform.rotation, e.transform.rotation);
-            assert!((got.transform.scale - e.transform.scale).length() < 1e-5, "{name} {id}");
+            assert!(
+                got.transform
+                    .rotation
+                    .abs_diff_eq(e.transform.rotation.normalize(), 1e-6),
+                "{name} {id}: {} vs {}",
+                got.transform.rotation,
+                e.transform.rotation
+            );
+            assert!(
+                (got.transform.scale - e.transform.scale).length() < 1e-5,
+                "{name} {id}"
+            );
             assert_eq!(got.color, e.color.value);
             assert_eq!(got.material, e.material.value);
             let mesh = e.geometry.edit_mesh(e.spawned_by);
             assert_eq!(got.faces.len(), mesh.faces().len(), "{name} {id}: faces");
-            assert_eq!(got.positions.len(), mesh.vertices().len(), "{name} {id}: vertices");
+            assert_eq!(
+                got.positions.len(),
+                mesh.vertices().len(),
+                "{name} {id}: vertices"
+            );
             for (face, corners) in got.faces.iter().zip(mesh.faces().values()) {
                 assert_eq!(face.len(), corners.len(), "{name} {id}: a face's corners");
                 for (v, c) in face.iter().zip(corners) {
@@ -374,6 +388,60 @@ fn an_export_imports_back_as_the_same_meshes() {
             }
         }
     }
+}
+
+/// Mutated exports (bytes flipped, files cut short, counts and offsets overwritten with huge
+/// values) never panic the importer: each is imported or refused with a reason.
+/// `MESHWORK_IMPORT_MUTATIONS` sets how many (default 3000).
+#[test]
+fn mutated_files_never_panic_the_importer() {
+    use meshwork_server::import::{ImportLimits, import};
+    let scene = extruded_and_smoothed();
+    let glb = export(&scene, None, &provenance(&scene))
+        .unwrap()
+        .to_glb()
+        .unwrap();
+    let rounds: u64 = std::env::var("MESHWORK_IMPORT_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut imported, mut refused) = (0, 0);
+    for round in 0..rounds {
+        let mut bytes = glb.clone();
+        let at = |r: u64, len: usize| (r % len as u64) as usize;
+        match round % 3 {
+            0 => {
+                for _ in 0..=next() % 8 {
+                    let i = at(next(), bytes.len());
+                    bytes[i] ^= 1 << (next() % 8);
+                }
+            }
+            1 => bytes.truncate(at(next(), bytes.len())),
+            _ => {
+                let i = at(next(), bytes.len() - 4);
+                let huge = [0xFFFF_FFF0u32, 0x7FFF_FFFF, 0x8000_0000][at(next(), 3)];
+                bytes[i..i + 4].copy_from_slice(&huge.to_le_bytes());
+            }
+        }
+        match import(&bytes, &|_| None, &ImportLimits::DEFAULT) {
+            Ok(_) => imported += 1,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        imported > 0 && refused > 0,
+        "{imported} imported, {refused} refused"
+    );
 }
 
 #[test]
