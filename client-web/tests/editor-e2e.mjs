@@ -164,22 +164,36 @@ try {
   // B's canvas shows the red cube: count red pixels in screenshots of the canvas until they
   // appear (frames render on demand) or 5 s pass.
   await B.page.mouse.move(640, 400); // B's cursor is presence for A
-  const redPixels = (shot) => B.page.evaluate(async (b64) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${b64}`;
-    await img.decode();
-    const c = new OffscreenCanvas(img.width, img.height);
-    const g = c.getContext('2d');
-    g.drawImage(img, 0, 0);
-    const d = g.getImageData(0, 0, img.width, img.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i] > 120 && d[i] > 2 * d[i + 1] && d[i] > 2 * d[i + 2]) n += 1;
-    return n;
-  }, shot.toString('base64'));
+  // B's canvas pixels, counted in a screenshot (saved as `name`): red ones (the cube), and those
+  // of hue `hue` ± 20° (an author's colour; -1 for none).
+  const bPixels = async (name, hue = -1) => {
+    const shot = await B.page.locator('[data-testid=viewport]').screenshot({ path: join(artifacts, `${name}.png`) });
+    return B.page.evaluate(async ([b64, hueA]) => {
+      const img = new Image();
+      img.src = `data:image/png;base64,${b64}`;
+      await img.decode();
+      const c = new OffscreenCanvas(img.width, img.height);
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const d = g.getImageData(0, 0, img.width, img.height).data;
+      let red = 0;
+      let authorA = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
+        if (r > 120 && r > 2 * gr && r > 2 * b) red += 1;
+        const max = Math.max(r, gr, b);
+        const min = Math.min(r, gr, b);
+        if (hueA < 0 || max < 60 || max - min < 0.3 * max) continue;
+        let h = max === r ? ((gr - b) / (max - min)) % 6 : max === gr ? (b - r) / (max - min) + 2 : (r - gr) / (max - min) + 4;
+        h = (h * 60 + 360) % 360;
+        if (Math.min(Math.abs(h - hueA), 360 - Math.abs(h - hueA)) < 20) authorA += 1;
+      }
+      return { red, authorA };
+    }, [shot.toString('base64'), hue]);
+  };
   let red = 0;
   for (const end = performance.now() + 5000; red <= 300 && performance.now() < end; ) {
-    const shot = await B.page.locator('[data-testid=viewport]').screenshot({ path: join(artifacts, 'viewer-canvas.png') });
-    red = await redPixels(shot);
+    red = (await bPixels('viewer-canvas')).red;
   }
   check('B canvas shows the red cube', red > 300, `${red} red pixels`);
   report.viewerRedPixels = red;
@@ -299,35 +313,10 @@ try {
   const picked = await edit(A.page);
   check('a click selects the top face', picked.elementMode === 'face' && picked.selection.length === 1, JSON.stringify(picked));
   const trianglesBefore = await C.page.evaluate(() => window.meshwork.triangles());
-  // B (watching, in object mode) counts pixels by hue on its canvas: the cube's red, and A's
-  // colour, in which B draws A's live extrude.
+  // B (watching, in object mode) counts pixels on its canvas: the cube's red, and A's colour,
+  // in which B draws A's live extrude.
   const aHue = Math.round(((await state(A.page)).author * 137.508) % 360);
-  const bPixels = async (name) => {
-    const shot = await B.page.locator('[data-testid=viewport]').screenshot({ path: join(artifacts, `${name}.png`) });
-    return B.page.evaluate(async ([b64, hueA]) => {
-      const img = new Image();
-      img.src = `data:image/png;base64,${b64}`;
-      await img.decode();
-      const c = new OffscreenCanvas(img.width, img.height);
-      const g = c.getContext('2d');
-      g.drawImage(img, 0, 0);
-      const d = g.getImageData(0, 0, img.width, img.height).data;
-      let red = 0;
-      let authorA = 0;
-      for (let i = 0; i < d.length; i += 4) {
-        const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
-        if (r > 120 && r > 2 * gr && r > 2 * b) red += 1;
-        const max = Math.max(r, gr, b);
-        const min = Math.min(r, gr, b);
-        if (max < 60 || max - min < 0.3 * max) continue;
-        let hue = max === r ? ((gr - b) / (max - min)) % 6 : max === gr ? (b - r) / (max - min) + 2 : (r - gr) / (max - min) + 4;
-        hue = (hue * 60 + 360) % 360;
-        if (Math.min(Math.abs(hue - hueA), 360 - Math.abs(hue - hueA)) < 20) authorA += 1;
-      }
-      return { red, authorA };
-    }, [shot.toString('base64'), aHue]);
-  };
-  const bBefore = await bPixels('extrude-before-b');
+  const bBefore = await bPixels('extrude-before-b', aHue);
   await A.page.locator('body').press('e');
   await A.page.mouse.move(fx, fy - 90, { steps: 9 });
   check('E starts an extrude that follows the mouse', (await edit(A.page)).extruding === true);
@@ -337,9 +326,9 @@ try {
     .then(() => true, () => false);
   check("C sees A's extrude preview before A releases", previewSeen, JSON.stringify(await C.page.evaluate(() => window.meshwork.remoteEdits())));
   // B's pixels: the cube is drawn in A's colour while A drags (B's canvas, before the release).
-  let bDuring = await bPixels('extrude-preview-b');
+  let bDuring = await bPixels('extrude-preview-b', aHue);
   for (const end = performance.now() + 3000; bDuring.authorA < bBefore.authorA + 500 && performance.now() < end; ) {
-    bDuring = await bPixels('extrude-preview-b');
+    bDuring = await bPixels('extrude-preview-b', aHue);
   }
   check("B's canvas shows A's extrude in A's colour before A releases", bDuring.authorA >= bBefore.authorA + 500,
     `A's colour ${bBefore.authorA} -> ${bDuring.authorA} px, red ${bBefore.red} -> ${bDuring.red} px`);
@@ -391,10 +380,10 @@ try {
     .then(() => true, () => false);
   check("the preview gives way to the committed mesh at C", previewGone);
   // And on B's canvas: the taller cube in its own red, A's colour gone back to what it was.
-  let bAfter = await bPixels('extrude-after-b');
+  let bAfter = await bPixels('extrude-after-b', aHue);
   const committedAtB = (p) => p.red > bBefore.red + 200 && p.authorA < bBefore.authorA + 300;
   for (const end = performance.now() + 3000; !committedAtB(bAfter) && performance.now() < end; ) {
-    bAfter = await bPixels('extrude-after-b');
+    bAfter = await bPixels('extrude-after-b', aHue);
   }
   check("B's canvas shows the committed extrude (more red, A's colour gone)", committedAtB(bAfter),
     `red ${bBefore.red} -> ${bAfter.red} px, A's colour ${bBefore.authorA} -> ${bAfter.authorA} px`);
