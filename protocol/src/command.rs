@@ -33,6 +33,8 @@ pub const MAX_STEP_ENTRIES: u16 = 4096;
 pub const MAX_LABEL_BYTES: usize = 64;
 /// Scale factors must lie within `[1/MAX_SCALE_FACTOR, MAX_SCALE_FACTOR]` per axis.
 pub const MAX_SCALE_FACTOR: f32 = 1.0e3;
+/// Most entities one [`Command::Import`] makes.
+pub const MAX_IMPORT_ENTITIES: u32 = 10_000;
 
 /// A primitive mesh a spawn starts from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -317,6 +319,51 @@ pub enum Command {
         /// The step; `None`: the author's most recently undone step.
         step: Option<CommandId>,
     },
+    /// Adds the entities of an imported asset (a glTF file the server has stored and read; see
+    /// `docs/protocol.md`, "Assets and import"): entity `k` of the asset becomes
+    /// `first` + `k` (same namespace, counter + `k`), with the asset's name, transform, colour,
+    /// material and mesh. One undo step.
+    Import {
+        /// SHA-256 of the uploaded file.
+        asset: AssetId,
+        /// The first new entity's id, in the author's namespace.
+        first: EntityId,
+        /// How many entities the asset holds, 1..=[`MAX_IMPORT_ENTITIES`].
+        count: u32,
+    },
+}
+
+/// An uploaded asset, by the SHA-256 of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssetId(pub [u8; 32]);
+
+impl core::fmt::Display for AssetId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// The entities an [`Command::Import`] makes, in asset order (empty for other commands, and
+    /// for an import whose ids would run past the namespace).
+    #[must_use]
+    pub fn import_ids(&self) -> Vec<EntityId> {
+        match self {
+            Self::Import { first, count, .. } => {
+                let (author, counter) = (first.namespace(), first.counter());
+                if counter.checked_add(*count).is_none() {
+                    return Vec::new();
+                }
+                (0..*count)
+                    .map(|k| EntityId::new(author, counter.saturating_add(k)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Which way an extrusion goes.
@@ -625,6 +672,18 @@ impl Command {
                 Some(s) if s.author != author => Err(PayloadError::ForeignStep),
                 _ => Ok(()),
             },
+            Self::Import { first, count, .. } => {
+                if first.namespace() != author {
+                    return Err(PayloadError::ForeignEntityId);
+                }
+                if (1..=MAX_IMPORT_ENTITIES).contains(count)
+                    && first.counter().checked_add(*count).is_some()
+                {
+                    Ok(())
+                } else {
+                    Err(PayloadError::Invalid { field: "count" })
+                }
+            }
         }
     }
 }

@@ -734,6 +734,47 @@ impl EditMesh {
         mesh
     }
 
+    /// A mesh of `faces` (corner loops of indices into `positions`), its element ids taken
+    /// from `ids` (an import: one command's ids run on across its meshes). Checked like every
+    /// edit.
+    ///
+    /// # Errors
+    /// A face naming a missing vertex, a vertex no face uses, or a topology the mesh cannot
+    /// hold.
+    pub fn from_polygons(
+        positions: &[Vec3],
+        faces: &[Vec<u32>],
+        ids: &mut IdSource,
+    ) -> Result<Self, EditError> {
+        let keys: Vec<VertexKey> = positions.iter().map(|_| ids.vertex()).collect();
+        let mut used = alloc::vec![false; keys.len()];
+        let mut mesh = Self::default();
+        for (k, p) in keys.iter().zip(positions) {
+            mesh.verts.insert(*k, *p);
+        }
+        for (f, corners) in faces.iter().enumerate() {
+            let mut loop_ = Vec::with_capacity(corners.len());
+            for c in corners {
+                let i = *c as usize;
+                let Some(k) = keys.get(i) else {
+                    return topo(alloc::format!(
+                        "face {f} names vertex {c}, which is missing"
+                    ));
+                };
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+                loop_.push(*k);
+            }
+            mesh.faces.insert(ids.face(), loop_);
+        }
+        if let Some(v) = used.iter().position(|u| !u) {
+            return topo(alloc::format!("vertex {v} is in no face"));
+        }
+        mesh.finish(ids)?;
+        Ok(mesh)
+    }
+
     /// Builds a mesh from its canonical parts (decoding), checking everything.
     ///
     /// # Errors

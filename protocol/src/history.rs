@@ -555,7 +555,10 @@ impl History {
                 .get_mut(&author)
                 .and_then(|d| d.iter_mut().rev().find(|s| s.id == step_id))
         {
-            step.entries.push((id, kind));
+            // An import records one change per entity under one entry.
+            if step.entries.last() != Some(&(id, kind)) {
+                step.entries.push((id, kind));
+            }
             let before = step.weight;
             if let Some(c) = step.changes.get_mut(&entity) {
                 c.then(change, current);
@@ -704,6 +707,7 @@ const fn default_label(kind: CommandKind) -> &'static str {
         CommandKind::Smooth => "smooth",
         CommandKind::Weld => "weld",
         CommandKind::Duplicate => "duplicate",
+        CommandKind::Import => "import",
         CommandKind::Mirror => "mirror",
         other => other.as_str(),
     }
@@ -821,6 +825,11 @@ impl Scene {
                 .and_then(|h| h.step_of_entry(id))
                 .map(|s| s.changes.keys().map(|e| Touched::Entity(*e)).collect())
                 .unwrap_or_default(),
+            Command::Import { .. } => command
+                .import_ids()
+                .into_iter()
+                .map(Touched::Entity)
+                .collect(),
             _ => alloc::vec![Scene::touched(author, command)],
         }
     }
@@ -848,6 +857,23 @@ impl Scene {
         let kind = command.kind();
         if self.history.is_none() || !Self::undoable(kind) {
             return self.edit(id, author, command, limits);
+        }
+        if let Command::Import { .. } = command {
+            // Several entities come at once: one step, a change recorded for each.
+            let ids = command.import_ids();
+            let befores: Vec<Before> = ids.iter().map(|e| self.before(*e, false)).collect();
+            let result = self.edit(id, author, command, limits);
+            let changes: Vec<EntityChange> =
+                befores.into_iter().map(|b| self.change_since(b)).collect();
+            result?;
+            if let Some(h) = &mut self.history {
+                let entries = u16::try_from(ids.len()).unwrap_or(u16::MAX);
+                h.open(author, id, entries, "Import");
+                for (e, change) in ids.iter().zip(changes) {
+                    h.record(author, id, kind, *e, change, self.entities.get(e));
+                }
+            }
+            return Ok(());
         }
         let entity = match Scene::touched(author, command) {
             crate::scene::Touched::Entity(e) => e,

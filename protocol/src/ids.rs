@@ -60,6 +60,13 @@ impl EntityId {
     pub const fn namespace(self) -> AuthorId {
         AuthorId((self.0 >> 32) as u32)
     }
+
+    /// Its counter within the namespace.
+    #[must_use]
+    #[allow(clippy::cast_possible_truncation)] // reason: the low 32 bits, by design
+    pub const fn counter(self) -> u32 {
+        self.0 as u32
+    }
 }
 
 impl fmt::Display for EntityId {

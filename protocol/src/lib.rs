@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+pub mod asset;
 pub mod client;
 pub mod codec;
 pub mod command;

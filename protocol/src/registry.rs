@@ -180,11 +180,12 @@ pub enum CommandKind {
     Step,
     Undo,
     Redo,
+    Import,
 }
 
 impl CommandKind {
     /// Every kind, in wire-tag order.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 30] = [
         Self::Select,
         Self::Spawn,
         Self::Despawn,
@@ -214,6 +215,7 @@ impl CommandKind {
         Self::Step,
         Self::Undo,
         Self::Redo,
+        Self::Import,
     ];
 
     /// The rule for this kind.
@@ -256,6 +258,8 @@ impl CommandKind {
             // One author's own history: the scene-level check at apply time (has anyone else
             // since changed what the step changed?) decides, not concurrency.
             Self::Step | Self::Undo | Self::Redo => (Editor, Merge),
+            // Like spawns of its ids (only its author can name them).
+            Self::Import => (Editor, Reject),
         };
         Rule { role, strategy }
     }
@@ -293,6 +297,7 @@ impl CommandKind {
             Self::Step => "step",
             Self::Undo => "undo",
             Self::Redo => "redo",
+            Self::Import => "import",
         }
     }
 }
@@ -340,6 +345,7 @@ impl Command {
             Self::Step { .. } => CommandKind::Step,
             Self::Undo { .. } => CommandKind::Undo,
             Self::Redo { .. } => CommandKind::Redo,
+            Self::Import { .. } => CommandKind::Import,
         }
     }
 
@@ -386,6 +392,7 @@ impl Command {
             Self::SetSessionName { .. } => Scope::Global,
             Self::SetTransform { entity: e, .. } => entity(*e, Facet::Transform),
             Self::Duplicate { copy, .. } => entity(*copy, Facet::Existence),
+            Self::Import { first, .. } => entity(*first, Facet::Existence),
             Self::MoveVertices { entity: e, .. }
             | Self::CreateFace { entity: e, .. }
             | Self::DeleteElements { entity: e, .. }

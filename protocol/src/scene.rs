@@ -226,6 +226,10 @@ pub struct Scene {
     /// entries, never encoded, not part of the state (nor of equality).
     #[serde(skip)]
     pub(crate) history: Option<Box<crate::history::History>>,
+    /// Imported assets this scene may apply ([`Scene::provide_asset`]), by id: on the server
+    /// only, never encoded, not part of the state (nor of equality).
+    #[serde(skip)]
+    assets: BTreeMap<crate::command::AssetId, alloc::sync::Arc<crate::asset::ImportAsset>>,
 }
 
 impl PartialEq for Scene {
@@ -360,6 +364,21 @@ impl Scene {
             .try_apply(by, author, command, &Limits::DEFAULT)
             .ok()?;
         scratch.entities.remove(&id)
+    }
+
+    /// Makes `asset` available to [`Command::Import`]s that name `id`.
+    pub fn provide_asset(
+        &mut self,
+        id: crate::command::AssetId,
+        asset: alloc::sync::Arc<crate::asset::ImportAsset>,
+    ) {
+        self.assets.insert(id, asset);
+    }
+
+    /// Whether asset `id` was provided.
+    #[must_use]
+    pub fn has_asset(&self, id: &crate::command::AssetId) -> bool {
+        self.assets.contains_key(id)
     }
 
     /// Triangles of every entity.
@@ -727,6 +746,64 @@ impl Scene {
                     message: "this scene keeps no undo history".into(),
                 }));
             }
+            Command::Import {
+                asset,
+                first: _,
+                count,
+            } => {
+                let found = self
+                    .assets
+                    .get(asset)
+                    .cloned()
+                    .ok_or_else(|| EditError::Missing(alloc::format!("asset {asset}")))?;
+                let ids = command.import_ids();
+                if found.entities.len() != ids.len() || ids.len() != *count as usize {
+                    return Err(EditError::Missing(alloc::format!(
+                        "asset {asset} holds {} entities, not {count}",
+                        found.entities.len()
+                    )));
+                }
+                if let Some(taken) = ids.iter().find(|e| self.entities.contains_key(e)) {
+                    return Err(EditError::Topology(alloc::format!(
+                        "{taken} already exists"
+                    )));
+                }
+                let mut total = 0u64;
+                for (k, tris) in found.triangles().enumerate() {
+                    if tris > limits.mesh_triangles {
+                        return Err(EditError::Limit(alloc::format!(
+                            "entity {k} of asset {asset} has {tris} triangles; a mesh may have {}",
+                            limits.mesh_triangles
+                        )));
+                    }
+                    total = total.saturating_add(tris);
+                }
+                if self.triangle_count().saturating_add(total) > limits.session_triangles {
+                    return Err(EditError::Limit(alloc::format!(
+                        "importing {total} triangles would exceed the session's limit of {}",
+                        limits.session_triangles
+                    )));
+                }
+                let mut element_ids = IdSource::new(id);
+                let mut made = Vec::with_capacity(ids.len());
+                for (e, a) in ids.iter().zip(&found.entities) {
+                    let mesh = EditMesh::from_polygons(&a.positions, &a.faces, &mut element_ids)?;
+                    made.push((
+                        *e,
+                        Entity {
+                            name: Lww::new(a.name.clone(), id),
+                            transform: a.transform,
+                            transform_by: id,
+                            color: Lww::new(a.color, id),
+                            material: Lww::new(a.material, id),
+                            geometry: Geometry::Mesh(mesh),
+                            spawned_by: id,
+                        },
+                    ));
+                }
+                // All or nothing: the entities go in once every mesh was built.
+                self.entities.extend(made);
+            }
             Command::Duplicate {
                 entity,
                 copy,
@@ -804,6 +881,8 @@ impl Scene {
             | Command::Mirror { entity, .. }
             | Command::SetTransform { entity, .. } => Touched::Entity(*entity),
             Command::Duplicate { copy, .. } => Touched::Entity(*copy),
+            // Its first entity; every one is in [`Scene::changed_by`].
+            Command::Import { first, .. } => Touched::Entity(*first),
         }
     }
 
@@ -960,6 +1039,67 @@ mod tests {
             primitive: Primitive::Cube,
             transform: Transform::IDENTITY,
         }
+    }
+
+    #[test]
+    fn an_import_adds_every_entity_of_its_asset_as_one_undo_step() {
+        use crate::command::AssetId;
+        let asset = AssetId([7; 32]);
+        let import = Command::Import {
+            asset,
+            first: EntityId::new(A, 10),
+            count: 2,
+        };
+        let mut s = Scene::new().with_history();
+        let refused = s.try_apply(id(1, A), A, &import, &Limits::DEFAULT);
+        assert!(matches!(refused, Err(EditError::Missing(_))), "{refused:?}");
+        assert!(s.entities.is_empty(), "an unknown asset changes nothing");
+        s.provide_asset(
+            asset,
+            alloc::sync::Arc::new(crate::asset::ImportAsset::sample()),
+        );
+        let wrong_count = Command::Import {
+            asset,
+            first: EntityId::new(A, 10),
+            count: 3,
+        };
+        assert!(
+            s.try_apply(id(2, A), A, &wrong_count, &Limits::DEFAULT)
+                .is_err()
+        );
+        s.try_apply(id(3, A), A, &import, &Limits::DEFAULT).unwrap();
+        let ids = import.import_ids();
+        assert_eq!(ids, alloc::vec![EntityId::new(A, 10), EntityId::new(A, 11)]);
+        let pyramid = s.entities[&ids[1]].clone();
+        assert_eq!(pyramid.name.value, "pyramid");
+        assert_eq!(pyramid.transform.translation, Vec3::new(2.0, 0.0, 0.0));
+        let mesh = pyramid.geometry.edit_mesh(pyramid.spawned_by);
+        assert_eq!((mesh.vertices().len(), mesh.faces().len()), (5, 5));
+        assert!(
+            mesh.faces().values().any(|f| f.len() == 4),
+            "the quad stays a quad"
+        );
+        mesh.check().unwrap();
+        // Its ids are taken now: the same import again is refused, changing nothing.
+        let before = s.state_hash();
+        assert!(s.try_apply(id(4, A), A, &import, &Limits::DEFAULT).is_err());
+        assert_eq!(s.state_hash(), before);
+        // A replica given the scene as a delta matches without ever seeing the asset.
+        let mut replica = Scene::new();
+        let delta = s.delta(0, &ids.iter().map(|e| Touched::Entity(*e)).collect());
+        replica.apply_delta(&delta).unwrap();
+        assert_eq!(replica.entities, s.entities);
+        // One undo takes both away; a redo brings both back, ids and all.
+        s.try_apply(id(5, A), A, &Command::Undo { step: None }, &Limits::DEFAULT)
+            .unwrap();
+        assert!(s.entities.is_empty());
+        s.try_apply(id(6, A), A, &Command::Redo { step: None }, &Limits::DEFAULT)
+            .unwrap();
+        assert_eq!(s.entities.len(), 2);
+        assert_eq!(
+            s.entities[&ids[1]].geometry.edit_mesh(pyramid.spawned_by),
+            mesh
+        );
     }
 
     #[test]

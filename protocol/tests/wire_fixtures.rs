@@ -197,6 +197,11 @@ fn sample_command(kind: CommandKind) -> Command {
             }),
         },
         CommandKind::Redo => Command::Redo { step: None },
+        CommandKind::Import => Command::Import {
+            asset: meshwork_protocol::command::AssetId([0xa5; 32]),
+            first: e,
+            count: 3,
+        },
     }
 }
 

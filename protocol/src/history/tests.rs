@@ -718,6 +718,10 @@ fn every_scene_changing_command_undoes_and_redoes_exactly() {
                 transform: Transform::IDENTITY,
             },
         );
+        w.scene.provide_asset(
+            crate::command::AssetId([3; 32]),
+            alloc::sync::Arc::new(crate::asset::ImportAsset::sample()),
+        );
         (w, e, plane)
     };
     let (probe, e, plane) = base();
@@ -831,6 +835,11 @@ fn every_scene_changing_command_undoes_and_redoes_exactly() {
             entity: lone,
             primitive: Primitive::Sphere,
             transform: Transform::IDENTITY,
+        },
+        Command::Import {
+            asset: crate::command::AssetId([3; 32]),
+            first: EntityId::new(A, 20),
+            count: 2,
         },
     ];
     let mut kinds = BTreeSet::new();

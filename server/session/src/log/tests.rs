@@ -209,6 +209,11 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
         },
         CommandKind::Undo => Command::Undo { step: None },
         CommandKind::Redo => Command::Redo { step: None },
+        CommandKind::Import => Command::Import {
+            asset: meshwork_protocol::command::AssetId([1; 32]),
+            first: EntityId::new(author, 80),
+            count: 2,
+        },
     }
 }
 
