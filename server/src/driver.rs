@@ -90,6 +90,11 @@ pub enum DriverMsg {
         meshwork_session::HistoryQuery,
         oneshot::Sender<meshwork_session::HistoryPage>,
     ),
+    /// An uploaded asset is stored: imports may name it now.
+    Asset(
+        meshwork_protocol::command::AssetId,
+        Arc<meshwork_protocol::asset::ImportAsset>,
+    ),
     /// Close every client and stop.
     Shutdown,
 }
@@ -137,6 +142,15 @@ impl SessionHandle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// Makes a stored asset available to the session's imports; `false` when the driver is gone.
+    pub async fn provide_asset(
+        &self,
+        id: meshwork_protocol::command::AssetId,
+        asset: Arc<meshwork_protocol::asset::ImportAsset>,
+    ) -> bool {
+        self.send(DriverMsg::Asset(id, asset)).await
     }
 
     /// The session's current info, if its driver is running.
@@ -383,6 +397,7 @@ impl Driver {
             DriverMsg::History(query, reply) => {
                 let _ = reply.send(self.session.history_page(&query));
             }
+            DriverMsg::Asset(id, asset) => self.session.provide_asset(id, asset),
             DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),
         }
     }

@@ -518,9 +518,16 @@ pub fn scene_at(
     }
     let snapshot = loaded.snapshot.as_ref().filter(|s| s.position <= position);
     let config = meshwork_session::Config::new(session, server_key);
-    let (replayed, _) =
-        meshwork_session::Session::restore(config, [0; 32], 0, &loaded.authors, snapshot, entries)
-            .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
+    let (replayed, _) = meshwork_session::Session::restore(
+        config,
+        [0; 32],
+        0,
+        &loaded.authors,
+        &loaded.assets,
+        snapshot,
+        entries,
+    )
+    .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
     let scene = replayed.scene().clone();
     let authors = loaded
         .authors

@@ -349,6 +349,7 @@ pub async fn start(
             random_bytes()?,
             driver::now_ms(),
             &loaded.authors,
+            &loaded.assets,
             loaded.snapshot.as_ref(),
             loaded.entries,
         )

@@ -155,8 +155,16 @@ fn write_fixture(dir: &Path) {
     drop(store);
     let loaded = load_session(store::open(Backend::Redb, dir).unwrap().as_ref(), SESSION).unwrap();
     let config = Config::new(SESSION, server_key().public_key());
-    let (session, _) =
-        Session::restore(config, [0; 32], 0, &loaded.authors, None, loaded.entries).unwrap();
+    let (session, _) = Session::restore(
+        config,
+        [0; 32],
+        0,
+        &loaded.authors,
+        &loaded.assets,
+        None,
+        loaded.entries,
+    )
+    .unwrap();
     std::fs::write(
         dir.join("expected-state-hash.txt"),
         hex::encode(session.log().state_hash()),
@@ -196,6 +204,7 @@ fn the_v1_fixture_database_opens_verifies_and_replays() {
         [0; 32],
         0,
         &loaded.authors,
+        &loaded.assets,
         None,
         loaded.entries,
     )

@@ -28,6 +28,8 @@ use meshwork_protocol::{
 };
 use sha2::{Digest, Sha256};
 
+use meshwork_protocol::asset::ImportAsset;
+use meshwork_protocol::command::AssetId;
 use meshwork_protocol::editmesh::EditError;
 use meshwork_protocol::scene::{Limits, Scene};
 use meshwork_protocol::wire::EncodedDelta;
@@ -568,17 +570,36 @@ impl Session {
         })
     }
 
-    /// Rebuilds a session from its store: `authors` (in write order), the newest `snapshot` if
+    /// Makes an uploaded asset available to [`meshwork_protocol::Command::Import`]s (both
+    /// scenes); an import of an asset not given is refused.
+    pub fn provide_asset(&mut self, id: AssetId, asset: Arc<ImportAsset>) {
+        self.scene.provide_asset(id, asset.clone());
+        self.accepted.provide_asset(id, asset);
+    }
+
+    /// Whether asset `id` was provided.
+    #[must_use]
+    pub fn has_asset(&self, id: &AssetId) -> bool {
+        self.accepted.has_asset(id)
+    }
+
+    /// Rebuilds a session from its store: `authors` (in write order), `assets` (every asset
+    /// stored for the session), the newest `snapshot` if
     /// any, and every stored entry in acceptance order. Entries covered by a snapshot whose hash
     /// checks out are restored as resolved; the rest are replayed through the log's checks.
     ///
     /// # Errors
     /// [`RestoreError`] when a stored entry does not replay (a corrupt or foreign store).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "everything a store holds for a session, side by side"
+    )]
     pub fn restore(
         config: Config,
         seed: [u8; 32],
         now_ms: u64,
         authors: &[AuthorRecord],
+        assets: &[(AssetId, Arc<ImportAsset>)],
         snapshot: Option<&SessionSnapshot>,
         entries: Vec<SignedEntry>,
     ) -> Result<(Self, RestoreReport), RestoreError> {
@@ -589,6 +610,9 @@ impl Session {
         };
         let fresh = |authors: &[AuthorRecord]| {
             let mut s = Self::new(config.clone(), seed, now_ms);
+            for (id, asset) in assets {
+                s.provide_asset(*id, asset.clone());
+            }
             for a in authors {
                 // Keys were valid when stored; a record that no longer parses is skipped and its
                 // entries will fail to replay, which reports the corruption.
@@ -1540,10 +1564,12 @@ impl Session {
                 ));
                 // Replicas keep no undo history: what an undo or redo did reaches them as the
                 // new state of the entities it changed.
+                // Nor imported assets: an import reaches them as the entities it made.
                 self.fanout_needs_delta |= matches!(
                     e.body.command,
                     meshwork_protocol::Command::Undo { .. }
                         | meshwork_protocol::Command::Redo { .. }
+                        | meshwork_protocol::Command::Import { .. }
                 );
                 self.fanout.push(e.signed.clone());
             }

@@ -8,6 +8,10 @@
 //! chain at that entry; rewriting the chain from there on needs the server's key to re-sign the
 //! checkpoints after it.
 
+use std::sync::Arc;
+
+use meshwork_protocol::asset::ImportAsset;
+use meshwork_protocol::command::AssetId;
 use meshwork_protocol::sign::{verify_one, verifying_key};
 use meshwork_protocol::{
     Domain, KeyRing, PublicKey, SessionId, SignedEntry, Signer, Verifier as _,
@@ -130,6 +134,8 @@ pub struct Loaded {
     /// it were durable at the latest (the history's times after a restart). Bodies that do not
     /// decode are skipped (`verify-log` judges checkpoints).
     pub checkpoints: Vec<(u64, u64)>,
+    /// The session's imported assets.
+    pub assets: Vec<(AssetId, Arc<ImportAsset>)>,
 }
 
 /// Every session id with stored metadata.
@@ -188,6 +194,7 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
     if let Some(e) = err.take() {
         return Err(e);
     }
+    loaded.assets = load_assets(store, session)?;
     if let Some((_, v)) = store.last(Tree::Snapshots, &session.0)? {
         // A snapshot that does not decode is ignored: the log alone rebuilds the session.
         loaded.snapshot = postcard::from_bytes(&v).ok();
@@ -416,8 +423,10 @@ pub fn verify_session(
     // Replay.
     let config = Config::new(session, *server_key);
     let n = entries.len() as u64;
-    let (replayed, _) = Session::restore(config, [0; 32], 0, &loaded_authors, None, entries)
-        .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?;
+    let assets = load_assets(store, session).map_err(|e| fail(0, e.to_string()))?;
+    let (replayed, _) =
+        Session::restore(config, [0; 32], 0, &loaded_authors, &assets, None, entries)
+            .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?;
     Ok(SessionVerified {
         session,
         entries: n,
@@ -451,6 +460,51 @@ fn load_authors(store: &dyn Store, session: SessionId) -> Result<Vec<AuthorRecor
 pub fn author_key(session: SessionId, author: meshwork_protocol::AuthorId) -> Vec<u8> {
     let mut k = session.0.to_vec();
     k.extend_from_slice(&author.0.to_be_bytes());
+    k
+}
+
+/// A session's stored assets.
+///
+/// # Errors
+/// [`StoreError`] for an unreadable asset or key.
+pub fn load_assets(
+    store: &dyn Store,
+    session: SessionId,
+) -> Result<Vec<(AssetId, Arc<ImportAsset>)>, StoreError> {
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan(Tree::Assets, &session.0, &mut |k, v| {
+        let id = k
+            .get(16..48)
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .map(AssetId);
+        match (id, ImportAsset::decode(v)) {
+            (Some(id), Ok(asset)) => {
+                out.push((id, Arc::new(asset)));
+                true
+            }
+            (_, Err(e)) => {
+                err = Some(StoreError::Corrupt(format!(
+                    "an asset does not decode: {e}"
+                )));
+                false
+            }
+            (None, _) => {
+                err = Some(StoreError::Corrupt(
+                    "an asset key is not session ‖ SHA-256".into(),
+                ));
+                false
+            }
+        }
+    })?;
+    err.map_or(Ok(out), Err)
+}
+
+/// Key of an asset.
+#[must_use]
+pub fn asset_key(session: SessionId, asset: AssetId) -> Vec<u8> {
+    let mut k = session.0.to_vec();
+    k.extend_from_slice(&asset.0);
     k
 }
 

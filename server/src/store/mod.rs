@@ -14,6 +14,8 @@
 //!   is rebuilt by replay.
 //! - `checkpoints`: session ‖ position → [`log::CheckpointRecord`] signed by the server key.
 //! - `snapshots`: session ‖ position → `SessionSnapshot`.
+//! - `assets`: session ‖ asset id (the uploaded file's SHA-256) → the file as read
+//!   (`meshwork_protocol::asset::ImportAsset`, postcard): what an `Import` applies, on replay too.
 
 use std::path::Path;
 
@@ -45,17 +47,20 @@ pub enum Tree {
     Checkpoints,
     /// Session snapshots.
     Snapshots,
+    /// Imported assets.
+    Assets,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Meta,
         Self::Sessions,
         Self::Authors,
         Self::Log,
         Self::Checkpoints,
         Self::Snapshots,
+        Self::Assets,
     ];
 
     /// Its name (redb table name; sled key prefix byte is the index).
@@ -68,6 +73,7 @@ impl Tree {
             Self::Log => "log",
             Self::Checkpoints => "checkpoints",
             Self::Snapshots => "snapshots",
+            Self::Assets => "assets",
         }
     }
 }

@@ -20,6 +20,7 @@ fn prefix_byte(tree: Tree) -> u8 {
         Tree::Log => 3,
         Tree::Checkpoints => 4,
         Tree::Snapshots => 5,
+        Tree::Assets => 6,
     }
 }
 

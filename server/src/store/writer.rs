@@ -86,6 +86,17 @@ pub enum StoreCmd {
         /// Its records, or why they could not be read.
         reply: oneshot::Sender<Result<super::log::Loaded, String>>,
     },
+    /// Store an imported asset durably (its own commit), then answer.
+    PutAsset {
+        /// The session.
+        session: SessionId,
+        /// The uploaded file's SHA-256.
+        asset: meshwork_protocol::command::AssetId,
+        /// `ImportAsset::encode`'s bytes.
+        bytes: Vec<u8>,
+        /// Answered once durable, or with the error.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Copy the whole store, consistently, to a backup file.
     Backup {
         /// Destination.
@@ -240,7 +251,9 @@ impl Writer {
                     });
                 }
                 StoreCmd::Tick => {}
-                StoreCmd::Backup { .. } | StoreCmd::Load { .. } => after.push(cmd),
+                StoreCmd::Backup { .. } | StoreCmd::Load { .. } | StoreCmd::PutAsset { .. } => {
+                    after.push(cmd);
+                }
                 StoreCmd::Shutdown { reply } => shutdown = Some(reply),
             }
         }
@@ -319,6 +332,19 @@ impl Writer {
                     let loaded = super::log::load_session(self.store.as_ref(), session)
                         .map_err(|e| e.to_string());
                     let _ = reply.send(loaded);
+                }
+                StoreCmd::PutAsset {
+                    session,
+                    asset,
+                    bytes,
+                    reply,
+                } => {
+                    let put = Put {
+                        tree: Tree::Assets,
+                        key: super::log::asset_key(session, asset),
+                        value: bytes,
+                    };
+                    let _ = reply.send(self.store.commit(&[put]).map_err(|e| e.to_string()));
                 }
                 _ => {}
             }

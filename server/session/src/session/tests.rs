@@ -555,6 +555,7 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
         [0; 32],
         NOW,
         &store.authors,
+        &[],
         None,
         store.entries.clone(),
     )
@@ -571,6 +572,7 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
         [0; 32],
         NOW,
         &store.authors,
+        &[],
         Some(&snap),
         store.entries.clone(),
     )
@@ -597,6 +599,7 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
         [0; 32],
         NOW,
         &store.authors,
+        &[],
         Some(&bad),
         store.entries.clone(),
     )
@@ -610,7 +613,7 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
 
     let mut corrupt = store.entries.clone();
     corrupt[1].body[3] ^= 0xff;
-    assert!(Session::restore(config(), [0; 32], NOW, &store.authors, None, corrupt).is_err());
+    assert!(Session::restore(config(), [0; 32], NOW, &store.authors, &[], None, corrupt).is_err());
 }
 
 // ---------------------------------------------------------------- mesh edits

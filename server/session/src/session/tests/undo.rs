@@ -277,6 +277,7 @@ fn undo_after_a_restart_reverts_the_step_made_before_it() {
         [0; 32],
         NOW,
         &p.store.authors,
+        &[],
         None,
         p.store.entries.clone(),
     )
