@@ -223,6 +223,12 @@ pub struct ServeArgs {
     /// Validity of minted TURN credentials, in seconds [default: 3600].
     #[arg(long, env = "MESHWORK_TURN_TTL_S")]
     pub turn_ttl_s: Option<u64>,
+    /// Largest glTF file a session may import, in MiB [default: 256].
+    #[arg(long, env = "MESHWORK_MAX_ASSET_MIB")]
+    pub max_asset_mib: Option<usize>,
+    /// Most imported files a session may hold [default: 64].
+    #[arg(long, env = "MESHWORK_MAX_ASSETS")]
+    pub max_assets: Option<usize>,
 }
 
 /// The data directory argument of offline commands.
@@ -283,6 +289,8 @@ struct FileConfig {
     turn_urls: Option<Vec<String>>,
     turn_secret: Option<String>,
     turn_ttl_s: Option<u64>,
+    max_asset_mib: Option<usize>,
+    max_assets: Option<usize>,
 }
 
 /// Where a source checkout's built editor lives, relative to the working directory.
@@ -345,6 +353,10 @@ pub struct Settings {
     pub turn_secret: Option<String>,
     /// Validity of minted TURN credentials.
     pub turn_ttl_s: u64,
+    /// Largest importable file, bytes.
+    pub max_asset_bytes: usize,
+    /// Most imported files per session.
+    pub max_assets: usize,
 }
 
 impl Default for Settings {
@@ -377,6 +389,8 @@ impl Default for Settings {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl_s: 3600,
+            max_asset_bytes: 256 << 20,
+            max_assets: 64,
         }
     }
 }
@@ -494,6 +508,17 @@ impl Settings {
                 .or(file.turn_ttl_s)
                 .unwrap_or(d.turn_ttl_s)
                 .clamp(60, 86_400),
+            max_asset_bytes: args
+                .max_asset_mib
+                .or(file.max_asset_mib)
+                .map_or(d.max_asset_bytes, |m| {
+                    m.clamp(1, 4096).saturating_mul(1 << 20)
+                }),
+            max_assets: args
+                .max_assets
+                .or(file.max_assets)
+                .unwrap_or(d.max_assets)
+                .max(1),
         })
     }
 }

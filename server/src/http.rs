@@ -53,6 +53,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/backup", post(create_backup))
         .route("/api/v1/sessions/{id}/export.glb", get(export_glb))
         .route("/api/v1/sessions/{id}/history", get(history))
+        .route(
+            "/api/v1/sessions/{id}/assets/{asset}",
+            get(asset_status)
+                .put(asset_chunk)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::assets::MAX_CHUNK_BYTES.saturating_add(1024),
+                )),
+        )
         .route("/api/v1/sessions/{id}/ws", get(crate::ws::upgrade))
         .route(
             "/api/v1/sessions/{id}/rtc",
@@ -545,6 +553,171 @@ fn member_or_admin(
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}")));
     }
     Ok(session)
+}
+
+/// A member whose ticket grants at least the editor role, or the admin: who may upload.
+fn editor_or_admin(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<meshwork_protocol::SessionId, ApiError> {
+    let session = member_or_admin(s, headers, id, None)?;
+    if require_admin(s, headers).is_ok() {
+        return Ok(session);
+    }
+    let role = headers
+        .get("x-meshwork-ticket")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| meshwork_protocol::wire::JoinTicket::from_text(t.trim()).ok())
+        .and_then(|t| t.invite.claimed_body())
+        .map(|b| b.role);
+    if role.is_some_and(|r| r >= Role::Editor) {
+        Ok(session)
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "importing needs an editor's invite; yours is view only".into(),
+        ))
+    }
+}
+
+fn parse_asset_id(text: &str) -> Result<meshwork_protocol::command::AssetId, ApiError> {
+    let bad = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a SHA-256 in hex (64 characters)"),
+        )
+    };
+    let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(meshwork_protocol::command::AssetId)
+        .map_err(|_| bad())
+}
+
+/// What the server has of an asset: where to resume an upload, or the stored file's entities.
+async fn asset_status(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, asset)): Path<(String, String)>,
+) -> Result<Json<crate::assets::AssetStatus>, ApiError> {
+    let session = member_or_admin(&s, &headers, &id, None)?;
+    let asset = parse_asset_id(&asset)?;
+    s.ctx
+        .assets
+        .status(session, asset)
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no upload of {asset} yet")))
+}
+
+/// One chunk of an upload (see `crate::assets`); the last one stores the file.
+async fn asset_chunk(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, asset)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::assets::{Appended, UploadError};
+    let session = editor_or_admin(&s, &headers, &id)?;
+    let asset = parse_asset_id(&asset)?;
+    let number = |name: &str| -> Result<usize, ApiError> {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("send the `{name}` header (a byte count)"),
+                )
+            })
+    };
+    let offset = number("upload-offset")?;
+    let length = number("upload-length")?;
+    let chunk_sha = headers
+        .get("x-chunk-sha256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| hex::decode(v.trim()).ok())
+        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "send the chunk's SHA-256 in hex as `X-Chunk-Sha256`".into(),
+            )
+        })?;
+    let settings = &s.ctx.settings;
+    let refused = |e: UploadError| {
+        let status = match e {
+            UploadError::Offset { .. } => StatusCode::CONFLICT,
+            UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::TooMany(_) => StatusCode::INSUFFICIENT_STORAGE,
+            UploadError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UploadError::Import(_) | UploadError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
+            UploadError::ChunkHash | UploadError::FileHash(_) | UploadError::Length(_) => {
+                StatusCode::BAD_REQUEST
+            }
+        };
+        ApiError(status, e.to_string())
+    };
+    let appended = s
+        .ctx
+        .assets
+        .append(
+            session,
+            asset,
+            offset,
+            length,
+            &body,
+            chunk_sha,
+            settings.max_asset_bytes,
+            settings.max_assets,
+        )
+        .map_err(refused)?;
+    let whole = match appended {
+        Appended::More(received) => {
+            return Ok(Json(crate::assets::AssetStatus {
+                received,
+                length,
+                complete: false,
+                entities: Vec::new(),
+            })
+            .into_response());
+        }
+        Appended::Stored(status) => return Ok(Json(status).into_response()),
+        Appended::Whole(bytes) => bytes,
+    };
+    // Hashing and reading the file are CPU work: off the async workers.
+    let max = settings.max_asset_bytes;
+    let read = tokio::task::spawn_blocking(move || crate::assets::read_upload(asset, &whole, max))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(refused)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stopped = || refused(UploadError::Store("the store is stopped".into()));
+    s.ctx
+        .store
+        .tx
+        .send(crate::store::writer::StoreCmd::PutAsset {
+            session,
+            asset,
+            bytes: read.encode(),
+            reply: tx,
+        })
+        .await
+        .map_err(|_| stopped())?;
+    rx.await
+        .map_err(|_| stopped())?
+        .map_err(|e| refused(UploadError::Store(e)))?;
+    let read = Arc::new(read);
+    if let Some(handle) = s.ctx.router.get(session) {
+        handle.provide_asset(asset, read.clone()).await;
+    }
+    s.ctx.assets.note_stored(session, asset, &read, length);
+    let status = s
+        .ctx
+        .assets
+        .status(session, asset)
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lost the asset".into()))?;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

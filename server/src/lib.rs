@@ -14,6 +14,7 @@ use meshwork_protocol::{Domain, Ed25519Signer, PublicKey, Role, SessionId, Signe
 use meshwork_session::{Config, Session};
 use tokio::task::JoinHandle;
 
+pub mod assets;
 pub mod config;
 pub mod data;
 pub mod driver;
@@ -74,6 +75,8 @@ pub struct ServerContext {
     pub settings: Settings,
     /// The store writer.
     pub store: StoreHandle,
+    /// Asset uploads in progress and the assets each session holds.
+    pub assets: assets::Assets,
     /// Driver tasks, for shutdown.
     drivers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -327,6 +330,7 @@ pub async fn start(
     // connection is accepted.
     let store = store::open(settings.store, &data.root).map_err(|e| Error::Io(e.to_string()))?;
     let mut restored = Vec::new();
+    let stored_assets = assets::Assets::default();
     for meta in &data.sessions {
         let id = data::parse_session_id(&meta.id)?;
         let started = std::time::Instant::now();
@@ -355,6 +359,10 @@ pub async fn start(
         )
         .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         session.note_checkpoint_times(&ids, &loaded.checkpoints);
+        for (asset_id, asset) in &loaded.assets {
+            // The file's length is not kept; 0 says "stored before this start".
+            stored_assets.note_stored(id, *asset_id, asset, 0);
+        }
         if chain.position > 0 {
             tracing::info!(
                 session = %id,
@@ -392,6 +400,7 @@ pub async fn start(
         public_quic_addr,
         settings: settings.clone(),
         store: store_handle.clone(),
+        assets: stored_assets,
         drivers: Mutex::new(Vec::new()),
     });
     for (session, name, chain) in restored {

@@ -693,6 +693,20 @@ pub mod http {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Result<Response, String> {
+        request_bytes(addr, method, path, headers, body.as_bytes()).await
+    }
+
+    /// [`request`] with a binary body.
+    ///
+    /// # Errors
+    /// The I/O error as text.
+    pub async fn request_bytes(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, String> {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -700,9 +714,11 @@ pub mod http {
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut raw_req = req.into_bytes();
+        raw_req.extend_from_slice(body);
         stream
-            .write_all(req.as_bytes())
+            .write_all(&raw_req)
             .await
             .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();

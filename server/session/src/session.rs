@@ -1613,13 +1613,31 @@ impl Session {
         let worth_it = must_delta
             || (entries.len() >= touched.len().saturating_mul(2)
                 && self.scene.delta_floor_bytes(&touched).saturating_mul(2) < entry_bytes);
-        if worth_it
-            && let Ok(bytes) = postcard::to_allocvec(&self.scene.delta(from, &touched))
-            && (must_delta || bytes.len().saturating_mul(2) < entry_bytes)
-            && let Ok(frame) = to_frame(&ServerMsg::Delta(EncodedDelta { bytes }))
-        {
-            frames = vec![frame.into()];
-            self.emit(Output::Event(Event::DeltaSent));
+        if worth_it {
+            let delta = postcard::to_allocvec(&self.scene.delta(from, &touched))
+                .ok()
+                .filter(|bytes| must_delta || bytes.len().saturating_mul(2) < entry_bytes)
+                .and_then(|bytes| to_frame(&ServerMsg::Delta(EncodedDelta { bytes })).ok());
+            match delta {
+                Some(frame) => {
+                    frames = vec![frame.into()];
+                    self.emit(Output::Event(Event::DeltaSent));
+                }
+                // A delta replicas need that does not fit one frame (an import or an undo of
+                // many big meshes): the new scene goes out as a chunked snapshot instead.
+                None if must_delta => {
+                    for client in &recipients {
+                        self.send_snapshot(*client);
+                    }
+                    self.emit(Output::Event(Event::FannedOut {
+                        batches,
+                        entries: entries.len(),
+                        clients: recipients.len(),
+                    }));
+                    return;
+                }
+                None => {}
+            }
         }
         for frame in frames {
             // Encoded once, shared by every recipient.

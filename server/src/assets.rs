@@ -1,0 +1,354 @@
+//! Asset uploads: a glTF file sent in chunks over HTTP, resumable after a dropped connection,
+//! each chunk and the whole file checked against SHA-256, then read by [`crate::import`] and
+//! stored once per session by the file's hash (tree `assets`), ready for `Command::Import`.
+//!
+//! The protocol (`docs/protocol.md`, "Assets and import"), for a member with an editor ticket
+//! or the admin:
+//! - `GET /api/v1/sessions/{id}/assets/{sha256}`: `{received, length, complete, …}`, so a client
+//!   knows where to resume (404 when nothing of it is known).
+//! - `PUT /api/v1/sessions/{id}/assets/{sha256}` with `Upload-Offset` (where this chunk starts:
+//!   what the server said it has), `Upload-Length` (the whole file), `X-Chunk-Sha256` (this
+//!   chunk's hash) and the chunk (at most [`MAX_CHUNK_BYTES`]). The last chunk makes the server
+//!   check the whole file's hash, read it and store it; the answer then lists its entities.
+//!
+//! Partial uploads are held in memory (a dropped connection resumes; a server restart starts
+//! the upload again), at most [`PARTIAL_BYTES_FACTOR`] × the file limit in all, the longest idle
+//! dropped first, and dropped after [`PARTIAL_IDLE`] without a chunk.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use meshwork_protocol::asset::{AssetEntity, ImportAsset};
+use meshwork_protocol::command::AssetId;
+use meshwork_protocol::{AuthorId, Command, EntityId, SessionId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::import::{ImportError, ImportLimits, ImportedEntity};
+
+/// Largest chunk one `PUT` may carry.
+pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// Partial uploads may hold this many times the file limit in memory, in all.
+pub const PARTIAL_BYTES_FACTOR: usize = 2;
+
+/// A partial upload without a chunk for this long is dropped.
+pub const PARTIAL_IDLE: Duration = Duration::from_secs(600);
+
+/// What the server knows of one asset of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AssetStatus {
+    /// Bytes received so far (the whole length once complete).
+    pub received: usize,
+    /// The whole file's length.
+    pub length: usize,
+    /// Stored and importable.
+    pub complete: bool,
+    /// Once complete: the entities an import makes, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<EntitySummary>,
+}
+
+/// One entity of a stored asset, as the upload's answer lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EntitySummary {
+    /// Its name.
+    pub name: String,
+    /// Vertices of its mesh.
+    pub vertices: usize,
+    /// Faces of its mesh.
+    pub faces: usize,
+}
+
+/// Why a chunk was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The chunk does not start where the server's copy ends.
+    #[error(
+        "this chunk starts at byte {offset}, but the server has {received} bytes: resume there"
+    )]
+    Offset {
+        /// Where it started.
+        offset: usize,
+        /// What the server has.
+        received: usize,
+    },
+    /// The chunk's bytes do not hash to its `X-Chunk-Sha256`.
+    #[error("the chunk's bytes do not match its SHA-256 (damaged in transit); send it again")]
+    ChunkHash,
+    /// The whole file does not hash to its name.
+    #[error(
+        "the whole file's SHA-256 is {0}, not the one it was uploaded as; the upload was dropped"
+    )]
+    FileHash(String),
+    /// Over a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The session holds as many assets as it may.
+    #[error("this session already holds {0} imported files, its limit")]
+    TooMany(usize),
+    /// `Upload-Length` changed between chunks, or the chunk runs past it.
+    #[error("{0}")]
+    Length(String),
+    /// The file is not an importable glTF file.
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    /// The file was read but holds nothing to import.
+    #[error("the file holds no triangle meshes")]
+    Empty,
+    /// The store did not take it.
+    #[error("storing the asset failed: {0}")]
+    Store(String),
+}
+
+#[derive(Debug)]
+struct Partial {
+    length: usize,
+    bytes: Vec<u8>,
+    touched: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    partial: BTreeMap<(SessionId, AssetId), Partial>,
+    stored: BTreeMap<SessionId, BTreeMap<AssetId, AssetStatus>>,
+}
+
+/// Uploads in progress and the assets each session holds.
+#[derive(Debug, Default)]
+pub struct Assets {
+    inner: Mutex<Inner>,
+}
+
+/// What a taken chunk led to.
+#[derive(Debug)]
+pub enum Appended {
+    /// More to come: this many bytes are in.
+    More(usize),
+    /// The last chunk: the whole file (no longer held as a partial upload).
+    Whole(Vec<u8>),
+    /// Already stored: nothing to do.
+    Stored(AssetStatus),
+}
+
+impl Assets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is known of `asset` in `session`.
+    #[must_use]
+    pub fn status(&self, session: SessionId, asset: AssetId) -> Option<AssetStatus> {
+        let inner = self.lock();
+        if let Some(done) = inner.stored.get(&session).and_then(|m| m.get(&asset)) {
+            return Some(done.clone());
+        }
+        inner.partial.get(&(session, asset)).map(|p| AssetStatus {
+            received: p.bytes.len(),
+            length: p.length,
+            complete: false,
+            entities: Vec::new(),
+        })
+    }
+
+    /// Records a stored asset (at start-up, and when an upload completes).
+    pub fn note_stored(&self, session: SessionId, id: AssetId, asset: &ImportAsset, length: usize) {
+        let status = AssetStatus {
+            received: length,
+            length,
+            complete: true,
+            entities: asset
+                .entities
+                .iter()
+                .map(|e| EntitySummary {
+                    name: e.name.clone(),
+                    vertices: e.positions.len(),
+                    faces: e.faces.len(),
+                })
+                .collect(),
+        };
+        self.lock()
+            .stored
+            .entry(session)
+            .or_default()
+            .insert(id, status);
+    }
+
+    /// Takes one chunk of `asset` (see the module docs). `max_bytes` bounds the file,
+    /// `max_assets` the session's stored assets.
+    ///
+    /// # Errors
+    /// [`UploadError`]: the chunk changed nothing.
+    #[allow(clippy::too_many_arguments, reason = "one chunk's whole context")]
+    pub fn append(
+        &self,
+        session: SessionId,
+        asset: AssetId,
+        offset: usize,
+        length: usize,
+        chunk: &[u8],
+        chunk_sha256: [u8; 32],
+        max_bytes: usize,
+        max_assets: usize,
+    ) -> Result<Appended, UploadError> {
+        let mut inner = self.lock();
+        if let Some(done) = inner.stored.get(&session).and_then(|m| m.get(&asset)) {
+            return Ok(Appended::Stored(done.clone()));
+        }
+        let held = inner.stored.get(&session).map_or(0, BTreeMap::len);
+        if held >= max_assets {
+            return Err(UploadError::TooMany(held));
+        }
+        if length > max_bytes {
+            return Err(UploadError::TooLarge(format!(
+                "the file is {length} bytes; this server imports at most {max_bytes}"
+            )));
+        }
+        if chunk.len() > MAX_CHUNK_BYTES {
+            return Err(UploadError::TooLarge(format!(
+                "a chunk may be at most {MAX_CHUNK_BYTES} bytes"
+            )));
+        }
+        if <[u8; 32]>::from(Sha256::digest(chunk)) != chunk_sha256 {
+            return Err(UploadError::ChunkHash);
+        }
+        let now = Instant::now();
+        inner
+            .partial
+            .retain(|_, p| now.duration_since(p.touched) < PARTIAL_IDLE);
+        let key = (session, asset);
+        let received = inner.partial.get(&key).map_or(0, |p| p.bytes.len());
+        if offset != received {
+            return Err(UploadError::Offset { offset, received });
+        }
+        if let Some(p) = inner.partial.get(&key)
+            && p.length != length
+        {
+            return Err(UploadError::Length(format!(
+                "Upload-Length was {} for the earlier chunks, now {length}",
+                p.length
+            )));
+        }
+        let end = offset.saturating_add(chunk.len());
+        if end > length {
+            return Err(UploadError::Length(format!(
+                "the chunk ends at byte {end}, past Upload-Length {length}"
+            )));
+        }
+        // Memory for partial uploads is bounded: the longest idle ones give way.
+        let budget = max_bytes.saturating_mul(PARTIAL_BYTES_FACTOR);
+        loop {
+            let total: usize = inner.partial.values().map(|p| p.bytes.len()).sum();
+            if total.saturating_add(chunk.len()) <= budget {
+                break;
+            }
+            let oldest = inner
+                .partial
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, p)| p.touched)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => {
+                    inner.partial.remove(&k);
+                }
+                None => {
+                    return Err(UploadError::TooLarge(
+                        "the server holds too many partial uploads; retry later".into(),
+                    ));
+                }
+            }
+        }
+        let p = inner.partial.entry(key).or_insert_with(|| Partial {
+            length,
+            bytes: Vec::new(),
+            touched: now,
+        });
+        p.bytes.extend_from_slice(chunk);
+        p.touched = now;
+        if p.bytes.len() < length {
+            return Ok(Appended::More(p.bytes.len()));
+        }
+        let whole = inner
+            .partial
+            .remove(&key)
+            .map(|p| p.bytes)
+            .unwrap_or_default();
+        Ok(Appended::Whole(whole))
+    }
+}
+
+/// Checks a whole upload against its name and reads it into an asset (CPU work: run it off the
+/// async workers).
+///
+/// # Errors
+/// [`UploadError::FileHash`], [`UploadError::Import`], [`UploadError::Empty`].
+pub fn read_upload(
+    asset: AssetId,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<ImportAsset, UploadError> {
+    let hash: [u8; 32] = Sha256::digest(bytes).into();
+    if hash != asset.0 {
+        return Err(UploadError::FileHash(hex::encode(hash)));
+    }
+    let limits = ImportLimits {
+        max_bytes,
+        ..ImportLimits::DEFAULT
+    };
+    let entities = crate::import::import(bytes, &|_| None, &limits)?;
+    if entities.is_empty() {
+        return Err(UploadError::Empty);
+    }
+    let entities = entities
+        .into_iter()
+        .map(to_asset_entity)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ImportAsset { entities })
+}
+
+/// An imported entity as the scene takes it: its transform must pass the same guard a
+/// `SetTransform` does (finite, within range, no zero scale).
+fn to_asset_entity(e: ImportedEntity) -> Result<AssetEntity, UploadError> {
+    let guard = Command::SetTransform {
+        entity: EntityId::new(AuthorId(0), 0),
+        transform: e.transform,
+    };
+    guard.validate(AuthorId(0)).map_err(|why| {
+        UploadError::Import(ImportError::Primitive {
+            mesh: e.name.clone(),
+            primitive: 0,
+            why: format!("its transform cannot be used: {why}"),
+        })
+    })?;
+    let mut name = e.name;
+    if name.len() > meshwork_protocol::command::MAX_NAME_BYTES {
+        let mut cut = meshwork_protocol::command::MAX_NAME_BYTES;
+        while !name.is_char_boundary(cut) {
+            cut = cut.saturating_sub(1);
+        }
+        name.truncate(cut);
+    }
+    // glTF factors are 0..1; a file with others is clamped, not refused.
+    let unit = |v: f32| {
+        if v.is_finite() {
+            v.clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
+    };
+    Ok(AssetEntity {
+        name,
+        transform: e.transform,
+        color: glam::Vec4::from_array(e.color.to_array().map(unit)),
+        material: meshwork_protocol::Material {
+            metallic: unit(e.material.metallic),
+            roughness: unit(e.material.roughness),
+        },
+        positions: e.positions,
+        faces: e.faces,
+    })
+}

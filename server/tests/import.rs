@@ -1,0 +1,295 @@
+//! Import through the real binary: a 20 MB glTF file uploaded in chunks over HTTP, the upload
+//! dropped half-way and resumed where the server says, each chunk and the whole file checked
+//! against SHA-256, stored once (a second upload is answered at once), then imported with one
+//! signed `Import` (one undo step) that every member's replica receives; a late joiner and a
+//! restarted server (replaying the log with the stored asset) hold the same scene.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::time::Duration;
+
+use glam::{Quat, Vec3};
+use meshwork_protocol::command::{AssetId, Primitive, Transform};
+use meshwork_protocol::editmesh::FaceKey;
+use meshwork_protocol::scene::{Limits, Scene};
+use meshwork_protocol::wire::RefusalCode;
+use meshwork_protocol::{
+    AuthorId, Command, CommandId, Ed25519Signer, EntityId, PublicKey, SessionId,
+};
+use meshwork_server::export::{Provenance, export};
+use meshwork_testkit::server_process::ServerProcess;
+use meshwork_testkit::{Client, http, random_signer};
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
+const WAIT: Duration = Duration::from_secs(30);
+const CHUNK: usize = 1 << 20;
+
+/// A GLB of `n` cubes, each subdivided to 972 triangles (about 59 KB each).
+fn big_glb(n: u32) -> Vec<u8> {
+    let author = AuthorId(1);
+    let mut s = Scene::new();
+    let mut lamport = 0;
+    let mut next = |s: &mut Scene, c: Command| {
+        lamport += 1;
+        s.try_apply(CommandId { lamport, author }, author, &c, &Limits::NONE)
+            .unwrap();
+    };
+    for i in 0..n {
+        let entity = EntityId::new(author, i + 1);
+        next(
+            &mut s,
+            Command::Spawn {
+                entity,
+                primitive: Primitive::Cube,
+                transform: Transform {
+                    translation: Vec3::new((i % 20) as f32 * 2.0, 0.0, (i / 20) as f32 * 2.0),
+                    rotation: Quat::IDENTITY,
+                    scale: Vec3::ONE,
+                },
+            },
+        );
+        let e = &s.entities[&entity];
+        let faces: Vec<FaceKey> = e
+            .geometry
+            .edit_mesh(e.spawned_by)
+            .faces()
+            .keys()
+            .copied()
+            .collect();
+        next(
+            &mut s,
+            Command::SubdivideFaces {
+                entity,
+                faces,
+                cuts: 8,
+            },
+        );
+    }
+    let provenance = Provenance {
+        session: SessionId([1; 16]),
+        position: s.position,
+        scene_state_hash: s.state_hash(),
+        log_state_hash: [0; 32],
+        chain_head: [0; 32],
+        server_key: PublicKey([0; 32]),
+        authors: vec![],
+    };
+    export(&s, None, &provenance).unwrap().to_glb().unwrap()
+}
+
+/// `PUT`s bytes `from..to` of `file` in 1 MiB chunks; the last answer.
+async fn put_range(
+    server: &ServerProcess,
+    path: &str,
+    ticket: &str,
+    file: &[u8],
+    from: usize,
+    to: usize,
+) -> http::Response {
+    let mut at = from;
+    let mut last = None;
+    while at < to {
+        let end = (at + CHUNK).min(to);
+        last = Some(put_chunk(server, path, ticket, file, at, &file[at..end]).await);
+        let r = last.as_ref().unwrap();
+        assert!(
+            r.status == 200 || r.status == 201,
+            "chunk at {at}: {} {}",
+            r.status,
+            r.body
+        );
+        at = end;
+    }
+    last.unwrap()
+}
+
+async fn put_chunk(
+    server: &ServerProcess,
+    path: &str,
+    ticket: &str,
+    file: &[u8],
+    offset: usize,
+    chunk: &[u8],
+) -> http::Response {
+    let offset = offset.to_string();
+    let length = file.len().to_string();
+    let sha = hex::encode(Sha256::digest(chunk));
+    http::request_bytes(
+        server.http,
+        "PUT",
+        path,
+        &[
+            ("X-Meshwork-Ticket", ticket),
+            ("Upload-Offset", &offset),
+            ("Upload-Length", &length),
+            ("X-Chunk-Sha256", &sha),
+        ],
+        chunk,
+    )
+    .await
+    .unwrap()
+}
+
+fn json(r: &http::Response) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_upload_is_stored_once_imported_as_one_step_and_replayed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(BIN, &data, &[]);
+    let token = server.admin_token().unwrap();
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap();
+    let text = ticket.to_text();
+    let n = 340;
+    let file = big_glb(n);
+    assert!(file.len() > 20_000_000, "{} bytes", file.len());
+    let asset = AssetId(Sha256::digest(&file).into());
+    let path = format!("/api/v1/sessions/{session}/assets/{asset}");
+    let status = |server: &ServerProcess| {
+        let (addr, path, text) = (server.http, path.clone(), text.clone());
+        async move {
+            http::request(addr, "GET", &path, &[("X-Meshwork-Ticket", &text)], "")
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(&server).await.status, 404, "nothing of it yet");
+
+    // Half of it, then the connection is gone: the server says where to resume.
+    let half = 10 * CHUNK + 12_345;
+    let r = put_range(&server, &path, &text, &file, 0, half).await;
+    assert_eq!(json(&r)["received"], half);
+    let s = json(&status(&server).await);
+    assert_eq!(
+        (s["received"].as_u64(), s["complete"].as_bool()),
+        (Some(half as u64), Some(false))
+    );
+    // A chunk from the wrong place, or damaged on the way, is refused and changes nothing.
+    let wrong = put_chunk(&server, &path, &text, &file, 0, &file[..CHUNK]).await;
+    assert_eq!(wrong.status, 409, "{}", wrong.body);
+    assert!(wrong.body.contains(&format!("{half}")), "{}", wrong.body);
+    let mut damaged = file[half..half + CHUNK].to_vec();
+    let sha = hex::encode(Sha256::digest(&damaged));
+    damaged[7] ^= 1;
+    let r = http::request_bytes(
+        server.http,
+        "PUT",
+        &path,
+        &[
+            ("X-Meshwork-Ticket", &text),
+            ("Upload-Offset", &half.to_string()),
+            ("Upload-Length", &file.len().to_string()),
+            ("X-Chunk-Sha256", &sha),
+        ],
+        &damaged,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(json(&status(&server).await)["received"], half);
+    // A viewer may look but not upload.
+    let admin = http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    };
+    let viewer = admin.invite(&session.to_string(), "viewer").await.unwrap();
+    let r = put_chunk(&server, &path, &viewer, &file, half, &file[half..half + 10]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // The rest: the whole file checks out, is read and stored.
+    let done = put_range(&server, &path, &text, &file, half, file.len()).await;
+    assert_eq!(done.status, 201, "{}", done.body);
+    let done = json(&done);
+    assert_eq!(done["complete"], true);
+    let listed = done["entities"].as_array().unwrap();
+    assert_eq!(listed.len(), n as usize);
+    assert_eq!(
+        listed[0]["faces"], 486,
+        "the quads of a subdivided cube, not its triangles"
+    );
+    // Uploaded again: stored once, answered at once.
+    let again = put_chunk(&server, &path, &text, &file, 0, &file[..CHUNK]).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(json(&again)["complete"], true);
+
+    // One signed command imports it; the others see it, and it is one undo step.
+    let importer = [42u8; 32];
+    let mut a = Client::join(&ticket, Ed25519Signer::from_seed(importer))
+        .await
+        .unwrap();
+    let first = EntityId::new(a.author(), 1);
+    let import = Command::Import {
+        asset,
+        first,
+        count: n,
+    };
+    a.submit_acked(vec![import.clone()], WAIT).await.unwrap();
+    let mut b = Client::join(&ticket, random_signer()).await.unwrap();
+    b.catch_up(1, WAIT).await.unwrap();
+    assert_eq!(b.replica().scene().entities.len(), n as usize);
+    let e = &b.replica().scene().entities[&first];
+    assert_eq!(e.geometry.edit_mesh(e.spawned_by).faces().len(), 486);
+    a.catch_up(1, WAIT).await.unwrap();
+    // (Too big for one frame as a delta: it reached `a` as a chunked snapshot.)
+    assert_eq!(
+        a.replica().scene().state_hash(),
+        b.replica().scene().state_hash()
+    );
+    // An asset nobody uploaded is refused, naming it.
+    let unknown = AssetId([9; 32]);
+    let sent = a
+        .submit(vec![Command::Import {
+            asset: unknown,
+            first: EntityId::new(a.author(), 5000),
+            count: 1,
+        }])
+        .await
+        .unwrap();
+    let seq = sent[0].decode_body().unwrap().seq;
+    let deadline = std::time::Instant::now() + WAIT;
+    a.until(deadline, |s| s.refusals.iter().any(|r| r.seq == seq))
+        .await
+        .unwrap();
+    let refusal = a.seen.refusals.iter().find(|r| r.seq == seq).unwrap();
+    assert!(
+        refusal.message.contains(&unknown.to_string()),
+        "{refusal:?}"
+    );
+    assert_ne!(refusal.code, RefusalCode::Malformed);
+    let hash = a.replica().scene().state_hash();
+
+    // After a restart the log replays with the stored asset: the same scene, and the import
+    // still undoes as one step.
+    drop((a, b));
+    server.terminate(WAIT);
+    let server = ServerProcess::start(BIN, &data, &[]);
+    let s = json(&status(&server).await);
+    assert_eq!(s["complete"], true, "{s}");
+    // New ports: a new ticket to the same session.
+    let ticket = server.ticket(BIN, &data, "editor");
+    let mut c = Client::join(&ticket, random_signer()).await.unwrap();
+    c.catch_up(1, WAIT).await.unwrap();
+    assert_eq!(c.replica().scene().state_hash(), hash);
+    let mut a = Client::join(&ticket, Ed25519Signer::from_seed(importer))
+        .await
+        .unwrap();
+    a.catch_up(1, WAIT).await.unwrap();
+    let position = a.replica().scene().position;
+    a.submit_acked(vec![Command::Undo { step: None }], WAIT)
+        .await
+        .unwrap();
+    c.catch_up(position + 1, WAIT).await.unwrap();
+    assert!(
+        c.replica().scene().entities.is_empty(),
+        "one undo takes the whole import away"
+    );
+}
