@@ -4,6 +4,7 @@
 
 import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
+import { UploadRefused, fromHex, uploadAsset } from './upload';
 import {
   applyLeft,
   applyPresence,
@@ -170,6 +171,14 @@ export class Editor {
     'Export glTF',
   );
 
+  private importButton = h(
+    'button',
+    { type: 'button', 'data-testid': 'import-gltf', title: 'Add a glTF file (.glb, or .gltf with embedded data) — or drop one on the view' },
+    'Import glTF',
+  );
+  private importInput = h('input', { type: 'file', accept: '.glb,.gltf,model/gltf-binary,model/gltf+json', hidden: '' });
+  private importStatus = h('span', { class: 'import-status', 'data-testid': 'import-status', 'aria-live': 'polite' });
+
   constructor(
     seed: Uint8Array,
     ticket: string,
@@ -181,6 +190,14 @@ export class Editor {
     this.role = ticketRole(ticket);
     this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
     this.exportButton.addEventListener('click', () => void this.exportGltf(ticket, sessionId));
+    this.importButton.addEventListener('click', () => {
+      if (this.guard()) this.importInput.click();
+    });
+    this.importInput.addEventListener('change', () => {
+      const file = this.importInput.files?.[0];
+      this.importInput.value = '';
+      if (file) void this.importFile(file);
+    });
     this.undoButton.addEventListener('click', () => this.undo(false));
     this.redoButton.addEventListener('click', () => this.undo(true));
   }
@@ -242,6 +259,41 @@ export class Editor {
     this.historyList.replaceChildren(...rows);
   }
 
+  /**
+   * Imports a glTF file: uploaded in checked, resumable chunks (progress in the top bar), then
+   * one signed `Import` of all its objects (one undo step).
+   */
+  private async importFile(file: File): Promise<void> {
+    if (!this.guard()) return;
+    this.importButton.disabled = true;
+    const show = (text: string) => {
+      this.importStatus.textContent = text;
+    };
+    try {
+      show(`Reading ${file.name}…`);
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const { asset, status } = await uploadAsset(
+        bytes,
+        `/api/v1/sessions/${this.session.sessionId}/assets`,
+        this.ticket,
+        (received, total) => show(`Uploading ${file.name}: ${Math.floor((100 * received) / Math.max(1, total))} %`),
+      );
+      const count = status.entities?.length ?? 0;
+      const first = this.newEntityId();
+      if (first === null || count === 0) return;
+      // The import takes `count` ids from `first` on.
+      localStorage.setItem(this.counterKey, String((first % 2 ** 32) + count - 1));
+      this.submit([{ Import: { asset: fromHex(asset), first, count } }]);
+      this.toast(`Imported ${file.name}: ${count} object${count === 1 ? '' : 's'}`, 'info');
+    } catch (e) {
+      const why = e instanceof UploadRefused ? e.message : `the connection failed (${(e as Error).message})`;
+      this.toast(`Import of ${file.name} failed: ${why}`, 'error');
+    } finally {
+      show('');
+      this.importButton.disabled = false;
+    }
+  }
+
   /** Fetches the export with the ticket in a header (never in a URL) and saves it as a file. */
   private async exportGltf(ticket: string, sessionId: string): Promise<void> {
     this.exportButton.disabled = true;
@@ -269,6 +321,19 @@ export class Editor {
 
   async mount(into: HTMLElement): Promise<void> {
     into.replaceChildren(this.build());
+    // A glTF file dropped anywhere on the editor is imported.
+    into.addEventListener('dragover', (e) => {
+      if (e.dataTransfer?.types.includes('Files')) {
+        e.preventDefault();
+        e.dataTransfer.dropEffect = 'copy';
+      }
+    });
+    into.addEventListener('drop', (e) => {
+      const file = e.dataTransfer?.files[0];
+      if (!file) return;
+      e.preventDefault();
+      void this.importFile(file);
+    });
     this.viewport = new Viewport(this.canvas, {
       positions: (id) => this.session.conn.mesh_positions(id),
       normals: (id) => this.session.conn.mesh_normals(id),
@@ -336,9 +401,12 @@ export class Editor {
       this.sessionLabel,
       this.status,
       this.peopleList,
+      this.importStatus,
+      this.importButton,
+      this.importInput,
       this.exportButton,
     );
-    this.editButtons.push(this.undoButton, this.redoButton);
+    this.editButtons.push(this.undoButton, this.redoButton, this.importButton);
     const palette = h('div', { class: 'palette', role: 'toolbar', 'aria-label': 'Tools' });
     palette.append(this.undoButton, this.redoButton, h('span', { class: 'sep', 'aria-hidden': 'true' }));
     const modeButton = (key: Mode | ElementMode, label: string, title: string, act: () => void) => {

@@ -450,6 +450,25 @@ try {
   check('the export holds both entities', doc.nodes?.length === 2, JSON.stringify(doc.nodes));
   report.exportBytes = glb.length;
 
+  // Import by drag-and-drop: A drops the exported file on its view; it is uploaded (progress
+  // shown), imported as one step, and B (a viewer) sees the new objects.
+  const before = (await state(B.page)).entities;
+  await A.page.evaluate(async (bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], 'scene.glb', { type: 'model/gltf-binary' }));
+    document.querySelector('[data-testid=viewport]').dispatchEvent(
+      new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }),
+    );
+  }, Array.from(glb));
+  const imported = await B.page
+    .waitForFunction((n) => window.meshwork.state().entities === n + 2, before, { timeout: 10000 })
+    .then(() => true, () => false);
+  check('B sees the objects A imported by drag-and-drop', imported,
+    `${before} -> ${(await state(B.page)).entities} entities`);
+  const importToast = await A.page.locator('.toast').allTextContents();
+  check('A is told what was imported', importToast.some((t) => /Imported scene\.glb: 2 objects/.test(t)), JSON.stringify(importToast));
+  await B.page.screenshot({ path: join(artifacts, 'import-seen-by-b.png') });
+
   // Telemetry overlay toggles with T.
   await A.page.locator('body').press('t');
   const rtt = await A.page.getByLabel('Telemetry').textContent();
