@@ -608,37 +608,70 @@ mod tests {
 
     use super::*;
 
-    /// A `.gltf` with one node drawing `indices` over `positions` (a base64 `data:` buffer),
-    /// changed by `tweak` before it is written.
+    /// Accessors over one base64 `data:` buffer, for building test files.
+    #[derive(Default)]
+    struct Bin {
+        bytes: Vec<u8>,
+        views: Vec<Value>,
+        accessors: Vec<Value>,
+    }
+
+    impl Bin {
+        fn push(&mut self, data: Vec<u8>, accessor: Value) -> usize {
+            let view = self.views.len();
+            self.views.push(json!({
+                "buffer": 0, "byteOffset": self.bytes.len(), "byteLength": data.len()
+            }));
+            self.bytes.extend(data);
+            let mut a = accessor;
+            a["bufferView"] = json!(view);
+            self.accessors.push(a);
+            self.accessors.len() - 1
+        }
+
+        fn positions(&mut self, p: &[[f32; 3]]) -> usize {
+            let data = p.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+            self.push(
+                data,
+                json!({"componentType": 5126, "count": p.len(), "type": "VEC3",
+                       "min": [-10.0, -10.0, -10.0], "max": [10.0, 10.0, 10.0]}),
+            )
+        }
+
+        fn indices(&mut self, i: &[u32]) -> usize {
+            let data = i.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.push(
+                data,
+                json!({"componentType": 5125, "count": i.len(), "type": "SCALAR"}),
+            )
+        }
+
+        /// The file: `doc` with this buffer, its views and accessors.
+        fn file(self, mut doc: Value) -> Value {
+            let uri = format!(
+                "data:application/octet-stream;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+            );
+            doc["asset"] = json!({"version": "2.0"});
+            doc["buffers"] = json!([{"byteLength": self.bytes.len(), "uri": uri}]);
+            doc["bufferViews"] = Value::Array(self.views);
+            doc["accessors"] = Value::Array(self.accessors);
+            doc
+        }
+    }
+
+    /// A `.gltf` with one node drawing `indices` over `positions`, changed by `tweak` before it
+    /// is written.
     fn doc(positions: &[[f32; 3]], indices: &[u32], tweak: impl FnOnce(&mut Value)) -> Vec<u8> {
-        let mut bin: Vec<u8> = positions
-            .iter()
-            .flatten()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let pos_len = bin.len();
-        bin.extend(indices.iter().flat_map(|i| i.to_le_bytes()));
-        let uri = format!(
-            "data:application/octet-stream;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&bin)
-        );
-        let mut v = json!({
-            "asset": {"version": "2.0"},
+        let mut bin = Bin::default();
+        let p = bin.positions(positions);
+        let i = bin.indices(indices);
+        let mut v = bin.file(json!({
             "scene": 0,
             "scenes": [{"nodes": [0]}],
             "nodes": [{"name": "thing", "mesh": 0}],
-            "meshes": [{"name": "m", "primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
-            "buffers": [{"byteLength": bin.len(), "uri": uri}],
-            "bufferViews": [
-                {"buffer": 0, "byteOffset": 0, "byteLength": pos_len},
-                {"buffer": 0, "byteOffset": pos_len, "byteLength": bin.len() - pos_len}
-            ],
-            "accessors": [
-                {"bufferView": 0, "componentType": 5126, "count": positions.len(), "type": "VEC3",
-                 "min": [-10.0, -10.0, -10.0], "max": [10.0, 10.0, 10.0]},
-                {"bufferView": 1, "componentType": 5125, "count": indices.len(), "type": "SCALAR"}
-            ]
-        });
+            "meshes": [{"name": "m", "primitives": [{"attributes": {"POSITION": p}, "indices": i}]}],
+        }));
         tweak(&mut v);
         serde_json::to_vec(&v).unwrap()
     }
@@ -827,5 +860,104 @@ mod tests {
         );
         let got = run(&strip).unwrap();
         assert_eq!((got[0].positions.len(), got[0].faces.len()), (4, 2));
+    }
+
+    /// Three files shaped like real ones: several meshes and materials (one mesh with a
+    /// primitive per material); a node hierarchy three deep with rotations and scales; meshes
+    /// and accessors shared (two nodes drawing one mesh, two primitives over one POSITION).
+    #[test]
+    fn real_world_shaped_files_import() {
+        let quad_tetra = [
+            [0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+        ];
+        // 1. Multi-mesh, multi-material.
+        let mut bin = Bin::default();
+        let p = bin.positions(&quad_tetra);
+        let all = bin.indices(&TETRA_FACES);
+        let half_a = bin.indices(&TETRA_FACES[..6]);
+        let half_b = bin.indices(&TETRA_FACES[6..]);
+        let file = bin.file(json!({
+            "scene": 0,
+            "scenes": [{"nodes": [0, 1]}],
+            "nodes": [{"name": "body", "mesh": 0}, {"name": "trim", "mesh": 1, "translation": [3.0, 0.0, 0.0]}],
+            "materials": [
+                {"pbrMetallicRoughness": {"baseColorFactor": [1.0, 0.0, 0.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 0.9}},
+                {"pbrMetallicRoughness": {"baseColorFactor": [0.0, 0.0, 1.0, 1.0], "metallicFactor": 1.0, "roughnessFactor": 0.2}},
+                {"pbrMetallicRoughness": {"baseColorFactor": [0.0, 1.0, 0.0, 0.5]}}
+            ],
+            "meshes": [
+                {"name": "body", "primitives": [{"attributes": {"POSITION": p}, "indices": all, "material": 0}]},
+                {"name": "trim", "primitives": [
+                    {"attributes": {"POSITION": p}, "indices": half_a, "material": 1},
+                    {"attributes": {"POSITION": p}, "indices": half_b, "material": 2}
+                ]}
+            ]
+        }));
+        let got = run(&serde_json::to_vec(&file).unwrap()).unwrap();
+        let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["body", "trim 0", "trim 1"]);
+        assert_eq!(got[0].color, Vec4::new(1.0, 0.0, 0.0, 1.0));
+        assert_eq!(
+            (got[1].material.metallic, got[1].material.roughness),
+            (1.0, 0.2)
+        );
+        assert_eq!(got[2].color.w, 0.5);
+        // An open shell is a mesh too: two faces of the tetrahedron, their three corners each.
+        assert_eq!((got[1].faces.len(), got[1].positions.len()), (2, 4));
+        assert_eq!(got[2].transform.translation, Vec3::new(3.0, 0.0, 0.0));
+
+        // 2. A hierarchy: base → arm (turned 90° about Y, scaled 2) → hand (moved 1 along X).
+        let mut bin = Bin::default();
+        let p = bin.positions(&quad_tetra);
+        let i = bin.indices(&TETRA_FACES);
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        let file = bin.file(json!({
+            "scenes": [{"nodes": [0]}],
+            "nodes": [
+                {"name": "base", "translation": [0.0, 1.0, 0.0], "children": [1]},
+                {"name": "arm", "rotation": [0.0, s, 0.0, s], "scale": [2.0, 2.0, 2.0], "children": [2], "mesh": 0},
+                {"name": "hand", "translation": [1.0, 0.0, 0.0], "mesh": 0}
+            ],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": p}, "indices": i}]}]
+        }));
+        let got = run(&serde_json::to_vec(&file).unwrap()).unwrap();
+        assert_eq!(got.len(), 2);
+        let hand = &got[1];
+        assert_eq!(hand.name, "hand");
+        // (1, 0, 0) turned 90° about Y is (0, 0, -1), scaled by 2, raised by the base.
+        assert!((hand.transform.translation - Vec3::new(0.0, 1.0, -2.0)).length() < 1e-5);
+        assert!((hand.transform.scale - Vec3::splat(2.0)).length() < 1e-5);
+        assert!(
+            hand.transform
+                .rotation
+                .angle_between(Quat::from_rotation_y(std::f32::consts::FRAC_PI_2))
+                < 1e-5
+        );
+
+        // 3. Shared: two nodes draw one mesh; its two primitives share one POSITION accessor.
+        let mut bin = Bin::default();
+        let p = bin.positions(&quad_tetra);
+        let all = bin.indices(&TETRA_FACES);
+        let file = bin.file(json!({
+            "scenes": [{"nodes": [0, 1]}],
+            "nodes": [{"name": "left", "mesh": 0}, {"name": "right", "mesh": 0, "translation": [2.0, 0.0, 0.0]}],
+            "meshes": [{"primitives": [
+                {"attributes": {"POSITION": p}, "indices": all},
+                {"attributes": {"POSITION": p}, "indices": all}
+            ]}]
+        }));
+        let got = run(&serde_json::to_vec(&file).unwrap()).unwrap();
+        assert_eq!(got.len(), 4, "two nodes × two primitives");
+        assert!(
+            got.iter()
+                .all(|e| e.faces.len() == 4 && e.positions.len() == 4)
+        );
+        assert_eq!(
+            got[0].positions, got[3].positions,
+            "one accessor, the same mesh"
+        );
     }
 }

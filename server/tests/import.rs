@@ -163,6 +163,29 @@ async fn a_resumed_upload_is_stored_once_imported_as_one_step_and_replayed_after
         }
     };
     assert_eq!(status(&server).await.status, 404, "nothing of it yet");
+    // A file the importer refuses: 422 with the reason, and nothing is kept.
+    let bad = b"{\"asset\": {\"version\": \"2.0\"}, \"meshes\": [{\"primitives\": []}]}".to_vec();
+    let bad_path = format!(
+        "/api/v1/sessions/{session}/assets/{}",
+        hex::encode(Sha256::digest(&bad))
+    );
+    let r = put_chunk(&server, &bad_path, &text, &bad, 0, &bad).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("not a glTF file") || r.body.contains("no triangle meshes"),
+        "{}",
+        r.body
+    );
+    let r = http::request(
+        server.http,
+        "GET",
+        &bad_path,
+        &[("X-Meshwork-Ticket", &text)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404, "a refused file is not kept: {}", r.body);
 
     // Half of it, then the connection is gone: the server says where to resume.
     let half = 10 * CHUNK + 12_345;
