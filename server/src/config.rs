@@ -44,6 +44,27 @@ pub enum Command {
     /// Exit 0 when the server at `--http-addr` answers `/healthz`, 1 otherwise (for container
     /// health checks: needs no shell or curl in the image).
     Healthcheck(HealthArgs),
+    /// Import a glTF file (`.glb`, or `.gltf` with embedded buffers) into a running server's
+    /// session as a member: uploaded in checked, resumable chunks with a progress bar, then one
+    /// signed `Import` (one undo step).
+    Import(ImportArgs),
+}
+
+/// Flags of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The server's HTTP address.
+    #[arg(long, env = "MESHWORK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// A join ticket with the editor role (`mwj1_…`, as `invite` prints or an invite link holds).
+    #[arg(long, env = "MESHWORK_TICKET", hide_env_values = true)]
+    pub ticket: String,
+    /// The signing key to import as (64 hex characters; created when missing). Without it each
+    /// run is a new author, and only that run could undo its import.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The file.
+    pub file: PathBuf,
 }
 
 /// Flags of `healthcheck`.

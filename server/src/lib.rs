@@ -22,6 +22,7 @@ pub mod export;
 pub mod http;
 pub mod ice;
 pub mod import;
+pub mod import_cli;
 pub mod metrics;
 pub mod quic;
 pub mod router;

@@ -24,6 +24,14 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup(&args),
         Command::Restore(args) => restore(&args),
         Command::Healthcheck(args) => healthcheck(&args),
+        Command::Import(args) => meshwork_server::import_cli::run(
+            args.http_addr,
+            &args.ticket,
+            &args.file,
+            args.key_file.as_deref(),
+        )
+        .map(|line| println!("{line}"))
+        .map_err(Error::Io),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -316,3 +316,67 @@ async fn a_resumed_upload_is_stored_once_imported_as_one_step_and_replayed_after
         "one undo takes the whole import away"
     );
 }
+
+/// `meshwork-server import` against the running server: the file goes up with a progress bar
+/// and lands as one import a member sees; a viewer's ticket is refused with the reason; the
+/// same key file is the same author, so the import can be undone by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_command_uploads_and_imports_as_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(BIN, &data, &[]);
+    let ticket = server.ticket(BIN, &data, "editor");
+    let file = dir.path().join("two.glb");
+    std::fs::write(&file, big_glb(2)).unwrap();
+    let key = dir.path().join("cli.key");
+    let run = |ticket: &str| {
+        std::process::Command::new(BIN)
+            .args([
+                "import",
+                "--http-addr",
+                &server.http.to_string(),
+                "--ticket",
+                ticket,
+            ])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = run(&ticket.to_text());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("imported") && stdout.contains("2 objects"),
+        "{stdout}"
+    );
+    let mut member = Client::join(&ticket, random_signer()).await.unwrap();
+    member.catch_up(1, WAIT).await.unwrap();
+    assert_eq!(member.replica().scene().entities.len(), 2);
+    // The key file made that import's author: joining with it, the import undoes.
+    let seed: [u8; 32] = hex::decode(std::fs::read_to_string(&key).unwrap().trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut author = Client::join(&ticket, Ed25519Signer::from_seed(seed))
+        .await
+        .unwrap();
+    author.catch_up(1, WAIT).await.unwrap();
+    author
+        .submit_acked(vec![Command::Undo { step: None }], WAIT)
+        .await
+        .unwrap();
+    member.catch_up(2, WAIT).await.unwrap();
+    assert!(member.replica().scene().entities.is_empty());
+    // A viewer's ticket: refused, with why.
+    let viewer = server.ticket(BIN, &data, "viewer");
+    let out = run(&viewer.to_text());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("editor"), "{stderr}");
+}
