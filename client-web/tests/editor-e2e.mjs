@@ -468,6 +468,19 @@ try {
   const importToast = await A.page.locator('.toast').allTextContents();
   check('A is told what was imported', importToast.some((t) => /Imported scene\.glb: 2 objects/.test(t)), JSON.stringify(importToast));
   await B.page.screenshot({ path: join(artifacts, 'import-seen-by-b.png') });
+  // A exports what is there now: the imported objects too, and still valid.
+  const [downloadA] = await Promise.all([
+    A.page.waitForEvent('download', { timeout: 10000 }),
+    A.page.getByTestId('export-gltf').click(),
+  ]);
+  const glbA = new Uint8Array(await readFile(await downloadA.path()));
+  const validationA = await validator.validateBytes(glbA);
+  const nodesA = JSON.parse(
+    new TextDecoder().decode(glbA.subarray(20, 20 + new DataView(glbA.buffer, glbA.byteOffset).getUint32(12, true))),
+  ).nodes;
+  check("A's export after the import passes the validator and holds all four objects",
+    validationA.issues.numErrors === 0 && validationA.issues.numWarnings === 0 && nodesA?.length === 4,
+    JSON.stringify({ issues: validationA.issues.messages.slice(0, 3), nodes: nodesA?.length }));
 
   // Telemetry overlay toggles with T.
   await A.page.locator('body').press('t');

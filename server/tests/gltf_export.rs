@@ -16,6 +16,8 @@
 
 use std::time::{Duration, Instant};
 
+use sha2::Digest as _;
+
 use glam::{Quat, Vec3, Vec4};
 use meshwork_protocol::command::{ExtrudeDirection, Material, Primitive, Transform};
 use meshwork_protocol::editmesh::{Axis, FaceKey, VertexKey};
@@ -335,7 +337,8 @@ fn every_case_exports_and_reads_back_as_the_scene() {
 /// Export, then import (`meshwork_server::import`): every entity comes back with its name,
 /// transform, material and its mesh — the same faces (quads stay quads), each face's corners at
 /// the same positions, the same vertex count after welding — from the GLB and from the `.gltf`
-/// with its `.bin` beside it.
+/// with its `.bin` beside it; and imported into a fresh scene with `Import`, as the server
+/// does, the entities equal the originals.
 #[test]
 fn an_export_imports_back_as_the_same_meshes() {
     use meshwork_server::import::{ImportLimits, import};
@@ -349,6 +352,52 @@ fn an_export_imports_back_as_the_same_meshes() {
         let from_gltf = import(&json, &beside, &ImportLimits::DEFAULT).unwrap();
         assert_eq!(from_glb, from_gltf, "{name}: GLB and .gltf give the same");
         assert_eq!(from_glb.len(), scene.entities.len(), "{name}");
+        // Into a fresh session's scene as the server does it (read as an upload, then one
+        // `Import`): every entity's mesh, name, transform and material as exported.
+        let asset = meshwork_protocol::command::AssetId(sha2::Sha256::digest(&glb).into());
+        let read = meshwork_server::assets::read_upload(asset, &glb, 1 << 30).unwrap();
+        let mut fresh = Scene::new();
+        fresh.provide_asset(asset, std::sync::Arc::new(read));
+        let importer = AuthorId(9);
+        let import = Command::Import {
+            asset,
+            first: EntityId::new(importer, 1),
+            count: u32::try_from(scene.entities.len()).unwrap(),
+        };
+        fresh
+            .try_apply(
+                CommandId {
+                    lamport: 1,
+                    author: importer,
+                },
+                importer,
+                &import,
+                &meshwork_protocol::scene::Limits::NONE,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for ((id, want), (_, got)) in scene.entities.iter().zip(&fresh.entities) {
+            assert_eq!(got.material.value, want.material.value, "{name} {id}");
+            assert_eq!(got.color.value, want.color.value, "{name} {id}");
+            assert!((got.transform.translation - want.transform.translation).length() < 1e-6);
+            let (a, b) = (
+                got.geometry.edit_mesh(got.spawned_by),
+                want.geometry.edit_mesh(want.spawned_by),
+            );
+            assert_eq!(
+                (a.faces().len(), a.vertices().len()),
+                (b.faces().len(), b.vertices().len()),
+                "{name} {id}"
+            );
+            for (fa, fb) in a.faces().values().zip(b.faces().values()) {
+                for (va, vb) in fa.iter().zip(fb) {
+                    assert!(
+                        (a.vertices()[va] - b.vertices()[vb]).length() <= 1e-6,
+                        "{name} {id}"
+                    );
+                }
+            }
+            a.check().unwrap();
+        }
         // The import walks the scene's nodes in file order: one per entity, in id order.
         for (got, (id, e)) in from_glb.iter().zip(&scene.entities) {
             let want_name = if e.name.value.is_empty() {
