@@ -1063,6 +1063,14 @@ impl Session {
                 a
             }
         };
+        // A known key keeps the highest role it joined with: its earlier entries were checked
+        // against that role and must replay under it (a restart, `verify-log`). Lowering a
+        // member's role is a membership decision, not a side effect of an invite link.
+        let role = self
+            .log
+            .keys()
+            .role(author)
+            .map_or(role, |known| known.max(role));
         if self
             .log
             .keys_mut()

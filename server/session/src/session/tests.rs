@@ -1193,6 +1193,42 @@ fn snapshot_frames(out: &[Output], to: ClientId) -> Vec<Arc<[u8]>> {
         .collect()
 }
 
+/// A member who rejoins with a viewer's invite keeps the editor role its entries were checked
+/// under: the stored record does not change, and the log still replays after a restart (it
+/// failed to replay before: the entries were checked against the lowered role).
+#[test]
+fn a_rejoin_with_a_lower_role_keeps_the_role_and_the_log_replays() {
+    let mut h = Harness::new();
+    let mut store = FakeStore::default();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let out = h.input(Input::PersistAck { batch: BatchId(0) });
+    store.absorb(&mut h, out);
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&s1, a1, 1, 1, mv(a1))],
+        }),
+    );
+    store.absorb(&mut h, out);
+    assert_eq!(store.entries.len(), 1);
+    let c3 = ClientId(3);
+    assert_eq!(h.join(c3, &s1, Role::Viewer), a1);
+    assert_eq!(h.session.log().keys().role(a1), Some(Role::Editor));
+    store.authors = h.session.authors();
+    let (restored, _) = Session::restore(
+        Config::new(SESSION, h.server.public_key()),
+        [0; 32],
+        NOW,
+        &store.authors,
+        &[],
+        None,
+        store.entries.clone(),
+    )
+    .expect("the log replays");
+    assert_eq!(restored.log().state_hash(), h.session.log().state_hash());
+}
+
 /// Joins and resyncs at one scene position share one encoding of the scene (the very same
 /// frames); once an entry moves the scene on, the next snapshot is encoded afresh and shows it.
 #[test]
