@@ -223,6 +223,101 @@ pub fn import(
     Ok(out)
 }
 
+/// A `.gltf` whose buffers are beside it (`external` supplies them by relative name) or
+/// embedded as `data:` URIs, repacked as one GLB: every buffer moves into the binary chunk
+/// (4-byte aligned) and the buffer views are re-pointed. A GLB is returned as it is. This is how
+/// a `.gltf` with its `.bin` travels as one upload.
+///
+/// # Errors
+/// [`ImportError`] for a file that is not glTF, a buffer that cannot be read, or sizes over the
+/// limits.
+pub fn pack_glb(
+    bytes: &[u8],
+    external: &dyn Fn(&str) -> Option<Vec<u8>>,
+    limits: &ImportLimits,
+) -> Result<Vec<u8>, ImportError> {
+    if bytes.starts_with(b"glTF") {
+        return Ok(bytes.to_vec());
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImportError::TooLarge {
+            bytes: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let mut root: gltf::json::Root =
+        serde_json::from_slice(bytes).map_err(|e| ImportError::NotGltf(e.to_string()))?;
+    let mut bin: Vec<u8> = Vec::new();
+    let mut bases = Vec::with_capacity(root.buffers.len());
+    for (i, buffer) in root.buffers.iter().enumerate() {
+        let bad = |why: String| ImportError::Buffer { buffer: i, why };
+        let uri = buffer
+            .uri
+            .as_deref()
+            .ok_or_else(|| bad("has no URI (only a GLB may carry a buffer without one)".into()))?;
+        let data = read_uri(uri, external, limits).map_err(bad)?;
+        let declared = usize::try_from(buffer.byte_length.0).unwrap_or(usize::MAX);
+        if data.len() < declared {
+            return Err(bad(format!(
+                "declares {declared} bytes but holds {} (truncated)",
+                data.len()
+            )));
+        }
+        while !bin.len().is_multiple_of(4) {
+            bin.push(0);
+        }
+        bases.push(bin.len());
+        bin.extend_from_slice(data.get(..declared).unwrap_or_default());
+        if bin.len() > limits.max_bytes {
+            return Err(ImportError::TooLarge {
+                bytes: bin.len(),
+                limit: limits.max_bytes,
+            });
+        }
+    }
+    for view in &mut root.buffer_views {
+        let base = bases
+            .get(view.buffer.value())
+            .copied()
+            .ok_or_else(|| ImportError::Buffer {
+                buffer: view.buffer.value(),
+                why: "a buffer view names it, but there is no such buffer".into(),
+            })?;
+        let offset = view
+            .byte_offset
+            .map_or(0, |o| usize::try_from(o.0).unwrap_or(usize::MAX));
+        view.byte_offset = Some(gltf::json::validation::USize64::from(
+            base.saturating_add(offset),
+        ));
+        view.buffer = gltf::json::Index::new(0);
+    }
+    root.buffers = if bin.is_empty() {
+        Vec::new()
+    } else {
+        vec![gltf::json::Buffer {
+            byte_length: gltf::json::validation::USize64::from(bin.len()),
+            name: None,
+            uri: None,
+            extensions: None,
+            extras: None,
+        }]
+    };
+    let json = root
+        .to_vec()
+        .map_err(|e| ImportError::NotGltf(e.to_string()))?;
+    gltf::binary::Glb {
+        header: gltf::binary::Header {
+            magic: *b"glTF",
+            version: 2,
+            length: 0,
+        },
+        json: std::borrow::Cow::Owned(json),
+        bin: (!bin.is_empty()).then_some(std::borrow::Cow::Owned(bin)),
+    }
+    .to_vec()
+    .map_err(|e| ImportError::NotGltf(e.to_string()))
+}
+
 /// The buffers' bytes, each checked against its declared length.
 fn load_buffers(
     doc: &gltf::Document,
@@ -279,16 +374,21 @@ fn read_uri(
             .decode(payload)
             .map_err(|e| format!("a data URI that does not decode: {e}"));
     }
-    let outside = uri.contains(':')
-        || uri.starts_with('/')
-        || uri.starts_with('\\')
-        || uri.split(['/', '\\']).any(|part| part == "..");
+    // A URI reference: `my%20scene.bin` names the file `my scene.bin` (checked decoded, so
+    // `%2e%2e/` is `../` too).
+    let name = percent_encoding::percent_decode_str(uri)
+        .decode_utf8()
+        .map_err(|_| format!("{uri:?} is not a UTF-8 file name"))?;
+    let outside = name.contains(':')
+        || name.starts_with('/')
+        || name.starts_with('\\')
+        || name.split(['/', '\\']).any(|part| part == "..");
     if outside {
         return Err(format!(
             "{uri:?} points outside the upload (only data: URIs and relative names beside the file)"
         ));
     }
-    let data = external(uri).ok_or_else(|| format!("{uri:?} was not supplied"))?;
+    let data = external(&name).ok_or_else(|| format!("{uri:?} was not supplied"))?;
     if data.len() > limits.max_bytes {
         return Err(format!("{uri:?} is over {} bytes", limits.max_bytes));
     }
@@ -760,6 +860,13 @@ mod tests {
                 "a URI outside the upload",
                 doc(&TETRA, &TETRA_FACES, |v| {
                     v["buffers"][0]["uri"] = json!("../../etc/passwd")
+                }),
+                "points outside the upload",
+            ),
+            (
+                "an escaped way out",
+                doc(&TETRA, &TETRA_FACES, |v| {
+                    v["buffers"][0]["uri"] = json!("%2e%2e/%2E%2E/etc/passwd");
                 }),
                 "points outside the upload",
             ),

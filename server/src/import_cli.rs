@@ -296,6 +296,14 @@ pub fn run(
     if bytes.is_empty() {
         return Err(format!("{}: the file is empty", file.display()));
     }
+    // A `.gltf` travels as one GLB with the buffers beside it (read from its directory).
+    let dir = file.parent().unwrap_or_else(|| Path::new("."));
+    let bytes = crate::import::pack_glb(
+        &bytes,
+        &|name| std::fs::read(dir.join(name)).ok(),
+        &crate::import::ImportLimits::DEFAULT,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let asset = AssetId(Sha256::digest(&bytes).into());
     let signer = match key_file {
         Some(path) => load_key(path)?,

@@ -345,12 +345,19 @@ fn an_export_imports_back_as_the_same_meshes() {
     for (name, scene) in cases() {
         let exported = export(&scene, None, &provenance(&scene)).unwrap();
         let glb = exported.to_glb().unwrap();
-        let (json, bin) = exported.to_gltf("scene.bin").unwrap();
+        let (json, bin) = exported.to_gltf("my scene.bin").unwrap();
         let bin = bin.to_vec();
         let from_glb = import(&glb, &|_| None, &ImportLimits::DEFAULT).unwrap();
-        let beside = |uri: &str| (uri == "scene.bin").then(|| bin.clone());
+        // The `.bin` is named by a URI reference (`my%20scene.bin`): the file `my scene.bin`.
+        let beside = |uri: &str| (uri == "my scene.bin").then(|| bin.clone());
         let from_gltf = import(&json, &beside, &ImportLimits::DEFAULT).unwrap();
         assert_eq!(from_glb, from_gltf, "{name}: GLB and .gltf give the same");
+        // Packed into one GLB (how a `.gltf` and its `.bin` are uploaded): the same again.
+        let packed =
+            meshwork_server::import::pack_glb(&json, &beside, &ImportLimits::DEFAULT).unwrap();
+        assert_eq!(&packed[..4], b"glTF");
+        let from_packed = import(&packed, &|_| None, &ImportLimits::DEFAULT).unwrap();
+        assert_eq!(from_packed, from_glb, "{name}: packed .gltf");
         assert_eq!(from_glb.len(), scene.entities.len(), "{name}");
         // Into a fresh session's scene as the server does it (read as an upload, then one
         // `Import`): every entity's mesh, name, transform and material as exported.

@@ -32,6 +32,17 @@ const CHUNK: usize = 1 << 20;
 
 /// A GLB of `n` cubes, each subdivided to 972 triangles (about 59 KB each).
 fn big_glb(n: u32) -> Vec<u8> {
+    exported(n).to_glb().unwrap()
+}
+
+/// The same as `.gltf` JSON and the `two parts.bin` it names.
+fn big_glb_parts(n: u32) -> (Vec<u8>, Vec<u8>) {
+    let e = exported(n);
+    let (json, bin) = e.to_gltf("two parts.bin").unwrap();
+    (json, bin.to_vec())
+}
+
+fn exported(n: u32) -> meshwork_server::export::Exported {
     let author = AuthorId(1);
     let mut s = Scene::new();
     let mut lamport = 0;
@@ -80,7 +91,7 @@ fn big_glb(n: u32) -> Vec<u8> {
         server_key: PublicKey([0; 32]),
         authors: vec![],
     };
-    export(&s, None, &provenance).unwrap().to_glb().unwrap()
+    export(&s, None, &provenance).unwrap()
 }
 
 /// `PUT`s bytes `from..to` of `file` in 1 MiB chunks; the last answer.
@@ -326,8 +337,11 @@ async fn the_import_command_uploads_and_imports_as_a_member() {
     let data = dir.path().join("data");
     let server = ServerProcess::start(BIN, &data, &[]);
     let ticket = server.ticket(BIN, &data, "editor");
-    let file = dir.path().join("two.glb");
-    std::fs::write(&file, big_glb(2)).unwrap();
+    // A `.gltf` with its `.bin` beside it: the command packs them into one upload.
+    let file = dir.path().join("two.gltf");
+    let (gltf_json, bin) = big_glb_parts(2);
+    std::fs::write(&file, gltf_json).unwrap();
+    std::fs::write(dir.path().join("two parts.bin"), bin).unwrap();
     let key = dir.path().join("cli.key");
     let run = |ticket: &str, key: Option<&std::path::Path>| {
         let mut cmd = std::process::Command::new(BIN);
