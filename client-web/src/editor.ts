@@ -4,7 +4,7 @@
 
 import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
-import { UploadRefused, fromHex, uploadAsset } from './upload';
+import { UploadRefused, fromHex, packGltf, uploadAsset } from './upload';
 import {
   applyLeft,
   applyPresence,
@@ -176,7 +176,12 @@ export class Editor {
     { type: 'button', 'data-testid': 'import-gltf', title: 'Add a glTF file (.glb, or .gltf with embedded data) — or drop one on the view' },
     'Import glTF',
   );
-  private importInput = h('input', { type: 'file', accept: '.glb,.gltf,model/gltf-binary,model/gltf+json', hidden: '' });
+  private importInput = h('input', {
+    type: 'file',
+    accept: '.glb,.gltf,.bin,model/gltf-binary,model/gltf+json',
+    multiple: '',
+    hidden: '',
+  });
   private importStatus = h('span', { class: 'import-status', 'data-testid': 'import-status', 'aria-live': 'polite' });
 
   constructor(
@@ -194,9 +199,9 @@ export class Editor {
       if (this.guard()) this.importInput.click();
     });
     this.importInput.addEventListener('change', () => {
-      const file = this.importInput.files?.[0];
+      const files = [...(this.importInput.files ?? [])];
       this.importInput.value = '';
-      if (file) void this.importFile(file);
+      if (files.length > 0) void this.importFiles(files);
     });
     this.undoButton.addEventListener('click', () => this.undo(false));
     this.redoButton.addEventListener('click', () => this.undo(true));
@@ -260,23 +265,26 @@ export class Editor {
   }
 
   /**
-   * Imports a glTF file: uploaded in checked, resumable chunks (progress in the top bar), then
-   * one signed `Import` of all its objects (one undo step).
+   * Imports a glTF file (a `.glb`, or a `.gltf` with the files it names, chosen or dropped
+   * together): uploaded in checked, resumable chunks (progress in the top bar), then one signed
+   * `Import` of all its objects (one undo step).
    */
-  private async importFile(file: File): Promise<void> {
+  private async importFiles(files: File[]): Promise<void> {
     if (!this.guard()) return;
     this.importButton.disabled = true;
     const show = (text: string) => {
       this.importStatus.textContent = text;
     };
+    let name = files[0]?.name ?? 'file';
     try {
-      show(`Reading ${file.name}…`);
-      const bytes = new Uint8Array(await file.arrayBuffer());
+      show(`Reading ${name}…`);
+      const packed = await packGltf(files);
+      name = packed.name;
       const { asset, status } = await uploadAsset(
-        bytes,
+        packed.bytes,
         `/api/v1/sessions/${this.session.sessionId}/assets`,
         this.ticket,
-        (received, total) => show(`Uploading ${file.name}: ${Math.floor((100 * received) / Math.max(1, total))} %`),
+        (received, total) => show(`Uploading ${name}: ${Math.floor((100 * received) / Math.max(1, total))} %`),
       );
       const count = status.entities?.length ?? 0;
       const first = this.newEntityId();
@@ -284,10 +292,10 @@ export class Editor {
       // The import takes `count` ids from `first` on.
       localStorage.setItem(this.counterKey, String((first % 2 ** 32) + count - 1));
       this.submit([{ Import: { asset: fromHex(asset), first, count } }]);
-      this.toast(`Imported ${file.name}: ${count} object${count === 1 ? '' : 's'}`, 'info');
+      this.toast(`Imported ${name}: ${count} object${count === 1 ? '' : 's'}`, 'info');
     } catch (e) {
       const why = e instanceof UploadRefused ? e.message : `the connection failed (${(e as Error).message})`;
-      this.toast(`Import of ${file.name} failed: ${why}`, 'error');
+      this.toast(`Import of ${name} failed: ${why}`, 'error');
     } finally {
       show('');
       this.importButton.disabled = false;
@@ -329,10 +337,10 @@ export class Editor {
       }
     });
     into.addEventListener('drop', (e) => {
-      const file = e.dataTransfer?.files[0];
-      if (!file) return;
+      const files = [...(e.dataTransfer?.files ?? [])];
+      if (files.length === 0) return;
       e.preventDefault();
-      void this.importFile(file);
+      void this.importFiles(files);
     });
     this.viewport = new Viewport(this.canvas, {
       positions: (id) => this.session.conn.mesh_positions(id),

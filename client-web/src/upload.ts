@@ -101,3 +101,82 @@ export async function uploadAsset(
     }
   }
 }
+
+/** The bytes of a `data:` URI (base64). */
+function dataUri(uri: string): Uint8Array {
+  const comma = uri.indexOf(';base64,');
+  if (comma < 0) throw new UploadRefused('a data URI that is not base64');
+  const text = atob(uri.slice(comma + ';base64,'.length));
+  return Uint8Array.from(text, (c) => c.charCodeAt(0));
+}
+
+const pad4 = (n: number) => (4 - (n % 4)) % 4;
+
+/**
+ * The file to upload from what the user chose or dropped: a `.glb` as it is; a `.gltf` packed
+ * with its buffers (the other files, by the names its URIs give, or embedded `data:` URIs) into
+ * one GLB, its buffer views re-pointed into the one binary chunk. Returns the name to show.
+ */
+export async function packGltf(files: File[]): Promise<{ name: string; bytes: Uint8Array<ArrayBuffer> }> {
+  const main = files.find((f) => /\.gltf$/i.test(f.name)) ?? files[0];
+  if (!main) throw new UploadRefused('no file');
+  const bytes = new Uint8Array(await main.arrayBuffer());
+  if (!/\.gltf$/i.test(main.name)) return { name: main.name, bytes };
+  let doc: { buffers?: { uri?: string; byteLength: number }[]; bufferViews?: { buffer: number; byteOffset?: number }[] };
+  try {
+    doc = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new UploadRefused(`${main.name} is not glTF JSON (${(e as Error).message})`);
+  }
+  const parts: Uint8Array[] = [];
+  const bases: number[] = [];
+  let length = 0;
+  for (const b of doc.buffers ?? []) {
+    const uri = b.uri ?? '';
+    let data: Uint8Array;
+    if (uri.startsWith('data:')) {
+      data = dataUri(uri);
+    } else {
+      const name = decodeURIComponent(uri);
+      const file = files.find((f) => f.name === name);
+      if (!file) throw new UploadRefused(`${main.name} needs "${name}": choose or drop it together with the .gltf`);
+      data = new Uint8Array(await file.arrayBuffer());
+    }
+    if (data.length < b.byteLength) throw new UploadRefused(`"${uri}" is shorter than the ${b.byteLength} bytes declared`);
+    const gap = pad4(length);
+    if (gap) parts.push(new Uint8Array(gap));
+    length += gap;
+    bases.push(length);
+    parts.push(data.subarray(0, b.byteLength));
+    length += b.byteLength;
+  }
+  for (const v of doc.bufferViews ?? []) {
+    v.byteOffset = (bases[v.buffer] ?? 0) + (v.byteOffset ?? 0);
+    v.buffer = 0;
+  }
+  doc.buffers = length > 0 ? [{ byteLength: length }] : [];
+  const json = new TextEncoder().encode(JSON.stringify(doc));
+  const jsonLength = json.length + pad4(json.length);
+  const binLength = length + pad4(length);
+  const total = 12 + 8 + jsonLength + (length > 0 ? 8 + binLength : 0);
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, 0x46546c67, true); // "glTF"
+  view.setUint32(4, 2, true);
+  view.setUint32(8, total, true);
+  view.setUint32(12, jsonLength, true);
+  view.setUint32(16, 0x4e4f534a, true); // "JSON"
+  out.set(json, 20);
+  out.fill(0x20, 20 + json.length, 20 + jsonLength);
+  if (length > 0) {
+    const at = 20 + jsonLength;
+    view.setUint32(at, binLength, true);
+    view.setUint32(at + 4, 0x004e4942, true); // "BIN\0"
+    let p = at + 8;
+    for (const part of parts) {
+      out.set(part, p);
+      p += part.length;
+    }
+  }
+  return { name: main.name, bytes: out };
+}
