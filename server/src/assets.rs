@@ -61,6 +61,23 @@ pub struct EntitySummary {
     pub faces: usize,
 }
 
+impl UploadError {
+    /// The `outcome` label of `meshwork_asset_chunks_total`.
+    #[must_use]
+    pub const fn outcome(&self) -> &'static str {
+        match self {
+            Self::Offset { .. } => "offset",
+            Self::ChunkHash => "chunk_hash",
+            Self::FileHash(_) => "file_hash",
+            Self::TooLarge(_) => "too_large",
+            Self::TooMany(_) => "too_many",
+            Self::Length(_) => "length",
+            Self::Import(_) | Self::Empty => "unreadable",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
 /// Why a chunk was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {

@@ -645,7 +645,9 @@ async fn asset_chunk(
             )
         })?;
     let settings = &s.ctx.settings;
+    let chunks = s.metrics.asset_chunks_total.clone();
     let refused = |e: UploadError| {
+        chunks.with_label_values(&[e.outcome()]).inc();
         let status = match e {
             UploadError::Offset { .. } => StatusCode::CONFLICT,
             UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -672,8 +674,14 @@ async fn asset_chunk(
             settings.max_assets,
         )
         .map_err(refused)?;
+    let outcome = match &appended {
+        Appended::More(_) => "accepted",
+        Appended::Stored(_) => "already_stored",
+        Appended::Whole(_) => "stored",
+    };
     let whole = match appended {
         Appended::More(received) => {
+            chunks.with_label_values(&[outcome]).inc();
             return Ok(Json(crate::assets::AssetStatus {
                 received,
                 length,
@@ -682,7 +690,10 @@ async fn asset_chunk(
             })
             .into_response());
         }
-        Appended::Stored(status) => return Ok(Json(status).into_response()),
+        Appended::Stored(status) => {
+            chunks.with_label_values(&[outcome]).inc();
+            return Ok(Json(status).into_response());
+        }
         Appended::Whole(bytes) => bytes,
     };
     // Hashing and reading the file are CPU work: off the async workers.
@@ -712,6 +723,7 @@ async fn asset_chunk(
         handle.provide_asset(asset, read.clone()).await;
     }
     s.ctx.assets.note_stored(session, asset, &read, length);
+    chunks.with_label_values(&[outcome]).inc();
     let status = s
         .ctx
         .assets

@@ -60,7 +60,23 @@ pub struct Metrics {
     pub rtc_peers: IntGauge,
     pub rtc_signaling_errors_total: IntCounterVec,
     pub rtc_datagrams_dropped_total: IntCounterVec,
+    pub asset_chunks_total: IntCounterVec,
 }
+
+/// Every `outcome` label `asset_chunks_total` can carry.
+pub const ASSET_OUTCOMES: [&str; 11] = [
+    "accepted",
+    "stored",
+    "already_stored",
+    "offset",
+    "chunk_hash",
+    "file_hash",
+    "too_large",
+    "too_many",
+    "length",
+    "unreadable",
+    "store",
+];
 
 /// Every `reason` label `rtc_signaling_errors_total` can carry.
 pub const SIGNALING_ERRORS: [&str; 5] = [
@@ -299,6 +315,15 @@ impl Metrics {
         for reason in SIGNALING_ERRORS {
             rtc_signaling_errors_total.with_label_values(&[reason]);
         }
+        let asset_chunks_total = counter_vec(
+            &r,
+            "asset_chunks_total",
+            "Asset upload chunks, by outcome: taken, the last one stored, or refused and why.",
+            &["outcome"],
+        );
+        for outcome in ASSET_OUTCOMES {
+            asset_chunks_total.with_label_values(&[outcome]);
+        }
         for reason in DATAGRAM_DROPS {
             rtc_datagrams_dropped_total.with_label_values(&[reason]);
         }
@@ -366,6 +391,7 @@ impl Metrics {
             rtc_peers,
             rtc_signaling_errors_total,
             rtc_datagrams_dropped_total,
+            asset_chunks_total,
         }
     }
 

@@ -300,6 +300,18 @@ async fn a_resumed_upload_is_stored_once_imported_as_one_step_and_replayed_after
     );
     assert_ne!(refusal.code, RefusalCode::Malformed);
     let hash = a.replica().scene().state_hash();
+    // Every refusal was counted by its reason.
+    let metrics = http::get(server.http, "/metrics").await.unwrap().body;
+    for (outcome, n) in [
+        ("offset", 1),
+        ("chunk_hash", 1),
+        ("unreadable", 1),
+        ("stored", 1),
+        ("already_stored", 1),
+    ] {
+        let line = format!("meshwork_asset_chunks_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     // After a restart the log replays with the stored asset: the same scene, and the import
     // still undoes as one step.
