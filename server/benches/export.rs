@@ -21,11 +21,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use glam::{Quat, Vec3};
-use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::editmesh::FaceKey;
-use meshwork_protocol::scene::{Limits, Scene};
-use meshwork_protocol::{AuthorId, Command, CommandId, EntityId, PublicKey, SessionId};
+use meshwork_protocol::scene::Scene;
+use meshwork_protocol::{PublicKey, SessionId};
 use meshwork_server::export::{Provenance, export};
 
 struct Counting;
@@ -52,47 +49,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn scene(entities: u32) -> Scene {
-    let author = AuthorId(1);
-    let mut s = Scene::new();
-    let mut lamport = 0;
-    let mut next = |s: &mut Scene, c: Command| {
-        lamport += 1;
-        let id = CommandId { lamport, author };
-        s.try_apply(id, author, &c, &Limits::NONE).unwrap();
-    };
-    for i in 0..entities {
-        let entity = EntityId::new(author, i + 1);
-        next(
-            &mut s,
-            Command::Spawn {
-                entity,
-                primitive: Primitive::Cube,
-                transform: Transform {
-                    translation: Vec3::new((i % 32) as f32 * 2.0, 0.0, (i / 32) as f32 * 2.0),
-                    rotation: Quat::IDENTITY,
-                    scale: Vec3::ONE,
-                },
-            },
-        );
-        let e = &s.entities[&entity];
-        let faces: Vec<FaceKey> = e
-            .geometry
-            .edit_mesh(e.spawned_by)
-            .faces()
-            .keys()
-            .copied()
-            .collect();
-        // 6 faces × 9² quads × 2 = 972 triangles.
-        next(
-            &mut s,
-            Command::SubdivideFaces {
-                entity,
-                faces,
-                cuts: 8,
-            },
-        );
-    }
-    s
+    meshwork_testkit::subdivided_cubes(entities, 32)
 }
 
 fn main() {

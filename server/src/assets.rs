@@ -359,13 +359,11 @@ fn to_asset_entity(e: ImportedEntity) -> Result<AssetEntity, UploadError> {
     };
     Ok(AssetEntity {
         name,
-        transform: e.transform,
         color: glam::Vec4::from_array(e.color.to_array().map(unit)),
         material: meshwork_protocol::Material {
             metallic: unit(e.material.metallic),
             roughness: unit(e.material.roughness),
         },
-        positions: e.positions,
-        faces: e.faces,
+        ..e
     })
 }

@@ -114,22 +114,9 @@ pub enum ImportError {
     },
 }
 
-/// One entity an import makes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImportedEntity {
-    /// The node's name (and the primitive's index when its mesh has several).
-    pub name: String,
-    /// The node's world transform.
-    pub transform: Transform,
-    /// Base colour (linear RGBA).
-    pub color: Vec4,
-    /// Metallic and roughness.
-    pub material: Material,
-    /// Welded positions.
-    pub positions: Vec<Vec3>,
-    /// Faces: indices into `positions`, counter-clockwise.
-    pub faces: Vec<Vec<u32>>,
-}
+/// One entity an import makes (one per node and primitive; the name gets the primitive's index
+/// when its mesh has several): the protocol's asset entity, with welded positions.
+pub use meshwork_protocol::asset::AssetEntity as ImportedEntity;
 
 /// Reads a glTF document. `external` supplies a buffer named by a relative URI (a `.gltf`'s
 /// `.bin`); `None` refuses such a buffer.

@@ -13,14 +13,9 @@
 
 use std::time::Duration;
 
-use glam::{Quat, Vec3};
-use meshwork_protocol::command::{AssetId, Primitive, Transform};
-use meshwork_protocol::editmesh::FaceKey;
-use meshwork_protocol::scene::{Limits, Scene};
+use meshwork_protocol::command::AssetId;
 use meshwork_protocol::wire::RefusalCode;
-use meshwork_protocol::{
-    AuthorId, Command, CommandId, Ed25519Signer, EntityId, PublicKey, SessionId,
-};
+use meshwork_protocol::{Command, Ed25519Signer, EntityId, PublicKey, SessionId};
 use meshwork_server::export::{Provenance, export};
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
@@ -43,45 +38,7 @@ fn big_glb_parts(n: u32) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn exported(n: u32) -> meshwork_server::export::Exported {
-    let author = AuthorId(1);
-    let mut s = Scene::new();
-    let mut lamport = 0;
-    let mut next = |s: &mut Scene, c: Command| {
-        lamport += 1;
-        s.try_apply(CommandId { lamport, author }, author, &c, &Limits::NONE)
-            .unwrap();
-    };
-    for i in 0..n {
-        let entity = EntityId::new(author, i + 1);
-        next(
-            &mut s,
-            Command::Spawn {
-                entity,
-                primitive: Primitive::Cube,
-                transform: Transform {
-                    translation: Vec3::new((i % 20) as f32 * 2.0, 0.0, (i / 20) as f32 * 2.0),
-                    rotation: Quat::IDENTITY,
-                    scale: Vec3::ONE,
-                },
-            },
-        );
-        let e = &s.entities[&entity];
-        let faces: Vec<FaceKey> = e
-            .geometry
-            .edit_mesh(e.spawned_by)
-            .faces()
-            .keys()
-            .copied()
-            .collect();
-        next(
-            &mut s,
-            Command::SubdivideFaces {
-                entity,
-                faces,
-                cuts: 8,
-            },
-        );
-    }
+    let s = meshwork_testkit::subdivided_cubes(n, 20);
     let provenance = Provenance {
         session: SessionId([1; 16]),
         position: s.position,

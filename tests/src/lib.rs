@@ -624,6 +624,63 @@ pub fn free_loopback_port() -> u16 {
 
 /// A fresh random signing key.
 ///
+/// A scene of `n` cubes on a grid (`per_row` to a row, 2 m apart), each subdivided to 972
+/// triangles (6 × 9² quads): a large, realistic mesh load for export and import.
+///
+/// # Panics
+/// Never for the commands it applies (they are valid by construction).
+#[must_use]
+pub fn subdivided_cubes(n: u32, per_row: u32) -> meshwork_protocol::scene::Scene {
+    use meshwork_protocol::command::{Primitive, Transform};
+    use meshwork_protocol::scene::{Limits, Scene};
+    let author = AuthorId(1);
+    let mut s = Scene::new();
+    let mut lamport = 0u64;
+    let per_row = per_row.max(1);
+    for i in 0..n {
+        let entity = meshwork_protocol::EntityId::new(author, i.saturating_add(1));
+        let mut apply = |s: &mut Scene, c: Command| {
+            lamport = lamport.saturating_add(1);
+            s.try_apply(CommandId { lamport, author }, author, &c, &Limits::NONE)
+                .expect("a valid command");
+        };
+        #[allow(clippy::cast_precision_loss, reason = "small grid coordinates")]
+        let (column, row) = (
+            i.checked_rem(per_row).unwrap_or(0),
+            i.checked_div(per_row).unwrap_or(0),
+        );
+        let at = glam::Vec3::new(column as f32 * 2.0, 0.0, row as f32 * 2.0);
+        apply(
+            &mut s,
+            Command::Spawn {
+                entity,
+                primitive: Primitive::Cube,
+                transform: Transform {
+                    translation: at,
+                    ..Transform::IDENTITY
+                },
+            },
+        );
+        let e = &s.entities[&entity];
+        let faces = e
+            .geometry
+            .edit_mesh(e.spawned_by)
+            .faces()
+            .keys()
+            .copied()
+            .collect();
+        apply(
+            &mut s,
+            Command::SubdivideFaces {
+                entity,
+                faces,
+                cuts: 8,
+            },
+        );
+    }
+    s
+}
+
 /// # Panics
 /// If the OS has no randomness (a broken machine).
 #[must_use]
