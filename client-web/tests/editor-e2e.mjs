@@ -453,6 +453,16 @@ try {
   // Import by drag-and-drop: A drops the exported file on its view; it is uploaded (progress
   // shown), imported as one step, and B (a viewer) sees the new objects.
   const before = (await state(B.page)).entities;
+  // Every text the top bar's import status shows, recorded as it changes.
+  await A.page.evaluate(() => {
+    window.importTexts = [];
+    const el = document.querySelector('[data-testid=import-status]');
+    new MutationObserver(() => window.importTexts.push(el.textContent)).observe(el, {
+      childList: true,
+      characterData: true,
+      subtree: true,
+    });
+  });
   await A.page.evaluate(async (bytes) => {
     const dt = new DataTransfer();
     dt.items.add(new File([new Uint8Array(bytes)], 'scene.glb', { type: 'model/gltf-binary' }));
@@ -465,6 +475,8 @@ try {
     .then(() => true, () => false);
   check('B sees the objects A imported by drag-and-drop', imported,
     `${before} -> ${(await state(B.page)).entities} entities`);
+  const shown = await A.page.evaluate(() => window.importTexts);
+  check('A sees the upload progress', shown.some((t) => /^Uploading scene\.glb: 100 %$/.test(t)), JSON.stringify(shown));
   const importToast = await A.page.locator('.toast').allTextContents();
   check('A is told what was imported', importToast.some((t) => /Imported scene\.glb: 2 objects/.test(t)), JSON.stringify(importToast));
   await B.page.screenshot({ path: join(artifacts, 'import-seen-by-b.png') });
