@@ -72,7 +72,7 @@ impl UploadError {
             Self::TooLarge(_) => "too_large",
             Self::TooMany(_) => "too_many",
             Self::Length(_) => "length",
-            Self::Import(_) | Self::Empty => "unreadable",
+            Self::Import(_) | Self::Empty | Self::Entity { .. } => "unreadable",
             Self::Store(_) => "store",
         }
     }
@@ -114,6 +114,14 @@ pub enum UploadError {
     /// The file was read but holds nothing to import.
     #[error("the file holds no triangle meshes")]
     Empty,
+    /// An object of the file cannot go into this session as it is.
+    #[error("the object {name:?} {why}")]
+    Entity {
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The store did not take it.
     #[error("storing the asset failed: {0}")]
     Store(String),
@@ -307,6 +315,7 @@ pub fn read_upload(
     asset: AssetId,
     bytes: &[u8],
     max_bytes: usize,
+    scene_limits: &meshwork_protocol::scene::Limits,
 ) -> Result<ImportAsset, UploadError> {
     let hash: [u8; 32] = Sha256::digest(bytes).into();
     if hash != asset.0 {
@@ -324,7 +333,34 @@ pub fn read_upload(
         .into_iter()
         .map(to_asset_entity)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ImportAsset { entities })
+    let asset = ImportAsset { entities };
+    // What an `Import` would refuse is refused now, before the file takes a slot.
+    for (e, triangles) in asset.entities.iter().zip(asset.triangles()) {
+        if triangles > scene_limits.mesh_triangles {
+            return Err(UploadError::Entity {
+                name: e.name.clone(),
+                why: format!(
+                    "has {triangles} triangles; a mesh in this session may have at most {}",
+                    scene_limits.mesh_triangles
+                ),
+            });
+        }
+        let far = meshwork_protocol::command::MAX_COORDINATE_M;
+        if e.positions.iter().any(|p| p.abs().max_element() > far) {
+            return Err(UploadError::Entity {
+                name: e.name.clone(),
+                why: format!("has vertices more than {far} m from its origin"),
+            });
+        }
+    }
+    let total = asset.triangles().fold(0u64, u64::saturating_add);
+    if total > scene_limits.session_triangles {
+        return Err(UploadError::TooLarge(format!(
+            "the file has {total} triangles; a session may hold at most {}",
+            scene_limits.session_triangles
+        )));
+    }
+    Ok(asset)
 }
 
 /// An imported entity as the scene takes it: its transform must pass the same guard a
@@ -366,4 +402,76 @@ fn to_asset_entity(e: ImportedEntity) -> Result<AssetEntity, UploadError> {
         },
         ..e
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use meshwork_protocol::command::{Primitive, Transform};
+    use meshwork_protocol::scene::{Limits, Scene};
+    use meshwork_protocol::{CommandId, PublicKey, SessionId};
+
+    use super::*;
+
+    /// A GLB of one sphere (224 triangles), its first vertex moved to `far` metres along X.
+    fn sphere_glb(far: f32) -> Vec<u8> {
+        let author = AuthorId(1);
+        let e = EntityId::new(author, 1);
+        let mut s = Scene::new();
+        let id = |lamport| CommandId { lamport, author };
+        let spawn = Command::Spawn {
+            entity: e,
+            primitive: Primitive::Sphere,
+            transform: Transform::IDENTITY,
+        };
+        s.try_apply(id(1), author, &spawn, &Limits::NONE).unwrap();
+        let v = *s.entities[&e]
+            .geometry
+            .edit_mesh(s.entities[&e].spawned_by)
+            .vertices()
+            .keys()
+            .next()
+            .unwrap();
+        let moved = Command::MoveVertices {
+            entity: e,
+            moves: vec![(v, glam::Vec3::new(far, 0.0, 0.0))],
+        };
+        s.try_apply(id(2), author, &moved, &Limits::NONE).unwrap();
+        let provenance = crate::export::Provenance {
+            session: SessionId([1; 16]),
+            position: s.position,
+            scene_state_hash: s.state_hash(),
+            log_state_hash: [0; 32],
+            chain_head: [0; 32],
+            server_key: PublicKey([0; 32]),
+            authors: vec![],
+        };
+        crate::export::export(&s, None, &provenance)
+            .unwrap()
+            .to_glb()
+            .unwrap()
+    }
+
+    fn read(glb: &[u8], limits: &Limits) -> Result<ImportAsset, UploadError> {
+        read_upload(AssetId(Sha256::digest(glb).into()), glb, 1 << 30, limits)
+    }
+
+    #[test]
+    fn an_upload_the_session_could_not_import_is_refused_at_once() {
+        let near = sphere_glb(0.6);
+        assert_eq!(read(&near, &Limits::DEFAULT).unwrap().entities.len(), 1);
+        let small = Limits {
+            mesh_triangles: 100,
+            session_triangles: 1000,
+        };
+        let e = read(&near, &small).unwrap_err();
+        assert!(e.to_string().contains("has 224 triangles"), "{e}");
+        assert_eq!(e.outcome(), "unreadable");
+        let e = read(&sphere_glb(2.0e5), &Limits::DEFAULT).unwrap_err();
+        assert!(e.to_string().contains("more than 100000 m"), "{e}");
+        // The name it is uploaded under must be its hash.
+        let e = read_upload(AssetId([0; 32]), &near, 1 << 30, &Limits::DEFAULT).unwrap_err();
+        assert!(matches!(e, UploadError::FileHash(_)), "{e}");
+    }
 }

@@ -653,7 +653,9 @@ async fn asset_chunk(
             UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::TooMany(_) => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            UploadError::Import(_) | UploadError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
+            UploadError::Import(_) | UploadError::Empty | UploadError::Entity { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             UploadError::ChunkHash | UploadError::FileHash(_) | UploadError::Length(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -698,10 +700,13 @@ async fn asset_chunk(
     };
     // Hashing and reading the file are CPU work: off the async workers.
     let max = settings.max_asset_bytes;
-    let read = tokio::task::spawn_blocking(move || crate::assets::read_upload(asset, &whole, max))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(refused)?;
+    let limits = s.ctx.session_config(session).limits;
+    let read = tokio::task::spawn_blocking(move || {
+        crate::assets::read_upload(asset, &whole, max, &limits)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(refused)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stopped = || refused(UploadError::Store("the store is stopped".into()));
     s.ctx

@@ -362,7 +362,13 @@ fn an_export_imports_back_as_the_same_meshes() {
         // Into a fresh session's scene as the server does it (read as an upload, then one
         // `Import`): every entity's mesh, name, transform and material as exported.
         let asset = meshwork_protocol::command::AssetId(sha2::Sha256::digest(&glb).into());
-        let read = meshwork_server::assets::read_upload(asset, &glb, 1 << 30).unwrap();
+        let read = meshwork_server::assets::read_upload(
+            asset,
+            &glb,
+            1 << 30,
+            &meshwork_protocol::scene::Limits::NONE,
+        )
+        .unwrap();
         let mut fresh = Scene::new();
         fresh.provide_asset(asset, std::sync::Arc::new(read));
         let importer = AuthorId(9);
