@@ -746,6 +746,17 @@ pub enum Phase {
 }
 
 impl ClientMsg {
+    /// The first byte of an encoded `Submit` payload: its variant tag (postcard writes the
+    /// variant index first).
+    pub const SUBMIT_TAG: u8 = 2;
+
+    /// Whether an encoded payload is a `Submit`, read from its tag without decoding it (the
+    /// server times and traces the command path from it).
+    #[must_use]
+    pub fn payload_is_submit(payload: &[u8]) -> bool {
+        payload.first() == Some(&Self::SUBMIT_TAG)
+    }
+
     /// Is this message valid in `phase`? Checked before dispatch; a `false` closes the
     /// connection with [`CloseReason::ProtocolViolation`].
     #[must_use]
@@ -811,6 +822,18 @@ mod tests {
             expires_at_ms,
             invite_id: [2; 16],
         }
+    }
+
+    #[test]
+    fn a_submit_is_told_by_its_tag_alone() {
+        let submit = postcard::to_allocvec(&ClientMsg::Submit(Submit {
+            entries: alloc::vec![],
+        }))
+        .unwrap();
+        assert!(ClientMsg::payload_is_submit(&submit));
+        let ping = postcard::to_allocvec(&ClientMsg::Ping(Ping { nonce: 2 })).unwrap();
+        assert!(!ClientMsg::payload_is_submit(&ping));
+        assert!(!ClientMsg::payload_is_submit(&[]));
     }
 
     #[test]

@@ -351,9 +351,9 @@ impl Driver {
                     .handle_input(now_ms(), Input::Connected { client });
             }
             DriverMsg::Input { received, input } => {
-                // Tag 2 is `ClientMsg::Submit`: the verify-and-order step.
-                let is_submit =
-                    matches!(&input, Input::Payload { bytes, .. } if bytes.first() == Some(&2));
+                // A `Submit`: the verify-and-order step.
+                let is_submit = matches!(&input, Input::Payload { bytes, .. }
+                    if meshwork_protocol::wire::ClientMsg::payload_is_submit(bytes));
                 if let Input::Disconnected { client } = &input {
                     self.outboxes.remove(client);
                 }

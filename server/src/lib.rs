@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 pub mod assets;
 pub mod config;
+pub mod conn;
 pub mod data;
 pub mod driver;
 pub mod export;

@@ -4,16 +4,17 @@
 //! (the reliable lane); datagrams are the unreliable lane. A reader task turns stream bytes into
 //! whole payloads for the session driver; a writer task drains the connection's bounded outbox.
 
+use std::collections::VecDeque;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshwork_protocol::FrameReader;
 use meshwork_protocol::wire::{ClientMsg, CloseReason};
 use meshwork_session::Input;
 use tokio::sync::mpsc;
 
 use crate::Error;
+use crate::conn::{ConnectionGauge, FramePump};
 use crate::driver::{DriverMsg, Outgoing};
 use crate::metrics::{Metrics, Transport};
 use crate::router::Router;
@@ -127,29 +128,22 @@ async fn serve(
         .map_err(|_| "no stream opened".to_owned())?
         .map_err(|e| e.to_string())?;
     let transport = Transport::Quic;
-    metrics
-        .clients_connected
-        .with_label_values(&[transport.as_str()])
-        .inc();
-    let _gauge = Gauge(metrics.clone(), transport);
+    let _gauge = ConnectionGauge::open(&metrics, transport);
 
     // Read until the first whole frame: it names the session (through the invite). A client
     // that sends none in time is closed (the session's own handshake deadline starts after).
-    let mut reader = FrameReader::new();
+    let mut pump = FramePump::new(transport);
+    let mut pending: VecDeque<Result<Vec<u8>, meshwork_protocol::FrameError>> = VecDeque::new();
     let mut buf = vec![0u8; 64 * 1024];
     let first = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
         loop {
-            match reader.next_payload() {
-                Ok(Some(p)) => break Ok(Some(Ok(p))),
-                Ok(None) => {}
-                Err(e) => break Ok(Some(Err(e))),
+            if let Some(item) = pending.pop_front() {
+                break Ok(Some(item));
             }
             let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? else {
                 break Ok(None);
             };
-            if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
-                break Ok(Some(Err(e)));
-            }
+            pending.extend(pump.feed(buf.get(..n).unwrap_or_default(), &metrics));
         }
     })
     .await;
@@ -202,7 +196,6 @@ async fn serve(
     loop {
         match next {
             Ok(bytes) => {
-                metrics.received(transport, bytes.len());
                 if !session.send(input(Input::Payload { client, bytes })).await {
                     break;
                 }
@@ -213,16 +206,12 @@ async fn serve(
             }
         }
         next = loop {
-            match reader.next_payload() {
-                Ok(Some(p)) => break Ok(p),
-                Ok(None) => {}
-                Err(e) => break Err(e),
+            if let Some(item) = pending.pop_front() {
+                break item;
             }
             match recv.read(&mut buf).await {
                 Ok(Some(n)) => {
-                    if let Err(e) = reader.push(buf.get(..n).unwrap_or_default()) {
-                        break Err(e);
-                    }
+                    pending.extend(pump.feed(buf.get(..n).unwrap_or_default(), &metrics))
                 }
                 // End of stream or connection lost: the client is gone.
                 Ok(None) | Err(_) => {
@@ -238,18 +227,6 @@ async fn serve(
     let _ = writer.await;
     let _ = session.send(input(Input::Disconnected { client })).await;
     Ok(())
-}
-
-/// Decrements the connection gauge when the connection task ends, however it ends.
-struct Gauge(Metrics, Transport);
-
-impl Drop for Gauge {
-    fn drop(&mut self) {
-        self.0
-            .clients_connected
-            .with_label_values(&[self.1.as_str()])
-            .dec();
-    }
 }
 
 async fn write_loop(

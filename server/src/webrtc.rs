@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use meshwork_protocol::FrameReader;
 use meshwork_protocol::codec::FRAME_HEADER_BYTES;
 use meshwork_protocol::wire::ClientMsg;
 use meshwork_session::{ClientId, Input};
@@ -47,6 +46,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::conn::{ConnectionGauge, FramePump};
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::metrics::{Metrics, Transport};
 use crate::router::AddrSlot;
@@ -248,8 +248,10 @@ struct Peer {
     client: Option<ClientId>,
     log: Option<RTCDataChannelId>,
     presence: Option<RTCDataChannelId>,
-    reader: FrameReader,
+    pump: FramePump,
     inbound: Option<mpsc::Sender<DriverMsg>>,
+    /// Counts the peer as a connected client while the session knows it.
+    gauge: Option<ConnectionGauge>,
     /// Frames for `log` waiting for room in its send buffer.
     pending: VecDeque<Arc<[u8]>>,
     /// Flushing its last frames since then; dropped after [`CLOSE_GRACE`].
@@ -400,8 +402,9 @@ impl Endpoint {
                 client: None,
                 log: None,
                 presence: None,
-                reader: FrameReader::new(),
+                pump: FramePump::new(Transport::WebRtc),
                 inbound: None,
+                gauge: None,
                 pending: VecDeque::new(),
                 closing: None,
                 refused: None,
@@ -547,11 +550,9 @@ impl Endpoint {
                     })
                     .await;
             });
-            self.metrics
-                .clients_connected
-                .with_label_values(&[Transport::WebRtc.as_str()])
-                .dec();
         }
+        // Its connection gauge goes with it.
+        drop(peer.gauge.take());
         self.metrics.rtc_peers.set(gauge(self.peers.len()));
     }
 }
@@ -671,10 +672,7 @@ impl Peer {
                 }
             }
         });
-        metrics
-            .clients_connected
-            .with_label_values(&[Transport::WebRtc.as_str()])
-            .inc();
+        self.gauge = Some(ConnectionGauge::open(metrics, Transport::WebRtc));
         self.client = Some(client);
         self.inbound = Some(inbound);
     }
@@ -709,21 +707,10 @@ impl Peer {
             self.refuse(now, client, error);
             return;
         }
-        if let Err(error) = self.reader.push(data) {
-            self.refuse(now, client, error);
-            return;
-        }
-        loop {
-            match self.reader.next_payload() {
-                Ok(Some(bytes)) => {
-                    metrics.received(Transport::WebRtc, bytes.len());
-                    self.queue_input(now, Input::Payload { client, bytes });
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    self.refuse(now, client, error);
-                    return;
-                }
+        for item in self.pump.feed(data, metrics) {
+            match item {
+                Ok(bytes) => self.queue_input(now, Input::Payload { client, bytes }),
+                Err(error) => self.refuse(now, client, error),
             }
         }
     }

@@ -12,11 +12,11 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
-use meshwork_protocol::FrameReader;
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use meshwork_session::Input;
 use tokio::sync::mpsc;
 
+use crate::conn::{ConnectionGauge, FramePump};
 use crate::data::parse_session_id;
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::http::AppState;
@@ -80,10 +80,7 @@ async fn serve(
     idle: Duration,
 ) {
     let transport = Transport::WebSocket;
-    metrics
-        .clients_connected
-        .with_label_values(&[transport.as_str()])
-        .inc();
+    let _gauge = ConnectionGauge::open(&metrics, transport);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(outbox);
     if !session
@@ -94,10 +91,6 @@ async fn serve(
         })
         .await
     {
-        metrics
-            .clients_connected
-            .with_label_values(&[transport.as_str()])
-            .dec();
         return;
     }
     let writer = tokio::spawn(async move {
@@ -144,7 +137,7 @@ async fn serve(
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     });
-    let mut reader = FrameReader::new();
+    let mut pump = FramePump::new(transport);
     let input = |input| DriverMsg::Input {
         received: Instant::now(),
         input,
@@ -171,36 +164,16 @@ async fn serve(
             }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        if let Err(error) = reader.push(&bytes) {
-            let _ = session.send(input(Input::BadFrame { client, error })).await;
-            break;
-        }
-        loop {
-            match reader.next_payload() {
-                Ok(Some(payload)) => {
-                    metrics.received(transport, payload.len());
-                    if !session
-                        .send(input(Input::Payload {
-                            client,
-                            bytes: payload,
-                        }))
-                        .await
-                    {
-                        break 'read;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    let _ = session.send(input(Input::BadFrame { client, error })).await;
-                    break 'read;
-                }
+        for item in pump.feed(&bytes, &metrics) {
+            let (msg, last) = match item {
+                Ok(bytes) => (Input::Payload { client, bytes }, false),
+                Err(error) => (Input::BadFrame { client, error }, true),
+            };
+            if !session.send(input(msg)).await || last {
+                break 'read;
             }
         }
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
     let _ = session.send(input(Input::Disconnected { client })).await;
-    metrics
-        .clients_connected
-        .with_label_values(&[transport.as_str()])
-        .dec();
 }
