@@ -267,19 +267,15 @@ async fn datagram_loop(
 ) {
     while let Ok(d) = conn.read_datagram().await {
         metrics.received(Transport::Quic, d.len());
-        if let Ok(Some((_, _))) = meshwork_protocol::decode_frame::<ClientMsg>(&d) {
-            let bytes = d
-                .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
-                .unwrap_or_default()
-                .to_vec();
-            let input = DriverMsg::Input {
-                received: Instant::now(),
-                input: Input::Datagram { client, bytes },
-            };
-            // Never wait for room: presence that cannot be queued is dropped (latest wins).
-            if !session.try_send(input) {
-                continue;
-            }
-        }
+        // The session decodes it, once.
+        let input = DriverMsg::Input {
+            received: Instant::now(),
+            input: Input::Datagram {
+                client,
+                bytes: crate::conn::datagram_payload(&d),
+            },
+        };
+        // Never wait for room: presence that cannot be queued is dropped (latest wins).
+        let _ = session.try_send(input);
     }
 }

@@ -25,8 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use meshwork_protocol::codec::FRAME_HEADER_BYTES;
-use meshwork_protocol::wire::ClientMsg;
 use meshwork_session::{ClientId, Input};
 use rtc::data_channel::RTCDataChannelId;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -726,15 +724,16 @@ impl Peer {
             return;
         };
         metrics.received(Transport::WebRtc, data.len());
-        if let Ok(Some(_)) = meshwork_protocol::decode_frame::<ClientMsg>(data) {
-            let bytes = data.get(FRAME_HEADER_BYTES..).unwrap_or_default().to_vec();
-            // Presence never waits: when the queue is full it is dropped (latest wins).
-            if let Some(inbound) = &self.inbound {
-                let _ = inbound.try_send(DriverMsg::Input {
-                    received: now,
-                    input: Input::Datagram { client, bytes },
-                });
-            }
+        // The session decodes it, once. Presence never waits: when the queue is full it is
+        // dropped (latest wins).
+        if let Some(inbound) = &self.inbound {
+            let _ = inbound.try_send(DriverMsg::Input {
+                received: now,
+                input: Input::Datagram {
+                    client,
+                    bytes: crate::conn::datagram_payload(data),
+                },
+            });
         }
     }
 
