@@ -350,7 +350,7 @@ impl App {
                 self.others.remove(&l.author);
             }
             ServerMsg::CommandRefused(r) => {
-                if let Some(entity) = self.in_flight.refused(r.seq) {
+                for entity in self.in_flight.refused(r.seq) {
                     self.drop_preview_unless_held(entity);
                 }
                 self.notices.push(refusal_notice(r));
@@ -1470,7 +1470,6 @@ mod edit_preview_tests {
     /// A joined app holding one cube of another author (`AuthorId(2)`).
     fn with_cube() -> (App, EntityId) {
         let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
-        let other = Ed25519Signer::from_seed([4; 32]);
         let cube = EntityId::new(AuthorId(2), 1);
         let mut scene = meshwork_protocol::scene::Scene::new();
         scene.apply(
@@ -1485,7 +1484,6 @@ mod edit_preview_tests {
                 transform: Transform::IDENTITY,
             },
         );
-        let _ = other;
         app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
             nonce: [0; 32],
             server_build_id: "test".into(),
@@ -1541,26 +1539,25 @@ mod edit_preview_tests {
         assert_eq!(sent.len(), 2);
         let body = |e: &SignedEntry| e.decode_body().unwrap_or_else(|_| unreachable!());
         let (drag, select) = (body(&sent[0]), body(&sent[1]));
-        // The selection is acknowledged and applied first.
-        app.receive(&ServerMsg::Ack(meshwork_protocol::wire::Ack {
-            seq: select.seq,
-            id: select.id(),
-        }));
-        app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
-            entries: vec![sent[1].clone()],
-        }));
+        // The server acknowledges an entry and its echo is applied.
+        let land =
+            |app: &mut App, body: &meshwork_protocol::sign::EntryBody, entry: &SignedEntry| {
+                app.receive(&ServerMsg::Ack(meshwork_protocol::wire::Ack {
+                    seq: body.seq,
+                    id: body.id(),
+                }));
+                app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
+                    entries: vec![entry.clone()],
+                }));
+            };
+        // The selection lands first.
+        land(&mut app, &select, &sent[1]);
         assert_eq!(
             app.previews.get(&cube),
             Some(&moved),
             "the drag is still in flight"
         );
-        app.receive(&ServerMsg::Ack(meshwork_protocol::wire::Ack {
-            seq: drag.seq,
-            id: drag.id(),
-        }));
-        app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
-            entries: vec![sent[0].clone()],
-        }));
+        land(&mut app, &drag, &sent[0]);
         assert_eq!(
             app.previews.get(&cube),
             None,

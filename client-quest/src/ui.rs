@@ -162,6 +162,18 @@ impl Image {
         }
     }
 
+    /// A `w` × 32 button at (x, y): `fill`, and `label` centred on it.
+    fn button(&mut self, x: u32, y: u32, w: u32, fill: [u8; 4], label: &str) {
+        self.rect(x, y, w, 32, fill);
+        let text_w = label.len() as u32 * 16;
+        self.text(
+            x + w.saturating_sub(text_w) / 2,
+            y + 8,
+            label,
+            [240, 240, 244, 255],
+        );
+    }
+
     /// Writes `text` at (x, y) with glyphs scaled 2×; returns the x after it.
     fn text(&mut self, x: u32, y: u32, text: &str, c: [u8; 4]) -> u32 {
         let mut cx = x;
@@ -192,7 +204,7 @@ pub fn inspector_lines(app: &App) -> Vec<String> {
         Some((id, e)) => {
             let t = app.shown(id, &e.transform);
             let name = if e.name.value.is_empty() {
-                format!("#{}.{}", id.namespace().0, id.0 & 0xffff_ffff)
+                format!("#{}.{}", id.namespace().0, id.counter())
             } else {
                 e.name.value.clone()
             };
@@ -286,12 +298,6 @@ impl PanelView {
     }
 }
 
-/// What the panel shows, as a key: redraw (and re-upload) only when it changes.
-#[must_use]
-pub fn key(app: &App) -> String {
-    format!("{:?}", PanelView::of(app))
-}
-
 /// Draws the panel.
 #[must_use]
 pub fn draw(view: &PanelView) -> Image {
@@ -306,39 +312,19 @@ pub fn draw(view: &PanelView) -> Image {
     for (i, (tool, label)) in TOOLS.iter().enumerate() {
         let (col, row) = ((i % 3) as u32, (i / 3) as u32);
         let (x, y) = (8 + col * 124, 32 + row * 36);
-        let active = *tool == view.tool;
-        img.rect(
-            x,
-            y,
-            120,
-            32,
-            if active {
-                [70, 130, 255, 255]
-            } else {
-                [52, 56, 66, 255]
-            },
-        );
-        let w = label.len() as u32 * 16;
-        img.text(
-            x + (120u32.saturating_sub(w)) / 2,
-            y + 8,
-            label,
-            [240, 240, 244, 255],
-        );
+        let fill = if *tool == view.tool {
+            [70, 130, 255, 255]
+        } else {
+            [52, 56, 66, 255]
+        };
+        img.button(x, y, 120, fill, label);
     }
     // Colour swatch.
     let c = PALETTE[view.color % PALETTE.len()];
     let srgb = |v: f32| (v.clamp(0.0, 1.0).powf(1.0 / 2.2) * 255.0) as u8;
     for (i, (_, label)) in ACTIONS.iter().enumerate() {
         let (x, y) = action_button(i);
-        img.rect(x, y, 182, 32, [44, 60, 52, 255]);
-        let w = label.len() as u32 * 16;
-        img.text(
-            x + (182u32.saturating_sub(w)) / 2,
-            y + 8,
-            label,
-            [240, 240, 244, 255],
-        );
+        img.button(x, y, 182, [44, 60, 52, 255], label);
     }
     img.text(12, COLOR_ROW + 4, "Color", [200, 204, 212, 255]);
     img.rect(

@@ -13,6 +13,7 @@ import {
   canEdit,
   displayName,
   entityAuthor,
+  entityCounter,
   eulerDegFromQuat,
   hexToLinear,
   linearToHex,
@@ -288,9 +289,16 @@ export class Editor {
       );
       const count = status.entities?.length ?? 0;
       const first = this.newEntityId();
-      if (first === null || count === 0) return;
+      if (first === null) {
+        this.toast(`Import of ${name} waits for the connection: try again once connected.`, 'error');
+        return;
+      }
+      if (count === 0) {
+        this.toast(`${name} holds no objects to import.`, 'error');
+        return;
+      }
       // The import takes `count` ids from `first` on.
-      localStorage.setItem(this.counterKey, String((first % 2 ** 32) + count - 1));
+      localStorage.setItem(this.counterKey, String(entityCounter(first) + count - 1));
       this.submit([{ Import: { asset: fromHex(asset), first, count } }]);
       this.toast(`Imported ${name}: ${count} object${count === 1 ? '' : 's'}`, 'info');
     } catch (e) {
@@ -1265,7 +1273,7 @@ export class Editor {
     const remembered = Number(localStorage.getItem(this.counterKey) ?? '0');
     const id = this.session.conn.next_entity_id(remembered);
     if (id === undefined) return null;
-    localStorage.setItem(this.counterKey, String(id % 2 ** 32));
+    localStorage.setItem(this.counterKey, String(entityCounter(id)));
     return id;
   }
 
@@ -1654,7 +1662,7 @@ export class Editor {
         if (this.author === null) return;
         const first = this.newEntityId();
         if (first === null) return;
-        const base = (first % 2 ** 32) - 1;
+        const base = entityCounter(first) - 1;
         localStorage.setItem(this.counterKey, String(base + n));
         const side = Math.ceil(Math.sqrt(n));
         for (let i = 0; i < n; i += 64) {

@@ -38,9 +38,11 @@ pub struct AssetEntity {
 
 impl ImportAsset {
     /// The canonical bytes (postcard), as the store keeps them.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+    ///
+    /// # Errors
+    /// Only if postcard cannot write a value (it writes every value this type holds).
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
     }
 
     /// Reads [`ImportAsset::encode`]'s bytes.

@@ -166,13 +166,14 @@ impl<T> Pending<T> {
         }
     }
 
-    /// The server refused entry `seq`: the item waiting for it, no longer pending.
-    pub fn refused(&mut self, seq: u64) -> Option<T> {
-        let i = self
-            .items
-            .iter()
-            .position(|(seqs, _)| seqs.contains(&seq))?;
-        Some(self.items.remove(i).1)
+    /// The server refused entry `seq`: every item waiting for it (one submission may hold
+    /// several, e.g. each object of a multi-selection drag), no longer pending.
+    pub fn refused(&mut self, seq: u64) -> Vec<T> {
+        let (hit, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|(seqs, _)| seqs.contains(&seq));
+        self.items = rest;
+        hit.into_iter().map(|(_, t)| t).collect()
     }
 
     /// Items whose entries are all acknowledged, no longer pending (take them once the replica
@@ -434,7 +435,7 @@ impl<S: Signer> ClientConnection<S> {
             .entities
             .keys()
             .filter(|e| e.namespace() == author)
-            .map(|e| u32::try_from(e.0 & 0xffff_ffff).unwrap_or(u32::MAX))
+            .map(|e| e.counter())
             .max()
             .unwrap_or(0);
         self.last_counter = self
@@ -652,8 +653,12 @@ mod tests {
         p.acked(4);
         assert!(p.take_settled().is_empty());
         p.submitted([7], "paint");
-        assert_eq!(p.refused(7), Some("paint"));
-        assert_eq!(p.refused(7), None);
+        assert_eq!(p.refused(7), vec!["paint"]);
+        assert!(p.refused(7).is_empty());
+        // Several items of one submission go together.
+        p.submitted([8], "left");
+        p.submitted([8], "right");
+        assert_eq!(p.refused(8), vec!["left", "right"]);
         p.acked(5);
         assert_eq!(p.take_settled(), vec!["drag"]);
         assert_eq!(p.iter().count(), 0);

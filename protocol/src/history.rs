@@ -519,6 +519,16 @@ impl History {
         );
     }
 
+    /// Before one entry records `changes` entity changes (an import): they join the author's
+    /// open step (which counted the entry once) or open a step of their own.
+    fn open_for(&mut self, author: AuthorId, id: CommandId, changes: usize, label: &str) {
+        let more = u16::try_from(changes.saturating_sub(1)).unwrap_or(u16::MAX);
+        match self.open.get_mut(&author).filter(|o| o.left > 0) {
+            Some(o) => o.left = o.left.saturating_add(more),
+            None => self.open(author, id, more.saturating_add(1), label),
+        }
+    }
+
     /// Records what entry `id` of `author` changed.
     fn record(
         &mut self,
@@ -867,8 +877,7 @@ impl Scene {
                 befores.into_iter().map(|b| self.change_since(b)).collect();
             result?;
             if let Some(h) = &mut self.history {
-                let entries = u16::try_from(ids.len()).unwrap_or(u16::MAX);
-                h.open(author, id, entries, "Import");
+                h.open_for(author, id, ids.len(), "Import");
                 for (e, change) in ids.iter().zip(changes) {
                     h.record(author, id, kind, *e, change, self.entities.get(e));
                 }

@@ -375,12 +375,6 @@ impl Scene {
         self.assets.insert(id, asset);
     }
 
-    /// Whether asset `id` was provided.
-    #[must_use]
-    pub fn has_asset(&self, id: &crate::command::AssetId) -> bool {
-        self.assets.contains_key(id)
-    }
-
     /// Triangles of every entity.
     #[must_use]
     pub fn triangle_count(&self) -> u64 {

@@ -21,8 +21,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use meshwork_protocol::SessionId;
 use meshwork_protocol::scene::Scene;
-use meshwork_protocol::{PublicKey, SessionId};
 use meshwork_server::export::{Provenance, export};
 
 struct Counting;
@@ -56,15 +56,7 @@ fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let (entities, runs) = if measuring { (1000, 7) } else { (10, 1) };
     let s = scene(entities);
-    let provenance = Provenance {
-        session: SessionId([1; 16]),
-        position: s.position,
-        scene_state_hash: s.state_hash(),
-        log_state_hash: [0; 32],
-        chain_head: [0; 32],
-        server_key: PublicKey([0; 32]),
-        authors: vec![],
-    };
+    let provenance = Provenance::unrecorded(&s, SessionId([1; 16]));
     let mut times = Vec::new();
     let mut glb = Vec::new();
     let mut bytes = 0;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use meshwork_protocol::asset::{AssetEntity, ImportAsset};
 use meshwork_protocol::command::AssetId;
-use meshwork_protocol::{AuthorId, Command, EntityId, SessionId};
+use meshwork_protocol::{AuthorId, Command, CommandId, EntityId, SessionId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -73,7 +73,7 @@ impl UploadError {
             Self::TooMany(_) => "too_many",
             Self::Length(_) => "length",
             Self::Import(_) | Self::Empty | Self::Entity { .. } => "unreadable",
-            Self::Store(_) => "store",
+            Self::Store(_) | Self::Busy => "store",
         }
     }
 }
@@ -122,6 +122,9 @@ pub enum UploadError {
         /// What is wrong.
         why: String,
     },
+    /// The server holds as many partial uploads as it may: retry later.
+    #[error("the server holds too many partial uploads; retry in a minute")]
+    Busy,
     /// The store did not take it.
     #[error("storing the asset failed: {0}")]
     Store(String),
@@ -280,11 +283,7 @@ impl Assets {
                 Some(k) => {
                     inner.partial.remove(&k);
                 }
-                None => {
-                    return Err(UploadError::TooLarge(
-                        "the server holds too many partial uploads; retry later".into(),
-                    ));
-                }
+                None => return Err(UploadError::Busy),
             }
         }
         let p = inner.partial.entry(key).or_insert_with(|| Partial {
@@ -345,6 +344,16 @@ pub fn read_upload(
                 ),
             });
         }
+        // The very check `Import` applies: a mesh it could not build is refused now.
+        let mut ids = meshwork_protocol::editmesh::IdSource::new(CommandId::default());
+        if let Err(why) =
+            meshwork_protocol::editmesh::EditMesh::from_polygons(&e.positions, &e.faces, &mut ids)
+        {
+            return Err(UploadError::Entity {
+                name: e.name.clone(),
+                why: format!("cannot be a mesh here: {why}"),
+            });
+        }
         let far = meshwork_protocol::command::MAX_COORDINATE_M;
         if e.positions.iter().any(|p| p.abs().max_element() > far) {
             return Err(UploadError::Entity {
@@ -370,13 +379,12 @@ fn to_asset_entity(e: ImportedEntity) -> Result<AssetEntity, UploadError> {
         entity: EntityId::new(AuthorId(0), 0),
         transform: e.transform,
     };
-    guard.validate(AuthorId(0)).map_err(|why| {
-        UploadError::Import(ImportError::Primitive {
-            mesh: e.name.clone(),
-            primitive: 0,
-            why: format!("its transform cannot be used: {why}"),
-        })
-    })?;
+    guard
+        .validate(AuthorId(0))
+        .map_err(|why| UploadError::Entity {
+            name: e.name.clone(),
+            why: format!("has a transform that cannot be used: {why}"),
+        })?;
     let mut name = e.name;
     if name.len() > meshwork_protocol::command::MAX_NAME_BYTES {
         let mut cut = meshwork_protocol::command::MAX_NAME_BYTES;
@@ -410,7 +418,7 @@ mod tests {
 
     use meshwork_protocol::command::{Primitive, Transform};
     use meshwork_protocol::scene::{Limits, Scene};
-    use meshwork_protocol::{CommandId, PublicKey, SessionId};
+    use meshwork_protocol::{CommandId, SessionId};
 
     use super::*;
 
@@ -438,15 +446,7 @@ mod tests {
             moves: vec![(v, glam::Vec3::new(far, 0.0, 0.0))],
         };
         s.try_apply(id(2), author, &moved, &Limits::NONE).unwrap();
-        let provenance = crate::export::Provenance {
-            session: SessionId([1; 16]),
-            position: s.position,
-            scene_state_hash: s.state_hash(),
-            log_state_hash: [0; 32],
-            chain_head: [0; 32],
-            server_key: PublicKey([0; 32]),
-            authors: vec![],
-        };
+        let provenance = crate::export::Provenance::unrecorded(&s, SessionId([1; 16]));
         crate::export::export(&s, None, &provenance)
             .unwrap()
             .to_glb()

@@ -44,9 +44,9 @@ pub enum Command {
     /// Exit 0 when the server at `--http-addr` answers `/healthz`, 1 otherwise (for container
     /// health checks: needs no shell or curl in the image).
     Healthcheck(HealthArgs),
-    /// Import a glTF file (`.glb`, or `.gltf` with embedded buffers) into a running server's
-    /// session as a member: uploaded in checked, resumable chunks with a progress bar, then one
-    /// signed `Import` (one undo step).
+    /// Import a glTF file (`.glb`, or `.gltf` with its buffers embedded or beside it) into a
+    /// running server's session as a member: uploaded in checked, resumable chunks with a
+    /// progress bar, then one signed `Import` (one undo step).
     Import(ImportArgs),
 }
 

@@ -39,6 +39,24 @@ pub struct Provenance {
     pub authors: Vec<Contributor>,
 }
 
+impl Provenance {
+    /// The provenance of a scene built in memory rather than read from a store: its session,
+    /// position and state hash, and nothing a log would vouch for (zero hashes, no server key,
+    /// no authors).
+    #[must_use]
+    pub fn unrecorded(scene: &Scene, session: SessionId) -> Self {
+        Self {
+            session,
+            position: scene.position,
+            scene_state_hash: scene.state_hash(),
+            log_state_hash: [0; 32],
+            chain_head: [0; 32],
+            server_key: PublicKey([0; 32]),
+            authors: Vec::new(),
+        }
+    }
+}
+
 /// An author who contributed to the exported state.
 #[derive(Clone, Debug)]
 pub struct Contributor {

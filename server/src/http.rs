@@ -652,6 +652,7 @@ async fn asset_chunk(
             UploadError::Offset { .. } => StatusCode::CONFLICT,
             UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::TooMany(_) => StatusCode::INSUFFICIENT_STORAGE,
+            UploadError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             UploadError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             UploadError::Import(_) | UploadError::Empty | UploadError::Entity { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -707,6 +708,9 @@ async fn asset_chunk(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(refused)?;
+    let bytes = read
+        .encode()
+        .map_err(|e| refused(UploadError::Store(e.to_string())))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stopped = || refused(UploadError::Store("the store is stopped".into()));
     s.ctx
@@ -715,7 +719,7 @@ async fn asset_chunk(
         .send(crate::store::writer::StoreCmd::PutAsset {
             session,
             asset,
-            bytes: read.encode(),
+            bytes,
             reply: tx,
         })
         .await

@@ -394,12 +394,10 @@ fn check_views(doc: &gltf::Document, buffers: &[Vec<u8>]) -> Result<(), ImportEr
             return Err(bad("has no buffer view".into()));
         };
         let data = buffers.get(view.buffer().index()).map_or(0, Vec::len);
-        let view_end = view
-            .offset()
+        view.offset()
             .checked_add(view.length())
             .filter(|end| *end <= data)
             .ok_or_else(|| bad(format!("its view {} reaches past the buffer", view.index())))?;
-        let _ = view_end;
         let size = accessor.size();
         let stride = view.stride().unwrap_or(size);
         if stride < size {
@@ -524,13 +522,15 @@ fn read_primitive(
         )));
     }
     let tri_list = triangle_list(mode, &indices);
-    let polygons = match declared_faces(primitive) {
+    let polygons = match declared_faces(primitive, tri_list.len()) {
         Some(sizes) => fans_to_polygons(&tri_list, &sizes)
             .ok_or_else(|| bad("its declared faces do not match its triangles".into()))?,
         None => tri_list.iter().map(|t| t.to_vec()).collect(),
     };
     let (positions, faces) = weld(&corners, &polygons);
+    // Faces that collapsed (corners welded together) go, and so do the vertices only they used.
     let faces: Vec<Vec<u32>> = faces.into_iter().filter(|f| f.len() >= 3).collect();
+    let (positions, faces) = drop_unused(&positions, faces);
     if faces.is_empty() {
         return Ok(None);
     }
@@ -616,7 +616,7 @@ fn triangle_list(mode: Mode, indices: &[u32]) -> Vec<[u32; 3]> {
 }
 
 /// The face sizes a Meshwork export declares (`extras.meshwork.faces`: `[[corners, count], …]`).
-fn declared_faces(primitive: &gltf::Primitive<'_>) -> Option<Vec<usize>> {
+fn declared_faces(primitive: &gltf::Primitive<'_>, triangles: usize) -> Option<Vec<usize>> {
     let extras = primitive.extras().as_ref()?;
     let value: serde_json::Value = serde_json::from_str(extras.get()).ok()?;
     let runs = value.get("meshwork")?.get("faces")?.as_array()?;
@@ -624,8 +624,9 @@ fn declared_faces(primitive: &gltf::Primitive<'_>) -> Option<Vec<usize>> {
     for run in runs {
         let n = usize::try_from(run.get(0)?.as_u64()?).ok()?;
         let count = usize::try_from(run.get(1)?.as_u64()?).ok()?;
-        // Never more faces than triangles: checked by the caller against the triangle count.
-        if n < 3 || count > 1 << 24 || sizes.len().saturating_add(count) > 1 << 24 {
+        // Each face has at least one triangle: never more faces than the primitive's triangles
+        // (checked before anything is allocated for them).
+        if n < 3 || sizes.len().saturating_add(count) > triangles {
             return None;
         }
         sizes.extend(std::iter::repeat_n(n, count));
@@ -651,6 +652,23 @@ fn fans_to_polygons(triangles: &[[u32; 3]], sizes: &[usize]) -> Option<Vec<Vec<u
         at = at.saturating_add(n.saturating_sub(2));
     }
     (at == triangles.len()).then_some(out)
+}
+
+/// Only the vertices some face uses, in first-use order; faces re-indexed.
+fn drop_unused(positions: &[Vec3], mut faces: Vec<Vec<u32>>) -> (Vec<Vec3>, Vec<Vec<u32>>) {
+    let mut remap = vec![u32::MAX; positions.len()];
+    let mut kept = Vec::new();
+    for face in &mut faces {
+        for v in face.iter_mut() {
+            let slot = &mut remap[*v as usize];
+            if *slot == u32::MAX {
+                kept.push(positions[*v as usize]);
+                *slot = u32::try_from(kept.len().saturating_sub(1)).unwrap_or(u32::MAX);
+            }
+            *v = *slot;
+        }
+    }
+    (kept, faces)
 }
 
 /// Corners at bit-identical positions become one vertex (in first-use order); faces are
@@ -891,7 +909,7 @@ mod tests {
                 doc(&TETRA, &TETRA_FACES, |v| {
                     v["accessors"][0]["componentType"] = json!(5123)
                 }),
-                "",
+                "POSITION is not float VEC3",
             ),
         ];
         for (what, bytes, says) in cases {

@@ -188,7 +188,18 @@ fn load_key(path: &Path) -> Result<Ed25519Signer, String> {
         return Ok(Ed25519Signer::from_seed(seed));
     }
     let seed = crate::data::random_bytes().map_err(|e| e.to_string())?;
-    std::fs::write(path, hex::encode(seed)).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A signing key: readable by its owner only.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut file, hex::encode(seed).as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Ed25519Signer::from_seed(seed))
 }
 

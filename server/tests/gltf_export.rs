@@ -388,6 +388,7 @@ fn an_export_imports_back_as_the_same_meshes() {
                 &meshwork_protocol::scene::Limits::NONE,
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(fresh.entities.len(), scene.entities.len(), "{name}");
         for ((id, want), (_, got)) in scene.entities.iter().zip(&fresh.entities) {
             assert_eq!(got.material.value, want.material.value, "{name} {id}");
             assert_eq!(got.color.value, want.color.value, "{name} {id}");

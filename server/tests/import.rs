@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use meshwork_protocol::command::AssetId;
 use meshwork_protocol::wire::RefusalCode;
-use meshwork_protocol::{Command, Ed25519Signer, EntityId, PublicKey, SessionId};
+use meshwork_protocol::{Command, Ed25519Signer, EntityId, SessionId};
 use meshwork_server::export::{Provenance, export};
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
@@ -39,15 +39,7 @@ fn big_glb_parts(n: u32) -> (Vec<u8>, Vec<u8>) {
 
 fn exported(n: u32) -> meshwork_server::export::Exported {
     let s = meshwork_testkit::subdivided_cubes(n, 20);
-    let provenance = Provenance {
-        session: SessionId([1; 16]),
-        position: s.position,
-        scene_state_hash: s.state_hash(),
-        log_state_hash: [0; 32],
-        chain_head: [0; 32],
-        server_key: PublicKey([0; 32]),
-        authors: vec![],
-    };
+    let provenance = Provenance::unrecorded(&s, SessionId([1; 16]));
     export(&s, None, &provenance).unwrap()
 }
 

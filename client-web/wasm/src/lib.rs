@@ -317,16 +317,11 @@ impl Connection {
 
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
     fn entity_value(&self, id: EntityId, e: &meshwork_protocol::scene::Entity) -> Value {
-        let (kind, geometry) = match &e.geometry {
-            Geometry::Primitive(p) => {
-                let name = format!("{p:?}").to_lowercase();
-                (name.clone(), format!("{name}#0"))
-            }
-            Geometry::Mesh(_) => (
-                "mesh".to_owned(),
-                format!("mesh#{}", self.inner.revision(id)),
-            ),
+        let kind = match &e.geometry {
+            Geometry::Primitive(p) => format!("{p:?}").to_lowercase(),
+            Geometry::Mesh(_) => "mesh".to_owned(),
         };
+        let geometry = self.geometry_key(id, e);
         json!({
             "id": id.0 as f64,
             "name": e.name.value,
@@ -337,6 +332,35 @@ impl Connection {
             "scale": e.transform.scale.to_array(),
             "color": e.color.value.to_array(),
         })
+    }
+
+    /// What names an entity's geometry for the viewport's caches: one key per primitive kind
+    /// (unedited primitives share their triangles), one per mesh revision.
+    fn geometry_key(&self, id: EntityId, e: &meshwork_protocol::scene::Entity) -> String {
+        match &e.geometry {
+            Geometry::Primitive(p) => format!("{}#0", format!("{p:?}").to_lowercase()),
+            Geometry::Mesh(_) => format!("mesh#{}", self.inner.revision(id)),
+        }
+    }
+
+    /// Reads the triangles kept under (`id`, `key`), made by `make` when the kept ones are of
+    /// something else: positions, normals and indices are read one after the other, so one
+    /// triangulation per change serves all three.
+    fn cached_triangles<T>(
+        &self,
+        id: EntityId,
+        key: String,
+        make: impl FnOnce() -> Option<meshwork_protocol::mesh::RenderMesh>,
+        read: impl FnOnce(&meshwork_protocol::mesh::RenderMesh) -> T,
+    ) -> Option<T> {
+        let mut cache = self.triangulated.borrow_mut();
+        let fresh = cache
+            .as_ref()
+            .is_none_or(|(cid, ckey, _)| *cid != id || *ckey != key);
+        if fresh {
+            *cache = Some((id, key, make()?));
+        }
+        cache.as_ref().map(|(_, _, mesh)| read(mesh))
     }
 
     /// The role granted by the invite (`viewer`, `editor`, `admin`), once joined.
@@ -623,8 +647,7 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// Entity `id`'s triangles: positions, normals and indices are read one after the other,
-    /// so the last triangulation is kept for its revision (one triangulation per mesh change).
+    /// Entity `id`'s triangles (see [`Self::cached_triangles`]).
     fn with_triangles<T>(
         &self,
         id: f64,
@@ -637,18 +660,8 @@ impl Connection {
         )]
         let id = EntityId(id as u64);
         let e = self.inner.replica().scene().entities.get(&id)?;
-        let key = self.entity_value(id, e)["geometry"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let mut cache = self.triangulated.borrow_mut();
-        let fresh = cache
-            .as_ref()
-            .is_none_or(|(cid, ckey, _)| *cid != id || *ckey != key);
-        if fresh {
-            *cache = Some((id, key, e.geometry.render()));
-        }
-        cache.as_ref().map(|(_, _, mesh)| read(mesh))
+        let key = self.geometry_key(id, e);
+        self.cached_triangles(id, key, || Some(e.geometry.render()), read)
     }
 
     /// The editable mesh of entity `id` (edit mode): `{faces: [{id, corners: [vertex index]}],
@@ -715,8 +728,7 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// The edit triangulation of entity `id`, kept like [`Self::with_triangles`]'s (positions,
-    /// normals and indices are read one after the other: one triangulation per mesh change).
+    /// The edit triangulation of entity `id` (see [`Self::cached_triangles`]).
     fn with_edit_triangles<T>(
         &self,
         id: f64,
@@ -729,14 +741,12 @@ impl Connection {
         )]
         let entity = EntityId(id as u64);
         let key = format!("edit#{}", self.inner.revision(entity));
-        let mut cache = self.triangulated.borrow_mut();
-        let fresh = cache
-            .as_ref()
-            .is_none_or(|(cid, ckey, _)| *cid != entity || *ckey != key);
-        if fresh {
-            *cache = Some((entity, key, self.edit_mesh(id)?.triangulate()));
-        }
-        cache.as_ref().map(|(_, _, mesh)| read(mesh))
+        self.cached_triangles(
+            entity,
+            key,
+            || Some(self.edit_mesh(id)?.triangulate()),
+            read,
+        )
     }
 
     fn edit_mesh(&self, id: f64) -> Option<meshwork_protocol::editmesh::EditMesh> {
@@ -907,8 +917,6 @@ pub fn ticket_role(ticket: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A cheap revision of a geometry: primitives never change; an edited mesh's element counts
-/// change with every topological edit (vertex moves keep them, so they count too).
 /// `command` applied to a copy of its entity ([`meshwork_protocol::scene::Scene::preview`]),
 /// triangulated face by face; `None` when the entity is missing or the edit would be refused.
 fn preview_of(

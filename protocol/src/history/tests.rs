@@ -957,3 +957,41 @@ fn a_step_that_changed_nothing_is_not_undone() {
     // An undo would be accepted and change nothing: refused instead.
     assert_eq!(refusal(w.undo(A)).reason, UndoReason::NothingToUndo);
 }
+
+#[test]
+fn an_import_inside_a_step_stays_one_step_with_the_rest() {
+    let mut w = World::new();
+    let asset = crate::command::AssetId([3; 32]);
+    w.scene.provide_asset(
+        asset,
+        alloc::sync::Arc::new(crate::asset::ImportAsset::sample()),
+    );
+    let first = EntityId::new(A, 20);
+    w.ok(
+        A,
+        Command::Step {
+            entries: 2,
+            label: "Import and move".into(),
+        },
+    );
+    w.ok(
+        A,
+        Command::Import {
+            asset,
+            first,
+            count: 2,
+        },
+    );
+    w.ok(
+        A,
+        Command::Translate {
+            entity: first,
+            delta: Vec3::X,
+        },
+    );
+    w.undo(A).unwrap();
+    assert!(
+        w.scene.entities.is_empty(),
+        "the import and the move undo together"
+    );
+}

@@ -577,12 +577,6 @@ impl Session {
         self.accepted.provide_asset(id, asset);
     }
 
-    /// Whether asset `id` was provided.
-    #[must_use]
-    pub fn has_asset(&self, id: &AssetId) -> bool {
-        self.accepted.has_asset(id)
-    }
-
     /// Rebuilds a session from its store: `authors` (in write order), `assets` (every asset
     /// stored for the session), the newest `snapshot` if
     /// any, and every stored entry in acceptance order. Entries covered by a snapshot whose hash
