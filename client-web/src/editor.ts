@@ -174,7 +174,7 @@ export class Editor {
 
   private importButton = h(
     'button',
-    { type: 'button', 'data-testid': 'import-gltf', title: 'Add a glTF file (.glb, or .gltf with embedded data) — or drop one on the view' },
+    { type: 'button', 'data-testid': 'import-gltf', title: 'Add a glTF file (.glb, or .gltf with its .bin: choose both) — or drop them on the view' },
     'Import glTF',
   );
   private importInput = h('input', {

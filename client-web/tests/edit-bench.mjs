@@ -19,7 +19,7 @@ try {
   await page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 30000 });
   const author = await page.evaluate(() => window.meshwork.state().author);
   const entity = author * 2 ** 32 + 1;
-  // A cube; every face cut 8 × 8, then 4 × 4 again, then one Catmull–Clark level: 48,600 quads.
+  // A cube; every face cut with 8 cuts per edge (9 × 9), then 4 (5 × 5) again, then one Catmull–Clark level: 48,600 quads.
   const faces = () => page.evaluate((e) => window.meshwork.editMesh(e).faces.map((f) => f.id), entity);
   const position = () => page.evaluate(() => window.meshwork.state().position);
   const step = async (commands) => {
