@@ -12,6 +12,7 @@ use crate::command::Command;
 use crate::ids::{AuthorId, EntityId};
 use crate::presence::LivePreviews;
 use crate::replica::{Replica, ReplicaEvent};
+use crate::wire::Close;
 use crate::sign::{Domain, EntryBody, SignedEntry, Signer};
 use crate::wire::{
     ClientMsg, Hello, Invite, JoinProof, JoinProofBody, JoinRefused, Resync, ServerMsg, Submit,
@@ -42,8 +43,11 @@ pub enum ClientEvent {
     Refused(JoinRefused),
     /// The replica loaded a snapshot.
     Synced,
-    /// The replica diverged; a resync was requested.
-    Resyncing,
+    /// The replica diverged or refused an update (why); a resync was requested.
+    Resyncing(crate::replica::ResyncReason),
+    /// The server's roster names a server key that did not sign this client's invite, or
+    /// another session: nothing it seals can be trusted, so the client closed.
+    Untrusted,
     /// The server closed the connection.
     Closed,
 }
@@ -94,7 +98,7 @@ impl Tracker {
                     }
                 }
             }
-            ServerMsg::Delta(d) => match d.decode() {
+            ServerMsg::SealedDelta(d) => match d.decode() {
                 Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
                 None => all = true,
             },
@@ -338,6 +342,16 @@ impl<S: Signer> ClientConnection<S> {
                 self.phase = ClientPhase::Done;
                 ClientEvent::Closed
             }
+            (ServerMsg::Roster(r), ClientPhase::Joined(w))
+                if r.session != w.session || !self.invite.signed_by(&r.server_key) =>
+            {
+                self.outbox.push_back(ClientMsg::Close(Close {
+                    reason: crate::wire::CloseReason::ProtocolViolation,
+                    message: "the server's key did not sign this client's invite".into(),
+                }));
+                self.phase = ClientPhase::Done;
+                ClientEvent::Untrusted
+            }
             (_, ClientPhase::Joined(_)) => {
                 if let ServerMsg::Entries(e) = msg {
                     for entry in &e.entries {
@@ -364,11 +378,11 @@ impl<S: Signer> ClientConnection<S> {
                     self.now_ms,
                 );
                 match event {
-                    ReplicaEvent::NeedsResync => {
+                    ReplicaEvent::NeedsResync(reason) => {
                         let position = self.replica.scene().position;
                         self.outbox
                             .push_back(ClientMsg::Resync(Resync { position }));
-                        ClientEvent::Resyncing
+                        ClientEvent::Resyncing(reason)
                     }
                     ReplicaEvent::Synced => {
                         self.lamport = self.lamport.max(self.replica.scene().lamport);
@@ -522,12 +536,42 @@ mod tests {
             next_seq: 1,
             log_position: 0,
         }));
+        assert_eq!(
+            c.handle(&roster(&server, Ed25519Signer::from_seed([1; 32]).public_key())),
+            ClientEvent::None
+        );
         let (manifest, chunks) = crate::replica::snapshot(&crate::scene::Scene::new());
         c.handle(&ServerMsg::Snapshot(manifest));
         for chunk in chunks {
             c.handle(&ServerMsg::SnapshotChunk(chunk));
         }
         c
+    }
+
+    fn roster(server: &Ed25519Signer, author_key: crate::sign::PublicKey) -> ServerMsg {
+        ServerMsg::Roster(crate::wire::Roster {
+            session: SESSION,
+            server_key: server.public_key(),
+            replace: true,
+            members: vec![crate::wire::Member {
+                author: AuthorId(1),
+                public_key: author_key,
+                role: Role::Editor,
+            }],
+        })
+    }
+
+    #[test]
+    fn a_roster_whose_server_key_did_not_sign_the_invite_is_not_trusted() {
+        let mut c = joined();
+        let impostor = Ed25519Signer::from_seed([0x66; 32]);
+        let key = c.signer().public_key();
+        assert_eq!(c.handle(&roster(&impostor, key)), ClientEvent::Untrusted);
+        assert_eq!(c.phase(), &ClientPhase::Done);
+        assert!(
+            core::iter::from_fn(|| c.poll_transmit()).any(|m| matches!(m, ClientMsg::Close(_))),
+            "the client closes"
+        );
     }
 
     /// Signs a cube's spawn, a move of it along +X and `then` (of the cube), undelivered.

@@ -15,6 +15,8 @@ use crate::ids::{AuthorId, CommandId, EntityId, ToolId};
 pub const MAX_COORDINATE_M: f32 = 1.0e5;
 /// Longest entity or session name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest display name of a member, in bytes of UTF-8.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
 /// Most entities one selection command may name.
 pub const MAX_SELECTION: usize = 1024;
 /// Most cuts one face subdivision may ask for.
@@ -330,6 +332,13 @@ pub enum Command {
         first: EntityId,
         /// How many entities the asset holds, 1..=[`MAX_IMPORT_ENTITIES`].
         count: u32,
+    },
+    /// The author's display name, shown to the others in people lists, history and toasts
+    /// (last-write-wins per author). Signed like every entry, so no one else — the server
+    /// included — can name an author. Empty clears it.
+    SetDisplayName {
+        /// At most [`MAX_DISPLAY_NAME_BYTES`] of UTF-8, no control characters.
+        name: String,
     },
 }
 
@@ -683,6 +692,15 @@ impl Command {
                 } else {
                     Err(PayloadError::Invalid { field: "count" })
                 }
+            }
+            Self::SetDisplayName { name: n } => {
+                if n.len() > MAX_DISPLAY_NAME_BYTES {
+                    return Err(PayloadError::TooLong {
+                        field: "name",
+                        max: MAX_DISPLAY_NAME_BYTES,
+                    });
+                }
+                name("name", n)
             }
         }
     }

@@ -812,6 +812,7 @@ impl Scene {
                 | CommandKind::ToolActivate
                 | CommandKind::ToolDeactivate
                 | CommandKind::SetSessionName
+                | CommandKind::SetDisplayName
                 | CommandKind::EdgeExtrude
                 | CommandKind::FaceSubdivide
                 | CommandKind::Step

@@ -145,6 +145,11 @@ pub enum Scope {
         /// The author.
         author: AuthorId,
     },
+    /// One author's profile (display name).
+    Profile {
+        /// The author.
+        author: AuthorId,
+    },
 }
 
 /// Payload-free name of a command variant.
@@ -181,11 +186,12 @@ pub enum CommandKind {
     Undo,
     Redo,
     Import,
+    SetDisplayName,
 }
 
 impl CommandKind {
     /// Every kind, in wire-tag order.
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 31] = [
         Self::Select,
         Self::Spawn,
         Self::Despawn,
@@ -216,6 +222,7 @@ impl CommandKind {
         Self::Undo,
         Self::Redo,
         Self::Import,
+        Self::SetDisplayName,
     ];
 
     /// The rule for this kind.
@@ -260,6 +267,8 @@ impl CommandKind {
             Self::Step | Self::Undo | Self::Redo => (Editor, Merge),
             // Like spawns of its ids (only its author can name them).
             Self::Import => (Editor, Reject),
+            // Everyone, viewers too, is shown to the others by a name they choose.
+            Self::SetDisplayName => (Viewer, Lww),
         };
         Rule { role, strategy }
     }
@@ -298,6 +307,7 @@ impl CommandKind {
             Self::Undo => "undo",
             Self::Redo => "redo",
             Self::Import => "import",
+            Self::SetDisplayName => "set_display_name",
         }
     }
 }
@@ -346,6 +356,7 @@ impl Command {
             Self::Undo { .. } => CommandKind::Undo,
             Self::Redo { .. } => CommandKind::Redo,
             Self::Import { .. } => CommandKind::Import,
+            Self::SetDisplayName { .. } => CommandKind::SetDisplayName,
         }
     }
 
@@ -393,6 +404,7 @@ impl Command {
             Self::SetTransform { entity: e, .. } => entity(*e, Facet::Transform),
             Self::Duplicate { copy, .. } => entity(*copy, Facet::Existence),
             Self::Import { first, .. } => entity(*first, Facet::Existence),
+            Self::SetDisplayName { .. } => Scope::Profile { author },
             Self::MoveVertices { entity: e, .. }
             | Self::CreateFace { entity: e, .. }
             | Self::DeleteElements { entity: e, .. }
@@ -498,7 +510,7 @@ mod tests {
     fn permissions_per_command_and_role() {
         for kind in CommandKind::ALL {
             let expected_min = match kind {
-                CommandKind::Select => Role::Viewer,
+                CommandKind::Select | CommandKind::SetDisplayName => Role::Viewer,
                 CommandKind::SetSessionName => Role::Admin,
                 _ => Role::Editor,
             };

@@ -2,17 +2,29 @@
 //! snapshot and then the live log entries, with a self-check against the server's state hash.
 //!
 //! Feed it the server messages that concern state ([`Replica::on_message`]); it says when it
-//! needs a resync (a chunk that does not match its manifest, an entry it cannot read, a state
-//! hash that differs at the same position, or a hash from a position it has not reached after
-//! the entries that should have brought it there). The browser uses it through wasm.
+//! needs a resync, and why ([`ResyncReason`]): a chunk that does not match its manifest, an
+//! entry it cannot read, a state hash that differs at the same position, or a hash from a
+//! position it has not reached after the entries that should have brought it there.
+//!
+//! Every replica is a verifier. It keeps the session's roster ([`ServerMsg::Roster`]: each
+//! author's key) and checks the signature of every entry before applying it, in batches; an
+//! entry whose signature does not verify, or whose author or key the roster does not hold, is
+//! never applied. Scene deltas, which replace entries, must carry the server's seal
+//! ([`crate::wire::SealedDelta`]) over their bytes and the state hash they lead to: the seal
+//! is checked before the delta is applied and the hash after. An unsealed delta is refused.
+//! The browser uses it through wasm.
 
 use alloc::vec::Vec;
 
 use sha2::{Digest, Sha256};
 
+use crate::ids::SessionId;
 use crate::scene::Scene;
-use crate::sign::SignedEntry;
-use crate::wire::{SNAPSHOT_CHUNK_BYTES, ServerMsg, SnapshotChunk, SnapshotManifest};
+use crate::sign::{KeyRing, PublicKey, SignatureError, SignedEntry, Verifier, verify_one};
+use crate::wire::{
+    DeltaSeal, Roster, SNAPSHOT_CHUNK_BYTES, SealedDelta, ServerMsg, SnapshotChunk,
+    SnapshotManifest,
+};
 
 /// Splits a scene into a manifest and chunks of at most [`SNAPSHOT_CHUNK_BYTES`].
 #[must_use]
@@ -37,6 +49,48 @@ pub fn snapshot(scene: &Scene) -> (SnapshotManifest, Vec<SnapshotChunk>) {
     (manifest, chunks)
 }
 
+/// Why a replica stopped trusting its state and asks for a resync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// A snapshot chunk or the assembled snapshot does not match its manifest.
+    BadSnapshot,
+    /// An entry or a delta does not decode, or a delta does not apply where the replica is.
+    Undecodable,
+    /// An entry's signature does not verify against its author's key.
+    ForgedEntry,
+    /// An entry names an author the roster does not hold, or a key that is not theirs.
+    UnknownAuthor,
+    /// An entry of another session.
+    WrongSession,
+    /// A scene delta without the server's seal.
+    UnsignedDelta,
+    /// A sealed delta whose seal does not verify (or no trusted server key to check it).
+    BadSeal,
+    /// The state differs from the server's at the same position.
+    HashMismatch,
+    /// The server is at a position the replica has not reached, or behind it: updates were
+    /// lost or applied twice (or a snapshot was lost).
+    OutOfStep,
+}
+
+impl ResyncReason {
+    /// snake_case, for metrics and logs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadSnapshot => "bad_snapshot",
+            Self::Undecodable => "undecodable",
+            Self::ForgedEntry => "forged_entry",
+            Self::UnknownAuthor => "unknown_author",
+            Self::WrongSession => "wrong_session",
+            Self::UnsignedDelta => "unsigned_delta",
+            Self::BadSeal => "bad_seal",
+            Self::HashMismatch => "hash_mismatch",
+            Self::OutOfStep => "out_of_step",
+        }
+    }
+}
+
 /// What a message did to the replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaEvent {
@@ -45,15 +99,23 @@ pub enum ReplicaEvent {
     /// A snapshot finished loading; the replica is in step.
     Synced,
     /// The replica cannot be trusted any more: send `ClientMsg::Resync`.
-    NeedsResync,
+    NeedsResync(ResyncReason),
     /// A state hash matched at the replica's position.
     Verified,
+}
+
+impl ReplicaEvent {
+    /// Whether this asks for a resync.
+    #[must_use]
+    pub const fn needs_resync(self) -> bool {
+        matches!(self, Self::NeedsResync(_))
+    }
 }
 
 #[derive(Debug)]
 enum Update {
     Entries(Vec<SignedEntry>),
-    Delta(crate::scene::SceneDelta),
+    Delta(SealedDelta),
 }
 
 #[derive(Debug)]
@@ -64,16 +126,31 @@ struct Assembly {
     buffered: Vec<Update>,
 }
 
+/// Who may write to the scene, as the roster says.
+#[derive(Debug, Default)]
+struct Trust {
+    session: Option<SessionId>,
+    server_key: Option<PublicKey>,
+    ring: KeyRing,
+    /// Members, in author order, as received (for the application's people list).
+    members: alloc::collections::BTreeMap<crate::ids::AuthorId, crate::wire::Member>,
+}
+
 /// A client's copy of the scene.
 #[derive(Debug, Default)]
 pub struct Replica {
     scene: Scene,
     assembling: Option<Assembly>,
     synced: bool,
+    trust: Trust,
+    /// Entries whose signature verified (for benchmarks and diagnostics).
+    verified_entries: u64,
+    /// Why the last resync was asked for.
+    last_resync: Option<ResyncReason>,
 }
 
 impl Replica {
-    /// An empty replica, waiting for its first snapshot.
+    /// An empty replica, waiting for its roster and first snapshot.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -91,9 +168,36 @@ impl Replica {
         self.synced
     }
 
+    /// The session's members as the roster says, in author order.
+    pub fn members(&self) -> impl Iterator<Item = &crate::wire::Member> {
+        self.trust.members.values()
+    }
+
+    /// The key that seals deltas, once a roster came.
+    #[must_use]
+    pub const fn server_key(&self) -> Option<&PublicKey> {
+        self.trust.server_key.as_ref()
+    }
+
+    /// Entries whose signatures this replica verified.
+    #[must_use]
+    pub const fn verified_entries(&self) -> u64 {
+        self.verified_entries
+    }
+
+    /// Why the last resync was asked for, if one was.
+    #[must_use]
+    pub const fn last_resync(&self) -> Option<ResyncReason> {
+        self.last_resync
+    }
+
     /// Handles one server message; messages that do not concern state are ignored.
     pub fn on_message(&mut self, msg: &ServerMsg) -> ReplicaEvent {
         match msg {
+            ServerMsg::Roster(r) => {
+                self.on_roster(r);
+                ReplicaEvent::None
+            }
             ServerMsg::Snapshot(m) => {
                 self.synced = false;
                 self.assembling = Some(Assembly {
@@ -109,43 +213,60 @@ impl Replica {
             }
             ServerMsg::SnapshotChunk(c) => self.on_chunk(c),
             ServerMsg::Entries(e) => self.on_update(Update::Entries(e.entries.clone())),
-            ServerMsg::Delta(d) => match postcard::from_bytes::<crate::scene::SceneDelta>(&d.bytes)
-            {
-                Ok(delta) => self.on_update(Update::Delta(delta)),
-                Err(_) => self.fail(),
-            },
+            ServerMsg::SealedDelta(d) => self.on_update(Update::Delta(d.clone())),
+            // Anyone on the path could have written it: a replica applies only sealed deltas.
+            ServerMsg::Delta(_) => self.fail(ResyncReason::UnsignedDelta),
             ServerMsg::StateHash(h) => {
                 if let Some(a) = &self.assembling {
                     // The server sends every chunk right after the manifest, before any later
                     // hash: a hash at or past the snapshot while it is incomplete means chunks
                     // were lost (at worst a hash already on its way causes one extra resync).
                     return if h.position >= a.manifest.position {
-                        self.fail()
+                        self.fail(ResyncReason::OutOfStep)
                     } else {
                         ReplicaEvent::None
                     };
                 }
                 if !self.synced {
                     // Waiting for a snapshot that a later hash overtook: it was lost. Ask again.
-                    return ReplicaEvent::NeedsResync;
+                    self.last_resync = Some(ResyncReason::OutOfStep);
+                    return ReplicaEvent::NeedsResync(ResyncReason::OutOfStep);
                 }
                 // The hash follows, on the same ordered lane, exactly the entries that reach its
                 // position: being behind means entries were lost, being ahead that some were
                 // applied twice, a different hash at the same position that one was damaged.
-                if h.position == self.scene.position && h.state_hash == self.scene.state_hash() {
+                if h.position != self.scene.position {
+                    self.fail(ResyncReason::OutOfStep)
+                } else if h.state_hash == self.scene.state_hash() {
                     ReplicaEvent::Verified
                 } else {
-                    self.fail()
+                    self.fail(ResyncReason::HashMismatch)
                 }
             }
             _ => ReplicaEvent::None,
         }
     }
 
-    fn fail(&mut self) -> ReplicaEvent {
+    fn on_roster(&mut self, r: &Roster) {
+        let t = &mut self.trust;
+        if r.replace {
+            *t = Trust::default();
+        }
+        t.session = Some(r.session);
+        t.server_key = Some(r.server_key);
+        for m in &r.members {
+            // A weak or malformed key is left out: its entries are refused as unknown.
+            if t.ring.register(m.author, m.public_key, m.role).is_ok() {
+                t.members.insert(m.author, *m);
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: ResyncReason) -> ReplicaEvent {
         self.synced = false;
         self.assembling = None;
-        ReplicaEvent::NeedsResync
+        self.last_resync = Some(reason);
+        ReplicaEvent::NeedsResync(reason)
     }
 
     fn on_chunk(&mut self, c: &SnapshotChunk) -> ReplicaEvent {
@@ -160,7 +281,7 @@ impl Replica {
             .is_some_and(|h| *h == <[u8; 32]>::from(Sha256::digest(&c.bytes)))
             && c.bytes.len() <= SNAPSHOT_CHUNK_BYTES;
         if !ok {
-            return self.fail();
+            return self.fail(ResyncReason::BadSnapshot);
         }
         if let Some(slot) = a.chunks.get_mut(i) {
             *slot = Some(c.bytes.clone());
@@ -181,19 +302,20 @@ impl Replica {
             bytes.extend_from_slice(&c);
         }
         if <[u8; 32]>::from(Sha256::digest(&bytes)) != a.manifest.state_hash {
-            return self.fail();
+            return self.fail(ResyncReason::BadSnapshot);
         }
         let Ok(scene) = Scene::decode(&bytes) else {
-            return self.fail();
+            return self.fail(ResyncReason::BadSnapshot);
         };
         if scene.position != a.manifest.position {
-            return self.fail();
+            return self.fail(ResyncReason::BadSnapshot);
         }
         self.scene = scene;
         self.synced = true;
         for update in a.buffered {
-            if self.apply(update) == ReplicaEvent::NeedsResync {
-                return ReplicaEvent::NeedsResync;
+            let event = self.apply(update);
+            if event.needs_resync() {
+                return event;
             }
         }
         ReplicaEvent::Synced
@@ -210,22 +332,76 @@ impl Replica {
         self.apply(update)
     }
 
+    /// Checks every entry's session and signature, in one batch; the first failure's reason.
+    fn verify(&self, entries: &[SignedEntry]) -> Result<Vec<crate::sign::EntryBody>, ResyncReason> {
+        let mut bodies = Vec::with_capacity(entries.len());
+        for e in entries {
+            // The server checked every entry it sends; one that does not decode means the
+            // stream was damaged, so the replica cannot continue from it.
+            let body = e.decode_body().map_err(|_| ResyncReason::Undecodable)?;
+            if Some(body.session) != self.trust.session {
+                return Err(ResyncReason::WrongSession);
+            }
+            bodies.push(body);
+        }
+        let items: Vec<_> = entries
+            .iter()
+            .zip(&bodies)
+            .map(|(e, b)| e.signed_item(b))
+            .collect();
+        for result in self.trust.ring.verify_batch(&items) {
+            match result {
+                Ok(()) => {}
+                Err(SignatureError::Invalid(_)) => return Err(ResyncReason::ForgedEntry),
+                Err(_) => return Err(ResyncReason::UnknownAuthor),
+            }
+        }
+        Ok(bodies)
+    }
+
+    /// Checks a delta's seal; the decoded delta.
+    fn unseal(&self, d: &SealedDelta) -> Result<crate::scene::SceneDelta, ResyncReason> {
+        let (Some(session), Some(key)) = (self.trust.session, self.trust.server_key) else {
+            return Err(ResyncReason::BadSeal);
+        };
+        let delta = d.decode().ok_or(ResyncReason::Undecodable)?;
+        let seal = DeltaSeal {
+            domain: crate::sign::Domain::Delta,
+            session,
+            position: delta.to_position,
+            state_hash: d.state_hash,
+            delta_sha256: Sha256::digest(&d.bytes).into(),
+        };
+        let ok = crate::sign::verifying_key(&key)
+            .is_ok_and(|k| verify_one(&k, &seal.encode(), &d.signature));
+        if ok { Ok(delta) } else { Err(ResyncReason::BadSeal) }
+    }
+
     fn apply(&mut self, update: Update) -> ReplicaEvent {
         match update {
             Update::Entries(entries) => {
-                for e in &entries {
-                    // The server checked every entry it sends; one that does not decode means
-                    // the stream was damaged, so the replica cannot continue from it.
-                    let Ok(body) = e.decode_body() else {
-                        return self.fail();
-                    };
+                let bodies = match self.verify(&entries) {
+                    Ok(b) => b,
+                    Err(reason) => return self.fail(reason),
+                };
+                self.verified_entries = self
+                    .verified_entries
+                    .saturating_add(bodies.len() as u64);
+                for body in &bodies {
                     self.scene.apply(body.id(), body.author, &body.command);
                 }
                 ReplicaEvent::None
             }
-            Update::Delta(d) => {
-                if self.scene.apply_delta(&d).is_err() {
-                    return self.fail();
+            Update::Delta(sealed) => {
+                let delta = match self.unseal(&sealed) {
+                    Ok(d) => d,
+                    Err(reason) => return self.fail(reason),
+                };
+                if self.scene.apply_delta(&delta).is_err() {
+                    return self.fail(ResyncReason::Undecodable);
+                }
+                if self.scene.state_hash() != sealed.state_hash {
+                    return self.fail(ResyncReason::HashMismatch);
                 }
                 ReplicaEvent::None
             }
@@ -237,7 +413,7 @@ impl Replica {
 mod tests {
     use super::*;
     use crate::command::{Command, Primitive, Transform};
-    use crate::ids::{AuthorId, CommandId, EntityId};
+    use crate::ids::{AuthorId, CommandId, EntityId, SessionId};
     use crate::wire::StateHash;
 
     fn big_scene(n: u32) -> Scene {
@@ -298,7 +474,7 @@ mod tests {
             .iter()
             .map(|c| r.on_message(&ServerMsg::SnapshotChunk(c.clone())))
             .collect();
-        assert!(events.contains(&ReplicaEvent::NeedsResync));
+        assert!(events.contains(&ReplicaEvent::NeedsResync(ResyncReason::BadSnapshot)));
         assert!(!r.is_synced());
         // In step, then the server is ahead: entries were lost.
         let mut r = Replica::new();
@@ -307,7 +483,10 @@ mod tests {
             position: scene.position + 1,
             state_hash: [0; 32],
         });
-        assert_eq!(r.on_message(&ahead), ReplicaEvent::NeedsResync);
+        assert_eq!(
+            r.on_message(&ahead),
+            ReplicaEvent::NeedsResync(ResyncReason::OutOfStep)
+        );
         // Same position, different state.
         let mut r = Replica::new();
         feed(&mut r, &scene);
@@ -315,6 +494,168 @@ mod tests {
             position: scene.position,
             state_hash: [1; 32],
         });
-        assert_eq!(r.on_message(&wrong), ReplicaEvent::NeedsResync);
+        assert_eq!(
+            r.on_message(&wrong),
+            ReplicaEvent::NeedsResync(ResyncReason::HashMismatch)
+        );
+    }
+
+    const SESSION: SessionId = SessionId([7; 16]);
+
+    fn signer(seed: u8) -> crate::sign::Ed25519Signer {
+        crate::sign::Ed25519Signer::from_seed([seed; 32])
+    }
+
+    fn roster(server: &crate::sign::Ed25519Signer, members: &[(u32, u8)]) -> ServerMsg {
+        use crate::sign::Signer as _;
+        ServerMsg::Roster(Roster {
+            session: SESSION,
+            server_key: server.public_key(),
+            replace: true,
+            members: members
+                .iter()
+                .map(|(a, seed)| crate::wire::Member {
+                    author: AuthorId(*a),
+                    public_key: signer(*seed).public_key(),
+                    role: crate::registry::Role::Editor,
+                })
+                .collect(),
+        })
+    }
+
+    fn entry(author: u32, seed: u8, seq: u64, session: SessionId) -> SignedEntry {
+        use crate::sign::Signer as _;
+        let key = signer(seed);
+        let body = crate::sign::EntryBody::new(
+            session,
+            AuthorId(author),
+            key.public_key().key_id(),
+            seq,
+            seq,
+            0,
+            Command::Spawn {
+                entity: EntityId::new(AuthorId(author), u32::try_from(seq).unwrap_or(0)),
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            },
+        );
+        SignedEntry::sign(&body, &key).expect("an Entry-domain body signs")
+    }
+
+    fn entries(e: Vec<SignedEntry>) -> ServerMsg {
+        ServerMsg::Entries(crate::wire::Entries { entries: e })
+    }
+
+    /// A synced replica of an empty scene that knows author 1 (key seed 1).
+    fn synced(server: &crate::sign::Ed25519Signer) -> Replica {
+        let mut r = Replica::new();
+        r.on_message(&roster(server, &[(1, 1)]));
+        assert_eq!(feed(&mut r, &Scene::new()), ReplicaEvent::Synced);
+        r
+    }
+
+    #[test]
+    fn entries_are_applied_only_when_their_signatures_verify_against_the_roster() {
+        let server = signer(9);
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry(1, 1, 1, SESSION), entry(1, 1, 2, SESSION)])),
+            ReplicaEvent::None
+        );
+        assert_eq!(r.scene().entities.len(), 2);
+        assert_eq!(r.verified_entries(), 2);
+
+        // Forged: author 1's entry signed with another key that names author 1's key id.
+        let mut forged = entry(1, 1, 3, SESSION);
+        forged.signature = entry(1, 2, 3, SESSION).signature;
+        let before = r.scene().clone();
+        assert_eq!(
+            r.on_message(&entries(vec![entry(1, 1, 3, SESSION), forged])),
+            ReplicaEvent::NeedsResync(ResyncReason::ForgedEntry)
+        );
+        assert_eq!(r.scene(), &before, "no entry of a refused batch is applied");
+        assert_eq!(r.last_resync(), Some(ResyncReason::ForgedEntry));
+
+        // An author the roster does not hold, and a key that is not the author's.
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry(2, 2, 1, SESSION)])),
+            ReplicaEvent::NeedsResync(ResyncReason::UnknownAuthor)
+        );
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry(1, 3, 1, SESSION)])),
+            ReplicaEvent::NeedsResync(ResyncReason::UnknownAuthor)
+        );
+        // A genuine entry of another session.
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry(1, 1, 1, SessionId([8; 16]))])),
+            ReplicaEvent::NeedsResync(ResyncReason::WrongSession)
+        );
+        // A member added later is trusted from then on.
+        let mut r = synced(&server);
+        let ServerMsg::Roster(mut update) = roster(&server, &[(2, 2)]) else {
+            unreachable!("roster() builds a roster")
+        };
+        update.replace = false;
+        r.on_message(&ServerMsg::Roster(update));
+        assert_eq!(
+            r.on_message(&entries(vec![entry(2, 2, 1, SESSION), entry(1, 1, 1, SESSION)])),
+            ReplicaEvent::None
+        );
+    }
+
+    #[test]
+    fn only_deltas_sealed_by_the_server_apply() {
+        let server = signer(9);
+        let mut source = Scene::new();
+        let mut r = synced(&server);
+        let e = entry(1, 1, 1, SESSION);
+        let body = e.decode_body().expect("signed above");
+        source.apply(body.id(), body.author, &body.command);
+        let touched = [crate::scene::Touched::Entity(EntityId::new(AuthorId(1), 1))]
+            .into_iter()
+            .collect();
+        let delta = source.delta(0, &touched);
+
+        // Unsealed: refused, whatever it holds.
+        let unsigned = ServerMsg::Delta(crate::wire::EncodedDelta {
+            bytes: postcard::to_allocvec(&delta).expect("encodes"),
+        });
+        assert_eq!(
+            r.on_message(&unsigned),
+            ReplicaEvent::NeedsResync(ResyncReason::UnsignedDelta)
+        );
+
+        // Sealed by someone else.
+        let mut r = synced(&server);
+        let forged = SealedDelta::seal(SESSION, &delta, source.state_hash(), &signer(10));
+        assert_eq!(
+            r.on_message(&ServerMsg::SealedDelta(forged)),
+            ReplicaEvent::NeedsResync(ResyncReason::BadSeal)
+        );
+        // Sealed by the server, then its bytes changed.
+        let mut r = synced(&server);
+        let mut altered = SealedDelta::seal(SESSION, &delta, source.state_hash(), &server);
+        let mut other = delta.clone();
+        other.entities.clear();
+        altered.bytes = postcard::to_allocvec(&other).expect("encodes");
+        assert_eq!(
+            r.on_message(&ServerMsg::SealedDelta(altered)),
+            ReplicaEvent::NeedsResync(ResyncReason::BadSeal)
+        );
+        // Sealed by the server with a state hash the delta does not lead to.
+        let mut r = synced(&server);
+        let lying = SealedDelta::seal(SESSION, &delta, [0; 32], &server);
+        assert_eq!(
+            r.on_message(&ServerMsg::SealedDelta(lying)),
+            ReplicaEvent::NeedsResync(ResyncReason::HashMismatch)
+        );
+        // The genuine one.
+        let mut r = synced(&server);
+        let sealed = SealedDelta::seal(SESSION, &delta, source.state_hash(), &server);
+        assert_eq!(r.on_message(&ServerMsg::SealedDelta(sealed)), ReplicaEvent::None);
+        assert_eq!(r.scene(), &source);
     }
 }

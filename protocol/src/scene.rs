@@ -207,6 +207,8 @@ pub struct AuthorState {
     pub selection: Option<Lww<Vec<EntityId>>>,
     /// Tools.
     pub tools: BTreeMap<ToolId, Lww<ToolState>>,
+    /// The display name the author chose ([`Command::SetDisplayName`]); empty or `None`: none.
+    pub name: Option<Lww<String>>,
 }
 
 /// The whole replicated state.
@@ -562,6 +564,13 @@ impl Scene {
                 Some(n) => n.set(name.clone(), id),
                 None => self.session_name = Some(Lww::new(name.clone(), id)),
             },
+            Command::SetDisplayName { name } => {
+                let state = self.authors.entry(author).or_default();
+                match &mut state.name {
+                    Some(n) => n.set(name.clone(), id),
+                    None => state.name = Some(Lww::new(name.clone(), id)),
+                }
+            }
             Command::SetTransform { entity, transform } => {
                 if let Some(e) = self.entities.get_mut(entity)
                     && id > e.transform_by
@@ -851,7 +860,8 @@ impl Scene {
             | Command::ToolDeactivate { .. }
             | Command::Step { .. }
             | Command::Undo { .. }
-            | Command::Redo { .. } => Touched::Author(author),
+            | Command::Redo { .. }
+            | Command::SetDisplayName { .. } => Touched::Author(author),
             Command::SetSessionName { .. } => Touched::Session,
             Command::Spawn { entity, .. }
             | Command::Despawn { entity }
@@ -987,6 +997,16 @@ impl Scene {
             Ok(_) => Err("trailing bytes after the scene".into()),
             Err(e) => Err(alloc::format!("scene does not decode: {e}")),
         }
+    }
+
+    /// The display name `author` chose, if any (not empty).
+    #[must_use]
+    pub fn display_name(&self, author: AuthorId) -> Option<&str> {
+        self.authors
+            .get(&author)
+            .and_then(|a| a.name.as_ref())
+            .map(|n| n.value.as_str())
+            .filter(|n| !n.is_empty())
     }
 
     /// SHA-256 of the canonical encoding: equal on the server and every converged replica.

@@ -34,6 +34,8 @@ pub enum Domain {
     Invite,
     /// A server checkpoint of the log's hash chain.
     Checkpoint,
+    /// The server's seal over a scene delta it sent ([`crate::wire::DeltaSeal`]).
+    Delta,
 }
 
 /// An Ed25519 public key, as 32 bytes.

@@ -82,6 +82,13 @@ impl Invite {
         })
     }
 
+    /// Whether `server_key` signed this invite (a client's check that the server it reached is
+    /// the one that invited it; expiry and session are the server's checks at join).
+    #[must_use]
+    pub fn signed_by(&self, server_key: &PublicKey) -> bool {
+        verifying_key(server_key).is_ok_and(|key| verify_one(&key, &self.body, &self.signature))
+    }
+
     /// Checks the invite against the server key, the session and the current time.
     ///
     /// # Errors
@@ -614,6 +621,125 @@ pub enum ServerMsg {
     EditPreview(EditPreviewOf),
     /// Another member's selected mesh elements (unreliable lane).
     ElementSelection(ElementSelectionOf),
+    /// The session's members and their keys: the whole roster at join, then every change.
+    Roster(Roster),
+    /// A scene delta sealed by the server's key (replaces the unsigned [`ServerMsg::Delta`],
+    /// which replicas refuse).
+    SealedDelta(SealedDelta),
+}
+
+/// One member of a session as every replica needs it: to check the signature of each entry
+/// it is sent, and to show who did what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The author id entries name.
+    pub author: AuthorId,
+    /// The key their entries verify against.
+    pub public_key: PublicKey,
+    /// Their role.
+    pub role: Role,
+}
+
+/// The session's members ([`ServerMsg::Roster`]). Sent at join (`replace: true`, after the
+/// `Welcome` and before the snapshot, in frames of at most [`ROSTER_CHUNK`] members, the first
+/// replacing what the replica knew) and whenever a member joins or changes (`replace: false`,
+/// before any entry of theirs can arrive: both travel on the one ordered lane). Display names
+/// are not here: each author signs their own ([`crate::command::Command::SetDisplayName`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The session (entries and seals of another session are refused).
+    pub session: SessionId,
+    /// The key that signs the server's invites and seals its deltas. A client trusts it only
+    /// if the invite it joined with verifies against it ([`Invite::signed_by`]).
+    pub server_key: PublicKey,
+    /// Forget the members known so far before adding these.
+    pub replace: bool,
+    /// Members added or changed.
+    pub members: Vec<Member>,
+}
+
+/// Most members in one [`Roster`] frame.
+pub const ROSTER_CHUNK: usize = 4096;
+
+/// What the server signs for a [`SealedDelta`]: the delta's bytes (by digest), where it leads
+/// and the state hash there. Field order is the signed order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaSeal {
+    /// Always [`Domain::Delta`].
+    pub domain: Domain,
+    /// The session.
+    pub session: SessionId,
+    /// The replication position after the delta.
+    pub position: u64,
+    /// The state hash at `position`.
+    pub state_hash: [u8; 32],
+    /// SHA-256 of the encoded delta.
+    pub delta_sha256: [u8; 32],
+}
+
+impl DeltaSeal {
+    /// The exact bytes signed.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self)
+            .expect("postcard into a Vec fails only on serde features this type does not use")
+    }
+}
+
+/// A scene delta with the server's seal ([`ServerMsg::SealedDelta`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedDelta {
+    /// A postcard-encoded [`crate::scene::SceneDelta`].
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// The state hash after it.
+    pub state_hash: [u8; 32],
+    /// The server's signature over the [`DeltaSeal`] of these bytes.
+    pub signature: Signature,
+}
+
+impl SealedDelta {
+    /// Seals `delta` as `server`, for `session`; `state_hash` is the scene's after it.
+    #[must_use]
+    pub fn seal(
+        session: SessionId,
+        delta: &crate::scene::SceneDelta,
+        state_hash: [u8; 32],
+        server: &dyn Signer,
+    ) -> Self {
+        let bytes = postcard::to_allocvec(delta)
+            .expect("postcard into a Vec fails only on serde features the delta does not use");
+        Self::seal_encoded(session, delta.to_position, bytes, state_hash, server)
+    }
+
+    /// Seals an encoded delta that leads to `position`.
+    #[must_use]
+    pub fn seal_encoded(
+        session: SessionId,
+        position: u64,
+        bytes: Vec<u8>,
+        state_hash: [u8; 32],
+        server: &dyn Signer,
+    ) -> Self {
+        let seal = DeltaSeal {
+            domain: Domain::Delta,
+            session,
+            position,
+            state_hash,
+            delta_sha256: <sha2::Sha256 as sha2::Digest>::digest(&bytes).into(),
+        };
+        Self {
+            signature: server.sign(&seal.encode()),
+            bytes,
+            state_hash,
+        }
+    }
+
+    /// The delta, if the bytes hold one.
+    #[must_use]
+    pub fn decode(&self) -> Option<crate::scene::SceneDelta> {
+        postcard::from_bytes(&self.bytes).ok()
+    }
 }
 
 /// The mesh elements a member has selected in edit mode (vertices, edges or faces of one

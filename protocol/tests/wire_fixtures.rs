@@ -202,6 +202,9 @@ fn sample_command(kind: CommandKind) -> Command {
             first: e,
             count: 3,
         },
+        CommandKind::SetDisplayName => Command::SetDisplayName {
+            name: "Ada (Quest)".into(),
+        },
     }
 }
 
@@ -311,6 +314,8 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Preview(_) => "server-preview",
         ServerMsg::EditPreview(_) => "server-edit-preview",
         ServerMsg::ElementSelection(_) => "server-element-selection",
+        ServerMsg::Roster(_) => "server-roster",
+        ServerMsg::SealedDelta(_) => "server-sealed-delta",
     }
 }
 
@@ -431,6 +436,22 @@ fn server_samples() -> Vec<ServerMsg> {
             author: AuthorId(4),
             selection: element_selection(),
         }),
+        ServerMsg::Roster(meshwork_protocol::wire::Roster {
+            session: SESSION,
+            server_key: server().public_key(),
+            replace: true,
+            members: vec![meshwork_protocol::wire::Member {
+                author: AuthorId(7),
+                public_key: client().public_key(),
+                role: Role::Editor,
+            }],
+        }),
+        ServerMsg::SealedDelta(meshwork_protocol::wire::SealedDelta::seal(
+            SESSION,
+            &meshwork_protocol::scene::Scene::new().delta(0, &Default::default()),
+            meshwork_protocol::scene::Scene::new().state_hash(),
+            &server(),
+        )),
     ]
 }
 

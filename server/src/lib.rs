@@ -123,7 +123,7 @@ impl ServerContext {
 }
 
 fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId) -> Config {
-    let mut config = Config::new(id, server_key.public_key());
+    let mut config = Config::signed_by(id, Arc::new(Ed25519Signer::from_seed(server_key.seed())));
     config.build_id = build_id();
     config.rate_per_s = settings.rate_per_s;
     config.burst = settings.burst;

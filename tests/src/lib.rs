@@ -73,6 +73,8 @@ pub struct Seen {
     pub history_done: bool,
     /// Resyncs this client asked for.
     pub resyncs: u64,
+    /// Why, in order.
+    pub resync_reasons: Vec<meshwork_protocol::replica::ResyncReason>,
     /// Relayed presence that came on the reliable stream (the server should never do that).
     pub presence_on_stream: u64,
     /// Relayed presence that came as a datagram.
@@ -307,8 +309,10 @@ impl Client {
                         .ok_or_else(|| ClientError::Unexpected("welcome".into()))?;
                 }
                 ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
-                ClientEvent::Closed => return Err(ClientError::Closed(None)),
-                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing => {}
+                ClientEvent::Closed | ClientEvent::Untrusted => {
+                    return Err(ClientError::Closed(None));
+                }
+                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing(_) => {}
             }
         };
         Ok(Self {
@@ -477,8 +481,9 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        if self.machine.handle(&msg) == ClientEvent::Resyncing {
+        if let ClientEvent::Resyncing(reason) = self.machine.handle(&msg) {
             self.seen.resyncs = self.seen.resyncs.saturating_add(1);
+            self.seen.resync_reasons.push(reason);
         }
         // The machine may have queued a `Resync`.
         while let Some(out) = self.machine.poll_transmit() {

@@ -26,7 +26,7 @@ use meshwork_protocol::editmesh::{Axis, EdgeKey, EditMesh, FaceKey, VertexKey};
 use meshwork_protocol::scene::{Geometry, Scene};
 use meshwork_protocol::wire::{ClientMsg, Invite, InviteBody, ServerMsg};
 use meshwork_protocol::{
-    AuthorId, Command, CommandKind, Domain, Ed25519Signer, EntityId, Role, SessionId, Signer as _,
+    AuthorId, Command, CommandKind, Domain, Ed25519Signer, EntityId, Role, SessionId,
     ToolId,
 };
 use meshwork_session::{ClientId, Config, Input, Output, Session};
@@ -155,7 +155,10 @@ impl Sim {
     pub fn new(seed: u64, clients: usize, net: NetConfig) -> Self {
         let mut rng = Rng::new(seed);
         let server_key = Ed25519Signer::from_seed(seed_bytes(&mut rng));
-        let mut config = Config::new(SESSION, server_key.public_key());
+        let mut config = Config::signed_by(
+            SESSION,
+            std::sync::Arc::new(Ed25519Signer::from_seed(server_key.seed())),
+        );
         config.rate_per_s = 1000;
         config.burst = 1000;
         // This network loses frames of the reliable lane too (to exercise resyncs), so replicas
@@ -284,7 +287,7 @@ impl Sim {
                 Dest::Client(i) => {
                     if let Ok(msg) = decode_payload::<ServerMsg>(&p.payload) {
                         let event = self.clients[i].conn.handle(&msg);
-                        if event == meshwork_protocol::client::ClientEvent::Resyncing {
+                        if let meshwork_protocol::client::ClientEvent::Resyncing(_) = event {
                             self.clients[i].resyncs += 1;
                         }
                     }

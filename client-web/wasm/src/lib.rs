@@ -9,7 +9,7 @@
 use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase, Pending};
 use meshwork_protocol::codec::{encode_frame, to_frame};
 use meshwork_protocol::command::Transform;
-use meshwork_protocol::replica::{Replica, ReplicaEvent};
+use meshwork_protocol::replica::Replica;
 use meshwork_protocol::scene::Geometry;
 use meshwork_protocol::wire::{
     ClientMsg, JoinTicket, Ping, Pose, Presence, Preview, PreviewTransform, ServerMsg,
@@ -165,7 +165,13 @@ impl Connection {
                 events.push(json!({"type": "join_refused", "message": r.message}));
             }
             ClientEvent::Synced => events.push(json!({"type": "synced"})),
-            ClientEvent::Resyncing => events.push(json!({"type": "resyncing"})),
+            ClientEvent::Resyncing(reason) => {
+                events.push(json!({"type": "resyncing", "reason": reason.as_str()}));
+            }
+            ClientEvent::Untrusted => events.push(json!({
+                "type": "closed", "reason": "Untrusted",
+                "message": "the server's key did not sign this invite: not trusting it",
+            })),
             ClientEvent::None | ClientEvent::Closed => {}
         }
         if self.inner.replica().scene().position != before
@@ -877,7 +883,7 @@ pub fn replay_log(frames: &[u8]) -> Result<String, JsError> {
     reader.push(frames).map_err(err)?;
     let mut replica = Replica::new();
     while let Some(msg) = reader.next_msg::<ServerMsg>().map_err(err)? {
-        if replica.on_message(&msg) == ReplicaEvent::NeedsResync {
+        if replica.on_message(&msg).needs_resync() {
             return Err(err("the replica lost step with the log (it would resync)"));
         }
     }

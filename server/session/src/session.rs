@@ -23,8 +23,8 @@ use meshwork_protocol::wire::{
     RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
-    AuthorId, CommandKind, Domain, KeyRing, PROTOCOL_VERSION, PublicKey, Role, SessionId,
-    SignedEntry,
+    AuthorId, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey, Role,
+    SessionId, SignedEntry, Signer,
 };
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,6 @@ use meshwork_protocol::asset::ImportAsset;
 use meshwork_protocol::command::AssetId;
 use meshwork_protocol::editmesh::EditError;
 use meshwork_protocol::scene::{Limits, Scene};
-use meshwork_protocol::wire::EncodedDelta;
 
 use crate::log::{CommandLog, Integrated, Mode, Refusal, Status};
 
@@ -89,6 +88,10 @@ pub struct Config {
     pub history_page: usize,
     /// Mesh size limits, enforced before an edit is computed.
     pub limits: Limits,
+    /// The server's key, to seal the scene deltas it sends ([`wire::SealedDelta`]); its
+    /// public half must be `server_key`. Without it (offline verification, `export`) the
+    /// session never sends a delta: entries, or a snapshot where a delta was needed.
+    pub server_signer: Option<Arc<Ed25519Signer>>,
 }
 
 impl Config {
@@ -111,7 +114,17 @@ impl Config {
             history_per_min: 60,
             history_page: 4096,
             limits: Limits::DEFAULT,
+            server_signer: None,
         }
+    }
+
+    /// Defaults for `session`, as the server `signer`: invites verify against its key and it
+    /// seals the deltas sent.
+    #[must_use]
+    pub fn signed_by(session: SessionId, signer: Arc<Ed25519Signer>) -> Self {
+        let mut config = Self::new(session, signer.public_key());
+        config.server_signer = Some(signer);
+        config
     }
 }
 
@@ -1107,6 +1120,23 @@ impl Session {
             log_position: self.log.clock(),
         };
         self.send(client, &ServerMsg::Welcome(welcome));
+        // The others learn the new member now, before any entry of theirs can reach them (same
+        // ordered lane); this client gets the whole roster with its snapshot.
+        let member = wire::Member {
+            author,
+            public_key,
+            role,
+        };
+        if let Ok(frame) = to_frame(&ServerMsg::Roster(self.roster_msg(false, vec![member]))) {
+            let frame: Arc<[u8]> = frame.into();
+            for other in self.joined_except(client) {
+                self.emit(Output::Send {
+                    client: other,
+                    lane: Lane::Reliable,
+                    frame: frame.clone(),
+                });
+            }
+        }
         // The author's key is made durable right away (an empty batch), so that it is stored
         // before any entry of theirs can be.
         self.pending_authors.push(AuthorRecord {
@@ -1123,12 +1153,43 @@ impl Session {
         self.send_snapshot(client);
     }
 
+    fn roster_msg(&self, replace: bool, members: Vec<wire::Member>) -> wire::Roster {
+        wire::Roster {
+            session: self.config.session,
+            server_key: self.config.server_key,
+            replace,
+            members,
+        }
+    }
+
+    /// The whole roster, in frames of at most [`wire::ROSTER_CHUNK`] members (the first
+    /// replaces what the client knew).
+    fn send_roster(&mut self, client: ClientId) {
+        let members: Vec<wire::Member> = self
+            .authors()
+            .into_iter()
+            .map(|a| wire::Member {
+                author: a.author,
+                public_key: a.public_key,
+                role: a.role,
+            })
+            .collect();
+        for (i, part) in members.chunks(wire::ROSTER_CHUNK).enumerate() {
+            let msg = ServerMsg::Roster(self.roster_msg(i == 0, part.to_vec()));
+            self.send(client, &msg);
+        }
+    }
+
     /// Sends every durable entry to a client that just joined, in chunks.
     /// Sends the durable scene as a chunked snapshot. Callers flush pending fan-out first, so
     /// that no entry reaches this client both inside the snapshot and after it.
     /// The scene is encoded once per position: later joins and resyncs at the same position
     /// get the same frames.
     fn send_snapshot(&mut self, client: ClientId) {
+        // Before anything of the scene: the keys every entry after it verifies against. With
+        // every snapshot, so a replica that refused an entry of an author it did not know
+        // learns the roster again with the resync it asked for.
+        self.send_roster(client);
         let position = self.scene.position;
         let frames = match &self.snapshot_frames {
             Some((at, frames)) if *at == position => frames.clone(),
@@ -1610,16 +1671,27 @@ impl Session {
         // far smaller than the entries. Replicas get the same bytes either way.
         let entry_bytes: usize = frames.iter().map(|f| f.len()).sum();
         // Only where edits pile up on the same things (at least two entries per touched item):
-        // entries carry their authors' signatures, which replicas may want to check. A delta
-        // that cannot be smaller (it would carry a whole edited mesh) is not even built.
+        // entries carry their authors' signatures, which every replica checks, while a delta
+        // carries only the server's seal. A delta that cannot be smaller (it would carry a
+        // whole edited mesh) is not even built.
         let worth_it = must_delta
             || (entries.len() >= touched.len().saturating_mul(2)
                 && self.scene.delta_floor_bytes(&touched).saturating_mul(2) < entry_bytes);
-        if worth_it {
+        // Replicas apply only deltas the server sealed: without the key, no delta.
+        if let (true, Some(signer)) = (worth_it, self.config.server_signer.clone()) {
             let delta = postcard::to_allocvec(&self.scene.delta(from, &touched))
                 .ok()
                 .filter(|bytes| must_delta || bytes.len().saturating_mul(2) < entry_bytes)
-                .and_then(|bytes| to_frame(&ServerMsg::Delta(EncodedDelta { bytes })).ok());
+                .and_then(|bytes| {
+                    let sealed = wire::SealedDelta::seal_encoded(
+                        self.config.session,
+                        self.scene.position,
+                        bytes,
+                        self.scene.state_hash(),
+                        signer.as_ref(),
+                    );
+                    to_frame(&ServerMsg::SealedDelta(sealed)).ok()
+                });
             match delta {
                 Some(frame) => {
                     frames = vec![frame.into()];
@@ -1628,18 +1700,15 @@ impl Session {
                 // A delta replicas need that does not fit one frame (an import or an undo of
                 // many big meshes): the new scene goes out as a chunked snapshot instead.
                 None if must_delta => {
-                    for client in &recipients {
-                        self.send_snapshot(*client);
-                    }
-                    self.emit(Output::Event(Event::FannedOut {
-                        batches,
-                        entries: entries.len(),
-                        clients: recipients.len(),
-                    }));
+                    self.send_snapshots(&recipients, batches, entries.len());
                     return;
                 }
                 None => {}
             }
+        } else if must_delta {
+            // No key to seal a delta with.
+            self.send_snapshots(&recipients, batches, entries.len());
+            return;
         }
         for frame in frames {
             // Encoded once, shared by every recipient.
@@ -1654,6 +1723,17 @@ impl Session {
         self.emit(Output::Event(Event::FannedOut {
             batches,
             entries: entries.len(),
+            clients: recipients.len(),
+        }));
+    }
+
+    fn send_snapshots(&mut self, recipients: &[ClientId], batches: Vec<BatchId>, entries: usize) {
+        for client in recipients {
+            self.send_snapshot(*client);
+        }
+        self.emit(Output::Event(Event::FannedOut {
+            batches,
+            entries,
             clients: recipients.len(),
         }));
     }

@@ -687,7 +687,8 @@ const EXPECTED: [RefusalCode; 4] = [
 impl World {
     fn new() -> Self {
         let server = Ed25519Signer::from_seed([0x5e; 32]);
-        let mut config = Config::new(SESSION, server.public_key());
+        let mut config =
+            Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
         config.rate_per_s = 100_000;
         config.burst = 100_000;
         config.limits = LIMITS;
@@ -789,7 +790,10 @@ impl World {
             assert!(
                 !matches!(
                     event,
-                    ClientEvent::Resyncing | ClientEvent::Closed | ClientEvent::Refused(_)
+                    ClientEvent::Resyncing(_)
+                        | ClientEvent::Closed
+                        | ClientEvent::Refused(_)
+                        | ClientEvent::Untrusted
                 ),
                 "author {who}'s replica, fed the server's frames in order, got {event:?} from \
                  {msg:?}"
@@ -1300,7 +1304,7 @@ fn a_region_smooth_past_the_mesh_limit_is_refused() {
 }
 
 /// The fixed log of the wasm check: one seed, long enough to hold every kind.
-fn fixed_log() -> (Vec<SignedEntry>, [u8; 32]) {
+fn fixed_log() -> (Vec<SignedEntry>, [u8; 32], Vec<meshwork_protocol::wire::Member>) {
     let mut stats = Stats::new();
     let (world, hash) = run(&steps_from_seed(0x5eed_0013, 240), &mut stats);
     for (kind, _) in KINDS {
@@ -1309,12 +1313,22 @@ fn fixed_log() -> (Vec<SignedEntry>, [u8; 32]) {
             "the log holds an accepted {kind:?}"
         );
     }
-    (world.log, hash)
+    let members = world
+        .session
+        .authors()
+        .into_iter()
+        .map(|a| meshwork_protocol::wire::Member {
+            author: a.author,
+            public_key: a.public_key,
+            role: a.role,
+        })
+        .collect();
+    (world.log, hash, members)
 }
 
 #[test]
 fn the_fixed_log_is_nontrivial_and_a_fresh_authority_accepts_it_again() {
-    let (log, hash) = fixed_log();
+    let (log, hash, _) = fixed_log();
     assert!(log.len() > 100, "{} entries", log.len());
     // The scene's checks, run again in the same order on a fresh scene, accept every entry
     // and end at the same bytes: acceptance is a function of the log.
@@ -1328,11 +1342,18 @@ fn the_fixed_log_is_nontrivial_and_a_fresh_authority_accepts_it_again() {
     assert_eq!(scene.state_hash(), hash);
 }
 
-/// Back-to-back server frames as a joining client reads them: the snapshot of the empty scene,
-/// then the log's entries in acceptance order.
-fn frames(log: &[SignedEntry]) -> Vec<u8> {
+/// Back-to-back server frames as a joining client reads them: the roster (whose keys the replica
+/// checks every entry against), the snapshot of the empty scene, then the log's entries in
+/// acceptance order.
+fn frames(log: &[SignedEntry], members: Vec<meshwork_protocol::wire::Member>) -> Vec<u8> {
     let (manifest, chunks) = meshwork_protocol::replica::snapshot(&Scene::new());
-    let mut msgs = vec![ServerMsg::Snapshot(manifest)];
+    let roster = meshwork_protocol::wire::Roster {
+        session: SESSION,
+        server_key: Ed25519Signer::from_seed([0x5e; 32]).public_key(),
+        replace: true,
+        members,
+    };
+    let mut msgs = vec![ServerMsg::Roster(roster), ServerMsg::Snapshot(manifest)];
     msgs.extend(chunks.into_iter().map(ServerMsg::SnapshotChunk));
     msgs.extend(log.chunks(64).map(|part| {
         ServerMsg::Entries(Entries {
@@ -1350,9 +1371,9 @@ fn hex(bytes: &[u8]) -> String {
 #[ignore = "needs the wasm package: run by `cargo xtask ci` (wasm step) with MESHWORK_WASM_PKG"]
 fn the_wasm_replica_replays_the_log_to_the_native_hash() {
     let pkg = std::env::var("MESHWORK_WASM_PKG").expect("set by cargo xtask ci");
-    let (log, hash) = fixed_log();
+    let (log, hash, members) = fixed_log();
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mesh-props-log.frames");
-    std::fs::write(&path, frames(&log)).unwrap();
+    std::fs::write(&path, frames(&log, members)).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../client-web/tests/replay-log.mjs");
     let out = std::process::Command::new("node")

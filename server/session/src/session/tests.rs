@@ -17,7 +17,8 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let server = Ed25519Signer::from_seed([0x5e; 32]);
-        let mut config = Config::new(SESSION, server.public_key());
+        let mut config =
+            Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
         config.rate_per_s = 10;
         config.burst = 5;
         let session = Session::new(config, [7; 32], NOW);
