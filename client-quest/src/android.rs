@@ -27,7 +27,12 @@ fn android_main(app: android_activity::AndroidApp) {
         eprintln!("meshwork-quest: no randomness for the signing key");
         return;
     }
-    if let Err(e) = crate::headset::run(&platform, &ticket, seed) {
+    // The name others see: from the environment or files/name.txt (else "Quest <key>").
+    let name = std::env::var("MESHWORK_NAME").ok().or_else(|| {
+        app.external_data_path()
+            .and_then(|d| std::fs::read_to_string(d.join("name.txt")).ok())
+    });
+    if let Err(e) = crate::headset::run(&platform, &ticket, seed, name.as_deref().map(str::trim)) {
         eprintln!("meshwork-quest: {e}");
     }
 }

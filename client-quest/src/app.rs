@@ -225,6 +225,8 @@ pub struct App {
     previewing: Vec<EntityId>,
     /// Frames run so far.
     frames: u64,
+    /// The name the others see ([`App::set_display_name`]).
+    display_name: String,
     /// The mesh gesture in progress, if any.
     gesture: Option<MeshGesture>,
     /// Entities drawn with another mesh than the replica's: a gesture's result, kept after
@@ -310,7 +312,41 @@ impl App {
             others: BTreeMap::new(),
             previewing: Vec::new(),
             frames: 0,
+            display_name: String::new(),
         }
+    }
+
+    /// The name the others see for this headset (from `--name`, `MESHWORK_NAME` or
+    /// `files/name.txt`; [`default_display_name`] without one), announced as a signed
+    /// [`Command::SetDisplayName`] once the scene is loaded and whenever it differs from the
+    /// scene's. Cut to the protocol's limit; control characters dropped.
+    pub fn set_display_name(&mut self, name: &str) {
+        let mut name: String = name.chars().filter(|c| !c.is_control()).collect();
+        let mut end = name.len().min(meshwork_protocol::command::MAX_DISPLAY_NAME_BYTES);
+        while !name.is_char_boundary(end) {
+            end = end.saturating_sub(1);
+        }
+        name.truncate(end);
+        self.display_name = name.trim().to_owned();
+        self.announce_name();
+    }
+
+    /// The name this headset goes by.
+    #[must_use]
+    pub fn display_name(&self) -> &str {
+        &self.display_name
+    }
+
+    fn announce_name(&mut self) {
+        let Some(me) = self.conn.author() else { return };
+        if self.display_name.is_empty()
+            || !self.live()
+            || self.conn.replica().scene().display_name(me) == Some(self.display_name.as_str())
+        {
+            return;
+        }
+        let name = self.display_name.clone();
+        self.submit(vec![Command::SetDisplayName { name }], None);
     }
 
     /// The protocol connection (replica, author, phase).
@@ -375,6 +411,9 @@ impl App {
                     self.drop_preview_unless_held(e);
                 }
             }
+        }
+        if event == ClientEvent::Synced {
+            self.announce_name();
         }
         event
     }
@@ -1253,6 +1292,15 @@ pub fn refusal_notice(r: &meshwork_protocol::wire::CommandRefused) -> String {
     }
 }
 
+/// The name a headset goes by when none was given: "Quest" and the start of its key's
+/// fingerprint, so two headsets differ.
+#[must_use]
+pub fn default_display_name(signer: &Ed25519Signer) -> String {
+    use meshwork_protocol::Signer as _;
+    let id = signer.public_key().key_id();
+    format!("Quest {:02x}{:02x}", id.0[0], id.0[1])
+}
+
 /// An invite any test can join with (signed by a fixed key, never expiring).
 #[cfg(test)]
 pub(crate) fn test_invite() -> Invite {
@@ -1469,6 +1517,7 @@ mod edit_preview_tests {
 
     /// A joined app holding one cube of another author (`AuthorId(2)`).
     fn with_cube() -> (App, EntityId) {
+        use meshwork_protocol::Signer as _;
         let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
         let cube = EntityId::new(AuthorId(2), 1);
         let mut scene = meshwork_protocol::scene::Scene::new();
@@ -1495,6 +1544,16 @@ mod edit_preview_tests {
             next_seq: 1,
             log_position: 0,
         }));
+        app.receive(&ServerMsg::Roster(meshwork_protocol::wire::Roster {
+            session: meshwork_protocol::SessionId([1; 16]),
+            server_key: Ed25519Signer::from_seed([7; 32]).public_key(),
+            replace: true,
+            members: vec![meshwork_protocol::wire::Member {
+                author: AuthorId(1),
+                public_key: Ed25519Signer::from_seed([3; 32]).public_key(),
+                role: meshwork_protocol::Role::Editor,
+            }],
+        }));
         let (manifest, chunks) = meshwork_protocol::replica::snapshot(&scene);
         app.receive(&ServerMsg::Snapshot(manifest));
         for chunk in chunks {
@@ -1502,6 +1561,46 @@ mod edit_preview_tests {
         }
         assert!(app.live());
         (app, cube)
+    }
+
+    /// The headset's name goes out as a signed entry once the scene is in, and not again while
+    /// the scene shows it.
+    #[test]
+    fn the_display_name_is_announced_once_the_scene_is_in() {
+        let (mut app, _) = with_cube();
+        app.set_display_name("  Ada\u{7} on Quest  ");
+        assert_eq!(app.display_name(), "Ada on Quest");
+        let sent: Vec<SignedEntry> = app
+            .poll_transmit()
+            .into_iter()
+            .filter_map(|m| match m {
+                ClientMsg::Submit(s) => Some(s.entries),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(sent.len(), 1);
+        let body = sent[0].decode_body().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            body.command,
+            Command::SetDisplayName {
+                name: "Ada on Quest".into()
+            }
+        );
+        app.receive(&ServerMsg::Entries(meshwork_protocol::wire::Entries {
+            entries: sent,
+        }));
+        assert_eq!(
+            app.connection().replica().scene().display_name(AuthorId(1)),
+            Some("Ada on Quest")
+        );
+        app.set_display_name("Ada on Quest");
+        assert!(
+            !app.poll_transmit()
+                .iter()
+                .any(|m| matches!(m, ClientMsg::Submit(_))),
+            "the scene already shows it"
+        );
     }
 
     /// A drag's preview is settled by the acks of its own entries: a selection submitted after

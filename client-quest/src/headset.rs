@@ -232,6 +232,7 @@ pub fn run(
     platform: &(impl xr::PlatformInfo + ?Sized),
     ticket: &JoinTicket,
     seed: [u8; 32],
+    name: Option<&str>,
 ) -> Result<(), String> {
     let (instance, available) = crate::xr::create_instance(platform)?;
     if !available.khr_vulkan_enable2 {
@@ -390,7 +391,10 @@ pub fn run(
         "headset (Vulkan)".into(),
     );
     let net = Net::connect(ticket)?;
-    let mut app = App::new(Ed25519Signer::from_seed(seed), ticket.invite.clone(), 0.05);
+    let signer = Ed25519Signer::from_seed(seed);
+    let name = name.map_or_else(|| crate::app::default_display_name(&signer), str::to_owned);
+    let mut app = App::new(signer, ticket.invite.clone(), 0.05);
+    app.set_display_name(&name);
     let mut events = xr::EventDataBuffer::new();
     let mut running = false;
     let mut stage_from_tracking = Mat4::IDENTITY; // snap turns rotate the stage about the user

@@ -55,12 +55,18 @@ enum Cmd {
         /// Grid step for snapping, metres (0: off).
         #[arg(long, default_value_t = 0.05)]
         snap: f32,
+        /// The name the others see (default: "Quest" and the start of the key's fingerprint).
+        #[arg(long, env = "MESHWORK_NAME")]
+        name: Option<String>,
     },
     /// The headset through OpenXR (a PC VR runtime; on the Quest the APK's entry does this).
     Xr {
         /// Join ticket.
         #[arg(long, env = "MESHWORK_TICKET")]
         ticket: String,
+        /// The name the others see (default: "Quest" and the start of the key's fingerprint).
+        #[arg(long, env = "MESHWORK_NAME")]
+        name: Option<String>,
     },
 }
 
@@ -76,11 +82,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Cmd::Xr { ticket } => {
+        Cmd::Xr { ticket, name } => {
             let ticket = JoinTicket::from_text(ticket.trim()).map_err(|e| e.to_string())?;
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-            meshwork_quest::headset::run(&(), &ticket, seed)
+            meshwork_quest::headset::run(&(), &ticket, seed, name.as_deref())
         }
         Cmd::Sim {
             ticket,
@@ -92,6 +98,7 @@ fn run(cli: Cli) -> Result<(), String> {
             width,
             height,
             snap,
+            name,
         } => {
             if !headless {
                 return Err("this build has no desktop window: pass --headless".into());
@@ -102,7 +109,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let steps = sim::parse(&text)?;
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-            let mut app = App::new(Ed25519Signer::from_seed(seed), ticket.invite.clone(), snap);
+            let signer = Ed25519Signer::from_seed(seed);
+            let name = name.unwrap_or_else(|| meshwork_quest::app::default_display_name(&signer));
+            let mut app = App::new(signer, ticket.invite.clone(), snap);
+            app.set_display_name(&name);
             let net = Net::connect(&ticket)?;
             let mut renderer = Renderer::headless(width, height).map_err(|e| e.to_string())?;
             let result = sim::run(&mut app, &net, &mut renderer, &steps, frames)?;

@@ -221,9 +221,14 @@ pub fn inspector_lines(app: &App) -> Vec<String> {
         None => lines.push("Nothing selected".to_owned()),
     }
     let others = app.others().len();
+    let me = match app.connection().author() {
+        Some(_) if !app.display_name().is_empty() => app.display_name().to_owned(),
+        Some(a) => format!("author {}", a.0),
+        None => String::new(),
+    };
     let status = match app.connection().author() {
-        Some(a) if app.live() && others > 0 => format!("Live, author {} + {others} here", a.0),
-        Some(a) if app.live() => format!("Live, author {}", a.0),
+        Some(_) if app.live() && others > 0 => format!("Live as {me} + {others} here"),
+        Some(_) if app.live() => format!("Live as {me}"),
         Some(_) => "Loading scene".to_owned(),
         None => "Joining".to_owned(),
     };

@@ -5,10 +5,13 @@
 import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
 import { UploadRefused, fromHex, packGltf, uploadAsset } from './upload';
+import { storeDisplayName, storedDisplayName } from './identity';
 import {
   applyLeft,
   applyPresence,
   authorColor,
+  authorLabel,
+  cleanDisplayName,
   bytesPerSecond,
   canEdit,
   displayName,
@@ -88,7 +91,7 @@ export class Editor {
   private session: Session;
   private ticket: string;
   private viewport!: Viewport;
-  private view: SceneView = { position: 0, name: null, entities: [], selections: [] };
+  private view: SceneView = { position: 0, name: null, entities: [], selections: [], names: {}, members: [] };
   private role: Role | null;
   private author: number | null = null;
   private tool: Tool = 'select';
@@ -114,6 +117,23 @@ export class Editor {
   private peopleList = h('ul', { class: 'people', 'aria-label': 'People' });
   private sessionLabel = h('span', { class: 'session' });
   private banner = h('p', { class: 'banner', role: 'note', hidden: '' });
+  /** The display name this identity goes by (stored with it), once chosen. */
+  private myName: string | null = null;
+  private nameInput = h('input', {
+    type: 'text',
+    id: 'display-name',
+    autocomplete: 'nickname',
+    maxlength: '64',
+    placeholder: 'e.g. Ada',
+    'data-testid': 'display-name',
+  }) as HTMLInputElement;
+  private nameForm = h(
+    'form',
+    { class: 'name-form', hidden: '', 'aria-label': 'Your name', 'data-testid': 'name-form' },
+    h('label', { for: 'display-name' }, 'Your name, as others see it '),
+    this.nameInput,
+    h('button', { type: 'submit' }, 'Save'),
+  ) as HTMLFormElement;
   private toolButtons = new Map<Tool, HTMLButtonElement>();
   private editButtons: HTMLButtonElement[] = [];
   private outliner = h('ul', { class: 'outliner', 'aria-label': 'Outliner' });
@@ -244,7 +264,7 @@ export class Editor {
   }
 
   private renderHistory(steps: HistoryStep[]): void {
-    const rows = historyRows(steps, this.author).map((r) => {
+    const rows = historyRows(steps, this.author, this.view.names).map((r) => {
       const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
       dot.style.background = r.color;
       const what = r.undone ? h('s', {}, r.what) : h('span', {}, r.what);
@@ -337,6 +357,9 @@ export class Editor {
 
   async mount(into: HTMLElement): Promise<void> {
     into.replaceChildren(this.build());
+    // The name this browser goes by; the first visit asks for one (editing does not wait).
+    this.myName = await storedDisplayName().catch(() => null);
+    if (this.myName === null) this.askName();
     // A glTF file dropped anywhere on the editor is imported.
     into.addEventListener('dragover', (e) => {
       if (e.dataTransfer?.types.includes('Files')) {
@@ -489,7 +512,11 @@ export class Editor {
       h('section', { 'aria-labelledby': 'history-h' }, h('h2', { id: 'history-h' }, 'History'), this.historyList),
     );
     const main = h('main', { class: 'view' }, this.canvas, this.boxDiv, this.overlay, this.toasts);
-    this.root.append(top, this.banner, palette, this.editPalette, h('div', { class: 'body' }, main, side));
+    this.nameForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      void this.saveName(this.nameInput.value);
+    });
+    this.root.append(top, this.banner, this.nameForm, palette, this.editPalette, h('div', { class: 'body' }, main, side));
     this.renderTools();
     return this.root;
   }
@@ -541,10 +568,17 @@ export class Editor {
         this.synced = true;
         this.connection = 'live';
         this.refresh();
+        this.announceName();
         this.scheduleHistory();
         break;
       case 'resyncing':
         this.connection = 'resyncing';
+        this.telemetry.resyncs += 1;
+        this.telemetry.lastResync = e.reason;
+        // A replica that refused what it was sent says so: it is not a network hiccup.
+        if (e.reason === 'forged_entry' || e.reason === 'unknown_author' || e.reason === 'unsigned_delta' || e.reason === 'bad_seal') {
+          console.warn(`meshwork: refused an update from the server (${e.reason}); resyncing`);
+        }
         break;
       case 'changed':
         this.readPreviews();
@@ -565,7 +599,7 @@ export class Editor {
           this.viewport.showPreview(null);
         }
         this.toast(
-          namedEntities(refusalText(e, this.author), (id) => {
+          namedEntities(refusalText(e, this.author, this.view.names), (id) => {
             const known = this.entity(id);
             return known ? displayName(known) : null;
           }),
@@ -1495,14 +1529,44 @@ export class Editor {
     if (this.author !== null) {
       items.push(this.personItem(this.author, `You (${this.role ?? '…'})`));
     }
-    for (const p of present) items.push(this.personItem(p.author, `Author ${p.author}`));
+    for (const p of present) items.push(this.personItem(p.author, authorLabel(p.author, this.author, this.view.names)));
     this.peopleList.replaceChildren(...items);
   }
 
   private personItem(author: number, label: string): HTMLLIElement {
     const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
     dot.style.background = authorColor(author);
-    return h('li', { 'data-author': String(author) }, dot, label);
+    if (author !== this.author) return h('li', { 'data-author': String(author) }, dot, label);
+    // One's own entry: the name one goes by, and a way to change it.
+    const mine = this.myName ? `${this.myName} (you, ${this.role ?? '…'})` : label;
+    const rename = h('button', { type: 'button', class: 'link', title: 'Change the name others see', 'data-testid': 'rename' }, 'Rename');
+    rename.addEventListener('click', () => this.askName());
+    return h('li', { 'data-author': String(author) }, dot, mine, ' ', rename);
+  }
+
+  /** First visit (no stored name) or Rename: a small form under the top bar. */
+  private askName(): void {
+    this.nameInput.value = this.myName ?? '';
+    this.nameForm.hidden = false;
+    this.nameInput.focus();
+  }
+
+  private async saveName(typed: string): Promise<void> {
+    const name = cleanDisplayName(typed);
+    if (!name) return;
+    this.myName = name;
+    this.nameForm.hidden = true;
+    await storeDisplayName(name).catch(() => undefined);
+    this.announceName();
+    this.renderPeople();
+  }
+
+  /** Tells the others the name this identity goes by, unless the scene already shows it. A
+   *  signed entry like any edit: no one else can rename this author. */
+  private announceName(): void {
+    if (!this.myName || !this.synced || this.author === null) return;
+    if (this.view.names[String(this.author)] === this.myName) return;
+    this.submit([{ SetDisplayName: { name: this.myName } }]);
   }
 
   private renderOutliner(): void {
@@ -1564,6 +1628,7 @@ export class Editor {
       ['Bytes/s out', String(bytesPerSecond(t.bytesOut, now))],
       ['Refusals', String(t.refusals)],
       ['Conflicts', String(t.conflicts)],
+      ['Resyncs', t.lastResync === null ? '0' : `${t.resyncs} (last: ${t.lastResync})`],
       ['Frame', `${frame.toFixed(1)} ms`],
       ['Resolution', `${Math.round(this.viewport.resolutionScale * 100)} %${this.viewport.antialias ? ', MSAA' : ''}`],
       ['Entities', String(this.view.entities.length)],

@@ -35,3 +35,27 @@ export async function identitySeed(): Promise<Uint8Array> {
     db.close();
   }
 }
+
+const NAME = 'display-name';
+
+/** The display name this browser's identity goes by (stored beside the seed), or null before the
+ *  user chose one. */
+export async function storedDisplayName(): Promise<string | null> {
+  const db = await open();
+  try {
+    const name = await request(db.transaction(STORE).objectStore(STORE).get(NAME));
+    return typeof name === 'string' && name.length > 0 ? name : null;
+  } finally {
+    db.close();
+  }
+}
+
+/** Keeps `name` as this identity's display name. */
+export async function storeDisplayName(name: string): Promise<void> {
+  const db = await open();
+  try {
+    await request(db.transaction(STORE, 'readwrite').objectStore(STORE).put(name, NAME));
+  } finally {
+    db.close();
+  }
+}

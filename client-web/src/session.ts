@@ -9,7 +9,7 @@ export type SessionEvent =
   | { type: 'joined'; author: number; role: Role }
   | { type: 'join_refused'; message: string }
   | { type: 'synced' }
-  | { type: 'resyncing' }
+  | { type: 'resyncing'; reason: string }
   | { type: 'changed' }
   | { type: 'ack'; seq: number }
   | { type: 'refused'; seq: number; code: string; message: string }

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   applyPresence,
   authorColor,
+  authorLabel,
+  cleanDisplayName,
   bytesPerSecond,
   canEdit,
   displayName,
@@ -193,6 +195,22 @@ describe('undo and history', () => {
     expect(rows[0].color).toBe(authorColor(2));
     expect(rows[1]).toMatchObject({ who: 'You', what: 'Spawn', undone: false });
     expect(rows[1].when).toMatch(/^\d\d:\d\d:\d\d$/);
+  });
+
+  it('uses the display names authors chose, wherever it names them', () => {
+    const names = { '3': 'Ada', '1': 'Me myself' };
+    expect(authorLabel(3, 1, names)).toBe('Ada');
+    expect(authorLabel(1, 1, names)).toBe('You');
+    expect(authorLabel(4, 1, names)).toBe('Author 4');
+    expect(namedAuthors('author#3 has since changed it', 1, names)).toBe('Ada has since changed it');
+    expect(historyRows([step({ author: 3 })], 1, names)[0].who).toBe('Ada');
+  });
+
+  it('cleans a typed display name to what the protocol accepts', () => {
+    expect(cleanDisplayName('  Ada\u0007 Lovelace \n')).toBe('Ada Lovelace');
+    const long = cleanDisplayName('é'.repeat(40));
+    expect(new TextEncoder().encode(long).length).toBeLessThanOrEqual(64);
+    expect(long).toBe('é'.repeat(32));
   });
 
 });

@@ -27,6 +27,31 @@ export interface SceneView {
   name: string | null;
   entities: EntityView[];
   selections: { author: number; entities: number[] }[];
+  /** Display names the authors signed (`SetDisplayName`), by author id. */
+  names: Record<string, string>;
+  /** The roster: every member, with the role the server holds for them. */
+  members: { author: number; role: string }[];
+}
+
+/** Longest display name the protocol accepts, in bytes of UTF-8. */
+export const MAX_DISPLAY_NAME_BYTES = 64;
+
+/** A display name as typed, made valid: control characters dropped, trimmed, cut to the byte
+ *  limit on a character boundary. */
+export function cleanDisplayName(typed: string): string {
+  // eslint-disable-next-line no-control-regex
+  let name = typed.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  const bytes = new TextEncoder();
+  while (bytes.encode(name).length > MAX_DISPLAY_NAME_BYTES) name = [...name].slice(0, -1).join('');
+  return name;
+}
+
+/** How the editor names an author: "You" for the user, else the name they chose, else
+ *  "Author N". */
+export function authorLabel(author: number, me: number | null, names: Record<string, string> = {}, you = 'You'): string {
+  if (author === me) return you;
+  const n = names[String(author)];
+  return n ? n : `Author ${author}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,10 +176,14 @@ export interface Telemetry {
   bytesOut: [number, number][];
   refusals: number;
   conflicts: number;
+  /** Resyncs the replica asked for, and why the last one (`forged_entry`, `unknown_author`,
+   *  `unsigned_delta`, `hash_mismatch`, ...). */
+  resyncs: number;
+  lastResync: string | null;
 }
 
 export function newTelemetry(): Telemetry {
-  return { rttMs: null, submitted: [], bytesIn: [], bytesOut: [], refusals: 0, conflicts: 0 };
+  return { rttMs: null, submitted: [], bytesIn: [], bytesOut: [], refusals: 0, conflicts: 0, resyncs: 0, lastResync: null };
 }
 
 const WINDOW_MS = 1000;
@@ -179,9 +208,10 @@ export interface Refusal {
   message: string;
 }
 
-/** The server names authors `author#N`; the editor calls them `Author N` (and the user "you"). */
-export function namedAuthors(text: string, me: number | null): string {
-  return text.replace(/author#(\d+)/g, (_, n: string) => (Number(n) === me ? 'you' : `Author ${n}`));
+/** The server names authors `author#N`; the editor calls them by their display names ("Author
+ *  N" without one, and the user "you"). */
+export function namedAuthors(text: string, me: number | null, names: Record<string, string> = {}): string {
+  return text.replace(/author#(\d+)/g, (_, n: string) => authorLabel(Number(n), me, names, 'you'));
 }
 
 /** The server names entities `entity#<hex>`; the editor uses their display names. */
@@ -192,10 +222,10 @@ export function namedEntities(text: string, name: (id: number) => string | null)
   });
 }
 
-export function refusalText(r: Refusal, me: number | null = null): string {
+export function refusalText(r: Refusal, me: number | null = null, names: Record<string, string> = {}): string {
   switch (r.code) {
     case 'undo': {
-      const text = namedAuthors(r.message, me);
+      const text = namedAuthors(r.message, me, names);
       return text.charAt(0).toUpperCase() + text.slice(1);
     }
     case 'permission':
@@ -458,13 +488,13 @@ function clock(ms: number): string {
 }
 
 /** The panel's rows: who (you or Author N, in their colour), what, when, and undone or not. */
-export function historyRows(steps: HistoryStep[], me: number | null): HistoryRow[] {
+export function historyRows(steps: HistoryStep[], me: number | null, names: Record<string, string> = {}): HistoryRow[] {
   return steps.map((s) => {
     const what = s.label.charAt(0).toUpperCase() + s.label.slice(1);
     const elements = s.elements > 0 ? ` · ${s.elements} element${s.elements === 1 ? '' : 's'}` : '';
     return {
       key: `${s.author}.${s.lamport}`,
-      who: s.author === me ? 'You' : `Author ${s.author}`,
+      who: authorLabel(s.author, me, names),
       color: authorColor(s.author),
       what: `${what}${elements}`,
       when: s.at_ms === null ? 'before restart' : clock(s.at_ms),

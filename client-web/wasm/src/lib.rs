@@ -308,17 +308,38 @@ impl Connection {
         )
     }
 
-    /// The scene without its entities: `{position, name, selections}`.
+    /// The scene without its entities: `{position, name, selections, names, members}`:
+    /// `names` the display names authors signed (author id → name), `members` the roster
+    /// (`[{author, role}]`).
     #[must_use]
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
     pub fn scene_meta_json(&self) -> String {
-        let scene = self.inner.replica().scene();
+        let replica = self.inner.replica();
+        let scene = replica.scene();
+        let names: serde_json::Map<String, Value> = scene
+            .authors
+            .keys()
+            .filter_map(|a| Some((a.0.to_string(), Value::from(scene.display_name(*a)?))))
+            .collect();
+        let members: Vec<Value> = replica
+            .members()
+            .map(|m| json!({"author": m.author.0, "role": m.role.as_str()}))
+            .collect();
         json!({
             "position": scene.position,
             "name": scene.session_name.as_ref().map(|n| n.value.clone()),
             "selections": selections(scene),
+            "names": names,
+            "members": members,
         })
         .to_string()
+    }
+
+    /// Entries whose signatures the replica verified against the roster so far.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+    pub fn verified_entries(&self) -> f64 {
+        self.inner.replica().verified_entries() as f64
     }
 
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
@@ -894,6 +915,85 @@ pub fn replay_log(frames: &[u8]) -> Result<String, JsError> {
         return Err(err("the log holds no complete snapshot"));
     }
     Ok(hex(&replica.scene().state_hash()))
+}
+
+/// For the verification benchmark (`client-web/tests/verify-bench.mjs`): a log as
+/// [`replay_log`] reads it — a roster of `authors` members, the empty scene's snapshot, then
+/// `entries` entries (one spawn per author, then moves), each signed by its author, in frames of
+/// 64 as the server fans them out. Deterministic: the keys come from fixed seeds.
+///
+/// # Errors
+/// Never in practice (encoding into memory).
+#[wasm_bindgen]
+pub fn bench_log_frames(entries: u32, authors: u32) -> Result<Vec<u8>, JsError> {
+    use meshwork_protocol::command::Primitive;
+    use meshwork_protocol::wire::{Entries, Member, Roster};
+    use meshwork_protocol::{AuthorId, EntryBody, Role, SessionId, SignedEntry};
+    let session = SessionId([0xbe; 16]);
+    let authors = authors.clamp(1, 255);
+    let signers: Vec<Ed25519Signer> = (1..=authors)
+        .map(|i| Ed25519Signer::from_seed([u8::try_from(i).unwrap_or(u8::MAX); 32]))
+        .collect();
+    let roster = Roster {
+        session,
+        server_key: Ed25519Signer::from_seed([0; 32]).public_key(),
+        replace: true,
+        members: signers
+            .iter()
+            .zip(1..)
+            .map(|(s, a)| Member {
+                author: AuthorId(a),
+                public_key: s.public_key(),
+                role: Role::Editor,
+            })
+            .collect(),
+    };
+    let (manifest, chunks) =
+        meshwork_protocol::replica::snapshot(&meshwork_protocol::scene::Scene::new());
+    let mut out = to_frame(&ServerMsg::Roster(roster)).map_err(err)?;
+    out.extend(to_frame(&ServerMsg::Snapshot(manifest)).map_err(err)?);
+    for c in chunks {
+        out.extend(to_frame(&ServerMsg::SnapshotChunk(c)).map_err(err)?);
+    }
+    let mut batch = Vec::new();
+    for i in 0..entries {
+        let index = i % authors;
+        let author = AuthorId(index.saturating_add(1));
+        let signer = signers.get(index as usize).ok_or_else(|| err("author"))?;
+        let seq = u64::from(i / authors).saturating_add(1);
+        let entity = EntityId::new(author, 1);
+        let command = if seq == 1 {
+            Command::Spawn {
+                entity,
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            }
+        } else {
+            Command::Translate {
+                entity,
+                delta: glam::Vec3::new(0.01, 0.0, 0.0),
+            }
+        };
+        let lamport = u64::from(i).saturating_add(1);
+        let body = EntryBody::new(
+            session,
+            author,
+            signer.public_key().key_id(),
+            seq,
+            lamport,
+            lamport.saturating_sub(1),
+            command,
+        );
+        batch.push(SignedEntry::sign(&body, signer).map_err(err)?);
+        if batch.len() == 64 {
+            let entries = core::mem::take(&mut batch);
+            out.extend(to_frame(&ServerMsg::Entries(Entries { entries })).map_err(err)?);
+        }
+    }
+    if !batch.is_empty() {
+        out.extend(to_frame(&ServerMsg::Entries(Entries { entries: batch })).map_err(err)?);
+    }
+    Ok(out)
 }
 
 fn hex(bytes: &[u8]) -> String {

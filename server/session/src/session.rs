@@ -1165,7 +1165,7 @@ impl Session {
     /// The whole roster, in frames of at most [`wire::ROSTER_CHUNK`] members (the first
     /// replaces what the client knew).
     fn send_roster(&mut self, client: ClientId) {
-        let members: Vec<wire::Member> = self
+        let mut members: Vec<wire::Member> = self
             .authors()
             .into_iter()
             .map(|a| wire::Member {
@@ -1174,6 +1174,7 @@ impl Session {
                 role: a.role,
             })
             .collect();
+        members.sort_unstable_by_key(|m| m.author);
         for (i, part) in members.chunks(wire::ROSTER_CHUNK).enumerate() {
             let msg = ServerMsg::Roster(self.roster_msg(i == 0, part.to_vec()));
             self.send(client, &msg);

@@ -183,6 +183,64 @@ fn join_then_submit_acks_and_fans_out_only_after_persistence() {
 }
 
 #[test]
+fn members_get_the_roster_before_the_scene_and_every_new_member_before_their_entries() {
+    let mut h = Harness::new();
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let (a2, out) = h.join_outputs(C2, &s2, Role::Viewer);
+    let to2 = sent_to(&out, C2);
+    // Welcome, then the whole roster (replacing), then the snapshot.
+    let ServerMsg::Roster(r) = &to2[1] else {
+        panic!("the roster follows the welcome: {to2:?}")
+    };
+    assert!(r.replace && r.session == SESSION && r.server_key == h.server.public_key());
+    let keys: Vec<_> = r.members.iter().map(|m| (m.author, m.public_key, m.role)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (a1, s1.public_key(), Role::Editor),
+            (a2, s2.public_key(), Role::Viewer)
+        ]
+    );
+    assert!(matches!(to2[2], ServerMsg::Snapshot(_)), "{to2:?}");
+    // The member already there learns only the newcomer.
+    let to1 = sent_to(&out, C1);
+    assert!(
+        matches!(&to1[..], [ServerMsg::Roster(r)] if !r.replace
+            && r.members.len() == 1 && r.members[0].author == a2),
+        "{to1:?}"
+    );
+
+    // A viewer names themself; the name is a signed entry like any other.
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(
+                &s2,
+                a2,
+                1,
+                1,
+                Command::SetDisplayName { name: "Bea".into() },
+            )],
+        }),
+    );
+    let batch = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { batch, entries, .. } if entries.len() == 1 => Some(*batch),
+            _ => None,
+        })
+        .expect("a viewer may set their display name");
+    let out = h.input(Input::PersistAck { batch });
+    assert!(matches!(&sent_to(&out, C1)[0], ServerMsg::Entries(e) if e.entries.len() == 1));
+    assert_eq!(h.session.scene().display_name(a2), Some("Bea"));
+    assert_eq!(h.session.scene().display_name(a1), None);
+}
+
+#[test]
 fn a_late_joiner_catches_up_with_durable_entries_only() {
     let mut h = Harness::new();
     let s1 = Ed25519Signer::from_seed([1; 32]);
