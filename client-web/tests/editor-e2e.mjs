@@ -90,6 +90,19 @@ try {
   const b0 = await state(B.page);
   check('B joined as viewer', b0.role === 'viewer', JSON.stringify(b0));
 
+  // Display names: a first visit asks for one; A answers, and B's people list shows it (a
+  // signed entry of A's, checked by B's replica against the roster).
+  check('a first visit asks for a name', await A.page.getByTestId('name-form').isVisible());
+  await A.page.getByTestId('display-name').fill('Ada');
+  await A.page.getByTestId('name-form').getByRole('button', { name: 'Save' }).click();
+  const named = await B.page
+    .waitForFunction(() => [...document.querySelectorAll('.people li')].some((li) => li.textContent === 'Ada'), null, {
+      timeout: 5000,
+    })
+    .then(() => true, () => false);
+  check('B sees A by the name A chose', named, String(await B.page.locator('.people').textContent()));
+  check('A sees its own name', /Ada \(you, editor\)/.test((await A.page.locator('.people').textContent()) ?? ''));
+
   // A adds a cube and colors it red.
   await A.page.getByRole('button', { name: 'Add cube' }).click();
   await A.page.locator('.outliner button[data-entity]').first().waitFor();

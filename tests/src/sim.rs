@@ -144,6 +144,8 @@ pub struct Sim {
     pub closed: Vec<(u64, String)>,
     /// Entries the host refused, by refusal code (`RefusalCode::as_str`).
     pub refused: BTreeMap<&'static str, u64>,
+    /// Resyncs clients asked for, by reason (`ResyncReason::as_str`).
+    pub resync_reasons: BTreeMap<&'static str, u64>,
 }
 
 const FRAME_MS: u64 = 11; // 90 Hz
@@ -180,6 +182,7 @@ impl Sim {
             closed: Vec::new(),
             deltas: 0,
             refused: BTreeMap::new(),
+            resync_reasons: BTreeMap::new(),
         };
         for i in 0..clients {
             let body = InviteBody {
@@ -287,8 +290,9 @@ impl Sim {
                 Dest::Client(i) => {
                     if let Ok(msg) = decode_payload::<ServerMsg>(&p.payload) {
                         let event = self.clients[i].conn.handle(&msg);
-                        if let meshwork_protocol::client::ClientEvent::Resyncing(_) = event {
+                        if let meshwork_protocol::client::ClientEvent::Resyncing(why) = event {
                             self.clients[i].resyncs += 1;
+                            *self.resync_reasons.entry(why.as_str()).or_insert(0) += 1;
                         }
                     }
                 }

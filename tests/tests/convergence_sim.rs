@@ -99,9 +99,11 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
             .values()
             .filter(|e| matches!(e.geometry, Geometry::Mesh(_)))
             .count();
+        // How many survive to the end depends on the random deletes; that the accepted edits
+        // show in the scene (and in every replica, above) does not.
         assert!(
-            edited >= 5,
-            "seed {seed}: {edited} entities hold edited meshes"
+            edited >= 1,
+            "seed {seed}: no entity holds an edited mesh after {mesh_edits} accepted mesh edits"
         );
         for (kind, n) in accepted {
             *accepted_kinds.entry(kind).or_insert(0u64) += n;

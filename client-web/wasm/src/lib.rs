@@ -95,7 +95,9 @@ impl Connection {
 
     /// Feeds bytes received from the server on the reliable lane (any split). Returns the
     /// events as a JSON array of objects, each with a `type`: `joined` (`author`, `role`),
-    /// `join_refused` (`message`), `synced`, `resyncing`, `changed` (the scene moved on: re-read
+    /// `join_refused` (`message`), `synced`, `resyncing` (`reason`: why the replica refused what
+    /// it was sent, e.g. `forged_entry`, `unknown_author`, `unsigned_delta`, `bad_seal`,
+    /// `hash_mismatch`), `changed` (the scene moved on: re-read
     /// it), `ack` (`seq`), `refused` (`seq`, `code`, `message`: a command the server refused),
     /// `pong` (`nonce`), `presence` (see [`Self::receive_presence`]), `closed` (`reason`,
     /// `message`).
@@ -314,6 +316,10 @@ impl Connection {
     #[must_use]
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
     pub fn scene_meta_json(&self) -> String {
+        self.meta_value().to_string()
+    }
+
+    fn meta_value(&self) -> Value {
         let replica = self.inner.replica();
         let scene = replica.scene();
         let names: serde_json::Map<String, Value> = scene
@@ -332,7 +338,6 @@ impl Connection {
             "names": names,
             "members": members,
         })
-        .to_string()
     }
 
     /// Entries whose signatures the replica verified against the roster so far.
@@ -631,7 +636,7 @@ impl Connection {
 
     /// The replica's scene as JSON: `{position, name, entities: [{id, name, kind, translation,
     /// rotation (x, y, z, w), scale, color (linear RGBA), geometry}], selections: [{author,
-    /// entities}]}`. `geometry` changes exactly when the entity's mesh does (fetch it then with
+    /// entities}], names, members}` (see [`Self::scene_meta_json`]). `geometry` changes exactly when the entity's mesh does (fetch it then with
     /// [`Self::mesh_positions`] and friends).
     ///
     /// # Errors
@@ -644,13 +649,9 @@ impl Connection {
             .iter()
             .map(|(id, e)| self.entity_value(*id, e))
             .collect();
-        serde_json::to_string(&json!({
-            "position": scene.position,
-            "name": scene.session_name.as_ref().map(|n| n.value.clone()),
-            "entities": entities,
-            "selections": selections(scene),
-        }))
-        .map_err(err)
+        let mut value = self.meta_value();
+        value["entities"] = Value::from(entities);
+        serde_json::to_string(&value).map_err(err)
     }
 
     /// Vertex positions (x, y, z per vertex) of entity `id`'s triangulated mesh.
@@ -1178,6 +1179,19 @@ mod tests {
                 role: Role::Editor,
                 next_seq: 1,
                 log_position: 0,
+            }),
+            &mut events,
+        );
+        c.handle(
+            &ServerMsg::Roster(meshwork_protocol::wire::Roster {
+                session,
+                server_key: server.public_key(),
+                replace: true,
+                members: vec![meshwork_protocol::wire::Member {
+                    author: AuthorId(1),
+                    public_key: Ed25519Signer::from_seed([1; 32]).public_key(),
+                    role: Role::Editor,
+                }],
             }),
             &mut events,
         );
