@@ -322,7 +322,9 @@ impl App {
     /// scene's. Cut to the protocol's limit; control characters dropped.
     pub fn set_display_name(&mut self, name: &str) {
         let mut name: String = name.chars().filter(|c| !c.is_control()).collect();
-        let mut end = name.len().min(meshwork_protocol::command::MAX_DISPLAY_NAME_BYTES);
+        let mut end = name
+            .len()
+            .min(meshwork_protocol::command::MAX_DISPLAY_NAME_BYTES);
         while !name.is_char_boundary(end) {
             end = end.saturating_sub(1);
         }

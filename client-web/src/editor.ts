@@ -133,6 +133,7 @@ export class Editor {
     h('label', { for: 'display-name' }, 'Your name, as others see it '),
     this.nameInput,
     h('button', { type: 'submit' }, 'Save'),
+    h('button', { type: 'reset', title: 'Go by "Author N" for now; Rename in the people list later' }, 'Not now'),
   ) as HTMLFormElement;
   private toolButtons = new Map<Tool, HTMLButtonElement>();
   private editButtons: HTMLButtonElement[] = [];
@@ -515,6 +516,9 @@ export class Editor {
     this.nameForm.addEventListener('submit', (e) => {
       e.preventDefault();
       void this.saveName(this.nameInput.value);
+    });
+    this.nameForm.addEventListener('reset', () => {
+      this.nameForm.hidden = true;
     });
     this.root.append(top, this.banner, this.nameForm, palette, this.editPalette, h('div', { class: 'body' }, main, side));
     this.renderTools();

@@ -95,12 +95,12 @@ try {
   check('a first visit asks for a name', await A.page.getByTestId('name-form').isVisible());
   await A.page.getByTestId('display-name').fill('Ada');
   await A.page.getByTestId('name-form').getByRole('button', { name: 'Save' }).click();
-  const named = await B.page
+  const nameShown = await B.page
     .waitForFunction(() => [...document.querySelectorAll('.people li')].some((li) => li.textContent === 'Ada'), null, {
       timeout: 5000,
     })
     .then(() => true, () => false);
-  check('B sees A by the name A chose', named, String(await B.page.locator('.people').textContent()));
+  check('B sees A by the name A chose', nameShown, String(await B.page.locator('.people').textContent()));
   check('A sees its own name', /Ada \(you, editor\)/.test((await A.page.locator('.people').textContent()) ?? ''));
 
   // A adds a cube and colors it red.

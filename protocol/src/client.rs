@@ -12,8 +12,8 @@ use crate::command::Command;
 use crate::ids::{AuthorId, EntityId};
 use crate::presence::LivePreviews;
 use crate::replica::{Replica, ReplicaEvent};
-use crate::wire::Close;
 use crate::sign::{Domain, EntryBody, SignedEntry, Signer};
+use crate::wire::Close;
 use crate::wire::{
     ClientMsg, Hello, Invite, JoinProof, JoinProofBody, JoinRefused, Resync, ServerMsg, Submit,
     Welcome,
@@ -537,7 +537,10 @@ mod tests {
             log_position: 0,
         }));
         assert_eq!(
-            c.handle(&roster(&server, Ed25519Signer::from_seed([1; 32]).public_key())),
+            c.handle(&roster(
+                &server,
+                Ed25519Signer::from_seed([1; 32]).public_key()
+            )),
             ClientEvent::None
         );
         let (manifest, chunks) = crate::replica::snapshot(&crate::scene::Scene::new());

@@ -374,7 +374,11 @@ impl Replica {
         };
         let ok = crate::sign::verifying_key(&key)
             .is_ok_and(|k| verify_one(&k, &seal.encode(), &d.signature));
-        if ok { Ok(delta) } else { Err(ResyncReason::BadSeal) }
+        if ok {
+            Ok(delta)
+        } else {
+            Err(ResyncReason::BadSeal)
+        }
     }
 
     fn apply(&mut self, update: Update) -> ReplicaEvent {
@@ -384,9 +388,7 @@ impl Replica {
                     Ok(b) => b,
                     Err(reason) => return self.fail(reason),
                 };
-                self.verified_entries = self
-                    .verified_entries
-                    .saturating_add(bodies.len() as u64);
+                self.verified_entries = self.verified_entries.saturating_add(bodies.len() as u64);
                 for body in &bodies {
                     self.scene.apply(body.id(), body.author, &body.command);
                 }
@@ -559,7 +561,10 @@ mod tests {
         let server = signer(9);
         let mut r = synced(&server);
         assert_eq!(
-            r.on_message(&entries(vec![entry(1, 1, 1, SESSION), entry(1, 1, 2, SESSION)])),
+            r.on_message(&entries(vec![
+                entry(1, 1, 1, SESSION),
+                entry(1, 1, 2, SESSION)
+            ])),
             ReplicaEvent::None
         );
         assert_eq!(r.scene().entities.len(), 2);
@@ -601,7 +606,10 @@ mod tests {
         update.replace = false;
         r.on_message(&ServerMsg::Roster(update));
         assert_eq!(
-            r.on_message(&entries(vec![entry(2, 2, 1, SESSION), entry(1, 1, 1, SESSION)])),
+            r.on_message(&entries(vec![
+                entry(2, 2, 1, SESSION),
+                entry(1, 1, 1, SESSION)
+            ])),
             ReplicaEvent::None
         );
     }
@@ -655,7 +663,10 @@ mod tests {
         // The genuine one.
         let mut r = synced(&server);
         let sealed = SealedDelta::seal(SESSION, &delta, source.state_hash(), &server);
-        assert_eq!(r.on_message(&ServerMsg::SealedDelta(sealed)), ReplicaEvent::None);
+        assert_eq!(
+            r.on_message(&ServerMsg::SealedDelta(sealed)),
+            ReplicaEvent::None
+        );
         assert_eq!(r.scene(), &source);
     }
 }

@@ -19,8 +19,8 @@ use meshwork_protocol::wire::{
     StateHash, Welcome,
 };
 use meshwork_protocol::{
-    AuthorId, ClientMsg, Command, Domain, Ed25519Signer, EntityId, EntryBody, Role,
-    ServerMsg, SessionId, SignedEntry, Signer as _, to_frame,
+    AuthorId, ClientMsg, Command, Domain, Ed25519Signer, EntityId, EntryBody, Role, ServerMsg,
+    SessionId, SignedEntry, Signer as _, to_frame,
 };
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
@@ -151,12 +151,7 @@ fn script() -> (Vec<Vec<ServerMsg>>, Vec<ResyncReason>, Scene) {
     // The honest end: author 2 renames themself and spawns again, sent as a sealed delta.
     let before = scene.position;
     for (seq, command) in [
-        (
-            2,
-            Command::SetDisplayName {
-                name: "Bea".into(),
-            },
-        ),
+        (2, Command::SetDisplayName { name: "Bea".into() }),
         (3, spawn(2, 3)),
     ] {
         let e = entry(&other_key(), 2, seq, command);
@@ -201,7 +196,9 @@ fn script() -> (Vec<Vec<ServerMsg>>, Vec<ResyncReason>, Scene) {
     let mut acts = vec![join];
     let at_one = {
         let mut s = Scene::new();
-        let b = entry(&other_key(), 2, 1, spawn(2, 1)).decode_body().unwrap();
+        let b = entry(&other_key(), 2, 1, spawn(2, 1))
+            .decode_body()
+            .unwrap();
         s.apply(b.id(), b.author, &b.command);
         s
     };
@@ -280,7 +277,10 @@ async fn a_hostile_servers_forgeries_are_refused_by_the_replica_with_the_reason(
         for _ in 0..attacks {
             write(&mut send, &acts.next().unwrap()).await;
             // The client must answer the attack with a resync before it gets the snapshot.
-            read_until(&mut recv, &mut reader, |m| matches!(m, ClientMsg::Resync(_))).await;
+            read_until(&mut recv, &mut reader, |m| {
+                matches!(m, ClientMsg::Resync(_))
+            })
+            .await;
             resyncs += 1;
             write(&mut send, &acts.next().unwrap()).await;
         }
@@ -311,9 +311,7 @@ async fn a_hostile_servers_forgeries_are_refused_by_the_replica_with_the_reason(
     assert_eq!(scene, &honest_end, "only the honest updates applied");
     assert_eq!(scene.display_name(AuthorId(2)), Some("Bea"));
     assert!(
-        !scene
-            .entities
-            .contains_key(&EntityId::new(AuthorId(2), 2))
+        !scene.entities.contains_key(&EntityId::new(AuthorId(2), 2))
             && !scene.entities.contains_key(&EntityId::new(AuthorId(3), 1)),
         "nothing of a refused frame applied"
     );
@@ -352,7 +350,11 @@ async fn the_wasm_replica_refuses_the_same_forgeries() {
         cert_sha256: [0; 32],
         invite: invite(),
     };
-    let seed: String = client_key().seed().iter().map(|b| format!("{b:02x}")).collect();
+    let seed: String = client_key()
+        .seed()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let report = meshwork_testkit::node_json(
         "hostile-frames.mjs",
         &[],

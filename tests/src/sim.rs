@@ -26,8 +26,7 @@ use meshwork_protocol::editmesh::{Axis, EdgeKey, EditMesh, FaceKey, VertexKey};
 use meshwork_protocol::scene::{Geometry, Scene};
 use meshwork_protocol::wire::{ClientMsg, Invite, InviteBody, ServerMsg};
 use meshwork_protocol::{
-    AuthorId, Command, CommandKind, Domain, Ed25519Signer, EntityId, Role, SessionId,
-    ToolId,
+    AuthorId, Command, CommandKind, Domain, Ed25519Signer, EntityId, Role, SessionId, ToolId,
 };
 use meshwork_session::{ClientId, Config, Input, Output, Session};
 use sha2::{Digest, Sha256};

@@ -958,10 +958,10 @@ pub fn bench_log_frames(entries: u32, authors: u32) -> Result<Vec<u8>, JsError> 
     }
     let mut batch = Vec::new();
     for i in 0..entries {
-        let index = i % authors;
+        let index = i.checked_rem(authors).unwrap_or(0);
         let author = AuthorId(index.saturating_add(1));
         let signer = signers.get(index as usize).ok_or_else(|| err("author"))?;
-        let seq = u64::from(i / authors).saturating_add(1);
+        let seq = u64::from(i.checked_div(authors).unwrap_or(0)).saturating_add(1);
         let entity = EntityId::new(author, 1);
         let command = if seq == 1 {
             Command::Spawn {

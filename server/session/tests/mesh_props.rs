@@ -687,8 +687,7 @@ const EXPECTED: [RefusalCode; 4] = [
 impl World {
     fn new() -> Self {
         let server = Ed25519Signer::from_seed([0x5e; 32]);
-        let mut config =
-            Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
+        let mut config = Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
         config.rate_per_s = 100_000;
         config.burst = 100_000;
         config.limits = LIMITS;
@@ -1304,7 +1303,11 @@ fn a_region_smooth_past_the_mesh_limit_is_refused() {
 }
 
 /// The fixed log of the wasm check: one seed, long enough to hold every kind.
-fn fixed_log() -> (Vec<SignedEntry>, [u8; 32], Vec<meshwork_protocol::wire::Member>) {
+fn fixed_log() -> (
+    Vec<SignedEntry>,
+    [u8; 32],
+    Vec<meshwork_protocol::wire::Member>,
+) {
     let mut stats = Stats::new();
     let (world, hash) = run(&steps_from_seed(0x5eed_0013, 240), &mut stats);
     for (kind, _) in KINDS {

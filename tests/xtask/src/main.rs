@@ -430,6 +430,21 @@ fn wasm_package_test() -> Result<(), String> {
             .env("MESHWORK_WASM_PKG", &node_pkg),
     )?;
     run(
+        "wasm replica refuses a hostile server's forgeries (Node)",
+        cargo()
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "meshwork-server",
+                "--test",
+                "hostile_server",
+                "--",
+                "--ignored",
+            ])
+            .env("MESHWORK_WASM_PKG", &node_pkg),
+    )?;
+    run(
         "wasm replica replays a random mesh-edit log to the native hash (Node)",
         cargo()
             .args([

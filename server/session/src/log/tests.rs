@@ -214,9 +214,7 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
             first: EntityId::new(author, 80),
             count: 2,
         },
-        CommandKind::SetDisplayName => Command::SetDisplayName {
-            name: "Ada".into(),
-        },
+        CommandKind::SetDisplayName => Command::SetDisplayName { name: "Ada".into() },
     }
 }
 

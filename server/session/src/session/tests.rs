@@ -17,8 +17,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let server = Ed25519Signer::from_seed([0x5e; 32]);
-        let mut config =
-            Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
+        let mut config = Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32])));
         config.rate_per_s = 10;
         config.burst = 5;
         let session = Session::new(config, [7; 32], NOW);
@@ -197,7 +196,11 @@ fn members_get_the_roster_before_the_scene_and_every_new_member_before_their_ent
         panic!("the roster follows the welcome: {to2:?}")
     };
     assert!(r.replace && r.session == SESSION && r.server_key == h.server.public_key());
-    let keys: Vec<_> = r.members.iter().map(|m| (m.author, m.public_key, m.role)).collect();
+    let keys: Vec<_> = r
+        .members
+        .iter()
+        .map(|m| (m.author, m.public_key, m.role))
+        .collect();
     assert_eq!(
         keys,
         vec![
