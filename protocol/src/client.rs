@@ -19,6 +19,13 @@ use crate::wire::{
     Welcome,
 };
 
+/// Most own entries waiting for their acknowledgement (edits made offline included) before
+/// [`ClientConnection::submit`] refuses more, by default.
+pub const DEFAULT_MAX_UNACKED: usize = 10_000;
+
+/// Most entries in one `Submit` when a reconnect submits the unacknowledged ones again.
+const RESUBMIT_CHUNK: usize = 256;
+
 /// Where the handshake stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientPhase {
@@ -227,6 +234,14 @@ pub struct ClientConnection<S> {
     live: LivePreviews,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
+    /// The last welcome: who this client is in the session, kept across reconnects so that
+    /// edits made while disconnected are signed as this author.
+    last_welcome: Option<Welcome>,
+    /// Own entries submitted and neither acknowledged nor refused yet, by sequence number:
+    /// what a reconnect submits again (the same bytes and signatures).
+    unacked: BTreeMap<u64, SignedEntry>,
+    /// Most unacknowledged entries kept ([`ClientConnection::set_max_unacked`]).
+    max_unacked: usize,
 }
 
 impl<S: Signer> ClientConnection<S> {
@@ -257,6 +272,9 @@ impl<S: Signer> ClientConnection<S> {
             last_counter: 0,
             live: LivePreviews::new(),
             now_ms: 0,
+            last_welcome: None,
+            unacked: BTreeMap::new(),
+            max_unacked: DEFAULT_MAX_UNACKED,
         };
         c.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version,
@@ -287,13 +305,46 @@ impl<S: Signer> ClientConnection<S> {
         &self.phase
     }
 
-    /// The author id, once joined.
+    /// The author id, once joined (kept while reconnecting: edits made meanwhile are this
+    /// author's).
     #[must_use]
-    pub const fn author(&self) -> Option<AuthorId> {
-        match &self.phase {
-            ClientPhase::Joined(w) => Some(w.author),
-            _ => None,
-        }
+    pub fn author(&self) -> Option<AuthorId> {
+        self.last_welcome.as_ref().map(|w| w.author)
+    }
+
+    /// Whether the connection is joined now (not refused, closed or reconnecting).
+    #[must_use]
+    pub const fn is_joined(&self) -> bool {
+        matches!(self.phase, ClientPhase::Joined(_))
+    }
+
+    /// The transport dropped: call at once. Queues a fresh `Hello` for the next transport
+    /// (everything queued for the old one is dropped). The replica, the author and the
+    /// unacknowledged entries stay: the join answers the challenge with a `Resume` from the
+    /// replica's position when it is in step, and once welcomed submits every unacknowledged
+    /// entry again, exactly once. Edits made meanwhile are signed and queued the same way
+    /// ([`ClientConnection::submit`]).
+    pub fn reconnect(&mut self) {
+        self.outbox.clear();
+        self.phase = ClientPhase::Hello;
+        self.outbox.push_back(ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            build_id: self.build_id.clone(),
+            public_key: self.signer.public_key(),
+            invite: self.invite.clone(),
+        }));
+    }
+
+    /// Bounds the unacknowledged entries kept (edits made offline included; default
+    /// [`DEFAULT_MAX_UNACKED`]).
+    pub fn set_max_unacked(&mut self, max: usize) {
+        self.max_unacked = max;
+    }
+
+    /// Own entries neither acknowledged nor refused yet, in sequence order (shown as pending;
+    /// what a reconnect submits again).
+    pub fn unacked(&self) -> impl Iterator<Item = &SignedEntry> {
+        self.unacked.values()
     }
 
     /// The replica.
@@ -321,17 +372,43 @@ impl<S: Signer> ClientConnection<S> {
                     nonce: c.nonce,
                     public_key: self.signer.public_key(),
                 };
-                self.outbox.push_back(ClientMsg::JoinProof(JoinProof {
-                    signature: proof.sign(&self.signer),
-                }));
+                let signature = proof.sign(&self.signer);
+                // A replica kept in step over a reconnect is caught up from where it is.
+                let resumable = self.last_welcome.as_ref().is_some_and(|w| w.session == session)
+                    && self.replica.is_synced();
+                self.outbox.push_back(if resumable {
+                    ClientMsg::Resume(crate::wire::Resume {
+                        signature,
+                        position: self.replica.scene().position,
+                    })
+                } else {
+                    ClientMsg::JoinProof(JoinProof { signature })
+                });
                 self.phase = ClientPhase::Proving;
                 ClientEvent::None
             }
             (ServerMsg::Welcome(w), ClientPhase::Proving) => {
-                self.next_seq = w.next_seq;
-                self.lamport = w.log_position;
-                self.seen = w.log_position;
+                // Entries signed before (or while disconnected) keep their numbers: new ones
+                // come after the server's and after theirs.
+                let after_unacked = self
+                    .unacked
+                    .keys()
+                    .next_back()
+                    .map_or(0, |s| s.saturating_add(1));
+                self.next_seq = w.next_seq.max(after_unacked).max(self.next_seq);
+                self.lamport = self.lamport.max(w.log_position);
+                self.seen = self.seen.max(w.log_position);
                 self.phase = ClientPhase::Joined(w.clone());
+                self.last_welcome = Some(w.clone());
+                // Unacknowledged entries go again, once, as they were signed: the server
+                // acknowledges again the ones it already has and judges the others like any
+                // concurrent entry (their `seen_lamport` is old).
+                let again: Vec<SignedEntry> = self.unacked.values().cloned().collect();
+                for part in again.chunks(RESUBMIT_CHUNK) {
+                    self.outbox.push_back(ClientMsg::Submit(Submit {
+                        entries: part.to_vec(),
+                    }));
+                }
                 ClientEvent::Joined
             }
             (ServerMsg::JoinRefused(r), _) => {
@@ -353,6 +430,15 @@ impl<S: Signer> ClientConnection<S> {
                 ClientEvent::Untrusted
             }
             (_, ClientPhase::Joined(_)) => {
+                match msg {
+                    ServerMsg::Ack(a) => {
+                        self.unacked.remove(&a.seq);
+                    }
+                    ServerMsg::CommandRefused(r) => {
+                        self.unacked.remove(&r.seq);
+                    }
+                    _ => {}
+                }
                 if let ServerMsg::Entries(e) = msg {
                     for entry in &e.entries {
                         if let Ok(b) = entry.decode_body() {
@@ -463,9 +549,7 @@ impl<S: Signer> ClientConnection<S> {
     /// Signs `commands` as this author's next entries without sending them (for a transport
     /// that sends them itself, or a test that alters them). `None` before the join completed.
     pub fn sign(&mut self, commands: Vec<Command>) -> Option<Vec<SignedEntry>> {
-        let ClientPhase::Joined(w) = &self.phase else {
-            return None;
-        };
+        let w = self.last_welcome.as_ref()?;
         let (session, author) = (w.session, w.author);
         let mut entries = Vec::with_capacity(commands.len());
         for command in commands {
@@ -488,12 +572,24 @@ impl<S: Signer> ClientConnection<S> {
     }
 
     /// Signs `commands` and queues them as one `Submit`. Returns the entries, or `None` before
-    /// the join completed.
+    /// the first join completed or when they would take the unacknowledged entries past
+    /// [`ClientConnection::set_max_unacked`]. While reconnecting they are kept (signed, in
+    /// order) and go out once welcomed.
     pub fn submit(&mut self, commands: Vec<Command>) -> Option<Vec<SignedEntry>> {
+        if self.unacked.len().saturating_add(commands.len()) > self.max_unacked {
+            return None;
+        }
         let entries = self.sign(commands)?;
-        self.outbox.push_back(ClientMsg::Submit(Submit {
-            entries: entries.clone(),
-        }));
+        for e in &entries {
+            if let Ok(b) = e.decode_body() {
+                self.unacked.insert(b.seq, e.clone());
+            }
+        }
+        if self.is_joined() {
+            self.outbox.push_back(ClientMsg::Submit(Submit {
+                entries: entries.clone(),
+            }));
+        }
         Some(entries)
     }
 }

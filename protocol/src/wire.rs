@@ -578,6 +578,19 @@ pub enum ClientMsg {
     EditPreview(EditPreview),
     /// The mesh elements this member has selected in edit mode (unreliable lane; never logged).
     ElementSelection(ElementSelection),
+    /// Answers the challenge like [`ClientMsg::JoinProof`], for a client that reconnects with a
+    /// replica in step at `position`: the server catches it up from there (a sealed delta)
+    /// instead of sending a snapshot, where it can and that is cheaper.
+    Resume(Resume),
+}
+
+/// A rejoin that keeps the replica ([`ClientMsg::Resume`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The join proof's signature (exactly as in [`JoinProof`]).
+    pub signature: Signature,
+    /// The replica's position (entries applied) when the connection dropped.
+    pub position: u64,
 }
 
 /// Server → client.
@@ -889,7 +902,7 @@ impl ClientMsg {
     pub const fn allowed_in(&self, phase: Phase) -> bool {
         match (self, phase) {
             (Self::Hello(_), Phase::AwaitingHello)
-            | (Self::JoinProof(_), Phase::AwaitingProof)
+            | (Self::JoinProof(_) | Self::Resume(_), Phase::AwaitingProof)
             | (
                 Self::Submit(_)
                 | Self::Ping(_)
@@ -903,7 +916,7 @@ impl ClientMsg {
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
             (Self::Hello(_), _)
-            | (Self::JoinProof(_), _)
+            | (Self::JoinProof(_) | Self::Resume(_), _)
             | (
                 Self::Submit(_)
                 | Self::Ping(_)

@@ -290,6 +290,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Preview(_) => "client-preview",
         ClientMsg::EditPreview(_) => "client-edit-preview",
         ClientMsg::ElementSelection(_) => "client-element-selection",
+        ClientMsg::Resume(_) => "client-resume",
     }
 }
 
@@ -353,6 +354,10 @@ fn client_samples() -> Vec<ClientMsg> {
         ClientMsg::Preview(preview()),
         ClientMsg::EditPreview(edit_preview()),
         ClientMsg::ElementSelection(element_selection()),
+        ClientMsg::Resume(meshwork_protocol::wire::Resume {
+            signature: proof.sign(&client()),
+            position: 412,
+        }),
     ]
 }
 

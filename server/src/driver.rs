@@ -525,6 +525,7 @@ impl Driver {
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
+            Event::Resumed { .. } => self.metrics.resumes_total.inc(),
             Event::Undo { redo, outcome } => {
                 let op = if *redo { "redo" } else { "undo" };
                 self.metrics

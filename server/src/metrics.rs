@@ -51,6 +51,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub joins_total: IntCounter,
     pub deltas_total: IntCounter,
+    pub resumes_total: IntCounter,
     pub undo_total: IntCounterVec,
     pub presence_not_sent_total: IntCounter,
     pub persist_batch_seconds: Histogram,
@@ -234,6 +235,17 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(deltas_total.clone()))
             .expect("registered once");
+        let resumes_total = IntCounter::with_opts(
+            Opts::new(
+                "resumes_total",
+                "Reconnecting clients caught up by a sealed delta from their position instead of \
+                 a snapshot.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(resumes_total.clone()))
+            .expect("registered once");
         let undo_total = IntCounterVec::new(
             Opts::new(
                 "undo_total",
@@ -382,6 +394,7 @@ impl Metrics {
             sessions_active,
             joins_total,
             deltas_total,
+            resumes_total,
             undo_total,
             presence_not_sent_total,
             persist_batch_seconds,

@@ -92,6 +92,10 @@ pub struct Config {
     /// public half must be `server_key`. Without it (offline verification, `export`) the
     /// session never sends a delta: entries, or a snapshot where a delta was needed.
     pub server_signer: Option<Arc<Ed25519Signer>>,
+    /// How many of the latest durable entries the session remembers what they touched, so a
+    /// client that reconnects within them is caught up by a delta ([`wire::Resume`]) instead
+    /// of a snapshot.
+    pub resume_window: usize,
 }
 
 impl Config {
@@ -115,6 +119,7 @@ impl Config {
             history_page: 4096,
             limits: Limits::DEFAULT,
             server_signer: None,
+            resume_window: 65_536,
         }
     }
 
@@ -182,6 +187,13 @@ pub enum Event {
     },
     /// A fan-out went out as a scene delta instead of entries.
     DeltaSent,
+    /// A reconnecting client was caught up by a sealed delta instead of a snapshot.
+    Resumed {
+        /// The connection.
+        client: ClientId,
+        /// Entries the delta covered.
+        entries: u64,
+    },
     /// An undo or redo was decided.
     Undo {
         /// Redo rather than undo.
@@ -329,6 +341,49 @@ pub struct RestoreReport {
     pub snapshot_rejected: bool,
 }
 
+/// What each of the latest durable entries touched (at most `limit`), oldest first; the first
+/// is the entry after position `from`.
+#[derive(Debug)]
+struct Recent {
+    touched: VecDeque<Vec<meshwork_protocol::scene::Touched>>,
+    from: u64,
+    limit: usize,
+}
+
+impl Recent {
+    const fn new(limit: usize) -> Self {
+        Self {
+            touched: VecDeque::new(),
+            from: 0,
+            limit,
+        }
+    }
+
+    /// Records what the durable entry that brought the scene to `position` touched.
+    fn remember(&mut self, touched: Vec<meshwork_protocol::scene::Touched>, position: u64) {
+        self.touched.push_back(touched);
+        while self.touched.len() > self.limit {
+            self.touched.pop_front();
+            self.from = self.from.saturating_add(1);
+        }
+        // An entry that did not move the scene on (none today) would break the arithmetic:
+        // start again from the scene's position.
+        if self.from.saturating_add(self.touched.len() as u64) != position {
+            self.touched.clear();
+            self.from = position;
+        }
+    }
+
+    /// Everything touched from position `from` to `now`, if the window covers it.
+    fn since(&self, from: u64, now: u64) -> Option<BTreeSet<meshwork_protocol::scene::Touched>> {
+        if from > now || from < self.from {
+            return None;
+        }
+        let skip = usize::try_from(from.saturating_sub(self.from)).ok()?;
+        Some(self.touched.iter().skip(skip).flatten().copied().collect())
+    }
+}
+
 /// Token bucket on the input clock, for a rate per second or per minute (fixed when made).
 /// Tokens are counted in `unit`s (a token is 1000 of them for a rate per second, 60,000 for a
 /// rate per minute), and every millisecond adds `rate` units, so refills are exact.
@@ -463,6 +518,8 @@ pub struct Session {
     /// What the pending fan-out touched, and the scene position before it (for deltas).
     fanout_touched: BTreeSet<meshwork_protocol::scene::Touched>,
     fanout_from: u64,
+    /// What the latest durable entries touched, for resumes.
+    recent: Recent,
     /// The pending fan-out holds an undo or redo: it must go out as a delta.
     fanout_needs_delta: bool,
     /// When entries became durable (Unix ms), for the history's times.
@@ -478,6 +535,7 @@ impl Session {
     /// current Unix time in milliseconds.
     #[must_use]
     pub fn new(config: Config, seed: [u8; 32], now_ms: u64) -> Self {
+        let resume_window = config.resume_window;
         let log = CommandLog::new(Mode::Authority, config.session, KeyRing::new());
         Self {
             config,
@@ -506,6 +564,7 @@ impl Session {
             durable_entries: 0,
             fanout_touched: BTreeSet::new(),
             fanout_from: 0,
+            recent: Recent::new(resume_window),
             fanout_needs_delta: false,
             entry_ms: BTreeMap::new(),
             fanout: Vec::new(),
@@ -677,6 +736,8 @@ impl Session {
             report.replayed = report.replayed.saturating_add(1);
         }
         session.fanout_from = session.scene.position;
+        // A restore replays from the start or from a snapshot: the window holds what the
+        // replayed entries touched, so clients that reconnect after a restart resume too.
         session.accepted = session.scene.clone();
         Ok((session, report))
     }
@@ -916,7 +977,8 @@ impl Session {
         }
         match msg {
             ClientMsg::Hello(hello) => self.on_hello(client, hello),
-            ClientMsg::JoinProof(proof) => self.on_proof(client, &proof.signature),
+            ClientMsg::JoinProof(proof) => self.on_proof(client, &proof.signature, None),
+            ClientMsg::Resume(r) => self.on_proof(client, &r.signature, Some(r.position)),
             ClientMsg::Submit(submit) => self.on_submit(client, submit.entries),
             ClientMsg::Ping(ping) => {
                 self.send(client, &ServerMsg::Pong(Pong { nonce: ping.nonce }))
@@ -1029,7 +1091,12 @@ impl Session {
         );
     }
 
-    fn on_proof(&mut self, client: ClientId, signature: &meshwork_protocol::sign::Signature) {
+    fn on_proof(
+        &mut self,
+        client: ClientId,
+        signature: &meshwork_protocol::sign::Signature,
+        resume: Option<u64>,
+    ) {
         let Some((public_key, role, nonce)) =
             self.clients.get_mut(&client).and_then(|c| c.pending.take())
         else {
@@ -1150,7 +1217,7 @@ impl Session {
             author,
             role,
         }));
-        self.send_snapshot(client);
+        self.send_catch_up(client, resume);
     }
 
     fn roster_msg(&self, replace: bool, members: Vec<wire::Member>) -> wire::Roster {
@@ -1621,11 +1688,11 @@ impl Session {
                     e.body.author,
                     &e.body.command,
                 );
-                self.fanout_touched.extend(self.scene.changed_by(
-                    e.body.author,
-                    e.id,
-                    &e.body.command,
-                ));
+                let touched = self
+                    .scene
+                    .changed_by(e.body.author, e.id, &e.body.command);
+                self.fanout_touched.extend(touched.iter().copied());
+                self.recent.remember(touched, self.scene.position);
                 // Replicas keep no undo history: what an undo or redo did reaches them as the
                 // new state of the entities it changed.
                 // Nor imported assets: an import reaches them as the entities it made.
@@ -1776,7 +1843,52 @@ impl Session {
                 body.author,
                 &body.command,
             );
+            let touched = self.scene.changed_by(body.author, body.id(), &body.command);
+            self.recent.remember(touched, self.scene.position);
         }
+    }
+
+    /// After a join: the roster, then a sealed delta from `resume` (the position of the replica
+    /// a reconnecting client kept) when the window still covers it and the delta fits a frame;
+    /// else a snapshot. The delta never holds more than the snapshot would (the current state
+    /// of what changed, a subset of the scene), and its seal's state hash tells the replica
+    /// whether it really was in step.
+    fn send_catch_up(&mut self, client: ClientId, resume: Option<u64>) {
+        let now = self.scene.position;
+        let (Some(touched), Some(signer)) = (
+            resume.and_then(|from| self.recent.since(from, now)),
+            self.config.server_signer.clone(),
+        ) else {
+            self.send_snapshot(client);
+            return;
+        };
+        let from = resume.unwrap_or(now);
+        let frame = postcard::to_allocvec(&self.scene.delta(from, &touched))
+            .ok()
+            .and_then(|bytes| {
+                let sealed = wire::SealedDelta::seal_encoded(
+                    self.config.session,
+                    now,
+                    bytes,
+                    self.scene.state_hash(),
+                    signer.as_ref(),
+                );
+                to_frame(&ServerMsg::SealedDelta(sealed)).ok()
+            });
+        let Some(frame) = frame else {
+            self.send_snapshot(client);
+            return;
+        };
+        self.send_roster(client);
+        self.emit(Output::Send {
+            client,
+            lane: Lane::Reliable,
+            frame: frame.into(),
+        });
+        self.emit(Output::Event(Event::Resumed {
+            client,
+            entries: now.saturating_sub(from),
+        }));
     }
 
     /// Sends the state hash to every joined client, after the entries that lead to it.

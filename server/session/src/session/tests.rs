@@ -1781,4 +1781,5 @@ fn element_selections_are_relayed_unreliably_and_bounded() {
     assert_eq!(h.session.log().len(), 0, "never logged");
 }
 
+mod resume;
 mod undo;
