@@ -383,6 +383,89 @@ impl Client {
         Ok(entries)
     }
 
+    /// Signs and submits `commands` through the protocol machine, which keeps them until they
+    /// are acknowledged or refused (and submits them again after a reconnect). While the
+    /// connection is down ([`Client::dropped`]) they are only signed and kept: edits made
+    /// offline. Returns the entries.
+    ///
+    /// # Errors
+    /// [`ClientError::Unexpected`] before the first join or past the machine's bound;
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn submit_kept(
+        &mut self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<SignedEntry>, ClientError> {
+        let entries = self
+            .machine
+            .submit(commands)
+            .ok_or_else(|| ClientError::Unexpected("not joined, or too many kept".into()))?;
+        if self.machine.is_joined() {
+            self.flush().await?;
+        }
+        Ok(entries)
+    }
+
+    /// Writes everything the protocol machine has queued.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while let Some(out) = self.machine.poll_transmit() {
+            let frame = to_frame(&out).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            self.send_raw(&frame).await?;
+        }
+        Ok(())
+    }
+
+    /// The network path is gone (the test cuts it): the connection is dropped without a
+    /// goodbye, and the machine starts over (`ClientConnection::reconnect`), keeping its
+    /// replica and unacknowledged entries.
+    pub fn dropped(&mut self) {
+        self.conn.close(0u8.into(), b"path cut");
+        self.machine.reconnect();
+    }
+
+    /// Entries submitted with [`Client::submit_kept`] not yet acknowledged or refused.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.machine.unacked().count()
+    }
+
+    /// Connects again (to `quic_addr`, pinning `cert_sha256`: a restarted server may listen
+    /// elsewhere) after [`Client::dropped`]: the machine resumes from its replica's position and
+    /// submits its unacknowledged entries again once welcomed.
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn reconnect(
+        &mut self,
+        quic_addr: &str,
+        cert_sha256: [u8; 32],
+    ) -> Result<(), ClientError> {
+        let addr = resolve(quic_addr)?;
+        let (endpoint, conn, send, recv) = open_with_window(addr, cert_sha256, None).await?;
+        let (paused, paused_rx) = tokio::sync::watch::channel(false);
+        self.inbox = spawn_reader(recv, conn.clone(), self.bytes_received.clone(), paused_rx);
+        self.endpoint = endpoint;
+        self.conn = conn;
+        self.send = send;
+        self.paused = paused;
+        loop {
+            self.flush().await?;
+            let (_, msg) = recv_msg(&mut self.inbox, Duration::from_secs(10)).await?;
+            match self.machine.handle(&msg) {
+                ClientEvent::Joined => break,
+                ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
+                ClientEvent::Closed | ClientEvent::Untrusted => {
+                    return Err(ClientError::Closed(None));
+                }
+                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing(_) => {}
+            }
+        }
+        if let Some(w) = self.machine.welcome().cloned() {
+            self.welcome = w;
+        }
+        // The resubmission of what was not acknowledged.
+        self.flush().await
+    }
+
     /// Signs an arbitrary body with this client's key (tests of replayed and malformed entries).
     ///
     /// # Panics
