@@ -106,6 +106,8 @@ export class Editor {
   private held = new Map<number, Transform>();
   private telemetry = newTelemetry();
   private connection = 'connecting';
+  /** Reconnect attempts made so far (shown in the status). */
+  private reconnects = 0;
   private counterKey = '';
   private synced = false;
   private lastPoint: Vec3 | null = null;
@@ -560,7 +562,9 @@ export class Editor {
       case 'joined':
         this.author = e.author;
         this.role = e.role;
-        this.connection = 'joined';
+        // A rejoin after a drop keeps its replica: live again at once (the catch-up follows).
+        this.connection = this.synced ? 'live' : 'joined';
+        if (this.reconnects > 0) this.toast('Reconnected: your offline edits are being sent.', 'info');
         this.counterKey = `meshwork.counter.${this.session.sessionId}.${e.author}`;
         this.applyRole();
         break;
@@ -637,8 +641,17 @@ export class Editor {
         break;
       }
       case 'closed':
-        this.connection = 'closed';
-        this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
+        if (e.reason === 'Transport' || !this.synced) {
+          this.connection = 'closed';
+          this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
+        } else {
+          // The server said why it closes; the session reconnects unless that was final.
+          this.toast(`Connection closed: ${e.message || e.reason}`, 'info');
+        }
+        break;
+      case 'reconnecting':
+        this.reconnects += 1;
+        this.connection = 'reconnecting';
         break;
     }
     this.renderStatus();
@@ -777,7 +790,8 @@ export class Editor {
   // ------------------------------------------------------------------------------- actions
 
   private editable(): boolean {
-    return canEdit(this.role) && this.connection === 'live';
+    // Offline (reconnecting with a replica) edits are signed and kept until the server is back.
+    return canEdit(this.role) && (this.connection === 'live' || (this.connection === 'reconnecting' && this.synced));
   }
 
   /** Refuses an edit in the UI with the reason, before anything is sent. */
@@ -793,6 +807,7 @@ export class Editor {
     const seqs = label === undefined ? this.session.submit(commands) : this.session.submitStep(commands, label);
     const now = performance.now();
     for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
+    this.renderStatus();
     return seqs;
   }
 
@@ -1517,8 +1532,13 @@ export class Editor {
       refused: 'Refused',
       closed: 'Disconnected',
       offline: 'Offline',
+      reconnecting: 'Offline, reconnecting…',
     };
-    this.status.textContent = `${label[this.connection] ?? this.connection} · ${transport}`;
+    // Edits not yet acknowledged (made offline included) show as pending.
+    const pending = this.session.pending();
+    const waiting = pending > 0 ? ` · ${pending} pending` : '';
+    this.status.textContent = `${label[this.connection] ?? this.connection} · ${transport}${waiting}`;
+    this.status.dataset.pending = String(pending);
     this.status.dataset.state = this.connection;
     this.status.dataset.transport = kind ?? '';
     const role = this.role ? ` · ${this.role}` : '';
@@ -1666,6 +1686,13 @@ export class Editor {
       framesRendered: () => this.viewport.framesRendered,
       /** Script milliseconds of each recent replica change, reading it to updating the view. */
       refreshTimes: () => [...this.refreshTimes],
+      /** Cuts the network path as a dropped socket does (the reconnect test): the transport
+       *  closes without a goodbye and the session reconnects by itself. */
+      dropConnection: () => {
+        const t = this.session.transport;
+        t?.close();
+        t?.onClose('the connection was cut');
+      },
       /** Submits raw commands (benchmarks and tests that script the protocol). */
       submit: (commands: Command[]) => this.submit(commands),
       /** The editable mesh of an entity (ids and positions), as edit mode reads it. */

@@ -18,7 +18,18 @@ export type SessionEvent =
   | { type: 'left'; author: number }
   | { type: 'live'; entities: number[] }
   | { type: 'element_selection'; author: number; entity: number | null; elements: ElementKey[] }
-  | { type: 'closed'; reason: string; message: string };
+  | { type: 'closed'; reason: string; message: string }
+  | { type: 'reconnecting'; attempt: number; inMs: number; why: string };
+
+/** Waits between reconnect attempts: 0.5 s doubling to 10 s, with ±20 % jitter (so a
+ *  restarted server is not met by every client at once). */
+export function reconnectDelayMs(attempt: number, random: number = Math.random()): number {
+  const base = Math.min(10_000, 500 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(base * (0.8 + 0.4 * random));
+}
+
+/** Server close reasons after which reconnecting would only be refused again. */
+const FINAL_CLOSES = new Set(['Kicked', 'ProtocolViolation', 'Untrusted', 'Leaving']);
 
 let wasmReady: Promise<unknown> | null = null;
 
@@ -50,6 +61,10 @@ export class Session {
   onEvent: (e: SessionEvent) => void = () => {};
   onTransportNote: (text: string) => void = () => {};
   private pingTimer: number | undefined;
+  /** Set when the server ended the session for good (or the page closed it). */
+  private final = false;
+  private attempt = 0;
+  private prefer: TransportKind | null = null;
 
   constructor(
     seed: Uint8Array,
@@ -60,16 +75,50 @@ export class Session {
   }
 
   async open(prefer: TransportKind | null): Promise<void> {
-    const t = await connect(this.sessionId, this.ticket, (n) => this.onTransportNote(n), prefer);
-    this.transport = t;
-    t.onData = (bytes) => this.dispatch(() => this.conn.receive(bytes));
-    t.onPresence = (frame) => this.dispatch(() => this.conn.receive_presence(frame));
-    t.onClose = (why) => this.onEvent({ type: 'closed', reason: 'Transport', message: why });
-    this.flush();
+    this.prefer = prefer;
+    await this.attach();
     this.pingTimer = window.setInterval(() => {
+      if (!this.transport) return;
       this.conn.ping(performance.now());
       this.flush();
     }, 1000);
+  }
+
+  /** A transport (WebRTC, else the WebSocket fallback), wired to the protocol machine. */
+  private async attach(): Promise<void> {
+    const t = await connect(this.sessionId, this.ticket, (n) => this.onTransportNote(n), this.prefer);
+    this.transport = t;
+    t.onData = (bytes) => this.dispatch(() => this.conn.receive(bytes));
+    t.onPresence = (frame) => this.dispatch(() => this.conn.receive_presence(frame));
+    t.onClose = (why) => this.lost(why);
+    this.flush();
+  }
+
+  /** The transport dropped: keep editing offline and reconnect by ourselves, with backoff. */
+  private lost(why: string): void {
+    if (this.transport === null) return;
+    this.transport = null;
+    if (this.final) {
+      this.onEvent({ type: 'closed', reason: 'Transport', message: why });
+      return;
+    }
+    this.conn.reconnect();
+    this.retry(why);
+  }
+
+  private retry(why: string): void {
+    this.attempt += 1;
+    const inMs = reconnectDelayMs(this.attempt);
+    this.onEvent({ type: 'reconnecting', attempt: this.attempt, inMs, why });
+    window.setTimeout(() => {
+      if (this.final) return;
+      this.attach().then(
+        () => {
+          this.attempt = 0;
+        },
+        (e: unknown) => this.retry((e as Error).message),
+      );
+    }, inMs);
   }
 
   private dispatch(read: () => string): void {
@@ -83,8 +132,16 @@ export class Session {
       this.close();
       return;
     }
-    for (const e of events) this.onEvent(e);
+    for (const e of events) {
+      if ((e.type === 'closed' && FINAL_CLOSES.has(e.reason)) || e.type === 'join_refused') this.final = true;
+      this.onEvent(e);
+    }
     this.flush();
+  }
+
+  /** Own edits not yet acknowledged (made offline included). */
+  pending(): number {
+    return this.conn.unacked_count();
   }
 
   /** Moves the connection's clock on: others' previews that went quiet end (a `live` event). */
@@ -94,6 +151,8 @@ export class Session {
   }
 
   flush(): void {
+    // Without a transport the queue waits (the Hello of the next one, edits made offline).
+    if (!this.transport) return;
     const out = this.conn.poll_transmit();
     if (out.length > 0) this.transport?.send(out);
   }
@@ -175,6 +234,7 @@ export class Session {
   }
 
   close(): void {
+    this.final = true;
     window.clearInterval(this.pingTimer);
     this.transport?.close();
   }

@@ -507,6 +507,28 @@ try {
     validationA.issues.numErrors === 0 && validationA.issues.numWarnings === 0 && nodesA?.length === 4,
     JSON.stringify({ issues: validationA.issues.messages.slice(0, 3), nodes: nodesA?.length }));
 
+  // Reconnect: A's connection is cut; A keeps editing (an offline edit, shown as pending), the
+  // editor reconnects by itself, the edit is judged and B sees it; replicas agree.
+  const entitiesAtB = (await state(B.page)).entities;
+  await A.page.evaluate(() => window.meshwork.dropConnection());
+  await A.page.waitForSelector('[data-testid=connection][data-state=reconnecting]', { timeout: 5000 });
+  await A.page.getByRole('button', { name: 'Add sphere' }).click();
+  const pendingOffline = Number(await A.page.getByTestId('connection').getAttribute('data-pending'));
+  check('A edits while offline, the edit shown as pending', pendingOffline >= 1,
+    String(await A.page.getByTestId('connection').textContent()));
+  await A.page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 15000 });
+  const landedAtB = await B.page
+    .waitForFunction((n) => window.meshwork.state().entities === n + 1, entitiesAtB, { timeout: 10000 })
+    .then(() => true, () => false);
+  check('A reconnects by itself and B sees the offline edit', landedAtB,
+    JSON.stringify({ a: await state(A.page), b: await state(B.page) }));
+  const noPending = await A.page
+    .waitForFunction(() => document.querySelector('[data-testid=connection]')?.getAttribute('data-pending') === '0', null, {
+      timeout: 10000,
+    })
+    .then(() => true, () => false);
+  check('nothing is left pending after the reconnect', noPending, String(await A.page.getByTestId('connection').textContent()));
+
   // Telemetry overlay toggles with T.
   await A.page.locator('body').press('t');
   const rtt = await A.page.getByLabel('Telemetry').textContent();

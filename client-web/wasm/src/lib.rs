@@ -563,6 +563,22 @@ impl Connection {
         matches!(self.inner.phase(), ClientPhase::Joined(_))
     }
 
+    /// The transport dropped: call at once (`ClientConnection::reconnect`). The next
+    /// [`Self::poll_transmit`] holds a fresh `Hello` for the new transport; the replica, the
+    /// author and the unacknowledged entries stay, edits go on being signed and kept, and once
+    /// welcomed again the replica is caught up from its position and the kept entries go out
+    /// exactly once.
+    pub fn reconnect(&mut self) {
+        self.extra.clear();
+        self.inner.reconnect();
+    }
+
+    /// Own entries not yet acknowledged or refused (edits made while disconnected included).
+    #[must_use]
+    pub fn unacked_count(&self) -> usize {
+        self.inner.unacked().count()
+    }
+
     /// The author id, once joined.
     #[must_use]
     pub fn author(&self) -> Option<u32> {
