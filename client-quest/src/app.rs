@@ -333,6 +333,14 @@ impl App {
         self.announce_name();
     }
 
+    /// The connection dropped (`why`): the protocol machine starts over for the next one,
+    /// keeping the replica and the unacknowledged entries (edits go on, kept until the server
+    /// has them); the panel says so.
+    pub fn reconnect(&mut self, why: &str) {
+        self.conn.reconnect();
+        self.notices.push(format!("offline: {why}"));
+    }
+
     /// The name this headset goes by.
     #[must_use]
     pub fn display_name(&self) -> &str {

@@ -2,8 +2,15 @@
 //! certificate fingerprint the ticket carries (the server's certificate is self-signed by
 //! default, so there is no CA to trust). The render loop never waits on the network: it hands
 //! frames over and polls what arrived, through channels.
+//!
+//! A connection that drops is not the end: the thread reports [`NetEvent::Dropped`] and dials
+//! again with backoff (0.5 s doubling to 10 s). Frames are tagged with the app's connection
+//! generation ([`Net::restart`]): what was queued for a connection that dropped is never written
+//! to the next one, which must start with the app's new `Hello`.
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -17,16 +24,31 @@ use tokio::sync::mpsc;
 pub enum NetEvent {
     /// A message from the server (reliable stream or datagram).
     Msg(Box<ServerMsg>),
-    /// The connection is gone, and why.
+    /// The connection dropped (why); the thread is dialling again. Call [`Net::restart`] and
+    /// `App::reconnect` now.
+    Dropped(String),
+    /// The connection is gone for good (the app left, or the thread could not run), and why.
     Closed(String),
+}
+
+/// A frame to write: the connection generation it was made for, whether it is a datagram.
+type Outgoing = (u64, bool, Vec<u8>);
+
+/// Waits before dial attempt `attempt` (1-based): 0.5 s doubling to 10 s.
+#[must_use]
+pub fn redial_delay(attempt: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(5));
+    Duration::from_millis(ms.min(10_000))
 }
 
 /// Handle to the network thread.
 #[derive(Debug)]
 pub struct Net {
-    out: mpsc::UnboundedSender<(bool, Vec<u8>)>,
+    out: mpsc::UnboundedSender<Outgoing>,
     events: std_mpsc::Receiver<NetEvent>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The app's connection generation: frames of older ones are dropped by the writer.
+    generation: Arc<AtomicU64>,
 }
 
 impl Net {
@@ -44,6 +66,8 @@ impl Net {
         let pin = ticket.cert_sha256;
         let (out, out_rx) = mpsc::unbounded_channel();
         let (ev_tx, events) = std_mpsc::channel();
+        let generation = Arc::new(AtomicU64::new(0));
+        let writer_generation = generation.clone();
         let thread = std::thread::Builder::new()
             .name("meshwork-net".into())
             .spawn(move || {
@@ -57,7 +81,13 @@ impl Net {
                         return;
                     }
                 };
-                let reason = rt.block_on(run(addr, pin, out_rx, ev_tx.clone()));
+                let reason = rt.block_on(dial_until_left(
+                    addr,
+                    pin,
+                    out_rx,
+                    ev_tx.clone(),
+                    writer_generation,
+                ));
                 let _ = ev_tx.send(NetEvent::Closed(reason));
             })
             .map_err(|e| e.to_string())?;
@@ -65,20 +95,31 @@ impl Net {
             out,
             events,
             thread: Some(thread),
+            generation,
         })
+    }
+
+    /// After [`NetEvent::Dropped`]: what is sent from now on is for the next connection
+    /// (whatever was queued for the dropped one is discarded).
+    pub fn restart(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Sends a message on the reliable stream.
     pub fn send(&self, msg: &ClientMsg) {
         if let Ok(frame) = to_frame(msg) {
-            let _ = self.out.send((false, frame));
+            let _ = self
+                .out
+                .send((self.generation.load(Ordering::SeqCst), false, frame));
         }
     }
 
     /// Sends a message as a datagram (presence: best effort).
     pub fn send_datagram(&self, msg: &ClientMsg) {
         if let Ok(frame) = to_frame(msg) {
-            let _ = self.out.send((true, frame));
+            let _ = self
+                .out
+                .send((self.generation.load(Ordering::SeqCst), true, frame));
         }
     }
 
@@ -105,27 +146,75 @@ impl Drop for Net {
     }
 }
 
+/// How one connection ended.
+enum Ended {
+    /// The app closed the channel: leave.
+    Left(String),
+    /// The connection failed or dropped: dial again.
+    Dropped(String),
+}
+
+/// Connects, and after every drop reports it and connects again, until the app leaves.
+async fn dial_until_left(
+    addr: SocketAddr,
+    pin: [u8; 32],
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    events: std_mpsc::Sender<NetEvent>,
+    generation: Arc<AtomicU64>,
+) -> String {
+    let mut attempt = 0u32;
+    let mut current = generation.load(Ordering::SeqCst);
+    loop {
+        match run(addr, pin, &mut out, &events, current, &mut attempt).await {
+            Ended::Left(why) => return why,
+            Ended::Dropped(why) => {
+                // `run` zeroes `attempt` once a connection is up: a drop of a live connection
+                // (or a first dial that failed) is reported once; further failed dials only
+                // wait longer.
+                if attempt == 0 {
+                    if events.send(NetEvent::Dropped(why)).is_err() {
+                        return "the app is gone".to_owned();
+                    }
+                    // The app answers with `Net::restart`: the next connection writes only
+                    // frames made after it (from the app's new `Hello` on).
+                    current = current.saturating_add(1);
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(redial_delay(attempt)).await;
+                current = current.max(generation.load(Ordering::SeqCst));
+            }
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one connection's life, read top to bottom"
+)]
 async fn run(
     addr: SocketAddr,
     pin: [u8; 32],
-    mut out: mpsc::UnboundedReceiver<(bool, Vec<u8>)>,
-    events: std_mpsc::Sender<NetEvent>,
-) -> String {
+    out: &mut mpsc::UnboundedReceiver<Outgoing>,
+    events: &std_mpsc::Sender<NetEvent>,
+    generation: u64,
+    attempt: &mut u32,
+) -> Ended {
     let endpoint = match meshwork_quic_pin::endpoint(addr, pin) {
         Ok(e) => e,
-        Err(e) => return e,
+        Err(e) => return Ended::Left(e),
     };
     let conn = match endpoint.connect(addr, "meshwork") {
         Ok(c) => match c.await {
             Ok(c) => c,
-            Err(e) => return format!("QUIC connect to {addr}: {e}"),
+            Err(e) => return Ended::Dropped(format!("QUIC connect to {addr}: {e}")),
         },
-        Err(e) => return format!("QUIC connect to {addr}: {e}"),
+        Err(e) => return Ended::Left(format!("QUIC connect to {addr}: {e}")),
     };
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
-        Err(e) => return format!("stream: {e}"),
+        Err(e) => return Ended::Dropped(format!("stream: {e}")),
     };
+    *attempt = 0;
     let reader_events = events.clone();
     let reader = tokio::spawn(async move {
         let mut frames = FrameReader::new();
@@ -163,28 +252,48 @@ async fn run(
         }
     });
     let mut reader = reader;
-    let reason = loop {
+    let ended = loop {
         tokio::select! {
             next = out.recv() => match next {
-                Some((false, frame)) => {
+                // Queued for a connection that dropped: the server would refuse it here.
+                Some((g, _, _)) if g < generation => {}
+                Some((_, false, frame)) => {
                     if let Err(e) = send.write_all(&frame).await {
-                        break format!("write: {e}");
+                        break Ended::Dropped(format!("write: {e}"));
                     }
                 }
-                Some((true, frame)) => {
+                Some((_, true, frame)) => {
                     // Whole frames, header included, as the server's datagram lane expects.
                     let _ = conn.send_datagram(bytes::Bytes::from(frame));
                 }
                 None => {
                     let _ = send.finish();
                     conn.close(0u32.into(), b"leaving");
-                    break "left".to_owned();
+                    break Ended::Left("left".to_owned());
                 }
             },
-            done = &mut reader => break done.unwrap_or_else(|e| e.to_string()),
+            done = &mut reader => {
+                break Ended::Dropped(done.unwrap_or_else(|e| e.to_string()));
+            }
         }
     };
     datagrams.abort();
-    endpoint.wait_idle().await;
-    reason
+    reader.abort();
+    endpoint.close(0u32.into(), b"");
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redial_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn redials_back_off_to_ten_seconds() {
+        let waits: Vec<Duration> = (1..=8).map(redial_delay).collect();
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert_eq!(waits[1], Duration::from_secs(1));
+        assert_eq!(waits[4], Duration::from_secs(8));
+        assert!(waits[5..].iter().all(|w| *w == Duration::from_secs(10)));
+    }
 }

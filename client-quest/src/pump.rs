@@ -53,6 +53,12 @@ impl Pump {
                 NetEvent::Msg(m) => {
                     app.receive(&m);
                 }
+                NetEvent::Dropped(why) => {
+                    // Keep editing: the app signs and keeps edits until the network thread is
+                    // connected again; the new connection starts with the app's new Hello.
+                    net.restart();
+                    app.reconnect(&why);
+                }
                 NetEvent::Closed(why) => return Err(format!("connection closed: {why}")),
             }
         }

@@ -393,3 +393,103 @@ async fn the_controller_extrudes_a_face_and_moves_a_vertex() {
     }
     server.shutdown_and_wait().await;
 }
+
+/// Pumps the headset's app and network (no rendering) until `done` or 20 s.
+fn pump_until(app: &mut App, net: &Net, what: &str, done: impl Fn(&App) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(app) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        meshwork_quest::pump::Pump::receive(app, net).unwrap();
+        for m in app.poll_transmit() {
+            net.send(&m);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The headset's network thread through a server restart: the server shuts down (its
+/// connections close), the headset keeps editing offline, a server comes back on the same
+/// address and store, and the headset reconnects by itself (backoff), resumes from its
+/// replica's position, and its offline edit lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headset_reconnects_by_itself_and_its_offline_edit_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        rtc_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    };
+    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
+    let listeners = Listeners::bind(&settings).unwrap();
+    let server = start(settings.clone(), listeners, data).await.unwrap();
+    let expires = meshwork_server::driver::now_ms() + 3_600_000;
+    let ticket = server.ticket(Role::Editor, expires).unwrap();
+    let quic = server.quic_addr;
+
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+    let headset_ticket = ticket.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let net = Net::connect(&headset_ticket).unwrap();
+        let mut app = App::new(
+            Ed25519Signer::from_seed([7; 32]),
+            headset_ticket.invite.clone(),
+            0.05,
+        );
+        pump_until(&mut app, &net, "the join", App::live);
+        app.spawn_grid(1, 0);
+        pump_until(&mut app, &net, "the first cube's ack", |a| {
+            a.connection().unacked().count() == 0
+                && a.connection().replica().scene().entities.len() == 1
+        });
+        tx.send(()).unwrap();
+        // The server goes away: the headset notices and keeps editing.
+        pump_until(&mut app, &net, "the drop", |a| !a.connection().is_joined());
+        app.spawn_grid(1, 0);
+        assert_eq!(
+            app.connection().unacked().count(),
+            1,
+            "the offline edit is kept"
+        );
+        back_tx.send(()).unwrap();
+        pump_until(
+            &mut app,
+            &net,
+            "the reconnect and the offline edit's ack",
+            |a| a.connection().is_joined() && a.connection().unacked().count() == 0,
+        );
+        pump_until(&mut app, &net, "the replica with both cubes", |a| {
+            a.connection().replica().scene().entities.len() == 2
+        });
+        hex::encode(app.connection().replica().scene().state_hash())
+    });
+    tokio::task::spawn_blocking(move || rx.recv().unwrap())
+        .await
+        .unwrap();
+    server.shutdown_and_wait().await;
+    tokio::task::spawn_blocking(move || back_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // Back on the same address and store (the address the headset's ticket names).
+    let settings = Settings {
+        quic_addr: quic,
+        ..settings
+    };
+    let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
+    let listeners = Listeners::bind(&settings).unwrap();
+    let server = start(settings, listeners, data).await.unwrap();
+    let hash = run.await.unwrap();
+
+    let mut client = Client::join(
+        &server.ticket(Role::Viewer, expires).unwrap(),
+        random_signer(),
+    )
+    .await
+    .unwrap();
+    client.catch_up(2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(client.replica().scene().entities.len(), 2, "each cube once");
+    assert_eq!(hex::encode(client.replica().scene().state_hash()), hash);
+    server.shutdown_and_wait().await;
+}

@@ -3,7 +3,7 @@
 
 import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
 import { connect, type Transport, type TransportKind } from './net';
-import type { Command, ElementKey, EntityView, PresenceEvent, Role, SceneView, Transform } from './state';
+import { reconnectDelayMs, type Command, type ElementKey, type EntityView, type PresenceEvent, type Role, type SceneView, type Transform } from './state';
 
 export type SessionEvent =
   | { type: 'joined'; author: number; role: Role }
@@ -20,13 +20,6 @@ export type SessionEvent =
   | { type: 'element_selection'; author: number; entity: number | null; elements: ElementKey[] }
   | { type: 'closed'; reason: string; message: string }
   | { type: 'reconnecting'; attempt: number; inMs: number; why: string };
-
-/** Waits between reconnect attempts: 0.5 s doubling to 10 s, with ±20 % jitter (so a
- *  restarted server is not met by every client at once). */
-export function reconnectDelayMs(attempt: number, random: number = Math.random()): number {
-  const base = Math.min(10_000, 500 * 2 ** Math.max(0, attempt - 1));
-  return Math.round(base * (0.8 + 0.4 * random));
-}
 
 /** Server close reasons after which reconnecting would only be refused again. */
 const FINAL_CLOSES = new Set(['Kicked', 'ProtocolViolation', 'Untrusted', 'Leaving']);

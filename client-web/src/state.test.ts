@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  reconnectDelayMs,
   applyPresence,
   authorColor,
   authorLabel,
@@ -405,5 +406,16 @@ describe("others' element selections", () => {
     expect(freshElementSelections(m, 1500 + ELEMENT_SELECTION_TTL_MS).size).toBe(1);
     expect(freshElementSelections(m, 1501 + ELEMENT_SELECTION_TTL_MS).size).toBe(0);
     expect(applyElementSelection(m, { author: 2, entity: null, elements: [] }, 1600).size).toBe(0);
+  });
+});
+
+describe('reconnecting', () => {
+  it('backs off from half a second to ten, with jitter around each step', () => {
+    expect(reconnectDelayMs(1, 0.5)).toBe(500);
+    expect(reconnectDelayMs(2, 0.5)).toBe(1000);
+    expect(reconnectDelayMs(5, 0.5)).toBe(8000);
+    expect(reconnectDelayMs(9, 0.5)).toBe(10000);
+    expect(reconnectDelayMs(1, 0)).toBe(400);
+    expect(reconnectDelayMs(1, 1)).toBe(600);
   });
 });

@@ -788,3 +788,13 @@ export function turnOrScaleCommand(
   });
   return { MoveVertices: { entity, moves } };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reconnecting.
+
+/** Waits before reconnect attempt `attempt` (1-based): 0.5 s doubling to 10 s, with ±20 %
+ *  jitter (so a restarted server is not met by every client at once). */
+export function reconnectDelayMs(attempt: number, random: number = Math.random()): number {
+  const base = Math.min(10_000, 500 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(base * (0.8 + 0.4 * random));
+}

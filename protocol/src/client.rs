@@ -374,7 +374,10 @@ impl<S: Signer> ClientConnection<S> {
                 };
                 let signature = proof.sign(&self.signer);
                 // A replica kept in step over a reconnect is caught up from where it is.
-                let resumable = self.last_welcome.as_ref().is_some_and(|w| w.session == session)
+                let resumable = self
+                    .last_welcome
+                    .as_ref()
+                    .is_some_and(|w| w.session == session)
                     && self.replica.is_synced();
                 self.outbox.push_back(if resumable {
                     ClientMsg::Resume(crate::wire::Resume {

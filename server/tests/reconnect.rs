@@ -4,7 +4,12 @@
 //! edits are judged like any concurrent entry — one accepted, one refused as a conflict with
 //! another client's concurrent delete, with the reason — nothing acknowledged is lost or
 //! duplicated, and every replica ends at the server's hash.
-#![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +38,11 @@ fn hex(b: &[u8]) -> String {
 async fn read_until(c: &mut Client, done: impl Fn(&Client) -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done(c) {
-        assert!(Instant::now() < deadline, "timed out: {:?}", c.seen.refusals);
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {:?}",
+            c.seen.refusals
+        );
         let _ = c.next(Duration::from_millis(200)).await;
     }
 }
@@ -175,5 +184,9 @@ async fn a_client_keeps_editing_through_a_server_kill_and_restart() {
     );
     converge(&server, &token, &mut [&mut a, &mut b]).await;
     let ids: Vec<EntityId> = a.replica().scene().entities.keys().copied().collect();
-    assert_eq!(ids, vec![x1, x3], "every acknowledged entry survived, none twice");
+    assert_eq!(
+        ids,
+        vec![x1, x3],
+        "every acknowledged entry survived, none twice"
+    );
 }

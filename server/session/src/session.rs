@@ -1688,9 +1688,7 @@ impl Session {
                     e.body.author,
                     &e.body.command,
                 );
-                let touched = self
-                    .scene
-                    .changed_by(e.body.author, e.id, &e.body.command);
+                let touched = self.scene.changed_by(e.body.author, e.id, &e.body.command);
                 self.fanout_touched.extend(touched.iter().copied());
                 self.recent.remember(touched, self.scene.position);
                 // Replicas keep no undo history: what an undo or redo did reaches them as the

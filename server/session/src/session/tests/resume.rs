@@ -88,7 +88,12 @@ impl World {
     }
 
     fn submit(&mut self, client: ClientId, commands: Vec<Command>) -> Vec<u64> {
-        let entries = self.conns.get_mut(&client).unwrap().submit(commands).unwrap();
+        let entries = self
+            .conns
+            .get_mut(&client)
+            .unwrap()
+            .submit(commands)
+            .unwrap();
         entries
             .iter()
             .map(|e| e.decode_body().unwrap().seq)
@@ -134,7 +139,10 @@ fn a_reconnecting_client_resumes_by_delta_and_its_offline_edits_are_judged_once(
         .submit(vec![Command::Despawn { entity: x2 }, cube(x3)])
         .expect("signed while disconnected");
     assert_eq!(a_conn.unacked().count(), 2, "kept for the reconnect");
-    let seqs: Vec<u64> = offline.iter().map(|e| e.decode_body().unwrap().seq).collect();
+    let seqs: Vec<u64> = offline
+        .iter()
+        .map(|e| e.decode_body().unwrap().seq)
+        .collect();
 
     // A reconnects on a new connection.
     let c3 = ClientId(3);
