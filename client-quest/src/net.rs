@@ -31,6 +31,9 @@ pub enum NetEvent {
     Closed(String),
 }
 
+/// How long one dial may wait for the server's answer.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A frame to write: the connection generation it was made for, whether it is a datagram.
 type Outgoing = (u64, bool, Vec<u8>);
 
@@ -180,7 +183,14 @@ async fn dial_until_left(
                     current = current.saturating_add(1);
                 }
                 attempt = attempt.saturating_add(1);
-                tokio::time::sleep(redial_delay(attempt)).await;
+                // Wait, but not past the app leaving (it joins this thread when it drops `Net`).
+                let until = tokio::time::Instant::now() + redial_delay(attempt);
+                while tokio::time::Instant::now() < until {
+                    if out.is_closed() {
+                        return "left while offline".to_owned();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 current = current.max(generation.load(Ordering::SeqCst));
             }
         }
@@ -204,9 +214,12 @@ async fn run(
         Err(e) => return Ended::Left(e),
     };
     let conn = match endpoint.connect(addr, "meshwork") {
-        Ok(c) => match c.await {
-            Ok(c) => c,
-            Err(e) => return Ended::Dropped(format!("QUIC connect to {addr}: {e}")),
+        // A server that is down answers nothing: give up on this dial after a while and try
+        // again, rather than wait for the whole idle timeout.
+        Ok(c) => match tokio::time::timeout(DIAL_TIMEOUT, c).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Ended::Dropped(format!("QUIC connect to {addr}: {e}")),
+            Err(_) => return Ended::Dropped(format!("QUIC connect to {addr}: no answer")),
         },
         Err(e) => return Ended::Left(format!("QUIC connect to {addr}: {e}")),
     };
