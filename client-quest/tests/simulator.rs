@@ -34,19 +34,24 @@ async fn serve() -> (
     meshwork_protocol::wire::JoinTicket,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        quic_addr: "127.0.0.1:0".parse().unwrap(),
-        rtc_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
+    let settings = loopback(dir.path());
     let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
     let listeners = Listeners::bind(&settings).unwrap();
     let server = start(settings, listeners, data).await.unwrap();
     let expires = meshwork_server::driver::now_ms() + 3_600_000;
     let ticket = server.ticket(Role::Editor, expires).unwrap();
     (dir, server, ticket)
+}
+
+/// Settings for a server on loopback ports the OS picks, its store in `dir`.
+fn loopback(dir: &std::path::Path) -> Settings {
+    Settings {
+        data_dir: dir.to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        rtc_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    }
 }
 
 /// A simulator run's report and its last frame's pixels.
@@ -414,13 +419,7 @@ fn pump_until(app: &mut App, net: &Net, what: &str, done: impl Fn(&App) -> bool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_headset_reconnects_by_itself_and_its_offline_edit_lands() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        quic_addr: "127.0.0.1:0".parse().unwrap(),
-        rtc_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
+    let settings = loopback(dir.path());
     let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
     let listeners = Listeners::bind(&settings).unwrap();
     let server = start(settings.clone(), listeners, data).await.unwrap();

@@ -399,8 +399,11 @@ impl<S: Signer> ClientConnection<S> {
                     .next_back()
                     .map_or(0, |s| s.saturating_add(1));
                 self.next_seq = w.next_seq.max(after_unacked).max(self.next_seq);
+                // Own entries are stamped after the server's clock; what they claim to have
+                // seen comes only from what the replica holds (the snapshot's or the entries'
+                // Lamport times). The clock runs one past the newest entry, so claiming it
+                // would hide a concurrent entry stamped with that time (an edit made offline).
                 self.lamport = self.lamport.max(w.log_position);
-                self.seen = self.seen.max(w.log_position);
                 self.phase = ClientPhase::Joined(w.clone());
                 self.last_welcome = Some(w.clone());
                 // Unacknowledged entries go again, once, as they were signed: the server

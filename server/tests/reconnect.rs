@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshwork_protocol::wire::RefusalCode;
+use meshwork_protocol::wire::{JoinTicket, RefusalCode};
 use meshwork_protocol::{AuthorId, Command, Ed25519Signer, EntityId, Primitive, Transform};
 use meshwork_testkit::Client;
 use meshwork_testkit::http;
@@ -72,7 +72,12 @@ async fn offline_edits_then_resume(
         .refusals
         .iter()
         .find(|r| r.seq == seqs[0])
-        .expect("the conflicting delete is refused");
+        .unwrap_or_else(|| {
+            panic!(
+                "the conflicting delete is refused: {:?} acks {:?} seqs {seqs:?}",
+                a.seen.refusals, a.seen.acks
+            )
+        });
     assert_eq!(refusal.code, RefusalCode::Conflict, "{}", refusal.message);
     assert!(!refusal.message.is_empty(), "with a reason to show");
     assert!(a.seen.acks.contains_key(&seqs[1]), "the add is accepted");
@@ -104,6 +109,20 @@ async fn metric(server: &ServerProcess, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A joins and adds x1 and x2 (acknowledged); x3 is the id of its next cube.
+async fn editor_with_two_cubes(ticket: &JoinTicket) -> (Client, [EntityId; 3]) {
+    let mut a = Client::join(ticket, Ed25519Signer::from_seed([1; 32]))
+        .await
+        .unwrap();
+    let me: AuthorId = a.author();
+    let ids = [1, 2, 3].map(|n| EntityId::new(me, n));
+    a.submit_kept(vec![cube(ids[0]), cube(ids[1])])
+        .await
+        .unwrap();
+    read_until(&mut a, |c| c.unacked() == 0).await;
+    (a, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_off_keeps_editing_and_resumes_on_the_same_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,20 +130,10 @@ async fn a_client_cut_off_keeps_editing_and_resumes_on_the_same_server() {
     let server = ServerProcess::start(BIN, &data, &[]);
     let token = server.admin_token().unwrap();
     let ticket = server.ticket(BIN, &data, "editor");
-    let mut a = Client::join(&ticket, Ed25519Signer::from_seed([1; 32]))
-        .await
-        .unwrap();
+    let (mut a, [x1, x2, x3]) = editor_with_two_cubes(&ticket).await;
     let mut b = Client::join(&ticket, Ed25519Signer::from_seed([2; 32]))
         .await
         .unwrap();
-    let me: AuthorId = a.author();
-    let (x1, x2, x3) = (
-        EntityId::new(me, 1),
-        EntityId::new(me, 2),
-        EntityId::new(me, 3),
-    );
-    a.submit_kept(vec![cube(x1), cube(x2)]).await.unwrap();
-    read_until(&mut a, |c| c.unacked() == 0).await;
     converge(&server, &token, &mut [&mut a, &mut b]).await;
 
     // The path is cut; B deletes x2 meanwhile.
@@ -150,17 +159,7 @@ async fn a_client_keeps_editing_through_a_server_kill_and_restart() {
     let mut server = ServerProcess::start(BIN, &data, &[]);
     let token = server.admin_token().unwrap();
     let ticket = server.ticket(BIN, &data, "editor");
-    let mut a = Client::join(&ticket, Ed25519Signer::from_seed([1; 32]))
-        .await
-        .unwrap();
-    let me: AuthorId = a.author();
-    let (x1, x2, x3) = (
-        EntityId::new(me, 1),
-        EntityId::new(me, 2),
-        EntityId::new(me, 3),
-    );
-    a.submit_kept(vec![cube(x1), cube(x2)]).await.unwrap();
-    read_until(&mut a, |c| c.unacked() == 0).await;
+    let (mut a, [x1, x2, x3]) = editor_with_two_cubes(&ticket).await;
 
     // SIGKILL, then a restart on the same store (a new port: tests bind port 0).
     server.child.kill().unwrap();

@@ -296,25 +296,7 @@ impl Client {
             &build_id,
             protocol_version,
         );
-        let welcome = loop {
-            while let Some(msg) = machine.poll_transmit() {
-                write(&mut send, &msg).await?;
-            }
-            let (_, msg) = recv_msg(&mut inbox, Duration::from_secs(10)).await?;
-            match machine.handle(&msg) {
-                ClientEvent::Joined => {
-                    break machine
-                        .welcome()
-                        .cloned()
-                        .ok_or_else(|| ClientError::Unexpected("welcome".into()))?;
-                }
-                ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
-                ClientEvent::Closed | ClientEvent::Untrusted => {
-                    return Err(ClientError::Closed(None));
-                }
-                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing(_) => {}
-            }
-        };
+        let welcome = handshake(&mut machine, &mut send, &mut inbox).await?;
         Ok(Self {
             endpoint,
             conn,
@@ -447,21 +429,7 @@ impl Client {
         self.conn = conn;
         self.send = send;
         self.paused = paused;
-        loop {
-            self.flush().await?;
-            let (_, msg) = recv_msg(&mut self.inbox, Duration::from_secs(10)).await?;
-            match self.machine.handle(&msg) {
-                ClientEvent::Joined => break,
-                ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
-                ClientEvent::Closed | ClientEvent::Untrusted => {
-                    return Err(ClientError::Closed(None));
-                }
-                ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing(_) => {}
-            }
-        }
-        if let Some(w) = self.machine.welcome().cloned() {
-            self.welcome = w;
-        }
+        self.welcome = handshake(&mut self.machine, &mut self.send, &mut self.inbox).await?;
         // The resubmission of what was not acknowledged.
         self.flush().await
     }
@@ -673,6 +641,33 @@ impl Client {
         let _ = self.send.finish();
         self.conn.close(0u8.into(), b"bye");
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// Drives the machine's join (or rejoin) until the welcome.
+async fn handshake(
+    machine: &mut ClientConnection<Ed25519Signer>,
+    send: &mut quinn::SendStream,
+    inbox: &mut mpsc::Receiver<(Arrival, ServerMsg)>,
+) -> Result<Welcome, ClientError> {
+    loop {
+        while let Some(msg) = machine.poll_transmit() {
+            write(send, &msg).await?;
+        }
+        let (_, msg) = recv_msg(inbox, Duration::from_secs(10)).await?;
+        match machine.handle(&msg) {
+            ClientEvent::Joined => {
+                return machine
+                    .welcome()
+                    .cloned()
+                    .ok_or_else(|| ClientError::Unexpected("welcome".into()));
+            }
+            ClientEvent::Refused(r) => return Err(ClientError::Refused(r)),
+            ClientEvent::Closed | ClientEvent::Untrusted => {
+                return Err(ClientError::Closed(None));
+            }
+            ClientEvent::None | ClientEvent::Synced | ClientEvent::Resyncing(_) => {}
+        }
     }
 }
 
