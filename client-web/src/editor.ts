@@ -213,9 +213,10 @@ export class Editor {
     ticket: string,
     sessionId: string,
     private prefer: TransportKind | null,
+    saved: Uint8Array | null = null,
   ) {
     this.ticket = ticket;
-    this.session = new Session(seed, ticket, sessionId);
+    this.session = new Session(seed, ticket, sessionId, saved);
     this.role = ticketRole(ticket);
     this.sessionLabel.textContent = `Session ${sessionId.slice(0, 8)}`;
     this.exportButton.addEventListener('click', () => void this.exportGltf(ticket, sessionId));
@@ -423,13 +424,18 @@ export class Editor {
     window.addEventListener('keydown', (e) => this.onKey(e));
     window.setInterval(() => this.tick(), 250);
     (window as unknown as { meshwork: unknown }).meshwork = this.debugHandle();
-    try {
-      await this.session.open(this.prefer);
-      this.connection = 'joining';
-    } catch (e) {
-      this.connection = 'offline';
-      this.toast(`Could not connect: ${(e as Error).message}`, 'error');
+    if (this.session.conn.synced()) {
+      // Restored from what a reload while offline kept: the scene and the pending edits show at
+      // once, and editing goes on while the connection comes back.
+      this.synced = true;
+      this.author = this.session.conn.author() ?? null;
+      if (this.author !== null) this.counterKey = `meshwork.counter.${this.session.sessionId}.${this.author}`;
+      this.connection = 'reconnecting';
+      this.refresh();
     }
+    // Never throws: a first connection that fails is retried like a dropped one.
+    await this.session.open(this.prefer);
+    if (this.connection === 'connecting') this.connection = 'joining';
     this.renderStatus();
   }
 
@@ -1693,6 +1699,8 @@ export class Editor {
         t?.close();
         t?.onClose('the connection was cut');
       },
+      /** Unacknowledged entries in the last state kept for a reload (IndexedDB). */
+      keptPending: () => this.session.keptPending,
       /** Submits raw commands (benchmarks and tests that script the protocol). */
       submit: (commands: Command[]) => this.submit(commands),
       /** The editable mesh of an entity (ids and positions), as edit mode reads it. */

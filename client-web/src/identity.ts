@@ -59,3 +59,29 @@ export async function storeDisplayName(name: string): Promise<void> {
     db.close();
   }
 }
+
+const pendingKey = (session: string) => `pending:${session}`;
+
+/** What the session's connection kept while its edits were unacknowledged (its replica, its
+ *  signed entries), or null: a reload while offline goes on from it. */
+export async function loadPending(session: string): Promise<Uint8Array | null> {
+  const db = await open();
+  try {
+    const saved = await request(db.transaction(STORE).objectStore(STORE).get(pendingKey(session)));
+    return saved instanceof Uint8Array ? saved : null;
+  } finally {
+    db.close();
+  }
+}
+
+/** Keeps `saved` for `session` (null: forget it, nothing is pending any more). */
+export async function storePending(session: string, saved: Uint8Array | null): Promise<void> {
+  const db = await open();
+  try {
+    const store = db.transaction(STORE, 'readwrite').objectStore(STORE);
+    if (saved === null) await request(store.delete(pendingKey(session)));
+    else await request(store.put(saved, pendingKey(session)));
+  } finally {
+    db.close();
+  }
+}

@@ -2,7 +2,7 @@
 // `?transport=websocket` skips WebRTC (for networks known to block UDP).
 
 import { Editor } from './editor';
-import { identitySeed } from './identity';
+import { identitySeed, loadPending } from './identity';
 import { landing } from './landing';
 import { loadWasm, ticketSession } from './session';
 import { parseRoute } from './state';
@@ -20,7 +20,9 @@ async function route(): Promise<void> {
     const session = ticketSession(r.ticket);
     if (!session) throw new Error('the invite cannot be read: ask for a new one');
     const prefer = new URLSearchParams(location.search).get('transport') === 'websocket' ? 'websocket' : null;
-    const editor = new Editor(await identitySeed(), r.ticket, session, prefer);
+    // Edits kept while offline (a reload before they reached the server) go on from there.
+    const saved = await loadPending(session).catch(() => null);
+    const editor = new Editor(await identitySeed(), r.ticket, session, prefer, saved);
     await editor.mount(app);
   } catch (e) {
     const p = document.createElement('p');

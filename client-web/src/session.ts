@@ -2,6 +2,7 @@
 // fed by a transport. Emits typed events; the UI never parses frames.
 
 import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
+import { storePending } from './identity';
 import { connect, type Transport, type TransportKind } from './net';
 import { reconnectDelayMs, type Command, type ElementKey, type EntityView, type PresenceEvent, type Role, type SceneView, type Transform } from './state';
 
@@ -59,17 +60,36 @@ export class Session {
   private attempt = 0;
   private prefer: TransportKind | null = null;
 
+  /** Unacknowledged entries in the state last kept for a reload (0: nothing kept). */
+  keptPending = 0;
+  private keepTimer: number | undefined;
+
   constructor(
     seed: Uint8Array,
     readonly ticket: string,
     readonly sessionId: string,
+    saved: Uint8Array | null = null,
   ) {
-    this.conn = new Connection(seed, ticket);
+    let conn: Connection | null = null;
+    if (saved) {
+      try {
+        conn = Connection.restore(seed, ticket, saved);
+      } catch (e) {
+        console.warn(`meshwork: the edits kept for this session could not be restored (${String(e)})`);
+      }
+    }
+    this.conn = conn ?? new Connection(seed, ticket);
+    this.keptPending = conn ? this.conn.unacked_count() : 0;
   }
 
+  /** Connects (WebRTC, else the WebSocket); a failure is retried with backoff, like a drop. */
   async open(prefer: TransportKind | null): Promise<void> {
     this.prefer = prefer;
-    await this.attach();
+    try {
+      await this.attach();
+    } catch (e) {
+      this.retry((e as Error).message);
+    }
     this.pingTimer = window.setInterval(() => {
       if (!this.transport) return;
       this.conn.ping(performance.now());
@@ -130,6 +150,25 @@ export class Session {
       this.onEvent(e);
     }
     this.flush();
+    this.keep();
+  }
+
+  /** Keeps the connection's state for a reload while edits are unacknowledged (debounced: the
+   *  scene is encoded once per burst), and forgets it once nothing is pending. */
+  private keep(): void {
+    const pending = this.conn.unacked_count();
+    if (pending === 0 && this.keptPending === 0) return;
+    window.clearTimeout(this.keepTimer);
+    this.keepTimer = window.setTimeout(() => {
+      const now = this.conn.unacked_count();
+      const saved = now > 0 ? (this.conn.save() ?? null) : null;
+      storePending(this.sessionId, saved).then(
+        () => {
+          this.keptPending = saved ? now : 0;
+        },
+        (e: unknown) => console.warn(`meshwork: could not keep pending edits (${String(e)})`),
+      );
+    }, 300);
   }
 
   /** Own edits not yet acknowledged (made offline included). */
@@ -155,6 +194,7 @@ export class Session {
     if (commands.length === 0) return [];
     const seqs = Array.from(this.conn.submit_batch_json(JSON.stringify(commands)));
     this.flush();
+    this.keep();
     return seqs;
   }
 
@@ -163,6 +203,7 @@ export class Session {
     if (commands.length === 0) return [];
     const seqs = Array.from(this.conn.submit_step_json(JSON.stringify(commands), label));
     this.flush();
+    this.keep();
     return seqs;
   }
 

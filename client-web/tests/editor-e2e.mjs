@@ -529,6 +529,68 @@ try {
     .then(() => true, () => false);
   check('nothing is left pending after the reconnect', noPending, String(await A.page.getByTestId('connection').textContent()));
 
+  // Offline edits that survive a reload: A's transports are blocked (signaling, the WebSocket)
+  // and its connection cut; C deletes the sphere A added; A, offline, deletes it too (a
+  // conflict) and adds a cube, reloads while still offline (the edits are kept in IndexedDB),
+  // then the network comes back: the add lands at B, the delete is refused with its reason.
+  let blocked = true;
+  await A.page.route(/\/api\/v1\/sessions\/[^/]+\/rtc/, (r) => (blocked ? r.abort() : r.continue()));
+  await A.page.route(/\/api\/v1\/server\?/, (r) => (blocked ? r.abort() : r.continue()));
+  await A.page.routeWebSocket(/\/api\/v1\/sessions\/.*\/ws$/, (ws) => (blocked ? ws.close() : ws.connectToServer()));
+  const sphere = await A.page.evaluate(() => window.meshwork.state().entities);
+  const sphereId = await A.page
+    .locator('.outliner button[data-entity]', { hasText: 'Sphere' })
+    .first()
+    .getAttribute('data-entity');
+  await A.page.evaluate(() => window.meshwork.dropConnection());
+  await A.page.waitForSelector('[data-testid=connection][data-state=reconnecting]', { timeout: 5000 });
+  const atB = (await state(B.page)).entities;
+  await C.page.evaluate((id) => window.meshwork.submit([{ Despawn: { entity: Number(id) } }]), sphereId);
+  const goneAtB = await B.page
+    .waitForFunction((n) => window.meshwork.state().entities === n - 1, atB, { timeout: 5000 })
+    .then(() => true, () => false);
+  check('C deletes the sphere while A is offline', goneAtB);
+  await A.page.locator(`.outliner button[data-entity="${sphereId}"]`).click();
+  await A.page.getByRole('button', { name: 'Delete', exact: true }).click();
+  await A.page.getByRole('button', { name: 'Add cube' }).click();
+  const kept = await A.page
+    .waitForFunction(() => window.meshwork.keptPending() >= 2, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  check('A\'s offline edits are kept for a reload', kept, String(await A.page.getByTestId('connection').textContent()));
+  // The delete and the add, each with the selection change the editor sends with it.
+  const pendingBefore = Number(await A.page.getByTestId('connection').getAttribute('data-pending'));
+  await A.page.reload();
+  await A.page.waitForSelector('[data-testid=connection][data-state=reconnecting]', { timeout: 20000 });
+  const restored = Number(await A.page.getByTestId('connection').getAttribute('data-pending'));
+  check('after the reload, still offline, the edits are pending', restored === pendingBefore && restored >= 2,
+    String(await A.page.getByTestId('connection').textContent()));
+  check('the reloaded page shows the scene it had', (await state(A.page)).entities === sphere,
+    JSON.stringify(await state(A.page)));
+  blocked = false;
+  await A.page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 30000 });
+  const addLanded = await B.page
+    .waitForFunction((n) => window.meshwork.state().entities === n, atB, { timeout: 10000 })
+    .then(() => true, () => false);
+  check('B sees the cube A added offline', addLanded, JSON.stringify(await state(B.page)));
+  const refusedShown = await A.page
+    .locator('.toast')
+    .filter({ hasText: 'Conflict' })
+    .first()
+    .textContent({ timeout: 10000 })
+    .catch(() => null);
+  check('A sees its offline delete refused, with the reason', refusedShown !== null, String(refusedShown));
+  const emptied = await A.page
+    .waitForFunction(() => document.querySelector('[data-testid=connection]')?.getAttribute('data-pending') === '0', null, {
+      timeout: 10000,
+    })
+    .then(() => true, () => false);
+  check('nothing pending once both are judged', emptied);
+  const kept0 = await A.page
+    .waitForFunction(() => window.meshwork.keptPending() === 0, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  check('what was kept for the reload is forgotten', kept0);
+  await A.page.screenshot({ path: join(artifacts, 'offline-reload-a.png') });
+
   // Telemetry overlay toggles with T.
   await A.page.locator('body').press('t');
   const rtt = await A.page.getByLabel('Telemetry').textContent();

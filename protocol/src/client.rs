@@ -23,6 +23,28 @@ use crate::wire::{
 /// [`ClientConnection::submit`] refuses more, by default.
 pub const DEFAULT_MAX_UNACKED: usize = 10_000;
 
+/// What a client keeps across a restart of the application (the browser keeps it in IndexedDB
+/// while edits are unacknowledged, so a reload while offline loses none): who it is in the
+/// session, its counters, its unacknowledged entries and its replica's scene.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedClient {
+    /// The last welcome.
+    pub welcome: Welcome,
+    /// The next sequence number to sign with.
+    pub next_seq: u64,
+    /// The Lamport clock for stamping own entries.
+    pub lamport: u64,
+    /// What own entries claim to have seen.
+    pub seen: u64,
+    /// The largest entity counter handed out.
+    pub last_counter: u32,
+    /// Unacknowledged entries, in sequence order.
+    pub unacked: Vec<SignedEntry>,
+    /// The replica's scene (`Scene::encode`) when it was in step, so a restored client resumes
+    /// from its position; `None`: it joins afresh (a snapshot).
+    pub scene: Option<serde_bytes::ByteBuf>,
+}
+
 /// Most entries in one `Submit` when a reconnect submits the unacknowledged ones again.
 const RESUBMIT_CHUNK: usize = 256;
 
@@ -333,6 +355,67 @@ impl<S: Signer> ClientConnection<S> {
             public_key: self.signer.public_key(),
             invite: self.invite.clone(),
         }));
+    }
+
+    /// What to keep across a restart of the application ([`SavedClient`], postcard), once
+    /// joined.
+    #[must_use]
+    pub fn save(&self) -> Option<Vec<u8>> {
+        let saved = SavedClient {
+            welcome: self.last_welcome.clone()?,
+            next_seq: self.next_seq,
+            lamport: self.lamport,
+            seen: self.seen,
+            last_counter: self.last_counter,
+            unacked: self.unacked.values().cloned().collect(),
+            scene: self
+                .replica
+                .is_synced()
+                .then(|| serde_bytes::ByteBuf::from(self.replica.scene().encode())),
+        };
+        postcard::to_allocvec(&saved).ok()
+    }
+
+    /// A connection that goes on from `saved` ([`ClientConnection::save`]): the `Hello` is
+    /// queued, the challenge is answered with a `Resume` from the saved replica's position, and
+    /// the saved unacknowledged entries go out once welcomed.
+    ///
+    /// # Errors
+    /// Bytes that are not a saved client, one of another session than `invite`'s, or a scene
+    /// that does not decode.
+    pub fn restore(
+        signer: S,
+        invite: Invite,
+        build_id: &str,
+        saved: &[u8],
+    ) -> Result<Self, String> {
+        let saved: SavedClient = postcard::from_bytes(saved)
+            .map_err(|e| alloc::format!("not a saved connection: {e}"))?;
+        if invite.claimed_session() != Some(saved.welcome.session) {
+            return Err("the saved connection is for another session".into());
+        }
+        let mut c = Self::new(signer, invite, build_id);
+        if let Some(scene) = &saved.scene {
+            c.replica = Replica::restored(crate::scene::Scene::decode(scene)?);
+            c.tracker.all = true;
+        }
+        c.next_seq = saved.next_seq;
+        c.lamport = saved.lamport;
+        c.seen = saved.seen;
+        c.last_counter = saved.last_counter;
+        for e in saved.unacked {
+            if let Ok(b) = e.decode_body() {
+                c.unacked.insert(b.seq, e);
+            }
+        }
+        c.last_welcome = Some(saved.welcome);
+        Ok(c)
+    }
+
+    /// The last welcome (kept while reconnecting).
+    #[must_use]
+    pub const fn joined_as(&self) -> Option<&Welcome> {
+        self.last_welcome.as_ref()
     }
 
     /// Bounds the unacknowledged entries kept (edits made offline included; default
@@ -664,6 +747,55 @@ mod tests {
                 role: Role::Editor,
             }],
         })
+    }
+
+    /// What a page keeps across a reload while offline: a restored connection is the same
+    /// author with the same replica and unacknowledged entries, and resumes from its position.
+    #[test]
+    fn a_saved_connection_restores_and_resumes_where_it_was() {
+        let mut c = joined();
+        let e = c.next_entity_id(0).unwrap();
+        c.reconnect();
+        let kept = c
+            .submit(vec![Command::Spawn {
+                entity: e,
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            }])
+            .expect("signed while disconnected");
+        let saved = c.save().expect("joined once");
+        let invite = c.invite.clone();
+        let mut r =
+            ClientConnection::restore(Ed25519Signer::from_seed([1; 32]), invite, "test", &saved)
+                .unwrap();
+        assert_eq!(r.author(), c.author());
+        assert!(r.replica().is_synced());
+        assert_eq!(r.replica().scene(), c.replica().scene());
+        assert_eq!(r.unacked().cloned().collect::<Vec<_>>(), kept);
+        assert!(matches!(r.poll_transmit(), Some(ClientMsg::Hello(_))));
+        r.handle(&ServerMsg::Challenge(Challenge {
+            nonce: [2; 32],
+            server_build_id: "server".into(),
+        }));
+        assert!(
+            matches!(r.poll_transmit(), Some(ClientMsg::Resume(m)) if m.position == c.replica().scene().position)
+        );
+        let other = Invite::mint(
+            &InviteBody {
+                domain: Domain::Invite,
+                session: crate::ids::SessionId([4; 16]),
+                role: Role::Editor,
+                expires_at_ms: u64::MAX,
+                invite_id: [1; 16],
+            },
+            &Ed25519Signer::from_seed([9; 32]),
+        )
+        .unwrap();
+        assert!(
+            ClientConnection::restore(Ed25519Signer::from_seed([1; 32]), other, "test", &saved)
+                .is_err(),
+            "not into another session"
+        );
     }
 
     #[test]

@@ -156,6 +156,17 @@ impl Replica {
         Self::default()
     }
 
+    /// A replica in step with `scene` (kept by the application across a restart): the roster
+    /// comes with the catch-up, before anything applies.
+    #[must_use]
+    pub fn restored(scene: Scene) -> Self {
+        Self {
+            scene,
+            synced: true,
+            ..Self::default()
+        }
+    }
+
     /// The scene as replicated so far.
     #[must_use]
     pub const fn scene(&self) -> &Scene {

@@ -18,6 +18,9 @@ use meshwork_protocol::{Command, Ed25519Signer, EntityId, FrameReader, Signer as
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 
+/// The build id every connection of this package announces.
+const BUILD_ID: &str = concat!("meshwork-wasm ", env!("CARGO_PKG_VERSION"));
+
 fn err(e: impl core::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -56,13 +59,41 @@ impl Connection {
             .map_err(|_| err("the seed must be 32 bytes"))?;
         let ticket = JoinTicket::from_text(ticket).map_err(err)?;
         let signer = Ed25519Signer::from_seed(seed);
-        let public_key = signer.public_key().0.to_vec();
-        Ok(Self {
-            inner: ClientConnection::new(
-                signer,
-                ticket.invite,
-                concat!("meshwork-wasm ", env!("CARGO_PKG_VERSION")),
-            ),
+        Ok(Self::around(ClientConnection::new(
+            signer,
+            ticket.invite,
+            BUILD_ID,
+        )))
+    }
+
+    /// A connection that goes on from `saved` ([`Self::save`], kept by the page in IndexedDB):
+    /// same seed and ticket; the replica shows the saved scene at once, the unacknowledged
+    /// entries are kept and go out once joined, and the join resumes from the saved position.
+    ///
+    /// # Errors
+    /// A bad seed or ticket, or saved bytes that do not restore (another session, damaged).
+    pub fn restore(seed: &[u8], ticket: &str, saved: &[u8]) -> Result<Self, JsError> {
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| err("the seed must be 32 bytes"))?;
+        let ticket = JoinTicket::from_text(ticket).map_err(err)?;
+        let signer = Ed25519Signer::from_seed(seed);
+        let inner =
+            ClientConnection::restore(signer, ticket.invite, BUILD_ID, saved).map_err(err)?;
+        Ok(Self::around(inner))
+    }
+
+    /// What to keep across a reload while edits are unacknowledged (`undefined` before the
+    /// first join).
+    #[must_use]
+    pub fn save(&self) -> Option<Vec<u8>> {
+        self.inner.save()
+    }
+
+    fn around(inner: ClientConnection<Ed25519Signer>) -> Self {
+        let public_key = inner.signer().public_key().0.to_vec();
+        Self {
+            inner,
             reader: FrameReader::new(),
             public_key,
             extra: Vec::new(),
@@ -70,7 +101,7 @@ impl Connection {
             preview: None,
             held: Pending::new(),
             triangulated: std::cell::RefCell::new(None),
-        })
+        }
     }
 
     /// The public key (32 bytes).
@@ -398,7 +429,7 @@ impl Connection {
     /// The role granted by the invite (`viewer`, `editor`, `admin`), once joined.
     #[must_use]
     pub fn role(&self) -> Option<String> {
-        self.inner.welcome().map(|w| {
+        self.inner.joined_as().map(|w| {
             serde_json::to_value(w.role)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
