@@ -783,7 +783,7 @@ mod tests {
         let other = Invite::mint(
             &InviteBody {
                 domain: Domain::Invite,
-                session: crate::ids::SessionId([4; 16]),
+                session: SessionId([4; 16]),
                 role: Role::Editor,
                 expires_at_ms: u64::MAX,
                 invite_id: [1; 16],
