@@ -113,6 +113,13 @@ describe('refusal toasts', () => {
       'Not allowed: viewers cannot Spawn',
     );
     expect(refusalText({ code: 'conflict', message: 'x' })).toMatch(/^Conflict/);
+    expect(
+      refusalText(
+        { code: 'conflict', message: 'an edit by author#3 to entity#100000004 came first, and this one was made without seeing it' },
+        1,
+        { '3': 'Cy' },
+      ),
+    ).toBe('Conflict: an edit by Cy to entity#100000004 came first, and this one was made without seeing it');
     expect(refusalText({ code: 'replay', message: 'seq 3 reused' })).toBe('Refused (replay): seq 3 reused');
   });
 });

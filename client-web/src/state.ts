@@ -231,7 +231,8 @@ export function refusalText(r: Refusal, me: number | null = null, names: Record<
     case 'permission':
       return `Not allowed: ${r.message}`;
     case 'conflict':
-      return `Conflict: someone changed this first (${r.message})`;
+      // The server names who and what (`author#N`, `entity#…`); the toast puts names there.
+      return `Conflict: ${namedAuthors(r.message, me, names)}`;
     case 'rate_limited':
       return `Slow down: ${r.message}`;
     default:

@@ -152,6 +152,35 @@ pub enum Scope {
     },
 }
 
+/// For people (refusal messages): `entity#…` and `author#…` as their `Display` writes them, so
+/// a client can put names in their place.
+impl core::fmt::Display for Scope {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Global => f.write_str("the session's settings"),
+            Self::Entity { entity, facet } => match facet {
+                Facet::Existence => write!(f, "{entity}"),
+                Facet::Transform => write!(f, "the placement of {entity}"),
+                Facet::Name => write!(f, "the name of {entity}"),
+                Facet::Color => write!(f, "the colour of {entity}"),
+                Facet::Material => write!(f, "the material of {entity}"),
+                Facet::Topology => write!(f, "the mesh of {entity}"),
+            },
+            Self::Tool { author, tool } => write!(f, "tool {} of {author}", tool.0),
+            Self::Selection { author } => write!(f, "the selection of {author}"),
+            Self::MeshElement { entity, element } => match element {
+                MeshElement::Edge(i) => write!(f, "half-edge {} of {entity}", i.0),
+                MeshElement::Face(i) => write!(f, "face #{} of {entity}", i.0),
+                MeshElement::Vertex(v) => write!(f, "{v} of {entity}"),
+                MeshElement::EdgeId(e) => write!(f, "{e} of {entity}"),
+                MeshElement::FaceId(k) => write!(f, "{k} of {entity}"),
+            },
+            Self::History { author } => write!(f, "the undo history of {author}"),
+            Self::Profile { author } => write!(f, "the display name of {author}"),
+        }
+    }
+}
+
 /// Payload-free name of a command variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[allow(missing_docs)] // reason: each names the `Command` variant of the same name
@@ -499,6 +528,25 @@ pub const fn check_permission(role: Role, kind: CommandKind) -> Result<(), Permi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_read_as_what_people_call_them() {
+        let e = EntityId::new(AuthorId(1), 4);
+        let whole = Scope::Entity {
+            entity: e,
+            facet: Facet::Existence,
+        };
+        assert_eq!(whole.to_string(), "entity#100000004");
+        let name = Scope::Entity {
+            entity: e,
+            facet: Facet::Name,
+        };
+        assert_eq!(name.to_string(), "the name of entity#100000004");
+        let profile = Scope::Profile {
+            author: AuthorId(3),
+        };
+        assert_eq!(profile.to_string(), "the display name of author#3");
+    }
 
     #[test]
     fn roles_are_ordered() {

@@ -161,7 +161,10 @@ pub enum Refusal {
     #[error("{0}")]
     Undo(meshwork_protocol::history::UndoRefusal),
     /// A concurrent entry earlier in total order holds the scope.
-    #[error("conflicts with {with} on {scope:?}, which was not seen when this was issued")]
+    #[error(
+        "an edit by {author} to {scope} came first, and this one was made without seeing it",
+        author = .with.author
+    )]
     Conflict {
         /// The entry that holds the scope.
         with: CommandId,
