@@ -553,8 +553,12 @@ try {
   await A.page.locator(`.outliner button[data-entity="${sphereId}"]`).click();
   await A.page.getByRole('button', { name: 'Delete', exact: true }).click();
   await A.page.getByRole('button', { name: 'Add cube' }).click();
+  // Everything pending is kept (the state is saved 300 ms after the last change).
   const kept = await A.page
-    .waitForFunction(() => window.meshwork.keptPending() >= 2, null, { timeout: 5000 })
+    .waitForFunction(() => {
+      const pending = Number(document.querySelector('[data-testid=connection]')?.getAttribute('data-pending'));
+      return pending >= 2 && window.meshwork.keptPending() === pending;
+    }, null, { timeout: 5000 })
     .then(() => true, () => false);
   check('A\'s offline edits are kept for a reload', kept, String(await A.page.getByTestId('connection').textContent()));
   // The delete and the add, each with the selection change the editor sends with it.
