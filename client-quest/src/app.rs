@@ -425,6 +425,15 @@ impl App {
         if event == ClientEvent::Synced {
             self.announce_name();
         }
+        // Back after a drop: the panel's last line said "offline".
+        if event == ClientEvent::Joined
+            && self
+                .notices
+                .last()
+                .is_some_and(|n| n.starts_with("offline"))
+        {
+            self.notices.push("back online".to_owned());
+        }
         event
     }
 

@@ -462,6 +462,12 @@ async fn the_headset_reconnects_by_itself_and_its_offline_edit_lands() {
         pump_until(&mut app, &net, "the replica with both cubes", |a| {
             a.connection().replica().scene().entities.len() == 2
         });
+        assert_eq!(
+            app.notices.last().map(String::as_str),
+            Some("back online"),
+            "the panel said offline, then says so: {:?}",
+            app.notices
+        );
         hex::encode(app.connection().replica().scene().state_hash())
     });
     tokio::task::spawn_blocking(move || rx.recv().unwrap())
