@@ -1582,6 +1582,18 @@ mod edit_preview_tests {
         (app, cube)
     }
 
+    /// The entries `app` has queued for the server, in order.
+    fn submitted(app: &mut App) -> Vec<SignedEntry> {
+        app.poll_transmit()
+            .into_iter()
+            .filter_map(|m| match m {
+                ClientMsg::Submit(s) => Some(s.entries),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// The headset's name goes out as a signed entry once the scene is in, and not again while
     /// the scene shows it.
     #[test]
@@ -1589,15 +1601,7 @@ mod edit_preview_tests {
         let (mut app, _) = with_cube();
         app.set_display_name("  Ada\u{7} on Quest  ");
         assert_eq!(app.display_name(), "Ada on Quest");
-        let sent: Vec<SignedEntry> = app
-            .poll_transmit()
-            .into_iter()
-            .filter_map(|m| match m {
-                ClientMsg::Submit(s) => Some(s.entries),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let sent = submitted(&mut app);
         assert_eq!(sent.len(), 1);
         let body = sent[0].decode_body().unwrap_or_else(|_| unreachable!());
         assert_eq!(
@@ -1645,15 +1649,7 @@ mod edit_preview_tests {
             }],
             None,
         );
-        let sent: Vec<SignedEntry> = app
-            .poll_transmit()
-            .into_iter()
-            .filter_map(|m| match m {
-                ClientMsg::Submit(s) => Some(s.entries),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let sent = submitted(&mut app);
         assert_eq!(sent.len(), 2);
         let body = |e: &SignedEntry| e.decode_body().unwrap_or_else(|_| unreachable!());
         let (drag, select) = (body(&sent[0]), body(&sent[1]));

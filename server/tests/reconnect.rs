@@ -109,6 +109,28 @@ async fn metric(server: &ServerProcess, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A, back on `server` after its offline edits (see [`offline_edits_then_resume`]), was caught
+/// up by a delta from its position (not a snapshot); both replicas end at the server's hash
+/// holding x1 and x3 only: nothing lost, nothing twice.
+async fn resumed_and_converged(
+    server: &ServerProcess,
+    token: &str,
+    [a, b]: [&mut Client; 2],
+    [x1, x2, x3]: [EntityId; 3],
+    cert: [u8; 32],
+) {
+    offline_edits_then_resume(a, &server.quic, cert, x2, x3).await;
+    assert_eq!(
+        metric(server, "meshwork_resumes_total").await,
+        1.0,
+        "caught up by a delta from its position (after a restart too: the replay rebuilds the \
+         window)"
+    );
+    converge(server, token, &mut [&mut *a, &mut *b]).await;
+    let ids: Vec<EntityId> = a.replica().scene().entities.keys().copied().collect();
+    assert_eq!(ids, vec![x1, x3], "nothing lost, nothing twice");
+}
+
 /// A joins and adds x1 and x2 (acknowledged); x3 is the id of its next cube.
 async fn editor_with_two_cubes(ticket: &JoinTicket) -> (Client, [EntityId; 3]) {
     let mut a = Client::join(ticket, Ed25519Signer::from_seed([1; 32]))
@@ -141,15 +163,14 @@ async fn a_client_cut_off_keeps_editing_and_resumes_on_the_same_server() {
     b.submit_acked(vec![Command::Despawn { entity: x2 }], WAIT)
         .await
         .unwrap();
-    offline_edits_then_resume(&mut a, &server.quic, ticket.cert_sha256, x2, x3).await;
-    assert_eq!(
-        metric(&server, "meshwork_resumes_total").await,
-        1.0,
-        "caught up by a delta from its position, not a snapshot"
-    );
-    converge(&server, &token, &mut [&mut a, &mut b]).await;
-    let ids: Vec<EntityId> = a.replica().scene().entities.keys().copied().collect();
-    assert_eq!(ids, vec![x1, x3], "nothing lost, nothing twice");
+    resumed_and_converged(
+        &server,
+        &token,
+        [&mut a, &mut b],
+        [x1, x2, x3],
+        ticket.cert_sha256,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,18 +195,12 @@ async fn a_client_keeps_editing_through_a_server_kill_and_restart() {
     b.submit_acked(vec![Command::Despawn { entity: x2 }], WAIT)
         .await
         .unwrap();
-    offline_edits_then_resume(&mut a, &server.quic, ticket.cert_sha256, x2, x3).await;
-    assert_eq!(
-        metric(&server, "meshwork_resumes_total").await,
-        1.0,
-        "the restarted server still catches a replica up by delta (the window is rebuilt by \
-         the replay)"
-    );
-    converge(&server, &token, &mut [&mut a, &mut b]).await;
-    let ids: Vec<EntityId> = a.replica().scene().entities.keys().copied().collect();
-    assert_eq!(
-        ids,
-        vec![x1, x3],
-        "every acknowledged entry survived, none twice"
-    );
+    resumed_and_converged(
+        &server,
+        &token,
+        [&mut a, &mut b],
+        [x1, x2, x3],
+        ticket.cert_sha256,
+    )
+    .await;
 }
