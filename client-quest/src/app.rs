@@ -321,15 +321,7 @@ impl App {
     /// [`Command::SetDisplayName`] once the scene is loaded and whenever it differs from the
     /// scene's. Cut to the protocol's limit; control characters dropped.
     pub fn set_display_name(&mut self, name: &str) {
-        let mut name: String = name.chars().filter(|c| !c.is_control()).collect();
-        let mut end = name
-            .len()
-            .min(meshwork_protocol::command::MAX_DISPLAY_NAME_BYTES);
-        while !name.is_char_boundary(end) {
-            end = end.saturating_sub(1);
-        }
-        name.truncate(end);
-        self.display_name = name.trim().to_owned();
+        self.display_name = meshwork_protocol::command::clean_display_name(name);
         self.announce_name();
     }
 

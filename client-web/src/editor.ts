@@ -2,7 +2,7 @@
 // viewport, and the session. Every edit becomes signed commands; the replica (server order)
 // decides what is shown, with local previews for drags until the server has spoken.
 
-import { Session, ticketRole, transformCommands, type SessionEvent } from './session';
+import { Session, cleanDisplayName, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
 import { UploadRefused, fromHex, packGltf, uploadAsset } from './upload';
 import { storeDisplayName, storedDisplayName } from './identity';
@@ -11,7 +11,6 @@ import {
   applyPresence,
   authorColor,
   authorLabel,
-  cleanDisplayName,
   bytesPerSecond,
   canEdit,
   displayName,

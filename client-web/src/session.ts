@@ -1,7 +1,7 @@
 // The editor's connection to one session: the wasm protocol client (handshake, signing, replica)
 // fed by a transport. Emits typed events; the UI never parses frames.
 
-import init, { Connection, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
+import init, { Connection, clean_display_name, ticket_role, ticket_session, transform_commands } from '../pkg/meshwork_wasm.js';
 import { storePending } from './identity';
 import { connect, type Transport, type TransportKind } from './net';
 import { reconnectDelayMs, type Command, type ElementKey, type EntityView, type PresenceEvent, type Role, type SceneView, type Transform } from './state';
@@ -35,6 +35,11 @@ export function loadWasm(): Promise<unknown> {
 
 export function ticketSession(ticket: string): string | null {
   return ticket_session(ticket) ?? null;
+}
+
+/** A typed display name made one the protocol accepts (its rule, through wasm). */
+export function cleanDisplayName(typed: string): string {
+  return clean_display_name(typed);
 }
 
 export function ticketRole(ticket: string): Role | null {

@@ -4,7 +4,6 @@ import {
   applyPresence,
   authorColor,
   authorLabel,
-  cleanDisplayName,
   bytesPerSecond,
   canEdit,
   displayName,
@@ -214,12 +213,6 @@ describe('undo and history', () => {
     expect(historyRows([step({ author: 3 })], 1, names)[0].who).toBe('Ada');
   });
 
-  it('cleans a typed display name to what the protocol accepts', () => {
-    expect(cleanDisplayName('  Ada\u0007 Lovelace \n')).toBe('Ada Lovelace');
-    const long = cleanDisplayName('é'.repeat(40));
-    expect(new TextEncoder().encode(long).length).toBeLessThanOrEqual(64);
-    expect(long).toBe('é'.repeat(32));
-  });
 
 });
 

@@ -33,19 +33,6 @@ export interface SceneView {
   members: { author: number; role: string }[];
 }
 
-/** Longest display name the protocol accepts, in bytes of UTF-8. */
-export const MAX_DISPLAY_NAME_BYTES = 64;
-
-/** A display name as typed, made valid: control characters dropped, trimmed, cut to the byte
- *  limit on a character boundary. */
-export function cleanDisplayName(typed: string): string {
-  // eslint-disable-next-line no-control-regex
-  let name = typed.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
-  const bytes = new TextEncoder();
-  while (bytes.encode(name).length > MAX_DISPLAY_NAME_BYTES) name = [...name].slice(0, -1).join('');
-  return name;
-}
-
 /** How the editor names an author: "You" for the user, else the name they chose, else
  *  "Author N". */
 export function authorLabel(author: number, me: number | null, names: Record<string, string> = {}, you = 'You'): string {

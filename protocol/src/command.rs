@@ -17,6 +17,21 @@ pub const MAX_COORDINATE_M: f32 = 1.0e5;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest display name of a member, in bytes of UTF-8.
 pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+/// A display name as typed, made one [`Command::SetDisplayName`] accepts: control characters
+/// dropped, trimmed, cut to [`MAX_DISPLAY_NAME_BYTES`] on a character boundary. The rule both
+/// clients use (the browser through wasm).
+#[must_use]
+pub fn clean_display_name(typed: &str) -> String {
+    let mut name = String::new();
+    for c in typed.trim().chars().filter(|c| !c.is_control()) {
+        if name.len().saturating_add(c.len_utf8()) > MAX_DISPLAY_NAME_BYTES {
+            break;
+        }
+        name.push(c);
+    }
+    name.trim().into()
+}
+
 /// Most entities one selection command may name.
 pub const MAX_SELECTION: usize = 1024;
 /// Most cuts one face subdivision may ask for.
@@ -744,6 +759,19 @@ fn snap(field: &'static str, step: Option<f32>) -> Result<(), PayloadError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_typed_display_name_is_made_one_the_command_accepts() {
+        assert_eq!(clean_display_name("  Ada\u{7} Lovelace \n"), "Ada Lovelace");
+        let long = clean_display_name(&"é".repeat(40));
+        assert_eq!(long, "é".repeat(32));
+        assert!(
+            Command::SetDisplayName { name: long }
+                .validate(AuthorId(1))
+                .is_ok()
+        );
+    }
+
     use super::*;
 
     const ME: AuthorId = AuthorId(3);

@@ -1048,6 +1048,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A display name as typed, made one `SetDisplayName` accepts (the protocol's rule, the one the
+/// headset uses too): control characters dropped, trimmed, at most 64 bytes.
+#[wasm_bindgen]
+#[must_use]
+pub fn clean_display_name(typed: &str) -> String {
+    meshwork_protocol::command::clean_display_name(typed)
+}
+
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
 /// page needs it to choose the WebRTC / WebSocket endpoint before joining.
 #[wasm_bindgen]
