@@ -227,6 +227,8 @@ pub struct App {
     frames: u64,
     /// The name the others see ([`App::set_display_name`]).
     display_name: String,
+    /// The server ended the session for this client for good: a drop is not redialled.
+    closed_for_good: bool,
     /// The mesh gesture in progress, if any.
     gesture: Option<MeshGesture>,
     /// Entities drawn with another mesh than the replica's: a gesture's result, kept after
@@ -313,6 +315,7 @@ impl App {
             previewing: Vec::new(),
             frames: 0,
             display_name: String::new(),
+            closed_for_good: false,
         }
     }
 
@@ -331,6 +334,14 @@ impl App {
     pub fn reconnect(&mut self, why: &str) {
         self.conn.reconnect();
         self.notices.push(format!("offline: {why}"));
+    }
+
+    /// Whether the server ended the session for this client for good (kicked, a protocol
+    /// violation, a refused join) or the server was not trusted: a drop then ends the app's
+    /// connection instead of a redial.
+    #[must_use]
+    pub const fn closed_for_good(&self) -> bool {
+        self.closed_for_good
     }
 
     /// The name this headset goes by.
@@ -416,6 +427,20 @@ impl App {
         }
         if event == ClientEvent::Synced {
             self.announce_name();
+        }
+        // A close the server means for good (kicked: this key joined elsewhere; a protocol
+        // violation; a refused join) or a server this client does not trust: no redial.
+        let final_close = match msg {
+            ServerMsg::Close(c) => matches!(
+                c.reason,
+                meshwork_protocol::wire::CloseReason::Kicked
+                    | meshwork_protocol::wire::CloseReason::ProtocolViolation
+            ),
+            ServerMsg::JoinRefused(_) => true,
+            _ => event == ClientEvent::Untrusted,
+        };
+        if final_close {
+            self.closed_for_good = true;
         }
         // Back after a drop: the panel's last line said "offline".
         if event == ClientEvent::Joined

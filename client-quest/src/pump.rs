@@ -53,6 +53,9 @@ impl Pump {
                 NetEvent::Msg(m) => {
                     app.receive(&m);
                 }
+                NetEvent::Dropped(why) if app.closed_for_good() => {
+                    return Err(format!("connection closed: {why}"));
+                }
                 NetEvent::Dropped(why) => {
                     // Keep editing: the app signs and keeps edits until the network thread is
                     // connected again; the new connection starts with the app's new Hello.
@@ -79,7 +82,9 @@ impl Pump {
         for m in app.poll_transmit() {
             net.send(&m);
         }
-        if app.live() && self.frames.is_multiple_of(2) {
+        // Presence only on a joined connection: while reconnecting it would pile up for the
+        // next one.
+        if app.live() && app.connection().is_joined() && self.frames.is_multiple_of(2) {
             net.send_datagram(&app.presence(input));
             for m in app.previews_out() {
                 net.send_datagram(&m);

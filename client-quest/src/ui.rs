@@ -227,6 +227,9 @@ pub fn inspector_lines(app: &App) -> Vec<String> {
         None => String::new(),
     };
     let status = match app.connection().author() {
+        Some(_) if !app.connection().is_joined() && app.live() => {
+            format!("Offline as {me}, reconnecting")
+        }
         Some(_) if app.live() && others > 0 => format!("Live as {me} + {others} here"),
         Some(_) if app.live() => format!("Live as {me}"),
         Some(_) => "Loading scene".to_owned(),

@@ -1693,11 +1693,7 @@ export class Editor {
       refreshTimes: () => [...this.refreshTimes],
       /** Cuts the network path as a dropped socket does (the reconnect test): the transport
        *  closes without a goodbye and the session reconnects by itself. */
-      dropConnection: () => {
-        const t = this.session.transport;
-        t?.close();
-        t?.onClose('the connection was cut');
-      },
+      dropConnection: () => this.session.cut('the connection was cut'),
       /** Unacknowledged entries in the last state kept for a reload (IndexedDB). */
       keptPending: () => this.session.keptPending,
       /** Submits raw commands (benchmarks and tests that script the protocol). */

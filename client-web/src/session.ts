@@ -106,10 +106,26 @@ export class Session {
   private async attach(): Promise<void> {
     const t = await connect(this.sessionId, this.ticket, (n) => this.onTransportNote(n), this.prefer);
     this.transport = t;
-    t.onData = (bytes) => this.dispatch(() => this.conn.receive(bytes));
-    t.onPresence = (frame) => this.dispatch(() => this.conn.receive_presence(frame));
-    t.onClose = (why) => this.lost(why);
+    // A dropped transport may still report (a late close, a last message): only the current
+    // one speaks to the connection.
+    t.onData = (bytes) => {
+      if (this.transport === t) this.dispatch(() => this.conn.receive(bytes));
+    };
+    t.onPresence = (frame) => {
+      if (this.transport === t) this.dispatch(() => this.conn.receive_presence(frame));
+    };
+    t.onClose = (why) => {
+      if (this.transport === t) this.lost(why);
+    };
     this.flush();
+  }
+
+  /** Drops the transport as a lost network path does (no goodbye); the session reconnects
+   *  by itself. */
+  cut(why: string): void {
+    const t = this.transport;
+    t?.close();
+    this.lost(why);
   }
 
   /** The transport dropped: keep editing offline and reconnect by ourselves, with backoff. */

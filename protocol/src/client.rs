@@ -528,16 +528,15 @@ impl<S: Signer> ClientConnection<S> {
                     }
                     _ => {}
                 }
-                if let ServerMsg::Entries(e) = msg {
-                    for entry in &e.entries {
-                        if let Ok(b) = entry.decode_body() {
-                            self.lamport = self.lamport.max(b.lamport);
-                            self.seen = self.seen.max(b.lamport);
-                        }
-                    }
-                }
                 let before = self.replica.scene().position;
                 let event = self.replica.on_message(msg);
+                // What own entries claim to have seen is what the replica applied (verified
+                // entries, a sealed delta, a snapshot), never what it refused.
+                if !event.needs_resync() && self.replica.is_synced() {
+                    let applied = self.replica.scene().lamport;
+                    self.lamport = self.lamport.max(applied);
+                    self.seen = self.seen.max(applied);
+                }
                 if self.replica.scene().position != before
                     || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
                 {
@@ -559,11 +558,7 @@ impl<S: Signer> ClientConnection<S> {
                             .push_back(ClientMsg::Resync(Resync { position }));
                         ClientEvent::Resyncing(reason)
                     }
-                    ReplicaEvent::Synced => {
-                        self.lamport = self.lamport.max(self.replica.scene().lamport);
-                        self.seen = self.seen.max(self.replica.scene().lamport);
-                        ClientEvent::Synced
-                    }
+                    ReplicaEvent::Synced => ClientEvent::Synced,
                     ReplicaEvent::Verified | ReplicaEvent::None => ClientEvent::None,
                 }
             }

@@ -131,6 +131,11 @@ fn a_reconnecting_client_resumes_by_delta_and_its_offline_edits_are_judged_once(
     // The application tells its machine at once; the Hello waits for a new transport.
     a_conn.reconnect();
     w.submit(C2, vec![Command::Despawn { entity: x2 }]);
+    // And adds y, which A will see only through the catch-up delta, stamped later than
+    // anything A has or will send (B's clock runs on while A is away).
+    let y = EntityId::new(w.conns[&C2].author().unwrap(), 1);
+    w.submit(C2, vec![Command::Select { entities: vec![] }; 6]);
+    w.submit(C2, vec![cube(y)]);
     w.pump();
 
     // Offline, A deletes x2 too (a conflict: a second delete is refused) and adds x3.
@@ -182,10 +187,23 @@ fn a_reconnecting_client_resumes_by_delta_and_its_offline_edits_are_judged_once(
     let scene = w.h.session.scene();
     assert_eq!(
         scene.entities.keys().copied().collect::<Vec<_>>(),
-        vec![x1, x3]
+        vec![x1, x3, y]
     );
     assert_eq!(w.hash(c3), scene.state_hash());
     assert_eq!(w.hash(C2), scene.state_hash());
+
+    // A deletes y now: it has seen y's spawn (through the delta), so this is no conflict.
+    let before = w.received[&c3].len();
+    let seq = w.submit(c3, vec![Command::Despawn { entity: y }])[0];
+    w.pump();
+    let answers = &w.received[&c3][before..];
+    assert!(
+        answers
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Ack(k) if k.seq == seq)),
+        "what the catch-up delta showed counts as seen: {answers:?}"
+    );
+    assert!(!w.h.session.scene().entities.contains_key(&y));
 
     // A drop after the server made an entry durable but before its ack was read: the entry goes
     // again on the next connection and is acknowledged again, not applied twice.
