@@ -483,7 +483,17 @@ async fn the_headset_reconnects_by_itself_and_its_offline_edit_lands() {
         ..settings
     };
     let data = DataDir::open_or_init(dir.path(), &[]).unwrap();
-    let listeners = Listeners::bind(&settings).unwrap();
+    // The old server's socket may take a moment to be released: poll the bind, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listeners = loop {
+        match Listeners::bind(&settings) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the address stays taken: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     let server = start(settings, listeners, data).await.unwrap();
     let hash = run.await.unwrap();
 
