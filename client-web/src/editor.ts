@@ -627,12 +627,15 @@ export class Editor {
       case 'presence': {
         const known = this.people.has(e.author);
         this.people = applyPresence(this.people, e, Date.now());
+        // Their cursor and camera move now, not at the next tick.
+        this.viewport.people(presentPeople(this.people, Date.now()), this.author);
         // Someone (back) in view: their selection shows again.
         if (!known) this.refresh();
         break;
       }
       case 'left':
         this.people = applyLeft(this.people, e.author);
+        this.viewport.people(presentPeople(this.people, Date.now()), this.author);
         this.refresh();
         break;
       case 'live':
@@ -1732,6 +1735,10 @@ export class Editor {
       },
       /** Edit mode: where the gizmo's X handle is (for tests that drag it like a user). */
       editGizmoAxis: (axis: 'x' | 'y' | 'z') => this.viewport.gizmoAxis(axis),
+      /** Other people's cursors as drawn: author and position (`null` while hidden). */
+      markers: () => this.viewport.markerList(),
+      /** Object selection outlines as drawn: [selector, entity]. */
+      outlines: () => this.viewport.outlineList(),
       /** Others' element selections shown: [author, entity, drawn parts]. */
       remoteSelections: () => this.viewport.remoteSelectionList(),
       /** Entities showing another member's mesh-edit preview. */

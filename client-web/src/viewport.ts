@@ -764,6 +764,19 @@ export class Viewport {
     this.invalidate();
   }
 
+  /** Other people's markers as drawn: author and cursor position (`null` while hidden). */
+  markerList(): { author: number; cursor: Vec3 | null }[] {
+    return [...this.markers].map(([author, g]) => {
+      const dot = g.getObjectByName('cursor')!;
+      return { author, cursor: dot.visible ? [dot.position.x, dot.position.y, dot.position.z] : null };
+    });
+  }
+
+  /** Selection outlines as drawn: [selector, entity]. */
+  outlineList(): [number, number][] {
+    return [...this.outlines].map(([key, h]) => [Number(key.split(':')[0]), h.userData.entity as number]);
+  }
+
   /** Members whose element selection shows, with the entity and how many elements. */
   remoteSelectionList(): [number, number, number][] {
     return [...this.remoteSelections].map(([a, g]) => [a, g.userData.entity as number, g.children.length]);

@@ -226,10 +226,30 @@ try {
 
   // A reloads: the scene comes back from the server, the identity from IndexedDB.
   const authorBefore = (await state(A.page)).author;
+  // Presence across a rejoin: B draws A's cursor where A points; after the reload (a new
+  // connection, whose presence numbers start again from 1) B draws it where A points next
+  // within 1 s.
+  const cursorOf = (page, author, unlike) =>
+    page
+      .waitForFunction(([a, old]) => {
+        const c = window.meshwork.markers().find((m) => m.author === a)?.cursor ?? null;
+        return c !== null && JSON.stringify(c) !== old ? c : null;
+      }, [author, JSON.stringify(unlike)], { timeout: 5000, polling: 10 })
+      .then((h) => h.jsonValue(), () => null);
+  await A.page.mouse.move(520, 600, { steps: 4 });
+  const cursorBefore = await cursorOf(B.page, authorBefore, null);
+  check("B draws A's cursor", cursorBefore !== null);
   await A.page.screenshot({ path: join(artifacts, 'editor-a.png') });
   await B.page.screenshot({ path: join(artifacts, 'viewer-b.png') });
   await A.page.reload();
   await A.page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
+  const rejoined = performance.now();
+  await A.page.mouse.move(760, 640, { steps: 4 });
+  const cursorAfter = await cursorOf(B.page, authorBefore, cursorBefore);
+  const rejoinMs = performance.now() - rejoined;
+  check("B draws the rejoined A's cursor within 1 s", cursorAfter !== null && rejoinMs <= 1000,
+    `${JSON.stringify(cursorBefore)} -> ${JSON.stringify(cursorAfter)} after ${rejoinMs.toFixed(0)} ms`);
+  report.rejoinCursorMs = rejoinMs;
   await A.page.locator('.outliner button[data-entity]').first().waitFor();
   const reloaded = await A.page.locator('.outliner button[data-translation]').first().getAttribute('data-translation');
   check('reload keeps the scene', reloaded === moved, `${reloaded} vs ${moved}`);
@@ -632,6 +652,30 @@ try {
     B: (await state(B.page)).hash,
     C: (await state(C.page)).hash,
   };
+
+  // A member leaves: C selects the cube and points at the scene; B draws C's outline and
+  // cursor; C closes its tab, and both go from B's view (the server tells everyone who left).
+  const cLeaving = (await state(C.page)).author;
+  await C.page.locator('.outliner button[data-entity]').first().click();
+  await C.page.mouse.move(600, 620, { steps: 4 });
+  const drawnOf = (author) => B.page.evaluate((a) => ({
+    cursor: window.meshwork.markers().some((m) => m.author === a),
+    outline: window.meshwork.outlines().some(([by]) => by === a),
+  }), author);
+  const shownBefore = await B.page
+    .waitForFunction((a) => window.meshwork.markers().some((m) => m.author === a && m.cursor)
+      && window.meshwork.outlines().some(([by]) => by === a), cLeaving, { timeout: 5000 })
+    .then(() => true, () => false);
+  check("B draws C's cursor and selection", shownBefore, JSON.stringify(await drawnOf(cLeaving)));
+  const closing = performance.now();
+  await C.context.close();
+  const gone = await B.page
+    .waitForFunction((a) => !window.meshwork.markers().some((m) => m.author === a)
+      && !window.meshwork.outlines().some(([by]) => by === a), cLeaving, { timeout: 5000, polling: 10 })
+    .then(() => true, () => false);
+  report.leaveToGoneMs = performance.now() - closing;
+  check("C's cursor and selection go from B's view when C leaves", gone,
+    `${JSON.stringify(await drawnOf(cLeaving))} after ${report.leaveToGoneMs.toFixed(0)} ms`);
   console.log(JSON.stringify(report));
   code = 0;
 } catch (e) {

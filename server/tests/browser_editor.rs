@@ -64,6 +64,7 @@ async fn two_browsers_edit_and_view_one_scene() {
     assert!(report["inspectorToViewerMs"].as_f64().unwrap() <= 1000.0);
     assert!(report["gizmoToViewerMs"].as_f64().unwrap() <= 1000.0);
     assert!(report["undoToOtherMs"].as_f64().unwrap() <= 1000.0);
+    assert!(report["rejoinCursorMs"].as_f64().unwrap() <= 1000.0);
     let sessions = http::Admin {
         addr: server.http,
         token: token.clone(),
