@@ -1689,6 +1689,9 @@ export class Editor {
         backend: this.viewport.backend,
         resolutionScale: this.viewport.resolutionScale,
         previews: this.held.size,
+        /** Own commands refused so far, and how many of them as conflicts. */
+        refusals: this.telemetry.refusals,
+        conflicts: this.telemetry.conflicts,
       }),
       frameTimes: () => [...this.viewport.frameTimes],
       framesRendered: () => this.viewport.framesRendered,

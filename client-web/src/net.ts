@@ -28,6 +28,8 @@ export interface IceServer {
 const RTC_TIMEOUT_MS = 8000;
 /** `log` sends pause above this many buffered bytes (the server bounds its side too). */
 const MAX_BUFFERED = 4 * 1024 * 1024;
+/** How long a WebRTC connection may stay `disconnected` before it counts as lost. */
+const DISCONNECTED_GRACE_MS = 3000;
 
 function timeout<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   return Promise.race([
@@ -67,8 +69,15 @@ class RtcTransport extends Base implements Transport {
     log.onclose = () => this.onClose('the WebRTC channel closed');
     log.bufferedAmountLowThreshold = MAX_BUFFERED / 4;
     log.onbufferedamountlow = () => this.drain();
+    let lost: number | undefined;
     pc.onconnectionstatechange = () => {
+      window.clearTimeout(lost);
       if (pc.connectionState === 'failed') this.onClose('the WebRTC connection failed');
+      // ICE may come back from 'disconnected' (a brief loss); after a grace it counts as lost
+      // rather than waiting the half minute until the browser says 'failed'.
+      if (pc.connectionState === 'disconnected') {
+        lost = window.setTimeout(() => this.onClose('the WebRTC connection was lost'), DISCONNECTED_GRACE_MS);
+      }
     };
   }
 

@@ -54,6 +54,9 @@ export function transformCommands(entity: number, from: Transform, to: Transform
   return JSON.parse(transform_commands(entity, JSON.stringify(from), JSON.stringify(to))) as Command[];
 }
 
+/** A ping unanswered this long means the path is gone (the server answers within a tick). */
+export const SILENT_MS = 5000;
+
 export class Session {
   readonly conn: Connection;
   transport: Transport | null = null;
@@ -97,10 +100,22 @@ export class Session {
     }
     this.pingTimer = window.setInterval(() => {
       if (!this.transport) return;
-      this.conn.ping(performance.now());
+      // A path that went silent (a server killed without a goodbye, a WebRTC peer whose ICE
+      // has not given up yet) is dropped once a ping has gone unanswered this long.
+      const now = performance.now();
+      if (this.unansweredSince !== null && now - this.unansweredSince > SILENT_MS) {
+        this.cut(`the server has not answered for ${Math.round(SILENT_MS / 1000)} s`);
+        return;
+      }
+      if (!this.conn.joined()) return;
+      this.unansweredSince ??= now;
+      this.conn.ping(now);
       this.flush();
     }, 1000);
   }
+
+  /** When the first ping that nothing has answered since was sent (`null`: all heard). */
+  private unansweredSince: number | null = null;
 
   /** A transport (WebRTC, else the WebSocket fallback), wired to the protocol machine. */
   private async attach(): Promise<void> {
@@ -108,11 +123,16 @@ export class Session {
     this.transport = t;
     // A dropped transport may still report (a late close, a last message): only the current
     // one speaks to the connection.
+    this.unansweredSince = null;
     t.onData = (bytes) => {
-      if (this.transport === t) this.dispatch(() => this.conn.receive(bytes));
+      if (this.transport !== t) return;
+      this.unansweredSince = null;
+      this.dispatch(() => this.conn.receive(bytes));
     };
     t.onPresence = (frame) => {
-      if (this.transport === t) this.dispatch(() => this.conn.receive_presence(frame));
+      if (this.transport !== t) return;
+      this.unansweredSince = null;
+      this.dispatch(() => this.conn.receive_presence(frame));
     };
     t.onClose = (why) => {
       if (this.transport === t) this.lost(why);

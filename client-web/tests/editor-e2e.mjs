@@ -12,57 +12,13 @@
 // refused naming C, and A's History panel lists both with the undone step struck through;
 // B downloads the scene with "Export glTF" and the Khronos validator passes it; an admin creates
 // a session and an invite link on the landing page, and the link opens the editor.
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import validator from 'gltf-validator';
+import { harness } from './harness.mjs';
 
 const [addr, editorTicket, viewerTicket, artifacts, adminToken] = process.argv.slice(2);
-const base = `http://${addr}`;
-const link = (t) => `${base}/#/join/${encodeURIComponent(t)}`;
-await mkdir(artifacts, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--enable-unsafe-webgpu',
-    '--enable-features=Vulkan',
-    '--use-vulkan=swiftshader',
-    '--use-angle=swiftshader',
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
-});
-
-const report = { checks: [] };
-const check = (name, ok, detail = '') => {
-  report.checks.push({ name, ok, detail });
-  if (!ok) throw new Error(`${name}: ${detail}`);
-};
-
-async function open(name, ticket, setup) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  if (setup) await setup(context);
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (m.type() === 'error') console.error(`[${name}] ${m.text()}`);
-  });
-  page.on('pageerror', (e) => console.error(`[${name} error] ${e.message}`));
-  await page.goto(link(ticket));
-  try {
-    await page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
-  } catch (e) {
-    await page.screenshot({ path: join(artifacts, `${name}-failed.png`) }).catch(() => {});
-    const status = await page.locator('[data-testid=connection]').textContent().catch(() => '?');
-    const toasts = await page.locator('.toast').allTextContents().catch(() => []);
-    throw new Error(`${name} did not go live (status "${status}", toasts ${JSON.stringify(toasts)}): ${e.message}`);
-  }
-  // A first visit asks for a display name; everyone but A (whose answer is tested) says "Not
-  // now", as a user who just wants to look would, so the layout is the editor's usual one.
-  if (name !== 'A') await page.getByTestId('name-form').getByRole('button', { name: 'Not now' }).click();
-  return { context, page };
-}
+const { base, browser, report, check, open, state } = await harness(addr, artifacts);
 
 /** The first outliner entry's translation as B sees it, polled until `want` or 1 s passes. */
 async function seenWithin(page, want, ms = 1000) {
@@ -79,8 +35,6 @@ async function seenWithin(page, want, ms = 1000) {
     await page.waitForTimeout(10);
   }
 }
-
-const state = (page) => page.evaluate(() => window.meshwork.state());
 
 let code = 1;
 try {

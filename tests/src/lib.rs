@@ -1090,8 +1090,59 @@ pub mod server_process {
             extra: &[&str],
             env: &[(&str, &str)],
         ) -> Self {
+            Self::spawn(bin, data, &LOOPBACK_SERVE, extra, env)
+                .unwrap_or_else(|banner| panic!("the server exited before listening:\n{banner}"))
+        }
+
+        /// A new server on this one's addresses (after it was killed: a restart as an operator
+        /// or a supervisor does it, same ports, so clients holding the old addresses find it).
+        /// Retries for up to 10 s while the old sockets are being released.
+        ///
+        /// # Panics
+        /// If no server starts on those addresses within 10 s.
+        #[must_use]
+        pub fn restart_at_same_addresses(&self, bin: &str, data: &Path, extra: &[&str]) -> Self {
+            let (http, quic, rtc) = (
+                self.http.to_string(),
+                self.quic.clone(),
+                self.rtc.to_string(),
+            );
+            let serve = [
+                "serve",
+                "--http-addr",
+                &http,
+                "--quic-addr",
+                &quic,
+                "--rtc-addr",
+                &rtc,
+            ];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match Self::spawn(bin, data, &serve, extra, &[]) {
+                    Ok(server) => return server,
+                    Err(banner) => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no restart on {http}/{quic}/{rtc} within 10 s:\n{banner}"
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+
+        /// Starts `bin` with `serve` (the subcommand and its listener flags), `extra` and
+        /// `data`; waits (≤ 60 s) for the `listening:` line. `Err` with what it printed when it
+        /// exits first.
+        fn spawn(
+            bin: &str,
+            data: &Path,
+            serve: &[&str],
+            extra: &[&str],
+            env: &[(&str, &str)],
+        ) -> Result<Self, String> {
             let mut child = Command::new(bin)
-                .args(LOOPBACK_SERVE)
+                .args(serve)
                 .args(extra)
                 .arg("--data-dir")
                 .arg(data)
@@ -1113,7 +1164,7 @@ pub mod server_process {
                 let Some(Ok(line)) = lines.next() else {
                     let _ = child.kill();
                     let status = child.wait();
-                    panic!("the server exited before listening ({status:?}):\n{banner}");
+                    return Err(format!("({status:?})\n{banner}"));
                 };
                 banner.push_str(&line);
                 banner.push('\n');
@@ -1132,13 +1183,13 @@ pub mod server_process {
                         .expect("rtc= address");
                     // Keep reading so the server never blocks on a full pipe.
                     std::thread::spawn(move || for _ in lines.by_ref() {});
-                    return Self {
+                    return Ok(Self {
                         child,
                         http,
                         quic,
                         rtc,
                         banner,
-                    };
+                    });
                 }
             }
         }

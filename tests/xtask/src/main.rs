@@ -483,7 +483,14 @@ fn wasm_package_test() -> Result<(), String> {
 fn browser_test() -> Result<(), String> {
     ensure_npm_packages()?;
     // Built outside the namespace (cargo may need the registry); run inside it.
-    let tests = ["--test", "browser_webrtc", "--test", "browser_editor"];
+    let tests = [
+        "--test",
+        "browser_webrtc",
+        "--test",
+        "browser_editor",
+        "--test",
+        "browser_reconnect",
+    ];
     run(
         "browser tests (build)",
         cargo()
