@@ -111,6 +111,19 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// A handle on an inbox of `capacity` that no driver reads: tests read it.
+    #[cfg(test)]
+    pub(crate) fn detached(capacity: usize) -> (Self, mpsc::Receiver<DriverMsg>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let handle = Self {
+            id: SessionId([0; 16]),
+            name: "test".into(),
+            tx,
+            metrics: Metrics::new(),
+        };
+        (handle, rx)
+    }
+
     /// Sends a message to the driver, waiting while its inbox is full.
     ///
     /// Returns false when the driver has stopped.
@@ -125,13 +138,51 @@ impl SessionHandle {
 
     /// Sends without waiting; false when the inbox is full or the driver stopped.
     pub fn try_send(&self, msg: DriverMsg) -> bool {
-        let ok = self.tx.try_send(msg).is_ok();
-        if ok {
-            self.metrics.command_queue_depth.inc();
-        }
-        ok
+        self.try_send_back(msg).is_ok()
     }
 
+    /// Sends without waiting; gives the message back when the inbox is full or the driver
+    /// stopped (a caller that must not lose it keeps it for later).
+    ///
+    /// # Errors
+    /// The message, with why it was not sent.
+    pub fn try_send_back(
+        &self,
+        msg: DriverMsg,
+    ) -> Result<(), mpsc::error::TrySendError<DriverMsg>> {
+        self.tx.try_send(msg)?;
+        self.metrics.command_queue_depth.inc();
+        Ok(())
+    }
+
+    /// Waits for room in the inbox and holds it: the returned permit sends one message without
+    /// waiting. `None` when the driver has stopped. (For a task that serves many connections
+    /// and must not wait on any one session.)
+    pub async fn reserve(self) -> Option<SessionPermit> {
+        let permit = self.tx.reserve_owned().await.ok()?;
+        Some(SessionPermit {
+            permit,
+            metrics: self.metrics,
+        })
+    }
+}
+
+/// Room for one message in a session driver's inbox ([`SessionHandle::reserve`]).
+#[derive(Debug)]
+pub struct SessionPermit {
+    permit: mpsc::OwnedPermit<DriverMsg>,
+    metrics: Metrics,
+}
+
+impl SessionPermit {
+    /// Sends `msg` into the reserved room.
+    pub fn send(self, msg: DriverMsg) {
+        self.metrics.command_queue_depth.inc();
+        self.permit.send(msg);
+    }
+}
+
+impl SessionHandle {
     /// A page of the session's history; `None` when the driver has stopped.
     pub async fn history(
         &self,

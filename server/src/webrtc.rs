@@ -16,6 +16,10 @@
 //!
 //! The `log` channel opening is the connection: the peer then reaches its session driver with
 //! the same inbox and outbox types as QUIC and WebSocket clients, labelled `transport="webrtc"`.
+//! No task per peer: the endpoint task reads every peer's outbox itself (one `SelectAll`), and
+//! hands input to the session without waiting: what finds the session's inbox full is queued
+//! per peer, in order, and sent when a [`SessionPermit`] comes (a peer that queues more than
+//! [`INBOUND_QUEUE`] meanwhile is closed as a flood).
 //! Send buffers are bounded per channel ([`LOG_SEND_BUFFER`], [`PRESENCE_SEND_BUFFER`]); a peer
 //! that cannot keep up is reported to the session as backpressure and closed as too slow.
 
@@ -25,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
+use futures_util::{FutureExt as _, StreamExt as _};
 use meshwork_session::{ClientId, Input};
 use rtc::data_channel::RTCDataChannelId;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -45,7 +51,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::{ConnectionGauge, FramePump};
-use crate::driver::{DriverMsg, Outgoing, SessionHandle};
+use crate::driver::{DriverMsg, Outgoing, SessionHandle, SessionPermit};
 use crate::metrics::{Metrics, Transport};
 use crate::router::AddrSlot;
 use crate::router::Router;
@@ -59,7 +65,8 @@ pub const MAX_MESSAGE: usize = 16 * 1024;
 /// Frames queued for one peer's `log` channel beyond its send buffer before it counts as too
 /// slow.
 const PENDING_FRAMES: usize = 1024;
-/// Payloads queued from one peer towards its session driver.
+/// Inputs one peer may have waiting for room in its session driver's inbox; a peer that sends
+/// more meanwhile floods its session and is closed.
 const INBOUND_QUEUE: usize = 256;
 /// How long a closing peer may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -185,7 +192,6 @@ pub fn spawn(
         .map_err(|e| crate::Error::Io(e.to_string()))?;
     let candidate_ips = candidate_ips(local_addr.ip(), &settings.public_ips);
     let (tx, rx) = mpsc::channel(64);
-    let (out_tx, out_rx) = mpsc::channel(4096);
     let endpoint = Endpoint {
         socket,
         local_addr,
@@ -197,9 +203,10 @@ pub fn spawn(
         by_ufrag: HashMap::new(),
         by_addr: HashMap::new(),
         next_peer: 0,
-        out_tx,
+        outboxes: SelectAll::new(),
+        permits: FuturesUnordered::new(),
     };
-    let task = tokio::spawn(endpoint.run(rx, out_rx));
+    let task = tokio::spawn(endpoint.run(rx));
     Ok((RtcHandle { tx, local_addr }, task))
 }
 
@@ -238,7 +245,8 @@ type PeerId = u64;
 
 struct Peer {
     pc: RTCPeerConnection,
-    session: SessionHandle,
+    /// Its way into the session driver.
+    inbound: Inbound,
     ufrag: String,
     addrs: Vec<SocketAddr>,
     created: Instant,
@@ -247,7 +255,8 @@ struct Peer {
     log: Option<RTCDataChannelId>,
     presence: Option<RTCDataChannelId>,
     pump: FramePump,
-    inbound: Option<mpsc::Sender<DriverMsg>>,
+    /// The outbox of a connection just made, for the endpoint to listen to.
+    new_outbox: Option<mpsc::Receiver<Outgoing>>,
     /// Counts the peer as a connected client while the session knows it.
     gauge: Option<ConnectionGauge>,
     /// Frames for `log` waiting for room in its send buffer.
@@ -274,15 +283,31 @@ struct Endpoint {
     by_ufrag: HashMap<String, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
     next_peer: PeerId,
-    out_tx: mpsc::Sender<(PeerId, Outgoing)>,
+    /// Every connected peer's outbox, read here directly (`None`: the session dropped it).
+    outboxes: SelectAll<BoxStream<'static, (PeerId, Option<Outgoing>)>>,
+    /// Room asked for in sessions' inboxes, for peers with queued input.
+    permits:
+        FuturesUnordered<futures_util::future::BoxFuture<'static, (PeerId, Option<SessionPermit>)>>,
+}
+
+/// A connection's outbox as a stream of `(peer, frame)`, ending with `(peer, None)` when the
+/// session drops it.
+fn outbox_stream(
+    id: PeerId,
+    rx: mpsc::Receiver<Outgoing>,
+) -> BoxStream<'static, (PeerId, Option<Outgoing>)> {
+    futures_util::stream::unfold(Some(rx), move |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(out) => Some(((id, Some(out)), Some(rx))),
+            None => Some(((id, None), None)),
+        }
+    })
+    .boxed()
 }
 
 impl Endpoint {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut outgoing: mpsc::Receiver<(PeerId, Outgoing)>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut shutting_down = false;
         loop {
@@ -314,9 +339,21 @@ impl Endpoint {
                         }
                     }
                 },
-                out = outgoing.recv() => {
-                    if let Some((id, out)) = out {
-                        self.outgoing(id, out);
+                out = self.outboxes.next(), if !self.outboxes.is_empty() => match out {
+                    Some((id, Some(out))) => self.outgoing(id, out),
+                    // The session let the connection go (it is stopping): flush and close.
+                    Some((id, None)) => {
+                        if let Some(peer) = self.peers.get_mut(&id) {
+                            let now = Instant::now();
+                            peer.begin_close(now);
+                            peer.next_timeout = Some(now);
+                        }
+                    }
+                    None => {}
+                },
+                permit = self.permits.next(), if !self.permits.is_empty() => {
+                    if let Some((id, permit)) = permit {
+                        self.permitted(id, permit);
                     }
                 }
                 recv = self.socket.recv_from(&mut buf) => match recv {
@@ -393,7 +430,7 @@ impl Endpoint {
             id,
             Peer {
                 pc,
-                session,
+                inbound: Inbound::new(session),
                 ufrag,
                 addrs: Vec::new(),
                 created: now,
@@ -401,7 +438,7 @@ impl Endpoint {
                 log: None,
                 presence: None,
                 pump: FramePump::new(Transport::WebRtc),
-                inbound: None,
+                new_outbox: None,
                 gauge: None,
                 pending: VecDeque::new(),
                 closing: None,
@@ -470,11 +507,8 @@ impl Endpoint {
                 if peer.pending.len() >= PENDING_FRAMES {
                     // The session's own outbox stays bounded; this is the channel's queue
                     // behind it. Tell the session: it closes the client as too slow.
-                    if let (Some(client), Some(inbound)) = (peer.client, &peer.inbound) {
-                        let _ = inbound.try_send(DriverMsg::Input {
-                            received: now,
-                            input: Input::Backpressure { client },
-                        });
+                    if let Some(client) = peer.client {
+                        peer.queue_input(now, Input::Backpressure { client });
                     }
                     peer.begin_close(now);
                 } else {
@@ -507,14 +541,14 @@ impl Endpoint {
                 continue;
             };
             let _ = peer.pc.handle_timeout(now);
-            peer.service(
-                id,
-                now,
-                &self.metrics,
-                &self.out_tx,
-                &self.router,
-                &self.settings,
-            );
+            peer.service(now, &self.metrics, &self.router, &self.settings);
+            if let Some(rx) = peer.new_outbox.take() {
+                self.outboxes.push(outbox_stream(id, rx));
+            }
+            if let Some(session) = peer.inbound.permit_wanted() {
+                self.permits
+                    .push(async move { (id, session.reserve().await) }.boxed());
+            }
             while let Some(w) = peer.pc.poll_write() {
                 if let Err(e) = self.socket.send_to(&w.message, w.transport.peer_addr).await {
                     tracing::debug!("WebRTC send to {}: {e}", w.transport.peer_addr);
@@ -538,20 +572,27 @@ impl Endpoint {
         for addr in &peer.addrs {
             self.by_addr.remove(addr);
         }
-        if let (Some(client), Some(inbound)) = (peer.client, peer.inbound.take()) {
-            // After every payload already queued: the forwarder keeps the order.
-            tokio::spawn(async move {
-                let _ = inbound
-                    .send(DriverMsg::Input {
-                        received: Instant::now(),
-                        input: Input::Disconnected { client },
-                    })
-                    .await;
+        if let Some(client) = peer.client {
+            peer.inbound.finish(DriverMsg::Input {
+                received: Instant::now(),
+                input: Input::Disconnected { client },
             });
         }
         // Its connection gauge goes with it.
         drop(peer.gauge.take());
         self.metrics.rtc_peers.set(gauge(self.peers.len()));
+    }
+
+    /// Room in a session's inbox for a peer's queued input (`None`: the session stopped).
+    fn permitted(&mut self, id: PeerId, permit: Option<SessionPermit>) {
+        // A peer removed meanwhile: its input went with it, and the room is given back.
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.inbound.permitted(permit).is_err() {
+            peer.dead = true;
+        }
+        peer.next_timeout = Some(Instant::now());
     }
 }
 
@@ -565,10 +606,8 @@ impl Peer {
     /// Events, reads, queued sends, and the decision to drop the peer.
     fn service(
         &mut self,
-        id: PeerId,
         now: Instant,
         metrics: &Metrics,
-        out_tx: &mpsc::Sender<(PeerId, Outgoing)>,
         router: &Router,
         settings: &RtcSettings,
     ) {
@@ -586,7 +625,7 @@ impl Peer {
                     match label.as_str() {
                         "log" if self.log.is_none() => {
                             self.log = Some(ch);
-                            self.connect(id, metrics, out_tx, router, settings);
+                            self.connect(now, metrics, router, settings);
                         }
                         "presence" if self.presence.is_none() => self.presence = Some(ch),
                         _ => {
@@ -631,65 +670,55 @@ impl Peer {
         }
     }
 
+    /// The `log` channel is open: the session learns of the connection, before any of its
+    /// input, and the endpoint starts reading its outbox.
     fn connect(
         &mut self,
-        id: PeerId,
+        now: Instant,
         metrics: &Metrics,
-        out_tx: &mpsc::Sender<(PeerId, Outgoing)>,
         router: &Router,
         settings: &RtcSettings,
     ) {
         let client = router.next_client();
-        let (outbox, mut outbox_rx) = mpsc::channel::<Outgoing>(settings.outbox_frames);
-        let (inbound, mut inbound_rx) = mpsc::channel::<DriverMsg>(INBOUND_QUEUE);
-        // Connect goes first through the same ordered queue as every later input.
-        if inbound
-            .try_send(DriverMsg::Connect {
+        let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(settings.outbox_frames);
+        self.queue(
+            now,
+            DriverMsg::Connect {
                 client,
                 transport: Transport::WebRtc,
                 outbox,
-            })
-            .is_err()
-        {
-            self.dead = true;
-            return;
-        }
-        let session = self.session.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = inbound_rx.recv().await {
-                if !session.send(msg).await {
-                    return;
-                }
-            }
-        });
-        let out_tx = out_tx.clone();
-        tokio::spawn(async move {
-            while let Some(out) = outbox_rx.recv().await {
-                if out_tx.send((id, out)).await.is_err() {
-                    return;
-                }
-            }
-        });
+            },
+        );
+        self.new_outbox = Some(outbox_rx);
         self.gauge = Some(ConnectionGauge::open(metrics, Transport::WebRtc));
         self.client = Some(client);
-        self.inbound = Some(inbound);
     }
 
-    /// Queues one input for the session; a peer flooding faster than its session reads is
-    /// closed.
-    fn queue_input(&mut self, now: Instant, input: Input) {
-        let Some(inbound) = &self.inbound else {
+    /// Hands `msg` to the session (see [`Inbound::push`]); a peer that floods its session, or
+    /// whose session stopped, is closed.
+    fn queue(&mut self, now: Instant, msg: DriverMsg) {
+        if self.dead {
             return;
-        };
-        let msg = DriverMsg::Input {
-            received: now,
-            input,
-        };
-        if inbound.try_send(msg).is_err() {
-            tracing::debug!("WebRTC peer floods its session; closing");
-            self.begin_close(now);
-            self.dead = true;
         }
+        match self.inbound.push(msg) {
+            Ok(()) => {}
+            Err(InboundError::Flood) => {
+                tracing::debug!("WebRTC peer floods its session; closing");
+                self.begin_close(now);
+                self.dead = true;
+            }
+            Err(InboundError::Stopped) => self.dead = true,
+        }
+    }
+
+    fn queue_input(&mut self, now: Instant, input: Input) {
+        self.queue(
+            now,
+            DriverMsg::Input {
+                received: now,
+                input,
+            },
+        );
     }
 
     fn log_message(&mut self, now: Instant, is_text: bool, data: &[u8], metrics: &Metrics) {
@@ -724,10 +753,10 @@ impl Peer {
             return;
         };
         metrics.received(Transport::WebRtc, data.len());
-        // The session decodes it, once. Presence never waits: when the queue is full it is
-        // dropped (latest wins).
-        if let Some(inbound) = &self.inbound {
-            let _ = inbound.try_send(DriverMsg::Input {
+        // The session decodes it, once. Presence never waits: behind queued input, or when the
+        // session's inbox is full, it is dropped (latest wins).
+        if self.inbound.is_clear() {
+            let _ = self.inbound.session.try_send(DriverMsg::Input {
                 received: now,
                 input: Input::Datagram {
                     client,
@@ -756,6 +785,109 @@ impl Peer {
                 }
             }
         }
+    }
+}
+
+/// Why input could not be handed on.
+#[derive(Debug, PartialEq, Eq)]
+enum InboundError {
+    /// More than [`INBOUND_QUEUE`] inputs are waiting: the peer floods its session.
+    Flood,
+    /// The session driver has stopped.
+    Stopped,
+}
+
+/// A peer's way into its session driver, for a task that must never wait on one session: input
+/// goes straight into the driver's inbox when it has room and nothing waits before it; else it
+/// waits here, in order, until a [`SessionPermit`] (asked for through [`Self::permit_wanted`])
+/// makes room.
+#[derive(Debug)]
+struct Inbound {
+    session: SessionHandle,
+    queued: VecDeque<DriverMsg>,
+    /// A permit has been asked for and has not come yet.
+    waiting: bool,
+}
+
+impl Inbound {
+    const fn new(session: SessionHandle) -> Self {
+        Self {
+            session,
+            queued: VecDeque::new(),
+            waiting: false,
+        }
+    }
+
+    /// Nothing waits: what is handed on now arrives in order.
+    fn is_clear(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Hands `msg` on, after whatever waits.
+    fn push(&mut self, msg: DriverMsg) -> Result<(), InboundError> {
+        if self.queued.len() >= INBOUND_QUEUE {
+            return Err(InboundError::Flood);
+        }
+        self.queued.push_back(msg);
+        self.flush()
+    }
+
+    /// Moves waiting input into the driver's inbox while it has room.
+    fn flush(&mut self) -> Result<(), InboundError> {
+        while let Some(msg) = self.queued.pop_front() {
+            match self.session.try_send_back(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    self.queued.push_front(msg);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.queued.clear();
+                    return Err(InboundError::Stopped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The session to ask for room in, when input waits and no permit is on its way.
+    fn permit_wanted(&mut self) -> Option<SessionHandle> {
+        if self.queued.is_empty() || self.waiting {
+            return None;
+        }
+        self.waiting = true;
+        Some(self.session.clone())
+    }
+
+    /// The permit asked for came (`None`: the driver stopped): the first waiting input goes
+    /// into it, and as much of the rest as there is room for.
+    fn permitted(&mut self, permit: Option<SessionPermit>) -> Result<(), InboundError> {
+        self.waiting = false;
+        let Some(permit) = permit else {
+            self.queued.clear();
+            return Err(InboundError::Stopped);
+        };
+        if let Some(msg) = self.queued.pop_front() {
+            permit.send(msg);
+        }
+        self.flush()
+    }
+
+    /// The peer is gone: `last` (its `Disconnected`) follows whatever still waits, sent by a
+    /// short-lived task when the driver has no room now.
+    fn finish(mut self, last: DriverMsg) {
+        self.queued.push_back(last);
+        if self.flush().is_err() || self.queued.is_empty() {
+            return;
+        }
+        let (session, queued) = (self.session, self.queued);
+        tokio::spawn(async move {
+            for msg in queued {
+                if !session.send(msg).await {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -825,6 +957,72 @@ mod tests {
         let mut truncated = msg.raw.clone();
         truncated.truncate(24);
         assert_eq!(stun_local_ufrag(&truncated), None);
+    }
+
+    fn ping(n: u64) -> DriverMsg {
+        DriverMsg::Input {
+            received: Instant::now(),
+            input: Input::Payload {
+                client: ClientId(n),
+                bytes: vec![],
+            },
+        }
+    }
+
+    fn client_of(msg: &DriverMsg) -> u64 {
+        match msg {
+            DriverMsg::Input {
+                input: Input::Payload { client, .. } | Input::Disconnected { client },
+                ..
+            } => client.0,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn input_the_session_cannot_take_now_waits_in_order_for_a_permit_and_floods_are_refused()
+    {
+        // A driver inbox of 2 that nobody reads yet.
+        let (session, mut driver) = SessionHandle::detached(2);
+        let mut inbound = Inbound::new(session);
+        for n in 0..5 {
+            inbound.push(ping(n)).unwrap();
+        }
+        assert!(!inbound.is_clear(), "3 wait behind a full inbox");
+        let session = inbound.permit_wanted().expect("room is asked for");
+        assert!(inbound.permit_wanted().is_none(), "once");
+        // The driver reads two; the permit comes; the rest follows in order.
+        let mut got = vec![client_of(&driver.recv().await.unwrap())];
+        got.push(client_of(&driver.recv().await.unwrap()));
+        inbound.permitted(session.reserve().await).unwrap();
+        while let Ok(msg) = driver.try_recv() {
+            got.push(client_of(&msg));
+        }
+        assert_eq!(got, vec![0, 1, 2, 3], "in order, as room allows");
+        assert!(!inbound.is_clear(), "4 still waits (the inbox held 2)");
+        // The peer goes: its Disconnected comes after what waits, from a task.
+        inbound.finish(DriverMsg::Input {
+            received: Instant::now(),
+            input: Input::Disconnected {
+                client: ClientId(99),
+            },
+        });
+        assert_eq!(client_of(&driver.recv().await.unwrap()), 4);
+        assert_eq!(client_of(&driver.recv().await.unwrap()), 99);
+
+        // A peer that queues more than the bound floods its session.
+        let (session, _driver) = SessionHandle::detached(1);
+        let mut inbound = Inbound::new(session);
+        let sent = (0..).take_while(|n| inbound.push(ping(*n)).is_ok()).count();
+        assert_eq!(sent, INBOUND_QUEUE + 1, "the inbox's one, then the bound");
+        assert_eq!(inbound.push(ping(0)), Err(InboundError::Flood));
+        // A stopped driver is told apart.
+        let (session, driver) = SessionHandle::detached(1);
+        drop(driver);
+        assert_eq!(
+            Inbound::new(session).push(ping(0)),
+            Err(InboundError::Stopped)
+        );
     }
 
     #[test]
