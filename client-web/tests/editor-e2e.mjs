@@ -18,7 +18,7 @@ import validator from 'gltf-validator';
 import { harness } from './harness.mjs';
 
 const [addr, editorTicket, viewerTicket, artifacts, adminToken] = process.argv.slice(2);
-const { base, browser, report, check, open, state } = await harness(addr, artifacts);
+const { base, browser, report, check, open, state, run } = await harness(addr, artifacts);
 
 /** The first outliner entry's translation as B sees it, polled until `want` or 1 s passes. */
 async function seenWithin(page, want, ms = 1000) {
@@ -36,8 +36,7 @@ async function seenWithin(page, want, ms = 1000) {
   }
 }
 
-let code = 1;
-try {
+await run(async () => {
   const A = await open('A', editorTicket);
   const B = await open('B', viewerTicket);
   const a0 = await state(A.page);
@@ -630,12 +629,4 @@ try {
   report.leaveToGoneMs = performance.now() - closing;
   check("C's cursor and selection go from B's view when C leaves", gone,
     `${JSON.stringify(await drawnOf(cLeaving))} after ${report.leaveToGoneMs.toFixed(0)} ms`);
-  console.log(JSON.stringify(report));
-  code = 0;
-} catch (e) {
-  console.error(e);
-  console.error(JSON.stringify(report));
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

@@ -51,5 +51,21 @@ export async function harness(addr, artifacts) {
     return { context, page };
   };
   const state = (page) => page.evaluate(() => window.meshwork.state());
-  return { base, link, browser, report, check, open, state };
+  /** Runs the scenario, closes the browser and exits: 0 with the report as the last line of
+   *  stdout, else 1 with the error and the report so far on stderr. */
+  const run = async (scenario) => {
+    let code = 1;
+    try {
+      await scenario();
+      console.log(JSON.stringify(report));
+      code = 0;
+    } catch (e) {
+      console.error(e);
+      console.error(JSON.stringify(report));
+    } finally {
+      await browser.close();
+    }
+    process.exit(code);
+  };
+  return { base, link, browser, report, check, open, state, run };
 }

@@ -18,7 +18,7 @@ import { createInterface } from 'node:readline';
 import { harness } from './harness.mjs';
 
 const [addr, ticket, artifacts] = process.argv.slice(2);
-const { browser, report, check, open, state } = await harness(addr, artifacts);
+const { report, check, open, state, run } = await harness(addr, artifacts);
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 /** Whether a page's network is blocked (signaling, the WebSocket, the server lookup). */
@@ -56,8 +56,7 @@ const deleteInEditor = async (page, id) => {
 const refusal = (page) =>
   page.locator('.toast').filter({ hasText: 'Conflict' }).first().textContent({ timeout: 15000 }).catch(() => null);
 
-let code = 1;
-try {
+await run(async () => {
   const A = await open('A', ticket, (ctx) => blockable('A', ctx));
   const W = await open('W', ticket, (ctx) => blockable('W', ctx, false));
   const B = await open('B', ticket);
@@ -136,12 +135,4 @@ try {
   report.hashes = { A: hashes[0], W: hashes[1], B: hashes[2] };
   report.entities = await entities(B.page);
   await A.page.screenshot({ path: join(artifacts, 'reconnect-a.png') });
-  console.log(JSON.stringify(report));
-  code = 0;
-} catch (e) {
-  console.error(e);
-  console.error(JSON.stringify(report));
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

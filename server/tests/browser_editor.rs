@@ -6,35 +6,23 @@
 //! `<target dir>/browser-artifacts/`.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use std::path::PathBuf;
-
+use meshwork_testkit::browser::{artifacts, editor_dist};
 use meshwork_testkit::http;
 use meshwork_testkit::server_process::ServerProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium, client-web/node_modules and client-web/dist: run by `cargo xtask ci` (browser step)"]
 async fn two_browsers_edit_and_view_one_scene() {
-    let dist = root().join("client-web/dist");
-    assert!(
-        dist.join("index.html").is_file(),
-        "build the editor first (`cargo xtask ci` does)"
-    );
+    let dist = editor_dist();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = ServerProcess::start(BIN, &data, &["--web-dir", dist.to_str().unwrap()]);
     let token = server.admin_token().unwrap();
     let editor = server.ticket(BIN, &data, "editor");
     let viewer = server.ticket(BIN, &data, "viewer");
-    let artifacts = std::env::var("MESHWORK_ARTIFACTS").map_or_else(
-        |_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts"),
-        PathBuf::from,
-    );
+    let artifacts = artifacts(env!("CARGO_TARGET_TMPDIR"));
 
     let index = http::get(server.http, "/").await.unwrap();
     assert!(

@@ -6,37 +6,26 @@
 //! `cargo xtask ci` (browser step) inside a loopback-only network namespace.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
+use meshwork_testkit::browser::{artifacts, editor_dist, root};
 use meshwork_testkit::http;
 use meshwork_testkit::server_process::ServerProcess;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium, client-web/node_modules and client-web/dist: run by `cargo xtask ci` (browser step)"]
 async fn the_editor_reconnects_through_a_cut_path_and_a_killed_server() {
-    let dist = root().join("client-web/dist");
-    assert!(
-        dist.join("index.html").is_file(),
-        "build the editor first (`cargo xtask ci` does)"
-    );
+    let dist = editor_dist();
     let web = ["--web-dir", dist.to_str().unwrap()];
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = ServerProcess::start(BIN, &data, &web);
     let token = server.admin_token().unwrap();
     let editor = server.ticket(BIN, &data, "editor");
-    let artifacts = std::env::var("MESHWORK_ARTIFACTS").map_or_else(
-        |_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts"),
-        PathBuf::from,
-    );
+    let artifacts = artifacts(env!("CARGO_TARGET_TMPDIR"));
 
     let mut node = tokio::process::Command::new("node")
         .arg(root().join("client-web/tests/reconnect-e2e.mjs"))
@@ -81,25 +70,18 @@ async fn the_editor_reconnects_through_a_cut_path_and_a_killed_server() {
         assert_eq!(c["ok"], true, "{c}");
     }
 
-    // Every replica equals the restarted server's scene.
-    let sessions = http::Admin {
+    // Every replica equals the restarted server's scene (the only session).
+    let (_, scene_hash) = http::Admin {
         addr: server.http,
         token,
     }
-    .sessions()
+    .scene()
     .await
     .unwrap();
-    let default = editor.invite.claimed_session().unwrap().to_string();
-    let session = sessions
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == default.as_str())
-        .expect("the default session")
-        .clone();
     for who in ["A", "W", "B"] {
         assert_eq!(
-            report["hashes"][who], session["scene_hash"],
+            report["hashes"][who],
+            scene_hash.as_str(),
             "browser {who}'s replica equals the server's scene"
         );
     }

@@ -806,6 +806,41 @@ pub async fn node_json(script: &str, node_flags: &[&str], args: &[&str]) -> serd
     parsed.expect("checked just above")
 }
 
+/// What the browser tests share: the built editor and where screenshots go.
+pub mod browser {
+    use std::path::PathBuf;
+
+    /// The repository root.
+    #[must_use]
+    pub fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// `client-web/dist`, the built editor.
+    ///
+    /// # Panics
+    /// When it is not built (`cargo xtask ci` builds it in its wasm step).
+    #[must_use]
+    pub fn editor_dist() -> PathBuf {
+        let dist = root().join("client-web/dist");
+        assert!(
+            dist.join("index.html").is_file(),
+            "build the editor first (`cargo xtask ci` does)"
+        );
+        dist
+    }
+
+    /// Where browser tests put screenshots: `$MESHWORK_ARTIFACTS`, else `tmp` (the calling
+    /// test's `CARGO_TARGET_TMPDIR`) `/browser-artifacts`.
+    #[must_use]
+    pub fn artifacts(tmp: &str) -> PathBuf {
+        std::env::var("MESHWORK_ARTIFACTS").map_or_else(
+            |_| PathBuf::from(tmp).join("browser-artifacts"),
+            PathBuf::from,
+        )
+    }
+}
+
 pub mod http {
     use std::net::SocketAddr;
 
