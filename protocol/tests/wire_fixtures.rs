@@ -37,7 +37,10 @@ use meshwork_protocol::{
 const SESSION: SessionId = SessionId([0x42; 16]);
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wire/v1")
+    // Read at run time: build output is shared between checkouts, and a path baked in with
+    // `env!` may name another one.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo or nextest"))
+        .join("../tests/fixtures/wire/v1")
 }
 
 fn client() -> Ed25519Signer {

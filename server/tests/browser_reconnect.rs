@@ -8,8 +8,9 @@
 
 use std::process::Stdio;
 
-use meshwork_testkit::browser::{artifacts, editor_dist, root};
+use meshwork_testkit::browser::{artifacts, editor_dist};
 use meshwork_testkit::http;
+use meshwork_testkit::repo_root;
 use meshwork_testkit::server_process::ServerProcess;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
@@ -28,7 +29,7 @@ async fn the_editor_reconnects_through_a_cut_path_and_a_killed_server() {
     let artifacts = artifacts(env!("CARGO_TARGET_TMPDIR"));
 
     let mut node = tokio::process::Command::new("node")
-        .arg(root().join("client-web/tests/reconnect-e2e.mjs"))
+        .arg(repo_root().join("client-web/tests/reconnect-e2e.mjs"))
         .arg(server.http.to_string())
         .arg(editor.to_text())
         .arg(&artifacts)

@@ -12,7 +12,7 @@ use meshwork_server::metrics::Metrics;
 use yaml_rust2::YamlLoader;
 
 fn deploy() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    meshwork_testkit::repo_root().join("deploy")
 }
 
 fn read(rel: &str) -> String {

@@ -28,7 +28,7 @@ use meshwork_session::{AuthorRecord, Config, Session};
 const SESSION: SessionId = SessionId([0x01; 16]);
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/db/v1")
+    meshwork_testkit::repo_root().join("tests/fixtures/db/v1")
 }
 
 fn server_key() -> Ed25519Signer {

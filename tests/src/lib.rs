@@ -773,16 +773,32 @@ pub fn random_signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(seed)
 }
 
-/// A minimal HTTP/1.1 client for tests of the server's API (one request per connection).
+/// The root of the checkout whose test is running, found at run time (the directory above the
+/// running package's `CARGO_MANIFEST_DIR`, which cargo and nextest set, that holds
+/// `Cargo.lock`). Not `env!`: build output is shared between checkouts through
+/// `~/.cache/meshwork/target`, so a path baked in at compile time may name another checkout.
+///
+/// # Panics
+/// Outside a checkout.
+#[must_use]
+pub fn repo_root() -> std::path::PathBuf {
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("run by cargo or nextest");
+    here.ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("inside a checkout")
+        .to_path_buf()
+}
+
 /// Runs a Node script of `client-web/tests/` with `args` and returns the JSON object it prints
 /// last on stdout.
 ///
 /// # Panics
 /// When Node fails or prints no JSON: the calling test fails with its output.
 pub async fn node_json(script: &str, node_flags: &[&str], args: &[&str]) -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../client-web/tests")
-        .join(script);
+    let path = repo_root().join("client-web/tests").join(script);
     let out = tokio::process::Command::new("node")
         .args(node_flags)
         .arg(&path)
@@ -810,19 +826,13 @@ pub async fn node_json(script: &str, node_flags: &[&str], args: &[&str]) -> serd
 pub mod browser {
     use std::path::PathBuf;
 
-    /// The repository root.
-    #[must_use]
-    pub fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-    }
-
     /// `client-web/dist`, the built editor.
     ///
     /// # Panics
     /// When it is not built (`cargo xtask ci` builds it in its wasm step).
     #[must_use]
     pub fn editor_dist() -> PathBuf {
-        let dist = root().join("client-web/dist");
+        let dist = super::repo_root().join("client-web/dist");
         assert!(
             dist.join("index.html").is_file(),
             "build the editor first (`cargo xtask ci` does)"

@@ -22,7 +22,7 @@ use meshwork_protocol::{Command as Edit, EntityId};
 use meshwork_testkit::{Client, http, random_signer};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    meshwork_testkit::repo_root()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

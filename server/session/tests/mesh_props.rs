@@ -1377,8 +1377,10 @@ fn the_wasm_replica_replays_the_log_to_the_native_hash() {
     let (log, hash, members) = fixed_log();
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mesh-props-log.frames");
     std::fs::write(&path, frames(&log, members)).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../client-web/tests/replay-log.mjs");
+    // Read at run time: build output is shared between checkouts, and a path baked in with
+    // `env!` may name another one.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo or nextest");
+    let script = std::path::Path::new(&manifest).join("../../client-web/tests/replay-log.mjs");
     let out = std::process::Command::new("node")
         .arg(&script)
         .arg(&path)

@@ -55,8 +55,12 @@ fn main() -> ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    // tests/xtask → repo root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // tests/xtask → repo root. `cargo run` sets CARGO_MANIFEST_DIR at run time; the value baked
+    // in at compile time may name another checkout (build output is shared between checkouts
+    // through ~/.cache/meshwork/target).
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .ancestors()
         .nth(2)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
