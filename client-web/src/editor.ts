@@ -816,6 +816,8 @@ export class Editor {
     const now = performance.now();
     for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
     this.renderStatus();
+    // Offline, the edit shows at once (the view applies it until the server judges it).
+    if (this.connection !== 'live') this.refresh();
     return seqs;
   }
 

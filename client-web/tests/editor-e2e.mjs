@@ -488,10 +488,15 @@ await run(async () => {
   const entitiesAtB = (await state(B.page)).entities;
   await A.page.evaluate(() => window.meshwork.dropConnection());
   await A.page.waitForSelector('[data-testid=connection][data-state=reconnecting]', { timeout: 5000 });
+  const entitiesAtA = (await state(A.page)).entities;
   await A.page.getByRole('button', { name: 'Add sphere' }).click();
   const pendingOffline = Number(await A.page.getByTestId('connection').getAttribute('data-pending'));
   check('A edits while offline, the edit shown as pending', pendingOffline >= 1,
     String(await A.page.getByTestId('connection').textContent()));
+  const shownOffline = await A.page
+    .waitForFunction((n) => window.meshwork.state().entities === n + 1, entitiesAtA, { timeout: 2000 })
+    .then(() => true, () => false);
+  check('A sees its offline sphere at once', shownOffline, JSON.stringify(await state(A.page)));
   await A.page.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 15000 });
   const landedAtB = await B.page
     .waitForFunction((n) => window.meshwork.state().entities === n + 1, entitiesAtB, { timeout: 10000 })

@@ -76,6 +76,11 @@ await run(async () => {
   await deleteInEditor(W.page, pyramid);
   await W.page.getByRole('button', { name: 'Add sphere' }).click();
   check('W\'s offline edits are pending', (await pending(W.page)) >= 2, await status(W.page));
+  const rows = (page) => page.evaluate(() => [...document.querySelectorAll('.outliner button[data-entity]')]
+    .map((b) => b.textContent ?? ''));
+  const wRows = await rows(W.page);
+  check('W sees its offline edits at once: the pyramid gone, a sphere added',
+    wRows.length === 1 && wRows[0].includes('Sphere'), JSON.stringify(wRows));
   blocked.set('W', false);
   check('W reconnects by itself over the WebSocket', await connection(W.page, 'live'), await status(W.page));
   check('W is back on the WebSocket', (await state(W.page)).transport === 'websocket');

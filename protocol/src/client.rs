@@ -264,6 +264,17 @@ pub struct ClientConnection<S> {
     unacked: BTreeMap<u64, SignedEntry>,
     /// Most unacknowledged entries kept ([`ClientConnection::set_max_unacked`]).
     max_unacked: usize,
+    /// Sequence numbers of unacknowledged entries made while disconnected (or kept across a
+    /// restart): while any is unjudged, [`ClientConnection::view`] shows them applied.
+    offline: BTreeSet<u64>,
+    /// The replica's scene with every unacknowledged own entry applied, while `offline` is not
+    /// empty.
+    speculative: Option<crate::scene::Scene>,
+    /// Entities the speculative scene differs in (what to redraw when it changes or goes).
+    speculated: BTreeSet<EntityId>,
+    /// The speculative scene is to be rebuilt (at the next [`ClientConnection::take_changes`]:
+    /// once per frame, not once per acknowledgement).
+    stale_view: bool,
 }
 
 impl<S: Signer> ClientConnection<S> {
@@ -297,6 +308,10 @@ impl<S: Signer> ClientConnection<S> {
             last_welcome: None,
             unacked: BTreeMap::new(),
             max_unacked: DEFAULT_MAX_UNACKED,
+            offline: BTreeSet::new(),
+            speculative: None,
+            speculated: BTreeSet::new(),
+            stale_view: false,
         };
         c.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version,
@@ -405,10 +420,12 @@ impl<S: Signer> ClientConnection<S> {
         c.last_counter = saved.last_counter;
         for e in saved.unacked {
             if let Ok(b) = e.decode_body() {
+                c.offline.insert(b.seq);
                 c.unacked.insert(b.seq, e);
             }
         }
         c.last_welcome = Some(saved.welcome);
+        c.speculate();
         Ok(c)
     }
 
@@ -434,6 +451,57 @@ impl<S: Signer> ClientConnection<S> {
     #[must_use]
     pub const fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// The scene to show (as of the last [`ClientConnection::take_changes`]): the replica's,
+    /// with own edits made while disconnected applied until
+    /// the server judges them (with every later own entry, in order), as a user expects to see
+    /// what they did offline. A refused one goes from the view when its refusal arrives. The
+    /// replica (and its state hash) holds only what the server ordered.
+    #[must_use]
+    pub fn view(&self) -> &crate::scene::Scene {
+        self.speculative
+            .as_ref()
+            .unwrap_or_else(|| self.replica.scene())
+    }
+
+    /// Rebuilds the speculative scene ([`ClientConnection::view`]) after the replica or the
+    /// unacknowledged entries changed, and marks what it changed for the renderer.
+    fn speculate(&mut self) {
+        let unacked = &self.unacked;
+        self.offline.retain(|seq| unacked.contains_key(seq));
+        let before = core::mem::take(&mut self.speculated);
+        if self.offline.is_empty() {
+            self.speculative = None;
+        } else {
+            let mut scene = self.replica.scene().clone();
+            for entry in self.unacked.values() {
+                let Ok(body) = entry.decode_body() else {
+                    continue;
+                };
+                // What the scene refuses (an edit of what another member deleted meanwhile)
+                // shows nothing; the server's refusal says why.
+                if scene
+                    .try_apply(
+                        body.id(),
+                        body.author,
+                        &body.command,
+                        &crate::scene::Limits::NONE,
+                    )
+                    .is_ok()
+                    && let crate::scene::Touched::Entity(id) =
+                        crate::scene::Scene::touched(body.author, &body.command)
+                {
+                    self.speculated.insert(id);
+                }
+            }
+            self.speculative = Some(scene);
+        }
+        for id in before.union(&self.speculated) {
+            self.tracker.changed.insert(*id);
+            self.tracker.next = self.tracker.next.saturating_add(1);
+            self.tracker.revisions.insert(*id, self.tracker.next);
+        }
     }
 
     /// The next message to send.
@@ -543,6 +611,7 @@ impl<S: Signer> ClientConnection<S> {
                     self.tracker.note(msg, self.replica.scene());
                     self.settle_live();
                 }
+                self.stale_view |= !self.offline.is_empty();
                 let tracker = &self.tracker;
                 self.live.receive(
                     msg,
@@ -566,8 +635,12 @@ impl<S: Signer> ClientConnection<S> {
         }
     }
 
-    /// What changed in the replica since the last call (see [`Changes`]).
+    /// What changed in the view since the last call (see [`Changes`]); brings the view
+    /// ([`ClientConnection::view`]) up to date first.
     pub fn take_changes(&mut self) -> Changes {
+        if core::mem::take(&mut self.stale_view) {
+            self.speculate();
+        }
         Changes {
             all: core::mem::take(&mut self.tracker.all),
             entities: core::mem::take(&mut self.tracker.changed)
@@ -664,16 +737,21 @@ impl<S: Signer> ClientConnection<S> {
             return None;
         }
         let entries = self.sign(commands)?;
+        let joined = self.is_joined();
         for e in &entries {
             if let Ok(b) = e.decode_body() {
                 self.unacked.insert(b.seq, e.clone());
+                if !joined {
+                    self.offline.insert(b.seq);
+                }
             }
         }
-        if self.is_joined() {
+        if joined {
             self.outbox.push_back(ClientMsg::Submit(Submit {
                 entries: entries.clone(),
             }));
         }
+        self.stale_view |= !self.offline.is_empty();
         Some(entries)
     }
 }
@@ -827,6 +905,67 @@ mod tests {
             ])
             .unwrap();
         (e, entries)
+    }
+
+    /// Edits made while disconnected show in the view at once (the replica holds only what the
+    /// server ordered); once judged, an accepted one stays (now from the replica) and a refused
+    /// one goes from the view, each change marked for the renderer.
+    #[test]
+    fn offline_edits_show_in_the_view_until_the_server_judges_them() {
+        let mut c = joined();
+        let _ = c.take_changes();
+        let (a, b) = (c.next_entity_id(0).unwrap(), c.next_entity_id(0).unwrap());
+        let spawn = |entity| Command::Spawn {
+            entity,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        };
+        c.reconnect();
+        let kept = c.submit(vec![spawn(a), spawn(b)]).unwrap();
+        assert!(c.replica().scene().entities.is_empty());
+        assert_eq!(c.take_changes().entities, vec![a, b]);
+        assert!(c.view().entities.contains_key(&a) && c.view().entities.contains_key(&b));
+        let shown = c.revision(a);
+
+        // Back online: caught up, the server orders a and refuses b.
+        c.handle(&ServerMsg::Challenge(Challenge {
+            nonce: [3; 32],
+            server_build_id: "server".into(),
+        }));
+        c.handle(&ServerMsg::Welcome(Welcome {
+            session: SESSION,
+            author: AuthorId(1),
+            role: Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+        }));
+        let body = kept[0].decode_body().unwrap();
+        c.handle(&ServerMsg::Entries(Entries {
+            entries: vec![kept[0].clone()],
+        }));
+        c.handle(&ServerMsg::Ack(crate::wire::Ack {
+            seq: body.seq,
+            id: body.id(),
+        }));
+        assert!(c.view().entities.contains_key(&b), "b is not judged yet");
+        c.handle(&ServerMsg::CommandRefused(crate::wire::CommandRefused {
+            seq: kept[1].decode_body().unwrap().seq,
+            code: crate::wire::RefusalCode::Conflict,
+            message: "another member deleted it".into(),
+        }));
+        let changes = c.take_changes();
+        assert!(changes.entities.contains(&a) && changes.entities.contains(&b));
+        assert!(c.revision(a) > shown, "redrawn from the replica");
+        assert!(
+            core::ptr::eq(c.view(), c.replica().scene()),
+            "the view is the replica again"
+        );
+        assert!(c.view().entities.contains_key(&a));
+        assert!(
+            !c.view().entities.contains_key(&b),
+            "the refused spawn went"
+        );
+        assert_eq!(c.unacked().count(), 0);
     }
 
     #[test]

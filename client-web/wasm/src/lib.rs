@@ -335,7 +335,7 @@ impl Connection {
             reason = "ids come from scene_json, exact below 2^53"
         )]
         let id = EntityId(id as u64);
-        self.inner.replica().scene().entities.get(&id).map_or_else(
+        self.inner.view().entities.get(&id).map_or_else(
             || "null".to_owned(),
             |e| self.entity_value(id, e).to_string(),
         )
@@ -352,7 +352,7 @@ impl Connection {
 
     fn meta_value(&self) -> Value {
         let replica = self.inner.replica();
-        let scene = replica.scene();
+        let scene = self.inner.view();
         let names: serde_json::Map<String, Value> = scene
             .authors
             .keys()
@@ -363,7 +363,7 @@ impl Connection {
             .map(|m| json!({"author": m.author.0, "role": m.role.as_str()}))
             .collect();
         json!({
-            "position": scene.position,
+            "position": replica.scene().position,
             "name": scene.session_name.as_ref().map(|n| n.value.clone()),
             "selections": selections(scene),
             "names": names,
@@ -690,7 +690,7 @@ impl Connection {
     /// Never in practice (plain numbers).
     #[allow(clippy::cast_precision_loss, reason = "entity ids stay far below 2^53")]
     pub fn scene_json(&self) -> Result<String, JsError> {
-        let scene = self.inner.replica().scene();
+        let scene = self.inner.view();
         let entities: Vec<Value> = scene
             .entities
             .iter()
@@ -734,7 +734,7 @@ impl Connection {
             reason = "ids come from scene_json, exact below 2^53"
         )]
         let id = EntityId(id as u64);
-        let e = self.inner.replica().scene().entities.get(&id)?;
+        let e = self.inner.view().entities.get(&id)?;
         let key = self.geometry_key(id, e);
         self.cached_triangles(id, key, || Some(e.geometry.render()), read)
     }
@@ -831,7 +831,7 @@ impl Connection {
             reason = "ids come from scene_json, exact below 2^53"
         )]
         let id = EntityId(id as u64);
-        let e = self.inner.replica().scene().entities.get(&id)?;
+        let e = self.inner.view().entities.get(&id)?;
         Some(e.geometry.edit_mesh(e.spawned_by))
     }
 
@@ -845,7 +845,7 @@ impl Connection {
     /// JSON that is not a command.
     pub fn preview_edit(&mut self, command: &str) -> Result<bool, JsError> {
         let command: Command = serde_json::from_str(command).map_err(err)?;
-        self.preview = preview_of(self.inner.replica().scene(), self.inner.author(), &command);
+        self.preview = preview_of(self.inner.view(), self.inner.author(), &command);
         Ok(self.preview.is_some())
     }
 
