@@ -889,7 +889,7 @@ impl App {
         Vec3,
         f32,
     )> {
-        let e = self.conn.replica().scene().entities.get(&entity)?;
+        let e = self.conn.view().entities.get(&entity)?;
         let mesh = e.geometry.edit_mesh(e.spawned_by);
         let tris = mesh.triangulate();
         let t = self.shown(entity, &e.transform);
@@ -1175,12 +1175,7 @@ impl App {
     }
 
     fn replica_transform(&self, e: EntityId) -> Option<Transform> {
-        self.conn
-            .replica()
-            .scene()
-            .entities
-            .get(&e)
-            .map(|x| x.transform)
+        self.conn.view().entities.get(&e).map(|x| x.transform)
     }
 
     fn transform_of(&self, e: EntityId) -> Option<Transform> {
@@ -1224,7 +1219,9 @@ impl App {
     /// Every entity as it is shown now (previews applied), with its cached triangles.
     pub fn entity_draws(&mut self) -> Vec<EntityDraw> {
         self.run_remote_edits();
-        let scene = self.conn.replica().scene();
+        // Own edits made offline show at once (the view applies them until they are judged).
+        self.conn.refresh_view();
+        let scene = self.conn.view();
         let live = self.conn.live();
         let mut out = Vec::with_capacity(scene.entities.len());
         let mut used = std::collections::BTreeSet::new();

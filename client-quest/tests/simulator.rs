@@ -452,6 +452,11 @@ async fn the_headset_reconnects_by_itself_and_its_offline_edit_lands() {
             1,
             "the offline edit is kept"
         );
+        assert_eq!(
+            app.entity_draws().len(),
+            2,
+            "and shown at once, while the replica holds one cube"
+        );
         back_tx.send(()).unwrap();
         pump_until(
             &mut app,

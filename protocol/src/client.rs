@@ -48,6 +48,23 @@ pub struct SavedClient {
 /// Most entries in one `Submit` when a reconnect submits the unacknowledged ones again.
 const RESUBMIT_CHUNK: usize = 256;
 
+/// How long entries the server refused for the rate wait before they go again (the server's
+/// bucket refills at its rate per second).
+pub const RATE_RETRY_MS: u64 = 1000;
+
+/// Own entries going out one `Submit` at a time, the next only when every entry of the last is
+/// judged: after a reconnect (the unacknowledged entries, however many) and after a refusal for
+/// the rate. The server judges one `Submit` at one instant, so the entries it refuses for the
+/// rate are the last of it, none later is accepted before them, and they can go again as they
+/// were signed, in order.
+#[derive(Debug, Default)]
+struct CatchUp {
+    /// Sent and not judged yet.
+    in_flight: BTreeSet<u64>,
+    /// Nothing goes before this time (the application's clock, [`ClientConnection::tick`]).
+    not_before_ms: u64,
+}
+
 /// Where the handshake stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientPhase {
@@ -264,6 +281,8 @@ pub struct ClientConnection<S> {
     unacked: BTreeMap<u64, SignedEntry>,
     /// Most unacknowledged entries kept ([`ClientConnection::set_max_unacked`]).
     max_unacked: usize,
+    /// Catching up (see [`CatchUp`]); `None`: entries go as they are submitted.
+    catch_up: Option<CatchUp>,
     /// Sequence numbers of unacknowledged entries made while disconnected (or kept across a
     /// restart): while any is unjudged, [`ClientConnection::view`] shows them applied.
     offline: BTreeSet<u64>,
@@ -308,6 +327,7 @@ impl<S: Signer> ClientConnection<S> {
             last_welcome: None,
             unacked: BTreeMap::new(),
             max_unacked: DEFAULT_MAX_UNACKED,
+            catch_up: None,
             offline: BTreeSet::new(),
             speculative: None,
             speculated: BTreeSet::new(),
@@ -363,6 +383,7 @@ impl<S: Signer> ClientConnection<S> {
     /// ([`ClientConnection::submit`]).
     pub fn reconnect(&mut self) {
         self.outbox.clear();
+        self.catch_up = None;
         self.phase = ClientPhase::Hello;
         self.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -453,7 +474,8 @@ impl<S: Signer> ClientConnection<S> {
         &self.replica
     }
 
-    /// The scene to show (as of the last [`ClientConnection::take_changes`]): the replica's,
+    /// The scene to show (as of the last [`ClientConnection::refresh_view`] or
+    /// [`ClientConnection::take_changes`]): the replica's,
     /// with own edits made while disconnected applied until
     /// the server judges them (with every later own entry, in order), as a user expects to see
     /// what they did offline. A refused one goes from the view when its refusal arrives. The
@@ -463,6 +485,14 @@ impl<S: Signer> ClientConnection<S> {
         self.speculative
             .as_ref()
             .unwrap_or_else(|| self.replica.scene())
+    }
+
+    /// Brings the view ([`ClientConnection::view`]) up to date, for an application that reads it
+    /// without taking changes ([`ClientConnection::take_changes`] does this first).
+    pub fn refresh_view(&mut self) {
+        if core::mem::take(&mut self.stale_view) {
+            self.speculate();
+        }
     }
 
     /// Rebuilds the speculative scene ([`ClientConnection::view`]) after the replica or the
@@ -560,12 +590,10 @@ impl<S: Signer> ClientConnection<S> {
                 // Unacknowledged entries go again, once, as they were signed: the server
                 // acknowledges again the ones it already has and judges the others like any
                 // concurrent entry (their `seen_lamport` is old).
-                let again: Vec<SignedEntry> = self.unacked.values().cloned().collect();
-                for part in again.chunks(RESUBMIT_CHUNK) {
-                    self.outbox.push_back(ClientMsg::Submit(Submit {
-                        entries: part.to_vec(),
-                    }));
-                }
+                // They go a `Submit` at a time (see `CatchUp`): however many were kept, none is
+                // refused for the rate and lost.
+                self.catch_up = Some(CatchUp::default());
+                self.send_next();
                 ClientEvent::Joined
             }
             (ServerMsg::JoinRefused(r), _) => {
@@ -590,9 +618,25 @@ impl<S: Signer> ClientConnection<S> {
                 match msg {
                     ServerMsg::Ack(a) => {
                         self.unacked.remove(&a.seq);
+                        self.judged(a.seq);
+                    }
+                    ServerMsg::CommandRefused(r)
+                        if r.code == crate::wire::RefusalCode::RateLimited
+                            && self.unacked.contains_key(&r.seq) =>
+                    {
+                        // Kept: it goes again, as it was signed, once the rate allows.
+                        let now = self.now_ms;
+                        let waiting = self.catch_up.get_or_insert_with(|| CatchUp {
+                            // Everything else sent is still to be judged.
+                            in_flight: self.unacked.keys().copied().collect(),
+                            not_before_ms: 0,
+                        });
+                        waiting.not_before_ms = now.saturating_add(RATE_RETRY_MS);
+                        self.judged(r.seq);
                     }
                     ServerMsg::CommandRefused(r) => {
                         self.unacked.remove(&r.seq);
+                        self.judged(r.seq);
                     }
                     _ => {}
                 }
@@ -638,9 +682,7 @@ impl<S: Signer> ClientConnection<S> {
     /// What changed in the view since the last call (see [`Changes`]); brings the view
     /// ([`ClientConnection::view`]) up to date first.
     pub fn take_changes(&mut self) -> Changes {
-        if core::mem::take(&mut self.stale_view) {
-            self.speculate();
-        }
+        self.refresh_view();
         Changes {
             all: core::mem::take(&mut self.tracker.all),
             entities: core::mem::take(&mut self.tracker.changed)
@@ -662,6 +704,44 @@ impl<S: Signer> ClientConnection<S> {
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.settle_live();
+        self.send_next();
+    }
+
+    /// Entry `seq` was judged (acknowledged or refused): while catching up, the next `Submit`
+    /// goes once the last is all judged.
+    fn judged(&mut self, seq: u64) {
+        if let Some(c) = &mut self.catch_up {
+            c.in_flight.remove(&seq);
+        }
+        self.send_next();
+    }
+
+    /// While catching up and joined: the next `Submit` (the oldest waiting entries), when the
+    /// last is all judged and the rate's wait is over; back to sending at once when nothing
+    /// waits.
+    fn send_next(&mut self) {
+        let Some(c) = &mut self.catch_up else {
+            return;
+        };
+        if !matches!(self.phase, ClientPhase::Joined(_))
+            || !c.in_flight.is_empty()
+            || self.now_ms < c.not_before_ms
+        {
+            return;
+        }
+        if self.unacked.is_empty() {
+            self.catch_up = None;
+            return;
+        }
+        let next: Vec<SignedEntry> = self
+            .unacked
+            .values()
+            .take(RESUBMIT_CHUNK)
+            .cloned()
+            .collect();
+        c.in_flight = self.unacked.keys().take(RESUBMIT_CHUNK).copied().collect();
+        self.outbox
+            .push_back(ClientMsg::Submit(Submit { entries: next }));
     }
 
     fn settle_live(&mut self) {
@@ -746,10 +826,13 @@ impl<S: Signer> ClientConnection<S> {
                 }
             }
         }
-        if joined {
+        if joined && self.catch_up.is_none() {
             self.outbox.push_back(ClientMsg::Submit(Submit {
                 entries: entries.clone(),
             }));
+        } else {
+            // Offline they wait for the welcome; catching up, for their turn.
+            self.send_next();
         }
         self.stale_view |= !self.offline.is_empty();
         Some(entries)

@@ -235,3 +235,67 @@ fn a_reconnecting_client_resumes_by_delta_and_its_offline_edits_are_judged_once(
     assert_eq!(w.conns[&c4].unacked().count(), 0);
     assert_eq!(w.hash(c4), w.h.session.scene().state_hash());
 }
+
+/// More offline edits than the server's burst: they go a `Submit` at a time, those refused for
+/// the rate go again (as they were signed) once the rate allows, and every one lands, in order,
+/// exactly once.
+#[test]
+fn offline_edits_past_the_rate_limit_all_land_in_order() {
+    let mut w = World::new();
+    // The server's defaults: 200 commands a second, bursts of 400.
+    w.h.session.config.rate_per_s = 200;
+    w.h.session.config.burst = 400;
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    let out = w.h.input(Input::Disconnected { client: C1 });
+    w.deliver(out);
+    let mut a_conn = w.conns.remove(&C1).unwrap();
+    a_conn.reconnect();
+    let n = 1000;
+    let spawns: Vec<Command> = (1..=n).map(|k| cube(EntityId::new(a, k))).collect();
+    let seqs: Vec<u64> = a_conn
+        .submit(spawns)
+        .expect("kept while disconnected")
+        .iter()
+        .map(|e| e.decode_body().unwrap().seq)
+        .collect();
+
+    let c = ClientId(3);
+    w.connect(c, a_conn);
+    let start = w.h.now;
+    // The application's clock runs on; each tick lets what waits for the rate go again.
+    for _ in 0..20 {
+        if w.conns[&c].unacked().count() == 0 {
+            break;
+        }
+        w.h.now += 250;
+        let now = w.h.now;
+        w.conns.get_mut(&c).unwrap().tick(now);
+        w.pump();
+    }
+    assert_eq!(w.conns[&c].unacked().count(), 0, "every one judged");
+    let got = &w.received[&c];
+    let acked: Vec<u64> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Ack(k) => Some(k.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, seqs, "each acknowledged once, in order");
+    let limited = got
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::CommandRefused(r) if r.code == RefusalCode::RateLimited))
+        .count();
+    assert!(limited > 0, "the burst was exceeded, and that cost nothing");
+    assert!(
+        !got.iter().any(
+            |m| matches!(m, ServerMsg::CommandRefused(r) if r.code != RefusalCode::RateLimited)
+        ),
+        "no other refusal"
+    );
+    assert_eq!(w.h.session.scene().entities.len(), 1000);
+    assert_eq!(w.hash(c), w.h.session.scene().state_hash());
+    // At the rate: 400 at once, then 200 a second.
+    assert!(w.h.now - start >= 3000, "paced, {} ms", w.h.now - start);
+}
