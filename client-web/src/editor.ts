@@ -2,7 +2,7 @@
 // viewport, and the session. Every edit becomes signed commands; the replica (server order)
 // decides what is shown, with local previews for drags until the server has spoken.
 
-import { Session, cleanDisplayName, ticketRole, transformCommands, type SessionEvent } from './session';
+import { FINAL_CLOSES, Session, cleanDisplayName, ticketRole, transformCommands, type SessionEvent } from './session';
 import type { TransportKind } from './net';
 import { UploadRefused, fromHex, packGltf, uploadAsset } from './upload';
 import { storeDisplayName, storedDisplayName } from './identity';
@@ -649,7 +649,9 @@ export class Editor {
         break;
       }
       case 'closed':
-        if (e.reason === 'Transport' || !this.synced) {
+        // A final close (kicked, a protocol violation, untrusted) is followed by no reconnect:
+        // the editor says it is no longer connected (the scene stays to look at).
+        if (e.reason === 'Transport' || !this.synced || FINAL_CLOSES.has(e.reason)) {
           this.connection = 'closed';
           this.toast(`Disconnected: ${e.message || e.reason}`, 'error');
         } else {

@@ -23,7 +23,7 @@ export type SessionEvent =
   | { type: 'reconnecting'; attempt: number; inMs: number; why: string };
 
 /** Server close reasons after which reconnecting would only be refused again. */
-const FINAL_CLOSES = new Set(['Kicked', 'ProtocolViolation', 'Untrusted', 'Leaving']);
+export const FINAL_CLOSES = new Set(['Kicked', 'ProtocolViolation', 'Untrusted', 'Leaving']);
 
 let wasmReady: Promise<unknown> | null = null;
 
@@ -93,6 +93,8 @@ export class Session {
   /** Connects (WebRTC, else the WebSocket); a failure is retried with backoff, like a drop. */
   async open(prefer: TransportKind | null): Promise<void> {
     this.prefer = prefer;
+    // A reload or a closed tab right after an edit: what is pending is kept first.
+    window.addEventListener('pagehide', () => this.keepNow());
     try {
       await this.attach();
     } catch (e) {
@@ -194,22 +196,29 @@ export class Session {
     this.keep();
   }
 
-  /** Keeps the connection's state for a reload while edits are unacknowledged (debounced: the
-   *  scene is encoded once per burst), and forgets it once nothing is pending. */
+  /** Keeps the connection's state for a reload while edits are unacknowledged (at most one
+   *  save per 300 ms, the first 300 ms after a change: the scene is encoded once per burst, and
+   *  a stream of messages cannot put the save off), and forgets it once nothing is pending. */
   private keep(): void {
-    const pending = this.conn.unacked_count();
-    if (pending === 0 && this.keptPending === 0) return;
-    window.clearTimeout(this.keepTimer);
+    if (this.keepTimer !== undefined) return;
+    if (this.conn.unacked_count() === 0 && this.keptPending === 0) return;
     this.keepTimer = window.setTimeout(() => {
-      const now = this.conn.unacked_count();
-      const saved = now > 0 ? (this.conn.save() ?? null) : null;
-      storePending(this.sessionId, saved).then(
-        () => {
-          this.keptPending = saved ? now : 0;
-        },
-        (e: unknown) => console.warn(`meshwork: could not keep pending edits (${String(e)})`),
-      );
+      this.keepTimer = undefined;
+      this.keepNow();
     }, 300);
+  }
+
+  /** Saves (or forgets) the state for a reload now: also when the page is being left. */
+  keepNow(): void {
+    const now = this.conn.unacked_count();
+    if (now === 0 && this.keptPending === 0) return;
+    const saved = now > 0 ? (this.conn.save() ?? null) : null;
+    storePending(this.sessionId, saved).then(
+      () => {
+        this.keptPending = saved ? now : 0;
+      },
+      (e: unknown) => console.warn(`meshwork: could not keep pending edits (${String(e)})`),
+    );
   }
 
   /** Own edits not yet acknowledged (made offline included). */
