@@ -659,6 +659,15 @@ export class Editor {
           this.toast(`Connection closed: ${e.message || e.reason}`, 'info');
         }
         break;
+      case 'role': {
+        // An admin changed this member's role: the tools follow at once.
+        const was = this.role;
+        this.role = e.role;
+        this.applyRole();
+        if (was !== e.role) this.toast(`An admin made you ${e.role === 'admin' ? 'an' : 'a'} ${e.role}.`, 'info');
+        this.renderPeople();
+        break;
+      }
       case 'reconnecting':
         this.reconnects += 1;
         this.connection = 'reconnecting';
@@ -1558,21 +1567,48 @@ export class Editor {
     this.sessionLabel.textContent = `${name}Session ${this.session.sessionId.slice(0, 8)}${role}`;
   }
 
+  /** What the people list shows, to redraw it only when that changes (a role menu being used
+   *  must not be replaced under the pointer). */
+  private peopleShown = '';
+
   private renderPeople(): void {
     const now = Date.now();
     const present = presentPeople(this.people, now).filter((p) => p.author !== this.author);
+    const roles = new Map(this.session.sceneMeta().members.map((m) => [m.author, m.role as Role]));
+    const rows: [number, string, Role | undefined][] = present.map((p) => [
+      p.author,
+      authorLabel(p.author, this.author, this.view.names),
+      roles.get(p.author),
+    ]);
+    const shown = JSON.stringify([this.author, this.role, this.myName, rows]);
+    if (shown === this.peopleShown) return;
+    this.peopleShown = shown;
     const items: HTMLLIElement[] = [];
     if (this.author !== null) {
       items.push(this.personItem(this.author, `You (${this.role ?? '…'})`));
     }
-    for (const p of present) items.push(this.personItem(p.author, authorLabel(p.author, this.author, this.view.names)));
+    for (const [author, label, role] of rows) items.push(this.personItem(author, label, role));
     this.peopleList.replaceChildren(...items);
   }
 
-  private personItem(author: number, label: string): HTMLLIElement {
+  private personItem(author: number, label: string, role?: Role): HTMLLIElement {
     const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
     dot.style.background = authorColor(author);
-    if (author !== this.author) return h('li', { 'data-author': String(author) }, dot, label);
+    if (author !== this.author) {
+      if (this.role !== 'admin' || role === undefined) return h('li', { 'data-author': String(author) }, dot, label);
+      // An admin sets others' roles and removes members: signed entries like any edit.
+      const menu = h('select', { 'aria-label': `Role of ${label}`, 'data-testid': `role-${author}` },
+        ...(['viewer', 'editor', 'admin'] as const).map((r) => h('option', { value: r }, r)));
+      menu.value = role;
+      menu.addEventListener('change', () => {
+        this.submit([{ SetRole: { author, role: menu.value } }]);
+      });
+      const remove = h('button', { type: 'button', class: 'link', title: `Remove ${label} from the session`, 'data-testid': `kick-${author}` }, 'Remove');
+      remove.addEventListener('click', () => {
+        this.submit([{ Kick: { author, reason: '' } }]);
+      });
+      return h('li', { 'data-author': String(author) }, dot, label, ' ', menu, ' ', remove);
+    }
     // One's own entry: the name one goes by, and a way to change it.
     const mine = this.myName ? `${this.myName} (you, ${this.role ?? '…'})` : label;
     const rename = h('button', { type: 'button', class: 'link', title: 'Change the name others see', 'data-testid': 'rename' }, 'Rename');

@@ -20,6 +20,7 @@ export type SessionEvent =
   | { type: 'live'; entities: number[] }
   | { type: 'element_selection'; author: number; entity: number | null; elements: ElementKey[] }
   | { type: 'closed'; reason: string; message: string }
+  | { type: 'role'; role: Role }
   | { type: 'reconnecting'; attempt: number; inMs: number; why: string };
 
 /** Server close reasons after which reconnecting would only be refused again. */

@@ -450,6 +450,19 @@ impl<S: Signer> ClientConnection<S> {
         Ok(c)
     }
 
+    /// This member's role as it now stands: the roster's (an admin may have changed it since
+    /// the welcome, [`crate::Command::SetRole`]), else the welcome's. `None` before a join.
+    #[must_use]
+    pub fn role(&self) -> Option<crate::registry::Role> {
+        let w = self.last_welcome.as_ref()?;
+        Some(
+            self.replica
+                .members()
+                .find(|m| m.author == w.author)
+                .map_or(w.role, |m| m.role),
+        )
+    }
+
     /// The last welcome (kept while reconnecting).
     #[must_use]
     pub const fn joined_as(&self) -> Option<&Welcome> {

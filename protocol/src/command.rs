@@ -355,6 +355,25 @@ pub enum Command {
         /// At most [`MAX_DISPLAY_NAME_BYTES`] of UTF-8, no control characters.
         name: String,
     },
+    /// An admin changes a member's role, effective for that member's next entry (entries are
+    /// checked against the role their author holds when each is accepted) and announced to
+    /// everyone in the roster. A role set this way stays: a later join with another invite
+    /// does not change it. No one changes their own role.
+    SetRole {
+        /// The member.
+        author: AuthorId,
+        /// The new role.
+        role: crate::registry::Role,
+    },
+    /// An admin removes a member from the session now: their connection is closed as
+    /// `Kicked` with `reason`. They may join again while an invite of theirs is valid (lower
+    /// their role first to keep them out of editing).
+    Kick {
+        /// The member.
+        author: AuthorId,
+        /// Shown to them, at most [`MAX_NAME_BYTES`], no control characters.
+        reason: String,
+    },
 }
 
 /// An uploaded asset, by the SHA-256 of its bytes.
@@ -443,6 +462,9 @@ pub enum PayloadError {
     /// The entity id of a spawn is in another author's namespace.
     #[error("entity id is not in the author's namespace")]
     ForeignEntityId,
+    /// A member's own role or removal: another admin decides those.
+    #[error("no one changes their own role or removes themselves: ask another admin")]
+    OwnMembership,
     /// An undo or redo names a step of another author (each author undoes only their own).
     #[error("the step is another author's: undo and redo act on your own steps only")]
     ForeignStep,
@@ -541,6 +563,21 @@ impl Command {
             Self::Translate { entity: _, delta } => coordinate("delta", *delta),
             Self::Rotate { entity: _, delta } => unit_quat("delta", *delta),
             Self::Scale { entity: _, factor } => scale_factor("factor", *factor),
+            Self::Kick {
+                author: member,
+                reason,
+            } => {
+                if *member == author {
+                    return Err(PayloadError::OwnMembership);
+                }
+                name("reason", reason)
+            }
+            Self::SetRole { author: member, .. } => {
+                if *member == author {
+                    return Err(PayloadError::OwnMembership);
+                }
+                Ok(())
+            }
             Self::SetName { entity: _, name: n } | Self::SetSessionName { name: n } => {
                 name("name", n)
             }

@@ -813,6 +813,8 @@ impl Scene {
                 | CommandKind::ToolDeactivate
                 | CommandKind::SetSessionName
                 | CommandKind::SetDisplayName
+                | CommandKind::SetRole
+                | CommandKind::Kick
                 | CommandKind::EdgeExtrude
                 | CommandKind::FaceSubdivide
                 | CommandKind::Step

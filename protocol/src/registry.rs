@@ -150,6 +150,11 @@ pub enum Scope {
         /// The author.
         author: AuthorId,
     },
+    /// One member's place in the session (role, removal).
+    Membership {
+        /// The member.
+        author: AuthorId,
+    },
 }
 
 /// For people (refusal messages): `entity#…` and `author#…` as their `Display` writes them, so
@@ -177,6 +182,7 @@ impl core::fmt::Display for Scope {
             },
             Self::History { author } => write!(f, "the undo history of {author}"),
             Self::Profile { author } => write!(f, "the display name of {author}"),
+            Self::Membership { author } => write!(f, "the role of {author}"),
         }
     }
 }
@@ -216,11 +222,13 @@ pub enum CommandKind {
     Redo,
     Import,
     SetDisplayName,
+    SetRole,
+    Kick,
 }
 
 impl CommandKind {
     /// Every kind, in wire-tag order.
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 33] = [
         Self::Select,
         Self::Spawn,
         Self::Despawn,
@@ -252,6 +260,8 @@ impl CommandKind {
         Self::Redo,
         Self::Import,
         Self::SetDisplayName,
+        Self::SetRole,
+        Self::Kick,
     ];
 
     /// The rule for this kind.
@@ -298,6 +308,8 @@ impl CommandKind {
             Self::Import => (Editor, Reject),
             // Everyone, viewers too, is shown to the others by a name they choose.
             Self::SetDisplayName => (Viewer, Lww),
+            // Membership is the admins' (two admins changing one role: the later wins).
+            Self::SetRole | Self::Kick => (Admin, Lww),
         };
         Rule { role, strategy }
     }
@@ -337,6 +349,8 @@ impl CommandKind {
             Self::Redo => "redo",
             Self::Import => "import",
             Self::SetDisplayName => "set_display_name",
+            Self::SetRole => "set_role",
+            Self::Kick => "kick",
         }
     }
 }
@@ -386,6 +400,8 @@ impl Command {
             Self::Redo { .. } => CommandKind::Redo,
             Self::Import { .. } => CommandKind::Import,
             Self::SetDisplayName { .. } => CommandKind::SetDisplayName,
+            Self::SetRole { .. } => CommandKind::SetRole,
+            Self::Kick { .. } => CommandKind::Kick,
         }
     }
 
@@ -434,6 +450,9 @@ impl Command {
             Self::Duplicate { copy, .. } => entity(*copy, Facet::Existence),
             Self::Import { first, .. } => entity(*first, Facet::Existence),
             Self::SetDisplayName { .. } => Scope::Profile { author },
+            Self::SetRole { author: member, .. } | Self::Kick { author: member, .. } => {
+                Scope::Membership { author: *member }
+            }
             Self::MoveVertices { entity: e, .. }
             | Self::CreateFace { entity: e, .. }
             | Self::DeleteElements { entity: e, .. }
@@ -559,7 +578,9 @@ mod tests {
         for kind in CommandKind::ALL {
             let expected_min = match kind {
                 CommandKind::Select | CommandKind::SetDisplayName => Role::Viewer,
-                CommandKind::SetSessionName => Role::Admin,
+                CommandKind::SetSessionName | CommandKind::SetRole | CommandKind::Kick => {
+                    Role::Admin
+                }
                 _ => Role::Editor,
             };
             for role in [Role::Viewer, Role::Editor, Role::Admin] {

@@ -564,6 +564,8 @@ impl Scene {
                 Some(n) => n.set(name.clone(), id),
                 None => self.session_name = Some(Lww::new(name.clone(), id)),
             },
+            // Membership lives in the session's key ring and the roster, not in the scene.
+            Command::SetRole { .. } | Command::Kick { .. } => {}
             Command::SetDisplayName { name } => {
                 let state = self.authors.entry(author).or_default();
                 match &mut state.name {
@@ -862,6 +864,9 @@ impl Scene {
             | Command::Undo { .. }
             | Command::Redo { .. }
             | Command::SetDisplayName { .. } => Touched::Author(author),
+            Command::SetRole { author: member, .. } | Command::Kick { author: member, .. } => {
+                Touched::Author(*member)
+            }
             Command::SetSessionName { .. } => Touched::Session,
             Command::Spawn { entity, .. }
             | Command::Despawn { entity }

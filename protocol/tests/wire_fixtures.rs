@@ -208,6 +208,14 @@ fn sample_command(kind: CommandKind) -> Command {
         CommandKind::SetDisplayName => Command::SetDisplayName {
             name: "Ada (Quest)".into(),
         },
+        CommandKind::SetRole => Command::SetRole {
+            author: AuthorId(4),
+            role: Role::Viewer,
+        },
+        CommandKind::Kick => Command::Kick {
+            author: AuthorId(4),
+            reason: "please rejoin with your studio key".into(),
+        },
     }
 }
 

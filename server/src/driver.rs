@@ -577,6 +577,11 @@ impl Driver {
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::Resumed { .. } => self.metrics.resumes_total.inc(),
+            Event::Membership { change } => self
+                .metrics
+                .membership_changes_total
+                .with_label_values(&[change])
+                .inc(),
             Event::Undo { redo, outcome } => {
                 let op = if *redo { "redo" } else { "undo" };
                 self.metrics

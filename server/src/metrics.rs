@@ -53,6 +53,7 @@ pub struct Metrics {
     pub deltas_total: IntCounter,
     pub resumes_total: IntCounter,
     pub undo_total: IntCounterVec,
+    pub membership_changes_total: IntCounterVec,
     pub presence_not_sent_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
@@ -246,6 +247,17 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(resumes_total.clone()))
             .expect("registered once");
+        let membership_changes_total = IntCounterVec::new(
+            Opts::new(
+                "membership_changes_total",
+                "Admins' membership changes carried out, by change (role_changed, kicked).",
+            )
+            .namespace(PREFIX),
+            &["change"],
+        )
+        .expect("static metric");
+        r.register(Box::new(membership_changes_total.clone()))
+            .expect("registered once");
         let undo_total = IntCounterVec::new(
             Opts::new(
                 "undo_total",
@@ -396,6 +408,7 @@ impl Metrics {
             deltas_total,
             resumes_total,
             undo_total,
+            membership_changes_total,
             presence_not_sent_total,
             persist_batch_seconds,
             persist_batch_entries,

@@ -324,10 +324,10 @@ impl Client {
         self.welcome.author
     }
 
-    /// The role the server granted.
+    /// The role as it now stands: the one the server granted, or an admin's change since.
     #[must_use]
-    pub const fn role(&self) -> Role {
-        self.welcome.role
+    pub fn role(&self) -> Role {
+        self.machine.role().unwrap_or(self.welcome.role)
     }
 
     /// Signs `command` as the next entry without sending it (tests that alter entries).

@@ -130,8 +130,8 @@ impl Connection {
     /// it was sent, e.g. `forged_entry`, `unknown_author`, `unsigned_delta`, `bad_seal`,
     /// `hash_mismatch`), `changed` (the scene moved on: re-read
     /// it), `ack` (`seq`), `refused` (`seq`, `code`, `message`: a command the server refused),
-    /// `pong` (`nonce`), `presence` (see [`Self::receive_presence`]), `closed` (`reason`,
-    /// `message`).
+    /// `pong` (`nonce`), `presence` (see [`Self::receive_presence`]), `role` (`role`: an admin
+    /// changed this member's role), `closed` (`reason`, `message`).
     ///
     /// # Errors
     /// A frame that ends the connection (oversized or undecodable).
@@ -157,6 +157,7 @@ impl Connection {
 
     fn handle(&mut self, msg: &ServerMsg, events: &mut Vec<Value>) {
         let before = self.inner.replica().scene().position;
+        let role_before = self.inner.role();
         match msg {
             ServerMsg::Ack(a) => {
                 self.held.acked(a.seq);
@@ -205,7 +206,12 @@ impl Connection {
                 "type": "closed", "reason": "Untrusted",
                 "message": "the server's key did not sign this invite: not trusting it",
             })),
-            ClientEvent::None | ClientEvent::Closed => {}
+            ClientEvent::None | ClientEvent::Closed => {
+                // An admin changed this member's role (a roster update).
+                if matches!(msg, ServerMsg::Roster(_)) && self.inner.role() != role_before {
+                    events.push(json!({"type": "role", "role": self.role()}));
+                }
+            }
         }
         if self.inner.replica().scene().position != before
             || matches!(msg, ServerMsg::Snapshot(_) | ServerMsg::SnapshotChunk(_))
@@ -429,8 +435,8 @@ impl Connection {
     /// The role granted by the invite (`viewer`, `editor`, `admin`), once joined.
     #[must_use]
     pub fn role(&self) -> Option<String> {
-        self.inner.joined_as().map(|w| {
-            serde_json::to_value(w.role)
+        self.inner.role().map(|role| {
+            serde_json::to_value(role)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default()

@@ -582,6 +582,12 @@ impl CommandLog {
             .ok_or(Refusal::UnknownAuthor(author))?;
         check_permission(role, body.command.kind())?;
         body.command.validate(author)?;
+        if let Command::SetRole { author: member, .. } | Command::Kick { author: member, .. } =
+            &body.command
+            && self.keys.role(*member).is_none()
+        {
+            return Err(Refusal::UnknownAuthor(*member));
+        }
         self.check_lamport(&body)?;
 
         if let Some(existing) = self.entries.get(&id) {
@@ -781,6 +787,16 @@ impl CommandLog {
         status: Status,
         changed: &[(CommandId, Status)],
     ) {
+        // A role change counts from the next entry on (the latest change stands: a superseded
+        // one changes nothing). Restores from a snapshot come here too.
+        if status == Status::Applied
+            && let Command::SetRole {
+                author: member,
+                role,
+            } = &body.command
+        {
+            self.keys.set_role(*member, *role);
+        }
         let id = body.id();
         for (other, new) in changed {
             if let Some(e) = self.entries.get_mut(other) {

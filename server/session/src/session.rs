@@ -23,8 +23,8 @@ use meshwork_protocol::wire::{
     RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
-    AuthorId, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey, Role,
-    SessionId, SignedEntry, Signer,
+    AuthorId, Command, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey,
+    Role, SessionId, SignedEntry, Signer,
 };
 use sha2::{Digest, Sha256};
 
@@ -200,6 +200,11 @@ pub enum Event {
         redo: bool,
         /// `accepted`, or why it was refused (`changed`, `built_on`, `nothing_to_undo`, ...).
         outcome: &'static str,
+    },
+    /// An admin's membership change was made durable and carried out.
+    Membership {
+        /// snake_case: `role_changed`, `kicked`.
+        change: &'static str,
     },
     /// A client broke the protocol and is being closed.
     ProtocolViolation {
@@ -446,7 +451,7 @@ fn apply_durable(
     snapshot_frames: &mut Option<(u64, Vec<Arc<[u8]>>)>,
     id: meshwork_protocol::CommandId,
     author: AuthorId,
-    command: &meshwork_protocol::Command,
+    command: &Command,
 ) {
     scene.apply(id, author, command);
     *snapshot_frames = None;
@@ -513,6 +518,9 @@ pub struct Session {
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
+    /// Members whose role an admin set ([`Command::SetRole`] in the log): their role is the
+    /// key ring's, whatever invite they join with next.
+    roles_set: BTreeSet<AuthorId>,
     /// Entries in acknowledged batches: the durable prefix of the acceptance order.
     durable_entries: u64,
     /// What the pending fan-out touched, and the scene position before it (for deltas).
@@ -561,6 +569,7 @@ impl Session {
             presence: BTreeMap::new(),
             snapshot_frames: None,
             pending_authors: Vec::new(),
+            roles_set: BTreeSet::new(),
             durable_entries: 0,
             fanout_touched: BTreeSet::new(),
             fanout_from: 0,
@@ -642,7 +651,7 @@ impl Session {
         })
     }
 
-    /// Makes an uploaded asset available to [`meshwork_protocol::Command::Import`]s (both
+    /// Makes an uploaded asset available to [`Command::Import`]s (both
     /// scenes); an import of an asset not given is refused.
     pub fn provide_asset(&mut self, id: AssetId, asset: Arc<ImportAsset>) {
         self.scene.provide_asset(id, asset.clone());
@@ -735,6 +744,14 @@ impl Session {
             session.durable_entries = position;
             report.replayed = report.replayed.saturating_add(1);
         }
+        session.roles_set = session
+            .log
+            .iter()
+            .filter_map(|e| match e.body.command {
+                Command::SetRole { author, .. } => Some(author),
+                _ => None,
+            })
+            .collect();
         session.fanout_from = session.scene.position;
         // A restore replays from the start or from a snapshot: the window holds what the
         // replayed entries touched, so clients that reconnect after a restart resume too.
@@ -1139,17 +1156,20 @@ impl Session {
         };
         // A known key keeps the highest role it joined with: its earlier entries were checked
         // against that role and must replay under it (a restart, `verify-log`). Lowering a
-        // member's role is a membership decision, not a side effect of an invite link.
-        let role = self
-            .log
-            .keys()
-            .role(author)
-            .map_or(role, |known| known.max(role));
-        if self
-            .log
-            .keys_mut()
-            .register(author, public_key, role)
-            .is_err()
+        // member's role is a membership decision, not a side effect of an invite link: once an
+        // admin set it, the role is the key ring's (the log's), and the stored key record stays
+        // as it was (a restore registers it, then replays the role changes).
+        let set_by_admin = self.roles_set.contains(&author);
+        let role = match self.log.keys().role(author) {
+            Some(known) if set_by_admin => known,
+            known => known.map_or(role, |known| known.max(role)),
+        };
+        if !set_by_admin
+            && self
+                .log
+                .keys_mut()
+                .register(author, public_key, role)
+                .is_err()
         {
             self.refuse_join(
                 client,
@@ -1206,11 +1226,13 @@ impl Session {
         }
         // The author's key is made durable right away (an empty batch), so that it is stored
         // before any entry of theirs can be.
-        self.pending_authors.push(AuthorRecord {
-            author,
-            public_key,
-            role,
-        });
+        if !set_by_admin {
+            self.pending_authors.push(AuthorRecord {
+                author,
+                public_key,
+                role,
+            });
+        }
         self.emit_persist(Vec::new(), Vec::new());
         self.emit(Output::Event(Event::Joined {
             client,
@@ -1603,6 +1625,11 @@ impl Session {
                             strategy: Strategy::LastWriteWins,
                         }));
                     }
+                    if let Ok(body) = entry.decode_body()
+                        && let Command::SetRole { author: member, .. } = body.command
+                    {
+                        self.roles_set.insert(member);
+                    }
                     batch_ids.push((author, seq, id));
                     batch_entries.push(entry);
                 }
@@ -1670,6 +1697,8 @@ impl Session {
         let Some(pending) = self.in_flight.remove(&batch) else {
             return;
         };
+        // Role changes and removals made durable: carried out once the batch is walked.
+        let mut membership: Vec<(AuthorId, Option<(AuthorId, String)>)> = Vec::new();
         self.durable_entries = self
             .durable_entries
             .saturating_add(pending.entries.len() as u64);
@@ -1696,14 +1725,78 @@ impl Session {
                 // Nor imported assets: an import reaches them as the entities it made.
                 self.fanout_needs_delta |= matches!(
                     e.body.command,
-                    meshwork_protocol::Command::Undo { .. }
-                        | meshwork_protocol::Command::Redo { .. }
-                        | meshwork_protocol::Command::Import { .. }
+                    Command::Undo { .. } | Command::Redo { .. } | Command::Import { .. }
                 );
                 self.fanout.push(e.signed.clone());
+                match &e.body.command {
+                    Command::SetRole { author: member, .. } => {
+                        membership.push((*member, None));
+                    }
+                    Command::Kick {
+                        author: member,
+                        reason,
+                    } => membership.push((*member, Some((e.body.author, reason.clone())))),
+                    _ => {}
+                }
             }
         }
         self.fanout_batches.push(batch);
+        for (member, kick) in membership {
+            self.membership_changed(member, kick);
+        }
+    }
+
+    /// A durable role change or removal of `member`: everyone joined gets the member's role as
+    /// it now stands (a roster update; the member's own editor turns read-only on a demotion);
+    /// a removal (`kick`: by whom, why) closes the member's connection as `Kicked`.
+    fn membership_changed(&mut self, member: AuthorId, kick: Option<(AuthorId, String)>) {
+        if let Some((by, reason)) = kick {
+            if let Some(client) = self.connection_of.get(&member).copied() {
+                let by = self
+                    .scene
+                    .display_name(by)
+                    .map_or_else(|| by.to_string(), str::to_owned);
+                let message = if reason.is_empty() {
+                    format!("{by} removed you from the session")
+                } else {
+                    format!("{by} removed you from the session: {reason}")
+                };
+                self.close(client, CloseReason::Kicked, &message);
+            }
+            self.emit(Output::Event(Event::Membership { change: "kicked" }));
+            return;
+        }
+        let Some(role) = self.log.keys().role(member) else {
+            return;
+        };
+        let Some(public_key) = self
+            .authors_by_key
+            .iter()
+            .find_map(|(k, a)| (*a == member).then_some(*k))
+        else {
+            return;
+        };
+        let update = self.roster_msg(
+            false,
+            vec![wire::Member {
+                author: member,
+                public_key,
+                role,
+            }],
+        );
+        if let Ok(frame) = to_frame(&ServerMsg::Roster(update)) {
+            let frame: Arc<[u8]> = frame.into();
+            for client in self.joined_except(ClientId(u64::MAX)) {
+                self.emit(Output::Send {
+                    client,
+                    lane: Lane::Reliable,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        self.emit(Output::Event(Event::Membership {
+            change: "role_changed",
+        }));
     }
 
     /// Sends every entry made durable since the last flush as one shared frame (per chunk) to

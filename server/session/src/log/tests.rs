@@ -215,7 +215,20 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
             count: 2,
         },
         CommandKind::SetDisplayName => Command::SetDisplayName { name: "Ada".into() },
+        CommandKind::SetRole => Command::SetRole {
+            author: other(author),
+            role: Role::Viewer,
+        },
+        CommandKind::Kick => Command::Kick {
+            author: other(author),
+            reason: "bye".into(),
+        },
     }
+}
+
+/// A member other than `author` (the one membership commands act on).
+const fn other(author: AuthorId) -> AuthorId {
+    if author.0 == A.0 { B } else { A }
 }
 
 // ---------------------------------------------------------------- permissions
@@ -224,7 +237,8 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
 fn permissions_per_command_and_role_are_enforced_before_append() {
     for (role, author) in [(Role::Viewer, A), (Role::Editor, B), (Role::Admin, C)] {
         for kind in CommandKind::ALL {
-            let mut log = CommandLog::new(Mode::Authority, SESSION, ring(&[(author, role)]));
+            let members = [(author, role), (other(author), Role::Editor)];
+            let mut log = CommandLog::new(Mode::Authority, SESSION, ring(&members));
             let res = log.integrate(entry(author, 1, 1, 0, sample(kind, author)));
             let required = kind.rule().role;
             if role >= required {
@@ -244,6 +258,67 @@ fn permissions_per_command_and_role_are_enforced_before_append() {
             }
         }
     }
+}
+
+/// An admin's role change counts from the member's next entry; no one changes their own role,
+/// nor that of someone who is not a member; a superseded change changes nothing.
+#[test]
+fn a_role_change_counts_from_the_members_next_entry() {
+    let mut log = CommandLog::new(
+        Mode::Authority,
+        SESSION,
+        ring(&[(A, Role::Admin), (B, Role::Editor)]),
+    );
+    log.integrate(entry(B, 1, 1, 0, rename("before"))).unwrap();
+    let demote = |seq, lamport, seen, role| {
+        entry(A, seq, lamport, seen, Command::SetRole { author: B, role })
+    };
+    log.integrate(demote(1, 2, 1, Role::Viewer)).unwrap();
+    assert_eq!(log.keys().role(B), Some(Role::Viewer));
+    assert!(
+        matches!(
+            log.integrate(entry(B, 2, 3, 2, rename("after"))),
+            Err(Refusal::Permission(PermissionDenied {
+                actual: Role::Viewer,
+                ..
+            }))
+        ),
+        "the demoted member's next edit is refused"
+    );
+    // B's earlier edit stands: it was checked against the role B held then.
+    assert_eq!(log.len(), 2);
+    assert!(matches!(
+        log.integrate(entry(
+            A,
+            2,
+            4,
+            3,
+            Command::SetRole {
+                author: A,
+                role: Role::Viewer
+            }
+        )),
+        Err(Refusal::Malformed(_))
+    ));
+    assert_eq!(
+        log.integrate(demote(3, 5, 3, Role::Editor).clone())
+            .map(|_| ()),
+        Ok(())
+    );
+    assert_eq!(log.keys().role(B), Some(Role::Editor));
+    assert_eq!(
+        log.integrate(entry(
+            A,
+            4,
+            6,
+            5,
+            Command::Kick {
+                author: AuthorId(9),
+                reason: String::new()
+            }
+        )),
+        Err(Refusal::UnknownAuthor(AuthorId(9)))
+    );
 }
 
 // ---------------------------------------------------------------- signatures and replay

@@ -538,6 +538,28 @@ struct FakeStore {
 }
 
 impl FakeStore {
+    /// As [`FakeStore::absorb`], returning every output, those of the acknowledgements too.
+    fn absorb_all(&mut self, h: &mut Harness, out: Vec<Output>) -> Vec<Output> {
+        let mut all = out.clone();
+        let mut pending = out;
+        while let Some(batch) = pending.iter().find_map(|o| match o {
+            Output::Persist {
+                batch,
+                authors,
+                entries,
+            } => {
+                self.authors.extend(authors.iter().copied());
+                self.entries.extend(entries.iter().cloned());
+                Some(*batch)
+            }
+            _ => None,
+        }) {
+            pending = h.input(Input::PersistAck { batch });
+            all.extend(pending.iter().cloned());
+        }
+        all
+    }
+
     fn absorb(&mut self, h: &mut Harness, mut out: Vec<Output>) {
         while let Some(batch) = out.iter().find_map(|o| match o {
             Output::Persist {
@@ -1783,3 +1805,134 @@ fn element_selections_are_relayed_unreliably_and_bounded() {
 
 mod resume;
 mod undo;
+
+/// An admin demotes an editor and removes a viewer: the roles everyone holds change (a roster
+/// update), the demoted member's next edit is refused, a rejoin with an editor invite does not
+/// undo the demotion, a restart from the store keeps it (the member's earlier edits still
+/// replay), and the removed member's connection is closed as kicked with the reason.
+#[test]
+fn an_admin_changes_a_role_and_removes_a_member() {
+    let mut h = Harness::new();
+    let mut store = FakeStore::default();
+    let (admin, editor, viewer) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+        Ed25519Signer::from_seed([3; 32]),
+    );
+    let c3 = ClientId(3);
+    let (out, a) = (Vec::new(), h.join(C1, &admin, Role::Admin));
+    store.absorb(&mut h, out);
+    let b = h.join(C2, &editor, Role::Editor);
+    let c = h.join(c3, &viewer, Role::Viewer);
+    for batch in 0..3 {
+        let out = h.input(Input::PersistAck {
+            batch: BatchId(batch),
+        });
+        store.absorb(&mut h, out);
+    }
+    store.authors = h.session.authors();
+    let submit = |h: &mut Harness, store: &mut FakeStore, client, e| {
+        let out = h.send(client, &ClientMsg::Submit(Submit { entries: vec![e] }));
+        let refused: Vec<_> = sent_to(&out, client)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::CommandRefused(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let mut all = out.clone();
+        store.absorb(h, out);
+        all.extend(h.session.poll_output());
+        (refused, all)
+    };
+    let (refused, _) = submit(&mut h, &mut store, C2, entry(&editor, b, 1, 1, mv(b)));
+    assert!(refused.is_empty(), "an editor edits: {refused:?}");
+
+    // The admin demotes B: everyone's roster says so, once it is durable.
+    let demote = Command::SetRole {
+        author: b,
+        role: Role::Viewer,
+    };
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&admin, a, 1, 2, demote)],
+        }),
+    );
+    let after = store.absorb_all(&mut h, out);
+    let rosters = |to| {
+        sent_to(&after, to)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Roster(r) => Some(r.members),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for to in [C1, C2, c3] {
+        assert!(
+            rosters(to)
+                .iter()
+                .flatten()
+                .any(|m| m.author == b && m.role == Role::Viewer),
+            "{to:?} is told B's new role"
+        );
+    }
+    // B's next edit is refused with the reason.
+    let (refused, _) = submit(&mut h, &mut store, C2, entry(&editor, b, 2, 4, mv(b)));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].code, RefusalCode::Permission);
+    assert!(
+        refused[0].message.contains("viewer"),
+        "{}",
+        refused[0].message
+    );
+
+    // B rejoins with an editor invite: still a viewer.
+    let c4 = ClientId(4);
+    let (_, out) = h.join_outputs(c4, &editor, Role::Editor);
+    let welcome = sent_to(&out, c4).into_iter().find_map(|m| match m {
+        ServerMsg::Welcome(w) => Some(w),
+        _ => None,
+    });
+    assert_eq!(welcome.map(|w| w.role), Some(Role::Viewer));
+
+    // The admin removes C: C's connection closes as kicked, with the reason.
+    let kick = Command::Kick {
+        author: c,
+        reason: "wrong session".into(),
+    };
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&admin, a, 2, 3, kick)],
+        }),
+    );
+    let all = store.absorb_all(&mut h, out);
+    assert_eq!(closed(&all, c3), Some(CloseReason::Kicked));
+    let said = sent_to(&all, c3).into_iter().find_map(|m| match m {
+        ServerMsg::Close(c) => Some(c.message),
+        _ => None,
+    });
+    assert!(
+        said.as_deref().is_some_and(|m| m.contains("wrong session")),
+        "{said:?}"
+    );
+
+    // A restart from the store (the key records as written at the joins): B is still a
+    // viewer, and B's edit made as an editor replays.
+    let (mut restored, report) = Session::restore(
+        Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32]))),
+        [0; 32],
+        NOW,
+        &store.authors,
+        &[],
+        None,
+        store.entries.clone(),
+    )
+    .unwrap();
+    assert_eq!(report.replayed, store.entries.len() as u64);
+    assert_eq!(restored.log().keys().role(b), Some(Role::Viewer));
+    assert_eq!(restored.log().state_hash(), h.session.log().state_hash());
+    let _ = restored.poll_output();
+}
