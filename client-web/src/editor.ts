@@ -567,6 +567,8 @@ export class Editor {
       case 'joined':
         this.author = e.author;
         this.role = e.role;
+        // Less than the invite grants: an admin lowered it (the server keeps that across joins).
+        this.roleSetByAdmin ||= e.role === 'viewer' && ticketRole(this.ticket) !== 'viewer';
         // A rejoin after a drop keeps its replica: live again at once (the catch-up follows).
         this.connection = this.synced ? 'live' : 'joined';
         if (this.reconnects > 0) this.toast('Reconnected: your offline edits are being sent.', 'info');
@@ -663,6 +665,7 @@ export class Editor {
         // An admin changed this member's role: the tools follow at once.
         const was = this.role;
         this.role = e.role;
+        this.roleSetByAdmin = true;
         this.applyRole();
         if (was !== e.role) this.toast(`An admin made you ${e.role === 'admin' ? 'an' : 'a'} ${e.role}.`, 'info');
         this.renderPeople();
@@ -816,7 +819,7 @@ export class Editor {
   /** Refuses an edit in the UI with the reason, before anything is sent. */
   private guard(): boolean {
     if (this.editable()) return true;
-    this.toast(readOnlyReason(this.role) ?? 'Not connected yet.', 'error');
+    this.toast(readOnlyReason(this.role, this.roleSetByAdmin) ?? 'Not connected yet.', 'error');
     return false;
   }
 
@@ -1516,7 +1519,7 @@ export class Editor {
   }
 
   private applyRole(): void {
-    const reason = readOnlyReason(this.role);
+    const reason = readOnlyReason(this.role, this.roleSetByAdmin);
     const viewer = this.role === 'viewer';
     this.banner.hidden = !viewer;
     if (viewer && reason) this.banner.textContent = reason;
@@ -1566,6 +1569,9 @@ export class Editor {
     const name = this.view.name ? `${this.view.name} — ` : '';
     this.sessionLabel.textContent = `${name}Session ${this.session.sessionId.slice(0, 8)}${role}`;
   }
+
+  /** An admin changed this member's role since it joined (the reason shown when read-only). */
+  private roleSetByAdmin = false;
 
   /** What the people list shows, to redraw it only when that changes (a role menu being used
    *  must not be replaced under the pointer). */

@@ -76,6 +76,7 @@ describe('roles', () => {
     expect(canEdit('viewer')).toBe(false);
     expect(readOnlyReason('editor')).toBeNull();
     expect(readOnlyReason('viewer')).toMatch(/viewer role/);
+    expect(readOnlyReason('viewer', true)).toMatch(/an admin made you a viewer/);
     expect(readOnlyReason(null)).toMatch(/Not joined/);
   });
 });

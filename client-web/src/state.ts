@@ -75,8 +75,11 @@ export function canEdit(role: Role | null): boolean {
   return role === 'editor' || role === 'admin';
 }
 
-export function readOnlyReason(role: Role | null): string | null {
+export function readOnlyReason(role: Role | null, setByAdmin = false): string | null {
   if (canEdit(role)) return null;
+  if (role === 'viewer' && setByAdmin) {
+    return 'View only: an admin made you a viewer of this session. Ask an admin to make you an editor again.';
+  }
   if (role === 'viewer') {
     return 'View only: your invite grants the viewer role. Ask an admin for an editor invite to make changes.';
   }

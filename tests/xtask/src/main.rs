@@ -494,6 +494,8 @@ fn browser_test() -> Result<(), String> {
         "browser_editor",
         "--test",
         "browser_reconnect",
+        "--test",
+        "browser_membership",
     ];
     run(
         "browser tests (build)",
