@@ -85,6 +85,8 @@ pub enum DriverMsg {
     },
     /// Asks for a [`SessionInfo`].
     Info(oneshot::Sender<SessionInfo>),
+    /// Asks for the members ([`meshwork_session::Session::members`]).
+    Members(oneshot::Sender<Vec<meshwork_session::MemberInfo>>),
     /// Asks for a page of the undo history.
     History(
         meshwork_session::HistoryQuery,
@@ -204,7 +206,16 @@ impl SessionHandle {
         self.send(DriverMsg::Asset(id, asset)).await
     }
 
-    /// The session's current info, if its driver is running.
+    /// The session's members; `None` when the driver has stopped.
+    pub async fn members(&self) -> Option<Vec<meshwork_session::MemberInfo>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DriverMsg::Members(tx)).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A [`SessionInfo`]; `None` when the driver has stopped.
     pub async fn info(&self) -> Option<SessionInfo> {
         let (tx, rx) = oneshot::channel();
         if !self.send(DriverMsg::Info(tx)).await {
@@ -447,6 +458,9 @@ impl Driver {
             }
             DriverMsg::History(query, reply) => {
                 let _ = reply.send(self.session.history_page(&query));
+            }
+            DriverMsg::Members(reply) => {
+                let _ = reply.send(self.session.members());
             }
             DriverMsg::Asset(id, asset) => self.session.provide_asset(id, asset),
             DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/backup", post(create_backup))
         .route("/api/v1/sessions/{id}/export.glb", get(export_glb))
         .route("/api/v1/sessions/{id}/history", get(history))
+        .route("/api/v1/sessions/{id}/members", get(members))
         .route(
             "/api/v1/sessions/{id}/assets/{asset}",
             get(asset_status)
@@ -821,6 +822,25 @@ async fn history(
     };
     let handle = s.ctx.router.get(session).ok_or_else(gone)?;
     handle.history(query).await.map(Json).ok_or_else(gone)
+}
+
+/// The session's members: author id, role as it now stands, display name, connected now, and
+/// whether an admin set the role. For members and the admin.
+async fn members(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<InfoQuery>,
+) -> Result<Json<Vec<meshwork_session::MemberInfo>>, ApiError> {
+    let session = member_or_admin(&s, &headers, &id, q.ticket)?;
+    let gone = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        )
+    };
+    let handle = s.ctx.router.get(session).ok_or_else(gone)?;
+    handle.members().await.map(Json).ok_or_else(gone)
 }
 
 /// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a

@@ -36,6 +36,10 @@ async fn an_admin_demotes_an_editor_and_removes_a_member() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = ServerProcess::start(BIN, &data, &[]);
+    let admin_api = http::Admin {
+        addr: server.http,
+        token: server.admin_token().unwrap(),
+    };
     let (admin_ticket, editor_ticket) = (
         server.ticket(BIN, &data, "admin"),
         server.ticket(BIN, &data, "editor"),
@@ -104,6 +108,23 @@ async fn an_admin_demotes_an_editor_and_removes_a_member() {
     let b = Client::join(&editor_ticket, b_key()).await.unwrap();
     assert_eq!(b.welcome.role, Role::Viewer, "the admin's decision stands");
 
+    // The API lists the members as they now stand.
+    let session = editor_ticket.invite.claimed_session().unwrap().to_string();
+    let members = admin_api.members(&session).await.unwrap();
+    let of = |a: meshwork_protocol::AuthorId| {
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["author"] == a.0)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(of(b.author())["role"], "viewer");
+    assert_eq!(of(b.author())["role_set_by_admin"], true);
+    assert_eq!(of(admin.author())["role"], "admin");
+    assert_eq!(of(c.author())["connected"], true);
+
     // The admin removes C: C's connection is closed as kicked, with the reason.
     admin
         .submit_acked(
@@ -142,6 +163,15 @@ async fn an_admin_demotes_an_editor_and_removes_a_member() {
         )
         .await,
         1.0
+    );
+    let members = admin_api.members(&session).await.unwrap();
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["author"] == c.author().0 && m["connected"] == false),
+        "{members}"
     );
 
     // A restart (SIGKILL) replays the log: B is still a viewer, B's cube (made as an editor)

@@ -1013,6 +1013,20 @@ pub mod http {
                 .ok_or_else(|| format!("no scene position or hash in {list}"))
         }
 
+        /// `GET /api/v1/sessions/{id}/members`.
+        ///
+        /// # Errors
+        /// A status other than 200.
+        pub async fn members(&self, session: &str) -> Result<serde_json::Value, String> {
+            self.call(
+                "GET",
+                &format!("/api/v1/sessions/{session}/members"),
+                "",
+                200,
+            )
+            .await
+        }
+
         /// `POST /api/v1/sessions`; returns the new session's id.
         ///
         /// # Errors

@@ -311,6 +311,21 @@ pub struct AuthorRecord {
     pub role: Role,
 }
 
+/// A member as [`Session::members`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberInfo {
+    /// The author id.
+    pub author: AuthorId,
+    /// The role as it now stands.
+    pub role: Role,
+    /// The display name they signed, if any.
+    pub name: Option<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// An admin set the role ([`Command::SetRole`]): later invites do not change it.
+    pub role_set_by_admin: bool,
+}
+
 /// What a snapshot keeps of a session: enough, with the stored log, to rebuild it without
 /// resolving conflicts again, and a hash to prove the rebuild right.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -598,6 +613,28 @@ impl Session {
     #[must_use]
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Every member (each key ever admitted), by author id: role as it now stands, the display
+    /// name they signed, and whether they are connected now.
+    #[must_use]
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut out: Vec<MemberInfo> = self
+            .authors_by_key
+            .values()
+            .filter_map(|author| {
+                let role = self.log.keys().role(*author)?;
+                Some(MemberInfo {
+                    author: *author,
+                    role,
+                    name: self.scene.display_name(*author).map(str::to_owned),
+                    connected: self.connection_of.contains_key(author),
+                    role_set_by_admin: self.roles_set.contains(author),
+                })
+            })
+            .collect();
+        out.sort_by_key(|m| m.author);
+        out
     }
 
     /// Joined connections.
