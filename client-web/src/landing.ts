@@ -10,12 +10,13 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string,
   return e;
 }
 
-async function api(path: string, token: string, body?: unknown): Promise<unknown> {
+async function api(path: string, token: string, body?: unknown, method?: string): Promise<unknown> {
   const res = await fetch(path, {
-    method: body === undefined ? 'GET' : 'POST',
+    method: method ?? (body === undefined ? 'GET' : 'POST'),
     headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (res.status === 204) return {};
   const json = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error((json as { error?: string }).error ?? `HTTP ${res.status}`);
   return json;
@@ -62,6 +63,7 @@ export function landing(into: HTMLElement): void {
     const list = (await api('/api/v1/sessions', token.value.trim())) as { id: string; name: string }[];
     sessions.replaceChildren(...list.map((s) => el('option', { value: s.id }, `${s.name} (${s.id.slice(0, 8)})`)));
     adminError.hidden = true;
+    await listInvites();
   };
   const loadBtn = el('button', { type: 'button' }, 'Load sessions');
   loadBtn.addEventListener('click', () => load().catch(fail));
@@ -75,14 +77,44 @@ export function landing(into: HTMLElement): void {
       fail(e);
     }
   });
+  const uses = el('input', { id: 'max-uses', type: 'number', min: '1', placeholder: 'any', 'aria-label': 'People it admits' });
+  // The session's invites: uses, limit, and a way to revoke each.
+  const inviteList = el('ul', { class: 'invite-list', 'aria-label': 'Invites' });
+  const listInvites = async () => {
+    if (!sessions.value) return;
+    type Listed = { invite_id: string; role: string; uses: number; max_uses: number | null; revoked_at_ms: number | null; expires_at_ms: number };
+    const invites = (await api(`/api/v1/sessions/${sessions.value}/invites`, token.value.trim())) as Listed[];
+    inviteList.replaceChildren(
+      ...invites.map((i) => {
+        const limit = i.max_uses === null ? '' : ` of ${i.max_uses}`;
+        const state = i.revoked_at_ms !== null ? 'revoked' : Date.now() > i.expires_at_ms ? 'expired' : 'active';
+        const item = el('li', { 'data-invite': i.invite_id, 'data-state': state },
+          `${i.role} · ${i.invite_id.slice(0, 8)} · used ${i.uses}${limit} · ${state} `);
+        if (state === 'active') {
+          const revoke = el('button', { type: 'button', class: 'link' }, 'Revoke');
+          revoke.addEventListener('click', () => {
+            api(`/api/v1/sessions/${sessions.value}/invites/${i.invite_id}`, token.value.trim(), undefined, 'DELETE')
+              .then(listInvites)
+              .catch(fail);
+          });
+          item.append(revoke);
+        }
+        return item;
+      }),
+    );
+  };
+  sessions.addEventListener('change', () => listInvites().catch(fail));
   const mint = el('button', { type: 'button' }, 'Create invite');
   mint.addEventListener('click', async () => {
     try {
+      const maxUses = uses.value.trim() === '' ? undefined : Number(uses.value);
       const inv = (await api(`/api/v1/sessions/${sessions.value}/invites`, token.value.trim(), {
         role: role.value,
+        max_uses: maxUses,
       })) as { ticket: string; role: string };
       const link = inviteLink(location.origin + location.pathname.replace(/\/$/, ''), inv.ticket);
       out.prepend(el('p', {}, `${inv.role} invite: `, el('a', { href: link, 'data-role': inv.role }, link)));
+      await listInvites();
     } catch (e) {
       fail(e);
     }
@@ -98,9 +130,10 @@ export function landing(into: HTMLElement): void {
     el('label', { for: 'session-name' }, 'New session name'),
     sessionName,
     create,
-    el('div', { class: 'row' }, sessions, role, mint),
+    el('div', { class: 'row' }, sessions, role, uses, mint),
     adminError,
     out,
+    inviteList,
   );
   into.replaceChildren(
     el(

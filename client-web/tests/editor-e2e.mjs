@@ -600,6 +600,25 @@ await run(async () => {
   await landing.getByRole('button', { name: 'Create invite' }).click();
   const invite = await landing.locator('a[data-role=editor]').first().getAttribute('href');
   check('the admin UI mints an invite link', /#\/join\/mwj1_/.test(invite ?? ''), invite ?? '');
+  // An invite for one person, listed with its uses, then revoked: opening it is refused, with
+  // the reason.
+  await landing.getByRole('combobox', { name: 'Role' }).selectOption('viewer');
+  await landing.getByLabel('People it admits').fill('1');
+  await landing.getByRole('button', { name: 'Create invite' }).click();
+  const single = await landing.locator('a[data-role=viewer]').first().getAttribute('href');
+  const row = landing.locator('.invite-list li[data-state=active]', { hasText: 'used 0 of 1' }).first();
+  await row.waitFor({ timeout: 5000 });
+  check('the admin UI lists the one-person invite with its uses', await row.isVisible());
+  await row.getByRole('button', { name: 'Revoke' }).click();
+  const revoked = await landing.locator('.invite-list li[data-state=revoked]').first()
+    .waitFor({ timeout: 5000 }).then(() => true, () => false);
+  check('the admin UI revokes it', revoked);
+  const refusedPage = await adminCtx.newPage();
+  await refusedPage.goto(single);
+  const refusedText = await refusedPage.locator('.toast', { hasText: 'revoked' }).first()
+    .textContent({ timeout: 15000 }).catch(() => null);
+  check('the revoked invite is refused with the reason', refusedText !== null, String(refusedText));
+  await refusedPage.close();
   await landing.goto(invite);
   await landing.waitForSelector('[data-testid=connection][data-state=live]', { timeout: 20000 });
   const fresh = await state(landing);

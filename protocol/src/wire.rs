@@ -291,6 +291,10 @@ pub enum JoinRefusal {
     NoSuchSession,
     /// The session is at its participant limit.
     SessionFull,
+    /// An admin revoked the invite.
+    InviteRevoked,
+    /// The invite has admitted as many keys as it may.
+    InviteUsedUp,
 }
 
 /// Join refused, with a sentence for people.
@@ -391,6 +395,8 @@ impl JoinRefusal {
             Self::BadKey => "bad_key",
             Self::NoSuchSession => "no_such_session",
             Self::SessionFull => "session_full",
+            Self::InviteRevoked => "invite_revoked",
+            Self::InviteUsedUp => "invite_used_up",
         }
     }
 }

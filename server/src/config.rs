@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// rejoins [default: 4096].
     #[arg(long, env = "MESHWORK_MAX_MEMBERS")]
     pub max_members: Option<usize>,
+    /// New keys one invite admits, unless it was minted with its own `max_uses` (a known key
+    /// rejoins without using one) [default: 100].
+    #[arg(long, env = "MESHWORK_MAX_KEYS_PER_INVITE")]
+    pub max_keys_per_invite: Option<u32>,
     /// Live connections from one IP address, over every transport and session; more are refused
     /// [default: 256].
     #[arg(long, env = "MESHWORK_MAX_CONNECTIONS_PER_IP")]
@@ -292,6 +296,7 @@ struct FileConfig {
     max_clients: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_members: Option<usize>,
+    max_keys_per_invite: Option<u32>,
     idle_timeout_s: Option<u64>,
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
@@ -338,6 +343,8 @@ pub struct Settings {
     pub max_connections_per_ip: usize,
     /// Member keys per session.
     pub max_members: usize,
+    /// New keys per invite without its own limit.
+    pub max_keys_per_invite: u32,
     /// Seconds without input before a connection is closed.
     pub idle_timeout_s: u64,
     /// `Resync` snapshots per connection per minute.
@@ -392,6 +399,7 @@ impl Default for Settings {
             max_clients: 256,
             max_connections_per_ip: 256,
             max_members: 4096,
+            max_keys_per_invite: 100,
             idle_timeout_s: 30,
             resync_per_min: 6,
             history_per_min: 60,
@@ -447,6 +455,10 @@ impl Settings {
                 .or(file.max_connections_per_ip)
                 .unwrap_or(d.max_connections_per_ip)
                 .max(1),
+            max_keys_per_invite: args
+                .max_keys_per_invite
+                .or(file.max_keys_per_invite)
+                .unwrap_or(d.max_keys_per_invite),
             max_members: args
                 .max_members
                 .or(file.max_members)

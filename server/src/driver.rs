@@ -87,6 +87,8 @@ pub enum DriverMsg {
     Info(oneshot::Sender<SessionInfo>),
     /// Asks for the members ([`meshwork_session::Session::members`]).
     Members(oneshot::Sender<Vec<meshwork_session::MemberInfo>>),
+    /// Asks for the invites ([`meshwork_session::Session::invites`]).
+    Invites(oneshot::Sender<Vec<meshwork_session::InviteRecord>>),
     /// Asks for a page of the undo history.
     History(
         meshwork_session::HistoryQuery,
@@ -204,6 +206,25 @@ impl SessionHandle {
         asset: Arc<meshwork_protocol::asset::ImportAsset>,
     ) -> bool {
         self.send(DriverMsg::Asset(id, asset)).await
+    }
+
+    /// An admin's change to an invite (its limit, a revocation), applied in order with the
+    /// session's other input. False when the driver has stopped.
+    pub async fn invite_input(&self, input: Input) -> bool {
+        self.send(DriverMsg::Input {
+            received: Instant::now(),
+            input,
+        })
+        .await
+    }
+
+    /// The invites the session knows; `None` when the driver has stopped.
+    pub async fn invites(&self) -> Option<Vec<meshwork_session::InviteRecord>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DriverMsg::Invites(tx)).await {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// The session's members; `None` when the driver has stopped.
@@ -462,6 +483,9 @@ impl Driver {
             DriverMsg::Members(reply) => {
                 let _ = reply.send(self.session.members());
             }
+            DriverMsg::Invites(reply) => {
+                let _ = reply.send(self.session.invites());
+            }
             DriverMsg::Asset(id, asset) => self.session.provide_asset(id, asset),
             DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),
         }
@@ -530,6 +554,7 @@ impl Driver {
                 batch,
                 authors,
                 entries,
+                invites,
             } => {
                 if let Some(at) = self.pass_received {
                     self.batch_received.insert(batch, at);
@@ -543,6 +568,7 @@ impl Driver {
                     batch,
                     authors,
                     entries,
+                    invites,
                     ack: self.acks_tx.clone(),
                     span,
                 };

@@ -49,7 +49,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/server", get(server_info))
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
-        .route("/api/v1/sessions/{id}/invites", post(create_invite))
+        .route(
+            "/api/v1/sessions/{id}/invites",
+            post(create_invite).get(list_invites),
+        )
+        .route(
+            "/api/v1/sessions/{id}/invites/{invite}",
+            axum::routing::delete(revoke_invite),
+        )
         .route("/api/v1/backup", post(create_backup))
         .route("/api/v1/sessions/{id}/export.glb", get(export_glb))
         .route("/api/v1/sessions/{id}/history", get(history))
@@ -398,6 +405,9 @@ struct NewInvite {
     role: Role,
     #[serde(default)]
     ttl_s: Option<u64>,
+    /// Most people (new keys) it admits; default: the server's `--max-keys-per-invite`.
+    #[serde(default)]
+    max_uses: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -405,6 +415,10 @@ struct InviteOut {
     session: String,
     role: Role,
     expires_at_ms: u64,
+    /// Its id (hex): what revoking it names.
+    invite_id: String,
+    /// Most people it admits (`null`: the server's default).
+    max_uses: Option<u32>,
     /// Paste into a native client (carries the address and the certificate fingerprint).
     ticket: String,
 }
@@ -438,15 +452,136 @@ async fn create_invite(
         expires_at_ms,
     )
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let invite_id = ticket
+        .invite
+        .claimed_body()
+        .map(|b| b.invite_id)
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "minted no id".into()))?;
+    if body.max_uses == Some(0) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "max_uses must be at least 1".into(),
+        ));
+    }
+    // The session learns the invite's own limit before anyone can use it (this answer is what
+    // hands the link out).
+    let record = meshwork_session::InviteRecord {
+        invite: invite_id,
+        role: body.role,
+        expires_at_ms,
+        max_keys: body.max_uses,
+        revoked_at_ms: None,
+        keys: Vec::new(),
+    };
+    let handle = s
+        .ctx
+        .router
+        .get(session)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    if !handle
+        .invite_input(meshwork_session::Input::Invite(record))
+        .await
+    {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        ));
+    }
     Ok((
         StatusCode::CREATED,
         Json(InviteOut {
             session: id,
             role: body.role,
             expires_at_ms,
+            invite_id: hex::encode(invite_id),
+            max_uses: body.max_uses,
             ticket: ticket.to_text(),
         }),
     ))
+}
+
+/// An invite as the API lists it.
+#[derive(Serialize)]
+struct InviteListed {
+    invite_id: String,
+    role: Role,
+    expires_at_ms: u64,
+    /// `null`: the server's default.
+    max_uses: Option<u32>,
+    /// People (new keys) it admitted.
+    uses: usize,
+    revoked_at_ms: Option<u64>,
+}
+
+/// The session's invites that have limits, uses or a revocation (admin).
+async fn list_invites(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<InviteListed>>, ApiError> {
+    require_admin(&s, &headers)?;
+    let session =
+        parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let handle = s
+        .ctx
+        .router
+        .get(session)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    let records = handle.invites().await.ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        )
+    })?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| InviteListed {
+                invite_id: hex::encode(r.invite),
+                role: r.role,
+                expires_at_ms: r.expires_at_ms,
+                max_uses: r.max_keys,
+                uses: r.keys.len(),
+                revoked_at_ms: r.revoked_at_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes an invite (admin): it admits no one from now on. 204 once the session has it (the
+/// store writes it with the session's next batch).
+async fn revoke_invite(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, invite)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&s, &headers)?;
+    let session =
+        parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let invite: [u8; 16] = hex::decode(invite.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "an invite id is 32 hex digits (the `invite_id` the invite was minted with)".into(),
+            )
+        })?;
+    let handle = s
+        .ctx
+        .router
+        .get(session)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    if !handle
+        .invite_input(meshwork_session::Input::RevokeInvite { invite })
+        .await
+    {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]

@@ -129,6 +129,7 @@ fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId
     config.burst = settings.burst;
     config.max_clients = settings.max_clients;
     config.max_authors = settings.max_members;
+    config.max_keys_per_invite = settings.max_keys_per_invite;
     config.resync_per_min = settings.resync_per_min;
     config.history_per_min = settings.history_per_min;
     config.history_page = settings.history_page;
@@ -361,6 +362,7 @@ pub async fn start(
         )
         .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         session.note_checkpoint_times(&ids, &loaded.checkpoints);
+        session.load_invites(loaded.invites);
         for (asset_id, asset) in &loaded.assets {
             // The file's length is not kept; 0 says "stored before this start".
             stored_assets.note_stored(id, *asset_id, asset, 0);

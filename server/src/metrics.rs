@@ -95,7 +95,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 27] = [
+pub const REJECT_REASONS: [&str; 29] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -113,6 +113,8 @@ pub const REJECT_REASONS: [&str; 27] = [
     "bad_key",
     "no_such_session",
     "session_full",
+    "invite_revoked",
+    "invite_used_up",
     "frame_too_large",
     "bad_frame",
     "undecodable",

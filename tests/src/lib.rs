@@ -1068,19 +1068,61 @@ pub mod http {
             body: serde_json::Value,
             session: &str,
         ) -> Result<String, String> {
-            let body = body.to_string();
-            let v = self
-                .call(
-                    "POST",
-                    &format!("/api/v1/sessions/{session}/invites"),
-                    &body,
-                    201,
-                )
-                .await?;
+            let v = self.mint(session, body).await?;
             v["ticket"]
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| format!("no ticket in {v}"))
+        }
+
+        /// `POST /api/v1/sessions/{id}/invites` with `body` (`role`, `ttl_s`, `max_uses`):
+        /// the whole answer (`ticket`, `invite_id`, ...).
+        ///
+        /// # Errors
+        /// A status other than 201.
+        pub async fn mint(
+            &self,
+            session: &str,
+            body: serde_json::Value,
+        ) -> Result<serde_json::Value, String> {
+            self.call(
+                "POST",
+                &format!("/api/v1/sessions/{session}/invites"),
+                &body.to_string(),
+                201,
+            )
+            .await
+        }
+
+        /// `GET /api/v1/sessions/{id}/invites`.
+        ///
+        /// # Errors
+        /// A status other than 200.
+        pub async fn invites(&self, session: &str) -> Result<serde_json::Value, String> {
+            self.call(
+                "GET",
+                &format!("/api/v1/sessions/{session}/invites"),
+                "",
+                200,
+            )
+            .await
+        }
+
+        /// `DELETE /api/v1/sessions/{id}/invites/{invite}`: the status.
+        ///
+        /// # Errors
+        /// The I/O error as text.
+        pub async fn revoke(&self, session: &str, invite: &str) -> Result<u16, String> {
+            let bearer = format!("Bearer {}", self.token);
+            let r = request(
+                self.addr,
+                "DELETE",
+                &format!("/api/v1/sessions/{session}/invites/{invite}"),
+                &[("Authorization", bearer.as_str())],
+                "",
+            )
+            .await?;
+            Ok(r.status)
         }
     }
 }

@@ -13,5 +13,5 @@ pub mod session;
 pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};
 pub use session::{
     AuthorRecord, BatchId, ClientId, Config, Event, HistoryPage, HistoryQuery, HistoryStep, Input,
-    Lane, MemberInfo, Output, RestoreError, RestoreReport, Session, SessionSnapshot,
+    InviteRecord, Lane, MemberInfo, Output, RestoreError, RestoreReport, Session, SessionSnapshot,
 };

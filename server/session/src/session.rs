@@ -19,8 +19,8 @@ use meshwork_protocol::codec::{FrameError, decode_payload, to_frame};
 use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
     self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello, History,
-    InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, Presence, PresenceOf,
-    RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
+    InviteBody, InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, Presence,
+    PresenceOf, RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
     AuthorId, Command, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey,
@@ -69,6 +69,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Most member keys the session ever admits (a known key can always rejoin).
     pub max_authors: usize,
+    /// Most keys one invite admits unless it was minted with its own limit.
+    pub max_keys_per_invite: u32,
     /// A client that has not joined within this time is closed.
     pub handshake_timeout_ms: u64,
     /// Entries per `History` / fan-out frame.
@@ -110,6 +112,7 @@ impl Config {
             burst: 400,
             max_clients: 256,
             max_authors: 4096,
+            max_keys_per_invite: 100,
             handshake_timeout_ms: 10_000,
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
@@ -244,6 +247,9 @@ pub enum Output {
         authors: Vec<AuthorRecord>,
         /// Entries, in acceptance order.
         entries: Vec<SignedEntry>,
+        /// Invites whose limits, revocation or uses changed since the last batch (replace the
+        /// stored record).
+        invites: Vec<InviteRecord>,
     },
     /// For metrics and logs.
     Event(Event),
@@ -298,6 +304,34 @@ pub enum Input {
     Tick,
     /// Stop: close every client with a reason.
     Shutdown,
+    /// An admin minted an invite with its own limits (the HTTP API): the session enforces them.
+    /// A record already held keeps the keys it admitted and its revocation.
+    Invite(InviteRecord),
+    /// An admin revoked an invite: it admits no one from now on, members who joined with it
+    /// included (they stay connected until they leave or are removed).
+    RevokeInvite {
+        /// The invite's id.
+        invite: [u8; 16],
+    },
+}
+
+/// What the session knows of one invite: its limit on keys, whether it was revoked, and the
+/// keys it admitted. Made when an admin mints it through the API, or at its first use (an
+/// invite minted offline: the session's default limit). Kept in the store.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InviteRecord {
+    /// The invite's id (signed in it).
+    pub invite: [u8; 16],
+    /// The role it grants.
+    pub role: Role,
+    /// When it expires (Unix ms).
+    pub expires_at_ms: u64,
+    /// Most keys it admits; `None`: the session's [`Config::max_keys_per_invite`].
+    pub max_keys: Option<u32>,
+    /// When it was revoked (Unix ms).
+    pub revoked_at_ms: Option<u64>,
+    /// The members it admitted, in order.
+    pub keys: Vec<AuthorId>,
 }
 
 /// A participant as the store keeps it: who signs with which key, in which role.
@@ -477,7 +511,7 @@ struct Client {
     phase: Phase,
     connected_ms: u64,
     /// Between `Hello` and the proof: the key to prove, the invited role and the nonce.
-    pending: Option<(PublicKey, Role, [u8; 32])>,
+    pending: Option<(PublicKey, Role, [u8; 32], InviteBody)>,
     author: Option<AuthorId>,
     /// `Resync` and `FetchLog` rate limits: a snapshot owed, and where the rest of a
     /// `FetchLog` answer starts (after this Lamport time).
@@ -533,6 +567,10 @@ pub struct Session {
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
+    /// Invites with limits or uses, by id (see [`InviteRecord`]).
+    invites: BTreeMap<[u8; 16], InviteRecord>,
+    /// Invites changed since the last persistence batch.
+    invites_changed: BTreeSet<[u8; 16]>,
     /// Members whose role an admin set ([`Command::SetRole`] in the log): their role is the
     /// key ring's, whatever invite they join with next.
     roles_set: BTreeSet<AuthorId>,
@@ -585,6 +623,8 @@ impl Session {
             snapshot_frames: None,
             pending_authors: Vec::new(),
             roles_set: BTreeSet::new(),
+            invites: BTreeMap::new(),
+            invites_changed: BTreeSet::new(),
             durable_entries: 0,
             fanout_touched: BTreeSet::new(),
             fanout_from: 0,
@@ -880,6 +920,16 @@ impl Session {
             Input::PersistAck { batch } => self.on_persisted(batch),
             Input::Tick => self.on_tick(),
             Input::Shutdown => self.on_shutdown(),
+            Input::Invite(record) => {
+                let id = record.invite;
+                let held = self.invites.entry(id).or_insert_with(|| record.clone());
+                held.max_keys = record.max_keys;
+                held.role = record.role;
+                held.expires_at_ms = record.expires_at_ms;
+                self.invites_changed.insert(id);
+                self.emit_persist(Vec::new(), Vec::new());
+            }
+            Input::RevokeInvite { invite } => self.revoke_invite(invite),
         }
     }
 
@@ -1130,10 +1180,22 @@ impl Session {
                     return;
                 }
             };
+        if self
+            .invites
+            .get(&invite.invite_id)
+            .is_some_and(|r| r.revoked_at_ms.is_some())
+        {
+            self.refuse_join(
+                client,
+                JoinRefusal::InviteRevoked,
+                "an admin revoked this invite; ask an admin of the session for a new one".into(),
+            );
+            return;
+        }
         let nonce = self.next_nonce();
         if let Some(c) = self.clients.get_mut(&client) {
             c.phase = Phase::AwaitingProof;
-            c.pending = Some((hello.public_key, invite.role, nonce));
+            c.pending = Some((hello.public_key, invite.role, nonce, invite));
         }
         let server_build_id = self.config.build_id.clone();
         self.send(
@@ -1151,7 +1213,7 @@ impl Session {
         signature: &meshwork_protocol::sign::Signature,
         resume: Option<u64>,
     ) {
-        let Some((public_key, role, nonce)) =
+        let Some((public_key, role, nonce, invite)) =
             self.clients.get_mut(&client).and_then(|c| c.pending.take())
         else {
             return;
@@ -1185,9 +1247,43 @@ impl Session {
                 return;
             }
             None => {
+                // A new key uses one of the invite's admissions.
+                let limit = self
+                    .invites
+                    .get(&invite.invite_id)
+                    .and_then(|r| r.max_keys)
+                    .unwrap_or(self.config.max_keys_per_invite);
+                let used = self
+                    .invites
+                    .get(&invite.invite_id)
+                    .map_or(0, |r| r.keys.len());
+                if used >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                    let people = if limit == 1 { "one person" } else { "people" };
+                    self.refuse_join(
+                        client,
+                        JoinRefusal::InviteUsedUp,
+                        format!(
+                            "this invite admits {limit} {people} and has been used that often; ask an admin of the session for a new invite"
+                        ),
+                    );
+                    return;
+                }
                 let a = AuthorId(self.next_author);
                 self.next_author = self.next_author.saturating_add(1);
                 self.authors_by_key.insert(public_key, a);
+                self.invites
+                    .entry(invite.invite_id)
+                    .or_insert_with(|| InviteRecord {
+                        invite: invite.invite_id,
+                        role: invite.role,
+                        expires_at_ms: invite.expires_at_ms,
+                        max_keys: None,
+                        revoked_at_ms: None,
+                        keys: Vec::new(),
+                    })
+                    .keys
+                    .push(a);
+                self.invites_changed.insert(invite.invite_id);
                 a
             }
         };
@@ -1714,11 +1810,51 @@ impl Session {
         self.in_flight_ids.extend(ids.iter().map(|(_, _, id)| *id));
         self.in_flight.insert(batch, Pending { entries: ids });
         let authors = std::mem::take(&mut self.pending_authors);
+        let invites = std::mem::take(&mut self.invites_changed)
+            .into_iter()
+            .filter_map(|id| self.invites.get(&id).cloned())
+            .collect();
         self.emit(Output::Persist {
             batch,
             authors,
             entries,
+            invites,
         });
+    }
+
+    /// Revokes `invite` (an admin through the API, or a removal that asked for it): it admits
+    /// no one from now on.
+    fn revoke_invite(&mut self, invite: [u8; 16]) {
+        let now = self.now_ms;
+        let record = self.invites.entry(invite).or_insert_with(|| InviteRecord {
+            invite,
+            role: Role::Viewer,
+            expires_at_ms: 0,
+            max_keys: None,
+            revoked_at_ms: None,
+            keys: Vec::new(),
+        });
+        if record.revoked_at_ms.is_none() {
+            record.revoked_at_ms = Some(now);
+            self.invites_changed.insert(invite);
+            self.emit_persist(Vec::new(), Vec::new());
+            self.emit(Output::Event(Event::Membership {
+                change: "invite_revoked",
+            }));
+        }
+    }
+
+    /// The invites the session knows (minted with limits, or used), by id.
+    #[must_use]
+    pub fn invites(&self) -> Vec<InviteRecord> {
+        self.invites.values().cloned().collect()
+    }
+
+    /// Puts back the invite records read from the store (after [`Session::restore`]).
+    pub fn load_invites(&mut self, records: impl IntoIterator<Item = InviteRecord>) {
+        for r in records {
+            self.invites.insert(r.invite, r);
+        }
     }
 
     fn refuse(&mut self, client: ClientId, seq: u64, code: RefusalCode, message: String) {

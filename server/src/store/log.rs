@@ -136,6 +136,8 @@ pub struct Loaded {
     pub checkpoints: Vec<(u64, u64)>,
     /// The session's imported assets.
     pub assets: Vec<(AssetId, Arc<ImportAsset>)>,
+    /// Invites' limits, revocations and uses.
+    pub invites: Vec<meshwork_session::InviteRecord>,
 }
 
 /// Every session id with stored metadata.
@@ -195,6 +197,23 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
         return Err(e);
     }
     loaded.assets = load_assets(store, session)?;
+    store.scan(
+        Tree::Invites,
+        &session.0,
+        &mut |_, v| match decode::<meshwork_session::InviteRecord>("invite", v) {
+            Ok(r) => {
+                loaded.invites.push(r);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    if let Some(e) = err.take() {
+        return Err(e);
+    }
     if let Some((_, v)) = store.last(Tree::Snapshots, &session.0)? {
         // A snapshot that does not decode is ignored: the log alone rebuilds the session.
         loaded.snapshot = postcard::from_bytes(&v).ok();
@@ -455,7 +474,15 @@ fn load_authors(store: &dyn Store, session: SessionId) -> Result<Vec<AuthorRecor
     err.map_or(Ok(out), Err)
 }
 
-/// Key of an author record.
+/// The key of an invite record: the session, then the invite id.
+#[must_use]
+pub fn invite_key(session: SessionId, invite: [u8; 16]) -> Vec<u8> {
+    let mut k = session.0.to_vec();
+    k.extend_from_slice(&invite);
+    k
+}
+
+/// The key of an author record: the session, then the author id.
 #[must_use]
 pub fn author_key(session: SessionId, author: meshwork_protocol::AuthorId) -> Vec<u8> {
     let mut k = session.0.to_vec();

@@ -49,11 +49,14 @@ pub enum Tree {
     Snapshots,
     /// Imported assets.
     Assets,
+    /// Invites' limits, revocations and uses (a tree added without a schema change: a store
+    /// from before has none, which means no limits set and nothing revoked).
+    Invites,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Meta,
         Self::Sessions,
         Self::Authors,
@@ -61,6 +64,7 @@ impl Tree {
         Self::Checkpoints,
         Self::Snapshots,
         Self::Assets,
+        Self::Invites,
     ];
 
     /// Its name (redb table name; sled key prefix byte is the index).
@@ -74,6 +78,7 @@ impl Tree {
             Self::Checkpoints => "checkpoints",
             Self::Snapshots => "snapshots",
             Self::Assets => "assets",
+            Self::Invites => "invites",
         }
     }
 }

@@ -21,6 +21,7 @@ fn prefix_byte(tree: Tree) -> u8 {
         Tree::Checkpoints => 4,
         Tree::Snapshots => 5,
         Tree::Assets => 6,
+        Tree::Invites => 7,
     }
 }
 

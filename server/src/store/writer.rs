@@ -13,7 +13,7 @@ use meshwork_session::{AuthorRecord, BatchId, SessionSnapshot};
 use tokio::sync::{mpsc, oneshot};
 
 use super::log::{
-    CheckpointBody, CheckpointRecord, LogRecord, author_key, chain_hash, position_key,
+    CheckpointBody, CheckpointRecord, LogRecord, author_key, chain_hash, invite_key, position_key,
 };
 use super::{Put, SessionRecord, Store, Tree, encode};
 use crate::metrics::Metrics;
@@ -65,6 +65,8 @@ pub enum StoreCmd {
         authors: Vec<AuthorRecord>,
         /// Entries, in acceptance order.
         entries: Vec<SignedEntry>,
+        /// Invite records to write (each replaces the stored one).
+        invites: Vec<meshwork_session::InviteRecord>,
         /// Where the ack goes.
         ack: mpsc::Sender<StoreAck>,
         /// The command's root span.
@@ -200,9 +202,17 @@ impl Writer {
                     batch,
                     authors,
                     entries,
+                    invites,
                     ack,
                     span,
                 } => {
+                    for r in &invites {
+                        puts.push(Put {
+                            tree: Tree::Invites,
+                            key: invite_key(session, r.invite),
+                            value: encode(r),
+                        });
+                    }
                     persist_spans.push(tracing::trace_span!(
                         target: crate::telemetry::TARGET,
                         parent: &span,

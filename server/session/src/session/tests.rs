@@ -70,16 +70,27 @@ impl Harness {
 
     /// Connects, says hello with an invite for `role` and proves the key: the proof's outputs.
     fn prove(&mut self, client: ClientId, signer: &Ed25519Signer, role: Role) -> Vec<Output> {
+        let invite = self.invite(role, NOW + 60_000);
+        self.prove_with(client, signer, invite)
+    }
+
+    /// [`Harness::prove`] with `invite`; a refusal at the hello is returned as it is.
+    fn prove_with(
+        &mut self,
+        client: ClientId,
+        signer: &Ed25519Signer,
+        invite: Invite,
+    ) -> Vec<Output> {
         self.input(Input::Connected { client });
         let hello = ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             build_id: "test".into(),
             public_key: signer.public_key(),
-            invite: self.invite(role, NOW + 60_000),
+            invite,
         });
         let out = self.send(client, &hello);
         let Some(ServerMsg::Challenge(ch)) = sent_to(&out, client).first().cloned() else {
-            panic!("expected a challenge, got {out:?}");
+            return out;
         };
         let proof = JoinProofBody {
             domain: Domain::JoinProof,
@@ -547,6 +558,7 @@ impl FakeStore {
                 batch,
                 authors,
                 entries,
+                ..
             } => {
                 self.authors.extend(authors.iter().copied());
                 self.entries.extend(entries.iter().cloned());
@@ -566,6 +578,7 @@ impl FakeStore {
                 batch,
                 authors,
                 entries,
+                ..
             } => {
                 self.authors.extend(authors.iter().copied());
                 self.entries.extend(entries.iter().cloned());
@@ -1935,4 +1948,106 @@ fn an_admin_changes_a_role_and_removes_a_member() {
     assert_eq!(restored.log().keys().role(b), Some(Role::Viewer));
     assert_eq!(restored.log().state_hash(), h.session.log().state_hash());
     let _ = restored.poll_output();
+}
+
+/// An invite an admin minted for one person admits exactly one key (that key rejoins with it
+/// as often as it likes); one without its own limit admits the session's default; a revoked
+/// one admits no one, its members included; an expired one neither. Each refusal says why.
+#[test]
+fn invites_admit_as_many_keys_as_they_may_and_none_once_revoked() {
+    let mut h = Harness::new();
+    h.session.config.max_keys_per_invite = 2;
+    let mint = |h: &Harness, id: u8, expires_at_ms: u64| {
+        let body = InviteBody {
+            domain: Domain::Invite,
+            session: SESSION,
+            role: Role::Editor,
+            expires_at_ms,
+            invite_id: [id; 16],
+        };
+        Invite::mint(&body, &h.server).unwrap()
+    };
+    let refusal = |out: &[Output], client| {
+        sent_to(out, client).into_iter().find_map(|m| match m {
+            ServerMsg::JoinRefused(r) => Some(r),
+            _ => None,
+        })
+    };
+    let welcomed = |out: &[Output], client| {
+        sent_to(out, client)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Welcome(_)))
+    };
+    let key = |seed: u8| Ed25519Signer::from_seed([seed; 32]);
+    let mut next = 10u64;
+    let mut try_join = |h: &mut Harness, seed: u8, invite: Invite| {
+        next += 1;
+        let c = ClientId(next);
+        (c, h.prove_with(c, &key(seed), invite))
+    };
+
+    // Single use (minted through the API with max_uses 1).
+    let single = mint(&h, 7, NOW + 60_000);
+    h.input(Input::Invite(InviteRecord {
+        invite: [7; 16],
+        role: Role::Editor,
+        expires_at_ms: NOW + 60_000,
+        max_keys: Some(1),
+        revoked_at_ms: None,
+        keys: Vec::new(),
+    }));
+    let (c, out) = try_join(&mut h, 1, single.clone());
+    assert!(welcomed(&out, c), "the first person joins");
+    let (c, out) = try_join(&mut h, 2, single.clone());
+    let r = refusal(&out, c).expect("a second key is refused");
+    assert_eq!(r.reason, JoinRefusal::InviteUsedUp);
+    assert!(r.message.contains("one person"), "{}", r.message);
+    let (c, out) = try_join(&mut h, 1, single.clone());
+    assert!(welcomed(&out, c), "the one it admitted rejoins");
+
+    // No limit of its own: the session's default (2 here).
+    let open = mint(&h, 8, NOW + 60_000);
+    for seed in [3, 4] {
+        let (c, out) = try_join(&mut h, seed, open.clone());
+        assert!(welcomed(&out, c));
+    }
+    let (c, out) = try_join(&mut h, 5, open.clone());
+    assert_eq!(
+        refusal(&out, c).map(|r| r.reason),
+        Some(JoinRefusal::InviteUsedUp)
+    );
+
+    // Revoked: no one, not even a key it admitted before; the change is persisted.
+    let out = h.input(Input::RevokeInvite { invite: [8; 16] });
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Persist { invites, .. }
+        if invites.iter().any(|r| r.invite == [8; 16] && r.revoked_at_ms == Some(NOW))))
+    );
+    let (c, out) = try_join(&mut h, 3, open.clone());
+    let r = refusal(&out, c).expect("refused");
+    assert_eq!(r.reason, JoinRefusal::InviteRevoked);
+    assert!(r.message.contains("revoked"), "{}", r.message);
+
+    // Expired.
+    let old = mint(&h, 9, NOW - 1);
+    let (c, out) = try_join(&mut h, 6, old);
+    assert_eq!(
+        refusal(&out, c).map(|r| r.reason),
+        Some(JoinRefusal::InviteExpired)
+    );
+
+    // What a restart reads back: the records, with their uses and revocation.
+    let records = h.session.invites();
+    let mut again = Harness::new();
+    again.session.config.max_keys_per_invite = 2;
+    again.session.load_invites(records.clone());
+    assert_eq!(again.session.invites(), records);
+    assert_eq!(
+        records
+            .iter()
+            .find(|r| r.invite == [7; 16])
+            .map(|r| r.keys.len()),
+        Some(1)
+    );
 }
