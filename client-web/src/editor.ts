@@ -826,7 +826,14 @@ export class Editor {
   /** Signs and sends; with a `label`, as one undo step (the protocol's rule for gestures). */
   private submit(commands: Command[], label?: string): number[] {
     if (commands.length === 0) return [];
-    const seqs = label === undefined ? this.session.submit(commands) : this.session.submitStep(commands, label);
+    let seqs: number[];
+    try {
+      seqs = label === undefined ? this.session.submit(commands) : this.session.submitStep(commands, label);
+    } catch (e) {
+      // Not joined yet, or too many edits waiting to be sent: said, not thrown away silently.
+      this.toast(`Not sent: ${e instanceof Error ? e.message : String(e)}`, 'error');
+      return [];
+    }
     const now = performance.now();
     for (let i = 0; i < commands.length; i += 1) this.telemetry.submitted.push(now);
     this.renderStatus();

@@ -443,6 +443,19 @@ impl Connection {
         })
     }
 
+    /// Why [`ClientConnection::submit`] made no entries: not joined yet, or as many edits as
+    /// may wait unacknowledged already do.
+    fn not_submitted(&self) -> JsError {
+        if self.inner.joined_as().is_none() {
+            err("not joined yet")
+        } else {
+            err(format!(
+                "{} edits are waiting to be sent, the most kept; reconnect first",
+                self.inner.unacked().count()
+            ))
+        }
+    }
+
     /// The session id (hex) the ticket names.
     #[must_use]
     pub fn session(&self) -> Option<String> {
@@ -646,7 +659,7 @@ impl Connection {
         self.inner
             .submit(vec![command])
             .map(|_| ())
-            .ok_or_else(|| err("not joined yet"))
+            .ok_or_else(|| self.not_submitted())
     }
 
     /// Signs and queues several commands (a JSON array) as one batch: the server orders them
@@ -662,7 +675,7 @@ impl Connection {
         let entries = self
             .inner
             .submit(commands)
-            .ok_or_else(|| err("not joined yet"))?;
+            .ok_or_else(|| self.not_submitted())?;
         #[allow(
             clippy::cast_precision_loss,
             reason = "sequence numbers count one author's entries: far below 2^53"
