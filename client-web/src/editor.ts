@@ -1616,11 +1616,15 @@ export class Editor {
       menu.addEventListener('change', () => {
         this.submit([{ SetRole: { author, role: menu.value } }]);
       });
-      const remove = h('button', { type: 'button', class: 'link', title: `Remove ${label} from the session`, 'data-testid': `kick-${author}` }, 'Remove');
+      const remove = h('button', { type: 'button', class: 'link', title: `Remove ${label} from the session (they may rejoin with their invite)`, 'data-testid': `kick-${author}` }, 'Remove');
       remove.addEventListener('click', () => {
-        this.submit([{ Kick: { author, reason: '' } }]);
+        this.submit([{ Kick: { author, reason: '', revoke_invite: false } }]);
       });
-      return h('li', { 'data-author': String(author) }, dot, label, ' ', menu, ' ', remove);
+      const ban = h('button', { type: 'button', class: 'link', title: `Remove ${label} and revoke the invite they joined with (others who joined with it cannot rejoin either)`, 'data-testid': `ban-${author}` }, 'Remove + revoke invite');
+      ban.addEventListener('click', () => {
+        this.submit([{ Kick: { author, reason: '', revoke_invite: true } }]);
+      });
+      return h('li', { 'data-author': String(author) }, dot, label, ' ', menu, ' ', remove, ' ', ban);
     }
     // One's own entry: the name one goes by, and a way to change it.
     const mine = this.myName ? `${this.myName} (you, ${this.role ?? '…'})` : label;

@@ -366,13 +366,16 @@ pub enum Command {
         role: crate::registry::Role,
     },
     /// An admin removes a member from the session now: their connection is closed as
-    /// `Kicked` with `reason`. They may join again while an invite of theirs is valid (lower
-    /// their role first to keep them out of editing).
+    /// `Kicked` with `reason`. With `revoke_invite`, every invite that admitted them is revoked
+    /// too (the others it admitted can no longer join with it either); without, they may join
+    /// again while an invite of theirs is valid.
     Kick {
         /// The member.
         author: AuthorId,
         /// Shown to them, at most [`MAX_NAME_BYTES`], no control characters.
         reason: String,
+        /// Revoke the invites that admitted them.
+        revoke_invite: bool,
     },
 }
 
@@ -566,6 +569,7 @@ impl Command {
             Self::Kick {
                 author: member,
                 reason,
+                ..
             } => {
                 if *member == author {
                     return Err(PayloadError::OwnMembership);

@@ -215,6 +215,7 @@ fn sample_command(kind: CommandKind) -> Command {
         CommandKind::Kick => Command::Kick {
             author: AuthorId(4),
             reason: "please rejoin with your studio key".into(),
+            revoke_invite: true,
         },
     }
 }

@@ -131,6 +131,7 @@ async fn an_admin_demotes_an_editor_and_removes_a_member() {
             vec![Command::Kick {
                 author: c.author(),
                 reason: "this review is for the studio only".into(),
+                revoke_invite: false,
             }],
             WAIT,
         )

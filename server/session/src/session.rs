@@ -1871,7 +1871,7 @@ impl Session {
             return;
         };
         // Role changes and removals made durable: carried out once the batch is walked.
-        let mut membership: Vec<(AuthorId, Option<(AuthorId, String)>)> = Vec::new();
+        let mut membership: Vec<(AuthorId, Option<(AuthorId, String, bool)>)> = Vec::new();
         self.durable_entries = self
             .durable_entries
             .saturating_add(pending.entries.len() as u64);
@@ -1908,7 +1908,11 @@ impl Session {
                     Command::Kick {
                         author: member,
                         reason,
-                    } => membership.push((*member, Some((e.body.author, reason.clone())))),
+                        revoke_invite,
+                    } => membership.push((
+                        *member,
+                        Some((e.body.author, reason.clone(), *revoke_invite)),
+                    )),
                     _ => {}
                 }
             }
@@ -1921,9 +1925,21 @@ impl Session {
 
     /// A durable role change or removal of `member`: everyone joined gets the member's role as
     /// it now stands (a roster update; the member's own editor turns read-only on a demotion);
-    /// a removal (`kick`: by whom, why) closes the member's connection as `Kicked`.
-    fn membership_changed(&mut self, member: AuthorId, kick: Option<(AuthorId, String)>) {
-        if let Some((by, reason)) = kick {
+    /// a removal (`kick`: by whom, why, whether their invites go too) closes the member's
+    /// connection as `Kicked`.
+    fn membership_changed(&mut self, member: AuthorId, kick: Option<(AuthorId, String, bool)>) {
+        if let Some((by, reason, revoke)) = kick {
+            if revoke {
+                let theirs: Vec<[u8; 16]> = self
+                    .invites
+                    .values()
+                    .filter(|r| r.keys.contains(&member))
+                    .map(|r| r.invite)
+                    .collect();
+                for invite in theirs {
+                    self.revoke_invite(invite);
+                }
+            }
             if let Some(client) = self.connection_of.get(&member).copied() {
                 let by = self
                     .scene

@@ -222,6 +222,7 @@ fn sample(kind: CommandKind, author: AuthorId) -> Command {
         CommandKind::Kick => Command::Kick {
             author: other(author),
             reason: "bye".into(),
+            revoke_invite: false,
         },
     }
 }
@@ -314,7 +315,8 @@ fn a_role_change_counts_from_the_members_next_entry() {
             5,
             Command::Kick {
                 author: AuthorId(9),
-                reason: String::new()
+                reason: String::new(),
+                revoke_invite: false,
             }
         )),
         Err(Refusal::UnknownAuthor(AuthorId(9)))

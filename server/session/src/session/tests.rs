@@ -1914,6 +1914,7 @@ fn an_admin_changes_a_role_and_removes_a_member() {
     let kick = Command::Kick {
         author: c,
         reason: "wrong session".into(),
+        revoke_invite: true,
     };
     let out = h.send(
         C1,
@@ -1930,6 +1931,13 @@ fn an_admin_changes_a_role_and_removes_a_member() {
     assert!(
         said.as_deref().is_some_and(|m| m.contains("wrong session")),
         "{said:?}"
+    );
+    // Asked for: the invite C joined with is revoked too.
+    assert!(
+        h.session
+            .invites()
+            .iter()
+            .any(|r| r.keys.contains(&c) && r.revoked_at_ms.is_some())
     );
 
     // A restart from the store (the key records as written at the joins): B is still a
