@@ -617,6 +617,7 @@ impl Driver {
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::Resumed { .. } => self.metrics.resumes_total.inc(),
+            Event::TooSlow { .. } => self.metrics.rejected("too_slow"),
             Event::Membership { change } => self
                 .metrics
                 .membership_changes_total

@@ -95,7 +95,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 29] = [
+pub const REJECT_REASONS: [&str; 30] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -125,6 +125,7 @@ pub const REJECT_REASONS: [&str; 29] = [
     "per_address_limit",
     "handshake_timeout",
     "idle_timeout",
+    "too_slow",
 ];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

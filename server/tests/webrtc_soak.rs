@@ -24,15 +24,6 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Waits until the server holds no WebRTC peer and no WebRTC client.
 async fn drained(server: &ServerProcess) {
     let end = Instant::now() + Duration::from_secs(30);
@@ -77,11 +68,11 @@ async fn join_leave_cycles_return_fds_and_memory_to_baseline() {
 
     // Warm-up: lazily built state (crypto provider, allocator arenas, store pages) is not a leak.
     cycles(&server, &ticket.invite, 10).await;
-    let (fd0, rss0) = (open_fds(pid), rss_kib(pid));
+    let (fd0, rss0) = (open_fds(pid), server.rss_kib());
     let started = Instant::now();
     cycles(&server, &ticket.invite, n).await;
     let elapsed = started.elapsed();
-    let (fd1, rss1) = (open_fds(pid), rss_kib(pid));
+    let (fd1, rss1) = (open_fds(pid), server.rss_kib());
     eprintln!(
         "soak: {n} WebRTC join/leave cycles in {:.1} s ({:.0} ms each); fds {fd0} -> {fd1}; RSS {rss0} -> {rss1} KiB ({:+.1}%)",
         elapsed.as_secs_f64(),

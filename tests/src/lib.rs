@@ -1336,6 +1336,21 @@ pub mod server_process {
             JoinTicket::from_text(&String::from_utf8_lossy(&out.stdout)).expect("a ticket")
         }
 
+        /// The process's resident memory, in KiB (`VmRSS` in `/proc/<pid>/status`).
+        ///
+        /// # Panics
+        /// If the process is gone.
+        #[must_use]
+        pub fn rss_kib(&self) -> u64 {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+                .expect("the server is running");
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .expect("a VmRSS line")
+        }
+
         /// Sends SIGTERM.
         ///
         /// # Panics

@@ -204,6 +204,11 @@ pub enum Event {
         /// `accepted`, or why it was refused (`changed`, `built_on`, `nothing_to_undo`, ...).
         outcome: &'static str,
     },
+    /// A client that did not keep up (its outbox full) is being closed as too slow.
+    TooSlow {
+        /// The connection.
+        client: ClientId,
+    },
     /// An admin's membership change was made durable and carried out.
     Membership {
         /// snake_case: `role_changed`, `kicked`.
@@ -344,6 +349,9 @@ pub struct AuthorRecord {
     /// Its role.
     pub role: Role,
 }
+
+/// A durable removal: by whom, why, and whether the member's invites go too.
+type Removal = (AuthorId, String, bool);
 
 /// A member as [`Session::members`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -912,11 +920,21 @@ impl Session {
                 }
             }
             Input::Disconnected { client } => self.forget(client),
-            Input::Backpressure { client } => self.close(
-                client,
-                CloseReason::TooSlow,
-                "you fell too far behind the session; reconnect to resync",
-            ),
+            Input::Backpressure { client } => {
+                // Counted once per connection (more reports may come while it closes).
+                if self
+                    .clients
+                    .get(&client)
+                    .is_some_and(|c| c.phase != Phase::Closing)
+                {
+                    self.emit(Output::Event(Event::TooSlow { client }));
+                }
+                self.close(
+                    client,
+                    CloseReason::TooSlow,
+                    "you fell too far behind the session; reconnect to resync",
+                );
+            }
             Input::PersistAck { batch } => self.on_persisted(batch),
             Input::Tick => self.on_tick(),
             Input::Shutdown => self.on_shutdown(),
@@ -1871,7 +1889,7 @@ impl Session {
             return;
         };
         // Role changes and removals made durable: carried out once the batch is walked.
-        let mut membership: Vec<(AuthorId, Option<(AuthorId, String, bool)>)> = Vec::new();
+        let mut membership: Vec<(AuthorId, Option<Removal>)> = Vec::new();
         self.durable_entries = self
             .durable_entries
             .saturating_add(pending.entries.len() as u64);
@@ -1927,7 +1945,7 @@ impl Session {
     /// it now stands (a roster update; the member's own editor turns read-only on a demotion);
     /// a removal (`kick`: by whom, why, whether their invites go too) closes the member's
     /// connection as `Kicked`.
-    fn membership_changed(&mut self, member: AuthorId, kick: Option<(AuthorId, String, bool)>) {
+    fn membership_changed(&mut self, member: AuthorId, kick: Option<Removal>) {
         if let Some((by, reason, revoke)) = kick {
             if revoke {
                 let theirs: Vec<[u8; 16]> = self
