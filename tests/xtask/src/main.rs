@@ -1,9 +1,13 @@
 //! `cargo xtask`: the one entry point developers and CI share.
 //!
 //! - `cargo xtask ci`: everything CI checks, in order, installing what is missing (the wasm
-//!   target). Exits non-zero on the first failure.
+//!   target), each fuzz target for 20 s included. Exits non-zero on the first failure.
 //! - `cargo xtask run`: the server with zero configuration (`meshwork-server serve`, release).
 //! - `cargo xtask bench`: the criterion benchmarks whose numbers go in `docs/benchmarks.md`.
+//! - `cargo xtask fuzz [--seconds N] [TARGET...]`: the coverage-guided fuzz targets of
+//!   `tests/fuzz` (libFuzzer, instrumented with stable rustc flags), each for N seconds
+//!   (default 60) from its corpus in the repository; a crash fails it and leaves the input in
+//!   `<target dir>/fuzz/artifacts/`.
 //!
 //! Build output goes to `$CARGO_TARGET_DIR`, or, when that is unset, to a cache directory
 //! outside the checkout (`$XDG_CACHE_HOME/meshwork/target`, else `~/.cache/meshwork/target`), so
@@ -36,12 +40,15 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz_command(&args[1..]),
         // `cargo xtask run -- --flag` and `cargo xtask run --flag` both work.
         Some("run") => serve(args.get(1..).map_or(&[][..], |a| {
             a.strip_prefix(&["--".to_owned()][..]).unwrap_or(a)
         })),
         _ => {
-            eprintln!("usage: cargo xtask <ci | run [serve flags] | bench [criterion args]>");
+            eprintln!(
+                "usage: cargo xtask <ci | run [serve flags] | bench [criterion args] | fuzz [--seconds N] [target...]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -241,6 +248,9 @@ fn ci() -> Result<(), String> {
     wasm_package_test()?;
     browser_test()?;
     container_test()?;
+    // Every fuzz target for a short fixed budget (`cargo xtask fuzz --seconds 600` is the
+    // stress run; its figures are in docs/security.md).
+    fuzz(FUZZ_TARGETS, 20)?;
     run(
         "doc tests",
         cargo().args(["test", "--locked", "--workspace", "--doc"]),
@@ -641,6 +651,97 @@ fn container_test() -> Result<(), String> {
     );
     drop(daemon);
     result
+}
+
+/// The fuzz targets of `tests/fuzz`, each with a seed corpus in `tests/fuzz/corpus/<target>`.
+const FUZZ_TARGETS: &[&str] = &["frames", "replica", "session", "scene", "ticket", "sdp"];
+
+/// `cargo xtask fuzz [--seconds N] [target...]`.
+fn fuzz_command(args: &[String]) -> Result<(), String> {
+    let mut seconds = 60_u64;
+    let mut targets = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--seconds" {
+            seconds = it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or("--seconds takes a number")?;
+        } else if FUZZ_TARGETS.contains(&a.as_str()) {
+            targets.push(a.as_str());
+        } else {
+            return Err(format!("unknown fuzz target {a} (one of {FUZZ_TARGETS:?})"));
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    fuzz(&targets, seconds)
+}
+
+/// Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags `cargo fuzz`
+/// uses with `--sanitizer none`, all stable), then runs each for `seconds` from a copy of its
+/// corpus (what it finds stays in `<target dir>/fuzz/corpus/`, not in the repository).
+fn fuzz(targets: &[&str], seconds: u64) -> Result<(), String> {
+    let root = workspace_root();
+    let manifest = root.join("tests/fuzz/Cargo.toml");
+    let dir = target_dir().join("fuzz");
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg=fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    // With an explicit target, RUSTFLAGS reach only what runs under the fuzzer, not build
+    // scripts and proc macros (which have no libFuzzer runtime to link).
+    let host = output(Command::new("rustc").arg("-vV"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .ok_or("rustc -vV names no host")?;
+    run(
+        "fuzz targets (build, instrumented)",
+        cargo()
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--bins",
+                "--target",
+                &host,
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &dir)
+            .env("RUSTFLAGS", flags),
+    )?;
+    for target in targets {
+        let corpus = dir.join("corpus").join(target);
+        let artifacts = dir.join("artifacts").join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
+        let mut prefix = artifacts.into_os_string();
+        prefix.push("/");
+        let mut prefix_arg = std::ffi::OsString::from("-artifact_prefix=");
+        prefix_arg.push(prefix);
+        run(
+            &format!("fuzz {target} for {seconds} s"),
+            Command::new(dir.join(&host).join("release").join(target))
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-timeout=10")
+                .arg("-rss_limit_mb=2048")
+                .arg("-print_final_stats=1")
+                .arg(prefix_arg)
+                .arg(&corpus)
+                .arg(root.join("tests/fuzz/corpus").join(target)),
+        )?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask run`: the server with its zero-configuration defaults (extra flags pass through).

@@ -1,0 +1,69 @@
+//! The session state machine fed arbitrary input sequences (one byte an input: the low four
+//! bits its kind, the high four the client; a payload or datagram follows as a two-byte length
+//! and its bytes): connections opening and going,
+//! payloads and datagrams of any bytes from any of 16 clients, time passing, persistence
+//! acknowledgements in order, slow clients, revoked invites. It may refuse and close; it must
+//! never panic, and every output it makes is carried out as the server would.
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use meshwork_protocol::{Ed25519Signer, SessionId};
+use meshwork_session::{ClientId, Config, Input, Output, Session};
+
+fuzz_target!(|data: &[u8]| {
+    let config = Config::signed_by(
+        SessionId([7; 16]),
+        Arc::new(Ed25519Signer::from_seed([9; 32])),
+    );
+    let mut now = 1_000_000_u64;
+    let mut session = Session::new(config, [3; 32], now);
+    let mut batches = std::collections::VecDeque::new();
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        let client = ClientId(u64::from(op >> 4));
+        let input = match op & 0x0f {
+            0 => Input::Connected { client },
+            kind @ (1 | 2) => {
+                // Two bytes of length (little-endian), then that many bytes.
+                let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+                    break;
+                };
+                let len = usize::from(u16::from_le_bytes(*len));
+                let (bytes, tail) = tail.split_at(len.min(tail.len()));
+                rest = tail;
+                let bytes = bytes.to_vec();
+                if kind == 1 {
+                    Input::Payload { client, bytes }
+                } else {
+                    Input::Datagram { client, bytes }
+                }
+            }
+            3 => Input::Disconnected { client },
+            4 => Input::Backpressure { client },
+            5 => match batches.pop_front() {
+                Some(batch) => Input::PersistAck { batch },
+                None => continue,
+            },
+            6 => {
+                now += 1_000;
+                Input::Tick
+            }
+            7 => Input::RevokeInvite { invite: [op; 16] },
+            _ => {
+                now += u64::from(op);
+                Input::Tick
+            }
+        };
+        session.handle_input(now, input);
+        while let Some(out) = session.poll_output() {
+            if let Output::Persist { batch, .. } = out {
+                batches.push_back(batch);
+            }
+        }
+    }
+    let _ = session.snapshot();
+    let _ = session.members();
+});
