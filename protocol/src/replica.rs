@@ -308,7 +308,13 @@ impl Replica {
         let Some(a) = self.assembling.take() else {
             return ReplicaEvent::None;
         };
-        let mut bytes = Vec::with_capacity(usize::try_from(a.manifest.total_bytes).unwrap_or(0));
+        // The manifest's size is the server's claim: checked against what arrived, never
+        // allocated on its word (a hostile one announced hundreds of GB; the fuzzer found it).
+        let total: usize = a.chunks.iter().flatten().map(|c| c.len()).sum();
+        if u64::try_from(total).ok() != Some(a.manifest.total_bytes) {
+            return self.fail(ResyncReason::BadSnapshot);
+        }
+        let mut bytes = Vec::with_capacity(total);
         for c in a.chunks.into_iter().flatten() {
             bytes.extend_from_slice(&c);
         }
@@ -474,6 +480,28 @@ mod tests {
             state_hash: scene.state_hash(),
         });
         assert_eq!(r.on_message(&hash), ReplicaEvent::Verified);
+    }
+
+    /// Found by the `replica` fuzz target: a manifest announcing more bytes than its chunks
+    /// hold made the replica reserve that much memory (hundreds of GB: an abort).
+    #[test]
+    fn a_manifest_that_lies_about_its_size_is_refused_not_allocated() {
+        let scene = big_scene(20);
+        for claim in [u64::MAX, 557_629_216_042, 1] {
+            let (mut m, chunks) = snapshot(&scene);
+            m.total_bytes = claim;
+            let mut r = Replica::new();
+            r.on_message(&ServerMsg::Snapshot(m));
+            let events: Vec<_> = chunks
+                .into_iter()
+                .map(|c| r.on_message(&ServerMsg::SnapshotChunk(c)))
+                .collect();
+            assert!(
+                events.contains(&ReplicaEvent::NeedsResync(ResyncReason::BadSnapshot)),
+                "{claim}: {events:?}"
+            );
+            assert!(!r.is_synced());
+        }
     }
 
     #[test]

@@ -1276,12 +1276,16 @@ impl Session {
                     .get(&invite.invite_id)
                     .map_or(0, |r| r.keys.len());
                 if used >= usize::try_from(limit).unwrap_or(usize::MAX) {
-                    let people = if limit == 1 { "one person" } else { "people" };
+                    let people = if limit == 1 {
+                        "one person".to_owned()
+                    } else {
+                        format!("{limit} people")
+                    };
                     self.refuse_join(
                         client,
                         JoinRefusal::InviteUsedUp,
                         format!(
-                            "this invite admits {limit} {people} and has been used that often; ask an admin of the session for a new invite"
+                            "this invite admits {people} and has been used that often; ask an admin of the session for a new invite"
                         ),
                     );
                     return;
