@@ -473,11 +473,7 @@ async fn create_invite(
         revoked_at_ms: None,
         keys: Vec::new(),
     };
-    let handle = s
-        .ctx
-        .router
-        .get(session)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    let handle = session_handle(&s, session, &id)?;
     if !handle
         .invite_input(meshwork_session::Input::Invite(record))
         .await
@@ -498,6 +494,18 @@ async fn create_invite(
             ticket: ticket.to_text(),
         }),
     ))
+}
+
+/// The running session `session` (`id` as the request named it), or 404.
+fn session_handle(
+    s: &AppState,
+    session: meshwork_protocol::SessionId,
+    id: &str,
+) -> Result<driver::SessionHandle, ApiError> {
+    s.ctx
+        .router
+        .get(session)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))
 }
 
 /// An invite as the API lists it.
@@ -522,11 +530,7 @@ async fn list_invites(
     require_admin(&s, &headers)?;
     let session =
         parse_session_id(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let handle = s
-        .ctx
-        .router
-        .get(session)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    let handle = session_handle(&s, session, &id)?;
     let records = handle.invites().await.ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -567,11 +571,7 @@ async fn revoke_invite(
                 "an invite id is 32 hex digits (the `invite_id` the invite was minted with)".into(),
             )
         })?;
-    let handle = s
-        .ctx
-        .router
-        .get(session)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    let handle = session_handle(&s, session, &id)?;
     if !handle
         .invite_input(meshwork_session::Input::RevokeInvite { invite })
         .await

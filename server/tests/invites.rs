@@ -27,10 +27,7 @@ async fn refused(ticket: &JoinTicket, key: Ed25519Signer) -> (JoinRefusal, Strin
 }
 
 async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let body = http::get(server.http, "/metrics").await.unwrap().body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    http::metric(server.http, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,10 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let body = http::get(server.http, "/metrics").await.unwrap().body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    http::metric(server.http, name).await
 }
 
 fn deadline() -> Instant {

@@ -103,10 +103,7 @@ async fn converge(server: &ServerProcess, token: &str, clients: &mut [&mut Clien
 }
 
 async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let body = http::get(server.http, "/metrics").await.unwrap().body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    http::metric(server.http, name).await
 }
 
 /// A, back on `server` after its offline edits (see [`offline_edits_then_resume`]), was caught

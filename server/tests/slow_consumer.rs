@@ -26,10 +26,7 @@ const WRITERS: usize = 16;
 const PER_WRITER: u64 = 540; // 6 s at 90 a second
 
 async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let body = http::get(server.http, "/metrics").await.unwrap().body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    http::metric(server.http, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

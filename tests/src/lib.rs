@@ -856,6 +856,18 @@ pub mod http {
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    /// The value of the Prometheus sample `name` (with its labels, as exposed) at `addr`'s
+    /// `/metrics`; 0 when absent.
+    ///
+    /// # Panics
+    /// When `/metrics` cannot be fetched.
+    pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+        let body = get(addr, "/metrics").await.expect("/metrics answers").body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
     /// Status code and body of a response.
     #[derive(Debug)]
     pub struct Response {

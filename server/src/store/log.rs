@@ -140,6 +140,29 @@ pub struct Loaded {
     pub invites: Vec<meshwork_session::InviteRecord>,
 }
 
+/// Every record of `session` in `tree`, in key order; the first that does not decode is an
+/// error naming `what`.
+fn scan_records<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    tree: Tree,
+    session: SessionId,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan(tree, &session.0, &mut |_, v| match decode::<T>(what, v) {
+        Ok(r) => {
+            out.push(r);
+            true
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    err.map_or(Ok(out), Err)
+}
+
 /// Every session id with stored metadata.
 ///
 /// # Errors
@@ -178,48 +201,16 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
             .transpose()?,
         ..Loaded::default()
     };
-    let mut err = None;
-    store.scan(
-        Tree::Authors,
-        &session.0,
-        &mut |_, v| match decode::<AuthorRecord>("author", v) {
-            Ok(a) => {
-                loaded.authors.push(a);
-                true
-            }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        },
-    )?;
-    if let Some(e) = err.take() {
-        return Err(e);
-    }
+    loaded.authors = scan_records(store, Tree::Authors, session, "author")?;
     loaded.assets = load_assets(store, session)?;
-    store.scan(
-        Tree::Invites,
-        &session.0,
-        &mut |_, v| match decode::<meshwork_session::InviteRecord>("invite", v) {
-            Ok(r) => {
-                loaded.invites.push(r);
-                true
-            }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        },
-    )?;
-    if let Some(e) = err.take() {
-        return Err(e);
-    }
+    loaded.invites = scan_records(store, Tree::Invites, session, "invite")?;
     if let Some((_, v)) = store.last(Tree::Snapshots, &session.0)? {
         // A snapshot that does not decode is ignored: the log alone rebuilds the session.
         loaded.snapshot = postcard::from_bytes(&v).ok();
     }
     let mut head = [0u8; 32];
     let mut expected: u64 = 1;
+    let mut err = None;
     store.scan(Tree::Log, &session.0, &mut |k, v| {
         let position = key_number(k).unwrap_or(0);
         let record = match decode::<LogRecord>("log record", v) {
