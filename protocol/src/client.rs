@@ -879,17 +879,7 @@ mod tests {
         )
         .unwrap();
         let mut c = ClientConnection::new(Ed25519Signer::from_seed([1; 32]), invite, "test");
-        c.handle(&ServerMsg::Challenge(Challenge {
-            nonce: [0; 32],
-            server_build_id: "server".into(),
-        }));
-        c.handle(&ServerMsg::Welcome(Welcome {
-            session: SESSION,
-            author: AuthorId(1),
-            role: Role::Editor,
-            next_seq: 1,
-            log_position: 0,
-        }));
+        welcome(&mut c, [0; 32]);
         assert_eq!(
             c.handle(&roster(
                 &server,
@@ -903,6 +893,21 @@ mod tests {
             c.handle(&ServerMsg::SnapshotChunk(chunk));
         }
         c
+    }
+
+    /// The server's challenge (`nonce`) and welcome of author 1, as at a join or a rejoin.
+    fn welcome(c: &mut ClientConnection<Ed25519Signer>, nonce: [u8; 32]) {
+        c.handle(&ServerMsg::Challenge(Challenge {
+            nonce,
+            server_build_id: "server".into(),
+        }));
+        c.handle(&ServerMsg::Welcome(Welcome {
+            session: SESSION,
+            author: AuthorId(1),
+            role: Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+        }));
     }
 
     fn roster(server: &Ed25519Signer, author_key: crate::sign::PublicKey) -> ServerMsg {
@@ -1024,17 +1029,7 @@ mod tests {
         let shown = c.revision(a);
 
         // Back online: caught up, the server orders a and refuses b.
-        c.handle(&ServerMsg::Challenge(Challenge {
-            nonce: [3; 32],
-            server_build_id: "server".into(),
-        }));
-        c.handle(&ServerMsg::Welcome(Welcome {
-            session: SESSION,
-            author: AuthorId(1),
-            role: Role::Editor,
-            next_seq: 1,
-            log_position: 0,
-        }));
+        welcome(&mut c, [3; 32]);
         let body = kept[0].decode_body().unwrap();
         c.handle(&ServerMsg::Entries(Entries {
             entries: vec![kept[0].clone()],
