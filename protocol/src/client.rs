@@ -384,6 +384,10 @@ impl<S: Signer> ClientConnection<S> {
     pub fn reconnect(&mut self) {
         self.outbox.clear();
         self.catch_up = None;
+        // What was sent and not yet acknowledged is pending offline now: it stays in view
+        // (an add made just before the drop does not vanish until the reconnect).
+        self.offline.extend(self.unacked.keys().copied());
+        self.stale_view |= !self.offline.is_empty();
         self.phase = ClientPhase::Hello;
         self.outbox.push_back(ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -1021,8 +1025,17 @@ mod tests {
             primitive: Primitive::Cube,
             transform: Transform::IDENTITY,
         };
+        // `a` is sent while connected, then the connection drops before its ack; `b` is made
+        // offline. Both show.
+        let kept_a = c.submit(vec![spawn(a)]).unwrap();
         c.reconnect();
-        let kept = c.submit(vec![spawn(a), spawn(b)]).unwrap();
+        assert_eq!(c.take_changes().entities, vec![a]);
+        assert!(
+            c.view().entities.contains_key(&a),
+            "sent before the drop, still in view"
+        );
+        let kept_b = c.submit(vec![spawn(b)]).unwrap();
+        let kept = [kept_a, kept_b].concat();
         assert!(c.replica().scene().entities.is_empty());
         assert_eq!(c.take_changes().entities, vec![a, b]);
         assert!(c.view().entities.contains_key(&a) && c.view().entities.contains_key(&b));
