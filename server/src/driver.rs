@@ -618,6 +618,7 @@ impl Driver {
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::Resumed { .. } => self.metrics.resumes_total.inc(),
             Event::TooSlow { .. } => self.metrics.rejected("too_slow"),
+            Event::HandshakeTimeout { .. } => self.metrics.rejected("handshake_timeout"),
             Event::Membership { change } => self
                 .metrics
                 .membership_changes_total

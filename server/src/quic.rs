@@ -123,10 +123,15 @@ async fn serve(
     outbox: usize,
 ) -> Result<(), String> {
     let conn = incoming.await.map_err(|e| e.to_string())?;
-    let (send, mut recv) = tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi())
-        .await
-        .map_err(|_| "no stream opened".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let Ok(stream) = tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await else {
+        metrics.rejected("handshake_timeout");
+        conn.close(
+            close_code(CloseReason::IdleTimeout).into(),
+            b"no stream opened in time",
+        );
+        return Err("no stream opened in time".into());
+    };
+    let (send, mut recv) = stream.map_err(|e| e.to_string())?;
     let transport = Transport::Quic;
     let _gauge = ConnectionGauge::open(&metrics, transport);
 

@@ -209,6 +209,11 @@ pub enum Event {
         /// The connection.
         client: ClientId,
     },
+    /// A connection that did not finish the join handshake within the deadline is being closed.
+    HandshakeTimeout {
+        /// The connection.
+        client: ClientId,
+    },
     /// An admin's membership change was made durable and carried out.
     Membership {
         /// snake_case: `role_changed`, `kicked`.
@@ -2128,6 +2133,7 @@ impl Session {
             .map(|(id, _)| *id)
             .collect();
         for client in late {
+            self.emit(Output::Event(Event::HandshakeTimeout { client }));
             self.close(
                 client,
                 CloseReason::IdleTimeout,

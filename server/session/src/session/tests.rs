@@ -506,10 +506,14 @@ fn slow_handshakes_time_out() {
     h.now += 9_999;
     assert_eq!(closed(&h.input(Input::Tick), C1), None);
     h.now += 1;
-    assert_eq!(
-        closed(&h.input(Input::Tick), C1),
-        Some(CloseReason::IdleTimeout)
-    );
+    let out = h.input(Input::Tick);
+    assert_eq!(closed(&out, C1), Some(CloseReason::IdleTimeout));
+    // Counted (`handshake_timeout`), once.
+    let counted = out
+        .iter()
+        .filter(|o| matches!(o, Output::Event(Event::HandshakeTimeout { client: C1 })))
+        .count();
+    assert_eq!(counted, 1);
 }
 
 #[test]
