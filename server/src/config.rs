@@ -36,6 +36,10 @@ pub enum Command {
     /// beside it when `--out` ends in `.gltf`. Provenance (log position, state hashes, chain
     /// head, server key, authors) is in `asset.extras.meshwork`.
     Export(ExportArgs),
+    /// Write a stopped server's session — its signed, hash-chained log, authors, checkpoints,
+    /// assets and invites — as an archive encrypted to age recipients, ending on a checkpoint
+    /// signed by the server key. `verify-log --archive` proves it offline.
+    Archive(ArchiveArgs),
     /// Write a consistent backup of a stopped server's store (a running server backs up online
     /// with `POST /api/v1/backup`).
     Backup(BackupArgs),
@@ -87,6 +91,38 @@ pub struct VerifyArgs {
     /// Only this session (hex id).
     #[arg(long)]
     pub session: Option<String>,
+    /// The store backend [default: redb].
+    #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
+    pub store: crate::store::Backend,
+    /// Verify this encrypted archive (from `archive`) instead of the data dir's store.
+    #[arg(long, requires = "identities")]
+    pub archive: Option<PathBuf>,
+    /// An age identity file that opens the archive (`AGE-SECRET-KEY-1…`); repeatable.
+    #[arg(long = "identity")]
+    pub identities: Vec<PathBuf>,
+    /// The server public key (64 hex characters) the archive's checkpoints must be signed by.
+    /// Without it: the data dir's `server.key` if there is one, else the key the archive names
+    /// (which proves only that the archive is consistent, not whose it is).
+    #[arg(long)]
+    pub server_key: Option<String>,
+}
+
+/// Flags of `archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The data directory (its `server.key` signs the closing checkpoint).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The session (hex id); may be left out when the store holds one session.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// An age public key to encrypt to (`age1…`, as `age-keygen` prints it); repeat for more
+    /// recipients, any one of whom can open the archive.
+    #[arg(long = "recipient", required = true)]
+    pub recipients: Vec<String>,
+    /// The archive file to write.
+    #[arg(long)]
+    pub out: PathBuf,
     /// The store backend [default: redb].
     #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
     pub store: crate::store::Backend,

@@ -1,13 +1,13 @@
-//! The `meshwork-server` command: `serve`, `keygen`, `invite`, `verify-log`, `export`, `backup`,
-//! `restore`, `healthcheck`.
+//! The `meshwork-server` command: `serve`, `keygen`, `invite`, `verify-log`, `export`,
+//! `archive`, `backup`, `restore`, `healthcheck`, `import`.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use meshwork_protocol::{Role, Signer as _};
 use meshwork_server::config::{
-    BackupArgs, Cli, Command, ExportArgs, HealthArgs, InviteArgs, RestoreArgs, Settings,
-    VerifyArgs, parse_ttl_ms,
+    ArchiveArgs, BackupArgs, Cli, Command, ExportArgs, HealthArgs, InviteArgs, RestoreArgs,
+    Settings, VerifyArgs, parse_ttl_ms,
 };
 use meshwork_server::data::{DataDir, parse_session_id};
 use meshwork_server::store;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Invite(args) => invite(&args),
         Command::VerifyLog(args) => verify_log(&args),
         Command::Export(args) => export(&args),
+        Command::Archive(args) => archive(&args),
         Command::Backup(args) => backup(&args),
         Command::Restore(args) => restore(&args),
         Command::Healthcheck(args) => healthcheck(&args),
@@ -195,6 +196,9 @@ fn open_existing(
 }
 
 fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
+    if let Some(archive) = &args.archive {
+        return verify_archive(args, archive);
+    }
     let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
     let store = open_existing(&args.data.data_dir, args.store)?;
     let sessions: Vec<meshwork_protocol::SessionId> = match &args.session {
@@ -231,6 +235,148 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     }
 }
 
+/// `verify-log --archive`: decrypts the archive into a temporary store and runs the same checks
+/// as on a live store, then requires the archive to end on a checkpoint.
+fn verify_archive(args: &VerifyArgs, archive: &std::path::Path) -> Result<(), Error> {
+    let mut identities = Vec::new();
+    for path in &args.identities {
+        identities.extend(store::archive::read_identities(path).map_err(Error::Config)?);
+    }
+    let tmp = tempfile::tempdir().map_err(|e| Error::Io(format!("a temporary directory: {e}")))?;
+    let mut scratch =
+        store::open(store::Backend::Redb, tmp.path()).map_err(|e| Error::Io(e.to_string()))?;
+    let bar = progress(None, "decrypting");
+    let header = store::archive::load(archive, &identities, scratch.as_mut(), Some(&bar))
+        .map_err(Error::Config)?;
+    bar.finish_and_clear();
+    let session = header.session;
+    if let Some(id) = &args.session
+        && parse_session_id(id)? != session
+    {
+        return Err(Error::Config(format!(
+            "the archive holds session {session}, not {id}"
+        )));
+    }
+    let (server_key, whose) = if let Some(hex_key) = &args.server_key {
+        let bytes: [u8; 32] = hex::decode(hex_key.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::Config("--server-key: 64 hex characters".into()))?;
+        (meshwork_protocol::PublicKey(bytes), "--server-key")
+    } else if args.data.data_dir.join("server.key").is_file() {
+        let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+        (data.server_key.public_key(), "the data dir's server.key")
+    } else {
+        (
+            header.server_key,
+            "the key the archive names (pin one with --server-key)",
+        )
+    };
+    if server_key != header.server_key {
+        println!(
+            "BAD   archive {}: signed for server key {}, not {} ({whose})",
+            archive.display(),
+            hex::encode(header.server_key.0),
+            hex::encode(server_key.0)
+        );
+        return Err(Error::Config("the archive does not verify".into()));
+    }
+    match store::log::verify_session(scratch.as_ref(), session, &server_key) {
+        Ok(r) => {
+            let sealed =
+                store::archive::last_checkpoint(scratch.as_ref(), session).map_err(Error::Io)?;
+            if r.entries > 0 && sealed != r.entries {
+                println!(
+                    "BAD   session {session}: first bad entry {}: the archive does not end on a \
+                     checkpoint (last at {sealed}): entries after it may have been cut or added",
+                    sealed.saturating_add(1)
+                );
+                return Err(Error::Config("the archive does not verify".into()));
+            }
+            println!(
+                "ok    session {session}: {} entries, {} checkpoints, state {} (archive {}, {} \
+                 records; server key {}, from {whose})",
+                r.entries,
+                r.checkpoints,
+                hex::encode(r.state_hash),
+                archive.display(),
+                header.records,
+                hex::encode(server_key.0)
+            );
+            Ok(())
+        }
+        Err(f) => {
+            println!(
+                "BAD   session {session}: first bad entry {}: {}",
+                f.position, f.reason
+            );
+            Err(Error::Config("the archive does not verify".into()))
+        }
+    }
+}
+
+/// `--session`, or the store's only session.
+fn pick_session(
+    store: &dyn store::Store,
+    arg: Option<&String>,
+) -> Result<meshwork_protocol::SessionId, Error> {
+    match arg {
+        Some(id) => parse_session_id(id),
+        None => {
+            let all = store::log::list_sessions(store).map_err(|e| Error::Io(e.to_string()))?;
+            match all.as_slice() {
+                [(id, _)] => Ok(*id),
+                [] => Err(Error::Config("the store holds no session".into())),
+                _ => Err(Error::Config(format!(
+                    "the store holds {} sessions: pick one with --session",
+                    all.len()
+                ))),
+            }
+        }
+    }
+}
+
+fn archive(args: &ArchiveArgs) -> Result<(), Error> {
+    let recipients = store::archive::parse_recipients(&args.recipients).map_err(Error::Config)?;
+    let mut store = open_existing(&args.data.data_dir, args.store)?;
+    if !args.data.data_dir.join("server.key").is_file() {
+        return Err(Error::Config(format!(
+            "no server.key in {}: the closing checkpoint needs the key that signed the log",
+            args.data.data_dir.display()
+        )));
+    }
+    let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
+    let session = pick_session(store.as_ref(), args.session.as_ref())?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let bar = progress(Some(0), "archiving");
+    let written = store::archive::write(
+        store.as_mut(),
+        session,
+        &data.server_key,
+        now_ms,
+        &recipients,
+        &args.out,
+        Some(&bar),
+    )
+    .map_err(Error::Io)?;
+    bar.finish_and_clear();
+    println!(
+        "archived session {session}: {} entries ({} records) to {}, encrypted to {} recipient(s){}",
+        written.entries,
+        written.records,
+        args.out.display(),
+        recipients.len(),
+        if written.sealed_now {
+            "; a checkpoint at the last entry was signed and stored"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 fn export(args: &ExportArgs) -> Result<(), Error> {
     // The store first, and the key only if it is there: the provenance names the key that
     // signed this store's checkpoints, never a fresh one.
@@ -242,23 +388,7 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         )));
     }
     let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
-    let session = match &args.session {
-        Some(id) => parse_session_id(id)?,
-        None => {
-            let all =
-                store::log::list_sessions(store.as_ref()).map_err(|e| Error::Io(e.to_string()))?;
-            match all.as_slice() {
-                [(id, _)] => *id,
-                [] => return Err(Error::Config("the store holds no session".into())),
-                _ => {
-                    return Err(Error::Config(format!(
-                        "the store holds {} sessions: pick one with --session",
-                        all.len()
-                    )));
-                }
-            }
-        }
-    };
+    let session = pick_session(store.as_ref(), args.session.as_ref())?;
     let entities = args
         .entities
         .iter()

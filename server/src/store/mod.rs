@@ -22,6 +22,7 @@ use std::path::Path;
 use meshwork_protocol::SessionId;
 use serde::{Deserialize, Serialize};
 
+pub mod archive;
 pub mod backup;
 pub mod log;
 pub mod redb_store;

@@ -1,0 +1,326 @@
+//! The encrypted audit archive as an operator uses it, on a store the real server wrote:
+//! `archive` a session of 100,000 entries to an age recipient; `verify-log --archive` with the
+//! matching identity proves it to the live store's state; a wrong identity cannot open it; one
+//! flipped byte of the decrypted stream (re-encrypted, as anyone with the public key could)
+//! is named by entry; an archive cut short or checked against another server key is refused.
+//!
+//! `MESHWORK_ARCHIVE_ENTRIES` sets the size: 20,000 by default (CI), 100,000 for the acceptance
+//! run whose figures are in docs/benchmarks.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command as Process, Output};
+use std::time::{Duration, Instant};
+
+use age::secrecy::ExposeSecret as _;
+use glam::Vec3;
+use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::{Command, EntityId};
+use meshwork_server::store::Tree;
+use meshwork_testkit::server_process::ServerProcess;
+use meshwork_testkit::{Client, random_signer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
+const CHUNK: usize = 1_000;
+
+fn cli(args: &[&str]) -> Output {
+    Process::new(BIN).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A fresh identity written as `age-keygen` writes it; returns its recipient.
+fn identity(path: &Path) -> (age::x25519::Identity, String) {
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    std::fs::write(
+        path,
+        format!(
+            "# public key: {recipient}\n{}\n",
+            id.to_string().expose_secret()
+        ),
+    )
+    .unwrap();
+    (id, recipient)
+}
+
+fn decrypt(path: &Path, id: &age::x25519::Identity) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap();
+    let d = age::Decryptor::new(file).unwrap();
+    let mut r = d
+        .decrypt(std::iter::once(id as &dyn age::Identity))
+        .unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    out
+}
+
+fn encrypt(plain: &[u8], recipient: &str, path: &Path) {
+    let r: age::x25519::Recipient = recipient.parse().unwrap();
+    let e = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+    let mut w = e.wrap_output(std::fs::File::create(path).unwrap()).unwrap();
+    w.write_all(plain).unwrap();
+    w.finish().unwrap();
+}
+
+/// One record of the plaintext, as `docs/operations.md` lays it out.
+struct Record {
+    tree: u8,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+}
+
+/// Reads the plaintext's records (after the 8-byte magic, 16-byte session id and 32-byte server
+/// key), up to the end marker; returns them and the end marker's offset.
+fn records(plain: &[u8]) -> (Vec<Record>, usize) {
+    assert_eq!(&plain[..8], b"MWARCHV\x01");
+    let mut at = 8 + 16 + 32;
+    let mut out = Vec::new();
+    let len = |at: usize| u32::from_le_bytes(plain[at..at + 4].try_into().unwrap()) as usize;
+    while plain[at] != 0xff {
+        let tree = plain[at];
+        let k = len(at + 1);
+        let key = at + 5..at + 5 + k;
+        let v = len(key.end);
+        let value = key.end + 4..key.end + 4 + v;
+        at = value.end;
+        out.push(Record { tree, key, value });
+    }
+    (out, at)
+}
+
+fn tree_tag(tree: Tree) -> u8 {
+    Tree::ALL.iter().position(|t| *t == tree).unwrap() as u8
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
+    let entries: usize = std::env::var("MESHWORK_ARCHIVE_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let mut server = ServerProcess::start(
+        BIN,
+        &data,
+        &["--rate-per-s", "1000000", "--burst", "1000000"],
+    );
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap().to_string();
+
+    // The history: a cube, then translations back and forth, in acknowledged chunks.
+    let started = Instant::now();
+    let mut c = Client::join(&ticket, random_signer()).await.unwrap();
+    c.retain_entries = false;
+    let cube = EntityId::new(c.author(), 1);
+    c.submit_acked(
+        vec![Command::Spawn {
+            entity: cube,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        }],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let mut sent = 1;
+    while sent < entries {
+        let n = CHUNK.min(entries - sent);
+        let commands = (0..n)
+            .map(|i| Command::Translate {
+                entity: cube,
+                delta: if (sent + i) % 2 == 0 {
+                    Vec3::X
+                } else {
+                    -Vec3::X
+                },
+            })
+            .collect();
+        let signed = c.submit(commands).await.unwrap();
+        let last = signed.last().unwrap().decode_body().unwrap().seq;
+        c.until(Instant::now() + Duration::from_secs(60), |s| {
+            s.acks.contains_key(&last)
+        })
+        .await
+        .unwrap();
+        assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
+        sent += n;
+    }
+    eprintln!("{entries} entries acknowledged in {:?}", started.elapsed());
+    drop(c);
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    // The live store verifies; its state is what the archive must prove.
+    let live = cli(&["verify-log", "--data-dir", data_arg]);
+    assert!(live.status.success(), "{}", text(&live));
+    let state = text(&live)
+        .rsplit("state ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let id_file = dir.path().join("auditor.key");
+    let (id, recipient) = identity(&id_file);
+    let other_file = dir.path().join("other.key");
+    let (_, other_recipient) = identity(&other_file);
+    let archive = dir.path().join("session.mwa");
+    let started = Instant::now();
+    let out = cli(&[
+        "archive",
+        "--data-dir",
+        data_arg,
+        "--session",
+        &session,
+        "--recipient",
+        &recipient,
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{entries} entries")),
+        "{}",
+        text(&out)
+    );
+    eprintln!(
+        "archive: {:?}, {} bytes",
+        started.elapsed(),
+        std::fs::metadata(&archive).unwrap().len()
+    );
+    // The closing checkpoint the archive signed (if any) went to the store too: it still
+    // verifies.
+    let live = cli(&["verify-log", "--data-dir", data_arg]);
+    assert!(live.status.success(), "{}", text(&live));
+
+    // The auditor proves it offline, with no data dir, pinning the server key.
+    let server_key = text(&cli(&["keygen", "--data-dir", data_arg]))
+        .lines()
+        .find_map(|l| l.split("server key").nth(1))
+        .map(|k| {
+            k.trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    let nowhere = dir.path().join("no-data-dir");
+    let verify = |path: &Path, identity: &Path, key: &str| {
+        cli(&[
+            "verify-log",
+            "--data-dir",
+            nowhere.to_str().unwrap(),
+            "--archive",
+            path.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--server-key",
+            key,
+        ])
+    };
+    let started = Instant::now();
+    let ok = verify(&archive, &id_file, &server_key);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains(&format!("{entries} entries")),
+        "{}",
+        text(&ok)
+    );
+    assert!(
+        text(&ok).contains(&state),
+        "the archive proves another state:\n{}\nlive: {state}",
+        text(&ok)
+    );
+    eprintln!("verify-log --archive: {:?}", started.elapsed());
+    assert!(!nowhere.exists(), "verifying an archive wrote a data dir");
+
+    // A wrong identity cannot open it.
+    let wrong = verify(&archive, &other_file, &server_key);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("none of the given identities opens"),
+        "{}",
+        text(&wrong)
+    );
+    // Another server key: refused.
+    let other_key = "11".repeat(32);
+    let foreign = verify(&archive, &id_file, &other_key);
+    assert!(!foreign.status.success());
+    assert!(
+        text(&foreign).contains("signed for server key"),
+        "{}",
+        text(&foreign)
+    );
+
+    // One flipped byte in one entry of the decrypted stream, re-encrypted: named.
+    let plain = decrypt(&archive, &id);
+    let (recs, end) = records(&plain);
+    let log = tree_tag(Tree::Log);
+    let target = (entries as u64 * 3 / 5).max(2);
+    let rec = recs
+        .iter()
+        .find(|r| r.tree == log && plain[r.key.clone()][16..] == target.to_be_bytes()[..])
+        .unwrap();
+    let mut flipped = plain.clone();
+    flipped[rec.value.end - 80] ^= 0x10; // inside the signed body
+    let tampered = dir.path().join("tampered.mwa");
+    encrypt(&flipped, &other_recipient, &tampered);
+    let bad = verify(&tampered, &other_file, &server_key);
+    assert!(
+        !bad.status.success(),
+        "a tampered archive verified:\n{}",
+        text(&bad)
+    );
+    assert!(
+        text(&bad).contains(&format!("first bad entry {target}")),
+        "{}",
+        text(&bad)
+    );
+
+    // Cut short: the last ten entries and every checkpoint past the cut dropped (the record
+    // count fixed up), as someone hiding the end of a history would.
+    let keep = entries as u64 - 10;
+    let checkpoints = tree_tag(Tree::Checkpoints);
+    let mut cut = plain[..8 + 16 + 32].to_vec();
+    let mut kept = 0u64;
+    for r in &recs {
+        let position = u64::from_be_bytes(plain[r.key.clone()][16..].try_into().unwrap_or([0; 8]));
+        if (r.tree == log || r.tree == checkpoints) && position > keep {
+            continue;
+        }
+        cut.extend_from_slice(&plain[r.key.start - 5..r.value.end]);
+        kept += 1;
+    }
+    assert_eq!(plain[end], 0xff);
+    cut.push(0xff);
+    cut.extend_from_slice(&kept.to_le_bytes());
+    let short = dir.path().join("short.mwa");
+    encrypt(&cut, &recipient, &short);
+    let refused = verify(&short, &id_file, &server_key);
+    assert!(
+        !refused.status.success(),
+        "a cut archive verified:\n{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("does not end on a checkpoint"),
+        "{}",
+        text(&refused)
+    );
+}
