@@ -89,6 +89,12 @@ pub enum DriverMsg {
     Members(oneshot::Sender<Vec<meshwork_session::MemberInfo>>),
     /// Asks for the invites ([`meshwork_session::Session::invites`]).
     Invites(oneshot::Sender<Vec<meshwork_session::InviteRecord>>),
+    /// A role change or removal with the admin token, signed by the server
+    /// ([`meshwork_session::Session::admin_command`]): the entry's id, or why it was refused.
+    Admin(
+        meshwork_protocol::Command,
+        oneshot::Sender<Result<meshwork_protocol::CommandId, String>>,
+    ),
     /// Asks for a page of the undo history.
     History(
         meshwork_session::HistoryQuery,
@@ -231,6 +237,19 @@ impl SessionHandle {
     pub async fn members(&self) -> Option<Vec<meshwork_session::MemberInfo>> {
         let (tx, rx) = oneshot::channel();
         if !self.send(DriverMsg::Members(tx)).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A role change or removal with the admin token (see [`DriverMsg::Admin`]); `None` when
+    /// the driver has stopped.
+    pub async fn admin_command(
+        &self,
+        command: meshwork_protocol::Command,
+    ) -> Option<Result<meshwork_protocol::CommandId, String>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DriverMsg::Admin(command, tx)).await {
             return None;
         }
         rx.await.ok()
@@ -485,6 +504,13 @@ impl Driver {
             }
             DriverMsg::Invites(reply) => {
                 let _ = reply.send(self.session.invites());
+            }
+            DriverMsg::Admin(command, reply) => {
+                let before = self.session.batches_in_flight();
+                let _ = reply.send(self.session.admin_command(now_ms(), command));
+                for _ in before..self.session.batches_in_flight() {
+                    self.batch_spans.push_back(tracing::Span::none());
+                }
             }
             DriverMsg::Asset(id, asset) => self.session.provide_asset(id, asset),
             DriverMsg::Shutdown => self.session.handle_input(now_ms(), Input::Shutdown),

@@ -62,6 +62,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}/history", get(history))
         .route("/api/v1/sessions/{id}/members", get(members))
         .route(
+            "/api/v1/sessions/{id}/members/{author}",
+            axum::routing::delete(remove_member),
+        )
+        .route(
+            "/api/v1/sessions/{id}/members/{author}/role",
+            axum::routing::put(set_member_role),
+        )
+        .route(
             "/api/v1/sessions/{id}/assets/{asset}",
             get(asset_status)
                 .put(asset_chunk)
@@ -976,6 +984,108 @@ async fn members(
     };
     let handle = s.ctx.router.get(session).ok_or_else(gone)?;
     handle.members().await.map(Json).ok_or_else(gone)
+}
+
+/// `PUT …/members/{author}/role`.
+#[derive(Deserialize)]
+struct RoleIn {
+    role: Role,
+}
+
+/// `DELETE …/members/{author}`.
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    revoke_invite: bool,
+}
+
+/// What a membership change with the admin token answers: the signed entry that carries it.
+#[derive(Serialize)]
+struct MembershipOut {
+    /// The entry's Lamport time and author (the server's own member id).
+    lamport: u64,
+    author: u32,
+}
+
+/// A role change or removal with the admin token: the server signs it as its own member and it
+/// goes through the log like an in-session admin's (`Session::admin_command`). 200 with the
+/// entry once ordered (carried out when durable, moments later); 404 for an unknown member,
+/// 409 for a refusal.
+async fn admin_membership(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    author: &str,
+    command: impl FnOnce(meshwork_protocol::AuthorId) -> meshwork_protocol::Command,
+) -> Result<Json<MembershipOut>, ApiError> {
+    require_admin(s, headers)?;
+    let session =
+        parse_session_id(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let member = author
+        .trim()
+        .parse::<u32>()
+        .map(meshwork_protocol::AuthorId)
+        .map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "a member is named by its author id (a number, as `GET …/members` lists it)".into(),
+            )
+        })?;
+    let handle = session_handle(s, session, id)?;
+    let known = handle
+        .members()
+        .await
+        .is_some_and(|all| all.iter().any(|m| m.author == member));
+    if !known {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no member {} in session {id}", member.0),
+        ));
+    }
+    match handle.admin_command(command(member)).await {
+        Some(Ok(entry)) => Ok(Json(MembershipOut {
+            lamport: entry.lamport,
+            author: entry.author.0,
+        })),
+        Some(Err(refusal)) => Err(ApiError(StatusCode::CONFLICT, refusal)),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session has stopped".into(),
+        )),
+    }
+}
+
+async fn set_member_role(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, author)): Path<(String, String)>,
+    Json(body): Json<RoleIn>,
+) -> Result<Json<MembershipOut>, ApiError> {
+    admin_membership(&s, &headers, &id, &author, |member| {
+        meshwork_protocol::Command::SetRole {
+            author: member,
+            role: body.role,
+        }
+    })
+    .await
+}
+
+async fn remove_member(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, author)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<RemoveQuery>,
+) -> Result<Json<MembershipOut>, ApiError> {
+    admin_membership(&s, &headers, &id, &author, |member| {
+        meshwork_protocol::Command::Kick {
+            author: member,
+            reason: q.reason,
+            revoke_invite: q.revoke_invite,
+        }
+    })
+    .await
 }
 
 /// The session's durable scene as GLB (see `crate::export`): for the admin token, or for a

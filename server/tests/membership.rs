@@ -184,3 +184,174 @@ async fn an_admin_demotes_an_editor_and_removes_a_member() {
     b.catch_up(3, WAIT).await.unwrap();
     assert!(b.replica().scene().entities.contains_key(&cube));
 }
+
+/// The operator with the admin token, who holds no member key, changes a role and removes a
+/// member through the HTTP API: the server signs each change as a member of its own (its key
+/// announced in every roster), the changes take effect as an in-session admin's do, and
+/// `verify-log` proves the log with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_changes_a_role_and_removes_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(BIN, &data, &[]);
+    let token = server.admin_token().unwrap();
+    let bearer = format!("Bearer {token}");
+    let ticket = server.ticket(BIN, &data, "editor");
+    let session = ticket.invite.claimed_session().unwrap().to_string();
+    let mut b = Client::join(&ticket, Ed25519Signer::from_seed([2; 32]))
+        .await
+        .unwrap();
+    let mut c = Client::join(&ticket, Ed25519Signer::from_seed([3; 32]))
+        .await
+        .unwrap();
+    let cube = EntityId::new(b.author(), 1);
+    b.submit_acked(
+        vec![Command::Spawn {
+            entity: cube,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        }],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let api = |method: &'static str, path: String, body: &'static str| {
+        let bearer = bearer.clone();
+        let addr = server.http;
+        async move {
+            http::request(
+                addr,
+                method,
+                &path,
+                &[
+                    ("Authorization", &bearer),
+                    ("Content-Type", "application/json"),
+                ],
+                body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    // Without the token: refused.
+    let r = http::request(
+        server.http,
+        "PUT",
+        &format!("/api/v1/sessions/{session}/members/{}/role", b.author().0),
+        &[("Content-Type", "application/json")],
+        r#"{"role":"viewer"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+    // An unknown member: 404.
+    let r = api(
+        "PUT",
+        format!("/api/v1/sessions/{session}/members/999/role"),
+        r#"{"role":"viewer"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // Demote B.
+    let r = api(
+        "PUT",
+        format!("/api/v1/sessions/{session}/members/{}/role", b.author().0),
+        r#"{"role":"viewer"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b_author = b.author();
+    for m in [&mut b, &mut c] {
+        let end = deadline();
+        while !m
+            .replica()
+            .members()
+            .any(|x| x.author == b_author && x.role == Role::Viewer)
+        {
+            m.next(end.saturating_duration_since(Instant::now()))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(b.role(), Role::Viewer);
+    b.submit(vec![Command::Despawn { entity: cube }])
+        .await
+        .unwrap();
+    b.until(deadline(), |s| !s.refusals.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(b.seen.refusals[0].code, RefusalCode::Permission);
+    // The replicas hold the server's entry, verified against the roster (no resync).
+    assert_eq!(b.seen.resyncs, 0, "{:?}", b.seen.resync_reasons);
+
+    // Remove C, with a reason.
+    let r = api(
+        "DELETE",
+        format!(
+            "/api/v1/sessions/{session}/members/{}?reason=left%20the%20studio",
+            c.author().0
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let end = deadline();
+    while c.seen.closed.is_none() {
+        if c.next(end.saturating_duration_since(Instant::now()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed = c.seen.closed.clone().expect("C was told it was removed");
+    assert_eq!(closed.reason, CloseReason::Kicked);
+    assert!(
+        closed.message.contains("left the studio"),
+        "{}",
+        closed.message
+    );
+    // Not a member's own kind of change: the server cannot be demoted through itself.
+    let members = http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    }
+    .members(&session)
+    .await
+    .unwrap();
+    let server_member = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "admin")
+        .cloned()
+        .expect("the server is listed as an admin member");
+    let r = api(
+        "PUT",
+        format!(
+            "/api/v1/sessions/{session}/members/{}/role",
+            server_member["author"]
+        ),
+        r#"{"role":"viewer"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    // Offline, the log with the server's entries verifies.
+    drop((b, c));
+    assert!(server.terminate(Duration::from_secs(10)).success());
+    let out = std::process::Command::new(BIN)
+        .args(["verify-log", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 entries"), "{text}");
+}

@@ -1738,7 +1738,19 @@ impl Session {
         if admitted.is_empty() {
             return;
         }
-        // 3. The log's checks, ordering and conflict resolution, with one batch verification.
+        self.integrate_from(Some(client), author, admitted);
+    }
+
+    /// 3. The log's checks, ordering and conflict resolution, with one batch verification; then
+    /// persistence of what was appended. `client` (none for the server's own entries) hears of
+    /// duplicates and refusals. Returns each entry's outcome.
+    fn integrate_from(
+        &mut self,
+        client: Option<ClientId>,
+        author: AuthorId,
+        admitted: Vec<SignedEntry>,
+    ) -> Vec<Result<meshwork_protocol::CommandId, String>> {
+        let mut outcomes = Vec::with_capacity(admitted.len());
         let seqs: Vec<u64> = admitted
             .iter()
             .map(|e| e.decode_body().map_or(0, |b| b.seq))
@@ -1792,13 +1804,17 @@ impl Session {
                     }
                     batch_ids.push((author, seq, id));
                     batch_entries.push(entry);
+                    outcomes.push(Ok(id));
                 }
                 Ok(Integrated::Duplicate { id }) => {
+                    outcomes.push(Ok(id));
                     // Already durable (or about to be): acknowledge again once it is.
                     if self.in_flight_ids.contains(&id) {
                         continue;
                     }
-                    self.send(client, &ServerMsg::Ack(Ack { seq, id }));
+                    if let Some(client) = client {
+                        self.send(client, &ServerMsg::Ack(Ack { seq, id }));
+                    }
                 }
                 Err(refusal) => {
                     if let Some(kind @ (CommandKind::Undo | CommandKind::Redo)) = kind {
@@ -1816,15 +1832,99 @@ impl Session {
                             strategy: Strategy::Reject,
                         }));
                     }
-                    self.refuse(client, seq, refusal.code(), refusal.to_string());
+                    outcomes.push(Err(refusal.to_string()));
+                    if let Some(client) = client {
+                        self.refuse(client, seq, refusal.code(), refusal.to_string());
+                    }
                 }
             }
         }
-        if batch_entries.is_empty() {
-            return;
+        if !batch_entries.is_empty() {
+            // 4. Persist; acks and fan-out wait for the store.
+            self.emit_persist(batch_ids, batch_entries);
         }
-        // 4. Persist; acks and fan-out wait for the store.
-        self.emit_persist(batch_ids, batch_entries);
+        outcomes
+    }
+
+    /// A membership change by the operator with the admin token (the HTTP API), who holds no
+    /// member key: the server signs it as a member of its own. The server key is registered
+    /// once as an admin author — announced to everyone joined like any new member, its record
+    /// stored with the entry's batch — so the change is a signed log entry like an in-session
+    /// admin's: checked, ordered, made durable and carried out the same way, and `verify-log`
+    /// proves it under the server key.
+    ///
+    /// # Errors
+    /// A sentence: not a role change or removal, no server signing key, a change of the
+    /// server's own membership, or the log's refusal.
+    pub fn admin_command(
+        &mut self,
+        now_ms: u64,
+        command: Command,
+    ) -> Result<meshwork_protocol::CommandId, String> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let member = match &command {
+            Command::SetRole { author, .. } | Command::Kick { author, .. } => *author,
+            _ => return Err("the admin token makes role changes and removals only".into()),
+        };
+        let Some(signer) = self.config.server_signer.clone() else {
+            return Err("this server holds no signing key for the session".into());
+        };
+        let server_key = self.config.server_key;
+        if self.authors_by_key.get(&server_key) == Some(&member) {
+            return Err("the server's own membership does not change".into());
+        }
+        let author = if let Some(a) = self.authors_by_key.get(&server_key) {
+            *a
+        } else {
+            let a = AuthorId(self.next_author);
+            self.log
+                .keys_mut()
+                .register(a, server_key, Role::Admin)
+                .map_err(|e| format!("the server key: {e}"))?;
+            self.next_author = self.next_author.saturating_add(1);
+            self.authors_by_key.insert(server_key, a);
+            self.pending_authors.push(AuthorRecord {
+                author: a,
+                public_key: server_key,
+                role: Role::Admin,
+            });
+            let member = wire::Member {
+                author: a,
+                public_key: server_key,
+                role: Role::Admin,
+            };
+            if let Ok(frame) = to_frame(&ServerMsg::Roster(self.roster_msg(false, vec![member]))) {
+                let frame: Arc<[u8]> = frame.into();
+                let joined: Vec<ClientId> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.phase == Phase::Joined)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for other in joined {
+                    self.emit(Output::Send {
+                        client: other,
+                        lane: Lane::Reliable,
+                        frame: frame.clone(),
+                    });
+                }
+            }
+            a
+        };
+        let clock = self.log.clock();
+        let body = meshwork_protocol::EntryBody::new(
+            self.config.session,
+            author,
+            server_key.key_id(),
+            self.log.next_seq(author),
+            clock.saturating_add(1),
+            clock,
+            command,
+        );
+        let entry = SignedEntry::sign(&body, &*signer).map_err(|e| e.to_string())?;
+        self.integrate_from(None, author, vec![entry])
+            .pop()
+            .unwrap_or_else(|| Err("nothing was integrated".into()))
     }
 
     fn emit_persist(

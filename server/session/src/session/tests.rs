@@ -1947,6 +1947,124 @@ fn an_admin_changes_a_role_and_removes_a_member() {
     let _ = restored.poll_output();
 }
 
+/// With the admin token (no member key), the server signs the change as a member of its own:
+/// announced to everyone before its entry, stored, carried out like an in-session admin's, and
+/// replayed from the store. Only role changes and removals, never of the server itself.
+#[test]
+fn the_admin_token_changes_roles_and_removes_members_through_the_servers_own_entries() {
+    let mut h = Harness::new();
+    let mut store = FakeStore::default();
+    let (editor, viewer) = (
+        Ed25519Signer::from_seed([2; 32]),
+        Ed25519Signer::from_seed([3; 32]),
+    );
+    let c3 = ClientId(3);
+    let b = h.join(C2, &editor, Role::Editor);
+    let c = h.join(c3, &viewer, Role::Viewer);
+    for batch in 0..2 {
+        let out = h.input(Input::PersistAck {
+            batch: BatchId(batch),
+        });
+        store.absorb(&mut h, out);
+    }
+    store.authors = h.session.authors();
+    let drain =
+        |h: &mut Harness| std::iter::from_fn(|| h.session.poll_output()).collect::<Vec<_>>();
+
+    // Not a membership change: refused, nothing registered.
+    assert!(h.session.admin_command(h.now, mv(b)).is_err());
+    assert!(drain(&mut h).is_empty());
+
+    // The demotion: the server joins the roster as an admin before its entry reaches anyone.
+    h.session
+        .admin_command(
+            h.now,
+            Command::SetRole {
+                author: b,
+                role: Role::Viewer,
+            },
+        )
+        .unwrap();
+    let out = drain(&mut h);
+    let server_key = h.server.public_key();
+    for to in [C2, c3] {
+        assert!(
+            sent_to(&out, to)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Roster(r)
+                if r.members.iter().any(|m| m.public_key == server_key && m.role == Role::Admin))),
+            "{to:?} learns the server's key"
+        );
+    }
+    let after = store.absorb_all(&mut h, out);
+    for to in [C2, c3] {
+        assert!(
+            sent_to(&after, to)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Roster(r)
+                if r.members.iter().any(|m| m.author == b && m.role == Role::Viewer))),
+            "{to:?} is told B's new role"
+        );
+    }
+    let server_author = store
+        .authors
+        .iter()
+        .find(|a| a.public_key == server_key)
+        .map(|a| a.author)
+        .expect("the server's key record is stored with its entry");
+    // B's next edit is refused.
+    let out = h.send(
+        C2,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(&editor, b, 1, 5, mv(b))],
+        }),
+    );
+    assert!(sent_to(&out, C2).iter().any(|m| matches!(m,
+        ServerMsg::CommandRefused(r) if r.code == RefusalCode::Permission)));
+
+    // The removal: C is closed as kicked, with the reason.
+    h.session
+        .admin_command(
+            h.now,
+            Command::Kick {
+                author: c,
+                reason: "wrong session".into(),
+                revoke_invite: false,
+            },
+        )
+        .unwrap();
+    let out = drain(&mut h);
+    let all = store.absorb_all(&mut h, out);
+    assert_eq!(closed(&all, c3), Some(CloseReason::Kicked));
+    // The server's own membership stays.
+    assert!(
+        h.session
+            .admin_command(
+                h.now,
+                Command::SetRole {
+                    author: server_author,
+                    role: Role::Viewer,
+                },
+            )
+            .is_err()
+    );
+
+    // Replayed from the store: the same state, B a viewer.
+    let (restored, _) = Session::restore(
+        Config::signed_by(SESSION, Arc::new(Ed25519Signer::from_seed([0x5e; 32]))),
+        [0; 32],
+        NOW,
+        &store.authors,
+        &[],
+        None,
+        store.entries.clone(),
+    )
+    .unwrap();
+    assert_eq!(store.entries.len(), 2);
+    assert_eq!(restored.log().keys().role(b), Some(Role::Viewer));
+    assert_eq!(restored.log().state_hash(), h.session.log().state_hash());
+}
+
 /// An invite an admin minted for one person admits exactly one key (that key rejoins with it
 /// as often as it likes); one without its own limit admits the session's default; a revoked
 /// one admits no one, its members included; an expired one neither. Each refusal says why.
