@@ -1741,9 +1741,9 @@ impl Session {
         self.integrate_from(Some(client), author, admitted);
     }
 
-    /// 3. The log's checks, ordering and conflict resolution, with one batch verification; then
-    /// persistence of what was appended. `client` (none for the server's own entries) hears of
-    /// duplicates and refusals. Returns each entry's outcome.
+    /// The log's checks, ordering and conflict resolution (step 3), with one batch
+    /// verification; then persistence of what was appended. `client` (none for the server's
+    /// own entries) hears of duplicates and refusals. Returns each entry's outcome.
     fn integrate_from(
         &mut self,
         client: Option<ClientId>,
