@@ -902,6 +902,26 @@ impl ClientMsg {
         payload.first() == Some(&Self::SUBMIT_TAG)
     }
 
+    /// How many entries a `Submit` payload carries, read from its encoding without decoding it:
+    /// the tag, then the entry count as postcard writes a sequence length (a LEB128 varint).
+    /// `None` for any other message, or a count that does not read (the session's decode then
+    /// refuses the payload).
+    #[must_use]
+    pub fn submit_entry_count(payload: &[u8]) -> Option<u64> {
+        if !Self::payload_is_submit(payload) {
+            return None;
+        }
+        let mut count: u64 = 0;
+        for (i, byte) in payload.get(1..)?.iter().take(10).enumerate() {
+            let shift = u32::try_from(i).ok()?.checked_mul(7)?;
+            count |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                return Some(count);
+            }
+        }
+        None
+    }
+
     /// Is this message valid in `phase`? Checked before dispatch; a `false` closes the
     /// connection with [`CloseReason::ProtocolViolation`].
     #[must_use]
@@ -979,6 +999,24 @@ mod tests {
         let ping = postcard::to_allocvec(&ClientMsg::Ping(Ping { nonce: 2 })).unwrap();
         assert!(!ClientMsg::payload_is_submit(&ping));
         assert!(!ClientMsg::payload_is_submit(&[]));
+        assert_eq!(ClientMsg::submit_entry_count(&submit), Some(0));
+        assert_eq!(ClientMsg::submit_entry_count(&ping), None);
+        // Counts past one varint byte, read without decoding the entries.
+        let entry = crate::sign::SignedEntry {
+            body: alloc::vec![7; 3],
+            signature: Signature([0; 64]),
+        };
+        for n in [1usize, 127, 128, 300] {
+            let many = postcard::to_allocvec(&ClientMsg::Submit(Submit {
+                entries: alloc::vec![entry.clone(); n],
+            }))
+            .unwrap();
+            assert_eq!(ClientMsg::submit_entry_count(&many), Some(n as u64));
+        }
+        assert_eq!(
+            ClientMsg::submit_entry_count(&[ClientMsg::SUBMIT_TAG, 0x80]),
+            None
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `log` channel messages): bytes in, whole frames out, counted once (`FramePump`); the
 //! connection gauge kept right however a connection ends (`ConnectionGauge`).
 
+use std::time::{Duration, Instant};
+
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, frame_len};
+use meshwork_protocol::wire::ClientMsg;
 use meshwork_protocol::{FrameError, FrameReader};
 
 use crate::metrics::{Metrics, Transport};
@@ -76,6 +79,75 @@ pub fn datagram_payload(data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// What every stream connection is held to: its outbox, and the pace of its `Submit`s.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Frames queued for the client before it is too slow.
+    pub outbox: usize,
+    /// The session's commands per author per second.
+    pub rate_per_s: u32,
+    /// The session's burst of commands per author.
+    pub burst: u32,
+}
+
+/// Paces a connection's `Submit`s at the session's command rate before they reach the session:
+/// the reader waits instead of passing on entries past the rate, so it stops reading and the
+/// transport's flow control pushes back on the sender. A flood costs the server no decoding,
+/// no refusals and no room in the session's inbox, and an honest client sending a backlog
+/// (edits made offline) has it accepted at the rate instead of refused. The session's own
+/// per-author bucket stays the authority.
+#[derive(Debug)]
+pub struct SubmitPacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl SubmitPacer {
+    /// A full bucket.
+    #[must_use]
+    pub fn new(limits: ConnLimits, now: Instant) -> Self {
+        let burst = f64::from(limits.burst.max(1));
+        Self {
+            rate: f64::from(limits.rate_per_s.max(1)),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// How long to wait before passing `payload` on: zero for anything but a `Submit`, or while
+    /// the bucket holds its entries. Takes the entries' tokens (a batch larger than the burst
+    /// waits for a full bucket and leaves it in debt).
+    pub fn delay(&mut self, payload: &[u8], now: Instant) -> Duration {
+        let Some(count) = ClientMsg::submit_entry_count(payload) else {
+            return Duration::ZERO;
+        };
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "entry counts are far below 2^52"
+        )]
+        let count = count as f64;
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = elapsed.mul_add(self.rate, self.tokens).min(self.burst);
+        self.last = now;
+        let need = count.min(self.burst);
+        let wait = if self.tokens >= need {
+            Duration::ZERO
+        } else {
+            let secs = (need - self.tokens) / self.rate;
+            self.tokens = need;
+            self.last = now
+                .checked_add(Duration::from_secs_f64(secs))
+                .unwrap_or(now);
+            Duration::from_secs_f64(secs)
+        };
+        self.tokens -= count;
+        wait
+    }
+}
+
 /// Counts an open connection in `meshwork_clients_connected{transport}` from its creation until
 /// it is dropped, however the connection ends.
 #[derive(Debug)]
@@ -111,6 +183,48 @@ impl Drop for ConnectionGauge {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
+
+    fn submit(n: usize) -> Vec<u8> {
+        let entry = meshwork_protocol::SignedEntry {
+            body: vec![1, 2, 3],
+            signature: meshwork_protocol::sign::Signature([0; 64]),
+        };
+        postcard::to_allocvec(&ClientMsg::Submit(meshwork_protocol::wire::Submit {
+            entries: vec![entry; n],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn submits_past_the_rate_wait_and_other_messages_never_do() {
+        let limits = ConnLimits {
+            outbox: 16,
+            rate_per_s: 100,
+            burst: 50,
+        };
+        let t0 = Instant::now();
+        let mut p = SubmitPacer::new(limits, t0);
+        // The burst passes at once; the next 10 entries wait 100 ms; a ping never waits.
+        assert_eq!(p.delay(&submit(50), t0), Duration::ZERO);
+        let wait = p.delay(&submit(10), t0);
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+        let ping = postcard::to_allocvec(&ClientMsg::Ping(Ping { nonce: 1 })).unwrap();
+        assert_eq!(p.delay(&ping, t0), Duration::ZERO);
+        // After that wait the bucket is empty again: one more entry waits 10 ms more.
+        let wait = p.delay(&submit(1), t0 + Duration::from_millis(100));
+        assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
+        // A batch larger than the burst waits for a full bucket, then passes (in debt).
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(p.delay(&submit(200), later), Duration::ZERO);
+        let wait = p.delay(&submit(1), later);
+        assert!((wait.as_secs_f64() - 1.51).abs() < 1e-6, "{wait:?}");
+        // Sustained at the rate: no waiting.
+        let mut q = SubmitPacer::new(limits, t0);
+        for i in 1..=1000u64 {
+            let at = t0 + Duration::from_millis(10 * i);
+            assert_eq!(q.delay(&submit(1), at), Duration::ZERO);
+        }
+    }
 
     use meshwork_protocol::codec::to_frame;
     use meshwork_protocol::wire::{ClientMsg, Ping};

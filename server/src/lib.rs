@@ -436,7 +436,11 @@ pub async fn start(
         endpoint.clone(),
         router.clone(),
         metrics.clone(),
-        settings.outbox_frames,
+        conn::ConnLimits {
+            outbox: settings.outbox_frames,
+            rate_per_s: settings.rate_per_s,
+            burst: settings.burst,
+        },
     ));
 
     let ready = Arc::new(AtomicBool::new(false));

@@ -95,7 +95,7 @@ pub const DATAGRAM_DROPS: [&str; 2] = ["unknown_peer", "refused"];
 const PREFIX: &str = "meshwork";
 
 /// Every `reason` label `commands_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 30] = [
+pub const REJECT_REASONS: [&str; 31] = [
     "malformed",
     "wrong_version",
     "wrong_session",
@@ -122,6 +122,7 @@ pub const REJECT_REASONS: [&str; 30] = [
     "presence_dropped",
     "resync_throttled",
     "fetch_log_throttled",
+    "submit_paced",
     "per_address_limit",
     "handshake_timeout",
     "idle_timeout",

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::net::UdpSocket;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use meshwork_protocol::wire::{ClientMsg, CloseReason};
@@ -14,7 +15,7 @@ use meshwork_session::Input;
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::conn::{ConnectionGauge, FramePump};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
 use crate::driver::{DriverMsg, Outgoing};
 use crate::metrics::{Metrics, Transport};
 use crate::router::Router;
@@ -25,6 +26,8 @@ pub const ALPN: &[u8] = b"meshwork/1";
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long a client may take to open its stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued frames written to the stream in one call, up to about this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// How long a client may take to send its first frame (the `Hello`) on the stream.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the client to read the last frames.
@@ -93,7 +96,7 @@ pub async fn accept_loop(
     endpoint: quinn::Endpoint,
     router: Arc<Router>,
     metrics: Metrics,
-    outbox: usize,
+    limits: ConnLimits,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         if router.is_shutting_down() {
@@ -109,7 +112,7 @@ pub async fn accept_loop(
         let (router, metrics) = (router.clone(), metrics.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve(incoming, router, metrics, outbox).await {
+            if let Err(e) = serve(incoming, router, metrics, limits).await {
                 tracing::debug!("QUIC connection ended: {e}");
             }
         });
@@ -120,7 +123,7 @@ async fn serve(
     incoming: quinn::Incoming,
     router: Arc<Router>,
     metrics: Metrics,
-    outbox: usize,
+    limits: ConnLimits,
 ) -> Result<(), String> {
     let conn = incoming.await.map_err(|e| e.to_string())?;
     let Ok(stream) = tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await else {
@@ -165,16 +168,16 @@ async fn serve(
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(first))) => first,
     };
-    let claimed = match &first {
+    let (hello, claimed) = match &first {
         Ok(payload) => match postcard::from_bytes::<ClientMsg>(payload) {
-            Ok(ClientMsg::Hello(h)) => h.invite.claimed_session(),
-            _ => None,
+            Ok(ClientMsg::Hello(h)) => (true, h.invite.claimed_session()),
+            _ => (false, None),
         },
-        Err(_) => None,
+        Err(_) => (false, None),
     };
     let session = router.route(claimed);
     let client = router.next_client();
-    let (out_tx, out_rx) = mpsc::channel(outbox);
+    let (out_tx, out_rx) = mpsc::channel(limits.outbox);
     if !session
         .send(DriverMsg::Connect {
             client,
@@ -185,7 +188,10 @@ async fn serve(
     {
         return Err("session stopped".into());
     }
-    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
+    // Set by the writer when the session closes this client: what the reader still holds or
+    // reads after it (a flood's remaining frames) is not passed on to the session.
+    let closing = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx, closing.clone()));
     let datagrams = tokio::spawn(datagram_loop(
         conn.clone(),
         metrics.clone(),
@@ -198,10 +204,24 @@ async fn serve(
         input,
     };
     let mut next = first;
+    let mut pacer = SubmitPacer::new(limits, Instant::now());
     loop {
+        if closing.load(Ordering::Relaxed) {
+            break;
+        }
         match next {
             Ok(bytes) => {
+                let wait = pacer.delay(&bytes, Instant::now());
+                if !wait.is_zero() {
+                    metrics.rejected("submit_paced");
+                    tokio::time::sleep(wait).await;
+                }
                 if !session.send(input(Input::Payload { client, bytes })).await {
+                    break;
+                }
+                // A first frame that is not a `Hello` ends the connection (the session closes
+                // it, saying why): nothing after it is read or passed on.
+                if !hello {
                     break;
                 }
             }
@@ -238,25 +258,43 @@ async fn write_loop(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Outgoing>,
+    closing: Arc<AtomicBool>,
 ) {
     let mut reason = CloseReason::ServerShutdown;
-    while let Some(out) = rx.recv().await {
-        match out {
-            Outgoing::Frame(frame) => {
-                if send.write_all(&frame).await.is_err() {
-                    return;
+    // Frames already queued go out in one write (acks, refusals and fan-out pile up while the
+    // stream is busy): one pass through the connection's state per batch, not per frame.
+    let mut batch: Vec<u8> = Vec::new();
+    let mut closed = false;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
+                Outgoing::Datagram(frame) => {
+                    // Too large or datagrams unsupported by the peer: presence is best-effort.
+                    let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&frame));
+                }
+                Outgoing::Close(r) => {
+                    reason = r;
+                    closed = true;
+                    break;
                 }
             }
-            Outgoing::Datagram(frame) => {
-                // Too large or datagrams unsupported by the peer: presence is best-effort.
-                let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&frame));
-            }
-            Outgoing::Close(r) => {
-                reason = r;
-                break;
+            if batch.len() < WRITE_BATCH_BYTES {
+                next = rx.try_recv().ok();
             }
         }
+        if !batch.is_empty() {
+            if send.write_all(&batch).await.is_err() {
+                return;
+            }
+            batch.clear();
+        }
+        if closed {
+            break;
+        }
     }
+    closing.store(true, Ordering::Relaxed);
     // Let the client read everything (the close frame included) before the connection goes.
     let _ = send.finish();
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;

@@ -5,6 +5,8 @@
 //! Connections reach the session driver through the same inbox and outbox types as QUIC.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +18,7 @@ use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use meshwork_session::Input;
 use tokio::sync::mpsc;
 
-use crate::conn::{ConnectionGauge, FramePump};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
 use crate::data::parse_session_id;
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::http::AppState;
@@ -57,17 +59,18 @@ pub async fn upgrade(
         )
             .into_response();
     };
-    let (router, metrics, outbox) = (
-        s.ctx.router.clone(),
-        s.metrics.clone(),
-        s.ctx.settings.outbox_frames,
-    );
+    let (router, metrics) = (s.ctx.router.clone(), s.metrics.clone());
+    let limits = ConnLimits {
+        outbox: s.ctx.settings.outbox_frames,
+        rate_per_s: s.ctx.settings.rate_per_s,
+        burst: s.ctx.settings.burst,
+    };
     let idle = Duration::from_secs(s.ctx.settings.idle_timeout_s);
     ws.max_message_size(MAX_FRAME_BYTES.saturating_add(FRAME_HEADER_BYTES))
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let client = router.next_client();
-            serve(socket, session, client, metrics, outbox, idle).await;
+            serve(socket, session, client, metrics, limits, idle).await;
         })
 }
 
@@ -76,13 +79,13 @@ async fn serve(
     session: SessionHandle,
     client: meshwork_session::ClientId,
     metrics: Metrics,
-    outbox: usize,
+    limits: ConnLimits,
     idle: Duration,
 ) {
     let transport = Transport::WebSocket;
     let _gauge = ConnectionGauge::open(&metrics, transport);
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(outbox);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(limits.outbox);
     if !session
         .send(DriverMsg::Connect {
             client,
@@ -93,6 +96,10 @@ async fn serve(
     {
         return;
     }
+    // Set by the writer when the session closes this client: what the reader still reads after
+    // it (a flood's remaining frames) is not passed on to the session.
+    let closing = Arc::new(AtomicBool::new(false));
+    let closing_w = closing.clone();
     let writer = tokio::spawn(async move {
         let mut reason = meshwork_protocol::wire::CloseReason::ServerShutdown;
         // Pings keep a quiet but live client's input flowing (browsers answer them in the
@@ -128,6 +135,7 @@ async fn serve(
                 }
             }
         }
+        closing_w.store(true, Ordering::Relaxed);
         let code = u16::try_from(close_code(reason))
             .unwrap_or(0)
             .saturating_add(4000);
@@ -138,6 +146,7 @@ async fn serve(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     });
     let mut pump = FramePump::new(transport);
+    let mut pacer = SubmitPacer::new(limits, Instant::now());
     let input = |input| DriverMsg::Input {
         received: Instant::now(),
         input,
@@ -165,8 +174,19 @@ async fn serve(
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         for item in pump.feed(&bytes, &metrics) {
+            // The session closed this client: the rest of a flood goes nowhere.
+            if closing.load(Ordering::Relaxed) {
+                break 'read;
+            }
             let (msg, last) = match item {
-                Ok(bytes) => (Input::Payload { client, bytes }, false),
+                Ok(bytes) => {
+                    let wait = pacer.delay(&bytes, Instant::now());
+                    if !wait.is_zero() {
+                        metrics.rejected("submit_paced");
+                        tokio::time::sleep(wait).await;
+                    }
+                    (Input::Payload { client, bytes }, false)
+                }
                 Err(error) => (Input::BadFrame { client, error }, true),
             };
             if !session.send(input(msg)).await || last {

@@ -3,7 +3,8 @@
 //!
 //! - **malformed**: garbage frames, many per connection, over connections it opens again as
 //!   soon as the server closes one (bad payloads, oversized headers, messages out of phase);
-//! - **rate flood**: a joined editor submitting valid, signed commands as fast as it can sign;
+//! - **rate flood**: a joined editor submitting valid, signed commands as fast as it can sign
+//!   (paced at the connection: `submit_paced`);
 //! - **resync/history loop**: a joined member asking for `Resync` and `FetchLog` in a loop;
 //! - **half-open**: connections that finish QUIC but never send a whole first frame (half of
 //!   them never even open the stream).
@@ -12,12 +13,14 @@
 //! and every one of their commands comes back; the server's RSS is sampled throughout; every
 //! attack shows in `meshwork_commands_rejected_total` under its own reason.
 //!
-//! The attackers run on one thread at the lowest CPU priority (`renice 19`): on this shared
-//! two-core machine the attacker's own CPU would otherwise be taken from the honest clients'
-//! process, which is not what is measured. The server's work for every attacker frame runs at
-//! normal priority. Scale: `MESHWORK_FLOOD_FRAMES` (default 100,000), `MESHWORK_FLOOD_HALF_OPEN`
-//! (default 1,000), `MESHWORK_FLOOD_RATE` (honest commands a second each: 90, or 10 in a debug
-//! build). The acceptance run, whose figures are in docs/benchmarks.md, is optimized:
+//! Everyone shares the server's two cores here, so what the clients themselves cost is kept out
+//! of the measurement: the attackers run on one thread at the lowest CPU priority (`renice
+//! 19`), and no client keeps a replica (`Client::keep_replica`: sixteen replicas verifying every
+//! entry took 1.4 of the 2 cores, three times the server's share). The honest clients still
+//! sign, submit and watch for their own entries in the server's fan-out; the server's work for
+//! every attacker frame runs at normal priority. Scale: `MESHWORK_FLOOD_FRAMES` (default 100,000; 50,000 in a debug build),
+//! `MESHWORK_FLOOD_HALF_OPEN` (default 1,000; 300 in a debug build), `MESHWORK_FLOOD_RATE`
+//! (honest commands a second each: 90, or 10 in a debug build). The acceptance run, whose figures are in docs/benchmarks.md, is optimized:
 //! `MESHWORK_FLOOD_FRAMES=1000000 cargo test --release -p meshwork-server --test flood --
 //! --nocapture`.
 #![allow(
@@ -45,7 +48,7 @@ use meshwork_testkit::{Client, ClientError, client_endpoint, http, open, random_
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
 const HONEST: usize = 16;
-const BASELINE: Duration = Duration::from_secs(8);
+const BASELINE: Duration = Duration::from_secs(14);
 /// Long enough for the half-open connections to reach the server's 10 s first-frame deadline.
 const UNDER_ATTACK: Duration = Duration::from_secs(14);
 const WAIT: Duration = Duration::from_secs(30);
@@ -249,6 +252,7 @@ async fn rate_flood(ticket: JoinTicket, stop: Arc<AtomicBool>, a: Arc<Attacks>) 
             continue;
         };
         c.retain_entries = false;
+        c.keep_replica = false;
         a.flood_rejoins.fetch_add(1, Ordering::Relaxed);
         let cube = EntityId::new(c.author(), 1);
         if c.submit(vec![Command::Spawn {
@@ -287,6 +291,7 @@ async fn resync_loop(ticket: JoinTicket, stop: Arc<AtomicBool>, a: Arc<Attacks>)
             continue;
         };
         c.retain_entries = false;
+        c.keep_replica = false;
         while !stop.load(Ordering::Relaxed) {
             if c.send_raw(&resync).await.is_err() || c.fetch_log(0).await.is_err() {
                 break;
@@ -338,6 +343,13 @@ async fn half_open(addr: SocketAddr, cert: [u8; 32], n: u64, a: Arc<Attacks>) {
     }
 }
 
+/// Whether the attack `name` runs: all do, unless `MESHWORK_FLOOD_ONLY` names some
+/// (`malformed,rate,resync,half_open`: to see what each one costs).
+fn on(name: &str) -> bool {
+    let only = std::env::var("MESHWORK_FLOOD_ONLY").unwrap_or_default();
+    only.is_empty() || only.split(',').any(|n| n.trim() == name)
+}
+
 /// Every attacker on one thread at nice 19: the malformed and half-open ones until they have
 /// done what they were asked to (then `finished` is set), the others until `stop`.
 fn attack(
@@ -366,10 +378,21 @@ fn attack(
         rt.block_on(async move {
             let addr = resolve(&ticket.quic_addr).unwrap();
             let cert = ticket.cert_sha256;
-            let looping = [
-                tokio::spawn(rate_flood(ticket.clone(), stop.clone(), a.clone())),
-                tokio::spawn(resync_loop(ticket.clone(), stop.clone(), a.clone())),
-            ];
+            let mut looping = Vec::new();
+            if on("rate") {
+                looping.push(tokio::spawn(rate_flood(
+                    ticket.clone(),
+                    stop.clone(),
+                    a.clone(),
+                )));
+            }
+            if on("resync") {
+                looping.push(tokio::spawn(resync_loop(
+                    ticket.clone(),
+                    stop.clone(),
+                    a.clone(),
+                )));
+            }
             let counted = [
                 tokio::spawn(malformed(addr, cert, frames, a.clone())),
                 tokio::spawn(half_open(addr, cert, half, a.clone())),
@@ -428,8 +451,16 @@ async fn rejected(server: &ServerProcess, reason: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_clients_keep_their_latency_while_four_attackers_run() {
-    let frames = env_number("MESHWORK_FLOOD_FRAMES", 100_000);
-    let half = env_number("MESHWORK_FLOOD_HALF_OPEN", 1_000);
+    // CI's debug build: fewer connections (50 malformed, 300 half-open), which its slower
+    // attacker thread gets through within the run; the acceptance run sets 1,000,000 frames.
+    let debug = cfg!(debug_assertions);
+    let frames = env_number(
+        "MESHWORK_FLOOD_FRAMES",
+        if debug { 50_000 } else { 100_000 },
+    );
+    let half = env_number("MESHWORK_FLOOD_HALF_OPEN", if debug { 300 } else { 1_000 });
+    let frames = if on("malformed") { frames } else { 0 };
+    let half = if on("half_open") { half } else { 0 };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Every party shares 127.0.0.1 here: the per-address bound (its own test is
@@ -442,6 +473,7 @@ async fn honest_clients_keep_their_latency_while_four_attackers_run() {
     for _ in 0..HONEST {
         let mut c = Client::join(&ticket, random_signer()).await.unwrap();
         c.retain_entries = false;
+        c.keep_replica = false;
         let cube = EntityId::new(c.author(), 1);
         c.submit_acked(
             vec![Command::Spawn {
@@ -551,6 +583,7 @@ async fn honest_clients_keep_their_latency_while_four_attackers_run() {
         "fetch_log_throttled",
         "handshake_timeout",
         "too_slow",
+        "submit_paced",
     ] {
         counted.push_str(&format!(" {reason}={}", rejected(&server, reason).await));
     }
@@ -579,19 +612,27 @@ async fn honest_clients_keep_their_latency_while_four_attackers_run() {
     }
     // What the attackers did reached the server and was counted under its own reason.
     assert_eq!(a.malformed_frames.load(Ordering::Relaxed), frames);
-    let connections = a.malformed_connections.load(Ordering::Relaxed) as f64;
-    let bad = rejected(&server, "undecodable").await
-        + rejected(&server, "frame_too_large").await
-        + rejected(&server, "out_of_phase").await;
-    assert!(
-        bad >= connections,
-        "{bad} protocol violations counted for {connections} malformed connections"
-    );
-    assert!(rejected(&server, "frame_too_large").await >= 1.0);
-    assert!(rejected(&server, "out_of_phase").await >= 1.0);
-    assert!(rejected(&server, "rate_limited").await >= 1.0);
-    assert!(rejected(&server, "resync_throttled").await >= 1.0);
-    assert!(rejected(&server, "fetch_log_throttled").await >= 1.0);
+    if frames > 0 {
+        let connections = a.malformed_connections.load(Ordering::Relaxed) as f64;
+        let bad = rejected(&server, "undecodable").await
+            + rejected(&server, "frame_too_large").await
+            + rejected(&server, "out_of_phase").await;
+        assert!(
+            bad >= connections,
+            "{bad} protocol violations counted for {connections} malformed connections"
+        );
+        assert!(rejected(&server, "frame_too_large").await >= 1.0);
+        assert!(rejected(&server, "out_of_phase").await >= 1.0);
+    }
+    if on("rate") {
+        // Paced at the connection (the reader waits, the transport pushes back): counted as
+        // `submit_paced`; what still reaches the session past its bucket, as `rate_limited`.
+        assert!(rejected(&server, "submit_paced").await >= 1.0);
+    }
+    if on("resync") {
+        assert!(rejected(&server, "resync_throttled").await >= 1.0);
+        assert!(rejected(&server, "fetch_log_throttled").await >= 1.0);
+    }
     assert_eq!(
         a.half_open.load(Ordering::Relaxed),
         half,

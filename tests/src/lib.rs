@@ -105,6 +105,12 @@ pub struct Client {
     pub bytes_received: Arc<std::sync::atomic::AtomicU64>,
     /// Keep every received entry in [`Seen::entries`] (off for long load runs).
     pub retain_entries: bool,
+    /// Keep the replica: verify and apply what the server sends (on by default). Off, the
+    /// client still signs, submits and records acks, refusals and closes, and hands every
+    /// message to the caller, but verifies nothing: for a test's many clients that only measure
+    /// latency on the machine the server runs on (16 replicas verifying every entry take more
+    /// CPU than the server does).
+    pub keep_replica: bool,
 }
 
 /// An open connection: the endpoint, the connection and its bidirectional stream.
@@ -309,6 +315,7 @@ impl Client {
             bytes_sent: 0,
             bytes_received: counter,
             retain_entries: true,
+            keep_replica: true,
         })
     }
 
@@ -532,7 +539,17 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        if let ClientEvent::Resyncing(reason) = self.machine.handle(&msg) {
+        let replica_only = matches!(
+            msg,
+            ServerMsg::Entries(_)
+                | ServerMsg::SealedDelta(_)
+                | ServerMsg::Snapshot(_)
+                | ServerMsg::SnapshotChunk(_)
+                | ServerMsg::StateHash(_)
+        );
+        if (self.keep_replica || !replica_only)
+            && let ClientEvent::Resyncing(reason) = self.machine.handle(&msg)
+        {
             self.seen.resyncs = self.seen.resyncs.saturating_add(1);
             self.seen.resync_reasons.push(reason);
         }
