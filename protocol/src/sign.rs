@@ -36,6 +36,8 @@ pub enum Domain {
     Checkpoint,
     /// The server's seal over a scene delta it sent ([`crate::wire::DeltaSeal`]).
     Delta,
+    /// The server's seal at the end of an encrypted audit archive (the server's `archive`).
+    Archive,
 }
 
 /// An Ed25519 public key, as 32 bytes.

@@ -101,9 +101,9 @@ pub struct VerifyArgs {
     #[arg(long = "identity")]
     pub identities: Vec<PathBuf>,
     /// The server public key (64 hex characters) the archive's checkpoints must be signed by.
-    /// Without it: the data dir's `server.key` if there is one, else the key the archive names
-    /// (which proves only that the archive is consistent, not whose it is).
-    #[arg(long)]
+    /// Without it, the data dir's `server.key`; with neither, the archive is not verified (the
+    /// key it names would prove only that it is consistent, not whose it is).
+    #[arg(long, requires = "archive")]
     pub server_key: Option<String>,
 }
 

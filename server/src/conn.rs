@@ -90,6 +90,10 @@ pub struct ConnLimits {
     pub burst: u32,
 }
 
+/// The fewest bytes a signed entry takes in a `Submit`: its 64-byte signature and the two
+/// length prefixes.
+const MIN_ENTRY_BYTES: usize = 66;
+
 /// Paces a connection's `Submit`s at the session's command rate before they reach the session:
 /// the reader waits instead of passing on entries past the rate, so it stops reading and the
 /// transport's flow control pushes back on the sender. A flood costs the server no decoding,
@@ -119,16 +123,19 @@ impl SubmitPacer {
 
     /// How long to wait before passing `payload` on: zero for anything but a `Submit`, or while
     /// the bucket holds its entries. Takes the entries' tokens (a batch larger than the burst
-    /// waits for a full bucket and leaves it in debt).
+    /// waits for a full bucket and leaves it in debt, of at most one more burst). The count is
+    /// the one the payload announces, but never more entries than its bytes can hold: a forged
+    /// count buys no long wait. The longest wait is two bursts' worth.
     pub fn delay(&mut self, payload: &[u8], now: Instant) -> Duration {
-        let Some(count) = ClientMsg::submit_entry_count(payload) else {
+        let Some(announced) = ClientMsg::submit_entry_count(payload) else {
             return Duration::ZERO;
         };
+        let room = u64::try_from(payload.len() / MIN_ENTRY_BYTES).unwrap_or(u64::MAX);
         #[expect(
             clippy::cast_precision_loss,
-            reason = "entry counts are far below 2^52"
+            reason = "bounded by the frame size: far below 2^52"
         )]
-        let count = count as f64;
+        let count = announced.min(room) as f64;
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = elapsed.mul_add(self.rate, self.tokens).min(self.burst);
         self.last = now;
@@ -137,13 +144,12 @@ impl SubmitPacer {
             Duration::ZERO
         } else {
             let secs = (need - self.tokens) / self.rate;
+            let wait = Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO);
             self.tokens = need;
-            self.last = now
-                .checked_add(Duration::from_secs_f64(secs))
-                .unwrap_or(now);
-            Duration::from_secs_f64(secs)
+            self.last = now.checked_add(wait).unwrap_or(now);
+            wait
         };
-        self.tokens -= count;
+        self.tokens = (self.tokens - count).max(-self.burst);
         wait
     }
 }
@@ -213,11 +219,23 @@ mod tests {
         // After that wait the bucket is empty again: one more entry waits 10 ms more.
         let wait = p.delay(&submit(1), t0 + Duration::from_millis(100));
         assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
-        // A batch larger than the burst waits for a full bucket, then passes (in debt).
+        // A batch larger than the burst waits for a full bucket, then passes, leaving a debt of
+        // at most one burst (the session refuses what is past its own bucket).
         let later = t0 + Duration::from_secs(10);
         assert_eq!(p.delay(&submit(200), later), Duration::ZERO);
         let wait = p.delay(&submit(1), later);
-        assert!((wait.as_secs_f64() - 1.51).abs() < 1e-6, "{wait:?}");
+        assert!((wait.as_secs_f64() - 0.51).abs() < 1e-6, "{wait:?}");
+        // A forged count (2^60 entries in a few bytes) is held to what the bytes can hold.
+        let mut forged = vec![ClientMsg::SUBMIT_TAG];
+        forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+        let mut f = SubmitPacer::new(limits, t0);
+        assert_eq!(f.delay(&forged, t0), Duration::ZERO);
+        assert_eq!(f.delay(&submit(1), t0), Duration::ZERO);
+        // However large the (real) batch, the debt stays one burst.
+        let mut h = SubmitPacer::new(limits, t0);
+        assert_eq!(h.delay(&submit(10_000), t0), Duration::ZERO);
+        let wait = h.delay(&submit(1), t0);
+        assert!((wait.as_secs_f64() - 0.51).abs() < 1e-6, "{wait:?}");
         // Sustained at the rate: no waiting.
         let mut q = SubmitPacer::new(limits, t0);
         for i in 1..=1000u64 {

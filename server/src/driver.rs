@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshwork_protocol::SessionId;
 use meshwork_protocol::wire::CloseReason;
 use meshwork_session::{BatchId, ClientId, Event, Input, Lane, Output, Session};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Metrics, Transport};
 use crate::store::writer::{StoreAck, StoreCmd, StoreHandle};
@@ -75,6 +75,9 @@ pub enum DriverMsg {
         transport: Transport,
         /// Where its frames go.
         outbox: mpsc::Sender<Outgoing>,
+        /// Set when the session closes the connection, before its close frame is queued: the
+        /// reader stops passing on (and waiting for) what the client still sends.
+        closing: watch::Sender<bool>,
     },
     /// An input from a connection.
     Input {
@@ -308,7 +311,7 @@ struct Driver {
     session: Session,
     name: String,
     metrics: Metrics,
-    outboxes: HashMap<ClientId, (mpsc::Sender<Outgoing>, Transport)>,
+    outboxes: HashMap<ClientId, (mpsc::Sender<Outgoing>, Transport, watch::Sender<bool>)>,
     /// When the commands of each in-flight persistence batch were received.
     batch_received: HashMap<BatchId, Instant>,
     /// Inputs produced while carrying out outputs (backpressure), fed next.
@@ -447,8 +450,9 @@ impl Driver {
                 client,
                 transport,
                 outbox,
+                closing,
             } => {
-                self.outboxes.insert(client, (outbox, transport));
+                self.outboxes.insert(client, (outbox, transport, closing));
                 self.session
                     .handle_input(now_ms(), Input::Connected { client });
             }
@@ -539,7 +543,7 @@ impl Driver {
                 lane,
                 frame,
             } => {
-                let Some((outbox, transport)) = self.outboxes.get(&client) else {
+                let Some((outbox, transport, _)) = self.outboxes.get(&client) else {
                     return;
                 };
                 let (bytes, transport) = (frame.len(), *transport);
@@ -570,7 +574,8 @@ impl Driver {
                 }
             }
             Output::Close { client, reason } => {
-                if let Some((outbox, _)) = self.outboxes.remove(&client) {
+                if let Some((outbox, _, closing)) = self.outboxes.remove(&client) {
+                    closing.send_replace(true);
                     // If the outbox is full the close frame may not fit; dropping the sender
                     // still closes the connection once queued frames are written.
                     let _ = outbox.try_send(Outgoing::Close(reason));

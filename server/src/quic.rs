@@ -7,12 +7,11 @@
 use std::collections::VecDeque;
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use meshwork_protocol::wire::{ClientMsg, CloseReason};
 use meshwork_session::Input;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Error;
 use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
@@ -178,20 +177,21 @@ async fn serve(
     let session = router.route(claimed);
     let client = router.next_client();
     let (out_tx, out_rx) = mpsc::channel(limits.outbox);
+    // Set by the driver when the session closes this client: what the reader still holds or
+    // reads after it (a flood's remaining frames) is not passed on, and a paced wait ends.
+    let (closing_tx, mut closing) = watch::channel(false);
     if !session
         .send(DriverMsg::Connect {
             client,
             transport,
             outbox: out_tx,
+            closing: closing_tx,
         })
         .await
     {
         return Err("session stopped".into());
     }
-    // Set by the writer when the session closes this client: what the reader still holds or
-    // reads after it (a flood's remaining frames) is not passed on to the session.
-    let closing = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx, closing.clone()));
+    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
     let datagrams = tokio::spawn(datagram_loop(
         conn.clone(),
         metrics.clone(),
@@ -206,7 +206,7 @@ async fn serve(
     let mut next = first;
     let mut pacer = SubmitPacer::new(limits, Instant::now());
     loop {
-        if closing.load(Ordering::Relaxed) {
+        if *closing.borrow() {
             break;
         }
         match next {
@@ -214,7 +214,10 @@ async fn serve(
                 let wait = pacer.delay(&bytes, Instant::now());
                 if !wait.is_zero() {
                     metrics.rejected("submit_paced");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = closing.wait_for(|c| *c) => break,
+                    }
                 }
                 if !session.send(input(Input::Payload { client, bytes })).await {
                     break;
@@ -258,7 +261,6 @@ async fn write_loop(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Outgoing>,
-    closing: Arc<AtomicBool>,
 ) {
     let mut reason = CloseReason::ServerShutdown;
     // Frames already queued go out in one write (acks, refusals and fan-out pile up while the
@@ -271,6 +273,14 @@ async fn write_loop(
             match out {
                 Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
                 Outgoing::Datagram(frame) => {
+                    // In order: what was queued before it goes first (a new member's roster
+                    // before their presence).
+                    if !batch.is_empty() {
+                        if send.write_all(&batch).await.is_err() {
+                            return;
+                        }
+                        batch.clear();
+                    }
                     // Too large or datagrams unsupported by the peer: presence is best-effort.
                     let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&frame));
                 }
@@ -289,12 +299,14 @@ async fn write_loop(
                 return;
             }
             batch.clear();
+            // One large frame (a snapshot chunk) does not keep its buffer for the connection's
+            // lifetime.
+            batch.shrink_to(WRITE_BATCH_BYTES);
         }
         if closed {
             break;
         }
     }
-    closing.store(true, Ordering::Relaxed);
     // Let the client read everything (the close frame included) before the connection goes.
     let _ = send.finish();
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;

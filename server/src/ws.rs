@@ -5,8 +5,6 @@
 //! Connections reach the session driver through the same inbox and outbox types as QUIC.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use meshwork_session::Input;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
 use crate::data::parse_session_id;
@@ -86,20 +84,20 @@ async fn serve(
     let _gauge = ConnectionGauge::open(&metrics, transport);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(limits.outbox);
+    // Set by the driver when the session closes this client: what the reader still reads after
+    // it (a flood's remaining frames) is not passed on, and a paced wait ends.
+    let (closing_tx, mut closing) = watch::channel(false);
     if !session
         .send(DriverMsg::Connect {
             client,
             transport,
             outbox: tx,
+            closing: closing_tx,
         })
         .await
     {
         return;
     }
-    // Set by the writer when the session closes this client: what the reader still reads after
-    // it (a flood's remaining frames) is not passed on to the session.
-    let closing = Arc::new(AtomicBool::new(false));
-    let closing_w = closing.clone();
     let writer = tokio::spawn(async move {
         let mut reason = meshwork_protocol::wire::CloseReason::ServerShutdown;
         // Pings keep a quiet but live client's input flowing (browsers answer them in the
@@ -135,7 +133,6 @@ async fn serve(
                 }
             }
         }
-        closing_w.store(true, Ordering::Relaxed);
         let code = u16::try_from(close_code(reason))
             .unwrap_or(0)
             .saturating_add(4000);
@@ -175,7 +172,7 @@ async fn serve(
         };
         for item in pump.feed(&bytes, &metrics) {
             // The session closed this client: the rest of a flood goes nowhere.
-            if closing.load(Ordering::Relaxed) {
+            if *closing.borrow() {
                 break 'read;
             }
             let (msg, last) = match item {
@@ -183,7 +180,10 @@ async fn serve(
                     let wait = pacer.delay(&bytes, Instant::now());
                     if !wait.is_zero() {
                         metrics.rejected("submit_paced");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            _ = closing.wait_for(|c| *c) => break 'read,
+                        }
                     }
                     (Input::Payload { client, bytes }, false)
                 }

@@ -1761,7 +1761,16 @@ impl Session {
             .collect();
         let limits = self.config.limits;
         let accepted = &mut self.accepted;
+        // The server's own member (the admin token's signer) is nobody's to demote or remove.
+        let server_member = self.authors_by_key.get(&self.config.server_key).copied();
         let mut check = |body: &meshwork_protocol::EntryBody| {
+            if let Command::SetRole { author, .. } | Command::Kick { author, .. } = &body.command
+                && Some(*author) == server_member
+            {
+                return Err(Refusal::Malformed(
+                    "the server's own membership does not change".into(),
+                ));
+            }
             accepted
                 .try_apply(body.id(), body.author, &body.command, &limits)
                 .map_err(|e| edit_refusal(e, body))
@@ -1862,6 +1871,9 @@ impl Session {
         command: Command,
     ) -> Result<meshwork_protocol::CommandId, String> {
         self.now_ms = self.now_ms.max(now_ms);
+        if self.shut_down {
+            return Err("the session is shutting down".into());
+        }
         let member = match &command {
             Command::SetRole { author, .. } | Command::Kick { author, .. } => *author,
             _ => return Err("the admin token makes role changes and removals only".into()),
@@ -1873,6 +1885,17 @@ impl Session {
         if self.authors_by_key.get(&server_key) == Some(&member) {
             return Err("the server's own membership does not change".into());
         }
+        // Checked before the server joins the roster: a change the log would refuse for what it
+        // says (an unknown member, a reason too long) announces nothing.
+        if self.log.keys().role(member).is_none() {
+            return Err(format!("{member} is not a member of the session"));
+        }
+        let server_id = self
+            .authors_by_key
+            .get(&server_key)
+            .copied()
+            .unwrap_or(AuthorId(self.next_author));
+        command.validate(server_id).map_err(|e| e.to_string())?;
         let author = if let Some(a) = self.authors_by_key.get(&server_key) {
             *a
         } else {
@@ -1893,6 +1916,8 @@ impl Session {
                 public_key: server_key,
                 role: Role::Admin,
             };
+            // Stored at once, as a joining member's key is, before any entry of its own.
+            self.emit_persist(Vec::new(), Vec::new());
             if let Ok(frame) = to_frame(&ServerMsg::Roster(self.roster_msg(false, vec![member]))) {
                 let frame: Arc<[u8]> = frame.into();
                 let joined: Vec<ClientId> = self
@@ -2068,10 +2093,13 @@ impl Session {
                 }
             }
             if let Some(client) = self.connection_of.get(&member).copied() {
-                let by = self
-                    .scene
-                    .display_name(by)
-                    .map_or_else(|| by.to_string(), str::to_owned);
+                let by = if self.authors_by_key.get(&self.config.server_key) == Some(&by) {
+                    "The server's operator".to_owned()
+                } else {
+                    self.scene
+                        .display_name(by)
+                        .map_or_else(|| by.to_string(), str::to_owned)
+                };
                 let message = if reason.is_empty() {
                     format!("{by} removed you from the session")
                 } else {

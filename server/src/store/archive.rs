@@ -3,29 +3,40 @@
 //! recipients (`age1…` X25519 public keys, as `age-keygen` makes them).
 //!
 //! Plaintext (what the age stream holds): `MWARCHV\x01`, the session id (16 bytes), the public
-//! key of the server that signed the checkpoints (32 bytes), then records laid out as in a
-//! backup (`[tree: u8][key len: u32 LE][key][value len: u32 LE][value]`, the tree numbered as
-//! in [`Tree::ALL`]), then `0xFF` and the number of records (u64 LE).
+//! key of the server that signed it (32 bytes), then records laid out as in a backup
+//! (`[tree: u8][key len: u32 LE][key][value len: u32 LE][value]`, the tree numbered as in
+//! [`Tree::ALL`]), then `0xFF`, the number of records (u64 LE), and the seal: its length (u32
+//! LE), the postcard [`ArchiveSeal`] and the server's Ed25519 signature over it (64 bytes).
 //!
-//! The archive ends on a checkpoint at its last entry, signed by the server key (signed and
-//! stored first when the store had none there), so an archive cut short does not verify. Its
-//! integrity comes from the chain and the checkpoints, never from the encryption: anyone who
-//! knows a recipient's public key can make an age file. `verify-log --archive` decrypts it into
-//! a temporary store and runs the same checks as on a live store
-//! ([`verify_session`](super::log::verify_session)).
+//! The seal covers the session, the number of entries and the chain head they end on, the
+//! number of records and the SHA-256 of everything before the `0xFF`: an archive cut short, cut
+//! at an earlier checkpoint, with records added, dropped or edited (author roles, assets and
+//! invites included, which no entry signs), does not verify. Its integrity comes from the
+//! server's signatures and the authors', never from the encryption: anyone who knows a
+//! recipient's public key can make an age file. `verify-log --archive` decrypts it into a
+//! temporary store, checks the seal under a server key the auditor trusts, and runs the same
+//! checks as on a live store ([`verify_session`](super::log::verify_session)).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::str::FromStr as _;
 
 use indicatif::ProgressBar;
+use meshwork_protocol::sign::{Signature, verify_one, verifying_key};
 use meshwork_protocol::{Domain, PublicKey, SessionId, Signer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::log::{CheckpointBody, CheckpointRecord, LogRecord, chain_hash};
 use super::{Put, Store, Tree, key, key_number};
 
 const MAGIC: &[u8] = b"MWARCHV\x01";
 const END: u8 = 0xff;
+/// The largest record an archive may announce: an imported asset (at most 256 MiB by default)
+/// with room to spare. Larger is refused before anything is read into memory.
+const MAX_RECORD_BYTES: usize = 1 << 30;
+/// The largest seal body.
+const MAX_SEAL_BYTES: usize = 4096;
 /// Puts per commit while loading an archive.
 const LOAD_CHUNK: usize = 10_000;
 /// Trees that hold a session's records under its id (metadata and snapshots stay out: the
@@ -50,15 +61,110 @@ pub struct Written {
     pub sealed_now: bool,
 }
 
-/// What an archive says about itself, read by [`load`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+/// What the server signs at the end of an archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveSeal {
+    /// Always [`Domain::Archive`].
+    pub domain: Domain,
+    /// The session.
+    pub session: SessionId,
+    /// Log entries archived (positions 1 to this).
+    pub entries: u64,
+    /// The chain hash after the last of them.
+    pub head_hash: [u8; 32],
+    /// Records of every kind.
+    pub records: u64,
+    /// SHA-256 of the plaintext from the magic through the last record.
+    pub digest: [u8; 32],
+    /// When it was sealed, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// What an archive says about itself, read by [`load`]; [`Loaded::check_seal`] judges it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
     /// The session.
     pub session: SessionId,
     /// The server key the archive names (to be checked against one the reader trusts).
     pub server_key: PublicKey,
     /// Records loaded.
     pub records: u64,
+    /// SHA-256 of the plaintext from the magic through the last record, as read.
+    pub digest: [u8; 32],
+    /// The seal's encoded body and signature.
+    pub seal: (Vec<u8>, Signature),
+}
+
+impl Loaded {
+    /// Checks the seal: signed by `server_key` for archives, for this session, over exactly
+    /// the records read, ending on `entries` entries whose chain head is `head`.
+    ///
+    /// # Errors
+    /// A sentence naming what does not hold.
+    pub fn check_seal(
+        &self,
+        server_key: &PublicKey,
+        entries: u64,
+        head: &[u8; 32],
+    ) -> Result<ArchiveSeal, String> {
+        let key = verifying_key(server_key).map_err(|e| format!("server key: {e}"))?;
+        if !verify_one(&key, &self.seal.0, &self.seal.1) {
+            return Err("the archive's seal is not signed by the server key".into());
+        }
+        let seal: ArchiveSeal =
+            postcard::from_bytes(&self.seal.0).map_err(|e| format!("the seal: {e}"))?;
+        if seal.domain != Domain::Archive {
+            return Err("the seal is signed for another purpose".into());
+        }
+        if seal.session != self.session {
+            return Err("the seal is for another session".into());
+        }
+        if seal.records != self.records || seal.digest != self.digest {
+            return Err(format!(
+                "the records differ from the sealed ones ({} sealed, {} read): records were \
+                 added, dropped or changed",
+                seal.records, self.records
+            ));
+        }
+        if seal.entries != entries || &seal.head_hash != head {
+            return Err(format!(
+                "the seal ends on entry {} but the log read ends on entry {entries}",
+                seal.entries
+            ));
+        }
+        Ok(seal)
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
 }
 
 /// Parses age recipients (`age1…` X25519 public keys).
@@ -96,7 +202,10 @@ fn io(e: impl std::fmt::Display) -> String {
 }
 
 /// Checks the session's chain in `store` and returns the number of entries and the head hash.
-fn head(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), String> {
+///
+/// # Errors
+/// A sentence naming the first entry whose link does not hold.
+pub fn head(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), String> {
     let mut head = [0u8; 32];
     let mut n = 0u64;
     let mut err = None;
@@ -127,8 +236,11 @@ fn head(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), String
 }
 
 /// Writes `session` from `store` to `out`, encrypted to `recipients`, through a temporary file
-/// renamed when complete. Signs and stores a checkpoint at the head first when there is none
-/// (`server` must be the key that signed the others, `now_ms` the time it records).
+/// renamed when complete. The store must verify first ([`verify_session`] under `server`'s key:
+/// the server key seals only a history it can prove); a checkpoint at the head is signed and
+/// stored when there is none (`now_ms` is the time it and the seal record).
+///
+/// [`verify_session`]: super::log::verify_session
 ///
 /// # Errors
 /// A sentence naming the failure; nothing is left at `out` then.
@@ -144,6 +256,12 @@ pub fn write(
     if store.get(Tree::Sessions, &session.0).map_err(io)?.is_none() {
         return Err(format!("no session {session} in the store"));
     }
+    super::log::verify_session(store, session, &server.public_key()).map_err(|f| {
+        format!(
+            "the stored log does not verify (first bad entry {}: {}); nothing was archived",
+            f.position, f.reason
+        )
+    })?;
     let (entries, head_hash) = head(store, session)?;
     let mut sealed_now = false;
     if entries > 0
@@ -188,9 +306,13 @@ pub fn write(
         let encryptor =
             age::Encryptor::with_recipients(recipients.iter().map(|r| &**r as &dyn age::Recipient))
                 .map_err(|e| format!("encryption: {e}"))?;
-        let mut w = encryptor
+        let stream = encryptor
             .wrap_output(BufWriter::new(file))
             .map_err(|e| format!("encryption: {e}"))?;
+        let mut w = Hashing {
+            inner: stream,
+            hash: Sha256::new(),
+        };
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&session.0).map_err(io)?;
         w.write_all(&server.public_key().0).map_err(io)?;
@@ -204,12 +326,18 @@ pub fn write(
             let mut failed = None;
             store
                 .scan(tree, &session.0, &mut |k, v| {
-                    let r = (|| -> std::io::Result<()> {
-                        w.write_all(&[tag])?;
-                        w.write_all(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-                        w.write_all(k)?;
-                        w.write_all(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-                        w.write_all(v)
+                    let r = (|| -> Result<(), String> {
+                        let too_long = || "a record too long for an archive".to_owned();
+                        let k_len = u32::try_from(k.len()).map_err(|_| too_long())?;
+                        let v_len = u32::try_from(v.len()).map_err(|_| too_long())?;
+                        if v.len() > MAX_RECORD_BYTES {
+                            return Err(too_long());
+                        }
+                        w.write_all(&[tag]).map_err(io)?;
+                        w.write_all(&k_len.to_le_bytes()).map_err(io)?;
+                        w.write_all(k).map_err(io)?;
+                        w.write_all(&v_len.to_le_bytes()).map_err(io)?;
+                        w.write_all(v).map_err(io)
                     })();
                     match r {
                         Ok(()) => {
@@ -220,7 +348,7 @@ pub fn write(
                             true
                         }
                         Err(e) => {
-                            failed = Some(e.to_string());
+                            failed = Some(e);
                             false
                         }
                     }
@@ -230,9 +358,26 @@ pub fn write(
                 return Err(e);
             }
         }
-        w.write_all(&[END]).map_err(io)?;
-        w.write_all(&records.to_le_bytes()).map_err(io)?;
-        let file = w
+        let digest: [u8; 32] = w.hash.clone().finalize().into();
+        let seal = ArchiveSeal {
+            domain: Domain::Archive,
+            session,
+            entries,
+            head_hash,
+            records,
+            digest,
+            at_ms: now_ms,
+        };
+        let body = super::encode(&seal);
+        let signature = server.sign(&body);
+        let mut stream = w.inner;
+        stream.write_all(&[END]).map_err(io)?;
+        stream.write_all(&records.to_le_bytes()).map_err(io)?;
+        let body_len = u32::try_from(body.len()).map_err(io)?;
+        stream.write_all(&body_len.to_le_bytes()).map_err(io)?;
+        stream.write_all(&body).map_err(io)?;
+        stream.write_all(&signature.0).map_err(io)?;
+        let file = stream
             .finish()
             .map_err(io)?
             .into_inner()
@@ -256,11 +401,21 @@ pub fn write(
     }
 }
 
+/// Reads exactly `n` bytes, growing the buffer only as bytes arrive (a length read from the
+/// archive is never trusted for an allocation).
 fn read_vec(r: &mut impl Read, n: usize) -> Result<Vec<u8>, String> {
-    let mut v = vec![0u8; n];
-    r.read_exact(&mut v)
-        .map_err(|e| format!("the archive ends early: {e}"))?;
-    Ok(v)
+    let mut v = Vec::new();
+    let want = u64::try_from(n).map_err(io)?;
+    let got = r
+        .by_ref()
+        .take(want)
+        .read_to_end(&mut v)
+        .map_err(|e| format!("the archive does not read: {e}"))?;
+    if got == n {
+        Ok(v)
+    } else {
+        Err("the archive ends early".into())
+    }
 }
 
 fn read_len(r: &mut impl Read) -> Result<usize, String> {
@@ -271,21 +426,22 @@ fn read_len(r: &mut impl Read) -> Result<usize, String> {
 }
 
 /// Decrypts `path` with `identities` and loads its records into `store` (an empty one, e.g. in
-/// a temporary directory), for [`verify_session`](super::log::verify_session) to check.
+/// a temporary directory), for [`Loaded::check_seal`] and
+/// [`verify_session`](super::log::verify_session) to judge.
 ///
 /// # Errors
-/// A sentence: no identity opens it, it is not an archive, it is cut short, or a record lies
-/// outside its session. Values are not judged here: that is the verifier's work.
+/// A sentence: no identity opens it, it is not an archive, it is cut short, a record is too
+/// large or lies outside its session. Values are not judged here: that is the verifier's work.
 pub fn load(
     path: &Path,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     store: &mut dyn Store,
     progress: Option<&ProgressBar>,
-) -> Result<Header, String> {
+) -> Result<Loaded, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let decryptor = age::Decryptor::new_buffered(BufReader::new(file))
         .map_err(|e| format!("{}: not an age file: {e}", path.display()))?;
-    let mut r = match decryptor.decrypt(identities.iter().map(|i| &**i as &dyn age::Identity)) {
+    let plain = match decryptor.decrypt(identities.iter().map(|i| &**i as &dyn age::Identity)) {
         Ok(r) => BufReader::new(r),
         Err(age::DecryptError::NoMatchingKeys) => {
             return Err(format!(
@@ -294,6 +450,10 @@ pub fn load(
             ));
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut r = HashingReader {
+        inner: plain,
+        hash: Sha256::new(),
     };
     if read_vec(&mut r, MAGIC.len())? != MAGIC {
         return Err(format!("{}: not a Meshwork archive", path.display()));
@@ -308,19 +468,15 @@ pub fn load(
     let mut puts = Vec::with_capacity(LOAD_CHUNK);
     let mut records = 0u64;
     loop {
+        // The end marker is outside the digest: look at it before it is hashed.
         let mut tag = [0u8; 1];
-        r.read_exact(&mut tag)
+        r.inner
+            .read_exact(&mut tag)
             .map_err(|e| format!("the archive ends early: {e}"))?;
         if tag[0] == END {
-            let count = read_vec(&mut r, 8)?;
-            let count = u64::from_le_bytes(count.try_into().map_err(|_| "count".to_owned())?);
-            if count != records {
-                return Err(format!(
-                    "the archive says {count} records but holds {records}"
-                ));
-            }
             break;
         }
+        r.hash.update(tag);
         let tree = *Tree::ALL
             .get(usize::from(tag[0]))
             .filter(|t| TREES.contains(t))
@@ -336,6 +492,9 @@ pub fn load(
             ));
         }
         let value_len = read_len(&mut r)?;
+        if value_len > MAX_RECORD_BYTES {
+            return Err(format!("record {records}: a value of {value_len} bytes"));
+        }
         let value = read_vec(&mut r, value_len)?;
         puts.push(Put { tree, key, value });
         records = records.saturating_add(1);
@@ -353,21 +512,32 @@ pub fn load(
             p.inc(puts.len() as u64);
         }
     }
-    Ok(Header {
+    let digest: [u8; 32] = r.hash.finalize().into();
+    let mut plain = r.inner;
+    let count = read_vec(&mut plain, 8)?;
+    let count = u64::from_le_bytes(count.try_into().map_err(|_| "count".to_owned())?);
+    if count != records {
+        return Err(format!(
+            "the archive says {count} records but holds {records}"
+        ));
+    }
+    let seal_len = read_len(&mut plain)?;
+    if seal_len > MAX_SEAL_BYTES {
+        return Err("the archive's seal is too large".into());
+    }
+    let seal_body = read_vec(&mut plain, seal_len)?;
+    let signature: [u8; 64] = read_vec(&mut plain, 64)?
+        .try_into()
+        .map_err(|_| "seal signature".to_owned())?;
+    let mut rest = [0u8; 1];
+    if plain.read(&mut rest).map_err(io)? != 0 {
+        return Err("the archive goes on after its seal".into());
+    }
+    Ok(Loaded {
         session,
         server_key: PublicKey(server_key),
         records,
+        digest,
+        seal: (seal_body, Signature(signature)),
     })
-}
-
-/// The position of the last checkpoint stored for `session` (0 when none).
-///
-/// # Errors
-/// A sentence when the store cannot be read.
-pub fn last_checkpoint(store: &dyn Store, session: SessionId) -> Result<u64, String> {
-    Ok(store
-        .last(Tree::Checkpoints, &session.0)
-        .map_err(io)?
-        .and_then(|(k, _)| key_number(&k))
-        .unwrap_or(0))
 }

@@ -556,22 +556,22 @@ impl FakeStore {
     /// As [`FakeStore::absorb`], returning every output, those of the acknowledgements too.
     fn absorb_all(&mut self, h: &mut Harness, out: Vec<Output>) -> Vec<Output> {
         let mut all = out.clone();
-        let mut pending = out;
-        while let Some(batch) = pending.iter().find_map(|o| match o {
-            Output::Persist {
+        // Every batch, in the order they were made (one output set may hold several).
+        let mut queue: VecDeque<Output> = out.into();
+        while let Some(o) = queue.pop_front() {
+            if let Output::Persist {
                 batch,
                 authors,
                 entries,
                 ..
-            } => {
+            } = o
+            {
                 self.authors.extend(authors.iter().copied());
                 self.entries.extend(entries.iter().cloned());
-                Some(*batch)
+                let next = h.input(Input::PersistAck { batch });
+                all.extend(next.iter().cloned());
+                queue.extend(next);
             }
-            _ => None,
-        }) {
-            pending = h.input(Input::PersistAck { batch });
-            all.extend(pending.iter().cloned());
         }
         all
     }
@@ -2047,6 +2047,31 @@ fn the_admin_token_changes_roles_and_removes_members_through_the_servers_own_ent
                 },
             )
             .is_err()
+    );
+
+    // Nor an in-session admin's.
+    let admin = Ed25519Signer::from_seed([9; 32]);
+    let a = h.join(C1, &admin, Role::Admin);
+    let out = h.send(
+        C1,
+        &ClientMsg::Submit(Submit {
+            entries: vec![entry(
+                &admin,
+                a,
+                1,
+                h.session.log().clock() + 1,
+                Command::Kick {
+                    author: server_author,
+                    reason: String::new(),
+                    revoke_invite: false,
+                },
+            )],
+        }),
+    );
+    assert!(
+        sent_to(&out, C1).iter().any(|m| matches!(m,
+            ServerMsg::CommandRefused(r) if r.message.contains("server's own membership"))),
+        "{out:?}"
     );
 
     // Replayed from the store: the same state, B a viewer.
