@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret as _;
 use glam::Vec3;
-use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::{Command, EntityId};
+use meshwork_protocol::Command;
 use meshwork_server::store::Tree;
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, random_signer};
@@ -128,17 +127,10 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     let started = Instant::now();
     let mut c = Client::join(&ticket, random_signer()).await.unwrap();
     c.retain_entries = false;
-    let cube = EntityId::new(c.author(), 1);
-    c.submit_acked(
-        vec![Command::Spawn {
-            entity: cube,
-            primitive: Primitive::Cube,
-            transform: Transform::IDENTITY,
-        }],
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let cube = c
+        .spawn_cube_acked(1, Duration::from_secs(30))
+        .await
+        .unwrap();
     let mut sent = 1;
     while sent < entries {
         let n = CHUNK.min(entries - sent);

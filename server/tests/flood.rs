@@ -474,17 +474,7 @@ async fn honest_clients_keep_their_latency_while_four_attackers_run() {
         let mut c = Client::join(&ticket, random_signer()).await.unwrap();
         c.retain_entries = false;
         c.keep_replica = false;
-        let cube = EntityId::new(c.author(), 1);
-        c.submit_acked(
-            vec![Command::Spawn {
-                entity: cube,
-                primitive: Primitive::Cube,
-                transform: Transform::IDENTITY,
-            }],
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let cube = c.spawn_cube_acked(1, WAIT).await.unwrap();
         clients.push((c, cube));
     }
     let cpu_start = cpu_ticks();

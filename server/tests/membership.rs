@@ -204,17 +204,7 @@ async fn the_admin_token_changes_a_role_and_removes_a_member() {
     let mut c = Client::join(&ticket, Ed25519Signer::from_seed([3; 32]))
         .await
         .unwrap();
-    let cube = EntityId::new(b.author(), 1);
-    b.submit_acked(
-        vec![Command::Spawn {
-            entity: cube,
-            primitive: Primitive::Cube,
-            transform: Transform::IDENTITY,
-        }],
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let cube = b.spawn_cube_acked(1, WAIT).await.unwrap();
     let api = |method: &'static str, path: String, body: &'static str| {
         let bearer = bearer.clone();
         let addr = server.http;

@@ -14,9 +14,8 @@
 use std::time::{Duration, Instant};
 
 use glam::Vec3;
-use meshwork_protocol::command::{Primitive, Transform};
 use meshwork_protocol::wire::CloseReason;
-use meshwork_protocol::{Command, EntityId};
+use meshwork_protocol::Command;
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
 
@@ -44,17 +43,7 @@ async fn a_client_that_stops_reading_costs_a_bounded_outbox_and_converges_when_i
     for _ in 0..WRITERS {
         let mut c = Client::join(&ticket, random_signer()).await.unwrap();
         c.retain_entries = false;
-        let cube = EntityId::new(c.author(), 1);
-        c.submit_acked(
-            vec![Command::Spawn {
-                entity: cube,
-                primitive: Primitive::Cube,
-                transform: Transform::IDENTITY,
-            }],
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let cube = c.spawn_cube_acked(1, WAIT).await.unwrap();
         writers.push((c, cube));
     }
     // The slow one: an 8 KiB receive window, so its stream blocks almost at once.

@@ -372,6 +372,29 @@ impl Client {
         Ok(entries)
     }
 
+    /// Spawns a cube at the origin as this author's entity `index` and waits (until `wait` has
+    /// passed) for it to be acknowledged: the one object most tests edit.
+    ///
+    /// # Errors
+    /// As [`Client::submit_acked`].
+    pub async fn spawn_cube_acked(
+        &mut self,
+        index: u32,
+        wait: Duration,
+    ) -> Result<meshwork_protocol::EntityId, ClientError> {
+        let cube = meshwork_protocol::EntityId::new(self.author(), index);
+        self.submit_acked(
+            vec![Command::Spawn {
+                entity: cube,
+                primitive: meshwork_protocol::command::Primitive::Cube,
+                transform: meshwork_protocol::command::Transform::IDENTITY,
+            }],
+            wait,
+        )
+        .await?;
+        Ok(cube)
+    }
+
     /// Signs and submits `commands` through the protocol machine, which keeps them until they
     /// are acknowledged or refused (and submits them again after a reconnect). While the
     /// connection is down ([`Client::dropped`]) they are only signed and kept: edits made

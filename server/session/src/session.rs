@@ -1919,20 +1919,7 @@ impl Session {
             // Stored at once, as a joining member's key is, before any entry of its own.
             self.emit_persist(Vec::new(), Vec::new());
             if let Ok(frame) = to_frame(&ServerMsg::Roster(self.roster_msg(false, vec![member]))) {
-                let frame: Arc<[u8]> = frame.into();
-                let joined: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.phase == Phase::Joined)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for other in joined {
-                    self.emit(Output::Send {
-                        client: other,
-                        lane: Lane::Reliable,
-                        frame: frame.clone(),
-                    });
-                }
+                self.send_to_joined(&frame.into());
             }
             a
         };
@@ -2337,7 +2324,11 @@ impl Session {
             state_hash: self.scene.state_hash(),
         });
         let Ok(frame) = to_frame(&msg) else { return };
-        let frame: Arc<[u8]> = frame.into();
+        self.send_to_joined(&frame.into());
+    }
+
+    /// One encoded frame, on the reliable lane, to every joined client.
+    fn send_to_joined(&mut self, frame: &Arc<[u8]>) {
         let joined: Vec<ClientId> = self
             .clients
             .iter()

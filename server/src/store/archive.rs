@@ -27,6 +27,7 @@ use meshwork_protocol::{Domain, PublicKey, SessionId, Signer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::backup::Hashing;
 use super::log::{CheckpointBody, CheckpointRecord, LogRecord, chain_hash};
 use super::{Put, Store, Tree, key, key_number};
 
@@ -133,23 +134,6 @@ impl Loaded {
             ));
         }
         Ok(seal)
-    }
-}
-
-/// A writer that hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -17,9 +17,10 @@ const END: u8 = 0xff;
 /// Puts per commit while restoring.
 const RESTORE_CHUNK: usize = 10_000;
 
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
+/// A writer that hashes what passes through it (backups, archives).
+pub(crate) struct Hashing<W> {
+    pub(crate) inner: W,
+    pub(crate) hash: Sha256,
 }
 
 impl<W: Write> Write for Hashing<W> {
