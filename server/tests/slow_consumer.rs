@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use glam::Vec3;
-use meshwork_protocol::wire::CloseReason;
 use meshwork_protocol::Command;
+use meshwork_protocol::wire::CloseReason;
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
 
