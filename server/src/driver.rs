@@ -76,8 +76,9 @@ pub enum DriverMsg {
         /// Where its frames go.
         outbox: mpsc::Sender<Outgoing>,
         /// Set when the session closes the connection, before its close frame is queued: the
-        /// reader stops passing on (and waiting for) what the client still sends.
-        closing: watch::Sender<bool>,
+        /// reader stops passing on (and waiting for) what the client still sends. None where
+        /// the transport bounds a peer's input where it is queued (WebRTC).
+        closing: Option<watch::Sender<bool>>,
     },
     /// An input from a connection.
     Input {
@@ -307,11 +308,18 @@ pub fn spawn(
     (handle, task)
 }
 
+/// A connection's outbox, its transport (for metrics) and its closing mark.
+type Outbox = (
+    mpsc::Sender<Outgoing>,
+    Transport,
+    Option<watch::Sender<bool>>,
+);
+
 struct Driver {
     session: Session,
     name: String,
     metrics: Metrics,
-    outboxes: HashMap<ClientId, (mpsc::Sender<Outgoing>, Transport, watch::Sender<bool>)>,
+    outboxes: HashMap<ClientId, Outbox>,
     /// When the commands of each in-flight persistence batch were received.
     batch_received: HashMap<BatchId, Instant>,
     /// Inputs produced while carrying out outputs (backpressure), fed next.
@@ -575,7 +583,9 @@ impl Driver {
             }
             Output::Close { client, reason } => {
                 if let Some((outbox, _, closing)) = self.outboxes.remove(&client) {
-                    closing.send_replace(true);
+                    if let Some(closing) = closing {
+                        closing.send_replace(true);
+                    }
                     // If the outbox is full the close frame may not fit; dropping the sender
                     // still closes the connection once queued frames are written.
                     let _ = outbox.try_send(Outgoing::Close(reason));

@@ -185,7 +185,7 @@ async fn serve(
             client,
             transport,
             outbox: out_tx,
-            closing: closing_tx,
+            closing: Some(closing_tx),
         })
         .await
     {

@@ -48,7 +48,7 @@ use rtc::peer_connection::transport::{
 use rtc::sansio::Protocol as _;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::{ConnectionGauge, FramePump};
 use crate::driver::{DriverMsg, Outgoing, SessionHandle, SessionPermit};
@@ -687,9 +687,8 @@ impl Peer {
                 client,
                 transport: Transport::WebRtc,
                 outbox,
-                // The peer's input is bounded where it is queued (see `Inbound`); nothing waits
-                // on the close here.
-                closing: watch::channel(false).0,
+                // The peer's input is bounded where it is queued (see `Inbound`).
+                closing: None,
             },
         );
         self.new_outbox = Some(outbox_rx);

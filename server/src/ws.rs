@@ -92,7 +92,7 @@ async fn serve(
             client,
             transport,
             outbox: tx,
-            closing: closing_tx,
+            closing: Some(closing_tx),
         })
         .await
     {

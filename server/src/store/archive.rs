@@ -27,7 +27,7 @@ use meshwork_protocol::{Domain, PublicKey, SessionId, Signer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::backup::Hashing;
+use super::backup::{Hashing, read_exact_vec, write_record};
 use super::log::{CheckpointBody, CheckpointRecord, LogRecord, chain_hash};
 use super::{Put, Store, Tree, key, key_number};
 
@@ -310,19 +310,11 @@ pub fn write(
             let mut failed = None;
             store
                 .scan(tree, &session.0, &mut |k, v| {
-                    let r = (|| -> Result<(), String> {
-                        let too_long = || "a record too long for an archive".to_owned();
-                        let k_len = u32::try_from(k.len()).map_err(|_| too_long())?;
-                        let v_len = u32::try_from(v.len()).map_err(|_| too_long())?;
-                        if v.len() > MAX_RECORD_BYTES {
-                            return Err(too_long());
-                        }
-                        w.write_all(&[tag]).map_err(io)?;
-                        w.write_all(&k_len.to_le_bytes()).map_err(io)?;
-                        w.write_all(k).map_err(io)?;
-                        w.write_all(&v_len.to_le_bytes()).map_err(io)?;
-                        w.write_all(v).map_err(io)
-                    })();
+                    let r = if v.len() > MAX_RECORD_BYTES {
+                        Err("a record too long for an archive".to_owned())
+                    } else {
+                        write_record(&mut w, tag, k, v)
+                    };
                     match r {
                         Ok(()) => {
                             records = records.saturating_add(1);
@@ -385,21 +377,8 @@ pub fn write(
     }
 }
 
-/// Reads exactly `n` bytes, growing the buffer only as bytes arrive (a length read from the
-/// archive is never trusted for an allocation).
 fn read_vec(r: &mut impl Read, n: usize) -> Result<Vec<u8>, String> {
-    let mut v = Vec::new();
-    let want = u64::try_from(n).map_err(io)?;
-    let got = r
-        .by_ref()
-        .take(want)
-        .read_to_end(&mut v)
-        .map_err(|e| format!("the archive does not read: {e}"))?;
-    if got == n {
-        Ok(v)
-    } else {
-        Err("the archive ends early".into())
-    }
+    read_exact_vec(r, n).map_err(|e| format!("the archive ends early: {e}"))
 }
 
 fn read_len(r: &mut impl Read) -> Result<usize, String> {

@@ -56,15 +56,10 @@ pub fn write(
     for (index, tree) in Tree::ALL.iter().enumerate() {
         let tag = u8::try_from(index).map_err(|e| e.to_string())?;
         store
-            .scan(*tree, &[], &mut |k, v| {
-                let r = (|| -> std::io::Result<()> {
-                    out.write_all(&[tag])?;
-                    out.write_all(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-                    out.write_all(k)?;
-                    out.write_all(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-                    out.write_all(v)
-                })();
-                match r {
+            .scan(
+                *tree,
+                &[],
+                &mut |k, v| match write_record(&mut out, tag, k, v) {
                     Ok(()) => {
                         records = records.saturating_add(1);
                         if let Some(p) = progress {
@@ -73,11 +68,11 @@ pub fn write(
                         true
                     }
                     Err(e) => {
-                        io_err = Some(e.to_string());
+                        io_err = Some(e);
                         false
                     }
-                }
-            })
+                },
+            )
             .map_err(|e| e.to_string())?;
         if let Some(e) = io_err.take() {
             return Err(e);
@@ -92,10 +87,40 @@ pub fn write(
     Ok(records)
 }
 
-fn read_exact_vec(r: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut v = vec![0u8; n];
-    r.read_exact(&mut v)?;
-    Ok(v)
+/// One record as backups and archives lay it out: `[tree][key len: u32 LE][key][value len:
+/// u32 LE][value]`. A key or value too long for its length field is an error, never a
+/// truncated length.
+///
+/// # Errors
+/// A sentence: the record is too long, or the write failed.
+pub(crate) fn write_record(w: &mut impl Write, tag: u8, k: &[u8], v: &[u8]) -> Result<(), String> {
+    let too_long = || "a record too long for its length field".to_owned();
+    let k_len = u32::try_from(k.len()).map_err(|_| too_long())?;
+    let v_len = u32::try_from(v.len()).map_err(|_| too_long())?;
+    (|| -> std::io::Result<()> {
+        w.write_all(&[tag])?;
+        w.write_all(&k_len.to_le_bytes())?;
+        w.write_all(k)?;
+        w.write_all(&v_len.to_le_bytes())?;
+        w.write_all(v)
+    })()
+    .map_err(|e| e.to_string())
+}
+
+/// Reads exactly `n` bytes, growing the buffer only as bytes arrive: a length read from a file
+/// is never trusted for an allocation.
+///
+/// # Errors
+/// When the reader fails or ends first.
+pub(crate) fn read_exact_vec(r: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    let want = u64::try_from(n).map_err(std::io::Error::other)?;
+    let got = r.by_ref().take(want).read_to_end(&mut v)?;
+    if got == n {
+        Ok(v)
+    } else {
+        Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    }
 }
 
 /// Checks a dump's hash, then loads it into `store`. Returns the number of records.
