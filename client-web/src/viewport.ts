@@ -493,8 +493,8 @@ export class Viewport {
 
   /** A scene point in page (CSS pixel) coordinates. */
   project(p: Vec3): [number, number] {
+    const r = this.canvasRect();
     const v = new THREE.Vector3(...p).project(this.camera);
-    const r = this.canvas.getBoundingClientRect();
     return [r.left + ((v.x + 1) / 2) * r.width, r.top + ((1 - v.y) / 2) * r.height];
   }
 
@@ -851,8 +851,20 @@ export class Viewport {
     return new THREE.MeshStandardNodeMaterial({ color, roughness: 0.6, metalness: 0.0, side: THREE.DoubleSide });
   }
 
-  private pointerRay(ev: PointerEvent): void {
+  /**
+   * The canvas's place on the page, with the camera's aspect brought in step with it first:
+   * the ResizeObserver runs only before the next frame, so right after a layout change (the
+   * edit palette showing) a click or a projection would otherwise use the old aspect.
+   */
+  private canvasRect(): DOMRect {
     const r = this.canvas.getBoundingClientRect();
+    const aspect = (this.canvas.clientWidth || 1) / (this.canvas.clientHeight || 1);
+    if (aspect !== this.camera.aspect) this.resize();
+    return r;
+  }
+
+  private pointerRay(ev: PointerEvent): void {
+    const r = this.canvasRect();
     const ndc = new THREE.Vector2(((ev.clientX - r.left) / r.width) * 2 - 1, -((ev.clientY - r.top) / r.height) * 2 + 1);
     this.raycaster.setFromCamera(ndc, this.camera);
   }

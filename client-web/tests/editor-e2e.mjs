@@ -276,7 +276,12 @@ await run(async () => {
     .catch(() => null);
   check('A is told the undo is refused because C changed it', refusal !== null && refusal.includes(`Author ${cAuthor}`),
     String(refusal));
-  check('the refused undo changed nothing', (await nameAt(C.page)).startsWith('Stool'));
+  // The outliner may be mid-render when read: poll (had the undo applied, it would never
+  // read "Stool" again).
+  const unchanged = await C.page
+    .waitForFunction((id) => document.querySelector(`.outliner button[data-entity="${id}"]`)?.textContent?.startsWith('Stool'), cube, { timeout: 2000 })
+    .then(() => true, () => false);
+  check('the refused undo changed nothing', unchanged, await nameAt(C.page));
   // The History panel: both people's steps, the undone rename struck through.
   const listed = await A.page
     .waitForFunction((c) => {
