@@ -186,6 +186,30 @@ pub fn verify_one(key: &VerifyingKey, message: &[u8], signature: &Signature) -> 
     ed25519_dalek::verify_batch(&[message], &[sig], &[*key]).is_ok()
 }
 
+/// Whether every entry of `entries` names `key` and is signed by it, checked with one batch
+/// verification under the same rule as [`KeyRing::verify_batch`]. A connection task runs this on
+/// a `Submit` before the session sees it, so signature checks spread over every core while the
+/// session orders; `false` (an empty batch too) says nothing about which entry failed: the
+/// session's own checks find and name it.
+#[must_use]
+pub fn all_signed_by(key: &PublicKey, entries: &[SignedEntry]) -> bool {
+    let Ok(verifying) = verifying_key(key) else {
+        return false;
+    };
+    let key_id = key.key_id();
+    let mut messages = Vec::with_capacity(entries.len());
+    let mut sigs = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if !entry.decode_body().is_ok_and(|b| b.key_id == key_id) {
+            return false;
+        }
+        messages.push(entry.body.as_slice());
+        sigs.push(ed25519_dalek::Signature::from_bytes(&entry.signature.0));
+    }
+    let keys = vec![verifying; entries.len()];
+    !entries.is_empty() && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
+}
+
 /// One item of a batch verification.
 #[derive(Clone, Copy, Debug)]
 pub struct SignedItem<'a> {
@@ -267,6 +291,24 @@ impl KeyRing {
             .get_mut(&author)
             .map(|r| r.role = role)
             .is_some()
+    }
+
+    /// Whether `public` is the key registered for `author`.
+    #[must_use]
+    pub fn is_key_of(&self, author: AuthorId, public: &PublicKey) -> bool {
+        self.authors
+            .get(&author)
+            .is_some_and(|r| r.key.as_bytes() == &public.0)
+    }
+
+    /// What [`Verifier::verify`] checks of `item` short of the signature: the author is
+    /// registered and the key the entry names is theirs. For entries whose signatures were
+    /// already checked under that key ([`all_signed_by`]).
+    ///
+    /// # Errors
+    /// [`SignatureError::UnknownAuthor`] or [`SignatureError::KeyMismatch`].
+    pub fn check_named_key(&self, item: &SignedItem<'_>) -> Result<(), SignatureError> {
+        self.key_for(item.author, item.key_id).map(|_| ())
     }
 
     /// The key of `author` if `key_id` names it.
@@ -489,6 +531,33 @@ mod tests {
         let e = SignedEntry::sign(&body(&s, AuthorId(1)), &s).unwrap();
         let b = e.decode_body().unwrap();
         assert_eq!(ring.verify(&e.signed_item(&b)), Ok(()));
+    }
+
+    #[test]
+    fn all_signed_by_holds_only_when_every_entry_verifies_under_that_key() {
+        let (s, other) = (
+            Ed25519Signer::from_seed([1; 32]),
+            Ed25519Signer::from_seed([2; 32]),
+        );
+        let entries: Vec<SignedEntry> = (1..=5)
+            .map(|seq| {
+                let mut b = body(&s, AuthorId(1));
+                b.seq = seq;
+                SignedEntry::sign(&b, &s).unwrap()
+            })
+            .collect();
+        assert!(all_signed_by(&s.public_key(), &entries));
+        assert!(!all_signed_by(&other.public_key(), &entries), "another key");
+        assert!(!all_signed_by(&s.public_key(), &[]), "nothing to vouch for");
+        let mut tampered = entries.clone();
+        tampered[3].signature.0[5] ^= 1;
+        assert!(!all_signed_by(&s.public_key(), &tampered));
+        // Signed by the key but naming another: the ring would refuse it, so must this.
+        let mut named = body(&s, AuthorId(1));
+        named.key_id = other.public_key().key_id();
+        let mut mixed = entries;
+        mixed.push(SignedEntry::sign(&named, &s).unwrap());
+        assert!(!all_signed_by(&s.public_key(), &mixed));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! What every transport's connection does alike (QUIC streams, WebSocket messages, WebRTC
 //! `log` channel messages): bytes in, whole frames out, counted once (`FramePump`); the
-//! connection gauge kept right however a connection ends (`ConnectionGauge`).
+//! connection gauge kept right however a connection ends (`ConnectionGauge`); `Submit`s paced
+//! at the session's rate (`SubmitPacer`) and their signatures checked in the connection's own
+//! task (`SubmitVerifier`).
 
 use std::time::{Duration, Instant};
 
+use meshwork_protocol::codec::decode_payload;
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, frame_len};
+use meshwork_protocol::sign::all_signed_by;
 use meshwork_protocol::wire::ClientMsg;
-use meshwork_protocol::{FrameError, FrameReader};
+use meshwork_protocol::{FrameError, FrameReader, PublicKey};
+use meshwork_session::{ClientId, Input};
 
 use crate::metrics::{Metrics, Transport};
 
@@ -154,6 +159,45 @@ impl SubmitPacer {
     }
 }
 
+/// Checks the signatures of a connection's `Submit`s in the connection's own task, before the
+/// session sees them: every connection's submits verify in parallel on whatever core runs its
+/// task, and the session's driver, which orders every connection's entries one at a time, only
+/// orders ([`Input::VerifiedSubmit`]). The key is the one the connection's first frame, its
+/// `Hello`, named; the session checks that it is the submitting member's. Anything else, or a
+/// `Submit` with any entry that does not verify under that key, goes to the session as it came
+/// (which finds, refuses and counts what is wrong, exactly as before).
+#[derive(Debug, Default)]
+pub struct SubmitVerifier {
+    first_seen: bool,
+    key: Option<PublicKey>,
+}
+
+impl SubmitVerifier {
+    /// The session's input for `payload`, the connection's next whole frame.
+    pub fn input(&mut self, client: ClientId, payload: Vec<u8>) -> Input {
+        if !self.first_seen {
+            self.first_seen = true;
+            if let Ok(ClientMsg::Hello(hello)) = decode_payload::<ClientMsg>(&payload) {
+                self.key = Some(hello.public_key);
+            }
+        } else if let Some(key) = &self.key
+            && ClientMsg::payload_is_submit(&payload)
+            && let Ok(ClientMsg::Submit(submit)) = decode_payload::<ClientMsg>(&payload)
+            && all_signed_by(key, &submit.entries)
+        {
+            return Input::VerifiedSubmit {
+                client,
+                entries: submit.entries,
+                signed_by: *key,
+            };
+        }
+        Input::Payload {
+            client,
+            bytes: payload,
+        }
+    }
+}
+
 /// Counts an open connection in `meshwork_clients_connected{transport}` from its creation until
 /// it is dropped, however the connection ends.
 #[derive(Debug)]
@@ -280,5 +324,87 @@ mod tests {
         assert!(datagram_payload(&longer).is_empty());
         assert!(datagram_payload(&frame[..frame.len() - 1]).is_empty());
         assert!(datagram_payload(&[1, 2]).is_empty());
+    }
+
+    #[test]
+    fn submits_signed_by_the_hellos_key_are_verified_here_and_anything_else_goes_on_as_it_came() {
+        use meshwork_protocol::sign::{Domain, EntryBody, Signer};
+        use meshwork_protocol::wire::{Hello, Invite, InviteBody, Submit};
+        use meshwork_protocol::{AuthorId, Command, Ed25519Signer, Role, SessionId, SignedEntry};
+
+        let session = SessionId([3; 16]);
+        let (key, other) = (
+            Ed25519Signer::from_seed([1; 32]),
+            Ed25519Signer::from_seed([2; 32]),
+        );
+        let server = Ed25519Signer::from_seed([9; 32]);
+        let invite = Invite::mint(
+            &InviteBody {
+                domain: Domain::Invite,
+                session,
+                role: Role::Editor,
+                expires_at_ms: u64::MAX,
+                invite_id: [1; 16],
+            },
+            &server,
+        )
+        .unwrap();
+        let hello = postcard::to_allocvec(&ClientMsg::Hello(Hello {
+            protocol_version: meshwork_protocol::PROTOCOL_VERSION,
+            build_id: "test".into(),
+            public_key: key.public_key(),
+            invite,
+        }))
+        .unwrap();
+        let signed = |by: &Ed25519Signer, seq: u64| {
+            let body = EntryBody::new(
+                session,
+                AuthorId(1),
+                by.public_key().key_id(),
+                seq,
+                seq,
+                0,
+                Command::Select { entities: vec![] },
+            );
+            SignedEntry::sign(&body, by).unwrap()
+        };
+        let submit = |entries: Vec<SignedEntry>| {
+            postcard::to_allocvec(&ClientMsg::Submit(Submit { entries })).unwrap()
+        };
+        let client = ClientId(1);
+        let verified = |input: &Input| matches!(input, Input::VerifiedSubmit { signed_by, .. } if *signed_by == key.public_key());
+
+        let mut v = SubmitVerifier::default();
+        assert!(matches!(
+            v.input(client, hello.clone()),
+            Input::Payload { .. }
+        ));
+        let good = v.input(client, submit(vec![signed(&key, 1), signed(&key, 2)]));
+        assert!(verified(&good), "{good:?}");
+        let mut forged = signed(&key, 3);
+        forged.signature.0[0] ^= 1;
+        let bad = submit(vec![signed(&key, 3), forged]);
+        assert_eq!(
+            v.input(client, bad.clone()),
+            Input::Payload { client, bytes: bad },
+            "one bad signature: the session checks and names it"
+        );
+        let foreign = submit(vec![signed(&other, 4)]);
+        assert!(matches!(v.input(client, foreign), Input::Payload { .. }));
+        let ping = postcard::to_allocvec(&ClientMsg::Ping(Ping { nonce: 1 })).unwrap();
+        assert!(matches!(v.input(client, ping), Input::Payload { .. }));
+
+        // Only the first frame names the key: a later Hello (out of phase) changes nothing,
+        // and a connection that did not start with one gets nothing verified.
+        let mut late = SubmitVerifier::default();
+        assert!(matches!(
+            late.input(client, submit(vec![signed(&key, 1)])),
+            Input::Payload { .. }
+        ));
+        assert!(matches!(late.input(client, hello), Input::Payload { .. }));
+        assert!(matches!(
+            late.input(client, submit(vec![signed(&key, 2)])),
+            Input::Payload { .. }
+        ));
     }
 }

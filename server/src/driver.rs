@@ -466,8 +466,13 @@ impl Driver {
             }
             DriverMsg::Input { received, input } => {
                 // A `Submit`: the verify-and-order step.
-                let is_submit = matches!(&input, Input::Payload { bytes, .. }
-                    if meshwork_protocol::wire::ClientMsg::payload_is_submit(bytes));
+                let is_submit = match &input {
+                    Input::Payload { bytes, .. } => {
+                        meshwork_protocol::wire::ClientMsg::payload_is_submit(bytes)
+                    }
+                    Input::VerifiedSubmit { .. } => true,
+                    _ => false,
+                };
                 if let Input::Disconnected { client } = &input {
                     self.outboxes.remove(client);
                 }

@@ -14,7 +14,7 @@ use meshwork_session::Input;
 use tokio::sync::{mpsc, watch};
 
 use crate::Error;
-use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer, SubmitVerifier};
 use crate::driver::{DriverMsg, Outgoing};
 use crate::metrics::{Metrics, Transport};
 use crate::router::Router;
@@ -205,6 +205,7 @@ async fn serve(
     };
     let mut next = first;
     let mut pacer = SubmitPacer::new(limits, Instant::now());
+    let mut verifier = SubmitVerifier::default();
     loop {
         if *closing.borrow() {
             break;
@@ -219,7 +220,7 @@ async fn serve(
                         _ = closing.wait_for(|c| *c) => break,
                     }
                 }
-                if !session.send(input(Input::Payload { client, bytes })).await {
+                if !session.send(input(verifier.input(client, bytes))).await {
                     break;
                 }
                 // A first frame that is not a `Hello` ends the connection (the session closes

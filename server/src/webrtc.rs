@@ -50,7 +50,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::{ConnectionGauge, FramePump};
+use crate::conn::{ConnectionGauge, FramePump, SubmitVerifier};
 use crate::driver::{DriverMsg, Outgoing, SessionHandle, SessionPermit};
 use crate::metrics::{Metrics, Transport};
 use crate::router::AddrSlot;
@@ -255,6 +255,8 @@ struct Peer {
     log: Option<RTCDataChannelId>,
     presence: Option<RTCDataChannelId>,
     pump: FramePump,
+    /// Checks its `Submit`s' signatures here, off the session's driver.
+    verifier: SubmitVerifier,
     /// The outbox of a connection just made, for the endpoint to listen to.
     new_outbox: Option<mpsc::Receiver<Outgoing>>,
     /// Counts the peer as a connected client while the session knows it.
@@ -438,6 +440,7 @@ impl Endpoint {
                 log: None,
                 presence: None,
                 pump: FramePump::new(Transport::WebRtc),
+                verifier: SubmitVerifier::default(),
                 new_outbox: None,
                 gauge: None,
                 pending: VecDeque::new(),
@@ -738,7 +741,10 @@ impl Peer {
         }
         for item in self.pump.feed(data, metrics) {
             match item {
-                Ok(bytes) => self.queue_input(now, Input::Payload { client, bytes }),
+                Ok(bytes) => {
+                    let input = self.verifier.input(client, bytes);
+                    self.queue_input(now, input);
+                }
                 Err(error) => self.refuse(now, client, error),
             }
         }

@@ -16,7 +16,7 @@ use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use meshwork_session::Input;
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer, SubmitVerifier};
 use crate::data::parse_session_id;
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::http::AppState;
@@ -144,6 +144,7 @@ async fn serve(
     });
     let mut pump = FramePump::new(transport);
     let mut pacer = SubmitPacer::new(limits, Instant::now());
+    let mut verifier = SubmitVerifier::default();
     let input = |input| DriverMsg::Input {
         received: Instant::now(),
         input,
@@ -185,7 +186,7 @@ async fn serve(
                             _ = closing.wait_for(|c| *c) => break 'read,
                         }
                     }
-                    (Input::Payload { client, bytes }, false)
+                    (verifier.input(client, bytes), false)
                 }
                 Err(error) => (Input::BadFrame { client, error }, true),
             };

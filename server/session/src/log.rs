@@ -31,7 +31,7 @@ use meshwork_protocol::sign::SignedItem;
 use meshwork_protocol::wire::RefusalCode;
 use meshwork_protocol::{
     AuthorId, Command, CommandId, EntryBody, KeyRing, LamportClock, PROTOCOL_VERSION, PayloadError,
-    Scope, SessionId, SignatureError, SignedEntry, Signer, Strategy, Verifier,
+    PublicKey, Scope, SessionId, SignatureError, SignedEntry, Signer, Strategy, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -487,7 +487,7 @@ impl CommandLog {
     /// Integrates a batch with one batch signature verification. The result for each entry is
     /// exactly what [`CommandLog::integrate`] would give integrating them one by one in order.
     pub fn integrate_batch(&mut self, batch: Vec<SignedEntry>) -> Vec<Result<Integrated, Refusal>> {
-        self.integrate_batch_inner(None, batch, &mut no_check)
+        self.integrate_batch_inner(None, batch, &mut no_check, false)
     }
 
     /// As [`CommandLog::integrate_batch`], for entries submitted by `sender` over its own
@@ -498,7 +498,7 @@ impl CommandLog {
         sender: AuthorId,
         batch: Vec<SignedEntry>,
     ) -> Vec<Result<Integrated, Refusal>> {
-        self.integrate_batch_inner(Some(sender), batch, &mut no_check)
+        self.integrate_batch_inner(Some(sender), batch, &mut no_check, false)
     }
 
     /// As [`CommandLog::integrate_batch_from`], with `check` as the last step before an entry
@@ -511,7 +511,23 @@ impl CommandLog {
         batch: Vec<SignedEntry>,
         check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
     ) -> Vec<Result<Integrated, Refusal>> {
-        self.integrate_batch_inner(Some(sender), batch, check)
+        self.integrate_batch_inner(Some(sender), batch, check, false)
+    }
+
+    /// As [`CommandLog::integrate_batch_checked`], for a batch whose signatures the caller has
+    /// already checked under `signed_by` ([`meshwork_protocol::sign::all_signed_by`], run off
+    /// the session's thread). When `signed_by` is `sender`'s registered key the signatures are
+    /// not checked again, and every other check runs; otherwise it verifies them itself. The
+    /// results are exactly those of [`CommandLog::integrate_batch_checked`] either way.
+    pub fn integrate_batch_presigned(
+        &mut self,
+        sender: AuthorId,
+        batch: Vec<SignedEntry>,
+        check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
+        signed_by: &PublicKey,
+    ) -> Vec<Result<Integrated, Refusal>> {
+        let presigned = self.keys.is_key_of(sender, signed_by);
+        self.integrate_batch_inner(Some(sender), batch, check, presigned)
     }
 
     fn integrate_batch_inner(
@@ -519,6 +535,7 @@ impl CommandLog {
         sender: Option<AuthorId>,
         batch: Vec<SignedEntry>,
         check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
+        presigned: bool,
     ) -> Vec<Result<Integrated, Refusal>> {
         let prechecked: Vec<Result<EntryBody, Refusal>> = batch
             .iter()
@@ -538,7 +555,17 @@ impl CommandLog {
             .zip(&prechecked)
             .filter_map(|(s, b)| b.as_ref().ok().map(|b| s.signed_item(b)))
             .collect();
-        let mut verdicts = self.keys.verify_batch(&items).into_iter();
+        // Entries from `sender` whose signatures were checked under its key: only the key
+        // they name is looked up (an entry naming another key is refused as before).
+        let mut verdicts = if presigned {
+            items
+                .iter()
+                .map(|i| self.keys.check_named_key(i))
+                .collect::<Vec<_>>()
+        } else {
+            self.keys.verify_batch(&items)
+        }
+        .into_iter();
         let mut out = Vec::with_capacity(batch.len());
         for (signed, body) in batch.into_iter().zip(prechecked) {
             let result = body.and_then(|body| {

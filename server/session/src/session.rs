@@ -280,6 +280,21 @@ pub enum Input {
         /// Payload bytes.
         bytes: Vec<u8>,
     },
+    /// A `Submit` the glue decoded from the reliable lane and whose every entry it found
+    /// signed by `signed_by`, the key the connection's `Hello` named, with one batch
+    /// verification in the connection's own task ([`meshwork_protocol::sign::all_signed_by`]):
+    /// signature checks then spread over every core while the session only orders. Handled
+    /// exactly as the same `Submit` in a [`Input::Payload`], except that the signatures are
+    /// not checked again when `signed_by` is the submitting member's registered key (any other
+    /// key and the session checks them itself). Only that check may produce this input.
+    VerifiedSubmit {
+        /// From.
+        client: ClientId,
+        /// The entries, as submitted.
+        entries: Vec<SignedEntry>,
+        /// The key every entry was found signed by.
+        signed_by: PublicKey,
+    },
     /// One payload that arrived on the unreliable lane (a datagram). Only presence is valid
     /// there; anything else is dropped.
     Datagram {
@@ -902,6 +917,18 @@ impl Session {
         match input {
             Input::Connected { client } => self.on_connected(client),
             Input::Payload { client, bytes } => self.on_payload(client, &bytes),
+            Input::VerifiedSubmit {
+                client,
+                entries,
+                signed_by,
+            } => {
+                if let Some(phase) = self.clients.get(&client).map(|c| c.phase)
+                    && phase != Phase::Closing
+                {
+                    let msg = ClientMsg::Submit(wire::Submit { entries });
+                    self.on_message(client, phase, msg, Some(signed_by));
+                }
+            }
             Input::BadFrame { client, error } => {
                 let reason = match error {
                     FrameError::TooLarge { .. } => "frame_too_large",
@@ -1093,6 +1120,18 @@ impl Session {
                 return;
             }
         };
+        self.on_message(client, phase, msg, None);
+    }
+
+    /// A decoded message from a connection in `phase` (not closing); for a `Submit`, the key
+    /// the glue found every entry signed by, if it checked ([`Input::VerifiedSubmit`]).
+    fn on_message(
+        &mut self,
+        client: ClientId,
+        phase: Phase,
+        msg: ClientMsg,
+        signed_by: Option<PublicKey>,
+    ) {
         // 1. Phase check: one exhaustive table in the protocol crate.
         if !msg.allowed_in(phase) {
             self.violation(
@@ -1106,7 +1145,7 @@ impl Session {
             ClientMsg::Hello(hello) => self.on_hello(client, hello),
             ClientMsg::JoinProof(proof) => self.on_proof(client, &proof.signature, None),
             ClientMsg::Resume(r) => self.on_proof(client, &r.signature, Some(r.position)),
-            ClientMsg::Submit(submit) => self.on_submit(client, submit.entries),
+            ClientMsg::Submit(submit) => self.on_submit(client, submit.entries, signed_by),
             ClientMsg::Ping(ping) => {
                 self.send(client, &ServerMsg::Pong(Pong { nonce: ping.nonce }))
             }
@@ -1710,7 +1749,12 @@ impl Session {
         }
     }
 
-    fn on_submit(&mut self, client: ClientId, entries: Vec<SignedEntry>) {
+    fn on_submit(
+        &mut self,
+        client: ClientId,
+        entries: Vec<SignedEntry>,
+        signed_by: Option<PublicKey>,
+    ) {
         let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
             return;
         };
@@ -1738,7 +1782,7 @@ impl Session {
         if admitted.is_empty() {
             return;
         }
-        self.integrate_from(Some(client), author, admitted);
+        self.integrate_from(Some(client), author, admitted, signed_by.as_ref());
     }
 
     /// The log's checks, ordering and conflict resolution (step 3), with one batch
@@ -1749,6 +1793,7 @@ impl Session {
         client: Option<ClientId>,
         author: AuthorId,
         admitted: Vec<SignedEntry>,
+        signed_by: Option<&PublicKey>,
     ) -> Vec<Result<meshwork_protocol::CommandId, String>> {
         let mut outcomes = Vec::with_capacity(admitted.len());
         let seqs: Vec<u64> = admitted
@@ -1775,9 +1820,15 @@ impl Session {
                 .try_apply(body.id(), body.author, &body.command, &limits)
                 .map_err(|e| edit_refusal(e, body))
         };
-        let results = self
-            .log
-            .integrate_batch_checked(author, admitted.clone(), &mut check);
+        let results = match signed_by {
+            Some(key) => {
+                self.log
+                    .integrate_batch_presigned(author, admitted.clone(), &mut check, key)
+            }
+            None => self
+                .log
+                .integrate_batch_checked(author, admitted.clone(), &mut check),
+        };
         let mut batch_entries = Vec::new();
         let mut batch_ids = Vec::new();
         for (((entry, result), seq), kind) in admitted.into_iter().zip(results).zip(seqs).zip(kinds)
@@ -1934,7 +1985,7 @@ impl Session {
             command,
         );
         let entry = SignedEntry::sign(&body, &*signer).map_err(|e| e.to_string())?;
-        self.integrate_from(None, author, vec![entry])
+        self.integrate_from(None, author, vec![entry], None)
             .pop()
             .unwrap_or_else(|| Err("nothing was integrated".into()))
     }

@@ -1,7 +1,8 @@
 //! The session state machine fed arbitrary input sequences (one byte an input: the low four
 //! bits its kind, the high four the client; a payload or datagram follows as a two-byte length
 //! and its bytes): connections opening and going,
-//! payloads and datagrams of any bytes from any of 16 clients, time passing, persistence
+//! payloads and datagrams of any bytes from any of 16 clients, submits handed on as verified
+//! (kind 8), time passing, persistence
 //! acknowledgements in order, slow clients, revoked invites. It may refuse and close; it must
 //! never panic, and every output it makes is carried out as the server would.
 #![no_main]
@@ -26,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let client = ClientId(u64::from(op >> 4));
         let input = match op & 0x0f {
             0 => Input::Connected { client },
-            kind @ (1 | 2) => {
+            kind @ (1 | 2 | 8) => {
                 // Two bytes of length (little-endian), then that many bytes.
                 let Some((len, tail)) = rest.split_first_chunk::<2>() else {
                     break;
@@ -35,7 +36,18 @@ fuzz_target!(|data: &[u8]| {
                 let (bytes, tail) = tail.split_at(len.min(tail.len()));
                 rest = tail;
                 let bytes = bytes.to_vec();
-                if kind == 1 {
+                if kind == 8 {
+                    // What the glue's signature check hands on: a decoded Submit and the key
+                    // it claims every entry verified under (here any key at all).
+                    match meshwork_protocol::codec::decode_payload(&bytes) {
+                        Ok(meshwork_protocol::wire::ClientMsg::Submit(s)) => Input::VerifiedSubmit {
+                            client,
+                            entries: s.entries,
+                            signed_by: meshwork_protocol::PublicKey([op; 32]),
+                        },
+                        _ => Input::Payload { client, bytes },
+                    }
+                } else if kind == 1 {
                     Input::Payload { client, bytes }
                 } else {
                     Input::Datagram { client, bytes }

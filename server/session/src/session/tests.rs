@@ -2191,3 +2191,71 @@ fn invites_admit_as_many_keys_as_they_may_and_none_once_revoked() {
         Some(1)
     );
 }
+
+#[test]
+fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_the_members_key() {
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    // The same history through two sessions: one gets payloads, the other what the glue's
+    // check made of them. Every output is the same.
+    let (mut plain, mut checked) = (Harness::new(), Harness::new());
+    let author = plain.join(C1, &s1, Role::Editor);
+    assert_eq!(checked.join(C1, &s1, Role::Editor), author);
+    let other = plain.join(C2, &s2, Role::Editor);
+    assert_eq!(checked.join(C2, &s2, Role::Editor), other);
+    for seq in 1..=3 {
+        let entries = vec![entry(&s1, author, seq, seq, mv(author))];
+        let a = plain.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: entries.clone(),
+            }),
+        );
+        let b = checked.input(Input::VerifiedSubmit {
+            client: C1,
+            entries,
+            signed_by: s1.public_key(),
+        });
+        assert!(
+            a.iter().any(|o| matches!(o, Output::Persist { .. })),
+            "{a:?}"
+        );
+        assert_eq!(a, b);
+    }
+
+    // A claim under a key that is not the member's is not taken on trust: the session checks
+    // the signatures itself, and a forged one is refused.
+    let mut forged = entry(&s1, author, 4, 4, mv(author));
+    forged.signature.0[0] ^= 1;
+    let out = checked.input(Input::VerifiedSubmit {
+        client: C1,
+        entries: vec![forged.clone()],
+        signed_by: s2.public_key(),
+    });
+    assert!(
+        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
+        "{out:?}"
+    );
+    // Nor does the claim let one member submit another's entries.
+    let theirs = entry(&s2, other, 1, 5, mv(other));
+    let out = checked.input(Input::VerifiedSubmit {
+        client: C1,
+        entries: vec![theirs],
+        signed_by: s1.public_key(),
+    });
+    assert!(
+        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Malformed),
+        "{out:?}"
+    );
+    // Before the handshake it is out of phase, as the payload would be.
+    let early = ClientId(9);
+    checked.input(Input::Connected { client: early });
+    let out = checked.input(Input::VerifiedSubmit {
+        client: early,
+        entries: vec![entry(&s1, author, 6, 6, mv(author))],
+        signed_by: s1.public_key(),
+    });
+    assert_eq!(closed(&out, early), Some(CloseReason::ProtocolViolation));
+}
