@@ -117,6 +117,30 @@ fn integrate(c: &mut Criterion) {
             );
         });
     }
+    // The driver's share once the connections verified the signatures (`Input::VerifiedSubmit`):
+    // every other check, ordering and conflict resolution, one entry at a time.
+    g.bench_function("presigned_one_by_one", |b| {
+        let signed_by: Vec<_> = (1..=AUTHORS).map(|a| signer(a).public_key()).collect();
+        b.iter_batched(
+            || {
+                (
+                    CommandLog::new(Mode::Authority, SESSION, keys()),
+                    entries.clone(),
+                )
+            },
+            |(mut log, es)| {
+                for e in es {
+                    let author = e.decode_body().unwrap().author;
+                    let key = &signed_by[usize::try_from(author.0 - 1).unwrap()];
+                    for r in log.integrate_batch_presigned(author, vec![e], &mut |_| Ok(()), key) {
+                        r.unwrap();
+                    }
+                }
+                log
+            },
+            BatchSize::LargeInput,
+        );
+    });
     g.finish();
 }
 

@@ -47,6 +47,12 @@ struct Args {
     /// How long to send, in seconds.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Have every client keep a replica, verifying and applying every entry the server sends
+    /// (as a real client does on its own machine). Off by default: the generator measures the
+    /// server, and N replicas each verifying every client's entries would take the machine's
+    /// cores from it (the clients then fall behind and the server closes them as too slow).
+    #[arg(long)]
+    verify_replicas: bool,
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -230,6 +236,7 @@ async fn run_client(
         .await
         .map_err(|e| e.to_string())?;
     c.retain_entries = false;
+    c.keep_replica = args.verify_replicas;
     let me = c.author();
     let mut r = ClientResult::default();
     let mut in_flight: HashMap<CommandId, Instant> = HashMap::new();
