@@ -674,6 +674,9 @@ export class Editor {
       case 'reconnecting':
         this.reconnects += 1;
         this.connection = 'reconnecting';
+        // What was sent and not yet acknowledged now shows as pending offline: an add made
+        // just before the drop, whose echo never came, stays in view.
+        this.refresh();
         break;
     }
     this.renderStatus();

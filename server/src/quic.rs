@@ -141,16 +141,21 @@ async fn serve(
     // that sends none in time is closed (the session's own handshake deadline starts after).
     let mut pump = FramePump::new(transport);
     let mut pending: VecDeque<Result<Vec<u8>, meshwork_protocol::FrameError>> = VecDeque::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Chunks are read as quinn holds them (`read_chunk`): no read buffer of our own is kept
+    // per connection, most of what an idle connection would cost.
     let first = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
         loop {
             if let Some(item) = pending.pop_front() {
                 break Ok(Some(item));
             }
-            let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? else {
+            let Some(chunk) = recv
+                .read_chunk(usize::MAX, true)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
                 break Ok(None);
             };
-            pending.extend(pump.feed(buf.get(..n).unwrap_or_default(), &metrics));
+            pending.extend(pump.feed(&chunk.bytes, &metrics));
         }
     })
     .await;
@@ -238,10 +243,8 @@ async fn serve(
             if let Some(item) = pending.pop_front() {
                 break item;
             }
-            match recv.read(&mut buf).await {
-                Ok(Some(n)) => {
-                    pending.extend(pump.feed(buf.get(..n).unwrap_or_default(), &metrics))
-                }
+            match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => pending.extend(pump.feed(&chunk.bytes, &metrics)),
                 // End of stream or connection lost: the client is gone.
                 Ok(None) | Err(_) => {
                     let _ = session.send(input(Input::Disconnected { client })).await;
@@ -265,25 +268,32 @@ async fn write_loop(
 ) {
     let mut reason = CloseReason::ServerShutdown;
     // Frames already queued go out in one write (acks, refusals and fan-out pile up while the
-    // stream is busy): one pass through the connection's state per batch, not per frame.
-    let mut batch: Vec<u8> = Vec::new();
+    // stream is busy): one pass through the connection's state per batch, not per frame. The
+    // frames are handed to quinn as they are (shared, not copied), and nothing is kept between
+    // writes: an idle connection holds no buffer of ours.
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut closed = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
-                Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
+                Outgoing::Frame(frame) => {
+                    batched = batched.saturating_add(frame.len());
+                    batch.push(bytes::Bytes::from_owner(frame));
+                }
                 Outgoing::Datagram(frame) => {
                     // In order: what was queued before it goes first (a new member's roster
                     // before their presence).
                     if !batch.is_empty() {
-                        if send.write_all(&batch).await.is_err() {
+                        if send.write_all_chunks(&mut batch).await.is_err() {
                             return;
                         }
-                        batch.clear();
+                        batch = Vec::new();
+                        batched = 0;
                     }
                     // Too large or datagrams unsupported by the peer: presence is best-effort.
-                    let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&frame));
+                    let _ = conn.send_datagram(bytes::Bytes::from_owner(frame));
                 }
                 Outgoing::Close(r) => {
                     reason = r;
@@ -291,18 +301,16 @@ async fn write_loop(
                     break;
                 }
             }
-            if batch.len() < WRITE_BATCH_BYTES {
+            if batched < WRITE_BATCH_BYTES {
                 next = rx.try_recv().ok();
             }
         }
         if !batch.is_empty() {
-            if send.write_all(&batch).await.is_err() {
+            if send.write_all_chunks(&mut batch).await.is_err() {
                 return;
             }
-            batch.clear();
-            // One large frame (a snapshot chunk) does not keep its buffer for the connection's
-            // lifetime.
-            batch.shrink_to(WRITE_BATCH_BYTES);
+            batch = Vec::new();
+            batched = 0;
         }
         if closed {
             break;
