@@ -179,11 +179,21 @@ pub fn verifying_key(public: &PublicKey) -> Result<VerifyingKey, KeyError> {
     Ok(key)
 }
 
+/// The workspace-wide acceptance rule (see the module invariants), the one place it is
+/// written: dalek's batch equation, for one signature or many. Every check goes through it.
+fn batch_holds(
+    messages: &[&[u8]],
+    signatures: &[ed25519_dalek::Signature],
+    keys: &[VerifyingKey],
+) -> bool {
+    ed25519_dalek::verify_batch(messages, signatures, keys).is_ok()
+}
+
 /// Verifies one signature with the workspace-wide acceptance rule (see the module invariants).
 #[must_use]
 pub fn verify_one(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    ed25519_dalek::verify_batch(&[message], &[sig], &[*key]).is_ok()
+    batch_holds(&[message], &[sig], &[*key])
 }
 
 /// Whether every entry of `entries` names `key` and is signed by it, checked with one batch
@@ -207,7 +217,7 @@ pub fn all_signed_by(key: &PublicKey, entries: &[SignedEntry]) -> bool {
         sigs.push(ed25519_dalek::Signature::from_bytes(&entry.signature.0));
     }
     let keys = vec![verifying; entries.len()];
-    !entries.is_empty() && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
+    !entries.is_empty() && batch_holds(&messages, &sigs, &keys)
 }
 
 /// One item of a batch verification.
@@ -350,7 +360,7 @@ impl Verifier for KeyRing {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if messages.is_empty() || ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
+        if messages.is_empty() || batch_holds(&messages, &sigs, &keys) {
             return results;
         }
         // Some signature is bad; the batch equation does not say which. Find them one by one

@@ -12,6 +12,7 @@ use meshwork_protocol::sign::all_signed_by;
 use meshwork_protocol::wire::ClientMsg;
 use meshwork_protocol::{FrameError, FrameReader, PublicKey};
 use meshwork_session::{ClientId, Input};
+use tokio::sync::watch;
 
 use crate::metrics::{Metrics, Transport};
 
@@ -93,6 +94,18 @@ pub struct ConnLimits {
     pub rate_per_s: u32,
     /// The session's burst of commands per author.
     pub burst: u32,
+}
+
+impl ConnLimits {
+    /// The limits the server's settings give every stream connection.
+    #[must_use]
+    pub const fn of(settings: &crate::config::Settings) -> Self {
+        Self {
+            outbox: settings.outbox_frames,
+            rate_per_s: settings.rate_per_s,
+            burst: settings.burst,
+        }
+    }
 }
 
 /// The fewest bytes a signed entry takes in a `Submit`: its 64-byte signature and the two
@@ -195,6 +208,48 @@ impl SubmitVerifier {
             client,
             bytes: payload,
         }
+    }
+}
+
+/// What a stream connection (QUIC, WebSocket) does with each whole frame before the session
+/// sees it: a `Submit` waits for the session's rate ([`SubmitPacer`], counted `submit_paced`)
+/// and has its signatures checked here ([`SubmitVerifier`]). WebRTC uses the verifier alone:
+/// its peers' input is bounded where it is queued.
+#[derive(Debug)]
+pub struct SubmitGate {
+    pacer: SubmitPacer,
+    verifier: SubmitVerifier,
+}
+
+impl SubmitGate {
+    /// For a new connection.
+    #[must_use]
+    pub fn new(limits: ConnLimits) -> Self {
+        Self {
+            pacer: SubmitPacer::new(limits, Instant::now()),
+            verifier: SubmitVerifier::default(),
+        }
+    }
+
+    /// The session's input for `payload`, after any wait the pace asks for; `None` when the
+    /// session closed the connection meanwhile (`closing` set by the driver): nothing more of
+    /// it is passed on.
+    pub async fn pass(
+        &mut self,
+        client: ClientId,
+        payload: Vec<u8>,
+        closing: &mut watch::Receiver<bool>,
+        metrics: &Metrics,
+    ) -> Option<Input> {
+        let wait = self.pacer.delay(&payload, Instant::now());
+        if !wait.is_zero() {
+            metrics.rejected("submit_paced");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = closing.wait_for(|c| *c) => return None,
+            }
+        }
+        Some(self.verifier.input(client, payload))
     }
 }
 

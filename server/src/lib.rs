@@ -436,11 +436,7 @@ pub async fn start(
         endpoint.clone(),
         router.clone(),
         metrics.clone(),
-        conn::ConnLimits {
-            outbox: settings.outbox_frames,
-            rate_per_s: settings.rate_per_s,
-            burst: settings.burst,
-        },
+        conn::ConnLimits::of(&settings),
     ));
 
     let ready = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,7 @@ use meshwork_session::Input;
 use tokio::sync::{mpsc, watch};
 
 use crate::Error;
-use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer, SubmitVerifier};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitGate};
 use crate::driver::{DriverMsg, Outgoing};
 use crate::metrics::{Metrics, Transport};
 use crate::router::Router;
@@ -209,23 +209,17 @@ async fn serve(
         input,
     };
     let mut next = first;
-    let mut pacer = SubmitPacer::new(limits, Instant::now());
-    let mut verifier = SubmitVerifier::default();
+    let mut gate = SubmitGate::new(limits);
     loop {
         if *closing.borrow() {
             break;
         }
         match next {
             Ok(bytes) => {
-                let wait = pacer.delay(&bytes, Instant::now());
-                if !wait.is_zero() {
-                    metrics.rejected("submit_paced");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        _ = closing.wait_for(|c| *c) => break,
-                    }
-                }
-                if !session.send(input(verifier.input(client, bytes))).await {
+                let Some(passed) = gate.pass(client, bytes, &mut closing, &metrics).await else {
+                    break;
+                };
+                if !session.send(input(passed)).await {
                     break;
                 }
                 // A first frame that is not a `Hello` ends the connection (the session closes

@@ -16,7 +16,7 @@ use meshwork_protocol::codec::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use meshwork_session::Input;
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitPacer, SubmitVerifier};
+use crate::conn::{ConnLimits, ConnectionGauge, FramePump, SubmitGate};
 use crate::data::parse_session_id;
 use crate::driver::{DriverMsg, Outgoing, SessionHandle};
 use crate::http::AppState;
@@ -58,11 +58,7 @@ pub async fn upgrade(
             .into_response();
     };
     let (router, metrics) = (s.ctx.router.clone(), s.metrics.clone());
-    let limits = ConnLimits {
-        outbox: s.ctx.settings.outbox_frames,
-        rate_per_s: s.ctx.settings.rate_per_s,
-        burst: s.ctx.settings.burst,
-    };
+    let limits = ConnLimits::of(&s.ctx.settings);
     let idle = Duration::from_secs(s.ctx.settings.idle_timeout_s);
     ws.max_message_size(MAX_FRAME_BYTES.saturating_add(FRAME_HEADER_BYTES))
         .on_upgrade(move |socket| async move {
@@ -143,8 +139,7 @@ async fn serve(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     });
     let mut pump = FramePump::new(transport);
-    let mut pacer = SubmitPacer::new(limits, Instant::now());
-    let mut verifier = SubmitVerifier::default();
+    let mut gate = SubmitGate::new(limits);
     let input = |input| DriverMsg::Input {
         received: Instant::now(),
         input,
@@ -177,17 +172,10 @@ async fn serve(
                 break 'read;
             }
             let (msg, last) = match item {
-                Ok(bytes) => {
-                    let wait = pacer.delay(&bytes, Instant::now());
-                    if !wait.is_zero() {
-                        metrics.rejected("submit_paced");
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
-                            _ = closing.wait_for(|c| *c) => break 'read,
-                        }
-                    }
-                    (verifier.input(client, bytes), false)
-                }
+                Ok(bytes) => match gate.pass(client, bytes, &mut closing, &metrics).await {
+                    Some(passed) => (passed, false),
+                    None => break 'read,
+                },
                 Err(error) => (Input::BadFrame { client, error }, true),
             };
             if !session.send(input(msg)).await || last {

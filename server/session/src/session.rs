@@ -1805,9 +1805,9 @@ impl Session {
             .map(|e| e.decode_body().ok().map(|b| b.command.kind()))
             .collect();
         let limits = self.config.limits;
-        let accepted = &mut self.accepted;
         // The server's own member (the admin token's signer) is nobody's to demote or remove.
-        let server_member = self.authors_by_key.get(&self.config.server_key).copied();
+        let server_member = self.server_member();
+        let accepted = &mut self.accepted;
         let mut check = |body: &meshwork_protocol::EntryBody| {
             if let Command::SetRole { author, .. } | Command::Kick { author, .. } = &body.command
                 && Some(*author) == server_member
@@ -1933,7 +1933,8 @@ impl Session {
             return Err("this server holds no signing key for the session".into());
         };
         let server_key = self.config.server_key;
-        if self.authors_by_key.get(&server_key) == Some(&member) {
+        let server_member = self.server_member();
+        if server_member == Some(member) {
             return Err("the server's own membership does not change".into());
         }
         // Checked before the server joins the roster: a change the log would refuse for what it
@@ -1941,14 +1942,10 @@ impl Session {
         if self.log.keys().role(member).is_none() {
             return Err(format!("{member} is not a member of the session"));
         }
-        let server_id = self
-            .authors_by_key
-            .get(&server_key)
-            .copied()
-            .unwrap_or(AuthorId(self.next_author));
+        let server_id = server_member.unwrap_or(AuthorId(self.next_author));
         command.validate(server_id).map_err(|e| e.to_string())?;
-        let author = if let Some(a) = self.authors_by_key.get(&server_key) {
-            *a
+        let author = if let Some(a) = server_member {
+            a
         } else {
             let a = AuthorId(self.next_author);
             self.log
@@ -2131,7 +2128,7 @@ impl Session {
                 }
             }
             if let Some(client) = self.connection_of.get(&member).copied() {
-                let by = if self.authors_by_key.get(&self.config.server_key) == Some(&by) {
+                let by = if self.server_member() == Some(by) {
                     "The server's operator".to_owned()
                 } else {
                     self.scene
@@ -2376,6 +2373,11 @@ impl Session {
         });
         let Ok(frame) = to_frame(&msg) else { return };
         self.send_to_joined(&frame.into());
+    }
+
+    /// The server's own member (the admin token's signer), once it has one.
+    fn server_member(&self) -> Option<AuthorId> {
+        self.authors_by_key.get(&self.config.server_key).copied()
     }
 
     /// One encoded frame, on the reliable lane, to every joined client.

@@ -2238,8 +2238,23 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
         "{out:?}"
     );
-    // Nor does the claim let one member submit another's entries.
-    let theirs = entry(&s2, other, 1, 5, mv(other));
+    // Under the member's own key the session does not check again (the work left the driver):
+    // which is why only the glue's own check may make this input.
+    let mut trusted = entry(&s1, author, 5, 5, mv(author));
+    trusted.signature.0[0] ^= 1;
+    let out = checked.input(Input::VerifiedSubmit {
+        client: C1,
+        entries: vec![trusted],
+        signed_by: s1.public_key(),
+    });
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Persist { .. })),
+        "the claim under the member's key was checked again: {out:?}"
+    );
+    // Nor does the claim let one member submit another's entries (a second on: the burst of
+    // five is spent).
+    checked.now += 1000;
+    let theirs = entry(&s2, other, 1, 6, mv(other));
     let out = checked.input(Input::VerifiedSubmit {
         client: C1,
         entries: vec![theirs],
@@ -2254,7 +2269,7 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
     checked.input(Input::Connected { client: early });
     let out = checked.input(Input::VerifiedSubmit {
         client: early,
-        entries: vec![entry(&s1, author, 6, 6, mv(author))],
+        entries: vec![entry(&s1, author, 7, 7, mv(author))],
         signed_by: s1.public_key(),
     });
     assert_eq!(closed(&out, early), Some(CloseReason::ProtocolViolation));
