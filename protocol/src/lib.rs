@@ -19,6 +19,7 @@ pub mod editmesh;
 pub mod history;
 pub mod ids;
 pub mod mesh;
+pub mod motion;
 pub mod presence;
 pub mod registry;
 pub mod replica;

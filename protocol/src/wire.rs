@@ -588,6 +588,10 @@ pub enum ClientMsg {
     /// replica in step at `position`: the server catches it up from there (a sealed delta)
     /// instead of sending a snapshot, where it can and that is cheaper.
     Resume(Resume),
+    /// Presence and transform previews in their compact, bit-packed form (unreliable lane;
+    /// never logged): what [`ClientMsg::Presence`] and [`ClientMsg::Preview`] carry, in a
+    /// third of the bytes. Shares the connection's presence sequence (its low 16 bits).
+    Motion(crate::motion::Motion),
 }
 
 /// A rejoin that keeps the replica ([`ClientMsg::Resume`]).
@@ -645,6 +649,9 @@ pub enum ServerMsg {
     /// A scene delta sealed by the server's key (replaces the unsigned [`ServerMsg::Delta`],
     /// which replicas refuse).
     SealedDelta(SealedDelta),
+    /// Another member's compact presence and previews, their bytes as sent (unreliable lane;
+    /// [`crate::motion::MotionOf::expand`] turns it into presence and preview messages).
+    Motion(crate::motion::MotionOf),
 }
 
 /// One member of a session as every replica needs it: to check the signature of each entry
@@ -937,7 +944,8 @@ impl ClientMsg {
                 | Self::Presence(_)
                 | Self::Preview(_)
                 | Self::EditPreview(_)
-                | Self::ElementSelection(_),
+                | Self::ElementSelection(_)
+                | Self::Motion(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -951,7 +959,8 @@ impl ClientMsg {
                 | Self::Presence(_)
                 | Self::Preview(_)
                 | Self::EditPreview(_)
-                | Self::ElementSelection(_),
+                | Self::ElementSelection(_)
+                | Self::Motion(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

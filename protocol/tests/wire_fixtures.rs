@@ -272,6 +272,30 @@ fn preview() -> meshwork_protocol::wire::Preview {
     }
 }
 
+/// A headset's head and hands, a cursor, one entity dragged and one released.
+fn motion() -> meshwork_protocol::motion::Motion {
+    use meshwork_protocol::motion::{Figure, Motion, MotionContent};
+    let head = Pose {
+        position_mm: [100, 1650, -250],
+        rotation: [0, 0, 0, 32767],
+    };
+    let hand = Pose {
+        position_mm: [300, 1200, -500],
+        rotation: [0, 23170, 0, 23170],
+    };
+    Motion::encode(&MotionContent {
+        seq: 13,
+        figure: Some(Figure {
+            head: Some(head),
+            hands: [Some(hand), None],
+            cursor: Some(hand),
+        }),
+        moving: vec![(EntityId::new(AuthorId(4), 1), preview().transform.unwrap())],
+        ended: vec![EntityId::new(AuthorId(4), 2)],
+    })
+    .unwrap()
+}
+
 fn edit_preview() -> meshwork_protocol::wire::EditPreview {
     meshwork_protocol::wire::EditPreview {
         seq: 11,
@@ -303,6 +327,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::EditPreview(_) => "client-edit-preview",
         ClientMsg::ElementSelection(_) => "client-element-selection",
         ClientMsg::Resume(_) => "client-resume",
+        ClientMsg::Motion(_) => "client-motion",
     }
 }
 
@@ -329,6 +354,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::ElementSelection(_) => "server-element-selection",
         ServerMsg::Roster(_) => "server-roster",
         ServerMsg::SealedDelta(_) => "server-sealed-delta",
+        ServerMsg::Motion(_) => "server-motion",
     }
 }
 
@@ -370,6 +396,7 @@ fn client_samples() -> Vec<ClientMsg> {
             signature: proof.sign(&client()),
             position: 412,
         }),
+        ClientMsg::Motion(motion()),
     ]
 }
 
@@ -469,6 +496,10 @@ fn server_samples() -> Vec<ServerMsg> {
             meshwork_protocol::scene::Scene::new().state_hash(),
             &server(),
         )),
+        ServerMsg::Motion(meshwork_protocol::motion::MotionOf {
+            author: AuthorId(4),
+            motion: motion(),
+        }),
     ]
 }
 

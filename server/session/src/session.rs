@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use meshwork_protocol::codec::{FrameError, decode_payload, to_frame};
+use meshwork_protocol::motion;
 use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
     self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello, History,
@@ -948,6 +949,7 @@ impl Session {
                     (true, Ok(ClientMsg::ElementSelection(s))) => {
                         self.on_element_selection(client, s);
                     }
+                    (true, Ok(ClientMsg::Motion(m))) => self.on_motion(client, m),
                     _ => self.emit(Output::Event(Event::PresenceDropped)),
                 }
             }
@@ -1155,6 +1157,7 @@ impl Session {
             ClientMsg::Preview(p) => self.on_preview(client, p),
             ClientMsg::EditPreview(p) => self.on_edit_preview(client, p),
             ClientMsg::ElementSelection(s) => self.on_element_selection(client, s),
+            ClientMsg::Motion(m) => self.on_motion(client, m),
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -1667,6 +1670,39 @@ impl Session {
         }
         self.relay_latest(client, preview.seq, |author| {
             ServerMsg::Preview(wire::PreviewOf { author, preview })
+        });
+    }
+
+    /// A compact presence and preview update goes where its parts would go: it must unpack,
+    /// and one that drags entities must come from someone who may edit. It is relayed as its
+    /// bytes came (nothing is re-encoded), ordered by its 16-bit sequence number taken as the
+    /// 32-bit one nearest to the connection's last.
+    fn on_motion(&mut self, client: ClientId, motion: motion::Motion) {
+        let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
+            return;
+        };
+        let Ok(content) = motion.decode() else {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        };
+        let drags = !content.moving.is_empty() || !content.ended.is_empty();
+        let may_edit = self
+            .log
+            .keys()
+            .role(author)
+            .is_some_and(|r| r != Role::Viewer);
+        if drags && !may_edit {
+            self.emit(Output::Event(Event::PresenceDropped));
+            return;
+        }
+        let seq = match self.presence.get(&author) {
+            Some((c, last, _)) if *c == client && *last != 0 => {
+                motion::unwrap_seq(*last, content.seq)
+            }
+            _ => u32::from(content.seq),
+        };
+        self.relay_latest(client, seq, |author| {
+            ServerMsg::Motion(motion::MotionOf { author, motion })
         });
     }
 

@@ -2274,3 +2274,122 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
     });
     assert_eq!(closed(&out, early), Some(CloseReason::ProtocolViolation));
 }
+
+fn motion_from(
+    h: &mut Harness,
+    client: ClientId,
+    seq: u16,
+    figure: bool,
+    dragging: Option<EntityId>,
+) -> Vec<Output> {
+    let pose = wire::Pose {
+        position_mm: [1000, 1600, 0],
+        rotation: [0, 0, 0, 32767],
+    };
+    let content = motion::MotionContent {
+        seq,
+        figure: figure.then_some(motion::Figure {
+            head: Some(pose),
+            ..motion::Figure::default()
+        }),
+        moving: dragging
+            .map(|e| {
+                vec![(
+                    e,
+                    wire::PreviewTransform {
+                        pose,
+                        scale_permille: [1000; 3],
+                    },
+                )]
+            })
+            .unwrap_or_default(),
+        ended: vec![],
+    };
+    let m = motion::Motion::encode(&content).unwrap();
+    let bytes = postcard::to_allocvec(&ClientMsg::Motion(m)).unwrap();
+    h.input(Input::Datagram { client, bytes })
+}
+
+/// (lane, author, packed bytes) of every motion sent to `to`.
+fn motions_to(out: &[Output], to: ClientId) -> Vec<(Lane, AuthorId, Vec<u8>)> {
+    sent_on_lanes(out, to, |m| match m {
+        ServerMsg::Motion(m) => Some((m.author, m.motion.bytes)),
+        _ => None,
+    })
+    .into_iter()
+    .map(|(lane, (a, b))| (lane, a, b))
+    .collect()
+}
+
+/// A compact motion reaches the others as the bytes it came in, on the unreliable lane; it
+/// shares the presence sequence (its 16 bits taken nearest to the last, across the wrap); a
+/// viewer's presence goes out but a viewer's drag does not; bytes that do not unpack are
+/// dropped and counted; nothing is logged.
+#[test]
+fn motions_are_relayed_as_sent_in_one_sequence_with_presence() {
+    let mut h = Harness::new();
+    let editor = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c3 = ClientId(3);
+    let viewer = h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Viewer);
+    let cube = EntityId::new(editor, 1);
+    let out = motion_from(&mut h, C1, 0xfffe, true, Some(cube));
+    let got = motions_to(&out, C2);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, got[0].1), (Lane::Unreliable, editor));
+    let ServerMsg::Motion(relayed) = &sent_to(&out, C2)[0] else {
+        panic!("a motion")
+    };
+    let expanded = relayed.expand().unwrap();
+    assert!(matches!(
+        &expanded[..],
+        [ServerMsg::Presence(_), ServerMsg::Preview(_)]
+    ));
+    assert_eq!(motions_to(&out, c3).len(), 1);
+    assert!(motions_to(&out, C1).is_empty(), "not echoed to the sender");
+    // Across the 16-bit wrap: 0x0001 follows 0xfffe.
+    h.now += 100;
+    assert_eq!(
+        motions_to(&motion_from(&mut h, C1, 1, true, None), C2).len(),
+        1
+    );
+    // An older one (before the wrap) loses, and so does an old presence number.
+    h.now += 100;
+    assert!(motions_to(&motion_from(&mut h, C1, 0xffff, true, None), C2).is_empty());
+    h.now += 100;
+    assert!(presence_seqs(&presence_from(&mut h, C1, 0xffff), C2).is_empty());
+    h.now += 100;
+    assert_eq!(
+        presence_seqs(&presence_from(&mut h, C1, 0x1_0002), C2),
+        vec![0x1_0002]
+    );
+    // A viewer's presence flows; a viewer's drag does not.
+    h.now += 100;
+    assert_eq!(
+        motions_to(&motion_from(&mut h, c3, 1, true, None), C1)[0].1,
+        viewer
+    );
+    h.now += 100;
+    let out = motion_from(&mut h, c3, 2, true, Some(cube));
+    assert!(motions_to(&out, C1).is_empty());
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PresenceDropped)))
+    );
+    // Bytes that do not unpack: dropped, counted.
+    h.now += 100;
+    let bad = ClientMsg::Motion(motion::Motion {
+        bytes: vec![1, 0, 0xff],
+    });
+    let out = h.input(Input::Datagram {
+        client: C1,
+        bytes: postcard::to_allocvec(&bad).unwrap(),
+    });
+    assert!(motions_to(&out, C2).is_empty());
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PresenceDropped)))
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. })));
+    assert_eq!(h.session.log().len(), 0);
+}
