@@ -10,7 +10,8 @@ use std::rc::Rc;
 use glam::{Vec2, Vec3, Vec4};
 use meshwork_protocol::client::{ClientConnection, ClientEvent};
 use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::wire::{ClientMsg, Invite, Pose as WirePose, Presence, ServerMsg};
+use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
+use meshwork_protocol::wire::{ClientMsg, Invite, Pose as WirePose, ServerMsg};
 use meshwork_protocol::{AuthorId, Command, Ed25519Signer, EntityId};
 
 use crate::input::{self, Grab, Pickable, Pose, Ray, Snap, TwoHandScale};
@@ -382,6 +383,13 @@ impl App {
 
     /// Handles one server message.
     pub fn receive(&mut self, msg: &ServerMsg) -> ClientEvent {
+        if let ServerMsg::Motion(m) = msg {
+            // The compact form: handled as the presence and previews it stands for.
+            for part in m.expand().unwrap_or_default() {
+                self.receive(&part);
+            }
+            return ClientEvent::None;
+        }
         match msg {
             ServerMsg::Ack(a) => self.in_flight.acked(a.seq),
             ServerMsg::Presence(p) if Some(p.author) != self.conn.author() => {
@@ -488,17 +496,24 @@ impl App {
             .filter(|e| !held.contains(e))
             .copied()
             .collect();
-        for (entity, transform) in held
-            .iter()
-            .map(|e| (*e, self.previews.get(e).map(preview_transform)))
-            .chain(ended.into_iter().map(|e| (e, None)))
-        {
+        // Every held entity and every release in one compact motion (at most 64 of them).
+        let mut ended = ended;
+        let mut moving = Vec::new();
+        for e in &held {
+            match self.previews.get(e) {
+                Some(t) => moving.push((*e, preview_transform(t))),
+                None => ended.push(*e),
+            }
+        }
+        if !moving.is_empty() || !ended.is_empty() {
             self.presence_seq = self.presence_seq.wrapping_add(1);
-            out.push(ClientMsg::Preview(meshwork_protocol::wire::Preview {
-                seq: self.presence_seq,
-                entity,
-                transform,
-            }));
+            let content = MotionContent {
+                seq: low_seq(self.presence_seq),
+                figure: None,
+                moving,
+                ended,
+            };
+            out.extend(Motion::encode(&content).ok().map(ClientMsg::Motion));
         }
         self.previewing = held;
         // The mesh gesture in progress: what it would commit now; one end when it is over.
@@ -547,12 +562,12 @@ impl App {
                     orientation: glam::Quat::IDENTITY,
                 })
             });
-        ClientMsg::Presence(Presence {
-            seq: self.presence_seq,
+        let figure = Figure {
             head: Some(wire_pose(&input.stage_from_head)),
             hands: [hand(input.hands[0]), hand(input.hands[1])],
             cursor,
-        })
+        };
+        ClientMsg::Motion(Motion::of_figure(low_seq(self.presence_seq), figure))
     }
 
     /// What to draw for an entity: a held or in-flight preview, else the replica.
@@ -1353,7 +1368,7 @@ pub(crate) fn test_invite() -> Invite {
 
 #[cfg(test)]
 mod tests {
-    use meshwork_protocol::wire::PresenceOf;
+    use meshwork_protocol::wire::{Presence, PresenceOf};
 
     use super::*;
 
@@ -1434,10 +1449,20 @@ mod tests {
             start: t,
         });
         app.previews.insert(e, t);
+        // Sent compact; read back as the previews they stand for.
         let previews = |msgs: Vec<ClientMsg>| -> Vec<meshwork_protocol::wire::Preview> {
             msgs.into_iter()
+                .flat_map(|m| match m {
+                    ClientMsg::Motion(motion) => meshwork_protocol::motion::MotionOf {
+                        author: AuthorId(0),
+                        motion,
+                    }
+                    .expand()
+                    .unwrap_or_else(|e| unreachable!("{e}")),
+                    other => unreachable!("{other:?}"),
+                })
                 .map(|m| match m {
-                    ClientMsg::Preview(p) => p,
+                    ServerMsg::Preview(p) => p.preview,
                     other => unreachable!("{other:?}"),
                 })
                 .collect()
@@ -1451,7 +1476,10 @@ mod tests {
                 .unwrap_or_else(|| unreachable!("a held entity has a transform")),
         );
         assert!((sent.translation - t.translation).length() < 1e-3);
-        assert!(sent.rotation.angle_between(t.rotation) < 1e-3);
+        assert!(
+            sent.rotation.angle_between(t.rotation) < 4e-3,
+            "the wire's 10-bit steps"
+        );
         assert!((sent.scale - t.scale).length() < 1e-3);
         // Held on: one per call, numbered on with presence.
         let second = previews(app.previews_out());
@@ -1460,11 +1488,13 @@ mod tests {
             stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
             hands: [None, None],
         };
-        let ClientMsg::Presence(p) = app.presence(&input) else {
+        let ClientMsg::Motion(p) = app.presence(&input) else {
             unreachable!("presence")
         };
+        let p = p.decode().unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(p.figure.is_some_and(|f| f.head.is_some()));
         assert!(
-            p.seq > second[0].seq,
+            u32::from(p.seq) > second[0].seq,
             "one sequence for presence and previews"
         );
         // Released: one ending message, then nothing.

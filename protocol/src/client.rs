@@ -558,6 +558,15 @@ impl<S: Signer> ClientConnection<S> {
 
     /// Handles one server message.
     pub fn handle(&mut self, msg: &ServerMsg) -> ClientEvent {
+        if let ServerMsg::Motion(m) = msg {
+            // The compact form: handled as the presence and previews it stands for (none of
+            // them changes the replica or the phase). Bytes that do not unpack are ignored,
+            // like any unreliable update that does not decode.
+            for part in m.expand().unwrap_or_default() {
+                self.handle(&part);
+            }
+            return ClientEvent::None;
+        }
         match (msg, &self.phase) {
             (ServerMsg::Challenge(c), ClientPhase::Hello) => {
                 let Some(session) = self.invite.claimed_session() else {
@@ -1156,6 +1165,35 @@ mod tests {
         assert!(c.live().transform(e).is_some());
         c.tick(1_001 + LIVE_PREVIEW_TTL_MS);
         assert!(c.live().transform(e).is_none());
+        // The compact form shows the same drag, and its end keeps the last state until the
+        // committed result lands.
+        let moved = PreviewTransform::quantize(&Transform {
+            translation: glam::Vec3::new(0.5, 1.0, -0.25),
+            ..Transform::IDENTITY
+        });
+        let motion = |moving, ended| {
+            ServerMsg::Motion(crate::motion::MotionOf {
+                author: them,
+                motion: crate::motion::Motion::encode(&crate::motion::MotionContent {
+                    seq: 3,
+                    figure: None,
+                    moving,
+                    ended,
+                })
+                .unwrap(),
+            })
+        };
+        c.handle(&motion(vec![(e, moved)], vec![]));
+        assert_eq!(
+            c.live().transform(e).map(|p| p.value.translation),
+            Some(glam::Vec3::new(0.5, 1.0, -0.25))
+        );
+        c.handle(&motion(vec![], vec![e]));
+        assert!(
+            c.live().transform(e).is_some(),
+            "released: shown until it lands"
+        );
+        assert_eq!(c.take_live_changes(), vec![e]);
     }
 
     #[test]

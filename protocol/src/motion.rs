@@ -12,11 +12,14 @@
 //! the same way natively and in wasm, so a motion decodes to the same values everywhere.
 
 #![allow(
+    clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap,
     clippy::cast_precision_loss,
-    reason = "every packed field is masked or clamped to its width before a cast"
+    reason = "fixed-width bit packing: every packed field is masked or clamped to its width \
+              before a cast, shifts stay below 128, and positions are i32 millimetres widened \
+              to i64 (offsets of at most 2^14 units of at most 64 mm) so no sum can overflow"
 )]
 
 use alloc::vec::Vec;
@@ -127,6 +130,12 @@ pub fn unwrap_seq(last: u32, seq: u16) -> u32 {
     // The signed 16-bit step from `last` to `seq`, taken from `last` in 32 bits.
     let step = i32::from(seq.wrapping_sub(last as u16) as i16);
     last.wrapping_add_signed(step)
+}
+
+/// The low 16 bits of a connection's presence sequence number: what a motion carries.
+#[must_use]
+pub const fn low_seq(seq: u32) -> u16 {
+    (seq & 0xffff) as u16
 }
 
 /// The cell holding a position (floor division per axis).
@@ -344,6 +353,20 @@ impl Motion {
         if content.moving.len() + content.ended.len() > MAX_MOTION_ENTITIES {
             return Err(MotionError::TooLarge);
         }
+        Ok(Self::pack(content))
+    }
+
+    /// A presence update alone (always packs).
+    #[must_use]
+    pub fn of_figure(seq: u16, figure: Figure) -> Self {
+        Self::pack(&MotionContent {
+            seq,
+            figure: Some(figure),
+            ..MotionContent::default()
+        })
+    }
+
+    fn pack(content: &MotionContent) -> Self {
         let figure = content.figure.unwrap_or_default();
         let anchor_pose = figure
             .head
@@ -404,7 +427,7 @@ impl Motion {
                 put_entity(&mut out, *entity);
             }
         }
-        Ok(Self { bytes: out })
+        Self { bytes: out }
     }
 
     /// Unpacks the update.

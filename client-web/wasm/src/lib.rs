@@ -9,11 +9,10 @@
 use meshwork_protocol::client::{ClientConnection, ClientEvent, ClientPhase, Pending};
 use meshwork_protocol::codec::{encode_frame, to_frame};
 use meshwork_protocol::command::Transform;
+use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
 use meshwork_protocol::replica::Replica;
 use meshwork_protocol::scene::Geometry;
-use meshwork_protocol::wire::{
-    ClientMsg, JoinTicket, Ping, Pose, Presence, Preview, PreviewTransform, ServerMsg,
-};
+use meshwork_protocol::wire::{ClientMsg, JoinTicket, Ping, Pose, PreviewTransform, ServerMsg};
 use meshwork_protocol::{Command, Ed25519Signer, EntityId, FrameReader, Signer as _};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -156,6 +155,13 @@ impl Connection {
     }
 
     fn handle(&mut self, msg: &ServerMsg, events: &mut Vec<Value>) {
+        if let ServerMsg::Motion(m) = msg {
+            // The compact form: handled as the presence and previews it stands for.
+            for part in m.expand().unwrap_or_default() {
+                self.handle(&part, events);
+            }
+            return;
+        }
         let before = self.inner.replica().scene().position;
         let role_before = self.inner.role();
         match msg {
@@ -486,15 +492,18 @@ impl Connection {
     ) -> Result<Vec<u8>, JsError> {
         self.presence_seq = self.presence_seq.wrapping_add(1);
         let pose = |p: &[f32], q: Option<&[f32]>| Pose::quantize(vec3(Some(p), 0.0), quat(q));
-        let presence = Presence {
-            seq: self.presence_seq,
+        let figure = Figure {
             head: head_position
                 .as_deref()
                 .map(|p| pose(p, head_rotation.as_deref())),
             hands: [None, None],
             cursor: cursor.as_deref().map(|p| pose(p, None)),
         };
-        to_frame(&ClientMsg::Presence(presence)).map_err(err)
+        self.motion_frame(MotionContent {
+            seq: low_seq(self.presence_seq),
+            figure: Some(figure),
+            ..MotionContent::default()
+        })
     }
 
     /// A live-preview frame for the unreliable lane: `entity` is where `translation`,
@@ -524,12 +533,22 @@ impl Connection {
             reason = "entity ids come from scene_json, exact below 2^53"
         )]
         let entity = EntityId(entity as u64);
-        let preview = Preview {
-            seq: self.presence_seq,
-            entity,
-            transform,
+        let (moving, ended) = match transform {
+            Some(t) => (vec![(entity, t)], vec![]),
+            None => (vec![], vec![entity]),
         };
-        to_frame(&ClientMsg::Preview(preview)).map_err(err)
+        self.motion_frame(MotionContent {
+            seq: low_seq(self.presence_seq),
+            figure: None,
+            moving,
+            ended,
+        })
+    }
+
+    /// Presence and previews travel in their compact form ([`meshwork_protocol::motion`]).
+    fn motion_frame(&self, content: MotionContent) -> Result<Vec<u8>, JsError> {
+        let motion = Motion::encode(&content).map_err(err)?;
+        to_frame(&ClientMsg::Motion(motion)).map_err(err)
     }
 
     /// A mesh-edit preview frame for the unreliable lane: `command` (JSON) is what the gesture

@@ -1,11 +1,24 @@
 //! The frame reader and every message decoder: arbitrary bytes, split at an arbitrary point,
-//! as a client's stream and as a server's; whatever decodes re-encodes to what decodes the same.
+//! as a client's stream and as a server's; whatever decodes re-encodes to what decodes the same
+//! (compact motions too, unpacked and packed again).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meshwork_protocol::FrameReader;
 use meshwork_protocol::codec::decode_payload;
+use meshwork_protocol::motion::Motion;
 use meshwork_protocol::wire::{ClientMsg, ServerMsg, peek_hello_version};
+
+/// A motion that unpacks packs again into one that unpacks to the same parts.
+fn motion_round_trip(m: &Motion) {
+    if let Ok(content) = m.decode() {
+        let again = Motion::encode(&content).expect("a decoded motion encodes");
+        let back = again.decode().expect("a re-encoded motion decodes");
+        assert_eq!(back.moving.len(), content.moving.len());
+        assert_eq!(back.ended, content.ended);
+        assert_eq!(back.figure.is_some(), content.figure.is_some());
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
@@ -21,11 +34,19 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(msg) = decode_payload::<ClientMsg>(&payload) {
                 let again = postcard::to_allocvec(&msg).expect("a decoded message encodes");
                 assert!(decode_payload::<ClientMsg>(&again).is_ok());
+                if let ClientMsg::Motion(m) = &msg {
+                    motion_round_trip(m);
+                }
             }
-            let _ = decode_payload::<ServerMsg>(&payload);
+            if let Ok(ServerMsg::Motion(m)) = decode_payload::<ServerMsg>(&payload) {
+                let _ = m.expand();
+            }
         }
     }
     // A whole buffer as one message of each kind, too.
     let _ = decode_payload::<ClientMsg>(data);
     let _ = decode_payload::<ServerMsg>(data);
+    motion_round_trip(&Motion {
+        bytes: data.to_vec(),
+    });
 });
