@@ -7,6 +7,7 @@
 
 pub mod rtc;
 pub mod sim;
+pub mod typical;
 pub mod ws;
 
 use std::collections::BTreeMap;

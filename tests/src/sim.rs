@@ -122,6 +122,18 @@ pub struct SimClient {
     pub resyncs: u64,
 }
 
+impl SimClient {
+    /// A client that has placed nothing yet.
+    pub(crate) const fn new(conn: ClientConnection<Ed25519Signer>) -> Self {
+        Self {
+            conn,
+            owned: Vec::new(),
+            next_entity: 0,
+            resyncs: 0,
+        }
+    }
+}
+
 /// Host + clients + network.
 #[derive(Debug)]
 pub struct Sim {
@@ -194,12 +206,7 @@ impl Sim {
             let invite = Invite::mint(&body, &server_key).expect("invite domain is set");
             let signer = Ed25519Signer::from_seed(seed_bytes(&mut sim.rng));
             let conn = ClientConnection::new(signer, invite, "sim");
-            sim.clients.push(SimClient {
-                conn,
-                owned: Vec::new(),
-                next_entity: 0,
-                resyncs: 0,
-            });
+            sim.clients.push(SimClient::new(conn));
             sim.session.handle_input(
                 now_ms,
                 Input::Connected {
@@ -525,14 +532,14 @@ pub const MESH_EDIT_KINDS: [CommandKind; 11] = [
 /// twice and on every replica, every resync encodes, ships and decodes (checking) every mesh,
 /// and the simulation must stay fast in a debug build; a small scene also keeps snapshots at a
 /// few chunks.
-const GROW_EDITED_TRIANGLES: u64 = 1_200;
+pub(crate) const GROW_EDITED_TRIANGLES: u64 = 1_200;
 /// See [`GROW_EDITED_TRIANGLES`].
 const GROW_MESH_TRIANGLES: u64 = 300;
 /// Whole-mesh Catmull–Clark only on meshes this small (else a region of a few faces).
 const SMOOTH_WHOLE_TRIANGLES: u64 = 100;
 
 /// Triangles of the entities whose geometry is an edited mesh.
-fn edited_triangles(scene: &Scene) -> u64 {
+pub(crate) fn edited_triangles(scene: &Scene) -> u64 {
     scene
         .entities
         .values()
@@ -609,7 +616,12 @@ fn edge_key(mesh: &EditMesh, a: VertexKey, b: VertexKey) -> Option<EdgeKey> {
 ///
 /// Within `budget` it may grow meshes and turn primitives into meshes (any edit of a primitive
 /// does); beyond it, it edits meshes without growing them.
-fn mesh_edit(rng: &mut Rng, c: &mut SimClient, author: AuthorId, budget: bool) -> Option<Command> {
+pub(crate) fn mesh_edit(
+    rng: &mut Rng,
+    c: &mut SimClient,
+    author: AuthorId,
+    budget: bool,
+) -> Option<Command> {
     let scene = c.conn.replica().scene();
     // Half the time an already edited mesh, so edits pile up on (and race for) the same meshes.
     let edited: Vec<EntityId> = scene
@@ -820,7 +832,7 @@ fn copy(d: &Dest) -> Dest {
     }
 }
 
-fn seed_bytes(rng: &mut Rng) -> [u8; 32] {
+pub(crate) fn seed_bytes(rng: &mut Rng) -> [u8; 32] {
     let mut out = [0u8; 32];
     for chunk in out.chunks_mut(8) {
         chunk.copy_from_slice(&rng.next_u64().to_le_bytes());

@@ -1,0 +1,563 @@
+//! A typical collaborative session, played on a virtual 90 Hz clock through the real sans-IO
+//! [`Session`] and real [`ClientConnection`]s, with every frame on the wire counted by message
+//! kind and direction: the workload the wire budget is measured on (issue 17).
+//!
+//! Eight members by default, half in a headset (head and both hands at 90 Hz, previews every
+//! frame while a grab lasts) and half in the browser (camera and cursor at 72 Hz, previews at
+//! most every 30 ms). Each starts by placing three objects; then, about every five seconds,
+//! drags something for one to two seconds and commits the move on release (the delta commands
+//! both clients send, `scene::transform_commands`); about every eight seconds makes a mesh edit
+//! (the simulation's element-aware edits). The last member joins halfway through (a snapshot).
+//! Nothing is lost or delayed: the point is the bytes, not the network.
+//!
+//! The same seed gives the same session under every [`PresenceForm`], so two runs differ only
+//! in how the presence lane is encoded.
+
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "simulation bookkeeping on virtual frames, small counters and byte totals"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use glam::{Quat, Vec3};
+use meshwork_protocol::client::{ClientConnection, ClientPhase};
+use meshwork_protocol::codec::{decode_payload, to_frame};
+use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
+use meshwork_protocol::scene::transform_commands;
+use meshwork_protocol::wire::{
+    ClientMsg, Invite, InviteBody, Pose, Presence, Preview, PreviewTransform, ServerMsg,
+};
+use meshwork_protocol::{Command, Domain, Ed25519Signer, EntityId, Role, SessionId};
+use meshwork_session::{ClientId, Config, Input, Output, Session};
+
+use crate::sim::{Rng, SimClient};
+
+/// How clients encode presence and transform previews.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceForm {
+    /// `Presence` and one `Preview` per entity (the encoding before `Motion`).
+    Legacy,
+    /// `Motion`, the compact bit-packed form.
+    Motion,
+}
+
+/// Which way a frame went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+/// Frames and bytes (frame header included) of one kind of message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The session to play.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    /// Members, the last of whom joins halfway through.
+    pub members: usize,
+    /// Virtual seconds.
+    pub seconds: u64,
+    /// Everything random comes from here.
+    pub seed: u64,
+    /// How presence and previews travel.
+    pub form: PresenceForm,
+}
+
+impl Workload {
+    /// Eight members for `seconds`, seed 1.
+    #[must_use]
+    pub const fn typical(seconds: u64, form: PresenceForm) -> Self {
+        Self {
+            members: 8,
+            seconds,
+            seed: 1,
+            form,
+        }
+    }
+}
+
+/// What went over the wire, and where everyone ended.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// By direction and message kind.
+    pub tally: BTreeMap<(Direction, &'static str), Tally>,
+    /// The server's state hash at the end.
+    pub server_hash: [u8; 32],
+    /// Each member's replica state hash at the end.
+    pub replica_hashes: Vec<[u8; 32]>,
+    /// Entries in the server's log.
+    pub entries: usize,
+    /// Drags committed.
+    pub drags: u64,
+}
+
+impl Report {
+    /// Bytes of every frame in `direction`, of the kinds `pick` takes.
+    #[must_use]
+    pub fn bytes(&self, direction: Direction, pick: impl Fn(&str) -> bool) -> u64 {
+        self.tally
+            .iter()
+            .filter(|((d, k), _)| *d == direction && pick(k))
+            .map(|(_, t)| t.bytes)
+            .sum()
+    }
+
+    /// Bytes of every frame, both ways.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.tally.values().map(|t| t.bytes).sum()
+    }
+}
+
+/// Whether a message kind travels on the presence lane.
+#[must_use]
+pub fn is_presence_lane(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Presence" | "Preview" | "EditPreview" | "ElementSelection" | "Motion"
+    )
+}
+
+/// Variant names by postcard tag: the wire's append-only order.
+const CLIENT_KINDS: [&str; 13] = [
+    "Hello",
+    "JoinProof",
+    "Submit",
+    "Ping",
+    "Close",
+    "Resync",
+    "FetchLog",
+    "Presence",
+    "Preview",
+    "EditPreview",
+    "ElementSelection",
+    "Resume",
+    "Motion",
+];
+const SERVER_KINDS: [&str; 21] = [
+    "Challenge",
+    "Welcome",
+    "JoinRefused",
+    "Entries",
+    "Ack",
+    "CommandRefused",
+    "Pong",
+    "Close",
+    "Snapshot",
+    "SnapshotChunk",
+    "StateHash",
+    "History",
+    "Presence",
+    "Delta",
+    "Left",
+    "Preview",
+    "EditPreview",
+    "ElementSelection",
+    "Roster",
+    "SealedDelta",
+    "Motion",
+];
+
+fn kind(kinds: &[&'static str], payload: &[u8]) -> &'static str {
+    payload
+        .first()
+        .and_then(|t| kinds.get(usize::from(*t)))
+        .copied()
+        .unwrap_or("?")
+}
+
+const FRAME_MS: u64 = 11;
+const SESSION: SessionId = SessionId([0x7e; 16]);
+
+#[derive(Clone, Copy, Debug)]
+struct Drag {
+    entity: EntityId,
+    from: Transform,
+    to: Transform,
+    step: Vec3,
+    turn: Quat,
+    frames_left: u32,
+}
+
+struct Member {
+    sim: SimClient,
+    headset: bool,
+    joined_at_frame: u64,
+    connected: bool,
+    home: Vec3,
+    presence_seq: u32,
+    drag: Option<Drag>,
+    last_preview_frame: u64,
+    placed: u32,
+}
+
+struct Play {
+    session: Session,
+    members: Vec<Member>,
+    rng: Rng,
+    now_ms: u64,
+    form: PresenceForm,
+    report: Report,
+}
+
+impl Play {
+    fn count(&mut self, direction: Direction, kind: &'static str, bytes: usize) {
+        let t = self.report.tally.entry((direction, kind)).or_default();
+        t.frames += 1;
+        t.bytes += bytes as u64;
+    }
+
+    /// One client frame to the server (`datagram`: the presence lane).
+    fn up(&mut self, i: usize, msg: &ClientMsg, datagram: bool) {
+        let Ok(frame) = to_frame(msg) else { return };
+        let payload = frame.get(4..).unwrap_or_default().to_vec();
+        self.count(Direction::Up, kind(&CLIENT_KINDS, &payload), frame.len());
+        let client = ClientId(i as u64);
+        let input = if datagram {
+            Input::Datagram {
+                client,
+                bytes: payload,
+            }
+        } else {
+            Input::Payload {
+                client,
+                bytes: payload,
+            }
+        };
+        self.session.handle_input(self.now_ms, input);
+        self.pump();
+    }
+
+    /// Everything the server has to say, delivered at once; the store acknowledges at once.
+    fn pump(&mut self) {
+        loop {
+            let mut acks = Vec::new();
+            let mut deliveries = Vec::new();
+            while let Some(out) = self.session.poll_output() {
+                match out {
+                    Output::Send { client, frame, .. } => deliveries.push((client, frame)),
+                    Output::Persist { batch, .. } => acks.push(batch),
+                    _ => {}
+                }
+            }
+            for (client, frame) in deliveries {
+                let payload = frame.get(4..).unwrap_or_default();
+                self.count(Direction::Down, kind(&SERVER_KINDS, payload), frame.len());
+                if let (Ok(msg), Some(m)) = (
+                    decode_payload::<ServerMsg>(payload),
+                    self.members.get_mut(client.0 as usize),
+                ) {
+                    m.sim.conn.handle(&msg);
+                }
+            }
+            for i in 0..self.members.len() {
+                if !self.members[i].connected {
+                    continue;
+                }
+                while let Some(msg) = self.members[i].sim.conn.poll_transmit() {
+                    self.up(i, &msg, false);
+                }
+            }
+            if acks.is_empty() {
+                break;
+            }
+            for batch in acks {
+                self.session
+                    .handle_input(self.now_ms, Input::PersistAck { batch });
+            }
+        }
+    }
+
+    fn joined(&self, i: usize) -> bool {
+        matches!(self.members[i].sim.conn.phase(), ClientPhase::Joined(_))
+            && self.members[i].sim.conn.replica().is_synced()
+    }
+
+    fn presence(&mut self, i: usize, frame: u64) {
+        let m = &mut self.members[i];
+        // Browsers at 72 Hz (four frames in five), headsets at 90 Hz.
+        if !m.headset && frame % 5 == 4 {
+            return;
+        }
+        let t = frame as f32 * FRAME_MS as f32 / 1000.0;
+        let sway = Vec3::new(
+            (t * 0.7).sin() * 0.3,
+            (t * 1.3).sin() * 0.02,
+            (t * 0.5).cos() * 0.3,
+        );
+        let look = Quat::from_rotation_y((t * 0.4).sin() * 0.8) * Quat::from_rotation_x(-0.2);
+        let head_at = m.home + Vec3::Y * if m.headset { 1.65 } else { 2.2 } + sway;
+        let head = Pose::quantize(head_at, look);
+        let figure = if m.headset {
+            let hand = |side: f32, phase: f32| {
+                let reach = Vec3::new(side * 0.25, -0.45, -0.35)
+                    + Vec3::new((t * 2.0 + phase).sin(), (t * 1.7 + phase).cos(), 0.0) * 0.08;
+                Pose::quantize(
+                    head_at + look * reach,
+                    look * Quat::from_rotation_z(side * 0.3 + (t + phase).sin() * 0.2),
+                )
+            };
+            Figure {
+                head: Some(head),
+                hands: [Some(hand(-1.0, 0.0)), Some(hand(1.0, 1.5))],
+                cursor: None,
+            }
+        } else {
+            let cursor = m.home + Vec3::new((t * 0.9).sin() * 2.0, 0.0, (t * 0.6).cos() * 2.0);
+            Figure {
+                head: Some(head),
+                hands: [None, None],
+                cursor: Some(Pose::quantize(cursor, Quat::IDENTITY)),
+            }
+        };
+        m.presence_seq = m.presence_seq.wrapping_add(1);
+        let msg = match self.form {
+            PresenceForm::Legacy => ClientMsg::Presence(Presence {
+                seq: m.presence_seq,
+                head: figure.head,
+                hands: figure.hands,
+                cursor: figure.cursor,
+            }),
+            PresenceForm::Motion => {
+                ClientMsg::Motion(Motion::of_figure(low_seq(m.presence_seq), figure))
+            }
+        };
+        self.up(i, &msg, true);
+    }
+
+    fn preview(&mut self, i: usize, entity: EntityId, transform: Option<Transform>) {
+        let m = &mut self.members[i];
+        m.presence_seq = m.presence_seq.wrapping_add(1);
+        let quantized = transform.as_ref().map(PreviewTransform::quantize);
+        let msg = match self.form {
+            PresenceForm::Legacy => ClientMsg::Preview(Preview {
+                seq: m.presence_seq,
+                entity,
+                transform: quantized,
+            }),
+            PresenceForm::Motion => {
+                let (moving, ended) = match quantized {
+                    Some(t) => (vec![(entity, t)], vec![]),
+                    None => (vec![], vec![entity]),
+                };
+                let content = MotionContent {
+                    seq: low_seq(m.presence_seq),
+                    figure: None,
+                    moving,
+                    ended,
+                };
+                let Ok(motion) = Motion::encode(&content) else {
+                    return;
+                };
+                ClientMsg::Motion(motion)
+            }
+        };
+        self.up(i, &msg, true);
+    }
+
+    fn drag(&mut self, i: usize, frame: u64) {
+        let headset = self.members[i].headset;
+        match self.members[i].drag {
+            None => {
+                // About one drag every five seconds.
+                if !self.rng.chance(1.0 / (5.0 * 90.0)) {
+                    return;
+                }
+                let scene = self.members[i].sim.conn.replica().scene();
+                let n = scene.entities.len() as u64;
+                if n == 0 {
+                    return;
+                }
+                let pick = self.rng.below(n) as usize;
+                let Some((entity, e)) = scene.entities.iter().nth(pick) else {
+                    return;
+                };
+                let (entity, from) = (*entity, e.transform);
+                let frames_left = 90 + self.rng.below(90) as u32;
+                let dir = Vec3::new(
+                    self.rng.below(200) as f32 / 100.0 - 1.0,
+                    self.rng.below(100) as f32 / 200.0 - 0.25,
+                    self.rng.below(200) as f32 / 100.0 - 1.0,
+                );
+                let turn = if headset {
+                    Quat::from_rotation_y(0.004)
+                } else {
+                    Quat::IDENTITY
+                };
+                self.members[i].drag = Some(Drag {
+                    entity,
+                    from,
+                    to: from,
+                    step: dir * 0.01,
+                    turn,
+                    frames_left,
+                });
+            }
+            Some(mut d) => {
+                d.to.translation += d.step;
+                d.to.rotation = (d.turn * d.to.rotation).normalize();
+                d.frames_left = d.frames_left.saturating_sub(1);
+                if d.frames_left == 0 {
+                    self.members[i].drag = None;
+                    self.preview(i, d.entity, None);
+                    let commands = transform_commands(d.entity, &d.from, &d.to);
+                    let _ = self.members[i].sim.conn.submit(commands);
+                    self.report.drags += 1;
+                    self.pump();
+                    return;
+                }
+                self.members[i].drag = Some(d);
+                // Headsets every frame; the browser at most every 30 ms.
+                let due = headset || frame >= self.members[i].last_preview_frame + 3;
+                if due {
+                    self.members[i].last_preview_frame = frame;
+                    self.preview(i, d.entity, Some(d.to));
+                }
+            }
+        }
+    }
+
+    fn edit(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let Some(author) = m.sim.conn.author() else {
+            return;
+        };
+        if m.placed < 3 {
+            m.placed += 1;
+            let entity = EntityId::new(author, 1000 + m.placed);
+            let transform = Transform {
+                translation: m.home + Vec3::new(m.placed as f32 - 2.0, 0.5, -1.5),
+                ..Transform::IDENTITY
+            };
+            let primitive =
+                [Primitive::Cube, Primitive::Sphere, Primitive::Cylinder][m.placed as usize % 3];
+            let _ = m.sim.conn.submit(vec![Command::Spawn {
+                entity,
+                primitive,
+                transform,
+            }]);
+            self.pump();
+            return;
+        }
+        // About one mesh edit every eight seconds.
+        if !self.rng.chance(1.0 / (8.0 * 90.0)) {
+            return;
+        }
+        let budget =
+            crate::sim::edited_triangles(self.session.scene()) <= crate::sim::GROW_EDITED_TRIANGLES;
+        if let Some(cmd) = crate::sim::mesh_edit(&mut self.rng, &mut m.sim, author, budget) {
+            let _ = m.sim.conn.submit(vec![cmd]);
+            self.pump();
+        }
+    }
+}
+
+/// Plays `workload` and reports every frame's bytes.
+#[must_use]
+pub fn play(workload: &Workload) -> Report {
+    let mut rng = Rng::new(workload.seed);
+    let server_key = Ed25519Signer::from_seed(crate::sim::seed_bytes(&mut rng));
+    let mut config = Config::signed_by(
+        SESSION,
+        Arc::new(Ed25519Signer::from_seed(server_key.seed())),
+    );
+    config.rate_per_s = 1000;
+    config.burst = 1000;
+    let now_ms = 1_800_000_000_000;
+    let session = Session::new(config, crate::sim::seed_bytes(&mut rng), now_ms);
+    let frames = workload.seconds * 1000 / FRAME_MS;
+    let members = (0..workload.members)
+        .map(|i| {
+            let body = InviteBody {
+                domain: Domain::Invite,
+                session: SESSION,
+                role: Role::Editor,
+                expires_at_ms: now_ms + 86_400_000,
+                invite_id: [u8::try_from(i % 256).unwrap_or(0); 16],
+            };
+            let invite = Invite::mint(&body, &server_key).expect("invite domain is set");
+            let signer = Ed25519Signer::from_seed(crate::sim::seed_bytes(&mut rng));
+            let late = i + 1 == workload.members && workload.members > 1;
+            Member {
+                sim: SimClient::new(ClientConnection::new(signer, invite, "typical")),
+                headset: i % 2 == 0,
+                joined_at_frame: if late { frames / 2 } else { 0 },
+                connected: false,
+                home: Vec3::new((i % 4) as f32 * 3.0 - 4.5, 0.0, (i / 4) as f32 * 3.0),
+                presence_seq: 0,
+                drag: None,
+                last_preview_frame: 0,
+                placed: 0,
+            }
+        })
+        .collect();
+    let mut play = Play {
+        session,
+        members,
+        rng,
+        now_ms,
+        form: workload.form,
+        report: Report::default(),
+    };
+    for frame in 0..frames {
+        play.now_ms += FRAME_MS;
+        for i in 0..play.members.len() {
+            if !play.members[i].connected && frame >= play.members[i].joined_at_frame {
+                play.members[i].connected = true;
+                let now = play.now_ms;
+                play.session.handle_input(
+                    now,
+                    Input::Connected {
+                        client: ClientId(i as u64),
+                    },
+                );
+                play.pump();
+            }
+            if !play.joined(i) {
+                continue;
+            }
+            play.presence(i, frame);
+            play.drag(i, frame);
+            play.edit(i);
+        }
+        if play
+            .session
+            .poll_timeout()
+            .is_some_and(|t| t <= play.now_ms)
+        {
+            let now = play.now_ms;
+            play.session.handle_input(now, Input::Tick);
+            play.pump();
+        }
+    }
+    // Settle: whatever the server still holds for a tick goes out.
+    for _ in 0..100 {
+        play.now_ms += FRAME_MS;
+        let now = play.now_ms;
+        play.session.handle_input(now, Input::Tick);
+        play.pump();
+    }
+    let mut report = play.report;
+    report.server_hash = play.session.scene().state_hash();
+    report.replica_hashes = play
+        .members
+        .iter()
+        .map(|m| m.sim.conn.replica().scene().state_hash())
+        .collect();
+    report.entries = play.session.log().len();
+    report
+}
