@@ -271,6 +271,11 @@ pub struct ClientConnection<S> {
     last_counter: u32,
     /// Others' drags in progress.
     live: LivePreviews,
+    /// Reads the server's packs of unreliable-lane messages.
+    unpacker: crate::packed::Unpacker,
+    /// The pack dictionaries offered after each `Welcome` (none: no `Codecs` is sent, and the
+    /// server relays every unreliable-lane message on its own).
+    codecs: Vec<u32>,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
     /// The last welcome: who this client is in the session, kept across reconnects so that
@@ -323,6 +328,8 @@ impl<S: Signer> ClientConnection<S> {
             tracker: Tracker::default(),
             last_counter: 0,
             live: LivePreviews::new(),
+            unpacker: crate::packed::Unpacker::new(),
+            codecs: crate::packed::READABLE.to_vec(),
             now_ms: 0,
             last_welcome: None,
             unacked: BTreeMap::new(),
@@ -556,8 +563,26 @@ impl<S: Signer> ClientConnection<S> {
         self.outbox.pop_front()
     }
 
+    /// Which pack dictionaries to offer the server from the next `Welcome` on, best first
+    /// (this build's [`crate::packed::READABLE`] by default; empty: ask for no packs).
+    pub fn offer_codecs(&mut self, dictionaries: Vec<u32>) {
+        self.codecs = dictionaries;
+    }
+
+    /// The messages in a pack of the unreliable lane (none when it does not unpack: like any
+    /// unreliable update that does not decode, it is dropped).
+    pub fn unpack(&mut self, pack: &crate::packed::Packed) -> Vec<ServerMsg> {
+        self.unpacker.unpack(pack).unwrap_or_default()
+    }
+
     /// Handles one server message.
     pub fn handle(&mut self, msg: &ServerMsg) -> ClientEvent {
+        if let ServerMsg::Packed(p) = msg {
+            for part in self.unpack(p) {
+                self.handle(&part);
+            }
+            return ClientEvent::None;
+        }
         if let ServerMsg::Motion(m) = msg {
             // The compact form: handled as the presence and previews it stands for (none of
             // them changes the replica or the phase). Bytes that do not unpack are ignored,
@@ -620,6 +645,13 @@ impl<S: Signer> ClientConnection<S> {
                 // refused for the rate and lost.
                 self.catch_up = Some(CatchUp::default());
                 self.send_next();
+                // The server may pack what it relays on the unreliable lane.
+                if !self.codecs.is_empty() {
+                    self.outbox
+                        .push_back(ClientMsg::Codecs(crate::packed::Codecs {
+                            dictionaries: self.codecs.clone(),
+                        }));
+                }
                 ClientEvent::Joined
             }
             (ServerMsg::JoinRefused(r), _) => {

@@ -20,6 +20,7 @@ pub mod history;
 pub mod ids;
 pub mod mesh;
 pub mod motion;
+pub mod packed;
 pub mod presence;
 pub mod registry;
 pub mod replica;

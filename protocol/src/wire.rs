@@ -592,6 +592,10 @@ pub enum ClientMsg {
     /// never logged): what [`ClientMsg::Presence`] and [`ClientMsg::Preview`] carry, in a
     /// third of the bytes. Shares the connection's presence sequence (its low 16 bits).
     Motion(crate::motion::Motion),
+    /// The dictionaries this client reads packs with, best first (once, after the `Welcome`):
+    /// from then on the server packs what it relays to it on the unreliable lane per tick
+    /// ([`crate::packed`]).
+    Codecs(crate::packed::Codecs),
 }
 
 /// A rejoin that keeps the replica ([`ClientMsg::Resume`]).
@@ -652,6 +656,9 @@ pub enum ServerMsg {
     /// Another member's compact presence and previews, their bytes as sent (unreliable lane;
     /// [`crate::motion::MotionOf::expand`] turns it into presence and preview messages).
     Motion(crate::motion::MotionOf),
+    /// The unreliable-lane messages of one tick, packed and compressed ([`crate::packed`]);
+    /// sent only to a client that sent `Codecs`.
+    Packed(crate::packed::Packed),
 }
 
 /// One member of a session as every replica needs it: to check the signature of each entry
@@ -945,7 +952,8 @@ impl ClientMsg {
                 | Self::Preview(_)
                 | Self::EditPreview(_)
                 | Self::ElementSelection(_)
-                | Self::Motion(_),
+                | Self::Motion(_)
+                | Self::Codecs(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -960,7 +968,8 @@ impl ClientMsg {
                 | Self::Preview(_)
                 | Self::EditPreview(_)
                 | Self::ElementSelection(_)
-                | Self::Motion(_),
+                | Self::Motion(_)
+                | Self::Codecs(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

@@ -296,6 +296,27 @@ fn motion() -> meshwork_protocol::motion::Motion {
     .unwrap()
 }
 
+/// A pack without compression (its bytes do not depend on a dictionary): a motion and a
+/// departure.
+fn packed() -> meshwork_protocol::packed::Packed {
+    let mut bytes = Vec::new();
+    for m in [
+        ServerMsg::Motion(meshwork_protocol::motion::MotionOf {
+            author: AuthorId(4),
+            motion: motion(),
+        }),
+        ServerMsg::Left(meshwork_protocol::wire::Left {
+            author: AuthorId(5),
+        }),
+    ] {
+        meshwork_protocol::packed::push_message(&mut bytes, &postcard::to_allocvec(&m).unwrap());
+    }
+    meshwork_protocol::packed::Packed {
+        dictionary: meshwork_protocol::packed::RAW,
+        bytes,
+    }
+}
+
 fn edit_preview() -> meshwork_protocol::wire::EditPreview {
     meshwork_protocol::wire::EditPreview {
         seq: 11,
@@ -328,6 +349,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::ElementSelection(_) => "client-element-selection",
         ClientMsg::Resume(_) => "client-resume",
         ClientMsg::Motion(_) => "client-motion",
+        ClientMsg::Codecs(_) => "client-codecs",
     }
 }
 
@@ -355,6 +377,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Roster(_) => "server-roster",
         ServerMsg::SealedDelta(_) => "server-sealed-delta",
         ServerMsg::Motion(_) => "server-motion",
+        ServerMsg::Packed(_) => "server-packed",
     }
 }
 
@@ -397,6 +420,9 @@ fn client_samples() -> Vec<ClientMsg> {
             position: 412,
         }),
         ClientMsg::Motion(motion()),
+        ClientMsg::Codecs(meshwork_protocol::packed::Codecs {
+            dictionaries: vec![1, 0],
+        }),
     ]
 }
 
@@ -500,6 +526,7 @@ fn server_samples() -> Vec<ServerMsg> {
             author: AuthorId(4),
             motion: motion(),
         }),
+        ServerMsg::Packed(packed()),
     ]
 }
 

@@ -488,7 +488,12 @@ impl Driver {
                 let before = self.session.batches_in_flight();
                 let started = Instant::now();
                 {
-                    let _verify = tracing::trace_span!(target: TARGET, parent: &root, "meshwork.verify_order").entered();
+                    // Only a command has a path to trace: any other input (a ping, presence,
+                    // the codecs) would make an orphan span per message.
+                    let _verify = is_submit.then(|| {
+                        tracing::trace_span!(target: TARGET, parent: &root, "meshwork.verify_order")
+                            .entered()
+                    });
                     self.session.handle_input(now_ms(), input);
                 }
                 if is_submit {
@@ -660,6 +665,11 @@ impl Driver {
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
+            Event::Packed { client, raw, sent } => {
+                if let Some((_, transport, _)) = self.outboxes.get(client) {
+                    self.metrics.compressed("presence", *transport, *raw, *sent);
+                }
+            }
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::Resumed { .. } => self.metrics.resumes_total.inc(),

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub undo_total: IntCounterVec,
     pub membership_changes_total: IntCounterVec,
     pub presence_not_sent_total: IntCounter,
+    pub compression_bytes_total: IntCounterVec,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
@@ -285,6 +286,14 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(presence_not_sent_total.clone()))
             .expect("registered once");
+        let compression_bytes_total = counter_vec(
+            &r,
+            "compression_bytes_total",
+            "Bytes of a compressed stream before (`stage=\"before\"`: the messages) and after \
+             (`stage=\"after\"`: the frames sent) compression, per stream (`presence`: the \
+             unreliable lane's packs) and transport.",
+            &["stream", "transport", "stage"],
+        );
         let persist_batch_seconds = histogram(
             &r,
             "persist_batch_seconds",
@@ -393,6 +402,11 @@ impl Metrics {
             clients_connected
                 .with_label_values(&[transport.as_str()])
                 .set(0);
+            for stage in ["before", "after"] {
+                compression_bytes_total
+                    .with_label_values(&["presence", transport.as_str(), stage])
+                    .inc_by(0);
+            }
         }
         Self {
             registry: r,
@@ -414,6 +428,7 @@ impl Metrics {
             undo_total,
             membership_changes_total,
             presence_not_sent_total,
+            compression_bytes_total,
             persist_batch_seconds,
             persist_batch_entries,
             log_entries,
@@ -432,6 +447,15 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Counts a compressed frame of `stream` sent: `before` bytes of messages went as `after`.
+    pub fn compressed(&self, stream: &str, transport: Transport, before: usize, after: usize) {
+        for (stage, bytes) in [("before", before), ("after", after)] {
+            self.compression_bytes_total
+                .with_label_values(&[stream, transport.as_str(), stage])
+                .inc_by(bytes as u64);
+        }
     }
 
     /// Counts a frame sent.

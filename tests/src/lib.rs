@@ -80,6 +80,8 @@ pub struct Seen {
     pub presence_on_stream: u64,
     /// Relayed presence that came as a datagram.
     pub presence_by_datagram: u64,
+    /// Packs of unreliable-lane messages received (their messages are handed out one by one).
+    pub packs: u64,
     /// Members the server said left, in arrival order.
     /// Mesh-edit previews relayed from others, in arrival order.
     pub edit_previews: Vec<meshwork_protocol::wire::EditPreviewOf>,
@@ -96,6 +98,8 @@ pub struct Client {
     inbox: mpsc::Receiver<(Arrival, ServerMsg)>,
     paused: tokio::sync::watch::Sender<bool>,
     machine: ClientConnection<Ed25519Signer>,
+    /// Messages of a pack not handed out yet.
+    unpacked: std::collections::VecDeque<(Arrival, ServerMsg)>,
     /// The welcome the server sent.
     pub welcome: Welcome,
     /// What arrived so far.
@@ -311,6 +315,7 @@ impl Client {
             inbox,
             paused,
             machine,
+            unpacked: std::collections::VecDeque::new(),
             welcome,
             seen: Seen::default(),
             bytes_sent: 0,
@@ -556,12 +561,26 @@ impl Client {
     /// # Errors
     /// [`ClientError::Timeout`], or [`ClientError::Closed`] when the stream has ended.
     pub async fn next(&mut self, wait: Duration) -> Result<ServerMsg, ClientError> {
-        let (arrival, msg) = match recv_msg(&mut self.inbox, wait).await {
-            Ok(m) => m,
-            Err(ClientError::Closed(_)) => {
-                return Err(ClientError::Closed(self.seen.closed.clone()));
+        let (arrival, msg) = loop {
+            let (arrival, msg) = match self.unpacked.pop_front() {
+                Some(m) => m,
+                None => match recv_msg(&mut self.inbox, wait).await {
+                    Ok(m) => m,
+                    Err(ClientError::Closed(_)) => {
+                        return Err(ClientError::Closed(self.seen.closed.clone()));
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            // A pack is handed out as the messages in it, as they came.
+            if let ServerMsg::Packed(p) = &msg {
+                self.seen.packs = self.seen.packs.saturating_add(1);
+                let parts = self.machine.unpack(p);
+                self.unpacked
+                    .extend(parts.into_iter().map(|m| (arrival, m)));
+                continue;
             }
-            Err(e) => return Err(e),
+            break (arrival, msg);
         };
         let replica_only = matches!(
             msg,

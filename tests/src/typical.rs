@@ -40,10 +40,36 @@ use crate::sim::{Rng, SimClient};
 /// How clients encode presence and transform previews.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresenceForm {
-    /// `Presence` and one `Preview` per entity (the encoding before `Motion`).
+    /// `Presence` and one `Preview` per entity (the encoding before `Motion`); each relayed
+    /// message in its own frame.
     Legacy,
-    /// `Motion`, the compact bit-packed form.
+    /// `Motion`, the compact bit-packed form; each relayed message in its own frame.
     Motion,
+    /// `Motion`, and clients read packs without compression: what each is owed in a tick goes
+    /// in one frame.
+    MotionPacked,
+    /// `Motion` in packs compressed with the presence dictionary (what clients of this build
+    /// do).
+    MotionCompressed,
+}
+
+impl PresenceForm {
+    /// Every form, from the oldest.
+    pub const ALL: [Self; 4] = [
+        Self::Legacy,
+        Self::Motion,
+        Self::MotionPacked,
+        Self::MotionCompressed,
+    ];
+
+    /// The pack dictionaries its clients offer.
+    fn codecs(self) -> Vec<u32> {
+        match self {
+            Self::Legacy | Self::Motion => Vec::new(),
+            Self::MotionPacked => vec![meshwork_protocol::packed::RAW],
+            Self::MotionCompressed => meshwork_protocol::packed::READABLE.to_vec(),
+        }
+    }
 }
 
 /// Which way a frame went.
@@ -103,6 +129,9 @@ pub struct Report {
     pub entries: usize,
     /// Drags committed.
     pub drags: u64,
+    /// The uncompressed bytes of every pack the first member received (training samples for
+    /// the presence dictionary; only under [`PresenceForm::MotionPacked`]).
+    pub raw_packs: Vec<Vec<u8>>,
 }
 
 impl Report {
@@ -128,12 +157,12 @@ impl Report {
 pub fn is_presence_lane(kind: &str) -> bool {
     matches!(
         kind,
-        "Presence" | "Preview" | "EditPreview" | "ElementSelection" | "Motion"
+        "Presence" | "Preview" | "EditPreview" | "ElementSelection" | "Motion" | "Packed"
     )
 }
 
 /// Variant names by postcard tag: the wire's append-only order.
-const CLIENT_KINDS: [&str; 13] = [
+const CLIENT_KINDS: [&str; 14] = [
     "Hello",
     "JoinProof",
     "Submit",
@@ -147,8 +176,9 @@ const CLIENT_KINDS: [&str; 13] = [
     "ElementSelection",
     "Resume",
     "Motion",
+    "Codecs",
 ];
-const SERVER_KINDS: [&str; 21] = [
+const SERVER_KINDS: [&str; 22] = [
     "Challenge",
     "Welcome",
     "JoinRefused",
@@ -170,6 +200,7 @@ const SERVER_KINDS: [&str; 21] = [
     "Roster",
     "SealedDelta",
     "Motion",
+    "Packed",
 ];
 
 fn kind(kinds: &[&'static str], payload: &[u8]) -> &'static str {
@@ -261,6 +292,12 @@ impl Play {
                     decode_payload::<ServerMsg>(payload),
                     self.members.get_mut(client.0 as usize),
                 ) {
+                    if let ServerMsg::Packed(p) = &msg
+                        && client.0 == 0
+                        && p.dictionary == meshwork_protocol::packed::RAW
+                    {
+                        self.report.raw_packs.push(p.bytes.clone());
+                    }
                     m.sim.conn.handle(&msg);
                 }
             }
@@ -332,7 +369,7 @@ impl Play {
                 hands: figure.hands,
                 cursor: figure.cursor,
             }),
-            PresenceForm::Motion => {
+            PresenceForm::Motion | PresenceForm::MotionPacked | PresenceForm::MotionCompressed => {
                 ClientMsg::Motion(Motion::of_figure(low_seq(m.presence_seq), figure))
             }
         };
@@ -349,7 +386,7 @@ impl Play {
                 entity,
                 transform: quantized,
             }),
-            PresenceForm::Motion => {
+            PresenceForm::Motion | PresenceForm::MotionPacked | PresenceForm::MotionCompressed => {
                 let (moving, ended) = match quantized {
                     Some(t) => (vec![(entity, t)], vec![]),
                     None => (vec![], vec![entity]),
@@ -492,8 +529,10 @@ pub fn play(workload: &Workload) -> Report {
             let invite = Invite::mint(&body, &server_key).expect("invite domain is set");
             let signer = Ed25519Signer::from_seed(crate::sim::seed_bytes(&mut rng));
             let late = i + 1 == workload.members && workload.members > 1;
+            let mut conn = ClientConnection::new(signer, invite, "typical");
+            conn.offer_codecs(workload.form.codecs());
             Member {
-                sim: SimClient::new(ClientConnection::new(signer, invite, "typical")),
+                sim: SimClient::new(conn),
                 headset: i % 2 == 0,
                 joined_at_frame: if late { frames / 2 } else { 0 },
                 connected: false,

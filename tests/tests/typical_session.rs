@@ -1,33 +1,75 @@
-//! The typical session (`meshwork_testkit::typical`) played with both encodings of the presence
-//! lane: the same session (same log, every replica converged, the late joiner too), and the
-//! compact `Motion` form costs at most three quarters of the bytes of `Presence` + `Preview`
-//! on that lane, both ways. `meshwork-wire-budget` prints the full table for the benchmarks page.
+//! The typical session (`meshwork_testkit::typical`) played with every encoding of the
+//! presence lane: the same session each time (same log, every replica converged, the late
+//! joiner's too), and each lever saves bytes on that lane: `Motion` against `Presence` +
+//! `Preview`, one pack per tick against a frame per message, the zstd dictionary against raw
+//! packs. `meshwork-wire-budget` prints the full table for the benchmarks page.
 
-use meshwork_testkit::typical::{Direction, PresenceForm, Workload, is_presence_lane, play};
+use meshwork_testkit::typical::{
+    Direction, PresenceForm, Report, Workload, is_presence_lane, play,
+};
+
+fn lane(r: &Report) -> (u64, u64) {
+    (
+        r.bytes(Direction::Up, is_presence_lane),
+        r.bytes(Direction::Down, is_presence_lane),
+    )
+}
 
 #[test]
-fn motion_carries_the_same_session_in_fewer_presence_bytes() {
-    let legacy = play(&Workload::typical(6, PresenceForm::Legacy));
-    let motion = play(&Workload::typical(6, PresenceForm::Motion));
-    for r in [&legacy, &motion] {
-        assert!(r.entries > 24, "everyone placed objects: {} entries", r.entries);
+fn each_presence_lever_carries_the_same_session_in_fewer_bytes() {
+    let [legacy, motion, packed, compressed] =
+        PresenceForm::ALL.map(|form| play(&Workload::typical(6, form)));
+    for r in [&legacy, &motion, &packed, &compressed] {
+        assert!(
+            r.entries > 24,
+            "everyone placed objects: {} entries",
+            r.entries
+        );
         assert_eq!(r.replica_hashes.len(), 8);
         assert!(
             r.replica_hashes.iter().all(|h| *h == r.server_hash),
             "every replica, the late joiner's too, equals the server's"
         );
+        assert_eq!(r.server_hash, legacy.server_hash, "the same session");
+        let others = |r: &Report, d| r.bytes(d, |k| !is_presence_lane(k) && k != "Codecs");
+        for d in [Direction::Up, Direction::Down] {
+            assert_eq!(
+                others(r, d),
+                others(&legacy, d),
+                "only the presence lane differs"
+            );
+        }
     }
-    assert_eq!(legacy.server_hash, motion.server_hash, "the same session");
-    let others = |r: &meshwork_testkit::typical::Report, d| r.bytes(d, |k| !is_presence_lane(k));
-    for d in [Direction::Up, Direction::Down] {
-        assert_eq!(others(&legacy, d), others(&motion, d), "only the presence lane differs");
-        let (old, new) = (
-            legacy.bytes(d, is_presence_lane),
-            motion.bytes(d, is_presence_lane),
-        );
-        assert!(old > 0 && new > 0);
-        assert!(new * 4 <= old * 3, "{d:?}: {new} B with Motion vs {old} B before");
-    }
-    assert_eq!(motion.bytes(Direction::Up, |k| k == "Presence" || k == "Preview"), 0);
-    assert_eq!(legacy.bytes(Direction::Down, |k| k == "Motion"), 0);
+    let (old_up, old_down) = lane(&legacy);
+    let (up, down) = lane(&motion);
+    assert!(
+        up * 4 <= old_up * 3 && down * 4 <= old_down * 3,
+        "Motion: {up}/{down} B vs {old_up}/{old_down} B"
+    );
+    assert_eq!(
+        motion.bytes(Direction::Up, |k| k == "Presence" || k == "Preview"),
+        0
+    );
+    let (packed_up, packed_down) = lane(&packed);
+    assert_eq!(packed_up, up, "packs change only what the server sends");
+    assert!(
+        packed_down < down,
+        "one frame per tick: {packed_down} B vs {down} B"
+    );
+    assert_eq!(
+        packed.bytes(Direction::Down, |k| k == "Motion"),
+        0,
+        "all of it packed"
+    );
+    let (_, compressed_down) = lane(&compressed);
+    assert!(
+        compressed_down * 4 <= packed_down * 3,
+        "the dictionary: {compressed_down} B vs {packed_down} B"
+    );
+    assert!(
+        compressed.total() * 100 <= legacy.total() * 55,
+        "all levers: {} B vs {} B",
+        compressed.total(),
+        legacy.total()
+    );
 }

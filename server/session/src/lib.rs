@@ -8,6 +8,7 @@
 //! `meshwork-server` does that and feeds the results in.
 
 pub mod log;
+mod pack;
 pub mod session;
 
 pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};

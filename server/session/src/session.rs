@@ -80,6 +80,10 @@ pub struct Config {
     pub state_hash_interval_ms: u64,
     /// Presence updates relayed per author per second (90 Hz headsets).
     pub presence_per_s: u32,
+    /// How long a client that reads packs (`ClientMsg::Codecs`) waits for what it is owed on
+    /// the unreliable lane to go out together, in milliseconds (0: every message at once).
+    /// One 90 Hz frame by default.
+    pub presence_pack_ms: u64,
     /// `Resync` snapshots per connection per minute, after a burst of [`RESYNC_BURST`]; one
     /// asked for over the limit is sent when the connection's bucket allows it (requests in
     /// between join it).
@@ -118,6 +122,7 @@ impl Config {
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
             presence_per_s: 90,
+            presence_pack_ms: 11,
             resync_per_min: 6,
             history_per_min: 60,
             history_page: 4096,
@@ -182,6 +187,16 @@ pub enum Event {
     },
     /// A presence update over the rate limit was dropped.
     PresenceDropped,
+    /// A pack of unreliable-lane messages went out: its messages' bytes and the bytes sent
+    /// (the `Packed` frame, header included).
+    Packed {
+        /// To whom.
+        client: ClientId,
+        /// The messages, each behind its length, before compression.
+        raw: usize,
+        /// The frame sent.
+        sent: usize,
+    },
     /// A `Resync` or `FetchLog` over the connection's rate limit was deferred.
     Throttled {
         /// The connection.
@@ -548,6 +563,8 @@ struct Client {
     resync_due: bool,
     histories: TokenBucket,
     history_from: Option<u64>,
+    /// The dictionary its unreliable-lane packs are written with, once it sent `Codecs`.
+    packs: Option<u32>,
 }
 
 /// `Resync` snapshots a connection may ask for at once before [`Config::resync_per_min`] applies.
@@ -594,6 +611,8 @@ pub struct Session {
     /// Per author: the connection whose presence sequence is followed, its last relayed
     /// sequence number, and the author's presence rate limiter (kept across connections).
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
+    /// What packing clients are owed on the unreliable lane this tick.
+    packs: crate::pack::Packs,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
     /// Invites with limits or uses, by id (see [`InviteRecord`]).
@@ -649,6 +668,7 @@ impl Session {
             hashed_position: 0,
             last_hash_ms: now_ms,
             presence: BTreeMap::new(),
+            packs: crate::pack::Packs::new(),
             snapshot_frames: None,
             pending_authors: Vec::new(),
             roles_set: BTreeSet::new(),
@@ -899,7 +919,7 @@ impl Session {
                 self.last_hash_ms
                     .saturating_add(self.config.state_hash_interval_ms)
             });
-        [handshakes, hash, self.deferred_due()]
+        [handshakes, hash, self.deferred_due(), self.packs.due()]
             .into_iter()
             .flatten()
             .min()
@@ -983,6 +1003,7 @@ impl Session {
             }
             Input::RevokeInvite { invite } => self.revoke_invite(invite),
         }
+        self.flush_packs();
     }
 
     fn emit(&mut self, output: Output) {
@@ -1043,6 +1064,7 @@ impl Session {
     /// Detaches the author from a connection that is closing or gone. When it was the author's
     /// connection (not one a rejoin replaced), the others are told they left.
     fn unbind(&mut self, client: ClientId) {
+        self.packs.forget(client);
         let author = self.clients.get_mut(&client).and_then(|c| c.author.take());
         if let Some(author) = author
             && self.connection_of.get(&author) == Some(&client)
@@ -1082,6 +1104,7 @@ impl Session {
                 resync_due: false,
                 histories: TokenBucket::full_per_min(HISTORY_BURST, self.now_ms),
                 history_from: None,
+                packs: None,
             },
         );
         if self.shut_down {
@@ -1158,6 +1181,12 @@ impl Session {
             ClientMsg::EditPreview(p) => self.on_edit_preview(client, p),
             ClientMsg::ElementSelection(s) => self.on_element_selection(client, s),
             ClientMsg::Motion(m) => self.on_motion(client, m),
+            ClientMsg::Codecs(c) => {
+                let chosen = self.packs.choose(&c.dictionaries);
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.packs = chosen;
+                }
+            }
             ClientMsg::Close(_) => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.phase = Phase::Closing;
@@ -1776,13 +1805,59 @@ impl Session {
         let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
+        let payload = frame
+            .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
+            .unwrap_or_default();
+        let delay = self.config.presence_pack_ms;
         for other in self.joined_except(client) {
-            self.emit(Output::Send {
-                client: other,
-                lane: Lane::Unreliable,
-                frame: frame.clone(),
-            });
+            let packs = self.clients.get(&other).and_then(|c| c.packs);
+            match packs {
+                // Gathered for the tick; a full pack goes at once.
+                Some(dictionary) if delay > 0 => {
+                    let now = self.now_ms;
+                    if let Some(ready) = self.packs.add(other, dictionary, payload, now, delay) {
+                        self.send_pack(ready);
+                    }
+                }
+                _ => self.emit(Output::Send {
+                    client: other,
+                    lane: Lane::Unreliable,
+                    frame: frame.clone(),
+                }),
+            }
         }
+    }
+
+    /// Sends every pack gathered this tick, once it is due.
+    fn flush_packs(&mut self) {
+        if self.packs.due().is_some_and(|due| due <= self.now_ms) {
+            for ready in self.packs.take_all() {
+                self.send_pack(ready);
+            }
+        }
+    }
+
+    fn send_pack(&mut self, ready: crate::pack::Ready) {
+        let joined = self
+            .clients
+            .get(&ready.client)
+            .is_some_and(|c| c.phase == Phase::Joined);
+        let Ok(frame) = to_frame(&ServerMsg::Packed(ready.pack)) else {
+            return;
+        };
+        if !joined {
+            return;
+        }
+        self.emit(Output::Event(Event::Packed {
+            client: ready.client,
+            raw: ready.raw,
+            sent: frame.len(),
+        }));
+        self.emit(Output::Send {
+            client: ready.client,
+            lane: Lane::Unreliable,
+            frame: frame.into(),
+        });
     }
 
     fn on_submit(

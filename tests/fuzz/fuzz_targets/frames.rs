@@ -1,12 +1,14 @@
 //! The frame reader and every message decoder: arbitrary bytes, split at an arbitrary point,
 //! as a client's stream and as a server's; whatever decodes re-encodes to what decodes the same
-//! (compact motions too, unpacked and packed again).
+//! (compact motions too, unpacked and packed again); packs unpack or are refused, within bounds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meshwork_protocol::FrameReader;
 use meshwork_protocol::codec::decode_payload;
 use meshwork_protocol::motion::Motion;
+use meshwork_protocol::packed::{PRESENCE_V1, Packed, RAW, Unpacker};
+use std::sync::{LazyLock, Mutex};
 use meshwork_protocol::wire::{ClientMsg, ServerMsg, peek_hello_version};
 
 /// A motion that unpacks packs again into one that unpacks to the same parts.
@@ -18,6 +20,17 @@ fn motion_round_trip(m: &Motion) {
         assert_eq!(back.ended, content.ended);
         assert_eq!(back.figure.is_some(), content.figure.is_some());
     }
+}
+
+/// Packs, through one decoder as a client keeps it (its dictionary loaded once).
+fn unpack(p: &Packed) -> Result<Vec<ServerMsg>, meshwork_protocol::packed::PackError> {
+    static UNPACKER: LazyLock<Mutex<Unpacker>> = LazyLock::new(|| Mutex::new(Unpacker::new()));
+    let mut u = UNPACKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = u.unpack(p);
+    if let Ok(msgs) = &out {
+        assert!(msgs.len() <= meshwork_protocol::packed::MAX_UNPACKED_BYTES);
+    }
+    out
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -38,8 +51,14 @@ fuzz_target!(|data: &[u8]| {
                     motion_round_trip(m);
                 }
             }
-            if let Ok(ServerMsg::Motion(m)) = decode_payload::<ServerMsg>(&payload) {
-                let _ = m.expand();
+            match decode_payload::<ServerMsg>(&payload) {
+                Ok(ServerMsg::Motion(m)) => {
+                    let _ = m.expand();
+                }
+                Ok(ServerMsg::Packed(p)) => {
+                    let _ = unpack(&p);
+                }
+                _ => {}
             }
         }
     }
@@ -49,4 +68,11 @@ fuzz_target!(|data: &[u8]| {
     motion_round_trip(&Motion {
         bytes: data.to_vec(),
     });
+    // The bytes as a compressed pack's: a zstd frame for the presence dictionary, or not.
+    for dictionary in [RAW, PRESENCE_V1] {
+        let _ = unpack(&Packed {
+            dictionary,
+            bytes: data.to_vec(),
+        });
+    }
 });

@@ -38,6 +38,14 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead: train the presence-lane dictionary on the session's packs and write it here
+    /// (`protocol/dict/presence-v1.zdict` was made with the defaults; a released dictionary
+    /// never changes: a new one gets a new number).
+    #[arg(long)]
+    train_dictionary: Option<std::path::PathBuf>,
+    /// The trained dictionary's size.
+    #[arg(long, default_value_t = 8192)]
+    dictionary_bytes: usize,
 }
 
 fn frame_len(msg: &impl serde::Serialize) -> usize {
@@ -145,68 +153,128 @@ fn single_messages() {
     );
 }
 
-fn row(name: &str, legacy: u64, motion: u64) {
-    let change = if legacy == 0 {
+fn pct(from: u64, to: u64) -> String {
+    if from == 0 {
         String::from("—")
     } else {
-        format!("{:+.1} %", (motion as f64 / legacy as f64 - 1.0) * 100.0)
-    };
-    println!("| {name} | {legacy} | {motion} | {change} |");
+        format!("{:+.1} %", (to as f64 / from as f64 - 1.0) * 100.0)
+    }
 }
 
 fn main() {
     let args = Args::parse();
+    if let Some(path) = &args.train_dictionary {
+        train(&args, path);
+        return;
+    }
     single_messages();
-    let run = |form| {
-        play(&Workload {
-            members: args.members,
-            seconds: args.seconds,
-            seed: args.seed,
-            form,
+    let reports: Vec<(PresenceForm, Report)> = PresenceForm::ALL
+        .into_iter()
+        .map(|form| {
+            let r = play(&Workload {
+                members: args.members,
+                seconds: args.seconds,
+                seed: args.seed,
+                form,
+            });
+            (form, r)
         })
-    };
-    let (legacy, motion): (Report, Report) = (run(PresenceForm::Legacy), run(PresenceForm::Motion));
-    assert_eq!(
-        legacy.server_hash, motion.server_hash,
-        "the same session both ways"
-    );
-    for r in [&legacy, &motion] {
+        .collect();
+    let first = &reports[0].1;
+    for (form, r) in &reports {
+        assert_eq!(
+            r.server_hash, first.server_hash,
+            "{form:?}: the same session every way"
+        );
         assert!(
             r.replica_hashes.iter().all(|h| *h == r.server_hash),
-            "every replica converged"
+            "{form:?}: every replica converged"
         );
     }
     println!();
     println!(
         "{} members, {} virtual seconds, seed {}: {} entries, {} drags committed",
-        args.members, args.seconds, args.seed, motion.entries, motion.drags
+        args.members, args.seconds, args.seed, first.entries, first.drags
     );
     println!();
-    println!("| bytes | `Presence` + `Preview` | `Motion` | change |");
-    println!("|---|---|---|---|");
-    let kinds: std::collections::BTreeSet<_> = legacy
-        .tally
-        .keys()
-        .chain(motion.tally.keys())
-        .copied()
+    println!(
+        "| bytes | `Presence` + `Preview` | `Motion` | `Motion`, packed per tick | `Motion`, packed + zstd dictionary |"
+    );
+    println!("|---|---|---|---|---|");
+    let kinds: std::collections::BTreeSet<_> = reports
+        .iter()
+        .flat_map(|(_, r)| r.tally.keys().copied())
         .collect();
+    let cells = |f: &dyn Fn(&Report) -> u64| -> String {
+        reports
+            .iter()
+            .map(|(_, r)| f(r).to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
     for (dir, kind) in kinds {
-        let get = |r: &Report| r.tally.get(&(dir, kind)).map_or(0, |t| t.bytes);
         let way = match dir {
             Direction::Up => "up",
             Direction::Down => "down",
         };
-        row(&format!("{way}: `{kind}`"), get(&legacy), get(&motion));
+        let get = |r: &Report| r.tally.get(&(dir, kind)).map_or(0, |t| t.bytes);
+        println!("| {way}: `{kind}` | {} |", cells(&get));
     }
     for (name, dir) in [
         ("presence lane, up", Direction::Up),
         ("presence lane, down", Direction::Down),
     ] {
-        row(
-            name,
-            legacy.bytes(dir, is_presence_lane),
-            motion.bytes(dir, is_presence_lane),
+        println!(
+            "| {name} | {} |",
+            cells(&|r: &Report| r.bytes(dir, is_presence_lane))
         );
     }
-    row("**all frames, both ways**", legacy.total(), motion.total());
+    println!(
+        "| **all frames, both ways** | {} |",
+        cells(&|r: &Report| r.total())
+    );
+    println!();
+    println!("| lever | all frames before → after | change | share of the total saving |");
+    println!("|---|---|---|---|");
+    let totals: Vec<u64> = reports.iter().map(|(_, r)| r.total()).collect();
+    let saved = totals[0].saturating_sub(totals[3]).max(1);
+    for (name, i) in [
+        ("quantization (`Motion`)", 1usize),
+        ("batching (one pack per tick)", 2),
+        ("zstd dictionary", 3),
+    ] {
+        let (from, to) = (totals[i - 1], totals[i]);
+        println!(
+            "| {name} | {from} → {to} | {} | {:.0} % |",
+            pct(from, to),
+            from.saturating_sub(to) as f64 / saved as f64 * 100.0
+        );
+    }
+    println!("| context binding | not built | — | — |");
+    println!(
+        "| **all together** | {} → {} | {} | 100 % |",
+        totals[0],
+        totals[3],
+        pct(totals[0], totals[3])
+    );
+}
+
+/// Trains the presence dictionary on the raw packs of the typical session and writes it.
+fn train(args: &Args, path: &std::path::Path) {
+    let r = play(&Workload {
+        members: args.members,
+        seconds: args.seconds,
+        seed: args.seed,
+        form: PresenceForm::MotionPacked,
+    });
+    let dictionary = zstd::dict::from_samples(&r.raw_packs, args.dictionary_bytes)
+        .expect("enough samples to train on");
+    std::fs::write(path, &dictionary).expect("the dictionary file is writable");
+    println!(
+        "{} bytes trained on {} packs ({} bytes) into {}",
+        dictionary.len(),
+        r.raw_packs.len(),
+        r.raw_packs.iter().map(Vec::len).sum::<usize>(),
+        path.display()
+    );
 }

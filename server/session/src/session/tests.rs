@@ -2393,3 +2393,117 @@ fn motions_are_relayed_as_sent_in_one_sequence_with_presence() {
     assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. })));
     assert_eq!(h.session.log().len(), 0);
 }
+
+fn packs_to(out: &[Output], to: ClientId) -> Vec<meshwork_protocol::packed::Packed> {
+    sent_on_lanes(out, to, |m| match m {
+        ServerMsg::Packed(p) => Some(p),
+        _ => None,
+    })
+    .into_iter()
+    .map(|(lane, p)| {
+        assert_eq!(lane, Lane::Unreliable);
+        p
+    })
+    .collect()
+}
+
+/// A client that reads packs gets what it is owed on the unreliable lane once per tick, in
+/// one compressed frame that unpacks to the relayed messages in order; a client that never
+/// said so gets each message at once, on its own; the pack's deadline is the session's timeout.
+#[test]
+fn a_packing_client_gets_one_compressed_pack_per_tick() {
+    use meshwork_protocol::packed::{Codecs, PRESENCE_V1, Unpacker};
+    let mut h = Harness::new();
+    let a = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    let b = h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c3 = ClientId(3);
+    h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Editor);
+    let c4 = ClientId(4);
+    h.join(c4, &Ed25519Signer::from_seed([4; 32]), Role::Editor);
+    h.send(c3, &ClientMsg::Codecs(Codecs::readable()));
+    h.send(
+        c4,
+        &ClientMsg::Codecs(Codecs {
+            dictionaries: vec![99],
+        }),
+    );
+    let mut out = motion_from(&mut h, C1, 1, true, None);
+    out.extend(motion_from(&mut h, C2, 1, true, None));
+    assert!(packs_to(&out, c3).is_empty(), "held for the tick");
+    assert!(motions_to(&out, c3).is_empty());
+    assert_eq!(
+        motions_to(&out, c4).len(),
+        2,
+        "no dictionary in common: one by one"
+    );
+    let due = h.session.poll_timeout().unwrap();
+    assert_eq!(due, h.now + h.session.config.presence_pack_ms);
+    h.now = due;
+    let out = h.input(Input::Tick);
+    let packs = packs_to(&out, c3);
+    assert_eq!(packs.len(), 1);
+    assert_eq!(packs[0].dictionary, PRESENCE_V1);
+    let got = Unpacker::new().unpack(&packs[0]).unwrap();
+    let authors: Vec<AuthorId> = got
+        .iter()
+        .map(|m| match m {
+            ServerMsg::Motion(m) => m.author,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(authors, vec![a, b]);
+    let (raw, sent) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(Event::Packed { client, raw, sent }) if *client == c3 => {
+                Some((*raw, *sent))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        sent < raw + 8,
+        "compressed: {sent} B sent for {raw} B of messages"
+    );
+    assert!(h.session.poll_timeout() != Some(due), "nothing more is due");
+}
+
+/// More than a datagram's worth in one tick goes as several packs, each within the bound.
+#[test]
+fn a_full_pack_goes_at_once_and_the_rest_starts_the_next() {
+    use meshwork_protocol::packed::{Codecs, MAX_PACK_INPUT, RAW, Unpacker};
+    let mut h = Harness::new();
+    let c9 = ClientId(9);
+    h.join(c9, &Ed25519Signer::from_seed([9; 32]), Role::Editor);
+    h.send(
+        c9,
+        &ClientMsg::Codecs(Codecs {
+            dictionaries: vec![RAW],
+        }),
+    );
+    let mut out = Vec::new();
+    let senders: Vec<ClientId> = (10..90).map(ClientId).collect();
+    for (i, c) in senders.iter().enumerate() {
+        h.join(
+            *c,
+            &Ed25519Signer::from_seed([u8::try_from(i + 10).unwrap(); 32]),
+            Role::Editor,
+        );
+    }
+    for c in &senders {
+        out.extend(motion_from(&mut h, *c, 1, true, None));
+    }
+    let early = packs_to(&out, c9);
+    assert!(!early.is_empty(), "a full pack does not wait for the tick");
+    h.now += 50;
+    out.extend(h.input(Input::Tick));
+    let packs = packs_to(&out, c9);
+    let mut unpacker = Unpacker::new();
+    let mut relayed = 0;
+    for p in &packs {
+        assert_eq!(p.dictionary, RAW);
+        assert!(p.bytes.len() <= MAX_PACK_INPUT, "{} B", p.bytes.len());
+        relayed += unpacker.unpack(p).unwrap().len();
+    }
+    assert_eq!(relayed, senders.len(), "every motion, once");
+}
