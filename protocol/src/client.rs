@@ -276,6 +276,9 @@ pub struct ClientConnection<S> {
     /// The pack dictionaries offered after each `Welcome` (none: no `Codecs` is sent, and the
     /// server relays every unreliable-lane message on its own).
     codecs: Vec<u32>,
+    /// The region of the world this client wants the presence lane of (sent again after each
+    /// `Welcome`).
+    interest: Option<crate::interest::Region>,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
     /// The last welcome: who this client is in the session, kept across reconnects so that
@@ -330,6 +333,7 @@ impl<S: Signer> ClientConnection<S> {
             live: LivePreviews::new(),
             unpacker: crate::packed::Unpacker::new(),
             codecs: crate::packed::READABLE.to_vec(),
+            interest: None,
             now_ms: 0,
             last_welcome: None,
             unacked: BTreeMap::new(),
@@ -561,6 +565,25 @@ impl<S: Signer> ClientConnection<S> {
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<ClientMsg> {
         self.outbox.pop_front()
+    }
+
+    /// The region of the world to be sent others' presence, previews and selections of
+    /// (`None`: everywhere). Sent now when joined, and again after every reconnect.
+    pub fn set_interest(&mut self, region: Option<crate::interest::Region>) {
+        if self.interest == region {
+            return;
+        }
+        self.interest = region;
+        if self.is_joined() {
+            self.outbox
+                .push_back(ClientMsg::Interest(crate::interest::Interest { region }));
+        }
+    }
+
+    /// The region asked for ([`Self::set_interest`]).
+    #[must_use]
+    pub const fn interest(&self) -> Option<crate::interest::Region> {
+        self.interest
     }
 
     /// Which pack dictionaries to offer the server from the next `Welcome` on, best first

@@ -18,6 +18,7 @@ pub mod command;
 pub mod editmesh;
 pub mod history;
 pub mod ids;
+pub mod interest;
 pub mod mesh;
 pub mod motion;
 pub mod packed;

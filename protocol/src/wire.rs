@@ -596,6 +596,9 @@ pub enum ClientMsg {
     /// from then on the server packs what it relays to it on the unreliable lane per tick
     /// ([`crate::packed`]).
     Codecs(crate::packed::Codecs),
+    /// The part of the world this client wants others' presence, previews and selections of
+    /// (reliable lane; holds until the next): [`crate::interest`].
+    Interest(crate::interest::Interest),
 }
 
 /// A rejoin that keeps the replica ([`ClientMsg::Resume`]).
@@ -953,7 +956,8 @@ impl ClientMsg {
                 | Self::EditPreview(_)
                 | Self::ElementSelection(_)
                 | Self::Motion(_)
-                | Self::Codecs(_),
+                | Self::Codecs(_)
+                | Self::Interest(_),
                 Phase::Joined,
             )
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
@@ -969,7 +973,8 @@ impl ClientMsg {
                 | Self::EditPreview(_)
                 | Self::ElementSelection(_)
                 | Self::Motion(_)
-                | Self::Codecs(_),
+                | Self::Codecs(_)
+                | Self::Interest(_),
                 _,
             )
             | (Self::Close(_), Phase::Closing) => false,

@@ -350,6 +350,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Resume(_) => "client-resume",
         ClientMsg::Motion(_) => "client-motion",
         ClientMsg::Codecs(_) => "client-codecs",
+        ClientMsg::Interest(_) => "client-interest",
     }
 }
 
@@ -422,6 +423,12 @@ fn client_samples() -> Vec<ClientMsg> {
         ClientMsg::Motion(motion()),
         ClientMsg::Codecs(meshwork_protocol::packed::Codecs {
             dictionaries: vec![1, 0],
+        }),
+        ClientMsg::Interest(meshwork_protocol::interest::Interest {
+            region: Some(meshwork_protocol::interest::Region {
+                min_mm: [-20_000, -5_000, -20_000],
+                max_mm: [20_000, 15_000, 20_000],
+            }),
         }),
     ]
 }

@@ -665,6 +665,7 @@ impl Driver {
             }
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
+            Event::OutOfInterest => self.metrics.presence_out_of_interest_total.inc(),
             Event::Packed { client, raw, sent } => {
                 if let Some((_, transport, _)) = self.outboxes.get(client) {
                     self.metrics.compressed("presence", *transport, *raw, *sent);

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub membership_changes_total: IntCounterVec,
     pub presence_not_sent_total: IntCounter,
     pub compression_bytes_total: IntCounterVec,
+    pub presence_out_of_interest_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
@@ -294,6 +295,17 @@ impl Metrics {
              unreliable lane's packs) and transport.",
             &["stream", "transport", "stage"],
         );
+        let presence_out_of_interest_total = IntCounter::with_opts(
+            Opts::new(
+                "presence_out_of_interest_total",
+                "Relayed presence-lane messages (presence, previews, selections) not sent to a \
+                 client because they were outside the region it asked for.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(presence_out_of_interest_total.clone()))
+            .expect("registered once");
         let persist_batch_seconds = histogram(
             &r,
             "persist_batch_seconds",
@@ -429,6 +441,7 @@ impl Metrics {
             membership_changes_total,
             presence_not_sent_total,
             compression_bytes_total,
+            presence_out_of_interest_total,
             persist_batch_seconds,
             persist_batch_entries,
             log_entries,

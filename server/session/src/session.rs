@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use meshwork_protocol::codec::{FrameError, decode_payload, to_frame};
+use meshwork_protocol::interest::Place;
 use meshwork_protocol::motion;
 use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
@@ -187,6 +188,8 @@ pub enum Event {
     },
     /// A presence update over the rate limit was dropped.
     PresenceDropped,
+    /// A relayed presence-lane message was not sent to a client: outside its interest.
+    OutOfInterest,
     /// A pack of unreliable-lane messages went out: its messages' bytes and the bytes sent
     /// (the `Packed` frame, header included).
     Packed {
@@ -565,6 +568,18 @@ struct Client {
     history_from: Option<u64>,
     /// The dictionary its unreliable-lane packs are written with, once it sent `Codecs`.
     packs: Option<u32>,
+    /// The region it wants the presence lane of (`None`: everywhere).
+    interest: Option<meshwork_protocol::interest::Region>,
+}
+
+/// The place of a relayed message from its points: everywhere when it has none.
+fn place_of(points: impl IntoIterator<Item = [i32; 3]>) -> Place {
+    let points: Vec<[i32; 3]> = points.into_iter().collect();
+    if points.is_empty() {
+        Place::Everywhere
+    } else {
+        Place::At(points)
+    }
 }
 
 /// `Resync` snapshots a connection may ask for at once before [`Config::resync_per_min`] applies.
@@ -613,6 +628,8 @@ pub struct Session {
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
     /// What packing clients are owed on the unreliable lane this tick.
     packs: crate::pack::Packs,
+    /// Each author's last presence update alone, as relayed, and where it is.
+    last_figure: BTreeMap<AuthorId, (Arc<[u8]>, Place)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
     /// Invites with limits or uses, by id (see [`InviteRecord`]).
@@ -669,6 +686,7 @@ impl Session {
             last_hash_ms: now_ms,
             presence: BTreeMap::new(),
             packs: crate::pack::Packs::new(),
+            last_figure: BTreeMap::new(),
             snapshot_frames: None,
             pending_authors: Vec::new(),
             roles_set: BTreeSet::new(),
@@ -1070,6 +1088,7 @@ impl Session {
             && self.connection_of.get(&author) == Some(&client)
         {
             self.connection_of.remove(&author);
+            self.last_figure.remove(&author);
             let left = ServerMsg::Left(wire::Left { author });
             for other in self.joined_except(client) {
                 self.send(other, &left);
@@ -1105,6 +1124,7 @@ impl Session {
                 histories: TokenBucket::full_per_min(HISTORY_BURST, self.now_ms),
                 history_from: None,
                 packs: None,
+                interest: None,
             },
         );
         if self.shut_down {
@@ -1181,6 +1201,7 @@ impl Session {
             ClientMsg::EditPreview(p) => self.on_edit_preview(client, p),
             ClientMsg::ElementSelection(s) => self.on_element_selection(client, s),
             ClientMsg::Motion(m) => self.on_motion(client, m),
+            ClientMsg::Interest(i) => self.on_interest(client, i),
             ClientMsg::Codecs(c) => {
                 let chosen = self.packs.choose(&c.dictionaries);
                 if let Some(state) = self.clients.get_mut(&client) {
@@ -1679,7 +1700,14 @@ impl Session {
 
     /// Relays a presence update to every other joined client, latest-wins and rate-limited.
     fn on_presence(&mut self, client: ClientId, presence: Presence) {
-        self.relay_latest(client, presence.seq, |author| {
+        let points = [
+            presence.head,
+            presence.hands[0],
+            presence.hands[1],
+            presence.cursor,
+        ];
+        let place = place_of(points.iter().flatten().map(|p| p.position_mm));
+        self.relay_latest(client, presence.seq, place, true, |author| {
             ServerMsg::Presence(PresenceOf { author, presence })
         });
     }
@@ -1697,7 +1725,8 @@ impl Session {
             self.emit(Output::Event(Event::PresenceDropped));
             return;
         }
-        self.relay_latest(client, preview.seq, |author| {
+        let place = place_of(preview.transform.map(|t| t.pose.position_mm));
+        self.relay_latest(client, preview.seq, place, false, |author| {
             ServerMsg::Preview(wire::PreviewOf { author, preview })
         });
     }
@@ -1730,7 +1759,22 @@ impl Session {
             }
             _ => u32::from(content.seq),
         };
-        self.relay_latest(client, seq, |author| {
+        // An ended drag has no place: its end goes to everyone.
+        let place = if content.ended.is_empty() {
+            let figure = content.figure.unwrap_or_default();
+            let parts = [figure.head, figure.hands[0], figure.hands[1], figure.cursor];
+            place_of(
+                parts
+                    .iter()
+                    .flatten()
+                    .map(|p| p.position_mm)
+                    .chain(content.moving.iter().map(|(_, t)| t.pose.position_mm)),
+            )
+        } else {
+            Place::Everywhere
+        };
+        let figure_only = content.figure.is_some() && !drags;
+        self.relay_latest(client, seq, place, figure_only, |author| {
             ServerMsg::Motion(motion::MotionOf { author, motion })
         });
     }
@@ -1753,7 +1797,8 @@ impl Session {
             return;
         }
         let seq = preview.seq;
-        self.relay_latest(client, seq, |author| {
+        let place = self.place_of_entity(Some(preview.entity));
+        self.relay_latest(client, seq, place, false, |author| {
             ServerMsg::EditPreview(wire::EditPreviewOf { author, preview })
         });
     }
@@ -1766,17 +1811,80 @@ impl Session {
             return;
         }
         let seq = selection.seq;
-        self.relay_latest(client, seq, |author| {
+        let place = self.place_of_entity(selection.entity);
+        self.relay_latest(client, seq, place, false, |author| {
             ServerMsg::ElementSelection(wire::ElementSelectionOf { author, selection })
         });
     }
 
+    /// Where an entity is, for interest (its committed position; everywhere when there is
+    /// none).
+    fn place_of_entity(&self, entity: Option<meshwork_protocol::EntityId>) -> Place {
+        let at = entity
+            .and_then(|e| self.scene.entities.get(&e))
+            .map(|e| meshwork_protocol::interest::point_mm(e.transform.translation));
+        place_of(at)
+    }
+
+    /// A client says what part of the world it wants the presence lane of. Members whose last
+    /// presence is in the new region and was not in the old one are sent it at once, so what
+    /// comes into view shows within a round trip, not at the member's next move.
+    fn on_interest(&mut self, client: ClientId, interest: meshwork_protocol::interest::Interest) {
+        let Some(state) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let old = std::mem::replace(&mut state.interest, interest.region);
+        let me = state.author;
+        let Some(old) = old else {
+            return; // it was sent everything already
+        };
+        let newly: Vec<Arc<[u8]>> = self
+            .last_figure
+            .iter()
+            .filter(|(author, (_, place))| {
+                Some(**author) != me
+                    && place.reaches(interest.region.as_ref())
+                    && !place.reaches(Some(&old))
+            })
+            .map(|(_, (frame, _))| frame.clone())
+            .collect();
+        for frame in newly {
+            self.deliver_unreliable(client, &frame);
+        }
+    }
+
+    /// One relayed frame to one client: into its pack for the tick, or on its own.
+    fn deliver_unreliable(&mut self, to: ClientId, frame: &Arc<[u8]>) {
+        let payload = frame
+            .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
+            .unwrap_or_default();
+        let delay = self.config.presence_pack_ms;
+        match self.clients.get(&to).and_then(|c| c.packs) {
+            // Gathered for the tick; a full pack goes at once.
+            Some(dictionary) if delay > 0 => {
+                let now = self.now_ms;
+                if let Some(ready) = self.packs.add(to, dictionary, payload, now, delay) {
+                    self.send_pack(ready);
+                }
+            }
+            _ => self.emit(Output::Send {
+                client: to,
+                lane: Lane::Unreliable,
+                frame: frame.clone(),
+            }),
+        }
+    }
+
     /// Relays an unreliable, latest-wins update (presence, previews: one sequence per
-    /// connection) to every other joined client, within the author's rate.
+    /// connection) to every other joined client whose interest it reaches, within the author's
+    /// rate. `figure` marks a presence update alone: kept as the author's last, for clients
+    /// whose region comes to hold it.
     fn relay_latest(
         &mut self,
         client: ClientId,
         seq: u32,
+        place: Place,
+        figure: bool,
         message: impl FnOnce(AuthorId) -> ServerMsg,
     ) {
         let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
@@ -1805,26 +1913,19 @@ impl Session {
         let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
-        let payload = frame
-            .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
-            .unwrap_or_default();
-        let delay = self.config.presence_pack_ms;
         for other in self.joined_except(client) {
-            let packs = self.clients.get(&other).and_then(|c| c.packs);
-            match packs {
-                // Gathered for the tick; a full pack goes at once.
-                Some(dictionary) if delay > 0 => {
-                    let now = self.now_ms;
-                    if let Some(ready) = self.packs.add(other, dictionary, payload, now, delay) {
-                        self.send_pack(ready);
-                    }
-                }
-                _ => self.emit(Output::Send {
-                    client: other,
-                    lane: Lane::Unreliable,
-                    frame: frame.clone(),
-                }),
+            let wants = self
+                .clients
+                .get(&other)
+                .is_some_and(|c| place.reaches(c.interest.as_ref()));
+            if wants {
+                self.deliver_unreliable(other, &frame);
+            } else {
+                self.emit(Output::Event(Event::OutOfInterest));
             }
+        }
+        if figure {
+            self.last_figure.insert(author, (frame, place));
         }
     }
 

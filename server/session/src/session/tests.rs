@@ -2507,3 +2507,99 @@ fn a_full_pack_goes_at_once_and_the_rest_starts_the_next() {
     }
     assert_eq!(relayed, senders.len(), "every motion, once");
 }
+
+fn motion_at(h: &mut Harness, client: ClientId, seq: u16, at_m: [f32; 3]) -> Vec<Output> {
+    let head = wire::Pose::quantize(Vec3::from(at_m), glam::Quat::IDENTITY);
+    let m = motion::Motion::of_figure(
+        seq,
+        motion::Figure {
+            head: Some(head),
+            ..motion::Figure::default()
+        },
+    );
+    let bytes = postcard::to_allocvec(&ClientMsg::Motion(m)).unwrap();
+    h.input(Input::Datagram { client, bytes })
+}
+
+fn interest(h: &mut Harness, client: ClientId, around_m: Option<[f32; 3]>) -> Vec<Output> {
+    use meshwork_protocol::interest::{Interest, Region};
+    let region = around_m.map(|c| Region::around(Vec3::from(c), 10.0));
+    h.send(client, &ClientMsg::Interest(Interest { region }))
+}
+
+/// A client with a region is sent others' presence only where it touches the region (counted
+/// otherwise); one without a region gets everything; a region that comes to hold a member who
+/// stands still is sent that member's last presence at once; a drag's end goes to everyone.
+#[test]
+fn presence_goes_only_where_a_client_looks() {
+    let mut h = Harness::new();
+    let a = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    let b = h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c3 = ClientId(3);
+    h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Editor);
+    interest(&mut h, C2, Some([0.0, 0.0, 0.0]));
+    // A is half a kilometre away: C2 (looking at the origin) is not sent it; C3 is.
+    let out = motion_at(&mut h, C1, 1, [500.0, 1.6, 0.0]);
+    assert!(motions_to(&out, C2).is_empty());
+    assert_eq!(motions_to(&out, c3).len(), 1);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::OutOfInterest)))
+    );
+    // A walks into view.
+    h.now += 100;
+    let out = motion_at(&mut h, C1, 2, [3.0, 1.6, -4.0]);
+    assert_eq!(motions_to(&out, C2).len(), 1);
+    // B's own presence never comes back to B, whatever its region.
+    h.now += 100;
+    assert!(motions_to(&motion_at(&mut h, C2, 1, [0.0, 1.6, 0.0]), C2).is_empty());
+    // A walks away and stands still there; C2 turns its view to A: A's last presence comes
+    // at once, not at A's next move.
+    h.now += 100;
+    assert!(motions_to(&motion_at(&mut h, C1, 3, [200.0, 1.6, 0.0]), C2).is_empty());
+    h.now += 100;
+    let out = interest(&mut h, C2, Some([195.0, 0.0, 0.0]));
+    let got = motions_to(&out, C2);
+    assert_eq!(got.len(), 1, "the member now in view");
+    assert_eq!(got[0].1, a);
+    // Turning to where it already saw everyone sends nothing again.
+    let out = interest(&mut h, C2, Some([196.0, 0.0, 0.0]));
+    assert!(motions_to(&out, C2).is_empty());
+    // A drag far away: its previews stay out of C2's view at the origin, its end reaches all.
+    interest(&mut h, C2, Some([0.0, 0.0, 0.0]));
+    let far = wire::Pose::quantize(Vec3::new(300.0, 0.0, 0.0), glam::Quat::IDENTITY);
+    let cube = EntityId::new(a, 1);
+    let drag = |moving, ended| motion::MotionContent {
+        seq: 9,
+        figure: None,
+        moving,
+        ended,
+    };
+    let send = |h: &mut Harness, c: motion::MotionContent| {
+        let m = motion::Motion::encode(&c).unwrap();
+        let bytes = postcard::to_allocvec(&ClientMsg::Motion(m)).unwrap();
+        h.input(Input::Datagram { client: C1, bytes })
+    };
+    h.now += 100;
+    let t = wire::PreviewTransform {
+        pose: far,
+        scale_permille: [1000; 3],
+    };
+    assert!(motions_to(&send(&mut h, drag(vec![(cube, t)], vec![])), C2).is_empty());
+    h.now += 100;
+    let mut end = drag(vec![], vec![cube]);
+    end.seq = 10;
+    assert_eq!(
+        motions_to(&send(&mut h, end), C2).len(),
+        1,
+        "the end goes to everyone"
+    );
+    // Without a region again: everything.
+    interest(&mut h, C2, None);
+    h.now += 100;
+    assert_eq!(
+        motions_to(&motion_at(&mut h, C1, 11, [900.0, 0.0, 0.0]), C2).len(),
+        1
+    );
+    let _ = b;
+}
