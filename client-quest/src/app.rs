@@ -16,6 +16,10 @@ use meshwork_protocol::{AuthorId, Command, Ed25519Signer, EntityId};
 
 use crate::input::{self, Grab, Pickable, Pose, Ray, Snap, TwoHandScale};
 
+/// Half the edge of the cube around the head that others' presence is asked for in, metres:
+/// a large room with room to spare; farther members show again when the user walks nearer.
+pub const INTEREST_HALF_EXTENT_M: f32 = 32.0;
+
 /// Which hand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hand {
@@ -210,6 +214,8 @@ pub struct App {
     snap: Snap,
     prev: [Option<HandInput>; 2],
     presence_seq: u32,
+    /// Where the region others' presence is wanted in was last centred.
+    interest_at: Option<Vec3>,
     /// Refusal messages from the server, newest last (shown on the panel).
     pub notices: Vec<String>,
     /// Extra frames for the reliable lane (pings and the like).
@@ -301,6 +307,7 @@ impl App {
             snap: Snap::new(snap_step),
             prev: [None, None],
             presence_seq: 0,
+            interest_at: None,
             notices: Vec::new(),
             extra: Vec::new(),
             meshes: MeshCache::default(),
@@ -557,8 +564,22 @@ impl App {
         out
     }
 
-    /// A presence update (head and both hands) for the unreliable lane.
+    /// A presence update (head and both hands) for the unreliable lane. Others' presence is
+    /// asked for around the head ([`INTEREST_HALF_EXTENT_M`]), the region following the user
+    /// once they have walked a quarter of it.
     pub fn presence(&mut self, input: &FrameInput) -> ClientMsg {
+        let head_at = input.stage_from_head.position;
+        let far = self
+            .interest_at
+            .is_none_or(|c| c.distance(head_at) > INTEREST_HALF_EXTENT_M / 4.0);
+        if far {
+            self.interest_at = Some(head_at);
+            self.conn
+                .set_interest(Some(meshwork_protocol::interest::Region::around(
+                    head_at,
+                    INTEREST_HALF_EXTENT_M,
+                )));
+        }
         self.presence_seq = self.presence_seq.wrapping_add(1);
         let hand = |h: Option<HandInput>| h.map(|h| wire_pose(&h.world_from_grip));
         let cursor = input.hands[Hand::Right as usize]
@@ -1777,5 +1798,35 @@ mod edit_preview_tests {
         }
         let draws = app.entity_draws();
         assert_eq!(draws[0].mesh.2.len() / 3, 12, "gone quiet: the cube again");
+    }
+}
+
+#[cfg(test)]
+mod interest_tests {
+    use super::*;
+
+    #[test]
+    fn others_presence_is_asked_for_around_the_head_and_follows_a_walk() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let at = |x: f32| FrameInput {
+            stage_from_head: Pose::looking(Vec3::new(x, 1.6, 0.0), 0.0, 0.0),
+            hands: [None, None],
+        };
+        let region = |x: f32| {
+            meshwork_protocol::interest::Region::around(
+                Vec3::new(x, 1.6, 0.0),
+                INTEREST_HALF_EXTENT_M,
+            )
+        };
+        app.presence(&at(0.0));
+        assert_eq!(app.conn.interest(), Some(region(0.0)));
+        app.presence(&at(5.0));
+        assert_eq!(
+            app.conn.interest(),
+            Some(region(0.0)),
+            "a few steps keep the region"
+        );
+        app.presence(&at(9.0));
+        assert_eq!(app.conn.interest(), Some(region(9.0)), "a walk moves it");
     }
 }

@@ -268,6 +268,15 @@ export class Session {
     this.transport.sendPresence(frame);
   }
 
+  /**
+   * Others' presence, previews and selections only around `center` (a cube of half-edge
+   * `halfExtent` metres; the log arrives whatever the region). Kept over reconnects.
+   */
+  interest(center: number[], halfExtent: number): void {
+    this.conn.set_interest(new Float32Array(center), halfExtent);
+    if (this.transport) this.flush();
+  }
+
   /** A live preview of a drag (`null` when it ends), on the presence lane. */
   preview(entity: number, t: Transform | null): void {
     if (!this.transport) return;

@@ -524,6 +524,16 @@ export class Viewport {
     return [this.orbit.target.x, this.orbit.target.z];
   }
 
+  /**
+   * The part of the world this view shows others' presence in: a cube around the point the
+   * view orbits, four times as wide as the camera is far from it (at least 32 m each way).
+   */
+  viewRegion(): { center: Vec3; halfExtent: number } {
+    const t = this.orbit.target;
+    const distance = this.camera.position.distanceTo(t);
+    return { center: [t.x, t.y, t.z], halfExtent: Math.max(32, 4 * distance) };
+  }
+
   /** The camera pose, for presence. */
   cameraPose(): { position: Vec3; rotation: [number, number, number, number] } {
     const p = this.camera.position;

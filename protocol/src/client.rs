@@ -675,6 +675,13 @@ impl<S: Signer> ClientConnection<S> {
                             dictionaries: self.codecs.clone(),
                         }));
                 }
+                // The region asked for holds over the reconnect.
+                if let Some(region) = self.interest {
+                    self.outbox
+                        .push_back(ClientMsg::Interest(crate::interest::Interest {
+                            region: Some(region),
+                        }));
+                }
                 ClientEvent::Joined
             }
             (ServerMsg::JoinRefused(r), _) => {

@@ -27,6 +27,7 @@ use glam::{Quat, Vec3};
 use meshwork_protocol::client::{ClientConnection, ClientPhase};
 use meshwork_protocol::codec::{decode_payload, to_frame};
 use meshwork_protocol::command::{Primitive, Transform};
+use meshwork_protocol::interest::Region;
 use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
 use meshwork_protocol::scene::transform_commands;
 use meshwork_protocol::wire::{
@@ -101,6 +102,13 @@ pub struct Workload {
     pub seed: u64,
     /// How presence and previews travel.
     pub form: PresenceForm,
+    /// Members stand in groups of four spread over a square grid this many metres across;
+    /// `None`: a shared room, four abreast 3 m apart (the typical session).
+    pub world_m: Option<f32>,
+    /// Each member asks for others' presence only within this many metres of where they stand
+    /// (`ClientMsg::Interest`), and drags only what they placed; `None`: everything, and any
+    /// entity.
+    pub view_m: Option<f32>,
 }
 
 impl Workload {
@@ -112,6 +120,8 @@ impl Workload {
             seconds,
             seed: 1,
             form,
+            world_m: None,
+            view_m: None,
         }
     }
 }
@@ -129,6 +139,8 @@ pub struct Report {
     pub entries: usize,
     /// Drags committed.
     pub drags: u64,
+    /// Presence-lane messages delivered to members (a pack counts as the messages in it).
+    pub relayed: u64,
     /// The uncompressed bytes of every pack the first member received (training samples for
     /// the presence dictionary; only under [`PresenceForm::MotionPacked`]).
     pub raw_packs: Vec<Vec<u8>>,
@@ -242,6 +254,8 @@ struct Play {
     rng: Rng,
     now_ms: u64,
     form: PresenceForm,
+    /// Members drag only what they placed.
+    local: bool,
     report: Report,
 }
 
@@ -292,11 +306,13 @@ impl Play {
                     decode_payload::<ServerMsg>(payload),
                     self.members.get_mut(client.0 as usize),
                 ) {
-                    if let ServerMsg::Packed(p) = &msg
-                        && client.0 == 0
-                        && p.dictionary == meshwork_protocol::packed::RAW
-                    {
-                        self.report.raw_packs.push(p.bytes.clone());
+                    if let ServerMsg::Packed(p) = &msg {
+                        if client.0 == 0 && p.dictionary == meshwork_protocol::packed::RAW {
+                            self.report.raw_packs.push(p.bytes.clone());
+                        }
+                        self.report.relayed += m.sim.conn.unpack(p).len() as u64;
+                    } else if is_presence_lane(kind(&SERVER_KINDS, payload)) {
+                        self.report.relayed += 1;
                     }
                     m.sim.conn.handle(&msg);
                 }
@@ -415,15 +431,21 @@ impl Play {
                     return;
                 }
                 let scene = self.members[i].sim.conn.replica().scene();
-                let n = scene.entities.len() as u64;
+                let own = self.members[i].sim.conn.author();
+                let candidates: Vec<_> = scene
+                    .entities
+                    .iter()
+                    .filter(|(id, _)| !self.local || Some(id.namespace()) == own)
+                    .collect();
+                let n = candidates.len() as u64;
                 if n == 0 {
                     return;
                 }
                 let pick = self.rng.below(n) as usize;
-                let Some((entity, e)) = scene.entities.iter().nth(pick) else {
+                let Some((entity, e)) = candidates.get(pick) else {
                     return;
                 };
-                let (entity, from) = (*entity, e.transform);
+                let (entity, from) = (**entity, e.transform);
                 let frames_left = 90 + self.rng.below(90) as u32;
                 let dir = Vec3::new(
                     self.rng.below(200) as f32 / 100.0 - 1.0,
@@ -503,6 +525,25 @@ impl Play {
     }
 }
 
+/// Where member `i` of `n` stands: in groups of four, 3 m apart, the groups on a square grid
+/// `world_m` across centred on the origin; or all in the shared room.
+fn home_of(i: usize, n: usize, world_m: Option<f32>) -> Vec3 {
+    let Some(world_m) = world_m else {
+        return Vec3::new((i % 4) as f32 * 3.0 - 4.5, 0.0, (i / 4) as f32 * 3.0);
+    };
+    let groups = n.div_ceil(4);
+    let side = (1..).find(|s| s * s >= groups).unwrap_or(1);
+    let spacing = world_m / side as f32;
+    let (group, seat) = (i / 4, i % 4);
+    let (col, row) = ((group % side) as f32, (group / side) as f32);
+    let half = world_m / 2.0 - spacing / 2.0;
+    Vec3::new(
+        col * spacing - half + (seat % 2) as f32 * 3.0,
+        0.0,
+        row * spacing - half + (seat / 2) as f32 * 3.0,
+    )
+}
+
 /// Plays `workload` and reports every frame's bytes.
 #[must_use]
 pub fn play(workload: &Workload) -> Report {
@@ -531,12 +572,16 @@ pub fn play(workload: &Workload) -> Report {
             let late = i + 1 == workload.members && workload.members > 1;
             let mut conn = ClientConnection::new(signer, invite, "typical");
             conn.offer_codecs(workload.form.codecs());
+            let home = home_of(i, workload.members, workload.world_m);
+            if let Some(view) = workload.view_m {
+                conn.set_interest(Some(Region::around(home, view)));
+            }
             Member {
                 sim: SimClient::new(conn),
                 headset: i % 2 == 0,
                 joined_at_frame: if late { frames / 2 } else { 0 },
                 connected: false,
-                home: Vec3::new((i % 4) as f32 * 3.0 - 4.5, 0.0, (i / 4) as f32 * 3.0),
+                home,
                 presence_seq: 0,
                 drag: None,
                 last_preview_frame: 0,
@@ -550,6 +595,7 @@ pub fn play(workload: &Workload) -> Report {
         rng,
         now_ms,
         form: workload.form,
+        local: workload.view_m.is_some(),
         report: Report::default(),
     };
     for frame in 0..frames {

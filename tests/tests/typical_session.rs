@@ -73,3 +73,32 @@ fn each_presence_lever_carries_the_same_session_in_fewer_bytes() {
         legacy.total()
     );
 }
+
+/// Sixteen members in four groups far apart, each asking for what is within 10 m: every
+/// replica still converges (the log reaches everyone), and each member is delivered only its
+/// own group's presence — three others of fifteen, a fifth of what it gets without interest.
+#[test]
+fn interest_keeps_presence_to_who_is_near() {
+    let run = |view_m| {
+        play(&Workload {
+            members: 16,
+            seconds: 3,
+            seed: 3,
+            form: PresenceForm::MotionCompressed,
+            world_m: Some(200.0),
+            view_m,
+        })
+    };
+    let (all, near) = (run(None), run(Some(10.0)));
+    for r in [&all, &near] {
+        assert!(r.replica_hashes.iter().all(|h| *h == r.server_hash));
+        assert!(r.relayed > 0);
+    }
+    assert!(
+        near.relayed * 100 <= all.relayed * 25,
+        "{} presence-lane messages delivered with interest vs {} without",
+        near.relayed,
+        all.relayed
+    );
+    assert!(near.relayed * 100 >= all.relayed * 15, "each group still sees itself");
+}

@@ -486,6 +486,20 @@ impl Connection {
         self.extra.push(ClientMsg::Ping(Ping { nonce }));
     }
 
+    /// Asks for others' presence, previews and selections only around `center` (metres): a
+    /// cube of half-edge `half_extent_m`; sent with the next [`Self::poll_transmit`] and again
+    /// after a reconnect. Committed changes arrive whatever the region.
+    pub fn set_interest(&mut self, center: &[f32], half_extent_m: f32) {
+        let region =
+            meshwork_protocol::interest::Region::around(vec3(Some(center), 0.0), half_extent_m);
+        self.inner.set_interest(Some(region));
+    }
+
+    /// Asks for the presence lane of the whole world again.
+    pub fn clear_interest(&mut self) {
+        self.inner.set_interest(None);
+    }
+
     /// One presence frame (for the unreliable lane, or the reliable one when there is none):
     /// the pointer's hit point in scene space (metres) and the camera pose, or `null`s.
     ///

@@ -43,6 +43,18 @@ struct Args {
     /// never changes: a new one gets a new number).
     #[arg(long)]
     train_dictionary: Option<std::path::PathBuf>,
+    /// Members of the interest run.
+    #[arg(long, default_value_t = 64)]
+    crowd: usize,
+    /// Virtual seconds of the interest run.
+    #[arg(long, default_value_t = 10)]
+    crowd_seconds: u64,
+    /// The interest run's world, metres across.
+    #[arg(long, default_value_t = 1000.0)]
+    world_m: f32,
+    /// How far each member of the interest run looks, metres each way.
+    #[arg(long, default_value_t = 20.0)]
+    view_m: f32,
     /// The trained dictionary's size.
     #[arg(long, default_value_t = 8192)]
     dictionary_bytes: usize,
@@ -176,6 +188,8 @@ fn main() {
                 seconds: args.seconds,
                 seed: args.seed,
                 form,
+                world_m: None,
+                view_m: None,
             });
             (form, r)
         })
@@ -257,6 +271,61 @@ fn main() {
         totals[3],
         pct(totals[0], totals[3])
     );
+    interest(&args);
+}
+
+/// The presence lane with and without interest: `--crowd` members spread over `--world-m`,
+/// each asking for `--view-m` around where they stand.
+fn interest(args: &Args) {
+    let run = |view_m| {
+        play(&Workload {
+            members: args.crowd,
+            seconds: args.crowd_seconds,
+            seed: args.seed,
+            form: PresenceForm::MotionCompressed,
+            world_m: Some(args.world_m),
+            view_m,
+        })
+    };
+    let (all, near) = (run(None), run(Some(args.view_m)));
+    for r in [&all, &near] {
+        assert!(
+            r.replica_hashes.iter().all(|h| *h == r.server_hash),
+            "every replica converged"
+        );
+    }
+    println!();
+    println!(
+        "{} members in groups of four (3 m apart) spread over a {} m grid, {} virtual seconds, each viewing ±{} m around where they stand:",
+        args.crowd, args.world_m, args.crowd_seconds, args.view_m
+    );
+    println!();
+    println!("| | no interest | interest | change |");
+    println!("|---|---|---|---|");
+    println!(
+        "| presence-lane messages delivered | {} | {} | {} |",
+        all.relayed,
+        near.relayed,
+        pct(all.relayed, near.relayed)
+    );
+    for (name, dir) in [
+        ("presence lane, up", Direction::Up),
+        ("presence lane, down", Direction::Down),
+    ] {
+        let (a, b) = (
+            all.bytes(dir, is_presence_lane),
+            near.bytes(dir, is_presence_lane),
+        );
+        println!("| {name}, bytes | {a} | {b} | {} |", pct(a, b));
+    }
+    let (a, b) = (
+        all.bytes(Direction::Down, |k| !is_presence_lane(k)),
+        near.bytes(Direction::Down, |k| !is_presence_lane(k)),
+    );
+    println!(
+        "| log and everything else, down, bytes | {a} | {b} | {} |",
+        pct(a, b)
+    );
 }
 
 /// Trains the presence dictionary on the raw packs of the typical session and writes it.
@@ -266,6 +335,8 @@ fn train(args: &Args, path: &std::path::Path) {
         seconds: args.seconds,
         seed: args.seed,
         form: PresenceForm::MotionPacked,
+        world_m: None,
+        view_m: None,
     });
     let dictionary = zstd::dict::from_samples(&r.raw_packs, args.dictionary_bytes)
         .expect("enough samples to train on");
