@@ -100,5 +100,8 @@ fn interest_keeps_presence_to_who_is_near() {
         near.relayed,
         all.relayed
     );
-    assert!(near.relayed * 100 >= all.relayed * 15, "each group still sees itself");
+    assert!(
+        near.relayed * 100 >= all.relayed * 15,
+        "each group still sees itself"
+    );
 }
