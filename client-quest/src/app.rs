@@ -390,16 +390,9 @@ impl App {
 
     /// Handles one server message.
     pub fn receive(&mut self, msg: &ServerMsg) -> ClientEvent {
-        if let ServerMsg::Packed(p) = msg {
-            // One tick's presence-lane messages together.
-            for part in self.conn.unpack(p) {
-                self.receive(&part);
-            }
-            return ClientEvent::None;
-        }
-        if let ServerMsg::Motion(m) = msg {
-            // The compact form: handled as the presence and previews it stands for.
-            for part in m.expand().unwrap_or_default() {
+        if let Some(parts) = self.conn.expand(msg) {
+            // A pack or a compact motion: handled as the messages it stands for.
+            for part in parts {
                 self.receive(&part);
             }
             return ClientEvent::None;

@@ -598,19 +598,31 @@ impl<S: Signer> ClientConnection<S> {
         self.unpacker.unpack(pack).unwrap_or_default()
     }
 
+    /// The plain messages a packed or compact one stands for — a `Packed` unpacked, each
+    /// `Motion` turned into the presence and previews it carries — so every client handles one
+    /// form; `None` for a message that is plain already. What does not unpack stands for
+    /// nothing (an unreliable update that does not decode is dropped).
+    pub fn expand(&mut self, msg: &ServerMsg) -> Option<Vec<ServerMsg>> {
+        match msg {
+            ServerMsg::Packed(p) => {
+                let mut out = Vec::new();
+                for part in self.unpack(p) {
+                    match self.expand(&part) {
+                        Some(parts) => out.extend(parts),
+                        None => out.push(part),
+                    }
+                }
+                Some(out)
+            }
+            ServerMsg::Motion(m) => Some(m.expand().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
     /// Handles one server message.
     pub fn handle(&mut self, msg: &ServerMsg) -> ClientEvent {
-        if let ServerMsg::Packed(p) = msg {
-            for part in self.unpack(p) {
-                self.handle(&part);
-            }
-            return ClientEvent::None;
-        }
-        if let ServerMsg::Motion(m) = msg {
-            // The compact form: handled as the presence and previews it stands for (none of
-            // them changes the replica or the phase). Bytes that do not unpack are ignored,
-            // like any unreliable update that does not decode.
-            for part in m.expand().unwrap_or_default() {
+        if let Some(parts) = self.expand(msg) {
+            for part in parts {
                 self.handle(&part);
             }
             return ClientEvent::None;

@@ -196,14 +196,7 @@ impl Sim {
             resync_reasons: BTreeMap::new(),
         };
         for i in 0..clients {
-            let body = InviteBody {
-                domain: Domain::Invite,
-                session: SESSION,
-                role: Role::Editor,
-                expires_at_ms: now_ms + 86_400_000,
-                invite_id: [u8::try_from(i % 256).unwrap_or(0); 16],
-            };
-            let invite = Invite::mint(&body, &server_key).expect("invite domain is set");
+            let invite = editor_invite(SESSION, &server_key, now_ms, i);
             let signer = Ed25519Signer::from_seed(seed_bytes(&mut sim.rng));
             let conn = ClientConnection::new(signer, invite, "sim");
             sim.clients.push(SimClient::new(conn));
@@ -830,6 +823,23 @@ fn copy(d: &Dest) -> Dest {
         Dest::Server(i) => Dest::Server(*i),
         Dest::Client(i) => Dest::Client(*i),
     }
+}
+
+/// Member `i`'s editor invite to `session`, a day long, signed by `server_key`.
+pub(crate) fn editor_invite(
+    session: SessionId,
+    server_key: &Ed25519Signer,
+    now_ms: u64,
+    i: usize,
+) -> Invite {
+    let body = InviteBody {
+        domain: Domain::Invite,
+        session,
+        role: Role::Editor,
+        expires_at_ms: now_ms + 86_400_000,
+        invite_id: [u8::try_from(i % 256).unwrap_or(0); 16],
+    };
+    Invite::mint(&body, server_key).expect("invite domain is set")
 }
 
 pub(crate) fn seed_bytes(rng: &mut Rng) -> [u8; 32] {

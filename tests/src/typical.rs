@@ -30,10 +30,8 @@ use meshwork_protocol::command::{Primitive, Transform};
 use meshwork_protocol::interest::Region;
 use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
 use meshwork_protocol::scene::transform_commands;
-use meshwork_protocol::wire::{
-    ClientMsg, Invite, InviteBody, Pose, Presence, Preview, PreviewTransform, ServerMsg,
-};
-use meshwork_protocol::{Command, Domain, Ed25519Signer, EntityId, Role, SessionId};
+use meshwork_protocol::wire::{ClientMsg, Pose, Presence, Preview, PreviewTransform, ServerMsg};
+use meshwork_protocol::{Command, Ed25519Signer, EntityId, SessionId};
 use meshwork_session::{ClientId, Config, Input, Output, Session};
 
 use crate::sim::{Rng, SimClient};
@@ -560,14 +558,7 @@ pub fn play(workload: &Workload) -> Report {
     let frames = workload.seconds * 1000 / FRAME_MS;
     let members = (0..workload.members)
         .map(|i| {
-            let body = InviteBody {
-                domain: Domain::Invite,
-                session: SESSION,
-                role: Role::Editor,
-                expires_at_ms: now_ms + 86_400_000,
-                invite_id: [u8::try_from(i % 256).unwrap_or(0); 16],
-            };
-            let invite = Invite::mint(&body, &server_key).expect("invite domain is set");
+            let invite = crate::sim::editor_invite(SESSION, &server_key, now_ms, i);
             let signer = Ed25519Signer::from_seed(crate::sim::seed_bytes(&mut rng));
             let late = i + 1 == workload.members && workload.members > 1;
             let mut conn = ClientConnection::new(signer, invite, "typical");

@@ -155,16 +155,9 @@ impl Connection {
     }
 
     fn handle(&mut self, msg: &ServerMsg, events: &mut Vec<Value>) {
-        if let ServerMsg::Packed(p) = msg {
-            // One tick's presence-lane messages together.
-            for part in self.inner.unpack(p) {
-                self.handle(&part, events);
-            }
-            return;
-        }
-        if let ServerMsg::Motion(m) = msg {
-            // The compact form: handled as the presence and previews it stands for.
-            for part in m.expand().unwrap_or_default() {
+        if let Some(parts) = self.inner.expand(msg) {
+            // A pack or a compact motion: handled as the messages it stands for.
+            for part in parts {
                 self.handle(&part, events);
             }
             return;
