@@ -596,10 +596,14 @@ impl Client {
             self.seen.resyncs = self.seen.resyncs.saturating_add(1);
             self.seen.resync_reasons.push(reason);
         }
-        // The machine may have queued a `Resync`.
+        // The machine may have queued a `Resync`. A stream the server has closed fails the
+        // write: the message read is still handed out (it may be the close saying why), and
+        // the closing shows on the next read.
         while let Some(out) = self.machine.poll_transmit() {
             let frame = to_frame(&out).map_err(|e| ClientError::Unexpected(e.to_string()))?;
-            self.send_raw(&frame).await?;
+            if self.send_raw(&frame).await.is_err() {
+                break;
+            }
         }
         match &msg {
             ServerMsg::History(h) => {
@@ -717,6 +721,11 @@ async fn handshake(
         let (_, msg) = recv_msg(inbox, Duration::from_secs(10)).await?;
         match machine.handle(&msg) {
             ClientEvent::Joined => {
+                // What joining queued (the codecs, a catch-up) goes before anything the
+                // caller sends.
+                while let Some(msg) = machine.poll_transmit() {
+                    write(send, &msg).await?;
+                }
                 return machine
                     .welcome()
                     .cloned()
