@@ -630,6 +630,10 @@ pub struct Session {
     packs: crate::pack::Packs,
     /// Each author's last presence update alone, as relayed, and where it is.
     last_figure: BTreeMap<AuthorId, (Arc<[u8]>, Place)>,
+    /// (client with a region, author) pairs whose last presence sent to the client was inside
+    /// its region: the author's step out of it is sent too, once, so their avatar is not left
+    /// frozen at the edge.
+    in_view: BTreeSet<(ClientId, AuthorId)>,
     /// Authors to write with the next persistence batch.
     pending_authors: Vec<AuthorRecord>,
     /// Invites with limits or uses, by id (see [`InviteRecord`]).
@@ -687,6 +691,7 @@ impl Session {
             presence: BTreeMap::new(),
             packs: crate::pack::Packs::new(),
             last_figure: BTreeMap::new(),
+            in_view: BTreeSet::new(),
             snapshot_frames: None,
             pending_authors: Vec::new(),
             roles_set: BTreeSet::new(),
@@ -1083,12 +1088,14 @@ impl Session {
     /// connection (not one a rejoin replaced), the others are told they left.
     fn unbind(&mut self, client: ClientId) {
         self.packs.forget(client);
+        self.in_view.retain(|(c, _)| *c != client);
         let author = self.clients.get_mut(&client).and_then(|c| c.author.take());
         if let Some(author) = author
             && self.connection_of.get(&author) == Some(&client)
         {
             self.connection_of.remove(&author);
             self.last_figure.remove(&author);
+            self.in_view.retain(|(_, a)| *a != author);
             let left = ServerMsg::Left(wire::Left { author });
             for other in self.joined_except(client) {
                 self.send(other, &left);
@@ -1838,7 +1845,7 @@ impl Session {
         let Some(old) = old else {
             return; // it was sent everything already
         };
-        let newly: Vec<Arc<[u8]>> = self
+        let newly: Vec<(AuthorId, Arc<[u8]>)> = self
             .last_figure
             .iter()
             .filter(|(author, (_, place))| {
@@ -1846,9 +1853,10 @@ impl Session {
                     && place.reaches(interest.region.as_ref())
                     && !place.reaches(Some(&old))
             })
-            .map(|(_, (frame, _))| frame.clone())
+            .map(|(author, (frame, _))| (*author, frame.clone()))
             .collect();
-        for frame in newly {
+        for (author, frame) in newly {
+            self.in_view.insert((client, author));
             self.deliver_unreliable(client, &frame);
         }
     }
@@ -1914,10 +1922,20 @@ impl Session {
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
         for other in self.joined_except(client) {
-            let wants = self
-                .clients
-                .get(&other)
-                .is_some_and(|c| place.reaches(c.interest.as_ref()));
+            let Some(region) = self.clients.get(&other).map(|c| c.interest) else {
+                continue;
+            };
+            let mut wants = place.reaches(region.as_ref());
+            if figure && region.is_some() {
+                // Presence inside is followed; the first update outside goes too (the member
+                // is seen leaving, not frozen at the edge), then nothing until they return.
+                let key = (other, author);
+                if wants {
+                    self.in_view.insert(key);
+                } else {
+                    wants = self.in_view.remove(&key);
+                }
+            }
             if wants {
                 self.deliver_unreliable(other, &frame);
             } else {

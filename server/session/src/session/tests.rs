@@ -2528,8 +2528,9 @@ fn interest(h: &mut Harness, client: ClientId, around_m: Option<[f32; 3]>) -> Ve
 }
 
 /// A client with a region is sent others' presence only where it touches the region (counted
-/// otherwise); one without a region gets everything; a region that comes to hold a member who
-/// stands still is sent that member's last presence at once; a drag's end goes to everyone.
+/// otherwise), and a member's step out of it once; one without a region gets everything; a
+/// region that comes to hold a member who stands still is sent that member's last presence at
+/// once; a drag's end goes to everyone.
 #[test]
 fn presence_goes_only_where_a_client_looks() {
     let mut h = Harness::new();
@@ -2553,10 +2554,17 @@ fn presence_goes_only_where_a_client_looks() {
     // B's own presence never comes back to B, whatever its region.
     h.now += 100;
     assert!(motions_to(&motion_at(&mut h, C2, 1, [0.0, 1.6, 0.0]), C2).is_empty());
-    // A walks away and stands still there; C2 turns its view to A: A's last presence comes
-    // at once, not at A's next move.
+    // A walks away: C2 is sent the step out of its region (A is not left frozen at the edge),
+    // then nothing while A stays away.
     h.now += 100;
-    assert!(motions_to(&motion_at(&mut h, C1, 3, [200.0, 1.6, 0.0]), C2).is_empty());
+    assert_eq!(
+        motions_to(&motion_at(&mut h, C1, 3, [200.0, 1.6, 0.0]), C2).len(),
+        1
+    );
+    h.now += 100;
+    assert!(motions_to(&motion_at(&mut h, C1, 4, [201.0, 1.6, 0.0]), C2).is_empty());
+    // A stands still there; C2 turns its view to A: A's last presence comes at once, not at
+    // A's next move.
     h.now += 100;
     let out = interest(&mut h, C2, Some([195.0, 0.0, 0.0]));
     let got = motions_to(&out, C2);
