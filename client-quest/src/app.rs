@@ -214,8 +214,6 @@ pub struct App {
     snap: Snap,
     prev: [Option<HandInput>; 2],
     presence_seq: u32,
-    /// Where the region others' presence is wanted in was last centred.
-    interest_at: Option<Vec3>,
     /// Refusal messages from the server, newest last (shown on the panel).
     pub notices: Vec<String>,
     /// Extra frames for the reliable lane (pings and the like).
@@ -307,7 +305,6 @@ impl App {
             snap: Snap::new(snap_step),
             prev: [None, None],
             presence_seq: 0,
-            interest_at: None,
             notices: Vec::new(),
             extra: Vec::new(),
             meshes: MeshCache::default(),
@@ -497,29 +494,16 @@ impl App {
         held.sort_unstable();
         held.dedup();
         let mut out = Vec::new();
-        let ended: Vec<EntityId> = self
-            .previewing
+        // Every held entity where it is now, and every release, in one compact motion.
+        let ended = self.previewing.iter().filter(|e| !held.contains(e));
+        let previews: Vec<_> = held
             .iter()
-            .filter(|e| !held.contains(e))
-            .copied()
+            .map(|e| (*e, self.previews.get(e).map(preview_transform)))
+            .chain(ended.map(|e| (*e, None)))
             .collect();
-        // Every held entity and every release in one compact motion (at most 64 of them).
-        let mut ended = ended;
-        let mut moving = Vec::new();
-        for e in &held {
-            match self.previews.get(e) {
-                Some(t) => moving.push((*e, preview_transform(t))),
-                None => ended.push(*e),
-            }
-        }
-        if !moving.is_empty() || !ended.is_empty() {
+        if !previews.is_empty() {
             self.presence_seq = self.presence_seq.wrapping_add(1);
-            let content = MotionContent {
-                seq: low_seq(self.presence_seq),
-                figure: None,
-                moving,
-                ended,
-            };
+            let content = MotionContent::previews(low_seq(self.presence_seq), previews);
             out.extend(Motion::encode(&content).ok().map(ClientMsg::Motion));
         }
         self.previewing = held;
@@ -558,21 +542,11 @@ impl App {
     }
 
     /// A presence update (head and both hands) for the unreliable lane. Others' presence is
-    /// asked for around the head ([`INTEREST_HALF_EXTENT_M`]), the region following the user
-    /// once they have walked a quarter of it.
+    /// asked for around the head ([`INTEREST_HALF_EXTENT_M`]), the region following the user by
+    /// the protocol's rule (`ClientConnection::follow_interest`).
     pub fn presence(&mut self, input: &FrameInput) -> ClientMsg {
-        let head_at = input.stage_from_head.position;
-        let far = self
-            .interest_at
-            .is_none_or(|c| c.distance(head_at) > INTEREST_HALF_EXTENT_M / 4.0);
-        if far {
-            self.interest_at = Some(head_at);
-            self.conn
-                .set_interest(Some(meshwork_protocol::interest::Region::around(
-                    head_at,
-                    INTEREST_HALF_EXTENT_M,
-                )));
-        }
+        self.conn
+            .follow_interest(input.stage_from_head.position, INTEREST_HALF_EXTENT_M);
         self.presence_seq = self.presence_seq.wrapping_add(1);
         let hand = |h: Option<HandInput>| h.map(|h| wire_pose(&h.world_from_grip));
         let cursor = input.hands[Hand::Right as usize]

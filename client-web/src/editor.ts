@@ -111,8 +111,6 @@ export class Editor {
   private synced = false;
   private lastPoint: Vec3 | null = null;
   private lastPresence = 0;
-  /** The region last asked for (`updateInterest`). */
-  private lastInterest: { center: Vec3; halfExtent: number } | null = null;
 
   // DOM
   private root = h('div', { class: 'editor' });
@@ -1455,19 +1453,12 @@ export class Editor {
     this.updateInterest();
   }
 
-  /** The region others' presence is wanted in follows the view, when it has moved enough. */
+  /** The region others' presence is wanted in follows the view. */
   private updateInterest(): void {
     const { center, halfExtent } = this.viewport.viewRegion();
-    const last = this.lastInterest;
-    const moved =
-      !last ||
-      Math.hypot(center[0] - last.center[0], center[1] - last.center[1], center[2] - last.center[2]) >
-        last.halfExtent / 4 ||
-      Math.abs(halfExtent - last.halfExtent) > last.halfExtent / 4;
-    if (!moved) return;
-    this.lastInterest = { center, halfExtent };
-    this.session.interest(center, halfExtent);
+    this.session.followInterest(center, halfExtent);
   }
+
 
   // ------------------------------------------------------------------------------- rendering
 

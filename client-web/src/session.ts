@@ -269,11 +269,12 @@ export class Session {
   }
 
   /**
-   * Others' presence, previews and selections only around `center` (a cube of half-edge
-   * `halfExtent` metres; the log arrives whatever the region). Kept over reconnects.
+   * Follows the view: others' presence, previews and selections only around `center` (a cube of
+   * half-edge `halfExtent` metres; the log arrives whatever the region), asked for again when
+   * the view has moved enough (the rule is the protocol's). Kept over reconnects.
    */
-  interest(center: number[], halfExtent: number): void {
-    this.conn.set_interest(new Float32Array(center), halfExtent);
+  followInterest(center: number[], halfExtent: number): void {
+    this.conn.follow_interest(new Float32Array(center), halfExtent);
     if (this.transport) this.flush();
   }
 

@@ -279,6 +279,8 @@ pub struct ClientConnection<S> {
     /// The region of the world this client wants the presence lane of (sent again after each
     /// `Welcome`).
     interest: Option<crate::interest::Region>,
+    /// Centre and half-edge of the region [`Self::follow_interest`] last asked for.
+    interest_at: Option<(glam::Vec3, f32)>,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
     /// The last welcome: who this client is in the session, kept across reconnects so that
@@ -334,6 +336,7 @@ impl<S: Signer> ClientConnection<S> {
             unpacker: crate::packed::Unpacker::new(),
             codecs: crate::packed::READABLE.to_vec(),
             interest: None,
+            interest_at: None,
             now_ms: 0,
             last_welcome: None,
             unacked: BTreeMap::new(),
@@ -577,6 +580,16 @@ impl<S: Signer> ClientConnection<S> {
         if self.is_joined() {
             self.outbox
                 .push_back(ClientMsg::Interest(crate::interest::Interest { region }));
+        }
+    }
+
+    /// Asks for the region of half-edge `half_extent_m` around `center` when it has moved
+    /// enough from the one asked before ([`crate::interest::moved_enough`]): what a client
+    /// calls with its view every frame.
+    pub fn follow_interest(&mut self, center: glam::Vec3, half_extent_m: f32) {
+        if crate::interest::moved_enough(self.interest_at, center, half_extent_m) {
+            self.interest_at = Some((center, half_extent_m));
+            self.set_interest(Some(crate::interest::Region::around(center, half_extent_m)));
         }
     }
 

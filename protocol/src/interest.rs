@@ -61,6 +61,16 @@ impl Region {
     }
 }
 
+/// Whether a region asked for around `center` with half-edge `half_extent` should replace
+/// `last` (centre and half-edge of the one asked before): when there was none, when the
+/// centre has moved more than a quarter of the last half-edge, or the half-edge changed by
+/// more than a quarter. Both clients follow their view by this rule, so a region is sent again
+/// on a real move, not on every frame.
+#[must_use]
+pub fn moved_enough(last: Option<(Vec3, f32)>, center: Vec3, half_extent: f32) -> bool {
+    last.is_none_or(|(c, h)| c.distance(center) > h / 4.0 || (half_extent - h).abs() > h / 4.0)
+}
+
 /// What part of the world this client wants the presence lane of (`ClientMsg::Interest`, on
 /// the reliable lane; it holds until the next one and is sent again after a reconnect).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,5 +119,15 @@ mod tests {
             "no region: everything"
         );
         assert!(Place::Everywhere.reaches(Some(&r)));
+    }
+
+    #[test]
+    fn a_region_follows_a_view_only_on_a_real_move() {
+        let at = Vec3::new(10.0, 0.0, 0.0);
+        assert!(moved_enough(None, at, 32.0), "the first one");
+        assert!(!moved_enough(Some((at, 32.0)), at + Vec3::X * 7.9, 32.0));
+        assert!(moved_enough(Some((at, 32.0)), at + Vec3::X * 8.1, 32.0));
+        assert!(!moved_enough(Some((at, 32.0)), at, 39.0));
+        assert!(moved_enough(Some((at, 32.0)), at, 41.0), "zoomed out");
     }
 }

@@ -343,6 +343,27 @@ fn take_entity(bytes: &mut &[u8]) -> Result<EntityId, MotionError> {
     Ok(EntityId::new(AuthorId(namespace), counter))
 }
 
+impl MotionContent {
+    /// Transform previews alone: each entity where it is now, or `None` when its drag ended.
+    #[must_use]
+    pub fn previews(
+        seq: u16,
+        previews: impl IntoIterator<Item = (EntityId, Option<PreviewTransform>)>,
+    ) -> Self {
+        let mut content = Self {
+            seq,
+            ..Self::default()
+        };
+        for (entity, transform) in previews {
+            match transform {
+                Some(t) => content.moving.push((entity, t)),
+                None => content.ended.push(entity),
+            }
+        }
+        content
+    }
+}
+
 impl Motion {
     /// Packs `content`. The anchor cell is the head's, else the cursor's, else the first
     /// hand's, else the first dragged entity's.

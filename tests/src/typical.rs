@@ -401,16 +401,8 @@ impl Play {
                 transform: quantized,
             }),
             PresenceForm::Motion | PresenceForm::MotionPacked | PresenceForm::MotionCompressed => {
-                let (moving, ended) = match quantized {
-                    Some(t) => (vec![(entity, t)], vec![]),
-                    None => (vec![], vec![entity]),
-                };
-                let content = MotionContent {
-                    seq: low_seq(m.presence_seq),
-                    figure: None,
-                    moving,
-                    ended,
-                };
+                let content =
+                    MotionContent::previews(low_seq(m.presence_seq), [(entity, quantized)]);
                 let Ok(motion) = Motion::encode(&content) else {
                     return;
                 };

@@ -479,18 +479,14 @@ impl Connection {
         self.extra.push(ClientMsg::Ping(Ping { nonce }));
     }
 
-    /// Asks for others' presence, previews and selections only around `center` (metres): a
-    /// cube of half-edge `half_extent_m`; sent with the next [`Self::poll_transmit`] and again
-    /// after a reconnect. Committed changes arrive whatever the region.
-    pub fn set_interest(&mut self, center: &[f32], half_extent_m: f32) {
-        let region =
-            meshwork_protocol::interest::Region::around(vec3(Some(center), 0.0), half_extent_m);
-        self.inner.set_interest(Some(region));
-    }
-
-    /// Asks for the presence lane of the whole world again.
-    pub fn clear_interest(&mut self) {
-        self.inner.set_interest(None);
+    /// Follows the view: others' presence, previews and selections only around `center`
+    /// (metres), a cube of half-edge `half_extent_m`, asked for again when the view has moved
+    /// enough (`ClientConnection::follow_interest`; call it with every presence). Sent with the
+    /// next [`Self::poll_transmit`] and again after a reconnect. Committed changes arrive
+    /// whatever the region.
+    pub fn follow_interest(&mut self, center: &[f32], half_extent_m: f32) {
+        self.inner
+            .follow_interest(vec3(Some(center), 0.0), half_extent_m);
     }
 
     /// One presence frame (for the unreliable lane, or the reliable one when there is none):
