@@ -252,6 +252,12 @@ pub struct ServeArgs {
     /// ... or after this many seconds with unchecked entries [default: 10].
     #[arg(long, env = "MESHWORK_CHECKPOINT_INTERVAL_S")]
     pub checkpoint_interval_s: Option<u64>,
+    /// Group commits start at most this many milliseconds apart: under load, what arrives
+    /// meanwhile shares one flush (and its acknowledgements and fan-out their packets); a
+    /// command after a quiet spell is committed at once. 0 commits whenever the store is free
+    /// [default: 4].
+    #[arg(long, env = "MESHWORK_COMMIT_INTERVAL_MS")]
+    pub commit_interval_ms: Option<u64>,
     /// The built browser editor (`client-web/dist`), served at `/` [default: `client-web/dist`
     /// when it exists under the working directory].
     #[arg(long, env = "MESHWORK_WEB_DIR")]
@@ -342,6 +348,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     checkpoint_every: Option<u64>,
     checkpoint_interval_s: Option<u64>,
+    commit_interval_ms: Option<u64>,
     web_dir: Option<PathBuf>,
     rtc_addr: Option<SocketAddr>,
     rtc_public_ips: Option<Vec<IpAddr>>,
@@ -399,6 +406,8 @@ pub struct Settings {
     pub checkpoint_every: u64,
     /// Seconds between time-based checkpoints.
     pub checkpoint_interval_s: u64,
+    /// Shortest time between the starts of two group commits, in milliseconds.
+    pub commit_interval_ms: u64,
     /// The browser editor bundle served at `/`, if any.
     pub web_dir: Option<PathBuf>,
     /// WebRTC UDP listen address.
@@ -445,6 +454,7 @@ impl Default for Settings {
             snapshot_every: 10_000,
             checkpoint_every: 1_000,
             checkpoint_interval_s: 10,
+            commit_interval_ms: 4,
             web_dir: None,
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
             rtc_public_ips: Vec::new(),
@@ -541,6 +551,11 @@ impl Settings {
                 .or(file.checkpoint_interval_s)
                 .unwrap_or(d.checkpoint_interval_s)
                 .max(1),
+            commit_interval_ms: args
+                .commit_interval_ms
+                .or(file.commit_interval_ms)
+                .unwrap_or(d.commit_interval_ms)
+                .min(1_000),
             web_dir: args.web_dir.clone().or(file.web_dir).or_else(|| {
                 let here = PathBuf::from(DEFAULT_WEB_DIR);
                 here.join("index.html").is_file().then_some(here)

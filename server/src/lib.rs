@@ -383,6 +383,7 @@ pub async fn start(
     let writer_config = WriterConfig {
         checkpoint_every: settings.checkpoint_every,
         checkpoint_interval: Duration::from_secs(settings.checkpoint_interval_s),
+        commit_interval: Duration::from_millis(settings.commit_interval_ms),
     };
     let (store_handle, writer_thread) = store::writer::spawn(
         store,

@@ -120,6 +120,24 @@ pub struct WriterConfig {
     pub checkpoint_every: u64,
     /// Checkpoint after this long with unchecked entries.
     pub checkpoint_interval: Duration,
+    /// Shortest time between the starts of two group commits (see [`wait_before_commit`]).
+    pub commit_interval: Duration,
+}
+
+/// How long the writer waits, with work queued at `now`, before starting the next group
+/// commit: until `commit_interval` after the start of the last one. Under load, commits come
+/// at most once per interval and everything that arrives meanwhile shares the flush (and the
+/// session's acknowledgements and fan-out for it go out together, fewer packets per command);
+/// after a quiet spell longer than the interval, a command is committed at once.
+#[must_use]
+pub fn wait_before_commit(
+    last_commit: Option<Instant>,
+    now: Instant,
+    commit_interval: Duration,
+) -> Duration {
+    last_commit
+        .and_then(|last| last.checked_add(commit_interval))
+        .map_or(Duration::ZERO, |next| next.saturating_duration_since(now))
 }
 
 /// The writer's inbox.
@@ -166,7 +184,13 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<StoreCmd>) {
         self.publish_gauges();
+        let mut last_commit = None;
         while let Some(first) = rx.blocking_recv() {
+            let wait = wait_before_commit(last_commit, Instant::now(), self.config.commit_interval);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            last_commit = Some(Instant::now());
             let mut cmds = vec![first];
             while cmds.len() < QUEUE {
                 match rx.try_recv() {
@@ -387,5 +411,34 @@ impl Writer {
         self.metrics
             .store_bytes
             .set(i64::try_from(self.store.size_bytes()).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_waits_only_for_what_is_left_of_the_interval_since_the_last_one() {
+        let interval = Duration::from_millis(4);
+        let t0 = Instant::now();
+        // The first commit, and any after a quiet spell, goes at once.
+        assert_eq!(wait_before_commit(None, t0, interval), Duration::ZERO);
+        let later = t0.checked_add(Duration::from_millis(9)).unwrap();
+        assert_eq!(
+            wait_before_commit(Some(t0), later, interval),
+            Duration::ZERO
+        );
+        // Under load, the next starts one interval after the last one started.
+        let soon = t0.checked_add(Duration::from_millis(1)).unwrap();
+        assert_eq!(
+            wait_before_commit(Some(t0), soon, interval),
+            Duration::from_millis(3)
+        );
+        // Off: never waits.
+        assert_eq!(
+            wait_before_commit(Some(t0), t0, Duration::ZERO),
+            Duration::ZERO
+        );
     }
 }
