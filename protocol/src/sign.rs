@@ -196,28 +196,49 @@ pub fn verify_one(key: &VerifyingKey, message: &[u8], signature: &Signature) -> 
     batch_holds(&[message], &[sig], &[*key])
 }
 
-/// Whether every entry of `entries` names `key` and is signed by it, checked with one batch
-/// verification under the same rule as [`KeyRing::verify_batch`]. A connection task runs this on
-/// a `Submit` before the session sees it, so signature checks spread over every core while the
-/// session orders; `false` (an empty batch too) says nothing about which entry failed: the
-/// session's own checks find and name it.
+/// A member's key made ready once for checking many of their entries: decompressed (a curve
+/// point) and fingerprinted. A connection keeps one for the key its `Hello` named.
+#[derive(Clone, Debug)]
+pub struct ReadyKey {
+    key: VerifyingKey,
+    key_id: KeyId,
+}
+
+impl ReadyKey {
+    /// `None` for a key that cannot verify anything (malformed or weak).
+    #[must_use]
+    pub fn new(public: &PublicKey) -> Option<Self> {
+        verifying_key(public).ok().map(|key| Self {
+            key,
+            key_id: public.key_id(),
+        })
+    }
+
+    /// Whether every entry of `entries` names this key and is signed by it, checked with one
+    /// batch verification under the same rule as [`KeyRing::verify_batch`]. A connection task
+    /// runs this on a `Submit` before the session sees it, so signature checks spread over
+    /// every core while the session orders; `false` (an empty batch too) says nothing about
+    /// which entry failed: the session's own checks find and name it.
+    #[must_use]
+    pub fn signed_all(&self, entries: &[SignedEntry]) -> bool {
+        let mut messages = Vec::with_capacity(entries.len());
+        let mut sigs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if !entry.decode_body().is_ok_and(|b| b.key_id == self.key_id) {
+                return false;
+            }
+            messages.push(entry.body.as_slice());
+            sigs.push(ed25519_dalek::Signature::from_bytes(&entry.signature.0));
+        }
+        let keys = vec![self.key; entries.len()];
+        !entries.is_empty() && batch_holds(&messages, &sigs, &keys)
+    }
+}
+
+/// [`ReadyKey::signed_all`] for a key given as bytes (made ready for this one call).
 #[must_use]
 pub fn all_signed_by(key: &PublicKey, entries: &[SignedEntry]) -> bool {
-    let Ok(verifying) = verifying_key(key) else {
-        return false;
-    };
-    let key_id = key.key_id();
-    let mut messages = Vec::with_capacity(entries.len());
-    let mut sigs = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if !entry.decode_body().is_ok_and(|b| b.key_id == key_id) {
-            return false;
-        }
-        messages.push(entry.body.as_slice());
-        sigs.push(ed25519_dalek::Signature::from_bytes(&entry.signature.0));
-    }
-    let keys = vec![verifying; entries.len()];
-    !entries.is_empty() && batch_holds(&messages, &sigs, &keys)
+    ReadyKey::new(key).is_some_and(|k| k.signed_all(entries))
 }
 
 /// One item of a batch verification.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use meshwork_protocol::codec::decode_payload;
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, frame_len};
-use meshwork_protocol::sign::all_signed_by;
+use meshwork_protocol::sign::ReadyKey;
 use meshwork_protocol::wire::ClientMsg;
 use meshwork_protocol::{FrameError, FrameReader, PublicKey};
 use meshwork_session::{ClientId, Input};
@@ -182,7 +182,8 @@ impl SubmitPacer {
 #[derive(Debug, Default)]
 pub struct SubmitVerifier {
     first_seen: bool,
-    key: Option<PublicKey>,
+    /// The `Hello`'s key, decompressed once for every `Submit` of the connection.
+    key: Option<(PublicKey, ReadyKey)>,
 }
 
 impl SubmitVerifier {
@@ -191,12 +192,12 @@ impl SubmitVerifier {
         if !self.first_seen {
             self.first_seen = true;
             if let Ok(ClientMsg::Hello(hello)) = decode_payload::<ClientMsg>(&payload) {
-                self.key = Some(hello.public_key);
+                self.key = ReadyKey::new(&hello.public_key).map(|k| (hello.public_key, k));
             }
-        } else if let Some(key) = &self.key
+        } else if let Some((key, ready)) = &self.key
             && ClientMsg::payload_is_submit(&payload)
             && let Ok(ClientMsg::Submit(submit)) = decode_payload::<ClientMsg>(&payload)
-            && all_signed_by(key, &submit.entries)
+            && ready.signed_all(&submit.entries)
         {
             return Input::VerifiedSubmit {
                 client,
