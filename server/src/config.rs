@@ -255,7 +255,7 @@ pub struct ServeArgs {
     /// Group commits start at most this many milliseconds apart: under load, what arrives
     /// meanwhile shares one flush (and its acknowledgements and fan-out their packets); a
     /// command after a quiet spell is committed at once. 0 commits whenever the store is free
-    /// [default: 4].
+    /// [default: 2].
     #[arg(long, env = "MESHWORK_COMMIT_INTERVAL_MS")]
     pub commit_interval_ms: Option<u64>,
     /// The built browser editor (`client-web/dist`), served at `/` [default: `client-web/dist`
@@ -454,7 +454,7 @@ impl Default for Settings {
             snapshot_every: 10_000,
             checkpoint_every: 1_000,
             checkpoint_interval_s: 10,
-            commit_interval_ms: 4,
+            commit_interval_ms: 2,
             web_dir: None,
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
             rtc_public_ips: Vec::new(),
