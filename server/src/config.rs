@@ -254,8 +254,9 @@ pub struct ServeArgs {
     pub checkpoint_interval_s: Option<u64>,
     /// Group commits start at most this many milliseconds apart: under load, what arrives
     /// meanwhile shares one flush (and its acknowledgements and fan-out their packets); a
-    /// command after a quiet spell is committed at once. 0 commits whenever the store is free
-    /// [default: 2].
+    /// command after a quiet spell is committed at once. 0 commits whenever the store is free;
+    /// at most 20 (one commit takes at most 1,024 queued batches, so the interval bounds the
+    /// store's throughput) [default: 2].
     #[arg(long, env = "MESHWORK_COMMIT_INTERVAL_MS")]
     pub commit_interval_ms: Option<u64>,
     /// The built browser editor (`client-web/dist`), served at `/` [default: `client-web/dist`
@@ -555,7 +556,7 @@ impl Settings {
                 .commit_interval_ms
                 .or(file.commit_interval_ms)
                 .unwrap_or(d.commit_interval_ms)
-                .min(1_000),
+                .min(MAX_COMMIT_INTERVAL_MS),
             web_dir: args.web_dir.clone().or(file.web_dir).or_else(|| {
                 let here = PathBuf::from(DEFAULT_WEB_DIR);
                 here.join("index.html").is_file().then_some(here)
@@ -641,9 +642,32 @@ pub fn parse_ttl_ms(text: &str) -> Result<u64, Error> {
         .ok_or_else(|| Error::Config(format!("duration {text:?} is too long")))
 }
 
+/// The longest `commit_interval_ms` accepted: one group commit takes at most 1,024 queued
+/// batches, so a longer interval would cap the store below what it sustains (≈ 32,000 entries/s).
+pub const MAX_COMMIT_INTERVAL_MS: u64 = 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commit_interval_defaults_to_2_ms_and_is_held_to_20() {
+        let d = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(d.commit_interval_ms, 2);
+        let off = ServeArgs {
+            commit_interval_ms: Some(0),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Settings::resolve(&off).unwrap().commit_interval_ms, 0);
+        let long = ServeArgs {
+            commit_interval_ms: Some(5_000),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Settings::resolve(&long).unwrap().commit_interval_ms,
+            MAX_COMMIT_INTERVAL_MS
+        );
+    }
 
     #[test]
     fn precedence_is_flag_then_file_then_default() {

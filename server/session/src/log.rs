@@ -515,8 +515,8 @@ impl CommandLog {
     }
 
     /// As [`CommandLog::integrate_batch_checked`], for a batch whose signatures the caller has
-    /// already checked under `signed_by` ([`meshwork_protocol::sign::all_signed_by`], run off
-    /// the session's thread). When `signed_by` is `sender`'s registered key the signatures are
+    /// already checked under `signed_by` ([`meshwork_protocol::sign::ReadyKey::signed_all`],
+    /// run off the session's thread). When `signed_by` is `sender`'s registered key the signatures are
     /// not checked again, and every other check runs; otherwise it verifies them itself. The
     /// results are exactly those of [`CommandLog::integrate_batch_checked`] either way.
     pub fn integrate_batch_presigned(

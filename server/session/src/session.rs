@@ -301,9 +301,10 @@ pub enum Input {
     },
     /// A `Submit` the glue decoded from the reliable lane and whose every entry it found
     /// signed by `signed_by`, the key the connection's `Hello` named, with one batch
-    /// verification in the connection's own task ([`meshwork_protocol::sign::all_signed_by`]):
-    /// signature checks then spread over every core while the session only orders. Handled
-    /// exactly as the same `Submit` in a [`Input::Payload`], except that the signatures are
+    /// verification in the connection's own task
+    /// ([`meshwork_protocol::sign::ReadyKey::signed_all`]): signature checks then spread over
+    /// every core while the session only orders. Handled exactly as the same `Submit` in a
+    /// [`Input::Payload`], except that the signatures are
     /// not checked again when `signed_by` is the submitting member's registered key (any other
     /// key and the session checks them itself). Only that check may produce this input.
     VerifiedSubmit {
