@@ -58,6 +58,7 @@ pub struct Metrics {
     pub compression_bytes_total: IntCounterVec,
     pub presence_out_of_interest_total: IntCounter,
     pub persist_batch_seconds: Histogram,
+    pub persist_wait_seconds: Histogram,
     pub persist_batch_entries: Histogram,
     pub log_entries: IntGauge,
     pub store_bytes: IntGauge,
@@ -314,6 +315,13 @@ impl Metrics {
                 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ],
         );
+        let persist_wait_seconds = histogram(
+            &r,
+            "persist_wait_seconds",
+            "Time the store writer held queued work for the commit interval \
+             (--commit-interval-ms) before starting a group commit; 0 when it started at once.",
+            vec![0.0, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02],
+        );
         let persist_batch_entries = histogram(
             &r,
             "persist_batch_entries",
@@ -443,6 +451,7 @@ impl Metrics {
             compression_bytes_total,
             presence_out_of_interest_total,
             persist_batch_seconds,
+            persist_wait_seconds,
             persist_batch_entries,
             log_entries,
             store_bytes,

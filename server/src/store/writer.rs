@@ -190,6 +190,9 @@ impl Writer {
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
+            self.metrics
+                .persist_wait_seconds
+                .observe(wait.as_secs_f64());
             let started = Instant::now();
             let mut cmds = vec![first];
             while cmds.len() < QUEUE {
