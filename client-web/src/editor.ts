@@ -1459,7 +1459,6 @@ export class Editor {
     this.session.followInterest(center, halfExtent);
   }
 
-
   // ------------------------------------------------------------------------------- rendering
 
   private entity(id: number | null): EntityView | undefined {

@@ -573,6 +573,12 @@ impl<S: Signer> ClientConnection<S> {
     /// The region of the world to be sent others' presence, previews and selections of
     /// (`None`: everywhere). Sent now when joined, and again after every reconnect.
     pub fn set_interest(&mut self, region: Option<crate::interest::Region>) {
+        // Set by hand: the next `follow_interest` asks again whatever it asked before.
+        self.interest_at = None;
+        self.ask_interest(region);
+    }
+
+    fn ask_interest(&mut self, region: Option<crate::interest::Region>) {
         if self.interest == region {
             return;
         }
@@ -589,7 +595,7 @@ impl<S: Signer> ClientConnection<S> {
     pub fn follow_interest(&mut self, center: glam::Vec3, half_extent_m: f32) {
         if crate::interest::moved_enough(self.interest_at, center, half_extent_m) {
             self.interest_at = Some((center, half_extent_m));
-            self.set_interest(Some(crate::interest::Region::around(center, half_extent_m)));
+            self.ask_interest(Some(crate::interest::Region::around(center, half_extent_m)));
         }
     }
 
@@ -996,6 +1002,42 @@ mod tests {
     }
 
     /// The server's challenge (`nonce`) and welcome of author 1, as at a join or a rejoin.
+    /// A region follows the view only on a real move, a region set by hand replaces it and
+    /// the next follow asks again, and a reconnect asks for the region again.
+    #[test]
+    fn interest_follows_the_view_and_survives_a_reconnect() {
+        use crate::interest::Region;
+        let mut c = joined();
+        while c.poll_transmit().is_some() {}
+        let interests = |c: &mut ClientConnection<Ed25519Signer>| {
+            core::iter::from_fn(|| c.poll_transmit())
+                .filter_map(|m| match m {
+                    ClientMsg::Interest(i) => Some(i.region),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let at = glam::Vec3::new(4.0, 0.0, 0.0);
+        c.follow_interest(at, 32.0);
+        assert_eq!(interests(&mut c), vec![Some(Region::around(at, 32.0))]);
+        c.follow_interest(at + glam::Vec3::X, 32.0);
+        assert!(interests(&mut c).is_empty(), "a metre is not a move");
+        c.set_interest(None);
+        assert_eq!(interests(&mut c), vec![None]);
+        c.follow_interest(at, 32.0);
+        assert_eq!(
+            interests(&mut c),
+            vec![Some(Region::around(at, 32.0))],
+            "after a region set by hand, following asks again"
+        );
+        c.reconnect();
+        welcome(&mut c, [5; 32]);
+        assert!(
+            interests(&mut c).contains(&Some(Region::around(at, 32.0))),
+            "asked for again after the reconnect's welcome"
+        );
+    }
+
     fn welcome(c: &mut ClientConnection<Ed25519Signer>, nonce: [u8; 32]) {
         c.handle(&ServerMsg::Challenge(Challenge {
             nonce,

@@ -1836,29 +1836,35 @@ impl Session {
 
     /// A client says what part of the world it wants the presence lane of. Members whose last
     /// presence is in the new region and was not in the old one are sent it at once, so what
-    /// comes into view shows within a round trip, not at the member's next move.
+    /// comes into view shows within a round trip, not at the member's next move. Who is in
+    /// view for the client is worked out again from everyone's last presence, so a member
+    /// inside the new region is seen stepping out of it even if the client had no region
+    /// before.
     fn on_interest(&mut self, client: ClientId, interest: meshwork_protocol::interest::Interest) {
         let Some(state) = self.clients.get_mut(&client) else {
             return;
         };
         let old = std::mem::replace(&mut state.interest, interest.region);
         let me = state.author;
-        let Some(old) = old else {
-            return; // it was sent everything already
+        self.in_view.retain(|(c, _)| *c != client);
+        let Some(region) = interest.region else {
+            return; // everything from now on
         };
-        let newly: Vec<(AuthorId, Arc<[u8]>)> = self
+        let inside: Vec<(AuthorId, Arc<[u8]>, bool)> = self
             .last_figure
             .iter()
-            .filter(|(author, (_, place))| {
-                Some(**author) != me
-                    && place.reaches(interest.region.as_ref())
-                    && !place.reaches(Some(&old))
+            .filter(|(author, (_, place))| Some(**author) != me && place.reaches(Some(&region)))
+            .map(|(author, (frame, place))| {
+                // A client without a region was sent everything already.
+                let seen = old.is_none_or(|old| place.reaches(Some(&old)));
+                (*author, frame.clone(), seen)
             })
-            .map(|(author, (frame, _))| (*author, frame.clone()))
             .collect();
-        for (author, frame) in newly {
+        for (author, frame, seen) in inside {
             self.in_view.insert((client, author));
-            self.deliver_unreliable(client, &frame);
+            if !seen {
+                self.deliver_unreliable(client, &frame);
+            }
         }
     }
 

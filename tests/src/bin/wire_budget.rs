@@ -165,6 +165,14 @@ fn single_messages() {
     );
 }
 
+/// Every replica of a run ended equal to the server's.
+fn assert_converged(r: &Report, run: &str) {
+    assert!(
+        r.replica_hashes.iter().all(|h| *h == r.server_hash),
+        "{run}: every replica converged"
+    );
+}
+
 fn pct(from: u64, to: u64) -> String {
     if from == 0 {
         String::from("—")
@@ -200,10 +208,7 @@ fn main() {
             r.server_hash, first.server_hash,
             "{form:?}: the same session every way"
         );
-        assert!(
-            r.replica_hashes.iter().all(|h| *h == r.server_hash),
-            "{form:?}: every replica converged"
-        );
+        assert_converged(r, &format!("{form:?}"));
     }
     println!();
     println!(
@@ -288,12 +293,8 @@ fn interest(args: &Args) {
         })
     };
     let (all, near) = (run(None), run(Some(args.view_m)));
-    for r in [&all, &near] {
-        assert!(
-            r.replica_hashes.iter().all(|h| *h == r.server_hash),
-            "every replica converged"
-        );
-    }
+    assert_converged(&all, "no interest");
+    assert_converged(&near, "interest");
     println!();
     println!(
         "{} members in groups of four (3 m apart) spread over a {} m grid, {} virtual seconds, each viewing ±{} m around where they stand:",

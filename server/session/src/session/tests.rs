@@ -2535,7 +2535,7 @@ fn interest(h: &mut Harness, client: ClientId, around_m: Option<[f32; 3]>) -> Ve
 fn presence_goes_only_where_a_client_looks() {
     let mut h = Harness::new();
     let a = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
-    let b = h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
     let c3 = ClientId(3);
     h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Editor);
     interest(&mut h, C2, Some([0.0, 0.0, 0.0]));
@@ -2609,5 +2609,16 @@ fn presence_goes_only_where_a_client_looks() {
         motions_to(&motion_at(&mut h, C1, 11, [900.0, 0.0, 0.0]), C2).len(),
         1
     );
-    let _ = b;
+    // C3 never had a region: from everywhere to one that holds A, nothing is sent again (C3
+    // has A's last), and A's step out of the region still reaches C3 once.
+    let out = interest(&mut h, c3, Some([895.0, 0.0, 0.0]));
+    assert!(motions_to(&out, c3).is_empty());
+    h.now += 100;
+    assert_eq!(
+        motions_to(&motion_at(&mut h, C1, 12, [950.0, 0.0, 0.0]), c3).len(),
+        1,
+        "the step out"
+    );
+    h.now += 100;
+    assert!(motions_to(&motion_at(&mut h, C1, 13, [951.0, 0.0, 0.0]), c3).is_empty());
 }
