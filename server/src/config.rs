@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use crate::Error;
 
+/// The smallest `--log-window`: a window must hold the entries in flight and what honest
+/// clients have not seen yet.
+pub const MIN_LOG_WINDOW: usize = 1024;
+
 /// `meshwork-server`: the Meshwork session server.
 #[derive(Debug, Parser)]
 #[command(name = "meshwork-server", version, about, long_about = None)]
@@ -237,6 +241,10 @@ pub struct ServeArgs {
     /// Entries per `FetchLog` page [default: 4096].
     #[arg(long, env = "MESHWORK_HISTORY_PAGE")]
     pub history_page: Option<usize>,
+    /// Log entries each session holds in memory; older ones stay only in the store
+    /// [default: 32768].
+    #[arg(long, env = "MESHWORK_LOG_WINDOW")]
+    pub log_window: Option<usize>,
     /// Frames queued per client before it counts as too slow and is resynced [default: 1024].
     #[arg(long, env = "MESHWORK_OUTBOX_FRAMES")]
     pub outbox_frames: Option<usize>,
@@ -344,6 +352,7 @@ struct FileConfig {
     resync_per_min: Option<u32>,
     history_per_min: Option<u32>,
     history_page: Option<usize>,
+    log_window: Option<usize>,
     outbox_frames: Option<usize>,
     store: Option<crate::store::Backend>,
     snapshot_every: Option<u64>,
@@ -397,6 +406,8 @@ pub struct Settings {
     pub history_per_min: u32,
     /// Entries per `FetchLog` page.
     pub history_page: usize,
+    /// Log entries each session holds in memory.
+    pub log_window: usize,
     /// Outgoing frames queued per client.
     pub outbox_frames: usize,
     /// Store backend.
@@ -450,6 +461,7 @@ impl Default for Settings {
             resync_per_min: 6,
             history_per_min: 60,
             history_page: 4096,
+            log_window: meshwork_session::session::DEFAULT_LOG_WINDOW,
             outbox_frames: 1024,
             store: crate::store::Backend::Redb,
             snapshot_every: 10_000,
@@ -531,6 +543,11 @@ impl Settings {
                 .or(file.history_page)
                 .unwrap_or(d.history_page)
                 .clamp(1, 65_536),
+            log_window: args
+                .log_window
+                .or(file.log_window)
+                .unwrap_or(d.log_window)
+                .max(MIN_LOG_WINDOW),
             outbox_frames: args
                 .outbox_frames
                 .or(file.outbox_frames)

@@ -56,8 +56,10 @@ pub struct SessionInfo {
     pub clients: usize,
     /// Entries in the log.
     pub log_entries: usize,
-    /// Hex SHA-256 of the log's canonical state (equal on every replica and after a restart).
-    pub state_hash: String,
+    /// Hex SHA-256 of the log's canonical state (equal on every replica, after a restart and to
+    /// what `verify-log` prints); `None` once the log holds only its window
+    /// (`--log-window`): the hash covers every entry or none.
+    pub state_hash: Option<String>,
     /// Hex SHA-256 of the scene (what client replicas compare against).
     pub scene_hash: String,
     /// Entries applied to the scene.
@@ -512,7 +514,7 @@ impl Driver {
                     name: self.name.clone(),
                     clients: self.session.joined_count(),
                     log_entries: self.session.log().len(),
-                    state_hash: hex::encode(self.session.log().state_hash()),
+                    state_hash: self.session.log().state_hash().map(hex::encode),
                     scene_hash: hex::encode(self.session.scene().state_hash()),
                     scene_position: self.session.scene().position,
                 };

@@ -535,7 +535,9 @@ pub fn scene_at(
         }
     }
     let snapshot = loaded.snapshot.as_ref().filter(|s| s.position <= position);
-    let config = meshwork_session::Config::new(session, server_key);
+    let mut config = meshwork_session::Config::new(session, server_key);
+    // The whole log stays in memory, so its state hash covers every entry.
+    config.log_window = usize::MAX;
     let (replayed, _) = meshwork_session::Session::restore(
         config,
         [0; 32],
@@ -563,7 +565,10 @@ pub fn scene_at(
         session,
         position,
         scene_state_hash: scene.state_hash(),
-        log_state_hash: replayed.log().state_hash(),
+        log_state_hash: replayed
+            .log()
+            .state_hash()
+            .ok_or("the replayed log let go of entries")?,
         chain_head,
         server_key,
         authors,

@@ -133,6 +133,7 @@ fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId
     config.resync_per_min = settings.resync_per_min;
     config.history_per_min = settings.history_per_min;
     config.history_page = settings.history_page;
+    config.log_window = settings.log_window;
     config
 }
 
@@ -337,31 +338,43 @@ pub async fn start(
     for meta in &data.sessions {
         let id = data::parse_session_id(&meta.id)?;
         let started = std::time::Instant::now();
-        let loaded = store::log::load_session(store.as_ref(), id)
+        let mut loaded = store::log::load_meta(store.as_ref(), id)
             .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
-        let chain = Chain {
-            name: meta.name.clone(),
-            position: loaded.entries.len() as u64,
-            head: loaded.head,
-            since_checkpoint: 0,
-        };
         let config = session_config(&server_key, &settings, id);
-        let ids: Vec<meshwork_protocol::CommandId> = loaded
-            .entries
-            .iter()
-            .filter_map(|e| e.decode_body().ok().map(|b| b.id()))
-            .collect();
-        let (mut session, report) = Session::restore(
+        let mut restoring = Session::restoring(
             config,
             random_bytes()?,
             driver::now_ms(),
             &loaded.authors,
             &loaded.assets,
             loaded.snapshot.as_ref(),
-            loaded.entries,
-        )
+        );
+        // Entries stream from the store into the session, which holds only its window; the
+        // ids of the latest are kept for the history's times.
+        let mut ids: std::collections::VecDeque<meshwork_protocol::CommandId> =
+            std::collections::VecDeque::new();
+        store::log::scan_entries(store.as_ref(), id, &mut loaded, &mut |_, e| {
+            if let Ok(body) = e.decode_body() {
+                if ids.len() == meshwork_session::session::ENTRY_TIMES {
+                    ids.pop_front();
+                }
+                ids.push_back(body.id());
+            }
+            restoring.push(e).map_err(|e| e.to_string())
+        })
         .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
-        session.note_checkpoint_times(&ids, &loaded.checkpoints);
+        let chain = Chain {
+            name: meta.name.clone(),
+            position: loaded.count,
+            head: loaded.head,
+            since_checkpoint: 0,
+        };
+        let (mut session, report) = restoring
+            .finish()
+            .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
+        let ids: Vec<_> = ids.into();
+        let first = loaded.count.saturating_sub(ids.len() as u64).saturating_add(1);
+        session.note_checkpoint_times(first, &ids, &loaded.checkpoints);
         session.load_invites(loaded.invites);
         for (asset_id, asset) in &loaded.assets {
             // The file's length is not kept; 0 says "stored before this start".

@@ -167,7 +167,7 @@ fn write_fixture(dir: &Path) {
     .unwrap();
     std::fs::write(
         dir.join("expected-state-hash.txt"),
-        hex::encode(session.log().state_hash()),
+        hex::encode(session.log().state_hash().unwrap()),
     )
     .unwrap();
 }

@@ -235,8 +235,48 @@ struct AuthorState {
     high_seq: Option<u64>,
     /// Highest Lamport timestamp of the author's stored entries.
     high_lamport: u64,
-    /// Sequence number → entry, for replicas' reuse detection.
+    /// Sequence number → entry, for replicas' reuse detection (the authority keeps none: its
+    /// sequence numbers only ever rise).
     seqs: BTreeMap<u64, CommandId>,
+}
+
+/// What the authority still knows of the entries it let go of ([`CommandLog::let_go`]): enough
+/// to keep conflict resolution exact or, where it cannot be, to refuse.
+#[derive(Debug, Default)]
+struct LetGo {
+    /// How many entries were let go.
+    count: u64,
+    /// The largest id let go (an entry accepted below it since may still be held).
+    floor: Option<CommandId>,
+    /// Per scope, the latest entry let go in it.
+    scopes: BTreeMap<Scope, ScopeItem>,
+}
+
+impl LetGo {
+    /// An entry let go that `candidate` conflicts with and that resolution without the
+    /// entries let go cannot decide, with the scope; `None` when every entry let go in the
+    /// candidate's scopes was seen by it, or when the outcome is known without them.
+    ///
+    /// The latest entry let go in a scope, `last`, decides: the candidate saw every entry let go
+    /// there when it saw `last` (they all sort at or below it). If not, a merge changes nothing,
+    /// and a last-write-wins candidate after `last` in total order supersedes whatever it did not
+    /// see (statuses of entries let go are not kept; the scene applies by total order either
+    /// way). Anything else — a reject candidate, or one that sorts before `last` — would need
+    /// the entries let go to resolve, so the authority refuses it as a conflict with `last`
+    /// (an authority may always refuse; it never accepts what full resolution would reject).
+    fn conflict(&self, scopes: &[Scope], candidate: ScopeItem) -> Option<(CommandId, Scope)> {
+        scopes.iter().find_map(|scope| {
+            let last = self.scopes.get(scope)?;
+            if last.id.lamport <= candidate.seen_lamport {
+                return None;
+            }
+            match candidate.strategy {
+                Strategy::Merge => None,
+                Strategy::LastWriteWins if candidate.id > last.id => None,
+                Strategy::LastWriteWins | Strategy::Reject => Some((last.id, *scope)),
+            }
+        })
+    }
 }
 
 /// The ordered, signed, conflict-resolved command log of one session.
@@ -251,10 +291,12 @@ pub struct CommandLog {
     entries: BTreeMap<CommandId, LogEntry>,
     scopes: BTreeMap<Scope, BTreeSet<CommandId>>,
     authors: BTreeMap<AuthorId, AuthorState>,
+    /// Entries the authority no longer holds in memory.
+    let_go: LetGo,
 }
 
 /// What conflict resolution needs of an entry.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct ScopeItem {
     id: CommandId,
     seen_lamport: u64,
@@ -274,6 +316,7 @@ impl CommandLog {
             entries: BTreeMap::new(),
             scopes: BTreeMap::new(),
             authors: BTreeMap::new(),
+            let_go: LetGo::default(),
         }
     }
 
@@ -306,31 +349,106 @@ impl CommandLog {
         self.seen_lamport
     }
 
-    /// Number of stored entries (replicas include rejected ones).
+    /// Number of stored entries (replicas include rejected ones), those let go included.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        usize::try_from(self.let_go.count)
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.entries.len())
     }
 
     /// True when nothing is stored.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// One entry by id.
+    /// Number of entries held in memory (all of them unless some were let go).
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Number of entries let go of ([`CommandLog::let_go`]).
+    #[must_use]
+    pub const fn let_go_count(&self) -> u64 {
+        self.let_go.count
+    }
+
+    /// The largest id let go: entries at or below it are not held (`None`: nothing let go).
+    #[must_use]
+    pub const fn floor(&self) -> Option<CommandId> {
+        self.let_go.floor
+    }
+
+    /// One held entry by id.
     #[must_use]
     pub fn get(&self, id: &CommandId) -> Option<&LogEntry> {
         self.entries.get(id)
     }
 
-    /// Every stored entry in total order.
+    /// Every held entry in total order.
     pub fn iter(&self) -> impl Iterator<Item = &LogEntry> {
         self.entries.values()
     }
 
+    /// Lets go of the oldest held entries (in total order) until at most `keep` are held,
+    /// stopping early at the first one `pinned` names (an entry accepted but not yet durable
+    /// must stay: the session still applies and fans it out). The authority only; a replica's
+    /// statuses depend on every entry, so it keeps them all.
+    ///
+    /// What stays of an entry let go: the author's sequence and Lamport high marks (replay
+    /// protection is unchanged), the clock, and per scope the latest entry let go (its id, seen
+    /// Lamport timestamp and strategy), against which later entries are resolved (see
+    /// [`LetGo::conflict`]). Its status stays what it was; a later entry that supersedes it does
+    /// not change it. Returns how many were let go.
+    pub fn let_go(&mut self, keep: usize, pinned: &dyn Fn(&CommandId) -> bool) -> usize {
+        if self.mode != Mode::Authority {
+            return 0;
+        }
+        let mut n = 0usize;
+        while self.entries.len() > keep {
+            let Some(mut first) = self.entries.first_entry() else {
+                break;
+            };
+            if pinned(first.key()) {
+                break;
+            }
+            let e = first.get_mut();
+            let id = e.id;
+            let item = ScopeItem {
+                id,
+                seen_lamport: e.body.seen_lamport,
+                strategy: e.body.command.rule().strategy,
+            };
+            for scope in e.body.command.scopes(id.author) {
+                if let std::collections::btree_map::Entry::Occupied(mut members) =
+                    self.scopes.entry(scope)
+                {
+                    members.get_mut().remove(&id);
+                    if members.get().is_empty() {
+                        members.remove();
+                    }
+                }
+                // The latest let go in a scope (an entry accepted below the floor may go
+                // after later ones).
+                let latest = self.let_go.scopes.entry(scope).or_insert(item);
+                if latest.id < id {
+                    *latest = item;
+                }
+            }
+            first.remove();
+            // An entry accepted below the floor (an old offline edit) may go first.
+            self.let_go.floor = self.let_go.floor.max(Some(id));
+            self.let_go.count = self.let_go.count.saturating_add(1);
+            n = n.saturating_add(1);
+        }
+        n
+    }
+
     /// Entries in effect or superseded (not rejected) with a Lamport timestamp above `lamport`,
-    /// in total order: what a client that has seen up to `lamport` is missing.
+    /// in total order: what a client that has seen up to `lamport` is missing. Only held
+    /// entries: when some were let go ([`CommandLog::floor`]), older history is in the store.
     pub fn entries_since(&self, lamport: u64) -> impl Iterator<Item = &LogEntry> {
         let start = CommandId::first_at(lamport.saturating_add(1));
         self.entries
@@ -362,10 +480,14 @@ impl CommandLog {
     }
 
     /// SHA-256 over [`CommandLog::encode`]'s content, computed entry by entry (no full copy):
-    /// equal logs have equal hashes, on every replica and after every restart.
+    /// equal logs have equal hashes, on every replica and after every restart. `None` once
+    /// entries were let go ([`CommandLog::let_go`]): the hash covers the whole log or nothing.
     #[must_use]
-    pub fn state_hash(&self) -> [u8; 32] {
+    pub fn state_hash(&self) -> Option<[u8; 32]> {
         use sha2::Digest as _;
+        if self.let_go.count > 0 {
+            return None;
+        }
         let mut h = sha2::Sha256::new();
         h.update(b"meshwork log state v1");
         h.update((self.entries.len() as u64).to_le_bytes());
@@ -379,7 +501,7 @@ impl CommandLog {
             h.update((buf.len() as u64).to_le_bytes());
             h.update(&buf);
         }
-        h.finalize().into()
+        Some(h.finalize().into())
     }
 
     /// A cheap fingerprint of the resolution state: entry count, clock, horizon and every
@@ -442,19 +564,21 @@ impl CommandLog {
     pub fn integrate(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
         let body = self.precheck(&signed)?;
         self.keys.verify(&signed.signed_item(&body))?;
-        self.admit(signed, body, &mut no_check)
+        self.admit(signed, body, &mut no_check, false)
     }
 
     /// Re-integrates an entry read back from this server's own store, skipping signature
     /// verification: it was verified when first integrated, the store's hash chain protects it
     /// since, and `meshwork-server verify-log` re-checks every signature offline. Every other
-    /// check runs, so replaying the stored order rebuilds exactly the state that was lost.
+    /// check runs, so replaying the stored order rebuilds exactly the state that was lost —
+    /// except the refusal of an entry against entries let go ([`CommandLog::let_go`]): it was
+    /// accepted once, with the whole window in memory.
     ///
     /// # Errors
     /// The [`Refusal`] the entry meets (a sign the store does not match this log).
     pub fn replay_trusted(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
         let body = self.precheck(&signed)?;
-        self.admit(signed, body, &mut no_check)
+        self.admit(signed, body, &mut no_check, true)
     }
 
     /// Restores an entry with the status a snapshot recorded for it, without resolving it again
@@ -573,7 +697,7 @@ impl CommandLog {
                     .next()
                     .expect("one verdict per prechecked entry")
                     .map_err(Refusal::from)?;
-                self.admit(signed, body, check)
+                self.admit(signed, body, check, false)
             });
             out.push(result);
         }
@@ -594,12 +718,14 @@ impl CommandLog {
         Ok(body)
     }
 
-    /// Checks after a valid signature, then stores.
+    /// Checks after a valid signature, then stores. `replayed`: an entry this authority
+    /// accepted before (a restore), not judged against entries let go.
     fn admit(
         &mut self,
         signed: SignedEntry,
         body: EntryBody,
         check: &mut dyn FnMut(&EntryBody) -> Result<(), Refusal>,
+        replayed: bool,
     ) -> Result<Integrated, Refusal> {
         let author = body.author;
         let id = body.id();
@@ -691,6 +817,9 @@ impl CommandLog {
         if self.mode == Mode::Authority {
             if let Status::Rejected { by } = status {
                 return Err(Refusal::Conflict { with: by, scope });
+            }
+            if !replayed && let Some((with, scope)) = self.let_go.conflict(&scopes, candidate) {
+                return Err(Refusal::Conflict { with, scope });
             }
             // An accepted entry may have been acknowledged: never retract it.
             if let Some((victim, _)) = changed.iter().find(|(_, s)| s.is_rejected()) {
@@ -834,7 +963,9 @@ impl CommandLog {
             self.scopes.entry(*scope).or_default().insert(id);
         }
         let state = self.authors.entry(id.author).or_default();
-        state.seqs.insert(body.seq, id);
+        if self.mode == Mode::Replica {
+            state.seqs.insert(body.seq, id);
+        }
         state.high_lamport = state.high_lamport.max(id.lamport);
         self.clock.observe(id.lamport);
         self.seen_lamport = self.seen_lamport.max(id.lamport);

@@ -54,6 +54,10 @@ pub enum Lane {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BatchId(pub u64);
 
+/// Entries the log holds in memory by default ([`Config::log_window`]): about 30 MB of entries
+/// of a typical session.
+pub const DEFAULT_LOG_WINDOW: usize = 32_768;
+
 /// Session settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -104,6 +108,11 @@ pub struct Config {
     /// client that reconnects within them is caught up by a delta ([`wire::Resume`]) instead
     /// of a snapshot.
     pub resume_window: usize,
+    /// How many entries the log holds in memory; older ones are let go
+    /// ([`CommandLog::let_go`]) once durable and read from the store. An entry made without
+    /// seeing an edit let go in its scope is resolved against what the log keeps of it, or
+    /// refused as a conflict where that cannot decide.
+    pub log_window: usize,
 }
 
 impl Config {
@@ -130,6 +139,7 @@ impl Config {
             limits: Limits::DEFAULT,
             server_signer: None,
             resume_window: 65_536,
+            log_window: DEFAULT_LOG_WINDOW,
         }
     }
 
@@ -441,6 +451,162 @@ pub struct RestoreReport {
     pub replayed: u64,
     /// A snapshot was offered but did not match the log (ignored, everything replayed).
     pub snapshot_rejected: bool,
+}
+
+/// A session being rebuilt from its store, one entry at a time ([`Session::restoring`]).
+pub struct Restoring {
+    session: Session,
+    /// What a fresh start needs (a snapshot that does not check out means starting over).
+    fresh: (
+        Config,
+        [u8; 32],
+        u64,
+        Vec<AuthorRecord>,
+        Vec<(AssetId, Arc<ImportAsset>)>,
+    ),
+    /// The snapshot still being restored from (`None` once checked, or if there is none).
+    snapshot: Option<SessionSnapshot>,
+    /// Its entries that are not `Applied`.
+    statuses: BTreeMap<meshwork_protocol::CommandId, Status>,
+    /// The entries it covers so far, kept until its hash checks out (to replay them if not).
+    covered: Vec<SignedEntry>,
+    report: RestoreReport,
+}
+
+impl std::fmt::Debug for Restoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restoring")
+            .field("position", &self.session.durable_entries)
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Restoring {
+    fn fresh_session(&self) -> Session {
+        let (config, seed, now_ms, authors, assets) = &self.fresh;
+        let mut s = Session::new(config.clone(), *seed, *now_ms);
+        for (id, asset) in assets {
+            s.provide_asset(*id, asset.clone());
+        }
+        for a in authors {
+            // Keys were valid when stored; a record that no longer parses is skipped and its
+            // entries will fail to replay, which reports the corruption.
+            if s.log
+                .keys_mut()
+                .register(a.author, a.public_key, a.role)
+                .is_ok()
+            {
+                s.authors_by_key.insert(a.public_key, a.author);
+                s.next_author = s.next_author.max(a.author.0.saturating_add(1));
+            }
+        }
+        s
+    }
+
+    /// The next stored entry, in acceptance order.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when it does not replay (a corrupt or foreign store).
+    pub fn push(&mut self, e: SignedEntry) -> Result<(), RestoreError> {
+        if let Some(position) = self.snapshot.as_ref().map(|s| s.position) {
+            let status = e
+                .decode_body()
+                .ok()
+                .and_then(|b| self.statuses.get(&b.id()).copied())
+                .unwrap_or(Status::Applied);
+            if self.session.log.restore_resolved(e.clone(), status).is_err() {
+                return self.reject_snapshot(Some(e));
+            }
+            self.session.apply_to_scene(&e);
+            self.note_restored(&e);
+            self.covered.push(e);
+            if self.covered.len() as u64 == position {
+                return self.close_snapshot();
+            }
+            return Ok(());
+        }
+        self.replay(e)
+    }
+
+    /// The snapshot's entries are all in: keep them if its hash checks out, else start over.
+    fn close_snapshot(&mut self) -> Result<(), RestoreError> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        if self.session.log.resolution_digest() != snap.digest {
+            return self.reject_snapshot(None);
+        }
+        self.report.from_snapshot = snap.position;
+        self.session.durable_entries = snap.position;
+        self.snapshot = None;
+        self.covered = Vec::new();
+        self.statuses = BTreeMap::new();
+        self.let_go();
+        Ok(())
+    }
+
+    /// The snapshot does not match the log: everything from the start is replayed instead.
+    fn reject_snapshot(&mut self, next: Option<SignedEntry>) -> Result<(), RestoreError> {
+        self.snapshot = None;
+        self.statuses = BTreeMap::new();
+        self.report.snapshot_rejected = true;
+        self.session = self.fresh_session();
+        for e in std::mem::take(&mut self.covered) {
+            self.replay(e)?;
+        }
+        next.map_or(Ok(()), |e| self.replay(e))
+    }
+
+    fn replay(&mut self, e: SignedEntry) -> Result<(), RestoreError> {
+        let position = self.session.durable_entries.saturating_add(1);
+        self.session
+            .log
+            .replay_trusted(e.clone())
+            .map_err(|refusal| RestoreError { position, refusal })?;
+        self.session.apply_to_scene(&e);
+        self.note_restored(&e);
+        self.session.durable_entries = position;
+        self.report.replayed = self.report.replayed.saturating_add(1);
+        // Letting go in steps of an eighth of the window keeps the cost per entry constant.
+        let window = self.session.config.log_window;
+        if self.session.log.held() > window.saturating_add(window / 8) {
+            self.let_go();
+        }
+        Ok(())
+    }
+
+    fn note_restored(&mut self, e: &SignedEntry) {
+        if let Ok(body) = e.decode_body()
+            && let Command::SetRole { author, .. } = body.command
+        {
+            self.session.roles_set.insert(author);
+        }
+    }
+
+    fn let_go(&mut self) {
+        let window = self.session.config.log_window;
+        self.session.log.let_go(window, &|_| false);
+    }
+
+    /// The rebuilt session.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when the entries ended before a snapshot's position and replaying
+    /// them from the start fails.
+    pub fn finish(mut self) -> Result<(Session, RestoreReport), RestoreError> {
+        if self.snapshot.is_some() {
+            // The store holds fewer entries than the snapshot covers.
+            self.reject_snapshot(None)?;
+        }
+        self.let_go();
+        let mut session = self.session;
+        session.fanout_from = session.scene.position;
+        // A restore replays from the start or from a snapshot: the window holds what the
+        // replayed entries touched, so clients that reconnect after a restart resume too.
+        session.accepted = session.scene.clone();
+        Ok((session, self.report))
+    }
 }
 
 /// What each of the latest durable entries touched (at most `limit`), oldest first; the first
@@ -790,7 +956,9 @@ impl Session {
     /// includes entries that are not durable yet; ask again after the acks).
     #[must_use]
     pub fn snapshot(&self) -> Option<SessionSnapshot> {
-        if !self.in_flight.is_empty() {
+        // A snapshot names the status of every entry it covers; once the log let go of some,
+        // a restore replays instead.
+        if !self.in_flight.is_empty() || self.log.let_go_count() > 0 {
             return None;
         }
         Some(SessionSnapshot {
@@ -809,9 +977,10 @@ impl Session {
     }
 
     /// Rebuilds a session from its store: `authors` (in write order), `assets` (every asset
-    /// stored for the session), the newest `snapshot` if
-    /// any, and every stored entry in acceptance order. Entries covered by a snapshot whose hash
-    /// checks out are restored as resolved; the rest are replayed through the log's checks.
+    /// stored for the session), the newest `snapshot` if any, and every stored entry in
+    /// acceptance order. Entries covered by a snapshot whose hash checks out are restored as
+    /// resolved; the rest are replayed through the log's checks. [`Session::restoring`] does the
+    /// same one entry at a time, without holding them all.
     ///
     /// # Errors
     /// [`RestoreError`] when a stored entry does not replay (a corrupt or foreign store).
@@ -828,85 +997,50 @@ impl Session {
         snapshot: Option<&SessionSnapshot>,
         entries: Vec<SignedEntry>,
     ) -> Result<(Self, RestoreReport), RestoreError> {
-        let mut report = RestoreReport {
-            from_snapshot: 0,
-            replayed: 0,
-            snapshot_rejected: false,
-        };
-        let fresh = |authors: &[AuthorRecord]| {
-            let mut s = Self::new(config.clone(), seed, now_ms);
-            for (id, asset) in assets {
-                s.provide_asset(*id, asset.clone());
-            }
-            for a in authors {
-                // Keys were valid when stored; a record that no longer parses is skipped and its
-                // entries will fail to replay, which reports the corruption.
-                if s.log
-                    .keys_mut()
-                    .register(a.author, a.public_key, a.role)
-                    .is_ok()
-                {
-                    s.authors_by_key.insert(a.public_key, a.author);
-                    s.next_author = s.next_author.max(a.author.0.saturating_add(1));
-                }
-            }
-            s
-        };
-        let mut session = fresh(authors);
-        let mut rest = entries.as_slice();
-        if let Some(snap) = snapshot {
-            let covered = usize::try_from(snap.position).unwrap_or(usize::MAX);
-            if covered <= entries.len() {
-                let statuses: BTreeMap<_, _> = snap.non_applied.iter().copied().collect();
-                let mut ok = true;
-                for e in entries.iter().take(covered) {
-                    let status = e
-                        .decode_body()
-                        .ok()
-                        .and_then(|b| statuses.get(&b.id()).copied())
-                        .unwrap_or(Status::Applied);
-                    if session.log.restore_resolved(e.clone(), status).is_err() {
-                        ok = false;
-                        break;
-                    }
-                    session.apply_to_scene(e);
-                }
-                if ok && session.log.resolution_digest() == snap.digest {
-                    report.from_snapshot = snap.position;
-                    session.durable_entries = snap.position;
-                    rest = entries.get(covered..).unwrap_or_default();
-                } else {
-                    report.snapshot_rejected = true;
-                    session = fresh(authors);
-                }
-            } else {
-                report.snapshot_rejected = true;
-            }
+        let mut restoring = Self::restoring(config, seed, now_ms, authors, assets, snapshot);
+        for e in entries {
+            restoring.push(e)?;
         }
-        let base = session.durable_entries;
-        for (i, e) in rest.iter().enumerate() {
-            let position = base.saturating_add(i as u64).saturating_add(1);
-            session
-                .log
-                .replay_trusted(e.clone())
-                .map_err(|refusal| RestoreError { position, refusal })?;
-            session.apply_to_scene(e);
-            session.durable_entries = position;
-            report.replayed = report.replayed.saturating_add(1);
+        restoring.finish()
+    }
+
+    /// Starts rebuilding a session from its store, entries to follow one at a time in
+    /// acceptance order ([`Restoring::push`]); see [`Session::restore`]. The log lets go of
+    /// entries beyond [`Config::log_window`] as they replay, so a long history restores in the
+    /// memory of its window.
+    #[must_use]
+    pub fn restoring(
+        config: Config,
+        seed: [u8; 32],
+        now_ms: u64,
+        authors: &[AuthorRecord],
+        assets: &[(AssetId, Arc<ImportAsset>)],
+        snapshot: Option<&SessionSnapshot>,
+    ) -> Restoring {
+        let mut restoring = Restoring {
+            session: Self::new(config.clone(), seed, now_ms),
+            fresh: (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
+            snapshot: snapshot.cloned(),
+            statuses: snapshot
+                .map(|s| s.non_applied.iter().copied().collect())
+                .unwrap_or_default(),
+            covered: Vec::new(),
+            report: RestoreReport {
+                from_snapshot: 0,
+                replayed: 0,
+                snapshot_rejected: false,
+            },
+        };
+        restoring.session = restoring.fresh_session();
+        if restoring
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.position == 0)
+        {
+            // Nothing to replay yet, so starting over cannot fail.
+            let _ = restoring.close_snapshot();
         }
-        session.roles_set = session
-            .log
-            .iter()
-            .filter_map(|e| match e.body.command {
-                Command::SetRole { author, .. } => Some(author),
-                _ => None,
-            })
-            .collect();
-        session.fanout_from = session.scene.position;
-        // A restore replays from the start or from a snapshot: the window holds what the
-        // replayed entries touched, so clients that reconnect after a restart resume too.
-        session.accepted = session.scene.clone();
-        Ok((session, report))
+        restoring
     }
 
     /// The next output, in the order they must be carried out.
@@ -2345,6 +2479,13 @@ impl Session {
         for (member, kick) in membership {
             self.membership_changed(member, kick);
         }
+        // Durable entries beyond the window leave memory (in steps of an eighth of it, so the
+        // cost per entry stays constant); those still in flight stay.
+        let window = self.config.log_window;
+        if self.log.held() > window.saturating_add(window / 8) {
+            let in_flight = &self.in_flight_ids;
+            self.log.let_go(window, &|id| in_flight.contains(id));
+        }
     }
 
     /// A durable role change or removal of `member`: everyone joined gets the member's role as
@@ -2663,7 +2804,7 @@ fn edit_refusal(e: EditError, body: &meshwork_protocol::EntryBody) -> Refusal {
 }
 
 mod history;
-pub use history::{HistoryPage, HistoryQuery, HistoryStep, MAX_HISTORY_PAGE};
+pub use history::{ENTRY_TIMES, HistoryPage, HistoryQuery, HistoryStep, MAX_HISTORY_PAGE};
 
 #[cfg(test)]
 mod tests;

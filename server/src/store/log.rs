@@ -130,6 +130,8 @@ pub struct Loaded {
     pub entries: Vec<SignedEntry>,
     /// Chain hash after the last entry.
     pub head: [u8; 32],
+    /// How many entries the log holds (also when they were streamed, not kept).
+    pub count: u64,
     /// Each checkpoint's position and time (Unix ms), in position order: when the entries up to
     /// it were durable at the latest (the history's times after a restart). Bodies that do not
     /// decode are skipped (`verify-log` judges checkpoints).
@@ -194,6 +196,22 @@ pub fn list_sessions(store: &dyn Store) -> Result<Vec<(SessionId, SessionRecord)
 /// # Errors
 /// [`StoreError::Corrupt`] naming the first entry whose link does not hold.
 pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, StoreError> {
+    let mut loaded = load_meta(store, session)?;
+    let mut entries = Vec::new();
+    scan_entries(store, session, &mut loaded, &mut |_, e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    loaded.entries = entries;
+    Ok(loaded)
+}
+
+/// Everything [`load_session`] reads but the entries (`head` and `count` not set yet): what
+/// a restore needs before the first entry ([`scan_entries`]).
+///
+/// # Errors
+/// [`StoreError`] for unreadable records.
+pub fn load_meta(store: &dyn Store, session: SessionId) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded {
         record: store
             .get(Tree::Sessions, &session.0)?
@@ -208,6 +226,33 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
         // A snapshot that does not decode is ignored: the log alone rebuilds the session.
         loaded.snapshot = postcard::from_bytes(&v).ok();
     }
+    // Checkpoints first: a streaming caller needs their times as the entries go by.
+    store.scan(Tree::Checkpoints, &session.0, &mut |_, v| {
+        if let Ok(record) = postcard::from_bytes::<CheckpointRecord>(v)
+            && let Ok(body) = postcard::from_bytes::<CheckpointBody>(&record.body)
+        {
+            loaded.checkpoints.push((body.position, body.at_ms));
+        }
+        true
+    })?;
+    Ok(loaded)
+}
+
+/// Reads the session's entries in position order, checking every link of the hash chain, and
+/// hands each to `each` (its 1-based position, the entry) instead of keeping them: a long log
+/// restores without being held whole. Sets `loaded.head` and `loaded.count` (checked against
+/// the session record). An error from `each` stops the scan, returned as
+/// [`StoreError::Corrupt`].
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the first entry whose link does not hold, or what `each`
+/// said.
+pub fn scan_entries(
+    store: &dyn Store,
+    session: SessionId,
+    loaded: &mut Loaded,
+    each: &mut dyn FnMut(u64, SignedEntry) -> Result<(), String>,
+) -> Result<(), StoreError> {
     let mut head = [0u8; 32];
     let mut expected: u64 = 1;
     let mut err = None;
@@ -235,15 +280,19 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
             return false;
         }
         head = chain_hash(&head, position, &record.entry);
-        loaded.entries.push(record.entry);
+        if let Err(e) = each(position, record.entry) {
+            err = Some(StoreError::Corrupt(format!("entry {position}: {e}")));
+            return false;
+        }
         expected = expected.saturating_add(1);
         true
     })?;
     if let Some(e) = err {
         return Err(e);
     }
+    let count = expected.saturating_sub(1);
     if let Some(r) = &loaded.record
-        && r.head_position == loaded.entries.len() as u64
+        && r.head_position == count
         && r.head_hash != head
     {
         return Err(StoreError::Corrupt(format!(
@@ -252,15 +301,8 @@ pub fn load_session(store: &dyn Store, session: SessionId) -> Result<Loaded, Sto
         )));
     }
     loaded.head = head;
-    store.scan(Tree::Checkpoints, &session.0, &mut |_, v| {
-        if let Ok(record) = postcard::from_bytes::<CheckpointRecord>(v)
-            && let Ok(body) = postcard::from_bytes::<CheckpointBody>(&record.body)
-        {
-            loaded.checkpoints.push((body.position, body.at_ms));
-        }
-        true
-    })?;
-    Ok(loaded)
+    loaded.count = count;
+    Ok(())
 }
 
 /// Result of verifying one session.
@@ -430,8 +472,9 @@ pub fn verify_session(
     if let Some(f) = cp_fail {
         return Err(f);
     }
-    // Replay.
-    let config = Config::new(session, *server_key);
+    // Replay, the whole log in memory (its state hash covers every entry).
+    let mut config = Config::new(session, *server_key);
+    config.log_window = usize::MAX;
     let n = entries.len() as u64;
     let assets = load_assets(store, session).map_err(|e| fail(0, e.to_string()))?;
     let (replayed, _) =
@@ -441,7 +484,10 @@ pub fn verify_session(
         session,
         entries: n,
         checkpoints,
-        state_hash: replayed.log().state_hash(),
+        state_hash: replayed
+            .log()
+            .state_hash()
+            .ok_or_else(|| fail(0, "the replayed log let go of entries".into()))?,
     })
 }
 

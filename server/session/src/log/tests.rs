@@ -664,3 +664,182 @@ fn batch_integration_equals_one_by_one() {
         );
     }
 }
+
+// ---------------------------------------------------------------- letting go (bounded memory)
+
+/// Entity `n` (of A's namespace).
+fn ent_n(n: u32) -> EntityId {
+    EntityId::new(A, n)
+}
+
+/// A command of each strategy on entity `n`: 0 last-write-wins, 1 merge, 2 reject.
+fn command_of(kind: u8, n: u32, i: usize) -> Command {
+    match kind {
+        0 => Command::SetName {
+            entity: ent_n(n),
+            name: format!("n{i}"),
+        },
+        1 => Command::Translate {
+            entity: ent_n(n),
+            delta: Vec3::X,
+        },
+        _ => Command::Despawn { entity: ent_n(n) },
+    }
+}
+
+#[test]
+fn an_entry_that_missed_an_edit_let_go_is_judged_by_what_was_kept() {
+    use meshwork_protocol::registry::Facet;
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    // A renames entity 1 at lamport 10, B deletes it at 11, B nudges it at 12; the first two
+    // are then let go.
+    log.integrate(entry(A, 1, 10, 0, command_of(0, 1, 0))).unwrap();
+    log.integrate(entry(B, 1, 11, 10, command_of(2, 1, 1))).unwrap();
+    log.integrate(entry(B, 2, 12, 11, command_of(1, 1, 2))).unwrap();
+    assert_eq!(log.let_go(1, &|_| false), 2);
+    assert_eq!(log.floor(), Some(id(11, B)));
+    assert_eq!((log.len(), log.held()), (3, 1));
+    assert_eq!(log.state_hash(), None, "the hash covers every entry or none");
+
+    // C had seen nothing of it. A nudge merges: accepted.
+    assert!(log.integrate(entry(C, 1, 13, 0, command_of(1, 1, 3))).is_ok());
+    // A rename after the rename let go supersedes it: accepted.
+    assert!(matches!(
+        log.integrate(entry(C, 2, 14, 0, command_of(0, 1, 4))),
+        Ok(Integrated::Appended {
+            status: Status::Applied,
+            ..
+        })
+    ));
+    // A delete that missed the delete let go cannot be judged without it: refused, naming it.
+    let existence = Scope::Entity {
+        entity: ent_n(1),
+        facet: Facet::Existence,
+    };
+    assert_eq!(
+        log.integrate(entry(C, 3, 15, 9, command_of(2, 1, 5))),
+        Err(Refusal::Conflict {
+            with: id(11, B),
+            scope: existence,
+        })
+    );
+    // A rename that sorts before the rename let go (an old offline edit) is refused too.
+    assert_eq!(
+        log.integrate(entry(A, 3, 9, 0, command_of(0, 1, 6))),
+        Err(Refusal::Malformed(
+            "lamport 9 does not advance past the author's 10".into()
+        )),
+        "the author's own marks survive letting go"
+    );
+    let mut other = CommandLog::new(Mode::Authority, SESSION, editors());
+    other
+        .integrate(entry(A, 1, 10, 0, command_of(0, 1, 0)))
+        .unwrap();
+    other.let_go(0, &|_| false);
+    assert_eq!(
+        other.integrate(entry(B, 1, 5, 0, command_of(0, 1, 7))),
+        Err(Refusal::Conflict {
+            with: id(10, A),
+            scope: Scope::Entity {
+                entity: ent_n(1),
+                facet: Facet::Name,
+            },
+        })
+    );
+    // Having seen everything let go there, a delete is judged as usual.
+    assert!(log.integrate(entry(C, 4, 16, 12, command_of(2, 1, 6))).is_ok());
+    // A replay from the store is never refused for what was let go (it was accepted once).
+    let mut restored = CommandLog::new(Mode::Authority, SESSION, editors());
+    restored
+        .integrate(entry(B, 1, 11, 0, command_of(2, 1, 1)))
+        .unwrap();
+    restored.let_go(0, &|_| false);
+    assert!(
+        restored
+            .replay_trusted(entry(C, 1, 15, 9, command_of(2, 1, 5)))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_pinned_entry_is_not_let_go_and_nor_is_anything_after_it() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    for i in 1..=5u64 {
+        log.integrate(entry(A, i, i, i - 1, command_of(1, u32::try_from(i).unwrap(), 0)))
+            .unwrap();
+    }
+    assert_eq!(log.let_go(0, &|id| id.lamport == 3), 2);
+    assert_eq!(log.held(), 3);
+    // A replica keeps everything.
+    let mut replica = CommandLog::new(Mode::Replica, SESSION, editors());
+    replica
+        .integrate(entry(A, 1, 1, 0, command_of(1, 1, 0)))
+        .unwrap();
+    assert_eq!(replica.let_go(0, &|_| false), 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// A log that lets go of all but a few entries never accepts what the whole log refuses,
+    /// accepts with the same status, refuses for its own reason only as a conflict with an
+    /// entry let go, and the entries it holds have the statuses the whole log gives them.
+    #[test]
+    fn letting_go_never_accepts_what_the_whole_log_refuses(
+        ops in proptest::collection::vec((0u8..3, 0u32..3, 0u8..3, 0u64..24), 1..120),
+    ) {
+        let authors = [A, B, C];
+        let mut whole = CommandLog::new(Mode::Authority, SESSION, editors());
+        let mut bounded = CommandLog::new(Mode::Authority, SESSION, editors());
+        let mut seq = [0u64; 3];
+        let mut high = [0u64; 3];
+        for (i, (who, n, kind, lag)) in ops.into_iter().enumerate() {
+            let w = usize::from(who);
+            let author = authors[w];
+            let seen = whole.clock().saturating_sub(lag);
+            let lamport = high[w].max(seen) + 1;
+            seq[w] += 1;
+            high[w] = lamport;
+            let e = entry(author, seq[w], lamport, seen, command_of(kind, n, i));
+            let got = bounded.integrate(e.clone());
+            match &got {
+                Err(Refusal::Conflict { with, .. })
+                    if bounded.floor().is_some_and(|f| *with <= f) => {
+                    // Refused for an entry let go (where the whole log may accept it): the
+                    // whole log is not fed it, so both keep the same entries. A sequence
+                    // number skipped is fine for an authority (they only need to rise).
+                }
+                _ => {
+                    // Status changes of entries let go are not reported (nor kept).
+                    let floor = bounded.floor();
+                    let want = whole.integrate(e).map(|i| match i {
+                        Integrated::Appended { id, status, changed } => Integrated::Appended {
+                            id,
+                            status,
+                            changed: changed
+                                .into_iter()
+                                .filter(|(c, _)| floor.is_none_or(|f| *c > f))
+                                .collect(),
+                        },
+                        d @ Integrated::Duplicate { .. } => d,
+                    });
+                    match (&got, &want) {
+                        // Both refuse it as a conflict; the whole log names an entry let go.
+                        (
+                            Err(Refusal::Conflict { .. }),
+                            Err(Refusal::Conflict { with, .. }),
+                        ) if floor.is_some_and(|f| *with <= f) => {}
+                        _ => proptest::prop_assert_eq!(&got, &want),
+                    }
+                }
+            }
+            bounded.let_go(4, &|_| false);
+        }
+        for e in bounded.iter() {
+            let w = whole.get(&e.id).map(|w| w.status);
+            proptest::prop_assert_eq!(Some(e.status), w, "status of {}", e.id);
+        }
+        proptest::prop_assert_eq!(whole.len(), bounded.len());
+    }
+}
+

@@ -145,12 +145,18 @@ impl Session {
 
     /// After a restore: the times of stored entries from the store's checkpoints (`position`,
     /// `at_ms`, in position order): each entry gets the time of the first checkpoint at or past
-    /// its position (durable by then). `ids` are the stored entries' ids in acceptance order.
-    pub fn note_checkpoint_times(&mut self, ids: &[CommandId], checkpoints: &[(u64, u64)]) {
+    /// its position (durable by then). `ids` are stored entries' ids in acceptance order, the
+    /// first at position `first` (1-based); only the last [`ENTRY_TIMES`] count.
+    pub fn note_checkpoint_times(
+        &mut self,
+        first: u64,
+        ids: &[CommandId],
+        checkpoints: &[(u64, u64)],
+    ) {
         let mut cp = checkpoints.iter().peekable();
         let skip = ids.len().saturating_sub(ENTRY_TIMES);
         for (i, id) in ids.iter().enumerate().skip(skip) {
-            let position = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1);
+            let position = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(first);
             while cp.next_if(|(p, _)| *p < position).is_some() {}
             let Some((_, at)) = cp.peek() else {
                 break;
@@ -168,4 +174,4 @@ impl Session {
 }
 
 /// Entry times kept (far more than the steps the history keeps).
-const ENTRY_TIMES: usize = 1 << 16;
+pub const ENTRY_TIMES: usize = 1 << 16;
