@@ -702,6 +702,72 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
     assert!(Session::restore(config(), [0; 32], NOW, &store.authors, &[], None, corrupt).is_err());
 }
 
+#[test]
+fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
+    let mut h = Harness::new();
+    h.session.config.log_window = 16;
+    h.session.config.rate_per_s = 1000;
+    h.session.config.burst = 1000;
+    let mut store = FakeStore::default();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    h.input(Input::Connected { client: C1 });
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let out = h.input(Input::PersistAck { batch: BatchId(0) });
+    store.absorb(&mut h, out);
+    store.authors = h.session.authors();
+    for i in 1..=100u64 {
+        let command = if i % 3 == 0 {
+            Command::SetName {
+                entity: EntityId::new(a1, 1),
+                name: format!("n{i}"),
+            }
+        } else {
+            mv(a1)
+        };
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(&s1, a1, i, i, command)],
+            }),
+        );
+        store.absorb(&mut h, out);
+        assert!(
+            h.session.log().held() <= 16 + 16 / 8,
+            "entry {i}: {} held",
+            h.session.log().held()
+        );
+    }
+    assert_eq!(h.session.durable_entries(), 100);
+    assert_eq!(h.session.log().len(), 100);
+    assert!(h.session.log().let_go_count() >= 80);
+    assert_eq!(h.session.log().state_hash(), None);
+    assert!(
+        h.session.snapshot().is_none(),
+        "no snapshot of statuses it no longer holds"
+    );
+    let want = h.session.scene().state_hash();
+
+    let restore = |window: usize| {
+        let mut c = Config::new(SESSION, h.server.public_key());
+        c.log_window = window;
+        let mut r = Session::restoring(c, [0; 32], NOW, &store.authors, &[], None);
+        for e in store.entries.clone() {
+            r.push(e).unwrap();
+            assert!(r.session.log().held() <= window.saturating_add(window / 8));
+        }
+        r.finish().unwrap().0
+    };
+    for window in [16, usize::MAX] {
+        let restored = restore(window);
+        assert_eq!(restored.scene().state_hash(), want, "window {window}");
+        assert_eq!(restored.log().len(), 100);
+        assert_eq!(restored.log().next_seq(a1), 101, "window {window}");
+        assert_eq!(restored.durable_entries(), 100);
+    }
+    assert!(restore(16).log().held() <= 16);
+    assert!(restore(usize::MAX).log().state_hash().is_some());
+}
+
 // ---------------------------------------------------------------- mesh edits
 
 #[allow(clippy::arithmetic_side_effects, reason = "test code: small counters")]
