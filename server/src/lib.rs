@@ -341,13 +341,20 @@ pub async fn start(
         let mut loaded = store::log::load_meta(store.as_ref(), id)
             .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         let config = session_config(&server_key, &settings, id);
+        // A snapshot saves resolving the entries it covers, but holds them until its digest
+        // checks out; one far behind the head (the log let go of entries since, so no newer
+        // one was taken) saves little of a long replay: the entries are replayed instead.
+        let head = loaded.record.as_ref().map_or(0, |r| r.head_position);
+        let snapshot = loaded.snapshot.as_ref().filter(|s| {
+            head.saturating_sub(s.position) <= u64::try_from(settings.log_window).unwrap_or(0)
+        });
         let mut restoring = Session::restoring(
             config,
             random_bytes()?,
             driver::now_ms(),
             &loaded.authors,
             &loaded.assets,
-            loaded.snapshot.as_ref(),
+            snapshot,
         );
         // Entries stream from the store into the session, which holds only its window; the
         // ids of the latest are kept for the history's times.

@@ -13,6 +13,11 @@ fn table(tree: Tree) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(tree.name())
 }
 
+/// The page cache redb may keep, in bytes. redb's own default is 1 GiB, and a restart's one
+/// sequential read of a long log would leave all of it resident; the interior pages every
+/// lookup re-reads fit many times over in this.
+pub const CACHE_BYTES: usize = 16 << 20;
+
 /// A redb database file.
 #[derive(Debug)]
 pub struct RedbStore {
@@ -26,7 +31,10 @@ impl RedbStore {
     /// # Errors
     /// [`StoreError::Backend`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = redb::Database::create(path).map_err(|e| backend_err(NAME, e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| backend_err(NAME, e))?;
         let txn = db.begin_write().map_err(|e| backend_err(NAME, e))?;
         for tree in Tree::ALL {
             txn.open_table(table(tree))
