@@ -380,7 +380,10 @@ pub async fn start(
             .finish()
             .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         let ids: Vec<_> = ids.into();
-        let first = loaded.count.saturating_sub(ids.len() as u64).saturating_add(1);
+        let first = loaded
+            .count
+            .saturating_sub(ids.len() as u64)
+            .saturating_add(1);
         session.note_checkpoint_times(first, &ids, &loaded.checkpoints);
         session.load_invites(loaded.invites);
         for (asset_id, asset) in &loaded.assets {

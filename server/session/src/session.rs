@@ -453,17 +453,20 @@ pub struct RestoreReport {
     pub snapshot_rejected: bool,
 }
 
+/// What starting a restore over needs: config, seed, time, authors and assets.
+type Fresh = (
+    Config,
+    [u8; 32],
+    u64,
+    Vec<AuthorRecord>,
+    Vec<(AssetId, Arc<ImportAsset>)>,
+);
+
 /// A session being rebuilt from its store, one entry at a time ([`Session::restoring`]).
 pub struct Restoring {
     session: Session,
     /// What a fresh start needs (a snapshot that does not check out means starting over).
-    fresh: (
-        Config,
-        [u8; 32],
-        u64,
-        Vec<AuthorRecord>,
-        Vec<(AssetId, Arc<ImportAsset>)>,
-    ),
+    fresh: Fresh,
     /// The snapshot still being restored from (`None` once checked, or if there is none).
     snapshot: Option<SessionSnapshot>,
     /// Its entries that are not `Applied`.
@@ -515,7 +518,12 @@ impl Restoring {
                 .ok()
                 .and_then(|b| self.statuses.get(&b.id()).copied())
                 .unwrap_or(Status::Applied);
-            if self.session.log.restore_resolved(e.clone(), status).is_err() {
+            if self
+                .session
+                .log
+                .restore_resolved(e.clone(), status)
+                .is_err()
+            {
                 return self.reject_snapshot(Some(e));
             }
             self.session.apply_to_scene(&e);
@@ -1032,11 +1040,7 @@ impl Session {
             },
         };
         restoring.session = restoring.fresh_session();
-        if restoring
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.position == 0)
-        {
+        if restoring.snapshot.as_ref().is_some_and(|s| s.position == 0) {
             // Nothing to replay yet, so starting over cannot fail.
             let _ = restoring.close_snapshot();
         }

@@ -693,16 +693,26 @@ fn an_entry_that_missed_an_edit_let_go_is_judged_by_what_was_kept() {
     let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
     // A renames entity 1 at lamport 10, B deletes it at 11, B nudges it at 12; the first two
     // are then let go.
-    log.integrate(entry(A, 1, 10, 0, command_of(0, 1, 0))).unwrap();
-    log.integrate(entry(B, 1, 11, 10, command_of(2, 1, 1))).unwrap();
-    log.integrate(entry(B, 2, 12, 11, command_of(1, 1, 2))).unwrap();
+    log.integrate(entry(A, 1, 10, 0, command_of(0, 1, 0)))
+        .unwrap();
+    log.integrate(entry(B, 1, 11, 10, command_of(2, 1, 1)))
+        .unwrap();
+    log.integrate(entry(B, 2, 12, 11, command_of(1, 1, 2)))
+        .unwrap();
     assert_eq!(log.let_go(1, &|_| false), 2);
     assert_eq!(log.floor(), Some(id(11, B)));
     assert_eq!((log.len(), log.held()), (3, 1));
-    assert_eq!(log.state_hash(), None, "the hash covers every entry or none");
+    assert_eq!(
+        log.state_hash(),
+        None,
+        "the hash covers every entry or none"
+    );
 
     // C had seen nothing of it. A nudge merges: accepted.
-    assert!(log.integrate(entry(C, 1, 13, 0, command_of(1, 1, 3))).is_ok());
+    assert!(
+        log.integrate(entry(C, 1, 13, 0, command_of(1, 1, 3)))
+            .is_ok()
+    );
     // A rename after the rename let go supersedes it: accepted.
     assert!(matches!(
         log.integrate(entry(C, 2, 14, 0, command_of(0, 1, 4))),
@@ -747,7 +757,10 @@ fn an_entry_that_missed_an_edit_let_go_is_judged_by_what_was_kept() {
         })
     );
     // Having seen everything let go there, a delete is judged as usual.
-    assert!(log.integrate(entry(C, 4, 16, 12, command_of(2, 1, 6))).is_ok());
+    assert!(
+        log.integrate(entry(C, 4, 16, 12, command_of(2, 1, 6)))
+            .is_ok()
+    );
     // A replay from the store is never refused for what was let go (it was accepted once).
     let mut restored = CommandLog::new(Mode::Authority, SESSION, editors());
     restored
@@ -765,8 +778,14 @@ fn an_entry_that_missed_an_edit_let_go_is_judged_by_what_was_kept() {
 fn a_pinned_entry_is_not_let_go_and_nor_is_anything_after_it() {
     let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
     for i in 1..=5u64 {
-        log.integrate(entry(A, i, i, i - 1, command_of(1, u32::try_from(i).unwrap(), 0)))
-            .unwrap();
+        log.integrate(entry(
+            A,
+            i,
+            i,
+            i - 1,
+            command_of(1, u32::try_from(i).unwrap(), 0),
+        ))
+        .unwrap();
     }
     assert_eq!(log.let_go(0, &|id| id.lamport == 3), 2);
     assert_eq!(log.held(), 3);
@@ -785,6 +804,7 @@ proptest::proptest! {
     /// accepts with the same status, refuses for its own reason only as a conflict with an
     /// entry let go, and the entries it holds have the statuses the whole log gives them.
     #[test]
+    #[allow(clippy::arithmetic_side_effects, reason = "test code: small counters")]
     fn letting_go_never_accepts_what_the_whole_log_refuses(
         ops in proptest::collection::vec((0u8..3, 0u32..3, 0u8..3, 0u64..24), 1..120),
     ) {
@@ -842,4 +862,3 @@ proptest::proptest! {
         proptest::prop_assert_eq!(whole.len(), bounded.len());
     }
 }
-
