@@ -281,6 +281,9 @@ pub fn spawn(
     snapshot_every: u64,
 ) -> (SessionHandle, tokio::task::JoinHandle<()>) {
     let (acks_tx, acks_rx) = mpsc::channel(4096);
+    // At most one store read per connection is outstanding (the session waits for each answer),
+    // so this channel is bounded by the session's connections.
+    let (reads_tx, reads_rx) = mpsc::unbounded_channel();
     let last_snapshot = session.durable_entries();
     let (tx, rx) = mpsc::channel(inbox);
     let handle = SessionHandle {
@@ -302,6 +305,8 @@ pub fn spawn(
         backlog: VecDeque::new(),
         acks_tx,
         acks_rx,
+        reads_tx,
+        reads_rx,
         snapshot_every,
         last_snapshot,
         store_failed: false,
@@ -337,6 +342,9 @@ struct Driver {
     backlog: VecDeque<StoreCmd>,
     acks_tx: mpsc::Sender<StoreAck>,
     acks_rx: mpsc::Receiver<StoreAck>,
+    /// Answers of store reads for the session (`Input::Stored`).
+    reads_tx: mpsc::UnboundedSender<Input>,
+    reads_rx: mpsc::UnboundedReceiver<Input>,
     snapshot_every: u64,
     last_snapshot: u64,
     store_failed: bool,
@@ -361,6 +369,11 @@ impl Driver {
             let store_tx = self.store.tx.clone();
             let first = tokio::select! {
                 msg = rx.recv(), if accepting => msg,
+                Some(read) = self.reads_rx.recv() => {
+                    self.session.handle_input(now_ms(), read);
+                    self.carry_out();
+                    continue;
+                }
                 Some(ack) = self.acks_rx.recv() => {
                     self.on_ack(ack);
                     self.carry_out();
@@ -625,21 +638,55 @@ impl Driver {
                     ack: self.acks_tx.clone(),
                     span,
                 };
-                // Straight to the writer when it has room, so a lone command is not delayed.
-                if self.backlog.is_empty() {
-                    match self.store.tx.try_send(cmd) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.store_failed = true;
-                            self.session.handle_input(now_ms(), Input::Shutdown);
+                self.queue_for_store(cmd);
+            }
+            Output::ReadStored {
+                client,
+                request,
+                ranges,
+            } => {
+                let (reply, answer) = oneshot::channel();
+                self.queue_for_store(StoreCmd::ReadEntries {
+                    session: self.session.id(),
+                    ranges,
+                    reply,
+                });
+                let reads = self.reads_tx.clone();
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    match answer.await {
+                        Ok(Ok(entries)) => {
+                            let _ = reads.send(Input::Stored {
+                                client,
+                                request,
+                                entries,
+                            });
                         }
+                        Ok(Err(e)) => {
+                            tracing::error!(session = %name, "reading history from the store: {e}");
+                        }
+                        Err(_) => {}
                     }
-                } else {
-                    self.backlog.push_back(cmd);
-                }
+                });
             }
             Output::Event(event) => self.event(&event),
+        }
+    }
+
+    /// Queues a command for the store writer: straight to it when it has room (so a lone
+    /// command is not delayed), else behind the backlog, in order.
+    fn queue_for_store(&mut self, cmd: StoreCmd) {
+        if self.backlog.is_empty() {
+            match self.store.tx.try_send(cmd) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.store_failed = true;
+                    self.session.handle_input(now_ms(), Input::Shutdown);
+                }
+            }
+        } else {
+            self.backlog.push_back(cmd);
         }
     }
 

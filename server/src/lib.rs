@@ -341,12 +341,15 @@ pub async fn start(
         let mut loaded = store::log::load_meta(store.as_ref(), id)
             .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         let config = session_config(&server_key, &settings, id);
-        // A snapshot saves resolving the entries it covers, but holds them until its digest
-        // checks out; one far behind the head (the log let go of entries since, so no newer
-        // one was taken) saves little of a long replay: the entries are replayed instead.
+        // A snapshot saves resolving the entries it covers, but holds them all until its
+        // digest checks out: one covering more than the window (taken by an older build, or
+        // with a larger window), or far behind the head (the log let go of entries since, so
+        // no newer one was taken), is not used: the entries are replayed instead.
         let head = loaded.record.as_ref().map_or(0, |r| r.head_position);
+        let window = u64::try_from(settings.log_window).unwrap_or(u64::MAX);
         let snapshot = loaded.snapshot.as_ref().filter(|s| {
-            head.saturating_sub(s.position) <= u64::try_from(settings.log_window).unwrap_or(0)
+            s.position <= window.saturating_add(window / 8)
+                && head.saturating_sub(s.position) <= window
         });
         let mut restoring = Session::restoring(
             config,

@@ -129,6 +129,29 @@ async fn a_session_longer_than_its_window_restarts_and_serves() {
         "the restart rebuilt the same scene"
     );
 
+    // The whole history, the part let go of read back from the store, in total order.
+    let mut auditor = Client::join(&server.ticket(BIN, &data, "viewer"), random_signer())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    auditor.fetch_log(0).await.unwrap();
+    auditor
+        .until(Instant::now() + Duration::from_secs(120), |s| {
+            s.history_done
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        auditor.seen.entries.len(),
+        entries,
+        "FetchLog returns every entry"
+    );
+    eprintln!(
+        "FetchLog from 0: {entries} entries in {:?}",
+        started.elapsed()
+    );
+    drop(auditor);
+
     // It serves: a new member catches up and its edit lands.
     let mut d = Client::join(&server.ticket(BIN, &data, "editor"), random_signer())
         .await

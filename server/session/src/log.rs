@@ -248,8 +248,27 @@ struct LetGo {
     count: u64,
     /// The largest id let go (an entry accepted below it since may still be held).
     floor: Option<CommandId>,
-    /// Per scope, the latest entry let go in it.
+    /// Per scope, the latest entry let go in it. One item per scope ever let go (entities and
+    /// mesh elements that were edited), not per entry.
     scopes: BTreeMap<Scope, ScopeItem>,
+    /// The latest [`RECENT_LET_GO`] entries let go, by author and sequence number: their id and
+    /// digest, so an author that sends one again (its ack was lost with its connection) is
+    /// told it is a duplicate, not a replay.
+    recent: BTreeMap<(AuthorId, u64), (CommandId, [u8; 32])>,
+    /// The same keys, oldest first.
+    recent_order: std::collections::VecDeque<(AuthorId, u64)>,
+}
+
+/// Entries let go that the log still recognizes when they are sent again.
+pub const RECENT_LET_GO: usize = 16_384;
+
+/// A digest of an entry exactly as signed.
+fn entry_digest(signed: &SignedEntry) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(&signed.body);
+    h.update(signed.signature.0);
+    h.finalize().into()
 }
 
 impl LetGo {
@@ -261,9 +280,11 @@ impl LetGo {
     /// there when it saw `last` (they all sort at or below it). If not, a merge changes nothing,
     /// and a last-write-wins candidate after `last` in total order supersedes whatever it did not
     /// see (statuses of entries let go are not kept; the scene applies by total order either
-    /// way). Anything else — a reject candidate, or one that sorts before `last` — would need
-    /// the entries let go to resolve, so the authority refuses it as a conflict with `last`
-    /// (an authority may always refuse; it never accepts what full resolution would reject).
+    /// way); a merge after `last` changes nothing let go either (only later entries can lose to
+    /// it). Anything else — a reject candidate, or any candidate that sorts before `last`, which
+    /// a reject entry let go might lose to, or a last-write-wins one supersede — would need the
+    /// entries let go to resolve, so the authority refuses it as a conflict with `last` (an
+    /// authority may always refuse; it never accepts what full resolution would refuse).
     fn conflict(&self, scopes: &[Scope], candidate: ScopeItem) -> Option<(CommandId, Scope)> {
         scopes.iter().find_map(|scope| {
             let last = self.scopes.get(scope)?;
@@ -271,9 +292,10 @@ impl LetGo {
                 return None;
             }
             match candidate.strategy {
-                Strategy::Merge => None,
-                Strategy::LastWriteWins if candidate.id > last.id => None,
-                Strategy::LastWriteWins | Strategy::Reject => Some((last.id, *scope)),
+                Strategy::Merge | Strategy::LastWriteWins if candidate.id > last.id => None,
+                Strategy::Merge | Strategy::LastWriteWins | Strategy::Reject => {
+                    Some((last.id, *scope))
+                }
             }
         })
     }
@@ -375,7 +397,8 @@ impl CommandLog {
         self.let_go.count
     }
 
-    /// The largest id let go: entries at or below it are not held (`None`: nothing let go).
+    /// The largest id let go (`None`: nothing let go). Entries at or below it are not held,
+    /// but for one accepted below it since (an old offline edit), until the next `let_go`.
     #[must_use]
     pub const fn floor(&self) -> Option<CommandId> {
         self.let_go.floor
@@ -437,7 +460,16 @@ impl CommandLog {
                     *latest = item;
                 }
             }
+            let key = (id.author, e.body.seq);
+            let digest = entry_digest(&e.signed);
             first.remove();
+            self.let_go.recent.insert(key, (id, digest));
+            self.let_go.recent_order.push_back(key);
+            if self.let_go.recent_order.len() > RECENT_LET_GO
+                && let Some(old) = self.let_go.recent_order.pop_front()
+            {
+                self.let_go.recent.remove(&old);
+            }
             // An entry accepted below the floor (an old offline edit) may go first.
             self.let_go.floor = self.let_go.floor.max(Some(id));
             self.let_go.count = self.let_go.count.saturating_add(1);
@@ -752,6 +784,14 @@ impl CommandLog {
                 seq: body.seq,
                 kind: ReplayKind::IdReused,
             });
+        }
+        if self
+            .let_go
+            .recent
+            .get(&(author, body.seq))
+            .is_some_and(|(held, digest)| *held == id && *digest == entry_digest(&signed))
+        {
+            return Ok(Integrated::Duplicate { id });
         }
         let state = self.authors.entry(author).or_default();
         match self.mode {

@@ -290,6 +290,17 @@ pub enum Output {
         /// stored record).
         invites: Vec<InviteRecord>,
     },
+    /// Read the stored entries at these positions (1-based, `start..end` ranges) and answer
+    /// [`Input::Stored`] with `client` and `request`: history the log let go of, for a
+    /// `FetchLog` answer. Entries at positions the store does not hold are left out.
+    ReadStored {
+        /// Who asked.
+        client: ClientId,
+        /// Which of its requests (a later `FetchLog` makes an earlier answer stale).
+        request: u64,
+        /// Position ranges, in order.
+        ranges: Vec<std::ops::Range<u64>>,
+    },
     /// For metrics and logs.
     Event(Event),
 }
@@ -367,6 +378,15 @@ pub enum Input {
     RevokeInvite {
         /// The invite's id.
         invite: [u8; 16],
+    },
+    /// The answer to [`Output::ReadStored`]: the entries read, in position order.
+    Stored {
+        /// Who asked.
+        client: ClientId,
+        /// Which request.
+        request: u64,
+        /// The entries.
+        entries: Vec<SignedEntry>,
     },
 }
 
@@ -453,6 +473,74 @@ pub struct RestoreReport {
     pub snapshot_rejected: bool,
 }
 
+/// The Lamport range of each block of [`StoredLamports::BLOCK`] durable positions: where in the
+/// store the entries of a Lamport range can be. Lamport times mostly rise with position, so a
+/// range lies in a few consecutive blocks (and those of the odd late offline entry). Two numbers
+/// per block: 16 KiB for a million entries.
+#[derive(Debug, Default)]
+struct StoredLamports {
+    blocks: Vec<(u64, u64)>,
+}
+
+impl StoredLamports {
+    const BLOCK: u64 = 1024;
+
+    /// The entry at `position` (1-based) has Lamport time `lamport`.
+    fn note(&mut self, position: u64, lamport: u64) {
+        let Ok(b) = usize::try_from(position.saturating_sub(1) / Self::BLOCK) else {
+            return;
+        };
+        match self.blocks.get_mut(b) {
+            Some((min, max)) => {
+                *min = (*min).min(lamport);
+                *max = (*max).max(lamport);
+            }
+            None => {
+                if b == self.blocks.len() {
+                    self.blocks.push((lamport, lamport));
+                }
+            }
+        }
+    }
+
+    /// The next page of history after `since`, up to `floor` at most: its upper Lamport bound
+    /// (the largest time in the first blocks that reach past `since`, enough for about `page`
+    /// entries) and the position ranges of every block that may hold an entry in
+    /// `(since, up_to]`. `up_to > since` whenever `since < floor`.
+    fn page(&self, since: u64, floor: u64, page: usize) -> (u64, Vec<std::ops::Range<u64>>) {
+        let want = (page as u64).div_ceil(Self::BLOCK).max(1);
+        let mut up_to = since;
+        let mut taken = 0u64;
+        for &(_, max) in &self.blocks {
+            if max > since {
+                up_to = up_to.max(max);
+                taken = taken.saturating_add(1);
+                if taken >= want {
+                    break;
+                }
+            }
+        }
+        let up_to = if up_to > since {
+            up_to.min(floor)
+        } else {
+            floor
+        };
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        for (b, &(min, max)) in self.blocks.iter().enumerate() {
+            if max <= since || min > up_to {
+                continue;
+            }
+            let start = (b as u64).saturating_mul(Self::BLOCK).saturating_add(1);
+            let end = start.saturating_add(Self::BLOCK);
+            match ranges.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => ranges.push(start..end),
+            }
+        }
+        (up_to, ranges)
+    }
+}
+
 /// What starting a restore over needs: config, seed, time, authors and assets.
 type Fresh = (
     Config,
@@ -527,7 +615,7 @@ impl Restoring {
                 return self.reject_snapshot(Some(e));
             }
             self.session.apply_to_scene(&e);
-            self.note_restored(&e);
+            self.note_restored((self.covered.len() as u64).saturating_add(1), &e);
             self.covered.push(e);
             if self.covered.len() as u64 == position {
                 return self.close_snapshot();
@@ -573,7 +661,7 @@ impl Restoring {
             .replay_trusted(e.clone())
             .map_err(|refusal| RestoreError { position, refusal })?;
         self.session.apply_to_scene(&e);
-        self.note_restored(&e);
+        self.note_restored(position, &e);
         self.session.durable_entries = position;
         self.report.replayed = self.report.replayed.saturating_add(1);
         // Letting go in steps of an eighth of the window keeps the cost per entry constant.
@@ -584,10 +672,13 @@ impl Restoring {
         Ok(())
     }
 
-    fn note_restored(&mut self, e: &SignedEntry) {
-        if let Ok(body) = e.decode_body()
-            && let Command::SetRole { author, .. } = body.command
-        {
+    /// `position`: the entry's place in the store.
+    fn note_restored(&mut self, position: u64, e: &SignedEntry) {
+        let Ok(body) = e.decode_body() else {
+            return;
+        };
+        self.session.stored.note(position, body.lamport);
+        if let Command::SetRole { author, .. } = body.command {
             self.session.roles_set.insert(author);
         }
     }
@@ -741,6 +832,9 @@ struct Client {
     resync_due: bool,
     histories: TokenBucket,
     history_from: Option<u64>,
+    /// A history page being read from the store: its request number and Lamport range
+    /// `(since, up_to]`. No other page goes out meanwhile.
+    history_read: Option<(u64, u64, u64)>,
     /// The dictionary its unreliable-lane packs are written with, once it sent `Codecs`.
     packs: Option<u32>,
     /// The region it wants the presence lane of (`None`: everywhere).
@@ -785,6 +879,10 @@ pub struct Session {
     /// Accepted, not yet durable: not acknowledged, not fanned out, not in catch-ups.
     in_flight: BTreeMap<BatchId, Pending>,
     in_flight_ids: BTreeSet<meshwork_protocol::CommandId>,
+    /// Where in the store entries of a Lamport range are (for history the log let go of).
+    stored: StoredLamports,
+    /// `FetchLog` store reads issued (numbers them).
+    history_requests: u64,
     outputs: VecDeque<Output>,
     /// The durable scene, in acceptance order.
     scene: Scene,
@@ -856,6 +954,8 @@ impl Session {
             next_batch: 0,
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeSet::new(),
+            stored: StoredLamports::default(),
+            history_requests: 0,
             outputs: VecDeque::new(),
             // Both keep the undo history: it is derived from the entries, so a restart rebuilds
             // it by replaying them.
@@ -1164,6 +1264,11 @@ impl Session {
                 self.emit_persist(Vec::new(), Vec::new());
             }
             Input::RevokeInvite { invite } => self.revoke_invite(invite),
+            Input::Stored {
+                client,
+                request,
+                entries,
+            } => self.on_stored(client, request, entries),
         }
         self.flush_packs();
     }
@@ -1269,6 +1374,7 @@ impl Session {
                 resync_due: false,
                 histories: TokenBucket::full_per_min(HISTORY_BURST, self.now_ms),
                 history_from: None,
+                history_read: None,
                 packs: None,
                 interest: None,
             },
@@ -1741,6 +1847,7 @@ impl Session {
             return;
         };
         c.history_from = Some(since_lamport);
+        c.history_read = None;
         if !c.histories.take(now, per_min, HISTORY_BURST) {
             self.emit(Output::Event(Event::Throttled {
                 client,
@@ -1764,6 +1871,7 @@ impl Session {
                 snapshots.push(*id);
             }
             if let Some(since) = c.history_from
+                && c.history_read.is_none()
                 && c.histories.take(now, history_per_min, HISTORY_BURST)
             {
                 pages.push((*id, since));
@@ -1790,6 +1898,7 @@ impl Session {
                     .then(|| c.resyncs.ready_at(self.config.resync_per_min));
                 let page = c
                     .history_from
+                    .filter(|_| c.history_read.is_none())
                     .map(|_| c.histories.ready_at(self.config.history_per_min));
                 [snapshot, page]
             })
@@ -1802,8 +1911,27 @@ impl Session {
     /// a Lamport time so the next page, after that time, misses nothing. `done` on the last
     /// frame of the last page.
     fn send_history_page(&mut self, client: ClientId, since_lamport: u64) {
-        let chunk = self.config.catch_up_chunk.max(1);
         let page = self.config.history_page.max(1);
+        // History the log let go of is read back from the store, up to the floor's time; the
+        // held entries follow from there.
+        if let Some(floor) = self.log.floor()
+            && since_lamport < floor.lamport
+        {
+            let (up_to, ranges) = self.stored.page(since_lamport, floor.lamport, page);
+            self.history_requests = self.history_requests.wrapping_add(1);
+            let request = self.history_requests;
+            let Some(c) = self.clients.get_mut(&client) else {
+                return;
+            };
+            c.history_read = Some((request, since_lamport, up_to));
+            self.emit(Output::ReadStored {
+                client,
+                request,
+                ranges,
+            });
+            return;
+        }
+        let chunk = self.config.catch_up_chunk.max(1);
         let mut durable: Vec<SignedEntry> = Vec::new();
         let mut more = false;
         let mut last = since_lamport;
@@ -1839,6 +1967,54 @@ impl Session {
                 &ServerMsg::History(History {
                     entries: part.to_vec(),
                     done,
+                }),
+            );
+        }
+    }
+
+    /// A history page read back from the store: the entries of its Lamport range, in total
+    /// order, at most [`Config::history_page`] (cut after the last entry of a Lamport time);
+    /// the rest of the answer follows as the rate limit allows.
+    fn on_stored(&mut self, client: ClientId, request: u64, entries: Vec<SignedEntry>) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let Some((asked, since, up_to)) = c.history_read else {
+            return;
+        };
+        if asked != request {
+            return;
+        }
+        c.history_read = None;
+        let mut page: Vec<(meshwork_protocol::CommandId, SignedEntry)> = entries
+            .into_iter()
+            .filter_map(|e| {
+                let id = e.decode_body().ok()?.id();
+                (id.lamport > since && id.lamport <= up_to).then_some((id, e))
+            })
+            .collect();
+        page.sort_by_key(|(id, _)| *id);
+        let limit = self.config.history_page.max(1);
+        let mut next = up_to;
+        if page.len() > limit {
+            // Cut after the last entry of a Lamport time, as the held pages are.
+            let mut cut = limit;
+            let at = page.get(limit.saturating_sub(1)).map(|(id, _)| id.lamport);
+            while page.get(cut).is_some_and(|(id, _)| Some(id.lamport) == at) {
+                cut = cut.saturating_add(1);
+            }
+            page.truncate(cut);
+            next = at.unwrap_or(up_to);
+        }
+        c.history_from = Some(next);
+        let chunk = self.config.catch_up_chunk.max(1);
+        let entries: Vec<SignedEntry> = page.into_iter().map(|(_, e)| e).collect();
+        for part in entries.chunks(chunk) {
+            self.send(
+                client,
+                &ServerMsg::History(History {
+                    entries: part.to_vec(),
+                    done: false,
                 }),
             );
         }
@@ -2437,7 +2613,12 @@ impl Session {
         self.durable_entries = self
             .durable_entries
             .saturating_add(pending.entries.len() as u64);
-        for (author, seq, id) in &pending.entries {
+        let first = self
+            .durable_entries
+            .saturating_sub(pending.entries.len() as u64);
+        for (i, (author, seq, id)) in pending.entries.iter().enumerate() {
+            self.stored
+                .note(first.saturating_add(i as u64).saturating_add(1), id.lamport);
             self.in_flight_ids.remove(id);
             self.note_time(*id, self.now_ms);
             if let Some(client) = self.connection_of.get(author).copied() {

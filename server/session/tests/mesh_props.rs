@@ -763,7 +763,8 @@ impl World {
                     Output::Close { client, reason } => {
                         panic!("the session closed {client:?}: {reason:?}")
                     }
-                    Output::Event(_) => {}
+                    // Nothing here asks for history.
+                    Output::Event(_) | Output::ReadStored { .. } => {}
                 }
             }
         }

@@ -88,6 +88,16 @@ pub enum StoreCmd {
         /// Its records, or why they could not be read.
         reply: oneshot::Sender<Result<super::log::Loaded, String>>,
     },
+    /// Read stored entries at these positions (`FetchLog` history a session let go of), after
+    /// the pending commits; positions the store does not hold are left out.
+    ReadEntries {
+        /// The session.
+        session: SessionId,
+        /// Position ranges (1-based), in order.
+        ranges: Vec<std::ops::Range<u64>>,
+        /// The entries in position order, or why they could not be read.
+        reply: oneshot::Sender<Result<Vec<SignedEntry>, String>>,
+    },
     /// Store an imported asset durably (its own commit), then answer.
     PutAsset {
         /// The session.
@@ -293,7 +303,10 @@ impl Writer {
                     });
                 }
                 StoreCmd::Tick => {}
-                StoreCmd::Backup { .. } | StoreCmd::Load { .. } | StoreCmd::PutAsset { .. } => {
+                StoreCmd::Backup { .. }
+                | StoreCmd::Load { .. }
+                | StoreCmd::ReadEntries { .. }
+                | StoreCmd::PutAsset { .. } => {
                     after.push(cmd);
                 }
                 StoreCmd::Shutdown { reply } => shutdown = Some(reply),
@@ -369,6 +382,17 @@ impl Writer {
             match cmd {
                 StoreCmd::Backup { path, reply } => {
                     let _ = reply.send(super::backup::write(self.store.as_ref(), &path, None));
+                }
+                StoreCmd::ReadEntries {
+                    session,
+                    ranges,
+                    reply,
+                } => {
+                    let _ = reply.send(super::log::read_entries(
+                        self.store.as_ref(),
+                        session,
+                        &ranges,
+                    ));
                 }
                 StoreCmd::Load { session, reply } => {
                     let loaded = super::log::load_session(self.store.as_ref(), session)

@@ -1282,6 +1282,113 @@ fn history_goes_out_in_rate_limited_pages() {
     );
 }
 
+/// History the log let go of comes back from the store: `FetchLog` asks the glue to read the
+/// stored positions where those Lamport times are (`Output::ReadStored`), sends what it reads
+/// in total order, then the held entries; together the whole log, each entry once, `done` last.
+/// A later `FetchLog` makes an answer still being read stale.
+#[test]
+fn history_the_log_let_go_of_is_read_back_from_the_store() {
+    let mut h = Harness::new();
+    h.session.config.log_window = 4;
+    h.session.config.history_page = 8;
+    h.session.config.rate_per_s = 1000;
+    h.session.config.burst = 1000;
+    let (s1, s2) = (
+        Ed25519Signer::from_seed([1; 32]),
+        Ed25519Signer::from_seed([2; 32]),
+    );
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let a2 = h.join(C2, &s2, Role::Editor);
+    let mut store = FakeStore::default();
+    for lamport in 1..=30u64 {
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(&s1, a1, lamport, lamport, mv(a1))],
+            }),
+        );
+        store.absorb(&mut h, out);
+        if lamport % 3 == 0 {
+            let out = h.send(
+                C2,
+                &ClientMsg::Submit(Submit {
+                    entries: vec![entry(&s2, a2, lamport / 3, lamport, mv(a2))],
+                }),
+            );
+            store.absorb(&mut h, out);
+        }
+    }
+    let total = h.session.log().len();
+    assert_eq!(total, 40);
+    assert!(h.session.log().held() <= 5, "the log let go of most of it");
+    let reader = ClientId(3);
+    h.join(reader, &Ed25519Signer::from_seed([3; 32]), Role::Viewer);
+
+    // Carries out what the session asks of the store; returns the history entries sent to
+    // the reader, whether one was the last, and how many reads were asked for.
+    let serve = |h: &mut Harness, out: Vec<Output>, got: &mut Vec<SignedEntry>| {
+        let mut queue: VecDeque<Output> = out.into();
+        let (mut done, mut reads) = (false, 0);
+        while let Some(o) = queue.pop_front() {
+            match o {
+                Output::ReadStored {
+                    client,
+                    request,
+                    ranges,
+                } => {
+                    reads += 1;
+                    let entries = ranges
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| store.entries.get(usize::try_from(p - 1).ok()?).cloned())
+                        .collect();
+                    queue.extend(h.input(Input::Stored {
+                        client,
+                        request,
+                        entries,
+                    }));
+                }
+                o => {
+                    for m in sent_to(std::slice::from_ref(&o), reader) {
+                        if let ServerMsg::History(hist) = m {
+                            got.extend(hist.entries);
+                            done |= hist.done;
+                        }
+                    }
+                }
+            }
+        }
+        (done, reads)
+    };
+
+    // A request whose read is overtaken by a second FetchLog: its answer is dropped.
+    let stale = h.send(reader, &ClientMsg::FetchLog(FetchLog { since_lamport: 0 }));
+    assert!(
+        stale.iter().any(|o| matches!(o, Output::ReadStored { .. })),
+        "history before the window is read from the store"
+    );
+    let mut got = Vec::new();
+    let out = h.send(reader, &ClientMsg::FetchLog(FetchLog { since_lamport: 0 }));
+    let (mut done, mut reads) = serve(&mut h, out, &mut got);
+    let (_, stale_reads) = serve(&mut h, stale, &mut got);
+    assert_eq!(stale_reads, 1);
+    while !done {
+        h.now += 60_000;
+        let out = h.input(Input::Tick);
+        let (d, r) = serve(&mut h, out, &mut got);
+        done = d;
+        reads += r;
+    }
+    assert!(reads >= 1);
+    let ids: Vec<meshwork_protocol::CommandId> =
+        got.iter().map(|e| e.decode_body().unwrap().id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "total order, no entry twice");
+    assert_eq!(ids.len(), total, "the whole log");
+}
+
 fn presence_from(h: &mut Harness, client: ClientId, seq: u32) -> Vec<Output> {
     let p = Presence {
         seq,
