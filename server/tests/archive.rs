@@ -21,14 +21,11 @@ use std::process::{Command as Process, Output};
 use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret as _;
-use glam::Vec3;
-use meshwork_protocol::Command;
 use meshwork_server::store::Tree;
 use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
-const CHUNK: usize = 1_000;
 
 fn cli(args: &[&str]) -> Output {
     Process::new(BIN).args(args).output().unwrap()
@@ -131,29 +128,10 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
         .spawn_cube_acked(1, Duration::from_secs(30))
         .await
         .unwrap();
-    let mut sent = 1;
-    while sent < entries {
-        let n = CHUNK.min(entries - sent);
-        let commands = (0..n)
-            .map(|i| Command::Translate {
-                entity: cube,
-                delta: if (sent + i) % 2 == 0 {
-                    Vec3::X
-                } else {
-                    -Vec3::X
-                },
-            })
-            .collect();
-        let signed = c.submit(commands).await.unwrap();
-        let last = signed.last().unwrap().decode_body().unwrap().seq;
-        c.until(Instant::now() + Duration::from_secs(60), |s| {
-            s.acks.contains_key(&last)
-        })
+    c.translate_back_and_forth(cube, entries - 1, Duration::from_secs(120))
         .await
         .unwrap();
-        assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
-        sent += n;
-    }
+    assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
     eprintln!("{entries} entries acknowledged in {:?}", started.elapsed());
     drop(c);
     assert!(server.terminate(Duration::from_secs(30)).success());

@@ -24,7 +24,6 @@ use meshwork_testkit::server_process::ServerProcess;
 use meshwork_testkit::{Client, http, random_signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwork-server");
-const CHUNK: usize = 1_000;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -77,29 +76,10 @@ async fn a_session_longer_than_its_window_restarts_and_serves() {
         .spawn_cube_acked(1, Duration::from_secs(30))
         .await
         .unwrap();
-    let mut sent = 1;
-    while sent < entries {
-        let n = CHUNK.min(entries - sent);
-        let commands = (0..n)
-            .map(|i| Command::Translate {
-                entity: cube,
-                delta: if (sent + i) % 2 == 0 {
-                    Vec3::X
-                } else {
-                    -Vec3::X
-                },
-            })
-            .collect();
-        let signed = c.submit(commands).await.unwrap();
-        let last = signed.last().unwrap().decode_body().unwrap().seq;
-        c.until(Instant::now() + Duration::from_secs(120), |s| {
-            s.acks.contains_key(&last)
-        })
+    c.translate_back_and_forth(cube, entries - 1, Duration::from_secs(120))
         .await
         .unwrap();
-        assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
-        sent += n;
-    }
+    assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
     eprintln!(
         "{entries} entries acknowledged in {:?}; server RSS {} KiB",
         started.elapsed(),

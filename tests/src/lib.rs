@@ -401,6 +401,54 @@ impl Client {
         Ok(cube)
     }
 
+    /// A long history quickly: `count` translations of `entity`, alternately +X and -X (so it
+    /// ends where it started or one step away), submitted in chunks of 1,000, each chunk
+    /// acknowledged (within `wait`) before the next. Stops at the first refusal, which stays in
+    /// [`Seen::refusals`].
+    ///
+    /// # Errors
+    /// As [`Client::submit`]; [`ClientError::Timeout`] when a chunk is not acknowledged in
+    /// time.
+    pub async fn translate_back_and_forth(
+        &mut self,
+        entity: meshwork_protocol::EntityId,
+        count: usize,
+        wait: Duration,
+    ) -> Result<(), ClientError> {
+        const CHUNK: usize = 1_000;
+        let mut sent = 0usize;
+        while sent < count && self.seen.refusals.is_empty() {
+            let n = CHUNK.min(count.saturating_sub(sent));
+            let commands = (sent..sent.saturating_add(n))
+                .map(|i| Command::Translate {
+                    entity,
+                    delta: if i % 2 == 0 {
+                        glam::Vec3::X
+                    } else {
+                        -glam::Vec3::X
+                    },
+                })
+                .collect();
+            let signed = self.submit(commands).await?;
+            let Some(last) = signed
+                .last()
+                .and_then(|e| e.decode_body().ok())
+                .map(|b| b.seq)
+            else {
+                break;
+            };
+            let deadline = Instant::now()
+                .checked_add(wait)
+                .unwrap_or_else(Instant::now);
+            self.until(deadline, |s| {
+                s.acks.contains_key(&last) || !s.refusals.is_empty()
+            })
+            .await?;
+            sent = sent.saturating_add(n);
+        }
+        Ok(())
+    }
+
     /// Signs and submits `commands` through the protocol machine, which keeps them until they
     /// are acknowledged or refused (and submits them again after a reconnect). While the
     /// connection is down ([`Client::dropped`]) they are only signed and kept: edits made

@@ -1177,6 +1177,36 @@ fn resyncs_over_the_limit_are_deferred_and_coalesced() {
     assert_eq!(snapshots(&out, C1), 0, "the coalesced requests were one");
 }
 
+/// A history of `n` Lamport times: C1's author moves its entity at each, C2's at every third
+/// too (two authors at one time), a second apart (under the submit rate limit), all durable.
+fn history_of_two(
+    h: &mut Harness,
+    store: &mut FakeStore,
+    (s1, a1): (&Ed25519Signer, AuthorId),
+    (s2, a2): (&Ed25519Signer, AuthorId),
+    n: u64,
+) {
+    for lamport in 1..=n {
+        h.now += 1000;
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(s1, a1, lamport, lamport, mv(a1))],
+            }),
+        );
+        store.absorb(h, out);
+        if lamport % 3 == 0 {
+            let out = h.send(
+                C2,
+                &ClientMsg::Submit(Submit {
+                    entries: vec![entry(s2, a2, lamport / 3, lamport, mv(a2))],
+                }),
+            );
+            store.absorb(h, out);
+        }
+    }
+}
+
 /// `FetchLog` answers a page at a time (cut after the last entry of a Lamport time, so entries
 /// of two authors at one time are never split), a burst of pages at once and then one per
 /// refill; the pages together are the whole log in total order, `done` on the last.
@@ -1191,26 +1221,7 @@ fn history_goes_out_in_rate_limited_pages() {
     let a1 = h.join(C1, &s1, Role::Editor);
     let a2 = h.join(C2, &s2, Role::Editor);
     let mut store = FakeStore::default();
-    for lamport in 1..=20u64 {
-        h.now += 1000; // under the submit rate limit
-        let out = h.send(
-            C1,
-            &ClientMsg::Submit(Submit {
-                entries: vec![entry(&s1, a1, lamport, lamport, mv(a1))],
-            }),
-        );
-        store.absorb(&mut h, out);
-        // The other author at the same Lamport time, every third step.
-        if lamport % 3 == 0 {
-            let out = h.send(
-                C2,
-                &ClientMsg::Submit(Submit {
-                    entries: vec![entry(&s2, a2, lamport / 3, lamport, mv(a2))],
-                }),
-            );
-            store.absorb(&mut h, out);
-        }
-    }
+    history_of_two(&mut h, &mut store, (&s1, a1), (&s2, a2), 20);
     let total = h.session.log().len();
     assert_eq!(total, 26);
     let mut got: Vec<SignedEntry> = Vec::new();
@@ -1300,24 +1311,7 @@ fn history_the_log_let_go_of_is_read_back_from_the_store() {
     let a1 = h.join(C1, &s1, Role::Editor);
     let a2 = h.join(C2, &s2, Role::Editor);
     let mut store = FakeStore::default();
-    for lamport in 1..=30u64 {
-        let out = h.send(
-            C1,
-            &ClientMsg::Submit(Submit {
-                entries: vec![entry(&s1, a1, lamport, lamport, mv(a1))],
-            }),
-        );
-        store.absorb(&mut h, out);
-        if lamport % 3 == 0 {
-            let out = h.send(
-                C2,
-                &ClientMsg::Submit(Submit {
-                    entries: vec![entry(&s2, a2, lamport / 3, lamport, mv(a2))],
-                }),
-            );
-            store.absorb(&mut h, out);
-        }
-    }
+    history_of_two(&mut h, &mut store, (&s1, a1), (&s2, a2), 30);
     let total = h.session.log().len();
     assert_eq!(total, 40);
     assert!(h.session.log().held() <= 5, "the log let go of most of it");
