@@ -1187,7 +1187,7 @@ fn history_of_two(
     n: u64,
 ) {
     for lamport in 1..=n {
-        h.now += 1000;
+        h.now = h.now.saturating_add(1000);
         let out = h.send(
             C1,
             &ClientMsg::Submit(Submit {
@@ -1199,7 +1199,7 @@ fn history_of_two(
             let out = h.send(
                 C2,
                 &ClientMsg::Submit(Submit {
-                    entries: vec![entry(s2, a2, lamport / 3, lamport, mv(a2))],
+                    entries: vec![entry(s2, a2, lamport.div_euclid(3), lamport, mv(a2))],
                 }),
             );
             store.absorb(h, out);
