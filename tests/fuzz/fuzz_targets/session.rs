@@ -3,8 +3,10 @@
 //! and its bytes): connections opening and going,
 //! payloads and datagrams of any bytes from any of 16 clients, submits handed on as verified
 //! (kind 8), time passing, persistence
-//! acknowledgements in order, slow clients, revoked invites. It may refuse and close; it must
-//! never panic, and every output it makes is carried out as the server would.
+//! acknowledgements in order, slow clients, revoked invites. The log's window is tiny, so what
+//! it accepts is soon let go and `FetchLog` reads history back from the entries persisted here.
+//! It may refuse and close; it must never panic, and every output it makes is carried out as
+//! the server would.
 #![no_main]
 
 use std::sync::Arc;
@@ -14,13 +16,16 @@ use meshwork_protocol::{Ed25519Signer, SessionId};
 use meshwork_session::{ClientId, Config, Input, Output, Session};
 
 fuzz_target!(|data: &[u8]| {
-    let config = Config::signed_by(
+    let mut config = Config::signed_by(
         SessionId([7; 16]),
         Arc::new(Ed25519Signer::from_seed([9; 32])),
     );
+    config.log_window = 2;
     let mut now = 1_000_000_u64;
     let mut session = Session::new(config, [3; 32], now);
     let mut batches = std::collections::VecDeque::new();
+    // Every entry persisted, in position order (position 1 first).
+    let mut stored: Vec<meshwork_protocol::SignedEntry> = Vec::new();
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
@@ -70,9 +75,42 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         session.handle_input(now, input);
-        while let Some(out) = session.poll_output() {
-            if let Output::Persist { batch, .. } = out {
-                batches.push_back(batch);
+        let mut reads = Vec::new();
+        loop {
+            while let Some(out) = session.poll_output() {
+                match out {
+                    Output::Persist { batch, entries, .. } => {
+                        batches.push_back(batch);
+                        stored.extend(entries);
+                    }
+                    Output::ReadStored {
+                        client,
+                        request,
+                        ranges,
+                    } => {
+                        let entries = ranges
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| {
+                                stored
+                                    .get(usize::try_from(p.checked_sub(1)?).ok()?)
+                                    .cloned()
+                            })
+                            .collect();
+                        reads.push(Input::Stored {
+                            client,
+                            request,
+                            entries,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if reads.is_empty() {
+                break;
+            }
+            for read in reads.drain(..) {
+                session.handle_input(now, read);
             }
         }
     }
