@@ -1001,7 +1001,6 @@ mod tests {
         c
     }
 
-    /// The server's challenge (`nonce`) and welcome of author 1, as at a join or a rejoin.
     /// A region follows the view only on a real move, a region set by hand replaces it and
     /// the next follow asks again, and a reconnect asks for the region again.
     #[test]
@@ -1038,6 +1037,7 @@ mod tests {
         );
     }
 
+    /// The server's challenge (`nonce`) and welcome of author 1, as at a join or a rejoin.
     fn welcome(c: &mut ClientConnection<Ed25519Signer>, nonce: [u8; 32]) {
         c.handle(&ServerMsg::Challenge(Challenge {
             nonce,
