@@ -67,6 +67,8 @@ import {
 } from './state';
 import { Viewport } from './viewport';
 
+/** After this long without a renderer the editor says the 3D view is still starting. */
+const SLOW_RENDERER_MS = 5000;
 const PRIMITIVES: Primitive[] = ['Cube', 'Pyramid', 'Plane', 'Cylinder', 'Sphere'];
 const TOOLS: [Tool, string, string][] = [
   ['select', 'Select', 'Q'],
@@ -416,7 +418,18 @@ export class Editor {
       },
       { capture: true },
     );
-    await this.viewport.start();
+    // The renderer starts beside the connection, not before it: a GPU that is slow to hand out a
+    // device (a busy or software GPU process can take many seconds) must not keep the user from
+    // joining, nor hide a refusal (a revoked invite) behind "Connecting…". The scene graph is
+    // kept up to date meanwhile and drawn once the renderer is up.
+    const rendering = this.viewport.start().then(
+      () => this.viewport.invalidate(),
+      (e: unknown) => this.toast(`The 3D view could not start: ${(e as Error).message}`, 'error'),
+    );
+    const slow = window.setTimeout(() => {
+      if (this.viewport.backend === 'starting') this.toast('The 3D view is still starting: the GPU is busy.', 'info');
+    }, SLOW_RENDERER_MS);
+    void rendering.finally(() => window.clearTimeout(slow));
     this.applyRole();
     this.session.onEvent = (e) => this.onEvent(e);
     this.session.onTransportNote = (n) => this.toast(n, 'info');

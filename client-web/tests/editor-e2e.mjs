@@ -41,8 +41,12 @@ await run(async () => {
   const B = await open('B', viewerTicket);
   const a0 = await state(A.page);
   check('A joined as editor over WebRTC', a0.role === 'editor' && a0.transport === 'webrtc', JSON.stringify(a0));
-  check('rendering backend', a0.backend === 'WebGPU' || a0.backend === 'WebGL2', a0.backend);
-  report.backend = a0.backend;
+  // The renderer starts beside the connection: wait for it, not only for the join.
+  const backend = await A.page
+    .waitForFunction(() => window.meshwork.state().backend !== 'starting', null, { timeout: 20000 })
+    .then(() => state(A.page).then((s) => s.backend), () => 'starting');
+  check('rendering backend', backend === 'WebGPU' || backend === 'WebGL2', backend);
+  report.backend = backend;
   const b0 = await state(B.page);
   check('B joined as viewer', b0.role === 'viewer', JSON.stringify(b0));
 
@@ -619,6 +623,9 @@ await run(async () => {
     .waitFor({ timeout: 5000 }).then(() => true, () => false);
   check('the admin UI revokes it', revoked);
   const refusedPage = await adminCtx.newPage();
+  refusedPage.on('console', (m) => {
+    if (m.type() === 'error') console.error(`[refused] ${m.text()}`);
+  });
   await refusedPage.goto(single);
   const refusedText = await refusedPage.locator('.toast', { hasText: 'revoked' }).first()
     .textContent({ timeout: 15000 }).catch(() => null);
