@@ -11,8 +11,9 @@ pub mod log;
 mod pack;
 pub mod session;
 
-pub use log::{CommandLog, Integrated, LogEntry, Mode, Refusal, ReplayKind, Status};
+pub use log::{CommandLog, Integrated, LogBase, LogEntry, Mode, Refusal, ReplayKind, Status};
 pub use session::{
     AuthorRecord, BatchId, ClientId, Config, Event, HistoryPage, HistoryQuery, HistoryStep, Input,
-    InviteRecord, Lane, MemberInfo, Output, RestoreError, RestoreReport, Session, SessionSnapshot,
+    InviteRecord, Lane, MemberInfo, Output, RestoreError, RestoreReport, Session, SessionBase,
+    SessionSnapshot,
 };

@@ -259,6 +259,28 @@ struct LetGo {
     recent_order: std::collections::VecDeque<(AuthorId, u64)>,
 }
 
+/// What an authority's log keeps of a history it no longer holds at all: its state once every
+/// entry up to a point was let go ([`CommandLog::base`]). A session restarts from it without
+/// the entries it covers (they were rotated out of the store into an archive) and judges what
+/// comes after exactly as a log that let go of them would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBase {
+    /// The Lamport clock.
+    pub clock: u64,
+    /// Largest Lamport timestamp of any entry.
+    pub seen_lamport: u64,
+    /// Per author: highest sequence number and highest Lamport timestamp.
+    pub authors: Vec<(AuthorId, Option<u64>, u64)>,
+    /// Entries let go (all of them, up to the base).
+    pub count: u64,
+    /// The largest id let go.
+    pub floor: Option<CommandId>,
+    /// Per scope, the latest entry let go: id, what it had seen, its strategy.
+    pub scopes: Vec<(Scope, CommandId, u64, Strategy)>,
+    /// The latest entries let go (author, sequence, id, digest), oldest first.
+    pub recent: Vec<(AuthorId, u64, CommandId, [u8; 32])>,
+}
+
 /// Entries let go that the log still recognizes when they are sent again.
 pub const RECENT_LET_GO: usize = 16_384;
 
@@ -476,6 +498,74 @@ impl CommandLog {
             n = n.saturating_add(1);
         }
         n
+    }
+
+    /// Lets go of every entry held and returns what remains: the base a session restarts from
+    /// once the entries so far are rotated out of its store ([`CommandLog::from_base`]).
+    /// Authority only (a replica's base is empty).
+    pub fn base(&mut self) -> LogBase {
+        self.let_go(0, &|_| false);
+        LogBase {
+            clock: self.clock.now(),
+            seen_lamport: self.seen_lamport,
+            authors: self
+                .authors
+                .iter()
+                .map(|(a, s)| (*a, s.high_seq, s.high_lamport))
+                .collect(),
+            count: self.let_go.count,
+            floor: self.let_go.floor,
+            scopes: self
+                .let_go
+                .scopes
+                .iter()
+                .map(|(scope, i)| (*scope, i.id, i.seen_lamport, i.strategy))
+                .collect(),
+            recent: self
+                .let_go
+                .recent_order
+                .iter()
+                .filter_map(|k| self.let_go.recent.get(k).map(|(id, d)| (k.0, k.1, *id, *d)))
+                .collect(),
+        }
+    }
+
+    /// An authority's log that continues from `base` ([`CommandLog::base`]), verifying against
+    /// `keys`.
+    #[must_use]
+    pub fn from_base(session: SessionId, keys: KeyRing, base: &LogBase) -> Self {
+        let mut log = Self::new(Mode::Authority, session, keys);
+        if let Some(before) = base.clock.checked_sub(1) {
+            log.clock.observe(before);
+        }
+        log.seen_lamport = base.seen_lamport;
+        for (author, high_seq, high_lamport) in &base.authors {
+            log.authors.insert(
+                *author,
+                AuthorState {
+                    high_seq: *high_seq,
+                    high_lamport: *high_lamport,
+                    seqs: BTreeMap::new(),
+                },
+            );
+        }
+        log.let_go.count = base.count;
+        log.let_go.floor = base.floor;
+        for (scope, id, seen_lamport, strategy) in &base.scopes {
+            log.let_go.scopes.insert(
+                *scope,
+                ScopeItem {
+                    id: *id,
+                    seen_lamport: *seen_lamport,
+                    strategy: *strategy,
+                },
+            );
+        }
+        for (author, seq, id, digest) in &base.recent {
+            log.let_go.recent.insert((*author, *seq), (*id, *digest));
+            log.let_go.recent_order.push_back((*author, *seq));
+        }
+        log
     }
 
     /// Entries in effect or superseded (not rejected) with a Lamport timestamp above `lamport`,

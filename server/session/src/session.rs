@@ -477,7 +477,7 @@ pub struct RestoreReport {
 /// store the entries of a Lamport range can be. Lamport times mostly rise with position, so a
 /// range lies in a few consecutive blocks (and those of the odd late offline entry). Two numbers
 /// per block: 16 KiB for a million entries.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StoredLamports {
     blocks: Vec<(u64, u64)>,
 }
@@ -541,6 +541,46 @@ impl StoredLamports {
     }
 }
 
+/// A session's state at a point of its log, with none of the entries up to it: where a store
+/// whose older history was rotated out into an archive restarts from ([`Restoring::base`],
+/// [`Session::restoring_from`]). Replaying the entries after it gives the session a restart
+/// that read the whole log would give, except that none of the entries it covers is held
+/// (conflicts with them are judged as with entries let go) and their undo steps are gone.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SessionBase {
+    /// Entries covered: the first `position` entries in acceptance order.
+    pub position: u64,
+    /// The scene after them.
+    pub scene: Scene,
+    /// What the log keeps of them.
+    pub log: crate::log::LogBase,
+    /// Members whose role an admin set in them.
+    pub roles_set: Vec<AuthorId>,
+    /// Where the entries of each Lamport range are in the store (positions up to `position`
+    /// are no longer there; later ones are).
+    stored: StoredLamports,
+}
+
+impl SessionBase {
+    /// The encoding stored and signed.
+    ///
+    /// # Panics
+    /// Never: postcard into a `Vec` fails only on serde features these types do not use.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self)
+            .expect("postcard into a Vec fails only on serde features these types do not use")
+    }
+
+    /// Decodes [`SessionBase::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// A sentence when the bytes are not a base.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("session base: {e}"))
+    }
+}
+
 /// What starting a restore over needs: config, seed, time, authors and assets.
 type Fresh = (
     Config,
@@ -562,6 +602,8 @@ pub struct Restoring {
     /// The entries it covers so far, kept until its hash checks out (to replay them if not).
     covered: Vec<SignedEntry>,
     report: RestoreReport,
+    /// The base it started from, if any (a start over starts from it too).
+    base: Option<Arc<SessionBase>>,
 }
 
 impl std::fmt::Debug for Restoring {
@@ -592,7 +634,45 @@ impl Restoring {
                 s.next_author = s.next_author.max(a.author.0.saturating_add(1));
             }
         }
+        if let Some(base) = &self.base {
+            let keys = std::mem::replace(s.log.keys_mut(), KeyRing::new());
+            s.log = CommandLog::from_base(config.session, keys, &base.log);
+            let mut scene = base.scene.clone().with_history();
+            for (id, asset) in assets {
+                scene.provide_asset(*id, asset.clone());
+            }
+            s.accepted = scene.clone();
+            s.scene = scene;
+            s.durable_entries = base.position;
+            s.stored = base.stored.clone();
+            s.roles_set = base.roles_set.iter().copied().collect();
+        }
         s
+    }
+
+    /// Where the replay stands: the entries restored so far (a base's included).
+    #[must_use]
+    pub const fn position(&self) -> u64 {
+        self.session.durable_entries
+    }
+
+    /// The session's state after the entries pushed so far, every one of them let go: the
+    /// base a store restarts from once they are rotated out ([`Session::restoring_from`]).
+    ///
+    /// # Errors
+    /// [`RestoreError`] when a snapshot was pending and replaying from the start fails.
+    pub fn base(mut self) -> Result<SessionBase, RestoreError> {
+        if self.snapshot.is_some() {
+            self.reject_snapshot(None)?;
+        }
+        let mut session = self.session;
+        Ok(SessionBase {
+            position: session.durable_entries,
+            log: session.log.base(),
+            scene: session.scene,
+            roles_set: session.roles_set.into_iter().collect(),
+            stored: session.stored,
+        })
     }
 
     /// The next stored entry, in acceptance order.
@@ -1128,6 +1208,7 @@ impl Session {
         let mut restoring = Restoring {
             session: Self::new(config.clone(), seed, now_ms),
             fresh: (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
+            base: None,
             snapshot: snapshot.cloned(),
             statuses: snapshot
                 .map(|s| s.non_applied.iter().copied().collect())
@@ -1144,6 +1225,35 @@ impl Session {
             // Nothing to replay yet, so starting over cannot fail.
             let _ = restoring.close_snapshot();
         }
+        restoring
+    }
+
+    /// Starts rebuilding a session from a [`SessionBase`] (its store's history before it was
+    /// rotated out), the entries after it to follow ([`Restoring::push`]). Authors and assets
+    /// as for [`Session::restoring`].
+    #[must_use]
+    pub fn restoring_from(
+        config: Config,
+        seed: [u8; 32],
+        now_ms: u64,
+        authors: &[AuthorRecord],
+        assets: &[(AssetId, Arc<ImportAsset>)],
+        base: SessionBase,
+    ) -> Restoring {
+        let mut restoring = Restoring {
+            session: Self::new(config.clone(), seed, now_ms),
+            fresh: (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
+            base: Some(Arc::new(base)),
+            snapshot: None,
+            statuses: BTreeMap::new(),
+            covered: Vec::new(),
+            report: RestoreReport {
+                from_snapshot: 0,
+                replayed: 0,
+                snapshot_rejected: false,
+            },
+        };
+        restoring.session = restoring.fresh_session();
         restoring
     }
 

@@ -768,6 +768,84 @@ fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
     assert!(restore(usize::MAX).log().state_hash().is_some());
 }
 
+#[test]
+fn a_session_restarts_from_a_base_as_from_the_entries_it_covers() {
+    let mut h = Harness::new();
+    h.session.config.rate_per_s = 1000;
+    h.session.config.burst = 1000;
+    let mut store = FakeStore::default();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    h.input(Input::Connected { client: C1 });
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let out = h.input(Input::PersistAck { batch: BatchId(0) });
+    store.absorb(&mut h, out);
+    store.authors = h.session.authors();
+    for i in 1..=100u64 {
+        let command = if i % 3 == 0 {
+            Command::SetName {
+                entity: EntityId::new(a1, 1),
+                name: format!("n{i}"),
+            }
+        } else {
+            mv(a1)
+        };
+        let out = h.send(
+            C1,
+            &ClientMsg::Submit(Submit {
+                entries: vec![entry(&s1, a1, i, i, command)],
+            }),
+        );
+        store.absorb(&mut h, out);
+    }
+    assert_eq!(h.session.durable_entries(), 100);
+    let config = |window: usize| {
+        let mut c = Config::new(SESSION, h.server.public_key());
+        c.log_window = window;
+        c
+    };
+    // The base after the first 60 entries, through its encoding (what the store keeps).
+    let mut r = Session::restoring(config(16), [0; 32], NOW, &store.authors, &[], None);
+    for e in store.entries.iter().take(60).cloned() {
+        r.push(e).unwrap();
+    }
+    assert_eq!(r.position(), 60);
+    let base = SessionBase::decode(&r.base().unwrap().encode()).unwrap();
+    assert_eq!(base.position, 60);
+    assert_eq!(base.log.count, 60, "every entry it covers is let go");
+
+    let full = {
+        let mut r = Session::restoring(config(16), [0; 32], NOW, &store.authors, &[], None);
+        for e in store.entries.clone() {
+            r.push(e).unwrap();
+        }
+        r.finish().unwrap().0
+    };
+    let mut r = Session::restoring_from(config(16), [0; 32], NOW, &store.authors, &[], base);
+    for e in store.entries.iter().skip(60).cloned() {
+        r.push(e).unwrap();
+    }
+    let (from_base, report) = r.finish().unwrap();
+    assert_eq!(
+        report.replayed, 40,
+        "only the entries after the base replay"
+    );
+    assert_eq!(
+        from_base.scene().state_hash(),
+        h.session.scene().state_hash()
+    );
+    assert_eq!(from_base.scene().state_hash(), full.scene().state_hash());
+    assert_eq!(from_base.durable_entries(), 100);
+    assert_eq!(from_base.log().len(), 100);
+    assert_eq!(from_base.log().next_seq(a1), 101);
+    assert_eq!(from_base.log().clock(), full.log().clock());
+    assert!(from_base.log().let_go_count() >= 60);
+    assert_eq!(
+        from_base.log().state_hash(),
+        None,
+        "a base holds none of its entries"
+    );
+}
+
 // ---------------------------------------------------------------- mesh edits
 
 #[allow(clippy::arithmetic_side_effects, reason = "test code: small counters")]
