@@ -38,6 +38,9 @@ pub enum Domain {
     Delta,
     /// The server's seal at the end of an encrypted audit archive (the server's `archive`).
     Archive,
+    /// The server's signed base of a session: its state where the history rotated out of the
+    /// store into an archive ends.
+    Base,
 }
 
 /// An Ed25519 public key, as 32 bytes.

@@ -98,9 +98,15 @@ pub struct VerifyArgs {
     /// The store backend [default: redb].
     #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
     pub store: crate::store::Backend,
-    /// Verify this encrypted archive (from `archive`) instead of the data dir's store.
+    /// Verify this encrypted archive (from `archive`) instead of the data dir's store; repeat
+    /// for the archives of successive rotations, oldest first: each must go on where the one
+    /// before ends, and they are verified as one history.
     #[arg(long, requires = "identities")]
-    pub archive: Option<PathBuf>,
+    pub archive: Vec<PathBuf>,
+    /// With `--archive`: the data dir's store goes on where the archives end; verify the
+    /// archives and the store as one history (the whole log's state hash).
+    #[arg(long, requires = "archive")]
+    pub with_store: bool,
     /// An age identity file that opens the archive (`AGE-SECRET-KEY-1…`); repeatable.
     #[arg(long = "identity")]
     pub identities: Vec<PathBuf>,
@@ -130,6 +136,13 @@ pub struct ArchiveArgs {
     /// The store backend [default: redb].
     #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
     pub store: crate::store::Backend,
+    /// Then rotate the archived history out of the store, keeping its last `--keep` entries
+    /// (the store keeps a signed base and checkpoint where the rest ends).
+    #[arg(long)]
+    pub rotate: bool,
+    /// With `--rotate`: entries the store keeps [default: the log window, 32768].
+    #[arg(long, requires = "rotate")]
+    pub keep: Option<u64>,
 }
 
 /// Flags of `export`.

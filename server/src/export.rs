@@ -29,8 +29,9 @@ pub struct Provenance {
     pub position: u64,
     /// `Scene::state_hash` of the exported scene (the whole scene, even for a selection).
     pub scene_state_hash: [u8; 32],
-    /// The log's state hash at that position (what `verify-log` prints for it).
-    pub log_state_hash: [u8; 32],
+    /// The log's state hash at that position (what `verify-log` prints for it); `None` when the
+    /// history before it was rotated out of the store (the hash covers every entry).
+    pub log_state_hash: Option<[u8; 32]>,
     /// The hash chain after entry `position`.
     pub chain_head: [u8; 32],
     /// The server key that signs the chain's checkpoints.
@@ -49,7 +50,7 @@ impl Provenance {
             session,
             position: scene.position,
             scene_state_hash: scene.state_hash(),
-            log_state_hash: [0; 32],
+            log_state_hash: Some([0; 32]),
             chain_head: [0; 32],
             server_key: PublicKey([0; 32]),
             authors: Vec::new(),
@@ -336,7 +337,7 @@ fn provenance_json(p: &Provenance) -> serde_json::Value {
             "session": p.session.to_string(),
             "position": p.position,
             "sceneStateHash": hex(&p.scene_state_hash),
-            "logStateHash": hex(&p.log_state_hash),
+            "logStateHash": p.log_state_hash.as_ref().map(|h| hex(h)),
             "chainHead": hex(&p.chain_head),
             "serverKey": hex(&p.server_key.0),
             "authors": authors,
@@ -516,38 +517,63 @@ pub fn scene_at(
     server_key: PublicKey,
     at: Option<u64>,
 ) -> Result<(Scene, Provenance), String> {
-    let total = loaded.entries.len() as u64;
+    let from = loaded.base.as_ref().map_or(0, |b| b.position);
+    let total = from.saturating_add(loaded.entries.len() as u64);
     let position = at.unwrap_or(total);
     if position > total {
         return Err(format!(
             "position {position} is past the end of the log ({total} entries)"
         ));
     }
+    if position < from {
+        return Err(format!(
+            "position {position} is before entry {from}, where the history left in the store \
+             starts (the older part was rotated into an archive)"
+        ));
+    }
     let mut entries = loaded.entries;
-    entries.truncate(usize::try_from(position).unwrap_or(usize::MAX));
-    let mut chain_head = [0u8; 32];
+    entries.truncate(usize::try_from(position.saturating_sub(from)).unwrap_or(usize::MAX));
+    let mut chain_head = loaded.base.as_ref().map_or([0u8; 32], |b| b.head_hash);
     let mut counts: BTreeMap<AuthorId, u64> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        chain_head = crate::store::log::chain_hash(&chain_head, (i as u64).saturating_add(1), e);
+        let at = from.saturating_add(i as u64).saturating_add(1);
+        chain_head = crate::store::log::chain_hash(&chain_head, at, e);
         if let Ok(body) = e.decode_body() {
             let n = counts.entry(body.author).or_default();
             *n = n.saturating_add(1);
         }
     }
-    let snapshot = loaded.snapshot.as_ref().filter(|s| s.position <= position);
     let mut config = meshwork_session::Config::new(session, server_key);
     // The whole log stays in memory, so its state hash covers every entry.
     config.log_window = usize::MAX;
-    let (replayed, _) = meshwork_session::Session::restore(
-        config,
-        [0; 32],
-        0,
-        &loaded.authors,
-        &loaded.assets,
-        snapshot,
-        entries,
-    )
-    .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
+    let replayed = if let Some(base) = loaded.base {
+        let mut r = meshwork_session::Session::restoring_from(
+            config,
+            [0; 32],
+            0,
+            &loaded.authors,
+            &loaded.assets,
+            base.state,
+        );
+        for e in entries {
+            r.push(e)
+                .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
+        }
+        r.finish()
+    } else {
+        let snapshot = loaded.snapshot.as_ref().filter(|s| s.position <= position);
+        meshwork_session::Session::restore(
+            config,
+            [0; 32],
+            0,
+            &loaded.authors,
+            &loaded.assets,
+            snapshot,
+            entries,
+        )
+    }
+    .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?
+    .0;
     let scene = replayed.scene().clone();
     let authors = loaded
         .authors
@@ -565,10 +591,7 @@ pub fn scene_at(
         session,
         position,
         scene_state_hash: scene.state_hash(),
-        log_state_hash: replayed
-            .log()
-            .state_hash()
-            .ok_or("the replayed log let go of entries")?,
+        log_state_hash: replayed.log().state_hash(),
         chain_head,
         server_key,
         authors,

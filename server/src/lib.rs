@@ -351,14 +351,26 @@ pub async fn start(
             s.position <= window.saturating_add(window / 8)
                 && head.saturating_sub(s.position) <= window
         });
-        let mut restoring = Session::restoring(
-            config,
-            random_bytes()?,
-            driver::now_ms(),
-            &loaded.authors,
-            &loaded.assets,
-            snapshot,
-        );
+        // A store whose older history was rotated into an archive restarts from its base (the
+        // chain scan below starts where it ends: `loaded.start`).
+        let mut restoring = match loaded.base.take() {
+            Some(base) => Session::restoring_from(
+                config,
+                random_bytes()?,
+                driver::now_ms(),
+                &loaded.authors,
+                &loaded.assets,
+                base.state,
+            ),
+            None => Session::restoring(
+                config,
+                random_bytes()?,
+                driver::now_ms(),
+                &loaded.authors,
+                &loaded.assets,
+                snapshot,
+            ),
+        };
         // Entries stream from the store into the session, which holds only its window; the
         // ids of the latest are kept for the history's times.
         let mut ids: std::collections::VecDeque<meshwork_protocol::CommandId> =

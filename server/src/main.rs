@@ -196,8 +196,8 @@ fn open_existing(
 }
 
 fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
-    if let Some(archive) = &args.archive {
-        return verify_archive(args, archive);
+    if !args.archive.is_empty() {
+        return verify_archive(args);
     }
     let data = DataDir::open_or_init(&args.data.data_dir, &[])?;
     let store = open_existing(&args.data.data_dir, args.store)?;
@@ -213,12 +213,7 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     let mut failed = false;
     for session in sessions {
         match store::log::verify_session(store.as_ref(), session, &server_key) {
-            Ok(r) => println!(
-                "ok    session {session}: {} entries, {} checkpoints, state {}",
-                r.entries,
-                r.checkpoints,
-                hex::encode(r.state_hash)
-            ),
+            Ok(r) => println!("ok    session {session}: {}", verified_line(&r)),
             Err(f) => {
                 failed = true;
                 println!(
@@ -235,9 +230,29 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     }
 }
 
+/// What `verify-log` says of a session that verifies: entries, checkpoints and the state hash
+/// (the log's; from a base, where the older history is in an archive, the scene's).
+fn verified_line(r: &store::log::SessionVerified) -> String {
+    match r.state_hash {
+        Some(state) => format!(
+            "{} entries, {} checkpoints, state {}",
+            r.entries,
+            r.checkpoints,
+            hex::encode(state)
+        ),
+        None => format!(
+            "{} entries after the signed base at entry {}, {} checkpoints, scene {}",
+            r.entries,
+            r.from,
+            r.checkpoints,
+            hex::encode(r.scene_hash)
+        ),
+    }
+}
+
 /// `verify-log --archive`: decrypts the archive into a temporary store, checks its seal under a
 /// server key the auditor trusts, and runs the same checks as on a live store.
-fn verify_archive(args: &VerifyArgs, archive: &std::path::Path) -> Result<(), Error> {
+fn verify_archive(args: &VerifyArgs) -> Result<(), Error> {
     // The key to trust, before anything is read: one the auditor names, or the data dir's.
     let (server_key, whose) = if let Some(hex_key) = &args.server_key {
         let bytes: [u8; 32] = hex::decode(hex_key.trim())
@@ -260,11 +275,101 @@ fn verify_archive(args: &VerifyArgs, archive: &std::path::Path) -> Result<(), Er
     for path in &args.identities {
         identities.extend(store::archive::read_identities(path).map_err(Error::Config)?);
     }
+    // Each archive on its own (sealed, verified), kept in its scratch store.
+    let mut opened = Vec::new();
+    let mut session = None;
+    for archive in &args.archive {
+        let (scratch, tmp, loaded, r) =
+            verify_one_archive(args, archive, &identities, &server_key, whose)?;
+        if session.is_some_and(|s| s != loaded.session) {
+            return Err(Error::Config(format!(
+                "{} holds session {}, not the one the archives before hold",
+                archive.display(),
+                loaded.session
+            )));
+        }
+        session = Some(loaded.session);
+        println!(
+            "ok    session {}: {} (archive {}, {} records, sealed; server key {}, from {whose})",
+            loaded.session,
+            verified_line(&r),
+            archive.display(),
+            loaded.records,
+            hex::encode(server_key.0)
+        );
+        opened.push((scratch, tmp));
+    }
+    let Some(session) = session else {
+        return Ok(());
+    };
+    if opened.len() == 1 && !args.with_store {
+        return Ok(());
+    }
+    // Then as one history: the later archives, and the store, go on where the first ends.
+    let mut parts = opened.into_iter();
+    let Some((mut first, _first_dir)) = parts.next() else {
+        return Ok(());
+    };
+    let bad = |what: String| {
+        println!("BAD   session {session}: {what}");
+        Err(Error::Config(
+            "the archives and the store do not verify as one history".into(),
+        ))
+    };
+    for (i, (next, _dir)) in parts.enumerate() {
+        if let Err(e) = store::archive::extend(first.as_mut(), next.as_ref(), session) {
+            return bad(format!("archive {}: {e}", i.saturating_add(2)));
+        }
+    }
+    if args.with_store {
+        let live = open_existing(&args.data.data_dir, args.store)?;
+        if let Err(e) = store::archive::extend(first.as_mut(), live.as_ref(), session) {
+            return bad(format!(
+                "the store in {}: {e}",
+                args.data.data_dir.display()
+            ));
+        }
+    }
+    match store::log::verify_session(first.as_ref(), session, &server_key) {
+        Ok(r) => {
+            println!(
+                "ok    session {session}: {} (as one history: {} archive(s){})",
+                verified_line(&r),
+                args.archive.len(),
+                if args.with_store {
+                    " and the store"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(f) => bad(format!("first bad entry {}: {}", f.position, f.reason)),
+    }
+}
+
+/// One archive decrypted into a scratch store, its seal checked under `server_key`, its log
+/// verified: the store, its directory, what the archive said, the verification.
+fn verify_one_archive(
+    args: &VerifyArgs,
+    archive: &std::path::Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    server_key: &meshwork_protocol::PublicKey,
+    whose: &str,
+) -> Result<
+    (
+        Box<dyn store::Store>,
+        tempfile::TempDir,
+        store::archive::Loaded,
+        store::log::SessionVerified,
+    ),
+    Error,
+> {
     let tmp = tempfile::tempdir().map_err(|e| Error::Io(format!("a temporary directory: {e}")))?;
     let mut scratch =
         store::open(store::Backend::Redb, tmp.path()).map_err(|e| Error::Io(e.to_string()))?;
     let bar = progress(None, "decrypting");
-    let loaded = store::archive::load(archive, &identities, scratch.as_mut(), Some(&bar))
+    let loaded = store::archive::load(archive, identities, scratch.as_mut(), Some(&bar))
         .map_err(Error::Config)?;
     bar.finish_and_clear();
     let session = loaded.session;
@@ -279,7 +384,7 @@ fn verify_archive(args: &VerifyArgs, archive: &std::path::Path) -> Result<(), Er
         println!("BAD   session {session}: {what}");
         Err(Error::Config("the archive does not verify".into()))
     };
-    if server_key != loaded.server_key {
+    if *server_key != loaded.server_key {
         return bad(format!(
             "archive {} names server key {}, not {} ({whose})",
             archive.display(),
@@ -289,25 +394,14 @@ fn verify_archive(args: &VerifyArgs, archive: &std::path::Path) -> Result<(), Er
     }
     // A chain that does not hold gives (0, zeros): the full check below names the entry.
     let (entries, head) = store::archive::head(scratch.as_ref(), session).unwrap_or_default();
-    let verified = store::log::verify_session(scratch.as_ref(), session, &server_key);
-    let r = match verified {
+    let r = match store::log::verify_session(scratch.as_ref(), session, server_key) {
         Ok(r) => r,
         Err(f) => return bad(format!("first bad entry {}: {}", f.position, f.reason)),
     };
-    if let Err(e) = loaded.check_seal(&server_key, entries, &head) {
+    if let Err(e) = loaded.check_seal(server_key, entries, &head) {
         return bad(format!("the seal: {e}"));
     }
-    println!(
-        "ok    session {session}: {} entries, {} checkpoints, state {} (archive {}, {} records, \
-         sealed; server key {}, from {whose})",
-        r.entries,
-        r.checkpoints,
-        hex::encode(r.state_hash),
-        archive.display(),
-        loaded.records,
-        hex::encode(server_key.0)
-    );
-    Ok(())
+    Ok((scratch, tmp, loaded, r))
 }
 
 /// `--session`, or the store's only session.
@@ -357,6 +451,23 @@ fn archive(args: &ArchiveArgs) -> Result<(), Error> {
     )
     .map_err(Error::Io)?;
     bar.finish_and_clear();
+    let rotated = if args.rotate {
+        let keep = args
+            .keep
+            .unwrap_or(meshwork_session::session::DEFAULT_LOG_WINDOW as u64);
+        store::archive::rotate(
+            store.as_mut(),
+            session,
+            &data.server_key,
+            now_ms,
+            keep,
+            written.entries,
+            meshwork_session::session::DEFAULT_LOG_WINDOW,
+        )
+        .map_err(Error::Io)?
+    } else {
+        None
+    };
     println!(
         "archived session {session}: {} entries ({} records) to {}, encrypted to {} recipient(s){}",
         written.entries,
@@ -369,6 +480,16 @@ fn archive(args: &ArchiveArgs) -> Result<(), Error> {
             ""
         }
     );
+    match rotated {
+        Some(r) => println!(
+            "rotated: {} entries left the store; it starts from a signed base at entry {}",
+            r.removed, r.base
+        ),
+        None if args.rotate => {
+            println!("rotated: nothing (the store holds no more than --keep entries)")
+        }
+        None => {}
+    }
     Ok(())
 }
 
@@ -391,7 +512,7 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let loaded =
         store::log::load_session(store.as_ref(), session).map_err(|e| Error::Io(e.to_string()))?;
-    if loaded.entries.is_empty() && loaded.record.is_none() {
+    if loaded.entries.is_empty() && loaded.record.is_none() && loaded.base.is_none() {
         return Err(Error::Config(format!("no session {session} in the store")));
     }
     let (scene, provenance) =
@@ -430,7 +551,13 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         provenance.position,
         only.map_or(scene.entities.len(), <[_]>::len),
         args.out.display(),
-        hex::encode(provenance.log_state_hash)
+        provenance.log_state_hash.map_or_else(
+            || format!(
+                "scene {} (history before the store's base is archived)",
+                hex::encode(provenance.scene_state_hash)
+            ),
+            hex::encode
+        )
     );
     Ok(())
 }

@@ -224,7 +224,7 @@ fn provenance(scene: &Scene) -> Provenance {
         session: SessionId([7; 16]),
         position: scene.position,
         scene_state_hash: scene.state_hash(),
-        log_state_hash: [9; 32],
+        log_state_hash: Some([9; 32]),
         chain_head: [5; 32],
         server_key: PublicKey([1; 32]),
         authors: vec![Contributor {

@@ -194,7 +194,7 @@ fn the_v1_fixture_database_opens_verifies_and_replays() {
     assert_eq!((report.entries, report.checkpoints), (5, 1));
     let expected = std::fs::read_to_string(fixture.join("expected-state-hash.txt")).unwrap();
     assert_eq!(
-        hex::encode(report.state_hash),
+        hex::encode(report.state_hash.unwrap()),
         expected.trim(),
         "the v1 log replays to the same state"
     );

@@ -42,9 +42,10 @@ const MAX_SEAL_BYTES: usize = 4096;
 const LOAD_CHUNK: usize = 10_000;
 /// Trees that hold a session's records under its id (metadata and snapshots stay out: the
 /// archive is the record of what was signed, not a way to restart the session).
-const TREES: [Tree; 6] = [
+const TREES: [Tree; 7] = [
     Tree::Sessions,
     Tree::Authors,
+    Tree::Bases,
     Tree::Log,
     Tree::Checkpoints,
     Tree::Assets,
@@ -190,11 +191,15 @@ fn io(e: impl std::fmt::Display) -> String {
 /// # Errors
 /// A sentence naming the first entry whose link does not hold.
 pub fn head(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), String> {
-    let mut head = [0u8; 32];
-    let mut n = 0u64;
+    // From the base where the history rotated out of the store ends, if it did.
+    let (mut n, mut head) = start(store, session)?;
+    let from = n;
     let mut err = None;
     store
         .scan(Tree::Log, &session.0, &mut |k, v| {
+            if key_number(k).is_some_and(|p| p <= from) {
+                return true;
+            }
             let position = n.saturating_add(1);
             let record = postcard::from_bytes::<LogRecord>(v).ok();
             match record {
@@ -217,6 +222,248 @@ pub fn head(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), St
         )),
         None => Ok((n, head)),
     }
+}
+
+/// Where the session's stored log starts: its base's position and chain hash, or (0, zeros).
+fn start(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), String> {
+    Ok(super::log::load_base(store, session)
+        .map_err(io)?
+        .map_or((0, [0u8; 32]), |b| (b.position, b.head_hash)))
+}
+
+/// Entries read at a time while a base is computed.
+const ROTATE_PAGE: u64 = 4096;
+
+/// What [`rotate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotated {
+    /// The new base's position: entries up to it left the store.
+    pub base: u64,
+    /// Entries removed from the store.
+    pub removed: u64,
+}
+
+/// Rotates `session`'s history out of `store`, keeping its last `keep` entries and none past
+/// `archived` (where the archive written before ends): computes the
+/// session's state after the others (replaying them from the current base, if any, with
+/// `window` entries in memory at most), stores it as a base signed by `server` with a
+/// checkpoint at its position, then removes the log entries, checkpoints, snapshots and
+/// bases it covers. Call it only after an archive covering those entries was written
+/// ([`write`]): the store no longer holds them. `None` when there is nothing to rotate.
+///
+/// A rotation cut short leaves the new base and some of the entries it covers; restarts and
+/// `verify-log` skip those, and the next rotation removes them.
+///
+/// # Errors
+/// A sentence naming the failure; the store is unchanged unless the base was committed.
+pub fn rotate(
+    store: &mut dyn Store,
+    session: SessionId,
+    server: &dyn Signer,
+    now_ms: u64,
+    keep: u64,
+    archived: u64,
+    window: usize,
+) -> Result<Option<Rotated>, String> {
+    let (count, _) = head(store, session)?;
+    let (from, mut hash) = start(store, session)?;
+    // Never past what the archive holds (a live store went on growing since).
+    let cut = count.saturating_sub(keep).min(archived);
+    if cut <= from {
+        return Ok(None);
+    }
+    let mut loaded = super::log::load_meta(store, session).map_err(io)?;
+    let mut config = meshwork_session::Config::new(session, server.public_key());
+    config.log_window = window;
+    let mut restoring = match loaded.base.take() {
+        Some(base) => meshwork_session::Session::restoring_from(
+            config,
+            [0; 32],
+            now_ms,
+            &loaded.authors,
+            &loaded.assets,
+            base.state,
+        ),
+        None => meshwork_session::Session::restoring(
+            config,
+            [0; 32],
+            now_ms,
+            &loaded.authors,
+            &loaded.assets,
+            None,
+        ),
+    };
+    let mut position = from;
+    while position < cut {
+        let end = position.saturating_add(ROTATE_PAGE).min(cut);
+        let range = position.saturating_add(1)..end.saturating_add(1);
+        let page = super::log::read_entries(store, session, std::slice::from_ref(&range))?;
+        if page.len() as u64 != end.saturating_sub(position) {
+            return Err(format!(
+                "entries {} to {end} are not all stored",
+                position.saturating_add(1)
+            ));
+        }
+        for e in page {
+            position = position.saturating_add(1);
+            hash = chain_hash(&hash, position, &e);
+            restoring
+                .push(e)
+                .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
+        }
+    }
+    let state = restoring
+        .base()
+        .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
+    let body = super::log::BaseBody {
+        domain: Domain::Base,
+        session,
+        position: cut,
+        head_hash: hash,
+        at_ms: now_ms,
+        state: state.encode(),
+    };
+    let checkpoint = CheckpointRecord::sign(
+        &CheckpointBody {
+            domain: Domain::Checkpoint,
+            session,
+            position: cut,
+            head_hash: hash,
+            at_ms: now_ms,
+        },
+        server,
+    );
+    store
+        .commit(&[
+            Put {
+                tree: Tree::Bases,
+                key: key(session, cut),
+                value: super::encode(&super::log::BaseRecord::sign(&body, server)),
+            },
+            Put {
+                tree: Tree::Checkpoints,
+                key: key(session, cut),
+                value: super::encode(&checkpoint),
+            },
+        ])
+        .map_err(io)?;
+    let below = key(session, 0);
+    store
+        .remove_range(Tree::Log, &below, &key(session, cut.saturating_add(1)))
+        .map_err(io)?;
+    store
+        .remove_range(Tree::Checkpoints, &below, &key(session, cut))
+        .map_err(io)?;
+    store
+        .remove_range(
+            Tree::Snapshots,
+            &below,
+            &key(session, cut.saturating_add(1)),
+        )
+        .map_err(io)?;
+    store
+        .remove_range(Tree::Bases, &below, &key(session, cut))
+        .map_err(io)?;
+    Ok(Some(Rotated {
+        base: cut,
+        removed: cut.saturating_sub(from),
+    }))
+}
+
+/// Appends to `target` (an archive loaded into a scratch store) what `source` (the next
+/// archive, or the live store) holds of `session` after `target`'s last entry: its log
+/// entries, checkpoints, authors, assets, invites and session record. The first entry taken
+/// must link to `target`'s chain head: a gap or a fork between the two is an error. Returns
+/// the entries appended.
+///
+/// # Errors
+/// A sentence naming the gap or fork, or a backend fault.
+pub fn extend(
+    target: &mut dyn Store,
+    source: &dyn Store,
+    session: SessionId,
+) -> Result<u64, String> {
+    let (count, head_hash) = head(target, session)?;
+    let (source_from, _) = start(source, session)?;
+    if source_from > count {
+        return Err(format!(
+            "a gap: the history before ends at entry {count}, the next starts after entry \
+             {source_from}"
+        ));
+    }
+    let mut puts = Vec::new();
+    let mut appended = 0u64;
+    let mut fault = None;
+    let flush = |puts: &mut Vec<Put>, target: &mut dyn Store| -> Result<(), String> {
+        target.commit(puts).map_err(io)?;
+        puts.clear();
+        Ok(())
+    };
+    let mut first = true;
+    let mut pending: Vec<Put> = Vec::new();
+    source
+        .scan(Tree::Log, &session.0, &mut |k, v| {
+            let Some(position) = key_number(k).filter(|p| *p > count) else {
+                return true;
+            };
+            if first {
+                first = false;
+                let linked =
+                    postcard::from_bytes::<LogRecord>(v).is_ok_and(|r| r.prev_hash == head_hash);
+                if position != count.saturating_add(1) || !linked {
+                    fault = Some(format!(
+                        "the history before ends at entry {count} and the next does not go on \
+                         from it (its entry {position} does not link to that chain head)"
+                    ));
+                    return false;
+                }
+            }
+            pending.push(Put {
+                tree: Tree::Log,
+                key: k.to_vec(),
+                value: v.to_vec(),
+            });
+            appended = appended.saturating_add(1);
+            true
+        })
+        .map_err(io)?;
+    if let Some(f) = fault {
+        return Err(f);
+    }
+    for chunk in pending.chunks(LOAD_CHUNK) {
+        puts.extend_from_slice(chunk);
+        flush(&mut puts, target)?;
+    }
+    for tree in [
+        Tree::Checkpoints,
+        Tree::Authors,
+        Tree::Assets,
+        Tree::Invites,
+    ] {
+        source
+            .scan(tree, &session.0, &mut |k, v| {
+                if tree != Tree::Checkpoints || key_number(k).is_some_and(|p| p > count) {
+                    puts.push(Put {
+                        tree,
+                        key: k.to_vec(),
+                        value: v.to_vec(),
+                    });
+                }
+                true
+            })
+            .map_err(io)?;
+        flush(&mut puts, target)?;
+    }
+    if let Some(record) = source.get(Tree::Sessions, &session.0).map_err(io)? {
+        target
+            .commit(&[Put {
+                tree: Tree::Sessions,
+                key: session.0.to_vec(),
+                value: record,
+            }])
+            .map_err(io)?;
+    }
+    Ok(appended)
 }
 
 /// Writes `session` from `store` to `out`, encrypted to `recipients`, through a temporary file
@@ -310,6 +557,13 @@ pub fn write(
             let mut failed = None;
             store
                 .scan(tree, &session.0, &mut |k, v| {
+                    // A live store goes on growing while it is archived: the archive ends at
+                    // the head it verified.
+                    if matches!(tree, Tree::Log | Tree::Checkpoints)
+                        && key_number(k).is_some_and(|p| p > entries)
+                    {
+                        return true;
+                    }
                     let r = if v.len() > MAX_RECORD_BYTES {
                         Err("a record too long for an archive".to_owned())
                     } else {

@@ -294,3 +294,125 @@ fn backups_restore_into_either_backend() {
         );
     }
 }
+
+#[test]
+fn rotated_history_leaves_a_signed_base_that_restarts_and_verifies_with_its_archive() {
+    use super::archive;
+    use super::log::{load_meta, scan_entries};
+
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(backend, dir.path()).unwrap();
+        write_log(store.as_mut(), 200);
+        let whole = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap();
+        let full_hash = whole.state_hash.expect("nothing let go in a full replay");
+
+        let identity = age::x25519::Identity::generate();
+        let recipient: Box<dyn age::Recipient + Send> = Box::new(identity.to_public());
+        let out = dir.path().join("a.age");
+        let written = archive::write(
+            store.as_mut(),
+            SESSION,
+            &server(),
+            5,
+            &[recipient],
+            &out,
+            None,
+        )
+        .unwrap();
+        assert_eq!(written.entries, 200);
+        let rotated = archive::rotate(store.as_mut(), SESSION, &server(), 6, 50, 200, 16)
+            .unwrap()
+            .unwrap();
+        assert_eq!((rotated.base, rotated.removed), (150, 150), "{backend:?}");
+        assert!(
+            store
+                .get(Tree::Log, &position_key(SESSION, 150))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get(Tree::Log, &position_key(SESSION, 151))
+                .unwrap()
+                .is_some()
+        );
+        // Nothing more to rotate with the same bounds.
+        assert_eq!(
+            archive::rotate(store.as_mut(), SESSION, &server(), 7, 50, 200, 16).unwrap(),
+            None
+        );
+
+        // The store alone: the chain from the signed base, the scene the whole log gives.
+        let alone = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap();
+        assert_eq!((alone.from, alone.entries), (150, 50), "{backend:?}");
+        assert_eq!(alone.state_hash, None);
+        assert_eq!(alone.scene_hash, whole.scene_hash);
+        // A restart streams the 50 entries after the base and ends on the same head.
+        let mut loaded = load_meta(store.as_ref(), SESSION).unwrap();
+        assert_eq!(loaded.base.as_ref().map(|b| b.position), Some(150));
+        let mut seen = Vec::new();
+        scan_entries(store.as_ref(), SESSION, &mut loaded, &mut |p, _| {
+            seen.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.first(), Some(&151));
+        assert_eq!((loaded.count, seen.len()), (200, 50));
+        // Another server's key does not vouch for the base.
+        let stranger = Ed25519Signer::from_seed([0x66; 32]).public_key();
+        let refused = verify_session(store.as_ref(), SESSION, &stranger).unwrap_err();
+        assert_eq!(refused.position, 150, "{refused}");
+
+        // The archive and the store together: the whole log's state hash.
+        let identities: Vec<Box<dyn age::Identity + Send + Sync>> =
+            vec![Box::new(identity.clone())];
+        let scratch_dir = tempfile::tempdir().unwrap();
+        let mut scratch = open(Backend::Redb, scratch_dir.path()).unwrap();
+        archive::load(&out, &identities, scratch.as_mut(), None).unwrap();
+        assert_eq!(
+            archive::extend(scratch.as_mut(), store.as_ref(), SESSION).unwrap(),
+            0
+        );
+        let joined = verify_session(scratch.as_ref(), SESSION, &server().public_key()).unwrap();
+        assert_eq!((joined.from, joined.entries), (0, 200));
+        assert_eq!(joined.state_hash, Some(full_hash), "{backend:?}");
+
+        // A second rotation goes on from the first base.
+        let rotated = archive::rotate(store.as_mut(), SESSION, &server(), 8, 20, 200, 16)
+            .unwrap()
+            .unwrap();
+        assert_eq!((rotated.base, rotated.removed), (180, 30));
+        let again = verify_session(store.as_ref(), SESSION, &server().public_key()).unwrap();
+        assert_eq!((again.from, again.scene_hash), (180, whole.scene_hash));
+    }
+}
+
+#[test]
+fn history_that_does_not_go_on_from_the_archive_is_refused() {
+    use super::archive;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = open(Backend::Redb, dir.path().join("t").as_path()).unwrap();
+    write_log(target.as_mut(), 10);
+    // A store whose base is past the target's end: a gap.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = open(Backend::Redb, other_dir.path()).unwrap();
+    write_log(other.as_mut(), 40);
+    let identity = age::x25519::Identity::generate();
+    let recipient: Box<dyn age::Recipient + Send> = Box::new(identity.to_public());
+    let out = other_dir.path().join("a.age");
+    archive::write(
+        other.as_mut(),
+        SESSION,
+        &server(),
+        5,
+        &[recipient],
+        &out,
+        None,
+    )
+    .unwrap();
+    archive::rotate(other.as_mut(), SESSION, &server(), 6, 5, 40, 16).unwrap();
+    let gap = archive::extend(target.as_mut(), other.as_ref(), SESSION).unwrap_err();
+    assert!(gap.contains("gap"), "{gap}");
+}

@@ -16,7 +16,7 @@ use meshwork_protocol::sign::{verify_one, verifying_key};
 use meshwork_protocol::{
     Domain, KeyRing, PublicKey, SessionId, SignedEntry, Signer, Verifier as _,
 };
-use meshwork_session::{AuthorRecord, Config, Session, SessionSnapshot};
+use meshwork_session::{AuthorRecord, Config, Session, SessionBase, SessionSnapshot};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -117,6 +117,114 @@ impl CheckpointRecord {
     }
 }
 
+/// What a base record signs: where a session's history rotated out of the store ends, the
+/// chain hash there, and the session's state then ([`SessionBase`], encoded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseBody {
+    /// Always [`Domain::Base`].
+    pub domain: Domain,
+    /// The session.
+    pub session: SessionId,
+    /// Entries covered (positions 1 to this are no longer in the store).
+    pub position: u64,
+    /// Chain hash at `position`: the next stored entry links to it.
+    pub head_hash: [u8; 32],
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// [`SessionBase::encode`] of the state after `position` entries.
+    #[serde(with = "serde_bytes_vec")]
+    pub state: Vec<u8>,
+}
+
+/// A stored base: the encoded [`BaseBody`] and the server's signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    /// Encoded [`BaseBody`].
+    #[serde(with = "serde_bytes_vec")]
+    pub body: Vec<u8>,
+    /// Server signature over `body`.
+    pub signature: meshwork_protocol::sign::Signature,
+}
+
+impl BaseRecord {
+    /// Signs a base.
+    #[must_use]
+    pub fn sign(body: &BaseBody, server: &dyn Signer) -> Self {
+        let bytes = super::encode(body);
+        Self {
+            signature: server.sign(&bytes),
+            body: bytes,
+        }
+    }
+
+    /// Decodes without checking the signature (a restart trusts its own store, as it trusts
+    /// its log records; `verify-log` checks the signature).
+    ///
+    /// # Errors
+    /// A sentence naming the fault.
+    pub fn body(&self) -> Result<BaseBody, String> {
+        let body: BaseBody =
+            postcard::from_bytes(&self.body).map_err(|e| format!("base body: {e}"))?;
+        if body.domain != Domain::Base {
+            return Err("base signed for another purpose".into());
+        }
+        Ok(body)
+    }
+
+    /// Checks the server's signature and decodes.
+    ///
+    /// # Errors
+    /// A sentence naming the fault.
+    pub fn verify(&self, server_key: &PublicKey) -> Result<BaseBody, String> {
+        let key = verifying_key(server_key).map_err(|e| format!("server key: {e}"))?;
+        if !verify_one(&key, &self.body, &self.signature) {
+            return Err("the base's signature does not verify under the server key".into());
+        }
+        self.body()
+    }
+}
+
+/// A session's base as a restart uses it.
+#[derive(Clone, Debug)]
+pub struct StoredBase {
+    /// Entries covered.
+    pub position: u64,
+    /// Chain hash at `position`.
+    pub head_hash: [u8; 32],
+    /// The session's state then.
+    pub state: SessionBase,
+}
+
+/// The session's latest base, decoded (not signature-checked), if its history was rotated out.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for a base that does not decode: the entries it covers are gone,
+/// so the session cannot restart without it.
+pub fn load_base(store: &dyn Store, session: SessionId) -> Result<Option<StoredBase>, StoreError> {
+    let Some((_, v)) = store.last(Tree::Bases, &session.0)? else {
+        return Ok(None);
+    };
+    let record = decode::<BaseRecord>("base record", &v)?;
+    let body = record.body().map_err(StoreError::Corrupt)?;
+    if body.session != session {
+        return Err(StoreError::Corrupt(
+            "the base is for another session".into(),
+        ));
+    }
+    let state = SessionBase::decode(&body.state).map_err(StoreError::Corrupt)?;
+    if state.position != body.position {
+        return Err(StoreError::Corrupt(format!(
+            "the base says entry {} but its state is at entry {}",
+            body.position, state.position
+        )));
+    }
+    Ok(Some(StoredBase {
+        position: body.position,
+        head_hash: body.head_hash,
+        state,
+    }))
+}
+
 /// Everything stored for one session, chain-checked.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -140,6 +248,11 @@ pub struct Loaded {
     pub assets: Vec<(AssetId, Arc<ImportAsset>)>,
     /// Invites' limits, revocations and uses.
     pub invites: Vec<meshwork_session::InviteRecord>,
+    /// Where the history rotated out of the store ends, if it was ([`load_base`]).
+    pub base: Option<StoredBase>,
+    /// Where the stored log starts: the base's position and chain hash (what [`scan_entries`]
+    /// starts from; kept when the base itself is taken).
+    pub start: Option<(u64, [u8; 32])>,
 }
 
 /// Every record of `session` in `tree`, in key order; the first that does not decode is an
@@ -222,6 +335,8 @@ pub fn load_meta(store: &dyn Store, session: SessionId) -> Result<Loaded, StoreE
     loaded.authors = scan_records(store, Tree::Authors, session, "author")?;
     loaded.assets = load_assets(store, session)?;
     loaded.invites = scan_records(store, Tree::Invites, session, "invite")?;
+    loaded.base = load_base(store, session)?;
+    loaded.start = loaded.base.as_ref().map(|b| (b.position, b.head_hash));
     if let Some((_, v)) = store.last(Tree::Snapshots, &session.0)? {
         // A snapshot that does not decode is ignored: the log alone rebuilds the session.
         loaded.snapshot = postcard::from_bytes(&v).ok();
@@ -253,11 +368,17 @@ pub fn scan_entries(
     loaded: &mut Loaded,
     each: &mut dyn FnMut(u64, SignedEntry) -> Result<(), String>,
 ) -> Result<(), StoreError> {
-    let mut head = [0u8; 32];
-    let mut expected: u64 = 1;
+    let (mut head, mut expected) = loaded.start.map_or(([0u8; 32], 1), |(position, hash)| {
+        (hash, position.saturating_add(1))
+    });
+    let has_base = loaded.start.is_some();
     let mut err = None;
     store.scan(Tree::Log, &session.0, &mut |k, v| {
         let position = key_number(k).unwrap_or(0);
+        if position < expected && has_base {
+            // Covered by the base: left behind by a rotation cut short (removed by the next).
+            return true;
+        }
         let record = match decode::<LogRecord>("log record", v) {
             Ok(r) => r,
             Err(e) => {
@@ -342,8 +463,13 @@ pub struct SessionVerified {
     pub entries: u64,
     /// Checkpoints checked.
     pub checkpoints: u64,
-    /// State hash of a fresh replay.
-    pub state_hash: [u8; 32],
+    /// Where the stored log starts: the position of its signed base (0 without one).
+    pub from: u64,
+    /// The log's state hash after a fresh replay; `None` from a base (it covers every entry,
+    /// and the entries before the base are in an archive).
+    pub state_hash: Option<[u8; 32]>,
+    /// The scene's state hash after the replay.
+    pub scene_hash: [u8; 32],
 }
 
 /// The first fault `verify` found.
@@ -373,9 +499,30 @@ pub fn verify_session(
         position,
         reason,
     };
+    // A base (the history before it rotated into an archive) is checked under the server
+    // key; the chain goes on from its hash.
+    let base = match store
+        .last(Tree::Bases, &session.0)
+        .map_err(|e| fail(0, e.to_string()))?
+    {
+        None => None,
+        Some((k, v)) => {
+            let at = key_number(&k).unwrap_or(0);
+            let body = postcard::from_bytes::<BaseRecord>(&v)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.verify(server_key))
+                .map_err(|e| fail(at, format!("base: {e}")))?;
+            if body.session != session || body.position != at {
+                return Err(fail(at, "base: for another session or position".into()));
+            }
+            let state = SessionBase::decode(&body.state).map_err(|e| fail(at, e))?;
+            Some((body, state))
+        }
+    };
+    let from = base.as_ref().map_or(0, |(b, _)| b.position);
     // Read every record; note the first broken link but keep going, because a changed entry
     // shows up as a broken link at the *next* record and as a bad signature at its own.
-    let mut heads: Vec<[u8; 32]> = vec![[0u8; 32]];
+    let mut heads: Vec<[u8; 32]> = vec![base.as_ref().map_or([0u8; 32], |(b, _)| b.head_hash)];
     let mut entries: Vec<SignedEntry> = Vec::new();
     let mut first_bad: Option<VerifyFailure> = None;
     let note = |f: VerifyFailure, first_bad: &mut Option<VerifyFailure>| {
@@ -386,7 +533,11 @@ pub fn verify_session(
     let mut stop: Option<VerifyFailure> = None;
     store
         .scan(Tree::Log, &session.0, &mut |k, v| {
-            let position = (entries.len() as u64).saturating_add(1);
+            if key_number(k).is_some_and(|p| p <= from) {
+                // Covered by the base (a rotation cut short leaves them).
+                return true;
+            }
+            let position = from.saturating_add(entries.len() as u64).saturating_add(1);
             if key_number(k) != Some(position) {
                 stop = Some(fail(position, "missing entry (gap in positions)".into()));
                 return false;
@@ -414,7 +565,7 @@ pub fn verify_session(
         .get(Tree::Sessions, &session.0)
         .map_err(|e| fail(0, e.to_string()))?
         .and_then(|v| postcard::from_bytes::<SessionRecord>(&v).ok())
-        && record.head_position == entries.len() as u64
+        && record.head_position == from.saturating_add(entries.len() as u64)
         && heads.last() != Some(&record.head_hash)
     {
         note(
@@ -433,7 +584,7 @@ pub fn verify_session(
             .map_err(|e| fail(0, format!("author key: {e}")))?;
     }
     'sig: for (chunk_index, chunk) in entries.chunks(256).enumerate() {
-        let base = (chunk_index as u64).saturating_mul(256);
+        let base = from.saturating_add((chunk_index as u64).saturating_mul(256));
         let mut items = Vec::with_capacity(chunk.len());
         let mut bodies = Vec::with_capacity(chunk.len());
         for (i, e) in chunk.iter().enumerate() {
@@ -468,11 +619,16 @@ pub fn verify_session(
     store
         .scan(Tree::Checkpoints, &session.0, &mut |k, v| {
             let at = key_number(k).unwrap_or(0);
+            if at < from {
+                // Before the base: its entries are in an archive (a rotation cut short).
+                return true;
+            }
             let checked = postcard::from_bytes::<CheckpointRecord>(v)
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.verify(server_key))
                 .and_then(|body| {
-                    let idx = usize::try_from(body.position).map_err(|e| e.to_string())?;
+                    let idx = usize::try_from(body.position.saturating_sub(from))
+                        .map_err(|e| e.to_string())?;
                     match heads.get(idx) {
                         Some(h)
                             if *h == body.head_hash
@@ -500,22 +656,33 @@ pub fn verify_session(
     if let Some(f) = cp_fail {
         return Err(f);
     }
-    // Replay, the whole log in memory (its state hash covers every entry).
+    // Replay, the whole log in memory (its state hash covers every entry), from the base if
+    // there is one.
     let mut config = Config::new(session, *server_key);
     config.log_window = usize::MAX;
     let n = entries.len() as u64;
     let assets = load_assets(store, session).map_err(|e| fail(0, e.to_string()))?;
-    let (replayed, _) =
-        Session::restore(config, [0; 32], 0, &loaded_authors, &assets, None, entries)
-            .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?;
+    let replayed = match base {
+        Some((_, state)) => {
+            let mut r =
+                Session::restoring_from(config, [0; 32], 0, &loaded_authors, &assets, state);
+            for e in entries {
+                r.push(e)
+                    .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?;
+            }
+            r.finish()
+        }
+        None => Session::restore(config, [0; 32], 0, &loaded_authors, &assets, None, entries),
+    }
+    .map_err(|e| fail(e.position, format!("does not replay: {}", e.refusal)))?
+    .0;
     Ok(SessionVerified {
         session,
         entries: n,
         checkpoints,
-        state_hash: replayed
-            .log()
-            .state_hash()
-            .ok_or_else(|| fail(0, "the replayed log let go of entries".into()))?,
+        from,
+        state_hash: replayed.log().state_hash(),
+        scene_hash: replayed.scene().state_hash(),
     })
 }
 

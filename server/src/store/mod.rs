@@ -53,11 +53,14 @@ pub enum Tree {
     /// Invites' limits, revocations and uses (a tree added without a schema change: a store
     /// from before has none, which means no limits set and nothing revoked).
     Invites,
+    /// Per session, the signed base where its history rotated into an archive ends (the
+    /// session's state then): absent means the log starts at entry 1.
+    Bases,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Meta,
         Self::Sessions,
         Self::Authors,
@@ -66,6 +69,7 @@ impl Tree {
         Self::Snapshots,
         Self::Assets,
         Self::Invites,
+        Self::Bases,
     ];
 
     /// Its name (redb table name; sled key prefix byte is the index).
@@ -80,6 +84,7 @@ impl Tree {
             Self::Snapshots => "snapshots",
             Self::Assets => "assets",
             Self::Invites => "invites",
+            Self::Bases => "bases",
         }
     }
 }
@@ -137,6 +142,18 @@ pub trait Store: Send + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
+    /// Removes every key of `tree` in `from..to`, atomically and durably (old history rotated
+    /// out into an archive).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the removal did not complete.
+    fn remove_range(&mut self, tree: Tree, from: &[u8], to: &[u8]) -> Result<(), StoreError>;
+
+    /// Another handle on the same database, for work beside the writer thread (a scheduled
+    /// rotation reads and archives old history while commits go on). Reads see committed
+    /// data; its commits are atomic like the writer's and serialize with them.
+    fn share(&self) -> Box<dyn Store + Sync>;
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Calls `f` for every key starting with `prefix`, in key order, until it returns `false`.

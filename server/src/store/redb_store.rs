@@ -21,7 +21,7 @@ pub const CACHE_BYTES: usize = 16 << 20;
 /// A redb database file.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: redb::Database,
+    db: std::sync::Arc<redb::Database>,
     path: PathBuf,
 }
 
@@ -42,7 +42,7 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| backend_err(NAME, e))?;
         Ok(Self {
-            db,
+            db: std::sync::Arc::new(db),
             path: path.to_path_buf(),
         })
     }
@@ -66,6 +66,25 @@ impl Store for RedbStore {
                 t.insert(p.key.as_slice(), p.value.as_slice())
                     .map_err(|e| backend_err(NAME, e))?;
             }
+        }
+        txn.commit().map_err(|e| backend_err(NAME, e))
+    }
+
+    fn share(&self) -> Box<dyn Store + Sync> {
+        Box::new(Self {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        })
+    }
+
+    fn remove_range(&mut self, tree: Tree, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| backend_err(NAME, e))?;
+        {
+            let mut t = txn
+                .open_table(table(tree))
+                .map_err(|e| backend_err(NAME, e))?;
+            t.retain_in(from..to, |_, _| false)
+                .map_err(|e| backend_err(NAME, e))?;
         }
         txn.commit().map_err(|e| backend_err(NAME, e))
     }

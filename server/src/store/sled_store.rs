@@ -22,6 +22,7 @@ fn prefix_byte(tree: Tree) -> u8 {
         Tree::Snapshots => 5,
         Tree::Assets => 6,
         Tree::Invites => 7,
+        Tree::Bases => 8,
     }
 }
 
@@ -65,6 +66,26 @@ impl Store for SledStore {
         let mut batch = sled::Batch::default();
         for p in puts {
             batch.insert(full_key(p.tree, &p.key), p.value.as_slice());
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| backend_err(NAME, e))?;
+        self.db.flush().map_err(|e| backend_err(NAME, e))?;
+        Ok(())
+    }
+
+    fn share(&self) -> Box<dyn Store + Sync> {
+        Box::new(Self {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        })
+    }
+
+    fn remove_range(&mut self, tree: Tree, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.db.range(full_key(tree, from)..full_key(tree, to)) {
+            let (k, _) = item.map_err(|e| backend_err(NAME, e))?;
+            batch.remove(k);
         }
         self.db
             .apply_batch(batch)
