@@ -301,6 +301,27 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "MESHWORK_STUN_URLS", value_delimiter = ',')]
     pub stun_urls: Option<Vec<String>>,
+    /// Scheduled archive: the directory encrypted archives of old history go to. With it, a
+    /// session whose store holds `--archive-keep` + `--archive-every` entries past its base has
+    /// them archived and rotated out, keeping the last `--archive-keep` [default: off].
+    #[arg(long, env = "MESHWORK_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Age public keys (`age1…`) the scheduled archives are encrypted to, comma separated.
+    #[arg(
+        long = "archive-recipient",
+        env = "MESHWORK_ARCHIVE_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub archive_recipients: Option<Vec<String>>,
+    /// Entries past the kept ones that trigger a scheduled archive [default: 100000].
+    #[arg(long, env = "MESHWORK_ARCHIVE_EVERY")]
+    pub archive_every: Option<u64>,
+    /// Entries the store keeps after a scheduled archive [default: 32768].
+    #[arg(long, env = "MESHWORK_ARCHIVE_KEEP")]
+    pub archive_keep: Option<u64>,
+    /// Seconds between checks for sessions due for a scheduled archive [default: 60].
+    #[arg(long, env = "MESHWORK_ARCHIVE_CHECK_S")]
+    pub archive_check_s: Option<u64>,
     /// TURN URLs handed to browsers, comma separated (e.g. `turn:turn.example.org:3478`)
     /// [default: none].
     #[arg(long, env = "MESHWORK_TURN_URLS", value_delimiter = ',')]
@@ -378,6 +399,11 @@ struct FileConfig {
     rtc_max_peers: Option<usize>,
     rtc_connect_timeout_s: Option<u64>,
     stun_urls: Option<Vec<String>>,
+    archive_dir: Option<PathBuf>,
+    archive_recipients: Option<Vec<String>>,
+    archive_every: Option<u64>,
+    archive_keep: Option<u64>,
+    archive_check_s: Option<u64>,
     turn_urls: Option<Vec<String>>,
     turn_secret: Option<String>,
     turn_ttl_s: Option<u64>,
@@ -445,6 +471,16 @@ pub struct Settings {
     pub rtc_connect_timeout_s: u64,
     /// STUN URLs for browsers.
     pub stun_urls: Vec<String>,
+    /// Scheduled archives: where they go (off when `None`).
+    pub archive_dir: Option<PathBuf>,
+    /// Their age recipients.
+    pub archive_recipients: Vec<String>,
+    /// Entries past the kept ones that trigger one.
+    pub archive_every: u64,
+    /// Entries the store keeps after one.
+    pub archive_keep: u64,
+    /// Seconds between checks.
+    pub archive_check_s: u64,
     /// TURN URLs for browsers.
     pub turn_urls: Vec<String>,
     /// TURN REST shared secret.
@@ -487,6 +523,11 @@ impl Default for Settings {
             rtc_max_peers: 1024,
             rtc_connect_timeout_s: 20,
             stun_urls: Vec::new(),
+            archive_dir: None,
+            archive_recipients: Vec::new(),
+            archive_every: 100_000,
+            archive_keep: meshwork_session::session::DEFAULT_LOG_WINDOW as u64,
+            archive_check_s: 60,
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl_s: 3600,
@@ -607,6 +648,26 @@ impl Settings {
                 .or(file.rtc_connect_timeout_s)
                 .unwrap_or(d.rtc_connect_timeout_s)
                 .clamp(1, 300),
+            archive_dir: args.archive_dir.clone().or(file.archive_dir),
+            archive_recipients: args
+                .archive_recipients
+                .clone()
+                .or(file.archive_recipients)
+                .unwrap_or(d.archive_recipients),
+            archive_every: args
+                .archive_every
+                .or(file.archive_every)
+                .unwrap_or(d.archive_every)
+                .max(1),
+            archive_keep: args
+                .archive_keep
+                .or(file.archive_keep)
+                .unwrap_or(d.archive_keep),
+            archive_check_s: args
+                .archive_check_s
+                .or(file.archive_check_s)
+                .unwrap_or(d.archive_check_s)
+                .clamp(1, 86_400),
             stun_urls: args
                 .stun_urls
                 .clone()

@@ -26,6 +26,7 @@ pub mod import;
 pub mod import_cli;
 pub mod metrics;
 pub mod quic;
+pub mod rotation;
 pub mod router;
 pub mod store;
 pub mod telemetry;
@@ -221,6 +222,8 @@ pub struct ServerHandle {
     rtc: webrtc::RtcHandle,
     rtc_task: JoinHandle<()>,
     ticker_task: JoinHandle<()>,
+    /// Scheduled archives (`--archive-dir`), when on.
+    archive_task: Option<JoinHandle<()>>,
     writer_thread: std::thread::JoinHandle<()>,
 }
 
@@ -280,6 +283,9 @@ impl ServerHandle {
         );
         // Drivers have sent their final snapshots; the writer adds final checkpoints and stops.
         self.ticker_task.abort();
+        if let Some(task) = &self.archive_task {
+            task.abort();
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self
             .ctx
@@ -423,6 +429,26 @@ pub async fn start(
         checkpoint_interval: Duration::from_secs(settings.checkpoint_interval_s),
         commit_interval: Duration::from_millis(settings.commit_interval_ms),
     };
+    // Scheduled archives work on a second handle of the store, beside the writer.
+    let archive_task = match &settings.archive_dir {
+        Some(dir) => Some(
+            rotation::spawn(
+                rotation::Schedule {
+                    dir: dir.clone(),
+                    recipients: settings.archive_recipients.clone(),
+                    every: settings.archive_every,
+                    keep: settings.archive_keep,
+                    check: Duration::from_secs(settings.archive_check_s),
+                    window: settings.log_window,
+                },
+                store.share(),
+                Ed25519Signer::from_seed(server_key.seed()),
+                metrics.clone(),
+            )
+            .map_err(Error::Config)?,
+        ),
+        None => None,
+    };
     let (store_handle, writer_thread) = store::writer::spawn(
         store,
         Ed25519Signer::from_seed(server_key.seed()),
@@ -517,6 +543,7 @@ pub async fn start(
         http_task,
         accept_task,
         ticker_task,
+        archive_task,
         writer_thread,
     })
 }

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub rtc_signaling_errors_total: IntCounterVec,
     pub rtc_datagrams_dropped_total: IntCounterVec,
     pub asset_chunks_total: IntCounterVec,
+    /// Scheduled archives, by result (`archived`, `failed`).
+    pub archives_total: IntCounterVec,
+    /// Entries rotated out of the store into scheduled archives.
+    pub archived_entries_total: IntCounter,
 }
 
 /// Every `outcome` label `asset_chunks_total` can carry.
@@ -402,6 +406,25 @@ impl Metrics {
         for kind in meshwork_protocol::CommandKind::ALL {
             commands_appended_total.with_label_values(&[kind.as_str()]);
         }
+        let archives_total = counter_vec(
+            &r,
+            "archives_total",
+            "Scheduled archives of old history (written, then rotated out of the store), by result.",
+            &["result"],
+        );
+        for result in ["archived", "failed"] {
+            archives_total.with_label_values(&[result]);
+        }
+        let archived_entries_total = IntCounter::with_opts(
+            Opts::new(
+                "archived_entries_total",
+                "Log entries rotated out of the store into scheduled archives.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(archived_entries_total.clone()))
+            .expect("registered once");
         for strategy in ["merge", "last_write_wins", "reject"] {
             conflicts_total.with_label_values(&[strategy]);
         }
@@ -459,6 +482,8 @@ impl Metrics {
             rtc_signaling_errors_total,
             rtc_datagrams_dropped_total,
             asset_chunks_total,
+            archives_total,
+            archived_entries_total,
         }
     }
 

@@ -316,3 +316,151 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     );
     assert!(text(&refused).contains("the seal"), "{}", text(&refused));
 }
+
+/// Scheduled archives: with `--archive-dir`, a session that outgrows `--archive-keep` +
+/// `--archive-every` entries has its history archived and rotated out of the live store while
+/// it keeps serving. After a SIGKILL, the archives and the store verify as one history to the
+/// live session's state hash; the store alone verifies from its signed base; the restarted
+/// server rebuilds the same scene from the base and serves a new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_archives_rotate_history_out_of_a_live_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let archives = dir.path().join("archives");
+    let id_file = dir.path().join("auditor.key");
+    let (_, recipient) = identity(&id_file);
+    let args = [
+        "--rate-per-s",
+        "1000000",
+        "--burst",
+        "1000000",
+        "--archive-dir",
+        archives.to_str().unwrap(),
+        "--archive-recipient",
+        &recipient,
+        "--archive-every",
+        "2000",
+        "--archive-keep",
+        "1000",
+        "--archive-check-s",
+        "1",
+    ];
+    let mut server = ServerProcess::start(BIN, &data, &args);
+    let token = server.admin_token().unwrap();
+    let admin = meshwork_testkit::http::Admin {
+        addr: server.http,
+        token: token.clone(),
+    };
+    let ticket = server.ticket(BIN, &data, "editor");
+    let mut c = Client::join(&ticket, random_signer()).await.unwrap();
+    c.retain_entries = false;
+    let cube = c
+        .spawn_cube_acked(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    c.translate_back_and_forth(cube, 3_999, Duration::from_secs(120))
+        .await
+        .unwrap();
+    // 4,000 entries: one archive is due (1,000 kept + 2,000). Edits go on while it is written
+    // and rotated.
+    let scrape = |addr| async move {
+        meshwork_testkit::http::get(addr, "/metrics")
+            .await
+            .unwrap()
+            .body
+    };
+    let value = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let done = "meshwork_archives_total{result=\"archived\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut more = 0usize;
+    while value(&scrape(server.http).await, done) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled archive within 60 s"
+        );
+        c.translate_back_and_forth(cube, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        more += 10;
+    }
+    c.translate_back_and_forth(cube, 500, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(c.seen.refusals.is_empty(), "{:?}", c.seen.refusals.first());
+    let total = 4_000 + more + 500;
+    let metrics = scrape(server.http).await;
+    let value = |name: &str| value(&metrics, name);
+    assert_eq!(value("meshwork_archives_total{result=\"failed\"}"), 0.0);
+    let rotated = value("meshwork_archived_entries_total");
+    assert!(rotated >= 3_000.0, "rotated {rotated}");
+    let before = admin.sessions().await.unwrap()[0].clone();
+    assert_eq!(before["log_entries"].as_u64().unwrap(), total as u64);
+    let state = before["state_hash"].as_str().unwrap().to_owned();
+    drop(c);
+
+    // kill -9; then, offline, the archives and the store are one history of the live state.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&archives)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "age"))
+        .collect();
+    files.sort();
+    let mut joined = vec!["verify-log", "--data-dir", data_arg, "--with-store"];
+    for f in &files {
+        joined.extend(["--archive", f.to_str().unwrap()]);
+    }
+    joined.extend(["--identity", id_file.to_str().unwrap()]);
+    let out = cli(&joined);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{total} entries, ")) && text(&out).contains(&state),
+        "the archives and the store do not replay to the live state {state}:\n{}",
+        text(&out)
+    );
+    // The store alone verifies from its signed base.
+    let alone = cli(&["verify-log", "--data-dir", data_arg]);
+    assert!(alone.status.success(), "{}", text(&alone));
+    assert!(
+        text(&alone).contains("after the signed base at entry"),
+        "{}",
+        text(&alone)
+    );
+
+    // The restart rebuilds the same scene from the base and serves a new member.
+    let server = server.restart_at_same_addresses(BIN, &data, &args);
+    let after = admin.sessions().await.unwrap()[0].clone();
+    assert_eq!(after["log_entries"], before["log_entries"]);
+    assert_eq!(after["scene_hash"], before["scene_hash"]);
+    let mut d = Client::join(&server.ticket(BIN, &data, "editor"), random_signer())
+        .await
+        .unwrap();
+    d.submit_acked(
+        vec![meshwork_protocol::Command::Translate {
+            entity: cube,
+            delta: glam::Vec3::Y,
+        }],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let now = admin.sessions().await.unwrap()[0].clone();
+    let want = now["scene_hash"].as_str().unwrap().to_owned();
+    let position = now["scene_position"].as_u64().unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while !(d.replica().is_synced() && d.replica().scene().position >= position) {
+        assert!(Instant::now() < end, "the new member's replica is stuck");
+        let _ = d.next(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hex::encode(d.replica().scene().state_hash()), want);
+}

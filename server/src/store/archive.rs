@@ -487,13 +487,14 @@ pub fn write(
     if store.get(Tree::Sessions, &session.0).map_err(io)?.is_none() {
         return Err(format!("no session {session} in the store"));
     }
-    super::log::verify_session(store, session, &server.public_key()).map_err(|f| {
+    // The head first: a live store goes on growing, and the archive ends here.
+    let (entries, head_hash) = head(store, session)?;
+    super::log::verify_session_to(store, session, &server.public_key(), entries).map_err(|f| {
         format!(
             "the stored log does not verify (first bad entry {}: {}); nothing was archived",
             f.position, f.reason
         )
     })?;
-    let (entries, head_hash) = head(store, session)?;
     let mut sealed_now = false;
     if entries > 0
         && store

@@ -427,8 +427,8 @@ pub fn scan_entries(
 }
 
 /// The stored entries of `session` at the positions in `ranges` (1-based, in order), in
-/// position order; positions past the end are left out. Not chain-checked (a restart and
-/// `verify-log` check the chain): for `FetchLog` answers.
+/// position order; positions past the end, and those rotated into an archive, are left out.
+/// Not chain-checked (a restart and `verify-log` check the chain): for `FetchLog` answers.
 ///
 /// # Errors
 /// A sentence naming the backend fault or the record that does not decode.
@@ -438,8 +438,14 @@ pub fn read_entries(
     ranges: &[std::ops::Range<u64>],
 ) -> Result<Vec<SignedEntry>, String> {
     let mut out = Vec::new();
+    // Entries up to the base were rotated into an archive: a range starts after it.
+    let from = store
+        .last(Tree::Bases, &session.0)
+        .map_err(|e| e.to_string())?
+        .and_then(|(k, _)| key_number(&k))
+        .unwrap_or(0);
     for range in ranges {
-        for position in range.clone() {
+        for position in range.start.max(from.saturating_add(1))..range.end {
             let Some(v) = store
                 .get(Tree::Log, &key(session, position))
                 .map_err(|e| e.to_string())?
@@ -494,6 +500,20 @@ pub fn verify_session(
     session: SessionId,
     server_key: &PublicKey,
 ) -> Result<SessionVerified, VerifyFailure> {
+    verify_session_to(store, session, server_key, u64::MAX)
+}
+
+/// [`verify_session`] of the entries up to position `end` only (and the checkpoints up to it):
+/// a live store that goes on growing while it is verified, as a scheduled archive does.
+///
+/// # Errors
+/// [`VerifyFailure`] naming the first bad entry.
+pub fn verify_session_to(
+    store: &dyn Store,
+    session: SessionId,
+    server_key: &PublicKey,
+    end: u64,
+) -> Result<SessionVerified, VerifyFailure> {
     let fail = |position, reason: String| VerifyFailure {
         session,
         position,
@@ -536,6 +556,9 @@ pub fn verify_session(
             if key_number(k).is_some_and(|p| p <= from) {
                 // Covered by the base (a rotation cut short leaves them).
                 return true;
+            }
+            if key_number(k).is_some_and(|p| p > end) {
+                return false;
             }
             let position = from.saturating_add(entries.len() as u64).saturating_add(1);
             if key_number(k) != Some(position) {
@@ -622,6 +645,9 @@ pub fn verify_session(
             if at < from {
                 // Before the base: its entries are in an archive (a rotation cut short).
                 return true;
+            }
+            if at > end {
+                return false;
             }
             let checked = postcard::from_bytes::<CheckpointRecord>(v)
                 .map_err(|e| e.to_string())
