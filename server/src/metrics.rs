@@ -70,6 +70,8 @@ pub struct Metrics {
     pub archives_total: IntCounterVec,
     /// Entries rotated out of the store into scheduled archives.
     pub archived_entries_total: IntCounter,
+    /// Time to write and rotate one scheduled archive.
+    pub archive_seconds: Histogram,
 }
 
 /// Every `outcome` label `asset_chunks_total` can carry.
@@ -425,6 +427,12 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(archived_entries_total.clone()))
             .expect("registered once");
+        let archive_seconds = histogram(
+            &r,
+            "archive_seconds",
+            "Time to verify, write and rotate one scheduled archive (beside the writer).",
+            vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        );
         for strategy in ["merge", "last_write_wins", "reject"] {
             conflicts_total.with_label_values(&[strategy]);
         }
@@ -484,6 +492,7 @@ impl Metrics {
             asset_chunks_total,
             archives_total,
             archived_entries_total,
+            archive_seconds,
         }
     }
 

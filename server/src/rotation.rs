@@ -104,8 +104,12 @@ fn check(
         if record.head_position.saturating_sub(from) < due {
             continue;
         }
+        let started = std::time::Instant::now();
         match archive_one(schedule, store, server, session, from, record.head_position) {
             Ok((path, removed, base)) => {
+                metrics
+                    .archive_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 metrics
                     .archives_total
                     .with_label_values(&["archived"])
@@ -116,6 +120,7 @@ fn check(
                     archive = %path.display(),
                     removed,
                     base,
+                    seconds = started.elapsed().as_secs_f64(),
                     "scheduled archive written; the store starts from a signed base"
                 );
             }
