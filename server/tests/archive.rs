@@ -330,6 +330,9 @@ async fn scheduled_archives_rotate_history_out_of_a_live_store() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4_000);
     let (keep, every) = ((entries / 4).to_string(), (entries / 2).to_string());
+    // The whole log in memory, so the live session names the state hash the archives and the
+    // store must replay to.
+    let window = (entries * 2).to_string();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
@@ -351,6 +354,8 @@ async fn scheduled_archives_rotate_history_out_of_a_live_store() {
         &keep,
         "--archive-check-s",
         "1",
+        "--log-window",
+        &window,
     ];
     let mut server = ServerProcess::start(BIN, &data, &args);
     let token = server.admin_token().unwrap();
