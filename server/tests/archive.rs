@@ -315,6 +315,57 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
         text(&refused)
     );
     assert!(text(&refused).contains("the seal"), "{}", text(&refused));
+
+    // By hand: `archive --rotate` (server stopped) archives again and rotates all but the last
+    // fifth out of the store. The store alone still verifies, from its signed base; the new
+    // archive and the store replay, as one history, to the state the live store had.
+    let rotated_archive = dir.path().join("rotated.mwa");
+    let keep = (entries / 5).to_string();
+    let out = cli(&[
+        "archive",
+        "--data-dir",
+        data_arg,
+        "--recipient",
+        &recipient,
+        "--out",
+        rotated_archive.to_str().unwrap(),
+        "--rotate",
+        "--keep",
+        &keep,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} entries left the store", entries - entries / 5)),
+        "{}",
+        text(&out)
+    );
+    let alone = cli(&["verify-log", "--data-dir", data_arg]);
+    assert!(alone.status.success(), "{}", text(&alone));
+    assert!(
+        text(&alone).contains(&format!(
+            "{} entries after the signed base at entry {}",
+            entries / 5,
+            entries - entries / 5
+        )),
+        "{}",
+        text(&alone)
+    );
+    let joined = cli(&[
+        "verify-log",
+        "--data-dir",
+        data_arg,
+        "--archive",
+        rotated_archive.to_str().unwrap(),
+        "--identity",
+        id_file.to_str().unwrap(),
+        "--with-store",
+    ]);
+    assert!(joined.status.success(), "{}", text(&joined));
+    assert!(
+        text(&joined).contains("as one history") && text(&joined).contains(&state),
+        "{}\nlive: {state}",
+        text(&joined)
+    );
 }
 
 /// Scheduled archives: with `--archive-dir`, a session that outgrows `--archive-keep` +
