@@ -103,12 +103,17 @@ fn tree_tag(tree: Tree) -> u8 {
     Tree::ALL.iter().position(|t| *t == tree).unwrap() as u8
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
-    let entries: usize = std::env::var("MESHWORK_ARCHIVE_ENTRIES")
+/// A size from the environment, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
+    let entries = env_or("MESHWORK_ARCHIVE_ENTRIES", 20_000);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
@@ -376,10 +381,7 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_archives_rotate_history_out_of_a_live_store() {
     // 4,000 entries in CI; the acceptance run: MESHWORK_ROTATION_ENTRIES=100000, release.
-    let entries: usize = std::env::var("MESHWORK_ROTATION_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4_000);
+    let entries = env_or("MESHWORK_ROTATION_ENTRIES", 4_000);
     let (keep, every) = ((entries / 4).to_string(), (entries / 2).to_string());
     // The whole log in memory, so the live session names the state hash the archives and the
     // store must replay to.
@@ -538,10 +540,9 @@ async fn scheduled_archives_rotate_history_out_of_a_live_store() {
     let now = admin.sessions().await.unwrap()[0].clone();
     let want = now["scene_hash"].as_str().unwrap().to_owned();
     let position = now["scene_position"].as_u64().unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    while !(d.replica().is_synced() && d.replica().scene().position >= position) {
-        assert!(Instant::now() < end, "the new member's replica is stuck");
-        let _ = d.next(Duration::from_millis(50)).await;
-    }
-    assert_eq!(hex::encode(d.replica().scene().state_hash()), want);
+    let seen = d
+        .caught_up_to(position, Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("the new member's replica catches up");
+    assert_eq!(hex::encode(seen), want);
 }

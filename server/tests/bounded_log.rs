@@ -156,12 +156,11 @@ async fn a_session_longer_than_its_window_restarts_and_serves() {
     );
     let want = now["scene_hash"].as_str().unwrap().to_owned();
     let position = now["scene_position"].as_u64().unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    while !(d.replica().is_synced() && d.replica().scene().position >= position) {
-        assert!(Instant::now() < end, "the new member's replica is stuck");
-        let _ = d.next(Duration::from_millis(50)).await;
-    }
-    assert_eq!(hex::encode(d.replica().scene().state_hash()), want);
+    let seen = d
+        .caught_up_to(position, Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("the new member's replica catches up");
+    assert_eq!(hex::encode(seen), want);
     drop(d);
     drop(server);
 

@@ -737,6 +737,30 @@ impl Client {
         Ok(())
     }
 
+    /// Reads until the replica is synced at scene position `position` or later; returns its
+    /// scene's state hash (what the server's API names `scene_hash`, in hex).
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when the deadline passes first; [`ClientError::Closed`] if the
+    /// server closes the connection before.
+    pub async fn caught_up_to(
+        &mut self,
+        position: u64,
+        deadline: Instant,
+    ) -> Result<[u8; 32], ClientError> {
+        while !(self.replica().is_synced() && self.replica().scene().position >= position) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            match self.next(left.min(Duration::from_millis(50))).await {
+                Ok(_) | Err(ClientError::Timeout) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.replica().scene().state_hash())
+    }
+
     /// The QUIC connection (close reasons, stats).
     #[must_use]
     pub const fn connection(&self) -> &quinn::Connection {

@@ -616,6 +616,33 @@ impl std::fmt::Debug for Restoring {
 }
 
 impl Restoring {
+    /// A restore that starts from `fresh`, from `base` if given, with `snapshot` to check.
+    fn start(
+        fresh: Fresh,
+        base: Option<Arc<SessionBase>>,
+        snapshot: Option<SessionSnapshot>,
+    ) -> Self {
+        let (config, seed, now_ms) = (fresh.0.clone(), fresh.1, fresh.2);
+        let mut restoring = Self {
+            session: Session::new(config, seed, now_ms),
+            fresh,
+            base,
+            statuses: snapshot
+                .as_ref()
+                .map(|s| s.non_applied.iter().copied().collect())
+                .unwrap_or_default(),
+            snapshot,
+            covered: Vec::new(),
+            report: RestoreReport {
+                from_snapshot: 0,
+                replayed: 0,
+                snapshot_rejected: false,
+            },
+        };
+        restoring.session = restoring.fresh_session();
+        restoring
+    }
+
     fn fresh_session(&self) -> Session {
         let (config, seed, now_ms, authors, assets) = &self.fresh;
         let mut s = Session::new(config.clone(), *seed, *now_ms);
@@ -1205,22 +1232,11 @@ impl Session {
         assets: &[(AssetId, Arc<ImportAsset>)],
         snapshot: Option<&SessionSnapshot>,
     ) -> Restoring {
-        let mut restoring = Restoring {
-            session: Self::new(config.clone(), seed, now_ms),
-            fresh: (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
-            base: None,
-            snapshot: snapshot.cloned(),
-            statuses: snapshot
-                .map(|s| s.non_applied.iter().copied().collect())
-                .unwrap_or_default(),
-            covered: Vec::new(),
-            report: RestoreReport {
-                from_snapshot: 0,
-                replayed: 0,
-                snapshot_rejected: false,
-            },
-        };
-        restoring.session = restoring.fresh_session();
+        let mut restoring = Restoring::start(
+            (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
+            None,
+            snapshot.cloned(),
+        );
         if restoring.snapshot.as_ref().is_some_and(|s| s.position == 0) {
             // Nothing to replay yet, so starting over cannot fail.
             let _ = restoring.close_snapshot();
@@ -1240,21 +1256,11 @@ impl Session {
         assets: &[(AssetId, Arc<ImportAsset>)],
         base: SessionBase,
     ) -> Restoring {
-        let mut restoring = Restoring {
-            session: Self::new(config.clone(), seed, now_ms),
-            fresh: (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
-            base: Some(Arc::new(base)),
-            snapshot: None,
-            statuses: BTreeMap::new(),
-            covered: Vec::new(),
-            report: RestoreReport {
-                from_snapshot: 0,
-                replayed: 0,
-                snapshot_rejected: false,
-            },
-        };
-        restoring.session = restoring.fresh_session();
-        restoring
+        Restoring::start(
+            (config, seed, now_ms, authors.to_vec(), assets.to_vec()),
+            Some(Arc::new(base)),
+            None,
+        )
     }
 
     /// The next output, in the order they must be carried out.

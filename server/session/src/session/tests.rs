@@ -702,10 +702,11 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
     assert!(Session::restore(config(), [0; 32], NOW, &store.authors, &[], None, corrupt).is_err());
 }
 
-#[test]
-fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
+/// One editor's 100 entries (moves and renames of one entity), each persisted and
+/// acknowledged; `each` runs after every one.
+fn hundred_entries(window: usize, each: &dyn Fn(&Harness, u64)) -> (Harness, FakeStore, AuthorId) {
     let mut h = Harness::new();
-    h.session.config.log_window = 16;
+    h.session.config.log_window = window;
     h.session.config.rate_per_s = 1000;
     h.session.config.burst = 1000;
     let mut store = FakeStore::default();
@@ -731,12 +732,20 @@ fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
             }),
         );
         store.absorb(&mut h, out);
+        each(&h, i);
+    }
+    (h, store, a1)
+}
+
+#[test]
+fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
+    let (h, store, a1) = hundred_entries(16, &|h, i| {
         assert!(
             h.session.log().held() <= 16 + 16 / 8,
             "entry {i}: {} held",
             h.session.log().held()
         );
-    }
+    });
     assert_eq!(h.session.durable_entries(), 100);
     assert_eq!(h.session.log().len(), 100);
     assert!(h.session.log().let_go_count() >= 80);
@@ -770,33 +779,7 @@ fn a_session_lets_go_of_durable_entries_beyond_its_window_and_restores_in_it() {
 
 #[test]
 fn a_session_restarts_from_a_base_as_from_the_entries_it_covers() {
-    let mut h = Harness::new();
-    h.session.config.rate_per_s = 1000;
-    h.session.config.burst = 1000;
-    let mut store = FakeStore::default();
-    let s1 = Ed25519Signer::from_seed([1; 32]);
-    h.input(Input::Connected { client: C1 });
-    let a1 = h.join(C1, &s1, Role::Editor);
-    let out = h.input(Input::PersistAck { batch: BatchId(0) });
-    store.absorb(&mut h, out);
-    store.authors = h.session.authors();
-    for i in 1..=100u64 {
-        let command = if i % 3 == 0 {
-            Command::SetName {
-                entity: EntityId::new(a1, 1),
-                name: format!("n{i}"),
-            }
-        } else {
-            mv(a1)
-        };
-        let out = h.send(
-            C1,
-            &ClientMsg::Submit(Submit {
-                entries: vec![entry(&s1, a1, i, i, command)],
-            }),
-        );
-        store.absorb(&mut h, out);
-    }
+    let (h, store, a1) = hundred_entries(DEFAULT_LOG_WINDOW, &|_, _| {});
     assert_eq!(h.session.durable_entries(), 100);
     let config = |window: usize| {
         let mut c = Config::new(SESSION, h.server.public_key());
