@@ -233,6 +233,8 @@ fn start(store: &dyn Store, session: SessionId) -> Result<(u64, [u8; 32]), Strin
 
 /// Entries read at a time while a base is computed.
 const ROTATE_PAGE: u64 = 4096;
+/// Log entries removed per write transaction by a rotation.
+const REMOVE_STEP: u64 = 4096;
 
 /// What [`rotate`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,9 +350,20 @@ pub fn rotate(
         ])
         .map_err(io)?;
     let below = key(session, 0);
-    store
-        .remove_range(Tree::Log, &below, &key(session, cut.saturating_add(1)))
-        .map_err(io)?;
+    // The log in steps, oldest first: each removal is one write transaction, and the writer's
+    // commits wait for it (redb has one writer at a time), so a step stays short.
+    let mut removed_to = 0u64;
+    while removed_to < cut {
+        let to = removed_to.saturating_add(REMOVE_STEP).min(cut);
+        store
+            .remove_range(
+                Tree::Log,
+                &key(session, removed_to.saturating_add(1)),
+                &key(session, to.saturating_add(1)),
+            )
+            .map_err(io)?;
+        removed_to = to;
+    }
     store
         .remove_range(Tree::Checkpoints, &below, &key(session, cut))
         .map_err(io)?;
