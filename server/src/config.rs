@@ -115,6 +115,24 @@ pub struct VerifyArgs {
     /// key it names would prove only that it is consistent, not whose it is).
     #[arg(long, requires = "archive")]
     pub server_key: Option<String>,
+    /// Replay holding the whole log in memory (about 1 KiB per entry), so that the log's state
+    /// hash, which covers every entry, is printed for a log of any length. Without it the
+    /// replay holds the server's default window of entries (32,768) and the log's state hash
+    /// is printed only for a log that fits it; the scene's hash is printed always.
+    #[arg(long)]
+    pub full_replay: bool,
+}
+
+impl VerifyArgs {
+    /// Entries the replay holds at most.
+    #[must_use]
+    pub const fn window(&self) -> usize {
+        if self.full_replay {
+            usize::MAX
+        } else {
+            meshwork_session::session::DEFAULT_LOG_WINDOW
+        }
+    }
 }
 
 /// Flags of `archive`.

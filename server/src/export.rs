@@ -506,74 +506,61 @@ impl Exported {
 }
 
 /// The scene of a stored session after its first `at` entries (all when `None`), with its
-/// provenance: the log replayed from the newest snapshot that `at` covers, the chain walked to
-/// `at`.
+/// provenance: the log replayed from the newest snapshot that `at` covers (or the signed base,
+/// where older history was rotated out), the chain walked to `at`. The entries stream from the
+/// store into a replay holding `window` of them at most, so a long log exports in the memory
+/// of its window; the provenance's log state hash is there when nothing was let go.
 ///
 /// # Errors
-/// A position past the end of the log; a log that does not replay.
+/// No such session; a position past the end of the log or before its stored start; a log that
+/// does not replay.
 pub fn scene_at(
-    loaded: crate::store::log::Loaded,
+    store: &dyn crate::store::Store,
     session: SessionId,
     server_key: PublicKey,
     at: Option<u64>,
+    window: usize,
 ) -> Result<(Scene, Provenance), String> {
+    use crate::store::log;
+    let mut loaded = log::load_meta(store, session).map_err(|e| e.to_string())?;
     let from = loaded.base.as_ref().map_or(0, |b| b.position);
-    let total = from.saturating_add(loaded.entries.len() as u64);
-    let position = at.unwrap_or(total);
-    if position > total {
+    let upto = at.unwrap_or(u64::MAX);
+    if upto < from {
         return Err(format!(
-            "position {position} is past the end of the log ({total} entries)"
-        ));
-    }
-    if position < from {
-        return Err(format!(
-            "position {position} is before entry {from}, where the history left in the store \
+            "position {upto} is before entry {from}, where the history left in the store \
              starts (the older part was rotated into an archive)"
         ));
     }
-    let mut entries = loaded.entries;
-    entries.truncate(usize::try_from(position.saturating_sub(from)).unwrap_or(usize::MAX));
-    let mut chain_head = loaded.base.as_ref().map_or([0u8; 32], |b| b.head_hash);
+    let exists = loaded.record.is_some() || loaded.base.is_some();
+    let mut config = meshwork_session::Config::new(session, server_key);
+    config.log_window = window;
+    let mut restoring = log::start_replay(&mut loaded, config, [0; 32], 0, Some(upto));
     let mut counts: BTreeMap<AuthorId, u64> = BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        let at = from.saturating_add(i as u64).saturating_add(1);
-        chain_head = crate::store::log::chain_hash(&chain_head, at, e);
+    log::scan_entries_to(store, session, &mut loaded, upto, &mut |_, e| {
         if let Ok(body) = e.decode_body() {
             let n = counts.entry(body.author).or_default();
             *n = n.saturating_add(1);
         }
+        restoring
+            .push(e)
+            .map_err(|e| format!("does not replay: {}", e.refusal))
+    })
+    .map_err(|e| e.to_string())?;
+    if !exists && loaded.count == 0 {
+        return Err(format!("no session {session} in the store"));
     }
-    let mut config = meshwork_session::Config::new(session, server_key);
-    // The whole log stays in memory, so its state hash covers every entry.
-    config.log_window = usize::MAX;
-    let replayed = if let Some(base) = loaded.base {
-        let mut r = meshwork_session::Session::restoring_from(
-            config,
-            [0; 32],
-            0,
-            &loaded.authors,
-            &loaded.assets,
-            base.state,
-        );
-        for e in entries {
-            r.push(e)
-                .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?;
-        }
-        r.finish()
-    } else {
-        let snapshot = loaded.snapshot.as_ref().filter(|s| s.position <= position);
-        meshwork_session::Session::restore(
-            config,
-            [0; 32],
-            0,
-            &loaded.authors,
-            &loaded.assets,
-            snapshot,
-            entries,
-        )
+    let position = at.unwrap_or(loaded.count);
+    if position > loaded.count {
+        return Err(format!(
+            "position {position} is past the end of the log ({} entries)",
+            loaded.count
+        ));
     }
-    .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?
-    .0;
+    let chain_head = loaded.head;
+    let replayed = restoring
+        .finish()
+        .map_err(|e| format!("entry {} does not replay: {}", e.position, e.refusal))?
+        .0;
     let scene = replayed.scene().clone();
     let authors = loaded
         .authors

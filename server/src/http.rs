@@ -1108,23 +1108,8 @@ async fn export_glb(
         )
             .into_response());
     };
-    let unavailable = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store is stopped".into(),
-        )
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.ctx
-        .store
-        .tx
-        .send(crate::store::writer::StoreCmd::Load { session, reply: tx })
-        .await
-        .map_err(|_| unavailable())?;
-    let loaded = rx
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let reader = s.ctx.store.reader.clone();
+    let window = s.ctx.settings.log_window;
     let only = q
         .entities
         .as_deref()
@@ -1140,8 +1125,10 @@ async fn export_glb(
     let at = q.at;
     // Replaying and encoding are CPU work: off the async workers.
     let glb = tokio::task::spawn_blocking(move || {
-        let (scene, provenance) = crate::export::scene_at(loaded, session, server_key, at)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        // Streams the log from the store beside the writer: commits go on meanwhile.
+        let (scene, provenance) =
+            crate::export::scene_at(reader.as_ref(), session, server_key, at, window)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
         let exported =
             crate::export::export(&scene, only.as_deref(), &provenance).map_err(|e| {
                 let status = match e {

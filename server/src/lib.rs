@@ -347,36 +347,13 @@ pub async fn start(
         let mut loaded = store::log::load_meta(store.as_ref(), id)
             .map_err(|e| Error::Io(format!("session {id}: {e}")))?;
         let config = session_config(&server_key, &settings, id);
-        // A snapshot saves resolving the entries it covers, but holds them all until its
-        // digest checks out: one covering more than the window (taken by an older build, or
-        // with a larger window), or far behind the head (the log let go of entries since, so
-        // no newer one was taken), is not used: the entries are replayed instead.
-        let head = loaded.record.as_ref().map_or(0, |r| r.head_position);
-        let window = u64::try_from(settings.log_window).unwrap_or(u64::MAX);
-        let snapshot = loaded.snapshot.as_ref().filter(|s| {
-            s.position <= window.saturating_add(window / 8)
-                && head.saturating_sub(s.position) <= window
-        });
-        // A store whose older history was rotated into an archive restarts from its base (the
-        // chain scan below starts where it ends: `loaded.start`).
-        let mut restoring = match loaded.base.take() {
-            Some(base) => Session::restoring_from(
-                config,
-                random_bytes()?,
-                driver::now_ms(),
-                &loaded.authors,
-                &loaded.assets,
-                base.state,
-            ),
-            None => Session::restoring(
-                config,
-                random_bytes()?,
-                driver::now_ms(),
-                &loaded.authors,
-                &loaded.assets,
-                snapshot,
-            ),
-        };
+        let mut restoring = store::log::start_replay(
+            &mut loaded,
+            config,
+            random_bytes()?,
+            driver::now_ms(),
+            Some(u64::MAX),
+        );
         // Entries stream from the store into the session, which holds only its window; the
         // ids of the latest are kept for the history's times.
         let mut ids: std::collections::VecDeque<meshwork_protocol::CommandId> =

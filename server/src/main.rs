@@ -212,7 +212,13 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     let server_key = data.server_key.public_key();
     let mut failed = false;
     for session in sessions {
-        match store::log::verify_session(store.as_ref(), session, &server_key) {
+        match store::log::verify_session_to(
+            store.as_ref(),
+            session,
+            &server_key,
+            u64::MAX,
+            args.window(),
+        ) {
             Ok(r) => println!("ok    session {session}: {}", verified_line(&r)),
             Err(f) => {
                 failed = true;
@@ -231,19 +237,27 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
 }
 
 /// What `verify-log` says of a session that verifies: entries, checkpoints and the state hash
-/// (the log's; from a base, where the older history is in an archive, the scene's).
+/// (the log's when the replay held every entry; else the scene's, with why).
 fn verified_line(r: &store::log::SessionVerified) -> String {
     match r.state_hash {
         Some(state) => format!(
-            "{} entries, {} checkpoints, state {}",
+            "{} entries, {} checkpoints, scene {}, state {}",
             r.entries,
             r.checkpoints,
+            hex::encode(r.scene_hash),
             hex::encode(state)
         ),
-        None => format!(
+        None if r.from > 0 => format!(
             "{} entries after the signed base at entry {}, {} checkpoints, scene {}",
             r.entries,
             r.from,
+            r.checkpoints,
+            hex::encode(r.scene_hash)
+        ),
+        None => format!(
+            "{} entries, {} checkpoints (more than the replay holds: --full-replay prints the \
+             log's state hash), scene {}",
+            r.entries,
             r.checkpoints,
             hex::encode(r.scene_hash)
         ),
@@ -330,7 +344,13 @@ fn verify_archive(args: &VerifyArgs) -> Result<(), Error> {
             ));
         }
     }
-    match store::log::verify_session(first.as_ref(), session, &server_key) {
+    match store::log::verify_session_to(
+        first.as_ref(),
+        session,
+        &server_key,
+        u64::MAX,
+        args.window(),
+    ) {
         Ok(r) => {
             println!(
                 "ok    session {session}: {} (as one history: {} archive(s){})",
@@ -394,7 +414,13 @@ fn verify_one_archive(
     }
     // A chain that does not hold gives (0, zeros): the full check below names the entry.
     let (entries, head) = store::archive::head(scratch.as_ref(), session).unwrap_or_default();
-    let r = match store::log::verify_session(scratch.as_ref(), session, server_key) {
+    let r = match store::log::verify_session_to(
+        scratch.as_ref(),
+        session,
+        server_key,
+        u64::MAX,
+        args.window(),
+    ) {
         Ok(r) => r,
         Err(f) => return bad(format!("first bad entry {}: {}", f.position, f.reason)),
     };
@@ -510,14 +536,14 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         .iter()
         .map(|e| meshwork_server::export::parse_entity_id(e).map_err(Error::Config))
         .collect::<Result<Vec<_>, _>>()?;
-    let loaded =
-        store::log::load_session(store.as_ref(), session).map_err(|e| Error::Io(e.to_string()))?;
-    if loaded.entries.is_empty() && loaded.record.is_none() && loaded.base.is_none() {
-        return Err(Error::Config(format!("no session {session} in the store")));
-    }
-    let (scene, provenance) =
-        meshwork_server::export::scene_at(loaded, session, data.server_key.public_key(), args.at)
-            .map_err(Error::Config)?;
+    let (scene, provenance) = meshwork_server::export::scene_at(
+        store.as_ref(),
+        session,
+        data.server_key.public_key(),
+        args.at,
+        meshwork_session::session::DEFAULT_LOG_WINDOW,
+    )
+    .map_err(Error::Config)?;
     let only = (!entities.is_empty()).then_some(entities.as_slice());
     let exported = meshwork_server::export::export(&scene, only, &provenance)
         .map_err(|e| Error::Config(e.to_string()))?;

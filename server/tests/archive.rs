@@ -142,7 +142,8 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     assert!(server.terminate(Duration::from_secs(30)).success());
 
     // The live store verifies; its state is what the archive must prove.
-    let live = cli(&["verify-log", "--data-dir", data_arg]);
+    // The whole log replayed in memory: its state hash covers every entry, at any length.
+    let live = cli(&["verify-log", "--full-replay", "--data-dir", data_arg]);
     assert!(live.status.success(), "{}", text(&live));
     let state = text(&live)
         .rsplit("state ")
@@ -200,6 +201,7 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     let verify = |path: &Path, identity: &Path, key: &str| {
         cli(&[
             "verify-log",
+            "--full-replay",
             "--data-dir",
             nowhere.to_str().unwrap(),
             "--archive",
@@ -357,6 +359,7 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     );
     let joined = cli(&[
         "verify-log",
+        "--full-replay",
         "--data-dir",
         data_arg,
         "--archive",
@@ -488,7 +491,13 @@ async fn scheduled_archives_rotate_history_out_of_a_live_store() {
         .filter(|p| p.extension().is_some_and(|x| x == "age"))
         .collect();
     files.sort();
-    let mut joined = vec!["verify-log", "--data-dir", data_arg, "--with-store"];
+    let mut joined = vec![
+        "verify-log",
+        "--full-replay",
+        "--data-dir",
+        data_arg,
+        "--with-store",
+    ];
     for f in &files {
         joined.extend(["--archive", f.to_str().unwrap()]);
     }

@@ -173,4 +173,10 @@ async fn a_session_longer_than_its_window_restarts_and_serves() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(&format!("{} entries", entries + 1)), "{text}");
+    // Replayed as it streams from the store, in the default window: the live scene.
+    assert!(text.contains(&format!("scene {want}")), "{text}");
+    if std::env::var_os("MESHWORK_BOUNDED_KEEP").is_some() {
+        // For measuring the offline tools on this store (`docs/benchmarks.md`).
+        eprintln!("store kept in {}", dir.keep().display());
+    }
 }

@@ -14,6 +14,6 @@ pub mod session;
 pub use log::{CommandLog, Integrated, LogBase, LogEntry, Mode, Refusal, ReplayKind, Status};
 pub use session::{
     AuthorRecord, BatchId, ClientId, Config, Event, HistoryPage, HistoryQuery, HistoryStep, Input,
-    InviteRecord, Lane, MemberInfo, Output, RestoreError, RestoreReport, Session, SessionBase,
-    SessionSnapshot,
+    InviteRecord, Lane, MemberInfo, Output, RestoreError, RestoreReport, Restoring, Session,
+    SessionBase, SessionSnapshot,
 };

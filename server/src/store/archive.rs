@@ -277,24 +277,7 @@ pub fn rotate(
     let mut loaded = super::log::load_meta(store, session).map_err(io)?;
     let mut config = meshwork_session::Config::new(session, server.public_key());
     config.log_window = window;
-    let mut restoring = match loaded.base.take() {
-        Some(base) => meshwork_session::Session::restoring_from(
-            config,
-            [0; 32],
-            now_ms,
-            &loaded.authors,
-            &loaded.assets,
-            base.state,
-        ),
-        None => meshwork_session::Session::restoring(
-            config,
-            [0; 32],
-            now_ms,
-            &loaded.authors,
-            &loaded.assets,
-            None,
-        ),
-    };
+    let mut restoring = super::log::start_replay(&mut loaded, config, [0; 32], now_ms, None);
     let mut position = from;
     while position < cut {
         let end = position.saturating_add(ROTATE_PAGE).min(cut);
@@ -502,7 +485,15 @@ pub fn write(
     }
     // The head first: a live store goes on growing, and the archive ends here.
     let (entries, head_hash) = head(store, session)?;
-    super::log::verify_session_to(store, session, &server.public_key(), entries).map_err(|f| {
+    // Verified as it streams by, in the memory of the default log window.
+    super::log::verify_session_to(
+        store,
+        session,
+        &server.public_key(),
+        entries,
+        meshwork_session::session::DEFAULT_LOG_WINDOW,
+    )
+    .map_err(|f| {
         format!(
             "the stored log does not verify (first bad entry {}: {}); nothing was archived",
             f.position, f.reason

@@ -81,13 +81,6 @@ pub enum StoreCmd {
     },
     /// Time passed (time-based checkpoints).
     Tick,
-    /// Read a session's stored records after the pending commits (the HTTP export).
-    Load {
-        /// The session.
-        session: SessionId,
-        /// Its records, or why they could not be read.
-        reply: oneshot::Sender<Result<super::log::Loaded, String>>,
-    },
     /// Read stored entries at these positions (`FetchLog` history a session let go of), after
     /// the pending commits; positions the store does not hold are left out.
     ReadEntries {
@@ -151,10 +144,22 @@ pub fn wait_before_commit(
 }
 
 /// The writer's inbox.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreHandle {
     /// Commands.
     pub tx: mpsc::Sender<StoreCmd>,
+    /// A second handle on the same database for reads that need not wait for the writer (an
+    /// export streams a long log through it, beside the commits); it sees committed data,
+    /// every acknowledged entry included.
+    pub reader: std::sync::Arc<dyn Store + Sync>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("backend", &self.reader.backend())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts the writer thread.
@@ -168,6 +173,7 @@ pub fn spawn(
     metrics: Metrics,
 ) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let reader = std::sync::Arc::from(store.share());
     let writer = Writer {
         store,
         server_key,
@@ -179,7 +185,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("meshwork-store".into())
         .spawn(move || writer.run(rx))?;
-    Ok((StoreHandle { tx }, thread))
+    Ok((StoreHandle { tx, reader }, thread))
 }
 
 struct Writer {
@@ -304,7 +310,6 @@ impl Writer {
                 }
                 StoreCmd::Tick => {}
                 StoreCmd::Backup { .. }
-                | StoreCmd::Load { .. }
                 | StoreCmd::ReadEntries { .. }
                 | StoreCmd::PutAsset { .. } => {
                     after.push(cmd);
@@ -393,11 +398,6 @@ impl Writer {
                         session,
                         &ranges,
                     ));
-                }
-                StoreCmd::Load { session, reply } => {
-                    let loaded = super::log::load_session(self.store.as_ref(), session)
-                        .map_err(|e| e.to_string());
-                    let _ = reply.send(loaded);
                 }
                 StoreCmd::PutAsset {
                     session,
