@@ -495,7 +495,8 @@ fn archive(args: &ArchiveArgs) -> Result<(), Error> {
         None
     };
     println!(
-        "archived session {session}: {} entries ({} records) to {}, encrypted to {} recipient(s){}",
+        "archived session {session}: entries {} to {} ({} records) to {}, encrypted to {} recipient(s){}",
+        written.first,
         written.entries,
         written.records,
         args.out.display(),

@@ -55,8 +55,11 @@ const TREES: [Tree; 7] = [
 /// What [`write`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
-    /// Log entries.
+    /// Position of the last log entry archived (the head it verified).
     pub entries: u64,
+    /// Position of the first entry archived: 1, or the one after the store's signed base when
+    /// older history was rotated out before.
+    pub first: u64,
     /// Records of every kind.
     pub records: u64,
     /// Whether the closing checkpoint was signed now (the store had none at the head).
@@ -485,6 +488,7 @@ pub fn write(
     }
     // The head first: a live store goes on growing, and the archive ends here.
     let (entries, head_hash) = head(store, session)?;
+    let first = start(store, session)?.0.saturating_add(1);
     // Verified as it streams by, in the memory of the default log window.
     super::log::verify_session_to(
         store,
@@ -625,6 +629,7 @@ pub fn write(
             std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
             Ok(Written {
                 entries,
+                first,
                 records,
                 sealed_now,
             })
