@@ -186,6 +186,11 @@ pub struct ExportArgs {
     /// The store backend [default: redb].
     #[arg(long, env = "MESHWORK_STORE", default_value = "redb")]
     pub store: crate::store::Backend,
+    /// Replay holding the whole log in memory, so that the provenance carries the log's state
+    /// hash for a log of any length (as `verify-log --full-replay`); without it, only for a
+    /// log that fits the default window of 32,768 entries.
+    #[arg(long)]
+    pub full_replay: bool,
 }
 
 /// Flags of `backup`.

@@ -542,7 +542,11 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         session,
         data.server_key.public_key(),
         args.at,
-        meshwork_session::session::DEFAULT_LOG_WINDOW,
+        if args.full_replay {
+            usize::MAX
+        } else {
+            meshwork_session::session::DEFAULT_LOG_WINDOW
+        },
     )
     .map_err(Error::Config)?;
     let only = (!entities.is_empty()).then_some(entities.as_slice());
@@ -580,7 +584,8 @@ fn export(args: &ExportArgs) -> Result<(), Error> {
         args.out.display(),
         provenance.log_state_hash.map_or_else(
             || format!(
-                "scene {} (history before the store's base is archived)",
+                "scene {} (no log state hash: the replay did not hold every entry from the first; \
+                 `--full-replay` holds them, unless older history was rotated into an archive)",
                 hex::encode(provenance.scene_state_hash)
             ),
             hex::encode

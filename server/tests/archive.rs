@@ -171,7 +171,7 @@ async fn an_archived_session_verifies_and_a_flipped_byte_is_named() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("{entries} entries")),
+        text(&out).contains(&format!("entries 1 to {entries} ")),
         "{}",
         text(&out)
     );
