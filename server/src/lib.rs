@@ -135,6 +135,7 @@ fn session_config(server_key: &Ed25519Signer, settings: &Settings, id: SessionId
     config.history_per_min = settings.history_per_min;
     config.history_page = settings.history_page;
     config.log_window = settings.log_window;
+    config.presence_pack_ms = settings.presence_tick_ms;
     config
 }
 

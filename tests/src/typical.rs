@@ -107,6 +107,8 @@ pub struct Workload {
     /// (`ClientMsg::Interest`), and drags only what they placed; `None`: everything, and any
     /// entity.
     pub view_m: Option<f32>,
+    /// The server's presence tick (`Config::presence_pack_ms`).
+    pub pack_ms: u64,
 }
 
 impl Workload {
@@ -120,6 +122,7 @@ impl Workload {
             form,
             world_m: None,
             view_m: None,
+            pack_ms: meshwork_session::session::DEFAULT_PRESENCE_PACK_MS,
         }
     }
 }
@@ -545,6 +548,7 @@ pub fn play(workload: &Workload) -> Report {
     );
     config.rate_per_s = 1000;
     config.burst = 1000;
+    config.presence_pack_ms = workload.pack_ms;
     let now_ms = 1_800_000_000_000;
     let session = Session::new(config, crate::sim::seed_bytes(&mut rng), now_ms);
     let frames = workload.seconds * 1000 / FRAME_MS;

@@ -4,6 +4,7 @@
 //! session's outputs stay a function of its inputs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use meshwork_protocol::packed::{
     self, MAX_PACK_INPUT, PRESENCE_V1, PRESENCE_V1_DICTIONARY, Packed, RAW,
@@ -17,11 +18,49 @@ use crate::session::ClientId;
 /// percent of level 9 at a fraction of the time.
 const LEVEL: i32 = 3;
 
+/// What an update on the unreliable lane carries, for replacing an earlier one of the same
+/// author still waiting in a pack (its receiver would apply only the later: latest wins). Two
+/// updates supersede one another when they carry the same parts: the same message kind, the
+/// author's figure or not, the same dragged entities, and no drag ending (an end always goes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Supersedes {
+    pub author: meshwork_protocol::AuthorId,
+    pub kind: u8,
+    pub figure: bool,
+    pub moving: Vec<meshwork_protocol::EntityId>,
+}
+
+/// One gathered message: the relayed frame (header included) and what it supersedes.
+struct Item {
+    key: Option<Supersedes>,
+    frame: Arc<[u8]>,
+}
+
+impl Item {
+    fn payload(&self) -> &[u8] {
+        self.frame
+            .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
+            .unwrap_or_default()
+    }
+
+    /// Bytes it takes in a pack: the payload behind its varint length (at most 3 bytes for
+    /// anything a pack takes).
+    fn packed_len(&self) -> usize {
+        self.payload().len().saturating_add(3)
+    }
+}
+
+/// Per client: its dictionary, the messages gathered in order, and their packed size bound.
+struct Pending {
+    dictionary: u32,
+    items: Vec<Item>,
+    bytes: usize,
+}
+
 /// What each packing client is owed, and the compressor.
 pub(crate) struct Packs {
     compressor: Option<Compressor<'static>>,
-    /// Per client: its dictionary and the messages gathered (each behind its length).
-    pending: BTreeMap<ClientId, (u32, Vec<u8>)>,
+    pending: BTreeMap<ClientId, Pending>,
     due: Option<u64>,
 }
 
@@ -73,35 +112,52 @@ impl Packs {
         self.due
     }
 
-    /// Gathers one message (`payload`, its encoding) for `client`, due `delay_ms` after the
-    /// first message of the tick. A pack that would grow past [`MAX_PACK_INPUT`] is returned
-    /// to go now, and this message starts the next.
+    /// Gathers one relayed `frame` for `client`, due `delay_ms` after the first message of the
+    /// tick. An earlier message of the tick that this one supersedes (`key`) is dropped, and
+    /// this one goes at the end, after everything its author sent meanwhile (a receiver takes
+    /// an author's updates in order). A pack that would grow past [`MAX_PACK_INPUT`] is
+    /// returned to go now, and this message starts the next.
     pub(crate) fn add(
         &mut self,
         client: ClientId,
         dictionary: u32,
-        payload: &[u8],
+        frame: &Arc<[u8]>,
+        key: Option<Supersedes>,
         now_ms: u64,
         delay_ms: u64,
     ) -> Option<Ready> {
-        let full = self
-            .pending
-            .get(&client)
-            .is_some_and(|(_, raw)| raw.len().saturating_add(payload.len()) > MAX_PACK_INPUT);
+        let item = Item {
+            key,
+            frame: frame.clone(),
+        };
+        if let (Some(key), Some(pending)) = (&item.key, self.pending.get_mut(&client))
+            && let Some(at) = pending
+                .items
+                .iter()
+                .position(|i| i.key.as_ref() == Some(key))
+        {
+            let old = pending.items.remove(at);
+            pending.bytes = pending.bytes.saturating_sub(old.packed_len());
+        }
+        let full = self.pending.get(&client).is_some_and(|p| {
+            !p.items.is_empty() && p.bytes.saturating_add(item.packed_len()) > MAX_PACK_INPUT
+        });
         let out = if full { self.take(client) } else { None };
-        let (_, raw) = self
-            .pending
-            .entry(client)
-            .or_insert_with(|| (dictionary, Vec::new()));
-        packed::push_message(raw, payload);
+        let pending = self.pending.entry(client).or_insert_with(|| Pending {
+            dictionary,
+            items: Vec::new(),
+            bytes: 0,
+        });
+        pending.bytes = pending.bytes.saturating_add(item.packed_len());
+        pending.items.push(item);
         self.due.get_or_insert(now_ms.saturating_add(delay_ms));
         out
     }
 
     /// The client's gathered messages as a pack, if it has any.
     fn take(&mut self, client: ClientId) -> Option<Ready> {
-        let (dictionary, raw) = self.pending.remove(&client)?;
-        Some(self.pack(client, dictionary, &raw))
+        let pending = self.pending.remove(&client)?;
+        Some(self.pack(client, &pending))
     }
 
     /// Every gathered pack (the tick is over).
@@ -110,7 +166,7 @@ impl Packs {
         let pending = std::mem::take(&mut self.pending);
         pending
             .into_iter()
-            .map(|(client, (dictionary, raw))| self.pack(client, dictionary, &raw))
+            .map(|(client, p)| self.pack(client, &p))
             .collect()
     }
 
@@ -120,8 +176,13 @@ impl Packs {
     }
 
     /// Compresses when the client reads the dictionary and it makes the pack smaller.
-    fn pack(&mut self, client: ClientId, dictionary: u32, raw: &[u8]) -> Ready {
-        let compressed = match (dictionary, self.compressor.as_mut()) {
+    fn pack(&mut self, client: ClientId, pending: &Pending) -> Ready {
+        let mut raw = Vec::with_capacity(pending.bytes);
+        for item in &pending.items {
+            packed::push_message(&mut raw, item.payload());
+        }
+        let raw = raw.as_slice();
+        let compressed = match (pending.dictionary, self.compressor.as_mut()) {
             (PRESENCE_V1, Some(c)) => c.compress(raw).ok().filter(|z| z.len() < raw.len()),
             _ => None,
         };

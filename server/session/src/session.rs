@@ -58,6 +58,12 @@ pub struct BatchId(pub u64);
 /// of a typical session.
 pub const DEFAULT_LOG_WINDOW: usize = 32_768;
 
+/// How long presence and previews to a member are gathered before they go as one pack
+/// ([`Config::presence_pack_ms`]): two frames of a 90 Hz headset, so each member's next update
+/// replaces the one before it in the pack (about 45 updates a second reach each member), with
+/// at most this much added latency.
+pub const DEFAULT_PRESENCE_PACK_MS: u64 = 22;
+
 /// Session settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -86,8 +92,9 @@ pub struct Config {
     /// Presence updates relayed per author per second (90 Hz headsets).
     pub presence_per_s: u32,
     /// How long a client that reads packs (`ClientMsg::Codecs`) waits for what it is owed on
-    /// the unreliable lane to go out together, in milliseconds (0: every message at once).
-    /// One 90 Hz frame by default.
+    /// the unreliable lane to go out together, in milliseconds (0: every message at once); an
+    /// update superseded by its author's next within the tick is dropped
+    /// ([`DEFAULT_PRESENCE_PACK_MS`] by default).
     pub presence_pack_ms: u64,
     /// `Resync` snapshots per connection per minute, after a burst of [`RESYNC_BURST`]; one
     /// asked for over the limit is sent when the connection's bucket allows it (requests in
@@ -132,7 +139,7 @@ impl Config {
             catch_up_chunk: 512,
             state_hash_interval_ms: 1000,
             presence_per_s: 90,
-            presence_pack_ms: 11,
+            presence_pack_ms: DEFAULT_PRESENCE_PACK_MS,
             resync_per_min: 6,
             history_per_min: 60,
             history_page: 4096,
@@ -946,6 +953,17 @@ struct Client {
     packs: Option<u32>,
     /// The region it wants the presence lane of (`None`: everywhere).
     interest: Option<meshwork_protocol::interest::Region>,
+}
+
+/// What a relayed update carries, for dropping an earlier one of its author still waiting in a
+/// receiver's pack (`crate::pack::Supersedes`).
+struct Parts {
+    /// The message kind (presence, preview, motion).
+    kind: u8,
+    /// Whether it carries the author's figure.
+    figure: bool,
+    /// The entities it drags.
+    moving: Vec<meshwork_protocol::EntityId>,
 }
 
 /// The place of a relayed message from its points: everywhere when it has none.
@@ -2145,7 +2163,12 @@ impl Session {
             presence.cursor,
         ];
         let place = place_of(points.iter().flatten().map(|p| p.position_mm));
-        self.relay_latest(client, presence.seq, place, true, |author| {
+        let parts = Some(Parts {
+            kind: 1,
+            figure: true,
+            moving: Vec::new(),
+        });
+        self.relay_latest(client, presence.seq, place, true, parts, |author| {
             ServerMsg::Presence(PresenceOf { author, presence })
         });
     }
@@ -2164,7 +2187,13 @@ impl Session {
             return;
         }
         let place = place_of(preview.transform.map(|t| t.pose.position_mm));
-        self.relay_latest(client, preview.seq, place, false, |author| {
+        // A preview's end always goes; a move is superseded by the next of the same entity.
+        let parts = preview.transform.map(|_| Parts {
+            kind: 2,
+            figure: false,
+            moving: vec![preview.entity],
+        });
+        self.relay_latest(client, preview.seq, place, false, parts, |author| {
             ServerMsg::Preview(wire::PreviewOf { author, preview })
         });
     }
@@ -2212,7 +2241,12 @@ impl Session {
             Place::Everywhere
         };
         let figure_only = content.figure.is_some() && !drags;
-        self.relay_latest(client, seq, place, figure_only, |author| {
+        let parts = content.ended.is_empty().then(|| Parts {
+            kind: 3,
+            figure: content.figure.is_some(),
+            moving: content.moving.iter().map(|(e, _)| *e).collect(),
+        });
+        self.relay_latest(client, seq, place, figure_only, parts, |author| {
             ServerMsg::Motion(motion::MotionOf { author, motion })
         });
     }
@@ -2236,7 +2270,7 @@ impl Session {
         }
         let seq = preview.seq;
         let place = self.place_of_entity(Some(preview.entity));
-        self.relay_latest(client, seq, place, false, |author| {
+        self.relay_latest(client, seq, place, false, None, |author| {
             ServerMsg::EditPreview(wire::EditPreviewOf { author, preview })
         });
     }
@@ -2250,7 +2284,7 @@ impl Session {
         }
         let seq = selection.seq;
         let place = self.place_of_entity(selection.entity);
-        self.relay_latest(client, seq, place, false, |author| {
+        self.relay_latest(client, seq, place, false, None, |author| {
             ServerMsg::ElementSelection(wire::ElementSelectionOf { author, selection })
         });
     }
@@ -2293,22 +2327,25 @@ impl Session {
         for (author, frame, seen) in inside {
             self.in_view.insert((client, author));
             if !seen {
-                self.deliver_unreliable(client, &frame);
+                self.deliver_unreliable(client, &frame, None);
             }
         }
     }
 
-    /// One relayed frame to one client: into its pack for the tick, or on its own.
-    fn deliver_unreliable(&mut self, to: ClientId, frame: &Arc<[u8]>) {
-        let payload = frame
-            .get(meshwork_protocol::codec::FRAME_HEADER_BYTES..)
-            .unwrap_or_default();
+    /// One relayed frame to one client: into its pack for the tick (replacing an update of the
+    /// same author there that it supersedes), or on its own.
+    fn deliver_unreliable(
+        &mut self,
+        to: ClientId,
+        frame: &Arc<[u8]>,
+        key: Option<crate::pack::Supersedes>,
+    ) {
         let delay = self.config.presence_pack_ms;
         match self.clients.get(&to).and_then(|c| c.packs) {
             // Gathered for the tick; a full pack goes at once.
             Some(dictionary) if delay > 0 => {
                 let now = self.now_ms;
-                if let Some(ready) = self.packs.add(to, dictionary, payload, now, delay) {
+                if let Some(ready) = self.packs.add(to, dictionary, frame, key, now, delay) {
                     self.send_pack(ready);
                 }
             }
@@ -2330,6 +2367,7 @@ impl Session {
         seq: u32,
         place: Place,
         figure: bool,
+        parts: Option<Parts>,
         message: impl FnOnce(AuthorId) -> ServerMsg,
     ) {
         let Some(author) = self.clients.get(&client).and_then(|c| c.author) else {
@@ -2358,6 +2396,12 @@ impl Session {
         let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
+        let key = parts.map(|p| crate::pack::Supersedes {
+            author,
+            kind: p.kind,
+            figure: p.figure,
+            moving: p.moving,
+        });
         for other in self.joined_except(client) {
             let Some(region) = self.clients.get(&other).map(|c| c.interest) else {
                 continue;
@@ -2374,7 +2418,7 @@ impl Session {
                 }
             }
             if wants {
-                self.deliver_unreliable(other, &frame);
+                self.deliver_unreliable(other, &frame, key.clone());
             } else {
                 self.emit(Output::Event(Event::OutOfInterest));
             }

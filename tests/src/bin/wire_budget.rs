@@ -58,6 +58,9 @@ struct Args {
     /// The trained dictionary's size.
     #[arg(long, default_value_t = 8192)]
     dictionary_bytes: usize,
+    /// The server's presence tick in milliseconds (`--presence-tick-ms`).
+    #[arg(long, default_value_t = meshwork_session::session::DEFAULT_PRESENCE_PACK_MS)]
+    pack_ms: u64,
 }
 
 fn frame_len(msg: &impl serde::Serialize) -> usize {
@@ -198,10 +201,22 @@ fn main() {
                 form,
                 world_m: None,
                 view_m: None,
+                pack_ms: args.pack_ms,
             });
             (form, r)
         })
         .collect();
+    // The previous stop's tick: one 90 Hz frame, every update sent.
+    let every_frame = play(&Workload {
+        members: args.members,
+        seconds: args.seconds,
+        seed: args.seed,
+        form: PresenceForm::MotionCompressed,
+        world_m: None,
+        view_m: None,
+        pack_ms: 11,
+    });
+    assert_converged(&every_frame, "11 ms tick");
     let first = &reports[0].1;
     for (form, r) in &reports {
         assert_eq!(
@@ -217,7 +232,8 @@ fn main() {
     );
     println!();
     println!(
-        "| bytes | `Presence` + `Preview` | `Motion` | `Motion`, packed per tick | `Motion`, packed + zstd dictionary |"
+        "| bytes | `Presence` + `Preview` | `Motion` | `Motion`, packed per {} ms tick | `Motion`, packed + zstd dictionary |",
+        args.pack_ms
     );
     println!("|---|---|---|---|---|");
     let kinds: std::collections::BTreeSet<_> = reports
@@ -259,7 +275,10 @@ fn main() {
     let saved = totals[0].saturating_sub(totals[3]).max(1);
     for (name, i) in [
         ("quantization (`Motion`)", 1usize),
-        ("batching (one pack per tick)", 2),
+        (
+            "batching (one pack per tick; an update superseded within it not sent)",
+            2,
+        ),
         ("zstd dictionary", 3),
     ] {
         let (from, to) = (totals[i - 1], totals[i]);
@@ -270,6 +289,12 @@ fn main() {
         );
     }
     println!("| context binding | not built | — | — |");
+    println!(
+        "| for comparison: packed + zstd, 11 ms tick (every update sent) | {} → {} | {} | — |",
+        totals[0],
+        every_frame.total(),
+        pct(totals[0], every_frame.total())
+    );
     println!(
         "| **all together** | {} → {} | {} | 100 % |",
         totals[0],
@@ -290,6 +315,7 @@ fn interest(args: &Args) {
             form: PresenceForm::MotionCompressed,
             world_m: Some(args.world_m),
             view_m,
+            pack_ms: args.pack_ms,
         })
     };
     let (all, near) = (run(None), run(Some(args.view_m)));
@@ -338,6 +364,7 @@ fn train(args: &Args, path: &std::path::Path) {
         form: PresenceForm::MotionPacked,
         world_m: None,
         view_m: None,
+        pack_ms: args.pack_ms,
     });
     let dictionary = zstd::dict::from_samples(&r.raw_packs, args.dictionary_bytes)
         .expect("enough samples to train on");

@@ -2696,6 +2696,63 @@ fn a_packing_client_gets_one_compressed_pack_per_tick() {
     assert!(h.session.poll_timeout() != Some(due), "nothing more is due");
 }
 
+/// An update still waiting in a receiver's pack is dropped when its author's next one carries
+/// the same parts (the receiver would apply only the later): the pack holds each author's
+/// latest, after everything that author sent meanwhile; a drag's end is never dropped.
+#[test]
+fn a_waiting_update_is_replaced_by_its_authors_next_and_a_drag_end_always_goes() {
+    use meshwork_protocol::packed::{Codecs, Unpacker};
+    let mut h = Harness::new();
+    let a = h.join(C1, &Ed25519Signer::from_seed([1; 32]), Role::Editor);
+    let b = h.join(C2, &Ed25519Signer::from_seed([2; 32]), Role::Editor);
+    let c3 = ClientId(3);
+    h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Editor);
+    h.send(c3, &ClientMsg::Codecs(Codecs::readable()));
+    let cube = EntityId::new(a, 1);
+    let mut tick = |h: &mut Harness| -> Vec<(AuthorId, u16)> {
+        h.now = h.session.poll_timeout().unwrap();
+        let out = h.input(Input::Tick);
+        let packs = packs_to(&out, c3);
+        assert_eq!(packs.len(), 1);
+        Unpacker::new()
+            .unpack(&packs[0])
+            .unwrap()
+            .into_iter()
+            .map(|m| match m {
+                ServerMsg::Motion(m) => (m.author, m.motion.decode().unwrap().seq),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    motion_from(&mut h, C1, 1, true, None);
+    motion_from(&mut h, C1, 2, true, None);
+    motion_from(&mut h, C2, 1, true, None);
+    motion_from(&mut h, C1, 3, true, None);
+    assert_eq!(tick(&mut h), vec![(b, 1), (a, 3)]);
+
+    motion_from(&mut h, C1, 4, false, Some(cube));
+    let ended = motion::MotionContent {
+        seq: 5,
+        figure: None,
+        moving: vec![],
+        ended: vec![cube],
+    };
+    let bytes =
+        postcard::to_allocvec(&ClientMsg::Motion(motion::Motion::encode(&ended).unwrap())).unwrap();
+    h.input(Input::Datagram { client: C1, bytes });
+    motion_from(&mut h, C1, 6, true, None);
+    motion_from(&mut h, C1, 7, false, Some(cube));
+    motion_from(&mut h, C1, 8, true, Some(cube));
+    assert_eq!(
+        tick(&mut h),
+        vec![(a, 5), (a, 6), (a, 7), (a, 8)],
+        "the drag's end stays; a figure with a drag is not a figure alone"
+    );
+    motion_from(&mut h, C1, 9, false, Some(cube));
+    motion_from(&mut h, C1, 10, false, Some(cube));
+    assert_eq!(tick(&mut h), vec![(a, 10)]);
+}
+
 /// More than a datagram's worth in one tick goes as several packs, each within the bound.
 #[test]
 fn a_full_pack_goes_at_once_and_the_rest_starts_the_next() {
