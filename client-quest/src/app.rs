@@ -250,15 +250,63 @@ pub struct App {
     remote_meshes: BTreeMap<EntityId, (u64, Rc<MeshData>)>,
 }
 
-/// Another author's presence as last received (their head and hands, stage space).
+/// Another author's presence as drawn (their head and hands, stage space). The server sends
+/// each member's latest about every other frame (its presence tick); between two updates the
+/// drawing moves from where it was toward the newest over [`PLAYOUT_FRAMES`], so others move
+/// at the display's rate, one tick behind, instead of in steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Other {
     /// Head pose, when tracked.
     pub head: Option<Pose>,
     /// Left and right hand poses, when tracked.
     pub hands: [Option<Pose>; 2],
-    /// The frame ([`App::frame`] count) it arrived in.
+    /// The frame ([`App::frame`] count) the latest update arrived in.
     pub seen_frame: u64,
+    /// Head, left and right hand: where the drawing was when the latest update came, and
+    /// where that update put them.
+    from: [Option<Pose>; 3],
+    to: [Option<Pose>; 3],
+}
+
+/// Frames over which others' drawing moves to their latest update: the server's presence tick
+/// (22 ms) at 90 Hz.
+pub const PLAYOUT_FRAMES: u64 = 2;
+
+impl Other {
+    /// The parts as drawn: head, left hand, right hand.
+    const fn parts(&self) -> [Option<Pose>; 3] {
+        [self.head, self.hands[0], self.hands[1]]
+    }
+
+    /// An update: the drawing starts from where it is now (a part that appears or vanishes
+    /// does so at once).
+    fn update(previous: Option<&Self>, to: [Option<Pose>; 3], frame: u64) -> Self {
+        let from = previous.map_or(to, Self::parts);
+        let from = [0, 1, 2].map(|i| match (from[i], to[i]) {
+            (Some(f), Some(_)) => Some(f),
+            _ => to[i],
+        });
+        let mut other = Self {
+            head: from[0],
+            hands: [from[1], from[2]],
+            seen_frame: frame,
+            from,
+            to,
+        };
+        other.play(frame);
+        other
+    }
+
+    /// Moves the drawing to where it is at `frame`.
+    fn play(&mut self, frame: u64) {
+        let t = (frame.saturating_sub(self.seen_frame) as f32 / PLAYOUT_FRAMES as f32).min(1.0);
+        let at = [0, 1, 2].map(|i| match (self.from[i], self.to[i]) {
+            (Some(f), Some(to)) => Some(f.toward(&to, t)),
+            _ => self.to[i],
+        });
+        self.head = at[0];
+        self.hands = [at[1], at[2]];
+    }
 }
 
 /// Frames without an update after which another author's presence is no longer drawn: about
@@ -398,14 +446,13 @@ impl App {
             ServerMsg::Ack(a) => self.in_flight.acked(a.seq),
             ServerMsg::Presence(p) if Some(p.author) != self.conn.author() => {
                 let pose = |w: &Option<WirePose>| w.as_ref().map(pose_from_wire);
-                self.others.insert(
-                    p.author,
-                    Other {
-                        head: pose(&p.presence.head),
-                        hands: [pose(&p.presence.hands[0]), pose(&p.presence.hands[1])],
-                        seen_frame: self.frames,
-                    },
-                );
+                let to = [
+                    pose(&p.presence.head),
+                    pose(&p.presence.hands[0]),
+                    pose(&p.presence.hands[1]),
+                ];
+                let other = Other::update(self.others.get(&p.author), to, self.frames);
+                self.others.insert(p.author, other);
             }
             ServerMsg::Left(l) => {
                 self.others.remove(&l.author);
@@ -657,6 +704,9 @@ impl App {
         let now = self.frames;
         self.others
             .retain(|_, o| now.saturating_sub(o.seen_frame) <= PRESENCE_TTL_FRAMES);
+        for other in self.others.values_mut() {
+            other.play(now);
+        }
         // Others' previews end when their commit lands, or when they go quiet.
         self.conn.tick(now.saturating_mul(1000) / NOMINAL_FRAME_HZ);
         let live = self.conn.live();
@@ -1377,6 +1427,58 @@ mod tests {
                 cursor: None,
             },
         })
+    }
+
+    /// Updates come about every other frame (the server's presence tick): the drawing moves
+    /// from where it was to the newest over two frames, not in one step.
+    #[test]
+    fn others_move_from_one_update_to_the_next_at_the_display_rate() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let input = FrameInput {
+            stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
+            hands: [None, None],
+        };
+        let head = Pose::looking(Vec3::new(1.0, 1.6, -2.0), 0.0, 0.0);
+        let right = Pose::looking(Vec3::new(1.25, 1.1, -1.8), 0.0, 0.0);
+        app.receive(&presence_of(7, &head, &right));
+        app.frame(&input);
+        let drawn = |app: &App| {
+            app.others()[&AuthorId(7)]
+                .head
+                .unwrap_or_else(|| unreachable!("a head was sent"))
+        };
+        assert!((drawn(&app).position - head.position).length() < 1e-3);
+
+        let moved = Pose::looking(Vec3::new(1.2, 1.6, -2.0), 0.4, 0.0);
+        app.receive(&presence_of(7, &moved, &right));
+        assert!(
+            (drawn(&app).position - head.position).length() < 1e-3,
+            "it starts from where it was drawn"
+        );
+        app.frame(&input);
+        let half = drawn(&app);
+        assert!(
+            (half.position - Vec3::new(1.1, 1.6, -2.0)).length() < 2e-3,
+            "{:?}",
+            half.position
+        );
+        let (from_start, to_end) = (
+            half.orientation.angle_between(head.orientation),
+            half.orientation.angle_between(moved.orientation),
+        );
+        assert!((from_start - 0.2).abs() < 0.01 && (to_end - 0.2).abs() < 0.01);
+        app.frame(&input);
+        assert!((drawn(&app).position - moved.position).length() < 1e-3);
+        assert!(drawn(&app).orientation.angle_between(moved.orientation) < 1e-3);
+        app.frame(&input);
+        assert!(
+            (drawn(&app).position - moved.position).length() < 1e-3,
+            "and stays"
+        );
+        // The hand that was there all along did not move.
+        let hand = app.others()[&AuthorId(7)].hands[1]
+            .unwrap_or_else(|| unreachable!("a right hand was sent"));
+        assert!((hand.position - right.position).length() < 1e-3);
     }
 
     #[test]

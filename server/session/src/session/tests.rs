@@ -2709,7 +2709,7 @@ fn a_waiting_update_is_replaced_by_its_authors_next_and_a_drag_end_always_goes()
     h.join(c3, &Ed25519Signer::from_seed([3; 32]), Role::Editor);
     h.send(c3, &ClientMsg::Codecs(Codecs::readable()));
     let cube = EntityId::new(a, 1);
-    let mut tick = |h: &mut Harness| -> Vec<(AuthorId, u16)> {
+    let tick = |h: &mut Harness| -> Vec<(AuthorId, u16)> {
         h.now = h.session.poll_timeout().unwrap();
         let out = h.input(Input::Tick);
         let packs = packs_to(&out, c3);
