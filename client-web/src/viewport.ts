@@ -62,6 +62,45 @@ export interface EditLit {
   dots: boolean;
 }
 
+/**
+ * How long another member's marker takes to move to their latest update: the server's presence
+ * tick (22 ms, about 45 updates a second of each member), so markers move at the display's rate,
+ * one tick behind, instead of in steps.
+ */
+const PLAYOUT_MS = 22;
+
+/** A marker part on its way from where it was drawn to its latest update. */
+interface Ease {
+  fromPosition: THREE.Vector3;
+  toPosition: THREE.Vector3;
+  fromRotation: THREE.Quaternion;
+  toRotation: THREE.Quaternion | null;
+  since: number;
+}
+
+/** Starts `part` toward a new pose; one that was hidden appears there at once. */
+function moveMarker(
+  part: THREE.Object3D,
+  position: THREE.Vector3,
+  rotation: THREE.Quaternion | null,
+  now: number,
+): void {
+  if (!part.visible) {
+    part.position.copy(position);
+    if (rotation) part.quaternion.copy(rotation);
+    delete part.userData.ease;
+    return;
+  }
+  const ease: Ease = {
+    fromPosition: part.position.clone(),
+    toPosition: position,
+    fromRotation: part.quaternion.clone(),
+    toRotation: rotation,
+    since: now,
+  };
+  part.userData.ease = ease;
+}
+
 export class Viewport {
   renderer!: THREE.WebGPURenderer;
   /** Multisampling, off on software adapters (SwiftShader) where it costs more than it shows. */
@@ -215,6 +254,8 @@ export class Viewport {
         this.adapt();
       }
       this.lastFrame = t;
+      // Others' markers still on their way to their latest update: another frame after this.
+      if (this.easeMarkers(performance.now())) this.dirty = true;
       this.renderer.render(this.scene, this.camera);
       this.framesRendered += 1;
     });
@@ -470,18 +511,22 @@ export class Viewport {
         camHolder.name = 'head';
         camHolder.add(cam);
         g.add(dot, camHolder);
+        // Hidden until placed: a new marker appears where its first update says, not eased in.
+        dot.visible = false;
+        camHolder.visible = false;
         this.markers.set(p.author, g);
         this.scene.add(g);
       }
+      const now = performance.now();
       const dot = g.getObjectByName('cursor')!;
+      if (p.cursor) moveMarker(dot, new THREE.Vector3(...p.cursor), null, now);
       dot.visible = p.cursor !== null;
-      if (p.cursor) dot.position.set(...p.cursor);
       const head = g.getObjectByName('head')!;
-      head.visible = p.head !== null;
       if (p.head) {
-        head.position.set(...p.head.position);
-        head.quaternion.set(...p.head.rotation);
+        const rotation = new THREE.Quaternion(...p.head.rotation);
+        moveMarker(head, new THREE.Vector3(...p.head.position), rotation, now);
       }
+      head.visible = p.head !== null;
     }
     for (const [author, g] of this.markers) {
       if (!seen.has(author)) {
@@ -489,6 +534,23 @@ export class Viewport {
         this.markers.delete(author);
       }
     }
+  }
+
+  /** Moves others' markers along toward their latest update; whether any is still on its way. */
+  private easeMarkers(now: number): boolean {
+    let moving = false;
+    for (const g of this.markers.values()) {
+      for (const part of g.children) {
+        const e = part.userData.ease as Ease | undefined;
+        if (!e) continue;
+        const k = Math.min(1, (now - e.since) / PLAYOUT_MS);
+        part.position.lerpVectors(e.fromPosition, e.toPosition, k);
+        if (e.toRotation) part.quaternion.slerpQuaternions(e.fromRotation, e.toRotation, k);
+        if (k < 1) moving = true;
+        else delete part.userData.ease;
+      }
+    }
+    return moving;
   }
 
   /** A scene point in page (CSS pixel) coordinates. */
