@@ -384,7 +384,7 @@ pub type Change<T> = (Option<T>, Option<T>);
 /// The canonical entries of one mesh that an edit changed, each with its value before and
 /// after (`None`: absent). Element ids included: putting back one side restores exactly those
 /// elements, ids and values ([`EditMesh::apply_change`]).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeshChange {
     /// Vertex positions.
     pub verts: BTreeMap<VertexKey, Change<Vec3>>,

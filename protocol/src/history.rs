@@ -115,7 +115,7 @@ impl Props {
 }
 
 /// What a step did to one entity.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EntityChange {
     /// The entity came or went: its whole state before and after (`None`: absent). The other
     /// fields are empty then.
@@ -339,7 +339,7 @@ fn settle_form(
 }
 
 /// One step of one author.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     /// The id of its first entry (its [`Command::Step`] when it had one): how undo names it.
     pub id: CommandId,
@@ -415,7 +415,7 @@ impl Step {
 }
 
 /// A step being filled by the entries a [`Command::Step`] announced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Open {
     id: CommandId,
     label: String,
@@ -425,7 +425,7 @@ struct Open {
 }
 
 /// Every author's steps, oldest first (see the module docs).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// Each author's steps, oldest first (an author's own deque: recording and bounding a step
     /// never walks the others').
@@ -801,6 +801,14 @@ impl Scene {
     #[must_use]
     pub fn history(&self) -> Option<&History> {
         self.history.as_deref()
+    }
+
+    /// This scene keeps `history` as its undo history (a session restarting from a base that
+    /// carried it: undo of the steps made before the base goes on working).
+    #[must_use]
+    pub fn with_history_of(mut self, history: History) -> Self {
+        self.history = Some(Box::new(history));
+        self
     }
 
     /// Whether a command kind is recorded as (part of) an undo step.

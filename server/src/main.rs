@@ -236,30 +236,30 @@ fn verify_log(args: &VerifyArgs) -> Result<(), Error> {
     }
 }
 
-/// What `verify-log` says of a session that verifies: entries, checkpoints and the state hash
-/// (the log's when the replay held every entry; else the scene's, with why).
+/// What `verify-log` says of a session that verifies: entries (after the signed base, if the
+/// older history was rotated out), checkpoints, the scene's hash, and the log's state hash when
+/// the replay held every entry.
 fn verified_line(r: &store::log::SessionVerified) -> String {
+    let entries = if r.from > 0 {
+        format!(
+            "{} entries after the signed base at entry {}",
+            r.entries, r.from
+        )
+    } else {
+        format!("{} entries", r.entries)
+    };
+    let scene = hex::encode(r.scene_hash);
     match r.state_hash {
         Some(state) => format!(
-            "{} entries, {} checkpoints, scene {}, state {}",
-            r.entries,
+            "{entries}, {} checkpoints, scene {scene}, state {}",
             r.checkpoints,
-            hex::encode(r.scene_hash),
             hex::encode(state)
         ),
-        None if r.from > 0 => format!(
-            "{} entries after the signed base at entry {}, {} checkpoints, scene {}",
-            r.entries,
-            r.from,
-            r.checkpoints,
-            hex::encode(r.scene_hash)
-        ),
+        None if r.from > 0 => format!("{entries}, {} checkpoints, scene {scene}", r.checkpoints),
         None => format!(
-            "{} entries, {} checkpoints (more than the replay holds: --full-replay prints the \
-             log's state hash), scene {}",
-            r.entries,
-            r.checkpoints,
-            hex::encode(r.scene_hash)
+            "{entries}, {} checkpoints (more than the replay holds: --full-replay prints the \
+             log's state hash), scene {scene}",
+            r.checkpoints
         ),
     }
 }

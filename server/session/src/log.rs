@@ -500,12 +500,20 @@ impl CommandLog {
         n
     }
 
-    /// Lets go of every entry held and returns what remains: the base a session restarts from
-    /// once the entries so far are rotated out of its store ([`CommandLog::from_base`]).
-    /// Authority only (a replica's base is empty).
-    pub fn base(&mut self) -> LogBase {
-        self.let_go(0, &|_| false);
-        LogBase {
+    /// What a session restarts from once the entries so far are rotated out of its store
+    /// ([`CommandLog::from_base`]): what is kept of the entries let go, and the entries still
+    /// held, as signed and with their statuses. The held ones must come back as held: later
+    /// entries are resolved against them as they were in the log that went on (a restore does
+    /// not judge replayed entries against entries let go), so a restart from the base resolves
+    /// every later entry as a restart from the first entry does. Authority only.
+    #[must_use]
+    pub fn base(&self) -> (LogBase, Vec<(SignedEntry, Status)>) {
+        let held = self
+            .entries
+            .values()
+            .map(|e| (e.signed.clone(), e.status))
+            .collect();
+        let base = LogBase {
             clock: self.clock.now(),
             seen_lamport: self.seen_lamport,
             authors: self
@@ -527,13 +535,21 @@ impl CommandLog {
                 .iter()
                 .filter_map(|k| self.let_go.recent.get(k).map(|(id, d)| (k.0, k.1, *id, *d)))
                 .collect(),
-        }
+        };
+        (base, held)
     }
 
-    /// An authority's log that continues from `base` ([`CommandLog::base`]), verifying against
-    /// `keys`.
+    /// An authority's log that continues from `base` and the entries it held
+    /// ([`CommandLog::base`]), verifying against `keys`. The held entries are stored with the
+    /// statuses they had (this authority accepted and resolved them); one whose body does not
+    /// decode (impossible in a base this server signed) is left out.
     #[must_use]
-    pub fn from_base(session: SessionId, keys: KeyRing, base: &LogBase) -> Self {
+    pub fn from_base(
+        session: SessionId,
+        keys: KeyRing,
+        base: &LogBase,
+        held: &[(SignedEntry, Status)],
+    ) -> Self {
         let mut log = Self::new(Mode::Authority, session, keys);
         if let Some(before) = base.clock.checked_sub(1) {
             log.clock.observe(before);
@@ -564,6 +580,17 @@ impl CommandLog {
         for (author, seq, id, digest) in &base.recent {
             log.let_go.recent.insert((*author, *seq), (*id, *digest));
             log.let_go.recent_order.push_back((*author, *seq));
+        }
+        for (signed, status) in held {
+            if let Ok(body) = signed.decode_body() {
+                let scopes = body.command.scopes(body.author);
+                log.store(&scopes, signed.clone(), body, *status, &[]);
+            }
+        }
+        // Storing observed each held entry's time: the clock is the base's, exactly.
+        log.clock = LamportClock::new();
+        if let Some(before) = base.clock.checked_sub(1) {
+            log.clock.observe(before);
         }
         log
     }

@@ -551,8 +551,8 @@ impl StoredLamports {
 /// A session's state at a point of its log, with none of the entries up to it: where a store
 /// whose older history was rotated out into an archive restarts from ([`Restoring::base`],
 /// [`Session::restoring_from`]). Replaying the entries after it gives the session a restart
-/// that read the whole log would give, except that none of the entries it covers is held
-/// (conflicts with them are judged as with entries let go) and their undo steps are gone.
+/// that read the whole log would give: the entries the log still held at that point come with
+/// it, so later entries are resolved against them as before, and so does the undo history.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SessionBase {
     /// Entries covered: the first `position` entries in acceptance order.
@@ -565,6 +565,23 @@ pub struct SessionBase {
     pub roles_set: Vec<AuthorId>,
     /// Where the entries of each Lamport range are in the store (positions up to `position`
     /// are no longer there; later ones are).
+    stored: StoredLamports,
+    /// The entries the log still held, as signed, with their statuses: later entries are
+    /// resolved against them after a restart as they were before it. Last, so that a base
+    /// written without them (`SessionBaseV1`, the first bases) is told apart.
+    held: Vec<(SignedEntry, Status)>,
+    /// The scene's undo history: an undo after the base of a step made before it replays as
+    /// it was carried out (without it, the step would be unknown and the undo change nothing).
+    history: Option<meshwork_protocol::history::History>,
+}
+
+/// The first bases' layout (without the held entries): they still restart, as they did.
+#[derive(serde::Deserialize)]
+struct SessionBaseV1 {
+    position: u64,
+    scene: Scene,
+    log: crate::log::LogBase,
+    roles_set: Vec<AuthorId>,
     stored: StoredLamports,
 }
 
@@ -584,7 +601,22 @@ impl SessionBase {
     /// # Errors
     /// A sentence when the bytes are not a base.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        postcard::from_bytes(bytes).map_err(|e| format!("session base: {e}"))
+        match postcard::take_from_bytes::<Self>(bytes) {
+            Ok((base, [])) => Ok(base),
+            _ => match postcard::take_from_bytes::<SessionBaseV1>(bytes) {
+                Ok((v1, [])) => Ok(Self {
+                    position: v1.position,
+                    scene: v1.scene,
+                    log: v1.log,
+                    roles_set: v1.roles_set,
+                    stored: v1.stored,
+                    held: Vec::new(),
+                    history: None,
+                }),
+                Ok(_) => Err("session base: trailing bytes".into()),
+                Err(e) => Err(format!("session base: {e}")),
+            },
+        }
     }
 }
 
@@ -670,8 +702,11 @@ impl Restoring {
         }
         if let Some(base) = &self.base {
             let keys = std::mem::replace(s.log.keys_mut(), KeyRing::new());
-            s.log = CommandLog::from_base(config.session, keys, &base.log);
-            let mut scene = base.scene.clone().with_history();
+            s.log = CommandLog::from_base(config.session, keys, &base.log, &base.held);
+            let mut scene = match &base.history {
+                Some(history) => base.scene.clone().with_history_of(history.clone()),
+                None => base.scene.clone().with_history(),
+            };
             for (id, asset) in assets {
                 scene.provide_asset(*id, asset.clone());
             }
@@ -690,8 +725,9 @@ impl Restoring {
         self.session.durable_entries
     }
 
-    /// The session's state after the entries pushed so far, every one of them let go: the
-    /// base a store restarts from once they are rotated out ([`Session::restoring_from`]).
+    /// The session's state after the entries pushed so far, with the entries its log still
+    /// holds: the base a store restarts from once they are rotated out
+    /// ([`Session::restoring_from`]).
     ///
     /// # Errors
     /// [`RestoreError`] when a snapshot was pending and replaying from the start fails.
@@ -699,13 +735,17 @@ impl Restoring {
         if self.snapshot.is_some() {
             self.reject_snapshot(None)?;
         }
-        let mut session = self.session;
+        let session = self.session;
+        let (log, held) = session.log.base();
+        let history = session.scene.history().cloned();
         Ok(SessionBase {
             position: session.durable_entries,
-            log: session.log.base(),
+            log,
             scene: session.scene,
             roles_set: session.roles_set.into_iter().collect(),
             stored: session.stored,
+            held,
+            history,
         })
     }
 
