@@ -250,10 +250,9 @@ pub struct App {
     remote_meshes: BTreeMap<EntityId, (u64, Rc<MeshData>)>,
 }
 
-/// Another author's presence as drawn (their head and hands, stage space). The server sends
-/// each member's latest about every other frame (its presence tick); between two updates the
-/// drawing moves from where it was toward the newest over [`PLAYOUT_FRAMES`], so others move
-/// at the display's rate, one tick behind, instead of in steps.
+/// Another author's presence as drawn (their head and hands, stage space): between two updates
+/// the drawing moves from where it was to the newest by the protocol's rule
+/// ([`meshwork_protocol::presence::playout`]), the frame count as its clock.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Other {
     /// Head pose, when tracked.
@@ -267,10 +266,6 @@ pub struct Other {
     from: [Option<Pose>; 3],
     to: [Option<Pose>; 3],
 }
-
-/// Frames over which others' drawing moves to their latest update: the server's presence tick
-/// (22 ms) at 90 Hz.
-pub const PLAYOUT_FRAMES: u64 = 2;
 
 impl Other {
     /// The parts as drawn: head, left hand, right hand.
@@ -299,9 +294,20 @@ impl Other {
 
     /// Moves the drawing to where it is at `frame`.
     fn play(&mut self, frame: u64) {
-        let t = (frame.saturating_sub(self.seen_frame) as f32 / PLAYOUT_FRAMES as f32).min(1.0);
+        let elapsed_ms =
+            frame.saturating_sub(self.seen_frame).saturating_mul(1000) / NOMINAL_FRAME_HZ;
         let at = [0, 1, 2].map(|i| match (self.from[i], self.to[i]) {
-            (Some(f), Some(to)) => Some(f.toward(&to, t)),
+            (Some(f), Some(to)) => {
+                let (position, orientation) = meshwork_protocol::presence::playout(
+                    (f.position, f.orientation),
+                    (to.position, to.orientation),
+                    elapsed_ms,
+                );
+                Some(Pose {
+                    position,
+                    orientation,
+                })
+            }
             _ => self.to[i],
         });
         self.head = at[0];
@@ -1430,7 +1436,7 @@ mod tests {
     }
 
     /// Updates come about every other frame (the server's presence tick): the drawing moves
-    /// from where it was to the newest over two frames, not in one step.
+    /// from where it was to the newest over two frames (22 ms at 90 Hz), not in one step.
     #[test]
     fn others_move_from_one_update_to_the_next_at_the_display_rate() {
         let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);

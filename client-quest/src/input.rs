@@ -42,16 +42,6 @@ impl Pose {
         Mat4::from_rotation_translation(self.orientation, self.position)
     }
 
-    /// The pose `t` of the way from `self` to `to` (0: `self`, 1: `to`): positions linearly,
-    /// orientations along the shorter arc.
-    #[must_use]
-    pub fn toward(&self, to: &Self, t: f32) -> Self {
-        Self {
-            position: self.position.lerp(to.position, t),
-            orientation: self.orientation.slerp(to.orientation, t).normalize(),
-        }
-    }
-
     /// The frame's forward direction (−Z, OpenXR's convention) in the parent frame.
     #[must_use]
     pub fn forward(&self) -> Vec3 {

@@ -7,6 +7,7 @@ import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { TransformControls } from 'three/addons/controls/TransformControls.js';
 import type { EntityView, Person, SceneView, Tool, Transform, Vec3 } from './state';
 import { authorColor } from './state';
+import { playout, playout_ms } from '../pkg/meshwork_wasm.js';
 
 export interface MeshSource {
   positions(id: number): Float32Array;
@@ -63,18 +64,12 @@ export interface EditLit {
 }
 
 /**
- * How long another member's marker takes to move to their latest update: the server's presence
- * tick (22 ms, about 45 updates a second of each member), so markers move at the display's rate,
- * one tick behind, instead of in steps.
+ * A marker part on its way from where it was drawn to its latest update, by the protocol's rule
+ * (`playout`, the headset's too): `[x, y, z, qx, qy, qz, qw]` before and after, and when.
  */
-const PLAYOUT_MS = 22;
-
-/** A marker part on its way from where it was drawn to its latest update. */
 interface Ease {
-  fromPosition: THREE.Vector3;
-  toPosition: THREE.Vector3;
-  fromRotation: THREE.Quaternion;
-  toRotation: THREE.Quaternion | null;
+  from: Float32Array;
+  to: Float32Array;
   since: number;
 }
 
@@ -91,11 +86,10 @@ function moveMarker(
     delete part.userData.ease;
     return;
   }
+  const q = rotation ?? part.quaternion;
   const ease: Ease = {
-    fromPosition: part.position.clone(),
-    toPosition: position,
-    fromRotation: part.quaternion.clone(),
-    toRotation: rotation,
+    from: Float32Array.of(...part.position.toArray(), ...part.quaternion.toArray()),
+    to: Float32Array.of(...position.toArray(), q.x, q.y, q.z, q.w),
     since: now,
   };
   part.userData.ease = ease;
@@ -543,10 +537,11 @@ export class Viewport {
       for (const part of g.children) {
         const e = part.userData.ease as Ease | undefined;
         if (!e) continue;
-        const k = Math.min(1, (now - e.since) / PLAYOUT_MS);
-        part.position.lerpVectors(e.fromPosition, e.toPosition, k);
-        if (e.toRotation) part.quaternion.slerpQuaternions(e.fromRotation, e.toRotation, k);
-        if (k < 1) moving = true;
+        const elapsed = now - e.since;
+        const at = playout(e.from, e.to, elapsed);
+        part.position.set(at[0], at[1], at[2]);
+        part.quaternion.set(at[3], at[4], at[5], at[6]);
+        if (elapsed < playout_ms()) moving = true;
         else delete part.userData.ease;
       }
     }

@@ -1104,6 +1104,38 @@ pub fn clean_display_name(typed: &str) -> String {
     meshwork_protocol::command::clean_display_name(typed)
 }
 
+/// Where another member's drawn part is `elapsed_ms` after an update that found it drawn at
+/// `from` and put it at `to` (each `[x, y, z, qx, qy, qz, qw]`): the protocol's rule
+/// (`meshwork_protocol::presence::playout`), the same the headset draws by.
+#[wasm_bindgen]
+#[must_use]
+pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64) -> Vec<f32> {
+    let pose = |v: &[f32]| {
+        let at = |i: usize, or: f32| v.get(i).copied().unwrap_or(or);
+        (
+            glam::Vec3::new(at(0, 0.0), at(1, 0.0), at(2, 0.0)),
+            glam::Quat::from_xyzw(at(3, 0.0), at(4, 0.0), at(5, 0.0), at(6, 1.0)),
+        )
+    };
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a clamped, non-negative count of milliseconds"
+    )]
+    let elapsed = elapsed_ms.clamp(0.0, 1e9) as u64;
+    let (p, q) = meshwork_protocol::presence::playout(pose(from), pose(to), elapsed);
+    vec![p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+}
+
+/// How long a drawn part takes to reach its update, in milliseconds.
+#[wasm_bindgen]
+#[must_use]
+pub fn playout_ms() -> f64 {
+    #[allow(clippy::cast_precision_loss, reason = "a few tens of milliseconds")]
+    let ms = meshwork_protocol::presence::PLAYOUT_MS as f64;
+    ms
+}
+
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
 /// page needs it to choose the WebRTC / WebSocket endpoint before joining.
 #[wasm_bindgen]

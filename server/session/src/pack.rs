@@ -25,9 +25,25 @@ const LEVEL: i32 = 3;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Supersedes {
     pub author: meshwork_protocol::AuthorId,
-    pub kind: u8,
+    pub parts: Parts,
+}
+
+/// The parts an update carries (see [`Supersedes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Parts {
+    pub kind: Kind,
+    /// Whether it carries the author's figure.
     pub figure: bool,
+    /// The entities it drags.
     pub moving: Vec<meshwork_protocol::EntityId>,
+}
+
+/// The message an update came as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Presence,
+    Preview,
+    Motion,
 }
 
 /// One gathered message: the relayed frame (header included) and what it supersedes.
@@ -50,11 +66,17 @@ impl Item {
     }
 }
 
-/// Per client: its dictionary, the messages gathered in order, and their packed size bound.
+/// Per client: its dictionary and the messages gathered, in order.
 struct Pending {
     dictionary: u32,
     items: Vec<Item>,
-    bytes: usize,
+}
+
+impl Pending {
+    /// A bound on the pack's uncompressed size.
+    fn bytes(&self) -> usize {
+        self.items.iter().map(Item::packed_len).sum()
+    }
 }
 
 /// What each packing client is owed, and the compressor.
@@ -136,19 +158,16 @@ impl Packs {
                 .iter()
                 .position(|i| i.key.as_ref() == Some(key))
         {
-            let old = pending.items.remove(at);
-            pending.bytes = pending.bytes.saturating_sub(old.packed_len());
+            pending.items.remove(at);
         }
         let full = self.pending.get(&client).is_some_and(|p| {
-            !p.items.is_empty() && p.bytes.saturating_add(item.packed_len()) > MAX_PACK_INPUT
+            !p.items.is_empty() && p.bytes().saturating_add(item.packed_len()) > MAX_PACK_INPUT
         });
         let out = if full { self.take(client) } else { None };
         let pending = self.pending.entry(client).or_insert_with(|| Pending {
             dictionary,
             items: Vec::new(),
-            bytes: 0,
         });
-        pending.bytes = pending.bytes.saturating_add(item.packed_len());
         pending.items.push(item);
         self.due.get_or_insert(now_ms.saturating_add(delay_ms));
         out
@@ -177,7 +196,7 @@ impl Packs {
 
     /// Compresses when the client reads the dictionary and it makes the pack smaller.
     fn pack(&mut self, client: ClientId, pending: &Pending) -> Ready {
-        let mut raw = Vec::with_capacity(pending.bytes);
+        let mut raw = Vec::with_capacity(pending.bytes());
         for item in &pending.items {
             packed::push_message(&mut raw, item.payload());
         }

@@ -12,6 +12,7 @@
 //! 5. on [`Input::PersistAck`]: [`wire::Ack`] to the author and one shared [`wire::Entries`] frame
 //!    to every joined client. Nothing is acknowledged or shown to anyone before it is durable.
 
+use crate::pack::{Kind, Parts};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ pub const DEFAULT_LOG_WINDOW: usize = 32_768;
 /// ([`Config::presence_pack_ms`]): two frames of a 90 Hz headset, so each member's next update
 /// replaces the one before it in the pack (about 45 updates a second reach each member), with
 /// at most this much added latency.
-pub const DEFAULT_PRESENCE_PACK_MS: u64 = 22;
+pub const DEFAULT_PRESENCE_PACK_MS: u64 = meshwork_protocol::presence::PLAYOUT_MS;
 
 /// Session settings.
 #[derive(Clone, Debug)]
@@ -457,6 +458,22 @@ pub struct SessionSnapshot {
     pub authors: Vec<AuthorRecord>,
     /// Entries whose status is not `Applied`.
     pub non_applied: Vec<(meshwork_protocol::CommandId, Status)>,
+}
+
+impl SessionSnapshot {
+    /// Whether a restore that replays to position `upto` of a log whose head is at `head`,
+    /// holding `window` entries, should start from this snapshot. It saves resolving the
+    /// entries it covers, but [`Restoring`] holds them all until its digest checks out: one
+    /// covering more than the window (taken by an older build, or with a larger window), or far
+    /// behind the head (the log let go of entries since, so no newer one was taken), is not
+    /// used: the entries are replayed instead.
+    #[must_use]
+    pub fn usable(&self, window: usize, head: u64, upto: u64) -> bool {
+        let window = u64::try_from(window).unwrap_or(u64::MAX);
+        self.position <= upto
+            && self.position <= window.saturating_add(window / 8)
+            && head.min(upto).saturating_sub(self.position) <= window
+    }
 }
 
 /// A store that does not rebuild into a consistent session.
@@ -993,17 +1010,6 @@ struct Client {
     packs: Option<u32>,
     /// The region it wants the presence lane of (`None`: everywhere).
     interest: Option<meshwork_protocol::interest::Region>,
-}
-
-/// What a relayed update carries, for dropping an earlier one of its author still waiting in a
-/// receiver's pack (`crate::pack::Supersedes`).
-struct Parts {
-    /// The message kind (presence, preview, motion).
-    kind: u8,
-    /// Whether it carries the author's figure.
-    figure: bool,
-    /// The entities it drags.
-    moving: Vec<meshwork_protocol::EntityId>,
 }
 
 /// The place of a relayed message from its points: everywhere when it has none.
@@ -2204,7 +2210,7 @@ impl Session {
         ];
         let place = place_of(points.iter().flatten().map(|p| p.position_mm));
         let parts = Some(Parts {
-            kind: 1,
+            kind: Kind::Presence,
             figure: true,
             moving: Vec::new(),
         });
@@ -2229,7 +2235,7 @@ impl Session {
         let place = place_of(preview.transform.map(|t| t.pose.position_mm));
         // A preview's end always goes; a move is superseded by the next of the same entity.
         let parts = preview.transform.map(|_| Parts {
-            kind: 2,
+            kind: Kind::Preview,
             figure: false,
             moving: vec![preview.entity],
         });
@@ -2282,7 +2288,7 @@ impl Session {
         };
         let figure_only = content.figure.is_some() && !drags;
         let parts = content.ended.is_empty().then(|| Parts {
-            kind: 3,
+            kind: Kind::Motion,
             figure: content.figure.is_some(),
             moving: content.moving.iter().map(|(e, _)| *e).collect(),
         });
@@ -2436,12 +2442,7 @@ impl Session {
         let msg = message(author);
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
-        let key = parts.map(|p| crate::pack::Supersedes {
-            author,
-            kind: p.kind,
-            figure: p.figure,
-            moving: p.moving,
-        });
+        let key = parts.map(|parts| crate::pack::Supersedes { author, parts });
         for other in self.joined_except(client) {
             let Some(region) = self.clients.get(&other).map(|c| c.interest) else {
                 continue;

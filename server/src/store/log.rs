@@ -357,7 +357,8 @@ pub fn load_meta(store: &dyn Store, session: SessionId) -> Result<Loaded, StoreE
 /// order ([`scan_entries`], then [`meshwork_session::Restoring::push`]): from its signed base
 /// when its older history was rotated into an archive (the scan starts after it, at
 /// `loaded.start`), else from its newest snapshot where `snapshot_upto` allows one (a snapshot
-/// at or before that position, and usable in `config.log_window`: see [`usable_snapshot`]),
+/// at or before that position, and usable in `config.log_window`:
+/// [`SessionSnapshot::usable`]),
 /// else from the first entry. Every replay of a stored session starts here: the server's
 /// restart, a rotation, `verify-log` and an export.
 #[must_use]
@@ -378,7 +379,13 @@ pub fn start_replay(
             base.state,
         );
     }
-    let snapshot = snapshot_upto.and_then(|upto| usable_snapshot(loaded, config.log_window, upto));
+    let head = loaded.record.as_ref().map_or(0, |r| r.head_position);
+    let snapshot = snapshot_upto.and_then(|upto| {
+        loaded
+            .snapshot
+            .as_ref()
+            .filter(|s| s.usable(config.log_window, head, upto))
+    });
     Session::restoring(
         config,
         seed,
@@ -387,26 +394,6 @@ pub fn start_replay(
         &loaded.assets,
         snapshot,
     )
-}
-
-/// The stored snapshot, if a replay to `upto` with `window` entries in memory should start from
-/// it. A snapshot saves resolving the entries it covers, but holds them all until its digest
-/// checks out: one covering more than the window (taken by an older build, or with a larger
-/// window), or far behind the head (the log let go of entries since, so no newer one was
-/// taken), is not used: the entries are replayed instead.
-#[must_use]
-pub fn usable_snapshot(loaded: &Loaded, window: usize, upto: u64) -> Option<&SessionSnapshot> {
-    let head = loaded
-        .record
-        .as_ref()
-        .map_or(0, |r| r.head_position)
-        .min(upto);
-    let window = u64::try_from(window).unwrap_or(u64::MAX);
-    loaded.snapshot.as_ref().filter(|s| {
-        s.position <= upto
-            && s.position <= window.saturating_add(window / 8)
-            && head.saturating_sub(s.position) <= window
-    })
 }
 
 /// Reads the session's entries in position order, checking every link of the hash chain, and

@@ -705,6 +705,34 @@ fn a_session_restores_from_its_store_with_and_without_a_snapshot() {
 /// One editor's 100 entries (moves and renames of one entity), each persisted and
 /// acknowledged; `each` runs after every one.
 fn hundred_entries(window: usize, each: &dyn Fn(&Harness, u64)) -> (Harness, FakeStore, AuthorId) {
+    stored_session(
+        window,
+        |a1| {
+            (1..=100u64)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        Command::SetName {
+                            entity: EntityId::new(a1, 1),
+                            name: format!("n{i}"),
+                        }
+                    } else {
+                        mv(a1)
+                    }
+                })
+                .collect()
+        },
+        each,
+    )
+}
+
+/// One editor's session holding `window` entries: the commands `make` gives for its author,
+/// each submitted alone (sequence and Lamport time 1, 2, …), persisted and acknowledged, the
+/// store keeping what was persisted; `each` runs after every one.
+fn stored_session(
+    window: usize,
+    make: impl FnOnce(AuthorId) -> Vec<Command>,
+    each: &dyn Fn(&Harness, u64),
+) -> (Harness, FakeStore, AuthorId) {
     let mut h = Harness::new();
     h.session.config.log_window = window;
     h.session.config.rate_per_s = 1000;
@@ -716,15 +744,7 @@ fn hundred_entries(window: usize, each: &dyn Fn(&Harness, u64)) -> (Harness, Fak
     let out = h.input(Input::PersistAck { batch: BatchId(0) });
     store.absorb(&mut h, out);
     store.authors = h.session.authors();
-    for i in 1..=100u64 {
-        let command = if i % 3 == 0 {
-            Command::SetName {
-                entity: EntityId::new(a1, 1),
-                name: format!("n{i}"),
-            }
-        } else {
-            mv(a1)
-        };
+    for (i, command) in (1u64..).zip(make(a1)) {
         let out = h.send(
             C1,
             &ClientMsg::Submit(Submit {
@@ -834,6 +854,24 @@ fn a_session_restarts_from_a_base_as_from_the_entries_it_covers() {
     );
 }
 
+#[test]
+fn a_snapshot_is_used_only_within_the_window_and_near_the_head() {
+    let s = SessionSnapshot {
+        position: 100,
+        digest: [0; 32],
+        authors: vec![],
+        non_applied: vec![],
+    };
+    assert!(s.usable(100, 150, u64::MAX));
+    assert!(
+        !s.usable(64, 100, u64::MAX),
+        "covers more than the window and an eighth"
+    );
+    assert!(!s.usable(100, 201, u64::MAX), "far behind the head");
+    assert!(s.usable(100, 10_000, 150), "near the position replayed to");
+    assert!(!s.usable(100, 150, 99), "past the position replayed to");
+}
+
 /// A base carries what later entries are resolved and carried out against: the entries its
 /// log still held and the undo history. An undo after the base of a step made before it
 /// replays as the live session carried it out (found by the `session` fuzz target: a restart
@@ -841,50 +879,34 @@ fn a_session_restarts_from_a_base_as_from_the_entries_it_covers() {
 #[test]
 fn an_undo_after_a_base_of_a_step_made_before_it_replays_as_it_was_carried_out() {
     use meshwork_protocol::{CommandId, Primitive, Transform};
-    let mut h = Harness::new();
-    h.session.config.log_window = 4;
-    h.session.config.rate_per_s = 1000;
-    h.session.config.burst = 1000;
-    let mut store = FakeStore::default();
-    let s1 = Ed25519Signer::from_seed([1; 32]);
-    h.input(Input::Connected { client: C1 });
-    let a1 = h.join(C1, &s1, Role::Editor);
-    let out = h.input(Input::PersistAck { batch: BatchId(0) });
-    store.absorb(&mut h, out);
-    store.authors = h.session.authors();
-    let (a, b) = (EntityId::new(a1, 1), EntityId::new(a1, 2));
-    let spawn = |entity| Command::Spawn {
-        entity,
-        primitive: Primitive::Cube,
-        transform: Transform::IDENTITY,
-    };
-    let mut commands = vec![spawn(a), spawn(b)];
-    for i in 3..=10 {
+    let commands = |a1| {
+        let a = EntityId::new(a1, 1);
+        let spawn = |entity| Command::Spawn {
+            entity,
+            primitive: Primitive::Cube,
+            transform: Transform::IDENTITY,
+        };
+        let mut commands = vec![spawn(a), spawn(EntityId::new(a1, 2))];
+        for i in 3..=10 {
+            commands.push(Command::SetName {
+                entity: a,
+                name: format!("n{i}"),
+            });
+        }
+        commands.push(Command::Undo {
+            step: Some(CommandId {
+                lamport: 2,
+                author: a1,
+            }),
+        });
         commands.push(Command::SetName {
             entity: a,
-            name: format!("n{i}"),
+            name: "last".into(),
         });
-    }
-    commands.push(Command::Undo {
-        step: Some(CommandId {
-            lamport: 2,
-            author: a1,
-        }),
-    });
-    commands.push(Command::SetName {
-        entity: a,
-        name: "last".into(),
-    });
-    for (i, command) in commands.into_iter().enumerate() {
-        let n = i as u64 + 1;
-        let out = h.send(
-            C1,
-            &ClientMsg::Submit(Submit {
-                entries: vec![entry(&s1, a1, n, n, command)],
-            }),
-        );
-        store.absorb(&mut h, out);
-    }
+        commands
+    };
+    let (h, store, a1) = stored_session(4, commands, &|_, _| {});
+    let b = EntityId::new(a1, 2);
     assert_eq!(h.session.durable_entries(), 12);
     assert!(
         !h.session.scene().entities.contains_key(&b),
