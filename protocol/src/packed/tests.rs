@@ -129,3 +129,55 @@ fn the_dictionary_loads() {
     assert!(Unpacker::new().presence_v1.is_some());
     assert_eq!(Codecs::readable().dictionaries, vec![PRESENCE_V1, RAW]);
 }
+
+/// A bomb that does not say its size up front (a frame without its content size and with a
+/// window no larger than a pack may take, so the header check passes): the decoder stops at the limit while inflating, whatever the size.
+fn streamed(raw: &[u8]) -> Vec<u8> {
+    let mut c = zstd::bulk::Compressor::with_dictionary(19, PRESENCE_V1_DICTIONARY).unwrap();
+    for p in [
+        zstd::zstd_safe::CParameter::DictIdFlag(false),
+        zstd::zstd_safe::CParameter::ChecksumFlag(false),
+        zstd::zstd_safe::CParameter::ContentSizeFlag(false),
+        zstd::zstd_safe::CParameter::WindowLog(14),
+    ] {
+        c.set_parameter(p).unwrap();
+    }
+    c.compress(raw).unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_bomb_of_any_size_without_a_declared_size_is_refused_while_inflating(
+        len in (MAX_UNPACKED_BYTES + 1)..crate::codec::MAX_FRAME_BYTES,
+        byte in proptest::prelude::any::<u8>(),
+    ) {
+        let bytes = streamed(&vec![byte; len]);
+        proptest::prop_assert!(bytes.len() <= MAX_PACK_INPUT, "{} B compressed", bytes.len());
+        let mut u = Unpacker::new();
+        proptest::prop_assert_eq!(
+            u.unpack(&Packed { dictionary: PRESENCE_V1, bytes }),
+            Err(PackError::TooLarge)
+        );
+        // At the limit the same kind of frame is read (the refusal is the size, not the form).
+        let raw = raw_of(&messages());
+        let fits = streamed(&raw);
+        proptest::prop_assert_eq!(
+            u.unpack(&Packed { dictionary: PRESENCE_V1, bytes: fits }).unwrap(),
+            messages()
+        );
+    }
+
+    #[test]
+    fn any_bytes_unpack_or_are_refused_without_a_panic(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..MAX_PACK_INPUT),
+        dictionary in 0u32..3,
+    ) {
+        let mut u = Unpacker::new();
+        if let Ok(msgs) = u.unpack(&Packed { dictionary, bytes }) {
+            let raw = raw_of(&msgs);
+            proptest::prop_assert!(raw.len() <= MAX_UNPACKED_BYTES + 16 * msgs.len());
+        }
+    }
+}
