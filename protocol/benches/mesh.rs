@@ -390,9 +390,9 @@ fn bytes(c: &mut Criterion) {
     let body = EntryBody {
         domain: Domain::Entry,
         version: PROTOCOL_VERSION,
-        session: SessionId([7; 16]),
+        session: Some(SessionId([7; 16])),
         author: AUTHOR,
-        key_id: signer.public_key().key_id(),
+        key_id: Some(signer.public_key().key_id()),
         seq: 1000,
         lamport: 5000,
         seen_lamport: 4999,

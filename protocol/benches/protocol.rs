@@ -25,9 +25,9 @@ fn body(s: &Ed25519Signer, seq: u64) -> EntryBody {
     EntryBody {
         domain: Domain::Entry,
         version: PROTOCOL_VERSION,
-        session: SESSION,
+        session: Some(SESSION),
         author: AuthorId(1),
-        key_id: s.public_key().key_id(),
+        key_id: Some(s.public_key().key_id()),
         seq,
         lamport: seq + 1,
         seen_lamport: seq,
@@ -88,7 +88,10 @@ fn signatures(c: &mut Criterion) {
     });
     let one = SignedEntry::sign(&b1, &s).unwrap();
     g.bench_function("verify_entry", |b| {
-        b.iter(|| ring.verify(&black_box(&one).signed_item(&b1)).unwrap());
+        b.iter(|| {
+            ring.verify(&black_box(&one).signed_item(&b1, SESSION))
+                .unwrap()
+        });
     });
     for n in [64u64, 256] {
         let es = entries(&s, n);
@@ -99,7 +102,7 @@ fn signatures(c: &mut Criterion) {
                 || {
                     es.iter()
                         .zip(&bodies)
-                        .map(|(e, b)| e.signed_item(b))
+                        .map(|(e, b)| e.signed_item(b, SESSION))
                         .collect::<Vec<SignedItem<'_>>>()
                 },
                 |items| {

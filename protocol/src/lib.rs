@@ -30,7 +30,8 @@ pub mod sign;
 pub mod wire;
 
 /// The hard protocol version. A peer speaking another version is refused in the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 entries bind their session and key into the signature ([`sign::EntryBody`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 pub use codec::{FrameError, FrameReader, MAX_FRAME_BYTES, decode_frame, encode_frame, to_frame};
 pub use command::{Command, Material, PayloadError, Primitive, Transform};

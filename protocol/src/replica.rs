@@ -356,15 +356,17 @@ impl Replica {
             // The server checked every entry it sends; one that does not decode means the
             // stream was damaged, so the replica cannot continue from it.
             let body = e.decode_body().map_err(|_| ResyncReason::Undecodable)?;
-            if Some(body.session) != self.trust.session {
+            // A self-describing entry carries its session; a bound one's signature binds it.
+            if body.session.is_some_and(|s| Some(s) != self.trust.session) {
                 return Err(ResyncReason::WrongSession);
             }
             bodies.push(body);
         }
+        let session = self.trust.session.ok_or(ResyncReason::WrongSession)?;
         let items: Vec<_> = entries
             .iter()
             .zip(&bodies)
-            .map(|(e, b)| e.signed_item(b))
+            .map(|(e, b)| e.signed_item(b, session))
             .collect();
         for result in self.trust.ring.verify_batch(&items) {
             match result {
@@ -565,9 +567,19 @@ mod tests {
     }
 
     fn entry(author: u32, seed: u8, seq: u64, session: SessionId) -> SignedEntry {
+        entry_of_version(crate::PROTOCOL_VERSION, author, seed, seq, session)
+    }
+
+    fn entry_of_version(
+        version: u16,
+        author: u32,
+        seed: u8,
+        seq: u64,
+        session: SessionId,
+    ) -> SignedEntry {
         use crate::sign::Signer as _;
         let key = signer(seed);
-        let body = crate::sign::EntryBody::new(
+        let mut body = crate::sign::EntryBody::new(
             session,
             AuthorId(author),
             key.public_key().key_id(),
@@ -580,6 +592,7 @@ mod tests {
                 transform: Transform::IDENTITY,
             },
         );
+        body.version = version;
         SignedEntry::sign(&body, &key).expect("an Entry-domain body signs")
     }
 
@@ -626,17 +639,45 @@ mod tests {
             r.on_message(&entries(vec![entry(2, 2, 1, SESSION)])),
             ReplicaEvent::NeedsResync(ResyncReason::UnknownAuthor)
         );
+        // A version-2 entry binds its key and session into the signature: under another key,
+        // or made for another session, it does not verify (forged, as far as anyone can tell).
         let mut r = synced(&server);
         assert_eq!(
             r.on_message(&entries(vec![entry(1, 3, 1, SESSION)])),
-            ReplicaEvent::NeedsResync(ResyncReason::UnknownAuthor)
+            ReplicaEvent::NeedsResync(ResyncReason::ForgedEntry)
         );
-        // A genuine entry of another session.
         let mut r = synced(&server);
         assert_eq!(
             r.on_message(&entries(vec![entry(1, 1, 1, SessionId([8; 16]))])),
+            ReplicaEvent::NeedsResync(ResyncReason::ForgedEntry)
+        );
+        // A version-1 entry (history from before version 2) carries both, checked as such.
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry_of_version(1, 1, 3, 1, SESSION)])),
+            ReplicaEvent::NeedsResync(ResyncReason::UnknownAuthor)
+        );
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![entry_of_version(
+                1,
+                1,
+                1,
+                1,
+                SessionId([8; 16])
+            )])),
             ReplicaEvent::NeedsResync(ResyncReason::WrongSession)
         );
+        let mut r = synced(&server);
+        assert_eq!(
+            r.on_message(&entries(vec![
+                entry_of_version(1, 1, 1, 1, SESSION),
+                entry(1, 1, 2, SESSION)
+            ])),
+            ReplicaEvent::None,
+            "both versions in one batch"
+        );
+        assert_eq!(r.scene().entities.len(), 2);
         // A member added later is trusted from then on.
         let mut r = synced(&server);
         let ServerMsg::Roster(mut update) = roster(&server, &[(2, 2)]) else {

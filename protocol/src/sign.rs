@@ -217,22 +217,27 @@ impl ReadyKey {
         })
     }
 
-    /// Whether every entry of `entries` names this key and is signed by it, checked with one
-    /// batch verification under the same rule as [`KeyRing::verify_batch`]. A connection task
-    /// runs this on a `Submit` before the session sees it, so signature checks spread over
+    /// Whether every entry of `entries` is this key's, signed for `session`: checked with
+    /// one batch verification under the same rule as [`KeyRing::verify_batch`]. A connection
+    /// task runs this on a `Submit` before the session sees it, so signature checks spread over
     /// every core while the session orders; `false` (an empty batch too) says nothing about
     /// which entry failed: the session's own checks find and name it.
     #[must_use]
-    pub fn signed_all(&self, entries: &[SignedEntry]) -> bool {
+    pub fn signed_all(&self, session: SessionId, entries: &[SignedEntry]) -> bool {
         let mut messages = Vec::with_capacity(entries.len());
         let mut sigs = Vec::with_capacity(entries.len());
         for entry in entries {
-            if !entry.decode_body().is_ok_and(|b| b.key_id == self.key_id) {
+            let Ok(body) = entry.decode_body() else {
+                return false;
+            };
+            let item = entry.signed_item(&body, session);
+            if item.key_id.is_some_and(|k| k != self.key_id) {
                 return false;
             }
-            messages.push(entry.body.as_slice());
+            messages.push(item.message_for(self.key_id));
             sigs.push(ed25519_dalek::Signature::from_bytes(&entry.signature.0));
         }
+        let messages: Vec<&[u8]> = messages.iter().map(AsRef::as_ref).collect();
         let keys = vec![self.key; entries.len()];
         !entries.is_empty() && batch_holds(&messages, &sigs, &keys)
     }
@@ -240,8 +245,8 @@ impl ReadyKey {
 
 /// [`ReadyKey::signed_all`] for a key given as bytes (made ready for this one call).
 #[must_use]
-pub fn all_signed_by(key: &PublicKey, entries: &[SignedEntry]) -> bool {
-    ReadyKey::new(key).is_some_and(|k| k.signed_all(entries))
+pub fn all_signed_by(key: &PublicKey, session: SessionId, entries: &[SignedEntry]) -> bool {
+    ReadyKey::new(key).is_some_and(|k| k.signed_all(session, entries))
 }
 
 /// One item of a batch verification.
@@ -249,12 +254,31 @@ pub fn all_signed_by(key: &PublicKey, entries: &[SignedEntry]) -> bool {
 pub struct SignedItem<'a> {
     /// Claimed author.
     pub author: AuthorId,
-    /// Key fingerprint the signer named.
-    pub key_id: KeyId,
-    /// The exact signed bytes.
+    /// Key fingerprint the signer named (a self-describing body), or `None`: the author's
+    /// registered key, bound into the signature (a bound body).
+    pub key_id: Option<KeyId>,
+    /// For a bound body, the version and session its signature binds with the key's
+    /// fingerprint ([`entry_context`]) in front of `message`.
+    pub bound: Option<(u16, SessionId)>,
+    /// The exact bytes sent.
     pub message: &'a [u8],
     /// The signature.
     pub signature: &'a Signature,
+}
+
+impl<'a> SignedItem<'a> {
+    /// The bytes the signature covers when checked under the key `key_id` names.
+    #[must_use]
+    pub fn message_for(&self, key_id: KeyId) -> alloc::borrow::Cow<'a, [u8]> {
+        match self.bound {
+            None => alloc::borrow::Cow::Borrowed(self.message),
+            Some((version, session)) => {
+                let mut m = entry_context(version, session, key_id);
+                m.extend_from_slice(self.message);
+                alloc::borrow::Cow::Owned(m)
+            }
+        }
+    }
 }
 
 /// Checks signatures on behalf of authors.
@@ -345,23 +369,27 @@ impl KeyRing {
         self.key_for(item.author, item.key_id).map(|_| ())
     }
 
-    /// The key of `author` if `key_id` names it.
-    fn key_for(&self, author: AuthorId, key_id: KeyId) -> Result<&VerifyingKey, SignatureError> {
+    /// The registered key of `author`, if `key_id` (when named) is it.
+    fn key_for(
+        &self,
+        author: AuthorId,
+        key_id: Option<KeyId>,
+    ) -> Result<&Registered, SignatureError> {
         let reg = self
             .authors
             .get(&author)
             .ok_or(SignatureError::UnknownAuthor(author))?;
-        if reg.key_id != key_id {
+        if key_id.is_some_and(|k| k != reg.key_id) {
             return Err(SignatureError::KeyMismatch(author));
         }
-        Ok(&reg.key)
+        Ok(reg)
     }
 }
 
 impl Verifier for KeyRing {
     fn verify(&self, item: &SignedItem<'_>) -> Result<(), SignatureError> {
-        let key = self.key_for(item.author, item.key_id)?;
-        if verify_one(key, item.message, item.signature) {
+        let reg = self.key_for(item.author, item.key_id)?;
+        if verify_one(&reg.key, &item.message_for(reg.key_id), item.signature) {
             Ok(())
         } else {
             Err(SignatureError::Invalid(item.author))
@@ -375,15 +403,16 @@ impl Verifier for KeyRing {
         let mut keys = Vec::with_capacity(items.len());
         for item in items {
             match self.key_for(item.author, item.key_id) {
-                Ok(key) => {
-                    messages.push(item.message);
+                Ok(reg) => {
+                    messages.push(item.message_for(reg.key_id));
                     sigs.push(ed25519_dalek::Signature::from_bytes(&item.signature.0));
-                    keys.push(*key);
+                    keys.push(reg.key);
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
+        let messages: Vec<&[u8]> = messages.iter().map(AsRef::as_ref).collect();
         if messages.is_empty() || batch_holds(&messages, &sigs, &keys) {
             return results;
         }
@@ -398,19 +427,36 @@ impl Verifier for KeyRing {
     }
 }
 
-/// The signed part of a log entry. Field order is the wire order and the signed order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The first protocol version whose entries bind their session and signing key into the
+/// signature instead of carrying them (the "bound" layout).
+pub const BOUND_VERSION: u16 = 2;
+
+/// The signed part of a log entry, as its author wrote it.
+///
+/// Two layouts travel, told apart by the first byte of the encoded body:
+/// - **self-describing** (version 1, and any version other than 2): `0x00` (the `Entry`
+///   domain), then every field below in order. The signature covers exactly those bytes.
+/// - **bound** (version 2, [`BOUND_VERSION`]): `author, seq, lamport, lamport − seen_lamport,
+///   command`; the author is never 0, so the first byte never is. The signature covers
+///   [`entry_context`] (domain, version, session, the signing key's fingerprint: what every
+///   entry of a member repeats, which both sides know) followed by exactly those bytes. A
+///   decoded bound body has `session` and `key_id` `None`: the receiver supplies its session
+///   and the author's registered key, and an entry made for another session or key fails its
+///   signature.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EntryBody {
     /// Always [`Domain::Entry`].
     pub domain: Domain,
     /// Protocol version the author spoke.
     pub version: u16,
-    /// The session this entry belongs to (replay across sessions is refused).
-    pub session: SessionId,
+    /// The session this entry belongs to (replay across sessions is refused). `None` in a
+    /// decoded bound body: bound into its signature, not sent.
+    pub session: Option<SessionId>,
     /// The author.
     pub author: AuthorId,
-    /// Fingerprint of the key the author signed with.
-    pub key_id: KeyId,
+    /// Fingerprint of the key the author signed with. `None` in a decoded bound body: the
+    /// author's registered key, bound into the signature.
+    pub key_id: Option<KeyId>,
     /// Per-author sequence number, strictly increasing (replay protection).
     pub seq: u64,
     /// The author's Lamport timestamp for this entry.
@@ -420,6 +466,72 @@ pub struct EntryBody {
     pub seen_lamport: u64,
     /// The intent.
     pub command: Command,
+}
+
+/// The self-describing layout, field for field.
+#[derive(Serialize)]
+struct SelfDescribingRef<'a> {
+    domain: Domain,
+    version: u16,
+    session: SessionId,
+    author: AuthorId,
+    key_id: KeyId,
+    seq: u64,
+    lamport: u64,
+    seen_lamport: u64,
+    command: &'a Command,
+}
+
+#[derive(Deserialize)]
+struct SelfDescribing {
+    domain: Domain,
+    version: u16,
+    session: SessionId,
+    author: AuthorId,
+    key_id: KeyId,
+    seq: u64,
+    lamport: u64,
+    seen_lamport: u64,
+    command: Command,
+}
+
+/// The bound layout: what is left once the session and key are bound into the signature.
+#[derive(Serialize)]
+struct BoundRef<'a> {
+    author: AuthorId,
+    seq: u64,
+    lamport: u64,
+    seen_back: u64,
+    command: &'a Command,
+}
+
+#[derive(Deserialize)]
+struct Bound {
+    author: AuthorId,
+    seq: u64,
+    lamport: u64,
+    seen_back: u64,
+    command: Command,
+}
+
+/// What a bound entry's signature covers before its body: the [`Domain::Entry`] tag, the
+/// version, the session and the signing key's fingerprint, as postcard writes them (26 bytes).
+#[must_use]
+pub fn entry_context(version: u16, session: SessionId, key_id: KeyId) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Context {
+        domain: Domain,
+        version: u16,
+        session: SessionId,
+        key_id: KeyId,
+    }
+    postcard::to_allocvec(&Context {
+        domain: Domain::Entry,
+        version,
+        session,
+        key_id,
+    })
+    .unwrap_or_default()
 }
 
 impl EntryBody {
@@ -437,9 +549,9 @@ impl EntryBody {
         Self {
             domain: Domain::Entry,
             version: crate::PROTOCOL_VERSION,
-            session,
+            session: Some(session),
             author,
-            key_id,
+            key_id: Some(key_id),
             seq,
             lamport,
             seen_lamport,
@@ -455,15 +567,24 @@ impl EntryBody {
             author: self.author,
         }
     }
+
+    /// Whether this body's layout is the bound one.
+    #[must_use]
+    pub const fn is_bound(&self) -> bool {
+        self.version == BOUND_VERSION
+    }
 }
 
-/// A log entry as it travels: the encoded body and the author's signature over those bytes.
+/// A log entry as it travels: the encoded body and the author's signature over it (over
+/// [`entry_context`] and it, for a bound body). Stored as two byte strings; on the wire
+/// (`Submit`, `Entries`, `History`) as one, the body then the 64 signature bytes
+/// ([`as_wire`]).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedEntry {
-    /// Canonical postcard encoding of an [`EntryBody`].
+    /// The encoded [`EntryBody`], in either layout.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
-    /// Signature over `body`.
+    /// Signature over `body` (after the context, for a bound body).
     pub signature: Signature,
 }
 
@@ -497,15 +618,60 @@ pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resu
 }
 
 impl SignedEntry {
-    /// Encodes `body` once and signs those bytes.
+    /// Encodes `body` once, in its version's layout, and signs it: a bound body (version 2)
+    /// with [`entry_context`] in front, naming `body.key_id` or else the signer's key.
     ///
     /// # Errors
-    /// [`BodyError::WrongDomain`] if `body.domain` is not [`Domain::Entry`].
+    /// [`BodyError::WrongDomain`] if `body.domain` is not [`Domain::Entry`];
+    /// [`BodyError::Malformed`] for a body its layout cannot hold (no session, author 0 or
+    /// `seen_lamport` above `lamport` in the bound layout; no key id in the self-describing
+    /// one).
     pub fn sign(body: &EntryBody, signer: &dyn Signer) -> Result<Self, BodyError> {
         if body.domain != Domain::Entry {
             return Err(BodyError::WrongDomain);
         }
-        let bytes = postcard::to_allocvec(body).map_err(|_| BodyError::Malformed("encode"))?;
+        let session = body
+            .session
+            .ok_or(BodyError::Malformed("no session to sign for"))?;
+        if body.is_bound() {
+            if body.author.0 == 0 {
+                return Err(BodyError::Malformed("author 0 in a bound body"));
+            }
+            let seen_back = body
+                .lamport
+                .checked_sub(body.seen_lamport)
+                .ok_or(BodyError::Malformed("seen_lamport above lamport"))?;
+            let bytes = postcard::to_allocvec(&BoundRef {
+                author: body.author,
+                seq: body.seq,
+                lamport: body.lamport,
+                seen_back,
+                command: &body.command,
+            })
+            .map_err(|_| BodyError::Malformed("encode"))?;
+            let key_id = body.key_id.unwrap_or_else(|| signer.public_key().key_id());
+            let mut message = entry_context(body.version, session, key_id);
+            message.extend_from_slice(&bytes);
+            let signature = signer.sign(&message);
+            return Ok(Self {
+                body: bytes,
+                signature,
+            });
+        }
+        let bytes = postcard::to_allocvec(&SelfDescribingRef {
+            domain: body.domain,
+            version: body.version,
+            session,
+            author: body.author,
+            key_id: body
+                .key_id
+                .ok_or(BodyError::Malformed("no key id in a self-describing body"))?,
+            seq: body.seq,
+            lamport: body.lamport,
+            seen_lamport: body.seen_lamport,
+            command: &body.command,
+        })
+        .map_err(|_| BodyError::Malformed("encode"))?;
         let signature = signer.sign(&bytes);
         Ok(Self {
             body: bytes,
@@ -513,27 +679,134 @@ impl SignedEntry {
         })
     }
 
-    /// Decodes the body without checking the signature.
+    /// Decodes the body, in either layout, without checking the signature.
     ///
     /// # Errors
     /// [`BodyError`] for bytes that are not exactly one entry body.
     pub fn decode_body(&self) -> Result<EntryBody, BodyError> {
-        let body: EntryBody = decode_exact(&self.body)?;
-        if body.domain != Domain::Entry {
-            return Err(BodyError::WrongDomain);
+        match self.body.first() {
+            None => Err(BodyError::Malformed("empty body")),
+            Some(0) => {
+                let b: SelfDescribing = decode_exact(&self.body)?;
+                if b.domain != Domain::Entry {
+                    return Err(BodyError::WrongDomain);
+                }
+                if b.version == BOUND_VERSION {
+                    return Err(BodyError::Malformed(
+                        "a version-2 entry in the self-describing layout",
+                    ));
+                }
+                Ok(EntryBody {
+                    domain: b.domain,
+                    version: b.version,
+                    session: Some(b.session),
+                    author: b.author,
+                    key_id: Some(b.key_id),
+                    seq: b.seq,
+                    lamport: b.lamport,
+                    seen_lamport: b.seen_lamport,
+                    command: b.command,
+                })
+            }
+            Some(_) => {
+                let b: Bound = decode_exact(&self.body)?;
+                let seen_lamport = b
+                    .lamport
+                    .checked_sub(b.seen_back)
+                    .ok_or(BodyError::Malformed("seen_lamport below zero"))?;
+                Ok(EntryBody {
+                    domain: Domain::Entry,
+                    version: BOUND_VERSION,
+                    session: None,
+                    author: b.author,
+                    key_id: None,
+                    seq: b.seq,
+                    lamport: b.lamport,
+                    seen_lamport,
+                    command: b.command,
+                })
+            }
         }
-        Ok(body)
     }
 
-    /// The item to hand a [`Verifier`] for this entry with its decoded body.
+    /// The item to hand a [`Verifier`] for this entry with its decoded body, in `session`
+    /// (bound into a bound body's signature; a self-describing body's own session is checked
+    /// against it by the caller, as a refusal of its own).
     #[must_use]
-    pub fn signed_item<'a>(&'a self, body: &EntryBody) -> SignedItem<'a> {
+    pub fn signed_item<'a>(&'a self, body: &EntryBody, session: SessionId) -> SignedItem<'a> {
         SignedItem {
             author: body.author,
             key_id: body.key_id,
+            bound: body.is_bound().then_some((body.version, session)),
             message: &self.body,
             signature: &self.signature,
         }
+    }
+
+    /// The one byte string an entry is on the wire: the body, then the 64 signature bytes.
+    fn joined(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len().saturating_add(64));
+        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&self.signature.0);
+        out
+    }
+
+    /// The inverse of [`SignedEntry::joined`]; `None` for fewer than 64 bytes.
+    fn split(mut joined: Vec<u8>) -> Option<Self> {
+        let at = joined.len().checked_sub(64)?;
+        let signature: [u8; 64] = joined.get(at..)?.try_into().ok()?;
+        joined.truncate(at);
+        Some(Self {
+            body: joined,
+            signature: Signature(signature),
+        })
+    }
+}
+
+/// Entries as the wire messages carry them (protocol version 2): a sequence of byte strings,
+/// each the body then the signature, one length prefix per entry
+/// (`#[serde(with = "crate::sign::as_wire")]`). A string shorter than a signature is refused.
+pub mod as_wire {
+    use alloc::vec::Vec;
+
+    use serde::de::Error as _;
+    use serde::ser::SerializeSeq as _;
+    use serde::{Deserialize as _, Deserializer, Serialize, Serializer};
+
+    use super::SignedEntry;
+
+    struct Joined<'a>(&'a SignedEntry);
+
+    impl Serialize for Joined<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0.joined())
+        }
+    }
+
+    /// Writes `entries` in the wire form.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(entries: &[SignedEntry], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(entries.len()))?;
+        for e in entries {
+            seq.serialize_element(&Joined(e))?;
+        }
+        seq.end()
+    }
+
+    /// Reads entries in the wire form.
+    ///
+    /// # Errors
+    /// A string shorter than a signature, or those of the deserializer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SignedEntry>, D::Error> {
+        Vec::<serde_bytes::ByteBuf>::deserialize(d)?
+            .into_iter()
+            .map(|b| {
+                SignedEntry::split(b.into_vec())
+                    .ok_or_else(|| D::Error::custom("entry shorter than its signature"))
+            })
+            .collect()
     }
 }
 
@@ -542,13 +815,15 @@ mod tests {
     use super::*;
     use crate::PROTOCOL_VERSION;
 
+    const SESSION: SessionId = SessionId([7; 16]);
+
     fn body(signer: &Ed25519Signer, author: AuthorId) -> EntryBody {
         EntryBody {
             domain: Domain::Entry,
             version: PROTOCOL_VERSION,
-            session: SessionId([7; 16]),
+            session: Some(SESSION),
             author,
-            key_id: signer.public_key().key_id(),
+            key_id: Some(signer.public_key().key_id()),
             seq: 1,
             lamport: 1,
             seen_lamport: 0,
@@ -564,7 +839,7 @@ mod tests {
             .unwrap();
         let e = SignedEntry::sign(&body(&s, AuthorId(1)), &s).unwrap();
         let b = e.decode_body().unwrap();
-        assert_eq!(ring.verify(&e.signed_item(&b)), Ok(()));
+        assert_eq!(ring.verify(&e.signed_item(&b, SESSION)), Ok(()));
     }
 
     #[test]
@@ -580,18 +855,179 @@ mod tests {
                 SignedEntry::sign(&b, &s).unwrap()
             })
             .collect();
-        assert!(all_signed_by(&s.public_key(), &entries));
-        assert!(!all_signed_by(&other.public_key(), &entries), "another key");
-        assert!(!all_signed_by(&s.public_key(), &[]), "nothing to vouch for");
+        assert!(all_signed_by(&s.public_key(), SESSION, &entries));
+        assert!(
+            !all_signed_by(&other.public_key(), SESSION, &entries),
+            "another key"
+        );
+        assert!(
+            !all_signed_by(&s.public_key(), SESSION, &[]),
+            "nothing to vouch for"
+        );
         let mut tampered = entries.clone();
         tampered[3].signature.0[5] ^= 1;
-        assert!(!all_signed_by(&s.public_key(), &tampered));
+        assert!(!all_signed_by(&s.public_key(), SESSION, &tampered));
         // Signed by the key but naming another: the ring would refuse it, so must this.
         let mut named = body(&s, AuthorId(1));
-        named.key_id = other.public_key().key_id();
+        named.key_id = Some(other.public_key().key_id());
+        // Signed for another session: the bound context differs, so nothing is vouched for.
+        assert!(!all_signed_by(
+            &s.public_key(),
+            SessionId([8; 16]),
+            &entries
+        ));
         let mut mixed = entries;
         mixed.push(SignedEntry::sign(&named, &s).unwrap());
-        assert!(!all_signed_by(&s.public_key(), &mixed));
+        assert!(!all_signed_by(&s.public_key(), SESSION, &mixed));
+    }
+
+    #[test]
+    fn a_bound_entry_binds_its_session_and_key_without_sending_them() {
+        let (s, other) = (
+            Ed25519Signer::from_seed([1; 32]),
+            Ed25519Signer::from_seed([2; 32]),
+        );
+        let mut b = body(&s, AuthorId(1));
+        b.lamport = 56_789;
+        b.seen_lamport = 56_700;
+        let e = SignedEntry::sign(&b, &s).unwrap();
+        assert!(
+            !e.body.windows(16).any(|w| w == SESSION.0)
+                && !e.body.windows(8).any(|w| w == s.public_key().key_id().0),
+            "neither the session nor the key id is sent"
+        );
+        assert_ne!(e.body[0], 0, "a bound body never starts with 0");
+        let back = e.decode_body().unwrap();
+        assert_eq!(
+            back,
+            EntryBody {
+                session: None,
+                key_id: None,
+                ..b
+            }
+        );
+        let mut ring = KeyRing::new();
+        ring.register(AuthorId(1), s.public_key(), Role::Editor)
+            .unwrap();
+        assert_eq!(ring.verify(&e.signed_item(&back, SESSION)), Ok(()));
+        assert_eq!(
+            ring.verify(&e.signed_item(&back, SessionId([8; 16]))),
+            Err(SignatureError::Invalid(AuthorId(1))),
+            "replayed into another session"
+        );
+        let mut rekeyed = KeyRing::new();
+        rekeyed
+            .register(AuthorId(1), other.public_key(), Role::Editor)
+            .unwrap();
+        assert_eq!(
+            rekeyed.verify(&e.signed_item(&back, SESSION)),
+            Err(SignatureError::Invalid(AuthorId(1))),
+            "under another key"
+        );
+        // Signed naming another key than the signer's: the context names it, so it fails too.
+        let mut named = body(&s, AuthorId(1));
+        named.key_id = Some(other.public_key().key_id());
+        let n = SignedEntry::sign(&named, &s).unwrap();
+        let nb = n.decode_body().unwrap();
+        assert!(ring.verify(&n.signed_item(&nb, SESSION)).is_err());
+    }
+
+    #[test]
+    fn a_version_1_entry_still_decodes_and_verifies_with_its_carried_session_and_key() {
+        let s = Ed25519Signer::from_seed([1; 32]);
+        let mut b = body(&s, AuthorId(1));
+        b.version = 1;
+        let e = SignedEntry::sign(&b, &s).unwrap();
+        assert_eq!(&e.body[..2], &[0, 1], "the Entry domain, then version 1");
+        assert!(e.body.windows(16).any(|w| w == SESSION.0));
+        let back = e.decode_body().unwrap();
+        assert_eq!(back, b);
+        let mut ring = KeyRing::new();
+        ring.register(AuthorId(1), s.public_key(), Role::Editor)
+            .unwrap();
+        // The session a caller passes plays no part: the body carries its own, which the
+        // caller compares (a refusal of its own, `WrongSession`).
+        assert_eq!(ring.verify(&e.signed_item(&back, SESSION)), Ok(()));
+        assert_eq!(
+            ring.verify(&e.signed_item(&back, SessionId([8; 16]))),
+            Ok(())
+        );
+        assert!(all_signed_by(&s.public_key(), SESSION, &[e]));
+    }
+
+    #[test]
+    fn bodies_a_layout_cannot_hold_are_refused_both_ways() {
+        let s = Ed25519Signer::from_seed([1; 32]);
+        let at = |f: &dyn Fn(&mut EntryBody)| {
+            let mut b = body(&s, AuthorId(1));
+            f(&mut b);
+            SignedEntry::sign(&b, &s)
+        };
+        assert!(matches!(
+            at(&|b| b.author = AuthorId(0)),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            at(&|b| b.seen_lamport = b.lamport + 1),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            at(&|b| b.session = None),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            at(&|b| {
+                b.version = 1;
+                b.key_id = None;
+            }),
+            Err(BodyError::Malformed(_))
+        ));
+        let empty = SignedEntry {
+            body: vec![],
+            signature: Signature([0; 64]),
+        };
+        assert!(empty.decode_body().is_err());
+        // The self-describing layout claiming version 2 is neither layout.
+        let v1 = at(&|b| b.version = 1).unwrap();
+        let mut claims_2 = v1.clone();
+        claims_2.body[1] = 2;
+        assert!(claims_2.decode_body().is_err());
+        // A bound body whose lamport is below its distance back to what it saw.
+        let mut low = body(&s, AuthorId(1));
+        low.lamport = 1;
+        low.seen_lamport = 0;
+        let mut e = SignedEntry::sign(&low, &s).unwrap();
+        let back = e.body.len() - 3;
+        assert_eq!(e.body[back], 1, "seen_back follows author, seq and lamport");
+        e.body[back] = 2;
+        assert!(e.decode_body().is_err());
+    }
+
+    #[test]
+    fn on_the_wire_an_entry_is_one_byte_string_and_a_short_one_is_refused() {
+        use crate::wire::{ClientMsg, Submit};
+        let s = Ed25519Signer::from_seed([1; 32]);
+        let entries: Vec<SignedEntry> = (1..=3)
+            .map(|seq| {
+                let mut b = body(&s, AuthorId(1));
+                b.seq = seq;
+                SignedEntry::sign(&b, &s).unwrap()
+            })
+            .collect();
+        let msg = ClientMsg::Submit(Submit {
+            entries: entries.clone(),
+        });
+        let bytes = postcard::to_allocvec(&msg).unwrap();
+        // Tag, count, then per entry one length and body + signature.
+        let per_entry: usize = entries.iter().map(|e| 1 + e.body.len() + 64).sum();
+        assert_eq!(bytes.len(), 2 + per_entry);
+        let back: ClientMsg = postcard::from_bytes(&bytes).unwrap();
+        assert!(matches!(back, ClientMsg::Submit(Submit { entries: e }) if e == entries));
+        let short = [ClientMsg::SUBMIT_TAG, 1, 63]
+            .into_iter()
+            .chain([0u8; 63])
+            .collect::<Vec<u8>>();
+        assert!(postcard::from_bytes::<ClientMsg>(&short).is_err());
     }
 
     #[test]
@@ -612,7 +1048,7 @@ mod tests {
         let items: Vec<SignedItem<'_>> = entries
             .iter()
             .zip(&bodies)
-            .map(|(e, b)| e.signed_item(b))
+            .map(|(e, b)| e.signed_item(b, SESSION))
             .collect();
         let batch = ring.verify_batch(&items);
         let single: Vec<_> = items.iter().map(|i| ring.verify(i)).collect();

@@ -309,14 +309,16 @@ pub struct JoinRefused {
 /// Entries submitted by an author, in its own sequence order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submit {
-    /// Signed entries.
+    /// Signed entries, each one byte string on the wire ([`crate::sign::as_wire`]).
+    #[serde(with = "crate::sign::as_wire")]
     pub entries: Vec<crate::sign::SignedEntry>,
 }
 
 /// Accepted log entries, in the server's order, as signed by their authors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entries {
-    /// Signed entries.
+    /// Signed entries, each one byte string on the wire ([`crate::sign::as_wire`]).
+    #[serde(with = "crate::sign::as_wire")]
     pub entries: Vec<crate::sign::SignedEntry>,
 }
 
@@ -506,7 +508,8 @@ pub struct FetchLog {
 /// Log history, in total order; `done` on the last frame. Not applied to the replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
-    /// Signed entries.
+    /// Signed entries, each one byte string on the wire ([`crate::sign::as_wire`]).
+    #[serde(with = "crate::sign::as_wire")]
     pub entries: Vec<crate::sign::SignedEntry>,
     /// No more frames follow for this request.
     pub done: bool,

@@ -1,6 +1,9 @@
 //! Golden wire fixtures: one encoded frame per message kind and per command kind, checked in
-//! under `tests/fixtures/wire/v1/`. CI decodes every file and requires today's encoder to
-//! produce the same bytes, so an accidental wire change fails here.
+//! under `tests/fixtures/wire/v2/` (this protocol version). CI decodes every file and requires
+//! today's encoder to produce the same bytes, so an accidental wire change fails here. The
+//! frozen `v1/` folder is read too: a version-1 `Hello` is told apart and refused, and every
+//! version-1 signed entry (what stores written before version 2 hold) still decodes and
+//! verifies.
 //!
 //! After an intended change (a new message or command appended), regenerate the missing files:
 //! `MESHWORK_BLESS=1 cargo test -p meshwork-protocol --test wire_fixtures`. Existing files of a
@@ -37,10 +40,14 @@ use meshwork_protocol::{
 const SESSION: SessionId = SessionId([0x42; 16]);
 
 fn dir() -> PathBuf {
+    version_dir(PROTOCOL_VERSION)
+}
+
+fn version_dir(version: u16) -> PathBuf {
     // Read at run time: build output is shared between checkouts, and a path baked in with
     // `env!` may name another one.
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo or nextest"))
-        .join("../tests/fixtures/wire/v1")
+        .join(format!("../tests/fixtures/wire/v{version}"))
 }
 
 fn client() -> Ed25519Signer {
@@ -447,8 +454,8 @@ fn server_samples() -> Vec<ServerMsg> {
             log_position: 340,
         }),
         ServerMsg::JoinRefused(JoinRefused {
-            reason: JoinRefusal::UnsupportedVersion { supported: vec![1] },
-            message: "this server speaks protocol version 1; you sent 2".into(),
+            reason: JoinRefusal::UnsupportedVersion { supported: vec![2] },
+            message: "this server speaks protocol version 2; you sent 1".into(),
         }),
         ServerMsg::Entries(Entries {
             entries: vec![signed(CommandKind::Spawn), signed(CommandKind::SetName)],
@@ -578,7 +585,7 @@ fn every_message_and_command_kind_matches_its_golden_fixture() {
         let golden = std::fs::read(&path).unwrap();
         assert_eq!(
             golden, bytes,
-            "{name}: the encoding changed; v1 fixtures are frozen"
+            "{name}: the encoding changed; fixtures of a released version are frozen"
         );
     }
     assert!(
@@ -621,4 +628,47 @@ fn every_fixture_file_decodes_to_its_sample() {
         decoded += 1;
     }
     assert_eq!(decoded, samples.len(), "one file per fixture");
+}
+
+#[test]
+fn version_1_fixtures_are_refused_at_hello_and_their_signed_entries_still_verify() {
+    use meshwork_protocol::sign::{KeyRing, Verifier as _};
+    use meshwork_protocol::wire::{SUPPORTED_VERSIONS, peek_hello_version};
+    let v1 = version_dir(1);
+    let hello = std::fs::read(v1.join("client-hello.bin")).unwrap();
+    let version = peek_hello_version(&hello[4..]).unwrap();
+    assert_eq!(version, 1);
+    assert!(!SUPPORTED_VERSIONS.contains(&version));
+    let mut ring = KeyRing::new();
+    ring.register(AuthorId(7), client().public_key(), Role::Admin)
+        .unwrap();
+    let mut entries = 0;
+    for file in std::fs::read_dir(&v1).unwrap() {
+        let path = file.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        if !name.starts_with("command-") {
+            continue;
+        }
+        // A version-1 `Submit` of one entry: header, tag, count 1, then the entry as stores
+        // keep it (body and signature, each with its length).
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[4..6], &[ClientMsg::SUBMIT_TAG, 1], "{name}");
+        let entry: SignedEntry = postcard::from_bytes(&bytes[6..]).unwrap();
+        let body = entry.decode_body().unwrap();
+        assert_eq!((body.version, body.session), (1, Some(SESSION)), "{name}");
+        assert_eq!(
+            ring.verify(&entry.signed_item(&body, SESSION)),
+            Ok(()),
+            "{name}"
+        );
+        // The same command signed today is the same intent in fewer bytes: 26 of context
+        // (domain, version, session, key id) and one of `seen_lamport` (340, two varint bytes,
+        // now sent as the 5 back from the lamport).
+        let kind = body.command.kind();
+        let today = signed(kind);
+        assert_eq!(today.decode_body().unwrap().command, body.command, "{name}");
+        assert_eq!(entry.body.len() - today.body.len(), 27, "{name}");
+        entries += 1;
+    }
+    assert_eq!(entries, CommandKind::ALL.len());
 }

@@ -10,7 +10,7 @@ use meshwork_protocol::codec::decode_payload;
 use meshwork_protocol::codec::{FRAME_HEADER_BYTES, frame_len};
 use meshwork_protocol::sign::ReadyKey;
 use meshwork_protocol::wire::ClientMsg;
-use meshwork_protocol::{FrameError, FrameReader, PublicKey};
+use meshwork_protocol::{FrameError, FrameReader, PublicKey, SessionId};
 use meshwork_session::{ClientId, Input};
 use tokio::sync::watch;
 
@@ -182,8 +182,9 @@ impl SubmitPacer {
 #[derive(Debug, Default)]
 pub struct SubmitVerifier {
     first_seen: bool,
-    /// The `Hello`'s key, decompressed once for every `Submit` of the connection.
-    key: Option<(PublicKey, ReadyKey)>,
+    /// The `Hello`'s key, decompressed once for every `Submit` of the connection, and the
+    /// session its invite names (what a version-2 entry's signature binds).
+    key: Option<(PublicKey, ReadyKey, SessionId)>,
 }
 
 impl SubmitVerifier {
@@ -192,17 +193,20 @@ impl SubmitVerifier {
         if !self.first_seen {
             self.first_seen = true;
             if let Ok(ClientMsg::Hello(hello)) = decode_payload::<ClientMsg>(&payload) {
-                self.key = ReadyKey::new(&hello.public_key).map(|k| (hello.public_key, k));
+                self.key = ReadyKey::new(&hello.public_key)
+                    .zip(hello.invite.claimed_session())
+                    .map(|(k, session)| (hello.public_key, k, session));
             }
-        } else if let Some((key, ready)) = &self.key
+        } else if let Some((key, ready, session)) = &self.key
             && ClientMsg::payload_is_submit(&payload)
             && let Ok(ClientMsg::Submit(submit)) = decode_payload::<ClientMsg>(&payload)
-            && ready.signed_all(&submit.entries)
+            && ready.signed_all(*session, &submit.entries)
         {
             return Input::VerifiedSubmit {
                 client,
                 entries: submit.entries,
                 signed_by: *key,
+                session: *session,
             };
         }
         Input::Payload {

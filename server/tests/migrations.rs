@@ -108,10 +108,11 @@ fn write_fixture(dir: &Path) {
         let s = &authors[who];
         let body = EntryBody {
             domain: Domain::Entry,
-            version: PROTOCOL_VERSION,
-            session: SESSION,
+            // Schema 1 was written by protocol version 1: self-describing entries.
+            version: 1,
+            session: Some(SESSION),
             author: AuthorId(u32::try_from(who).unwrap() + 1),
-            key_id: s.public_key().key_id(),
+            key_id: Some(s.public_key().key_id()),
             seq: seqs[who],
             lamport: position,
             // Entries 3 and 4 are concurrent renames (neither saw the other).

@@ -712,7 +712,7 @@ impl CommandLog {
     /// The [`Refusal`] for the first check it fails.
     pub fn integrate(&mut self, signed: SignedEntry) -> Result<Integrated, Refusal> {
         let body = self.precheck(&signed)?;
-        self.keys.verify(&signed.signed_item(&body))?;
+        self.keys.verify(&signed.signed_item(&body, self.session))?;
         self.admit(signed, body, &mut no_check, false)
     }
 
@@ -826,7 +826,7 @@ impl CommandLog {
         let items: Vec<SignedItem<'_>> = batch
             .iter()
             .zip(&prechecked)
-            .filter_map(|(s, b)| b.as_ref().ok().map(|b| s.signed_item(b)))
+            .filter_map(|(s, b)| b.as_ref().ok().map(|b| s.signed_item(b, self.session)))
             .collect();
         // Entries from `sender` whose signatures were checked under its key: only the key
         // they name is looked up (an entry naming another key is refused as before).
@@ -858,11 +858,14 @@ impl CommandLog {
         let body = signed
             .decode_body()
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
-        if body.version != PROTOCOL_VERSION {
+        // This version's bound entries, and self-describing ones of version 1 (stored before
+        // the upgrade, or signed by a client that still writes them: they carry their session
+        // and key, checked here and by the ring).
+        if body.version != PROTOCOL_VERSION && body.version != 1 {
             return Err(Refusal::WrongVersion { got: body.version });
         }
-        if body.session != self.session {
-            return Err(Refusal::WrongSession { got: body.session });
+        if let Some(got) = body.session.filter(|s| *s != self.session) {
+            return Err(Refusal::WrongSession { got });
         }
         Ok(body)
     }

@@ -343,6 +343,9 @@ pub enum Input {
         entries: Vec<SignedEntry>,
         /// The key every entry was found signed by.
         signed_by: PublicKey,
+        /// The session they were found signed for (bound into version-2 signatures): only
+        /// this session's own id lets the check stand.
+        session: SessionId,
     },
     /// One payload that arrived on the unreliable lane (a datagram). Only presence is valid
     /// there; anything else is dropped.
@@ -1384,12 +1387,14 @@ impl Session {
                 client,
                 entries,
                 signed_by,
+                session,
             } => {
                 if let Some(phase) = self.clients.get(&client).map(|c| c.phase)
                     && phase != Phase::Closing
                 {
                     let msg = ClientMsg::Submit(wire::Submit { entries });
-                    self.on_message(client, phase, msg, Some(signed_by));
+                    let signed_by = (session == self.config.session).then_some(signed_by);
+                    self.on_message(client, phase, msg, signed_by);
                 }
             }
             Input::BadFrame { client, error } => {

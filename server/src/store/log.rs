@@ -689,7 +689,7 @@ pub fn verify_session_to(
                 let items: Vec<_> = bodies
                     .iter()
                     .zip(batch.iter())
-                    .map(|(b, (_, e))| e.signed_item(b))
+                    .map(|(b, (_, e))| e.signed_item(b, session))
                     .collect();
                 for ((position, _), r) in batch.iter().zip(keys.verify_batch(&items)) {
                     if let Err(e) = r {

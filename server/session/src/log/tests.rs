@@ -339,11 +339,30 @@ fn forged_signature_is_refused_as_bad_signature() {
     assert!(log.is_empty());
 }
 
+/// `entry_with` in the self-describing layout of protocol version 1 (entries stored before
+/// version 2), which carries its session and key id.
+fn entry_v1(s: &Ed25519Signer, session: SessionId, author: AuthorId, seq: u64) -> SignedEntry {
+    let mut body = EntryBody::new(
+        session,
+        author,
+        s.public_key().key_id(),
+        seq,
+        seq,
+        seq - 1,
+        rename("x"),
+    );
+    body.version = 1;
+    SignedEntry::sign(&body, s).unwrap()
+}
+
 #[test]
 fn wrong_key_is_refused_as_key_mismatch() {
     let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
-    // B's key, claiming to be A.
+    // B's key, claiming to be A: a version-2 entry binds the key into its signature, so it
+    // does not verify under A's; a version-1 entry names B's key and is refused for it.
     let e = entry_with(&signer(B), SESSION, A, 1, 1, 0, rename("x"));
+    assert_eq!(log.integrate(e), Err(Refusal::BadSignature(A)));
+    let e = entry_v1(&signer(B), SESSION, A, 1);
     assert_eq!(log.integrate(e), Err(Refusal::KeyMismatch(A)));
     assert!(log.is_empty());
 }
@@ -352,8 +371,21 @@ fn wrong_key_is_refused_as_key_mismatch() {
 fn wrong_session_is_refused() {
     let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
     let other = SessionId([1; 16]);
+    // Bound into a version-2 signature, so it fails as one; carried by version 1.
     let e = entry_with(&signer(A), other, A, 1, 1, 0, rename("x"));
+    assert_eq!(log.integrate(e), Err(Refusal::BadSignature(A)));
+    let e = entry_v1(&signer(A), other, A, 1);
     assert_eq!(log.integrate(e), Err(Refusal::WrongSession { got: other }));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn a_version_1_entry_is_still_integrated_beside_version_2_ones() {
+    let mut log = CommandLog::new(Mode::Authority, SESSION, editors());
+    assert!(log.integrate(entry_v1(&signer(A), SESSION, A, 1)).is_ok());
+    assert!(log.integrate(entry(A, 2, 2, 1, rename("y"))).is_ok());
+    assert!(log.integrate(entry_v1(&signer(B), SESSION, B, 1)).is_ok());
+    assert_eq!(log.len(), 3);
 }
 
 #[test]

@@ -304,10 +304,10 @@ fn wrong_protocol_version_is_refused_with_the_supported_versions() {
         ServerMsg::JoinRefused(r) => {
             assert_eq!(
                 r.reason,
-                JoinRefusal::UnsupportedVersion { supported: vec![1] }
+                JoinRefusal::UnsupportedVersion { supported: vec![2] }
             );
             assert!(
-                r.message.contains("version 1") && r.message.contains("99"),
+                r.message.contains("version 2") && r.message.contains("99"),
                 "{}",
                 r.message
             );
@@ -321,10 +321,10 @@ fn wrong_protocol_version_is_refused_with_the_supported_versions() {
 fn an_undecodable_hello_of_another_version_is_still_told_the_version() {
     let mut h = Harness::new();
     h.input(Input::Connected { client: C1 });
-    // Tag 0 (Hello), version 2, then bytes this version cannot read.
+    // Tag 0 (Hello), version 3, then bytes this version cannot read.
     let out = h.input(Input::Payload {
         client: C1,
-        bytes: vec![0, 2, 0xff, 0xff, 0xff],
+        bytes: vec![0, 3, 0xff, 0xff, 0xff],
     });
     assert!(matches!(
         &sent_to(&out, C1)[0],
@@ -1857,16 +1857,8 @@ fn bad_values_are_refused_with_a_typed_reason_and_counted() {
     // An unknown command tag inside a correctly signed body.
     seq += 1;
     let body = |command| {
-        postcard::to_allocvec(&EntryBody::new(
-            SESSION,
-            a,
-            s.public_key().key_id(),
-            seq,
-            1,
-            0,
-            command,
-        ))
-        .unwrap()
+        let b = EntryBody::new(SESSION, a, s.public_key().key_id(), seq, 1, 0, command);
+        SignedEntry::sign(&b, &s).unwrap().body
     };
     let (one, two) = (
         body(Command::Despawn { entity: e }),
@@ -1878,7 +1870,10 @@ fn bad_values_are_refused_with_a_typed_reason_and_counted() {
     let tag = one.iter().zip(&two).position(|(x, y)| x != y).unwrap();
     let mut bytes = one;
     bytes[tag] = 0x7f; // no command has this tag
-    let signature = s.sign(&bytes);
+    let mut signed =
+        meshwork_protocol::sign::entry_context(PROTOCOL_VERSION, SESSION, s.public_key().key_id());
+    signed.extend_from_slice(&bytes);
+    let signature = s.sign(&signed);
     let out = h.send(
         C1,
         &ClientMsg::Submit(Submit {
@@ -2561,6 +2556,7 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
             client: C1,
             entries,
             signed_by: s1.public_key(),
+            session: SESSION,
         });
         assert!(
             a.iter().any(|o| matches!(o, Output::Persist { .. })),
@@ -2577,6 +2573,7 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         client: C1,
         entries: vec![forged.clone()],
         signed_by: s2.public_key(),
+        session: SESSION,
     });
     assert!(
         matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
@@ -2590,10 +2587,27 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         client: C1,
         entries: vec![trusted],
         signed_by: s1.public_key(),
+        session: SESSION,
     });
     assert!(
         out.iter().any(|o| matches!(o, Output::Persist { .. })),
         "the claim under the member's key was checked again: {out:?}"
+    );
+    // Nor is a claim made for another session (a version-2 signature binds the session the
+    // glue checked it for): the session checks the signatures itself (a second on: the burst
+    // of five is spent).
+    checked.now += 1000;
+    let mut elsewhere = entry(&s1, author, 6, 6, mv(author));
+    elsewhere.signature.0[0] ^= 1;
+    let out = checked.input(Input::VerifiedSubmit {
+        client: C1,
+        entries: vec![elsewhere],
+        signed_by: s1.public_key(),
+        session: SessionId([0xee; 16]),
+    });
+    assert!(
+        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
+        "{out:?}"
     );
     // Nor does the claim let one member submit another's entries (a second on: the burst of
     // five is spent).
@@ -2603,6 +2617,7 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         client: C1,
         entries: vec![theirs],
         signed_by: s1.public_key(),
+        session: SESSION,
     });
     assert!(
         matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Malformed),
@@ -2615,6 +2630,7 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         client: early,
         entries: vec![entry(&s1, author, 7, 7, mv(author))],
         signed_by: s1.public_key(),
+        session: SESSION,
     });
     assert_eq!(closed(&out, early), Some(CloseReason::ProtocolViolation));
 }
