@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use meshwork_protocol::command::Primitive;
 use meshwork_protocol::{
-    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, PROTOCOL_VERSION, Role,
-    SessionId, SignedEntry, Signer as _,
+    AuthorId, Command, Domain, Ed25519Signer, EntityId, EntryBody, Role, SessionId, SignedEntry,
+    Signer as _,
 };
 use meshwork_server::store::log::{
     CheckpointBody, CheckpointRecord, LogRecord, author_key, chain_hash, load_session,

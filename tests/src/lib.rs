@@ -518,13 +518,16 @@ impl Client {
         self.flush().await
     }
 
-    /// Signs an arbitrary body with this client's key (tests of replayed and malformed entries).
+    /// Signs an arbitrary body with this client's key (tests of replayed and malformed entries),
+    /// for the session it joined when the body names none (a decoded version-2 body does not).
     ///
     /// # Panics
-    /// If `body.domain` is not `Domain::Entry`.
+    /// If `body.domain` is not `Domain::Entry`, or the layout cannot hold the body.
     #[must_use]
     pub fn sign_body(&self, body: &EntryBody) -> SignedEntry {
-        SignedEntry::sign(body, self.machine.signer()).expect("an entry body")
+        let mut body = body.clone();
+        body.session = body.session.or(Some(self.welcome.session));
+        SignedEntry::sign(&body, self.machine.signer()).expect("an entry body")
     }
 
     /// Signs and submits commands as one `Submit` frame. Returns the entries sent.

@@ -145,6 +145,32 @@ pub struct Report {
     /// The uncompressed bytes of every pack the first member received (training samples for
     /// the presence dictionary; only under [`PresenceForm::MotionPacked`]).
     pub raw_packs: Vec<Vec<u8>>,
+    /// Signed entries carried (up in `Submit`, down in `Entries` and `History`).
+    pub signed_entries: u64,
+    /// The bytes those entries would have taken more in protocol version 1's form (each
+    /// [`version_1_extra`]): what binding the context saved.
+    pub bound_saved: u64,
+}
+
+/// The bytes one entry takes more on the wire in protocol version 1 than in version 2: the 26
+/// context bytes the bound layout leaves out, `seen_lamport` sent whole instead of as the
+/// distance back, and the signature's own length prefix. 0 for an entry already in the
+/// self-describing layout.
+#[must_use]
+pub fn version_1_extra(entry: &meshwork_protocol::SignedEntry) -> u64 {
+    fn varint_len(v: u64) -> u64 {
+        u64::from((64 - v.leading_zeros()).max(1).div_ceil(7))
+    }
+    match entry.decode_body() {
+        Ok(b) if b.is_bound() => {
+            // Version 1: body and signature each with its length; version 2: one string.
+            let bound = entry.body.len() as u64;
+            let whole = (bound + 26 + varint_len(b.seen_lamport))
+                .saturating_sub(varint_len(b.lamport.saturating_sub(b.seen_lamport)));
+            (varint_len(whole) + whole + 1 + 64).saturating_sub(varint_len(bound + 64) + bound + 64)
+        }
+        _ => 0,
+    }
 }
 
 impl Report {
@@ -267,9 +293,17 @@ impl Play {
         t.bytes += bytes as u64;
     }
 
+    fn carried(&mut self, entries: &[meshwork_protocol::SignedEntry]) {
+        self.report.signed_entries += entries.len() as u64;
+        self.report.bound_saved += entries.iter().map(version_1_extra).sum::<u64>();
+    }
+
     /// One client frame to the server (`datagram`: the presence lane).
     fn up(&mut self, i: usize, msg: &ClientMsg, datagram: bool) {
         let Ok(frame) = to_frame(msg) else { return };
+        if let ClientMsg::Submit(s) = msg {
+            self.carried(&s.entries);
+        }
         let payload = frame.get(4..).unwrap_or_default().to_vec();
         self.count(Direction::Up, kind(&CLIENT_KINDS, &payload), frame.len());
         let client = ClientId(i as u64);
@@ -303,10 +337,13 @@ impl Play {
             for (client, frame) in deliveries {
                 let payload = frame.get(4..).unwrap_or_default();
                 self.count(Direction::Down, kind(&SERVER_KINDS, payload), frame.len());
-                if let (Ok(msg), Some(m)) = (
-                    decode_payload::<ServerMsg>(payload),
-                    self.members.get_mut(client.0 as usize),
-                ) {
+                let msg = decode_payload::<ServerMsg>(payload);
+                if let Ok(ServerMsg::Entries(e)) = &msg {
+                    self.carried(&e.entries);
+                } else if let Ok(ServerMsg::History(h)) = &msg {
+                    self.carried(&h.entries);
+                }
+                if let (Ok(msg), Some(m)) = (msg, self.members.get_mut(client.0 as usize)) {
                     if let ServerMsg::Packed(p) = &msg {
                         if client.0 == 0 && p.dictionary == meshwork_protocol::packed::RAW {
                             self.report.raw_packs.push(p.bytes.clone());
@@ -632,4 +669,61 @@ pub fn play(workload: &Workload) -> Report {
         .collect();
     report.entries = play.session.log().len();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use meshwork_protocol::sign::Signer as _;
+    use meshwork_protocol::wire::Submit;
+    use meshwork_protocol::{AuthorId, EntryBody, SignedEntry};
+
+    use super::*;
+
+    #[test]
+    fn the_version_1_extra_is_what_the_same_entry_takes_more_in_version_1() {
+        let s = Ed25519Signer::from_seed([5; 32]);
+        let long = "n".repeat(300);
+        for (seen, command) in [
+            (
+                56_700,
+                Command::Translate {
+                    entity: EntityId::new(AuthorId(3), 17),
+                    delta: Vec3::X,
+                },
+            ),
+            (
+                56_788,
+                Command::SetName {
+                    entity: EntityId::new(AuthorId(3), 17),
+                    name: long.clone(),
+                },
+            ),
+            (3, Command::Select { entities: vec![] }),
+        ] {
+            let mut body = EntryBody::new(
+                SessionId([9; 16]),
+                AuthorId(3),
+                s.public_key().key_id(),
+                1_234,
+                56_789,
+                seen,
+                command,
+            );
+            let now = SignedEntry::sign(&body, &s).unwrap();
+            body.version = 1;
+            let then = SignedEntry::sign(&body, &s).unwrap();
+            // Version 2 on the wire: a `Submit` of it, less the tag and the count.
+            let wire = to_frame(&ClientMsg::Submit(Submit {
+                entries: vec![now.clone()],
+            }))
+            .unwrap()
+            .len()
+                - 4
+                - 2;
+            // Version 1 on the wire: the entry as it serializes on its own.
+            let old = to_frame(&then).unwrap().len() - 4;
+            assert_eq!(version_1_extra(&now), (old - wire) as u64, "{body:?}");
+            assert_eq!(version_1_extra(&then), 0);
+        }
+    }
 }

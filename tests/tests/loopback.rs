@@ -191,13 +191,13 @@ async fn bad_input_is_refused_with_its_reason_and_the_others_keep_working() {
         other => panic!("expected an expired-invite refusal, got {other:?}"),
     }
 
-    // A wrong protocol version.
-    match Client::join_as(&t.ticket(Role::Editor), random_signer(), 2).await {
+    // A wrong protocol version: a client of version 1, from before entries were bound.
+    match Client::join_as(&t.ticket(Role::Editor), random_signer(), 1).await {
         Err(ClientError::Refused(r)) => {
             assert!(
-                matches!(r.reason, JoinRefusal::UnsupportedVersion { ref supported } if supported == &[1])
+                matches!(r.reason, JoinRefusal::UnsupportedVersion { ref supported } if supported == &[2])
             );
-            assert!(r.message.contains("version 1"), "{}", r.message);
+            assert!(r.message.contains("version 2"), "{}", r.message);
         }
         other => panic!("expected a version refusal, got {other:?}"),
     }
@@ -268,7 +268,10 @@ async fn the_http_api_creates_sessions_and_invites_that_clients_can_use() {
     let info = http::get(addr, "/api/v1/server").await.unwrap();
     assert_eq!(info.status, 200);
     let info: serde_json::Value = serde_json::from_str(&info.body).unwrap();
-    assert_eq!(info["protocol_version"], 1);
+    assert_eq!(
+        info["protocol_version"],
+        meshwork_protocol::PROTOCOL_VERSION
+    );
     assert_eq!(info["quic_addr"], t.server.quic_addr.to_string());
     assert_eq!(info["cert_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(http::get(addr, "/readyz").await.unwrap().status, 200);
