@@ -4,6 +4,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
+    clippy::arithmetic_side_effects,
     reason = "test code: a failed unwrap is a failed test"
 )]
 

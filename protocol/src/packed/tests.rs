@@ -177,7 +177,7 @@ proptest::proptest! {
         let mut u = Unpacker::new();
         if let Ok(msgs) = u.unpack(&Packed { dictionary, bytes }) {
             let raw = raw_of(&msgs);
-            proptest::prop_assert!(raw.len() <= MAX_UNPACKED_BYTES + 16 * msgs.len());
+            proptest::prop_assert!(raw.len() <= MAX_UNPACKED_BYTES.saturating_add(msgs.len().saturating_mul(16)));
         }
     }
 }

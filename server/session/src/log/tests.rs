@@ -348,7 +348,7 @@ fn entry_v1(s: &Ed25519Signer, session: SessionId, author: AuthorId, seq: u64) -
         s.public_key().key_id(),
         seq,
         seq,
-        seq - 1,
+        seq.saturating_sub(1),
         rename("x"),
     );
     body.version = 1;
