@@ -137,13 +137,15 @@ fuzz_target!(|data: &[u8]| {
                         bytes,
                     }
                 } else if kind == 8 {
-                    // What the glue's signature check hands on: a decoded Submit and the key
-                    // it claims every entry verified under (here any key at all).
+                    // What the glue's signature check hands on: a decoded Submit, the key it
+                    // claims every entry verified under (here any key at all) and the session
+                    // it checked them for (this one, or another).
                     match meshwork_protocol::codec::decode_payload(&bytes) {
                         Ok(meshwork_protocol::wire::ClientMsg::Submit(s)) => Input::VerifiedSubmit {
                             client,
                             entries: s.entries,
                             signed_by: meshwork_protocol::PublicKey([op; 32]),
+                            session: if op % 2 == 0 { SESSION } else { SessionId([op; 16]) },
                         },
                         _ => Input::Payload { client, bytes },
                     }
