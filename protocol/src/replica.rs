@@ -16,23 +16,55 @@
 
 use alloc::vec::Vec;
 
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use sha2::{Digest, Sha256};
 
 use crate::ids::SessionId;
 use crate::scene::Scene;
 use crate::sign::{KeyRing, PublicKey, SignatureError, SignedEntry, Verifier, verify_one};
 use crate::wire::{
-    DeltaSeal, Roster, SNAPSHOT_CHUNK_BYTES, SealedDelta, ServerMsg, SnapshotChunk,
-    SnapshotManifest,
+    DeltaSeal, MAX_SNAPSHOT_RATIO, MAX_SNAPSHOT_SCENE_BYTES, Roster, SNAPSHOT_CHUNK_BYTES,
+    SealedDelta, ServerMsg, SnapshotChunk, SnapshotEncoding, SnapshotManifest,
 };
 
-/// Splits a scene into a manifest and chunks of at most [`SNAPSHOT_CHUNK_BYTES`].
+/// Splits a scene into a manifest and chunks of at most [`SNAPSHOT_CHUNK_BYTES`], the scene's
+/// encoding as it is ([`SnapshotEncoding::Raw`]).
 #[must_use]
 pub fn snapshot(scene: &Scene) -> (SnapshotManifest, Vec<SnapshotChunk>) {
     let bytes = scene.encode();
+    let state_hash = Sha256::digest(&bytes).into();
+    chunked(scene, state_hash, bytes, SnapshotEncoding::Raw)
+}
+
+/// As [`snapshot`], compressed by `compress` (a zstd frame of the scene's encoding, without a
+/// dictionary: the server passes the zstd library) when that is smaller; raw otherwise.
+#[must_use]
+pub fn snapshot_compressed(
+    scene: &Scene,
+    compress: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+) -> (SnapshotManifest, Vec<SnapshotChunk>) {
+    let bytes = scene.encode();
+    let state_hash = Sha256::digest(&bytes).into();
+    match compress(&bytes) {
+        Some(packed) if packed.len() < bytes.len() => {
+            let encoding = SnapshotEncoding::Zstd {
+                scene_bytes: bytes.len() as u64,
+            };
+            chunked(scene, state_hash, packed, encoding)
+        }
+        _ => chunked(scene, state_hash, bytes, SnapshotEncoding::Raw),
+    }
+}
+
+fn chunked(
+    scene: &Scene,
+    state_hash: [u8; 32],
+    sent: Vec<u8>,
+    encoding: SnapshotEncoding,
+) -> (SnapshotManifest, Vec<SnapshotChunk>) {
     let mut chunks = Vec::new();
     let mut hashes = Vec::new();
-    for (i, part) in bytes.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+    for (i, part) in sent.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
         hashes.push(Sha256::digest(part).into());
         chunks.push(SnapshotChunk {
             index: u32::try_from(i).unwrap_or(u32::MAX),
@@ -42,11 +74,48 @@ pub fn snapshot(scene: &Scene) -> (SnapshotManifest, Vec<SnapshotChunk>) {
     let manifest = SnapshotManifest {
         position: scene.position,
         lamport: scene.lamport,
-        total_bytes: bytes.len() as u64,
-        state_hash: Sha256::digest(&bytes).into(),
+        total_bytes: sent.len() as u64,
+        state_hash,
         chunk_hashes: hashes,
+        encoding,
     };
     (manifest, chunks)
+}
+
+/// The scene encoding a zstd snapshot of `sent` bytes inflates to, if it is exactly
+/// `scene_bytes` long and within the bounds ([`MAX_SNAPSHOT_SCENE_BYTES`],
+/// [`MAX_SNAPSHOT_RATIO`]). Never holds more than the claim plus one block.
+fn inflate(sent: &[u8], scene_bytes: u64) -> Option<Vec<u8>> {
+    let ratio_bound = (sent.len() as u64).saturating_mul(MAX_SNAPSHOT_RATIO);
+    if scene_bytes > MAX_SNAPSHOT_SCENE_BYTES || scene_bytes > ratio_bound {
+        return None;
+    }
+    let want = usize::try_from(scene_bytes).ok()?;
+    let mut decoder = FrameDecoder::new();
+    // The window never needs to be larger than the scene itself.
+    decoder.set_max_window_size(scene_bytes.max(1 << 10));
+    let mut input = sent;
+    decoder.reset(&mut input).ok()?;
+    let declared = decoder.content_size();
+    if declared != 0 && declared != scene_bytes {
+        return None;
+    }
+    let mut out = Vec::with_capacity(want);
+    loop {
+        decoder
+            .decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(1 << 16))
+            .ok()?;
+        if let Some(bytes) = decoder.collect() {
+            out.extend_from_slice(&bytes);
+        }
+        if out.len() > want {
+            return None;
+        }
+        if decoder.is_finished() {
+            break;
+        }
+    }
+    (input.is_empty() && out.len() == want).then_some(out)
 }
 
 /// Why a replica stopped trusting its state and asks for a resync.
@@ -314,10 +383,17 @@ impl Replica {
         if u64::try_from(total).ok() != Some(a.manifest.total_bytes) {
             return self.fail(ResyncReason::BadSnapshot);
         }
-        let mut bytes = Vec::with_capacity(total);
+        let mut sent = Vec::with_capacity(total);
         for c in a.chunks.into_iter().flatten() {
-            bytes.extend_from_slice(&c);
+            sent.extend_from_slice(&c);
         }
+        let bytes = match a.manifest.encoding {
+            SnapshotEncoding::Raw => sent,
+            SnapshotEncoding::Zstd { scene_bytes } => match inflate(&sent, scene_bytes) {
+                Some(bytes) => bytes,
+                None => return self.fail(ResyncReason::BadSnapshot),
+            },
+        };
         if <[u8; 32]>::from(Sha256::digest(&bytes)) != a.manifest.state_hash {
             return self.fail(ResyncReason::BadSnapshot);
         }
@@ -482,6 +558,129 @@ mod tests {
             state_hash: scene.state_hash(),
         });
         assert_eq!(r.on_message(&hash), ReplicaEvent::Verified);
+    }
+
+    fn zstd(raw: &[u8]) -> Option<Vec<u8>> {
+        zstd::bulk::compress(raw, 1).ok()
+    }
+
+    fn feed_parts(
+        r: &mut Replica,
+        m: SnapshotManifest,
+        chunks: Vec<SnapshotChunk>,
+    ) -> Vec<ReplicaEvent> {
+        let mut events = alloc::vec![r.on_message(&ServerMsg::Snapshot(m))];
+        events.extend(
+            chunks
+                .into_iter()
+                .map(|c| r.on_message(&ServerMsg::SnapshotChunk(c))),
+        );
+        events
+    }
+
+    #[test]
+    fn a_compressed_snapshot_inflates_to_the_same_scene_in_fewer_bytes() {
+        let scene = big_scene(2000);
+        let (raw, _) = snapshot(&scene);
+        let (m, chunks) = snapshot_compressed(&scene, &zstd);
+        assert_eq!(
+            m.encoding,
+            SnapshotEncoding::Zstd {
+                scene_bytes: raw.total_bytes
+            }
+        );
+        assert!(
+            m.total_bytes * 2 < raw.total_bytes,
+            "{} of {}",
+            m.total_bytes,
+            raw.total_bytes
+        );
+        assert_eq!(
+            m.state_hash, raw.state_hash,
+            "the hash is the scene's, not the bytes sent"
+        );
+        let mut r = Replica::new();
+        assert_eq!(
+            feed_parts(&mut r, m, chunks).last(),
+            Some(&ReplicaEvent::Synced)
+        );
+        assert_eq!(r.scene(), &scene);
+        // What does not compress goes raw.
+        let (m, _) = snapshot_compressed(&scene, &|raw| Some(raw.to_vec()));
+        assert_eq!(m.encoding, SnapshotEncoding::Raw);
+        let (m, _) = snapshot_compressed(&scene, &|_| None);
+        assert_eq!(m.encoding, SnapshotEncoding::Raw);
+    }
+
+    /// A hostile server's compressed snapshot: a claim past the bounds is refused before
+    /// anything is inflated, a claim that differs from what inflates is refused, and a bomb
+    /// (far more inflated than sent) never gets past its claim.
+    #[test]
+    fn a_compressed_snapshot_that_lies_or_bombs_is_refused() {
+        let scene = big_scene(50);
+        let (raw, _) = snapshot(&scene);
+        let SnapshotEncoding::Raw = raw.encoding else {
+            unreachable!("snapshot() is raw")
+        };
+        let real = raw.total_bytes;
+        for claim in [
+            real - 1,
+            real + 1,
+            0,
+            MAX_SNAPSHOT_SCENE_BYTES + 1,
+            u64::MAX,
+        ] {
+            let (mut m, chunks) = snapshot_compressed(&scene, &zstd);
+            m.encoding = SnapshotEncoding::Zstd { scene_bytes: claim };
+            let mut r = Replica::new();
+            let events = feed_parts(&mut r, m, chunks);
+            assert_eq!(
+                events.last(),
+                Some(&ReplicaEvent::NeedsResync(ResyncReason::BadSnapshot)),
+                "claim {claim} of {real}"
+            );
+            assert!(!r.is_synced());
+        }
+        // 64 MiB of zeros compress to a few KiB: past the ratio bound whatever it claims.
+        let bomb = zstd(&alloc::vec![0u8; 64 << 20]).unwrap();
+        assert!(
+            (bomb.len() as u64) * MAX_SNAPSHOT_RATIO < 64 << 20,
+            "{} B",
+            bomb.len()
+        );
+        let hashes = bomb
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        let m = SnapshotManifest {
+            position: 1,
+            lamport: 1,
+            total_bytes: bomb.len() as u64,
+            state_hash: [0; 32],
+            chunk_hashes: hashes,
+            encoding: SnapshotEncoding::Zstd {
+                scene_bytes: 64 << 20,
+            },
+        };
+        let chunks = bomb
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, c)| SnapshotChunk {
+                index: u32::try_from(i).unwrap(),
+                bytes: c.to_vec(),
+            })
+            .collect();
+        let mut r = Replica::new();
+        assert_eq!(
+            feed_parts(&mut r, m, chunks).last(),
+            Some(&ReplicaEvent::NeedsResync(ResyncReason::BadSnapshot))
+        );
+        // Within the ratio but claiming less than it inflates to: stopped at the claim.
+        assert_eq!(inflate(&zstd(&[7u8; 4096]).unwrap(), 4000), None);
+        assert_eq!(
+            inflate(&zstd(&[7u8; 4096]).unwrap(), 4096).map(|v| v.len()),
+            Some(4096)
+        );
     }
 
     /// Found by the `replica` fuzz target: a manifest announcing more bytes than its chunks

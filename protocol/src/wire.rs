@@ -470,7 +470,31 @@ pub struct SnapshotManifest {
     pub state_hash: [u8; 32],
     /// SHA-256 of each chunk, in order.
     pub chunk_hashes: Vec<[u8; 32]>,
+    /// How the chunks, put together, encode the scene.
+    pub encoding: SnapshotEncoding,
 }
+
+/// How a snapshot's chunks, put together (`total_bytes` of them), encode the scene.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotEncoding {
+    /// They are the scene's canonical encoding.
+    #[default]
+    Raw,
+    /// They are one zstd frame (no dictionary) of the scene's canonical encoding, which is
+    /// `scene_bytes` long. A replica refuses a claim above [`MAX_SNAPSHOT_SCENE_BYTES`] or above
+    /// [`MAX_SNAPSHOT_RATIO`] times the bytes that arrived, and stops inflating at the claim.
+    Zstd {
+        /// Bytes of the scene's encoding once inflated.
+        scene_bytes: u64,
+    },
+}
+
+/// The largest scene a compressed snapshot may claim to inflate to (1 GiB).
+pub const MAX_SNAPSHOT_SCENE_BYTES: u64 = 1 << 30;
+/// How many times the compressed bytes a snapshot may claim to inflate to. Real scenes stay
+/// far below it (a 10,000-primitive session compresses 6× at the server's level 1); it bounds what a hostile server
+/// can make a replica allocate per byte it sends.
+pub const MAX_SNAPSHOT_RATIO: u64 = 256;
 
 /// One piece of a snapshot, at most [`SNAPSHOT_CHUNK_BYTES`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -485,6 +485,9 @@ fn server_samples() -> Vec<ServerMsg> {
             total_bytes: 70_000,
             state_hash: [0xaa; 32],
             chunk_hashes: vec![[0xbb; 32], [0xcc; 32]],
+            encoding: meshwork_protocol::wire::SnapshotEncoding::Zstd {
+                scene_bytes: 560_000,
+            },
         }),
         ServerMsg::SnapshotChunk(SnapshotChunk {
             index: 1,

@@ -65,6 +65,9 @@ pub const DEFAULT_LOG_WINDOW: usize = 32_768;
 /// at most this much added latency.
 pub const DEFAULT_PRESENCE_PACK_MS: u64 = meshwork_protocol::presence::PLAYOUT_MS;
 
+/// The zstd level snapshots are compressed at (`SnapshotEncoding::Zstd`).
+pub const SNAPSHOT_ZSTD_LEVEL: i32 = 1;
+
 /// Session settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -1973,7 +1976,12 @@ impl Session {
         let frames = match &self.snapshot_frames {
             Some((at, frames)) if *at == position => frames.clone(),
             _ => {
-                let (manifest, chunks) = meshwork_protocol::replica::snapshot(&self.scene);
+                // zstd at level 1: the scene is encoded and compressed on the driver, once
+                // per position, so speed counts more than the last percent.
+                let (manifest, chunks) =
+                    meshwork_protocol::replica::snapshot_compressed(&self.scene, &|raw| {
+                        zstd::bulk::compress(raw, SNAPSHOT_ZSTD_LEVEL).ok()
+                    });
                 let msgs = core::iter::once(ServerMsg::Snapshot(manifest))
                     .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk));
                 let frames: Result<Vec<Arc<[u8]>>, _> =
