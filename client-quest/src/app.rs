@@ -265,6 +265,8 @@ pub struct Other {
     /// where that update put them.
     from: [Option<Pose>; 3],
     to: [Option<Pose>; 3],
+    /// The server's presence tick (its `Welcome`): how long the drawing takes to reach `to`.
+    tick_ms: u64,
 }
 
 impl Other {
@@ -275,7 +277,7 @@ impl Other {
 
     /// An update: the drawing starts from where it is now (a part that appears or vanishes
     /// does so at once).
-    fn update(previous: Option<&Self>, to: [Option<Pose>; 3], frame: u64) -> Self {
+    fn update(previous: Option<&Self>, to: [Option<Pose>; 3], frame: u64, tick_ms: u64) -> Self {
         let from = previous.map_or(to, Self::parts);
         let from = [0, 1, 2].map(|i| match (from[i], to[i]) {
             (Some(f), Some(_)) => Some(f),
@@ -287,6 +289,7 @@ impl Other {
             seen_frame: frame,
             from,
             to,
+            tick_ms,
         };
         other.play(frame);
         other
@@ -302,6 +305,7 @@ impl Other {
                     (f.position, f.orientation),
                     (to.position, to.orientation),
                     elapsed_ms,
+                    self.tick_ms,
                 );
                 Some(Pose {
                     position,
@@ -457,7 +461,12 @@ impl App {
                     pose(&p.presence.hands[0]),
                     pose(&p.presence.hands[1]),
                 ];
-                let other = Other::update(self.others.get(&p.author), to, self.frames);
+                let other = Other::update(
+                    self.others.get(&p.author),
+                    to,
+                    self.frames,
+                    self.conn.presence_tick_ms(),
+                );
                 self.others.insert(p.author, other);
             }
             ServerMsg::Left(l) => {
@@ -1487,6 +1496,48 @@ mod tests {
         assert!((hand.position - right.position).length() < 1e-3);
     }
 
+    /// The drawing takes the server's own presence tick, from its `Welcome`: a server run with
+    /// `--presence-tick-ms 99` sends an update about every nine frames, and one with 0 sends
+    /// each at once.
+    #[test]
+    fn others_are_drawn_over_the_tick_the_server_welcomed_with() {
+        for (tick, share) in [(99u32, 1.0 / 9.0), (0, 1.0)] {
+            let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+            app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
+                nonce: [0; 32],
+                server_build_id: "test".into(),
+            }));
+            app.receive(&ServerMsg::Welcome(meshwork_protocol::wire::Welcome {
+                session: meshwork_protocol::SessionId([1; 16]),
+                author: AuthorId(1),
+                role: meshwork_protocol::Role::Editor,
+                next_seq: 1,
+                log_position: 0,
+                presence_tick_ms: tick,
+            }));
+            let input = FrameInput {
+                stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
+                hands: [None, None],
+            };
+            let head = Pose::looking(Vec3::new(1.0, 1.6, -2.0), 0.0, 0.0);
+            let right = Pose::looking(Vec3::new(1.25, 1.1, -1.8), 0.0, 0.0);
+            app.receive(&presence_of(7, &head, &right));
+            app.frame(&input);
+            let moved = Pose::looking(Vec3::new(1.9, 1.6, -2.0), 0.0, 0.0);
+            app.receive(&presence_of(7, &moved, &right));
+            app.frame(&input);
+            let drawn = app.others()[&AuthorId(7)]
+                .head
+                .unwrap_or_else(|| unreachable!("a head was sent"));
+            let want = head.position.lerp(moved.position, share);
+            assert!(
+                (drawn.position - want).length() < 2e-3,
+                "tick {tick}: {:?}, not {want:?}",
+                drawn.position
+            );
+        }
+    }
+
     #[test]
     fn others_heads_and_hands_are_drawn_in_their_colour_until_they_go_stale() {
         let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
@@ -1709,6 +1760,7 @@ mod edit_preview_tests {
             role: meshwork_protocol::Role::Editor,
             next_seq: 1,
             log_position: 0,
+            presence_tick_ms: 22,
         }));
         app.receive(&ServerMsg::Roster(meshwork_protocol::wire::Roster {
             session: meshwork_protocol::SessionId([1; 16]),

@@ -580,6 +580,7 @@ export class Editor {
       case 'joined':
         this.author = e.author;
         this.role = e.role;
+        this.viewport.playoutMs = this.session.conn.presence_tick_ms();
         // Less than the invite grants: an admin lowered it (the server keeps that across joins).
         this.roleSetByAdmin ||= e.role === 'viewer' && ticketRole(this.ticket) !== 'viewer';
         // A rejoin after a drop keeps its replica: live again at once (the catch-up follows).

@@ -7,7 +7,7 @@ import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { TransformControls } from 'three/addons/controls/TransformControls.js';
 import type { EntityView, Person, SceneView, Tool, Transform, Vec3 } from './state';
 import { authorColor } from './state';
-import { playout, playout_ms } from '../pkg/meshwork_wasm.js';
+import { playout } from '../pkg/meshwork_wasm.js';
 
 export interface MeshSource {
   positions(id: number): Float32Array;
@@ -123,6 +123,11 @@ export class Viewport {
   private dirty = true;
   continuous = false;
   backend = 'starting';
+  /**
+   * How long others' markers take to reach an update: the server's presence tick, from its
+   * `Welcome` (the editor sets it on every join; 22 ms, the server's default, until then).
+   */
+  playoutMs = 22;
   /**
    * Render resolution relative to the canvas: lowered in steps while frames take longer than
    * ~45 ms (a software rasterizer, a weak GPU, a huge scene) and raised again when there is
@@ -538,10 +543,10 @@ export class Viewport {
         const e = part.userData.ease as Ease | undefined;
         if (!e) continue;
         const elapsed = now - e.since;
-        const at = playout(e.from, e.to, elapsed);
+        const at = playout(e.from, e.to, elapsed, this.playoutMs);
         part.position.set(at[0], at[1], at[2]);
         part.quaternion.set(at[3], at[4], at[5], at[6]);
-        if (elapsed < playout_ms()) moving = true;
+        if (elapsed < this.playoutMs) moving = true;
         else delete part.userData.ease;
       }
     }

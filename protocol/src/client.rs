@@ -383,6 +383,17 @@ impl<S: Signer> ClientConnection<S> {
         self.last_welcome.as_ref().map(|w| w.author)
     }
 
+    /// The server's presence tick from its latest `Welcome` (kept while reconnecting), else
+    /// [`crate::presence::PLAYOUT_MS`]: how long to draw another member moving to an update.
+    #[must_use]
+    pub fn presence_tick_ms(&self) -> u64 {
+        self.last_welcome
+            .as_ref()
+            .map_or(crate::presence::PLAYOUT_MS, |w| {
+                u64::from(w.presence_tick_ms)
+            })
+    }
+
     /// Whether the connection is joined now (not refused, closed or reconnecting).
     #[must_use]
     pub const fn is_joined(&self) -> bool {
@@ -1049,6 +1060,7 @@ mod tests {
             role: Role::Editor,
             next_seq: 1,
             log_position: 0,
+            presence_tick_ms: 22,
         }));
     }
 

@@ -353,26 +353,32 @@ impl Slot<Command> for LivePreviews {
     }
 }
 
-/// How long a client takes to move its drawing of another member to their latest update: the
-/// server's default presence tick (`--presence-tick-ms`), at which each member's latest reaches
-/// the others about 45 times a second.
+/// The server's default presence tick (`--presence-tick-ms`), at which each member's latest
+/// reaches the others about 45 times a second: how long a client takes to move its drawing of
+/// another member to their latest update until the server's `Welcome` says its own tick.
 pub const PLAYOUT_MS: u64 = 22;
 
 /// Where a drawn part of another member (a head, a hand, a cursor) is `elapsed_ms` after an
-/// update that found it drawn at `from` and put it at `to`: that share of [`PLAYOUT_MS`] of the
-/// way, in a straight line and along the shorter arc, and at `to` from then on. Others move at
-/// the display's rate, one tick behind, instead of in steps. Every client draws others by this
-/// rule; a part that was not drawn appears at `to` at once.
+/// update that found it drawn at `from` and put it at `to`: that share of `tick_ms` (the
+/// server's presence tick, `Welcome::presence_tick_ms`) of the way, in a straight line and
+/// along the shorter arc, and at `to` from then on. Others move at the display's rate, one tick
+/// behind, instead of in steps. Every client draws others by this rule; a part that was not
+/// drawn appears at `to` at once, and so does everything when the tick is 0.
 #[must_use]
-pub fn playout(from: (Vec3, Quat), to: (Vec3, Quat), elapsed_ms: u64) -> (Vec3, Quat) {
-    if elapsed_ms >= PLAYOUT_MS {
+pub fn playout(
+    from: (Vec3, Quat),
+    to: (Vec3, Quat),
+    elapsed_ms: u64,
+    tick_ms: u64,
+) -> (Vec3, Quat) {
+    if elapsed_ms >= tick_ms {
         return to;
     }
     #[allow(
         clippy::cast_precision_loss,
-        reason = "both are below PLAYOUT_MS, far inside f32's exact integers"
+        reason = "both are below the tick (at most 100 ms), far inside f32's exact integers"
     )]
-    let t = elapsed_ms as f32 / PLAYOUT_MS as f32;
+    let t = elapsed_ms as f32 / tick_ms as f32;
     (from.0.lerp(to.0, t), from.1.slerp(to.1, t).normalize())
 }
 
@@ -589,11 +595,14 @@ mod tests {
     fn a_drawn_part_moves_to_its_update_over_one_tick() {
         let from = (Vec3::ZERO, Quat::IDENTITY);
         let to = (Vec3::new(2.0, 0.0, 0.0), Quat::from_rotation_y(0.4));
-        assert_eq!(playout(from, to, 0), from);
-        let (p, q) = playout(from, to, PLAYOUT_MS / 2);
+        assert_eq!(playout(from, to, 0, PLAYOUT_MS), from);
+        let (p, q) = playout(from, to, PLAYOUT_MS / 2, PLAYOUT_MS);
         assert!((p - Vec3::new(1.0, 0.0, 0.0)).length() < 1e-5);
         assert!((q.angle_between(Quat::IDENTITY) - 0.2).abs() < 1e-4);
-        assert_eq!(playout(from, to, PLAYOUT_MS), to);
-        assert_eq!(playout(from, to, 10 * PLAYOUT_MS), to);
+        assert_eq!(playout(from, to, PLAYOUT_MS, PLAYOUT_MS), to);
+        assert_eq!(playout(from, to, 10 * PLAYOUT_MS, PLAYOUT_MS), to);
+        // Over the server's own tick; a tick of 0 draws each update at once.
+        assert_eq!(playout(from, to, 50, 100).0, from.0.lerp(to.0, 0.5));
+        assert_eq!(playout(from, to, 0, 0), to);
     }
 }

@@ -269,6 +269,11 @@ pub struct Welcome {
     pub next_seq: u64,
     /// The server's Lamport clock: the log position the snapshot that follows is at.
     pub log_position: u64,
+    /// The server's presence tick (`--presence-tick-ms`): how often it sends each member the
+    /// others' latest presence, and so how long a client takes to draw another member moving
+    /// to an update ([`crate::presence::playout`]); 0: each update is sent at once, drawn at
+    /// once.
+    pub presence_tick_ms: u32,
 }
 
 /// Why a join was refused.

@@ -452,6 +452,7 @@ fn server_samples() -> Vec<ServerMsg> {
             role: Role::Editor,
             next_seq: 12,
             log_position: 340,
+            presence_tick_ms: 22,
         }),
         ServerMsg::JoinRefused(JoinRefused {
             reason: JoinRefusal::UnsupportedVersion { supported: vec![2] },

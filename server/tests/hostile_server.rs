@@ -119,6 +119,7 @@ fn script() -> (Vec<Vec<ServerMsg>>, Vec<ResyncReason>, Scene) {
         role: Role::Editor,
         next_seq: 1,
         log_position: 0,
+        presence_tick_ms: 22,
     })];
     join.extend(resync_answer(&Scene::new()));
     join.push(ServerMsg::Entries(Entries {

@@ -664,6 +664,15 @@ impl Connection {
         self.inner.author().map(|a| a.0)
     }
 
+    /// The server's presence tick from its `Welcome` (the default before one): how long, in
+    /// milliseconds, to draw another member moving to an update ([`playout`]).
+    #[must_use]
+    pub fn presence_tick_ms(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "at most 100 ms")]
+        let ms = self.inner.presence_tick_ms() as f64;
+        ms
+    }
+
     /// The id of this author's `counter`-th entity (as a JS number: exact below 2^53).
     #[must_use]
     #[allow(clippy::cast_precision_loss, reason = "author ids stay far below 2^21")]
@@ -1105,11 +1114,12 @@ pub fn clean_display_name(typed: &str) -> String {
 }
 
 /// Where another member's drawn part is `elapsed_ms` after an update that found it drawn at
-/// `from` and put it at `to` (each `[x, y, z, qx, qy, qz, qw]`): the protocol's rule
+/// `from` and put it at `to` (each `[x, y, z, qx, qy, qz, qw]`), over the server's presence
+/// tick `tick_ms` ([`Client::presence_tick_ms`]): the protocol's rule
 /// (`meshwork_protocol::presence::playout`), the same the headset draws by.
 #[wasm_bindgen]
 #[must_use]
-pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64) -> Vec<f32> {
+pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64, tick_ms: f64) -> Vec<f32> {
     let pose = |v: &[f32]| {
         let at = |i: usize, or: f32| v.get(i).copied().unwrap_or(or);
         (
@@ -1122,18 +1132,12 @@ pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64) -> Vec<f32> {
         clippy::cast_sign_loss,
         reason = "a clamped, non-negative count of milliseconds"
     )]
-    let elapsed = elapsed_ms.clamp(0.0, 1e9) as u64;
-    let (p, q) = meshwork_protocol::presence::playout(pose(from), pose(to), elapsed);
+    let (elapsed, tick) = (
+        elapsed_ms.clamp(0.0, 1e9) as u64,
+        tick_ms.clamp(0.0, 1e9) as u64,
+    );
+    let (p, q) = meshwork_protocol::presence::playout(pose(from), pose(to), elapsed, tick);
     vec![p.x, p.y, p.z, q.x, q.y, q.z, q.w]
-}
-
-/// How long a drawn part takes to reach its update, in milliseconds.
-#[wasm_bindgen]
-#[must_use]
-pub fn playout_ms() -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "a few tens of milliseconds")]
-    let ms = meshwork_protocol::presence::PLAYOUT_MS as f64;
-    ms
 }
 
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
@@ -1314,6 +1318,7 @@ mod tests {
                 role: Role::Editor,
                 next_seq: 1,
                 log_position: 0,
+                presence_tick_ms: 22,
             }),
             &mut events,
         );

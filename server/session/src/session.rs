@@ -1897,6 +1897,7 @@ impl Session {
             role,
             next_seq: self.log.next_seq(author),
             log_position: self.log.clock(),
+            presence_tick_ms: u32::try_from(self.config.presence_pack_ms).unwrap_or(u32::MAX),
         };
         self.send(client, &ServerMsg::Welcome(welcome));
         // The others learn the new member now, before any entry of theirs can reach them (same
