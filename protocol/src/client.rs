@@ -45,6 +45,67 @@ pub struct SavedClient {
     pub scene: Option<serde_bytes::ByteBuf>,
 }
 
+/// What a saved client starts with since protocol version 2 (then its postcard encoding).
+/// Saves of version 1 have no tag: they start with the session id.
+const SAVED_TAG: &[u8; 4] = b"MWS2";
+
+/// [`SavedClient`] as protocol version 1 wrote it: its `Welcome` had no presence tick. Read
+/// so that edits a browser kept offline across a reload survive the upgrade (the server still
+/// accepts their version-1 entries).
+#[derive(serde::Deserialize)]
+struct SavedClientV1 {
+    welcome: WelcomeV1,
+    next_seq: u64,
+    lamport: u64,
+    seen: u64,
+    last_counter: u32,
+    unacked: Vec<SignedEntry>,
+    scene: Option<serde_bytes::ByteBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct WelcomeV1 {
+    session: crate::ids::SessionId,
+    author: AuthorId,
+    role: crate::registry::Role,
+    next_seq: u64,
+    log_position: u64,
+}
+
+impl SavedClient {
+    /// Reads a save of this version (tagged) or of version 1 (untagged); the whole of `bytes`
+    /// must be one.
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        fn exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+            match postcard::take_from_bytes::<T>(bytes) {
+                Ok((v, [])) => Ok(v),
+                Ok(_) => Err("trailing bytes".into()),
+                Err(e) => Err(alloc::format!("{e}")),
+            }
+        }
+        if let Some(rest) = bytes.strip_prefix(SAVED_TAG.as_slice()) {
+            return exact(rest);
+        }
+        let v1: SavedClientV1 = exact(bytes)?;
+        Ok(Self {
+            welcome: Welcome {
+                session: v1.welcome.session,
+                author: v1.welcome.author,
+                role: v1.welcome.role,
+                next_seq: v1.welcome.next_seq,
+                log_position: v1.welcome.log_position,
+                presence_tick_ms: u32::try_from(crate::presence::PLAYOUT_MS).unwrap_or(u32::MAX),
+            },
+            next_seq: v1.next_seq,
+            lamport: v1.lamport,
+            seen: v1.seen,
+            last_counter: v1.last_counter,
+            unacked: v1.unacked,
+            scene: v1.scene,
+        })
+    }
+}
+
 /// Most entries in one `Submit` when a reconnect submits the unacknowledged ones again.
 const RESUBMIT_CHUNK: usize = 256;
 
@@ -422,8 +483,8 @@ impl<S: Signer> ClientConnection<S> {
         }));
     }
 
-    /// What to keep across a restart of the application ([`SavedClient`], postcard), once
-    /// joined.
+    /// What to keep across a restart of the application (a tag, then [`SavedClient`] in
+    /// postcard), once joined.
     #[must_use]
     pub fn save(&self) -> Option<Vec<u8>> {
         let saved = SavedClient {
@@ -438,7 +499,9 @@ impl<S: Signer> ClientConnection<S> {
                 .is_synced()
                 .then(|| serde_bytes::ByteBuf::from(self.replica.scene().encode())),
         };
-        postcard::to_allocvec(&saved).ok()
+        let mut out = SAVED_TAG.to_vec();
+        out.extend(postcard::to_allocvec(&saved).ok()?);
+        Some(out)
     }
 
     /// A connection that goes on from `saved` ([`ClientConnection::save`]): the `Hello` is
@@ -454,7 +517,7 @@ impl<S: Signer> ClientConnection<S> {
         build_id: &str,
         saved: &[u8],
     ) -> Result<Self, String> {
-        let saved: SavedClient = postcard::from_bytes(saved)
+        let saved = SavedClient::decode(saved)
             .map_err(|e| alloc::format!("not a saved connection: {e}"))?;
         if invite.claimed_session() != Some(saved.welcome.session) {
             return Err("the saved connection is for another session".into());
@@ -1123,6 +1186,93 @@ mod tests {
             ClientConnection::restore(Ed25519Signer::from_seed([1; 32]), other, "test", &saved)
                 .is_err(),
             "not into another session"
+        );
+    }
+
+    /// What a browser kept offline before the upgrade to protocol version 2 (an untagged save
+    /// whose `Welcome` has no presence tick, holding version-1 entries) still restores: the
+    /// edits go out once joined, and the server still accepts version-1 entries.
+    #[test]
+    fn a_save_written_by_protocol_version_1_still_restores_with_its_offline_edits() {
+        #[derive(serde::Serialize)]
+        struct WelcomeV1 {
+            session: SessionId,
+            author: AuthorId,
+            role: Role,
+            next_seq: u64,
+            log_position: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct SavedV1 {
+            welcome: WelcomeV1,
+            next_seq: u64,
+            lamport: u64,
+            seen: u64,
+            last_counter: u32,
+            unacked: Vec<SignedEntry>,
+            scene: Option<serde_bytes::ByteBuf>,
+        }
+        let signer = Ed25519Signer::from_seed([1; 32]);
+        let mut body = EntryBody::new(
+            SESSION,
+            AuthorId(1),
+            signer.public_key().key_id(),
+            4,
+            9,
+            8,
+            Command::Spawn {
+                entity: EntityId::new(AuthorId(1), 3),
+                primitive: Primitive::Cube,
+                transform: Transform::IDENTITY,
+            },
+        );
+        body.version = 1;
+        let kept = SignedEntry::sign(&body, &signer).unwrap();
+        let old = postcard::to_allocvec(&SavedV1 {
+            welcome: WelcomeV1 {
+                session: SESSION,
+                author: AuthorId(1),
+                role: Role::Editor,
+                next_seq: 1,
+                log_position: 8,
+            },
+            next_seq: 5,
+            lamport: 9,
+            seen: 8,
+            last_counter: 3,
+            unacked: vec![kept.clone()],
+            scene: Some(serde_bytes::ByteBuf::from(
+                crate::scene::Scene::new().encode(),
+            )),
+        })
+        .unwrap();
+        let c = joined();
+        let r = ClientConnection::restore(signer, c.invite.clone(), "test", &old).unwrap();
+        assert_eq!(r.author(), Some(AuthorId(1)));
+        assert_eq!(r.unacked().cloned().collect::<Vec<_>>(), vec![kept]);
+        assert_eq!(r.presence_tick_ms(), crate::presence::PLAYOUT_MS);
+        // Saved again, it is tagged and reads back the same.
+        let again = r.save().unwrap();
+        assert!(again.starts_with(SAVED_TAG));
+        let back = ClientConnection::restore(
+            Ed25519Signer::from_seed([1; 32]),
+            c.invite.clone(),
+            "test",
+            &again,
+        )
+        .unwrap();
+        assert_eq!(back.unacked().count(), 1);
+        // Damaged or trailing bytes are refused, in either form.
+        let mut trailing = again;
+        trailing.push(0);
+        assert!(
+            ClientConnection::restore(
+                Ed25519Signer::from_seed([1; 32]),
+                c.invite.clone(),
+                "test",
+                &trailing
+            )
+            .is_err()
         );
     }
 

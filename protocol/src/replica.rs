@@ -37,7 +37,9 @@ pub fn snapshot(scene: &Scene) -> (SnapshotManifest, Vec<SnapshotChunk>) {
 }
 
 /// As [`snapshot`], compressed by `compress` (a zstd frame of the scene's encoding, without a
-/// dictionary: the server passes the zstd library) when that is smaller; raw otherwise.
+/// dictionary: the server passes the zstd library) when that is smaller and within what every
+/// replica accepts ([`MAX_SNAPSHOT_SCENE_BYTES`], [`MAX_SNAPSHOT_RATIO`]); raw otherwise, so a
+/// scene that compresses too well is never one that no client can join.
 #[must_use]
 pub fn snapshot_compressed(
     scene: &Scene,
@@ -45,8 +47,13 @@ pub fn snapshot_compressed(
 ) -> (SnapshotManifest, Vec<SnapshotChunk>) {
     let bytes = scene.encode();
     let state_hash = Sha256::digest(&bytes).into();
+    let acceptable = |packed: &[u8]| {
+        packed.len() < bytes.len()
+            && (bytes.len() as u64) <= MAX_SNAPSHOT_SCENE_BYTES
+            && (bytes.len() as u64) <= (packed.len() as u64).saturating_mul(MAX_SNAPSHOT_RATIO)
+    };
     match compress(&bytes) {
-        Some(packed) if packed.len() < bytes.len() => {
+        Some(packed) if acceptable(&packed) => {
             let encoding = SnapshotEncoding::Zstd {
                 scene_bytes: bytes.len() as u64,
             };
@@ -82,9 +89,14 @@ fn chunked(
     (manifest, chunks)
 }
 
+/// Largest zstd window a snapshot may use (the server's level 1 uses at most 512 KiB): a
+/// frame that asks for more is refused before the decoder reserves it.
+const MAX_SNAPSHOT_WINDOW: u64 = 8 << 20;
+
 /// The scene encoding a zstd snapshot of `sent` bytes inflates to, if it is exactly
 /// `scene_bytes` long and within the bounds ([`MAX_SNAPSHOT_SCENE_BYTES`],
-/// [`MAX_SNAPSHOT_RATIO`]). Never holds more than the claim plus one block.
+/// [`MAX_SNAPSHOT_RATIO`], [`MAX_SNAPSHOT_WINDOW`]). Holds at most what has inflated so far (never
+/// past the claim) and the decoder's window: nothing is reserved on the claim's word.
 fn inflate(sent: &[u8], scene_bytes: u64) -> Option<Vec<u8>> {
     let ratio_bound = (sent.len() as u64).saturating_mul(MAX_SNAPSHOT_RATIO);
     if scene_bytes > MAX_SNAPSHOT_SCENE_BYTES || scene_bytes > ratio_bound {
@@ -92,15 +104,15 @@ fn inflate(sent: &[u8], scene_bytes: u64) -> Option<Vec<u8>> {
     }
     let want = usize::try_from(scene_bytes).ok()?;
     let mut decoder = FrameDecoder::new();
-    // The window never needs to be larger than the scene itself.
-    decoder.set_max_window_size(scene_bytes.max(1 << 10));
+    // The window never needs to be larger than the scene itself, nor than a level-1 frame's.
+    decoder.set_max_window_size(scene_bytes.clamp(1 << 10, MAX_SNAPSHOT_WINDOW));
     let mut input = sent;
     decoder.reset(&mut input).ok()?;
     let declared = decoder.content_size();
     if declared != 0 && declared != scene_bytes {
         return None;
     }
-    let mut out = Vec::with_capacity(want);
+    let mut out = Vec::new();
     loop {
         decoder
             .decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(1 << 16))
@@ -432,6 +444,10 @@ impl Replica {
             // The server checked every entry it sends; one that does not decode means the
             // stream was damaged, so the replica cannot continue from it.
             let body = e.decode_body().map_err(|_| ResyncReason::Undecodable)?;
+            // The versions a server accepts: this one's bound entries and version 1's.
+            if body.version != crate::PROTOCOL_VERSION && body.version != 1 {
+                return Err(ResyncReason::Undecodable);
+            }
             // A self-describing entry carries its session; a bound one's signature binds it.
             if body.session.is_some_and(|s| Some(s) != self.trust.session) {
                 return Err(ResyncReason::WrongSession);
@@ -605,8 +621,13 @@ mod tests {
             Some(&ReplicaEvent::Synced)
         );
         assert_eq!(r.scene(), &scene);
-        // What does not compress goes raw.
+        // What does not compress goes raw, and so does what compresses past what replicas
+        // accept (they would refuse it, and every join and resync with it).
         let (m, _) = snapshot_compressed(&scene, &|raw| Some(raw.to_vec()));
+        assert_eq!(m.encoding, SnapshotEncoding::Raw);
+        let (m, _) = snapshot_compressed(&scene, &|raw| {
+            Some(alloc::vec![0; raw.len() / usize::try_from(MAX_SNAPSHOT_RATIO).unwrap() - 1])
+        });
         assert_eq!(m.encoding, SnapshotEncoding::Raw);
         let (m, _) = snapshot_compressed(&scene, &|_| None);
         assert_eq!(m.encoding, SnapshotEncoding::Raw);
@@ -675,6 +696,16 @@ mod tests {
             feed_parts(&mut r, m, chunks).last(),
             Some(&ReplicaEvent::NeedsResync(ResyncReason::BadSnapshot))
         );
+        // A frame asking for a window larger than the scene (or than a level-1 frame's) is
+        // refused before the decoder reserves it. Magic, no content size, the window byte,
+        // then one raw block of one byte ('A').
+        let frame = |window: u8| [0x28, 0xb5, 0x2f, 0xfd, 0x00, window, 0x09, 0x00, 0x00, 0x41];
+        assert_eq!(
+            inflate(&frame(0x00), 1),
+            Some(alloc::vec![0x41]),
+            "a 1 KiB window"
+        );
+        assert_eq!(inflate(&frame(0x70), 1), None, "a 16 MiB window");
         // Within the ratio but claiming less than it inflates to: stopped at the claim.
         assert_eq!(inflate(&zstd(&[7u8; 4096]).unwrap(), 4000), None);
         assert_eq!(

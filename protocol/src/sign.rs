@@ -3,9 +3,12 @@
 //!
 //! Invariants:
 //! - A signature covers the exact body bytes that travel on the wire; bodies are never
-//!   re-encoded before verification.
-//! - Every signed structure starts with a [`Domain`] tag, so a signature made for one purpose
-//!   (a join proof, an invite) can never be passed off as another (a command).
+//!   re-encoded before verification. A version-2 entry's signature covers a fixed context both
+//!   sides write the same way ([`entry_context`]: domain, version, session, key id) and then
+//!   exactly those bytes.
+//! - Every signed message starts with a [`Domain`] tag (a version-2 entry's with its context),
+//!   so a signature made for one purpose (a join proof, an invite) can never be passed off as
+//!   another (a command).
 //! - One acceptance rule for signatures everywhere: dalek's batch equation. Single verification
 //!   is a batch of one, so integrating a batch and integrating one by one accept exactly the same
 //!   entries (strict single verification would refuse some crafted signatures a batch accepts).
@@ -55,8 +58,9 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// Short fingerprint carried in every entry so a key change is detected before any curve
-    /// arithmetic: the first 8 bytes of SHA-256("meshwork key id" ‖ key).
+    /// Short fingerprint of the key: the first 8 bytes of SHA-256("meshwork key id" ‖ key).
+    /// A version-1 entry carries it (a key change is then refused before any curve
+    /// arithmetic); a version-2 entry binds it into its signature instead.
     #[must_use]
     pub fn key_id(&self) -> KeyId {
         let mut h = Sha256::new();

@@ -1115,7 +1115,7 @@ pub fn clean_display_name(typed: &str) -> String {
 
 /// Where another member's drawn part is `elapsed_ms` after an update that found it drawn at
 /// `from` and put it at `to` (each `[x, y, z, qx, qy, qz, qw]`), over the server's presence
-/// tick `tick_ms` ([`Client::presence_tick_ms`]): the protocol's rule
+/// tick `tick_ms` ([`Connection::presence_tick_ms`]): the protocol's rule
 /// (`meshwork_protocol::presence::playout`), the same the headset draws by.
 #[wasm_bindgen]
 #[must_use]
