@@ -1496,6 +1496,23 @@ mod tests {
         assert!((hand.position - right.position).length() < 1e-3);
     }
 
+    /// The server's challenge and welcome of author 1 in session `[1; 16]`, with its presence
+    /// tick.
+    pub(super) fn welcome(app: &mut App, presence_tick_ms: u32) {
+        app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
+            nonce: [0; 32],
+            server_build_id: "test".into(),
+        }));
+        app.receive(&ServerMsg::Welcome(meshwork_protocol::wire::Welcome {
+            session: meshwork_protocol::SessionId([1; 16]),
+            author: AuthorId(1),
+            role: meshwork_protocol::Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+            presence_tick_ms,
+        }));
+    }
+
     /// The drawing takes the server's own presence tick, from its `Welcome`: a server run with
     /// `--presence-tick-ms 99` sends an update about every nine frames, and one with 0 sends
     /// each at once.
@@ -1503,18 +1520,7 @@ mod tests {
     fn others_are_drawn_over_the_tick_the_server_welcomed_with() {
         for (tick, share) in [(99u32, 1.0 / 9.0), (0, 1.0)] {
             let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
-            app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
-                nonce: [0; 32],
-                server_build_id: "test".into(),
-            }));
-            app.receive(&ServerMsg::Welcome(meshwork_protocol::wire::Welcome {
-                session: meshwork_protocol::SessionId([1; 16]),
-                author: AuthorId(1),
-                role: meshwork_protocol::Role::Editor,
-                next_seq: 1,
-                log_position: 0,
-                presence_tick_ms: tick,
-            }));
+            welcome(&mut app, tick);
             let input = FrameInput {
                 stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
                 hands: [None, None],
@@ -1750,18 +1756,7 @@ mod edit_preview_tests {
                 transform: Transform::IDENTITY,
             },
         );
-        app.receive(&ServerMsg::Challenge(meshwork_protocol::wire::Challenge {
-            nonce: [0; 32],
-            server_build_id: "test".into(),
-        }));
-        app.receive(&ServerMsg::Welcome(meshwork_protocol::wire::Welcome {
-            session: meshwork_protocol::SessionId([1; 16]),
-            author: AuthorId(1),
-            role: meshwork_protocol::Role::Editor,
-            next_seq: 1,
-            log_position: 0,
-            presence_tick_ms: 22,
-        }));
+        tests::welcome(&mut app, 22);
         app.receive(&ServerMsg::Roster(meshwork_protocol::wire::Roster {
             session: meshwork_protocol::SessionId([1; 16]),
             server_key: Ed25519Signer::from_seed([7; 32]).public_key(),

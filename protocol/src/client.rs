@@ -53,6 +53,7 @@ const SAVED_TAG: &[u8; 4] = b"MWS2";
 /// so that edits a browser kept offline across a reload survive the upgrade (the server still
 /// accepts their version-1 entries).
 #[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct SavedClientV1 {
     welcome: WelcomeV1,
     next_seq: u64,
@@ -64,6 +65,7 @@ struct SavedClientV1 {
 }
 
 #[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct WelcomeV1 {
     session: crate::ids::SessionId,
     author: AuthorId,
@@ -1194,24 +1196,7 @@ mod tests {
     /// edits go out once joined, and the server still accepts version-1 entries.
     #[test]
     fn a_save_written_by_protocol_version_1_still_restores_with_its_offline_edits() {
-        #[derive(serde::Serialize)]
-        struct WelcomeV1 {
-            session: SessionId,
-            author: AuthorId,
-            role: Role,
-            next_seq: u64,
-            log_position: u64,
-        }
-        #[derive(serde::Serialize)]
-        struct SavedV1 {
-            welcome: WelcomeV1,
-            next_seq: u64,
-            lamport: u64,
-            seen: u64,
-            last_counter: u32,
-            unacked: Vec<SignedEntry>,
-            scene: Option<serde_bytes::ByteBuf>,
-        }
+        use super::{SavedClientV1, WelcomeV1};
         let signer = Ed25519Signer::from_seed([1; 32]);
         let mut body = EntryBody::new(
             SESSION,
@@ -1228,7 +1213,7 @@ mod tests {
         );
         body.version = 1;
         let kept = SignedEntry::sign(&body, &signer).unwrap();
-        let old = postcard::to_allocvec(&SavedV1 {
+        let old = postcard::to_allocvec(&SavedClientV1 {
             welcome: WelcomeV1 {
                 session: SESSION,
                 author: AuthorId(1),

@@ -14,6 +14,7 @@
 //!   entries (strict single verification would refuse some crafted signatures a batch accepts).
 //! - Weak (small-order) public keys are refused at registration.
 
+use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -273,13 +274,13 @@ pub struct SignedItem<'a> {
 impl<'a> SignedItem<'a> {
     /// The bytes the signature covers when checked under the key `key_id` names.
     #[must_use]
-    pub fn message_for(&self, key_id: KeyId) -> alloc::borrow::Cow<'a, [u8]> {
+    pub fn message_for(&self, key_id: KeyId) -> Cow<'a, [u8]> {
         match self.bound {
-            None => alloc::borrow::Cow::Borrowed(self.message),
+            None => Cow::Borrowed(self.message),
             Some((version, session)) => {
                 let mut m = entry_context(version, session, key_id);
                 m.extend_from_slice(self.message);
-                alloc::borrow::Cow::Owned(m)
+                Cow::Owned(m)
             }
         }
     }
@@ -472,9 +473,9 @@ pub struct EntryBody {
     pub command: Command,
 }
 
-/// The self-describing layout, field for field.
-#[derive(Serialize)]
-struct SelfDescribingRef<'a> {
+/// The self-describing layout, field for field (borrowing the command to write it).
+#[derive(Serialize, Deserialize)]
+struct SelfDescribing<'a> {
     domain: Domain,
     version: u16,
     session: SessionId,
@@ -483,39 +484,17 @@ struct SelfDescribingRef<'a> {
     seq: u64,
     lamport: u64,
     seen_lamport: u64,
-    command: &'a Command,
-}
-
-#[derive(Deserialize)]
-struct SelfDescribing {
-    domain: Domain,
-    version: u16,
-    session: SessionId,
-    author: AuthorId,
-    key_id: KeyId,
-    seq: u64,
-    lamport: u64,
-    seen_lamport: u64,
-    command: Command,
+    command: Cow<'a, Command>,
 }
 
 /// The bound layout: what is left once the session and key are bound into the signature.
-#[derive(Serialize)]
-struct BoundRef<'a> {
+#[derive(Serialize, Deserialize)]
+struct Bound<'a> {
     author: AuthorId,
     seq: u64,
     lamport: u64,
     seen_back: u64,
-    command: &'a Command,
-}
-
-#[derive(Deserialize)]
-struct Bound {
-    author: AuthorId,
-    seq: u64,
-    lamport: u64,
-    seen_back: u64,
-    command: Command,
+    command: Cow<'a, Command>,
 }
 
 /// What a bound entry's signature covers before its body: the [`Domain::Entry`] tag, the
@@ -645,12 +624,12 @@ impl SignedEntry {
                 .lamport
                 .checked_sub(body.seen_lamport)
                 .ok_or(BodyError::Malformed("seen_lamport above lamport"))?;
-            let bytes = postcard::to_allocvec(&BoundRef {
+            let bytes = postcard::to_allocvec(&Bound {
                 author: body.author,
                 seq: body.seq,
                 lamport: body.lamport,
                 seen_back,
-                command: &body.command,
+                command: Cow::Borrowed(&body.command),
             })
             .map_err(|_| BodyError::Malformed("encode"))?;
             let key_id = body.key_id.unwrap_or_else(|| signer.public_key().key_id());
@@ -662,7 +641,7 @@ impl SignedEntry {
                 signature,
             });
         }
-        let bytes = postcard::to_allocvec(&SelfDescribingRef {
+        let bytes = postcard::to_allocvec(&SelfDescribing {
             domain: body.domain,
             version: body.version,
             session,
@@ -673,7 +652,7 @@ impl SignedEntry {
             seq: body.seq,
             lamport: body.lamport,
             seen_lamport: body.seen_lamport,
-            command: &body.command,
+            command: Cow::Borrowed(&body.command),
         })
         .map_err(|_| BodyError::Malformed("encode"))?;
         let signature = signer.sign(&bytes);
@@ -691,7 +670,7 @@ impl SignedEntry {
         match self.body.first() {
             None => Err(BodyError::Malformed("empty body")),
             Some(0) => {
-                let b: SelfDescribing = decode_exact(&self.body)?;
+                let b: SelfDescribing<'static> = decode_exact(&self.body)?;
                 if b.domain != Domain::Entry {
                     return Err(BodyError::WrongDomain);
                 }
@@ -709,11 +688,11 @@ impl SignedEntry {
                     seq: b.seq,
                     lamport: b.lamport,
                     seen_lamport: b.seen_lamport,
-                    command: b.command,
+                    command: b.command.into_owned(),
                 })
             }
             Some(_) => {
-                let b: Bound = decode_exact(&self.body)?;
+                let b: Bound<'static> = decode_exact(&self.body)?;
                 let seen_lamport = b
                     .lamport
                     .checked_sub(b.seen_back)
@@ -727,7 +706,7 @@ impl SignedEntry {
                     seq: b.seq,
                     lamport: b.lamport,
                     seen_lamport,
-                    command: b.command,
+                    command: b.command.into_owned(),
                 })
             }
         }
@@ -835,6 +814,16 @@ mod tests {
         }
     }
 
+    /// Author 1's entries with the sequence numbers `seqs`, signed by `s`.
+    fn run(s: &Ed25519Signer, seqs: impl Iterator<Item = u64>) -> Vec<SignedEntry> {
+        seqs.map(|seq| {
+            let mut b = body(s, AuthorId(1));
+            b.seq = seq;
+            SignedEntry::sign(&b, s).unwrap()
+        })
+        .collect()
+    }
+
     #[test]
     fn sign_then_verify_round_trips() {
         let s = Ed25519Signer::from_seed([1; 32]);
@@ -852,13 +841,7 @@ mod tests {
             Ed25519Signer::from_seed([1; 32]),
             Ed25519Signer::from_seed([2; 32]),
         );
-        let entries: Vec<SignedEntry> = (1..=5)
-            .map(|seq| {
-                let mut b = body(&s, AuthorId(1));
-                b.seq = seq;
-                SignedEntry::sign(&b, &s).unwrap()
-            })
-            .collect();
+        let entries = run(&s, 1..=5);
         assert!(all_signed_by(&s.public_key(), SESSION, &entries));
         assert!(
             !all_signed_by(&other.public_key(), SESSION, &entries),
@@ -1011,13 +994,7 @@ mod tests {
     fn on_the_wire_an_entry_is_one_byte_string_and_a_short_one_is_refused() {
         use crate::wire::{ClientMsg, Submit};
         let s = Ed25519Signer::from_seed([1; 32]);
-        let entries: Vec<SignedEntry> = (1..=3)
-            .map(|seq| {
-                let mut b = body(&s, AuthorId(1));
-                b.seq = seq;
-                SignedEntry::sign(&b, &s).unwrap()
-            })
-            .collect();
+        let entries = run(&s, 1..=3);
         let msg = ClientMsg::Submit(Submit {
             entries: entries.clone(),
         });
@@ -1040,13 +1017,7 @@ mod tests {
         let mut ring = KeyRing::new();
         ring.register(AuthorId(1), s.public_key(), Role::Editor)
             .unwrap();
-        let mut entries: Vec<SignedEntry> = (0..8)
-            .map(|i| {
-                let mut b = body(&s, AuthorId(1));
-                b.seq = i;
-                SignedEntry::sign(&b, &s).unwrap()
-            })
-            .collect();
+        let mut entries = run(&s, 0..8);
         entries[3].signature.0[10] ^= 1;
         let bodies: Vec<EntryBody> = entries.iter().map(|e| e.decode_body().unwrap()).collect();
         let items: Vec<SignedItem<'_>> = entries

@@ -84,9 +84,8 @@ fn a_head_and_two_hands_take_24_bytes_and_come_back_within_a_millimetre_and_a_de
     assert!(back.moving.is_empty() && back.ended.is_empty());
 }
 
-#[test]
-fn the_identity_rotation_travels_exactly() {
-    let cursor = pose(3.0, 0.0, 4.0, Quat::IDENTITY);
+/// A cursor alone, through a motion and back.
+fn cursor_back(cursor: Pose) -> Pose {
     let motion = Motion::encode(&MotionContent {
         figure: Some(Figure {
             cursor: Some(cursor),
@@ -95,7 +94,13 @@ fn the_identity_rotation_travels_exactly() {
         ..MotionContent::default()
     })
     .unwrap();
-    let got = motion.decode().unwrap().figure.unwrap().cursor.unwrap();
+    motion.decode().unwrap().figure.unwrap().cursor.unwrap()
+}
+
+#[test]
+fn the_identity_rotation_travels_exactly() {
+    let cursor = pose(3.0, 0.0, 4.0, Quat::IDENTITY);
+    let got = cursor_back(cursor);
     assert_eq!(got, cursor);
 }
 
@@ -108,15 +113,7 @@ fn a_rotation_near_the_four_halves_corner_comes_back_within_the_derived_bound() 
         position_mm: [0; 3],
         rotation: [-13805, -17748, -17844, -15801],
     };
-    let motion = Motion::encode(&MotionContent {
-        figure: Some(Figure {
-            cursor: Some(cursor),
-            ..Figure::default()
-        }),
-        ..MotionContent::default()
-    })
-    .unwrap();
-    let got = motion.decode().unwrap().figure.unwrap().cursor.unwrap();
+    let got = cursor_back(cursor);
     let (_, a) = error(&got, &cursor);
     assert!(a > 0.004, "the case that broke the old bound ({a} rad)");
     assert!(a <= rotation_bound(ROTATION_BITS), "{a} rad");
