@@ -720,6 +720,16 @@ impl Driver {
                     self.metrics.compressed("presence", *transport, *raw, *sent);
                 }
             }
+            Event::SnapshotSent {
+                client,
+                scene,
+                sent,
+            } => {
+                if let Some((_, transport, _)) = self.outboxes.get(client) {
+                    self.metrics
+                        .compressed("snapshot", *transport, *scene, *sent);
+                }
+            }
             Event::Throttled { reason, .. } => self.metrics.rejected(reason),
             Event::DeltaSent => self.metrics.deltas_total.inc(),
             Event::Resumed { .. } => self.metrics.resumes_total.inc(),

@@ -297,9 +297,10 @@ impl Metrics {
         let compression_bytes_total = counter_vec(
             &r,
             "compression_bytes_total",
-            "Bytes of a compressed stream before (`stage=\"before\"`: the messages) and after \
-             (`stage=\"after\"`: the frames sent) compression, per stream (`presence`: the \
-             unreliable lane's packs) and transport.",
+            "Bytes of a compressed stream before (`stage=\"before\"`: the messages, or the \
+             scene's encoding) and after (`stage=\"after\"`: the frames sent) compression, per \
+             stream (`presence`: the unreliable lane's packs; `snapshot`: join and resync \
+             snapshots) and transport.",
             &["stream", "transport", "stage"],
         );
         let presence_out_of_interest_total = IntCounter::with_opts(

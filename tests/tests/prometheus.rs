@@ -65,6 +65,17 @@ async fn prometheus_scrapes_the_command_metrics() {
         "{}",
         metrics.body
     );
+    // The join's snapshot was counted, before and after compression, on its transport.
+    for stage in ["before", "after"] {
+        let counted = metrics.body.lines().any(|l| {
+            l.starts_with("meshwork_compression_bytes_total{")
+                && l.contains("stream=\"snapshot\"")
+                && l.contains("transport=\"quic\"")
+                && l.contains(&format!("stage=\"{stage}\""))
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+        });
+        assert!(counted, "snapshot {stage}: {}", metrics.body);
+    }
     let mut lint = Process::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -23,7 +23,7 @@ use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
     self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello, History,
     InviteBody, InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, Presence,
-    PresenceOf, RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
+    PresenceOf, RefusalCode, ServerMsg, SnapshotEncoding, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
     AuthorId, Command, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey,
@@ -219,6 +219,16 @@ pub enum Event {
         /// The messages, each behind its length, before compression.
         raw: usize,
         /// The frame sent.
+        sent: usize,
+    },
+    /// A snapshot went to a client: the scene's encoding and the frames sent for it (manifest
+    /// and chunks, headers included; compressed or not, `SnapshotEncoding`).
+    SnapshotSent {
+        /// To whom.
+        client: ClientId,
+        /// Bytes of the scene's encoding.
+        scene: usize,
+        /// Bytes of the frames sent.
         sent: usize,
     },
     /// A `Resync` or `FetchLog` over the connection's rate limit was deferred.
@@ -987,13 +997,23 @@ impl TokenBucket {
 /// (fields, not `&mut Session`, so callers can hold the log entry they apply).
 fn apply_durable(
     scene: &mut Scene,
-    snapshot_frames: &mut Option<(u64, Vec<Arc<[u8]>>)>,
+    snapshot_frames: &mut Option<CachedSnapshot>,
     id: meshwork_protocol::CommandId,
     author: AuthorId,
     command: &Command,
 ) {
     scene.apply(id, author, command);
     *snapshot_frames = None;
+}
+
+/// A position's snapshot frames (manifest, then chunks), encoded once and shared by every join
+/// and resync at that position.
+#[derive(Debug)]
+struct CachedSnapshot {
+    position: u64,
+    /// The scene's encoding, before compression.
+    scene_bytes: usize,
+    frames: Vec<Arc<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -1072,7 +1092,7 @@ pub struct Session {
     last_hash_ms: u64,
     /// The frames of the last snapshot sent and the scene position they show: joins and
     /// resyncs at one position share one encoding (dropped when the scene moves on).
-    snapshot_frames: Option<(u64, Vec<Arc<[u8]>>)>,
+    snapshot_frames: Option<CachedSnapshot>,
     /// Per author: the connection whose presence sequence is followed, its last relayed
     /// sequence number, and the author's presence rate limiter (kept across connections).
     presence: BTreeMap<AuthorId, (ClientId, u32, TokenBucket)>,
@@ -1974,8 +1994,8 @@ impl Session {
         // learns the roster again with the resync it asked for.
         self.send_roster(client);
         let position = self.scene.position;
-        let frames = match &self.snapshot_frames {
-            Some((at, frames)) if *at == position => frames.clone(),
+        let (scene_bytes, frames) = match &self.snapshot_frames {
+            Some(c) if c.position == position => (c.scene_bytes, c.frames.clone()),
             _ => {
                 // zstd at level 1: the scene is encoded and compressed on the driver, once
                 // per position, so speed counts more than the last percent.
@@ -1983,14 +2003,23 @@ impl Session {
                     meshwork_protocol::replica::snapshot_compressed(&self.scene, &|raw| {
                         zstd::bulk::compress(raw, SNAPSHOT_ZSTD_LEVEL).ok()
                     });
+                let scene_bytes = match manifest.encoding {
+                    SnapshotEncoding::Raw => manifest.total_bytes,
+                    SnapshotEncoding::Zstd { scene_bytes } => scene_bytes,
+                };
+                let scene_bytes = usize::try_from(scene_bytes).unwrap_or(usize::MAX);
                 let msgs = core::iter::once(ServerMsg::Snapshot(manifest))
                     .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk));
                 let frames: Result<Vec<Arc<[u8]>>, _> =
                     msgs.map(|m| to_frame(&m).map(Arc::from)).collect();
                 match frames {
                     Ok(frames) => {
-                        self.snapshot_frames = Some((position, frames.clone()));
-                        frames
+                        self.snapshot_frames = Some(CachedSnapshot {
+                            position,
+                            scene_bytes,
+                            frames: frames.clone(),
+                        });
+                        (scene_bytes, frames)
                     }
                     // Chunks are sized under the frame limit; failing is a bug to see, not a
                     // panic.
@@ -2005,6 +2034,11 @@ impl Session {
                 }
             }
         };
+        self.emit(Output::Event(Event::SnapshotSent {
+            client,
+            scene: scene_bytes,
+            sent: frames.iter().map(|f| f.len()).sum(),
+        }));
         for frame in frames {
             self.emit(Output::Send {
                 client,

@@ -192,6 +192,65 @@ fn join_then_submit_acks_and_fans_out_only_after_persistence() {
     assert!(matches!(&sent_to(&out, C2)[0], ServerMsg::Entries(e) if e.entries.len() == 1));
 }
 
+/// A joining member's snapshot of a scene with a few primitives goes zstd-compressed, the
+/// same frames to every member joining at that position, and the event the metrics count
+/// says how many bytes of scene went as how many bytes of frames.
+#[test]
+fn a_snapshot_goes_compressed_once_per_position_and_says_what_it_saved() {
+    let mut h = Harness::new();
+    let s1 = Ed25519Signer::from_seed([1; 32]);
+    let a1 = h.join(C1, &s1, Role::Editor);
+    let spawns = (1..=5)
+        .map(|i| {
+            let spawn = Command::Spawn {
+                entity: EntityId::new(a1, u32::try_from(i).unwrap()),
+                primitive: meshwork_protocol::Primitive::Sphere,
+                transform: meshwork_protocol::Transform::IDENTITY,
+            };
+            entry(&s1, a1, i, i, spawn)
+        })
+        .collect();
+    let out = h.send(C1, &ClientMsg::Submit(Submit { entries: spawns }));
+    for o in out {
+        if let Output::Persist { batch, .. } = o {
+            h.input(Input::PersistAck { batch });
+        }
+    }
+    let mut seen = Vec::new();
+    for (client, seed) in [(C2, 2u8), (ClientId(3), 3)] {
+        let (_, out) = h.join_outputs(client, &Ed25519Signer::from_seed([seed; 32]), Role::Viewer);
+        let manifest = sent_to(&out, client)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMsg::Snapshot(m) => Some(m),
+                _ => None,
+            })
+            .expect("a snapshot with the join");
+        let SnapshotEncoding::Zstd { scene_bytes } = manifest.encoding else {
+            panic!("five spheres compress: {manifest:?}");
+        };
+        let (scene, sent) = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Event(Event::SnapshotSent {
+                    client: c,
+                    scene,
+                    sent,
+                }) if *c == client => Some((*scene, *sent)),
+                _ => None,
+            })
+            .expect("the snapshot is counted");
+        assert_eq!(scene as u64, scene_bytes);
+        assert!(sent * 2 < scene, "{sent} B sent for {scene} B of scene");
+        assert_eq!(h.session.scene.encode().len(), scene);
+        seen.push((manifest, sent));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the same snapshot for both joins at one position"
+    );
+}
+
 #[test]
 fn members_get_the_roster_before_the_scene_and_every_new_member_before_their_entries() {
     let mut h = Harness::new();
