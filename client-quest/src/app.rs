@@ -1444,11 +1444,9 @@ mod tests {
         })
     }
 
-    /// Updates come about every other frame (the server's presence tick): the drawing moves
-    /// from where it was to the newest over two frames (22 ms at 90 Hz), not in one step.
-    #[test]
-    fn others_move_from_one_update_to_the_next_at_the_display_rate() {
-        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+    /// Author 7's head and right hand received and drawn for one frame of a still wearer: the
+    /// wearer's frame input, and the head and hand sent.
+    fn others_head_drawn(app: &mut App) -> (FrameInput, Pose, Pose) {
         let input = FrameInput {
             stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
             hands: [None, None],
@@ -1457,6 +1455,15 @@ mod tests {
         let right = Pose::looking(Vec3::new(1.25, 1.1, -1.8), 0.0, 0.0);
         app.receive(&presence_of(7, &head, &right));
         app.frame(&input);
+        (input, head, right)
+    }
+
+    /// Updates come about every other frame (the server's presence tick): the drawing moves
+    /// from where it was to the newest over two frames (22 ms at 90 Hz), not in one step.
+    #[test]
+    fn others_move_from_one_update_to_the_next_at_the_display_rate() {
+        let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
+        let (input, head, right) = others_head_drawn(&mut app);
         let drawn = |app: &App| {
             app.others()[&AuthorId(7)]
                 .head
@@ -1521,14 +1528,7 @@ mod tests {
         for (tick, share) in [(99u32, 1.0 / 9.0), (0, 1.0)] {
             let mut app = App::new(Ed25519Signer::from_seed([3; 32]), test_invite(), 0.05);
             welcome(&mut app, tick);
-            let input = FrameInput {
-                stage_from_head: Pose::looking(Vec3::new(0.0, 1.6, 0.0), 0.0, 0.0),
-                hands: [None, None],
-            };
-            let head = Pose::looking(Vec3::new(1.0, 1.6, -2.0), 0.0, 0.0);
-            let right = Pose::looking(Vec3::new(1.25, 1.1, -1.8), 0.0, 0.0);
-            app.receive(&presence_of(7, &head, &right));
-            app.frame(&input);
+            let (input, head, right) = others_head_drawn(&mut app);
             let moved = Pose::looking(Vec3::new(1.9, 1.6, -2.0), 0.0, 0.0);
             app.receive(&presence_of(7, &moved, &right));
             app.frame(&input);

@@ -2624,30 +2624,29 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
         assert_eq!(a, b);
     }
 
+    // The glue's claim for a batch: every entry verified under `signed_by` for `session`.
+    let claim = |h: &mut Harness, entries, signed_by, session| {
+        h.input(Input::VerifiedSubmit {
+            client: C1,
+            entries,
+            signed_by,
+            session,
+        })
+    };
+    // One of the member's entries with a broken signature.
+    let forged = |seq: u64| {
+        let mut e = entry(&s1, author, seq, seq, mv(author));
+        e.signature.0[0] ^= 1;
+        e
+    };
+    let refused_as_forged = |out: &[Output]| matches!(&sent_to(out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature);
     // A claim under a key that is not the member's is not taken on trust: the session checks
     // the signatures itself, and a forged one is refused.
-    let mut forged = entry(&s1, author, 4, 4, mv(author));
-    forged.signature.0[0] ^= 1;
-    let out = checked.input(Input::VerifiedSubmit {
-        client: C1,
-        entries: vec![forged.clone()],
-        signed_by: s2.public_key(),
-        session: SESSION,
-    });
-    assert!(
-        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
-        "{out:?}"
-    );
+    let out = claim(&mut checked, vec![forged(4)], s2.public_key(), SESSION);
+    assert!(refused_as_forged(&out), "{out:?}");
     // Under the member's own key the session does not check again (the work left the driver):
     // which is why only the glue's own check may make this input.
-    let mut trusted = entry(&s1, author, 5, 5, mv(author));
-    trusted.signature.0[0] ^= 1;
-    let out = checked.input(Input::VerifiedSubmit {
-        client: C1,
-        entries: vec![trusted],
-        signed_by: s1.public_key(),
-        session: SESSION,
-    });
+    let out = claim(&mut checked, vec![forged(5)], s1.public_key(), SESSION);
     assert!(
         out.iter().any(|o| matches!(o, Output::Persist { .. })),
         "the claim under the member's key was checked again: {out:?}"
@@ -2656,28 +2655,18 @@ fn a_submit_verified_by_the_glue_is_handled_as_the_same_payload_and_only_under_t
     // glue checked it for): the session checks the signatures itself (a second on: the burst
     // of five is spent).
     checked.now += 1000;
-    let mut elsewhere = entry(&s1, author, 6, 6, mv(author));
-    elsewhere.signature.0[0] ^= 1;
-    let out = checked.input(Input::VerifiedSubmit {
-        client: C1,
-        entries: vec![elsewhere],
-        signed_by: s1.public_key(),
-        session: SessionId([0xee; 16]),
-    });
-    assert!(
-        matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::BadSignature),
-        "{out:?}"
+    let out = claim(
+        &mut checked,
+        vec![forged(6)],
+        s1.public_key(),
+        SessionId([0xee; 16]),
     );
+    assert!(refused_as_forged(&out), "{out:?}");
     // Nor does the claim let one member submit another's entries (a second on: the burst of
     // five is spent).
     checked.now += 1000;
     let theirs = entry(&s2, other, 1, 6, mv(other));
-    let out = checked.input(Input::VerifiedSubmit {
-        client: C1,
-        entries: vec![theirs],
-        signed_by: s1.public_key(),
-        session: SESSION,
-    });
+    let out = claim(&mut checked, vec![theirs], s1.public_key(), SESSION);
     assert!(
         matches!(&sent_to(&out, C1)[0], ServerMsg::CommandRefused(r) if r.code == RefusalCode::Malformed),
         "{out:?}"
