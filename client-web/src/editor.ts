@@ -383,6 +383,7 @@ export class Editor {
       normals: (id) => this.session.conn.mesh_normals(id),
       indices: (id) => this.session.conn.mesh_indices(id),
     });
+    this.viewport.playoutMs = this.session.conn.presence_tick_ms();
     this.viewport.onDragEnd = (id, from, to) => {
       this.commitTransform(id, from, to);
       if (this.editable()) this.session.preview(id, null);

@@ -124,10 +124,11 @@ export class Viewport {
   continuous = false;
   backend = 'starting';
   /**
-   * How long others' markers take to reach an update: the server's presence tick, from its
-   * `Welcome` (the editor sets it on every join; 22 ms, the server's default, until then).
+   * How long others' markers take to reach an update: the server's presence tick, which the
+   * editor reads from the connection (`presence_tick_ms`: the `Welcome`'s, the protocol's
+   * default before one) when it makes the viewport and on every join.
    */
-  playoutMs = 22;
+  playoutMs = 0;
   /**
    * Render resolution relative to the canvas: lowered in steps while frames take longer than
    * ~45 ms (a software rasterizer, a weak GPU, a huge scene) and raised again when there is

@@ -182,28 +182,52 @@ impl Unpacker {
         self.decoder
             .force_dict(dictionary)
             .map_err(|_| PackError::Corrupt)?;
-        let mut out = Vec::new();
-        loop {
-            self.decoder
-                .decode_blocks(
-                    &mut input,
-                    BlockDecodingStrategy::UptoBytes(MAX_UNPACKED_BYTES),
-                )
-                .map_err(|_| PackError::Corrupt)?;
-            if let Some(bytes) = self.decoder.collect() {
-                out.extend_from_slice(&bytes);
-            }
-            if out.len() > MAX_UNPACKED_BYTES {
-                return Err(PackError::TooLarge);
-            }
-            if self.decoder.is_finished() {
-                break;
-            }
+        inflate_frame(&mut self.decoder, input, MAX_UNPACKED_BYTES).map_err(|e| match e {
+            Inflate::TooLarge => PackError::TooLarge,
+            Inflate::Corrupt => PackError::Corrupt,
+        })
+    }
+}
+
+/// Why a zstd frame did not inflate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inflate {
+    /// It would inflate past the bound.
+    TooLarge,
+    /// It does not decode, or bytes follow it.
+    Corrupt,
+}
+
+/// Inflates the rest of the frame `decoder` was reset to from `input`, holding at most `max`
+/// bytes of output (and the decoder's window): refused as soon as more come. The whole of
+/// `input` must be that one frame. Packs and snapshots both inflate through it.
+pub(crate) fn inflate_frame(
+    decoder: &mut FrameDecoder,
+    mut input: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, Inflate> {
+    let mut out = Vec::new();
+    loop {
+        decoder
+            .decode_blocks(
+                &mut input,
+                BlockDecodingStrategy::UptoBytes(max.clamp(1, 1 << 16)),
+            )
+            .map_err(|_| Inflate::Corrupt)?;
+        if let Some(bytes) = decoder.collect() {
+            out.extend_from_slice(&bytes);
         }
-        if !input.is_empty() {
-            return Err(PackError::Corrupt);
+        if out.len() > max {
+            return Err(Inflate::TooLarge);
         }
+        if decoder.is_finished() {
+            break;
+        }
+    }
+    if input.is_empty() {
         Ok(out)
+    } else {
+        Err(Inflate::Corrupt)
     }
 }
 

@@ -358,6 +358,10 @@ impl Slot<Command> for LivePreviews {
 /// another member to their latest update until the server's `Welcome` says its own tick.
 pub const PLAYOUT_MS: u64 = 22;
 
+/// The longest presence tick a server may run with (`--presence-tick-ms`): the easing
+/// ([`playout`]) counts on it.
+pub const MAX_TICK_MS: u64 = 100;
+
 /// Where a drawn part of another member (a head, a hand, a cursor) is `elapsed_ms` after an
 /// update that found it drawn at `from` and put it at `to`: that share of `tick_ms` (the
 /// server's presence tick, `Welcome::presence_tick_ms`) of the way, in a straight line and
@@ -376,7 +380,7 @@ pub fn playout(
     }
     #[allow(
         clippy::cast_precision_loss,
-        reason = "both are below the tick (at most 100 ms), far inside f32's exact integers"
+        reason = "both are below the tick (at most MAX_TICK_MS), far inside f32's exact integers"
     )]
     let t = elapsed_ms as f32 / tick_ms as f32;
     (from.0.lerp(to.0, t), from.1.slerp(to.1, t).normalize())

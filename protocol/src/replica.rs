@@ -16,15 +16,16 @@
 
 use alloc::vec::Vec;
 
-use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+use ruzstd::decoding::FrameDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::ids::SessionId;
 use crate::scene::Scene;
 use crate::sign::{KeyRing, PublicKey, SignatureError, SignedEntry, Verifier, verify_one};
 use crate::wire::{
-    DeltaSeal, MAX_SNAPSHOT_RATIO, MAX_SNAPSHOT_SCENE_BYTES, Roster, SNAPSHOT_CHUNK_BYTES,
-    SealedDelta, ServerMsg, SnapshotChunk, SnapshotEncoding, SnapshotManifest,
+    DeltaSeal, MAX_SNAPSHOT_RATIO, MAX_SNAPSHOT_SCENE_BYTES, MAX_SNAPSHOT_WINDOW, Roster,
+    SNAPSHOT_CHUNK_BYTES, SealedDelta, ServerMsg, SnapshotChunk, SnapshotEncoding,
+    SnapshotManifest,
 };
 
 /// Splits a scene into a manifest and chunks of at most [`SNAPSHOT_CHUNK_BYTES`], the scene's
@@ -89,10 +90,6 @@ fn chunked(
     (manifest, chunks)
 }
 
-/// Largest zstd window a snapshot may use (the server's level 1 uses at most 512 KiB): a
-/// frame that asks for more is refused before the decoder reserves it.
-const MAX_SNAPSHOT_WINDOW: u64 = 8 << 20;
-
 /// The scene encoding a zstd snapshot of `sent` bytes inflates to, if it is exactly
 /// `scene_bytes` long and within the bounds ([`MAX_SNAPSHOT_SCENE_BYTES`],
 /// [`MAX_SNAPSHOT_RATIO`], [`MAX_SNAPSHOT_WINDOW`]). Holds at most what has inflated so far (never
@@ -112,22 +109,8 @@ fn inflate(sent: &[u8], scene_bytes: u64) -> Option<Vec<u8>> {
     if declared != 0 && declared != scene_bytes {
         return None;
     }
-    let mut out = Vec::new();
-    loop {
-        decoder
-            .decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(1 << 16))
-            .ok()?;
-        if let Some(bytes) = decoder.collect() {
-            out.extend_from_slice(&bytes);
-        }
-        if out.len() > want {
-            return None;
-        }
-        if decoder.is_finished() {
-            break;
-        }
-    }
-    (input.is_empty() && out.len() == want).then_some(out)
+    let out = crate::packed::inflate_frame(&mut decoder, input, want).ok()?;
+    (out.len() == want).then_some(out)
 }
 
 /// Why a replica stopped trusting its state and asks for a resync.
@@ -444,8 +427,7 @@ impl Replica {
             // The server checked every entry it sends; one that does not decode means the
             // stream was damaged, so the replica cannot continue from it.
             let body = e.decode_body().map_err(|_| ResyncReason::Undecodable)?;
-            // The versions a server accepts: this one's bound entries and version 1's.
-            if body.version != crate::PROTOCOL_VERSION && body.version != 1 {
+            if !body.version_accepted() {
                 return Err(ResyncReason::Undecodable);
             }
             // A self-describing entry carries its session; a bound one's signature binds it.

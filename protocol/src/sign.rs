@@ -551,10 +551,19 @@ impl EntryBody {
         }
     }
 
-    /// Whether this body's layout is the bound one.
+    /// Whether this body's layout is the bound one (version 2 and every later version).
     #[must_use]
     pub const fn is_bound(&self) -> bool {
-        self.version == BOUND_VERSION
+        self.version >= BOUND_VERSION
+    }
+
+    /// Whether a log accepts an entry of this body's version: this protocol version's, and
+    /// version 1's (stored before version 2, or signed by a client that still writes them:
+    /// they carry their session and key). The one rule the server's log and every replica
+    /// apply.
+    #[must_use]
+    pub const fn version_accepted(&self) -> bool {
+        self.version == crate::PROTOCOL_VERSION || self.version == 1
     }
 }
 

@@ -494,6 +494,24 @@ pub enum SnapshotEncoding {
     },
 }
 
+impl SnapshotManifest {
+    /// Bytes of the scene's encoding the snapshot carries, compressed or not.
+    #[must_use]
+    pub const fn scene_bytes(&self) -> u64 {
+        match self.encoding {
+            SnapshotEncoding::Raw => self.total_bytes,
+            SnapshotEncoding::Zstd { scene_bytes } => scene_bytes,
+        }
+    }
+}
+
+/// The zstd level a server compresses snapshots at: level 1's window (at most 512 KiB) stays
+/// inside [`MAX_SNAPSHOT_WINDOW`], which every replica accepts. Raising it means checking that.
+pub const SNAPSHOT_ZSTD_LEVEL: i32 = 1;
+/// Largest zstd window a snapshot may use: a frame that asks for more is refused before the
+/// decoder reserves it.
+pub const MAX_SNAPSHOT_WINDOW: u64 = 8 << 20;
+
 /// The largest scene a compressed snapshot may claim to inflate to (1 GiB).
 pub const MAX_SNAPSHOT_SCENE_BYTES: u64 = 1 << 30;
 /// How many times the compressed bytes a snapshot may claim to inflate to. Real scenes stay

@@ -771,8 +771,9 @@ pub fn parse_ttl_ms(text: &str) -> Result<u64, Error> {
         .ok_or_else(|| Error::Config(format!("duration {text:?} is too long")))
 }
 
-/// The longest `presence_tick_ms` accepted: a tenth of a second.
-pub const MAX_PRESENCE_TICK_MS: u64 = 100;
+/// The longest `presence_tick_ms` accepted: a tenth of a second (the protocol's
+/// `presence::MAX_TICK_MS`, which clients' easing counts on).
+pub const MAX_PRESENCE_TICK_MS: u64 = meshwork_protocol::presence::MAX_TICK_MS;
 
 /// The longest `commit_interval_ms` accepted: one group commit takes at most 1,024 queued
 /// batches, so a longer interval would cap the store below what it sustains (≈ 32,000 entries/s).

@@ -551,9 +551,6 @@ impl CommandLog {
         held: &[(SignedEntry, Status)],
     ) -> Self {
         let mut log = Self::new(Mode::Authority, session, keys);
-        if let Some(before) = base.clock.checked_sub(1) {
-            log.clock.observe(before);
-        }
         log.seen_lamport = base.seen_lamport;
         for (author, high_seq, high_lamport) in &base.authors {
             log.authors.insert(
@@ -587,7 +584,8 @@ impl CommandLog {
                 log.store(&scopes, signed.clone(), body, *status, &[]);
             }
         }
-        // Storing observed each held entry's time: the clock is the base's, exactly.
+        // The clock is the base's, exactly, set once the held entries are stored (storing
+        // observes each one's time).
         log.clock = LamportClock::new();
         if let Some(before) = base.clock.checked_sub(1) {
             log.clock.observe(before);
@@ -858,10 +856,7 @@ impl CommandLog {
         let body = signed
             .decode_body()
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
-        // This version's bound entries, and self-describing ones of version 1 (stored before
-        // the upgrade, or signed by a client that still writes them: they carry their session
-        // and key, checked here and by the ring).
-        if body.version != PROTOCOL_VERSION && body.version != 1 {
+        if !body.version_accepted() {
             return Err(Refusal::WrongVersion { got: body.version });
         }
         if let Some(got) = body.session.filter(|s| *s != self.session) {

@@ -23,7 +23,7 @@ use meshwork_protocol::registry::Strategy;
 use meshwork_protocol::wire::{
     self, Ack, Challenge, ClientMsg, Close, CloseReason, CommandRefused, Entries, Hello, History,
     InviteBody, InviteError, JoinProofBody, JoinRefusal, JoinRefused, Phase, Pong, Presence,
-    PresenceOf, RefusalCode, ServerMsg, SnapshotEncoding, StateHash, Welcome, peek_hello_version,
+    PresenceOf, RefusalCode, ServerMsg, StateHash, Welcome, peek_hello_version,
 };
 use meshwork_protocol::{
     AuthorId, Command, CommandKind, Domain, Ed25519Signer, KeyRing, PROTOCOL_VERSION, PublicKey,
@@ -64,9 +64,6 @@ pub const DEFAULT_LOG_WINDOW: usize = 32_768;
 /// replaces the one before it in the pack (about 45 updates a second reach each member), with
 /// at most this much added latency.
 pub const DEFAULT_PRESENCE_PACK_MS: u64 = meshwork_protocol::presence::PLAYOUT_MS;
-
-/// The zstd level snapshots are compressed at (`SnapshotEncoding::Zstd`).
-pub const SNAPSHOT_ZSTD_LEVEL: i32 = 1;
 
 /// Session settings.
 #[derive(Clone, Debug)]
@@ -2001,13 +1998,9 @@ impl Session {
                 // per position, so speed counts more than the last percent.
                 let (manifest, chunks) =
                     meshwork_protocol::replica::snapshot_compressed(&self.scene, &|raw| {
-                        zstd::bulk::compress(raw, SNAPSHOT_ZSTD_LEVEL).ok()
+                        zstd::bulk::compress(raw, wire::SNAPSHOT_ZSTD_LEVEL).ok()
                     });
-                let scene_bytes = match manifest.encoding {
-                    SnapshotEncoding::Raw => manifest.total_bytes,
-                    SnapshotEncoding::Zstd { scene_bytes } => scene_bytes,
-                };
-                let scene_bytes = usize::try_from(scene_bytes).unwrap_or(usize::MAX);
+                let scene_bytes = usize::try_from(manifest.scene_bytes()).unwrap_or(usize::MAX);
                 let msgs = core::iter::once(ServerMsg::Snapshot(manifest))
                     .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk));
                 let frames: Result<Vec<Arc<[u8]>>, _> =

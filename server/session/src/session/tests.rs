@@ -226,7 +226,7 @@ fn a_snapshot_goes_compressed_once_per_position_and_says_what_it_saved() {
                 _ => None,
             })
             .expect("a snapshot with the join");
-        let SnapshotEncoding::Zstd { scene_bytes } = manifest.encoding else {
+        let wire::SnapshotEncoding::Zstd { scene_bytes } = manifest.encoding else {
             panic!("five spheres compress: {manifest:?}");
         };
         let (scene, sent) = out
