@@ -211,6 +211,27 @@ impl Tracker {
                 Some(delta) => touched.extend(delta.entities.iter().map(|(id, _)| (*id, true))),
                 None => all = true,
             },
+            ServerMsg::Held(h) => {
+                for entry in &h.entries {
+                    match entry.decode_body() {
+                        Ok(body) => {
+                            if let crate::scene::Touched::Entity(id) =
+                                crate::scene::Scene::touched(body.author, &body.command)
+                            {
+                                touched.push((id, changes_geometry(&body.command)));
+                            }
+                        }
+                        Err(_) => all = true,
+                    }
+                }
+                match h.delta.as_ref().map(crate::wire::SealedDelta::decode) {
+                    Some(Some(delta)) => {
+                        touched.extend(delta.entities.iter().map(|(id, _)| (*id, true)));
+                    }
+                    Some(None) => all = true,
+                    None => {}
+                }
+            }
             _ => all = true,
         }
         self.all |= all;
@@ -344,6 +365,11 @@ pub struct ClientConnection<S> {
     interest: Option<crate::interest::Region>,
     /// Centre and half-edge of the region [`Self::follow_interest`] last asked for.
     interest_at: Option<(glam::Vec3, f32)>,
+    /// The region of the scene this replica holds (`None`: all of it); sent before every
+    /// join proof, so the first snapshot is already the held part.
+    hold: Option<crate::interest::Region>,
+    /// Centre and half-edge of the region [`Self::follow_hold`] last asked for.
+    hold_at: Option<(glam::Vec3, f32)>,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
     /// The last welcome: who this client is in the session, kept across reconnects so that
@@ -400,6 +426,8 @@ impl<S: Signer> ClientConnection<S> {
             codecs: crate::packed::READABLE.to_vec(),
             interest: None,
             interest_at: None,
+            hold: None,
+            hold_at: None,
             now_ms: 0,
             last_welcome: None,
             unacked: BTreeMap::new(),
@@ -675,6 +703,41 @@ impl<S: Signer> ClientConnection<S> {
         }
     }
 
+    /// Holds only the entities whose origin is in `region` (a partial replica; `None`: the
+    /// whole scene, the default): see [`crate::interest::Hold`]. Sent now when joined (the
+    /// server answers with what comes and goes, or a snapshot when switching between whole
+    /// and part), and before every join proof.
+    pub fn set_hold(&mut self, region: Option<crate::interest::Region>) {
+        self.hold_at = None;
+        self.ask_hold(region);
+    }
+
+    fn ask_hold(&mut self, region: Option<crate::interest::Region>) {
+        if self.hold == region {
+            return;
+        }
+        self.hold = region;
+        if self.is_joined() {
+            self.outbox
+                .push_back(ClientMsg::Hold(crate::interest::Hold { region }));
+        }
+    }
+
+    /// Holds the region of half-edge `half_extent_m` around `center` once the view has moved
+    /// enough from the one asked before ([`crate::interest::moved_enough`]).
+    pub fn follow_hold(&mut self, center: glam::Vec3, half_extent_m: f32) {
+        if crate::interest::moved_enough(self.hold_at, center, half_extent_m) {
+            self.hold_at = Some((center, half_extent_m));
+            self.ask_hold(Some(crate::interest::Region::around(center, half_extent_m)));
+        }
+    }
+
+    /// The region of the scene held ([`Self::set_hold`]).
+    #[must_use]
+    pub const fn hold(&self) -> Option<crate::interest::Region> {
+        self.hold
+    }
+
     /// The region asked for ([`Self::set_interest`]).
     #[must_use]
     pub const fn interest(&self) -> Option<crate::interest::Region> {
@@ -735,6 +798,11 @@ impl<S: Signer> ClientConnection<S> {
                     public_key: self.signer.public_key(),
                 };
                 let signature = proof.sign(&self.signer);
+                // Before the proof: the snapshot the join sends is then only the held part.
+                if self.hold.is_some() {
+                    self.outbox
+                        .push_back(ClientMsg::Hold(crate::interest::Hold { region: self.hold }));
+                }
                 // A replica kept in step over a reconnect is caught up from where it is.
                 let resumable = self
                     .last_welcome

@@ -1,8 +1,13 @@
-//! Spatial interest: the part of the world a client wants the presence lane of. A client with
-//! a [`Region`] is sent others' presence, previews and selections only where they touch it
-//! (with a region of its own, nobody's avatar a kilometre away costs it a byte); a client
-//! without one gets all of it, as before. Committed changes (the log) reach every member
-//! whatever their interest: every replica holds the whole scene.
+//! Spatial interest: the part of the world a client wants the presence lane of, and the part of
+//! the scene it holds.
+//!
+//! - [`Interest`]: a client with a [`Region`] is sent others' presence, previews and selections
+//!   only where they touch it (with a region of its own, nobody's avatar a kilometre away costs
+//!   it a byte); a client without one gets all of it.
+//! - [`Hold`]: a client with a region holds only the entities whose origin is inside it (a
+//!   *partial replica*): it is sent the entries on what it holds, the state of what comes into
+//!   the region and word of what leaves it ([`crate::wire::Held`]), and state hashes of what it
+//!   holds. A client without one holds the whole scene and is sent every entry (the default).
 
 #![allow(
     clippy::arithmetic_side_effects,
@@ -79,6 +84,56 @@ pub struct Interest {
     pub region: Option<Region>,
 }
 
+/// The part of the scene a client holds ([`crate::wire::ClientMsg::Hold`], reliable lane;
+/// allowed before the join proof, so the first snapshot is already the held part, and after;
+/// it holds until the next one and over a reconnect the client sends it again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The region whose entities the client holds; `None`: the whole scene (the default).
+    pub region: Option<Region>,
+}
+
+/// The edge of the server's spatial hash cells, in millimetres (16 m): a 40 m view looks up
+/// at most 4 × 4 × 4 cells.
+pub const CELL_MM: i32 = 16_000;
+
+/// The hash-grid cell a point (millimetres) is in.
+#[must_use]
+pub const fn cell_of(point_mm: [i32; 3]) -> [i32; 3] {
+    [
+        point_mm[0].div_euclid(CELL_MM),
+        point_mm[1].div_euclid(CELL_MM),
+        point_mm[2].div_euclid(CELL_MM),
+    ]
+}
+
+impl Region {
+    /// The hash-grid cells the region overlaps, or `None` when they are more than `limit`
+    /// (a region the size of the world: scan everything instead).
+    #[must_use]
+    pub fn cells(&self, limit: usize) -> Option<Vec<[i32; 3]>> {
+        let lo = cell_of(self.min_mm);
+        let hi = cell_of(self.max_mm);
+        let mut count: u64 = 1;
+        for i in 0..3 {
+            let span = i64::from(hi[i]) - i64::from(lo[i]) + 1;
+            count = count.saturating_mul(u64::try_from(span.max(0)).unwrap_or(0));
+        }
+        if count > limit as u64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for x in lo[0]..=hi[0] {
+            for y in lo[1]..=hi[1] {
+                for z in lo[2]..=hi[2] {
+                    out.push([x, y, z]);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 /// Where a relayed message is, for interest: some points, or everywhere (a message without a
 /// place, such as the end of a drag, goes to every member).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +174,20 @@ mod tests {
             "no region: everything"
         );
         assert!(Place::Everywhere.reaches(Some(&r)));
+    }
+
+    #[test]
+    fn a_region_overlaps_the_cells_its_points_fall_in() {
+        let r = Region::around(Vec3::new(-1.0, 0.0, 31.0), 20.0);
+        let cells = r.cells(64).expect("a 40 m region spans at most 4 cells per axis");
+        assert_eq!(cells.len(), 4 * 4 * 4);
+        for p in [r.min_mm, r.max_mm, [0, 0, 31_000], [-21_000, 20_000, 11_000]] {
+            assert!(r.contains(p));
+            assert!(cells.contains(&cell_of(p)), "{p:?} is in a listed cell");
+        }
+        assert_eq!(cell_of([-1, 15_999, 16_000]), [-1, 0, 1]);
+        let world = Region::around(Vec3::ZERO, 1.0e6);
+        assert_eq!(world.cells(4096), None, "too many cells: scan instead");
     }
 
     #[test]

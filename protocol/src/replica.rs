@@ -180,6 +180,7 @@ impl ReplicaEvent {
 enum Update {
     Entries(Vec<SignedEntry>),
     Delta(SealedDelta),
+    Held(crate::wire::Held),
 }
 
 #[derive(Debug)]
@@ -289,6 +290,7 @@ impl Replica {
             ServerMsg::SnapshotChunk(c) => self.on_chunk(c),
             ServerMsg::Entries(e) => self.on_update(Update::Entries(e.entries.clone())),
             ServerMsg::SealedDelta(d) => self.on_update(Update::Delta(d.clone())),
+            ServerMsg::Held(h) => self.on_update(Update::Held(h.clone())),
             // Anyone on the path could have written it: a replica applies only sealed deltas.
             ServerMsg::Delta(_) => self.fail(ResyncReason::UnsignedDelta),
             ServerMsg::StateHash(h) => {
@@ -500,7 +502,56 @@ impl Replica {
                 }
                 ReplicaEvent::None
             }
+            Update::Held(held) => self.apply_held(&held),
         }
+    }
+
+    /// A partial replica's update ([`crate::wire::Held`]): the entries (each verified), then
+    /// the sealed states; it then stands where the server said, however many entries it was
+    /// sent.
+    fn apply_held(&mut self, held: &crate::wire::Held) -> ReplicaEvent {
+        if held.from_position != self.scene.position || held.to_position < held.from_position {
+            return self.fail(ResyncReason::OutOfStep);
+        }
+        let delta = match &held.delta {
+            None => None,
+            Some(sealed) => match self.unseal(sealed) {
+                Ok(d)
+                    if d.from_position == held.from_position
+                        && d.to_position == held.to_position
+                        && d.lamport == held.lamport =>
+                {
+                    Some((d, sealed.state_hash))
+                }
+                Ok(_) => return self.fail(ResyncReason::OutOfStep),
+                Err(reason) => return self.fail(reason),
+            },
+        };
+        let bodies = match self.verify(&held.entries) {
+            Ok(b) => b,
+            Err(reason) => return self.fail(reason),
+        };
+        self.verified_entries = self.verified_entries.saturating_add(bodies.len() as u64);
+        for body in &bodies {
+            self.scene.apply(body.id(), body.author, &body.command);
+        }
+        // The entries counted one position each; the server's position counts every entry.
+        self.scene.position = held.from_position;
+        match delta {
+            Some((delta, state_hash)) => {
+                if self.scene.apply_delta(&delta).is_err() {
+                    return self.fail(ResyncReason::Undecodable);
+                }
+                if self.scene.state_hash() != state_hash {
+                    return self.fail(ResyncReason::HashMismatch);
+                }
+            }
+            None => {
+                self.scene.position = held.to_position;
+                self.scene.lamport = held.lamport;
+            }
+        }
+        ReplicaEvent::None
     }
 }
 

@@ -1020,6 +1020,64 @@ impl Scene {
         Sha256::digest(self.encode()).into()
     }
 
+    /// The part of the scene a partial replica holds ([`crate::interest::Hold`]): the entities
+    /// in `held` (those that exist), every author, the session name, and `position` / `lamport`
+    /// as the replica stands. Its encoding is [`Scene::encode_held`]'s.
+    #[must_use]
+    pub fn held_copy(
+        &self,
+        held: &alloc::collections::BTreeSet<EntityId>,
+        position: u64,
+        lamport: u64,
+    ) -> Self {
+        Self {
+            entities: held
+                .iter()
+                .filter_map(|id| self.entities.get(id).map(|e| (*id, e.clone())))
+                .collect(),
+            authors: self.authors.clone(),
+            session_name: self.session_name.clone(),
+            position,
+            lamport,
+            history: None,
+            assets: BTreeMap::new(),
+        }
+    }
+
+    /// The canonical encoding of [`Scene::held_copy`], written without copying an entity: what
+    /// a partial replica's [`Scene::encode`] gives when it is in step.
+    #[must_use]
+    pub fn encode_held(
+        &self,
+        held: &alloc::collections::BTreeSet<EntityId>,
+        position: u64,
+        lamport: u64,
+    ) -> Vec<u8> {
+        let view = HeldView {
+            entities: HeldEntities {
+                all: &self.entities,
+                held,
+            },
+            authors: &self.authors,
+            session_name: &self.session_name,
+            position,
+            lamport,
+        };
+        postcard::to_allocvec(&view)
+            .expect("postcard into a Vec fails only on serde features the scene does not use")
+    }
+
+    /// SHA-256 of [`Scene::encode_held`]: the state hash of a partial replica in step.
+    #[must_use]
+    pub fn held_state_hash(
+        &self,
+        held: &alloc::collections::BTreeSet<EntityId>,
+        position: u64,
+        lamport: u64,
+    ) -> [u8; 32] {
+        Sha256::digest(self.encode_held(held, position, lamport)).into()
+    }
+
     /// Render data of every entity, in id order.
     #[must_use]
     pub fn render(&self) -> Vec<RenderEntity> {
@@ -1032,6 +1090,40 @@ impl Scene {
                 mesh: e.geometry.render(),
             })
             .collect()
+    }
+}
+
+/// [`Scene`]'s serialized fields in their order, with only the held entities: the same bytes as
+/// the held copy's encoding, built without cloning a mesh.
+#[derive(Serialize)]
+struct HeldView<'a> {
+    entities: HeldEntities<'a>,
+    authors: &'a BTreeMap<AuthorId, AuthorState>,
+    session_name: &'a Option<Lww<String>>,
+    position: u64,
+    lamport: u64,
+}
+
+struct HeldEntities<'a> {
+    all: &'a BTreeMap<EntityId, Entity>,
+    held: &'a alloc::collections::BTreeSet<EntityId>,
+}
+
+impl Serialize for HeldEntities<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // A map's length comes first: count what exists before writing it (in id order, as the
+        // BTreeMap of a held copy is).
+        let present = || {
+            self.held
+                .iter()
+                .filter_map(|id| self.all.get(id).map(|e| (id, e)))
+        };
+        let mut map = serializer.serialize_map(Some(present().count()))?;
+        for (id, e) in present() {
+            map.serialize_entry(id, e)?;
+        }
+        map.end()
     }
 }
 
@@ -1058,6 +1150,46 @@ mod tests {
             primitive: Primitive::Cube,
             transform: Transform::IDENTITY,
         }
+    }
+
+    #[test]
+    fn the_held_part_encodes_as_its_copy_and_all_of_it_as_the_scene() {
+        let mut s = Scene::new();
+        for i in 0..5u32 {
+            let entity = EntityId::new(A, i);
+            let transform = Transform {
+                translation: Vec3::new(i as f32, 0.0, 0.0),
+                ..Transform::IDENTITY
+            };
+            s.apply(
+                id(u64::from(i) + 1, A),
+                A,
+                &Command::Spawn {
+                    entity,
+                    primitive: Primitive::Sphere,
+                    transform,
+                },
+            );
+        }
+        s.apply(
+            id(9, B),
+            B,
+            &Command::Select {
+                entities: alloc::vec![EntityId::new(A, 4)],
+            },
+        );
+        let all: alloc::collections::BTreeSet<EntityId> = s.entities.keys().copied().collect();
+        assert_eq!(s.encode_held(&all, s.position, s.lamport), s.encode());
+        assert_eq!(s.held_state_hash(&all, s.position, s.lamport), s.state_hash());
+        // Some held, one of them gone: only what exists counts.
+        let held: alloc::collections::BTreeSet<EntityId> =
+            [EntityId::new(A, 1), EntityId::new(A, 3), EntityId::new(A, 99)].into();
+        let copy = s.held_copy(&held, 40, 12);
+        assert_eq!(copy.entities.len(), 2);
+        assert_eq!(copy.authors, s.authors, "every author's state is held");
+        assert_eq!(copy.encode(), s.encode_held(&held, 40, 12));
+        assert_eq!(Scene::decode(&copy.encode()).unwrap(), copy);
+        assert_ne!(s.held_state_hash(&held, 40, 12), s.held_state_hash(&held, 41, 12));
     }
 
     #[test]

@@ -649,6 +649,10 @@ pub enum ClientMsg {
     /// The part of the world this client wants others' presence, previews and selections of
     /// (reliable lane; holds until the next): [`crate::interest`].
     Interest(crate::interest::Interest),
+    /// The part of the scene this client holds (reliable lane; also before the join proof):
+    /// [`crate::interest::Hold`]. From then on it is sent [`ServerMsg::Held`] instead of
+    /// `Entries` and sealed deltas, and snapshots of the held part only.
+    Hold(crate::interest::Hold),
 }
 
 /// A rejoin that keeps the replica ([`ClientMsg::Resume`]).
@@ -712,6 +716,34 @@ pub enum ServerMsg {
     /// The unreliable-lane messages of one tick, packed and compressed ([`crate::packed`]);
     /// sent only to a client that sent `Codecs`.
     Packed(crate::packed::Packed),
+    /// What changed of the part of the scene a client holds ([`ClientMsg::Hold`]); sent to it
+    /// instead of `Entries` and `SealedDelta`.
+    Held(Held),
+}
+
+/// An update of a partial replica ([`ServerMsg::Held`]): the entries on what it holds, in the
+/// server's order and as their authors signed them, then (sealed by the server) the state of
+/// what came into its region or changed without an entry it could apply (an undo, an import, a
+/// copy of something it does not hold) and `None` for what left the region or was removed.
+///
+/// The replica applies the entries, then the delta, and stands at `to_position` with Lamport
+/// time `lamport`, whatever number of entries it applied: positions count the server's entries,
+/// most of which a partial replica is never sent. With a delta, the seal's state hash is that
+/// of the held part after it; without one, the next [`StateHash`] checks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The replica's position this applies to (its last `Held`'s, or its snapshot's).
+    pub from_position: u64,
+    /// The server's position after it.
+    pub to_position: u64,
+    /// The largest Lamport time the server applied at `to_position`.
+    pub lamport: u64,
+    /// Entries on held entities, each one byte string on the wire ([`crate::sign::as_wire`]).
+    #[serde(with = "crate::sign::as_wire")]
+    pub entries: Vec<crate::sign::SignedEntry>,
+    /// The states set after the entries: a [`crate::scene::SceneDelta`] from `from_position`
+    /// to `to_position`.
+    pub delta: Option<SealedDelta>,
 }
 
 /// One member of a session as every replica needs it: to check the signature of each entry
@@ -1010,6 +1042,7 @@ impl ClientMsg {
                 | Self::Interest(_),
                 Phase::Joined,
             )
+            | (Self::Hold(_), Phase::AwaitingProof | Phase::Joined)
             | (Self::Close(_), Phase::AwaitingHello | Phase::AwaitingProof | Phase::Joined) => true,
             (Self::Hello(_), _)
             | (Self::JoinProof(_) | Self::Resume(_), _)
@@ -1027,6 +1060,7 @@ impl ClientMsg {
                 | Self::Interest(_),
                 _,
             )
+            | (Self::Hold(_), Phase::AwaitingHello | Phase::Closing)
             | (Self::Close(_), Phase::Closing) => false,
         }
     }

@@ -358,6 +358,7 @@ fn client_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Motion(_) => "client-motion",
         ClientMsg::Codecs(_) => "client-codecs",
         ClientMsg::Interest(_) => "client-interest",
+        ClientMsg::Hold(_) => "client-hold",
     }
 }
 
@@ -386,6 +387,7 @@ fn server_name(m: &ServerMsg) -> &'static str {
         ServerMsg::SealedDelta(_) => "server-sealed-delta",
         ServerMsg::Motion(_) => "server-motion",
         ServerMsg::Packed(_) => "server-packed",
+        ServerMsg::Held(_) => "server-held",
     }
 }
 
@@ -432,6 +434,12 @@ fn client_samples() -> Vec<ClientMsg> {
             dictionaries: vec![1, 0],
         }),
         ClientMsg::Interest(meshwork_protocol::interest::Interest {
+            region: Some(meshwork_protocol::interest::Region {
+                min_mm: [-20_000, -5_000, -20_000],
+                max_mm: [20_000, 15_000, 20_000],
+            }),
+        }),
+        ClientMsg::Hold(meshwork_protocol::interest::Hold {
             region: Some(meshwork_protocol::interest::Region {
                 min_mm: [-20_000, -5_000, -20_000],
                 max_mm: [20_000, 15_000, 20_000],
@@ -545,6 +553,25 @@ fn server_samples() -> Vec<ServerMsg> {
             motion: motion(),
         }),
         ServerMsg::Packed(packed()),
+        ServerMsg::Held(meshwork_protocol::wire::Held {
+            from_position: 40,
+            to_position: 52,
+            lamport: 61,
+            entries: vec![signed(CommandKind::Translate)],
+            delta: Some(meshwork_protocol::wire::SealedDelta::seal(
+                SESSION,
+                &meshwork_protocol::scene::SceneDelta {
+                    from_position: 40,
+                    to_position: 52,
+                    lamport: 61,
+                    entities: vec![(EntityId::new(AuthorId(4), 9), None)],
+                    authors: Vec::new(),
+                    session_name: None,
+                },
+                meshwork_protocol::scene::Scene::new().state_hash(),
+                &server(),
+            )),
+        }),
     ]
 }
 

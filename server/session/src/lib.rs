@@ -7,6 +7,7 @@
 //! `poll_timeout`. Must never: touch the network, the disk or the clock —
 //! `meshwork-server` does that and feeds the results in.
 
+mod held;
 pub mod log;
 mod pack;
 pub mod session;

@@ -12,6 +12,7 @@
 //! 5. on [`Input::PersistAck`]: [`wire::Ack`] to the author and one shared [`wire::Entries`] frame
 //!    to every joined client. Nothing is acknowledged or shown to anyone before it is durable.
 
+use crate::held::{Grid, HoldState, Scope};
 use crate::pack::{Kind, Parts};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -1033,6 +1034,8 @@ struct Client {
     packs: Option<u32>,
     /// The region it wants the presence lane of (`None`: everywhere).
     interest: Option<meshwork_protocol::interest::Region>,
+    /// The part of the scene it holds (`None`: all of it): [`crate::held`].
+    hold: Option<HoldState>,
 }
 
 /// The place of a relayed message from its points: everywhere when it has none.
@@ -1124,6 +1127,11 @@ pub struct Session {
     /// Durable entries not yet fanned out, and their batches.
     fanout: Vec<SignedEntry>,
     fanout_batches: Vec<BatchId>,
+    /// Beside `fanout` once a client holds part of the scene: how each entry reaches partial
+    /// replicas and what it touched.
+    fanout_scopes: Vec<(Scope, Vec<meshwork_protocol::scene::Touched>)>,
+    /// The spatial hash grid of the durable scene, from the first `Hold` on.
+    grid: Option<Grid>,
     shut_down: bool,
 }
 
@@ -1174,6 +1182,8 @@ impl Session {
             entry_ms: BTreeMap::new(),
             fanout: Vec::new(),
             fanout_batches: Vec::new(),
+            fanout_scopes: Vec::new(),
+            grid: None,
             shut_down: false,
         }
     }
@@ -1582,6 +1592,7 @@ impl Session {
                 history_read: None,
                 packs: None,
                 interest: None,
+                hold: None,
             },
         );
         if self.shut_down {
@@ -1659,6 +1670,7 @@ impl Session {
             ClientMsg::ElementSelection(s) => self.on_element_selection(client, s),
             ClientMsg::Motion(m) => self.on_motion(client, m),
             ClientMsg::Interest(i) => self.on_interest(client, i),
+            ClientMsg::Hold(h) => self.on_hold(client, phase, h.region),
             ClientMsg::Codecs(c) => {
                 let chosen = self.packs.choose(&c.dictionaries);
                 if let Some(state) = self.clients.get_mut(&client) {
@@ -1990,6 +2002,10 @@ impl Session {
         // every snapshot, so a replica that refused an entry of an author it did not know
         // learns the roster again with the resync it asked for.
         self.send_roster(client);
+        if self.clients.get(&client).is_some_and(|c| c.hold.is_some()) {
+            self.send_held_snapshot(client);
+            return;
+        }
         let position = self.scene.position;
         let (scene_bytes, frames) = match &self.snapshot_frames {
             Some(c) if c.position == position => (c.scene_bytes, c.frames.clone()),
@@ -2037,6 +2053,61 @@ impl Session {
                 client,
                 lane: Lane::Reliable,
                 frame,
+            });
+        }
+    }
+
+    /// The held part of the scene as a snapshot, for a client that holds a region: what the
+    /// region holds now, encoded and compressed for this client alone.
+    fn send_held_snapshot(&mut self, client: ClientId) {
+        self.ensure_grid();
+        let Some(region) = self
+            .clients
+            .get(&client)
+            .and_then(|c| c.hold.as_ref())
+            .map(|h| h.region)
+        else {
+            return;
+        };
+        let held = match &self.grid {
+            Some(grid) => grid.query(&self.scene, &region),
+            None => BTreeSet::new(),
+        };
+        let (position, lamport) = (self.scene.position, self.scene.lamport);
+        let copy = self.scene.held_copy(&held, position, lamport);
+        let (manifest, chunks) =
+            meshwork_protocol::replica::snapshot_compressed(&copy, &|raw| {
+                zstd::bulk::compress(raw, wire::SNAPSHOT_ZSTD_LEVEL).ok()
+            });
+        let scene_bytes = usize::try_from(manifest.scene_bytes()).unwrap_or(usize::MAX);
+        let frames: Result<Vec<Vec<u8>>, _> = core::iter::once(ServerMsg::Snapshot(manifest))
+            .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk))
+            .map(|m| to_frame(&m))
+            .collect();
+        let Ok(frames) = frames else {
+            self.close(
+                client,
+                CloseReason::ProtocolViolation,
+                "server bug: a snapshot chunk did not fit a frame",
+            );
+            return;
+        };
+        if let Some(h) = self.clients.get_mut(&client).and_then(|c| c.hold.as_mut()) {
+            h.held = held;
+            h.position = position;
+            h.lamport = lamport;
+            h.fresh = false;
+        }
+        self.emit(Output::Event(Event::SnapshotSent {
+            client,
+            scene: scene_bytes,
+            sent: frames.iter().map(Vec::len).sum(),
+        }));
+        for frame in frames {
+            self.emit(Output::Send {
+                client,
+                lane: Lane::Reliable,
+                frame: frame.into(),
             });
         }
     }
@@ -2867,6 +2938,13 @@ impl Session {
                 self.send(client, &ServerMsg::Ack(Ack { seq: *seq, id: *id }));
             }
             if let Some(e) = self.log.get(id) {
+                let scope = self.grid.is_some().then(|| {
+                    let existed = match &e.body.command {
+                        Command::Spawn { entity, .. } => self.scene.entities.contains_key(entity),
+                        _ => false,
+                    };
+                    Scope::of(e.body.author, &e.body.command, existed)
+                });
                 // Durable order is acceptance order: the order every replica applies.
                 apply_durable(
                     &mut self.scene,
@@ -2877,6 +2955,9 @@ impl Session {
                 );
                 let touched = self.scene.changed_by(e.body.author, e.id, &e.body.command);
                 self.fanout_touched.extend(touched.iter().copied());
+                if let Some(scope) = scope {
+                    self.fanout_scopes.push((scope, touched.clone()));
+                }
                 self.recent.remember(touched, self.scene.position);
                 // Replicas keep no undo history: what an undo or redo did reaches them as the
                 // new state of the entities it changed.
@@ -2992,15 +3073,43 @@ impl Session {
         }
         let entries = std::mem::take(&mut self.fanout);
         let batches = std::mem::take(&mut self.fanout_batches);
-        let recipients: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Joined)
-            .map(|(id, _)| *id)
-            .collect();
+        let scopes = std::mem::take(&mut self.fanout_scopes);
+        // Partial replicas get their own updates; the others share the same frames.
+        let mut partial = Vec::new();
+        let mut recipients = Vec::new();
+        for (id, c) in &self.clients {
+            if c.phase == Phase::Joined {
+                if c.hold.is_some() {
+                    partial.push(*id);
+                } else {
+                    recipients.push(*id);
+                }
+            }
+        }
         let touched = std::mem::take(&mut self.fanout_touched);
         let from = std::mem::replace(&mut self.fanout_from, self.scene.position);
         let must_delta = std::mem::take(&mut self.fanout_needs_delta);
+        if let Some(grid) = &mut self.grid {
+            grid.update(
+                &self.scene,
+                touched.iter().filter_map(|t| match t {
+                    meshwork_protocol::scene::Touched::Entity(e) => Some(*e),
+                    _ => None,
+                }),
+            );
+        }
+        if !partial.is_empty() {
+            self.fan_out_held(&partial, &entries, scopes);
+        }
+        let clients = recipients.len().saturating_add(partial.len());
+        if recipients.is_empty() {
+            self.emit(Output::Event(Event::FannedOut {
+                batches,
+                entries: entries.len(),
+                clients,
+            }));
+            return;
+        }
         let mut frames: Vec<Arc<[u8]>> = Vec::new();
         for part in entries.chunks(self.config.catch_up_chunk.max(1)) {
             let msg = ServerMsg::Entries(Entries {
@@ -3043,14 +3152,14 @@ impl Session {
                 // A delta replicas need that does not fit one frame (an import or an undo of
                 // many big meshes): the new scene goes out as a chunked snapshot instead.
                 None if must_delta => {
-                    self.send_snapshots(&recipients, batches, entries.len());
+                    self.send_snapshots(&recipients, batches, entries.len(), clients);
                     return;
                 }
                 None => {}
             }
         } else if must_delta {
             // No key to seal a delta with.
-            self.send_snapshots(&recipients, batches, entries.len());
+            self.send_snapshots(&recipients, batches, entries.len(), clients);
             return;
         }
         for frame in frames {
@@ -3066,19 +3175,187 @@ impl Session {
         self.emit(Output::Event(Event::FannedOut {
             batches,
             entries: entries.len(),
-            clients: recipients.len(),
+            clients,
         }));
     }
 
-    fn send_snapshots(&mut self, recipients: &[ClientId], batches: Vec<BatchId>, entries: usize) {
+    fn send_snapshots(
+        &mut self,
+        recipients: &[ClientId],
+        batches: Vec<BatchId>,
+        entries: usize,
+        clients: usize,
+    ) {
         for client in recipients {
             self.send_snapshot(*client);
         }
         self.emit(Output::Event(Event::FannedOut {
             batches,
             entries,
-            clients: recipients.len(),
+            clients,
         }));
+    }
+
+    /// Each partial replica's update for the entries fanned out now ([`crate::held::plan`]):
+    /// nothing when none of it concerns what the replica holds.
+    fn fan_out_held(
+        &mut self,
+        partial: &[ClientId],
+        entries: &[SignedEntry],
+        scopes: Vec<(Scope, Vec<meshwork_protocol::scene::Touched>)>,
+    ) {
+        if scopes.len() != entries.len() {
+            // Entries made durable before the grid existed cannot be placed: start over from
+            // the held part of the scene now (not expected: the grid is built after a flush).
+            for client in partial {
+                self.send_snapshot(*client);
+            }
+            return;
+        }
+        let batch: Vec<(SignedEntry, Scope, Vec<meshwork_protocol::scene::Touched>)> = entries
+            .iter()
+            .cloned()
+            .zip(scopes)
+            .map(|(e, (scope, touched))| (e, scope, touched))
+            .collect();
+        for client in partial {
+            // One waiting for its first snapshot of the held part gets everything in it.
+            let Some(hold) = self
+                .clients
+                .get(client)
+                .and_then(|c| c.hold.clone())
+                .filter(|h| !h.fresh)
+            else {
+                continue;
+            };
+            let plan = crate::held::plan(&hold, &batch, &self.scene);
+            if plan.is_empty() {
+                self.emit(Output::Event(Event::OutOfInterest));
+                continue;
+            }
+            let authors = plan
+                .authors
+                .iter()
+                .map(|a| (*a, self.scene.authors.get(a).cloned().unwrap_or_default()))
+                .collect();
+            self.send_held(client, &hold, plan.entries, plan.states, authors, plan.held);
+        }
+    }
+
+    /// Sends a partial replica the update from where it stands to the durable scene's
+    /// position: `entries` to apply, then `states` and `authors` (sealed, when there are any);
+    /// it holds `held` after. Without a key to seal with, or past a frame, the held part goes
+    /// as a snapshot instead.
+    fn send_held(
+        &mut self,
+        client: &ClientId,
+        hold: &HoldState,
+        entries: Vec<SignedEntry>,
+        states: Vec<(meshwork_protocol::EntityId, Option<meshwork_protocol::scene::Entity>)>,
+        authors: Vec<(AuthorId, meshwork_protocol::scene::AuthorState)>,
+        held: BTreeSet<meshwork_protocol::EntityId>,
+    ) {
+        let (to, lamport) = (self.scene.position, self.scene.lamport);
+        let delta = if states.is_empty() && authors.is_empty() {
+            None
+        } else {
+            let Some(signer) = self.config.server_signer.clone() else {
+                self.send_snapshot(*client);
+                return;
+            };
+            let delta = meshwork_protocol::scene::SceneDelta {
+                from_position: hold.position,
+                to_position: to,
+                lamport,
+                entities: states,
+                authors,
+                session_name: self.scene.session_name.clone(),
+            };
+            let hash = self.scene.held_state_hash(&held, to, lamport);
+            Some(wire::SealedDelta::seal(
+                self.config.session,
+                &delta,
+                hash,
+                signer.as_ref(),
+            ))
+        };
+        let msg = ServerMsg::Held(wire::Held {
+            from_position: hold.position,
+            to_position: to,
+            lamport,
+            entries,
+            delta,
+        });
+        let Ok(frame) = to_frame(&msg) else {
+            self.send_snapshot(*client);
+            return;
+        };
+        if let Some(h) = self.clients.get_mut(client).and_then(|c| c.hold.as_mut()) {
+            h.held = held;
+            h.position = to;
+            h.lamport = lamport;
+        }
+        self.emit(Output::Send {
+            client: *client,
+            lane: Lane::Reliable,
+            frame: frame.into(),
+        });
+    }
+
+    /// The grid, built from the durable scene the first time it is needed (after a flush, so
+    /// every entry fanned out later has its scope).
+    fn ensure_grid(&mut self) {
+        if self.grid.is_none() {
+            self.flush_fanout();
+            self.grid = Some(Grid::build(&self.scene));
+        }
+    }
+
+    /// `ClientMsg::Hold`: before the join it only takes note (the join's snapshot is then the
+    /// held part); after, a switch between whole and part is a snapshot (within the resync
+    /// limit), and a new region an update with what comes in and what leaves.
+    fn on_hold(
+        &mut self,
+        client: ClientId,
+        phase: Phase,
+        region: Option<meshwork_protocol::interest::Region>,
+    ) {
+        self.ensure_grid();
+        let fresh = region.map(|region| HoldState {
+            region,
+            held: BTreeSet::new(),
+            position: 0,
+            lamport: 0,
+            fresh: true,
+        });
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if phase != Phase::Joined {
+            c.hold = fresh;
+            return;
+        }
+        match (c.hold.clone(), region) {
+            (None, None) => {}
+            (Some(old), Some(region)) if !old.fresh => {
+                let now_held = match &self.grid {
+                    Some(grid) => grid.query(&self.scene, &region),
+                    None => BTreeSet::new(),
+                };
+                let states = crate::held::moved(&old.held, &now_held, &self.scene);
+                if let Some(h) = self.clients.get_mut(&client).and_then(|c| c.hold.as_mut()) {
+                    h.region = region;
+                }
+                if !states.is_empty() {
+                    self.send_held(&client, &old, Vec::new(), states, Vec::new(), now_held);
+                }
+            }
+            (_, _) => {
+                // Whole to part, part to whole: a new replica, counted as a resync.
+                c.hold = fresh;
+                self.on_resync(client);
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -3130,6 +3407,12 @@ impl Session {
     /// of what changed, a subset of the scene), and its seal's state hash tells the replica
     /// whether it really was in step.
     fn send_catch_up(&mut self, client: ClientId, resume: Option<u64>) {
+        if self.clients.get(&client).is_some_and(|c| c.hold.is_some()) {
+            // A partial replica's resume point tells nothing of what it held: the held part
+            // goes again.
+            self.send_snapshot(client);
+            return;
+        }
         let now = self.scene.position;
         let (Some(touched), Some(signer)) = (
             resume.and_then(|from| self.recent.since(from, now)),
@@ -3177,7 +3460,40 @@ impl Session {
             state_hash: self.scene.state_hash(),
         });
         let Ok(frame) = to_frame(&msg) else { return };
-        self.send_to_joined(&frame.into());
+        let frame: Arc<[u8]> = frame.into();
+        let whole: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Joined && c.hold.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for client in whole {
+            self.emit(Output::Send {
+                client,
+                lane: Lane::Reliable,
+                frame: frame.clone(),
+            });
+        }
+        // Each partial replica: the hash of what it holds, where it stands.
+        let partial: Vec<(ClientId, StateHash)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Joined)
+            .filter_map(|(id, c)| c.hold.as_ref().filter(|h| !h.fresh).map(|h| (*id, h)))
+            .map(|(id, h)| {
+                let state_hash = self.scene.held_state_hash(&h.held, h.position, h.lamport);
+                (
+                    id,
+                    StateHash {
+                        position: h.position,
+                        state_hash,
+                    },
+                )
+            })
+            .collect();
+        for (client, hash) in partial {
+            self.send(client, &ServerMsg::StateHash(hash));
+        }
     }
 
     /// The server's own member (the admin token's signer), once it has one.

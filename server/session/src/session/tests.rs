@@ -2203,6 +2203,7 @@ fn element_selections_are_relayed_unreliably_and_bounded() {
     assert_eq!(h.session.log().len(), 0, "never logged");
 }
 
+mod held;
 mod resume;
 mod undo;
 

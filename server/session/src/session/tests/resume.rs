@@ -13,16 +13,16 @@ use super::*;
 /// The session and the clients' protocol machines, wired by hand: every frame a machine queues
 /// goes to the session, every frame the session sends goes to the machine of that connection,
 /// and every persistence batch is acknowledged at once.
-struct World {
-    h: Harness,
-    conns: BTreeMap<ClientId, ClientConnection<Ed25519Signer>>,
+pub(super) struct World {
+    pub(super) h: Harness,
+    pub(super) conns: BTreeMap<ClientId, ClientConnection<Ed25519Signer>>,
     /// What each connection was sent, in order.
-    received: BTreeMap<ClientId, Vec<ServerMsg>>,
-    events: BTreeMap<ClientId, Vec<ClientEvent>>,
+    pub(super) received: BTreeMap<ClientId, Vec<ServerMsg>>,
+    pub(super) events: BTreeMap<ClientId, Vec<ClientEvent>>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut h = Harness::new();
         h.session.config.rate_per_s = 10_000;
         h.session.config.burst = 10_000;
@@ -34,20 +34,20 @@ impl World {
         }
     }
 
-    fn connect(&mut self, client: ClientId, conn: ClientConnection<Ed25519Signer>) {
+    pub(super) fn connect(&mut self, client: ClientId, conn: ClientConnection<Ed25519Signer>) {
         let out = self.h.input(Input::Connected { client });
         self.conns.insert(client, conn);
         self.deliver(out);
         self.pump();
     }
 
-    fn join(&mut self, client: ClientId, seed: u8) {
+    pub(super) fn join(&mut self, client: ClientId, seed: u8) {
         let invite = self.h.invite(Role::Editor, NOW + 60_000);
         let conn = ClientConnection::new(Ed25519Signer::from_seed([seed; 32]), invite, "test");
         self.connect(client, conn);
     }
 
-    fn deliver(&mut self, out: Vec<Output>) {
+    pub(super) fn deliver(&mut self, out: Vec<Output>) {
         let mut batches = Vec::new();
         for o in &out {
             match o {
@@ -70,7 +70,7 @@ impl World {
     }
 
     /// Until no machine has anything to send.
-    fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         loop {
             let mut sent = false;
             let ids: Vec<ClientId> = self.conns.keys().copied().collect();
@@ -87,7 +87,7 @@ impl World {
         }
     }
 
-    fn submit(&mut self, client: ClientId, commands: Vec<Command>) -> Vec<u64> {
+    pub(super) fn submit(&mut self, client: ClientId, commands: Vec<Command>) -> Vec<u64> {
         let entries = self
             .conns
             .get_mut(&client)
@@ -100,12 +100,12 @@ impl World {
             .collect()
     }
 
-    fn hash(&self, client: ClientId) -> [u8; 32] {
+    pub(super) fn hash(&self, client: ClientId) -> [u8; 32] {
         self.conns[&client].replica().scene().state_hash()
     }
 }
 
-fn cube(entity: EntityId) -> Command {
+pub(super) fn cube(entity: EntityId) -> Command {
     Command::Spawn {
         entity,
         primitive: Primitive::Cube,

@@ -1,0 +1,306 @@
+//! Partial replicas ([`meshwork_protocol::interest::Hold`]): which entities a client holds, the
+//! spatial hash grid that finds them, and what each fan-out sends a client that holds part of
+//! the scene ([`meshwork_protocol::wire::Held`]).
+//!
+//! A client holds the entities whose origin (translation) is inside its region. For each
+//! fan-out the session walks the durable entries in order with the client's held set:
+//! - an entry on the author's own state or the session (selection, tools, names, roles) goes
+//!   to everyone;
+//! - an entry on a held entity goes as signed; a spawn inside the region and a copy of a held
+//!   entity go as signed and the new entity is held from then on; a despawn of a held entity
+//!   goes and the entity is no longer held;
+//! - anything else is not sent: an entry on an entity the client does not hold, and what a
+//!   replica cannot apply itself (an undo or redo, an import: their result is state).
+//!
+//! Then every entity the entries touched is placed again: one now inside the region that the
+//! client did not hold, or that changed without an entry it was sent, goes as its state; one
+//! it held that is gone or now outside goes as `None` (dropped). So after each update the
+//! client holds exactly the entities inside its region, each in the server's state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshwork_protocol::command::Command;
+use meshwork_protocol::interest::{Region, cell_of, point_mm};
+use meshwork_protocol::scene::{Entity, Scene, Touched};
+use meshwork_protocol::{AuthorId, EntityId, SignedEntry};
+
+/// Most cells a region is looked up by before the grid is scanned whole instead.
+const MAX_CELLS: usize = 4096;
+
+/// Entities by the hash-grid cell their origin is in: finds what a region holds without
+/// visiting every entity. Built when the first client asks to hold a region, then kept up to
+/// date with what each fan-out touched.
+#[derive(Debug, Default)]
+pub(crate) struct Grid {
+    cells: BTreeMap<[i32; 3], BTreeSet<EntityId>>,
+    cell: BTreeMap<EntityId, [i32; 3]>,
+}
+
+/// Where an entity's origin is, in millimetres.
+pub(crate) fn origin(e: &Entity) -> [i32; 3] {
+    point_mm(e.transform.translation)
+}
+
+impl Grid {
+    /// Every entity of `scene`, placed.
+    pub(crate) fn build(scene: &Scene) -> Self {
+        let mut grid = Self::default();
+        for (id, e) in &scene.entities {
+            grid.put(*id, Some(origin(e)));
+        }
+        grid
+    }
+
+    fn put(&mut self, id: EntityId, at: Option<[i32; 3]>) {
+        let now = at.map(cell_of);
+        let before = self.cell.get(&id).copied();
+        if before == now {
+            return;
+        }
+        if let Some(c) = before {
+            if let Some(set) = self.cells.get_mut(&c) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.cells.remove(&c);
+                }
+            }
+            self.cell.remove(&id);
+        }
+        if let Some(c) = now {
+            self.cells.entry(c).or_default().insert(id);
+            self.cell.insert(id, c);
+        }
+    }
+
+    /// Places `ids` again as `scene` has them (gone: removed).
+    pub(crate) fn update(&mut self, scene: &Scene, ids: impl IntoIterator<Item = EntityId>) {
+        for id in ids {
+            self.put(id, scene.entities.get(&id).map(origin));
+        }
+    }
+
+    /// The entities of `scene` whose origin is inside `region`.
+    pub(crate) fn query(&self, scene: &Scene, region: &Region) -> BTreeSet<EntityId> {
+        let inside = |id: &EntityId| {
+            scene
+                .entities
+                .get(id)
+                .is_some_and(|e| region.contains(origin(e)))
+        };
+        match region.cells(MAX_CELLS) {
+            Some(cells) => cells
+                .iter()
+                .filter_map(|c| self.cells.get(c))
+                .flatten()
+                .copied()
+                .filter(inside)
+                .collect(),
+            None => scene.entities.keys().copied().filter(inside).collect(),
+        }
+    }
+}
+
+/// What a client holding part of the scene has: its region, the entities it holds, and the
+/// position and Lamport time its replica stands at (those of the last update it was sent).
+#[derive(Clone, Debug)]
+pub(crate) struct HoldState {
+    pub(crate) region: Region,
+    pub(crate) held: BTreeSet<EntityId>,
+    pub(crate) position: u64,
+    pub(crate) lamport: u64,
+    /// Nothing sent yet (asked before the join): the next snapshot is its first.
+    pub(crate) fresh: bool,
+}
+
+/// How a durable entry reaches partial replicas.
+#[derive(Clone, Debug)]
+pub(crate) enum Scope {
+    /// Authors' state or the session's: every replica applies it.
+    Everyone,
+    /// One entity: sent to those who hold it (see the module's rules).
+    Entity {
+        target: EntityId,
+        /// A spawn: where the new entity's origin is.
+        spawn_at: Option<[i32; 3]>,
+        /// A copy: the entity it copies (the copy is `target`).
+        source: Option<EntityId>,
+        despawn: bool,
+    },
+    /// A replica cannot apply it (undo, redo, import): its result goes as state.
+    State,
+}
+
+impl Scope {
+    /// The scope of `command`; `existed`: whether the entity a spawn names existed before it
+    /// (then the spawn changes nothing, and goes only to those who hold that entity).
+    pub(crate) fn of(author: AuthorId, command: &Command, existed: bool) -> Self {
+        match command {
+            Command::Undo { .. } | Command::Redo { .. } | Command::Import { .. } => Self::State,
+            Command::Spawn {
+                entity, transform, ..
+            } if !existed => Self::Entity {
+                target: *entity,
+                spawn_at: Some(point_mm(transform.translation)),
+                source: None,
+                despawn: false,
+            },
+            Command::Duplicate { entity, copy, .. } => Self::Entity {
+                target: *copy,
+                spawn_at: None,
+                source: Some(*entity),
+                despawn: false,
+            },
+            Command::Despawn { entity } => Self::Entity {
+                target: *entity,
+                spawn_at: None,
+                source: None,
+                despawn: true,
+            },
+            _ => match Scene::touched(author, command) {
+                Touched::Entity(target) => Self::Entity {
+                    target,
+                    spawn_at: None,
+                    source: None,
+                    despawn: false,
+                },
+                Touched::Author(_) | Touched::Session => Self::Everyone,
+            },
+        }
+    }
+}
+
+/// What one fan-out sends one partial replica.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Entries to send, in order.
+    pub(crate) entries: Vec<SignedEntry>,
+    /// States to set after them (`None`: dropped).
+    pub(crate) states: Vec<(EntityId, Option<Entity>)>,
+    /// Authors whose state changed without an entry the replica applies.
+    pub(crate) authors: BTreeSet<AuthorId>,
+    /// What it holds after the update.
+    pub(crate) held: BTreeSet<EntityId>,
+}
+
+impl Plan {
+    /// Whether there is nothing to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.states.is_empty() && self.authors.is_empty()
+    }
+}
+
+/// The update for a replica holding `hold` after the durable `batch` (entries, their scopes and
+/// what each touched), `scene` being the durable scene after all of them.
+pub(crate) fn plan(
+    hold: &HoldState,
+    batch: &[(SignedEntry, Scope, Vec<Touched>)],
+    scene: &Scene,
+) -> Plan {
+    let mut held = hold.held.clone();
+    let mut entries = Vec::new();
+    // Entities whose state the replica cannot reach by the entries it is sent.
+    let mut stale: BTreeSet<EntityId> = BTreeSet::new();
+    let mut authors = BTreeSet::new();
+    let mut candidates: BTreeSet<EntityId> = BTreeSet::new();
+    for (entry, scope, touched) in batch {
+        for t in touched {
+            if let Touched::Entity(e) = t {
+                candidates.insert(*e);
+            }
+        }
+        let send = match scope {
+            Scope::Everyone => true,
+            Scope::State => {
+                for t in touched {
+                    match t {
+                        Touched::Entity(e) => {
+                            stale.insert(*e);
+                        }
+                        Touched::Author(a) => {
+                            authors.insert(*a);
+                        }
+                        Touched::Session => {}
+                    }
+                }
+                false
+            }
+            Scope::Entity {
+                target,
+                spawn_at,
+                source,
+                despawn,
+            } => {
+                if let Some(at) = spawn_at {
+                    // A spawn of an id that exists changes nothing, wherever it says.
+                    let new = !held.contains(target) && hold.region.contains(*at);
+                    if new {
+                        held.insert(*target);
+                    }
+                    new || held.contains(target)
+                } else if let Some(source) = source {
+                    let copyable = held.contains(source) && !held.contains(target);
+                    if copyable {
+                        held.insert(*target);
+                    }
+                    copyable
+                } else if *despawn {
+                    held.remove(target)
+                } else {
+                    held.contains(target)
+                }
+            }
+        };
+        if send {
+            entries.push(entry.clone());
+        }
+    }
+    let mut states = Vec::new();
+    for e in candidates.union(&stale) {
+        let inside = scene
+            .entities
+            .get(e)
+            .filter(|x| hold.region.contains(origin(x)));
+        match (inside, held.contains(e)) {
+            (Some(x), true) => {
+                if stale.contains(e) {
+                    states.push((*e, Some(x.clone())));
+                }
+            }
+            (Some(x), false) => {
+                states.push((*e, Some(x.clone())));
+                held.insert(*e);
+            }
+            (None, true) => {
+                states.push((*e, None));
+                held.remove(e);
+            }
+            (None, false) => {}
+        }
+    }
+    Plan {
+        entries,
+        states,
+        authors,
+        held,
+    }
+}
+
+/// The update for a replica whose region changed from what it holds to `now_held` (every
+/// entity inside the new region): what comes in as state, what goes as `None`.
+pub(crate) fn moved(
+    held: &BTreeSet<EntityId>,
+    now_held: &BTreeSet<EntityId>,
+    scene: &Scene,
+) -> Vec<(EntityId, Option<Entity>)> {
+    let mut states: Vec<(EntityId, Option<Entity>)> = held
+        .difference(now_held)
+        .map(|e| (*e, None))
+        .collect();
+    states.extend(
+        now_held
+            .difference(held)
+            .filter_map(|e| scene.entities.get(e).map(|x| (*e, Some(x.clone())))),
+    );
+    states.sort_by_key(|(e, _)| *e);
+    states
+}
