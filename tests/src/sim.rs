@@ -442,7 +442,7 @@ impl Sim {
             // The author's own undo and redo: their effect reaches replicas as deltas.
             10 => Command::Undo { step: None },
             11 => Command::Redo { step: None },
-            _ => match mesh_edit(&mut self.rng, c, author, budget) {
+            _ => match mesh_edit(&mut self.rng, c, author, budget, &|_| true) {
                 Some(cmd) => cmd,
                 None => return Vec::new(),
             },
@@ -616,17 +616,24 @@ pub(crate) fn mesh_edit(
     c: &mut SimClient,
     author: AuthorId,
     budget: bool,
+    keep: &dyn Fn(&meshwork_protocol::scene::Entity) -> bool,
 ) -> Option<Command> {
     let scene = c.conn.replica().scene();
     // Half the time an already edited mesh, so edits pile up on (and race for) the same meshes.
     let edited: Vec<EntityId> = scene
         .entities
         .iter()
-        .filter(|(_, e)| matches!(e.geometry, Geometry::Mesh(_)))
+        .filter(|(_, e)| matches!(e.geometry, Geometry::Mesh(_)) && keep(e))
         .map(|(id, _)| *id)
         .collect();
     let entity = if budget && (edited.is_empty() || rng.chance(0.5)) {
-        *pick(rng, scene.entities.keys())?
+        let kept: Vec<EntityId> = scene
+            .entities
+            .iter()
+            .filter(|(_, e)| keep(e))
+            .map(|(id, _)| *id)
+            .collect();
+        pick(rng, kept.into_iter())?
     } else {
         pick(rng, edited.into_iter())?
     };

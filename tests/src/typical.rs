@@ -27,7 +27,7 @@ use glam::{Quat, Vec3};
 use meshwork_protocol::client::{ClientConnection, ClientPhase};
 use meshwork_protocol::codec::{decode_payload, to_frame};
 use meshwork_protocol::command::{Primitive, Transform};
-use meshwork_protocol::interest::Region;
+use meshwork_protocol::interest::{Region, point_mm};
 use meshwork_protocol::motion::{Figure, Motion, MotionContent, low_seq};
 use meshwork_protocol::scene::transform_commands;
 use meshwork_protocol::wire::{ClientMsg, Pose, Presence, Preview, PreviewTransform, ServerMsg};
@@ -89,6 +89,17 @@ pub struct Tally {
     pub bytes: u64,
 }
 
+/// What the server filters by each member's view ([`Workload::view_m`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Nothing: everyone gets everything (the build before interest).
+    Nothing,
+    /// Others' presence, previews and selections (`ClientMsg::Interest`).
+    Presence,
+    /// That, and the scene: each member holds only what is in its view (`ClientMsg::Hold`).
+    PresenceAndScene,
+}
+
 /// The session to play.
 #[derive(Clone, Copy, Debug)]
 pub struct Workload {
@@ -103,10 +114,15 @@ pub struct Workload {
     /// Members stand in groups of four spread over a square grid this many metres across;
     /// `None`: a shared room, four abreast 3 m apart (the typical session).
     pub world_m: Option<f32>,
-    /// Each member asks for others' presence only within this many metres of where they stand
-    /// (`ClientMsg::Interest`), and drags only what they placed; `None`: everything, and any
-    /// entity.
+    /// Each member works within this many metres of where they stand: drags only what they
+    /// placed (with a `population`, anything in view) and, as `filter` says, asks the server
+    /// for only that part of the world; `None`: any entity, and no filter.
     pub view_m: Option<f32>,
+    /// What the server filters by the view.
+    pub filter: Filter,
+    /// Entities spread at random over the world (`world_m` across) by a builder before the
+    /// members join; what members receive while it builds is not counted.
+    pub population: usize,
     /// The server's presence tick (`Config::presence_pack_ms`).
     pub pack_ms: u64,
 }
@@ -122,6 +138,8 @@ impl Workload {
             form,
             world_m: None,
             view_m: None,
+            filter: Filter::Nothing,
+            population: 0,
             pack_ms: meshwork_session::session::DEFAULT_PRESENCE_PACK_MS,
         }
     }
@@ -150,6 +168,16 @@ pub struct Report {
     /// The bytes those entries would have taken more in protocol version 1's form (each
     /// [`version_1_extra`]): what binding the context saved.
     pub bound_saved: u64,
+    /// Scene updates delivered to members: entries (in `Entries` and `Held`) and entity or
+    /// author states (in sealed deltas and `Held`); snapshots not counted.
+    pub scene_updates: u64,
+    /// Per member: whether its replica ended equal to the server's (for one holding a region,
+    /// to the server's entities inside it, found by scanning the server's scene).
+    pub in_step: Vec<bool>,
+    /// Resyncs members asked for.
+    pub resyncs: u64,
+    /// Entities in the server's scene at the end.
+    pub scene_entities: usize,
 }
 
 /// The bytes one entry takes more on the wire in protocol version 1 than in version 2 (the
@@ -212,7 +240,7 @@ pub fn is_presence_lane(kind: &str) -> bool {
 }
 
 /// Variant names by postcard tag: the wire's append-only order.
-const CLIENT_KINDS: [&str; 14] = [
+const CLIENT_KINDS: [&str; 16] = [
     "Hello",
     "JoinProof",
     "Submit",
@@ -227,8 +255,10 @@ const CLIENT_KINDS: [&str; 14] = [
     "Resume",
     "Motion",
     "Codecs",
+    "Interest",
+    "Hold",
 ];
-const SERVER_KINDS: [&str; 22] = [
+const SERVER_KINDS: [&str; 23] = [
     "Challenge",
     "Welcome",
     "JoinRefused",
@@ -251,6 +281,7 @@ const SERVER_KINDS: [&str; 22] = [
     "SealedDelta",
     "Motion",
     "Packed",
+    "Held",
 ];
 
 fn kind(kinds: &[&'static str], payload: &[u8]) -> &'static str {
@@ -284,6 +315,8 @@ struct Member {
     drag: Option<Drag>,
     last_preview_frame: u64,
     placed: u32,
+    /// Builds the population; not a member whose traffic counts.
+    builder: bool,
 }
 
 struct Play {
@@ -294,6 +327,8 @@ struct Play {
     form: PresenceForm,
     /// Members drag only what they placed.
     local: bool,
+    /// Members work on anything inside this region around where they stand (half-edge, m).
+    view: Option<f32>,
     report: Report,
 }
 
@@ -349,10 +384,28 @@ impl Play {
                 let payload = frame.get(4..).unwrap_or_default();
                 self.count(Direction::Down, kind(&SERVER_KINDS, payload), frame.len());
                 let msg = decode_payload::<ServerMsg>(payload);
-                if let Ok(ServerMsg::Entries(e)) = &msg {
-                    self.carried(&e.entries);
-                } else if let Ok(ServerMsg::History(h)) = &msg {
-                    self.carried(&h.entries);
+                match &msg {
+                    Ok(ServerMsg::Entries(e)) => {
+                        self.carried(&e.entries);
+                        self.report.scene_updates += e.entries.len() as u64;
+                    }
+                    Ok(ServerMsg::History(h)) => self.carried(&h.entries),
+                    Ok(ServerMsg::SealedDelta(d)) => {
+                        self.report.scene_updates += d
+                            .decode()
+                            .map_or(0, |d| d.entities.len() + d.authors.len())
+                            as u64;
+                    }
+                    Ok(ServerMsg::Held(h)) => {
+                        self.carried(&h.entries);
+                        let states = h
+                            .delta
+                            .as_ref()
+                            .and_then(meshwork_protocol::wire::SealedDelta::decode)
+                            .map_or(0, |d| d.entities.len() + d.authors.len());
+                        self.report.scene_updates += (h.entries.len() + states) as u64;
+                    }
+                    _ => {}
                 }
                 if let (Ok(msg), Some(m)) = (msg, self.members.get_mut(client.0 as usize)) {
                     if let ServerMsg::Packed(p) = &msg {
@@ -371,6 +424,9 @@ impl Play {
                     continue;
                 }
                 while let Some(msg) = self.members[i].sim.conn.poll_transmit() {
+                    if matches!(msg, ClientMsg::Resync(_)) {
+                        self.report.resyncs += 1;
+                    }
                     self.up(i, &msg, false);
                 }
             }
@@ -382,6 +438,66 @@ impl Play {
                     .handle_input(self.now_ms, Input::PersistAck { batch });
             }
         }
+    }
+
+    /// With a population, the region member `i` works in (anything in it, whoever placed it).
+    fn near(&self, i: usize) -> Option<Region> {
+        self.view.map(|v| Region::around(self.members[i].home, v))
+    }
+
+    /// The builder joins, spreads `n` entities at random over a square `world_m` across, and
+    /// leaves. It holds a region nowhere near, so it is sent nothing of what it builds.
+    fn populate(&mut self, n: usize, world_m: f32) {
+        let b = self.members.len() - 1;
+        self.members[b].connected = true;
+        self.members[b]
+            .sim
+            .conn
+            .set_hold(Some(Region::around(Vec3::splat(1.0e6), 1.0)));
+        let now = self.now_ms;
+        self.session.handle_input(
+            now,
+            Input::Connected {
+                client: ClientId(b as u64),
+            },
+        );
+        self.pump();
+        let Some(author) = self.members[b].sim.conn.author() else {
+            return;
+        };
+        let primitives = [Primitive::Cube, Primitive::Sphere, Primitive::Cylinder];
+        let mut k = 0u32;
+        while (k as usize) < n {
+            let chunk: Vec<Command> = (0..64u32)
+                .take_while(|j| ((k + j) as usize) < n)
+                .map(|j| {
+                    let x = self.rng.below(1_000_001) as f32 / 1.0e6 - 0.5;
+                    let z = self.rng.below(1_000_001) as f32 / 1.0e6 - 0.5;
+                    Command::Spawn {
+                        entity: EntityId::new(author, 100_000 + k + j),
+                        primitive: primitives[((k + j) % 3) as usize],
+                        transform: Transform {
+                            translation: Vec3::new(x * world_m, 0.5, z * world_m),
+                            ..Transform::IDENTITY
+                        },
+                    }
+                })
+                .collect();
+            k += chunk.len() as u32;
+            let _ = self.members[b].sim.conn.submit(chunk);
+            self.pump();
+        }
+        self.members[b].connected = false;
+        let now = self.now_ms;
+        self.session.handle_input(
+            now,
+            Input::Disconnected {
+                client: ClientId(b as u64),
+            },
+        );
+        self.pump();
+        // What the members receive from here on is what counts.
+        self.report = Report::default();
     }
 
     fn joined(&self, i: usize) -> bool {
@@ -473,10 +589,14 @@ impl Play {
                 }
                 let scene = self.members[i].sim.conn.replica().scene();
                 let own = self.members[i].sim.conn.author();
+                let near = self.near(i);
                 let candidates: Vec<_> = scene
                     .entities
                     .iter()
-                    .filter(|(id, _)| !self.local || Some(id.namespace()) == own)
+                    .filter(|(id, e)| match &near {
+                        Some(region) => region.contains(point_mm(e.transform.translation)),
+                        None => !self.local || Some(id.namespace()) == own,
+                    })
                     .collect();
                 let n = candidates.len() as u64;
                 if n == 0 {
@@ -559,7 +679,12 @@ impl Play {
         }
         let budget =
             crate::sim::edited_triangles(self.session.scene()) <= crate::sim::GROW_EDITED_TRIANGLES;
-        if let Some(cmd) = crate::sim::mesh_edit(&mut self.rng, &mut m.sim, author, budget) {
+        let near = self.near(i);
+        let keep = |e: &meshwork_protocol::scene::Entity| {
+            near.is_none_or(|r| r.contains(point_mm(e.transform.translation)))
+        };
+        let m = &mut self.members[i];
+        if let Some(cmd) = crate::sim::mesh_edit(&mut self.rng, &mut m.sim, author, budget, &keep) {
             let _ = m.sim.conn.submit(vec![cmd]);
             self.pump();
         }
@@ -596,20 +721,33 @@ pub fn play(workload: &Workload) -> Report {
     );
     config.rate_per_s = 1000;
     config.burst = 1000;
+    if workload.population > 0 {
+        // The builder submits the population as fast as the session takes it.
+        config.rate_per_s = 1_000_000;
+        config.burst = 1_000_000;
+    }
     config.presence_pack_ms = workload.pack_ms;
     let now_ms = 1_800_000_000_000;
     let session = Session::new(config, crate::sim::seed_bytes(&mut rng), now_ms);
     let frames = workload.seconds * 1000 / FRAME_MS;
-    let members = (0..workload.members)
+    let builder = usize::from(workload.population > 0);
+    let members = (0..workload.members + builder)
         .map(|i| {
             let invite = crate::sim::editor_invite(SESSION, &server_key, now_ms, i);
             let signer = Ed25519Signer::from_seed(crate::sim::seed_bytes(&mut rng));
+            let is_builder = i == workload.members;
             let late = i + 1 == workload.members && workload.members > 1;
             let mut conn = ClientConnection::new(signer, invite, "typical");
             conn.offer_codecs(workload.form.codecs());
             let home = home_of(i, workload.members, workload.world_m);
-            if let Some(view) = workload.view_m {
-                conn.set_interest(Some(Region::around(home, view)));
+            if let (Some(view), false) = (workload.view_m, is_builder) {
+                let region = Some(Region::around(home, view));
+                if workload.filter != Filter::Nothing {
+                    conn.set_interest(region);
+                }
+                if workload.filter == Filter::PresenceAndScene {
+                    conn.set_hold(region);
+                }
             }
             Member {
                 sim: SimClient::new(conn),
@@ -621,6 +759,7 @@ pub fn play(workload: &Workload) -> Report {
                 drag: None,
                 last_preview_frame: 0,
                 placed: 0,
+                builder: is_builder,
             }
         })
         .collect();
@@ -631,11 +770,18 @@ pub fn play(workload: &Workload) -> Report {
         now_ms,
         form: workload.form,
         local: workload.view_m.is_some(),
+        view: workload.view_m.filter(|_| workload.population > 0),
         report: Report::default(),
     };
+    if workload.population > 0 {
+        play.populate(workload.population, workload.world_m.unwrap_or(100.0));
+    }
     for frame in 0..frames {
         play.now_ms += FRAME_MS;
         for i in 0..play.members.len() {
+            if play.members[i].builder {
+                continue;
+            }
             if !play.members[i].connected && frame >= play.members[i].joined_at_frame {
                 play.members[i].connected = true;
                 let now = play.now_ms;
@@ -672,12 +818,30 @@ pub fn play(workload: &Workload) -> Report {
         play.pump();
     }
     let mut report = play.report;
-    report.server_hash = play.session.scene().state_hash();
-    report.replica_hashes = play
-        .members
-        .iter()
+    let server = play.session.scene();
+    report.server_hash = server.state_hash();
+    let members = || play.members.iter().filter(|m| !m.builder);
+    report.replica_hashes = members()
         .map(|m| m.sim.conn.replica().scene().state_hash())
         .collect();
+    report.in_step = members()
+        .map(|m| {
+            let replica = m.sim.conn.replica().scene();
+            match m.sim.conn.hold() {
+                None => replica.state_hash() == report.server_hash,
+                Some(region) => {
+                    let inside = server
+                        .entities
+                        .iter()
+                        .filter(|(_, e)| region.contains(point_mm(e.transform.translation)))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    *replica == server.held_copy(&inside, replica.position, replica.lamport)
+                }
+            }
+        })
+        .collect();
+    report.scene_entities = server.entities.len();
     report.entries = play.session.log().len();
     report
 }

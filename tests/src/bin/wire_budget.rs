@@ -23,7 +23,7 @@ use meshwork_protocol::{
     SignedEntry, Signer as _, to_frame,
 };
 use meshwork_testkit::typical::{
-    Direction, PresenceForm, Report, Workload, is_presence_lane, play,
+    Direction, Filter, PresenceForm, Report, Workload, is_presence_lane, play,
 };
 
 /// Bytes on the wire of a typical session, per encoding.
@@ -55,6 +55,16 @@ struct Args {
     /// How far each member of the interest run looks, metres each way.
     #[arg(long, default_value_t = 20.0)]
     view_m: f32,
+    /// Entities spread over the world of the partial-replica run (0: skip that run).
+    #[arg(long, default_value_t = 100_000)]
+    world_entities: usize,
+    /// How far each member of the partial-replica run works and holds, metres each way
+    /// (10: a 20 m region).
+    #[arg(long, default_value_t = 10.0)]
+    world_view_m: f32,
+    /// Only the partial-replica run.
+    #[arg(long)]
+    world_only: bool,
     /// The trained dictionary's size.
     #[arg(long, default_value_t = 8192)]
     dictionary_bytes: usize,
@@ -205,6 +215,10 @@ fn main() {
         train(&args, path);
         return;
     }
+    if args.world_only {
+        world(&args);
+        return;
+    }
     single_messages();
     let reports: Vec<(PresenceForm, Report)> = PresenceForm::ALL
         .into_iter()
@@ -216,6 +230,8 @@ fn main() {
                 form,
                 world_m: None,
                 view_m: None,
+                filter: Filter::Nothing,
+                population: 0,
                 pack_ms: args.pack_ms,
             });
             (form, r)
@@ -229,6 +245,8 @@ fn main() {
         form: PresenceForm::MotionCompressed,
         world_m: None,
         view_m: None,
+        filter: Filter::Nothing,
+        population: 0,
         pack_ms: 11,
     });
     assert_converged(&every_frame, "11 ms tick");
@@ -323,6 +341,89 @@ fn main() {
         pct(before, totals[3])
     );
     interest(&args);
+    if args.world_entities > 0 {
+        world(&args);
+    }
+}
+
+/// Partial replicas: `--crowd` members over a `--world-m` world of `--world-entities`
+/// entities, each working on what is within `--world-view-m` of where it stands (dragging,
+/// mesh edits, placing), with nothing filtered, presence filtered, and presence and the scene
+/// filtered (each member holds only its region).
+fn world(args: &Args) {
+    let run = |filter| {
+        play(&Workload {
+            members: args.crowd,
+            seconds: args.crowd_seconds,
+            seed: args.seed,
+            form: PresenceForm::MotionCompressed,
+            world_m: Some(args.world_m),
+            view_m: Some(args.world_view_m),
+            filter,
+            population: args.world_entities,
+            pack_ms: args.pack_ms,
+        })
+    };
+    let runs: Vec<(Filter, Report)> = [Filter::Nothing, Filter::Presence, Filter::PresenceAndScene]
+        .into_iter()
+        .map(|f| {
+            let started = std::time::Instant::now();
+            let r = run(f);
+            eprintln!("{f:?}: played in {:.1} s", started.elapsed().as_secs_f64());
+            (f, r)
+        })
+        .collect();
+    for (f, r) in &runs {
+        assert!(
+            r.in_step.iter().all(|ok| *ok),
+            "{f:?}: a replica is not the server's: {:?}",
+            r.in_step
+        );
+        assert_eq!(r.resyncs, 0, "{f:?}: a replica had to resync");
+    }
+    let base = &runs[0].1;
+    println!();
+    println!(
+        "{} members in groups of four (3 m apart) over a {} m world of {} entities, {} virtual seconds, each working on what is within ±{} m (every replica in step at the end, no resync):",
+        args.crowd,
+        args.world_m,
+        runs[2].1.scene_entities,
+        args.crowd_seconds,
+        args.world_view_m
+    );
+    println!();
+    println!("| | nothing filtered | presence filtered | presence and scene filtered |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, v: &dyn Fn(&Report) -> u64| {
+        let b = v(base);
+        let cells: Vec<String> = runs
+            .iter()
+            .map(|(_, r)| {
+                let x = v(r);
+                if std::ptr::eq(r, base) {
+                    format!("{x}")
+                } else {
+                    format!("{x} ({})", pct(b, x))
+                }
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    row("scene updates delivered (entries and states)", &|r| r.scene_updates);
+    row("presence-lane messages delivered", &|r| r.relayed);
+    row("all updates delivered", &|r| r.scene_updates + r.relayed);
+    row("snapshots, down, bytes", &|r| {
+        r.bytes(Direction::Down, |k| k == "Snapshot" || k == "SnapshotChunk")
+    });
+    row("log and the rest (no snapshots), down, bytes", &|r| {
+        r.bytes(Direction::Down, |k| {
+            !is_presence_lane(k) && k != "Snapshot" && k != "SnapshotChunk"
+        })
+    });
+    row("presence lane, down, bytes", &|r| {
+        r.bytes(Direction::Down, is_presence_lane)
+    });
+    row("everything, down, bytes", &|r| r.bytes(Direction::Down, |_| true));
 }
 
 /// The presence lane with and without interest: `--crowd` members spread over `--world-m`,
@@ -336,6 +437,12 @@ fn interest(args: &Args) {
             form: PresenceForm::MotionCompressed,
             world_m: Some(args.world_m),
             view_m,
+            filter: if view_m.is_some() {
+                Filter::Presence
+            } else {
+                Filter::Nothing
+            },
+            population: 0,
             pack_ms: args.pack_ms,
         })
     };
@@ -385,6 +492,8 @@ fn train(args: &Args, path: &std::path::Path) {
         form: PresenceForm::MotionPacked,
         world_m: None,
         view_m: None,
+        filter: Filter::Nothing,
+        population: 0,
         pack_ms: args.pack_ms,
     });
     let dictionary = zstd::dict::from_samples(&r.raw_packs, args.dictionary_bytes)
