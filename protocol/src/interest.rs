@@ -179,9 +179,16 @@ mod tests {
     #[test]
     fn a_region_overlaps_the_cells_its_points_fall_in() {
         let r = Region::around(Vec3::new(-1.0, 0.0, 31.0), 20.0);
-        let cells = r.cells(64).expect("a 40 m region spans at most 4 cells per axis");
+        let cells = r
+            .cells(64)
+            .expect("a 40 m region spans at most 4 cells per axis");
         assert_eq!(cells.len(), 4 * 4 * 4);
-        for p in [r.min_mm, r.max_mm, [0, 0, 31_000], [-21_000, 20_000, 11_000]] {
+        for p in [
+            r.min_mm,
+            r.max_mm,
+            [0, 0, 31_000],
+            [-21_000, 20_000, 11_000],
+        ] {
             assert!(r.contains(p));
             assert!(cells.contains(&cell_of(p)), "{p:?} is in a listed cell");
         }

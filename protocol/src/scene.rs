@@ -1180,16 +1180,26 @@ mod tests {
         );
         let all: alloc::collections::BTreeSet<EntityId> = s.entities.keys().copied().collect();
         assert_eq!(s.encode_held(&all, s.position, s.lamport), s.encode());
-        assert_eq!(s.held_state_hash(&all, s.position, s.lamport), s.state_hash());
+        assert_eq!(
+            s.held_state_hash(&all, s.position, s.lamport),
+            s.state_hash()
+        );
         // Some held, one of them gone: only what exists counts.
-        let held: alloc::collections::BTreeSet<EntityId> =
-            [EntityId::new(A, 1), EntityId::new(A, 3), EntityId::new(A, 99)].into();
+        let held: alloc::collections::BTreeSet<EntityId> = [
+            EntityId::new(A, 1),
+            EntityId::new(A, 3),
+            EntityId::new(A, 99),
+        ]
+        .into();
         let copy = s.held_copy(&held, 40, 12);
         assert_eq!(copy.entities.len(), 2);
         assert_eq!(copy.authors, s.authors, "every author's state is held");
         assert_eq!(copy.encode(), s.encode_held(&held, 40, 12));
         assert_eq!(Scene::decode(&copy.encode()).unwrap(), copy);
-        assert_ne!(s.held_state_hash(&held, 40, 12), s.held_state_hash(&held, 41, 12));
+        assert_ne!(
+            s.held_state_hash(&held, 40, 12),
+            s.held_state_hash(&held, 41, 12)
+        );
     }
 
     #[test]

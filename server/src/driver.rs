@@ -715,6 +715,19 @@ impl Driver {
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
             Event::OutOfInterest => self.metrics.presence_out_of_interest_total.inc(),
+            Event::HeldFannedOut {
+                sent,
+                not_sent,
+                states,
+            } => {
+                let count = |n: &usize| u64::try_from(*n).unwrap_or(u64::MAX);
+                let entries = &self.metrics.held_entries_total;
+                entries.with_label_values(&["sent"]).inc_by(count(sent));
+                entries
+                    .with_label_values(&["not_sent"])
+                    .inc_by(count(not_sent));
+                self.metrics.held_states_total.inc_by(count(states));
+            }
             Event::Packed { client, raw, sent } => {
                 if let Some((_, transport, _)) = self.outboxes.get(client) {
                     self.metrics.compressed("presence", *transport, *raw, *sent);

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub presence_not_sent_total: IntCounter,
     pub compression_bytes_total: IntCounterVec,
     pub presence_out_of_interest_total: IntCounter,
+    pub held_entries_total: IntCounterVec,
+    pub held_states_total: IntCounter,
     pub persist_batch_seconds: Histogram,
     pub persist_wait_seconds: Histogram,
     pub persist_batch_entries: Histogram,
@@ -314,6 +316,29 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(presence_out_of_interest_total.clone()))
             .expect("registered once");
+        let held_entries_total = IntCounterVec::new(
+            Opts::new(
+                "held_entries_total",
+                "Entries fanned out to clients that hold part of the scene, by outcome: sent, \
+                 or not_sent (nothing of it in the region the client holds).",
+            )
+            .namespace(PREFIX),
+            &["outcome"],
+        )
+        .expect("static metric");
+        r.register(Box::new(held_entries_total.clone()))
+            .expect("registered once");
+        let held_states_total = IntCounter::with_opts(
+            Opts::new(
+                "held_states_total",
+                "Entity states sent to clients that hold part of the scene: what came into \
+                 their region, left it, or changed without an entry they could apply.",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("static metric");
+        r.register(Box::new(held_states_total.clone()))
+            .expect("registered once");
         let persist_batch_seconds = histogram(
             &r,
             "persist_batch_seconds",
@@ -482,6 +507,8 @@ impl Metrics {
             presence_not_sent_total,
             compression_bytes_total,
             presence_out_of_interest_total,
+            held_entries_total,
+            held_states_total,
             persist_batch_seconds,
             persist_wait_seconds,
             persist_batch_entries,

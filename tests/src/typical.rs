@@ -391,10 +391,8 @@ impl Play {
                     }
                     Ok(ServerMsg::History(h)) => self.carried(&h.entries),
                     Ok(ServerMsg::SealedDelta(d)) => {
-                        self.report.scene_updates += d
-                            .decode()
-                            .map_or(0, |d| d.entities.len() + d.authors.len())
-                            as u64;
+                        self.report.scene_updates +=
+                            d.decode().map_or(0, |d| d.entities.len() + d.authors.len()) as u64;
                     }
                     Ok(ServerMsg::Held(h)) => {
                         self.carried(&h.entries);

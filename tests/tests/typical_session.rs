@@ -170,9 +170,8 @@ fn members_holding_their_region_get_a_fraction_of_the_updates_and_stay_in_step()
         held.scene_updates,
         all.scene_updates
     );
-    let snapshots = |r: &Report| {
-        r.bytes(Direction::Down, |k| k == "Snapshot" || k == "SnapshotChunk")
-    };
+    let snapshots =
+        |r: &Report| r.bytes(Direction::Down, |k| k == "Snapshot" || k == "SnapshotChunk");
     assert!(
         snapshots(&held) * 10 < snapshots(&all),
         "joins get the held part: {} vs {} bytes",

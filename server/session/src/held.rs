@@ -292,10 +292,8 @@ pub(crate) fn moved(
     now_held: &BTreeSet<EntityId>,
     scene: &Scene,
 ) -> Vec<(EntityId, Option<Entity>)> {
-    let mut states: Vec<(EntityId, Option<Entity>)> = held
-        .difference(now_held)
-        .map(|e| (*e, None))
-        .collect();
+    let mut states: Vec<(EntityId, Option<Entity>)> =
+        held.difference(now_held).map(|e| (*e, None)).collect();
     states.extend(
         now_held
             .difference(held)

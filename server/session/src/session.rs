@@ -209,6 +209,18 @@ pub enum Event {
     PresenceDropped,
     /// A relayed presence-lane message was not sent to a client: outside its interest.
     OutOfInterest,
+    /// A fan-out reached a client that holds part of the scene: of the entries fanned out,
+    /// `sent` went to it and `not_sent` did not (outside what it holds); `states` entity
+    /// states went with them (what came into its region, left it, or changed without an entry
+    /// it could apply).
+    HeldFannedOut {
+        /// Entries sent.
+        sent: usize,
+        /// Entries not sent.
+        not_sent: usize,
+        /// Entity states sent.
+        states: usize,
+    },
     /// A pack of unreliable-lane messages went out: its messages' bytes and the bytes sent
     /// (the `Packed` frame, header included).
     Packed {
@@ -2075,10 +2087,9 @@ impl Session {
         };
         let (position, lamport) = (self.scene.position, self.scene.lamport);
         let copy = self.scene.held_copy(&held, position, lamport);
-        let (manifest, chunks) =
-            meshwork_protocol::replica::snapshot_compressed(&copy, &|raw| {
-                zstd::bulk::compress(raw, wire::SNAPSHOT_ZSTD_LEVEL).ok()
-            });
+        let (manifest, chunks) = meshwork_protocol::replica::snapshot_compressed(&copy, &|raw| {
+            zstd::bulk::compress(raw, wire::SNAPSHOT_ZSTD_LEVEL).ok()
+        });
         let scene_bytes = usize::try_from(manifest.scene_bytes()).unwrap_or(usize::MAX);
         let frames: Result<Vec<Vec<u8>>, _> = core::iter::once(ServerMsg::Snapshot(manifest))
             .chain(chunks.into_iter().map(ServerMsg::SnapshotChunk))
@@ -3229,8 +3240,12 @@ impl Session {
                 continue;
             };
             let plan = crate::held::plan(&hold, &batch, &self.scene);
+            self.emit(Output::Event(Event::HeldFannedOut {
+                sent: plan.entries.len(),
+                not_sent: batch.len().saturating_sub(plan.entries.len()),
+                states: plan.states.len(),
+            }));
             if plan.is_empty() {
-                self.emit(Output::Event(Event::OutOfInterest));
                 continue;
             }
             let authors = plan
@@ -3245,13 +3260,17 @@ impl Session {
     /// Sends a partial replica the update from where it stands to the durable scene's
     /// position: `entries` to apply, then `states` and `authors` (sealed, when there are any);
     /// it holds `held` after. Without a key to seal with, or past a frame, the held part goes
-    /// as a snapshot instead.
+    /// as a snapshot instead, within the resync limit (nothing goes to the client until it
+    /// does).
     fn send_held(
         &mut self,
         client: &ClientId,
         hold: &HoldState,
         entries: Vec<SignedEntry>,
-        states: Vec<(meshwork_protocol::EntityId, Option<meshwork_protocol::scene::Entity>)>,
+        states: Vec<(
+            meshwork_protocol::EntityId,
+            Option<meshwork_protocol::scene::Entity>,
+        )>,
         authors: Vec<(AuthorId, meshwork_protocol::scene::AuthorState)>,
         held: BTreeSet<meshwork_protocol::EntityId>,
     ) {
@@ -3260,7 +3279,7 @@ impl Session {
             None
         } else {
             let Some(signer) = self.config.server_signer.clone() else {
-                self.send_snapshot(*client);
+                self.held_snapshot_owed(*client);
                 return;
             };
             let delta = meshwork_protocol::scene::SceneDelta {
@@ -3287,7 +3306,7 @@ impl Session {
             delta,
         });
         let Ok(frame) = to_frame(&msg) else {
-            self.send_snapshot(*client);
+            self.held_snapshot_owed(*client);
             return;
         };
         if let Some(h) = self.clients.get_mut(client).and_then(|c| c.hold.as_mut()) {
@@ -3300,6 +3319,16 @@ impl Session {
             lane: Lane::Reliable,
             frame: frame.into(),
         });
+    }
+
+    /// A partial replica that cannot be sent an update gets the held part again as a snapshot,
+    /// counted as a resync (so a client cannot make the server build snapshots faster than it
+    /// may ask for them); until it goes, nothing else of the scene does.
+    fn held_snapshot_owed(&mut self, client: ClientId) {
+        if let Some(h) = self.clients.get_mut(&client).and_then(|c| c.hold.as_mut()) {
+            h.fresh = true;
+        }
+        self.on_resync(client);
     }
 
     /// The grid, built from the durable scene the first time it is needed (after a flush, so

@@ -385,11 +385,7 @@ fn world(args: &Args) {
     println!();
     println!(
         "{} members in groups of four (3 m apart) over a {} m world of {} entities, {} virtual seconds, each working on what is within ±{} m (every replica in step at the end, no resync):",
-        args.crowd,
-        args.world_m,
-        runs[2].1.scene_entities,
-        args.crowd_seconds,
-        args.world_view_m
+        args.crowd, args.world_m, runs[2].1.scene_entities, args.crowd_seconds, args.world_view_m
     );
     println!();
     println!("| | nothing filtered | presence filtered | presence and scene filtered |");
@@ -409,7 +405,9 @@ fn world(args: &Args) {
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
     };
-    row("scene updates delivered (entries and states)", &|r| r.scene_updates);
+    row("scene updates delivered (entries and states)", &|r| {
+        r.scene_updates
+    });
     row("presence-lane messages delivered", &|r| r.relayed);
     row("all updates delivered", &|r| r.scene_updates + r.relayed);
     row("snapshots, down, bytes", &|r| {
@@ -423,7 +421,9 @@ fn world(args: &Args) {
     row("presence lane, down, bytes", &|r| {
         r.bytes(Direction::Down, is_presence_lane)
     });
-    row("everything, down, bytes", &|r| r.bytes(Direction::Down, |_| true));
+    row("everything, down, bytes", &|r| {
+        r.bytes(Direction::Down, |_| true)
+    });
 }
 
 /// The presence lane with and without interest: `--crowd` members spread over `--world-m`,

@@ -70,7 +70,10 @@ fn no_resync(w: &World, client: ClientId) {
 
 /// The state hash goes out on the next tick past its interval.
 fn hash_tick(w: &mut World) {
-    w.h.now += w.h.session.config.state_hash_interval_ms + 1;
+    w.h.now =
+        w.h.now
+            .saturating_add(w.h.session.config.state_hash_interval_ms)
+            .saturating_add(1);
     let out = w.h.input(Input::Tick);
     w.deliver(out);
     w.pump();
@@ -83,7 +86,15 @@ fn a_partial_replica_holds_exactly_its_region_through_edits_moves_copies_and_und
     let a = w.conns[&C1].author().unwrap();
     let e = |k| EntityId::new(a, k);
     // Before B joins: two inside its region (±10 m around the origin), two far outside.
-    w.submit(C1, vec![at(e(1), 0.0), at(e(2), 5.0), at(e(3), 50.0), at(e(4), 500.0)]);
+    w.submit(
+        C1,
+        vec![
+            at(e(1), 0.0),
+            at(e(2), 5.0),
+            at(e(3), 50.0),
+            at(e(4), 500.0),
+        ],
+    );
     w.pump();
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
@@ -107,16 +118,8 @@ fn a_partial_replica_holds_exactly_its_region_through_edits_moves_copies_and_und
             }],
             false,
         ),
-        (
-            "a spawn inside",
-            vec![at(e(5), -3.0)],
-            true,
-        ),
-        (
-            "a spawn outside",
-            vec![at(e(6), 30.0)],
-            false,
-        ),
+        ("a spawn inside", vec![at(e(5), -3.0)], true),
+        ("a spawn outside", vec![at(e(6), 30.0)], false),
         (
             "an outside entity moved in",
             vec![Command::Translate {
@@ -184,7 +187,11 @@ fn a_partial_replica_holds_exactly_its_region_through_edits_moves_copies_and_und
             ],
             true,
         ),
-        ("a held entity removed", vec![Command::Despawn { entity: e(5) }], true),
+        (
+            "a held entity removed",
+            vec![Command::Despawn { entity: e(5) }],
+            true,
+        ),
         (
             "a selection (every member's state is held)",
             vec![Command::Select {
@@ -334,7 +341,10 @@ fn a_partial_replica_rejoins_with_the_held_part_and_a_bad_update_is_caught() {
     let mut w = World::new();
     w.join(C1, 1);
     let a = w.conns[&C1].author().unwrap();
-    w.submit(C1, vec![at(EntityId::new(a, 1), 1.0), at(EntityId::new(a, 2), 90.0)]);
+    w.submit(
+        C1,
+        vec![at(EntityId::new(a, 1), 1.0), at(EntityId::new(a, 2), 90.0)],
+    );
     w.pump();
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
@@ -365,8 +375,8 @@ fn a_partial_replica_rejoins_with_the_held_part_and_a_bad_update_is_caught() {
         replica.on_message(m);
     }
     let stray = ServerMsg::Held(wire::Held {
-        from_position: replica.scene().position + 1,
-        to_position: replica.scene().position + 2,
+        from_position: replica.scene().position.saturating_add(1),
+        to_position: replica.scene().position.saturating_add(2),
         lamport: replica.scene().lamport,
         entries: Vec::new(),
         delta: None,
