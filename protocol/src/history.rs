@@ -871,8 +871,16 @@ impl Scene {
                 }
                 return Ok(());
             }
-            Command::Undo { step } => return self.undo(id, author, *step, Side::Before, limits),
-            Command::Redo { step } => return self.undo(id, author, *step, Side::After, limits),
+            Command::Undo { step } => {
+                let result = self.undo(id, author, *step, Side::Before, limits);
+                self.forget_triangles();
+                return result;
+            }
+            Command::Redo { step } => {
+                let result = self.undo(id, author, *step, Side::After, limits);
+                self.forget_triangles();
+                return result;
+            }
             _ => {}
         }
         let kind = command.kind();

@@ -232,6 +232,11 @@ pub struct Scene {
     /// only, never encoded, not part of the state (nor of equality).
     #[serde(skip)]
     assets: BTreeMap<crate::command::AssetId, alloc::sync::Arc<crate::asset::ImportAsset>>,
+    /// The triangles of every entity, once counted ([`Scene::total_triangles`]): kept up to
+    /// date by each edit, forgotten by an undo, a redo or a delta (counted again when next
+    /// needed), so a size check costs the edited entity, not the whole scene. Not state.
+    #[serde(skip)]
+    triangles: Option<u64>,
 }
 
 impl PartialEq for Scene {
@@ -386,6 +391,53 @@ impl Scene {
             .fold(0, u64::saturating_add)
     }
 
+    /// Every entity's triangles: counted once, then kept up to date by [`Scene::edit`].
+    pub(crate) fn total_triangles(&mut self) -> u64 {
+        if let Some(t) = self.triangles {
+            return t;
+        }
+        let t = self.triangle_count();
+        self.triangles = Some(t);
+        t
+    }
+
+    /// Forgets the triangle total (after a change made outside [`Scene::edit`]: an undo, a
+    /// redo, a delta).
+    pub(crate) const fn forget_triangles(&mut self) {
+        self.triangles = None;
+    }
+
+    /// Applies one command to the scene (the rules of [`Scene::apply`]), keeping the triangle
+    /// total up to date from the triangles of the entities it may change, before and after.
+    pub(crate) fn edit(
+        &mut self,
+        id: CommandId,
+        author: AuthorId,
+        command: &Command,
+        limits: &Limits,
+    ) -> Result<(), EditError> {
+        let changed: Vec<EntityId> = match command {
+            Command::Import { .. } => command.import_ids(),
+            _ => match Self::touched(author, command) {
+                Touched::Entity(e) => alloc::vec![e],
+                Touched::Author(_) | Touched::Session => Vec::new(),
+            },
+        };
+        let count = |s: &Self| -> u64 {
+            changed
+                .iter()
+                .filter_map(|e| s.entities.get(e))
+                .map(|e| e.geometry.triangle_count())
+                .fold(0, u64::saturating_add)
+        };
+        let before = count(self);
+        let result = self.edit_one(id, author, command, limits);
+        if let Some(t) = self.triangles {
+            self.triangles = Some(t.saturating_sub(before).saturating_add(count(self)));
+        }
+        result
+    }
+
     /// Runs a mesh edit of `entity` as one mesh transaction: a failed edit puts back what it
     /// changed, so nothing changes (a primitive becomes a mesh only when the edit succeeds).
     /// `predict` bounds the result's triangles before any work starts.
@@ -397,7 +449,7 @@ impl Scene {
         predict: impl FnOnce(&EditMesh) -> u64,
         edit: impl FnOnce(&mut EditMesh, &mut IdSource) -> Result<(), EditError>,
     ) -> Result<(), EditError> {
-        let total = self.triangle_count();
+        let total = self.total_triangles();
         let e = self
             .entities
             .get_mut(&entity)
@@ -440,7 +492,7 @@ impl Scene {
         clippy::too_many_lines,
         reason = "one arm per command kind: the apply rules read best side by side"
     )]
-    pub(crate) fn edit(
+    fn edit_one(
         &mut self,
         id: CommandId,
         author: AuthorId,
@@ -468,7 +520,7 @@ impl Scene {
                             limits.mesh_triangles
                         )));
                     }
-                    let total = self.triangle_count().saturating_add(own);
+                    let total = self.total_triangles().saturating_add(own);
                     if total > limits.session_triangles {
                         return Err(EditError::Limit(alloc::format!(
                             "the session would have {total} triangles; it may have {}",
@@ -783,7 +835,7 @@ impl Scene {
                     }
                     total = total.saturating_add(tris);
                 }
-                if self.triangle_count().saturating_add(total) > limits.session_triangles {
+                if self.total_triangles().saturating_add(total) > limits.session_triangles {
                     return Err(EditError::Limit(alloc::format!(
                         "importing {total} triangles would exceed the session's limit of {}",
                         limits.session_triangles
@@ -814,6 +866,7 @@ impl Scene {
                 copy,
                 offset,
             } => {
+                let total = self.total_triangles();
                 let source = self
                     .entities
                     .get(entity)
@@ -823,7 +876,7 @@ impl Scene {
                 }
                 let tris = source.geometry.triangle_count();
                 if tris > limits.mesh_triangles
-                    || self.triangle_count().saturating_add(tris) > limits.session_triangles
+                    || total.saturating_add(tris) > limits.session_triangles
                 {
                     return Err(EditError::Limit(alloc::format!(
                         "a copy of {entity} ({tris} triangles) would exceed the session's limit \
@@ -946,6 +999,7 @@ impl Scene {
     /// # Errors
     /// When the delta starts elsewhere (the replica missed or repeated something).
     pub fn apply_delta(&mut self, delta: &SceneDelta) -> Result<(), String> {
+        self.forget_triangles();
         if delta.from_position != self.position || delta.to_position < delta.from_position {
             return Err(alloc::format!(
                 "delta {}→{} does not start at {}",
@@ -1041,6 +1095,7 @@ impl Scene {
             lamport,
             history: None,
             assets: BTreeMap::new(),
+            triangles: None,
         }
     }
 

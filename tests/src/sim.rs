@@ -210,6 +210,14 @@ impl Sim {
         sim
     }
 
+    /// Client `i` holds only `region` of the scene from its join on (a partial replica,
+    /// `ClientMsg::Hold`); call before the first frame.
+    pub fn hold(&mut self, i: usize, region: meshwork_protocol::interest::Region) {
+        if let Some(c) = self.clients.get_mut(i) {
+            c.conn.set_hold(Some(region));
+        }
+    }
+
     /// The virtual time.
     #[must_use]
     pub const fn now_ms(&self) -> u64 {
@@ -472,13 +480,44 @@ impl Sim {
         false
     }
 
-    /// Every replica's encoded scene equals the host's.
+    /// Every replica's encoded scene equals the host's; a partial replica's, the host's
+    /// entities whose origin is inside its region (found by scanning the host's scene) at the
+    /// position it stands at.
     #[must_use]
     pub fn converged(&self) -> bool {
         let host = self.session.scene();
+        let partial = self
+            .clients
+            .iter()
+            .filter_map(|c| Some((c, c.conn.hold()?)));
+        for (c, region) in partial {
+            let replica = c.conn.replica();
+            let inside = host
+                .entities
+                .iter()
+                .filter(|(_, e)| {
+                    region.contains(meshwork_protocol::interest::point_mm(
+                        e.transform.translation,
+                    ))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let r = replica.scene();
+            if !replica.is_synced()
+                || r.position > host.position
+                || *r != host.held_copy(&inside, r.position, r.lamport)
+            {
+                return false;
+            }
+        }
         // Cheap checks first (position, then structure): encoding every scene on every settling
         // frame is what would dominate the run time once meshes are edited.
-        let replicas = || self.clients.iter().map(|c| c.conn.replica());
+        let replicas = || {
+            self.clients
+                .iter()
+                .filter(|c| c.conn.hold().is_none())
+                .map(|c| c.conn.replica())
+        };
         if !replicas().all(|r| r.is_synced() && r.scene().position == host.position)
             || !replicas().all(|r| r.scene() == host)
         {
@@ -487,6 +526,7 @@ impl Sim {
         let host = host.encode();
         self.clients
             .iter()
+            .filter(|c| c.conn.hold().is_none())
             .all(|c| c.conn.replica().scene().encode() == host)
     }
 

@@ -463,7 +463,9 @@ impl Play {
         let Some(author) = self.members[b].sim.conn.author() else {
             return;
         };
-        let primitives = [Primitive::Cube, Primitive::Sphere, Primitive::Cylinder];
+        // Small primitives: a hundred thousand of them stay within the session's triangle
+        // limit (`Limits::DEFAULT`).
+        let primitives = [Primitive::Cube, Primitive::Pyramid, Primitive::Plane];
         let mut k = 0u32;
         while (k as usize) < n {
             let chunk: Vec<Command> = (0..64u32)
@@ -485,6 +487,11 @@ impl Play {
             let _ = self.members[b].sim.conn.submit(chunk);
             self.pump();
         }
+        let built = self.session.scene().entities.len();
+        assert!(
+            built >= n,
+            "the session took {built} of the {n} entities of the population"
+        );
         self.members[b].connected = false;
         let now = self.now_ms;
         self.session.handle_input(

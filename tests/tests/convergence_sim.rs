@@ -215,3 +215,49 @@ fn bursts_of_edits_go_out_as_deltas_and_still_converge() {
             .all(|c| c.conn.replica().scene().encode() == host)
     );
 }
+
+/// Half the clients hold only the half of the world with x ≥ 0 (partial replicas,
+/// `ClientMsg::Hold`), on a network that loses, reorders and duplicates frames, while everyone
+/// edits and moves things across the boundary: each partial replica ends holding exactly the
+/// host's entities on its side (checked against a scan of the host's scene), the others the
+/// whole scene, through the resyncs the losses cause.
+#[test]
+fn partial_replicas_converge_under_loss_reordering_and_jitter() {
+    use meshwork_protocol::interest::Region;
+    let net = NetConfig {
+        latency_ms: 20,
+        jitter_ms: 15,
+        loss: 0.05,
+        reorder: 0.05,
+        duplicate: 0.01,
+    };
+    let half = Region {
+        min_mm: [0, -2_000_000_000, -2_000_000_000],
+        max_mm: [2_000_000_000; 3],
+    };
+    for seed in [41u64, 42] {
+        let mut sim = Sim::new(seed, 6, net);
+        for i in [1, 3, 5] {
+            sim.hold(i, half);
+        }
+        for _ in 0..800 {
+            sim.frame(true);
+        }
+        assert_eq!(sim.joined().len(), 6, "seed {seed}");
+        assert!(sim.settle(5000), "seed {seed}: replicas did not converge");
+        assert!(sim.dropped > 0);
+        assert!(sim.closed.is_empty(), "seed {seed}: {:?}", sim.closed);
+        let host = sim.session.scene().entities.len();
+        for i in [1, 3, 5] {
+            let held = sim.clients[i].conn.replica().scene().entities.len();
+            assert!(
+                held > 0 && held < host,
+                "seed {seed}: client {i} holds {held} of {host}"
+            );
+        }
+        assert!(
+            sim.session.scene().position > 400,
+            "seed {seed}: a real workload"
+        );
+    }
+}

@@ -694,6 +694,10 @@ fn three_authors_undoing_at_random_never_break_a_mesh_or_overwrite_another() {
                 w.scene.encode(),
                 "seed {seed}: the replica diverged"
             );
+            // The kept triangle totals (what size checks read) are the counted ones.
+            let counted = w.scene.triangle_count();
+            assert_eq!(w.scene.total_triangles(), counted, "seed {seed}");
+            assert_eq!(replica.total_triangles(), counted, "seed {seed}");
         }
         assert!(undos > 5, "seed {seed}: only {undos} undos went through");
         let _ = refused;
