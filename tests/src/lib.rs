@@ -288,11 +288,47 @@ impl Client {
         Self::join_inner(ticket, signer, protocol_version, None).await
     }
 
+    /// As [`Client::join`], holding only `region` of the scene (a partial replica,
+    /// `ClientMsg::Hold` sent before the join proof).
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_holding(
+        ticket: &JoinTicket,
+        signer: Ed25519Signer,
+        region: meshwork_protocol::interest::Region,
+    ) -> Result<Self, ClientError> {
+        Self::join_full(ticket, signer, PROTOCOL_VERSION, None, Some(region)).await
+    }
+
+    /// Holds `region` of the scene from now on (`None`: all of it): see
+    /// [`ClientConnection::set_hold`].
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] when the stream is gone.
+    pub async fn hold(
+        &mut self,
+        region: Option<meshwork_protocol::interest::Region>,
+    ) -> Result<(), ClientError> {
+        self.machine.set_hold(region);
+        self.flush().await
+    }
+
     async fn join_inner(
         ticket: &JoinTicket,
         signer: Ed25519Signer,
         protocol_version: u16,
         window: Option<u32>,
+    ) -> Result<Self, ClientError> {
+        Self::join_full(ticket, signer, protocol_version, window, None).await
+    }
+
+    async fn join_full(
+        ticket: &JoinTicket,
+        signer: Ed25519Signer,
+        protocol_version: u16,
+        window: Option<u32>,
+        hold: Option<meshwork_protocol::interest::Region>,
     ) -> Result<Self, ClientError> {
         let addr = resolve(&ticket.quic_addr)?;
         let (endpoint, conn, mut send, recv) =
@@ -307,6 +343,7 @@ impl Client {
             &build_id,
             protocol_version,
         );
+        machine.set_hold(hold);
         let welcome = handshake(&mut machine, &mut send, &mut inbox).await?;
         Ok(Self {
             endpoint,
@@ -637,6 +674,7 @@ impl Client {
             msg,
             ServerMsg::Entries(_)
                 | ServerMsg::SealedDelta(_)
+                | ServerMsg::Held(_)
                 | ServerMsg::Snapshot(_)
                 | ServerMsg::SnapshotChunk(_)
                 | ServerMsg::StateHash(_)
@@ -665,8 +703,9 @@ impl Client {
                 }
                 self.seen.history_done = h.done;
             }
-            ServerMsg::Entries(e) => {
-                for entry in &e.entries {
+            ServerMsg::Entries(meshwork_protocol::wire::Entries { entries })
+            | ServerMsg::Held(meshwork_protocol::wire::Held { entries, .. }) => {
+                for entry in entries {
                     if let Ok(body) = entry.decode_body()
                         && self.retain_entries
                     {

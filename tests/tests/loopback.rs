@@ -374,3 +374,128 @@ async fn the_http_api_creates_sessions_and_invites_that_clients_can_use() {
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("error"));
 }
+
+/// Over real QUIC: a client holding ±10 m around the origin (`Hold` before its proof) gets the
+/// held part as its snapshot, follows edits inside and entities crossing the edge, never gets
+/// the far edits, and after moving its region holds what is there within a deadline; its
+/// replica always equals the server's scene (the whole replica of another client, at the
+/// server's hash) restricted to its region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_a_region_gets_only_that_and_follows_its_moves() {
+    use meshwork_protocol::interest::{Region, point_mm};
+    use meshwork_protocol::scene::Scene;
+    use meshwork_protocol::{Primitive, Transform};
+
+    fn holds(whole: &Scene, part: &Scene, region: &Region) -> bool {
+        let inside = whole
+            .entities
+            .iter()
+            .filter(|(_, e)| region.contains(point_mm(e.transform.translation)))
+            .map(|(id, _)| *id)
+            .collect();
+        *part == whole.held_copy(&inside, part.position, part.lamport)
+    }
+
+    let t = TestServer::start().await;
+    let mut a = Client::join(&t.ticket(Role::Editor), random_signer())
+        .await
+        .unwrap();
+    let me = a.author();
+    let spawn = |k: u32, x: f32| Command::Spawn {
+        entity: EntityId::new(me, k),
+        primitive: Primitive::Cube,
+        transform: Transform {
+            translation: Vec3::new(x, 0.0, 0.0),
+            ..Transform::IDENTITY
+        },
+    };
+    let wait = Duration::from_secs(10);
+    a.submit_acked(
+        vec![
+            spawn(1, 0.0),
+            spawn(2, 3.0),
+            spawn(3, 100.0),
+            spawn(4, 104.0),
+            spawn(5, 500.0),
+        ],
+        wait,
+    )
+    .await
+    .unwrap();
+    let here = Region::around(Vec3::ZERO, 10.0);
+    let mut b = Client::join_holding(&t.ticket(Role::Editor), random_signer(), here)
+        .await
+        .unwrap();
+    // Whatever `b` has read so far, keep reading until `done` holds.
+    async fn read_until(c: &mut Client, done: impl Fn(&Client) -> bool) {
+        let end = deadline(10);
+        while !done(c) {
+            assert!(std::time::Instant::now() < end, "timed out");
+            match c.next(Duration::from_millis(50)).await {
+                Ok(_) | Err(ClientError::Timeout) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    read_until(&mut b, |b| {
+        b.replica().is_synced() && b.replica().scene().entities.len() == 2
+    })
+    .await;
+    let hash = a.caught_up_to(5, deadline(10)).await.unwrap();
+    assert_eq!(hash, a.replica().scene().state_hash());
+    assert!(holds(a.replica().scene(), b.replica().scene(), &here));
+
+    // Far edits, an entity leaving, one arriving.
+    let far = Command::Translate {
+        entity: EntityId::new(me, 5),
+        delta: Vec3::Y,
+    };
+    let out = Command::Translate {
+        entity: EntityId::new(me, 2),
+        delta: Vec3::new(50.0, 0.0, 0.0),
+    };
+    let back = Command::Translate {
+        entity: EntityId::new(me, 3),
+        delta: Vec3::new(-95.0, 0.0, 0.0),
+    };
+    a.submit_acked(vec![far.clone(), far, out, back], wait)
+        .await
+        .unwrap();
+    let position = a.replica().scene().position + 4;
+    a.caught_up_to(position, deadline(10)).await.unwrap();
+    let whole = a.replica().scene().clone();
+    read_until(&mut b, |b| holds(&whole, b.replica().scene(), &here)).await;
+    let names = |c: &Client| -> Vec<u32> {
+        c.replica()
+            .scene()
+            .entities
+            .keys()
+            .map(|e| e.counter())
+            .collect()
+    };
+    assert_eq!(names(&b), vec![1, 3]);
+    let far_entries = b
+        .seen
+        .entries
+        .values()
+        .filter_map(|e| e.decode_body().ok())
+        .filter(|body| {
+            matches!(body.command, Command::Translate { entity, .. } if entity == EntityId::new(me, 5))
+        })
+        .count();
+    assert_eq!(
+        far_entries, 0,
+        "a far edit never reaches a client that does not hold it"
+    );
+
+    // B moves its region: what is there arrives.
+    let there = Region::around(Vec3::new(100.0, 0.0, 0.0), 10.0);
+    b.hold(Some(there)).await.unwrap();
+    read_until(&mut b, |b| holds(&whole, b.replica().scene(), &there)).await;
+    assert_eq!(names(&b), vec![4]);
+    assert!(
+        b.seen.resync_reasons.is_empty(),
+        "{:?}",
+        b.seen.resync_reasons
+    );
+}
