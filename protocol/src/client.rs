@@ -370,6 +370,10 @@ pub struct ClientConnection<S> {
     hold: Option<crate::interest::Region>,
     /// Centre and half-edge of the region [`Self::follow_hold`] last asked for.
     hold_at: Option<(glam::Vec3, f32)>,
+    /// The region this connection last told the server it holds (`None`: all of it, what a
+    /// new connection starts with): a change made while the join was being proved goes after
+    /// the `Welcome`.
+    hold_sent: Option<crate::interest::Region>,
     /// The application's clock ([`ClientConnection::tick`]), in milliseconds.
     now_ms: u64,
     /// The last welcome: who this client is in the session, kept across reconnects so that
@@ -428,6 +432,7 @@ impl<S: Signer> ClientConnection<S> {
             interest_at: None,
             hold: None,
             hold_at: None,
+            hold_sent: None,
             now_ms: 0,
             last_welcome: None,
             unacked: BTreeMap::new(),
@@ -720,6 +725,7 @@ impl<S: Signer> ClientConnection<S> {
         if self.is_joined() {
             self.outbox
                 .push_back(ClientMsg::Hold(crate::interest::Hold { region }));
+            self.hold_sent = region;
         }
     }
 
@@ -803,6 +809,7 @@ impl<S: Signer> ClientConnection<S> {
                     self.outbox
                         .push_back(ClientMsg::Hold(crate::interest::Hold { region: self.hold }));
                 }
+                self.hold_sent = self.hold;
                 // A replica kept in step over a reconnect is caught up from where it is.
                 let resumable = self
                     .last_welcome
@@ -849,6 +856,12 @@ impl<S: Signer> ClientConnection<S> {
                         .push_back(ClientMsg::Codecs(crate::packed::Codecs {
                             dictionaries: self.codecs.clone(),
                         }));
+                }
+                // A hold changed while the join was being proved.
+                if self.hold != self.hold_sent {
+                    self.outbox
+                        .push_back(ClientMsg::Hold(crate::interest::Hold { region: self.hold }));
+                    self.hold_sent = self.hold;
                 }
                 // The region asked for holds over the reconnect.
                 if let Some(region) = self.interest {

@@ -238,7 +238,11 @@ pub(crate) fn plan(
                     }
                     new || held.contains(target)
                 } else if let Some(source) = source {
-                    let copyable = held.contains(source) && !held.contains(target);
+                    // A copy of what changed without an entry the replica applies (an undo
+                    // earlier in this fan-out) would copy the replica's stale state: it goes
+                    // as state instead.
+                    let copyable =
+                        held.contains(source) && !stale.contains(source) && !held.contains(target);
                     if copyable {
                         held.insert(*target);
                     }

@@ -245,7 +245,7 @@ pub enum Event {
     Throttled {
         /// The connection.
         client: ClientId,
-        /// snake_case: `resync_throttled`, `fetch_log_throttled`.
+        /// snake_case: `resync_throttled`, `fetch_log_throttled`, `hold_throttled`.
         reason: &'static str,
     },
     /// A fan-out went out as a scene delta instead of entries.
@@ -1048,7 +1048,18 @@ struct Client {
     interest: Option<meshwork_protocol::interest::Region>,
     /// The part of the scene it holds (`None`: all of it): [`crate::held`].
     hold: Option<HoldState>,
+    /// `Hold` changes after the join, at most [`HOLDS_PER_S`] a second (bursts of
+    /// [`HOLD_BURST`]); one over the limit waits here (the latest wins) until a token comes.
+    holds: TokenBucket,
+    hold_due: Option<Option<meshwork_protocol::interest::Region>>,
 }
+
+/// `Hold` changes a joined connection may make at once before [`HOLDS_PER_S`] applies: each
+/// costs a grid query and the states of what comes into view.
+pub const HOLD_BURST: u32 = 8;
+/// `Hold` changes a joined connection may make per second (a view followed by
+/// `ClientConnection::follow_hold` asks again only after moving a quarter of its half-edge).
+pub const HOLDS_PER_S: u32 = 10;
 
 /// The place of a relayed message from its points: everywhere when it has none.
 fn place_of(points: impl IntoIterator<Item = [i32; 3]>) -> Place {
@@ -1605,6 +1616,8 @@ impl Session {
                 packs: None,
                 interest: None,
                 hold: None,
+                holds: TokenBucket::full(HOLD_BURST, self.now_ms),
+                hold_due: None,
             },
         );
         if self.shut_down {
@@ -2168,7 +2181,11 @@ impl Session {
             (self.config.resync_per_min, self.config.history_per_min);
         let mut snapshots = Vec::new();
         let mut pages = Vec::new();
+        let mut holds = Vec::new();
         for (id, c) in &mut self.clients {
+            if c.hold_due.is_some() && c.holds.take(now, HOLDS_PER_S, HOLD_BURST) {
+                holds.extend(c.hold_due.take().map(|region| (*id, region)));
+            }
             if c.resync_due && c.resyncs.take(now, resync_per_min, RESYNC_BURST) {
                 c.resync_due = false;
                 snapshots.push(*id);
@@ -2189,6 +2206,9 @@ impl Session {
         for (client, since) in pages {
             self.send_history_page(client, since);
         }
+        for (client, region) in holds {
+            self.change_hold(client, region);
+        }
     }
 
     /// When held-back work can go: the earliest time a bucket with work waiting has a token.
@@ -2203,7 +2223,8 @@ impl Session {
                     .history_from
                     .filter(|_| c.history_read.is_none())
                     .map(|_| c.histories.ready_at(self.config.history_per_min));
-                [snapshot, page]
+                let hold = c.hold_due.map(|_| c.holds.ready_at(HOLDS_PER_S));
+                [snapshot, page, hold]
             })
             .flatten()
             .min()
@@ -3275,6 +3296,36 @@ impl Session {
         held: BTreeSet<meshwork_protocol::EntityId>,
     ) {
         let (to, lamport) = (self.scene.position, self.scene.lamport);
+        // More entries than a frame takes go first in updates that leave the replica where it
+        // stands (the same position and Lamport time); the last carries the rest and the states.
+        let chunk = self.config.catch_up_chunk.max(1);
+        let mut entries = entries;
+        if entries.len() > chunk {
+            let last = (entries.len().saturating_sub(1))
+                .checked_div(chunk)
+                .unwrap_or(0)
+                .saturating_mul(chunk);
+            let tail = entries.split_off(last);
+            for part in entries.chunks(chunk) {
+                let msg = ServerMsg::Held(wire::Held {
+                    from_position: hold.position,
+                    to_position: hold.position,
+                    lamport: hold.lamport,
+                    entries: part.to_vec(),
+                    delta: None,
+                });
+                let Ok(frame) = to_frame(&msg) else {
+                    self.held_snapshot_owed(*client);
+                    return;
+                };
+                self.emit(Output::Send {
+                    client: *client,
+                    lane: Lane::Reliable,
+                    frame: frame.into(),
+                });
+            }
+            entries = tail;
+        }
         let delta = if states.is_empty() && authors.is_empty() {
             None
         } else {
@@ -3349,6 +3400,40 @@ impl Session {
         phase: Phase,
         region: Option<meshwork_protocol::interest::Region>,
     ) {
+        let now = self.now_ms;
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if phase != Phase::Joined {
+            c.hold = region.map(|region| HoldState {
+                region,
+                held: BTreeSet::new(),
+                position: 0,
+                lamport: 0,
+                fresh: true,
+            });
+            return;
+        }
+        // One waiting already, or none left: this one waits (and replaces it).
+        if c.hold_due.is_some() || !c.holds.take(now, HOLDS_PER_S, HOLD_BURST) {
+            c.hold_due = Some(region);
+            self.emit(Output::Event(Event::Throttled {
+                client,
+                reason: "hold_throttled",
+            }));
+            return;
+        }
+        self.change_hold(client, region);
+    }
+
+    /// A joined client's new `Hold`, carried out: what is pending fans out first (so the
+    /// update starts where the client stands), then the grid answers what the region holds.
+    fn change_hold(
+        &mut self,
+        client: ClientId,
+        region: Option<meshwork_protocol::interest::Region>,
+    ) {
+        self.flush_fanout();
         self.ensure_grid();
         let fresh = region.map(|region| HoldState {
             region,
@@ -3360,10 +3445,6 @@ impl Session {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        if phase != Phase::Joined {
-            c.hold = fresh;
-            return;
-        }
         match (c.hold.clone(), region) {
             (None, None) => {}
             (Some(old), Some(region)) if !old.fresh => {

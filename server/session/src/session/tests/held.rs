@@ -383,3 +383,138 @@ fn a_partial_replica_rejoins_with_the_held_part_and_a_bad_update_is_caught() {
     });
     assert!(replica.on_message(&stray).needs_resync());
 }
+
+#[test]
+fn a_copy_of_what_an_undo_changed_in_the_same_fan_out_goes_as_state() {
+    let mut w = World::new();
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    let e = |k| EntityId::new(a, k);
+    w.submit(C1, vec![at(e(1), 0.0)]);
+    w.pump();
+    let region = Region::around(Vec3::ZERO, 10.0);
+    holding(&mut w, C2, 2, region);
+    w.submit(
+        C1,
+        vec![Command::Mirror {
+            entity: e(1),
+            axis: Axis::X,
+            weld: false,
+        }],
+    );
+    w.pump();
+    assert_holds(&w, C2, &region);
+    // One submit, one fan-out: the undo reverts the mirror (state the replica cannot make),
+    // then the copy is made from the reverted mesh.
+    w.submit(
+        C1,
+        vec![
+            Command::Undo { step: None },
+            Command::Duplicate {
+                entity: e(1),
+                copy: e(2),
+                offset: Vec3::new(1.0, 0.0, 0.0),
+            },
+        ],
+    );
+    w.pump();
+    assert_eq!(w.h.session.scene().entities.len(), 2);
+    assert_holds(&w, C2, &region);
+    hash_tick(&mut w);
+    no_resync(&w, C2);
+}
+
+#[test]
+fn a_hold_changed_while_the_join_is_proved_goes_after_the_welcome() {
+    let mut w = World::new();
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    w.submit(
+        C1,
+        vec![at(EntityId::new(a, 1), 0.0), at(EntityId::new(a, 2), 300.0)],
+    );
+    w.pump();
+    let (first, then) = (
+        Region::around(Vec3::ZERO, 10.0),
+        Region::around(Vec3::new(300.0, 0.0, 0.0), 10.0),
+    );
+    let invite = w.h.invite(Role::Editor, NOW + 60_000);
+    let mut conn = ClientConnection::new(Ed25519Signer::from_seed([2; 32]), invite, "test");
+    conn.set_hold(Some(first));
+    w.h.input(Input::Connected { client: C2 });
+    let hello = conn.poll_transmit().unwrap();
+    let out = w.h.send(C2, &hello);
+    for m in sent_to(&out, C2) {
+        conn.handle(&m);
+    }
+    // The proof (and the first region) are queued; the view moves before the welcome.
+    conn.set_hold(Some(then));
+    w.conns.insert(C2, conn);
+    w.pump();
+    assert_eq!(w.conns[&C2].hold(), Some(then));
+    assert_holds(&w, C2, &then);
+    assert_eq!(w.conns[&C2].replica().scene().entities.len(), 1);
+}
+
+#[test]
+fn region_changes_past_the_limit_wait_and_the_latest_is_carried_out() {
+    let mut w = World::new();
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    let spawns: Vec<Command> = (0..30u8)
+        .map(|k| at(EntityId::new(a, u32::from(k)), f32::from(k) * 20.0))
+        .collect();
+    w.submit(C1, spawns);
+    w.pump();
+    holding(&mut w, C2, 2, Region::around(Vec3::ZERO, 5.0));
+    let mut throttled = 0;
+    for k in 1..30u8 {
+        let region = Region::around(Vec3::new(f32::from(k) * 20.0, 0.0, 0.0), 5.0);
+        w.conns.get_mut(&C2).unwrap().set_hold(Some(region));
+        let msg = w.conns.get_mut(&C2).unwrap().poll_transmit().unwrap();
+        let out = w.h.send(C2, &msg);
+        throttled += super::throttled(&out, "hold_throttled");
+        w.deliver(out);
+    }
+    assert!(throttled > 0, "bursts past the limit wait");
+    let last = Region::around(Vec3::new(29.0 * 20.0, 0.0, 0.0), 5.0);
+    // Time passes: the one waiting (the latest) goes.
+    w.h.now = w.h.now.saturating_add(2_000);
+    let out = w.h.input(Input::Tick);
+    w.deliver(out);
+    w.pump();
+    assert_holds(&w, C2, &last);
+    assert_eq!(w.conns[&C2].replica().scene().entities.len(), 1);
+}
+
+#[test]
+fn more_entries_than_a_frame_takes_go_in_several_updates() {
+    let mut w = World::new();
+    w.h.session.config.catch_up_chunk = 2;
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    w.submit(C1, vec![at(EntityId::new(a, 1), 0.0)]);
+    w.pump();
+    let region = Region::around(Vec3::ZERO, 10.0);
+    holding(&mut w, C2, 2, region);
+    let before = w.received[&C2].len();
+    let nudges: Vec<Command> = (0..5)
+        .map(|_| Command::Translate {
+            entity: EntityId::new(a, 1),
+            delta: Vec3::new(0.1, 0.0, 0.0),
+        })
+        .collect();
+    w.submit(C1, nudges);
+    w.pump();
+    let updates: Vec<usize> = w.received[&C2][before..]
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Held(h) => Some(h.entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, vec![2, 2, 1]);
+    assert_holds(&w, C2, &region);
+    hash_tick(&mut w);
+    no_resync(&w, C2);
+}
