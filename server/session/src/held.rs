@@ -178,14 +178,69 @@ pub(crate) struct Plan {
     pub(crate) states: Vec<(EntityId, Option<Entity>)>,
     /// Authors whose state changed without an entry the replica applies.
     pub(crate) authors: BTreeSet<AuthorId>,
-    /// What it holds after the update.
-    pub(crate) held: BTreeSet<EntityId>,
+    /// How what it holds changes.
+    pub(crate) change: Change,
 }
 
 impl Plan {
     /// Whether there is nothing to send.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.states.is_empty() && self.authors.is_empty()
+    }
+}
+
+/// How a replica's held set changes with an update: worked out on top of the set as it is,
+/// so planning costs what the fan-out touched, not what the replica holds.
+#[derive(Debug, Default)]
+pub(crate) struct Change {
+    added: BTreeSet<EntityId>,
+    removed: BTreeSet<EntityId>,
+}
+
+/// A held set as an update goes: the set it started from, and the change so far.
+struct Working<'a> {
+    base: &'a BTreeSet<EntityId>,
+    change: Change,
+}
+
+impl Working<'_> {
+    fn contains(&self, e: &EntityId) -> bool {
+        self.change.added.contains(e) || (self.base.contains(e) && !self.change.removed.contains(e))
+    }
+
+    fn insert(&mut self, e: EntityId) {
+        self.change.removed.remove(&e);
+        if !self.base.contains(&e) {
+            self.change.added.insert(e);
+        }
+    }
+
+    /// Whether it was held.
+    fn remove(&mut self, e: &EntityId) -> bool {
+        let was = self.contains(e);
+        self.change.added.remove(e);
+        if self.base.contains(e) {
+            self.change.removed.insert(*e);
+        }
+        was
+    }
+}
+
+impl Change {
+    /// Carries the change out on the set it was worked out on.
+    pub(crate) fn apply(self, held: &mut BTreeSet<EntityId>) {
+        for e in &self.removed {
+            held.remove(e);
+        }
+        held.extend(self.added);
+    }
+
+    /// The whole set becomes `now`.
+    pub(crate) fn replace(held: &BTreeSet<EntityId>, now: &BTreeSet<EntityId>) -> Self {
+        Self {
+            added: now.difference(held).copied().collect(),
+            removed: held.difference(now).copied().collect(),
+        }
     }
 }
 
@@ -196,7 +251,10 @@ pub(crate) fn plan(
     batch: &[(SignedEntry, Scope, Vec<Touched>)],
     scene: &Scene,
 ) -> Plan {
-    let mut held = hold.held.clone();
+    let mut held = Working {
+        base: &hold.held,
+        change: Change::default(),
+    };
     let mut entries = Vec::new();
     // Entities whose state the replica cannot reach by the entries it is sent.
     let mut stale: BTreeSet<EntityId> = BTreeSet::new();
@@ -285,7 +343,7 @@ pub(crate) fn plan(
         entries,
         states,
         authors,
-        held,
+        change: held.change,
     }
 }
 
@@ -305,4 +363,48 @@ pub(crate) fn moved(
     );
     states.sort_by_key(|(e, _)| *e);
     states
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_protocol::AuthorId;
+
+    #[test]
+    fn a_change_worked_out_on_top_of_a_set_is_what_the_same_steps_do_to_a_copy() {
+        let id = |k| EntityId::new(AuthorId(1), k);
+        let base: BTreeSet<EntityId> = [id(1), id(2), id(3)].into();
+        let mut copy = base.clone();
+        let mut w = Working {
+            base: &base,
+            change: Change::default(),
+        };
+        // Remove a held one and add it back, add a new one and remove it, remove one for good,
+        // add one for good.
+        let steps: [(bool, u32); 6] = [
+            (false, 1),
+            (true, 1),
+            (true, 9),
+            (false, 9),
+            (false, 2),
+            (true, 7),
+        ];
+        for (insert, k) in steps {
+            if insert {
+                w.insert(id(k));
+                copy.insert(id(k));
+            } else {
+                assert_eq!(w.remove(&id(k)), copy.remove(&id(k)));
+            }
+            for k in 0..10 {
+                assert_eq!(w.contains(&id(k)), copy.contains(&id(k)), "{k}");
+            }
+        }
+        let mut applied = base.clone();
+        w.change.apply(&mut applied);
+        assert_eq!(applied, copy);
+        let mut replaced = base.clone();
+        Change::replace(&base, &copy).apply(&mut replaced);
+        assert_eq!(replaced, copy);
+    }
 }

@@ -3255,12 +3255,13 @@ impl Session {
             let Some(hold) = self
                 .clients
                 .get(client)
-                .and_then(|c| c.hold.clone())
+                .and_then(|c| c.hold.as_ref())
                 .filter(|h| !h.fresh)
             else {
                 continue;
             };
-            let plan = crate::held::plan(&hold, &batch, &self.scene);
+            let from = (hold.position, hold.lamport);
+            let plan = crate::held::plan(hold, &batch, &self.scene);
             self.emit(Output::Event(Event::HeldFannedOut {
                 sent: plan.entries.len(),
                 not_sent: batch.len().saturating_sub(plan.entries.len()),
@@ -3274,7 +3275,14 @@ impl Session {
                 .iter()
                 .map(|a| (*a, self.scene.authors.get(a).cloned().unwrap_or_default()))
                 .collect();
-            self.send_held(client, &hold, plan.entries, plan.states, authors, plan.held);
+            self.send_held(
+                client,
+                from,
+                plan.entries,
+                plan.states,
+                authors,
+                plan.change,
+            );
         }
     }
 
@@ -3286,16 +3294,21 @@ impl Session {
     fn send_held(
         &mut self,
         client: &ClientId,
-        hold: &HoldState,
+        (position, held_lamport): (u64, u64),
         entries: Vec<SignedEntry>,
         states: Vec<(
             meshwork_protocol::EntityId,
             Option<meshwork_protocol::scene::Entity>,
         )>,
         authors: Vec<(AuthorId, meshwork_protocol::scene::AuthorState)>,
-        held: BTreeSet<meshwork_protocol::EntityId>,
+        change: crate::held::Change,
     ) {
         let (to, lamport) = (self.scene.position, self.scene.lamport);
+        // What it holds after this update (if it cannot go, the held part goes again as a
+        // snapshot: see `held_snapshot_owed`).
+        if let Some(h) = self.clients.get_mut(client).and_then(|c| c.hold.as_mut()) {
+            change.apply(&mut h.held);
+        }
         // More entries than a frame takes go first in updates that leave the replica where it
         // stands (the same position and Lamport time); the last carries the rest and the states.
         let chunk = self.config.catch_up_chunk.max(1);
@@ -3308,9 +3321,9 @@ impl Session {
             let tail = entries.split_off(last);
             for part in entries.chunks(chunk) {
                 let msg = ServerMsg::Held(wire::Held {
-                    from_position: hold.position,
-                    to_position: hold.position,
-                    lamport: hold.lamport,
+                    from_position: position,
+                    to_position: position,
+                    lamport: held_lamport,
                     entries: part.to_vec(),
                     delta: None,
                 });
@@ -3334,14 +3347,20 @@ impl Session {
                 return;
             };
             let delta = meshwork_protocol::scene::SceneDelta {
-                from_position: hold.position,
+                from_position: position,
                 to_position: to,
                 lamport,
                 entities: states,
                 authors,
                 session_name: self.scene.session_name.clone(),
             };
-            let hash = self.scene.held_state_hash(&held, to, lamport);
+            let empty = BTreeSet::new();
+            let held = self
+                .clients
+                .get(client)
+                .and_then(|c| c.hold.as_ref())
+                .map_or(&empty, |h| &h.held);
+            let hash = self.scene.held_state_hash(held, to, lamport);
             Some(wire::SealedDelta::seal(
                 self.config.session,
                 &delta,
@@ -3350,7 +3369,7 @@ impl Session {
             ))
         };
         let msg = ServerMsg::Held(wire::Held {
-            from_position: hold.position,
+            from_position: position,
             to_position: to,
             lamport,
             entries,
@@ -3361,7 +3380,6 @@ impl Session {
             return;
         };
         if let Some(h) = self.clients.get_mut(client).and_then(|c| c.hold.as_mut()) {
-            h.held = held;
             h.position = to;
             h.lamport = lamport;
         }
@@ -3445,19 +3463,29 @@ impl Session {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        match (c.hold.clone(), region) {
+        let current = c.hold.as_ref().map(|h| (h.fresh, h.position, h.lamport));
+        match (current, region) {
             (None, None) => {}
-            (Some(old), Some(region)) if !old.fresh => {
+            (Some((false, position, lamport)), Some(region)) => {
                 let now_held = match &self.grid {
                     Some(grid) => grid.query(&self.scene, &region),
                     None => BTreeSet::new(),
                 };
-                let states = crate::held::moved(&old.held, &now_held, &self.scene);
-                if let Some(h) = self.clients.get_mut(&client).and_then(|c| c.hold.as_mut()) {
-                    h.region = region;
-                }
+                let Some(h) = self.clients.get_mut(&client).and_then(|c| c.hold.as_mut()) else {
+                    return;
+                };
+                h.region = region;
+                let states = crate::held::moved(&h.held, &now_held, &self.scene);
+                let change = crate::held::Change::replace(&h.held, &now_held);
                 if !states.is_empty() {
-                    self.send_held(&client, &old, Vec::new(), states, Vec::new(), now_held);
+                    self.send_held(
+                        &client,
+                        (position, lamport),
+                        Vec::new(),
+                        states,
+                        Vec::new(),
+                        change,
+                    );
                 }
             }
             (_, _) => {
