@@ -328,6 +328,10 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(held_entries_total.clone()))
             .expect("registered once");
+        // Both outcomes from the start, at zero: a dashboard's rate has a series to show.
+        for outcome in ["sent", "not_sent"] {
+            held_entries_total.with_label_values(&[outcome]);
+        }
         let held_states_total = IntCounter::with_opts(
             Opts::new(
                 "held_states_total",
