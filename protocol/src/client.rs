@@ -362,14 +362,10 @@ pub struct ClientConnection<S> {
     codecs: Vec<u32>,
     /// The region of the world this client wants the presence lane of (sent again after each
     /// `Welcome`).
-    interest: Option<crate::interest::Region>,
-    /// Centre and half-edge of the region [`Self::follow_interest`] last asked for.
-    interest_at: Option<(glam::Vec3, f32)>,
+    interest: crate::interest::Asked,
     /// The region of the scene this replica holds (`None`: all of it); sent before every
     /// join proof, so the first snapshot is already the held part.
-    hold: Option<crate::interest::Region>,
-    /// Centre and half-edge of the region [`Self::follow_hold`] last asked for.
-    hold_at: Option<(glam::Vec3, f32)>,
+    hold: crate::interest::Asked,
     /// The region this connection last told the server it holds (`None`: all of it, what a
     /// new connection starts with): a change made while the join was being proved goes after
     /// the `Welcome`.
@@ -428,10 +424,8 @@ impl<S: Signer> ClientConnection<S> {
             live: LivePreviews::new(),
             unpacker: crate::packed::Unpacker::new(),
             codecs: crate::packed::READABLE.to_vec(),
-            interest: None,
-            interest_at: None,
-            hold: None,
-            hold_at: None,
+            interest: crate::interest::Asked::default(),
+            hold: crate::interest::Asked::default(),
             hold_sent: None,
             now_ms: 0,
             last_welcome: None,
@@ -479,14 +473,16 @@ impl<S: Signer> ClientConnection<S> {
         self.last_welcome.as_ref().map(|w| w.author)
     }
 
-    /// The server's presence tick from its latest `Welcome` (kept while reconnecting), else
-    /// [`crate::presence::PLAYOUT_MS`]: how long to draw another member moving to an update.
+    /// The server's presence tick from its latest `Welcome` (kept while reconnecting), at most
+    /// [`crate::presence::MAX_TICK_MS`] (a server's larger claim would freeze others' markers
+    /// between updates), else [`crate::presence::PLAYOUT_MS`]: how long to draw another member
+    /// moving to an update.
     #[must_use]
     pub fn presence_tick_ms(&self) -> u64 {
         self.last_welcome
             .as_ref()
             .map_or(crate::presence::PLAYOUT_MS, |w| {
-                u64::from(w.presence_tick_ms)
+                u64::from(w.presence_tick_ms).min(crate::presence::MAX_TICK_MS)
             })
     }
 
@@ -680,21 +676,11 @@ impl<S: Signer> ClientConnection<S> {
     }
 
     /// The region of the world to be sent others' presence, previews and selections of
-    /// (`None`: everywhere). Sent now when joined, and again after every reconnect.
+    /// (`None`: everywhere). Sent now when joined, and again after every reconnect. The next
+    /// [`Self::follow_interest`] asks again whatever it asked before.
     pub fn set_interest(&mut self, region: Option<crate::interest::Region>) {
-        // Set by hand: the next `follow_interest` asks again whatever it asked before.
-        self.interest_at = None;
-        self.ask_interest(region);
-    }
-
-    fn ask_interest(&mut self, region: Option<crate::interest::Region>) {
-        if self.interest == region {
-            return;
-        }
-        self.interest = region;
-        if self.is_joined() {
-            self.outbox
-                .push_back(ClientMsg::Interest(crate::interest::Interest { region }));
+        if self.interest.set(region) {
+            self.send_interest();
         }
     }
 
@@ -702,9 +688,16 @@ impl<S: Signer> ClientConnection<S> {
     /// enough from the one asked before ([`crate::interest::moved_enough`]): what a client
     /// calls with its view every frame.
     pub fn follow_interest(&mut self, center: glam::Vec3, half_extent_m: f32) {
-        if crate::interest::moved_enough(self.interest_at, center, half_extent_m) {
-            self.interest_at = Some((center, half_extent_m));
-            self.ask_interest(Some(crate::interest::Region::around(center, half_extent_m)));
+        if self.interest.follow(center, half_extent_m) {
+            self.send_interest();
+        }
+    }
+
+    fn send_interest(&mut self) {
+        if self.is_joined() {
+            let region = self.interest.region;
+            self.outbox
+                .push_back(ClientMsg::Interest(crate::interest::Interest { region }));
         }
     }
 
@@ -713,41 +706,39 @@ impl<S: Signer> ClientConnection<S> {
     /// server answers with what comes and goes, or a snapshot when switching between whole
     /// and part), and before every join proof.
     pub fn set_hold(&mut self, region: Option<crate::interest::Region>) {
-        self.hold_at = None;
-        self.ask_hold(region);
-    }
-
-    fn ask_hold(&mut self, region: Option<crate::interest::Region>) {
-        if self.hold == region {
-            return;
-        }
-        self.hold = region;
-        if self.is_joined() {
-            self.outbox
-                .push_back(ClientMsg::Hold(crate::interest::Hold { region }));
-            self.hold_sent = region;
+        if self.hold.set(region) {
+            self.send_hold();
         }
     }
 
     /// Holds the region of half-edge `half_extent_m` around `center` once the view has moved
     /// enough from the one asked before ([`crate::interest::moved_enough`]).
     pub fn follow_hold(&mut self, center: glam::Vec3, half_extent_m: f32) {
-        if crate::interest::moved_enough(self.hold_at, center, half_extent_m) {
-            self.hold_at = Some((center, half_extent_m));
-            self.ask_hold(Some(crate::interest::Region::around(center, half_extent_m)));
+        if self.hold.follow(center, half_extent_m) {
+            self.send_hold();
+        }
+    }
+
+    /// Tells the server what is held now, when joined and it was told otherwise.
+    fn send_hold(&mut self) {
+        let region = self.hold.region;
+        if self.is_joined() && region != self.hold_sent {
+            self.outbox
+                .push_back(ClientMsg::Hold(crate::interest::Hold { region }));
+            self.hold_sent = region;
         }
     }
 
     /// The region of the scene held ([`Self::set_hold`]).
     #[must_use]
     pub const fn hold(&self) -> Option<crate::interest::Region> {
-        self.hold
+        self.hold.region
     }
 
     /// The region asked for ([`Self::set_interest`]).
     #[must_use]
     pub const fn interest(&self) -> Option<crate::interest::Region> {
-        self.interest
+        self.interest.region
     }
 
     /// Which pack dictionaries to offer the server from the next `Welcome` on, best first
@@ -805,11 +796,12 @@ impl<S: Signer> ClientConnection<S> {
                 };
                 let signature = proof.sign(&self.signer);
                 // Before the proof: the snapshot the join sends is then only the held part.
-                if self.hold.is_some() {
+                let hold = self.hold.region;
+                if hold.is_some() {
                     self.outbox
-                        .push_back(ClientMsg::Hold(crate::interest::Hold { region: self.hold }));
+                        .push_back(ClientMsg::Hold(crate::interest::Hold { region: hold }));
                 }
-                self.hold_sent = self.hold;
+                self.hold_sent = hold;
                 // A replica kept in step over a reconnect is caught up from where it is.
                 let resumable = self
                     .last_welcome
@@ -858,13 +850,9 @@ impl<S: Signer> ClientConnection<S> {
                         }));
                 }
                 // A hold changed while the join was being proved.
-                if self.hold != self.hold_sent {
-                    self.outbox
-                        .push_back(ClientMsg::Hold(crate::interest::Hold { region: self.hold }));
-                    self.hold_sent = self.hold;
-                }
+                self.send_hold();
                 // The region asked for holds over the reconnect.
-                if let Some(region) = self.interest {
+                if let Some(region) = self.interest.region {
                     self.outbox
                         .push_back(ClientMsg::Interest(crate::interest::Interest {
                             region: Some(region),
@@ -1192,6 +1180,83 @@ mod tests {
             interests(&mut c).contains(&Some(Region::around(at, 32.0))),
             "asked for again after the reconnect's welcome"
         );
+    }
+
+    /// The tick a `Welcome` claims is bounded: a hostile or misconfigured server cannot make
+    /// others' markers crawl.
+    #[test]
+    fn a_welcomes_presence_tick_is_taken_up_to_the_ceiling() {
+        let mut c = joined();
+        for (claimed, taken) in [(22, 22), (0, 0), (100, 100), (u32::MAX, 100)] {
+            c.reconnect();
+            c.handle(&ServerMsg::Challenge(Challenge {
+                nonce: [3; 32],
+                server_build_id: "test".into(),
+            }));
+            c.handle(&ServerMsg::Welcome(Welcome {
+                session: SESSION,
+                author: AuthorId(1),
+                role: Role::Editor,
+                next_seq: 1,
+                log_position: 0,
+                presence_tick_ms: claimed,
+            }));
+            assert_eq!(c.presence_tick_ms(), taken, "{claimed}");
+        }
+    }
+
+    /// The held region follows the view by the same rule, goes before every join proof, and a
+    /// change made while the join is proved goes once the welcome came.
+    #[test]
+    fn the_held_region_follows_the_view_and_goes_before_each_proof() {
+        use crate::interest::Region;
+        let holds = |c: &mut ClientConnection<Ed25519Signer>| {
+            core::iter::from_fn(|| c.poll_transmit())
+                .filter_map(|m| match m {
+                    ClientMsg::Hold(h) => Some(h.region),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut c = joined();
+        while c.poll_transmit().is_some() {}
+        let at = glam::Vec3::new(0.0, 0.0, 40.0);
+        c.follow_hold(at, 10.0);
+        assert_eq!(holds(&mut c), vec![Some(Region::around(at, 10.0))]);
+        c.follow_hold(at + glam::Vec3::X, 10.0);
+        assert!(holds(&mut c).is_empty(), "a metre is not a move at ±10 m");
+        c.follow_hold(at + glam::Vec3::X * 3.0, 10.0);
+        let moved = Some(Region::around(at + glam::Vec3::X * 3.0, 10.0));
+        assert_eq!(holds(&mut c), vec![moved]);
+        // A reconnect: the region goes with the proof (the join's snapshot is the held part).
+        c.reconnect();
+        c.handle(&ServerMsg::Challenge(Challenge {
+            nonce: [6; 32],
+            server_build_id: "test".into(),
+        }));
+        let sent: Vec<ClientMsg> = core::iter::from_fn(|| c.poll_transmit())
+            .filter(|m| !matches!(m, ClientMsg::Hello(_)))
+            .collect();
+        assert!(
+            matches!(sent.first(), Some(ClientMsg::Hold(h)) if h.region == moved),
+            "{sent:?}"
+        );
+        assert!(matches!(
+            sent.get(1),
+            Some(ClientMsg::Resume(_) | ClientMsg::JoinProof(_))
+        ));
+        // Moved back to the whole scene before the welcome: said once the welcome came.
+        c.set_hold(None);
+        assert!(holds(&mut c).is_empty(), "not joined yet");
+        c.handle(&ServerMsg::Welcome(Welcome {
+            session: SESSION,
+            author: AuthorId(1),
+            role: Role::Editor,
+            next_seq: 1,
+            log_position: 0,
+            presence_tick_ms: 22,
+        }));
+        assert_eq!(holds(&mut c), vec![None]);
     }
 
     /// The server's challenge (`nonce`) and welcome of author 1, as at a join or a rejoin.

@@ -76,6 +76,42 @@ pub fn moved_enough(last: Option<(Vec3, f32)>, center: Vec3, half_extent: f32) -
     last.is_none_or(|(c, h)| c.distance(center) > h / 4.0 || (half_extent - h).abs() > h / 4.0)
 }
 
+/// A region a client asks the server for — the presence lane's ([`Interest`]) or the part of the
+/// scene it holds ([`Hold`]) — set by hand or following the view ([`moved_enough`]): one
+/// mechanism for both, in `ClientConnection`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Asked {
+    /// What is asked for now (`None`: everything).
+    pub(crate) region: Option<Region>,
+    /// Centre and half-edge of the view it last followed.
+    at: Option<(Vec3, f32)>,
+}
+
+impl Asked {
+    /// Set by hand (the next [`Asked::follow`] asks again whatever it asked before); whether
+    /// that changed what is asked for.
+    pub(crate) fn set(&mut self, region: Option<Region>) -> bool {
+        self.at = None;
+        self.change(region)
+    }
+
+    /// The region of half-edge `half_extent_m` around `center`, once the view moved enough
+    /// from the last followed; whether that changed what is asked for.
+    pub(crate) fn follow(&mut self, center: Vec3, half_extent_m: f32) -> bool {
+        if !moved_enough(self.at, center, half_extent_m) {
+            return false;
+        }
+        self.at = Some((center, half_extent_m));
+        self.change(Some(Region::around(center, half_extent_m)))
+    }
+
+    fn change(&mut self, region: Option<Region>) -> bool {
+        let changed = self.region != region;
+        self.region = region;
+        changed
+    }
+}
+
 /// What part of the world this client wants the presence lane of (`ClientMsg::Interest`, on
 /// the reliable lane; it holds until the next one and is sent again after a reconnect).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -416,13 +416,15 @@ impl Scene {
         command: &Command,
         limits: &Limits,
     ) -> Result<(), EditError> {
-        let changed: Vec<EntityId> = match command {
-            Command::Import { .. } => command.import_ids(),
-            _ => match Self::touched(author, command) {
-                Touched::Entity(e) => alloc::vec![e],
-                Touched::Author(_) | Touched::Session => Vec::new(),
-            },
-        };
+        // The entities it may change, as deltas name them (an undo or redo never comes here).
+        let changed: Vec<EntityId> = self
+            .changed_by(author, id, command)
+            .into_iter()
+            .filter_map(|t| match t {
+                Touched::Entity(e) => Some(e),
+                Touched::Author(_) | Touched::Session => None,
+            })
+            .collect();
         let count = |s: &Self| -> u64 {
             changed
                 .iter()
@@ -904,6 +906,17 @@ impl Scene {
             }
         }
         Ok(())
+    }
+
+    /// Whether a replica can apply `command` itself: not an undo or redo (replicas keep no
+    /// undo history) nor an import (nor the assets it reads). What one of those did reaches
+    /// replicas as the new state of what it changed.
+    #[must_use]
+    pub const fn replica_applies(command: &Command) -> bool {
+        !matches!(
+            command,
+            Command::Undo { .. } | Command::Redo { .. } | Command::Import { .. }
+        )
     }
 
     /// What `command` by `author` touches.

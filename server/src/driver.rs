@@ -715,7 +715,7 @@ impl Driver {
             Event::Joined { .. } => self.metrics.joins_total.inc(),
             Event::PresenceDropped => self.metrics.rejected("presence_dropped"),
             Event::OutOfInterest => self.metrics.presence_out_of_interest_total.inc(),
-            Event::HeldFannedOut {
+            Event::HeldUpdate {
                 sent,
                 not_sent,
                 states,

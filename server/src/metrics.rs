@@ -319,8 +319,9 @@ impl Metrics {
         let held_entries_total = IntCounterVec::new(
             Opts::new(
                 "held_entries_total",
-                "Entries fanned out to clients that hold part of the scene, by outcome: sent, \
-                 or not_sent (nothing of it in the region the client holds).",
+                "Entries fanned out to clients that hold part of the scene, by outcome: sent \
+                 as entries, or not_sent (outside the region the client holds, or reaching it \
+                 as state: an undo, a redo, an import).",
             )
             .namespace(PREFIX),
             &["outcome"],
@@ -335,8 +336,9 @@ impl Metrics {
         let held_states_total = IntCounter::with_opts(
             Opts::new(
                 "held_states_total",
-                "Entity states sent to clients that hold part of the scene: what came into \
-                 their region, left it, or changed without an entry they could apply.",
+                "Entity states sent to clients that hold part of the scene, at fan-outs and \
+                 region moves: what came into their region, left it, or changed without an \
+                 entry they could apply.",
             )
             .namespace(PREFIX),
         )

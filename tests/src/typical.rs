@@ -118,7 +118,7 @@ pub struct Workload {
     /// placed (with a `population`, anything in view) and, as `filter` says, asks the server
     /// for only that part of the world; `None`: any entity, and no filter.
     pub view_m: Option<f32>,
-    /// What the server filters by the view.
+    /// What the server filters by the view (nothing without one).
     pub filter: Filter,
     /// Entities spread at random over the world (`world_m` across) by a builder before the
     /// members join; what members receive while it builds is not counted.
@@ -137,6 +137,26 @@ impl Workload {
             seed: 1,
             form,
             world_m: None,
+            view_m: None,
+            filter: Filter::Nothing,
+            population: 0,
+            pack_ms: meshwork_session::session::DEFAULT_PRESENCE_PACK_MS,
+        }
+    }
+}
+
+impl Workload {
+    /// `members` in groups of four over a square `world_m` across, presence as clients send it
+    /// (compressed packs), no view, nothing filtered, no population, the default tick: where
+    /// the crowd runs start.
+    #[must_use]
+    pub const fn crowd(members: usize, seconds: u64, seed: u64, world_m: f32) -> Self {
+        Self {
+            members,
+            seconds,
+            seed,
+            form: PresenceForm::MotionCompressed,
+            world_m: Some(world_m),
             view_m: None,
             filter: Filter::Nothing,
             population: 0,
@@ -447,19 +467,11 @@ impl Play {
     /// leaves. It holds a region nowhere near, so it is sent nothing of what it builds.
     fn populate(&mut self, n: usize, world_m: f32) {
         let b = self.members.len() - 1;
-        self.members[b].connected = true;
         self.members[b]
             .sim
             .conn
             .set_hold(Some(Region::around(Vec3::splat(1.0e6), 1.0)));
-        let now = self.now_ms;
-        self.session.handle_input(
-            now,
-            Input::Connected {
-                client: ClientId(b as u64),
-            },
-        );
-        self.pump();
+        self.connection(b, true);
         let Some(author) = self.members[b].sim.conn.author() else {
             return;
         };
@@ -492,17 +504,22 @@ impl Play {
             built >= n,
             "the session took {built} of the {n} entities of the population"
         );
-        self.members[b].connected = false;
-        let now = self.now_ms;
-        self.session.handle_input(
-            now,
-            Input::Disconnected {
-                client: ClientId(b as u64),
-            },
-        );
-        self.pump();
+        self.connection(b, false);
         // What the members receive from here on is what counts.
         self.report = Report::default();
+    }
+
+    /// Member `i` connects (`up`) or its connection closes; what that sets off goes out.
+    fn connection(&mut self, i: usize, up: bool) {
+        self.members[i].connected = up;
+        let client = ClientId(i as u64);
+        let input = if up {
+            Input::Connected { client }
+        } else {
+            Input::Disconnected { client }
+        };
+        self.session.handle_input(self.now_ms, input);
+        self.pump();
     }
 
     fn joined(&self, i: usize) -> bool {
@@ -788,15 +805,7 @@ pub fn play(workload: &Workload) -> Report {
                 continue;
             }
             if !play.members[i].connected && frame >= play.members[i].joined_at_frame {
-                play.members[i].connected = true;
-                let now = play.now_ms;
-                play.session.handle_input(
-                    now,
-                    Input::Connected {
-                        client: ClientId(i as u64),
-                    },
-                );
-                play.pump();
+                play.connection(i, true);
             }
             if !play.joined(i) {
                 continue;

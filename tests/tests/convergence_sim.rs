@@ -9,6 +9,16 @@ use meshwork_protocol::CommandKind;
 use meshwork_protocol::scene::Geometry;
 use meshwork_testkit::sim::{MESH_EDIT_KINDS, NetConfig, Sim};
 
+/// 20 ms each way with 15 ms of jitter; 5 % of frames lost, 5 % held back to overtake, 1 %
+/// delivered twice.
+const LOSSY: NetConfig = NetConfig {
+    latency_ms: 20,
+    jitter_ms: 15,
+    loss: 0.05,
+    reorder: 0.05,
+    duplicate: 0.01,
+};
+
 /// The roadmap case: host + 2 clients, 120 frames of mixed edits, drops that force resyncs.
 #[test]
 fn host_and_two_clients_converge_through_resyncs() {
@@ -52,13 +62,7 @@ fn host_and_two_clients_converge_through_resyncs() {
 /// replica: the host refuses the stale ones, and what it accepts every replica reproduces.
 #[test]
 fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
-    let net = NetConfig {
-        latency_ms: 20,
-        jitter_ms: 15,
-        loss: 0.05,
-        reorder: 0.05,
-        duplicate: 0.01,
-    };
+    let net = LOSSY;
     let mut accepted_kinds = BTreeMap::new();
     let mut refused = BTreeMap::new();
     for seed in [11u64, 12, 13] {
@@ -142,13 +146,7 @@ fn host_and_eight_clients_converge_under_loss_reordering_and_jitter() {
 /// A failing seed reproduces exactly: same seed, same packets at the same times, same state.
 #[test]
 fn a_seed_replays_exactly() {
-    let net = NetConfig {
-        latency_ms: 20,
-        jitter_ms: 15,
-        loss: 0.05,
-        reorder: 0.05,
-        duplicate: 0.01,
-    };
+    let net = LOSSY;
     let run = |seed| {
         let mut sim = Sim::new(seed, 4, net);
         for _ in 0..300 {
@@ -224,13 +222,7 @@ fn bursts_of_edits_go_out_as_deltas_and_still_converge() {
 #[test]
 fn partial_replicas_converge_under_loss_reordering_and_jitter() {
     use meshwork_protocol::interest::Region;
-    let net = NetConfig {
-        latency_ms: 20,
-        jitter_ms: 15,
-        loss: 0.05,
-        reorder: 0.05,
-        duplicate: 0.01,
-    };
+    let net = LOSSY;
     let half = Region {
         min_mm: [0, -2_000_000_000, -2_000_000_000],
         max_mm: [2_000_000_000; 3],

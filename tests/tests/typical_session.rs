@@ -92,19 +92,9 @@ fn each_presence_lever_carries_the_same_session_in_fewer_bytes() {
 fn interest_keeps_presence_to_who_is_near() {
     let run = |view_m| {
         play(&Workload {
-            members: 16,
-            seconds: 3,
-            seed: 3,
-            form: PresenceForm::MotionCompressed,
-            world_m: Some(200.0),
             view_m,
-            filter: if view_m.is_some() {
-                Filter::Presence
-            } else {
-                Filter::Nothing
-            },
-            population: 0,
-            pack_ms: meshwork_session::session::DEFAULT_PRESENCE_PACK_MS,
+            filter: Filter::Presence,
+            ..Workload::crowd(16, 3, 3, 200.0)
         })
     };
     let (all, near) = (run(None), run(Some(10.0)));
@@ -134,15 +124,10 @@ fn interest_keeps_presence_to_who_is_near() {
 fn members_holding_their_region_get_a_fraction_of_the_updates_and_stay_in_step() {
     let run = |filter| {
         play(&Workload {
-            members: 16,
-            seconds: 3,
-            seed: 5,
-            form: PresenceForm::MotionCompressed,
-            world_m: Some(200.0),
             view_m: Some(10.0),
             filter,
             population: 3_000,
-            pack_ms: meshwork_session::session::DEFAULT_PRESENCE_PACK_MS,
+            ..Workload::crowd(16, 3, 5, 200.0)
         })
     };
     let (all, held) = (run(Filter::Nothing), run(Filter::PresenceAndScene));

@@ -117,52 +117,40 @@ pub(crate) struct HoldState {
 pub(crate) enum Scope {
     /// Authors' state or the session's: every replica applies it.
     Everyone,
-    /// One entity: sent to those who hold it (see the module's rules).
-    Entity {
-        target: EntityId,
-        /// A spawn: where the new entity's origin is.
-        spawn_at: Option<[i32; 3]>,
-        /// A copy: the entity it copies (the copy is `target`).
-        source: Option<EntityId>,
-        despawn: bool,
-    },
-    /// A replica cannot apply it (undo, redo, import): its result goes as state.
+    /// A spawn that makes a new entity, its origin there: sent when that is inside.
+    Spawn { target: EntityId, at: [i32; 3] },
+    /// A copy of `source` as `target`: sent to those who hold the source in step.
+    Copy { source: EntityId, target: EntityId },
+    /// A removal: sent to those who hold it.
+    Despawn { target: EntityId },
+    /// Any other change of one entity (a spawn of an id that exists too: it changes
+    /// nothing): sent to those who hold it.
+    Edit { target: EntityId },
+    /// A replica cannot apply it (`Scene::replica_applies`: undo, redo, import): what it
+    /// changed goes as state. For these, `Scene::changed_by` names entities only.
     State,
 }
 
 impl Scope {
-    /// The scope of `command`; `existed`: whether the entity a spawn names existed before it
-    /// (then the spawn changes nothing, and goes only to those who hold that entity).
+    /// The scope of `command`; `existed`: whether the entity a spawn names existed before it.
     pub(crate) fn of(author: AuthorId, command: &Command, existed: bool) -> Self {
+        if !Scene::replica_applies(command) {
+            return Self::State;
+        }
         match command {
-            Command::Undo { .. } | Command::Redo { .. } | Command::Import { .. } => Self::State,
             Command::Spawn {
                 entity, transform, ..
-            } if !existed => Self::Entity {
+            } if !existed => Self::Spawn {
                 target: *entity,
-                spawn_at: Some(point_mm(transform.translation)),
-                source: None,
-                despawn: false,
+                at: point_mm(transform.translation),
             },
-            Command::Duplicate { entity, copy, .. } => Self::Entity {
+            Command::Duplicate { entity, copy, .. } => Self::Copy {
+                source: *entity,
                 target: *copy,
-                spawn_at: None,
-                source: Some(*entity),
-                despawn: false,
             },
-            Command::Despawn { entity } => Self::Entity {
-                target: *entity,
-                spawn_at: None,
-                source: None,
-                despawn: true,
-            },
+            Command::Despawn { entity } => Self::Despawn { target: *entity },
             _ => match Scene::touched(author, command) {
-                Touched::Entity(target) => Self::Entity {
-                    target,
-                    spawn_at: None,
-                    source: None,
-                    despawn: false,
-                },
+                Touched::Entity(target) => Self::Edit { target },
                 Touched::Author(_) | Touched::Session => Self::Everyone,
             },
         }
@@ -176,8 +164,6 @@ pub(crate) struct Plan {
     pub(crate) entries: Vec<SignedEntry>,
     /// States to set after them (`None`: dropped).
     pub(crate) states: Vec<(EntityId, Option<Entity>)>,
-    /// Authors whose state changed without an entry the replica applies.
-    pub(crate) authors: BTreeSet<AuthorId>,
     /// How what it holds changes.
     pub(crate) change: Change,
 }
@@ -185,7 +171,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// Whether there is nothing to send.
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.states.is_empty() && self.authors.is_empty()
+        self.entries.is_empty() && self.states.is_empty()
     }
 }
 
@@ -258,66 +244,46 @@ pub(crate) fn plan(
     let mut entries = Vec::new();
     // Entities whose state the replica cannot reach by the entries it is sent.
     let mut stale: BTreeSet<EntityId> = BTreeSet::new();
-    let mut authors = BTreeSet::new();
-    let mut candidates: BTreeSet<EntityId> = BTreeSet::new();
+    // Everything the entries touched: placed again at the end.
+    let mut touched_all: BTreeSet<EntityId> = BTreeSet::new();
     for (entry, scope, touched) in batch {
-        for t in touched {
-            if let Touched::Entity(e) = t {
-                candidates.insert(*e);
-            }
-        }
+        let entities = touched.iter().filter_map(|t| match t {
+            Touched::Entity(e) => Some(*e),
+            Touched::Author(_) | Touched::Session => None,
+        });
+        touched_all.extend(entities.clone());
         let send = match scope {
             Scope::Everyone => true,
             Scope::State => {
-                for t in touched {
-                    match t {
-                        Touched::Entity(e) => {
-                            stale.insert(*e);
-                        }
-                        Touched::Author(a) => {
-                            authors.insert(*a);
-                        }
-                        Touched::Session => {}
-                    }
-                }
+                stale.extend(entities);
                 false
             }
-            Scope::Entity {
-                target,
-                spawn_at,
-                source,
-                despawn,
-            } => {
-                if let Some(at) = spawn_at {
-                    // A spawn of an id that exists changes nothing, wherever it says.
-                    let new = !held.contains(target) && hold.region.contains(*at);
-                    if new {
-                        held.insert(*target);
-                    }
-                    new || held.contains(target)
-                } else if let Some(source) = source {
-                    // A copy of what changed without an entry the replica applies (an undo
-                    // earlier in this fan-out) would copy the replica's stale state: it goes
-                    // as state instead.
-                    let copyable =
-                        held.contains(source) && !stale.contains(source) && !held.contains(target);
-                    if copyable {
-                        held.insert(*target);
-                    }
-                    copyable
-                } else if *despawn {
-                    held.remove(target)
-                } else {
-                    held.contains(target)
+            Scope::Spawn { target, at } => {
+                let inside = hold.region.contains(*at);
+                if inside {
+                    held.insert(*target);
                 }
+                inside
             }
+            // A copy of what changed without an entry the replica applies (an undo earlier
+            // in this fan-out) would copy the replica's stale state: it goes as state instead.
+            Scope::Copy { source, target } => {
+                let copyable =
+                    held.contains(source) && !stale.contains(source) && !held.contains(target);
+                if copyable {
+                    held.insert(*target);
+                }
+                copyable
+            }
+            Scope::Despawn { target } => held.remove(target),
+            Scope::Edit { target } => held.contains(target),
         };
         if send {
             entries.push(entry.clone());
         }
     }
     let mut states = Vec::new();
-    for e in candidates.union(&stale) {
+    for e in &touched_all {
         let inside = scene
             .entities
             .get(e)
@@ -342,7 +308,6 @@ pub(crate) fn plan(
     Plan {
         entries,
         states,
-        authors,
         change: held.change,
     }
 }

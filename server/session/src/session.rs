@@ -96,7 +96,7 @@ pub struct Config {
     /// How long a client that reads packs (`ClientMsg::Codecs`) waits for what it is owed on
     /// the unreliable lane to go out together, in milliseconds (0: every message at once); an
     /// update superseded by its author's next within the tick is dropped
-    /// ([`DEFAULT_PRESENCE_PACK_MS`] by default).
+    /// ([`DEFAULT_PRESENCE_PACK_MS`] by default; at most `presence::MAX_TICK_MS` is used).
     pub presence_pack_ms: u64,
     /// `Resync` snapshots per connection per minute, after a burst of [`RESYNC_BURST`]; one
     /// asked for over the limit is sent when the connection's bucket allows it (requests in
@@ -209,14 +209,15 @@ pub enum Event {
     PresenceDropped,
     /// A relayed presence-lane message was not sent to a client: outside its interest.
     OutOfInterest,
-    /// A fan-out reached a client that holds part of the scene: of the entries fanned out,
-    /// `sent` went to it and `not_sent` did not (outside what it holds); `states` entity
-    /// states went with them (what came into its region, left it, or changed without an entry
-    /// it could apply).
-    HeldFannedOut {
+    /// A client that holds part of the scene was considered for an update: at a fan-out, of
+    /// the entries fanned out `sent` went to it as entries and `not_sent` did not (outside what
+    /// it holds, or what it gets as state instead: an undo, a redo, an import, a stale copy);
+    /// at a fan-out or a move of its region, `states` entity states went to it (what came into
+    /// its region, left it, or changed without an entry it could apply).
+    HeldUpdate {
         /// Entries sent.
         sent: usize,
-        /// Entries not sent.
+        /// Entries not sent as entries.
         not_sent: usize,
         /// Entity states sent.
         states: usize,
@@ -1951,7 +1952,9 @@ impl Session {
             role,
             next_seq: self.log.next_seq(author),
             log_position: self.log.clock(),
-            presence_tick_ms: u32::try_from(self.config.presence_pack_ms).unwrap_or(u32::MAX),
+            // The tick clients draw others over: the session packs at most that far apart
+            // whatever its configuration says (`presence::MAX_TICK_MS`).
+            presence_tick_ms: u32::try_from(self.presence_tick_ms()).unwrap_or(u32::MAX),
         };
         self.send(client, &ServerMsg::Welcome(welcome));
         // The others learn the new member now, before any entry of theirs can reach them (same
@@ -2530,7 +2533,7 @@ impl Session {
         frame: &Arc<[u8]>,
         key: Option<crate::pack::Supersedes>,
     ) {
-        let delay = self.config.presence_pack_ms;
+        let delay = self.presence_tick_ms();
         match self.clients.get(&to).and_then(|c| c.packs) {
             // Gathered for the tick; a full pack goes at once.
             Some(dictionary) if delay > 0 => {
@@ -2991,13 +2994,8 @@ impl Session {
                     self.fanout_scopes.push((scope, touched.clone()));
                 }
                 self.recent.remember(touched, self.scene.position);
-                // Replicas keep no undo history: what an undo or redo did reaches them as the
-                // new state of the entities it changed.
-                // Nor imported assets: an import reaches them as the entities it made.
-                self.fanout_needs_delta |= matches!(
-                    e.body.command,
-                    Command::Undo { .. } | Command::Redo { .. } | Command::Import { .. }
-                );
+                // What replicas cannot apply (undo, redo, import) reaches them as state.
+                self.fanout_needs_delta |= !Scene::replica_applies(&e.body.command);
                 self.fanout.push(e.signed.clone());
                 match &e.body.command {
                     Command::SetRole { author: member, .. } => {
@@ -3107,17 +3105,8 @@ impl Session {
         let batches = std::mem::take(&mut self.fanout_batches);
         let scopes = std::mem::take(&mut self.fanout_scopes);
         // Partial replicas get their own updates; the others share the same frames.
-        let mut partial = Vec::new();
-        let mut recipients = Vec::new();
-        for (id, c) in &self.clients {
-            if c.phase == Phase::Joined {
-                if c.hold.is_some() {
-                    partial.push(*id);
-                } else {
-                    recipients.push(*id);
-                }
-            }
-        }
+        let partial = self.joined_where(|c| c.hold.is_some());
+        let recipients = self.joined_where(|c| c.hold.is_none());
         let touched = std::mem::take(&mut self.fanout_touched);
         let from = std::mem::replace(&mut self.fanout_from, self.scene.position);
         let must_delta = std::mem::take(&mut self.fanout_needs_delta);
@@ -3262,7 +3251,7 @@ impl Session {
             };
             let from = (hold.position, hold.lamport);
             let plan = crate::held::plan(hold, &batch, &self.scene);
-            self.emit(Output::Event(Event::HeldFannedOut {
+            self.emit(Output::Event(Event::HeldUpdate {
                 sent: plan.entries.len(),
                 not_sent: batch.len().saturating_sub(plan.entries.len()),
                 states: plan.states.len(),
@@ -3270,24 +3259,12 @@ impl Session {
             if plan.is_empty() {
                 continue;
             }
-            let authors = plan
-                .authors
-                .iter()
-                .map(|a| (*a, self.scene.authors.get(a).cloned().unwrap_or_default()))
-                .collect();
-            self.send_held(
-                client,
-                from,
-                plan.entries,
-                plan.states,
-                authors,
-                plan.change,
-            );
+            self.send_held(client, from, plan.entries, plan.states, plan.change);
         }
     }
 
     /// Sends a partial replica the update from where it stands to the durable scene's
-    /// position: `entries` to apply, then `states` and `authors` (sealed, when there are any);
+    /// position: `entries` to apply, then `states` (sealed, when there are any);
     /// it holds `held` after. Without a key to seal with, or past a frame, the held part goes
     /// as a snapshot instead, within the resync limit (nothing goes to the client until it
     /// does).
@@ -3300,7 +3277,6 @@ impl Session {
             meshwork_protocol::EntityId,
             Option<meshwork_protocol::scene::Entity>,
         )>,
-        authors: Vec<(AuthorId, meshwork_protocol::scene::AuthorState)>,
         change: crate::held::Change,
     ) {
         let (to, lamport) = (self.scene.position, self.scene.lamport);
@@ -3339,7 +3315,7 @@ impl Session {
             }
             entries = tail;
         }
-        let delta = if states.is_empty() && authors.is_empty() {
+        let delta = if states.is_empty() {
             None
         } else {
             let Some(signer) = self.config.server_signer.clone() else {
@@ -3351,7 +3327,7 @@ impl Session {
                 to_position: to,
                 lamport,
                 entities: states,
-                authors,
+                authors: Vec::new(),
                 session_name: self.scene.session_name.clone(),
             };
             let empty = BTreeSet::new();
@@ -3477,15 +3453,13 @@ impl Session {
                 h.region = region;
                 let states = crate::held::moved(&h.held, &now_held, &self.scene);
                 let change = crate::held::Change::replace(&h.held, &now_held);
+                self.emit(Output::Event(Event::HeldUpdate {
+                    sent: 0,
+                    not_sent: 0,
+                    states: states.len(),
+                }));
                 if !states.is_empty() {
-                    self.send_held(
-                        &client,
-                        (position, lamport),
-                        Vec::new(),
-                        states,
-                        Vec::new(),
-                        change,
-                    );
+                    self.send_held(&client, (position, lamport), Vec::new(), states, change);
                 }
             }
             (_, _) => {
@@ -3599,13 +3573,7 @@ impl Session {
         });
         let Ok(frame) = to_frame(&msg) else { return };
         let frame: Arc<[u8]> = frame.into();
-        let whole: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Joined && c.hold.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for client in whole {
+        for client in self.joined_where(|c| c.hold.is_none()) {
             self.emit(Output::Send {
                 client,
                 lane: Lane::Reliable,
@@ -3639,15 +3607,26 @@ impl Session {
         self.authors_by_key.get(&self.config.server_key).copied()
     }
 
+    /// How far apart a member's packs go: the configured tick, at most
+    /// [`meshwork_protocol::presence::MAX_TICK_MS`] (what clients draw others over).
+    fn presence_tick_ms(&self) -> u64 {
+        self.config
+            .presence_pack_ms
+            .min(meshwork_protocol::presence::MAX_TICK_MS)
+    }
+
+    /// The joined clients `pick` keeps.
+    fn joined_where(&self, pick: impl Fn(&Client) -> bool) -> Vec<ClientId> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Joined && pick(c))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// One encoded frame, on the reliable lane, to every joined client.
     fn send_to_joined(&mut self, frame: &Arc<[u8]>) {
-        let joined: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Joined)
-            .map(|(id, _)| *id)
-            .collect();
-        for client in joined {
+        for client in self.joined_where(|_| true) {
             self.emit(Output::Send {
                 client,
                 lane: Lane::Reliable,

@@ -353,15 +353,11 @@ fn main() {
 fn world(args: &Args) {
     let run = |filter| {
         play(&Workload {
-            members: args.crowd,
-            seconds: args.crowd_seconds,
-            seed: args.seed,
-            form: PresenceForm::MotionCompressed,
-            world_m: Some(args.world_m),
             view_m: Some(args.world_view_m),
             filter,
             population: args.world_entities,
             pack_ms: args.pack_ms,
+            ..crowd(args)
         })
     };
     let runs: Vec<(Filter, Report)> = [Filter::Nothing, Filter::Presence, Filter::PresenceAndScene]
@@ -426,24 +422,20 @@ fn world(args: &Args) {
     });
 }
 
+/// The crowd runs' common part, from the arguments.
+const fn crowd(args: &Args) -> Workload {
+    Workload::crowd(args.crowd, args.crowd_seconds, args.seed, args.world_m)
+}
+
 /// The presence lane with and without interest: `--crowd` members spread over `--world-m`,
 /// each asking for `--view-m` around where they stand.
 fn interest(args: &Args) {
     let run = |view_m| {
         play(&Workload {
-            members: args.crowd,
-            seconds: args.crowd_seconds,
-            seed: args.seed,
-            form: PresenceForm::MotionCompressed,
-            world_m: Some(args.world_m),
             view_m,
-            filter: if view_m.is_some() {
-                Filter::Presence
-            } else {
-                Filter::Nothing
-            },
-            population: 0,
+            filter: Filter::Presence,
             pack_ms: args.pack_ms,
+            ..crowd(args)
         })
     };
     let (all, near) = (run(None), run(Some(args.view_m)));

@@ -23,6 +23,17 @@ fn at(entity: EntityId, x: f32) -> Command {
     }
 }
 
+/// A session where A (on `C1`) has placed cubes with ids 1, 2, … at these x positions.
+fn placed(xs: &[f32]) -> (World, AuthorId) {
+    let mut w = World::new();
+    w.join(C1, 1);
+    let a = w.conns[&C1].author().unwrap();
+    let spawns = (1u32..).zip(xs).map(|(k, x)| at(EntityId::new(a, k), *x));
+    w.submit(C1, spawns.collect());
+    w.pump();
+    (w, a)
+}
+
 /// What a replica holding `region` must hold: the server's entities whose origin is inside,
 /// as the server has them, at the replica's position.
 fn expected(server: &Scene, region: &Region, position: u64, lamport: u64) -> Scene {
@@ -81,21 +92,9 @@ fn hash_tick(w: &mut World) {
 
 #[test]
 fn a_partial_replica_holds_exactly_its_region_through_edits_moves_copies_and_undo() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    let e = |k| EntityId::new(a, k);
     // Before B joins: two inside its region (±10 m around the origin), two far outside.
-    w.submit(
-        C1,
-        vec![
-            at(e(1), 0.0),
-            at(e(2), 5.0),
-            at(e(3), 50.0),
-            at(e(4), 500.0),
-        ],
-    );
-    w.pump();
+    let (mut w, a) = placed(&[0.0, 5.0, 50.0, 500.0]);
+    let e = |k| EntityId::new(a, k);
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
     // The join's snapshot is already the held part.
@@ -271,16 +270,8 @@ fn a_partial_replica_holds_exactly_its_region_through_edits_moves_copies_and_und
 
 #[test]
 fn a_moved_region_brings_what_it_now_holds_in_the_answer_to_the_move() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    let near: Vec<Command> = (1..=3).map(|k| at(EntityId::new(a, k), k as f32)).collect();
-    let far: Vec<Command> = (11..=14)
-        .map(|k| at(EntityId::new(a, k), 200.0 + k as f32))
-        .collect();
-    w.submit(C1, near);
-    w.submit(C1, far);
-    w.pump();
+    // Three near the origin, four around x = 210.
+    let (mut w, a) = placed(&[1.0, 2.0, 3.0, 211.0, 212.0, 213.0, 214.0]);
     let here = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, here);
     assert_holds(&w, C2, &here);
@@ -338,14 +329,7 @@ fn a_moved_region_brings_what_it_now_holds_in_the_answer_to_the_move() {
 
 #[test]
 fn a_partial_replica_rejoins_with_the_held_part_and_a_bad_update_is_caught() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    w.submit(
-        C1,
-        vec![at(EntityId::new(a, 1), 1.0), at(EntityId::new(a, 2), 90.0)],
-    );
-    w.pump();
+    let (mut w, a) = placed(&[1.0, 90.0]);
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
     // B drops; A edits meanwhile; B comes back and gets the held part again.
@@ -386,12 +370,8 @@ fn a_partial_replica_rejoins_with_the_held_part_and_a_bad_update_is_caught() {
 
 #[test]
 fn a_copy_of_what_an_undo_changed_in_the_same_fan_out_goes_as_state() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
+    let (mut w, a) = placed(&[0.0]);
     let e = |k| EntityId::new(a, k);
-    w.submit(C1, vec![at(e(1), 0.0)]);
-    w.pump();
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
     w.submit(
@@ -426,14 +406,7 @@ fn a_copy_of_what_an_undo_changed_in_the_same_fan_out_goes_as_state() {
 
 #[test]
 fn a_hold_changed_while_the_join_is_proved_goes_after_the_welcome() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    w.submit(
-        C1,
-        vec![at(EntityId::new(a, 1), 0.0), at(EntityId::new(a, 2), 300.0)],
-    );
-    w.pump();
+    let (mut w, _) = placed(&[0.0, 300.0]);
     let (first, then) = (
         Region::around(Vec3::ZERO, 10.0),
         Region::around(Vec3::new(300.0, 0.0, 0.0), 10.0),
@@ -458,14 +431,8 @@ fn a_hold_changed_while_the_join_is_proved_goes_after_the_welcome() {
 
 #[test]
 fn region_changes_past_the_limit_wait_and_the_latest_is_carried_out() {
-    let mut w = World::new();
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    let spawns: Vec<Command> = (0..30u8)
-        .map(|k| at(EntityId::new(a, u32::from(k)), f32::from(k) * 20.0))
-        .collect();
-    w.submit(C1, spawns);
-    w.pump();
+    let xs: Vec<f32> = (0..30u8).map(|k| f32::from(k) * 20.0).collect();
+    let (mut w, _) = placed(&xs);
     holding(&mut w, C2, 2, Region::around(Vec3::ZERO, 5.0));
     let mut throttled = 0;
     for k in 1..30u8 {
@@ -489,12 +456,8 @@ fn region_changes_past_the_limit_wait_and_the_latest_is_carried_out() {
 
 #[test]
 fn more_entries_than_a_frame_takes_go_in_several_updates() {
-    let mut w = World::new();
+    let (mut w, a) = placed(&[0.0]);
     w.h.session.config.catch_up_chunk = 2;
-    w.join(C1, 1);
-    let a = w.conns[&C1].author().unwrap();
-    w.submit(C1, vec![at(EntityId::new(a, 1), 0.0)]);
-    w.pump();
     let region = Region::around(Vec3::ZERO, 10.0);
     holding(&mut w, C2, 2, region);
     let before = w.received[&C2].len();
