@@ -382,8 +382,8 @@ export class Editor {
       positions: (id) => this.session.conn.mesh_positions(id),
       normals: (id) => this.session.conn.mesh_normals(id),
       indices: (id) => this.session.conn.mesh_indices(id),
+      presenceTickMs: () => this.session.conn.presence_tick_ms(),
     });
-    this.viewport.playoutMs = this.session.conn.presence_tick_ms();
     this.viewport.onDragEnd = (id, from, to) => {
       this.commitTransform(id, from, to);
       if (this.editable()) this.session.preview(id, null);
@@ -581,7 +581,6 @@ export class Editor {
       case 'joined':
         this.author = e.author;
         this.role = e.role;
-        this.viewport.playoutMs = this.session.conn.presence_tick_ms();
         // Less than the invite grants: an admin lowered it (the server keeps that across joins).
         this.roleSetByAdmin ||= e.role === 'viewer' && ticketRole(this.ticket) !== 'viewer';
         // A rejoin after a drop keeps its replica: live again at once (the catch-up follows).

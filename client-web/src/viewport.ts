@@ -13,6 +13,11 @@ export interface MeshSource {
   positions(id: number): Float32Array;
   normals(id: number): Float32Array;
   indices(id: number): Uint32Array;
+  /**
+   * How long others' markers take to reach an update: the server's presence tick, as the
+   * connection has it (`presence_tick_ms`: the `Welcome`'s, the protocol's default before one).
+   */
+  presenceTickMs(): number;
 }
 
 /** All entities sharing one geometry: one instanced draw. */
@@ -123,12 +128,6 @@ export class Viewport {
   private dirty = true;
   continuous = false;
   backend = 'starting';
-  /**
-   * How long others' markers take to reach an update: the server's presence tick, which the
-   * editor reads from the connection (`presence_tick_ms`: the `Welcome`'s, the protocol's
-   * default before one) when it makes the viewport and on every join.
-   */
-  playoutMs = 0;
   /**
    * Render resolution relative to the canvas: lowered in steps while frames take longer than
    * ~45 ms (a software rasterizer, a weak GPU, a huge scene) and raised again when there is
@@ -544,10 +543,10 @@ export class Viewport {
         const e = part.userData.ease as Ease | undefined;
         if (!e) continue;
         const elapsed = now - e.since;
-        const at = playout(e.from, e.to, elapsed, this.playoutMs);
+        const at = playout(e.from, e.to, elapsed, this.meshes.presenceTickMs());
         part.position.set(at[0], at[1], at[2]);
         part.quaternion.set(at[3], at[4], at[5], at[6]);
-        if (elapsed < this.playoutMs) moving = true;
+        if (at[7] === 0) moving = true;
         else delete part.userData.ease;
       }
     }

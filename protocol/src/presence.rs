@@ -362,6 +362,13 @@ pub const PLAYOUT_MS: u64 = 22;
 /// ([`playout`]) counts on it.
 pub const MAX_TICK_MS: u64 = 100;
 
+/// Whether [`playout`] has reached `to` `elapsed_ms` after the update (a client that draws on
+/// demand stops drawing others' moves then).
+#[must_use]
+pub const fn playout_over(elapsed_ms: u64, tick_ms: u64) -> bool {
+    elapsed_ms >= tick_ms
+}
+
 /// Where a drawn part of another member (a head, a hand, a cursor) is `elapsed_ms` after an
 /// update that found it drawn at `from` and put it at `to`: that share of `tick_ms` (the
 /// server's presence tick, `Welcome::presence_tick_ms`) of the way, in a straight line and
@@ -375,7 +382,7 @@ pub fn playout(
     elapsed_ms: u64,
     tick_ms: u64,
 ) -> (Vec3, Quat) {
-    if elapsed_ms >= tick_ms {
+    if playout_over(elapsed_ms, tick_ms) {
         return to;
     }
     #[allow(
@@ -608,5 +615,13 @@ mod tests {
         // Over the server's own tick; a tick of 0 draws each update at once.
         assert_eq!(playout(from, to, 50, 100).0, from.0.lerp(to.0, 0.5));
         assert_eq!(playout(from, to, 0, 0), to);
+        // Over exactly when it stands at `to`.
+        for (elapsed, tick) in [(0, PLAYOUT_MS), (PLAYOUT_MS - 1, PLAYOUT_MS), (50, 100)] {
+            assert!(!playout_over(elapsed, tick));
+            assert_ne!(playout(from, to, elapsed, tick), to);
+        }
+        for (elapsed, tick) in [(PLAYOUT_MS, PLAYOUT_MS), (0, 0), (101, 100)] {
+            assert!(playout_over(elapsed, tick));
+        }
     }
 }

@@ -1116,7 +1116,8 @@ pub fn clean_display_name(typed: &str) -> String {
 /// Where another member's drawn part is `elapsed_ms` after an update that found it drawn at
 /// `from` and put it at `to` (each `[x, y, z, qx, qy, qz, qw]`), over the server's presence
 /// tick `tick_ms` ([`Connection::presence_tick_ms`]): the protocol's rule
-/// (`meshwork_protocol::presence::playout`), the same the headset draws by.
+/// (`meshwork_protocol::presence::playout`), the same the headset draws by. An eighth number
+/// says whether it has arrived (1) or is still moving (0): `presence::playout_over`.
 #[wasm_bindgen]
 #[must_use]
 pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64, tick_ms: f64) -> Vec<f32> {
@@ -1137,7 +1138,17 @@ pub fn playout(from: &[f32], to: &[f32], elapsed_ms: f64, tick_ms: f64) -> Vec<f
         tick_ms.clamp(0.0, 1e9) as u64,
     );
     let (p, q) = meshwork_protocol::presence::playout(pose(from), pose(to), elapsed, tick);
-    vec![p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+    let over = meshwork_protocol::presence::playout_over(elapsed, tick);
+    vec![
+        p.x,
+        p.y,
+        p.z,
+        q.x,
+        q.y,
+        q.z,
+        q.w,
+        if over { 1.0 } else { 0.0 },
+    ]
 }
 
 /// The session id (hex) a join ticket names, or `undefined` for text that is not a ticket: the
